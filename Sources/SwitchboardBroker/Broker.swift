@@ -1,0 +1,190 @@
+public import NIOCore
+public import SwitchboardCore
+
+/// How nodes reach each other: ordered publication with history, subscriptions,
+/// presence, the node registry and node-to-node control messages.
+///
+/// Two implementations share one contract and one conformance suite:
+/// `MemoryBroker` inside one process and the Redis broker across processes.
+/// Events for subscribed channels are delivered, in offset order per channel,
+/// to the handler passed to `start(eventHandler:)`, always on `eventLoop`.
+public protocol Broker: AnyObject, Sendable {
+    /// The event loop on which events are delivered.
+    var eventLoop: any EventLoop { get }
+
+    /// Sets the receiver of events. Called once, before any subscription.
+    func start(eventHandler: @escaping @Sendable (BrokerEvent) -> Void) -> EventLoopFuture<Void>
+
+    /// Orders and stores a publication and delivers it to every subscribed node.
+    /// The returned position is the publication's (offset 0 and empty epoch when history is off).
+    func publish(_ request: PublishRequest) -> EventLoopFuture<PublishResult>
+
+    /// Delivers a join or leave to every node subscribed to `channel` (not stored).
+    func publishPresenceEvent(_ event: PresenceEvent, channel: String) -> EventLoopFuture<Void>
+
+    /// Starts delivery of `channel`'s events to this node. Completes once delivery is live.
+    func subscribe(channel: String) -> EventLoopFuture<Void>
+
+    /// Stops delivery of `channel`'s events to this node.
+    func unsubscribe(channel: String) -> EventLoopFuture<Void>
+
+    /// Publications after `since` (or the latest ones), with the channel's current position.
+    func history(_ query: HistoryQuery) -> EventLoopFuture<HistoryResult>
+
+    /// Adds or refreshes a client's presence in `channel` for `ttl` seconds.
+    func addPresence(channel: String, info: ClientInfo, ttl: Double) -> EventLoopFuture<Void>
+
+    /// Removes a client's presence in `channel`.
+    func removePresence(channel: String, client: String) -> EventLoopFuture<Void>
+
+    /// Clients present in `channel` (expired entries dropped).
+    func presence(channel: String) -> EventLoopFuture<[ClientInfo]>
+
+    /// Announces or refreshes a node in the registry for `ttl` seconds.
+    func announce(_ node: NodeInfo, ttl: Double) -> EventLoopFuture<Void>
+
+    /// Removes a node from the registry.
+    func removeNode(id: String) -> EventLoopFuture<Void>
+
+    /// All live nodes.
+    func nodes() -> EventLoopFuture<[NodeInfo]>
+
+    /// Sends a control message to one node (`to`), or to every node when `to` is nil.
+    func sendControl(_ message: ControlMessage, to node: String?) -> EventLoopFuture<Void>
+
+    /// Releases connections and timers.
+    func shutdown() -> EventLoopFuture<Void>
+}
+
+/// Something a broker delivers to a node.
+public enum BrokerEvent: Sendable, Hashable {
+    /// A publication in a subscribed channel; `epoch` names the history it belongs to (empty when none).
+    case publication(channel: String, Publication, epoch: String)
+    /// A join or leave in a subscribed channel.
+    case presence(channel: String, PresenceEvent)
+    /// A control message addressed to this node (or to all).
+    case control(ControlMessage)
+    /// Delivery may have missed events (for example after a broker reconnect); the node must resynchronise.
+    case deliveryInterrupted
+}
+
+/// A join or a leave.
+public enum PresenceEvent: Sendable, Hashable {
+    case join(ClientInfo)
+    case leave(ClientInfo)
+}
+
+/// A publish to the broker.
+public struct PublishRequest: Sendable, Hashable {
+    public var channel: String
+    public var data: ByteBuffer
+    public var info: ClientInfo?
+    /// Publications kept; 0 = no history.
+    public var historySize: Int
+    /// Seconds a publication stays in history.
+    public var historyTTL: Double
+    /// When set, a second publish with the same key within `idempotencyWindow` returns the first result and publishes nothing.
+    public var idempotencyKey: String?
+    public var idempotencyWindow: Double
+
+    public init(
+        channel: String,
+        data: ByteBuffer,
+        info: ClientInfo? = nil,
+        historySize: Int,
+        historyTTL: Double,
+        idempotencyKey: String? = nil,
+        idempotencyWindow: Double = 300
+    ) {
+        self.channel = channel
+        self.data = data
+        self.info = info
+        self.historySize = historySize
+        self.historyTTL = historyTTL
+        self.idempotencyKey = idempotencyKey
+        self.idempotencyWindow = idempotencyWindow
+    }
+}
+
+/// Where a publication landed.
+public struct PublishResult: Sendable, Hashable {
+    /// The publication's position; offset 0 when the channel keeps no history.
+    public var position: StreamPosition
+    /// True when this was a repeat of an idempotency key and nothing new was published.
+    public var duplicate: Bool
+
+    public init(position: StreamPosition, duplicate: Bool = false) {
+        self.position = position
+        self.duplicate = duplicate
+    }
+}
+
+/// A history read.
+public struct HistoryQuery: Sendable, Hashable {
+    public var channel: String
+    /// Only publications after this offset; the epoch is not checked by the broker.
+    public var sinceOffset: UInt64?
+    /// At most this many publications; 0 reads only the position.
+    public var limit: Int
+    /// Newest first.
+    public var reverse: Bool
+
+    public init(channel: String, sinceOffset: UInt64? = nil, limit: Int, reverse: Bool = false) {
+        self.channel = channel
+        self.sinceOffset = sinceOffset
+        self.limit = limit
+        self.reverse = reverse
+    }
+}
+
+/// The result of a history read.
+public struct HistoryResult: Sendable, Hashable {
+    public var publications: [Publication]
+    /// The channel's current position (offset of the newest publication and the epoch).
+    public var position: StreamPosition
+
+    public init(publications: [Publication], position: StreamPosition) {
+        self.publications = publications
+        self.position = position
+    }
+}
+
+/// A node as the registry knows it.
+public struct NodeInfo: Sendable, Hashable {
+    public var id: String
+    public var name: String
+    public var address: String
+    public var connections: Int
+    public var subscriptions: Int
+    public var channels: Int
+    public var uptime: Double
+    public var draining: Bool
+
+    public init(
+        id: String,
+        name: String,
+        address: String,
+        connections: Int = 0,
+        subscriptions: Int = 0,
+        channels: Int = 0,
+        uptime: Double = 0,
+        draining: Bool = false
+    ) {
+        self.id = id
+        self.name = name
+        self.address = address
+        self.connections = connections
+        self.subscriptions = subscriptions
+        self.channels = channels
+        self.uptime = uptime
+        self.draining = draining
+    }
+}
+
+/// A command from one node to others, for clients that may be anywhere.
+public enum ControlMessage: Sendable, Hashable {
+    /// Disconnect a client (by id) or every connection of a user.
+    case disconnect(client: String?, user: String?, code: UInt16, reason: String)
+    /// Unsubscribe every connection of a user from a channel.
+    case unsubscribe(user: String, channel: String)
+}

@@ -1,0 +1,224 @@
+/// One protocol command sent by a client: `{"id": N, "<method>": {params}}`.
+public struct ClientCommand: Sendable, Hashable {
+    /// The method a command names.
+    public enum Method: Hashable, Sendable {
+        case connect(ConnectParams)
+        case subscribe(SubscribeParams)
+        case unsubscribe(channel: String)
+        case publish(PublishParams)
+        case presence(channel: String)
+        case presenceStats(channel: String)
+        case history(HistoryParams)
+        case ping
+        /// A method this server does not know (answered with error 104).
+        case unknown(String)
+    }
+
+    public var id: UInt32
+    public var method: Method
+
+    public init(id: UInt32, method: Method) {
+        self.id = id
+        self.method = method
+    }
+}
+
+/// What one JSON object from a client is.
+public enum ClientMessage: Sendable, Hashable {
+    /// `{}`: the answer to a server ping.
+    case pong
+    case command(ClientCommand)
+    /// A command with a valid id whose parameters are wrong: answered with an error, the connection stays.
+    case invalid(id: UInt32, SwitchboardError)
+}
+
+/// A frame that breaks the protocol badly enough to end the connection (3501).
+public struct ProtocolViolation: Error, Hashable, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { self.message }
+}
+
+public struct ConnectParams: Sendable, Hashable {
+    public var token: String?
+    public var name: String?
+    public var version: String?
+    /// Channels to subscribe to as part of connecting, with positions to recover from.
+    public var subs: [(channel: String, since: StreamPosition?)]
+
+    public init(token: String? = nil, name: String? = nil, version: String? = nil, subs: [(channel: String, since: StreamPosition?)] = []) {
+        self.token = token
+        self.name = name
+        self.version = version
+        self.subs = subs
+    }
+
+    public static func == (lhs: ConnectParams, rhs: ConnectParams) -> Bool {
+        lhs.token == rhs.token && lhs.name == rhs.name && lhs.version == rhs.version
+            && lhs.subs.count == rhs.subs.count
+            && zip(lhs.subs, rhs.subs).allSatisfy { $0.channel == $1.channel && $0.since == $1.since }
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(self.token)
+        hasher.combine(self.subs.count)
+    }
+}
+
+public struct SubscribeParams: Sendable, Hashable {
+    public var channel: String
+    public var since: StreamPosition?
+    public var token: String?
+
+    public init(channel: String, since: StreamPosition? = nil, token: String? = nil) {
+        self.channel = channel
+        self.since = since
+        self.token = token
+    }
+}
+
+public struct PublishParams: Sendable, Hashable {
+    public var channel: String
+    public var data: JSONValue
+    public var idempotencyKey: String?
+
+    public init(channel: String, data: JSONValue, idempotencyKey: String? = nil) {
+        self.channel = channel
+        self.data = data
+        self.idempotencyKey = idempotencyKey
+    }
+}
+
+public struct HistoryParams: Sendable, Hashable {
+    public var channel: String
+    public var since: StreamPosition?
+    public var limit: Int?
+    public var reverse: Bool
+
+    public init(channel: String, since: StreamPosition? = nil, limit: Int? = nil, reverse: Bool = false) {
+        self.channel = channel
+        self.since = since
+        self.limit = limit
+        self.reverse = reverse
+    }
+}
+
+extension ClientMessage {
+    /// Classifies one JSON object from a client.
+    public static func parse(_ value: JSONValue) throws(ProtocolViolation) -> ClientMessage {
+        guard case .object(let object) = value else { throw ProtocolViolation("a command must be a JSON object") }
+        if object.isEmpty { return .pong }
+        guard let idValue = object["id"] else { throw ProtocolViolation("command without id") }
+        guard let rawID = idValue.uint64Value, rawID > 0, rawID <= UInt64(UInt32.max) else {
+            throw ProtocolViolation("id must be a positive integer")
+        }
+        let id = UInt32(rawID)
+        guard let member = object.members.first(where: { $0.key != "id" }) else {
+            throw ProtocolViolation("command without method")
+        }
+        let params: JSONObject
+        switch member.value {
+        case .object(let o): params = o
+        case .null: params = JSONObject()
+        default: return .invalid(id: id, .badRequest("params must be an object"))
+        }
+        do {
+            return .command(ClientCommand(id: id, method: try Self.method(member.key, params)))
+        } catch {
+            return .invalid(id: id, error)
+        }
+    }
+
+    private static func method(_ name: String, _ params: JSONObject) throws(SwitchboardError) -> ClientCommand.Method {
+        switch name {
+        case "connect":
+            var subs: [(channel: String, since: StreamPosition?)] = []
+            if let subsValue = params["subs"] {
+                guard case .object(let subsObject) = subsValue else { throw .badRequest("subs must be an object") }
+                for member in subsObject.members {
+                    subs.append((member.key, try Self.position(member.value, allowEmpty: true)))
+                }
+            }
+            return .connect(
+                ConnectParams(
+                    token: try Self.optionalString(params, "token"),
+                    name: try Self.optionalString(params, "name"),
+                    version: try Self.optionalString(params, "version"),
+                    subs: subs
+                )
+            )
+        case "subscribe":
+            return .subscribe(
+                SubscribeParams(
+                    channel: try Self.channel(params),
+                    since: try params["since"].flatMap { v throws(SwitchboardError) in try Self.position(v, allowEmpty: false) },
+                    token: try Self.optionalString(params, "token")
+                )
+            )
+        case "unsubscribe":
+            return .unsubscribe(channel: try Self.channel(params))
+        case "publish":
+            guard let data = params["data"] else { throw .badRequest("publish needs data") }
+            return .publish(
+                PublishParams(
+                    channel: try Self.channel(params),
+                    data: data,
+                    idempotencyKey: try Self.optionalString(params, "idempotencyKey")
+                )
+            )
+        case "presence":
+            return .presence(channel: try Self.channel(params))
+        case "presenceStats":
+            return .presenceStats(channel: try Self.channel(params))
+        case "history":
+            return .history(try HistoryParams.parse(params))
+        case "ping":
+            return .ping
+        default:
+            return .unknown(name)
+        }
+    }
+
+    public static func channel(_ params: JSONObject) throws(SwitchboardError) -> String {
+        guard let channel = params["channel"]?.stringValue else { throw .badRequest("channel must be a string") }
+        try ChannelName.validate(channel)
+        return channel
+    }
+
+    public static func optionalString(_ params: JSONObject, _ key: String) throws(SwitchboardError) -> String? {
+        guard let value = params[key], value != .null else { return nil }
+        guard let s = value.stringValue else { throw .badRequest("\(key) must be a string") }
+        return s
+    }
+
+    /// Parses `{offset, epoch}`; with `allowEmpty`, `{}` means "no position".
+    public static func position(_ value: JSONValue, allowEmpty: Bool) throws(SwitchboardError) -> StreamPosition? {
+        guard case .object(let o) = value else { throw .badRequest("position must be an object") }
+        if allowEmpty, o["offset"] == nil, o["epoch"] == nil { return nil }
+        guard let offset = o["offset"]?.uint64Value else { throw .badRequest("offset must be a non-negative integer") }
+        guard let epoch = o["epoch"]?.stringValue else { throw .badRequest("epoch must be a string") }
+        return StreamPosition(offset: offset, epoch: epoch)
+    }
+}
+
+extension HistoryParams {
+    /// Parses history parameters (shared by the client protocol and the HTTP API).
+    public static func parse(_ params: JSONObject) throws(SwitchboardError) -> HistoryParams {
+        var limit: Int?
+        if let l = params["limit"], l != .null {
+            guard let value = l.intValue else { throw .badRequest("limit must be an integer") }
+            limit = value
+        }
+        var reverse = false
+        if let r = params["reverse"], r != .null {
+            guard let value = r.boolValue else { throw .badRequest("reverse must be a boolean") }
+            reverse = value
+        }
+        return HistoryParams(
+            channel: try ClientMessage.channel(params),
+            since: try params["since"].flatMap { v throws(SwitchboardError) in try ClientMessage.position(v, allowEmpty: true) },
+            limit: limit,
+            reverse: reverse
+        )
+    }
+}

@@ -1,0 +1,299 @@
+/// A strict RFC 8259 JSON parser for untrusted input, with limits on nesting
+/// depth and on the number of values so a hostile frame cannot exhaust the stack or memory.
+///
+/// Input must already be valid UTF-8 (WebSocket text frames are validated
+/// before they get here; the HTTP API validates bodies first).
+public struct JSONParser: Sendable {
+    /// Why a document was refused.
+    public struct Error: Swift.Error, Hashable, Sendable, CustomStringConvertible {
+        public var message: String
+        public var offset: Int
+        public var description: String { "invalid JSON at byte \(self.offset): \(self.message)" }
+    }
+
+    public var maximumDepth: Int
+    public var maximumValues: Int
+
+    public init(maximumDepth: Int = 64, maximumValues: Int = 100_000) {
+        self.maximumDepth = maximumDepth
+        self.maximumValues = maximumValues
+    }
+
+    /// Parses exactly one JSON value, allowing surrounding whitespace.
+    public func parse(_ bytes: some Collection<UInt8>) throws(Error) -> JSONValue {
+        let values = try self.parseSequence(bytes)
+        guard values.count == 1 else {
+            throw Error(message: values.isEmpty ? "empty document" : "more than one value", offset: 0)
+        }
+        return values[0]
+    }
+
+    /// Parses one or more JSON values separated by whitespace (the protocol's
+    /// newline-separated framing). An empty document gives an empty array.
+    public func parseSequence(_ bytes: some Collection<UInt8>) throws(Error) -> [JSONValue] {
+        let result: Result<[JSONValue], Error> =
+            bytes.withContiguousStorageIfAvailable { buffer in
+                Self.run(buffer, maximumDepth: self.maximumDepth, maximumValues: self.maximumValues)
+            } ?? Array(bytes).withUnsafeBufferPointer { buffer in
+                Self.run(buffer, maximumDepth: self.maximumDepth, maximumValues: self.maximumValues)
+            }
+        return try result.get()
+    }
+
+    private static func run(
+        _ buffer: UnsafeBufferPointer<UInt8>,
+        maximumDepth: Int,
+        maximumValues: Int
+    ) -> Result<[JSONValue], Error> {
+        var cursor = Cursor(bytes: buffer, maximumDepth: maximumDepth, maximumValues: maximumValues)
+        do {
+            var values: [JSONValue] = []
+            cursor.skipWhitespace()
+            while !cursor.atEnd {
+                values.append(try cursor.parseValue(depth: 0))
+                cursor.skipWhitespace()
+            }
+            return .success(values)
+        } catch {
+            return .failure(error)
+        }
+    }
+}
+
+private struct Cursor {
+    let bytes: UnsafeBufferPointer<UInt8>
+    let maximumDepth: Int
+    let maximumValues: Int
+    var index = 0
+    var valueCount = 0
+
+    init(bytes: UnsafeBufferPointer<UInt8>, maximumDepth: Int, maximumValues: Int) {
+        self.bytes = bytes
+        self.maximumDepth = maximumDepth
+        self.maximumValues = maximumValues
+    }
+
+    var atEnd: Bool { self.index >= self.bytes.count }
+
+    func fail(_ message: String) -> JSONParser.Error {
+        JSONParser.Error(message: message, offset: self.index)
+    }
+
+    mutating func skipWhitespace() {
+        while self.index < self.bytes.count {
+            switch self.bytes[self.index] {
+            case 0x20, 0x09, 0x0A, 0x0D: self.index += 1
+            default: return
+            }
+        }
+    }
+
+    mutating func parseValue(depth: Int) throws(JSONParser.Error) -> JSONValue {
+        self.valueCount += 1
+        guard self.valueCount <= self.maximumValues else { throw self.fail("too many values") }
+        self.skipWhitespace()
+        guard !self.atEnd else { throw self.fail("unexpected end") }
+        switch self.bytes[self.index] {
+        case UInt8(ascii: "{"):
+            guard depth < self.maximumDepth else { throw self.fail("nesting too deep") }
+            return try self.parseObject(depth: depth + 1)
+        case UInt8(ascii: "["):
+            guard depth < self.maximumDepth else { throw self.fail("nesting too deep") }
+            return try self.parseArray(depth: depth + 1)
+        case UInt8(ascii: "\""):
+            return .string(try self.parseString())
+        case UInt8(ascii: "t"):
+            try self.expectLiteral("true")
+            return .bool(true)
+        case UInt8(ascii: "f"):
+            try self.expectLiteral("false")
+            return .bool(false)
+        case UInt8(ascii: "n"):
+            try self.expectLiteral("null")
+            return .null
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return try self.parseNumber()
+        default:
+            throw self.fail("unexpected character")
+        }
+    }
+
+    mutating func expectLiteral(_ literal: StaticString) throws(JSONParser.Error) {
+        let count = literal.utf8CodeUnitCount
+        guard self.bytes.count - self.index >= count else { throw self.fail("unexpected end") }
+        let start = literal.utf8Start
+        for i in 0..<count where self.bytes[self.index + i] != start[i] {
+            throw self.fail("invalid literal")
+        }
+        self.index += count
+    }
+
+    mutating func parseObject(depth: Int) throws(JSONParser.Error) -> JSONValue {
+        self.index += 1  // {
+        var members: [(key: String, value: JSONValue)] = []
+        self.skipWhitespace()
+        if !self.atEnd, self.bytes[self.index] == UInt8(ascii: "}") {
+            self.index += 1
+            return .object(JSONObject(members))
+        }
+        while true {
+            self.skipWhitespace()
+            guard !self.atEnd, self.bytes[self.index] == UInt8(ascii: "\"") else {
+                throw self.fail("expected member name")
+            }
+            let key = try self.parseString()
+            self.skipWhitespace()
+            guard !self.atEnd, self.bytes[self.index] == UInt8(ascii: ":") else { throw self.fail("expected ':'") }
+            self.index += 1
+            let value = try self.parseValue(depth: depth)
+            members.append((key, value))
+            self.skipWhitespace()
+            guard !self.atEnd else { throw self.fail("unexpected end") }
+            switch self.bytes[self.index] {
+            case UInt8(ascii: ","): self.index += 1
+            case UInt8(ascii: "}"):
+                self.index += 1
+                return .object(JSONObject(members))
+            default: throw self.fail("expected ',' or '}'")
+            }
+        }
+    }
+
+    mutating func parseArray(depth: Int) throws(JSONParser.Error) -> JSONValue {
+        self.index += 1  // [
+        var elements: [JSONValue] = []
+        self.skipWhitespace()
+        if !self.atEnd, self.bytes[self.index] == UInt8(ascii: "]") {
+            self.index += 1
+            return .array(elements)
+        }
+        while true {
+            elements.append(try self.parseValue(depth: depth))
+            self.skipWhitespace()
+            guard !self.atEnd else { throw self.fail("unexpected end") }
+            switch self.bytes[self.index] {
+            case UInt8(ascii: ","): self.index += 1
+            case UInt8(ascii: "]"):
+                self.index += 1
+                return .array(elements)
+            default: throw self.fail("expected ',' or ']'")
+            }
+        }
+    }
+
+    mutating func parseNumber() throws(JSONParser.Error) -> JSONValue {
+        let start = self.index
+        if self.bytes[self.index] == UInt8(ascii: "-") { self.index += 1 }
+        guard !self.atEnd else { throw self.fail("invalid number") }
+        if self.bytes[self.index] == UInt8(ascii: "0") {
+            self.index += 1
+        } else if self.isDigit {
+            while !self.atEnd, self.isDigit { self.index += 1 }
+        } else {
+            throw self.fail("invalid number")
+        }
+        if !self.atEnd, self.bytes[self.index] == UInt8(ascii: ".") {
+            self.index += 1
+            guard !self.atEnd, self.isDigit else { throw self.fail("invalid number") }
+            while !self.atEnd, self.isDigit { self.index += 1 }
+        }
+        if !self.atEnd, self.bytes[self.index] | 0x20 == UInt8(ascii: "e") {
+            self.index += 1
+            if !self.atEnd, self.bytes[self.index] == UInt8(ascii: "+") || self.bytes[self.index] == UInt8(ascii: "-") {
+                self.index += 1
+            }
+            guard !self.atEnd, self.isDigit else { throw self.fail("invalid number") }
+            while !self.atEnd, self.isDigit { self.index += 1 }
+        }
+        let text = String(decoding: UnsafeBufferPointer(rebasing: self.bytes[start..<self.index]), as: UTF8.self)
+        return .number(text)
+    }
+
+    var isDigit: Bool {
+        let b = self.bytes[self.index]
+        return b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9")
+    }
+
+    mutating func parseString() throws(JSONParser.Error) -> String {
+        self.index += 1  // opening quote
+        let start = self.index
+        // Fast path: no escapes.
+        while self.index < self.bytes.count {
+            let b = self.bytes[self.index]
+            if b == UInt8(ascii: "\"") {
+                let s = String(decoding: UnsafeBufferPointer(rebasing: self.bytes[start..<self.index]), as: UTF8.self)
+                self.index += 1
+                return s
+            }
+            if b == UInt8(ascii: "\\") { break }
+            if b < 0x20 { throw self.fail("control character in string") }
+            self.index += 1
+        }
+        var scalars = Array(UnsafeBufferPointer(rebasing: self.bytes[start..<self.index]))
+        while true {
+            guard self.index < self.bytes.count else { throw self.fail("unterminated string") }
+            let b = self.bytes[self.index]
+            switch b {
+            case UInt8(ascii: "\""):
+                self.index += 1
+                return String(decoding: scalars, as: UTF8.self)
+            case UInt8(ascii: "\\"):
+                self.index += 1
+                guard self.index < self.bytes.count else { throw self.fail("unterminated string") }
+                let e = self.bytes[self.index]
+                self.index += 1
+                switch e {
+                case UInt8(ascii: "\""): scalars.append(0x22)
+                case UInt8(ascii: "\\"): scalars.append(0x5C)
+                case UInt8(ascii: "/"): scalars.append(0x2F)
+                case UInt8(ascii: "b"): scalars.append(0x08)
+                case UInt8(ascii: "f"): scalars.append(0x0C)
+                case UInt8(ascii: "n"): scalars.append(0x0A)
+                case UInt8(ascii: "r"): scalars.append(0x0D)
+                case UInt8(ascii: "t"): scalars.append(0x09)
+                case UInt8(ascii: "u"):
+                    var code = try self.parseHex4()
+                    if code >= 0xD800, code < 0xDC00 {
+                        // High surrogate: a low surrogate must follow.
+                        guard self.bytes.count - self.index >= 6,
+                            self.bytes[self.index] == UInt8(ascii: "\\"),
+                            self.bytes[self.index + 1] == UInt8(ascii: "u")
+                        else { throw self.fail("unpaired surrogate") }
+                        self.index += 2
+                        let low = try self.parseHex4()
+                        guard low >= 0xDC00, low < 0xE000 else { throw self.fail("unpaired surrogate") }
+                        code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+                    } else if code >= 0xDC00, code < 0xE000 {
+                        throw self.fail("unpaired surrogate")
+                    }
+                    guard let scalar = Unicode.Scalar(code) else { throw self.fail("invalid escape") }
+                    scalars.append(contentsOf: UTF8.encode(scalar)!)
+                default:
+                    throw self.fail("invalid escape")
+                }
+            default:
+                if b < 0x20 { throw self.fail("control character in string") }
+                scalars.append(b)
+                self.index += 1
+            }
+        }
+    }
+
+    mutating func parseHex4() throws(JSONParser.Error) -> UInt32 {
+        guard self.bytes.count - self.index >= 4 else { throw self.fail("invalid unicode escape") }
+        var value: UInt32 = 0
+        for _ in 0..<4 {
+            let b = self.bytes[self.index]
+            let digit: UInt32
+            switch b {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = UInt32(b - UInt8(ascii: "0"))
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = UInt32(b - UInt8(ascii: "a") + 10)
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = UInt32(b - UInt8(ascii: "A") + 10)
+            default: throw self.fail("invalid unicode escape")
+            }
+            value = value << 4 | digit
+            self.index += 1
+        }
+        return value
+    }
+}

@@ -1,0 +1,86 @@
+public import NIOCore
+
+/// Writes JSON text straight into a `ByteBuffer`, with no intermediate strings.
+extension ByteBuffer {
+    /// Writes `value` as compact JSON.
+    public mutating func writeJSON(_ value: JSONValue) {
+        switch value {
+        case .null: self.writeStaticString("null")
+        case .bool(let b): self.writeStaticString(b ? "true" : "false")
+        case .number(let text): self.writeString(text)
+        case .string(let s): self.writeJSONString(s)
+        case .array(let elements):
+            self.writeInteger(UInt8(ascii: "["))
+            for (i, element) in elements.enumerated() {
+                if i > 0 { self.writeInteger(UInt8(ascii: ",")) }
+                self.writeJSON(element)
+            }
+            self.writeInteger(UInt8(ascii: "]"))
+        case .object(let object):
+            self.writeInteger(UInt8(ascii: "{"))
+            for (i, member) in object.members.enumerated() {
+                if i > 0 { self.writeInteger(UInt8(ascii: ",")) }
+                self.writeJSONString(member.key)
+                self.writeInteger(UInt8(ascii: ":"))
+                self.writeJSON(member.value)
+            }
+            self.writeInteger(UInt8(ascii: "}"))
+        }
+    }
+
+    /// Writes `string` as a quoted, escaped JSON string.
+    public mutating func writeJSONString(_ string: String) {
+        self.writeInteger(UInt8(ascii: "\""))
+        var string = string
+        string.withUTF8 { utf8 in
+            var runStart = 0
+            for i in 0..<utf8.count {
+                let b = utf8[i]
+                guard b < 0x20 || b == 0x22 || b == 0x5C else { continue }
+                if runStart < i { self.writeBytes(UnsafeBufferPointer(rebasing: utf8[runStart..<i])) }
+                switch b {
+                case 0x22: self.writeStaticString("\\\"")
+                case 0x5C: self.writeStaticString("\\\\")
+                case 0x0A: self.writeStaticString("\\n")
+                case 0x0D: self.writeStaticString("\\r")
+                case 0x09: self.writeStaticString("\\t")
+                default:
+                    let hex: [UInt8] = Array("0123456789abcdef".utf8)
+                    self.writeStaticString("\\u00")
+                    self.writeInteger(hex[Int(b >> 4)])
+                    self.writeInteger(hex[Int(b & 0xF)])
+                }
+                runStart = i + 1
+            }
+            if runStart < utf8.count { self.writeBytes(UnsafeBufferPointer(rebasing: utf8[runStart..<utf8.count])) }
+        }
+        self.writeInteger(UInt8(ascii: "\""))
+    }
+
+    /// Writes a decimal integer.
+    public mutating func writeDecimal<T: BinaryInteger>(_ value: T) {
+        self.writeString(String(value))
+    }
+
+    /// Writes `"key":` (the key is trusted to need no escaping).
+    @inlinable
+    public mutating func writeJSONKey(_ key: StaticString) {
+        self.writeInteger(UInt8(ascii: "\""))
+        self.writeStaticString(key)
+        self.writeStaticString("\":")
+    }
+}
+
+extension JSONValue {
+    /// The compact JSON text of this value.
+    public var jsonBytes: ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.writeJSON(self)
+        return buffer
+    }
+
+    /// The compact JSON text of this value as a string.
+    public var jsonString: String {
+        String(buffer: self.jsonBytes)
+    }
+}

@@ -1,0 +1,46 @@
+public import NIOCore
+
+/// One message in a channel.
+public struct Publication: Hashable, Sendable {
+    /// Position in the channel, starting at 1; 0 when the channel keeps no history.
+    public var offset: UInt64
+    /// The payload as compact JSON text, validated when it entered the system.
+    public var data: ByteBuffer
+    /// The publishing client, absent for publications from the server API.
+    public var info: ClientInfo?
+
+    public init(offset: UInt64, data: ByteBuffer, info: ClientInfo? = nil) {
+        self.offset = offset
+        self.data = data
+        self.info = info
+    }
+}
+
+extension ByteBuffer {
+    /// Writes a publication object: `{"offset":N,"data":..,"info":..}`.
+    public mutating func writePublication(_ publication: Publication) {
+        self.writeInteger(UInt8(ascii: "{"))
+        if publication.offset > 0 {
+            self.writeStaticString("\"offset\":")
+            self.writeDecimal(publication.offset)
+            self.writeInteger(UInt8(ascii: ","))
+        }
+        self.writeStaticString("\"data\":")
+        var data = publication.data
+        self.writeBuffer(&data)
+        if let info = publication.info {
+            self.writeStaticString(",\"info\":")
+            self.writeClientInfo(info)
+        }
+        self.writeInteger(UInt8(ascii: "}"))
+    }
+
+    /// Writes the push `{"channel":..,"pub":{..}}`.
+    public mutating func writePublicationPush(channel: String, _ publication: Publication) {
+        self.writeStaticString("{\"channel\":")
+        self.writeJSONString(channel)
+        self.writeStaticString(",\"pub\":")
+        self.writePublication(publication)
+        self.writeInteger(UInt8(ascii: "}"))
+    }
+}

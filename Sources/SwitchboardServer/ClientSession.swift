@@ -1,0 +1,607 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOWebSocket
+import SwitchboardBroker
+import SwitchboardCore
+
+/// The protocol state of one client connection: connect, subscriptions with
+/// their positions, commands and their replies in order, pings, and every
+/// way a connection ends.
+///
+/// A channel handler after `WebSocketFrameHandler`; lives on its connection's
+/// event loop and is touched nowhere else.
+final class ClientSession: ChannelInboundHandler {
+    typealias InboundIn = WebSocketMessage
+    typealias OutboundOut = ByteBuffer
+
+    private enum State {
+        case awaitingConnect
+        case connected
+        case closed
+    }
+
+    private let node: NodeContext
+    private let fanout: LoopFanout
+    private var context: ChannelHandlerContext?
+    private var state: State = .awaitingConnect
+    private var clientInfo = ClientInfo(client: "", user: "")
+    private var subscriptions: [String: SessionSubscription] = [:]
+    private var replies = CircularBuffer<ReplySlot>(initialCapacity: 4)
+    private var firstReplySeq: UInt64 = 0
+    private var nextReplySeq: UInt64 = 0
+    private var connectPending: ConnectAggregate?
+    private var hasUnflushedWrites = false
+    var isDirty = false
+
+    // Liveness.
+    private var wroteSinceTick = false
+    private var lastActivity: NIODeadline = .now()
+    private var awaitingPong = false
+    private var pongDeadline: NIODeadline = .distantFuture
+    private var connectDeadline: NIODeadline
+    private var tokenDeadline: NIODeadline = .distantFuture
+
+    private static let parser = JSONParser(maximumDepth: 64, maximumValues: 50_000)
+
+    init(node: NodeContext, fanout: LoopFanout) {
+        self.node = node
+        self.fanout = fanout
+        self.connectDeadline = .now() + .seconds(10)
+    }
+
+    // MARK: Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard self.state != .closed else { return }
+        let message = Self.unwrapInboundIn(data)
+        guard message.isText else { return self.disconnect(DisconnectCode(1003, "binary messages are not supported"), push: false) }
+        self.awaitingPong = false
+        let values: [JSONValue]
+        do {
+            values = try message.data.withUnsafeReadableBytes { bytes throws(JSONParser.Error) in
+                try Self.parser.parseSequence(UnsafeBufferPointer(start: bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), count: bytes.count))
+            }
+        } catch {
+            return self.disconnect(DisconnectCode(3501, "malformed JSON"), push: false)
+        }
+        for value in values {
+            guard self.state != .closed else { return }
+            let parsed: ClientMessage
+            do {
+                parsed = try ClientMessage.parse(value)
+            } catch {
+                return self.disconnect(DisconnectCode(3501, "bad request: \(error.message)"), push: false)
+            }
+            self.handle(parsed)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.flush()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if !context.channel.isWritable, self.state != .closed {
+            self.node.logger.debug("slow consumer", metadata: ["client": "\(self.clientInfo.client)"])
+            self.disconnect(.slowConsumer, push: false)
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is WebSocketClosing {
+            self.close()
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.close()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.close()
+        context.close(promise: nil)
+    }
+
+    // MARK: Commands
+
+    private func handle(_ message: ClientMessage) {
+        switch message {
+        case .pong:
+            return
+        case .invalid(let id, let error):
+            guard self.state == .connected else { return self.disconnect(.badRequest, push: false) }
+            self.reply(id: id, error: error)
+        case .command(let command):
+            if case .connect(let params) = command.method {
+                guard self.state == .awaitingConnect else { return self.reply(id: command.id, error: .badRequest("already connected")) }
+                return self.connect(id: command.id, params)
+            }
+            guard self.state == .connected else { return self.disconnect(DisconnectCode(3501, "command before connect"), push: false) }
+            switch command.method {
+            case .connect:
+                break
+            case .subscribe(let params):
+                self.subscribe(id: command.id, params)
+            case .unsubscribe(let channel):
+                self.unsubscribe(channel)
+                self.reply(id: command.id) { $0.writeStaticString("{}") }
+            case .publish(let params):
+                self.publish(id: command.id, params)
+            case .presence(let channel):
+                self.presence(id: command.id, channel: channel, statsOnly: false)
+            case .presenceStats(let channel):
+                self.presence(id: command.id, channel: channel, statsOnly: true)
+            case .history(let params):
+                self.history(id: command.id, params)
+            case .ping:
+                self.reply(id: command.id) { $0.writeStaticString("{}") }
+            case .unknown:
+                self.reply(id: command.id, error: .methodNotFound)
+            }
+        }
+    }
+
+    private func connect(id: UInt32, _ params: ConnectParams) {
+        var user = ""
+        var info: JSONValue?
+        if let token = params.token {
+            guard let verifier = self.node.tokenVerifier else { return self.disconnect(.invalidToken, push: false) }
+            do {
+                let claims = try verifier.verify(token)
+                user = claims.user
+                info = claims.info
+                if let exp = claims.expiresAt {
+                    let remaining = exp - Date().timeIntervalSince1970
+                    self.tokenDeadline = .now() + .milliseconds(Int64(remaining * 1000))
+                }
+            } catch {
+                return self.disconnect(error == .expired ? .tokenExpired : .invalidToken, push: false)
+            }
+        }
+        let client = self.fanout.makeClientID(node: self.node.nodeID)
+        self.clientInfo = ClientInfo(client: client, user: user, info: info)
+        self.state = .connected
+        self.fanout.add(self, client: client)
+        self.node.hub.register(client: client, user: user, loopIndex: self.fanout.index)
+        let slot = self.reserveReply()
+        var aggregate = ConnectAggregate(id: id, slot: slot, remaining: 0)
+        var subscriptions: [SessionSubscription] = []
+        for sub in params.subs {
+            do {
+                try ChannelName.validate(sub.channel)
+                subscriptions.append(try self.startSubscription(channel: sub.channel, since: sub.since, slot: slot))
+                aggregate.remaining += 1
+            } catch {
+                aggregate.results.append((sub.channel, .failure(error)))
+            }
+        }
+        self.connectPending = aggregate
+        for subscription in subscriptions { self.requestJoin(subscription, since: params.subs.first { $0.channel == subscription.channel }?.since) }
+        self.finishConnectIfReady()
+    }
+
+    private func finishConnectIfReady() {
+        guard let aggregate = self.connectPending, aggregate.remaining == 0 else { return }
+        self.connectPending = nil
+        let frame = self.replyFrame(id: aggregate.id) { buffer in
+            buffer.writeStaticString("{\"client\":")
+            buffer.writeJSONString(self.clientInfo.client)
+            if !self.clientInfo.user.isEmpty {
+                buffer.writeStaticString(",\"user\":")
+                buffer.writeJSONString(self.clientInfo.user)
+            }
+            buffer.writeStaticString(",\"node\":")
+            buffer.writeJSONString(self.node.nodeID)
+            buffer.writeStaticString(",\"version\":")
+            buffer.writeJSONString(self.node.version)
+            buffer.writeStaticString(",\"ping\":")
+            buffer.writeString(Self.formatSeconds(self.node.configuration.pingInterval))
+            buffer.writeStaticString(",\"pong\":")
+            buffer.writeStaticString(self.node.configuration.pingInterval > 0 ? "true" : "false")
+            if !aggregate.results.isEmpty {
+                buffer.writeStaticString(",\"subs\":{")
+                for (i, result) in aggregate.results.enumerated() {
+                    if i > 0 { buffer.writeInteger(UInt8(ascii: ",")) }
+                    buffer.writeJSONString(result.channel)
+                    buffer.writeInteger(UInt8(ascii: ":"))
+                    switch result.outcome {
+                    case .success(let activation): ResultWriter.writeSubscribeResult(&buffer, activation)
+                    case .failure(let error):
+                        buffer.writeStaticString("{\"error\":")
+                        ResultWriter.writeError(&buffer, error)
+                        buffer.writeInteger(UInt8(ascii: "}"))
+                    }
+                }
+                buffer.writeInteger(UInt8(ascii: "}"))
+            }
+            buffer.writeInteger(UInt8(ascii: "}"))
+        }
+        self.completeReply(aggregate.slot, frame, goLive: aggregate.live)
+    }
+
+    private func subscribe(id: UInt32, _ params: SubscribeParams) {
+        let slot = self.reserveReply()
+        let subscription: SessionSubscription
+        do {
+            subscription = try self.startSubscription(channel: params.channel, since: params.since, slot: slot)
+        } catch {
+            self.completeReply(slot, self.errorFrame(id: id, error))
+            return
+        }
+        subscription.replyID = id
+        self.requestJoin(subscription, since: params.since)
+    }
+
+    /// Checks permissions and limits and registers a joining subscription.
+    private func startSubscription(channel: String, since: StreamPosition?, slot: UInt64) throws(SwitchboardError) -> SessionSubscription {
+        let options = self.node.configuration.namespaces.options(for: channel)
+        if self.clientInfo.user.isEmpty, !options.anonymous { throw .permissionDenied }
+        guard self.subscriptions[channel] == nil else { throw .alreadySubscribed }
+        guard self.subscriptions.count < self.node.configuration.maxSubscriptions else {
+            throw .limitExceeded("at most \(self.node.configuration.maxSubscriptions) subscriptions per connection")
+        }
+        let subscription = SessionSubscription(session: self, id: self.fanout.makeSubscriptionID(), channel: channel, options: options)
+        subscription.replySlot = slot
+        self.subscriptions[channel] = subscription
+        self.fanout.addPending(subscription)
+        return subscription
+    }
+
+    private func requestJoin(_ subscription: SessionSubscription, since: StreamPosition?) {
+        self.node.hub.join(
+            JoinRequest(
+                id: subscription.id,
+                loopIndex: self.fanout.index,
+                channel: subscription.channel,
+                since: subscription.options.keepsHistory ? since : nil,
+                options: subscription.options,
+                client: self.clientInfo
+            )
+        )
+    }
+
+    /// The hub made the subscription: reply (in order) and go live.
+    func activate(_ subscription: SessionSubscription, _ activation: SubscriptionActivation) {
+        guard self.state == .connected, self.subscriptions[subscription.channel] === subscription else {
+            self.node.hub.leave(channel: activation.channel, id: activation.id)
+            return
+        }
+        subscription.lastOffset = activation.position?.offset ?? 0
+        if let last = activation.following.last, last.offset > 0 { subscription.lastOffset = last.offset }
+        subscription.state = .awaitingReply(activation.following.map(\.frame))
+        self.fanout.addLive(subscription)
+        if var aggregate = self.connectPending, aggregate.slot == subscription.replySlot {
+            aggregate.results.append((subscription.channel, .success(activation)))
+            aggregate.live.append(subscription)
+            aggregate.remaining -= 1
+            self.connectPending = aggregate
+            self.finishConnectIfReady()
+            return
+        }
+        let frame = self.replyFrame(id: subscription.replyID) { ResultWriter.writeSubscribeResult(&$0, activation) }
+        self.completeReply(subscription.replySlot, frame, goLive: [subscription])
+    }
+
+    func rejectSubscription(_ subscription: SessionSubscription, _ error: SwitchboardError) {
+        guard self.subscriptions[subscription.channel] === subscription else { return }
+        self.subscriptions[subscription.channel] = nil
+        if var aggregate = self.connectPending, aggregate.slot == subscription.replySlot {
+            aggregate.results.append((subscription.channel, .failure(error)))
+            aggregate.remaining -= 1
+            self.connectPending = aggregate
+            self.finishConnectIfReady()
+            return
+        }
+        self.completeReply(subscription.replySlot, self.errorFrame(id: subscription.replyID, error))
+    }
+
+    private func unsubscribe(_ channel: String) {
+        guard let subscription = self.subscriptions.removeValue(forKey: channel) else { return }
+        self.endSubscription(subscription)
+    }
+
+    private func endSubscription(_ subscription: SessionSubscription) {
+        if case .joining = subscription.state {
+            self.fanout.removePending(subscription.id)
+        } else {
+            self.fanout.removeLive(subscription)
+        }
+        self.node.hub.leave(channel: subscription.channel, id: subscription.id)
+    }
+
+    /// The server ends one subscription and tells the client (`unsubscribe` push).
+    func serverUnsubscribe(_ channel: String, code: Int, reason: String) {
+        guard self.state == .connected, let subscription = self.subscriptions.removeValue(forKey: channel) else { return }
+        self.endSubscription(subscription)
+        let frame = WebSocketFrameBuilder.frame(allocator: self.allocator) { buffer in
+            buffer.writeStaticString("{\"channel\":")
+            buffer.writeJSONString(channel)
+            buffer.writeStaticString(",\"unsubscribe\":{\"code\":")
+            buffer.writeDecimal(code)
+            buffer.writeStaticString(",\"reason\":")
+            buffer.writeJSONString(reason)
+            buffer.writeStaticString("}}")
+        }
+        self.write(frame)
+        self.fanout.markDirty(self)
+    }
+
+    private func publish(id: UInt32, _ params: PublishParams) {
+        let options = self.node.configuration.namespaces.options(for: params.channel)
+        guard options.publish else { return self.reply(id: id, error: .permissionDenied) }
+        if self.clientInfo.user.isEmpty, !options.anonymous { return self.reply(id: id, error: .permissionDenied) }
+        var data = self.allocator.buffer(capacity: 64)
+        data.writeJSON(params.data)
+        let request = PublishRequest(
+            channel: params.channel,
+            data: data,
+            info: self.clientInfo,
+            historySize: options.historySize,
+            historyTTL: options.historyTTL,
+            idempotencyKey: params.idempotencyKey,
+            idempotencyWindow: self.node.configuration.idempotencyWindow
+        )
+        let slot = self.reserveReply()
+        let loop = self.fanout.eventLoop
+        self.node.broker.publish(request).hop(to: loop).assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let published):
+                let frame = self.replyFrame(id: id) { buffer in
+                    if published.position.offset > 0 {
+                        buffer.writeStaticString("{\"offset\":")
+                        buffer.writeDecimal(published.position.offset)
+                        buffer.writeStaticString(",\"epoch\":")
+                        buffer.writeJSONString(published.position.epoch)
+                        buffer.writeInteger(UInt8(ascii: "}"))
+                    } else {
+                        buffer.writeStaticString("{}")
+                    }
+                }
+                self.completeReply(slot, frame)
+            case .failure:
+                self.completeReply(slot, self.errorFrame(id: id, .internalError))
+            }
+            self.flush()
+        }
+    }
+
+    private func presence(id: UInt32, channel: String, statsOnly: Bool) {
+        let options = self.node.configuration.namespaces.options(for: channel)
+        guard options.presence else { return self.reply(id: id, error: SwitchboardError(.notAvailable, "presence is off for this channel")) }
+        let slot = self.reserveReply()
+        self.node.broker.presence(channel: channel).hop(to: self.fanout.eventLoop).assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let clients):
+                let frame = self.replyFrame(id: id) { buffer in
+                    if statsOnly {
+                        ResultWriter.writePresenceStats(&buffer, clients)
+                    } else {
+                        ResultWriter.writePresence(&buffer, clients)
+                    }
+                }
+                self.completeReply(slot, frame)
+            case .failure:
+                self.completeReply(slot, self.errorFrame(id: id, .internalError))
+            }
+            self.flush()
+        }
+    }
+
+    private func history(id: UInt32, _ params: HistoryParams) {
+        let options = self.node.configuration.namespaces.options(for: params.channel)
+        guard options.keepsHistory else { return self.reply(id: id, error: SwitchboardError(.notAvailable, "history is off for this channel")) }
+        if self.clientInfo.user.isEmpty, !options.anonymous { return self.reply(id: id, error: .permissionDenied) }
+        let slot = self.reserveReply()
+        self.node.broker.history(HistoryQuery(params)).hop(to: self.fanout.eventLoop).assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let history):
+                let frame = self.replyFrame(id: id) { ResultWriter.writeHistory(&$0, history, since: params.since) }
+                self.completeReply(slot, frame)
+            case .failure:
+                self.completeReply(slot, self.errorFrame(id: id, .internalError))
+            }
+            self.flush()
+        }
+    }
+
+    // MARK: Deliveries
+
+    /// Writes one publication or push frame of a subscribed channel (the fan-out path).
+    @inline(__always)
+    func deliver(_ frame: ByteBuffer, offset: UInt64, subscription: SessionSubscription) {
+        if offset > 0 {
+            if offset <= subscription.lastOffset { return }  // seen already (seam or broker repeat)
+            if offset != subscription.lastOffset + 1 {
+                // A hole the hub did not refill: never deliver past it silently.
+                self.serverUnsubscribe(subscription.channel, code: 2500, reason: "insufficient state")
+                return
+            }
+            subscription.lastOffset = offset
+        }
+        switch subscription.state {
+        case .live:
+            self.write(frame)
+            self.fanout.markDirty(self)
+        case .awaitingReply(var frames):
+            subscription.state = .live  // keep the array uniquely referenced
+            frames.append(frame)
+            subscription.state = .awaitingReply(frames)
+        case .joining:
+            break
+        }
+    }
+
+    // MARK: Replies in order
+
+    private func reserveReply() -> UInt64 {
+        let seq = self.nextReplySeq
+        self.nextReplySeq += 1
+        self.replies.append(ReplySlot())
+        return seq
+    }
+
+    private func completeReply(_ seq: UInt64, _ frame: ByteBuffer, goLive: [SessionSubscription] = []) {
+        guard seq >= self.firstReplySeq else { return }
+        let index = Int(seq - self.firstReplySeq)
+        guard index < self.replies.count else { return }
+        self.replies[self.replies.index(self.replies.startIndex, offsetBy: index)] = ReplySlot(frame: frame, goLive: goLive)
+        while let first = self.replies.first, let ready = first.frame {
+            self.replies.removeFirst()
+            self.firstReplySeq += 1
+            self.write(ready)
+            for subscription in first.goLive {
+                if case .awaitingReply(let frames) = subscription.state {
+                    subscription.state = .live
+                    for frame in frames { self.write(frame) }
+                }
+            }
+        }
+    }
+
+    private func reply(id: UInt32, _ body: (inout ByteBuffer) -> Void) {
+        let slot = self.reserveReply()
+        self.completeReply(slot, self.replyFrame(id: id, body))
+    }
+
+    private func reply(id: UInt32, error: SwitchboardError) {
+        let slot = self.reserveReply()
+        self.completeReply(slot, self.errorFrame(id: id, error))
+    }
+
+    private var allocator: ByteBufferAllocator { self.context?.channel.allocator ?? ByteBufferAllocator() }
+
+    private func replyFrame(id: UInt32, _ body: (inout ByteBuffer) -> Void) -> ByteBuffer {
+        WebSocketFrameBuilder.frame(allocator: self.allocator) { buffer in
+            buffer.writeStaticString("{\"id\":")
+            buffer.writeDecimal(id)
+            buffer.writeStaticString(",\"result\":")
+            body(&buffer)
+            buffer.writeInteger(UInt8(ascii: "}"))
+        }
+    }
+
+    private func errorFrame(id: UInt32, _ error: SwitchboardError) -> ByteBuffer {
+        WebSocketFrameBuilder.frame(allocator: self.allocator) { buffer in
+            buffer.writeStaticString("{\"id\":")
+            buffer.writeDecimal(id)
+            buffer.writeStaticString(",\"error\":")
+            ResultWriter.writeError(&buffer, error)
+            buffer.writeInteger(UInt8(ascii: "}"))
+        }
+    }
+
+    private func write(_ frame: ByteBuffer) {
+        guard self.state != .closed, let context = self.context else { return }
+        context.write(Self.wrapOutboundOut(frame), promise: nil)
+        self.hasUnflushedWrites = true
+        self.wroteSinceTick = true
+    }
+
+    func flush() {
+        guard self.hasUnflushedWrites, let context = self.context else { return }
+        self.hasUnflushedWrites = false
+        context.flush()
+    }
+
+    // MARK: Ending
+
+    /// Ends the connection with `code`; with `push`, a `disconnect` push goes first.
+    func disconnect(_ code: DisconnectCode, push: Bool) {
+        guard self.state != .closed, let context = self.context else { return }
+        if push {
+            let frame = WebSocketFrameBuilder.frame(allocator: self.allocator) { buffer in
+                buffer.writeStaticString("{\"disconnect\":{\"code\":")
+                buffer.writeDecimal(code.rawValue)
+                buffer.writeStaticString(",\"reason\":")
+                buffer.writeJSONString(code.reason)
+                buffer.writeStaticString(",\"reconnect\":")
+                buffer.writeStaticString(code.reconnect ? "true" : "false")
+                buffer.writeStaticString("}}")
+            }
+            self.write(frame)
+        }
+        self.flush()
+        self.close()
+        context.triggerUserOutboundEvent(WebSocketCloseRequest(code: code.rawValue, reason: code.reason), promise: nil)
+    }
+
+    /// Releases everything the session holds at the hub and the fan-out. Idempotent.
+    private func close() {
+        guard self.state != .closed else { return }
+        let wasConnected = self.state == .connected
+        self.state = .closed
+        for subscription in self.subscriptions.values { self.endSubscription(subscription) }
+        self.subscriptions.removeAll()
+        self.replies.removeAll()
+        self.connectPending = nil
+        if wasConnected {
+            self.fanout.remove(client: self.clientInfo.client)
+            self.node.hub.unregister(client: self.clientInfo.client, user: self.clientInfo.user)
+        }
+    }
+
+    /// Called once per sweep: pings, pong and connect timeouts, token expiry.
+    func tick(now: NIODeadline) {
+        guard self.state != .closed else { return }
+        if self.state == .awaitingConnect {
+            if now >= self.connectDeadline { self.disconnect(DisconnectCode(3501, "no connect command"), push: false) }
+            return
+        }
+        if now >= self.tokenDeadline { return self.disconnect(.tokenExpired, push: true) }
+        let interval = self.node.configuration.pingInterval
+        guard interval > 0 else { return }
+        if self.awaitingPong, now >= self.pongDeadline { return self.disconnect(.noPong, push: false) }
+        if self.wroteSinceTick {
+            self.wroteSinceTick = false
+            self.lastActivity = now
+        }
+        if !self.awaitingPong, now - self.lastActivity >= .milliseconds(Int64(interval * 1000) - 250) {
+            self.write(Self.pingFrame)
+            self.wroteSinceTick = false
+            self.lastActivity = now
+            self.awaitingPong = true
+            self.pongDeadline = now + .milliseconds(Int64(self.node.configuration.pongTimeout * 1000))
+            self.fanout.markDirty(self)
+        }
+    }
+
+    private static let pingFrame: ByteBuffer = WebSocketFrameBuilder.frame(allocator: ByteBufferAllocator()) {
+        $0.writeStaticString("{}")
+    }
+
+    static func formatSeconds(_ seconds: Double) -> String {
+        seconds == seconds.rounded() ? String(Int(seconds)) : String(seconds)
+    }
+}
+
+@available(*, unavailable)
+extension ClientSession: Sendable {}
+
+/// One reply position; replies go out in command order.
+struct ReplySlot {
+    var frame: ByteBuffer?
+    var goLive: [SessionSubscription] = []
+}
+
+/// A connect waiting for the subscriptions it asked for.
+struct ConnectAggregate {
+    var id: UInt32
+    var slot: UInt64
+    var remaining: Int
+    var results: [(channel: String, outcome: Result<SubscriptionActivation, SwitchboardError>)] = []
+    var live: [SessionSubscription] = []
+}
+
+extension HistoryQuery {
+    init(_ params: HistoryParams) {
+        self.init(channel: params.channel, sinceOffset: params.since?.offset, limit: params.limit ?? -1, reverse: params.reverse)
+    }
+}

@@ -1,0 +1,130 @@
+import NIOCore
+import NIOHTTP1
+
+/// Answers plain HTTP requests on the node's port: the demo page, health and
+/// readiness, and the server API. WebSocket upgrades are taken before this
+/// handler sees them; a request that reaches it is not (or may not be) upgraded.
+final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let node: NodeContext
+    private let api: ServerAPI
+    private var head: HTTPRequestHead?
+    private var body: ByteBuffer?
+    private var tooLarge = false
+    private var responding = false
+
+    init(node: NodeContext) {
+        self.node = node
+        self.api = ServerAPI(node: node)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch Self.unwrapInboundIn(data) {
+        case .head(let head):
+            self.head = head
+            self.body = nil
+            self.tooLarge = false
+        case .body(var chunk):
+            guard !self.tooLarge else { return }
+            if (self.body?.readableBytes ?? 0) + chunk.readableBytes > self.node.configuration.maxRequestBodySize {
+                self.tooLarge = true
+                self.body = nil
+                return
+            }
+            if self.body == nil {
+                self.body = chunk
+            } else {
+                self.body!.writeBuffer(&chunk)
+            }
+        case .end:
+            guard let head = self.head else { return }
+            self.head = nil
+            let body = self.body ?? ByteBuffer()
+            self.body = nil
+            if self.tooLarge {
+                return self.respond(context: context, head: head, .text(.payloadTooLarge, "request body too large"), close: true)
+            }
+            self.route(context: context, head: head, body: body)
+        }
+    }
+
+    private func route(context: ChannelHandlerContext, head: HTTPRequestHead, body: ByteBuffer) {
+        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        switch (head.method, path) {
+        case (.GET, "/"), (.GET, "/index.html"):
+            self.respond(context: context, head: head, HTTPResponse(status: .ok, contentType: "text/html; charset=utf-8", body: ByteBuffer(string: DemoPage.html)))
+        case (.GET, "/healthz"):
+            self.respond(context: context, head: head, .json(.ok, #"{"status":"ok"}"#))
+        case (.GET, "/readyz"):
+            if self.node.isDraining {
+                self.respond(context: context, head: head, .json(.serviceUnavailable, #"{"status":"draining"}"#))
+            } else {
+                self.respond(context: context, head: head, .json(.ok, #"{"status":"ready"}"#))
+            }
+        case (.GET, "/ws"), (.GET, "/echo"):
+            if self.node.isDraining {
+                var response = HTTPResponse.text(.serviceUnavailable, "draining: reconnect to another node")
+                response.headers.append(("Retry-After", "1"))
+                self.respond(context: context, head: head, response, close: true)
+            } else if path == "/echo", !self.node.configuration.echoEndpoint {
+                self.respond(context: context, head: head, .text(.notFound, "not found"))
+            } else {
+                self.respond(context: context, head: head, .text(.badRequest, "WebSocket upgrade required"))
+            }
+        case (.POST, _) where path.hasPrefix("/api/"):
+            let method = String(path.dropFirst("/api/".count))
+            let authorization = head.headers.first(name: "authorization")
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            self.responding = true
+            self.api.handle(method: method, authorization: authorization, body: body)
+                .hop(to: context.eventLoop)
+                .whenComplete { result in
+                    let (handler, context) = loopBound.value
+                    handler.responding = false
+                    switch result {
+                    case .success(let response):
+                        handler.respond(context: context, head: head, response)
+                    case .failure:
+                        handler.respond(context: context, head: head, .json(.internalServerError, #"{"error":{"code":100,"message":"internal error","temporary":true}}"#))
+                    }
+                }
+        case (_, _) where path.hasPrefix("/api/"):
+            self.respond(context: context, head: head, .text(.methodNotAllowed, "use POST"))
+        default:
+            self.respond(context: context, head: head, .text(.notFound, "not found"))
+        }
+    }
+
+    private func respond(context: ChannelHandlerContext, head: HTTPRequestHead, _ response: HTTPResponse, close: Bool = false) {
+        let keepAlive = head.isKeepAlive && !close
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: response.contentType)
+        headers.add(name: "Content-Length", value: String(response.body.readableBytes))
+        headers.add(name: "Cache-Control", value: "no-store")
+        for (name, value) in response.headers { headers.add(name: name, value: value) }
+        if !keepAlive { headers.add(name: "Connection", value: "close") }
+        let responseHead = HTTPResponseHead(version: head.version, status: response.status, headers: headers)
+        context.write(Self.wrapOutboundOut(.head(responseHead)), promise: nil)
+        if head.method != .HEAD {
+            context.write(Self.wrapOutboundOut(.body(.byteBuffer(response.body))), promise: nil)
+        }
+        let done = context.writeAndFlush(Self.wrapOutboundOut(.end(nil)))
+        if !keepAlive {
+            done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent, !self.responding {
+            // A client that opens a socket and does not finish a request loses it.
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+}
+
+@available(*, unavailable)
+extension HTTPHandler: Sendable {}

@@ -1,0 +1,410 @@
+import Logging
+import NIOCore
+import SwitchboardBroker
+import SwitchboardCore
+
+/// A request to join a channel, from a session to the hub.
+struct JoinRequest: Sendable {
+    var id: SubscriptionID
+    var loopIndex: Int
+    var channel: String
+    var since: StreamPosition?
+    var options: NamespaceOptions
+    var client: ClientInfo
+}
+
+/// The node's channel table: which event loops have subscribers of which
+/// channel, the broker subscription of each channel, the race-free subscribe
+/// with recovery, and the encoding of each publication into one frame.
+///
+/// Confined to one event loop, the one the broker delivers events on, so the
+/// fan-out path takes no lock: a publication is encoded once here and handed
+/// to each loop that has subscribers as one batch per tick.
+final class Hub: @unchecked Sendable {
+    let eventLoop: any EventLoop
+    private let broker: any Broker
+    private let logger: Logger
+    private let presenceTTL: Double
+    private var fanouts: [LoopFanout] = []
+
+    private var channels: [String: HubChannel] = [:]
+    private var opsByLoop: [[FanoutOp]] = []
+    private var flushScheduled = false
+    /// Which loop holds each client, and each user's clients (for the server API and control messages).
+    private var clientLoops: [String: Int] = [:]
+    private var userClients: [String: Set<String>] = [:]
+    private var presenceTimer: RepeatedTask?
+    private let allocator = ByteBufferAllocator()
+
+    init(eventLoop: any EventLoop, broker: any Broker, presenceTTL: Double, logger: Logger) {
+        self.eventLoop = eventLoop
+        self.broker = broker
+        self.presenceTTL = presenceTTL
+        self.logger = logger
+    }
+
+    /// Connects the hub to the per-loop fan-outs and starts taking broker events.
+    func start(fanouts: [LoopFanout]) -> EventLoopFuture<Void> {
+        self.eventLoop.submit {
+            self.fanouts = fanouts
+            self.opsByLoop = Array(repeating: [], count: fanouts.count)
+            let refresh = max(1, self.presenceTTL / 3)
+            self.presenceTimer = self.eventLoop.scheduleRepeatedTask(
+                initialDelay: .milliseconds(Int64(refresh * 1000)),
+                delay: .milliseconds(Int64(refresh * 1000))
+            ) { _ in self.refreshPresence() }
+        }.flatMap {
+            self.broker.start { [self] event in
+                self.eventLoop.preconditionInEventLoop()
+                self.handle(event)
+            }
+        }
+    }
+
+    func stop() {
+        self.eventLoop.execute {
+            self.presenceTimer?.cancel()
+            self.presenceTimer = nil
+        }
+    }
+
+    // MARK: Sessions
+
+    func register(client: String, user: String, loopIndex: Int) {
+        self.eventLoop.execute {
+            self.clientLoops[client] = loopIndex
+            if !user.isEmpty { self.userClients[user, default: []].insert(client) }
+        }
+    }
+
+    func unregister(client: String, user: String) {
+        self.eventLoop.execute {
+            self.clientLoops[client] = nil
+            if !user.isEmpty {
+                self.userClients[user]?.remove(client)
+                if self.userClients[user]?.isEmpty == true { self.userClients[user] = nil }
+            }
+        }
+    }
+
+    // MARK: Subscribe
+
+    func join(_ request: JoinRequest) {
+        self.eventLoop.execute { self.joinOnLoop(request) }
+    }
+
+    private func joinOnLoop(_ request: JoinRequest) {
+        if let existing = self.channels[request.channel] {
+            var channel = existing
+            if channel.brokerSubscribed, request.since == nil, let position = channel.fastPosition {
+                // Already live here and nothing to recover: answer from what the hub knows.
+                self.channels[request.channel] = channel
+                self.activate(request, activation: SubscriptionActivation(
+                    id: request.id, channel: request.channel,
+                    position: request.options.keepsHistory ? position : nil,
+                    recovered: nil, publications: [], following: []))
+                return
+            }
+            channel.joins[request.id] = PendingJoin(request: request, bufferStart: channel.buffer.count)
+            self.channels[request.channel] = channel
+            if channel.brokerSubscribed { self.readHistory(for: request) }
+            return
+        }
+        var channel = HubChannel(loopCount: self.fanouts.count)
+        channel.joins[request.id] = PendingJoin(request: request, bufferStart: 0)
+        self.channels[request.channel] = channel
+        let name = request.channel
+        self.broker.subscribe(channel: name).hop(to: self.eventLoop).whenComplete { result in
+            guard var channel = self.channels[name] else { return }
+            switch result {
+            case .success:
+                channel.brokerSubscribed = true
+                self.channels[name] = channel
+                for join in channel.joins.values { self.readHistory(for: join.request) }
+            case .failure(let error):
+                self.logger.error("broker subscribe failed", metadata: ["channel": "\(name)", "error": "\(error)"])
+                self.channels[name] = nil
+                for join in channel.joins.values {
+                    self.enqueue(.reject(join.request.id, SwitchboardError(.internalError, "broker unavailable")), loop: join.request.loopIndex)
+                }
+            }
+        }
+    }
+
+    private func readHistory(for request: JoinRequest) {
+        guard request.options.keepsHistory else {
+            return self.finishJoin(request, history: nil)
+        }
+        let query = HistoryQuery(
+            channel: request.channel,
+            sinceOffset: request.since?.offset,
+            limit: request.since == nil ? 0 : -1
+        )
+        self.broker.history(query).hop(to: self.eventLoop).whenComplete { result in
+            switch result {
+            case .success(let history):
+                self.finishJoin(request, history: history)
+            case .failure(let error):
+                self.logger.error("history read failed", metadata: ["channel": "\(request.channel)", "error": "\(error)"])
+                guard var channel = self.channels[request.channel] else { return }
+                channel.joins[request.id] = nil
+                self.channels[request.channel] = channel
+                self.enqueue(.reject(request.id, SwitchboardError(.internalError, "history unavailable")), loop: request.loopIndex)
+                self.dropIfUnused(request.channel)
+            }
+        }
+    }
+
+    private func finishJoin(_ request: JoinRequest, history: HistoryResult?) {
+        guard var channel = self.channels[request.channel], let join = channel.joins.removeValue(forKey: request.id) else { return }
+        let buffered = channel.buffer[join.bufferStart...]
+        if channel.joins.isEmpty { channel.buffer.removeAll(keepingCapacity: false) }
+        var activation = SubscriptionActivation(
+            id: request.id, channel: request.channel, position: nil, recovered: nil, publications: [], following: [])
+        if let history {
+            let plan = RecoveryPlan(
+                since: request.since,
+                top: history.position,
+                historyOffsets: history.publications.map(\.offset),
+                bufferedOffsets: buffered.map(\.offset)
+            )
+            activation.position = plan.position
+            activation.recovered = plan.recovered
+            activation.publications = plan.recovered == true ? history.publications : []
+            let following = Set(plan.following)
+            activation.following = buffered.filter { following.contains($0.offset) }.map { ($0.offset, $0.frame) }
+            if channel.fastPosition.map({ $0.offset < history.position.offset || $0.epoch != history.position.epoch }) ?? true {
+                channel.fastPosition = history.position
+            }
+            if let last = activation.following.last, channel.fastPosition!.offset < last.offset {
+                channel.fastPosition!.offset = last.offset
+            }
+        } else {
+            channel.fastPosition = StreamPosition(offset: 0, epoch: "")
+            activation.following = buffered.map { ($0.offset, $0.frame) }
+        }
+        self.channels[request.channel] = channel
+        self.activate(request, activation: activation)
+    }
+
+    private func activate(_ request: JoinRequest, activation: SubscriptionActivation) {
+        guard var channel = self.channels[request.channel] else { return }
+        channel.members[request.id] = Member(loopIndex: request.loopIndex, client: request.client, options: request.options)
+        channel.loopCounts[request.loopIndex] += 1
+        self.channels[request.channel] = channel
+        self.enqueue(.activate(activation), loop: request.loopIndex)
+        if request.options.presence {
+            _ = self.broker.addPresence(channel: request.channel, info: request.client, ttl: self.presenceTTL)
+        }
+        if request.options.joinLeave {
+            _ = self.broker.publishPresenceEvent(.join(request.client), channel: request.channel)
+        }
+    }
+
+    /// A session left a channel (unsubscribe, disconnect, or an activation that found the session gone).
+    func leave(channel name: String, id: SubscriptionID) {
+        self.eventLoop.execute {
+            guard var channel = self.channels[name] else { return }
+            if channel.joins.removeValue(forKey: id) != nil {
+                self.channels[name] = channel
+                self.dropIfUnused(name)
+                return
+            }
+            guard let member = channel.members.removeValue(forKey: id) else { return }
+            channel.loopCounts[member.loopIndex] -= 1
+            self.channels[name] = channel
+            if member.options.presence {
+                _ = self.broker.removePresence(channel: name, client: member.client.client)
+            }
+            if member.options.joinLeave {
+                _ = self.broker.publishPresenceEvent(.leave(member.client), channel: name)
+            }
+            self.dropIfUnused(name)
+        }
+    }
+
+    private func dropIfUnused(_ name: String) {
+        guard let channel = self.channels[name], channel.members.isEmpty, channel.joins.isEmpty else { return }
+        self.channels[name] = nil
+        if channel.brokerSubscribed {
+            _ = self.broker.unsubscribe(channel: name)
+        }
+    }
+
+    // MARK: Broker events
+
+    private func handle(_ event: BrokerEvent) {
+        switch event {
+        case .publication(let name, let publication, let epoch):
+            guard var channel = self.channels[name] else { return }
+            if publication.offset > 0 {
+                if let known = channel.fastPosition, !known.epoch.isEmpty, known.epoch != epoch {
+                    // History was lost under us: everyone here must resubscribe and learn it.
+                    self.logger.warning("channel epoch changed", metadata: ["channel": "\(name)"])
+                    channel.fastPosition = StreamPosition(offset: publication.offset, epoch: epoch)
+                    self.channels[name] = channel
+                    self.broadcast(.unsubscribeChannel(channel: name, code: 2500, reason: "insufficient state"), to: channel)
+                    return
+                }
+                if let known = channel.fastPosition, publication.offset <= known.offset, known.epoch == epoch, channel.joins.isEmpty {
+                    // Already delivered (a broker repeat); subscribers would drop it anyway.
+                    return
+                }
+                if channel.fastPosition == nil || channel.fastPosition!.offset < publication.offset {
+                    channel.fastPosition = StreamPosition(offset: publication.offset, epoch: epoch)
+                }
+            }
+            let frame = WebSocketFrameBuilder.frame(allocator: self.allocator, capacity: publication.data.readableBytes + 96) {
+                $0.writePublicationPush(channel: name, publication)
+            }
+            if !channel.joins.isEmpty {
+                channel.buffer.append(BufferedPublication(offset: publication.offset, frame: frame))
+            }
+            self.channels[name] = channel
+            self.broadcast(.frame(channel: name, offset: publication.offset, frame), to: channel)
+        case .presence(let name, let presenceEvent):
+            guard let channel = self.channels[name] else { return }
+            let frame = WebSocketFrameBuilder.frame(allocator: self.allocator) { buffer in
+                buffer.writeStaticString("{\"channel\":")
+                buffer.writeJSONString(name)
+                switch presenceEvent {
+                case .join(let info):
+                    buffer.writeStaticString(",\"join\":")
+                    buffer.writeClientInfo(info)
+                case .leave(let info):
+                    buffer.writeStaticString(",\"leave\":")
+                    buffer.writeClientInfo(info)
+                }
+                buffer.writeInteger(UInt8(ascii: "}"))
+            }
+            self.broadcast(.frame(channel: name, offset: 0, frame), to: channel)
+        case .control(let message):
+            self.handleControl(message)
+        case .deliveryInterrupted:
+            // Positions may be stale: every subscriber resubscribes and recovers from history.
+            for (name, channel) in self.channels {
+                self.broadcast(.unsubscribeChannel(channel: name, code: 2500, reason: "insufficient state"), to: channel)
+            }
+        }
+    }
+
+    private func broadcast(_ op: FanoutOp, to channel: HubChannel) {
+        for (loop, count) in channel.loopCounts.enumerated() where count > 0 {
+            self.enqueue(op, loop: loop)
+        }
+    }
+
+    private func handleControl(_ message: ControlMessage) {
+        switch message {
+        case .disconnect(let client, let user, let code, let reason):
+            var targets: [String] = []
+            if let client, self.clientLoops[client] != nil { targets.append(client) }
+            if let user, let clients = self.userClients[user] { targets.append(contentsOf: clients) }
+            for target in targets {
+                guard let loop = self.clientLoops[target] else { continue }
+                self.enqueue(.disconnect(client: target, DisconnectCode(code, reason)), loop: loop)
+            }
+        case .unsubscribe(let user, let channel):
+            for client in self.userClients[user] ?? [] {
+                guard let loop = self.clientLoops[client] else { continue }
+                self.enqueue(.unsubscribeClient(client: client, channel: channel, code: 2000, reason: "server unsubscribe"), loop: loop)
+            }
+        }
+    }
+
+    // MARK: Batching
+
+    private func enqueue(_ op: FanoutOp, loop: Int) {
+        self.opsByLoop[loop].append(op)
+        if !self.flushScheduled {
+            self.flushScheduled = true
+            // Runs after everything already queued on this loop: one batch per loop per tick.
+            self.eventLoop.execute { self.flush() }
+        }
+    }
+
+    private func flush() {
+        self.flushScheduled = false
+        for index in self.opsByLoop.indices where !self.opsByLoop[index].isEmpty {
+            let ops = self.opsByLoop[index]
+            self.opsByLoop[index] = []
+            let fanout = self.fanouts[index]
+            if fanout.eventLoop === self.eventLoop {
+                fanout.apply(ops)
+            } else {
+                fanout.eventLoop.execute { fanout.apply(ops) }
+            }
+        }
+    }
+
+    // MARK: Presence refresh and figures
+
+    private func refreshPresence() {
+        for (name, channel) in self.channels {
+            for member in channel.members.values where member.options.presence {
+                _ = self.broker.addPresence(channel: name, info: member.client, ttl: self.presenceTTL)
+            }
+        }
+    }
+
+    /// Figures for `info` and the registry.
+    func statistics() -> EventLoopFuture<HubStatistics> {
+        self.eventLoop.submit {
+            HubStatistics(
+                connections: self.clientLoops.count,
+                subscriptions: self.channels.values.reduce(0) { $0 + $1.members.count },
+                channels: self.channels.count
+            )
+        }
+    }
+
+    /// Active channels with their local subscriber counts.
+    func channelList() -> EventLoopFuture<[(name: String, subscribers: Int)]> {
+        self.eventLoop.submit {
+            self.channels.filter { !$0.value.members.isEmpty }.map { ($0.key, $0.value.members.count) }.sorted { $0.name < $1.name }
+        }
+    }
+
+    /// Every connected client with its loop (for drain).
+    func clients() -> EventLoopFuture<[(client: String, loop: Int)]> {
+        self.eventLoop.submit { self.clientLoops.map { ($0.key, $0.value) } }
+    }
+}
+
+struct HubStatistics: Sendable {
+    var connections: Int
+    var subscriptions: Int
+    var channels: Int
+}
+
+/// The hub's view of one channel.
+struct HubChannel {
+    var loopCounts: [Int]
+    var members: [SubscriptionID: Member] = [:]
+    var joins: [SubscriptionID: PendingJoin] = [:]
+    /// Live publications kept while joins are in progress.
+    var buffer: [BufferedPublication] = []
+    var brokerSubscribed = false
+    /// The newest position the hub knows; lets a subscribe without recovery skip the broker.
+    var fastPosition: StreamPosition?
+
+    init(loopCount: Int) {
+        self.loopCounts = Array(repeating: 0, count: loopCount)
+    }
+}
+
+struct Member {
+    var loopIndex: Int
+    var client: ClientInfo
+    var options: NamespaceOptions
+}
+
+struct PendingJoin {
+    var request: JoinRequest
+    var bufferStart: Int
+}
+
+struct BufferedPublication {
+    var offset: UInt64
+    var frame: ByteBuffer
+}

@@ -1,0 +1,58 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import SwitchboardBroker
+import SwitchboardCore
+
+/// What every session and handler of a node shares: configuration, the hub,
+/// the broker and the per-loop fan-outs. Immutable after start, except the
+/// draining flag.
+final class NodeContext: Sendable {
+    let configuration: ServerConfiguration
+    let nodeID: String
+    let nodeName: String
+    let version: String
+    let hub: Hub
+    let broker: any Broker
+    let fanouts: [LoopFanout]
+    let tokenVerifier: TokenVerifier?
+    let logger: Logger
+    let startedAt: NIODeadline
+    private let drainingBox = NIOLockedValueBox(false)
+
+    init(
+        configuration: ServerConfiguration,
+        nodeID: String,
+        nodeName: String,
+        version: String,
+        hub: Hub,
+        broker: any Broker,
+        fanouts: [LoopFanout],
+        logger: Logger
+    ) {
+        self.configuration = configuration
+        self.nodeID = nodeID
+        self.nodeName = nodeName
+        self.version = version
+        self.hub = hub
+        self.broker = broker
+        self.fanouts = fanouts
+        self.tokenVerifier = configuration.tokenSecret.map { TokenVerifier(secret: $0) }
+        self.logger = logger
+        self.startedAt = .now()
+    }
+
+    var isDraining: Bool {
+        get { self.drainingBox.withLockedValue { $0 } }
+    }
+
+    func setDraining() {
+        self.drainingBox.withLockedValue { $0 = true }
+    }
+
+    /// The fan-out of the loop a channel runs on.
+    func fanout(for eventLoop: any EventLoop) -> LoopFanout {
+        for fanout in self.fanouts where fanout.eventLoop === eventLoop { return fanout }
+        preconditionFailure("event loop outside the node's group")
+    }
+}

@@ -1,0 +1,199 @@
+import Foundation
+public import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+import SwitchboardBroker
+import SwitchboardCore
+
+/// One Switchboard node: the listener, its pipelines, the hub, the broker and
+/// the lifecycle (start, drain, stop).
+public final class SwitchboardNode: Sendable {
+    /// The version this server reports in `connect` results.
+    public static let version = "0.1.0"
+
+    public let configuration: ServerConfiguration
+    public let nodeID: String
+    private let group: MultiThreadedEventLoopGroup
+    private let context: NodeContext
+    private let logger: Logger
+    private let state = NIOLockedValueBox(RunState())
+
+    private struct RunState {
+        var serverChannel: (any Channel)?
+        var announceTask: RepeatedTask?
+        var drainStarted = false
+    }
+
+    /// Creates a node with the memory broker (bind with `start()`).
+    public init(configuration: ServerConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        self.nodeID = Self.makeNodeID()
+        let threads = configuration.eventLoopThreads > 0 ? configuration.eventLoopThreads : System.coreCount
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        let loops = Array(self.group.makeIterator())
+        let hubLoop = loops[0]
+        let broker = MemoryBroker(eventLoop: hubLoop)
+        let hub = Hub(eventLoop: hubLoop, broker: broker, presenceTTL: configuration.presenceTTL, logger: logger)
+        let fanouts = loops.enumerated().map { LoopFanout(eventLoop: $0.element, index: $0.offset) }
+        for fanout in fanouts { fanout.hub = hub }
+        self.context = NodeContext(
+            configuration: configuration,
+            nodeID: self.nodeID,
+            nodeName: configuration.nodeName.isEmpty ? self.nodeID : configuration.nodeName,
+            version: Self.version,
+            hub: hub,
+            broker: broker,
+            fanouts: fanouts,
+            logger: logger
+        )
+    }
+
+    static func makeNodeID() -> String {
+        let alphabet = Array("abcdefghijklmnopqrstuvwxyz0123456789")
+        return "n" + String((0..<5).map { _ in alphabet.randomElement()! })
+    }
+
+    /// Binds the listener and starts serving; returns the bound port.
+    public func start() async throws -> Int {
+        try await self.context.hub.start(fanouts: self.context.fanouts).get()
+        for fanout in self.context.fanouts { fanout.start() }
+        let context = self.context
+        let configuration = self.configuration
+        let maxFrame = configuration.echoEndpoint
+            ? max(configuration.maxMessageSize, configuration.echoMaxMessageSize) : configuration.maxMessageSize
+        let bootstrap = ServerBootstrap(group: self.group)
+            .serverChannelOption(.backlog, value: 4096)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: configuration.outboundLimit / 2, high: configuration.outboundLimit))
+            .childChannelOption(.maxMessagesPerRead, value: 4)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try Self.configureConnection(channel, context: context, maxFrame: maxFrame)
+                }
+            }
+        let channel = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
+        let address = channel.localAddress!
+        self.state.withLockedValue { $0.serverChannel = channel }
+        self.startAnnouncing(address: address)
+        return address.port ?? configuration.port
+    }
+
+    private static func configureConnection(_ channel: any Channel, context: NodeContext, maxFrame: Int) throws {
+        let httpHandler = HTTPHandler(node: context)
+        let boundHTTPHandler = NIOLoopBound(httpHandler, eventLoop: channel.eventLoop)
+        let idle = IdleStateHandler(readTimeout: .milliseconds(Int64(context.configuration.requestTimeout * 1000)))
+        let upgrader = WebSocketUpgrader(
+            maxFrameSize: maxFrame,
+            accepts: { head in
+                let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+                return !context.isDraining && (path == "/ws" || (path == "/echo" && context.configuration.echoEndpoint))
+            },
+            installHandlers: { channel, head in
+                let isEcho = head.uri.hasPrefix("/echo")
+                let pipeline = channel.pipeline.syncOperations
+                if let idleContext = try? pipeline.context(handlerType: IdleStateHandler.self) {
+                    pipeline.removeHandler(context: idleContext, promise: nil)
+                }
+                let limit = isEcho ? context.configuration.echoMaxMessageSize : context.configuration.maxMessageSize
+                try pipeline.addHandler(WebSocketFrameHandler(maximumMessageSize: limit))
+                if isEcho {
+                    try pipeline.addHandler(EchoHandler())
+                } else {
+                    try pipeline.addHandler(ClientSession(node: context, fanout: context.fanout(for: channel.eventLoop)))
+                }
+            }
+        )
+        var limits = NIOHTTPDecoderLimitConfiguration()
+        limits.maxHeaderFieldSize = 8192
+        limits.maxHeaderListSize = 16384
+        limits.maxHeaderFieldCount = 100
+        try channel.pipeline.syncOperations.addHandler(idle)
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+            withPipeliningAssistance: true,
+            withServerUpgrade: (
+                upgraders: [upgrader],
+                completionHandler: { ctx in
+                    ctx.pipeline.syncOperations.removeHandler(boundHTTPHandler.value, promise: nil)
+                }
+            ),
+            withErrorHandling: true,
+            withOutboundHeaderValidation: true,
+            withEncoderConfiguration: .init(),
+            withDecoderLimitConfiguration: limits
+        )
+        try channel.pipeline.syncOperations.addHandler(httpHandler)
+    }
+
+    private func startAnnouncing(address: SocketAddress) {
+        let context = self.context
+        let nodeID = self.nodeID
+        let loop = context.hub.eventLoop
+        let announce: @Sendable () -> Void = {
+            context.hub.statistics().whenSuccess { stats in
+                let info = NodeInfo(
+                    id: nodeID,
+                    name: context.nodeName,
+                    address: "\(address.ipAddress ?? "?"):\(address.port ?? 0)",
+                    connections: stats.connections,
+                    subscriptions: stats.subscriptions,
+                    channels: stats.channels,
+                    uptime: Double((NIODeadline.now() - context.startedAt).nanoseconds) / 1e9,
+                    draining: context.isDraining
+                )
+                _ = context.broker.announce(info, ttl: 15)
+            }
+        }
+        announce()
+        let task = loop.scheduleRepeatedTask(initialDelay: .seconds(5), delay: .seconds(5)) { _ in announce() }
+        self.state.withLockedValue { $0.announceTask = task }
+    }
+
+    /// Graceful drain: readiness fails at once, the listener closes after a
+    /// short grace, clients are asked to reconnect spread over the drain
+    /// window, and the call returns when they are gone or the window is over.
+    public func drain() async {
+        let first = self.state.withLockedValue { state -> Bool in
+            defer { state.drainStarted = true }
+            return !state.drainStarted
+        }
+        guard first else { return }
+        self.context.setDraining()
+        let window = max(0, self.configuration.drainSeconds)
+        self.logger.info("draining", metadata: ["seconds": "\(window)"])
+        let grace = min(2.0, window / 2)
+        let serverChannel = self.state.withLockedValue { $0.serverChannel }
+        if let serverChannel {
+            serverChannel.eventLoop.scheduleTask(in: .milliseconds(Int64(grace * 1000))) {
+                serverChannel.close(promise: nil)
+            }
+        }
+        for fanout in self.context.fanouts {
+            fanout.drain(over: .milliseconds(Int64(window * 800)), code: .shutdown)
+        }
+        let deadline = NIODeadline.now() + .milliseconds(Int64(window * 1000))
+        while NIODeadline.now() < deadline {
+            let remaining = (try? await self.context.hub.statistics().get().connections) ?? 0
+            if remaining == 0, NIODeadline.now() - (deadline - .milliseconds(Int64(window * 1000))) >= .milliseconds(Int64(grace * 1000)) {
+                break
+            }
+            try? await Task.sleep(nanoseconds: 100_000_000)
+        }
+    }
+
+    /// Stops everything: listener, timers, broker, threads.
+    public func stop() async {
+        let (serverChannel, task) = self.state.withLockedValue { ($0.serverChannel, $0.announceTask) }
+        task?.cancel()
+        try? await serverChannel?.close()
+        _ = try? await self.context.broker.removeNode(id: self.nodeID).get()
+        self.context.hub.stop()
+        for fanout in self.context.fanouts { fanout.stop() }
+        _ = try? await self.context.broker.shutdown().get()
+        try? await self.group.shutdownGracefully()
+    }
+}

@@ -1,0 +1,61 @@
+import NIOCore
+import NIOWebSocket
+
+/// Builds complete, unmasked server WebSocket frames (header + payload) in one
+/// buffer, so one publication's frame is built once and written to every subscriber.
+struct WebSocketFrameBuilder {
+    /// Room reserved in front of the payload for the largest header (2 + 8 bytes).
+    static let headerRoom = 10
+
+    /// Builds a frame whose payload is written by `body`.
+    static func frame(
+        opcode: WebSocketOpcode = .text,
+        allocator: ByteBufferAllocator,
+        capacity: Int = 256,
+        _ body: (inout ByteBuffer) -> Void
+    ) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: capacity + headerRoom)
+        buffer.moveWriterIndex(forwardBy: headerRoom)
+        buffer.moveReaderIndex(forwardBy: headerRoom)
+        body(&buffer)
+        Self.prependHeader(&buffer, opcode: opcode)
+        return buffer
+    }
+
+    /// Writes the frame header in front of the readable bytes of a buffer made by `frame`.
+    static func prependHeader(_ buffer: inout ByteBuffer, opcode: WebSocketOpcode) {
+        let length = buffer.readableBytes
+        let first: UInt8 = 0x80 | UInt8(webSocketOpcode: opcode)
+        let start = buffer.readerIndex
+        if length < 126 {
+            buffer.setInteger(first, at: start - 2)
+            buffer.setInteger(UInt8(length), at: start - 1)
+            buffer.moveReaderIndex(to: start - 2)
+        } else if length <= Int(UInt16.max) {
+            buffer.setInteger(first, at: start - 4)
+            buffer.setInteger(UInt8(126), at: start - 3)
+            buffer.setInteger(UInt16(length), at: start - 2)
+            buffer.moveReaderIndex(to: start - 4)
+        } else {
+            buffer.setInteger(first, at: start - 10)
+            buffer.setInteger(UInt8(127), at: start - 9)
+            buffer.setInteger(UInt64(length), at: start - 8)
+            buffer.moveReaderIndex(to: start - 10)
+        }
+    }
+
+    /// A frame carrying `payload` (copied once).
+    static func frame(opcode: WebSocketOpcode, payload: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var payload = payload
+        return Self.frame(opcode: opcode, allocator: allocator, capacity: payload.readableBytes) { $0.writeBuffer(&payload) }
+    }
+
+    /// A close frame with a status code and reason.
+    static func closeFrame(code: UInt16, reason: String, allocator: ByteBufferAllocator) -> ByteBuffer {
+        Self.frame(opcode: .connectionClose, allocator: allocator, capacity: 2 + reason.utf8.count) {
+            $0.writeInteger(code)
+            // Control frames carry at most 125 bytes.
+            $0.writeString(String(decoding: reason.utf8.prefix(123), as: UTF8.self))
+        }
+    }
+}

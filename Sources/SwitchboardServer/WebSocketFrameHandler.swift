@@ -1,0 +1,185 @@
+import NIOCore
+import NIOWebSocket
+import SwitchboardCore
+
+/// RFC 6455 message layer: validates frames (masking, reserved bits and
+/// opcodes, fragmentation, UTF-8, close codes), joins fragments into messages
+/// under a size limit, answers pings and runs the closing handshake.
+///
+/// Sits after NIO's `WebSocketFrameDecoder`; the handlers after it see only
+/// `WebSocketMessage`s and write finished frame bytes (`ByteBuffer`).
+final class WebSocketFrameHandler: ChannelDuplexHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias InboundOut = WebSocketMessage
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let maximumMessageSize: Int
+    private let closeTimeout: TimeAmount
+    private var partial: ByteBuffer?
+    private var partialIsText = false
+    private var closeSent = false
+    private var closeTimer: Scheduled<Void>?
+
+    init(maximumMessageSize: Int, closeTimeout: TimeAmount = .seconds(3)) {
+        self.maximumMessageSize = maximumMessageSize
+        self.closeTimeout = closeTimeout
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = Self.unwrapInboundIn(data)
+        guard !self.closeSent || frame.opcode == .connectionClose else { return }
+        guard frame.maskKey != nil else { return self.fail(context: context, code: 1002, reason: "unmasked client frame") }
+        guard !frame.rsv1, !frame.rsv2, !frame.rsv3 else {
+            return self.fail(context: context, code: 1002, reason: "reserved bits set")
+        }
+        switch frame.opcode {
+        case .text, .binary:
+            guard self.partial == nil else {
+                return self.fail(context: context, code: 1002, reason: "new message inside a fragmented message")
+            }
+            guard frame.length <= self.maximumMessageSize else {
+                return self.fail(context: context, code: 1009, reason: "message too big")
+            }
+            let payload = frame.unmaskedData
+            if frame.fin {
+                self.deliver(context: context, isText: frame.opcode == .text, payload)
+            } else {
+                self.partial = payload
+                self.partialIsText = frame.opcode == .text
+            }
+        case .continuation:
+            guard var partial = self.partial else {
+                return self.fail(context: context, code: 1002, reason: "continuation without a message")
+            }
+            guard partial.readableBytes + frame.length <= self.maximumMessageSize else {
+                self.partial = nil
+                return self.fail(context: context, code: 1009, reason: "message too big")
+            }
+            self.partial = nil  // keep the buffer uniquely referenced while appending
+            var payload = frame.unmaskedData
+            partial.writeBuffer(&payload)
+            if frame.fin {
+                self.deliver(context: context, isText: self.partialIsText, partial)
+            } else {
+                self.partial = partial
+            }
+        case .ping:
+            var payload = frame.unmaskedData
+            let pong = WebSocketFrameBuilder.frame(opcode: .pong, allocator: context.channel.allocator, capacity: payload.readableBytes) {
+                $0.writeBuffer(&payload)
+            }
+            context.writeAndFlush(Self.wrapOutboundOut(pong), promise: nil)
+        case .pong:
+            break
+        case .connectionClose:
+            self.receivedClose(context: context, payload: frame.unmaskedData)
+        default:
+            self.fail(context: context, code: 1002, reason: "unknown opcode")
+        }
+    }
+
+    private func deliver(context: ChannelHandlerContext, isText: Bool, _ payload: ByteBuffer) {
+        if isText {
+            let valid = payload.withUnsafeReadableBytes { UTF8Validation.isValid($0) }
+            guard valid else { return self.fail(context: context, code: 1007, reason: "invalid UTF-8") }
+        }
+        context.fireChannelRead(Self.wrapInboundOut(WebSocketMessage(isText: isText, data: payload)))
+    }
+
+    private func receivedClose(context: ChannelHandlerContext, payload: ByteBuffer) {
+        if self.closeSent {
+            // The peer answered our close: the handshake is done.
+            context.close(promise: nil)
+            return
+        }
+        var payload = payload
+        var replyCode: UInt16 = 1000
+        switch payload.readableBytes {
+        case 0:
+            break
+        case 1:
+            return self.fail(context: context, code: 1002, reason: "close payload of one byte")
+        default:
+            let code = payload.readInteger(as: UInt16.self)!
+            guard Self.isValidCloseCode(code) else { return self.fail(context: context, code: 1002, reason: "invalid close code") }
+            let reasonValid = payload.withUnsafeReadableBytes { UTF8Validation.isValid($0) }
+            guard reasonValid else { return self.fail(context: context, code: 1007, reason: "invalid UTF-8 in close reason") }
+            replyCode = code
+        }
+        self.closeSent = true
+        let frame = WebSocketFrameBuilder.closeFrame(code: replyCode, reason: "", allocator: context.channel.allocator)
+        context.writeAndFlush(Self.wrapOutboundOut(frame)).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    /// Close codes a peer may send (RFC 6455 section 7.4).
+    static func isValidCloseCode(_ code: UInt16) -> Bool {
+        switch code {
+        case 1000...1003, 1007...1011, 3000...4999: return true
+        default: return false
+        }
+    }
+
+    private func fail(context: ChannelHandlerContext, code: UInt16, reason: String) {
+        self.startClose(context: context, code: code, reason: reason)
+    }
+
+    /// Sends a close frame, then waits for the peer's close (or a timeout) before closing the socket.
+    private func startClose(context: ChannelHandlerContext, code: UInt16, reason: String) {
+        guard !self.closeSent else { return }
+        self.closeSent = true
+        self.partial = nil
+        let frame = WebSocketFrameBuilder.closeFrame(code: code, reason: reason, allocator: context.channel.allocator)
+        context.writeAndFlush(Self.wrapOutboundOut(frame), promise: nil)
+        let channel = context.channel
+        self.closeTimer = context.eventLoop.scheduleTask(in: self.closeTimeout) {
+            channel.close(promise: nil)
+        }
+        context.fireUserInboundEventTriggered(WebSocketClosing(code: code))
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        guard !self.closeSent else {
+            promise?.fail(ChannelError.outputClosed)
+            return
+        }
+        context.write(data, promise: promise)
+    }
+
+    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        if let request = event as? WebSocketCloseRequest {
+            self.startClose(context: context, code: request.code, reason: request.reason)
+            promise?.succeed()
+        } else {
+            context.triggerUserOutboundEvent(event, promise: promise)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let error = error as? NIOWebSocketError {
+            switch error {
+            case .invalidFrameLength: self.fail(context: context, code: 1009, reason: "message too big")
+            default: self.fail(context: context, code: 1002, reason: "protocol error")
+            }
+        } else {
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.closeTimer?.cancel()
+        self.closeTimer = nil
+        self.partial = nil
+        context.fireChannelInactive()
+    }
+}
+
+/// Told to the handlers after the frame handler when the server starts closing (they stop writing).
+struct WebSocketClosing {
+    var code: UInt16
+}
+
+@available(*, unavailable)
+extension WebSocketFrameHandler: Sendable {}

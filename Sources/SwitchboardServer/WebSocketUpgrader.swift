@@ -1,0 +1,72 @@
+import Crypto
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOWebSocket
+
+/// The RFC 6455 handshake for `/ws` and `/echo`.
+///
+/// NIO's own upgrader installs its (unremovable) frame encoder; the data
+/// plane writes finished frame bytes instead (one buffer per publication for
+/// every subscriber), so this upgrader installs only the frame decoder and
+/// the node's handlers.
+final class WebSocketUpgrader: HTTPServerProtocolUpgrader, Sendable {
+    let supportedProtocol = "websocket"
+    let requiredUpgradeHeaders: [String] = []
+
+    private let maxFrameSize: Int
+    private let accepts: @Sendable (HTTPRequestHead) -> Bool
+    private let installHandlers: @Sendable (any Channel, HTTPRequestHead) throws -> Void
+
+    /// Errors that refuse an upgrade (the request then gets an HTTP answer).
+    enum UpgradeError: Error {
+        case invalidHeaders
+        case refused
+    }
+
+    init(
+        maxFrameSize: Int,
+        accepts: @escaping @Sendable (HTTPRequestHead) -> Bool,
+        installHandlers: @escaping @Sendable (any Channel, HTTPRequestHead) throws -> Void
+    ) {
+        self.maxFrameSize = maxFrameSize
+        self.accepts = accepts
+        self.installHandlers = installHandlers
+    }
+
+    func buildUpgradeResponse(
+        channel: any Channel,
+        upgradeRequest: HTTPRequestHead,
+        initialResponseHeaders: HTTPHeaders
+    ) -> EventLoopFuture<HTTPHeaders> {
+        let keys = upgradeRequest.headers[canonicalForm: "sec-websocket-key"]
+        let versions = upgradeRequest.headers[canonicalForm: "sec-websocket-version"]
+        guard keys.count == 1, versions.count == 1, versions[0] == "13" else {
+            return channel.eventLoop.makeFailedFuture(UpgradeError.invalidHeaders)
+        }
+        guard self.accepts(upgradeRequest) else {
+            return channel.eventLoop.makeFailedFuture(UpgradeError.refused)
+        }
+        var headers = initialResponseHeaders
+        headers.replaceOrAdd(name: "Upgrade", value: "websocket")
+        headers.replaceOrAdd(name: "Connection", value: "upgrade")
+        headers.add(name: "Sec-WebSocket-Accept", value: Self.acceptValue(forKey: String(keys[0])))
+        return channel.eventLoop.makeSucceededFuture(headers)
+    }
+
+    func upgrade(context: ChannelHandlerContext, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<Void> {
+        let channel = context.channel
+        return channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(
+                ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: self.maxFrameSize))
+            )
+            try self.installHandlers(channel, upgradeRequest)
+        }
+    }
+
+    /// `Sec-WebSocket-Accept` for a client key (RFC 6455 section 4.2.2).
+    static func acceptValue(forKey key: String) -> String {
+        let digest = Insecure.SHA1.hash(data: Array((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").utf8))
+        return Data(digest).base64EncodedString()
+    }
+}

@@ -1,0 +1,131 @@
+import ArgumentParser
+import Foundation
+import Logging
+import SwitchboardServer
+
+/// `switchboard serve`: run one node.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a Switchboard node.",
+        discussion: """
+            Options come from flags, then SWITCHBOARD_* environment variables (SWITCHBOARD_PORT, \
+            SWITCHBOARD_API_KEY, ...), then the config file (--config, JSON or YAML), then defaults: \
+            a flag beats the environment, which beats the file. Namespaces (per channel-name prefix \
+            such as "chat:") are set in the config file. Without one, every channel keeps 100 \
+            publications for 5 minutes, has presence and join/leave, and connected clients may publish.
+            """
+    )
+
+    @Option(help: "Address to bind (default 127.0.0.1).")
+    var host: String?
+
+    @Option(help: "Port to bind; 0 picks a free port (default 8000).")
+    var port: Int?
+
+    @Option(help: "Config file, JSON or YAML (also SWITCHBOARD_CONFIG).")
+    var config: String?
+
+    @Option(help: "Key for the HTTP server API; generated and printed when not set.")
+    var apiKey: String?
+
+    @Option(help: "HS256 secret that client tokens are signed with; without one no tokens are accepted.")
+    var tokenSecret: String?
+
+    @Option(help: "Seconds over which SIGTERM spreads client disconnects before exiting (default 10).")
+    var drainSeconds: Double?
+
+    @Flag(help: "Serve a WebSocket echo endpoint at /echo (conformance testing; off by default).")
+    var echoEndpoint = false
+
+    @Option(help: "Largest client message in bytes (default 65536); larger ones close with 1009.")
+    var maxMessageSize: Int?
+
+    @Option(help: "Subscriptions per connection (default 128).")
+    var maxSubscriptions: Int?
+
+    @Option(help: "Outbound bytes queued per connection before it is dropped as a slow consumer (default 1048576).")
+    var outboundLimit: Int?
+
+    @Option(help: "Seconds of silence before the server pings a client; 0 disables (default 25).")
+    var pingInterval: Double?
+
+    @Option(help: "Seconds a client has to answer a ping (default 10).")
+    var pongTimeout: Double?
+
+    @Option(help: "trace, debug, info, notice, warning, error or critical (default info).")
+    var logLevel: String?
+
+    @Option(help: "Name shown for this node in /api/info (default: its id).")
+    var nodeName: String?
+
+    @Option(help: "Event loop threads; 0 = one per core (default 0).")
+    var threads: Int?
+
+    func run() async throws {
+        var configuration = ServerConfiguration()
+        let environment = ProcessInfo.processInfo.environment
+        let configPath = self.config ?? environment["SWITCHBOARD_CONFIG"]
+        do {
+            if let configPath { try configuration.apply(file: ServerConfiguration.loadFile(configPath)) }
+            try configuration.apply(environment: environment)
+            try self.applyFlags(to: &configuration)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        var generatedKey = false
+        if configuration.apiKey.isEmpty {
+            configuration.apiKey = Self.randomKey()
+            generatedKey = true
+        }
+        guard let level = Logger.Level(rawValue: configuration.logLevel.lowercased()) else {
+            throw ValidationError("unknown log level \(configuration.logLevel)")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "switchboard")
+
+        let node = SwitchboardNode(configuration: configuration, logger: logger)
+        let port = try await node.start()
+        let host = configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host
+        let line = "switchboard node \(node.nodeID) listening: demo http://\(host):\(port)/  websocket ws://\(host):\(port)/ws\n"
+        FileHandle.standardOutput.write(Data(line.utf8))
+        if generatedKey {
+            FileHandle.standardError.write(Data("api key: \(configuration.apiKey)\n".utf8))
+        }
+        await SignalDrain.waitForSignalAndDrain(node: node, logger: logger)
+    }
+
+    private func applyFlags(to configuration: inout ServerConfiguration) throws {
+        if let host { configuration.host = host }
+        if let port {
+            guard (0...65535).contains(port) else { throw ValidationError("--port must be within 0-65535") }
+            configuration.port = port
+        }
+        if let apiKey { configuration.apiKey = apiKey }
+        if let tokenSecret { configuration.tokenSecret = tokenSecret.isEmpty ? nil : tokenSecret }
+        if let drainSeconds { try configuration.set("drainSeconds", text: String(drainSeconds)) }
+        if self.echoEndpoint { configuration.echoEndpoint = true }
+        if let maxMessageSize { try configuration.set("maxMessageSize", text: String(maxMessageSize)) }
+        if let maxSubscriptions { try configuration.set("maxSubscriptions", text: String(maxSubscriptions)) }
+        if let outboundLimit { try configuration.set("outboundLimit", text: String(outboundLimit)) }
+        if let pingInterval { try configuration.set("pingInterval", text: String(pingInterval)) }
+        if let pongTimeout { try configuration.set("pongTimeout", text: String(pongTimeout)) }
+        if let logLevel { configuration.logLevel = logLevel }
+        if let nodeName { configuration.nodeName = nodeName }
+        if let threads { try configuration.set("eventLoopThreads", text: String(threads)) }
+    }
+
+    static func randomKey() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<24).map { _ in String(UInt8.random(in: 0...255, using: &generator), radix: 16).leftPadded(to: 2) }.joined()
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(to width: Int) -> String {
+        self.count >= width ? self : String(repeating: "0", count: width - self.count) + self
+    }
+}

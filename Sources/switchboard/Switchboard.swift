@@ -1,0 +1,16 @@
+import ArgumentParser
+
+/// The `switchboard` command: subcommands only.
+@main
+struct Switchboard: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "switchboard",
+        abstract: "A realtime messaging server: channels, presence, history and recovery over WebSocket.",
+        discussion: """
+            Start a node with `switchboard serve`; it serves a demo page at / and the WebSocket \
+            endpoint at /ws. See docs/configuration.md for every option.
+            """,
+        version: "0.1.0",
+        subcommands: [Serve.self]
+    )
+}
