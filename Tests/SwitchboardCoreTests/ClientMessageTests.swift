@@ -1,0 +1,74 @@
+import SwitchboardCore
+import Testing
+
+@Suite("ClientMessage")
+struct ClientMessageTests {
+    func message(_ text: String) throws -> ClientMessage {
+        try ClientMessage.parse(try JSONParser().parse(Array(text.utf8)))
+    }
+
+    @Test("an empty object is a pong")
+    func pong() throws {
+        #expect(try message("{}") == .pong)
+    }
+
+    @Test("parses every method")
+    func methods() throws {
+        #expect(try message(#"{"id":1,"connect":{"token":"t","subs":{"a":{"offset":3,"epoch":"e"},"b":{}}}}"#)
+            == .command(ClientCommand(id: 1, method: .connect(ConnectParams(token: "t", subs: [("a", StreamPosition(offset: 3, epoch: "e")), ("b", nil)])))))
+        #expect(try message(#"{"id":2,"subscribe":{"channel":"chat:x","since":{"offset":5,"epoch":"ab"}}}"#)
+            == .command(ClientCommand(id: 2, method: .subscribe(SubscribeParams(channel: "chat:x", since: StreamPosition(offset: 5, epoch: "ab"))))))
+        #expect(try message(#"{"id":3,"unsubscribe":{"channel":"c"}}"#) == .command(ClientCommand(id: 3, method: .unsubscribe(channel: "c"))))
+        #expect(try message(#"{"id":4,"publish":{"channel":"c","data":{"x":1},"idempotencyKey":"k"}}"#)
+            == .command(ClientCommand(id: 4, method: .publish(PublishParams(channel: "c", data: .object(JSONObject([("x", .number("1"))])), idempotencyKey: "k")))))
+        #expect(try message(#"{"id":5,"presence":{"channel":"c"}}"#) == .command(ClientCommand(id: 5, method: .presence(channel: "c"))))
+        #expect(try message(#"{"id":6,"presenceStats":{"channel":"c"}}"#) == .command(ClientCommand(id: 6, method: .presenceStats(channel: "c"))))
+        #expect(try message(#"{"id":7,"history":{"channel":"c","limit":5,"reverse":true}}"#)
+            == .command(ClientCommand(id: 7, method: .history(HistoryParams(channel: "c", limit: 5, reverse: true)))))
+        #expect(try message(#"{"id":8,"ping":{}}"#) == .command(ClientCommand(id: 8, method: .ping)))
+        #expect(try message(#"{"id":9,"rpc":{}}"#) == .command(ClientCommand(id: 9, method: .unknown("rpc"))))
+    }
+
+    @Test("frames that break the protocol", arguments: [
+        "[]", "1", #"{"connect":{}}"#, #"{"id":0,"ping":{}}"#, #"{"id":-1,"ping":{}}"#, #"{"id":"1","ping":{}}"#,
+        #"{"id":1.5,"ping":{}}"#, #"{"id":1}"#, #"{"id":99999999999,"ping":{}}"#,
+    ])
+    func violations(_ text: String) {
+        #expect(throws: ProtocolViolation.self) { try self.message(text) }
+    }
+
+    @Test("bad parameters are answered, not fatal", arguments: [
+        (#"{"id":1,"subscribe":{}}"#, 107),
+        (#"{"id":1,"subscribe":{"channel":""}}"#, 107),
+        (#"{"id":1,"subscribe":{"channel":"a\u0001b"}}"#, 107),
+        (#"{"id":1,"subscribe":{"channel":"c","since":{"offset":"x","epoch":"e"}}}"#, 107),
+        (#"{"id":1,"publish":{"channel":"c"}}"#, 107),
+        (#"{"id":1,"history":{"channel":"c","limit":"x"}}"#, 107),
+        (#"{"id":1,"ping":[]}"#, 107),
+    ])
+    func invalidParams(_ text: String, _ code: Int) throws {
+        guard case .invalid(let id, let error) = try message(text) else {
+            Issue.record("expected an invalid command")
+            return
+        }
+        #expect(id == 1)
+        #expect(error.code.rawValue == code)
+    }
+
+    @Test("channel names: 255 bytes is fine, 256 is not")
+    func channelLength() throws {
+        try ChannelName.validate(String(repeating: "a", count: 255))
+        #expect(throws: SwitchboardError.self) { try ChannelName.validate(String(repeating: "a", count: 256)) }
+        #expect(throws: SwitchboardError.self) { try ChannelName.validate("a\u{7F}") }
+        try ChannelName.validate("chat:ünïcode")
+    }
+
+    @Test("glob patterns")
+    func patterns() {
+        #expect(ChannelName.matches("chat:lobby", pattern: "chat:*"))
+        #expect(ChannelName.matches("chat:lobby", pattern: "*lob*"))
+        #expect(!ChannelName.matches("news:x", pattern: "chat:*"))
+        #expect(ChannelName.matches("abc", pattern: "abc"))
+        #expect(!ChannelName.matches("abcd", pattern: "abc"))
+    }
+}

@@ -1,0 +1,212 @@
+import Logging
+import NIOCore
+import NIOEmbedded
+import NIOWebSocket
+import SwitchboardBroker
+import SwitchboardCore
+@testable import SwitchboardServer
+import Testing
+
+/// A node's parts on one embedded loop, and sessions on embedded channels.
+struct EmbeddedNode {
+    let loop = EmbeddedEventLoop()
+    let broker: MemoryBroker
+    let context: NodeContext
+
+    init(configuration: ServerConfiguration = ServerConfiguration()) throws {
+        let logger = Logger(label: "test")
+        self.broker = MemoryBroker(eventLoop: self.loop)
+        let hub = Hub(eventLoop: self.loop, broker: self.broker, presenceTTL: 60, logger: logger)
+        let fanout = LoopFanout(eventLoop: self.loop, index: 0)
+        fanout.hub = hub
+        self.context = NodeContext(
+            configuration: configuration, nodeID: "ntest", nodeName: "ntest", version: "test",
+            hub: hub, broker: self.broker, fanouts: [fanout], logger: logger)
+        let started = hub.start(fanouts: [fanout])
+        self.loop.run()
+        try started.wait()
+    }
+
+    func session() throws -> TestSession {
+        try TestSession(node: self)
+    }
+}
+
+/// One client session with its frame handler, fed client frames.
+struct TestSession {
+    let channel: EmbeddedChannel
+    let node: EmbeddedNode
+
+    init(node: EmbeddedNode) throws {
+        self.node = node
+        self.channel = EmbeddedChannel(loop: node.loop)
+        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 65536)))
+        try channel.pipeline.syncOperations.addHandler(WebSocketFrameHandler(maximumMessageSize: 65536))
+        try channel.pipeline.syncOperations.addHandler(ClientSession(node: node.context, fanout: node.context.fanouts[0]))
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+    }
+
+    func send(_ text: String) throws {
+        try channel.writeInbound(ByteBuffer(bytes: TestFrames.text(text)))
+        node.loop.run()
+    }
+
+    /// Every frame written so far, after letting the loop run.
+    func frames() throws -> [TestFrames.ServerFrame] {
+        node.loop.run()
+        var all = ByteBuffer()
+        while var buffer = try channel.readOutbound(as: ByteBuffer.self) { all.writeBuffer(&buffer) }
+        return TestFrames.parse(&all)
+    }
+
+    func messages() throws -> [JSONValue] {
+        try frames().filter { $0.opcode == 0x1 }.map { try JSONParser().parse($0.payload) }
+    }
+}
+
+@Suite("ClientSession")
+struct ClientSessionTests {
+    @Test("a command before connect closes with 3501")
+    func commandBeforeConnect() throws {
+        let node = try EmbeddedNode()
+        let session = try node.session()
+        try session.send(#"{"id":1,"ping":{}}"#)
+        #expect(try session.frames().last?.closeCode == 3501)
+    }
+
+    @Test("malformed JSON closes with 3501")
+    func malformed() throws {
+        let node = try EmbeddedNode()
+        let session = try node.session()
+        try session.send(#"{"id":1,"connect":{}}"#)
+        try session.send(#"{"id":2,"ping""#)
+        let frames = try session.frames()
+        #expect(frames.last?.closeCode == 3501)
+    }
+
+    @Test("connect, unknown method (104) keeps the connection, ping answers")
+    func connectAndUnknown() throws {
+        let node = try EmbeddedNode()
+        let session = try node.session()
+        try session.send(#"{"id":1,"connect":{}}"#)
+        try session.send(#"{"id":2,"frobnicate":{}}"#)
+        try session.send(#"{"id":3,"ping":{}}"#)
+        let messages = try session.messages()
+        #expect(messages.count == 3)
+        #expect(messages[0]["result"]?["client"]?.stringValue?.hasPrefix("ntest-") == true)
+        #expect(messages[1]["error"]?["code"] == .number("104"))
+        #expect(messages[2]["id"] == .number("3"))
+        #expect(messages[2]["result"] == .object(JSONObject()))
+    }
+
+    @Test("several commands in one frame, newline separated, get replies in order")
+    func batchedCommands() throws {
+        let node = try EmbeddedNode()
+        let session = try node.session()
+        try session.send("{\"id\":1,\"connect\":{}}\n{\"id\":2,\"subscribe\":{\"channel\":\"a\"}}\n{\"id\":3,\"ping\":{}}")
+        let ids = try session.messages().compactMap { $0["id"]?.intValue }
+        #expect(ids == [1, 2, 3])
+    }
+
+    @Test("subscribers get publications once each, in order, from one shared frame")
+    func fanout() throws {
+        let node = try EmbeddedNode()
+        let a = try node.session()
+        let b = try node.session()
+        for s in [a, b] {
+            try s.send(#"{"id":1,"connect":{}}"#)
+            try s.send(#"{"id":2,"subscribe":{"channel":"news"}}"#)
+        }
+        _ = try a.frames()
+        _ = try b.frames()
+        for i in 1...5 {
+            _ = node.broker.publish(PublishRequest(channel: "news", data: ByteBuffer(string: "\(i)"), historySize: 10, historyTTL: 60))
+        }
+        for s in [a, b] {
+            let pubs = try s.messages().compactMap { $0["pub"] }
+            #expect(pubs.map { $0["offset"]?.intValue } == [1, 2, 3, 4, 5])
+            #expect(pubs.map { $0["data"] } == (1...5).map { JSONValue.number("\($0)") })
+        }
+    }
+
+    @Test("recovery: exactly the missed publications, then live with no duplicate at the seam")
+    func recovery() throws {
+        let node = try EmbeddedNode()
+        for i in 1...3 {
+            _ = node.broker.publish(PublishRequest(channel: "c", data: ByteBuffer(string: "\(i)"), historySize: 10, historyTTL: 60))
+        }
+        node.loop.run()
+        let epoch = try node.broker.history(HistoryQuery(channel: "c", limit: 0)).wait().position.epoch
+        let s = try node.session()
+        try s.send(#"{"id":1,"connect":{}}"#)
+        try s.send(#"{"id":2,"subscribe":{"channel":"c","since":{"offset":1,"epoch":"\#(epoch)"}}}"#)
+        _ = node.broker.publish(PublishRequest(channel: "c", data: ByteBuffer(string: "4"), historySize: 10, historyTTL: 60))
+        let messages = try s.messages()
+        let reply = messages.first { $0["id"] == .number("2") }
+        #expect(reply?["result"]?["recovered"] == .bool(true))
+        #expect(reply?["result"]?["publications"]?.arrayValue?.map { $0["offset"]?.intValue } == [2, 3])
+        #expect(messages.compactMap { $0["pub"]?["offset"]?.intValue } == [4])
+    }
+
+    @Test("too many subscriptions: 106; already subscribed: 105; bad channel: 107")
+    func limits() throws {
+        var configuration = ServerConfiguration()
+        configuration.maxSubscriptions = 2
+        let node = try EmbeddedNode(configuration: configuration)
+        let s = try node.session()
+        try s.send(#"{"id":1,"connect":{}}"#)
+        try s.send(#"{"id":2,"subscribe":{"channel":"a"}}"#)
+        try s.send(#"{"id":3,"subscribe":{"channel":"a"}}"#)
+        try s.send(#"{"id":4,"subscribe":{"channel":"b"}}"#)
+        try s.send(#"{"id":5,"subscribe":{"channel":"c"}}"#)
+        try s.send(#"{"id":6,"subscribe":{"channel":"\#(String(repeating: "x", count: 256))"}}"#)
+        let codes = try s.messages().filter { $0["id"] != nil }.map { $0["error"]?["code"]?.intValue }
+        #expect(codes == [nil, nil, 105, nil, 106, 107])
+    }
+
+    @Test("a publish reply comes after an earlier subscribe reply")
+    func replyOrder() throws {
+        let node = try EmbeddedNode()
+        let s = try node.session()
+        try s.send(#"{"id":1,"connect":{}}"#)
+        try s.channel.writeInbound(ByteBuffer(bytes:
+            TestFrames.text(#"{"id":2,"subscribe":{"channel":"x","since":{"offset":0,"epoch":"zz"}}}"#)
+            + TestFrames.text(#"{"id":3,"publish":{"channel":"x","data":1}}"#)
+            + TestFrames.text(#"{"id":4,"ping":{}}"#)))
+        let ids = try s.messages().compactMap { $0["id"]?.intValue }
+        #expect(ids == [1, 2, 3, 4])
+    }
+
+    @Test("join and leave reach other subscribers")
+    func joinLeave() throws {
+        let node = try EmbeddedNode()
+        let a = try node.session()
+        let b = try node.session()
+        try a.send(#"{"id":1,"connect":{}}"#)
+        try a.send(#"{"id":2,"subscribe":{"channel":"room"}}"#)
+        try b.send(#"{"id":1,"connect":{}}"#)
+        let bClient = try b.messages()[0]["result"]?["client"]
+        _ = try a.frames()
+        try b.send(#"{"id":2,"subscribe":{"channel":"room"}}"#)
+        try b.send(#"{"id":3,"unsubscribe":{"channel":"room"}}"#)
+        let pushes = try a.messages()
+        #expect(pushes.compactMap { $0["join"]?["client"] } == [bClient])
+        #expect(pushes.compactMap { $0["leave"]?["client"] } == [bClient])
+    }
+
+    @Test("publish is refused where the namespace forbids it (103)")
+    func publishForbidden() throws {
+        var configuration = ServerConfiguration()
+        var locked = NamespaceOptions()
+        locked.publish = false
+        configuration.namespaces.namespaces["feed"] = locked
+        let node = try EmbeddedNode(configuration: configuration)
+        let s = try node.session()
+        try s.send(#"{"id":1,"connect":{}}"#)
+        try s.send(#"{"id":2,"publish":{"channel":"feed:x","data":1}}"#)
+        try s.send(#"{"id":3,"publish":{"channel":"other","data":1}}"#)
+        let messages = try s.messages()
+        #expect(messages[1]["error"]?["code"] == .number("103"))
+        #expect(messages[2]["result"]?["offset"] == .number("1"))
+    }
+}

@@ -1,0 +1,116 @@
+import NIOCore
+import NIOEmbedded
+import NIOWebSocket
+@testable import SwitchboardServer
+import Testing
+
+/// Collects the messages the frame handler passes on.
+final class MessageCollector: ChannelInboundHandler {
+    typealias InboundIn = WebSocketMessage
+    var messages: [WebSocketMessage] = []
+    var closing: [UInt16] = []
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.messages.append(Self.unwrapInboundIn(data))
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let closing = event as? WebSocketClosing { self.closing.append(closing.code) }
+    }
+}
+
+@Suite("WebSocketFrameHandler")
+struct WebSocketFrameHandlerTests {
+    let channel = EmbeddedChannel()
+    let collector = MessageCollector()
+
+    init() throws {
+        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 1024)))
+        try channel.pipeline.syncOperations.addHandler(WebSocketFrameHandler(maximumMessageSize: 1024))
+        try channel.pipeline.syncOperations.addHandler(collector)
+    }
+
+    func send(_ bytes: [UInt8]) throws {
+        try channel.writeInbound(ByteBuffer(bytes: bytes))
+    }
+
+    func written() throws -> [TestFrames.ServerFrame] {
+        var all = ByteBuffer()
+        while var buffer = try channel.readOutbound(as: ByteBuffer.self) { all.writeBuffer(&buffer) }
+        return TestFrames.parse(&all)
+    }
+
+    @Test("a masked text frame becomes a message")
+    func text() throws {
+        try send(TestFrames.text(#"{"id":1}"#))
+        #expect(collector.messages.count == 1)
+        #expect(String(buffer: collector.messages[0].data) == #"{"id":1}"#)
+        #expect(collector.messages[0].isText)
+    }
+
+    @Test("fragments join into one message; a ping in between is answered")
+    func fragments() throws {
+        try send(TestFrames.text("hel", fin: false))
+        try send(TestFrames.client(opcode: 0x9, Array("p".utf8)))
+        try send(TestFrames.client(opcode: 0x0, Array("lo ".utf8), fin: false))
+        try send(TestFrames.client(opcode: 0x0, Array("world".utf8)))
+        #expect(collector.messages.map { String(buffer: $0.data) } == ["hello world"])
+        #expect(try written() == [TestFrames.ServerFrame(fin: true, opcode: 0xA, payload: Array("p".utf8))])
+    }
+
+    @Test("byte-by-byte input gives the same messages")
+    func byteByByte() throws {
+        let bytes = TestFrames.text("one") + TestFrames.text(String(repeating: "x", count: 300)) + TestFrames.text("three")
+        for byte in bytes { try send([byte]) }
+        #expect(collector.messages.map { String(buffer: $0.data) } == ["one", String(repeating: "x", count: 300), "three"])
+    }
+
+    @Test("protocol errors close with the RFC 6455 code", arguments: [
+        (TestFrames.client(opcode: 0x1, Array("a".utf8), masked: false), UInt16(1002)),
+        (TestFrames.client(opcode: 0x1, Array("a".utf8), rsv: 0x4), 1002),
+        (TestFrames.client(opcode: 0x3, []), 1002),
+        (TestFrames.client(opcode: 0xB, []), 1002),
+        (TestFrames.client(opcode: 0x0, Array("a".utf8)), 1002),
+        (TestFrames.client(opcode: 0x1, [0xC0, 0xAF]), 1007),
+        (TestFrames.client(opcode: 0x1, Array(repeating: 0x61, count: 2000)), 1009),
+        (TestFrames.client(opcode: 0x9, Array(repeating: 0x61, count: 126)), 1002),
+        (TestFrames.client(opcode: 0x9, [], fin: false), 1002),
+        (TestFrames.client(opcode: 0x8, [0x03, 0xED]), 1002),
+        (TestFrames.client(opcode: 0x8, [0x03]), 1002),
+        (TestFrames.client(opcode: 0x8, [0x03, 0xE8, 0xC0]), 1007),
+    ] as [([UInt8], UInt16)])
+    func protocolErrors(_ bytes: [UInt8], _ code: UInt16) throws {
+        try send(bytes)
+        let frames = try written()
+        #expect(frames.last?.closeCode == code)
+        #expect(collector.messages.isEmpty)
+        #expect(collector.closing == [code])
+    }
+
+    @Test("fragments over the limit close with 1009")
+    func fragmentedTooBig() throws {
+        try send(TestFrames.client(opcode: 0x1, Array(repeating: 0x61, count: 600), fin: false))
+        try send(TestFrames.client(opcode: 0x0, Array(repeating: 0x61, count: 600)))
+        #expect(try written().last?.closeCode == 1009)
+        #expect(collector.messages.isEmpty)
+    }
+
+    @Test("a client close is echoed and the socket closed")
+    func clientClose() throws {
+        try send(TestFrames.client(opcode: 0x8, [0x03, 0xE8] + Array("bye".utf8)))
+        #expect(try written().map(\.closeCode) == [1000])
+        channel.embeddedEventLoop.run()
+        #expect(!channel.isActive)
+    }
+
+    @Test("after a server close, data frames are ignored and the peer's close ends the socket")
+    func serverClose() throws {
+        channel.pipeline.triggerUserOutboundEvent(WebSocketCloseRequest(code: 3001, reason: "shutdown"), promise: nil)
+        #expect(try written().map(\.closeCode) == [3001])
+        try send(TestFrames.text("late"))
+        #expect(collector.messages.isEmpty)
+        try send(TestFrames.client(opcode: 0x8, [0x0B, 0xB9]))
+        channel.embeddedEventLoop.run()
+        #expect(!channel.isActive)
+    }
+}
