@@ -1,0 +1,88 @@
+import Logging
+import NIOCore
+import NIOPosix
+@testable import SwitchboardServer
+import Testing
+
+/// The whole node over real loopback sockets, in process.
+@Suite("Node over loopback")
+struct NodeLoopbackTests {
+    static func startNode(_ configure: (inout ServerConfiguration) -> Void = { _ in }) async throws -> (SwitchboardNode, Int) {
+        var configuration = ServerConfiguration()
+        configuration.port = 0
+        configuration.apiKey = "test-key"
+        configure(&configuration)
+        let node = SwitchboardNode(configuration: configuration, logger: Logger(label: "test"))
+        let port = try await node.start()
+        return (node, port)
+    }
+
+    func apiPublish(port: Int, group: any EventLoopGroup, channel: String, data: String) async throws -> (Int, String) {
+        var http = try await LoopbackClient.connect(port: port, group: group)
+        let body = #"{"channel":"\#(channel)","data":\#(data)}"#
+        try await http.send(
+            "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: apikey test-key\r\nContent-Type: application/json\r\n"
+                + "Content-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)")
+        return try await http.readHTTPResponse()
+    }
+
+    @Test("handshake, connect, subscribe, and a publication from the HTTP API arrives")
+    func publishThroughAPI() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let (node, port) = try await Self.startNode()
+        var ws = try await LoopbackClient.connect(port: port, group: group)
+        #expect(try await ws.upgrade() == 101)
+        try await ws.send(TestFrames.text(#"{"id":1,"connect":{}}"#))
+        #expect(try await ws.readMessage()?.contains(#""client":"#) == true)
+        try await ws.send(TestFrames.text(#"{"id":2,"subscribe":{"channel":"news"}}"#))
+        #expect(try await ws.readMessage { $0.contains(#""id":2"#) }?.contains(#""offset":0"#) == true)
+        let (status, body) = try await apiPublish(port: port, group: group, channel: "news", data: #"{"headline":"hi"}"#)
+        #expect(status == 200)
+        #expect(body.contains(#""offset":1"#))
+        let pub = try await ws.readMessage { $0.contains("pub") }
+        #expect(pub?.contains(#""data":{"headline":"hi"}"#) == true)
+        await node.stop()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("a wrong API key gets 401 and a non-JSON body 400")
+    func apiErrors() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let (node, port) = try await Self.startNode()
+        var http = try await LoopbackClient.connect(port: port, group: group)
+        try await http.send("POST /api/info HTTP/1.1\r\nHost: x\r\nAuthorization: apikey wrong\r\nContent-Length: 2\r\n\r\n{}")
+        #expect(try await http.readHTTPResponse().status == 401)
+        try await http.send("POST /api/info HTTP/1.1\r\nHost: x\r\nAuthorization: apikey test-key\r\nContent-Length: 3\r\n\r\n{x}")
+        #expect(try await http.readHTTPResponse().status == 400)
+        try await http.send("POST /api/info HTTP/1.1\r\nHost: x\r\nAuthorization: apikey test-key\r\nContent-Length: 2\r\n\r\n{}")
+        let info = try await http.readHTTPResponse()
+        #expect(info.status == 200 && info.body.contains(#""nodes":["#))
+        await node.stop()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("drain: readiness fails, clients get the disconnect push and close 3001")
+    func drain() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let (node, port) = try await Self.startNode { $0.drainSeconds = 1 }
+        var ws = try await LoopbackClient.connect(port: port, group: group)
+        #expect(try await ws.upgrade() == 101)
+        try await ws.send(TestFrames.text(#"{"id":1,"connect":{}}"#))
+        _ = try await ws.readMessage()
+        let drain = Task { await node.drain() }
+        try await Task.sleep(nanoseconds: 100_000_000)
+        var http = try await LoopbackClient.connect(port: port, group: group)
+        try await http.send("GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(try await http.readHTTPResponse().status == 503)
+        let push = try await ws.readMessage { $0.contains("disconnect") }
+        #expect(push == #"{"disconnect":{"code":3001,"reason":"shutdown","reconnect":true}}"#)
+        var close: TestFrames.ServerFrame?
+        while let frame = try await ws.readFrame() {
+            if frame.opcode == 0x8 { close = frame; break }
+        }
+        #expect(close?.closeCode == 3001)
+        await drain.value
+        await node.stop()
+        try await group.shutdownGracefully()
+    }
+}
