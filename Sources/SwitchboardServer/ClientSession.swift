@@ -284,10 +284,12 @@ final class ClientSession: ChannelInboundHandler {
             aggregate.remaining -= 1
             self.connectPending = aggregate
             self.finishConnectIfReady()
+            self.fanout.markDirty(self)
             return
         }
         let frame = self.replyFrame(id: subscription.replyID) { ResultWriter.writeSubscribeResult(&$0, activation) }
         self.completeReply(subscription.replySlot, frame, goLive: [subscription])
+        self.fanout.markDirty(self)
     }
 
     func rejectSubscription(_ subscription: SessionSubscription, _ error: SwitchboardError) {
@@ -298,9 +300,11 @@ final class ClientSession: ChannelInboundHandler {
             aggregate.remaining -= 1
             self.connectPending = aggregate
             self.finishConnectIfReady()
+            self.fanout.markDirty(self)
             return
         }
         self.completeReply(subscription.replySlot, self.errorFrame(id: subscription.replyID, error))
+        self.fanout.markDirty(self)
     }
 
     private func unsubscribe(_ channel: String) {

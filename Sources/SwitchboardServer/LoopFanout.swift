@@ -167,14 +167,14 @@ final class LoopFanout: @unchecked Sendable {
         self.eventLoop.execute {
             let clients = Array(self.sessions.keys)
             guard !clients.isEmpty else { return }
-            let steps = max(1, Int(window.nanoseconds / TimeAmount.milliseconds(50).nanoseconds))
-            let perStep = max(1, (clients.count + steps - 1) / steps)
-            var next = 0
-            for step in 0..<steps where next < clients.count {
-                let batch = Array(clients[next..<min(clients.count, next + perStep)])
-                next += perStep
-                self.eventLoop.scheduleTask(in: .milliseconds(Int64(step) * 50)) {
-                    for client in batch { self.sessions[client]?.disconnect(code, push: true) }
+            // Batches every 50 ms at most, spread evenly over the window.
+            let maximumBatches = max(1, Int(window.nanoseconds / TimeAmount.milliseconds(50).nanoseconds))
+            let batches = min(maximumBatches, clients.count)
+            for batch in 0..<batches {
+                let members = Array(clients[(clients.count * batch / batches)..<(clients.count * (batch + 1) / batches)])
+                let delay = TimeAmount.nanoseconds(window.nanoseconds * Int64(batch) / Int64(batches))
+                self.eventLoop.scheduleTask(in: delay) {
+                    for client in members { self.sessions[client]?.disconnect(code, push: true) }
                     self.flushDirty()
                 }
             }

@@ -50,6 +50,30 @@ final class NodeContext: Sendable {
         self.drainingBox.withLockedValue { $0 = true }
     }
 
+    /// The address other nodes and balancers reach this node at (set once bound).
+    var advertisedAddress: String {
+        get { self.addressBox.withLockedValue { $0 } }
+        set { self.addressBox.withLockedValue { $0 = newValue } }
+    }
+    private let addressBox = NIOLockedValueBox("")
+
+    /// Writes this node's current figures to the broker's registry.
+    func announceSelf(ttl: Double = 15) -> EventLoopFuture<Void> {
+        self.hub.statistics().flatMap { stats in
+            let info = NodeInfo(
+                id: self.nodeID,
+                name: self.nodeName,
+                address: self.advertisedAddress,
+                connections: stats.connections,
+                subscriptions: stats.subscriptions,
+                channels: stats.channels,
+                uptime: Double((NIODeadline.now() - self.startedAt).nanoseconds) / 1e9,
+                draining: self.isDraining
+            )
+            return self.broker.announce(info, ttl: ttl)
+        }
+    }
+
     /// The fan-out of the loop a channel runs on.
     func fanout(for eventLoop: any EventLoop) -> LoopFanout {
         for fanout in self.fanouts where fanout.eventLoop === eventLoop { return fanout }

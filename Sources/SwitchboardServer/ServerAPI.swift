@@ -119,10 +119,15 @@ struct ServerAPI: Sendable {
         guard let channels = params["channels"]?.arrayValue, !channels.isEmpty else { throw .badRequest("channels must be a non-empty array") }
         guard channels.count <= 1000 else { throw .limitExceeded("at most 1000 channels per broadcast") }
         guard let data = params["data"] else { throw .badRequest("broadcast needs data") }
-        var futures: [EventLoopFuture<Result<PublishResult, SwitchboardError>>] = []
+        var names: [String] = []
         for value in channels {
             guard let channel = value.stringValue else { throw .badRequest("channels must be strings") }
             try ChannelName.validate(channel)
+            names.append(channel)
+        }
+        // Every name is checked before anything is published: a bad one rejects the whole broadcast.
+        var futures: [EventLoopFuture<Result<PublishResult, SwitchboardError>>] = []
+        for channel in names {
             let future = self.node.broker.publish(self.publishRequest(channel: channel, data: data, idempotencyKey: nil))
                 .map { Result<PublishResult, SwitchboardError>.success($0) }
                 .recover { _ in .failure(.internalError) }
@@ -191,7 +196,8 @@ struct ServerAPI: Sendable {
     }
 
     private func info() -> EventLoopFuture<ByteBuffer> {
-        self.node.broker.nodes().map { nodes in
+        let node = self.node
+        return node.announceSelf().flatMap { node.broker.nodes() }.map { nodes in
             Self.result { buffer in
                 buffer.writeStaticString("{\"nodes\":[")
                 for (i, node) in nodes.enumerated() {

@@ -131,25 +131,11 @@ public final class SwitchboardNode: Sendable {
 
     private func startAnnouncing(address: SocketAddress) {
         let context = self.context
-        let nodeID = self.nodeID
-        let loop = context.hub.eventLoop
-        let announce: @Sendable () -> Void = {
-            context.hub.statistics().whenSuccess { stats in
-                let info = NodeInfo(
-                    id: nodeID,
-                    name: context.nodeName,
-                    address: "\(address.ipAddress ?? "?"):\(address.port ?? 0)",
-                    connections: stats.connections,
-                    subscriptions: stats.subscriptions,
-                    channels: stats.channels,
-                    uptime: Double((NIODeadline.now() - context.startedAt).nanoseconds) / 1e9,
-                    draining: context.isDraining
-                )
-                _ = context.broker.announce(info, ttl: 15)
-            }
+        context.advertisedAddress = "\(address.ipAddress ?? "?"):\(address.port ?? 0)"
+        _ = context.announceSelf()
+        let task = context.hub.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(5), delay: .seconds(5)) { _ in
+            _ = context.announceSelf()
         }
-        announce()
-        let task = loop.scheduleRepeatedTask(initialDelay: .seconds(5), delay: .seconds(5)) { _ in announce() }
         self.state.withLockedValue { $0.announceTask = task }
     }
 
