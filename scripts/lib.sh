@@ -1,0 +1,34 @@
+# Shared helpers for scripts/test.sh and scripts/autobahn.sh (sourced, not run).
+
+_SB_APT_UPDATED=0
+
+# apt_install PKG...: install the Debian packages that are not installed yet.
+# Runs `apt-get update` once per script run, and only when something is missing.
+apt_install() {
+    local missing=() p
+    for p in "$@"; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+            missing+=("$p")
+        fi
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "missing packages ${missing[*]} and no apt-get to install them" >&2
+        return 1
+    fi
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+    echo "installing system packages: ${missing[*]}"
+    if [ "$_SB_APT_UPDATED" -eq 0 ]; then
+        "${sudo[@]}" apt-get update -q
+        _SB_APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# ensure_c_compiler: the Autobahn install compiles two small C extensions.
+ensure_c_compiler() {
+    if ! command -v gcc >/dev/null 2>&1 && ! command -v cc >/dev/null 2>&1; then
+        apt_install gcc libc6-dev
+    fi
+}
