@@ -32,3 +32,14 @@ ensure_c_compiler() {
         apt_install gcc libc6-dev
     fi
 }
+
+# ensure_redis_server: the multi-node e2e tests (tests/e2e/test_cluster.py)
+# start their own redis-server processes on free loopback ports. Debian's
+# package also ships redis-cli. Where the package's service may start, it
+# listens on 6379 only, which the tests never use.
+ensure_redis_server() {
+    if ! command -v redis-server >/dev/null 2>&1; then
+        apt_install redis-server
+    fi
+    command -v redis-server >/dev/null 2>&1 || { echo "redis-server is still not on PATH" >&2; return 1; }
+}

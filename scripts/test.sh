@@ -4,8 +4,9 @@
 #
 #   ./scripts/test.sh            (from anywhere; it works from the repo root)
 #
-# Installs what is missing (Debian packages via apt-get, the e2e venv in
-# .venv-e2e, Autobahn in .build-autobahn). Every step runs even when an
+# Installs what is missing (Debian packages via apt-get, among them
+# redis-server for the multi-node e2e tests, the e2e venv in .venv-e2e,
+# Autobahn in .build-autobahn). Every step runs even when an
 # earlier one failed, unless it needs the binary and the build failed.
 # Exits non-zero when any step failed.
 set -euo pipefail
@@ -67,6 +68,7 @@ system_deps() {
         apt_install python3-venv "python$v-venv"
     fi
     ensure_c_compiler
+    ensure_redis_server
     command -v swift >/dev/null 2>&1 || { echo "swift is not on PATH (install the Swift toolchain)" >&2; return 1; }
     command -v timeout >/dev/null 2>&1 || apt_install coreutils
 }

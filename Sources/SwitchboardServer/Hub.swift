@@ -34,12 +34,23 @@ final class Hub: @unchecked Sendable {
     private var clientLoops: [String: Int] = [:]
     private var userClients: [String: Set<String>] = [:]
     private var presenceTimer: RepeatedTask?
+    private var positionTimer: RepeatedTask?
+    private let positionCheckInterval: TimeAmount
+    /// Counters for `info` and metrics.
+    private(set) var metrics = HubMetrics()
     private let allocator = ByteBufferAllocator()
 
-    init(eventLoop: any EventLoop, broker: any Broker, presenceTTL: Double, logger: Logger) {
+    init(
+        eventLoop: any EventLoop,
+        broker: any Broker,
+        presenceTTL: Double,
+        positionCheckInterval: TimeAmount = .seconds(5),
+        logger: Logger
+    ) {
         self.eventLoop = eventLoop
         self.broker = broker
         self.presenceTTL = presenceTTL
+        self.positionCheckInterval = positionCheckInterval
         self.logger = logger
     }
 
@@ -53,6 +64,10 @@ final class Hub: @unchecked Sendable {
                 initialDelay: .milliseconds(Int64(refresh * 1000)),
                 delay: .milliseconds(Int64(refresh * 1000))
             ) { _ in self.refreshPresence() }
+            self.positionTimer = self.eventLoop.scheduleRepeatedTask(
+                initialDelay: self.positionCheckInterval,
+                delay: self.positionCheckInterval
+            ) { _ in self.checkPositions() }
         }.flatMap {
             self.broker.start { [self] event in
                 self.eventLoop.preconditionInEventLoop()
@@ -65,6 +80,8 @@ final class Hub: @unchecked Sendable {
         self.eventLoop.execute {
             self.presenceTimer?.cancel()
             self.presenceTimer = nil
+            self.positionTimer?.cancel()
+            self.positionTimer = nil
         }
     }
 
@@ -179,6 +196,12 @@ final class Hub: @unchecked Sendable {
             if let last = activation.following.last, channel.fastPosition!.offset < last.offset {
                 channel.fastPosition!.offset = last.offset
             }
+            if channel.lastLive == nil {
+                // Everyone here is at or past this position: the baseline for gap detection.
+                channel.lastLive = activation.following.last.map { StreamPosition(offset: $0.offset, epoch: history.position.epoch) }
+                    ?? history.position
+            }
+            channel.keepsHistory = true
         } else {
             channel.fastPosition = StreamPosition(offset: 0, epoch: "")
             activation.following = buffered.map { ($0.offset, $0.frame) }
@@ -236,32 +259,7 @@ final class Hub: @unchecked Sendable {
     private func handle(_ event: BrokerEvent) {
         switch event {
         case .publication(let name, let publication, let epoch):
-            guard var channel = self.channels[name] else { return }
-            if publication.offset > 0 {
-                if let known = channel.fastPosition, !known.epoch.isEmpty, known.epoch != epoch {
-                    // History was lost under us: everyone here must resubscribe and learn it.
-                    self.logger.warning("channel epoch changed", metadata: ["channel": "\(name)"])
-                    channel.fastPosition = StreamPosition(offset: publication.offset, epoch: epoch)
-                    self.channels[name] = channel
-                    self.broadcast(.unsubscribeChannel(channel: name, code: 2500, reason: "insufficient state"), to: channel)
-                    return
-                }
-                if let known = channel.fastPosition, publication.offset <= known.offset, known.epoch == epoch, channel.joins.isEmpty {
-                    // Already delivered (a broker repeat); subscribers would drop it anyway.
-                    return
-                }
-                if channel.fastPosition == nil || channel.fastPosition!.offset < publication.offset {
-                    channel.fastPosition = StreamPosition(offset: publication.offset, epoch: epoch)
-                }
-            }
-            let frame = WebSocketFrameBuilder.frame(allocator: self.allocator, capacity: publication.data.readableBytes + 96) {
-                $0.writePublicationPush(channel: name, publication)
-            }
-            if !channel.joins.isEmpty {
-                channel.buffer.append(BufferedPublication(offset: publication.offset, frame: frame))
-            }
-            self.channels[name] = channel
-            self.broadcast(.frame(channel: name, offset: publication.offset, frame), to: channel)
+            self.handlePublication(name, publication, epoch: epoch)
         case .presence(let name, let presenceEvent):
             guard let channel = self.channels[name] else { return }
             let frame = WebSocketFrameBuilder.frame(allocator: self.allocator) { buffer in
@@ -281,9 +279,150 @@ final class Hub: @unchecked Sendable {
         case .control(let message):
             self.handleControl(message)
         case .deliveryInterrupted:
-            // Positions may be stale: every subscriber resubscribes and recovers from history.
-            for (name, channel) in self.channels {
-                self.broadcast(.unsubscribeChannel(channel: name, code: 2500, reason: "insufficient state"), to: channel)
+            // Publications may have been missed while the broker link was down: refill every channel.
+            self.logger.warning("broker delivery was interrupted; refilling channels from history")
+            for (name, channel) in self.channels where channel.brokerSubscribed {
+                if channel.keepsHistory, let baseline = channel.lastLive ?? channel.fastPosition, !baseline.epoch.isEmpty {
+                    self.startRefill(name, from: baseline)
+                } else if channel.keepsHistory {
+                    self.insufficientState(name)
+                }
+            }
+        }
+    }
+
+    // MARK: Ordered delivery, gaps and refill
+
+    private func handlePublication(_ name: String, _ publication: Publication, epoch: String) {
+        guard var channel = self.channels[name] else { return }
+        if publication.offset > 0 {
+            if channel.refilling {
+                channel.refillBuffer.append((publication, epoch))
+                self.channels[name] = channel
+                return
+            }
+            if let last = channel.lastLive {
+                if last.epoch != epoch {
+                    // History was lost under us (broker data loss, expiry): everyone must learn it.
+                    self.logger.warning("channel epoch changed", metadata: ["channel": "\(name)"])
+                    self.channels[name] = channel
+                    self.insufficientState(name)
+                    guard var reset = self.channels[name] else { return }
+                    reset.lastLive = StreamPosition(offset: publication.offset, epoch: epoch)
+                    reset.fastPosition = reset.lastLive
+                    self.channels[name] = reset
+                    return
+                }
+                if publication.offset <= last.offset {
+                    return  // delivered already (a broker repeat, or one read from history first)
+                }
+                if publication.offset > last.offset + 1 {
+                    self.metrics.gapsDetected += 1
+                    self.logger.info("gap in channel; refilling from history", metadata: [
+                        "channel": "\(name)", "expected": "\(last.offset + 1)", "got": "\(publication.offset)",
+                    ])
+                    channel.refilling = true
+                    channel.refillBuffer = [(publication, epoch)]
+                    self.channels[name] = channel
+                    self.startRefill(name, from: last)
+                    return
+                }
+            }
+            channel.lastLive = StreamPosition(offset: publication.offset, epoch: epoch)
+            if channel.fastPosition == nil || channel.fastPosition!.offset < publication.offset || channel.fastPosition!.epoch != epoch {
+                channel.fastPosition = channel.lastLive
+            }
+        }
+        let frame = WebSocketFrameBuilder.frame(allocator: self.allocator, capacity: publication.data.readableBytes + 96) {
+            $0.writePublicationPush(channel: name, publication)
+        }
+        if !channel.joins.isEmpty {
+            channel.buffer.append(BufferedPublication(offset: publication.offset, frame: frame))
+        }
+        self.channels[name] = channel
+        self.broadcast(.frame(channel: name, offset: publication.offset, frame), to: channel)
+    }
+
+    /// Reads what came after `baseline` and delivers it in order before anything newer; tells
+    /// everyone (2500) when history no longer holds it.
+    private func startRefill(_ name: String, from baseline: StreamPosition) {
+        guard var channel = self.channels[name] else { return }
+        channel.refilling = true
+        self.channels[name] = channel
+        let query = HistoryQuery(channel: name, sinceOffset: baseline.offset, limit: -1)
+        self.broker.history(query).hop(to: self.eventLoop).whenComplete { result in
+            guard var channel = self.channels[name], channel.refilling else { return }
+            let buffered = channel.refillBuffer
+            channel.refilling = false
+            channel.refillBuffer = []
+            channel.lastLive = baseline
+            self.channels[name] = channel
+            var recovered = false
+            if case .success(let history) = result, history.position.epoch == baseline.epoch {
+                let missed = history.publications
+                let contiguous = missed.enumerated().allSatisfy { $0.element.offset == baseline.offset + 1 + UInt64($0.offset) }
+                let reachesBuffer = buffered.first.map { first in
+                    (missed.last?.offset ?? baseline.offset) + 1 >= first.0.offset
+                } ?? true
+                if contiguous, reachesBuffer, history.position.offset >= (missed.last?.offset ?? baseline.offset) {
+                    recovered = true
+                    for publication in missed { self.handlePublication(name, publication, epoch: baseline.epoch) }
+                }
+            }
+            if !recovered {
+                if case .failure(let error) = result {
+                    self.logger.warning("refill failed", metadata: ["channel": "\(name)", "error": "\(error)"])
+                }
+                self.insufficientState(name)
+                if var reset = self.channels[name] {
+                    reset.lastLive = nil
+                    self.channels[name] = reset
+                }
+            }
+            for (publication, epoch) in buffered { self.handlePublication(name, publication, epoch: epoch) }
+        }
+    }
+
+    /// Every local subscriber of the channel loses its subscription with 2500 and resubscribes with its position.
+    private func insufficientState(_ name: String) {
+        guard let channel = self.channels[name] else { return }
+        self.metrics.insufficientState += 1
+        self.broadcast(.unsubscribeChannel(channel: name, code: 2500, reason: "insufficient state"), to: channel)
+    }
+
+    /// Compares each channel's position at the broker with what was delivered here; a channel that
+    /// stays behind for two checks in a row missed something (a silent broker link) and is refilled.
+    private func checkPositions() {
+        for (name, channel) in self.channels where channel.keepsHistory && channel.brokerSubscribed && !channel.refilling {
+            guard let last = channel.lastLive else { continue }
+            self.broker.history(HistoryQuery(channel: name, limit: 0)).hop(to: self.eventLoop).whenSuccess { history in
+                guard var channel = self.channels[name], !channel.refilling, let current = channel.lastLive else { return }
+                if history.position.epoch != current.epoch {
+                    if channel.suspectEpoch == history.position.epoch {
+                        channel.suspectEpoch = nil
+                        self.channels[name] = channel
+                        self.insufficientState(name)
+                    } else {
+                        channel.suspectEpoch = history.position.epoch
+                        self.channels[name] = channel
+                    }
+                    return
+                }
+                channel.suspectEpoch = nil
+                if history.position.offset > current.offset {
+                    if let suspect = channel.suspectTop, suspect <= history.position.offset, current.offset < suspect, current == last {
+                        channel.suspectTop = nil
+                        self.channels[name] = channel
+                        self.logger.warning("channel behind the broker; refilling", metadata: ["channel": "\(name)"])
+                        self.startRefill(name, from: current)
+                    } else {
+                        channel.suspectTop = history.position.offset
+                        self.channels[name] = channel
+                    }
+                } else {
+                    channel.suspectTop = nil
+                    self.channels[name] = channel
+                }
             }
         }
     }
@@ -371,6 +510,12 @@ final class Hub: @unchecked Sendable {
     }
 }
 
+/// What the hub counts.
+struct HubMetrics: Sendable {
+    var gapsDetected = 0
+    var insufficientState = 0
+}
+
 struct HubStatistics: Sendable {
     var connections: Int
     var subscriptions: Int
@@ -387,6 +532,15 @@ struct HubChannel {
     var brokerSubscribed = false
     /// The newest position the hub knows; lets a subscribe without recovery skip the broker.
     var fastPosition: StreamPosition?
+    /// The last publication delivered here, in order: gaps are measured from it.
+    var lastLive: StreamPosition?
+    var keepsHistory = false
+    /// While missed publications are read from history, live ones wait here.
+    var refilling = false
+    var refillBuffer: [(Publication, String)] = []
+    /// What the last position check saw when the broker was ahead.
+    var suspectTop: UInt64?
+    var suspectEpoch: String?
 
     init(loopCount: Int) {
         self.loopCounts = Array(repeating: 0, count: loopCount)

@@ -58,7 +58,7 @@ final class NodeContext: Sendable {
     private let addressBox = NIOLockedValueBox("")
 
     /// Writes this node's current figures to the broker's registry.
-    func announceSelf(ttl: Double = 15) -> EventLoopFuture<Void> {
+    func announceSelf(ttl: Double = 6) -> EventLoopFuture<Void> {
         self.hub.statistics().flatMap { stats in
             let info = NodeInfo(
                 id: self.nodeID,

@@ -14,7 +14,7 @@ extension ServerConfiguration {
 
     /// Option names (config file keys), each also settable as `SWITCHBOARD_<UPPER_SNAKE>`.
     public static let optionKeys = [
-        "host", "port", "apiKey", "tokenSecret", "drainSeconds", "echoEndpoint", "maxMessageSize",
+        "host", "port", "broker", "apiKey", "tokenSecret", "drainSeconds", "echoEndpoint", "maxMessageSize",
         "maxSubscriptions", "outboundLimit", "pingInterval", "pongTimeout", "logLevel", "nodeName",
         "eventLoopThreads", "presenceTTL", "idempotencyWindow", "requestTimeout", "maxRequestBodySize",
     ]
@@ -97,7 +97,7 @@ extension ServerConfiguration {
     /// Sets one option from text (environment variables and flags).
     public mutating func set(_ key: String, text: String) throws {
         switch key {
-        case "host", "apiKey", "tokenSecret", "nodeName", "logLevel":
+        case "host", "broker", "apiKey", "tokenSecret", "nodeName", "logLevel":
             try self.set(key, .string(text))
         case "echoEndpoint":
             switch text.lowercased() {
@@ -127,6 +127,7 @@ extension ServerConfiguration {
         }
         switch key {
         case "host": self.host = try string()
+        case "broker": self.broker = try string()
         case "port":
             let port = try integer()
             guard port <= 65535 else { throw ConfigurationError("port must be at most 65535") }

@@ -6,6 +6,8 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var host: String = "127.0.0.1"
     /// Port to bind; 0 picks a free one.
     public var port: Int = 8000
+    /// `memory` (one node) or `redis://[[user]:password@]host:port[/db]` (many nodes).
+    public var broker: String = "memory"
     /// Key for the HTTP server API (`Authorization: apikey <key>`).
     public var apiKey: String = ""
     /// HS256 secret for client tokens; nil accepts no tokens (all clients are anonymous).

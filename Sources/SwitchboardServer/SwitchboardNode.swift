@@ -5,14 +5,19 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOWebSocket
+import RedisClient
 import SwitchboardBroker
 import SwitchboardCore
+import SwitchboardRedis
 
 /// One Switchboard node: the listener, its pipelines, the hub, the broker and
 /// the lifecycle (start, drain, stop).
 public final class SwitchboardNode: Sendable {
     /// The version this server reports in `connect` results.
     public static let version = "0.1.0"
+
+    /// Seconds a node stays in the registry without a refresh (it refreshes every 2 s).
+    static let registryTTL: Double = 6
 
     public let configuration: ServerConfiguration
     public let nodeID: String
@@ -27,8 +32,8 @@ public final class SwitchboardNode: Sendable {
         var drainStarted = false
     }
 
-    /// Creates a node with the memory broker (bind with `start()`).
-    public init(configuration: ServerConfiguration, logger: Logger) {
+    /// Creates a node (bind with `start()`); the broker comes from `configuration.broker`.
+    public init(configuration: ServerConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
         self.nodeID = Self.makeNodeID()
@@ -36,7 +41,19 @@ public final class SwitchboardNode: Sendable {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let loops = Array(self.group.makeIterator())
         let hubLoop = loops[0]
-        let broker = MemoryBroker(eventLoop: hubLoop)
+        let broker: any Broker
+        if configuration.broker == "memory" || configuration.broker.isEmpty {
+            broker = MemoryBroker(eventLoop: hubLoop)
+        } else {
+            let redis: RedisConfiguration
+            do {
+                redis = try RedisConfiguration(url: configuration.broker)
+            } catch {
+                try? self.group.syncShutdownGracefully()
+                throw ConfigurationError("--broker: \(error.message)")
+            }
+            broker = RedisBroker(configuration: redis, nodeID: self.nodeID, eventLoop: hubLoop, logger: logger)
+        }
         let hub = Hub(eventLoop: hubLoop, broker: broker, presenceTTL: configuration.presenceTTL, logger: logger)
         let fanouts = loops.enumerated().map { LoopFanout(eventLoop: $0.element, index: $0.offset) }
         for fanout in fanouts { fanout.hub = hub }
@@ -132,9 +149,9 @@ public final class SwitchboardNode: Sendable {
     private func startAnnouncing(address: SocketAddress) {
         let context = self.context
         context.advertisedAddress = "\(address.ipAddress ?? "?"):\(address.port ?? 0)"
-        _ = context.announceSelf()
-        let task = context.hub.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(5), delay: .seconds(5)) { _ in
-            _ = context.announceSelf()
+        _ = context.announceSelf(ttl: Self.registryTTL)
+        let task = context.hub.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(2), delay: .seconds(2)) { _ in
+            _ = context.announceSelf(ttl: Self.registryTTL)
         }
         self.state.withLockedValue { $0.announceTask = task }
     }

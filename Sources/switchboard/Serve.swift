@@ -25,6 +25,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Config file, JSON or YAML (also SWITCHBOARD_CONFIG).")
     var config: String?
 
+    @Option(help: "memory (one node, the default) or redis://[[user]:password@]host:port[/db] to join nodes through Redis.")
+    var broker: String?
+
     @Option(help: "Key for the HTTP server API; generated and printed when not set.")
     var apiKey: String?
 
@@ -87,7 +90,7 @@ struct Serve: AsyncParsableCommand {
         }
         let logger = Logger(label: "switchboard")
 
-        let node = SwitchboardNode(configuration: configuration, logger: logger)
+        let node = try SwitchboardNode(configuration: configuration, logger: logger)
         let port = try await node.start()
         let host = configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host
         let line = "switchboard node \(node.nodeID) listening: demo http://\(host):\(port)/  websocket ws://\(host):\(port)/ws\n"
@@ -105,6 +108,7 @@ struct Serve: AsyncParsableCommand {
             configuration.port = port
         }
         if let apiKey { configuration.apiKey = apiKey }
+        if let broker { configuration.broker = broker }
         if let tokenSecret { configuration.tokenSecret = tokenSecret.isEmpty ? nil : tokenSecret }
         if let drainSeconds { try configuration.set("drainSeconds", text: String(drainSeconds)) }
         if self.echoEndpoint { configuration.echoEndpoint = true }

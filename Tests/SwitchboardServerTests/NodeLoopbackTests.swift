@@ -12,7 +12,7 @@ struct NodeLoopbackTests {
         configuration.port = 0
         configuration.apiKey = "test-key"
         configure(&configuration)
-        let node = SwitchboardNode(configuration: configuration, logger: Logger(label: "test"))
+        let node = try SwitchboardNode(configuration: configuration, logger: Logger(label: "test"))
         let port = try await node.start()
         return (node, port)
     }

@@ -1,0 +1,179 @@
+public import Logging
+public import NIOCore
+public import RESP
+
+/// A pipelined Redis command connection.
+///
+/// Callers on any thread send commands; the client encodes them into one
+/// buffer and writes once per event loop tick, however many callers there
+/// were. A lost connection fails the commands in flight, and the next command
+/// reconnects (after a capped exponential backoff with full jitter, during
+/// which commands fail fast so callers can report "temporarily unavailable").
+public final class RedisClient: @unchecked Sendable {
+    public let eventLoop: any EventLoop
+    public let configuration: RedisConfiguration
+    private let logger: Logger
+
+    // Confined to `eventLoop`.
+    private enum State {
+        case disconnected
+        case connecting
+        case connected(any Channel)
+        case closed
+    }
+    private var state: State = .disconnected
+    private var outgoing = ByteBuffer()
+    private var outgoingPromises: [EventLoopPromise<RESPToken>] = []
+    private var flushScheduled = false
+    private var failures = 0
+    private var retryNotBefore: NIODeadline = .uptimeNanoseconds(0)
+
+    public init(configuration: RedisConfiguration, eventLoop: any EventLoop, logger: Logger) {
+        self.configuration = configuration
+        self.eventLoop = eventLoop
+        self.logger = logger
+    }
+
+    /// Sends one command; the future holds its reply (an error reply fails it with `.server`).
+    public func send(_ arguments: [RESPArgument]) -> EventLoopFuture<RESPToken> {
+        let promise = self.eventLoop.makePromise(of: RESPToken.self)
+        if self.eventLoop.inEventLoop {
+            self.enqueue(arguments, promise)
+        } else {
+            self.eventLoop.execute { self.enqueue(arguments, promise) }
+        }
+        return promise.futureResult
+    }
+
+    /// Sends one command.
+    public func send(_ arguments: RESPArgument...) -> EventLoopFuture<RESPToken> {
+        self.send(arguments)
+    }
+
+    /// Runs a script by SHA, loading it with `EVAL` when the server does not know it (`NOSCRIPT`).
+    public func evaluate(_ script: RedisScript, keys: [String], arguments: [RESPArgument]) -> EventLoopFuture<RESPToken> {
+        let tail: [RESPArgument] = [.integer(Int64(keys.count))] + keys.map { .string($0) } + arguments
+        return self.send(["EVALSHA", .string(script.sha1)] + tail).flatMapError { error in
+            guard let redisError = error as? RedisError, redisError.isNoScript else {
+                return self.eventLoop.makeFailedFuture(error)
+            }
+            return self.send(["EVAL", .string(script.source)] + tail)
+        }
+    }
+
+    /// Closes the connection; later commands fail.
+    public func close() -> EventLoopFuture<Void> {
+        self.eventLoop.submit {
+            let old = self.state
+            self.state = .closed
+            self.failOutgoing(RedisError(.connectionClosed, "client closed"))
+            if case .connected(let channel) = old { channel.close(promise: nil) }
+        }
+    }
+
+    private func enqueue(_ arguments: [RESPArgument], _ promise: EventLoopPromise<RESPToken>) {
+        if case .closed = self.state {
+            promise.fail(RedisError(.connectionClosed, "client closed"))
+            return
+        }
+        self.outgoing.writeRESPCommand(arguments)
+        self.outgoingPromises.append(promise)
+        if !self.flushScheduled {
+            self.flushScheduled = true
+            self.eventLoop.execute { self.flush() }
+        }
+    }
+
+    private func flush() {
+        self.flushScheduled = false
+        guard !self.outgoingPromises.isEmpty else { return }
+        switch self.state {
+        case .connected(let channel):
+            let batch = RedisCommandBatch(bytes: self.outgoing, promises: self.outgoingPromises)
+            self.outgoing.clear()
+            self.outgoingPromises.removeAll(keepingCapacity: true)
+            channel.writeAndFlush(batch, promise: nil)
+        case .connecting:
+            break  // flushed when the connection is ready
+        case .disconnected:
+            if NIODeadline.now() < self.retryNotBefore {
+                self.failOutgoing(RedisError(.connectionClosed, "not connected to Redis (retrying)"))
+            } else {
+                self.connect()
+            }
+        case .closed:
+            self.failOutgoing(RedisError(.connectionClosed, "client closed"))
+        }
+    }
+
+    private func failOutgoing(_ error: RedisError) {
+        let promises = self.outgoingPromises
+        self.outgoing.clear()
+        self.outgoingPromises.removeAll()
+        for promise in promises { promise.fail(error) }
+    }
+
+    private func connect() {
+        self.state = .connecting
+        let commandTimeout = self.configuration.commandTimeout
+        RedisConnector.connect(configuration: self.configuration, eventLoop: self.eventLoop) { channel in
+            try channel.pipeline.syncOperations.addHandler(RedisCommandHandler(commandTimeout: commandTimeout))
+        }.flatMap { channel in
+            self.handshake(channel).map { channel }
+        }.whenComplete { result in
+            switch result {
+            case .success(let channel):
+                guard case .connecting = self.state else {
+                    channel.close(promise: nil)
+                    return
+                }
+                self.failures = 0
+                self.state = .connected(channel)
+                self.logger.debug("redis connected", metadata: ["address": "\(self.configuration.host):\(self.configuration.port)"])
+                channel.closeFuture.whenComplete { _ in
+                    self.eventLoop.execute { self.connectionLost(channel) }
+                }
+                self.flush()
+            case .failure(let error):
+                guard case .connecting = self.state else { return }
+                self.failures += 1
+                self.state = .disconnected
+                self.retryNotBefore = .now() + RedisConnector.backoff(attempt: self.failures, configuration: self.configuration)
+                self.logger.warning("redis connect failed", metadata: ["error": "\(error)"])
+                self.failOutgoing(RedisError(.connectionClosed, "cannot connect to Redis: \(error)"))
+            }
+        }
+    }
+
+    private func handshake(_ channel: any Channel) -> EventLoopFuture<Void> {
+        var future = channel.eventLoop.makeSucceededVoidFuture()
+        for command in RedisConnector.handshakeCommands(self.configuration, selectDatabase: true) {
+            future = future.flatMap {
+                var bytes = channel.allocator.buffer(capacity: 64)
+                bytes.writeRESPCommand(command)
+                let promise = channel.eventLoop.makePromise(of: RESPToken.self)
+                channel.writeAndFlush(RedisCommandBatch(bytes: bytes, promises: [promise]), promise: nil)
+                return promise.futureResult.map { _ in }
+            }
+        }
+        return future
+    }
+
+    private func connectionLost(_ channel: any Channel) {
+        guard case .connected(let current) = self.state, current === channel else { return }
+        self.state = .disconnected
+        self.logger.warning("redis connection lost")
+        if !self.outgoingPromises.isEmpty { self.flush() }
+    }
+}
+
+/// A Lua script run by SHA.
+public struct RedisScript: Sendable, Hashable {
+    public let source: String
+    public let sha1: String
+
+    public init(_ source: String) {
+        self.source = source
+        self.sha1 = RedisScript.sha1Hex(source)
+    }
+}

@@ -1,0 +1,416 @@
+import Foundation
+public import Logging
+public import NIOCore
+public import RedisClient
+import RESP
+public import SwitchboardBroker
+public import SwitchboardCore
+
+/// The broker across processes: Redis (DESIGN.md "Redis data model").
+///
+/// Publish is one Lua script per channel (epoch, offset, exact-length stream,
+/// expiries, PUBLISH, idempotency); history reads the stream; presence is a
+/// hash plus a sorted set of expiries; the registry a sorted set plus a key
+/// per node; control messages a pub/sub channel per node. Every channel's keys
+/// share a hash tag, so the same scripts run on Redis Cluster.
+///
+/// Deliveries come from a dedicated subscriber connection on `eventLoop`. A
+/// probe published to this node's own channel every `probeInterval` must come
+/// back through it; when it does not, the subscriber connection is rebuilt and
+/// the node told (`.deliveryInterrupted`) so it can refill from history.
+public final class RedisBroker: Broker, @unchecked Sendable {
+    public let eventLoop: any EventLoop
+    public let nodeID: String
+    private let client: RedisClient
+    private var subscriber: RedisSubscriber!
+    private let logger: Logger
+    private let metaTTL: Double
+    private let probeInterval: TimeAmount
+    private static let parser = JSONParser(maximumDepth: 32, maximumValues: 100_000)
+
+    // Confined to `eventLoop`.
+    private var handler: (@Sendable (BrokerEvent) -> Void)?
+    private var probeTask: RepeatedTask?
+    private var probeSent: UInt64 = 0
+    private var probeReceived: UInt64 = 0
+    private var probeSentAt: NIODeadline?
+    private var shutDown = false
+
+    public init(
+        configuration: RedisConfiguration,
+        nodeID: String,
+        eventLoop: any EventLoop,
+        logger: Logger,
+        metaTTL: Double = 86_400,
+        probeInterval: TimeAmount = .seconds(2)
+    ) {
+        self.eventLoop = eventLoop
+        self.nodeID = nodeID
+        self.logger = logger
+        self.metaTTL = metaTTL
+        self.probeInterval = probeInterval
+        self.client = RedisClient(configuration: configuration, eventLoop: eventLoop, logger: logger)
+        self.subscriber = nil
+        self.subscriber = RedisSubscriber(
+            configuration: configuration,
+            eventLoop: eventLoop,
+            logger: logger,
+            onMessage: { [unowned self] channel, payload in self.received(channel: channel, payload: payload) },
+            onResubscribed: { [unowned self] in self.handler?(.deliveryInterrupted) }
+        )
+    }
+
+    // MARK: Keys
+
+    static func streamKey(_ channel: String) -> String { "sb:{\(channel)}:s" }
+    static func metaKey(_ channel: String) -> String { "sb:{\(channel)}:m" }
+    static func presenceHashKey(_ channel: String) -> String { "sb:{\(channel)}:p" }
+    static func presenceSetKey(_ channel: String) -> String { "sb:{\(channel)}:z" }
+    static func idempotencyKey(_ channel: String, _ key: String) -> String { "sb:{\(channel)}:i:\(key)" }
+    static func pubsubChannel(_ channel: String) -> String { "sb:c:\(channel)" }
+    static let pubsubPrefix = "sb:c:"
+    static let registryKey = "sb:nodes"
+    static func nodeKey(_ id: String) -> String { "sb:node:\(id)" }
+    static let controlAll = "sb:ctl"
+    static func controlChannel(_ node: String) -> String { "sb:ctl:\(node)" }
+    var probeChannel: String { "sb:probe:\(self.nodeID)" }
+
+    static func now() -> Double { Date().timeIntervalSince1970 }
+
+    // MARK: Lifecycle
+
+    public func start(eventHandler: @escaping @Sendable (BrokerEvent) -> Void) -> EventLoopFuture<Void> {
+        self.eventLoop.submit {
+            self.handler = eventHandler
+        }.flatMap {
+            EventLoopFuture.andAllSucceed(
+                [
+                    self.subscriber.subscribe(Self.controlAll),
+                    self.subscriber.subscribe(Self.controlChannel(self.nodeID)),
+                    self.subscriber.subscribe(self.probeChannel),
+                ],
+                on: self.eventLoop
+            )
+        }.map {
+            self.probeTask = self.eventLoop.scheduleRepeatedTask(initialDelay: self.probeInterval, delay: self.probeInterval) { _ in
+                self.probe()
+            }
+        }
+    }
+
+    public func shutdown() -> EventLoopFuture<Void> {
+        self.eventLoop.submit {
+            self.shutDown = true
+            self.probeTask?.cancel()
+            self.probeTask = nil
+            self.handler = nil
+        }.flatMap {
+            self.subscriber.close().and(self.client.close()).map { _ in }
+        }
+    }
+
+    /// Publishes a probe through Redis; if the previous one never came back through the subscriber, rebuild it.
+    private func probe() {
+        if let sentAt = self.probeSentAt, self.probeReceived < self.probeSent,
+            NIODeadline.now() - sentAt >= self.probeInterval
+        {
+            self.logger.warning("redis subscriber delivered no probe; reconnecting it")
+            self.probeSentAt = nil
+            self.subscriber.reconnect()
+            return
+        }
+        self.probeSent += 1
+        let sequence = self.probeSent
+        self.probeSentAt = .now()
+        self.client.send("PUBLISH", .string(self.probeChannel), .integer(Int64(sequence))).whenComplete { result in
+            if case .success(let receivers) = result, receivers.int64 == 0 {
+                // Redis has no subscription of ours at all.
+                self.logger.warning("redis has no subscriber for this node; reconnecting it")
+                self.subscriber.reconnect()
+            } else if case .failure = result {
+                // Redis is unreachable: the subscriber notices on its own; do not count this probe.
+                self.probeSentAt = nil
+                self.probeReceived = self.probeSent
+            }
+        }
+    }
+
+    // MARK: Deliveries
+
+    private func received(channel: String, payload: ByteBuffer) {
+        guard let handler = self.handler else { return }
+        if channel.hasPrefix(Self.pubsubPrefix) {
+            let name = String(channel.dropFirst(Self.pubsubPrefix.count))
+            guard let event = Self.decodeChannelMessage(name, payload) else {
+                self.logger.error("undecodable message", metadata: ["channel": "\(name)"])
+                return
+            }
+            handler(event)
+        } else if channel == self.probeChannel {
+            if let sequence = UInt64(String(buffer: payload)) { self.probeReceived = max(self.probeReceived, sequence) }
+        } else if channel == Self.controlAll || channel == Self.controlChannel(self.nodeID) {
+            if let message = Self.decodeControl(payload) { handler(.control(message)) }
+        }
+    }
+
+    static func decodeChannelMessage(_ channel: String, _ payload: ByteBuffer) -> BrokerEvent? {
+        var payload = payload
+        guard let kind = payload.readInteger(as: UInt8.self) else { return nil }
+        switch kind {
+        case UInt8(ascii: "p"):
+            guard let offset = readField(&payload).flatMap({ UInt64($0) }),
+                let epoch = readField(&payload),
+                let infoLength = readField(&payload).flatMap({ Int($0) }),
+                let infoBytes = payload.readSlice(length: infoLength)
+            else { return nil }
+            let info = infoLength == 0 ? nil : decodeClientInfo(infoBytes)
+            return .publication(channel: channel, Publication(offset: offset, data: payload, info: info), epoch: epoch)
+        case UInt8(ascii: "j"), UInt8(ascii: "l"):
+            guard let info = decodeClientInfo(payload) else { return nil }
+            return .presence(channel: channel, kind == UInt8(ascii: "j") ? .join(info) : .leave(info))
+        default:
+            return nil
+        }
+    }
+
+    /// Reads up to the next space.
+    private static func readField(_ buffer: inout ByteBuffer) -> String? {
+        guard let space = buffer.readableBytesView.firstIndex(of: UInt8(ascii: " ")) else { return nil }
+        let length = space - buffer.readerIndex
+        let text = buffer.readString(length: length)
+        buffer.moveReaderIndex(forwardBy: 1)
+        return text
+    }
+
+    static func encodeClientInfo(_ info: ClientInfo) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.writeClientInfo(info)
+        return buffer
+    }
+
+    static func decodeClientInfo(_ bytes: ByteBuffer) -> ClientInfo? {
+        guard let value = try? Self.parser.parse(bytes.readableBytesView),
+            let client = value["client"]?.stringValue, let user = value["user"]?.stringValue
+        else { return nil }
+        return ClientInfo(client: client, user: user, info: value["info"])
+    }
+
+    // MARK: Publish and history
+
+    public func publish(_ request: PublishRequest) -> EventLoopFuture<PublishResult> {
+        let keepsHistory = request.historySize > 0 && request.historyTTL > 0
+        let info = request.info.map(Self.encodeClientInfo) ?? ByteBuffer()
+        let keys = [
+            Self.streamKey(request.channel),
+            Self.metaKey(request.channel),
+            request.idempotencyKey.map { Self.idempotencyKey(request.channel, $0) } ?? "",
+        ]
+        let arguments: [RESPArgument] = [
+            .string(Self.pubsubChannel(request.channel)),
+            .integer(Int64(keepsHistory ? request.historySize : 0)),
+            .integer(Int64(max(1, request.historyTTL.rounded(.up)))),
+            .integer(Int64(max(self.metaTTL, request.historyTTL).rounded(.up))),
+            .string(Self.makeEpoch()),
+            .integer(Int64(max(1, request.idempotencyWindow.rounded(.up)))),
+            .bytes(request.data),
+            .bytes(info),
+        ]
+        return self.client.evaluate(RedisBrokerScripts.publish, keys: keys, arguments: arguments).flatMapThrowing { token in
+            guard let reply = token.array, reply.count == 3, let offset = reply[0].int64, let epoch = reply[1].string,
+                let duplicate = reply[2].int64
+            else { throw RedisError(.protocolError, "unexpected publish reply") }
+            return PublishResult(position: StreamPosition(offset: UInt64(offset), epoch: epoch), duplicate: duplicate == 1)
+        }
+    }
+
+    public func publishPresenceEvent(_ event: PresenceEvent, channel: String) -> EventLoopFuture<Void> {
+        var payload = ByteBuffer()
+        switch event {
+        case .join(let info):
+            payload.writeInteger(UInt8(ascii: "j"))
+            payload.writeClientInfo(info)
+        case .leave(let info):
+            payload.writeInteger(UInt8(ascii: "l"))
+            payload.writeClientInfo(info)
+        }
+        return self.client.send("PUBLISH", .string(Self.pubsubChannel(channel)), .bytes(payload)).map { _ in }
+    }
+
+    public func subscribe(channel: String) -> EventLoopFuture<Void> {
+        self.subscriber.subscribe(Self.pubsubChannel(channel))
+    }
+
+    public func unsubscribe(channel: String) -> EventLoopFuture<Void> {
+        self.subscriber.unsubscribe(Self.pubsubChannel(channel))
+    }
+
+    public func history(_ query: HistoryQuery) -> EventLoopFuture<HistoryResult> {
+        let first = query.sinceOffset.map { "\($0 + 1)-0" } ?? "-"
+        let arguments: [RESPArgument] = [
+            .string(Self.makeEpoch()),
+            .integer(Int64(self.metaTTL)),
+            .string(first),
+            .integer(Int64(query.limit < 0 ? -1 : query.limit)),
+            .string(query.reverse ? "1" : "0"),
+        ]
+        let keys = [Self.streamKey(query.channel), Self.metaKey(query.channel)]
+        return self.client.evaluate(RedisBrokerScripts.history, keys: keys, arguments: arguments).flatMapThrowing { token in
+            guard let reply = token.array, reply.count == 3, let epoch = reply[0].string, let top = reply[1].int64,
+                let entries = reply[2].array
+            else { throw RedisError(.protocolError, "unexpected history reply") }
+            var publications: [Publication] = []
+            publications.reserveCapacity(entries.count)
+            for entry in entries {
+                guard let parts = entry.array, parts.count == 2, let id = parts[0].string,
+                    let offset = id.split(separator: "-").first.flatMap({ UInt64($0) }),
+                    let fields = parts[1].array
+                else { throw RedisError(.protocolError, "unexpected stream entry") }
+                var data = ByteBuffer()
+                var info: ClientInfo?
+                var i = 0
+                while i + 1 < fields.count {
+                    switch fields[i].string {
+                    case "d": data = fields[i + 1].bytes ?? ByteBuffer()
+                    case "i":
+                        if let bytes = fields[i + 1].bytes, bytes.readableBytes > 0 { info = Self.decodeClientInfo(bytes) }
+                    default: break
+                    }
+                    i += 2
+                }
+                publications.append(Publication(offset: offset, data: data, info: info))
+            }
+            return HistoryResult(publications: publications, position: StreamPosition(offset: UInt64(top), epoch: epoch))
+        }
+    }
+
+    // MARK: Presence
+
+    public func addPresence(channel: String, info: ClientInfo, ttl: Double) -> EventLoopFuture<Void> {
+        let keys = [Self.presenceHashKey(channel), Self.presenceSetKey(channel)]
+        let arguments: [RESPArgument] = [
+            .string(info.client),
+            .bytes(Self.encodeClientInfo(info)),
+            .double(Self.now() + ttl),
+            .integer(Int64((ttl * 2).rounded(.up))),
+        ]
+        return self.client.evaluate(RedisBrokerScripts.addPresence, keys: keys, arguments: arguments).map { _ in }
+    }
+
+    public func removePresence(channel: String, client: String) -> EventLoopFuture<Void> {
+        self.client.send("HDEL", .string(Self.presenceHashKey(channel)), .string(client))
+            .and(self.client.send("ZREM", .string(Self.presenceSetKey(channel)), .string(client)))
+            .map { _ in }
+    }
+
+    public func presence(channel: String) -> EventLoopFuture<[ClientInfo]> {
+        let keys = [Self.presenceHashKey(channel), Self.presenceSetKey(channel)]
+        return self.client.evaluate(RedisBrokerScripts.presence, keys: keys, arguments: [.double(Self.now())]).map { token in
+            var clients: [ClientInfo] = []
+            if let flat = token.array {
+                var i = 1
+                while i < flat.count {
+                    if let bytes = flat[i].bytes, let info = Self.decodeClientInfo(bytes) { clients.append(info) }
+                    i += 2
+                }
+            } else if case .map(let map) = token.value {
+                for entry in map {
+                    if let bytes = entry.value.bytes, let info = Self.decodeClientInfo(bytes) { clients.append(info) }
+                }
+            }
+            return clients.sorted { $0.client < $1.client }
+        }
+    }
+
+    // MARK: Registry and control
+
+    public func announce(_ node: NodeInfo, ttl: Double) -> EventLoopFuture<Void> {
+        var json = ByteBuffer()
+        json.writeJSON(Self.nodeJSON(node))
+        return self.client.send("ZADD", .string(Self.registryKey), .double(Self.now() + ttl), .string(node.id))
+            .and(self.client.send("SET", .string(Self.nodeKey(node.id)), .bytes(json), "PX", .integer(Int64(ttl * 1000))))
+            .map { _ in }
+    }
+
+    public func removeNode(id: String) -> EventLoopFuture<Void> {
+        self.client.send("ZREM", .string(Self.registryKey), .string(id))
+            .and(self.client.send("DEL", .string(Self.nodeKey(id))))
+            .map { _ in }
+    }
+
+    public func nodes() -> EventLoopFuture<[NodeInfo]> {
+        self.client.send("ZREMRANGEBYSCORE", .string(Self.registryKey), "-inf", .double(Self.now())).flatMap { _ in
+            self.client.send("ZRANGE", .string(Self.registryKey), "0", "-1")
+        }.flatMap { token in
+            let ids = (token.array ?? []).compactMap(\.string)
+            guard !ids.isEmpty else { return self.eventLoop.makeSucceededFuture([]) }
+            return self.client.send(["MGET"] + ids.map { .string(Self.nodeKey($0)) }).map { values in
+                (values.array ?? []).compactMap { value -> NodeInfo? in
+                    guard let bytes = value.bytes, let json = try? Self.parser.parse(bytes.readableBytesView) else { return nil }
+                    return Self.node(fromJSON: json)
+                }.sorted { $0.id < $1.id }
+            }
+        }
+    }
+
+    public func sendControl(_ message: ControlMessage, to node: String?) -> EventLoopFuture<Void> {
+        var json = ByteBuffer()
+        json.writeJSON(Self.controlJSON(message))
+        let channel = node.map(Self.controlChannel) ?? Self.controlAll
+        return self.client.send("PUBLISH", .string(channel), .bytes(json)).map { _ in }
+    }
+
+    // MARK: Encodings
+
+    static func nodeJSON(_ node: NodeInfo) -> JSONValue {
+        .object(JSONObject([
+            ("id", .string(node.id)), ("name", .string(node.name)), ("address", .string(node.address)),
+            ("connections", .integer(node.connections)), ("subscriptions", .integer(node.subscriptions)),
+            ("channels", .integer(node.channels)), ("uptime", .number(String(node.uptime))), ("draining", .bool(node.draining)),
+        ]))
+    }
+
+    static func node(fromJSON json: JSONValue) -> NodeInfo? {
+        guard let id = json["id"]?.stringValue else { return nil }
+        return NodeInfo(
+            id: id,
+            name: json["name"]?.stringValue ?? id,
+            address: json["address"]?.stringValue ?? "",
+            connections: json["connections"]?.intValue ?? 0,
+            subscriptions: json["subscriptions"]?.intValue ?? 0,
+            channels: json["channels"]?.intValue ?? 0,
+            uptime: json["uptime"]?.doubleValue ?? 0,
+            draining: json["draining"]?.boolValue ?? false
+        )
+    }
+
+    static func controlJSON(_ message: ControlMessage) -> JSONValue {
+        switch message {
+        case .disconnect(let client, let user, let code, let reason):
+            var members: [(key: String, value: JSONValue)] = [("t", .string("disconnect")), ("code", .integer(code)), ("reason", .string(reason))]
+            if let client { members.append(("client", .string(client))) }
+            if let user { members.append(("user", .string(user))) }
+            return .object(JSONObject(members))
+        case .unsubscribe(let user, let channel):
+            return .object(JSONObject([("t", .string("unsubscribe")), ("user", .string(user)), ("channel", .string(channel))]))
+        }
+    }
+
+    static func decodeControl(_ payload: ByteBuffer) -> ControlMessage? {
+        guard let json = try? Self.parser.parse(payload.readableBytesView) else { return nil }
+        switch json["t"]?.stringValue {
+        case "disconnect":
+            guard let code = json["code"]?.intValue, let c = UInt16(exactly: code) else { return nil }
+            return .disconnect(client: json["client"]?.stringValue, user: json["user"]?.stringValue, code: c, reason: json["reason"]?.stringValue ?? "")
+        case "unsubscribe":
+            guard let user = json["user"]?.stringValue, let channel = json["channel"]?.stringValue else { return nil }
+            return .unsubscribe(user: user, channel: channel)
+        default:
+            return nil
+        }
+    }
+
+    static func makeEpoch() -> String {
+        let alphabet = Array("abcdefghijklmnopqrstuvwxyz0123456789")
+        return String((0..<8).map { _ in alphabet.randomElement()! })
+    }
+}

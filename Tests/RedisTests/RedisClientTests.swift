@@ -1,0 +1,152 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import RedisClient
+import RESP
+import Testing
+
+@Suite("RedisClient against a real redis-server", .serialized)
+struct RedisClientTests {
+    let logger = Logger(label: "test")
+
+    @Test("many concurrent callers are pipelined and each gets its own reply")
+    func pipelining() async throws {
+        let redis = try RedisServerProcess()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let client = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: logger)
+        let futures = (0..<500).map { i in
+            client.send("SET", .string("k\(i)"), .string("v\(i)")).flatMap { _ in client.send("GET", .string("k\(i)")) }
+        }
+        for (i, future) in futures.enumerated() {
+            #expect(try await future.get().string == "v\(i)")
+        }
+        let incr = try await client.send("INCRBY", "counter", .integer(5)).get()
+        #expect(incr.int64 == 5)
+        try await client.close().get()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("error replies fail the command with the server's message; the connection stays usable")
+    func errorReply() async throws {
+        let redis = try RedisServerProcess()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let client = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: logger)
+        await #expect(throws: RedisError.self) { try await client.send("NOSUCHCOMMAND").get() }
+        #expect(try await client.send("PING").get().string == "PONG")
+        try await client.close().get()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("scripts run by SHA, and are loaded again after SCRIPT FLUSH (NOSCRIPT)")
+    func scripts() async throws {
+        let redis = try RedisServerProcess()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let client = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: logger)
+        let script = RedisScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+        #expect(try await client.evaluate(script, keys: ["n"], arguments: [.integer(2)]).get().int64 == 2)
+        #expect(try await client.evaluate(script, keys: ["n"], arguments: [.integer(3)]).get().int64 == 5)
+        _ = try await client.send("SCRIPT", "FLUSH").get()
+        #expect(try await client.evaluate(script, keys: ["n"], arguments: [.integer(1)]).get().int64 == 6)
+        try await client.close().get()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("a reply that takes longer than the command timeout fails with .timeout")
+    func timeout() async throws {
+        let redis = try RedisServerProcess()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        var configuration = RedisConfiguration(port: redis.port)
+        configuration.commandTimeout = .milliseconds(300)
+        let client = RedisClient(configuration: configuration, eventLoop: group.next(), logger: logger)
+        _ = try await client.send("PING").get()
+        do {
+            _ = try await client.send("DEBUG", "SLEEP", "1").get()
+            Issue.record("DEBUG SLEEP returned within the timeout")
+        } catch let error as RedisError {
+            #expect(error.code == .timeout)
+        }
+        try await Task.sleep(nanoseconds: 1_200_000_000)
+        #expect(try await client.send("PING").get().string == "PONG")
+        try await client.close().get()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("commands fail fast while Redis is down and work again after it is back")
+    func reconnect() async throws {
+        let redis = try RedisServerProcess()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let client = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: logger)
+        #expect(try await client.send("PING").get().string == "PONG")
+        redis.kill()
+        await #expect(throws: RedisError.self) { try await client.send("PING").get() }
+        try redis.start()
+        var answered = false
+        for _ in 0..<100 where !answered {
+            answered = (try? await client.send("PING").get().string) == "PONG"
+            if !answered { try await Task.sleep(nanoseconds: 50_000_000) }
+        }
+        #expect(answered)
+        try await client.close().get()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("the subscriber delivers messages, and after a Redis restart resubscribes and says so")
+    func subscriber() async throws {
+        let redis = try RedisServerProcess()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        let messages = NIOLockedValueBox<[String]>([])
+        let resubscribed = NIOLockedValueBox(0)
+        let subscriber = RedisSubscriber(
+            configuration: RedisConfiguration(port: redis.port), eventLoop: loop, logger: logger,
+            onMessage: { channel, payload in messages.withLockedValue { $0.append("\(channel)=\(String(buffer: payload))") } },
+            onResubscribed: { resubscribed.withLockedValue { $0 += 1 } }
+        )
+        let client = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: loop, logger: logger)
+        try await subscriber.subscribe("a").get()
+        try await subscriber.subscribe("b").get()
+        _ = try await client.send("PUBLISH", "a", "1").get()
+        _ = try await client.send("PUBLISH", "b", "2").get()
+        _ = try await client.send("PUBLISH", "c", "3").get()
+        try await waitUntil { messages.withLockedValue { $0.count } >= 2 }
+        #expect(messages.withLockedValue { $0 } == ["a=1", "b=2"])
+        try await subscriber.unsubscribe("b").get()
+        redis.kill()
+        try redis.start()
+        try await waitUntil { resubscribed.withLockedValue { $0 } == 1 }
+        var receivers: Int64 = 0
+        for _ in 0..<50 where receivers == 0 {
+            receivers = (try? await client.send("PUBLISH", "a", "4").get().int64) ?? 0
+            if receivers == 0 { try await Task.sleep(nanoseconds: 50_000_000) }
+        }
+        _ = try await client.send("PUBLISH", "b", "5").get()
+        try await waitUntil { messages.withLockedValue { $0.contains("a=4") } }
+        #expect(!messages.withLockedValue { $0.contains("b=5") })
+        try await subscriber.close().get()
+        try await client.close().get()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("redis:// URLs")
+    func urls() throws {
+        let full = try RedisConfiguration(url: "redis://user:p%40ss@127.0.0.1:6380/2")
+        #expect(full.host == "127.0.0.1" && full.port == 6380 && full.database == 2)
+        #expect(full.username == "user" && full.password == "p@ss")
+        let short = try RedisConfiguration(url: "redis://localhost")
+        #expect(short.host == "localhost" && short.port == 6379 && short.password == nil)
+        let ipv6 = try RedisConfiguration(url: "redis://[::1]:7000")
+        #expect(ipv6.host == "::1" && ipv6.port == 7000)
+        #expect(try RedisConfiguration(url: "rediss://h:1").useTLS)
+        #expect(throws: RedisError.self) { try RedisConfiguration(url: "http://x") }
+        #expect(throws: RedisError.self) { try RedisConfiguration(url: "redis://h:notaport") }
+    }
+}
+
+func waitUntil(seconds: Double = 10, _ condition: @Sendable () -> Bool) async throws {
+    let deadline = NIODeadline.now() + .milliseconds(Int64(seconds * 1000))
+    while !condition() {
+        guard NIODeadline.now() < deadline else { throw TestFailure("condition not met within \(seconds) s") }
+        try await Task.sleep(nanoseconds: 20_000_000)
+    }
+}
