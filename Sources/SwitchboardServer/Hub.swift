@@ -256,6 +256,11 @@ final class Hub: @unchecked Sendable {
 
     // MARK: Broker events
 
+    /// Feeds an event as if the broker had delivered it (tests; on the hub's loop).
+    func deliverForTesting(_ event: BrokerEvent) {
+        self.handle(event)
+    }
+
     private func handle(_ event: BrokerEvent) {
         switch event {
         case .publication(let name, let publication, let epoch):

@@ -35,25 +35,29 @@ struct EmbeddedNode {
 /// One client session with its frame handler, fed client frames.
 struct TestSession {
     let channel: EmbeddedChannel
-    let node: EmbeddedNode
+    let loop: EmbeddedEventLoop
 
     init(node: EmbeddedNode) throws {
-        self.node = node
-        self.channel = EmbeddedChannel(loop: node.loop)
+        try self.init(loop: node.loop, context: node.context)
+    }
+
+    init(loop: EmbeddedEventLoop, context: NodeContext) throws {
+        self.loop = loop
+        self.channel = EmbeddedChannel(loop: loop)
         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 65536)))
         try channel.pipeline.syncOperations.addHandler(WebSocketFrameHandler(maximumMessageSize: 65536))
-        try channel.pipeline.syncOperations.addHandler(ClientSession(node: node.context, fanout: node.context.fanouts[0]))
+        try channel.pipeline.syncOperations.addHandler(ClientSession(node: context, fanout: context.fanouts[0]))
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
     }
 
     func send(_ text: String) throws {
         try channel.writeInbound(ByteBuffer(bytes: TestFrames.text(text)))
-        node.loop.run()
+        loop.run()
     }
 
     /// Every frame written so far, after letting the loop run.
     func frames() throws -> [TestFrames.ServerFrame] {
-        node.loop.run()
+        loop.run()
         var all = ByteBuffer()
         while var buffer = try channel.readOutbound(as: ByteBuffer.self) { all.writeBuffer(&buffer) }
         return TestFrames.parse(&all)

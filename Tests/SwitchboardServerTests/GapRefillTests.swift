@@ -1,0 +1,150 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOEmbedded
+import NIOWebSocket
+import SwitchboardBroker
+import SwitchboardCore
+@testable import SwitchboardServer
+import Testing
+
+/// A real memory broker whose deliveries to the node can be lost on purpose,
+/// as a broker link that drops messages would lose them.
+final class LossyBroker: Broker, @unchecked Sendable {
+    let inner: MemoryBroker
+    /// Offsets whose live delivery is dropped.
+    let dropOffsets = NIOLockedValueBox<Set<UInt64>>([])
+    var eventLoop: any EventLoop { self.inner.eventLoop }
+
+    init(eventLoop: any EventLoop) {
+        self.inner = MemoryBroker(eventLoop: eventLoop)
+    }
+
+    func start(eventHandler: @escaping @Sendable (BrokerEvent) -> Void) -> EventLoopFuture<Void> {
+        self.inner.start { event in
+            if case .publication(_, let publication, _) = event, self.dropOffsets.withLockedValue({ $0.contains(publication.offset) }) {
+                return
+            }
+            eventHandler(event)
+        }
+    }
+
+    func publish(_ request: PublishRequest) -> EventLoopFuture<PublishResult> { self.inner.publish(request) }
+    func publishPresenceEvent(_ event: PresenceEvent, channel: String) -> EventLoopFuture<Void> {
+        self.inner.publishPresenceEvent(event, channel: channel)
+    }
+    func subscribe(channel: String) -> EventLoopFuture<Void> { self.inner.subscribe(channel: channel) }
+    func unsubscribe(channel: String) -> EventLoopFuture<Void> { self.inner.unsubscribe(channel: channel) }
+    func history(_ query: HistoryQuery) -> EventLoopFuture<HistoryResult> { self.inner.history(query) }
+    func addPresence(channel: String, info: ClientInfo, ttl: Double) -> EventLoopFuture<Void> {
+        self.inner.addPresence(channel: channel, info: info, ttl: ttl)
+    }
+    func removePresence(channel: String, client: String) -> EventLoopFuture<Void> {
+        self.inner.removePresence(channel: channel, client: client)
+    }
+    func presence(channel: String) -> EventLoopFuture<[ClientInfo]> { self.inner.presence(channel: channel) }
+    func announce(_ node: NodeInfo, ttl: Double) -> EventLoopFuture<Void> { self.inner.announce(node, ttl: ttl) }
+    func removeNode(id: String) -> EventLoopFuture<Void> { self.inner.removeNode(id: id) }
+    func nodes() -> EventLoopFuture<[NodeInfo]> { self.inner.nodes() }
+    func sendControl(_ message: ControlMessage, to node: String?) -> EventLoopFuture<Void> {
+        self.inner.sendControl(message, to: node)
+    }
+    func shutdown() -> EventLoopFuture<Void> { self.inner.shutdown() }
+}
+
+@Suite("Hub gap detection and refill")
+struct GapRefillTests {
+    struct Setup {
+        let loop = EmbeddedEventLoop()
+        let broker: LossyBroker
+        let context: NodeContext
+
+        init(historySize: Int = 100) throws {
+            let logger = Logger(label: "test")
+            self.broker = LossyBroker(eventLoop: self.loop)
+            let hub = Hub(eventLoop: self.loop, broker: self.broker, presenceTTL: 60, positionCheckInterval: .seconds(5), logger: logger)
+            let fanout = LoopFanout(eventLoop: self.loop, index: 0)
+            fanout.hub = hub
+            var configuration = ServerConfiguration()
+            configuration.namespaces.defaults.historySize = historySize
+            self.context = NodeContext(
+                configuration: configuration, nodeID: "ngap", nodeName: "ngap", version: "test",
+                hub: hub, broker: self.broker, fanouts: [fanout], logger: logger)
+            let started = hub.start(fanouts: [fanout])
+            self.loop.run()
+            try started.wait()
+        }
+
+        func session() throws -> TestSession {
+            let node = EmbeddedNodeShim(loop: self.loop, context: self.context)
+            return try node.session()
+        }
+
+        func publish(_ n: Int) {
+            for i in 0..<n {
+                _ = self.broker.publish(PublishRequest(channel: "c", data: ByteBuffer(string: "\(i)"), historySize: 100, historyTTL: 60))
+            }
+            self.loop.run()
+        }
+    }
+
+    @Test("a live publication after a hole waits until the hole is refilled from history")
+    func refill() throws {
+        let setup = try Setup()
+        let s = try setup.session()
+        try s.send(#"{"id":1,"connect":{}}"#)
+        try s.send(#"{"id":2,"subscribe":{"channel":"c"}}"#)
+        setup.publish(2)
+        setup.broker.dropOffsets.withLockedValue { $0 = [3, 4] }
+        setup.publish(4)
+        let offsets = try s.messages().compactMap { $0["pub"]?["offset"]?.intValue }
+        #expect(offsets == [1, 2, 3, 4, 5, 6])
+    }
+
+    @Test("a hole that history no longer holds: subscribers are told (2500), never skipped silently")
+    func insufficientState() throws {
+        let setup = try Setup()
+        let s = try setup.session()
+        try s.send(#"{"id":1,"connect":{}}"#)
+        try s.send(#"{"id":2,"subscribe":{"channel":"c"}}"#)
+        setup.publish(1)
+        setup.broker.dropOffsets.withLockedValue { $0 = Set(2...120) }
+        // 120 publications with history 100: offset 2 is gone from history when 121 arrives.
+        for i in 0..<120 {
+            _ = setup.broker.publish(PublishRequest(channel: "c", data: ByteBuffer(string: "\(i)"), historySize: 100, historyTTL: 60))
+        }
+        setup.loop.run()
+        let messages = try s.messages()
+        #expect(messages.compactMap { $0["pub"]?["offset"]?.intValue } == [1])
+        #expect(messages.contains { $0["unsubscribe"]?["code"] == .number("2500") })
+    }
+
+    @Test("after an interrupted broker link, every channel is refilled from its last position")
+    func interrupted() throws {
+        let setup = try Setup()
+        let s = try setup.session()
+        try s.send(#"{"id":1,"connect":{}}"#)
+        try s.send(#"{"id":2,"subscribe":{"channel":"c"}}"#)
+        setup.publish(1)
+        setup.broker.dropOffsets.withLockedValue { $0 = [2, 3] }
+        setup.publish(2)
+        setup.broker.dropOffsets.withLockedValue { $0 = [] }
+        // The broker says its link was down (as RedisSubscriber does after resubscribing).
+        setup.context.hub.eventLoop.execute {
+            setup.context.hub.deliverForTesting(.deliveryInterrupted)
+        }
+        setup.loop.run()
+        let offsets = try s.messages().compactMap { $0["pub"]?["offset"]?.intValue }
+        #expect(offsets == [1, 2, 3])
+    }
+}
+
+/// Adapts `EmbeddedNode`'s session helper to a prepared context.
+struct EmbeddedNodeShim {
+    let loop: EmbeddedEventLoop
+    let context: NodeContext
+
+    func session() throws -> TestSession {
+        try TestSession(loop: self.loop, context: self.context)
+    }
+}
