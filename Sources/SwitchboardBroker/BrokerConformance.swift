@@ -46,6 +46,8 @@ public enum BrokerConformance {
     public final class EventRecorder: Sendable {
         private let events = NIOLockedValueBox<[BrokerEvent]>([])
 
+        public init() {}
+
         public func record(_ event: BrokerEvent) {
             self.events.withLockedValue { $0.append(event) }
         }
