@@ -86,6 +86,8 @@ public struct PublishRequest: Sendable, Hashable {
     /// When set, a second publish with the same key within `idempotencyWindow` returns the first result and publishes nothing.
     public var idempotencyKey: String?
     public var idempotencyWindow: Double
+    /// When the node accepted the publication, nanoseconds since 1970 (carried to every node for latency metrics).
+    public var time: UInt64
 
     public init(
         channel: String,
@@ -94,7 +96,8 @@ public struct PublishRequest: Sendable, Hashable {
         historySize: Int,
         historyTTL: Double,
         idempotencyKey: String? = nil,
-        idempotencyWindow: Double = 300
+        idempotencyWindow: Double = 300,
+        time: UInt64 = 0
     ) {
         self.channel = channel
         self.data = data
@@ -103,6 +106,7 @@ public struct PublishRequest: Sendable, Hashable {
         self.historyTTL = historyTTL
         self.idempotencyKey = idempotencyKey
         self.idempotencyWindow = idempotencyWindow
+        self.time = time
     }
 }
 

@@ -73,7 +73,7 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
         if keepsHistory, history.isStale(now: now, metaTTL: self.metaTTL) {
             history = ChannelHistory(epoch: Self.makeEpoch())
         }
-        var publication = Publication(offset: 0, data: request.data, info: request.info)
+        var publication = Publication(offset: 0, data: request.data, info: request.info, time: request.time)
         var position = StreamPosition(offset: 0, epoch: "")
         if keepsHistory {
             history.top += 1

@@ -8,11 +8,14 @@ public struct Publication: Hashable, Sendable {
     public var data: ByteBuffer
     /// The publishing client, absent for publications from the server API.
     public var info: ClientInfo?
+    /// When the publishing node accepted it, in nanoseconds since 1970 (0 when unknown); for latency metrics.
+    public var time: UInt64
 
-    public init(offset: UInt64, data: ByteBuffer, info: ClientInfo? = nil) {
+    public init(offset: UInt64, data: ByteBuffer, info: ClientInfo? = nil, time: UInt64 = 0) {
         self.offset = offset
         self.data = data
         self.info = info
+        self.time = time
     }
 }
 

@@ -160,11 +160,12 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         case UInt8(ascii: "p"):
             guard let offset = readField(&payload).flatMap({ UInt64($0) }),
                 let epoch = readField(&payload),
+                let time = readField(&payload).flatMap({ UInt64($0) }),
                 let infoLength = readField(&payload).flatMap({ Int($0) }),
                 let infoBytes = payload.readSlice(length: infoLength)
             else { return nil }
             let info = infoLength == 0 ? nil : decodeClientInfo(infoBytes)
-            return .publication(channel: channel, Publication(offset: offset, data: payload, info: info), epoch: epoch)
+            return .publication(channel: channel, Publication(offset: offset, data: payload, info: info, time: time), epoch: epoch)
         case UInt8(ascii: "j"), UInt8(ascii: "l"):
             guard let info = decodeClientInfo(payload) else { return nil }
             return .presence(channel: channel, kind == UInt8(ascii: "j") ? .join(info) : .leave(info))
@@ -214,6 +215,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             .integer(Int64(max(1, request.idempotencyWindow.rounded(.up)))),
             .bytes(request.data),
             .bytes(info),
+            .string(String(request.time)),
         ]
         return self.client.evaluate(RedisBrokerScripts.publish, keys: keys, arguments: arguments).flatMapThrowing { token in
             guard let reply = token.array, reply.count == 3, let offset = reply[0].int64, let epoch = reply[1].string,

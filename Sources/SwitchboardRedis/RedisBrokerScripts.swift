@@ -4,7 +4,7 @@ import RedisClient
 /// Every script touches the keys of one channel only (one hash tag, one Cluster slot).
 enum RedisBrokerScripts {
     /// KEYS: stream, meta, idempotency key ("" for none).
-    /// ARGV: pub/sub channel, history size, history TTL (s), meta TTL (s), new epoch, idempotency TTL (s), data, info.
+    /// ARGV: pub/sub channel, history size, history TTL (s), meta TTL (s), new epoch, idempotency TTL (s), data, info, time (ns).
     /// Returns {offset, epoch, duplicate}.
     static let publish = RedisScript(
         """
@@ -31,7 +31,7 @@ enum RedisBrokerScripts {
           redis.call('EXPIRE', stream, ARGV[3])
           redis.call('EXPIRE', meta, ARGV[4])
         end
-        redis.call('PUBLISH', ARGV[1], 'p' .. offset .. ' ' .. epoch .. ' ' .. string.len(ARGV[8]) .. ' ' .. ARGV[8] .. ARGV[7])
+        redis.call('PUBLISH', ARGV[1], 'p' .. offset .. ' ' .. epoch .. ' ' .. ARGV[9] .. ' ' .. string.len(ARGV[8]) .. ' ' .. ARGV[8] .. ARGV[7])
         if idem ~= '' then
           redis.call('SET', idem, offset .. ' ' .. epoch, 'EX', ARGV[6])
         end

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import Logging
 import NIOCore
@@ -60,6 +61,7 @@ final class ClientSession: ChannelInboundHandler {
         guard self.state != .closed else { return }
         let message = Self.unwrapInboundIn(data)
         guard message.isText else { return self.disconnect(DisconnectCode(1003, "binary messages are not supported"), push: false) }
+        self.fanout.counters.bytesIn += message.data.readableBytes
         self.awaitingPong = false
         let values: [JSONValue]
         do {
@@ -88,6 +90,7 @@ final class ClientSession: ChannelInboundHandler {
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if !context.channel.isWritable, self.state != .closed {
             self.node.logger.debug("slow consumer", metadata: ["client": "\(self.clientInfo.client)"])
+            self.fanout.counters.slowConsumers += 1
             self.disconnect(.slowConsumer, push: false)
         }
         context.fireChannelWritabilityChanged()
@@ -275,6 +278,11 @@ final class ClientSession: ChannelInboundHandler {
             return
         }
         subscription.lastOffset = activation.position?.offset ?? 0
+        switch activation.recovered {
+        case true: self.fanout.counters.recovered += 1
+        case false: self.fanout.counters.notRecovered += 1
+        default: break
+        }
         if let last = activation.following.last, last.offset > 0 { subscription.lastOffset = last.offset }
         subscription.state = .awaitingReply(activation.following.map(\.frame))
         self.fanout.addLive(subscription)
@@ -351,11 +359,15 @@ final class ClientSession: ChannelInboundHandler {
             historySize: options.historySize,
             historyTTL: options.historyTTL,
             idempotencyKey: params.idempotencyKey,
-            idempotencyWindow: self.node.configuration.idempotencyWindow
+            idempotencyWindow: self.node.configuration.idempotencyWindow,
+            time: UInt64(NIODeadline.wallClockNanoseconds)
         )
         let slot = self.reserveReply()
         let loop = self.fanout.eventLoop
+        self.fanout.counters.publications += 1
+        let started = NIODeadline.now()
         self.node.broker.publish(request).hop(to: loop).assumeIsolated().whenComplete { result in
+            self.node.metrics.brokerPublishDuration.recordNanoseconds((NIODeadline.now() - started).nanoseconds)
             switch result {
             case .success(let published):
                 let frame = self.replyFrame(id: id) { buffer in

@@ -10,8 +10,11 @@ typealias SubscriptionID = UInt64
 /// what makes the subscribe seam exact: an activation lands between the live
 /// frames that came before it and those that come after.
 enum FanoutOp: Sendable {
-    /// A finished frame for every local subscriber of `channel`; `offset` 0 for frames without one.
-    case frame(channel: String, offset: UInt64, ByteBuffer)
+    /// A finished frame for every local subscriber of `channel`; `offset` 0 for frames without one;
+    /// `time` when the publication was accepted (ns since 1970, 0 for pushes that are not publications).
+    case frame(channel: String, offset: UInt64, time: UInt64, ByteBuffer)
+    /// A push that is not a publication (join, leave) for every local subscriber of `channel`.
+    case push(channel: String, ByteBuffer)
     /// A subscription is ready: reply and go live.
     case activate(SubscriptionActivation)
     /// A subscription could not be made.

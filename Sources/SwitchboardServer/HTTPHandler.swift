@@ -55,6 +55,10 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         switch (head.method, path) {
         case (.GET, "/"), (.GET, "/index.html"):
             self.respond(context: context, head: head, HTTPResponse(status: .ok, contentType: "text/html; charset=utf-8", body: ByteBuffer(string: DemoPage.html)))
+        case (.GET, "/metrics"):
+            self.respond(context: context, head: head, HTTPResponse(
+                status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8",
+                body: ByteBuffer(string: self.node.metrics.exposition())))
         case (.GET, "/healthz"):
             self.respond(context: context, head: head, .json(.ok, #"{"status":"ok"}"#))
         case (.GET, "/readyz"):

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOCore
 import SwitchboardBroker
@@ -38,6 +39,10 @@ final class Hub: @unchecked Sendable {
     private let positionCheckInterval: TimeAmount
     /// Counters for `info` and metrics.
     private(set) var metrics = HubMetrics()
+    private var reported = HubMetrics()
+    private var gaugeTimer: RepeatedTask?
+    /// Where figures go once a second (set before `start`).
+    var metricsSink: NodeMetrics?
     private let allocator = ByteBufferAllocator()
 
     init(
@@ -68,6 +73,9 @@ final class Hub: @unchecked Sendable {
                 initialDelay: self.positionCheckInterval,
                 delay: self.positionCheckInterval
             ) { _ in self.checkPositions() }
+            self.gaugeTimer = self.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+                self.reportMetrics()
+            }
         }.flatMap {
             self.broker.start { [self] event in
                 self.eventLoop.preconditionInEventLoop()
@@ -82,6 +90,8 @@ final class Hub: @unchecked Sendable {
             self.presenceTimer = nil
             self.positionTimer?.cancel()
             self.positionTimer = nil
+            self.gaugeTimer?.cancel()
+            self.gaugeTimer = nil
         }
     }
 
@@ -280,12 +290,13 @@ final class Hub: @unchecked Sendable {
                 }
                 buffer.writeInteger(UInt8(ascii: "}"))
             }
-            self.broadcast(.frame(channel: name, offset: 0, frame), to: channel)
+            self.broadcast(.push(channel: name, frame), to: channel)
         case .control(let message):
             self.handleControl(message)
         case .deliveryInterrupted:
             // Publications may have been missed while the broker link was down: refill every channel.
             self.logger.warning("broker delivery was interrupted; refilling channels from history")
+            self.metrics.interruptions += 1
             for (name, channel) in self.channels where channel.brokerSubscribed {
                 if channel.keepsHistory, let baseline = channel.lastLive ?? channel.fastPosition, !baseline.epoch.isEmpty {
                     self.startRefill(name, from: baseline)
@@ -345,7 +356,7 @@ final class Hub: @unchecked Sendable {
             channel.buffer.append(BufferedPublication(offset: publication.offset, frame: frame))
         }
         self.channels[name] = channel
-        self.broadcast(.frame(channel: name, offset: publication.offset, frame), to: channel)
+        self.broadcast(.frame(channel: name, offset: publication.offset, time: publication.time, frame), to: channel)
     }
 
     /// Reads what came after `baseline` and delivers it in order before anything newer; tells
@@ -481,6 +492,22 @@ final class Hub: @unchecked Sendable {
         }
     }
 
+    private func reportMetrics() {
+        guard let sink = self.metricsSink else { return }
+        sink.connections.record(self.clientLoops.count)
+        sink.subscriptions.record(self.channels.values.reduce(0) { $0 + $1.members.count })
+        sink.channels.record(self.channels.count)
+        let delta = (
+            gaps: self.metrics.gapsDetected - self.reported.gapsDetected,
+            insufficient: self.metrics.insufficientState - self.reported.insufficientState,
+            interruptions: self.metrics.interruptions - self.reported.interruptions
+        )
+        if delta.gaps > 0 { sink.gaps.increment(by: delta.gaps) }
+        if delta.insufficient > 0 { sink.insufficientState.increment(by: delta.insufficient) }
+        if delta.interruptions > 0 { sink.brokerInterruptions.increment(by: delta.interruptions) }
+        self.reported = self.metrics
+    }
+
     // MARK: Presence refresh and figures
 
     private func refreshPresence() {
@@ -519,6 +546,7 @@ final class Hub: @unchecked Sendable {
 struct HubMetrics: Sendable {
     var gapsDetected = 0
     var insufficientState = 0
+    var interruptions = 0
 }
 
 struct HubStatistics: Sendable {

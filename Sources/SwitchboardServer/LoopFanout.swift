@@ -1,3 +1,5 @@
+import CoreMetrics
+import Foundation
 import NIOCore
 import SwitchboardCore
 
@@ -20,6 +22,10 @@ final class LoopFanout: @unchecked Sendable {
     private var nextSubscriptionNumber: UInt64 = 0
     private var sweepTask: RepeatedTask?
     weak var hub: Hub?
+    /// Where `counters` go once a second (nil in tests that do not look).
+    var metrics: NodeMetrics?
+    /// Counted here without locks, flushed into `metrics` by the sweep.
+    var counters = LoopCounters()
 
     init(eventLoop: any EventLoop, index: Int, sweepInterval: TimeAmount = .seconds(1)) {
         self.eventLoop = eventLoop
@@ -112,12 +118,24 @@ final class LoopFanout: @unchecked Sendable {
     func apply(_ ops: [FanoutOp]) {
         for op in ops {
             switch op {
-            case .frame(let name, let offset, let frame):
+            case .frame(let name, let offset, let time, let frame):
                 guard let channel = self.channels[name] else { continue }
                 // Iterate over a snapshot: a delivery may end a subscription (gap, slow consumer).
                 let subscribers = channel.subscribers
                 for subscription in subscribers {
                     subscription.session.deliver(frame, offset: offset, subscription: subscription)
+                }
+                self.counters.deliveries += subscribers.count
+                self.counters.bytesOut += subscribers.count * frame.readableBytes
+                if time > 0, let metrics = self.metrics {
+                    let now = UInt64(max(0, NIODeadline.wallClockNanoseconds))
+                    if now > time { metrics.publishToDeliver.recordNanoseconds(Int64(now - time)) }
+                }
+            case .push(let name, let frame):
+                guard let channel = self.channels[name] else { continue }
+                let subscribers = channel.subscribers
+                for subscription in subscribers {
+                    subscription.session.deliver(frame, offset: 0, subscription: subscription)
                 }
             case .activate(let activation):
                 guard let subscription = self.pending.removeValue(forKey: activation.id) else {
@@ -160,6 +178,7 @@ final class LoopFanout: @unchecked Sendable {
             session.tick(now: now)
         }
         self.flushDirty()
+        if let metrics = self.metrics { self.counters.flush(into: metrics) }
     }
 
     /// Disconnects every session here, spread over `window` (drain).
@@ -215,5 +234,12 @@ final class SessionSubscription {
         self.id = id
         self.channel = channel
         self.options = options
+    }
+}
+
+extension NIODeadline {
+    /// Wall-clock nanoseconds since 1970 (publication times cross processes, so not the monotonic clock).
+    static var wallClockNanoseconds: Int64 {
+        Int64(Date().timeIntervalSince1970 * 1e9)
     }
 }

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -17,6 +18,7 @@ final class NodeContext: Sendable {
     let fanouts: [LoopFanout]
     let tokenVerifier: TokenVerifier?
     let logger: Logger
+    let metrics: NodeMetrics
     let startedAt: NIODeadline
     private let drainingBox = NIOLockedValueBox(false)
 
@@ -28,8 +30,10 @@ final class NodeContext: Sendable {
         hub: Hub,
         broker: any Broker,
         fanouts: [LoopFanout],
+        metrics: NodeMetrics = NodeMetrics(),
         logger: Logger
     ) {
+        self.metrics = metrics
         self.configuration = configuration
         self.nodeID = nodeID
         self.nodeName = nodeName
@@ -48,6 +52,7 @@ final class NodeContext: Sendable {
 
     func setDraining() {
         self.drainingBox.withLockedValue { $0 = true }
+        self.metrics.draining.record(1)
     }
 
     /// The address other nodes and balancers reach this node at (set once bound).

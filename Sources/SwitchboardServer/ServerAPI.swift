@@ -1,3 +1,4 @@
+import CoreMetrics
 import NIOCore
 import NIOHTTP1
 import SwitchboardBroker
@@ -92,7 +93,8 @@ struct ServerAPI: Sendable {
             historySize: options.historySize,
             historyTTL: options.historyTTL,
             idempotencyKey: idempotencyKey,
-            idempotencyWindow: self.node.configuration.idempotencyWindow
+            idempotencyWindow: self.node.configuration.idempotencyWindow,
+            time: UInt64(NIODeadline.wallClockNanoseconds)
         )
     }
 
@@ -110,8 +112,12 @@ struct ServerAPI: Sendable {
         let channel = try ClientMessage.channel(params)
         guard let data = params["data"] else { throw .badRequest("publish needs data") }
         let key = try ClientMessage.optionalString(params, "idempotencyKey")
+        let metrics = self.node.metrics
+        metrics.publications.increment()
+        let started = NIODeadline.now()
         return self.node.broker.publish(self.publishRequest(channel: channel, data: data, idempotencyKey: key)).map { published in
-            Self.result { Self.writePublishResult(&$0, published) }
+            metrics.brokerPublishDuration.recordNanoseconds((NIODeadline.now() - started).nanoseconds)
+            return Self.result { Self.writePublishResult(&$0, published) }
         }
     }
 
@@ -126,6 +132,7 @@ struct ServerAPI: Sendable {
             names.append(channel)
         }
         // Every name is checked before anything is published: a bad one rejects the whole broadcast.
+        self.node.metrics.publications.increment(by: names.count)
         var futures: [EventLoopFuture<Result<PublishResult, SwitchboardError>>] = []
         for channel in names {
             let future = self.node.broker.publish(self.publishRequest(channel: channel, data: data, idempotencyKey: nil))

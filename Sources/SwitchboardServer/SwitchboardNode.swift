@@ -55,8 +55,13 @@ public final class SwitchboardNode: Sendable {
             broker = RedisBroker(configuration: redis, nodeID: self.nodeID, eventLoop: hubLoop, logger: logger)
         }
         let hub = Hub(eventLoop: hubLoop, broker: broker, presenceTTL: configuration.presenceTTL, logger: logger)
+        let metrics = NodeMetrics()
         let fanouts = loops.enumerated().map { LoopFanout(eventLoop: $0.element, index: $0.offset) }
-        for fanout in fanouts { fanout.hub = hub }
+        for fanout in fanouts {
+            fanout.hub = hub
+            fanout.metrics = metrics
+        }
+        hub.metricsSink = metrics
         self.context = NodeContext(
             configuration: configuration,
             nodeID: self.nodeID,
@@ -65,6 +70,7 @@ public final class SwitchboardNode: Sendable {
             hub: hub,
             broker: broker,
             fanouts: fanouts,
+            metrics: metrics,
             logger: logger
         )
     }

@@ -45,6 +45,35 @@ struct NodeLoopbackTests {
         try await group.shutdownGracefully()
     }
 
+    @Test("/metrics counts connections, publications and deliveries")
+    func metrics() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let (node, port) = try await Self.startNode()
+        var ws = try await LoopbackClient.connect(port: port, group: group)
+        #expect(try await ws.upgrade() == 101)
+        try await ws.send(TestFrames.text(#"{"id":1,"connect":{}}"#))
+        _ = try await ws.readMessage()
+        try await ws.send(TestFrames.text(#"{"id":2,"subscribe":{"channel":"m"}}"#))
+        _ = try await ws.readMessage { $0.contains(#""id":2"#) }
+        for i in 0..<3 {
+            _ = try await apiPublish(port: port, group: group, channel: "m", data: "\(i)")
+            _ = try await ws.readMessage { $0.contains("pub") }
+        }
+        // Loops hand their counts over once a second.
+        try await Task.sleep(nanoseconds: 1_500_000_000)
+        var http = try await LoopbackClient.connect(port: port, group: group)
+        try await http.send("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        let (status, body) = try await http.readHTTPResponse()
+        #expect(status == 200)
+        let lines = Set(body.split(separator: "\n").map(String.init))
+        #expect(lines.contains(#"switchboard_connections{transport="websocket"} 1"#) || lines.contains(#"switchboard_connections{transport="websocket"} 1.0"#))
+        #expect(lines.contains("switchboard_publications_total 3"))
+        #expect(lines.contains("switchboard_deliveries_total 3"))
+        #expect(body.contains("switchboard_publish_to_deliver_seconds_count"))
+        await node.stop()
+        try await group.shutdownGracefully()
+    }
+
     @Test("a wrong API key gets 401 and a non-JSON body 400")
     func apiErrors() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
