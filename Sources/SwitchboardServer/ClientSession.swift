@@ -455,6 +455,31 @@ final class ClientSession: ChannelInboundHandler {
         }
     }
 
+    /// Writes a batch of one channel's publications: as one frame when the subscriber is exactly at
+    /// the batch's start (the usual case), else one by one so duplicates and holes are handled.
+    func deliver(_ batch: PublicationBatch, combined: ByteBuffer, subscription: SessionSubscription) {
+        let first = batch.firstOffset
+        if first == 0 || subscription.lastOffset + 1 == first {
+            if first > 0 { subscription.lastOffset = batch.lastOffset }
+            switch subscription.state {
+            case .live:
+                self.write(combined)
+                self.fanout.markDirty(self)
+            case .awaitingReply(var frames):
+                subscription.state = .live
+                frames.append(combined)
+                subscription.state = .awaitingReply(frames)
+            case .joining:
+                break
+            }
+        } else if subscription.lastOffset < batch.lastOffset {
+            for part in batch.parts {
+                guard self.state == .connected, self.subscriptions[subscription.channel] === subscription else { return }
+                self.deliver(part.frame, offset: part.offset, subscription: subscription)
+            }
+        }
+    }
+
     // MARK: Replies in order
 
     private func reserveReply() -> UInt64 {

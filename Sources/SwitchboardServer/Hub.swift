@@ -470,6 +470,21 @@ final class Hub: @unchecked Sendable {
     // MARK: Batching
 
     private func enqueue(_ op: FanoutOp, loop: Int) {
+        if case .frame(let name, let offset, let time, let frame) = op, let last = self.opsByLoop[loop].last {
+            // Publications of one channel within one tick travel as one batch.
+            switch last {
+            case .frame(let lastName, let lastOffset, let lastTime, let lastFrame) where lastName == name:
+                let batch = PublicationBatch(channel: name, first: (lastOffset, lastTime, lastFrame))
+                if batch.append(offset: offset, time: time, frame: frame) {
+                    self.opsByLoop[loop][self.opsByLoop[loop].count - 1] = .batch(batch)
+                    return
+                }
+            case .batch(let batch) where batch.channel == name:
+                if batch.append(offset: offset, time: time, frame: frame) { return }
+            default:
+                break
+            }
+        }
         self.opsByLoop[loop].append(op)
         if !self.flushScheduled {
             self.flushScheduled = true

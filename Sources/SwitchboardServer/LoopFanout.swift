@@ -21,6 +21,7 @@ final class LoopFanout: @unchecked Sendable {
     private var nextClientNumber: UInt64 = 0
     private var nextSubscriptionNumber: UInt64 = 0
     private var sweepTask: RepeatedTask?
+    private let allocator = ByteBufferAllocator()
     weak var hub: Hub?
     /// Where `counters` go once a second (nil in tests that do not look).
     var metrics: NodeMetrics?
@@ -130,6 +131,21 @@ final class LoopFanout: @unchecked Sendable {
                 if time > 0, let metrics = self.metrics {
                     let now = UInt64(max(0, NIODeadline.wallClockNanoseconds))
                     if now > time { metrics.publishToDeliver.recordNanoseconds(Int64(now - time)) }
+                }
+            case .batch(let batch):
+                guard let channel = self.channels[batch.channel] else { continue }
+                let combined = batch.combinedFrame(allocator: self.allocator)
+                let subscribers = channel.subscribers
+                for subscription in subscribers {
+                    subscription.session.deliver(batch, combined: combined, subscription: subscription)
+                }
+                self.counters.deliveries += subscribers.count * batch.parts.count
+                self.counters.bytesOut += subscribers.count * combined.readableBytes
+                if let metrics = self.metrics {
+                    let now = UInt64(max(0, NIODeadline.wallClockNanoseconds))
+                    for part in batch.parts where part.time > 0 && now > part.time {
+                        metrics.publishToDeliver.recordNanoseconds(Int64(now - part.time))
+                    }
                 }
             case .push(let name, let frame):
                 guard let channel = self.channels[name] else { continue }

@@ -44,6 +44,13 @@ struct WebSocketFrameBuilder {
         }
     }
 
+    /// The payload of an unmasked frame made by this builder.
+    static func payload(of frame: ByteBuffer) -> ByteBuffer {
+        let lengthByte = frame.getInteger(at: frame.readerIndex + 1, as: UInt8.self) ?? 0
+        let headerLength = lengthByte < 126 ? 2 : (lengthByte == 126 ? 4 : 10)
+        return frame.getSlice(at: frame.readerIndex + headerLength, length: frame.readableBytes - headerLength) ?? ByteBuffer()
+    }
+
     /// A frame carrying `payload` (copied once).
     static func frame(opcode: WebSocketOpcode, payload: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
         var payload = payload

@@ -63,8 +63,9 @@ struct TestSession {
         return TestFrames.parse(&all)
     }
 
+    /// Every JSON object received, in order (a frame may carry several, separated by newlines).
     func messages() throws -> [JSONValue] {
-        try frames().filter { $0.opcode == 0x1 }.map { try JSONParser().parse($0.payload) }
+        try frames().filter { $0.opcode == 0x1 }.flatMap { try JSONParser().parseSequence($0.payload) }
     }
 }
 
@@ -166,6 +167,22 @@ struct ClientSessionTests {
         try s.send(#"{"id":6,"subscribe":{"channel":"\#(String(repeating: "x", count: 256))"}}"#)
         let codes = try s.messages().filter { $0["id"] != nil }.map { $0["error"]?["code"]?.intValue }
         #expect(codes == [nil, nil, 105, nil, 106, 107])
+    }
+
+    @Test("publications of one channel in one tick go out as one frame, newline separated, in order")
+    func coalescing() throws {
+        let node = try EmbeddedNode()
+        let s = try node.session()
+        try s.send(#"{"id":1,"connect":{}}"#)
+        try s.send(#"{"id":2,"subscribe":{"channel":"burst"}}"#)
+        _ = try s.frames()
+        for i in 1...10 {
+            _ = node.broker.publish(PublishRequest(channel: "burst", data: ByteBuffer(string: "\(i)"), historySize: 100, historyTTL: 60))
+        }
+        let frames = try s.frames().filter { $0.opcode == 0x1 }
+        #expect(frames.count == 1)
+        let pubs = try frames.flatMap { try JSONParser().parseSequence($0.payload) }.compactMap { $0["pub"] }
+        #expect(pubs.map { $0["offset"]?.intValue } == (1...10).map { Optional($0) })
     }
 
     @Test("a publish reply comes after an earlier subscribe reply")

@@ -93,7 +93,7 @@ struct NodeLoopbackTests {
     @Test("drain: readiness fails, clients get the disconnect push and close 3001")
     func drain() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let (node, port) = try await Self.startNode { $0.drainSeconds = 1 }
+        let (node, port) = try await Self.startNode { $0.drainSeconds = 4 }
         var ws = try await LoopbackClient.connect(port: port, group: group)
         #expect(try await ws.upgrade() == 101)
         try await ws.send(TestFrames.text(#"{"id":1,"connect":{}}"#))

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import secrets
+import shutil
+import signal
+import subprocess
 
 import pytest
 
-from sbclient import Node, binary_path
+from sbclient import Node, RedisServer, RedisStartError, binary_path, free_port, redis_binary
 
 _ALL_NODES: list[Node] = []
+_ALL_REDIS: list[RedisServer] = []
 
 
 def _stop_all() -> None:
@@ -19,13 +24,26 @@ def _stop_all() -> None:
             n.stop(timeout=2)
         except Exception:
             pass
+    for r in list(_ALL_REDIS):
+        try:
+            r.stop(timeout=2)
+        except Exception:
+            pass
 
 
 # Safety net for an interrupted run: no node outlives the test process.
 atexit.register(_stop_all)
 
 
+def _sigterm_to_interrupt(signum, frame) -> None:
+    # A SIGTERM (e.g. from `timeout`) ends the run like Ctrl-C, so that the
+    # fixtures' finalizers stop every node and redis-server by PID.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     path = binary_path()
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         raise pytest.UsageError(
@@ -117,3 +135,109 @@ from sbclient import TOKEN_SECRET  # noqa: E402
 @pytest.fixture
 def token_node(node_factory) -> Node:
     return node_factory.start(token_secret=TOKEN_SECRET, node_name="e2e-token-node")
+
+
+# --------------------------------------------------------------------------
+# Redis broker: a redis-server per test and nodes that share it
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_server(tmp_path, request):
+    """A fresh, empty `redis-server` on a free loopback port, no persistence.
+    The test may `kill()` and `restart()` it (same port); it is stopped at
+    teardown whatever happened."""
+    if shutil.which(redis_binary()) is None:
+        pytest.fail(f"{redis_binary()} not found: scripts/test.sh installs Debian's redis-server "
+                    "(apt-get install redis-server), or set REDIS_SERVER_BIN")
+    workdir = tmp_path / "redis"
+    workdir.mkdir(exist_ok=True)
+    server = None
+    errors = []
+    for _ in range(5):  # the free port may be taken between probe and bind
+        candidate = RedisServer(free_port(), str(tmp_path / "redis.log"), str(workdir))
+        _ALL_REDIS.append(candidate)  # the atexit net covers it from its first start on
+        try:
+            candidate.start()
+        except RedisStartError as e:
+            errors.append(str(e))
+            candidate.stop()
+            _ALL_REDIS.remove(candidate)
+            continue
+        server = candidate
+        break
+    if server is None:
+        pytest.fail("could not start redis-server:\n" + "\n".join(errors[-2:]))
+    try:
+        yield server
+    finally:
+        server.stop()
+        _ALL_REDIS.remove(server)
+        rep = getattr(request.node, "rep_call", None)
+        if rep is not None and rep.failed:
+            print(f"\n--- redis-server port {server.port} pids {server.pids}; log tail:\n{server.log_tail()}")
+
+
+@functools.lru_cache(maxsize=None)
+def _serve_help(path: str) -> str:
+    try:
+        out = subprocess.run([path, "serve", "--help"], capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"<{e!r}>"
+    return (out.stdout + out.stderr).decode("utf-8", "replace")
+
+
+def require_broker_option() -> None:
+    if "--broker" not in _serve_help(binary_path()):
+        pytest.fail(f"{binary_path()} serve --help lists no --broker option: "
+                    "this build has no Redis broker yet")
+
+
+class Cluster:
+    """Nodes sharing one Redis broker and one API key.
+
+    `start(n, ...)` launches nodes named node0, node1, ... with
+    `--broker redis://127.0.0.1:<port> --node-name nodeI`; each Node gets a
+    `name` attribute. All are stopped at teardown (SIGTERM to all at once,
+    then the node factory's stop by PID)."""
+
+    def __init__(self, node_factory: NodeFactory, redis: RedisServer):
+        self.node_factory = node_factory
+        self.redis = redis
+        self.api_key = "e2e-cluster-" + secrets.token_hex(8)
+        self.nodes: list[Node] = []
+
+    def start(self, n: int, *extra: str, token_secret: str | None = None, config_text: str | None = None,
+              **kw) -> list[Node]:
+        return [self.start_node(*extra, token_secret=token_secret, config_text=config_text, **kw)
+                for _ in range(n)]
+
+    def start_node(self, *extra: str, token_secret: str | None = None, config_text: str | None = None,
+                   **kw) -> Node:
+        name = f"node{len(self.nodes)}"
+        node = self.node_factory.start("--broker", self.redis.url, *extra, api_key=self.api_key,
+                                       node_name=name, token_secret=token_secret, config_text=config_text,
+                                       config_name=f"{name}.yaml", **kw)
+        node.name = name
+        self.nodes.append(node)
+        return node
+
+    def stop_all(self) -> None:
+        for n in self.nodes:
+            try:
+                n.signal(signal.SIGTERM)
+            except Exception:
+                pass
+        for n in self.nodes:
+            n.wait_exit(5)  # the node factory kills what is left, by PID
+
+
+@pytest.fixture
+def cluster(redis_server, node_factory):
+    """Start nodes with `cluster.start(n)`; Redis is `cluster.redis`."""
+    require_broker_option()
+    c = Cluster(node_factory, redis_server)
+    try:
+        yield c
+    finally:
+        c.stop_all()

@@ -1,0 +1,35 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// libFuzzer targets for the decoders that read bytes from the network
+// (../shared/FUZZING.md has the recipe; scripts/fuzz.sh runs them).
+let package = Package(
+    name: "switchboard-fuzz",
+    platforms: [.macOS(.v14)],
+    dependencies: [
+        .package(path: ".."),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+    ],
+    targets: [
+        .executableTarget(
+            name: "FuzzJSONCommand",
+            dependencies: [.product(name: "SwitchboardCore", package: "switchboard")]
+        ),
+        .executableTarget(
+            name: "FuzzRESP",
+            dependencies: [
+                .product(name: "RESP", package: "switchboard"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
+            name: "FuzzWebSocketFrames",
+            dependencies: [
+                .product(name: "SwitchboardServer", package: "switchboard"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ]
+        ),
+    ]
+)
