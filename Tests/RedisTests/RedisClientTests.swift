@@ -128,6 +128,52 @@ struct RedisClientTests {
         try await group.shutdownGracefully()
     }
 
+    @Test("RESP3 (HELLO 3): commands, maps and pub/sub pushes")
+    func resp3() async throws {
+        let redis = try RedisServerProcess()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        var configuration = RedisConfiguration(port: redis.port)
+        configuration.useRESP3 = true
+        let client = RedisClient(configuration: configuration, eventLoop: loop, logger: logger)
+        _ = try await client.send("HSET", "h", "a", "1").get()
+        let map = try await client.send("HGETALL", "h").get()
+        guard case .map(let entries) = map.value else {
+            Issue.record("HGETALL under RESP3 is not a map: \(map)")
+            return
+        }
+        #expect(entries.map { ($0.key.string, $0.value.string) }.first! == ("a", "1"))
+        let messages = NIOLockedValueBox<[String]>([])
+        let subscriber = RedisSubscriber(
+            configuration: configuration, eventLoop: loop, logger: logger,
+            onMessage: { _, payload in messages.withLockedValue { $0.append(String(buffer: payload)) } },
+            onResubscribed: {}
+        )
+        try await subscriber.subscribe("r3").get()
+        _ = try await client.send("PUBLISH", "r3", "pushed").get()
+        try await waitUntil { messages.withLockedValue { $0 } == ["pushed"] }
+        try await subscriber.close().get()
+        try await client.close().get()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("AUTH with a password")
+    func auth() async throws {
+        let redis = try RedisServerProcess()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let open = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: logger)
+        _ = try await open.send("CONFIG", "SET", "requirepass", "s3cret").get()
+        try await open.close().get()
+        let anonymous = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: logger)
+        await #expect(throws: RedisError.self) { try await anonymous.send("GET", "x").get() }
+        try await anonymous.close().get()
+        let authed = RedisClient(configuration: try RedisConfiguration(url: "redis://:s3cret@127.0.0.1:\(redis.port)/1"), eventLoop: group.next(), logger: logger)
+        _ = try await authed.send("SET", "x", "in-db-1").get()
+        #expect(try await authed.send("GET", "x").get().string == "in-db-1")
+        try await authed.close().get()
+        try await group.shutdownGracefully()
+    }
+
     @Test("redis:// URLs")
     func urls() throws {
         let full = try RedisConfiguration(url: "redis://user:p%40ss@127.0.0.1:6380/2")
