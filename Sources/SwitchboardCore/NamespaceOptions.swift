@@ -17,7 +17,7 @@ public struct NamespaceOptions: Hashable, Sendable {
         historySize: Int = 100,
         historyTTL: Double = 300,
         presence: Bool = true,
-        joinLeave: Bool = true,
+        joinLeave: Bool = false,
         publish: Bool = true,
         anonymous: Bool = true
     ) {
@@ -32,7 +32,8 @@ public struct NamespaceOptions: Hashable, Sendable {
     /// Whether the channel keeps history (and so offsets and recovery).
     public var keepsHistory: Bool { self.historySize > 0 && self.historyTTL > 0 }
 
-    /// The defaults when nothing is configured: history 100 / 5 minutes, presence, join/leave, publish, anonymous.
+    /// The defaults when nothing is configured: history 100 / 5 minutes, presence, publish, anonymous.
+    /// Join/leave pushes are off: each join costs a push to every subscriber, O(n²) for a channel filling up.
     public static let defaults = NamespaceOptions()
 }
 

@@ -18,7 +18,8 @@ struct NamespaceTableTests {
     func defaults() {
         let options = NamespaceTable().options(for: "anything")
         #expect(options.historySize == 100 && options.historyTTL == 300)
-        #expect(options.presence && options.joinLeave && options.publish && options.anonymous)
+        #expect(options.presence && options.publish && options.anonymous)
+        #expect(!options.joinLeave)
         #expect(options.keepsHistory)
         #expect(!NamespaceOptions(historySize: 0).keepsHistory)
     }

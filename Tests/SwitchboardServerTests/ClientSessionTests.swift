@@ -200,7 +200,9 @@ struct ClientSessionTests {
 
     @Test("join and leave reach other subscribers")
     func joinLeave() throws {
-        let node = try EmbeddedNode()
+        var configuration = ServerConfiguration()
+        configuration.namespaces.defaults.joinLeave = true
+        let node = try EmbeddedNode(configuration: configuration)
         let a = try node.session()
         let b = try node.session()
         try a.send(#"{"id":1,"connect":{}}"#)

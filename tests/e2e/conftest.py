@@ -123,10 +123,20 @@ def node_factory(tmp_path, request):
         f.stop_all()
 
 
+# Join/leave pushes are off by default (they cost O(subscribers) per join);
+# the tests that watch them use the `room:` namespace, which turns them on.
+JOIN_LEAVE_YAML = """\
+# written by tests/e2e/conftest.py
+namespaces:
+  room:
+    joinLeave: true
+"""
+
+
 @pytest.fixture
 def node(node_factory) -> Node:
-    """A node with default settings (explicit API key, drain 2 s)."""
-    return node_factory.start(node_name="e2e-node")
+    """A node with default settings (explicit API key, drain 2 s), join/leave on in `room:`."""
+    return node_factory.start(node_name="e2e-node", config_text=JOIN_LEAVE_YAML)
 
 
 from sbclient import TOKEN_SECRET  # noqa: E402
@@ -134,7 +144,7 @@ from sbclient import TOKEN_SECRET  # noqa: E402
 
 @pytest.fixture
 def token_node(node_factory) -> Node:
-    return node_factory.start(token_secret=TOKEN_SECRET, node_name="e2e-token-node")
+    return node_factory.start(token_secret=TOKEN_SECRET, node_name="e2e-token-node", config_text=JOIN_LEAVE_YAML)
 
 
 # --------------------------------------------------------------------------

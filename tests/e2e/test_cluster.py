@@ -29,6 +29,8 @@ namespaces:
     anonymous: true
 """
 
+from conftest import JOIN_LEAVE_YAML  # noqa: E402
+
 INFO_KEYS = {"id", "name", "connections", "subscriptions", "channels", "uptime", "draining"}
 
 
@@ -107,7 +109,7 @@ def _is_leave(client_id, channel):
 def test_presence_is_cluster_wide(cluster):
     """presence / presenceStats on any node (WebSocket and API) list the
     clients of every node; join and leave pushes cross nodes."""
-    nodes = cluster.start(3, token_secret=TOKEN_SECRET)
+    nodes = cluster.start(3, token_secret=TOKEN_SECRET, config_text=JOIN_LEAVE_YAML)
 
     async def main():
         ch = "room:cluster"
