@@ -36,6 +36,12 @@ final class Hub: @unchecked Sendable {
     private var userClients: [String: Set<String>] = [:]
     private var presenceTimer: RepeatedTask?
     private var positionTimer: RepeatedTask?
+    private var positionCheckQueue: [String] = []
+    private var positionCheckRound = 0
+    /// Channels whose broker position is compared per interval.
+    static let positionChecksPerInterval = 256
+    private var presenceQueue: [String] = []
+    private var presencePerTick = 1
     private let positionCheckInterval: TimeAmount
     /// Counters for `info` and metrics.
     private(set) var metrics = HubMetrics()
@@ -64,11 +70,9 @@ final class Hub: @unchecked Sendable {
         self.eventLoop.submit {
             self.fanouts = fanouts
             self.opsByLoop = Array(repeating: [], count: fanouts.count)
-            let refresh = max(1, self.presenceTTL / 3)
-            self.presenceTimer = self.eventLoop.scheduleRepeatedTask(
-                initialDelay: .milliseconds(Int64(refresh * 1000)),
-                delay: .milliseconds(Int64(refresh * 1000))
-            ) { _ in self.refreshPresence() }
+            self.presenceTimer = self.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+                self.refreshPresence()
+            }
             self.positionTimer = self.eventLoop.scheduleRepeatedTask(
                 initialDelay: self.positionCheckInterval,
                 delay: self.positionCheckInterval
@@ -409,8 +413,21 @@ final class Hub: @unchecked Sendable {
     /// Compares each channel's position at the broker with what was delivered here; a channel that
     /// stays behind for two checks in a row missed something (a silent broker link) and is refilled.
     private func checkPositions() {
-        for (name, channel) in self.channels where channel.keepsHistory && channel.brokerSubscribed && !channel.refilling {
-            guard let last = channel.lastLive else { continue }
+        // A bounded number of channels per interval, round robin, so that many channels never
+        // turn into a burst of broker calls that stalls this loop (the probe watches the link as a whole).
+        var checked = 0
+        while checked < Self.positionChecksPerInterval {
+            if self.positionCheckQueue.isEmpty {
+                guard self.positionCheckRound < 1 else { break }
+                self.positionCheckQueue = Array(self.channels.keys)
+                self.positionCheckRound += 1
+                if self.positionCheckQueue.isEmpty { break }
+            }
+            let name = self.positionCheckQueue.removeLast()
+            guard let channel = self.channels[name], channel.keepsHistory, channel.brokerSubscribed, !channel.refilling,
+                let last = channel.lastLive
+            else { continue }
+            checked += 1
             self.broker.history(HistoryQuery(channel: name, limit: 0)).hop(to: self.eventLoop).whenSuccess { history in
                 guard var channel = self.channels[name], !channel.refilling, let current = channel.lastLive else { return }
                 if history.position.epoch != current.epoch {
@@ -441,6 +458,7 @@ final class Hub: @unchecked Sendable {
                 }
             }
         }
+        self.positionCheckRound = 0
     }
 
     private func broadcast(_ op: FanoutOp, to channel: HubChannel) {
@@ -525,8 +543,18 @@ final class Hub: @unchecked Sendable {
 
     // MARK: Presence refresh and figures
 
+    /// Refreshes presence entries a slice at a time (every second), so each entry is refreshed
+    /// about every third of its TTL without a burst of broker calls.
     private func refreshPresence() {
-        for (name, channel) in self.channels {
+        if self.presenceQueue.isEmpty {
+            self.presenceQueue = Array(self.channels.keys)
+            let rounds = max(1, Int(self.presenceTTL / 3))
+            self.presencePerTick = max(1, (self.presenceQueue.count + rounds - 1) / rounds)
+        }
+        var done = 0
+        while done < self.presencePerTick, let name = self.presenceQueue.popLast() {
+            done += 1
+            guard let channel = self.channels[name] else { continue }
             for member in channel.members.values where member.options.presence {
                 _ = self.broker.addPresence(channel: name, info: member.client, ttl: self.presenceTTL)
             }

@@ -88,6 +88,7 @@ public final class SwitchboardNode: Sendable {
         let configuration = self.configuration
         let maxFrame = configuration.echoEndpoint
             ? max(configuration.maxMessageSize, configuration.echoMaxMessageSize) : configuration.maxMessageSize
+        let upgrader = Self.makeUpgrader(context: context, maxFrame: maxFrame)
         let bootstrap = ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -96,7 +97,7 @@ public final class SwitchboardNode: Sendable {
             .childChannelOption(.maxMessagesPerRead, value: 4)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try Self.configureConnection(channel, context: context, maxFrame: maxFrame)
+                    try Self.configureConnection(channel, context: context, upgrader: upgrader)
                 }
             }
         let channel = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
@@ -106,11 +107,9 @@ public final class SwitchboardNode: Sendable {
         return address.port ?? configuration.port
     }
 
-    private static func configureConnection(_ channel: any Channel, context: NodeContext, maxFrame: Int) throws {
-        let httpHandler = HTTPHandler(node: context)
-        let boundHTTPHandler = NIOLoopBound(httpHandler, eventLoop: channel.eventLoop)
-        let idle = IdleStateHandler(readTimeout: .milliseconds(Int64(context.configuration.requestTimeout * 1000)))
-        let upgrader = WebSocketUpgrader(
+    /// One upgrader for every connection (it keeps no per-connection state).
+    private static func makeUpgrader(context: NodeContext, maxFrame: Int) -> WebSocketUpgrader {
+        WebSocketUpgrader(
             maxFrameSize: maxFrame,
             accepts: { head in
                 let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
@@ -131,6 +130,12 @@ public final class SwitchboardNode: Sendable {
                 }
             }
         )
+    }
+
+    private static func configureConnection(_ channel: any Channel, context: NodeContext, upgrader: WebSocketUpgrader) throws {
+        let httpHandler = HTTPHandler(node: context)
+        let boundHTTPHandler = NIOLoopBound(httpHandler, eventLoop: channel.eventLoop)
+        let idle = IdleStateHandler(readTimeout: .milliseconds(Int64(context.configuration.requestTimeout * 1000)))
         var limits = NIOHTTPDecoderLimitConfiguration()
         limits.maxHeaderFieldSize = 8192
         limits.maxHeaderListSize = 16384
