@@ -89,10 +89,14 @@ public final class RedisClient: @unchecked Sendable {
         guard !self.outgoingPromises.isEmpty else { return }
         switch self.state {
         case .connected(let channel):
-            let batch = RedisCommandBatch(bytes: self.outgoing, promises: self.outgoingPromises)
-            self.outgoing.clear()
+            let promises = self.outgoingPromises
+            let batch = RedisCommandBatch(bytes: self.outgoing, promises: promises)
+            self.outgoing = ByteBuffer()
             self.outgoingPromises.removeAll(keepingCapacity: true)
-            channel.writeAndFlush(batch, promise: nil)
+            // A batch that never reaches the handler (the channel closed meanwhile) fails here.
+            channel.writeAndFlush(batch).whenFailure { error in
+                for promise in promises { promise.fail(RedisError(.connectionClosed, "connection lost: \(error)")) }
+            }
         case .connecting:
             break  // flushed when the connection is ready
         case .disconnected:
@@ -152,7 +156,9 @@ public final class RedisClient: @unchecked Sendable {
                 var bytes = channel.allocator.buffer(capacity: 64)
                 bytes.writeRESPCommand(command)
                 let promise = channel.eventLoop.makePromise(of: RESPToken.self)
-                channel.writeAndFlush(RedisCommandBatch(bytes: bytes, promises: [promise]), promise: nil)
+                channel.writeAndFlush(RedisCommandBatch(bytes: bytes, promises: [promise])).whenFailure { error in
+                    promise.fail(RedisError(.connectionClosed, "connection lost: \(error)"))
+                }
                 return promise.futureResult.map { _ in }
             }
         }

@@ -35,11 +35,14 @@ final class RedisCommandHandler: ChannelDuplexHandler {
         self.failAll(RedisError(.connectionClosed, "connection handler removed"))
     }
 
+    /// The write promise succeeds once the batch is accepted here: from then on this handler
+    /// completes its reply promises (with replies, or failures when the connection goes).
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let batch = Self.unwrapOutboundIn(data)
         let now = NIODeadline.now()
         for p in batch.promises { self.pending.append((p, now)) }
-        context.write(Self.wrapOutboundOut(batch.bytes), promise: promise)
+        context.write(Self.wrapOutboundOut(batch.bytes), promise: nil)
+        promise?.succeed()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -1,0 +1,110 @@
+import ArgumentParser
+import SwitchboardBench
+
+/// Options every scenario takes: where to connect, limits, processes, outputs.
+struct CommonOptions: ParsableArguments {
+    @Option(
+        name: .customLong("url"),
+        help: ArgumentHelp("Node WebSocket URL; repeat or comma-separate for several nodes (round robin).", valueName: "ws-url")
+    )
+    var urls: [String] = ["ws://127.0.0.1:8000/ws"]
+
+    @Option(name: .customLong("src"), help: "First source address (127.x.x.x); processes get consecutive blocks.")
+    var sourceAddress: String = "127.0.0.2"
+
+    @Option(name: .customLong("src-count"), help: "Source addresses per process (0: one per 10,000 connections).")
+    var sourceAddressCount: Int = 0
+
+    @Option(name: .customLong("procs"), help: "Load processes: a number, or auto (one per --per-proc connections).")
+    var processes: String = "1"
+
+    @Option(name: .customLong("per-proc"), help: "Connections per worker process with --procs auto.")
+    var connectionsPerProcess: Int = 15_000
+
+    @Option(help: "Event loop threads per process (0: one per core).")
+    var threads: Int = 0
+
+    @Option(
+        name: .customLong("server-pid"),
+        help: ArgumentHelp("Server PID to sample RSS and CPU from /proc; repeat or comma-separate.", valueName: "pid")
+    )
+    var serverPIDs: [String] = []
+
+    @Option(help: "Hard limit for the whole run, seconds.")
+    var timeout: Double = 120
+
+    @Option(name: .customLong("handshake-timeout"), help: "Seconds from dial to connect reply before a connection fails.")
+    var handshakeTimeout: Double = 15
+
+    @Option(help: "Connection token (JWT) sent in connect.")
+    var token: String?
+
+    @Option(help: ArgumentHelp("Write the result as JSON to this file.", valueName: "file"))
+    var json: String?
+
+    @Option(help: ArgumentHelp("Write a self-contained HTML report (inline SVG charts) to this file.", valueName: "file"))
+    var html: String?
+
+    @Flag(help: "No progress lines on stderr.")
+    var quiet = false
+
+    func configuration(_ scenario: BenchScenario) throws -> BenchConfiguration {
+        let urls = try Self.parseURLs(self.urls)
+        var c = BenchConfiguration(scenario: scenario, urls: urls)
+        c.sourceAddress = self.sourceAddress
+        c.sourceAddressCount = self.sourceAddressCount
+        guard let processes = ProcessCount(self.processes) else {
+            throw ValidationError("--procs must be a positive number or auto")
+        }
+        c.processes = processes
+        c.connectionsPerProcess = self.connectionsPerProcess
+        c.threads = self.threads
+        c.serverPIDs = try self.serverPIDs.flatMap { $0.split(separator: ",") }.map {
+            guard let pid = Int32($0.trimmingCharacters(in: " ")) else { throw ValidationError("bad --server-pid \($0)") }
+            return pid
+        }
+        c.timeout = self.timeout
+        c.handshakeTimeout = self.handshakeTimeout
+        c.token = self.token
+        c.progress = !self.quiet
+        return c
+    }
+
+    static func parseURLs(_ values: [String]) throws -> [BenchURL] {
+        var urls: [BenchURL] = []
+        for text in values.flatMap({ $0.split(separator: ",") }) {
+            do {
+                urls.append(try BenchURL(text.trimmingCharacters(in: " ")))
+            } catch {
+                throw ValidationError(error.message)
+            }
+        }
+        return urls
+    }
+
+    /// Runs, prints the table, writes the files.
+    func run(_ configuration: BenchConfiguration) async throws {
+        let result: BenchResult
+        do {
+            result = try await Bench.run(configuration, progress: { Bench.printToStandardError($0) })
+        } catch let error as BenchError {
+            throw ValidationError(error.message)
+        }
+        print(ResultTable.render(result), terminator: "")
+        if let json = self.json { try Bench.writeJSON(result, to: json) }
+        if let html = self.html { try Bench.writeHTML(result, to: html) }
+    }
+}
+
+extension String {
+    func trimmingCharacters(in set: Character) -> String {
+        var text = Substring(self)
+        while text.first == set { text = text.dropFirst() }
+        while text.last == set { text = text.dropLast() }
+        return String(text)
+    }
+}
+
+extension Substring {
+    func trimmingCharacters(in set: Character) -> String { String(self).trimmingCharacters(in: set) }
+}
