@@ -126,7 +126,7 @@ final class Hub: @unchecked Sendable {
 
     private func joinOnLoop(_ request: JoinRequest) {
         if let existing = self.channels[request.channel] {
-            var channel = existing
+            let channel = existing
             if channel.brokerSubscribed, request.since == nil, let position = channel.fastPosition {
                 // Already live here and nothing to recover: answer from what the hub knows.
                 self.channels[request.channel] = channel
@@ -141,12 +141,12 @@ final class Hub: @unchecked Sendable {
             if channel.brokerSubscribed { self.readHistory(for: request) }
             return
         }
-        var channel = HubChannel(loopCount: self.fanouts.count)
+        let channel = HubChannel(loopCount: self.fanouts.count)
         channel.joins[request.id] = PendingJoin(request: request, bufferStart: 0)
         self.channels[request.channel] = channel
         let name = request.channel
         self.broker.subscribe(channel: name).hop(to: self.eventLoop).whenComplete { result in
-            guard var channel = self.channels[name] else { return }
+            guard let channel = self.channels[name] else { return }
             switch result {
             case .success:
                 channel.brokerSubscribed = true
@@ -177,7 +177,7 @@ final class Hub: @unchecked Sendable {
                 self.finishJoin(request, history: history)
             case .failure(let error):
                 self.logger.error("history read failed", metadata: ["channel": "\(request.channel)", "error": "\(error)"])
-                guard var channel = self.channels[request.channel] else { return }
+                guard let channel = self.channels[request.channel] else { return }
                 channel.joins[request.id] = nil
                 self.channels[request.channel] = channel
                 self.enqueue(.reject(request.id, SwitchboardError(.internalError, "history unavailable")), loop: request.loopIndex)
@@ -187,7 +187,7 @@ final class Hub: @unchecked Sendable {
     }
 
     private func finishJoin(_ request: JoinRequest, history: HistoryResult?) {
-        guard var channel = self.channels[request.channel], let join = channel.joins.removeValue(forKey: request.id) else { return }
+        guard let channel = self.channels[request.channel], let join = channel.joins.removeValue(forKey: request.id) else { return }
         let buffered = channel.buffer[join.bufferStart...]
         if channel.joins.isEmpty { channel.buffer.removeAll(keepingCapacity: false) }
         var activation = SubscriptionActivation(
@@ -225,7 +225,7 @@ final class Hub: @unchecked Sendable {
     }
 
     private func activate(_ request: JoinRequest, activation: SubscriptionActivation) {
-        guard var channel = self.channels[request.channel] else { return }
+        guard let channel = self.channels[request.channel] else { return }
         channel.members[request.id] = Member(loopIndex: request.loopIndex, client: request.client, options: request.options)
         channel.loopCounts[request.loopIndex] += 1
         self.channels[request.channel] = channel
@@ -241,7 +241,7 @@ final class Hub: @unchecked Sendable {
     /// A session left a channel (unsubscribe, disconnect, or an activation that found the session gone).
     func leave(channel name: String, id: SubscriptionID) {
         self.eventLoop.execute {
-            guard var channel = self.channels[name] else { return }
+            guard let channel = self.channels[name] else { return }
             if channel.joins.removeValue(forKey: id) != nil {
                 self.channels[name] = channel
                 self.dropIfUnused(name)
@@ -314,7 +314,7 @@ final class Hub: @unchecked Sendable {
     // MARK: Ordered delivery, gaps and refill
 
     private func handlePublication(_ name: String, _ publication: Publication, epoch: String) {
-        guard var channel = self.channels[name] else { return }
+        guard let channel = self.channels[name] else { return }
         if publication.offset > 0 {
             if channel.refilling {
                 channel.refillBuffer.append((publication, epoch))
@@ -327,7 +327,7 @@ final class Hub: @unchecked Sendable {
                     self.logger.warning("channel epoch changed", metadata: ["channel": "\(name)"])
                     self.channels[name] = channel
                     self.insufficientState(name)
-                    guard var reset = self.channels[name] else { return }
+                    guard let reset = self.channels[name] else { return }
                     reset.lastLive = StreamPosition(offset: publication.offset, epoch: epoch)
                     reset.fastPosition = reset.lastLive
                     self.channels[name] = reset
@@ -366,12 +366,12 @@ final class Hub: @unchecked Sendable {
     /// Reads what came after `baseline` and delivers it in order before anything newer; tells
     /// everyone (2500) when history no longer holds it.
     private func startRefill(_ name: String, from baseline: StreamPosition) {
-        guard var channel = self.channels[name] else { return }
+        guard let channel = self.channels[name] else { return }
         channel.refilling = true
         self.channels[name] = channel
         let query = HistoryQuery(channel: name, sinceOffset: baseline.offset, limit: -1)
         self.broker.history(query).hop(to: self.eventLoop).whenComplete { result in
-            guard var channel = self.channels[name], channel.refilling else { return }
+            guard let channel = self.channels[name], channel.refilling else { return }
             let buffered = channel.refillBuffer
             channel.refilling = false
             channel.refillBuffer = []
@@ -394,7 +394,7 @@ final class Hub: @unchecked Sendable {
                     self.logger.warning("refill failed", metadata: ["channel": "\(name)", "error": "\(error)"])
                 }
                 self.insufficientState(name)
-                if var reset = self.channels[name] {
+                if let reset = self.channels[name] {
                     reset.lastLive = nil
                     self.channels[name] = reset
                 }
@@ -429,7 +429,7 @@ final class Hub: @unchecked Sendable {
             else { continue }
             checked += 1
             self.broker.history(HistoryQuery(channel: name, limit: 0)).hop(to: self.eventLoop).whenSuccess { history in
-                guard var channel = self.channels[name], !channel.refilling, let current = channel.lastLive else { return }
+                guard let channel = self.channels[name], !channel.refilling, let current = channel.lastLive else { return }
                 if history.position.epoch != current.epoch {
                     if channel.suspectEpoch == history.position.epoch {
                         channel.suspectEpoch = nil
@@ -599,7 +599,11 @@ struct HubStatistics: Sendable {
 }
 
 /// The hub's view of one channel.
-struct HubChannel {
+///
+/// A class, not a struct: a channel's member table is mutated on every
+/// subscribe and unsubscribe, and a struct taken out of the dictionary would
+/// copy the whole table each time (O(n²) to fill a channel).
+final class HubChannel {
     var loopCounts: [Int]
     var members: [SubscriptionID: Member] = [:]
     var joins: [SubscriptionID: PendingJoin] = [:]

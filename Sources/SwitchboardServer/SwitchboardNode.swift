@@ -95,6 +95,8 @@ public final class SwitchboardNode: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: configuration.outboundLimit / 2, high: configuration.outboundLimit))
             .childChannelOption(.maxMessagesPerRead, value: 4)
+            // Small first reads: an idle connection keeps its last receive buffer (NIO's default starts at 2 KB).
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65_536))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try Self.configureConnection(channel, context: context, upgrader: upgrader)
