@@ -8,14 +8,19 @@ import SwitchboardCore
 import Testing
 
 /// A node's parts on one embedded loop, and sessions on embedded channels.
-struct EmbeddedNode {
-    let loop = EmbeddedEventLoop()
-    let broker: MemoryBroker
+struct EmbeddedNode<NodeBroker: Broker> {
+    let loop: EmbeddedEventLoop
+    let broker: NodeBroker
     let context: NodeContext
 
-    init(configuration: ServerConfiguration = ServerConfiguration()) throws {
+    init(configuration: ServerConfiguration = ServerConfiguration()) throws where NodeBroker == MemoryBroker {
+        try self.init(configuration: configuration, makeBroker: { MemoryBroker(eventLoop: $0) })
+    }
+
+    init(configuration: ServerConfiguration = ServerConfiguration(), makeBroker: (EmbeddedEventLoop) -> NodeBroker) throws {
         let logger = Logger(label: "test")
-        self.broker = MemoryBroker(eventLoop: self.loop)
+        self.loop = EmbeddedEventLoop()
+        self.broker = makeBroker(self.loop)
         let hub = Hub(eventLoop: self.loop, broker: self.broker, presenceTTL: 60, logger: logger)
         let fanout = LoopFanout(eventLoop: self.loop, index: 0)
         fanout.hub = hub
@@ -37,7 +42,7 @@ struct TestSession {
     let channel: EmbeddedChannel
     let loop: EmbeddedEventLoop
 
-    init(node: EmbeddedNode) throws {
+    init<B>(node: EmbeddedNode<B>) throws {
         try self.init(loop: node.loop, context: node.context)
     }
 

@@ -54,30 +54,19 @@ final class LossyBroker: Broker, @unchecked Sendable {
 
 @Suite("Hub gap detection and refill")
 struct GapRefillTests {
+    /// A node on a broker that loses chosen deliveries.
     struct Setup {
-        let loop = EmbeddedEventLoop()
-        let broker: LossyBroker
-        let context: NodeContext
+        let node: EmbeddedNode<LossyBroker>
+        var loop: EmbeddedEventLoop { self.node.loop }
+        var broker: LossyBroker { self.node.broker }
+        var context: NodeContext { self.node.context }
 
-        init(historySize: Int = 100) throws {
-            let logger = Logger(label: "test")
-            self.broker = LossyBroker(eventLoop: self.loop)
-            let hub = Hub(eventLoop: self.loop, broker: self.broker, presenceTTL: 60, positionCheckInterval: .seconds(5), logger: logger)
-            let fanout = LoopFanout(eventLoop: self.loop, index: 0)
-            fanout.hub = hub
-            var configuration = ServerConfiguration()
-            configuration.namespaces.defaults.historySize = historySize
-            self.context = NodeContext(
-                configuration: configuration, nodeID: "ngap", nodeName: "ngap", version: "test",
-                hub: hub, broker: self.broker, fanouts: [fanout], logger: logger)
-            let started = hub.start(fanouts: [fanout])
-            self.loop.run()
-            try started.wait()
+        init() throws {
+            self.node = try EmbeddedNode(makeBroker: { LossyBroker(eventLoop: $0) })
         }
 
         func session() throws -> TestSession {
-            let node = EmbeddedNodeShim(loop: self.loop, context: self.context)
-            return try node.session()
+            try self.node.session()
         }
 
         func publish(_ n: Int) {
@@ -136,15 +125,5 @@ struct GapRefillTests {
         setup.loop.run()
         let offsets = try s.messages().compactMap { $0["pub"]?["offset"]?.intValue }
         #expect(offsets == [1, 2, 3])
-    }
-}
-
-/// Adapts `EmbeddedNode`'s session helper to a prepared context.
-struct EmbeddedNodeShim {
-    let loop: EmbeddedEventLoop
-    let context: NodeContext
-
-    func session() throws -> TestSession {
-        try TestSession(loop: self.loop, context: self.context)
     }
 }
