@@ -4,12 +4,20 @@ import NIOPosix
 
 /// A real `redis-server` on a free loopback port, stopped by PID.
 final class RedisServerProcess: @unchecked Sendable {
-    let port: Int
+    private(set) var port: Int
     private var process: Process?
 
+    /// Starts on a free port; if another process took the port first (suites run in parallel), tries another.
     init() throws {
         self.port = try Self.freePort()
-        try self.start()
+        for attempt in 1...5 {
+            do {
+                try self.start()
+                return
+            } catch let error as TestFailure where error.portTaken && attempt < 5 {
+                self.port = try Self.freePort()
+            }
+        }
     }
 
     static func freePort() throws -> Int {
@@ -45,7 +53,15 @@ final class RedisServerProcess: @unchecked Sendable {
         // Ready when the port accepts connections.
         let deadline = Date().addingTimeInterval(10)
         while Date() < deadline {
-            if Self.canConnect(port: self.port) { return }
+            if !process.isRunning {
+                self.process = nil
+                throw TestFailure("redis-server exited at start (port \(self.port) taken?)", portTaken: true)
+            }
+            if Self.canConnect(port: self.port) {
+                // Someone else may be listening there: make sure it is still ours.
+                usleep(50_000)
+                if process.isRunning { return }
+            }
             usleep(20_000)
         }
         throw TestFailure("redis-server did not start on port \(self.port)")
@@ -86,5 +102,9 @@ final class RedisServerProcess: @unchecked Sendable {
 
 struct TestFailure: Error, CustomStringConvertible {
     var description: String
-    init(_ description: String) { self.description = description }
+    var portTaken = false
+    init(_ description: String, portTaken: Bool = false) {
+        self.description = description
+        self.portTaken = portTaken
+    }
 }
