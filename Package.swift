@@ -94,6 +94,8 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Yams", package: "Yams"),
             ],
+            // The browser client and the demo page live in clients/js/ (symlinked here) and are compiled in.
+            resources: [.embedInCode("Resources/switchboard.js"), .embedInCode("Resources/demo.html")],
             swiftSettings: upcoming
         ),
         .executableTarget(

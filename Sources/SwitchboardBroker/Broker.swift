@@ -191,4 +191,9 @@ public enum ControlMessage: Sendable, Hashable {
     case disconnect(client: String?, user: String?, code: UInt16, reason: String)
     /// Unsubscribe every connection of a user from a channel.
     case unsubscribe(user: String, channel: String)
+    /// Commands for an SSE session held by the receiving node (they were POSTed to another node);
+    /// the outcome goes back to `replyTo` as `sessionCommandsResult` with the same `correlation`.
+    case sessionCommands(session: String, commands: String, replyTo: String, correlation: UInt64)
+    /// What became of forwarded `sessionCommands`: `status` is an HTTP status (202 accepted, 400, 404).
+    case sessionCommandsResult(correlation: UInt64, status: Int, accepted: Int, message: String)
 }

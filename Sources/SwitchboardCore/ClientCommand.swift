@@ -132,21 +132,7 @@ extension ClientMessage {
     private static func method(_ name: String, _ params: JSONObject) throws(SwitchboardError) -> ClientCommand.Method {
         switch name {
         case "connect":
-            var subs: [(channel: String, since: StreamPosition?)] = []
-            if let subsValue = params["subs"] {
-                guard case .object(let subsObject) = subsValue else { throw .badRequest("subs must be an object") }
-                for member in subsObject.members {
-                    subs.append((member.key, try Self.position(member.value, allowEmpty: true)))
-                }
-            }
-            return .connect(
-                ConnectParams(
-                    token: try Self.optionalString(params, "token"),
-                    name: try Self.optionalString(params, "name"),
-                    version: try Self.optionalString(params, "version"),
-                    subs: subs
-                )
-            )
+            return .connect(try ConnectParams.parse(params))
         case "subscribe":
             return .subscribe(
                 SubscribeParams(
@@ -198,6 +184,28 @@ extension ClientMessage {
         guard let offset = o["offset"]?.uint64Value else { throw .badRequest("offset must be a non-negative integer") }
         guard let epoch = o["epoch"]?.stringValue else { throw .badRequest("epoch must be a string") }
         return StreamPosition(offset: offset, epoch: epoch)
+    }
+}
+
+extension ConnectParams {
+    /// Parses `connect` parameters (shared by the WebSocket command, the SSE `connect` query and polls).
+    public static func parse(_ params: JSONObject) throws(SwitchboardError) -> ConnectParams {
+        ConnectParams(
+            token: try ClientMessage.optionalString(params, "token"),
+            name: try ClientMessage.optionalString(params, "name"),
+            version: try ClientMessage.optionalString(params, "version"),
+            subs: try params["subs"].map { v throws(SwitchboardError) in try Self.parseSubs(v) } ?? []
+        )
+    }
+
+    /// Parses a `subs` object: `{channel: {offset?, epoch?}}`, `{}` meaning no position.
+    public static func parseSubs(_ value: JSONValue) throws(SwitchboardError) -> [(channel: String, since: StreamPosition?)] {
+        guard case .object(let subsObject) = value else { throw .badRequest("subs must be an object") }
+        var subs: [(channel: String, since: StreamPosition?)] = []
+        for member in subsObject.members {
+            subs.append((member.key, try ClientMessage.position(member.value, allowEmpty: true)))
+        }
+        return subs
     }
 }
 

@@ -56,11 +56,7 @@ public struct TokenVerifier: Sendable {
     }
 
     static func base64URLDecode(_ bytes: Substring.UTF8View.SubSequence) -> [UInt8]? {
-        var s = String(Substring(bytes))
-        s = s.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        while s.utf8.count % 4 != 0 { s.append("=") }
-        guard let data = Data(base64Encoded: s) else { return nil }
-        return Array(data)
+        Base64URL.decode(Substring(bytes))
     }
 
     /// Makes a token (for tests and tools).
@@ -76,9 +72,6 @@ public struct TokenVerifier: Sendable {
     }
 
     static func base64URLEncode(_ bytes: [UInt8]) -> String {
-        Data(bytes).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-")
-            .replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
+        Base64URL.encode(bytes)
     }
 }

@@ -394,6 +394,16 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             return .object(JSONObject(members))
         case .unsubscribe(let user, let channel):
             return .object(JSONObject([("t", .string("unsubscribe")), ("user", .string(user)), ("channel", .string(channel))]))
+        case .sessionCommands(let session, let commands, let replyTo, let correlation):
+            return .object(JSONObject([
+                ("t", .string("cmd")), ("session", .string(session)), ("commands", .string(commands)),
+                ("replyTo", .string(replyTo)), ("corr", .integer(Int(truncatingIfNeeded: correlation))),
+            ]))
+        case .sessionCommandsResult(let correlation, let status, let accepted, let message):
+            return .object(JSONObject([
+                ("t", .string("cmdResult")), ("corr", .integer(Int(truncatingIfNeeded: correlation))),
+                ("status", .integer(status)), ("accepted", .integer(accepted)), ("message", .string(message)),
+            ]))
         }
     }
 
@@ -406,6 +416,16 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         case "unsubscribe":
             guard let user = json["user"]?.stringValue, let channel = json["channel"]?.stringValue else { return nil }
             return .unsubscribe(user: user, channel: channel)
+        case "cmd":
+            guard let session = json["session"]?.stringValue, let commands = json["commands"]?.stringValue,
+                let replyTo = json["replyTo"]?.stringValue, let correlation = json["corr"]?.intValue
+            else { return nil }
+            return .sessionCommands(session: session, commands: commands, replyTo: replyTo, correlation: UInt64(truncatingIfNeeded: correlation))
+        case "cmdResult":
+            guard let correlation = json["corr"]?.intValue, let status = json["status"]?.intValue else { return nil }
+            return .sessionCommandsResult(
+                correlation: UInt64(truncatingIfNeeded: correlation), status: status,
+                accepted: json["accepted"]?.intValue ?? 0, message: json["message"]?.stringValue ?? "")
         default:
             return nil
         }

@@ -2,6 +2,7 @@ import CoreMetrics
 import Foundation
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOWebSocket
 import SwitchboardBroker
 import SwitchboardCore
@@ -10,8 +11,11 @@ import SwitchboardCore
 /// their positions, commands and their replies in order, pings, and every
 /// way a connection ends.
 ///
-/// A channel handler after `WebSocketFrameHandler`; lives on its connection's
-/// event loop and is touched nowhere else.
+/// The same session serves every transport (`SessionTransport`): over
+/// WebSocket it is a channel handler after `WebSocketFrameHandler`; over SSE a
+/// channel handler after the HTTP handler, fed commands by POST; for a
+/// long-poll or an `/rpc` call it lives only as long as one HTTP answer. It
+/// lives on one event loop and is touched nowhere else.
 final class ClientSession: ChannelInboundHandler {
     typealias InboundIn = WebSocketMessage
     typealias OutboundOut = ByteBuffer
@@ -24,6 +28,10 @@ final class ClientSession: ChannelInboundHandler {
 
     private let node: NodeContext
     private let fanout: LoopFanout
+    let transport: SessionTransport
+    /// The secret half of an SSE session id (empty for other transports).
+    private var sessionSecret = ""
+    private var receivingCommands = false
     private var context: ChannelHandlerContext?
     private var state: State = .awaitingConnect
     private var clientInfo = ClientInfo(client: "", user: "")
@@ -45,10 +53,153 @@ final class ClientSession: ChannelInboundHandler {
 
     private static let parser = JSONParser(maximumDepth: 64, maximumValues: 50_000)
 
-    init(node: NodeContext, fanout: LoopFanout) {
+    init(node: NodeContext, fanout: LoopFanout, transport: SessionTransport = .webSocket) {
         self.node = node
         self.fanout = fanout
+        self.transport = transport
         self.connectDeadline = .now() + .seconds(10)
+    }
+
+    // MARK: Transports other than WebSocket
+
+    /// Runs the `connect` an SSE stream or a poll implies (command id 1).
+    func start(_ params: ConnectParams) {
+        guard self.state == .awaitingConnect else { return }
+        self.connect(id: 1, params)
+        self.flush()
+    }
+
+    /// Whether `secret` names this SSE session (compared in constant time).
+    func matchesSession(secret: String) -> Bool {
+        guard self.transport.isEventStream, self.state == .connected else { return false }
+        let a = Array(self.sessionSecret.utf8)
+        let b = Array(secret.utf8)
+        guard a.count == b.count, !a.isEmpty else { return false }
+        var difference: UInt8 = 0
+        for i in a.indices { difference |= a[i] ^ b[i] }
+        return difference == 0
+    }
+
+    /// Commands that arrived by HTTP (SSE POST, `/rpc`). All are checked before any runs, so a
+    /// bad body is refused whole and costs the session nothing.
+    func receiveCommands(_ body: ByteBuffer) -> SessionCommandOutcome {
+        guard self.state == .connected else { return .rejected(status: 404, message: "unknown session") }
+        let values: [JSONValue]
+        do {
+            values = try Self.parser.parseSequence(body.readableBytesView)
+        } catch {
+            return .rejected(status: 400, message: "malformed JSON: \(error.message)")
+        }
+        guard !values.isEmpty else { return .rejected(status: 400, message: "no commands in the body") }
+        var messages: [ClientMessage] = []
+        messages.reserveCapacity(values.count)
+        for value in values {
+            do {
+                let message = try ClientMessage.parse(value)
+                if self.transport.isEventStream, case .command(let command) = message, case .connect = command.method {
+                    return .rejected(status: 400, message: "the stream is connected already; connect is not a POST command")
+                }
+                messages.append(message)
+            } catch {
+                return .rejected(status: 400, message: "bad request: \(error.message)")
+            }
+        }
+        // Replies may complete while later commands are still being read (a broker on this
+        // loop answers at once): an `/rpc` answer waits until every command has its slot.
+        self.receivingCommands = true
+        for message in messages {
+            guard self.state == .connected else { break }
+            self.handle(message)
+        }
+        self.receivingCommands = false
+        self.flush()
+        if case .collect(let collector) = self.transport { self.finishCollectingIfDue(collector) }
+        return .accepted(messages.count)
+    }
+
+    /// Sends a collecting session's answer now (poll timeout) and ends the session.
+    func finishCollecting() {
+        guard case .collect(let collector) = self.transport else { return }
+        collector.complete(allocator: self.allocator)
+        self.close()
+    }
+
+    /// Ends a collecting session without an answer (its HTTP connection went away).
+    func abandon() {
+        if case .collect(let collector) = self.transport { collector.abandon() }
+        self.close()
+    }
+
+    private func finishCollectingIfDue(_ collector: ResponseCollector) {
+        guard collector.isReady, !collector.isCompleted, !self.receivingCommands else { return }
+        switch collector.purpose {
+        case .poll:
+            if !collector.objects.isEmpty { self.finishCollecting() }
+        case .rpc:
+            if self.replies.isEmpty, self.connectPending == nil { self.finishCollecting() }
+        }
+    }
+
+    /// A poll's connect result as poll objects: missed publications, or the position to go on from.
+    private func collectConnectResults(_ aggregate: ConnectAggregate, into collector: ResponseCollector) {
+        for result in aggregate.results {
+            var object = self.allocator.buffer(capacity: 128)
+            switch result.outcome {
+            case .success(let activation):
+                if activation.recovered == true {
+                    for publication in activation.publications {
+                        var pub = self.allocator.buffer(capacity: 64 + publication.data.readableBytes)
+                        pub.writePublicationPush(channel: result.channel, publication)
+                        collector.append(pub)
+                    }
+                    continue
+                }
+                guard let position = activation.position else { continue }  // no history: nothing to carry
+                object.writeStaticString("{\"channel\":")
+                object.writeJSONString(result.channel)
+                object.writeStaticString(",\"position\":{\"offset\":")
+                object.writeDecimal(position.offset)
+                object.writeStaticString(",\"epoch\":")
+                object.writeJSONString(position.epoch)
+                if activation.recovered == false { object.writeStaticString(",\"recovered\":false") }
+                object.writeStaticString("}}")
+            case .failure(let error):
+                object.writeStaticString("{\"channel\":")
+                object.writeJSONString(result.channel)
+                object.writeStaticString(",\"error\":")
+                ResultWriter.writeError(&object, error)
+                object.writeInteger(UInt8(ascii: "}"))
+            }
+            collector.append(object)
+        }
+    }
+
+    /// The SSE event id: every subscription's position now (see `ResumeID`).
+    private var resumeID: String {
+        var subs: [(channel: String, position: StreamPosition?)] = []
+        subs.reserveCapacity(self.subscriptions.count)
+        for (channel, subscription) in self.subscriptions {
+            if let epoch = subscription.epoch {
+                subs.append((channel, StreamPosition(offset: subscription.lastOffset, epoch: epoch)))
+            } else {
+                subs.append((channel, subscription.requestedSince))
+            }
+        }
+        subs.sort { $0.channel < $1.channel }
+        return ResumeID.encode(subs)
+    }
+
+    /// One SSE event holding the JSON of a frame, with the session's current resume id.
+    private func eventStreamEvent(_ frame: ByteBuffer) -> ByteBuffer {
+        var payload = WebSocketFrameBuilder.payload(of: frame)
+        let id = self.resumeID
+        var event = self.allocator.buffer(capacity: payload.readableBytes + id.utf8.count + 16)
+        event.writeStaticString("data: ")
+        event.writeBuffer(&payload)
+        event.writeStaticString("\nid: ")
+        event.writeString(id)
+        event.writeStaticString("\n\n")
+        return event
     }
 
     // MARK: Channel events
@@ -131,11 +282,16 @@ final class ClientSession: ChannelInboundHandler {
             switch command.method {
             case .connect:
                 break
-            case .subscribe(let params):
-                self.subscribe(id: command.id, params)
-            case .unsubscribe(let channel):
-                self.unsubscribe(channel)
-                self.reply(id: command.id) { $0.writeStaticString("{}") }
+            case .subscribe, .unsubscribe:
+                if case .collect = self.transport {
+                    return self.reply(id: command.id, error: .badRequest("follow channels with POST /poll"))
+                }
+                if case .subscribe(let params) = command.method {
+                    self.subscribe(id: command.id, params)
+                } else if case .unsubscribe(let channel) = command.method {
+                    self.unsubscribe(channel)
+                    self.reply(id: command.id) { $0.writeStaticString("{}") }
+                }
             case .publish(let params):
                 self.publish(id: command.id, params)
             case .presence(let channel):
@@ -171,6 +327,13 @@ final class ClientSession: ChannelInboundHandler {
         }
         let client = self.fanout.makeClientID(node: self.node.nodeID)
         self.clientInfo = ClientInfo(client: client, user: user, info: info)
+        if self.transport.isEventStream {
+            var generator = SystemRandomNumberGenerator()
+            self.sessionSecret = (0..<2).map { _ in
+                let hex = String(generator.next() as UInt64, radix: 16)
+                return String(repeating: "0", count: 16 - hex.count) + hex
+            }.joined()
+        }
         self.state = .connected
         self.fanout.add(self, client: client)
         self.node.hub.register(client: client, user: user, loopIndex: self.fanout.index)
@@ -194,12 +357,22 @@ final class ClientSession: ChannelInboundHandler {
     private func finishConnectIfReady() {
         guard let aggregate = self.connectPending, aggregate.remaining == 0 else { return }
         self.connectPending = nil
+        if case .collect(let collector) = self.transport {
+            if collector.purpose == .poll { self.collectConnectResults(aggregate, into: collector) }
+            collector.isReady = true
+            self.completeReply(aggregate.slot, ByteBuffer(), goLive: aggregate.live)
+            return
+        }
         let frame = self.replyFrame(id: aggregate.id) { buffer in
             buffer.writeStaticString("{\"client\":")
             buffer.writeJSONString(self.clientInfo.client)
             if !self.clientInfo.user.isEmpty {
                 buffer.writeStaticString(",\"user\":")
                 buffer.writeJSONString(self.clientInfo.user)
+            }
+            if self.transport.isEventStream {
+                buffer.writeStaticString(",\"session\":")
+                buffer.writeJSONString(self.clientInfo.client + "." + self.sessionSecret)
             }
             buffer.writeStaticString(",\"node\":")
             buffer.writeJSONString(self.node.nodeID)
@@ -208,7 +381,7 @@ final class ClientSession: ChannelInboundHandler {
             buffer.writeStaticString(",\"ping\":")
             buffer.writeString(Self.formatSeconds(self.node.configuration.pingInterval))
             buffer.writeStaticString(",\"pong\":")
-            buffer.writeStaticString(self.node.configuration.pingInterval > 0 ? "true" : "false")
+            buffer.writeStaticString(self.expectsPong ? "true" : "false")
             if !aggregate.results.isEmpty {
                 buffer.writeStaticString(",\"subs\":{")
                 for (i, result) in aggregate.results.enumerated() {
@@ -245,7 +418,9 @@ final class ClientSession: ChannelInboundHandler {
 
     /// Checks permissions and limits and registers a joining subscription.
     private func startSubscription(channel: String, since: StreamPosition?, slot: UInt64) throws(SwitchboardError) -> SessionSubscription {
-        let options = self.node.configuration.namespaces.options(for: channel)
+        var options = self.node.configuration.namespaces.options(for: channel)
+        // A poll is a moment, not a presence: it neither enters presence nor announces joins.
+        if case .collect = self.transport { options.presence = false }
         if self.clientInfo.user.isEmpty, !options.anonymous { throw .permissionDenied }
         guard self.subscriptions[channel] == nil else { throw .alreadySubscribed }
         guard self.subscriptions.count < self.node.configuration.maxSubscriptions else {
@@ -253,6 +428,7 @@ final class ClientSession: ChannelInboundHandler {
         }
         let subscription = SessionSubscription(session: self, id: self.fanout.makeSubscriptionID(), channel: channel, options: options)
         subscription.replySlot = slot
+        subscription.requestedSince = options.keepsHistory ? since : nil
         self.subscriptions[channel] = subscription
         self.fanout.addPending(subscription)
         return subscription
@@ -278,6 +454,7 @@ final class ClientSession: ChannelInboundHandler {
             return
         }
         subscription.lastOffset = activation.position?.offset ?? 0
+        subscription.epoch = activation.position?.epoch
         switch activation.recovered {
         case true: self.fanout.counters.recovered += 1
         case false: self.fanout.counters.notRecovered += 1
@@ -459,7 +636,7 @@ final class ClientSession: ChannelInboundHandler {
     /// the batch's start (the usual case), else one by one so duplicates and holes are handled.
     func deliver(_ batch: PublicationBatch, combined: ByteBuffer, subscription: SessionSubscription) {
         let first = batch.firstOffset
-        if first == 0 || subscription.lastOffset + 1 == first {
+        if self.transport.isWebSocket, first == 0 || subscription.lastOffset + 1 == first {
             if first > 0 { subscription.lastOffset = batch.lastOffset }
             switch subscription.state {
             case .live:
@@ -472,7 +649,7 @@ final class ClientSession: ChannelInboundHandler {
             case .joining:
                 break
             }
-        } else if subscription.lastOffset < batch.lastOffset {
+        } else if first == 0 || subscription.lastOffset < batch.lastOffset {
             for part in batch.parts {
                 guard self.state == .connected, self.subscriptions[subscription.channel] === subscription else { return }
                 self.deliver(part.frame, offset: part.offset, subscription: subscription)
@@ -540,24 +717,46 @@ final class ClientSession: ChannelInboundHandler {
     }
 
     private func write(_ frame: ByteBuffer) {
-        guard self.state != .closed, let context = self.context else { return }
-        context.write(Self.wrapOutboundOut(frame), promise: nil)
+        guard self.state != .closed else { return }
+        switch self.transport {
+        case .webSocket:
+            guard let context = self.context else { return }
+            context.write(Self.wrapOutboundOut(frame), promise: nil)
+        case .eventStream:
+            guard let context = self.context else { return }
+            context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(self.eventStreamEvent(frame)))), promise: nil)
+        case .collect(let collector):
+            guard frame.readableBytes > 0 else { return }
+            collector.append(WebSocketFrameBuilder.payload(of: frame))
+        }
         self.hasUnflushedWrites = true
         self.wroteSinceTick = true
     }
 
     func flush() {
-        guard self.hasUnflushedWrites, let context = self.context else { return }
+        guard self.hasUnflushedWrites else { return }
         self.hasUnflushedWrites = false
-        context.flush()
+        switch self.transport {
+        case .webSocket, .eventStream:
+            self.context?.flush()
+        case .collect(let collector):
+            self.finishCollectingIfDue(collector)
+        }
+    }
+
+    /// Whether the client answers pings: SSE and polls cannot.
+    private var expectsPong: Bool {
+        self.transport.isWebSocket && self.node.configuration.pingInterval > 0
     }
 
     // MARK: Ending
 
     /// Ends the connection with `code`; with `push`, a `disconnect` push goes first.
     func disconnect(_ code: DisconnectCode, push: Bool) {
-        guard self.state != .closed, let context = self.context else { return }
-        if push {
+        guard self.state != .closed else { return }
+        if case .collect = self.transport {} else if self.context == nil { return }
+        // Only WebSocket close frames carry codes; the others get the push always.
+        if push || !self.transport.isWebSocket {
             let frame = WebSocketFrameBuilder.frame(allocator: self.allocator) { buffer in
                 buffer.writeStaticString("{\"disconnect\":{\"code\":")
                 buffer.writeDecimal(code.rawValue)
@@ -569,9 +768,19 @@ final class ClientSession: ChannelInboundHandler {
             }
             self.write(frame)
         }
-        self.flush()
-        self.close()
-        context.triggerUserOutboundEvent(WebSocketCloseRequest(code: code.rawValue, reason: code.reason), promise: nil)
+        switch self.transport {
+        case .webSocket:
+            self.flush()
+            self.close()
+            self.context?.triggerUserOutboundEvent(WebSocketCloseRequest(code: code.rawValue, reason: code.reason), promise: nil)
+        case .eventStream:
+            self.close()
+            guard let context = self.context else { return }
+            let channel = context.channel
+            context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        case .collect:
+            self.finishCollecting()
+        }
     }
 
     /// Releases everything the session holds at the hub and the fan-out. Idempotent.
@@ -592,6 +801,7 @@ final class ClientSession: ChannelInboundHandler {
     /// Called once per sweep: pings, pong and connect timeouts, token expiry.
     func tick(now: NIODeadline) {
         guard self.state != .closed else { return }
+        if case .collect = self.transport { return }
         if self.state == .awaitingConnect {
             if now >= self.connectDeadline { self.disconnect(DisconnectCode(3501, "no connect command"), push: false) }
             return
@@ -608,7 +818,7 @@ final class ClientSession: ChannelInboundHandler {
             self.write(Self.pingFrame)
             self.wroteSinceTick = false
             self.lastActivity = now
-            self.awaitingPong = true
+            self.awaitingPong = self.expectsPong
             self.pongDeadline = now + .milliseconds(Int64(self.node.configuration.pongTimeout * 1000))
             self.fanout.markDirty(self)
         }

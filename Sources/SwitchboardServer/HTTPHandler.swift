@@ -1,19 +1,27 @@
 import NIOCore
 import NIOHTTP1
 
-/// Answers plain HTTP requests on the node's port: the demo page, health and
-/// readiness, and the server API. WebSocket upgrades are taken before this
-/// handler sees them; a request that reaches it is not (or may not be) upgraded.
+/// Answers plain HTTP requests on the node's port: the demo page and the
+/// browser client, health and readiness, the server API, and the SSE and
+/// long-polling transports (docs/transports.md). WebSocket upgrades are taken
+/// before this handler sees them; a request that reaches it is not upgraded.
 final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    private let node: NodeContext
+    let node: NodeContext
     private let api: ServerAPI
     private var head: HTTPRequestHead?
     private var body: ByteBuffer?
     private var tooLarge = false
-    private var responding = false
+    var responding = false
+    /// The connection carries an SSE stream now: nothing more is read as requests.
+    var streaming = false
+    /// The poll or `/rpc` session answering the current request.
+    var collectingSession: ClientSession?
+    var collectTimeout: Scheduled<Void>?
+    /// The `client` of the current poll, counted against its limit.
+    var pollKey = ""
 
     init(node: NodeContext) {
         self.node = node
@@ -21,6 +29,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !self.streaming else { return }
         switch Self.unwrapInboundIn(data) {
         case .head(let head):
             self.head = head
@@ -54,7 +63,23 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
         switch (head.method, path) {
         case (.GET, "/"), (.GET, "/index.html"):
-            self.respond(context: context, head: head, HTTPResponse(status: .ok, contentType: "text/html; charset=utf-8", body: ByteBuffer(string: DemoPage.html)))
+            self.respond(context: context, head: head, HTTPResponse(
+                status: .ok, contentType: "text/html; charset=utf-8", body: ByteBuffer(bytes: PackageResources.demo_html)))
+        case (.GET, "/switchboard.js"):
+            self.respond(context: context, head: head, HTTPResponse(
+                status: .ok, contentType: "text/javascript; charset=utf-8", body: ByteBuffer(bytes: PackageResources.switchboard_js)))
+        case (.GET, "/sse"):
+            self.openEventStream(context: context, head: head)
+        case (.POST, "/sse"):
+            self.postSessionCommands(context: context, head: head, body: body)
+        case (.POST, "/poll"):
+            self.poll(context: context, head: head, body: body)
+        case (.POST, "/rpc"):
+            self.rpc(context: context, head: head, body: body)
+        case (.GET, "/stats"):
+            self.stats(context: context, head: head)
+        case (_, "/sse"), (_, "/poll"), (_, "/rpc"):
+            self.respond(context: context, head: head, .text(.methodNotAllowed, "see docs/transports.md for the methods"))
         case (.GET, "/metrics"):
             self.respond(context: context, head: head, HTTPResponse(
                 status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8",
@@ -101,7 +126,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    private func respond(context: ChannelHandlerContext, head: HTTPRequestHead, _ response: HTTPResponse, close: Bool = false) {
+    func respond(context: ChannelHandlerContext, head: HTTPRequestHead, _ response: HTTPResponse, close: Bool = false) {
         let keepAlive = head.isKeepAlive && !close
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: response.contentType)
@@ -120,8 +145,13 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    func channelInactive(context: ChannelHandlerContext) {
+        self.endCollecting()
+        context.fireChannelInactive()
+    }
+
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent, !self.responding {
+        if event is IdleStateHandler.IdleStateEvent, !self.responding, !self.streaming {
             // A client that opens a socket and does not finish a request loses it.
             context.close(promise: nil)
             return

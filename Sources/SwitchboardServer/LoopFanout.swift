@@ -73,6 +73,16 @@ final class LoopFanout: @unchecked Sendable {
 
     var sessionCount: Int { self.sessions.count }
 
+    /// Hands POSTed commands to the SSE session `client` here, if `secret` is its secret.
+    func sessionCommands(client: String, secret: String, body: ByteBuffer) -> SessionCommandOutcome {
+        guard let session = self.sessions[client], session.matchesSession(secret: secret) else {
+            return .rejected(status: 404, message: "unknown session")
+        }
+        let outcome = session.receiveCommands(body)
+        self.flushDirty()
+        return outcome
+    }
+
     func addPending(_ subscription: SessionSubscription) {
         self.pending[subscription.id] = subscription
     }
@@ -244,6 +254,10 @@ final class SessionSubscription {
     /// Which reply slot answers the subscribe, and the command id it answers.
     var replySlot: UInt64 = 0
     var replyID: UInt32 = 0
+    /// The epoch of the position, once the hub made the subscription (history channels).
+    var epoch: String?
+    /// The position the client asked to resume from (kept for the SSE resume id until the hub answers).
+    var requestedSince: StreamPosition?
 
     init(session: ClientSession, id: SubscriptionID, channel: String, options: NamespaceOptions) {
         self.session = session

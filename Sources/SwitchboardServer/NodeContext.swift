@@ -21,6 +21,10 @@ final class NodeContext: Sendable {
     let metrics: NodeMetrics
     let startedAt: NIODeadline
     private let drainingBox = NIOLockedValueBox(false)
+    private let pollsByClient = NIOLockedValueBox([String: Int]())
+
+    /// Polls one client may have waiting on this node at once.
+    static let maximumPollsPerClient = 2
 
     init(
         configuration: ServerConfiguration,
@@ -44,6 +48,23 @@ final class NodeContext: Sendable {
         self.tokenVerifier = configuration.tokenSecret.map { TokenVerifier(secret: $0) }
         self.logger = logger
         self.startedAt = .now()
+    }
+
+    /// Counts a poll of `client`; false (and nothing counted) when it already has the most allowed.
+    func beginPoll(client: String) -> Bool {
+        self.pollsByClient.withLockedValue { polls in
+            let count = polls[client, default: 0]
+            guard count < Self.maximumPollsPerClient else { return false }
+            polls[client] = count + 1
+            return true
+        }
+    }
+
+    func endPoll(client: String) {
+        self.pollsByClient.withLockedValue { polls in
+            let count = polls[client, default: 0]
+            polls[client] = count > 1 ? count - 1 : nil
+        }
     }
 
     var isDraining: Bool {
