@@ -80,30 +80,46 @@ final class ClientSession: ChannelInboundHandler {
         return difference == 0
     }
 
-    /// Commands that arrived by HTTP (SSE POST, `/rpc`). All are checked before any runs, so a
-    /// bad body is refused whole and costs the session nothing.
-    func receiveCommands(_ body: ByteBuffer) -> SessionCommandOutcome {
-        guard self.state == .connected else { return .rejected(status: 404, message: "unknown session") }
+    /// Reads the commands of an HTTP body (SSE POST, `/rpc`): one or more JSON objects, one per line.
+    /// Every one is checked before any runs, so a bad body is refused whole and costs nothing.
+    static func parseCommands(_ body: ByteBuffer, allowConnect: Bool) -> Result<[ClientMessage], HTTPCommandError> {
         let values: [JSONValue]
         do {
             values = try Self.parser.parseSequence(body.readableBytesView)
         } catch {
-            return .rejected(status: 400, message: "malformed JSON: \(error.message)")
+            return .failure(HTTPCommandError(message: "malformed JSON: \(error.message)"))
         }
-        guard !values.isEmpty else { return .rejected(status: 400, message: "no commands in the body") }
+        guard !values.isEmpty else { return .failure(HTTPCommandError(message: "no commands in the body")) }
         var messages: [ClientMessage] = []
         messages.reserveCapacity(values.count)
         for value in values {
             do {
                 let message = try ClientMessage.parse(value)
-                if self.transport.isEventStream, case .command(let command) = message, case .connect = command.method {
-                    return .rejected(status: 400, message: "the stream is connected already; connect is not a POST command")
+                if !allowConnect, case .command(let command) = message, case .connect = command.method {
+                    return .failure(HTTPCommandError(message: "the stream is connected already; connect is not a POST command"))
                 }
                 messages.append(message)
             } catch {
-                return .rejected(status: 400, message: "bad request: \(error.message)")
+                return .failure(HTTPCommandError(message: "bad request: \(error.message)"))
             }
         }
+        return .success(messages)
+    }
+
+    /// Commands that arrived by HTTP (SSE POST), checked and run.
+    func receiveCommands(_ body: ByteBuffer) -> SessionCommandOutcome {
+        guard self.state == .connected else { return .rejected(status: 404, message: "unknown session") }
+        switch Self.parseCommands(body, allowConnect: false) {
+        case .failure(let error):
+            return .rejected(status: 400, message: error.message)
+        case .success(let messages):
+            self.run(messages)
+            return .accepted(messages.count)
+        }
+    }
+
+    /// Runs commands that were checked already (by `parseCommands`).
+    func run(_ messages: [ClientMessage]) {
         // Replies may complete while later commands are still being read (a broker on this
         // loop answers at once): an `/rpc` answer waits until every command has its slot.
         self.receivingCommands = true
@@ -113,11 +129,21 @@ final class ClientSession: ChannelInboundHandler {
         }
         self.receivingCommands = false
         self.flush()
-        if case .collect(let collector) = self.transport { self.finishCollectingIfDue(collector) }
-        return .accepted(messages.count)
+        if case .collect(let collector) = self.transport {
+            collector.isReady = true
+            self.finishCollectingIfDue(collector)
+        }
     }
 
-    /// Sends a collecting session's answer now (poll timeout) and ends the session.
+    /// The poll's time is up: answer with what there is, or, while the subscriptions are still
+    /// being made, as soon as they are (so even a zero timeout gets the positions).
+    func collectTimedOut() {
+        guard case .collect(let collector) = self.transport else { return }
+        collector.timedOut = true
+        self.finishCollectingIfDue(collector)
+    }
+
+    /// Sends a collecting session's answer now and ends the session.
     func finishCollecting() {
         guard case .collect(let collector) = self.transport else { return }
         collector.complete(allocator: self.allocator)
@@ -134,9 +160,9 @@ final class ClientSession: ChannelInboundHandler {
         guard collector.isReady, !collector.isCompleted, !self.receivingCommands else { return }
         switch collector.purpose {
         case .poll:
-            if !collector.objects.isEmpty { self.finishCollecting() }
+            if !collector.objects.isEmpty || collector.timedOut { self.finishCollecting() }
         case .rpc:
-            if self.replies.isEmpty, self.connectPending == nil { self.finishCollecting() }
+            if (self.replies.isEmpty && self.connectPending == nil) || collector.timedOut { self.finishCollecting() }
         }
     }
 
@@ -358,8 +384,11 @@ final class ClientSession: ChannelInboundHandler {
         guard let aggregate = self.connectPending, aggregate.remaining == 0 else { return }
         self.connectPending = nil
         if case .collect(let collector) = self.transport {
-            if collector.purpose == .poll { self.collectConnectResults(aggregate, into: collector) }
-            collector.isReady = true
+            if collector.purpose == .poll {
+                self.collectConnectResults(aggregate, into: collector)
+                collector.isReady = true  // an `/rpc` call is ready once its commands ran
+                self.hasUnflushedWrites = true  // the next flush decides whether to answer
+            }
             self.completeReply(aggregate.slot, ByteBuffer(), goLive: aggregate.live)
             return
         }

@@ -47,6 +47,7 @@ extension HTTPHandler {
             return self.respond(context: context, head: head, Self.error(.badRequest, error.message))
         }
         self.streaming = true
+        self.markResponded()
         let pipeline = context.pipeline.syncOperations
         if let idle = try? pipeline.context(handlerType: IdleStateHandler.self) {
             pipeline.removeHandler(context: idle, promise: nil)
@@ -168,15 +169,16 @@ extension HTTPHandler {
         if let failure = self.checkToken(token) {
             return self.respond(context: context, head: head, failure)
         }
-        var refused: SessionCommandOutcome?
+        let messages: [ClientMessage]
+        switch ClientSession.parseCommands(body, allowConnect: true) {
+        case .failure(let error):
+            return self.respond(context: context, head: head, Self.error(.badRequest, error.message))
+        case .success(let parsed):
+            messages = parsed
+        }
         self.collect(context: context, head: head, purpose: .rpc, timeout: Self.rpcTimeout, pollKey: "") { session in
             session.start(ConnectParams(token: token))
-            let outcome = session.receiveCommands(body)
-            if case .rejected = outcome { refused = outcome }
-        }
-        if case .rejected(let status, let message) = refused {
-            self.endCollecting()
-            self.respond(context: context, head: head, Self.error(HTTPResponseStatus(statusCode: status), message))
+            session.run(messages)
         }
     }
 
@@ -203,7 +205,7 @@ extension HTTPHandler {
         self.responding = true
         self.pollKey = pollKey
         self.collectTimeout = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak session] in
-            session?.finishCollecting()
+            session?.collectTimedOut()
         }
         body(session)
     }

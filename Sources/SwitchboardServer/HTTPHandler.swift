@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import NIOHTTP1
 
@@ -15,6 +16,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var body: ByteBuffer?
     private var tooLarge = false
     var responding = false
+    /// A request is waiting for its one response (a second response would break the HTTP pipeline).
+    private var requestOpen = false
     /// The connection carries an SSE stream now: nothing more is read as requests.
     var streaming = false
     /// The poll or `/rpc` session answering the current request.
@@ -50,6 +53,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .end:
             guard let head = self.head else { return }
             self.head = nil
+            self.requestOpen = true
             let body = self.body ?? ByteBuffer()
             self.body = nil
             if self.tooLarge {
@@ -127,6 +131,11 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func respond(context: ChannelHandlerContext, head: HTTPRequestHead, _ response: HTTPResponse, close: Bool = false) {
+        guard self.requestOpen else {
+            self.node.logger.error("a second response to one request was dropped", metadata: ["uri": "\(head.uri)"])
+            return
+        }
+        self.requestOpen = false
         let keepAlive = head.isKeepAlive && !close
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: response.contentType)
@@ -143,6 +152,11 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         if !keepAlive {
             done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
+    }
+
+    /// The response is being written some other way (an SSE stream).
+    func markResponded() {
+        self.requestOpen = false
     }
 
     func channelInactive(context: ChannelHandlerContext) {

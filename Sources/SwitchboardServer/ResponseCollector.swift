@@ -16,6 +16,8 @@ final class ResponseCollector {
     private(set) var objects: [ByteBuffer] = []
     /// Set once the session has turned its connect result into objects; nothing is answered before.
     var isReady = false
+    /// The request's time is up: answer as soon as ready, even with nothing.
+    var timedOut = false
     private var onComplete: ((ByteBuffer) -> Void)?
 
     init(purpose: Purpose, onComplete: @escaping (ByteBuffer) -> Void) {

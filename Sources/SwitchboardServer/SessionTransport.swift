@@ -30,3 +30,8 @@ enum SessionCommandOutcome: Sendable, Equatable {
     /// Refused before any of them ran; `status` is the HTTP status to answer with.
     case rejected(status: Int, message: String)
 }
+
+/// Why an HTTP body of commands was refused (answered with 400).
+struct HTTPCommandError: Error, Sendable {
+    var message: String
+}

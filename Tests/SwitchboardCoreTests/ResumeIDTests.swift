@@ -1,0 +1,35 @@
+import SwitchboardCore
+import Testing
+
+@Suite("SSE resume ids")
+struct ResumeIDTests {
+    @Test("an id names every subscription's position and reads back the same")
+    func roundTrip() throws {
+        let id = ResumeID.encode([
+            ("chat:lobby", StreamPosition(offset: 42, epoch: "abc")),
+            ("news", nil),
+            ("salle:café \"1\"", StreamPosition(offset: 0, epoch: "e")),
+        ])
+        #expect(!id.contains("=") && !id.contains("+") && !id.contains("/") && !id.contains("\n"))
+        let subs = try ResumeID.decode(Substring(id))
+        #expect(subs.map(\.channel) == ["chat:lobby", "news", "salle:café \"1\""])
+        #expect(subs.map(\.since) == [StreamPosition(offset: 42, epoch: "abc"), nil, StreamPosition(offset: 0, epoch: "e")])
+    }
+
+    @Test("an id that is not base64url, not JSON, or not a subs object is refused", arguments: [
+        "not base64!", Base64URL.encode(Array("[1,2]".utf8)), Base64URL.encode(Array("{\"a\":{\"offset\":-1,\"epoch\":\"x\"}}".utf8)),
+        Base64URL.encode(Array("{\"a\":".utf8)), "a+b/",
+    ])
+    func refused(_ text: String) {
+        #expect(throws: SwitchboardError.self) { try ResumeID.decode(Substring(text)) }
+    }
+
+    @Test("base64url round-trips every byte value, with or without padding")
+    func base64() {
+        let bytes = (0...255).map { UInt8($0) }
+        let text = Base64URL.encode(bytes)
+        #expect(Base64URL.decode(Substring(text)) == bytes)
+        #expect(Base64URL.decode("YQ==") == [0x61])
+        #expect(Base64URL.decode("YQ") == [0x61])
+    }
+}

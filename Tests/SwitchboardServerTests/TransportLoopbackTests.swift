@@ -1,0 +1,188 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import SwitchboardCore
+@testable import SwitchboardServer
+import Testing
+
+/// SSE and long-polling on a real node over loopback sockets.
+@Suite("SSE and long-polling over loopback")
+struct TransportLoopbackTests {
+    /// One SSE event: its data and its id.
+    struct Event {
+        var data: String
+        var id: String?
+    }
+
+    /// Reads the stream's head, then de-chunks the body into events.
+    struct EventStreamReader {
+        var client: LoopbackClient
+        var body = ByteBuffer()
+        var headRead = false
+
+        mutating func next() async throws -> Event? {
+            while true {
+                if self.headRead, let event = self.takeEvent() { return event }
+                guard try await self.client.readMore() else { return nil }
+                if !self.headRead {
+                    let text = String(buffer: self.client.pending)
+                    guard let end = text.range(of: "\r\n\r\n") else { continue }
+                    #expect(text.hasPrefix("HTTP/1.1 200"))
+                    #expect(text.lowercased().contains("content-type: text/event-stream"))
+                    self.client.pending.moveReaderIndex(forwardBy: text[..<end.upperBound].utf8.count)
+                    self.headRead = true
+                }
+                self.dechunk()
+            }
+        }
+
+        private mutating func dechunk() {
+            while let text = self.client.pending.getString(at: self.client.pending.readerIndex, length: self.client.pending.readableBytes),
+                let lineEnd = text.range(of: "\r\n") {
+                let size = Int(text[..<lineEnd.lowerBound], radix: 16) ?? 0
+                let headerBytes = text[..<lineEnd.upperBound].utf8.count
+                guard self.client.pending.readableBytes >= headerBytes + size + 2 else { return }
+                self.client.pending.moveReaderIndex(forwardBy: headerBytes)
+                var chunk = self.client.pending.readSlice(length: size)!
+                self.client.pending.moveReaderIndex(forwardBy: 2)
+                self.body.writeBuffer(&chunk)
+            }
+        }
+
+        private mutating func takeEvent() -> Event? {
+            let text = String(buffer: self.body)
+            guard let end = text.range(of: "\n\n") else { return nil }
+            let block = text[..<end.lowerBound]
+            self.body.moveReaderIndex(forwardBy: text[..<end.upperBound].utf8.count)
+            var event = Event(data: "")
+            for line in block.split(separator: "\n") {
+                if line.hasPrefix("data: ") { event.data += line.dropFirst(6) }
+                if line.hasPrefix("id: ") { event.id = String(line.dropFirst(4)) }
+            }
+            return event
+        }
+    }
+
+    static func open(port: Int, group: any EventLoopGroup, query: String = "", lastEventID: String? = nil) async throws -> EventStreamReader {
+        let client = try await LoopbackClient.connect(port: port, group: group)
+        let header = lastEventID.map { "Last-Event-ID: \($0)\r\n" } ?? ""
+        try await client.send("GET /sse\(query) HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\(header)\r\n")
+        return EventStreamReader(client: client)
+    }
+
+    static func post(port: Int, group: any EventLoopGroup, path: String, body: String) async throws -> (Int, String) {
+        var http = try await LoopbackClient.connect(port: port, group: group)
+        try await http.send("POST \(path) HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)")
+        return try await http.readHTTPResponse()
+    }
+
+    static func session(of event: Event) -> String? {
+        guard let range = event.data.range(of: #""session":""#) else { return nil }
+        return String(event.data[range.upperBound...].prefix { $0 != "\"" })
+    }
+
+    @Test("a stream gets the connect reply, POSTed commands' replies and publications; every event's id holds the positions")
+    func streamAndCommands() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let (node, port) = try await NodeLoopbackTests.startNode()
+        var stream = try await Self.open(port: port, group: group)
+        let connected = try #require(try await stream.next())
+        #expect(connected.data.hasPrefix(#"{"id":1,"result":{"client":"#))
+        #expect(connected.data.contains(#""pong":false"#))
+        let session = try #require(Self.session(of: connected))
+
+        let (status, answer) = try await Self.post(port: port, group: group, path: "/sse?session=\(session)", body:
+            #"{"id":2,"subscribe":{"channel":"news"}}"# + "\n" + #"{"id":3,"publish":{"channel":"news","data":"hi"}}"#)
+        #expect(status == 202)
+        #expect(answer == #"{"accepted":2}"#)
+        var seen: [Event] = []
+        while seen.count < 3, let event = try await stream.next() { seen.append(event) }
+        #expect(seen[0].data.hasPrefix(#"{"id":2,"result":"#))
+        #expect(seen[1].data.hasPrefix(#"{"id":3,"result":{"offset":1"#))
+        #expect(seen[2].data.hasPrefix(#"{"channel":"news","pub":{"offset":1"#))
+        let resumed = try ResumeID.decode(Substring(try #require(seen[2].id)))
+        #expect(resumed.map(\.channel) == ["news"])
+        #expect(resumed.first?.since?.offset == 1)
+
+        // A bad body is refused whole; the session goes on.
+        let (badStatus, badAnswer) = try await Self.post(port: port, group: group, path: "/sse?session=\(session)", body: #"{"id":4,"ping":{}} nonsense"#)
+        #expect(badStatus == 400)
+        #expect(badAnswer.contains(#""code":107"#))
+        let wrongSecret = session.dropLast() + (session.hasSuffix("0") ? "1" : "0")
+        let (wrongStatus, _) = try await Self.post(port: port, group: group, path: "/sse?session=\(wrongSecret)", body: #"{"id":5,"ping":{}}"#)
+        #expect(wrongStatus == 404)
+        let (okStatus, _) = try await Self.post(port: port, group: group, path: "/sse?session=\(session)", body: #"{"id":6,"ping":{}}"#)
+        #expect(okStatus == 202)
+        #expect(try await stream.next()?.data == #"{"id":6,"result":{}}"#)
+        await node.stop()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("a new stream with Last-Event-ID gets what was published in between, once, in order")
+    func resume() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let (node, port) = try await NodeLoopbackTests.startNode()
+        let connect = HTTPQueryEncoding.encode(#"{"subs":{"feed":{}}}"#)
+        var first = try await Self.open(port: port, group: group, query: "?connect=\(connect)")
+        let connected = try #require(try await first.next())
+        #expect(connected.data.contains(#""feed":{"offset":0"#))
+        _ = try await Self.post(port: port, group: group, path: "/rpc", body: #"{"id":1,"publish":{"channel":"feed","data":1}}"#)
+        let pub = try #require(try await first.next())
+        #expect(pub.data.contains(#""offset":1"#))
+        try await first.client.channel.close()
+        for i in 2...4 {
+            _ = try await Self.post(port: port, group: group, path: "/rpc", body: #"{"id":1,"publish":{"channel":"feed","data":\#(i)}}"#)
+        }
+        var second = try await Self.open(port: port, group: group, query: "?connect=\(connect)", lastEventID: pub.id)
+        let reconnected = try #require(try await second.next())
+        #expect(reconnected.data.contains(#""recovered":true"#))
+        // The missed publications ride in the subscribe result, oldest first, and nothing else repeats them.
+        let offsets = reconnected.data.components(separatedBy: #""offset":"#).dropFirst().compactMap { Int($0.prefix { $0.isNumber }) }
+        #expect(offsets == [4, 2, 3, 4])
+        await node.stop()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("a waiting poll is answered by the next publication; a poll without a position gets one; a quiet poll times out empty")
+    func poll() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let (node, port) = try await NodeLoopbackTests.startNode()
+        let (status, first) = try await Self.post(port: port, group: group, path: "/poll", body: #"{"subs":{"p":{}}}"#)
+        #expect(status == 200)
+        #expect(first.hasPrefix(#"[{"channel":"p","position":{"offset":0,"epoch":""#))
+        let epoch = String(first.split(separator: "\"")[11])
+        async let waiting = Self.post(port: port, group: group, path: "/poll", body: #"{"subs":{"p":{"offset":0,"epoch":"\#(epoch)"}},"timeout":20}"#)
+        try await Task.sleep(nanoseconds: 200_000_000)
+        _ = try await Self.post(port: port, group: group, path: "/rpc", body: #"{"id":1,"publish":{"channel":"p","data":"x"}}"#)
+        let (waitStatus, answer) = try await waiting
+        #expect(waitStatus == 200)
+        #expect(answer.hasPrefix(#"[{"channel":"p","pub":{"offset":1,"data":"x""#))
+        let started = NIODeadline.now()
+        let (_, quiet) = try await Self.post(port: port, group: group, path: "/poll", body: #"{"subs":{"p":{"offset":1,"epoch":"\#(epoch)"}},"timeout":0.3}"#)
+        #expect(quiet == "[]")
+        #expect(NIODeadline.now() - started >= .milliseconds(250))
+        let (tooMany, _) = try await Self.post(port: port, group: group, path: "/poll", body: #"{"subs":"x"}"#)
+        #expect(tooMany == 400)
+        await node.stop()
+        try await group.shutdownGracefully()
+    }
+}
+
+/// Percent-encoding for test URLs.
+enum HTTPQueryEncoding {
+    static func encode(_ text: String) -> String {
+        var out = ""
+        for byte in text.utf8 {
+            if (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) {
+                out.append(Character(Unicode.Scalar(byte)))
+            } else {
+                out += "%" + String(byte, radix: 16, uppercase: true).leftPadded
+            }
+        }
+        return out
+    }
+}
+
+extension String {
+    fileprivate var leftPadded: String { self.count == 1 ? "0" + self : self }
+}

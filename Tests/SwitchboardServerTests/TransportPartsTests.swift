@@ -1,0 +1,53 @@
+import NIOCore
+@testable import SwitchboardServer
+import Testing
+
+@Suite("HTTP transport parts")
+struct TransportPartsTests {
+    @Test("query values are percent-decoded, + is a space, bad escapes are dropped")
+    func query() {
+        let query = HTTPQuery(uri: "/sse?connect=%7B%22subs%22%3A%7B%7D%7D&name=a+b&bad=%zz&empty=&x=1&x=2")
+        #expect(query["connect"] == #"{"subs":{}}"#)
+        #expect(query["name"] == "a b")
+        #expect(query["bad"] == nil)
+        #expect(query["empty"] == "")
+        #expect(query["x"] == "1")
+        #expect(HTTPQuery(uri: "/sse")["connect"] == nil)
+        #expect(HTTPQuery.decode("%C3%A9") == "é")
+        #expect(HTTPQuery.decode("%FF") == nil)
+    }
+
+    @Test("a session id names node, loop and client; anything else is refused")
+    func sessionID() throws {
+        let id = try #require(EventStreamSessionID("nab12c-1-2z.0123456789abcdef0123456789abcdef"))
+        #expect(id.node == "nab12c")
+        #expect(id.loop == 1)
+        #expect(id.client == "nab12c-1-2z")
+        #expect(id.secret == "0123456789abcdef0123456789abcdef")
+        for bad in [
+            "", "nab12c-1-2z", "nab12c-1-2z.short", "nab12c-1-2z.0123456789ABCDEF0123456789abcdef",
+            "nab12c-x-2z.0123456789abcdef0123456789abcdef", "nab12c-1.0123456789abcdef0123456789abcdef",
+            "-1-2.0123456789abcdef0123456789abcdef", String(repeating: "a", count: 300),
+        ] {
+            #expect(EventStreamSessionID(Substring(bad)) == nil, "\(bad)")
+        }
+    }
+
+    @Test("a collector splits joined objects, answers once as one array, and not after being abandoned")
+    func collector() {
+        var answers: [String] = []
+        let collector = ResponseCollector(purpose: .poll) { answers.append(String(buffer: $0)) }
+        collector.append(ByteBuffer(string: #"{"a":1}"# + "\n" + #"{"b":2}"#))
+        collector.append(ByteBuffer(string: #"{"c":"x\ny"}"#))
+        #expect(collector.objects.count == 3)
+        collector.complete(allocator: ByteBufferAllocator())
+        collector.complete(allocator: ByteBufferAllocator())
+        collector.append(ByteBuffer(string: "{}"))
+        #expect(answers == [#"[{"a":1},{"b":2},{"c":"x\ny"}]"#])
+        let abandoned = ResponseCollector(purpose: .rpc) { answers.append(String(buffer: $0)) }
+        abandoned.append(ByteBuffer(string: "{}"))
+        abandoned.abandon()
+        abandoned.complete(allocator: ByteBufferAllocator())
+        #expect(answers.count == 1)
+    }
+}
