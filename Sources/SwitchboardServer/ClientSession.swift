@@ -362,7 +362,7 @@ final class ClientSession: ChannelInboundHandler {
         }
         self.state = .connected
         self.fanout.add(self, client: client)
-        self.node.hub.register(client: client, user: user, loopIndex: self.fanout.index)
+        self.node.hub.register(client: client, user: user, loopIndex: self.fanout.index, transport: self.transport.name)
         let slot = self.reserveReply()
         var aggregate = ConnectAggregate(id: id, slot: slot, remaining: 0)
         var subscriptions: [SessionSubscription] = []
@@ -823,7 +823,7 @@ final class ClientSession: ChannelInboundHandler {
         self.connectPending = nil
         if wasConnected {
             self.fanout.remove(client: self.clientInfo.client)
-            self.node.hub.unregister(client: self.clientInfo.client, user: self.clientInfo.user)
+            self.node.hub.unregister(client: self.clientInfo.client, user: self.clientInfo.user, transport: self.transport.name)
         }
     }
 

@@ -53,6 +53,8 @@ final class Hub: @unchecked Sendable {
     /// SSE commands forwarded to other nodes, waiting for their outcome.
     private var forwardedCommands: [UInt64: (promise: EventLoopPromise<SessionCommandOutcome>, timeout: Scheduled<Void>)] = [:]
     private var nextCorrelation: UInt64 = 0
+    /// Sessions by transport (`TransportName.index`), for the connections gauge.
+    private var connectionsByTransport = [Int](repeating: 0, count: TransportName.allCases.count)
 
     init(
         eventLoop: any EventLoop,
@@ -104,16 +106,18 @@ final class Hub: @unchecked Sendable {
 
     // MARK: Sessions
 
-    func register(client: String, user: String, loopIndex: Int) {
+    func register(client: String, user: String, loopIndex: Int, transport: TransportName = .websocket) {
         self.eventLoop.execute {
             self.clientLoops[client] = loopIndex
+            self.connectionsByTransport[transport.index] += 1
             if !user.isEmpty { self.userClients[user, default: []].insert(client) }
         }
     }
 
-    func unregister(client: String, user: String) {
+    func unregister(client: String, user: String, transport: TransportName = .websocket) {
         self.eventLoop.execute {
             self.clientLoops[client] = nil
+            self.connectionsByTransport[transport.index] -= 1
             if !user.isEmpty {
                 self.userClients[user]?.remove(client)
                 if self.userClients[user]?.isEmpty == true { self.userClients[user] = nil }
@@ -581,7 +585,9 @@ final class Hub: @unchecked Sendable {
 
     private func reportMetrics() {
         guard let sink = self.metricsSink else { return }
-        sink.connections.record(self.clientLoops.count)
+        for transport in TransportName.allCases {
+            sink.connections[transport.index].record(self.connectionsByTransport[transport.index])
+        }
         sink.subscriptions.record(self.channels.values.reduce(0) { $0 + $1.members.count })
         sink.channels.record(self.channels.count)
         let delta = (

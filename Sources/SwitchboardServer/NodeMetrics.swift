@@ -8,7 +8,8 @@ import Prometheus
 final class NodeMetrics: Sendable {
     let registry: PrometheusCollectorRegistry
 
-    let connections: CoreMetrics.Gauge
+    /// Sessions by transport, indexed by `TransportName.index` (a poll counts while it waits).
+    let connections: [CoreMetrics.Gauge]
     let subscriptions: CoreMetrics.Gauge
     let channels: CoreMetrics.Gauge
     let draining: CoreMetrics.Gauge
@@ -35,7 +36,9 @@ final class NodeMetrics: Sendable {
         ]
         factory.defaultDurationHistogramBuckets = latencyBuckets
         self.registry = registry
-        self.connections = CoreMetrics.Gauge(label: "switchboard_connections", dimensions: [("transport", "websocket")], factory: factory)
+        self.connections = TransportName.allCases.map {
+            CoreMetrics.Gauge(label: "switchboard_connections", dimensions: [("transport", $0.rawValue)], factory: factory)
+        }
         self.subscriptions = CoreMetrics.Gauge(label: "switchboard_subscriptions", factory: factory)
         self.channels = CoreMetrics.Gauge(label: "switchboard_channels", factory: factory)
         self.draining = CoreMetrics.Gauge(label: "switchboard_draining", factory: factory)

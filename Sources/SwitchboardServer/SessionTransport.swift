@@ -17,6 +17,15 @@ enum SessionTransport {
         return false
     }
 
+    /// The name metrics and clients use.
+    var name: TransportName {
+        switch self {
+        case .webSocket: .websocket
+        case .eventStream: .sse
+        case .collect(let collector): collector.purpose == .poll ? .longpoll : .rpc
+        }
+    }
+
     var isEventStream: Bool {
         if case .eventStream = self { return true }
         return false
@@ -34,4 +43,22 @@ enum SessionCommandOutcome: Sendable, Equatable {
 /// Why an HTTP body of commands was refused (answered with 400).
 struct HTTPCommandError: Error, Sendable {
     var message: String
+}
+
+/// A transport's name, as the metrics label `transport` and the browser client call it.
+enum TransportName: String, CaseIterable, Sendable {
+    case websocket
+    case sse
+    case longpoll
+    /// A stateless `/rpc` call, counted while it runs.
+    case rpc
+
+    var index: Int {
+        switch self {
+        case .websocket: 0
+        case .sse: 1
+        case .longpoll: 2
+        case .rpc: 3
+        }
+    }
 }
