@@ -89,6 +89,19 @@ public final class SwitchboardNode: Sendable {
         let maxFrame = configuration.echoEndpoint
             ? max(configuration.maxMessageSize, configuration.echoMaxMessageSize) : configuration.maxMessageSize
         let upgrader = Self.makeUpgrader(context: context, maxFrame: maxFrame)
+        // Made once, used by every connection's router.
+        let installHTTP: @Sendable (any Channel) throws -> Void = { channel in
+            try Self.configureHTTP(channel, context: context, upgrader: upgrader)
+        }
+        let installWebSocket: @Sendable (any Channel) throws -> Void = { channel in
+            let pipeline = channel.pipeline.syncOperations
+            if let idleContext = try? pipeline.context(handlerType: IdleStateHandler.self) {
+                pipeline.removeHandler(context: idleContext, promise: nil)
+            }
+            try pipeline.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maxFrame)))
+            try pipeline.addHandler(WebSocketFrameHandler(maximumMessageSize: context.configuration.maxMessageSize))
+            try pipeline.addHandler(ClientSession(node: context, fanout: context.fanout(for: channel.eventLoop)))
+        }
         let bootstrap = ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -99,7 +112,9 @@ public final class SwitchboardNode: Sendable {
             .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65_536))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try Self.configureConnection(channel, context: context, upgrader: upgrader)
+                    let pipeline = channel.pipeline.syncOperations
+                    try pipeline.addHandler(IdleStateHandler(readTimeout: .milliseconds(Int64(context.configuration.requestTimeout * 1000))))
+                    try pipeline.addHandler(HandshakeRouter(node: context, installHTTP: installHTTP, installWebSocket: installWebSocket))
                 }
             }
         let channel = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
@@ -134,15 +149,14 @@ public final class SwitchboardNode: Sendable {
         )
     }
 
-    private static func configureConnection(_ channel: any Channel, context: NodeContext, upgrader: WebSocketUpgrader) throws {
+    /// The full HTTP/1.1 pipeline (after the router, which has already added the idle timeout).
+    private static func configureHTTP(_ channel: any Channel, context: NodeContext, upgrader: WebSocketUpgrader) throws {
         let httpHandler = HTTPHandler(node: context)
         let boundHTTPHandler = NIOLoopBound(httpHandler, eventLoop: channel.eventLoop)
-        let idle = IdleStateHandler(readTimeout: .milliseconds(Int64(context.configuration.requestTimeout * 1000)))
         var limits = NIOHTTPDecoderLimitConfiguration()
         limits.maxHeaderFieldSize = 8192
         limits.maxHeaderListSize = 16384
         limits.maxHeaderFieldCount = 100
-        try channel.pipeline.syncOperations.addHandler(idle)
         try channel.pipeline.syncOperations.configureHTTPServerPipeline(
             withPipeliningAssistance: true,
             withServerUpgrade: (

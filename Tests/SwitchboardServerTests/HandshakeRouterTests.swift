@@ -1,0 +1,103 @@
+import NIOCore
+import NIOEmbedded
+import SwitchboardBroker
+@testable import SwitchboardServer
+import Testing
+
+@Suite("Handshake router")
+struct HandshakeRouterTests {
+    static let handshake = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
+        + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+
+    /// Records which way the router sent the connection and what reached the handler after it.
+    final class Recorder: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = ByteBuffer
+        var received: [UInt8] = []
+        var bytes: String { String(decoding: self.received, as: UTF8.self) }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            self.received += Self.unwrapInboundIn(data).readableBytesView
+        }
+    }
+
+    final class Routes: @unchecked Sendable {
+        var taken: String?
+        let recorder = Recorder()
+    }
+
+    static func channel(_ node: EmbeddedNode<some Broker>, _ routes: Routes) throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel(loop: node.loop)
+        try channel.pipeline.syncOperations.addHandler(HandshakeRouter(
+            node: node.context,
+            installHTTP: { channel in
+                routes.taken = "http"
+                try channel.pipeline.syncOperations.addHandler(routes.recorder)
+            },
+            installWebSocket: { channel in
+                routes.taken = "websocket"
+                try channel.pipeline.syncOperations.addHandler(routes.recorder)
+            }))
+        return channel
+    }
+
+    @Test("a plain /ws handshake is answered at once, even split over reads, and frames right behind it go on")
+    func shortPath() throws {
+        let node = try EmbeddedNode()
+        let routes = Routes()
+        let channel = try Self.channel(node, routes)
+        let bytes = Array(Self.handshake.utf8) + [0x81, 0x80, 0, 0, 0, 0]
+        try channel.writeInbound(ByteBuffer(bytes: bytes[..<5]))
+        try channel.writeInbound(ByteBuffer(bytes: bytes[5..<40]))
+        #expect(routes.taken == nil)
+        try channel.writeInbound(ByteBuffer(bytes: bytes[40...]))
+        #expect(routes.taken == "websocket")
+        let response = String(buffer: try #require(try channel.readOutbound(as: ByteBuffer.self)))
+        #expect(response == "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
+            + "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+        #expect(routes.recorder.received == [0x81, 0x80, 0, 0, 0, 0])
+        #expect(throws: (any Error).self) { try channel.pipeline.syncOperations.handler(type: HandshakeRouter.self) }
+    }
+
+    @Test("everything else goes to the HTTP pipeline with every byte", arguments: [
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST /ws HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+        "GET /wsx HTTP/1.1\r\n\r\n",
+        "GET /echo HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+        "GET /ws HTTP/1.0\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+        "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat\r\n\r\n",
+        "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    ])
+    func handOver(_ request: String) throws {
+        let node = try EmbeddedNode()
+        let routes = Routes()
+        let channel = try Self.channel(node, routes)
+        try channel.writeInbound(ByteBuffer(string: request))
+        #expect(routes.taken == "http")
+        #expect(routes.recorder.bytes == request)
+        #expect(try channel.readOutbound(as: ByteBuffer.self) == nil)
+    }
+
+    @Test("a head longer than the limit without an end goes to the HTTP pipeline (and its limits)")
+    func oversizeHead() throws {
+        let node = try EmbeddedNode()
+        let routes = Routes()
+        let channel = try Self.channel(node, routes)
+        let request = "GET /ws HTTP/1.1\r\nX: " + String(repeating: "a", count: HandshakeRouter.maximumHeadSize)
+        try channel.writeInbound(ByteBuffer(string: request))
+        #expect(routes.taken == "http")
+        #expect(routes.recorder.bytes == request)
+    }
+
+    @Test("a draining node sends handshakes to the HTTP pipeline, which refuses them")
+    func draining() throws {
+        let node = try EmbeddedNode()
+        node.context.setDraining()
+        let routes = Routes()
+        let channel = try Self.channel(node, routes)
+        try channel.writeInbound(ByteBuffer(string: Self.handshake))
+        #expect(routes.taken == "http")
+    }
+}
