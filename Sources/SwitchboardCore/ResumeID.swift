@@ -32,6 +32,8 @@ public enum ResumeID {
     /// The subscriptions an id names; throws on anything that is not an id made by `encode`.
     public static func decode(_ id: Substring, parser: JSONParser = JSONParser(maximumDepth: 4, maximumValues: 10_000)) throws(SwitchboardError) -> [(channel: String, since: StreamPosition?)] {
         guard let bytes = Base64URL.decode(id) else { throw .badRequest("Last-Event-ID is not base64url") }
+        // JSONParser takes only UTF-8 (it would turn other bytes into U+FFFD and accept them).
+        guard UTF8Validation.isValid(bytes) else { throw .badRequest("Last-Event-ID is not a position object") }
         let value: JSONValue
         do {
             value = try parser.parse(bytes)

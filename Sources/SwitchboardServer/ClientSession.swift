@@ -36,7 +36,9 @@ final class ClientSession: ChannelInboundHandler {
     private var state: State = .awaitingConnect
     private var clientInfo = ClientInfo(client: "", user: "")
     private var subscriptions: [String: SessionSubscription] = [:]
-    private var replies = CircularBuffer<ReplySlot>(initialCapacity: 4)
+    /// Replies in command order from `replyHead` on (an array, so that no storage is kept while none is due).
+    private var replies: [ReplySlot] = []
+    private var replyHead = 0
     private var firstReplySeq: UInt64 = 0
     private var nextReplySeq: UInt64 = 0
     private var connectPending: ConnectAggregate?
@@ -162,7 +164,7 @@ final class ClientSession: ChannelInboundHandler {
         case .poll:
             if !collector.objects.isEmpty || collector.timedOut { self.finishCollecting() }
         case .rpc:
-            if (self.replies.isEmpty && self.connectPending == nil) || collector.timedOut { self.finishCollecting() }
+            if (self.repliesAreDone && self.connectPending == nil) || collector.timedOut { self.finishCollecting() }
         }
     }
 
@@ -695,13 +697,18 @@ final class ClientSession: ChannelInboundHandler {
         return seq
     }
 
+    /// No reply is outstanding.
+    private var repliesAreDone: Bool { self.replyHead == self.replies.count }
+
     private func completeReply(_ seq: UInt64, _ frame: ByteBuffer, goLive: [SessionSubscription] = []) {
         guard seq >= self.firstReplySeq else { return }
-        let index = Int(seq - self.firstReplySeq)
+        let index = self.replyHead + Int(seq - self.firstReplySeq)
         guard index < self.replies.count else { return }
-        self.replies[self.replies.index(self.replies.startIndex, offsetBy: index)] = ReplySlot(frame: frame, goLive: goLive)
-        while let first = self.replies.first, let ready = first.frame {
-            self.replies.removeFirst()
+        self.replies[index] = ReplySlot(frame: frame, goLive: goLive)
+        while self.replyHead < self.replies.count, let ready = self.replies[self.replyHead].frame {
+            let first = self.replies[self.replyHead]
+            self.replies[self.replyHead] = ReplySlot()
+            self.replyHead += 1
             self.firstReplySeq += 1
             self.write(ready)
             for subscription in first.goLive {
@@ -710,6 +717,14 @@ final class ClientSession: ChannelInboundHandler {
                     for frame in frames { self.write(frame) }
                 }
             }
+        }
+        if self.replyHead == self.replies.count {
+            // An idle connection keeps no reply storage.
+            self.replies = []
+            self.replyHead = 0
+        } else if self.replyHead >= 64, self.replyHead * 2 >= self.replies.count {
+            self.replies.removeFirst(self.replyHead)
+            self.replyHead = 0
         }
     }
 
@@ -819,7 +834,8 @@ final class ClientSession: ChannelInboundHandler {
         self.state = .closed
         for subscription in self.subscriptions.values { self.endSubscription(subscription) }
         self.subscriptions.removeAll()
-        self.replies.removeAll()
+        self.replies = []
+        self.replyHead = 0
         self.connectPending = nil
         if wasConnected {
             self.fanout.remove(client: self.clientInfo.client)

@@ -3,6 +3,7 @@ import NIOCore
 import NIOEmbedded
 import NIOWebSocket
 import SwitchboardBroker
+public import SwitchboardCore
 
 /// Entry points for the fuzz targets in `Fuzz/` (not API).
 @_spi(Fuzzing)
@@ -38,5 +39,27 @@ public enum FuzzingSupport {
         _ = broker.shutdown()
         loop.run()
         try? loop.syncShutdownGracefully()
+    }
+
+    // MARK: HTTP transport inputs (thin wrappers over internal parsers)
+
+    /// `EventStreamSessionID(_:)`: the parts of an SSE session id, nil when it is malformed.
+    public static func parseSessionID(_ text: Substring) -> (client: String, secret: String, node: String, loop: Int)? {
+        EventStreamSessionID(text).map { ($0.client, $0.secret, $0.node, $0.loop) }
+    }
+
+    /// `HTTPQuery(uri:)`: the decoded query of a request target.
+    public static func parseQuery(uri: String) -> [String: String] {
+        HTTPQuery(uri: uri).values
+    }
+
+    /// `HTTPQuery.decode(_:)`: one percent-decoded query component, nil when malformed.
+    public static func decodeQueryComponent(_ text: Substring) -> String? {
+        HTTPQuery.decode(text)
+    }
+
+    /// `ClientSession.parseCommands(_:allowConnect:)`: the commands of an HTTP body, nil when it is refused.
+    public static func parseCommands(_ body: [UInt8], allowConnect: Bool) -> [ClientMessage]? {
+        try? ClientSession.parseCommands(ByteBuffer(bytes: body), allowConnect: allowConnect).get()
     }
 }

@@ -123,67 +123,98 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
 
     /// The `Sec-WebSocket-Key` of a head that is a plain RFC 6455 handshake for `/ws`
     /// over HTTP/1.1; nil for anything this parser does not accept without doubt.
+    /// Works on the bytes (no strings but the key): it runs for every connection.
     static func webSocketKey(_ head: ByteBufferView.SubSequence) -> String? {
-        guard let text = String(validating: head, as: UTF8.self) else { return nil }
-        var lines = text.split(separator: "\r\n", omittingEmptySubsequences: false)
-        // The head ends with an empty line (and the split gives one more empty piece).
-        while lines.last?.isEmpty == true { lines.removeLast() }
-        guard let requestLine = lines.first else { return nil }
-        let parts = requestLine.split(separator: " ", omittingEmptySubsequences: false)
-        guard parts.count == 3, parts[0] == "GET", parts[2] == "HTTP/1.1" else { return nil }
-        let target = parts[1]
-        guard target == "/ws" || target.hasPrefix("/ws?") else { return nil }
+        var lineStart = head.startIndex
+        var isRequestLine = true
         var upgrade = false
         var connectionUpgrade = false
         var version = false
-        var key: Substring?
-        for line in lines.dropFirst() {
-            guard let colon = line.firstIndex(of: ":"), colon != line.startIndex else { return nil }
-            let name = line[..<colon]
-            // No whitespace inside or before a field name, no obsolete line folding.
-            guard !name.contains(where: { $0 == " " || $0 == "\t" }) else { return nil }
-            let value = line[line.index(after: colon)...].trimmingSpaces
-            switch name.lowercased() {
-            case "upgrade":
-                upgrade = value.split(separator: ",").contains { $0.trimmingSpaces.lowercased() == "websocket" }
-            case "connection":
-                connectionUpgrade = value.split(separator: ",").contains { $0.trimmingSpaces.lowercased() == "upgrade" }
-            case "sec-websocket-version":
+        var key: Range<Int>?
+        while lineStart < head.endIndex {
+            guard let cr = head[lineStart...].firstIndex(of: UInt8(ascii: "\r")), cr + 1 < head.endIndex + 1 else { return nil }
+            let line = lineStart..<cr
+            lineStart = cr + 2
+            if line.isEmpty { break }  // the blank line that ends the head
+            if isRequestLine {
+                isRequestLine = false
+                guard Self.isWebSocketRequestLine(head[line]) else { return nil }
+                continue
+            }
+            guard let colon = head[line].firstIndex(of: UInt8(ascii: ":")), colon > line.lowerBound else { return nil }
+            let name = head[line.lowerBound..<colon]
+            // No whitespace in or before a field name (and so no obsolete line folding).
+            guard !name.contains(where: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }) else { return nil }
+            let value = Self.trimmed(head, colon + 1..<line.upperBound)
+            if Self.equalsIgnoringCase(name, "upgrade") {
+                upgrade = upgrade || Self.hasToken(head[value], "websocket")
+            } else if Self.equalsIgnoringCase(name, "connection") {
+                connectionUpgrade = connectionUpgrade || Self.hasToken(head[value], "upgrade")
+            } else if Self.equalsIgnoringCase(name, "sec-websocket-version") {
                 guard !version else { return nil }
-                version = value == "13"
-            case "sec-websocket-key":
+                version = head[value].elementsEqual("13".utf8)
+            } else if Self.equalsIgnoringCase(name, "sec-websocket-key") {
                 guard key == nil else { return nil }
                 key = value
-            case "sec-websocket-extensions", "sec-websocket-protocol", "transfer-encoding", "content-length":
+            } else if Self.equalsIgnoringCase(name, "sec-websocket-extensions") || Self.equalsIgnoringCase(name, "sec-websocket-protocol")
+                || Self.equalsIgnoringCase(name, "transfer-encoding") || Self.equalsIgnoringCase(name, "content-length") {
                 // Negotiations and bodies are the HTTP path's business.
                 return nil
-            default:
-                break
             }
         }
-        guard upgrade, connectionUpgrade, version, let key, Self.isWebSocketKey(key) else { return nil }
-        return String(key)
+        guard !isRequestLine, upgrade, connectionUpgrade, version, let key, Self.isWebSocketKey(head[key]) else { return nil }
+        return String(decoding: head[key], as: UTF8.self)
+    }
+
+    private static let requestLineStart = Array("GET /ws".utf8)
+    private static let requestLineEnd = Array(" HTTP/1.1".utf8)
+
+    /// `GET /ws HTTP/1.1` or `GET /ws?<query> HTTP/1.1`.
+    private static func isWebSocketRequestLine(_ line: ByteBufferView.SubSequence) -> Bool {
+        guard line.starts(with: Self.requestLineStart), line.count >= Self.requestLineStart.count + Self.requestLineEnd.count,
+            line.suffix(Self.requestLineEnd.count).elementsEqual(Self.requestLineEnd)
+        else { return false }
+        let middle = line.dropFirst(Self.requestLineStart.count).dropLast(Self.requestLineEnd.count)
+        if middle.isEmpty { return true }
+        return middle.first == UInt8(ascii: "?") && !middle.contains(UInt8(ascii: " "))
+    }
+
+    private static func trimmed(_ bytes: ByteBufferView.SubSequence, _ range: Range<Int>) -> Range<Int> {
+        var lower = range.lowerBound
+        var upper = range.upperBound
+        while lower < upper, bytes[lower] == UInt8(ascii: " ") || bytes[lower] == UInt8(ascii: "\t") { lower += 1 }
+        while upper > lower, bytes[upper - 1] == UInt8(ascii: " ") || bytes[upper - 1] == UInt8(ascii: "\t") { upper -= 1 }
+        return lower..<upper
+    }
+
+    private static func equalsIgnoringCase(_ bytes: ByteBufferView.SubSequence, _ lowercase: StaticString) -> Bool {
+        guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
+        return lowercase.withUTF8Buffer { expected in
+            zip(bytes, expected).allSatisfy { ($0 | 0x20) == $1 || $0 == $1 }
+        }
+    }
+
+    /// Whether a comma-separated header value holds `token` (ASCII, any case).
+    private static func hasToken(_ value: ByteBufferView.SubSequence, _ token: StaticString) -> Bool {
+        var start = value.startIndex
+        while start <= value.endIndex {
+            let end = value[start...].firstIndex(of: UInt8(ascii: ",")) ?? value.endIndex
+            let item = Self.trimmed(value, start..<end)
+            if Self.equalsIgnoringCase(value[item], token) { return true }
+            start = end + 1
+        }
+        return false
     }
 }
 
 @available(*, unavailable)
 extension HandshakeRouter: Sendable {}
 
-extension Substring {
-    fileprivate var trimmingSpaces: Substring {
-        var s = self
-        while let first = s.first, first == " " || first == "\t" { s.removeFirst() }
-        while let last = s.last, last == " " || last == "\t" { s.removeLast() }
-        return s
-    }
-}
-
 extension HandshakeRouter {
     /// Whether a `Sec-WebSocket-Key` is the base64 of 16 bytes (RFC 6455 section 4.1).
-    fileprivate static func isWebSocketKey(_ key: Substring) -> Bool {
-        let utf8 = key.utf8
-        guard utf8.count == 24, key.hasSuffix("==") else { return false }
-        return utf8.dropLast(2).allSatisfy { byte in
+    fileprivate static func isWebSocketKey(_ key: ByteBufferView.SubSequence) -> Bool {
+        guard key.count == 24, key.suffix(2).elementsEqual("==".utf8) else { return false }
+        return key.dropLast(2).allSatisfy { byte in
             (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || (byte >= 0x30 && byte <= 0x39)
                 || byte == UInt8(ascii: "+") || byte == UInt8(ascii: "/")
         }

@@ -57,7 +57,22 @@ struct HandshakeRouterTests {
         #expect(throws: (any Error).self) { try channel.pipeline.syncOperations.handler(type: HandshakeRouter.self) }
     }
 
+    @Test("header names in any case, a query, and token lists take the short path", arguments: [
+        "GET /ws?token=abc HTTP/1.1\r\nhost: x\r\nupgrade: WebSocket\r\nconnection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n",
+        "GET /ws HTTP/1.1\r\nUPGRADE:websocket\r\nConnection:  keep-alive ,  upgrade \r\nSEC-WEBSOCKET-KEY: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version:13\r\n\r\n",
+    ])
+    func shortPathVariants(_ request: String) throws {
+        let node = try EmbeddedNode()
+        let routes = Routes()
+        let channel = try Self.channel(node, routes)
+        try channel.writeInbound(ByteBuffer(string: request))
+        #expect(routes.taken == "websocket")
+        #expect(String(buffer: try #require(try channel.readOutbound(as: ByteBuffer.self))).contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="))
+    }
+
     @Test("everything else goes to the HTTP pipeline with every byte", arguments: [
+        "GET /ws?a b HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nbroken line\r\n\r\n",
         "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
         "POST /ws HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
         "GET /wsx HTTP/1.1\r\n\r\n",
