@@ -34,8 +34,11 @@ extension HTTPHandler {
                 }
                 params = try ConnectParams.parse(object)
             }
-            if let lastEventID = head.headers.first(name: "last-event-id"), !lastEventID.isEmpty {
-                for resumed in try ResumeID.decode(Substring(lastEventID)) {
+            // A Last-Event-ID that is not ours (a proxy's, a stale format) is ignored rather than refused:
+            // EventSource gives up for good on an error status, and `connect` still names the channels.
+            if let lastEventID = head.headers.first(name: "last-event-id"), !lastEventID.isEmpty,
+                let resumedSubs = try? ResumeID.decode(Substring(lastEventID)) {
+                for resumed in resumedSubs {
                     if let i = params.subs.firstIndex(where: { $0.channel == resumed.channel }) {
                         params.subs[i].since = resumed.since ?? params.subs[i].since
                     } else {
