@@ -50,6 +50,15 @@ def poll(node, subs: dict, timeout: float = 5, client: str | None = None, token:
     return arr
 
 
+def first_position(node, ch: str, token: str | None = None) -> dict:
+    """The position a first poll (`{}`) gets: {"offset", "epoch"}."""
+    arr = poll(node, {ch: {}}, timeout=2, token=token)
+    assert len(arr) == 1 and "position" in arr[0] and arr[0]["channel"] == ch, (
+        f"a first poll for {ch!r} must get the channel's position: {arr}")
+    p = arr[0]["position"]
+    return {"offset": p["offset"], "epoch": p["epoch"]}
+
+
 def timed_poll(node, subs, **kw) -> tuple[list, float]:
     t = time.monotonic()
     arr = poll(node, subs, **kw)
@@ -156,36 +165,49 @@ class Follower:
 # --------------------------------------------------------------------------
 
 
-def test_poll_position_then_live_then_history(node):
-    ch = "lp:basic"
+def test_poll_first_position_at_once(node):
+    ch, ch2 = "lp:first", "lp:first-new"
     publish(node, ch, {"n": 1})
     epoch = publish(node, ch, {"n": 2})["epoch"]
     arr, took = timed_poll(node, {ch: {}}, timeout=5)
-    assert took < 2, f"a first poll is answered at once with the position (took {took:.2f}s)"
     assert len(arr) == 1 and arr[0]["channel"] == ch and "position" in arr[0], arr
     pos = arr[0]["position"]
     assert pos["offset"] == 2 and pos["epoch"] == epoch, pos
     assert pos.get("recovered") is not True, pos
+    assert took < 1.5, f"a first poll must be answered at once with the position (took {took:.2f}s)"
+    # History for one channel and a first poll for another: both, at once.
+    arr, took = timed_poll(node, {ch: {"offset": 1, "epoch": epoch}, ch2: {}}, timeout=5)
+    assert [it["pub"]["offset"] for it in arr if it["channel"] == ch] == [2], arr
+    assert [it["position"]["offset"] for it in arr if it["channel"] == ch2] == [0], arr
+    assert took < 1.5, f"history + a new channel: answered after {took:.2f}s, not at once: {arr}"
 
+
+def test_poll_completed_by_publication_and_history(node):
+    ch = "lp:basic"
+    publish(node, ch, {"n": 1})
+    pos = first_position(node, ch)
+    assert pos["offset"] == 1, pos
+    epoch = pos["epoch"]
     # A poll from the current position waits; a publication completes it at once.
-    bg = Background(poll, node, {ch: {"offset": 2, "epoch": epoch}}, timeout=10)
+    bg = Background(poll, node, {ch: {"offset": 1, "epoch": epoch}}, timeout=10)
     time.sleep(0.8)
     assert bg.running(), f"a poll with nothing new returned at once: {bg.result(1)}"
     t_pub = time.monotonic()
-    publish(node, ch, {"n": 3})
+    publish(node, ch, {"n": 2})
     arr = bg.result(5)
     assert bg.done_at - t_pub < 1.0, f"the waiting poll answered {bg.done_at - t_pub:.2f}s after the publication"
     assert len(arr) == 1 and arr[0]["channel"] == ch, arr
-    assert arr[0]["pub"]["offset"] == 3 and arr[0]["pub"]["data"] == {"n": 3}, arr
+    assert arr[0]["pub"]["offset"] == 2 and arr[0]["pub"]["data"] == {"n": 2}, arr
 
     # What history already holds comes at once, oldest first.
+    publish(node, ch, {"n": 3})
     publish(node, ch, {"n": 4})
-    publish(node, ch, {"n": 5})
-    arr, took = timed_poll(node, {ch: {"offset": 3, "epoch": epoch}}, timeout=10)
+    arr, took = timed_poll(node, {ch: {"offset": 2, "epoch": epoch}}, timeout=10)
     assert took < 1.5, f"history after the position must be answered at once (took {took:.2f}s)"
-    assert [(it["pub"]["offset"], it["pub"]["data"]) for it in arr] == [(4, {"n": 4}), (5, {"n": 5})], arr
-    arr, took = timed_poll(node, {ch: {"offset": 1, "epoch": epoch}}, timeout=10)
-    assert [it["pub"]["offset"] for it in arr] == [2, 3, 4, 5], arr
+    assert [(it["pub"]["offset"], it["pub"]["data"]) for it in arr] == [(3, {"n": 3}), (4, {"n": 4})], arr
+    arr, took = timed_poll(node, {ch: {"offset": 0, "epoch": epoch}}, timeout=10)
+    assert [it["pub"]["offset"] for it in arr] == [1, 2, 3, 4], arr
+    assert took < 1.5
 
 
 def test_poll_timeout_returns_empty(node):
@@ -249,25 +271,30 @@ def test_poll_unrecoverable_positions(node_factory):
     ch = "lp:epoch"
     for i in range(3):
         epoch = publish(node, ch, i)["epoch"]
-    arr = poll(node, {ch: {"offset": 1, "epoch": epoch + "-old"}}, timeout=5)
+    slow: list[float] = []  # how long each unrecoverable poll took: they must be answered at once
+    arr, took = timed_poll(node, {ch: {"offset": 1, "epoch": epoch + "-old"}}, timeout=5)
     assert arr == [{"channel": ch, "position": {"offset": 3, "epoch": epoch, "recovered": False}}], arr
+    slow.append(took)
 
     small = "small:trim"
     for i in range(1, 21):
         sepoch = publish(node, small, i)["epoch"]
     arr, took = timed_poll(node, {small: {"offset": 2, "epoch": sepoch}}, timeout=5)
-    assert took < 1.5
     assert arr == [{"channel": small, "position": {"offset": 20, "epoch": sepoch, "recovered": False}}], (
         f"offsets 3..15 were trimmed away: the poll must say recovered false, never a partial list: {arr}")
+    slow.append(took)
     arr = poll(node, {small: {"offset": 16, "epoch": sepoch}}, timeout=5)
     assert [it["pub"]["offset"] for it in arr] == [17, 18, 19, 20], arr
     # Both in one poll: each channel on its own.
-    arr = poll(node, {small: {"offset": 19, "epoch": sepoch}, ch: {"offset": 0, "epoch": "nope"}}, timeout=5)
+    arr, took = timed_poll(node, {small: {"offset": 19, "epoch": sepoch}, ch: {"offset": 0, "epoch": "nope"}},
+                           timeout=5)
+    slow.append(took)
     by_ch = {}
     for it in arr:
         by_ch.setdefault(it["channel"], []).append(it)
     assert [it["pub"]["offset"] for it in by_ch[small]] == [20], arr
     assert by_ch[ch] == [{"channel": ch, "position": {"offset": 3, "epoch": epoch, "recovered": False}}], arr
+    assert max(slow) < 1.5, f"unrecoverable positions must be answered at once, took {[round(t, 2) for t in slow]}s"
 
 
 def test_poll_channel_without_history(node_factory):
@@ -295,8 +322,8 @@ def test_poll_alternating_nodes_cluster(cluster):
     chans = ["lp:c1", "lp:c2"]
     # A poll waiting on node1 is completed at once by a publication on node0.
     wake = "lp:wake"
-    pos = poll(nodes[1], {wake: {}}, timeout=0)[0]["position"]
-    bg = Background(poll, nodes[1], {wake: {"offset": pos["offset"], "epoch": pos["epoch"]}}, timeout=10)
+    pos = first_position(nodes[1], wake)
+    bg = Background(poll, nodes[1], {wake: pos}, timeout=10)
     time.sleep(0.8)
     assert bg.running(), "nothing new: the poll should wait"
     t_pub = time.monotonic()
@@ -468,7 +495,7 @@ def test_poll_tokens(token_node):
     arr = poll(node, {ch: {}}, timeout=1, token=good)  # Bearer
     assert arr and arr[0]["position"]["offset"] == 0, arr
     r = lp_poll(node, {"subs": {ch: {}}, "timeout": 1, "token": good})
-    assert r.status_code == 200 and r.json()[0]["position"]["offset"] == 0, r.text[:200]
+    assert r.status_code == 200 and [it.get("position", {}).get("offset") for it in r.json()] == [0], r.text[:200]
     rep = rpc(node, [{"id": 1, "publish": {"channel": ch, "data": "good"}}], token=good)[0]
     assert rep["result"]["offset"] == 1, rep
 
@@ -527,7 +554,11 @@ def test_poll_permission_denied(node_factory):
 def test_poll_while_draining(node_factory):
     node = node_factory.start(drain_seconds=4)
     ch = "lp:drain"
-    poll(node, {ch: {}}, timeout=0)
+    pos = first_position(node, ch)
+    # A poll already waiting when the drain starts is answered (not reset, not left to hang).
+    inflight = Background(lp_poll, node, {"subs": {ch: pos}, "timeout": 30})
+    time.sleep(0.5)
+    assert inflight.running()
     t0 = time.monotonic()
     node.signal(signal.SIGTERM)
     while node.http("GET", "/readyz", 1.0).status_code != 503:
@@ -535,6 +566,12 @@ def test_poll_while_draining(node_factory):
         time.sleep(0.05)
     r = lp_poll(node, {"subs": {ch: {}}, "timeout": 1})
     assert r.status_code == 503, f"poll while draining: HTTP {r.status_code} {r.text[:200]}"
+    r = inflight.result(6)
+    assert inflight.done_at - t0 < 4.5, f"the waiting poll was answered {inflight.done_at - t0:.1f}s into the drain"
+    assert r.status_code in (200, 503), f"waiting poll at drain: HTTP {r.status_code} {r.text[:200]}"
+    if r.status_code == 200:
+        for it in r.json():
+            assert ("disconnect" in it and it["disconnect"].get("code") == 3001) or it.get("channel") == ch, it
     assert node.wait_exit(10) == 0
 
 
@@ -564,8 +601,7 @@ def test_many_bad_requests_keep_node_healthy(node):
             assert r.status_code == 200 and r.json() == {"status": "ok"}
             ws = await connect(node)
             await ws.subscribe(ch)
-            first = await asyncio.to_thread(poll, node, {ch: {}}, 0)
-            epoch = first[0]["position"]["epoch"]
+            epoch = (await asyncio.to_thread(first_position, node, ch))["epoch"]
             rep = (await asyncio.to_thread(rpc, node, [{"id": 1, "publish": {"channel": ch, "data": "ok"}}]))[0]
             assert rep["result"]["offset"] == 1
             assert (await ws.wait_pub(ch))["data"] == "ok"

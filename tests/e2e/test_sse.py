@@ -15,14 +15,16 @@ import time
 import pytest
 import requests
 
-from sbclient import (TOKEN_SECRET, SSEStream, SteadyTraffic, close_all_sse, connect, decode_event_id, run,
-                      sse_post, user_token)
+from sbclient import (TOKEN_SECRET, SSEStream, SteadyTraffic, b64url_encode_json, close_all_sse, connect,
+                      decode_event_id, run, sse_post, user_token)
 
 NS_YAML = """\
 # written by tests/e2e/test_sse.py
 namespaces:
   nohist:
     historySize: 0
+  small:
+    historySize: 5
   secret:
     anonymous: false
     publish: false
@@ -304,6 +306,42 @@ def test_sse_resume_last_event_id(node_factory):
     assert event_id_problems(c) == []
 
 
+def test_sse_resume_unrecoverable_is_told(node_factory):
+    """Last-Event-ID with a position that history no longer covers (trimmed,
+    or another epoch): the client is told `recovered: false`, never gets a
+    partial list, and continues from the current position."""
+    node = node_factory.start(config_text=NS_YAML)
+    ch, ch2 = "small:res", "res:epoch"
+    a = open_stream(node, connect={"subs": {ch: {}, ch2: {}}})
+    publish(node, ch, 1)
+    publish(node, ch2, 1)
+    a.wait_pubs(ch, 1)
+    a.wait_pubs(ch2, 1)
+    pos = decode_event_id(a.last_id)
+    epoch = pos[ch]["epoch"]
+    a.close()
+    for i in range(2, 21):
+        publish(node, ch, i)  # history keeps 16..20 only
+    forged = dict(pos)
+    forged[ch2] = {"offset": 1, "epoch": pos[ch2]["epoch"] + "-gone"}
+    b = open_stream(node, connect={"subs": {ch: {}, ch2: {}}}, last_event_id=b64url_encode_json(forged))
+    subs = b.info.get("subs") or {}
+    for c, off in ((ch, 20), (ch2, 1)):
+        r = subs.get(c)
+        assert r is not None, f"resumed connect result has no subs[{c!r}]: {b.info}"
+        assert r.get("recovered") is False and not r.get("publications"), f"{c}: must be told recovered false: {r}"
+        assert r.get("offset") == off, r
+    publish(node, ch, 21)
+    publish(node, ch2, 2)
+    b.wait_pubs(ch, 1)
+    b.wait_pubs(ch2, 1)
+    time.sleep(0.3)
+    assert offsets(b.pubs(ch)) == [21], f"a partial list or old publications arrived: {offsets(b.pubs(ch))}"
+    assert offsets(b.pubs(ch2)) == [2]
+    assert decode_event_id(b.last_id) == {ch: {"offset": 21, "epoch": epoch}, ch2: {"offset": 2, "epoch": pos[ch2]["epoch"]}}
+    assert event_id_problems(b) == []
+
+
 def test_sse_resume_across_cluster(cluster):
     """Stream on node A, commands POSTed to node B (forwarded through Redis),
     the resumed stream on node B: every publication once, in order."""
@@ -401,6 +439,82 @@ def test_sse_subscribe_errors(node_factory):
     time.sleep(0.2)
     assert anon.pubs(sec) == [], "a refused subscription still delivers"
     assert event_id_problems(anon) == [] and event_id_problems(user) == []
+
+
+def test_sse_commands_alternating_nodes_keep_order(cluster):
+    """A client POSTs one command at a time, alternately to the owning node
+    and to another one: the replies come in the order the POSTs were
+    accepted, the publications in offset order; refused POSTs on the
+    forwarding node run nothing."""
+    na, nb = cluster.start(2)
+    ch = "ord:alt"
+    s = open_stream(na, connect={"subs": {ch: {}}})
+    n = 30
+    for i in range(n):
+        post_ok(s, {"id": 2 + i, "publish": {"channel": ch, "data": {"i": i}}}, node=(na, nb)[i % 2])
+        if i == 10:
+            flip = "A" if s.session[-1] != "A" else "B"
+            r = sse_post(nb, s.session[:-1] + flip, {"id": 99, "publish": {"channel": ch, "data": "evil"}})
+            assert r.status_code in (400, 404), f"wrong secret via node B: HTTP {r.status_code} {r.text[:200]}"
+            r = sse_post(nb, s.session, b"{bad")
+            assert r.status_code == 400, f"bad body via node B: HTTP {r.status_code} {r.text[:200]}"
+            r = sse_post(nb, s.session, {"id": 98, "publish": {"channel": ch, "data": "x" * 70000}})
+            assert r.status_code == 413, f"oversize via node B: HTTP {r.status_code} {r.text[:200]}"
+    s.wait_reply(n + 1, timeout=10)
+    pubs = s.wait_pubs(ch, n, timeout=10)
+    time.sleep(0.3)
+    assert reply_ids(s) == list(range(1, n + 2)), f"replies out of POST order: {reply_ids(s)}"
+    replies = [o for o in s.objs() if isinstance(o, dict) and o.get("id", 0) >= 2]
+    assert [r["result"]["offset"] for r in replies] == list(range(1, n + 1)), "commands ran out of POST order"
+    pubs = s.pubs(ch)
+    assert offsets(pubs) == list(range(1, n + 1)) and [p["data"] for p in pubs] == [{"i": i} for i in range(n)]
+    assert all(p["info"]["client"] == s.client for p in pubs), "forwarded publishes carry the session's client"
+
+    # Concurrent POSTs through both nodes: each accepted once, each answered once.
+    from concurrent.futures import ThreadPoolExecutor
+    base = 100
+    with ThreadPoolExecutor(8) as ex:
+        rs = list(ex.map(lambda k: s.post([{"id": base + 2 * k, "ping": {}},
+                                           {"id": base + 2 * k + 1, "publish": {"channel": ch, "data": {"c": k}}}],
+                                          node=(na, nb)[k % 2]), range(24)))
+    assert [r.status_code for r in rs] == [202] * 24, [(r.status_code, r.text[:80]) for r in rs if r.status_code != 202]
+    s.wait_until(lambda: len(reply_ids(s)) >= n + 1 + 48, 10, "48 replies to concurrent POSTs")
+    time.sleep(0.3)
+    ids = reply_ids(s)[n + 1:]
+    assert sorted(ids) == list(range(base, base + 48)), f"replies lost or doubled: {sorted(ids)}"
+    for k in range(24):  # within one POST: in command order
+        assert ids.index(base + 2 * k) < ids.index(base + 2 * k + 1)
+    s.wait_pubs(ch, n + 24)
+    assert offsets(s.pubs(ch)) == list(range(1, n + 25))
+    assert event_id_problems(s) == [] and pub_id_problems(s, ch) == []
+
+
+def test_sse_api_disconnect_and_unsubscribe(token_node):
+    node = token_node
+    ch, ch2 = "sse:api", "sse:api2"
+    s = open_stream(node, connect={"token": user_token(TOKEN_SECRET, "erin"), "subs": {ch: {}, ch2: {}}})
+    node.api_result("unsubscribe", {"user": "erin", "channel": ch})
+    u = s.wait_obj(lambda o: o.get("channel") == ch and "unsubscribe" in o, what="an unsubscribe push")
+    assert u["unsubscribe"]["code"] == 2000, u
+    publish(node, ch, "after unsubscribe")
+    publish(node, ch2, "still subscribed")
+    s.wait_pubs(ch2, 1)
+    time.sleep(0.2)
+    assert s.pubs(ch) == [], "a publication after the API unsubscribe arrived"
+    assert set(decode_event_id(s.last_id)) == {ch2}, decode_event_id(s.last_id)
+
+    other = open_stream(node, connect={"subs": {ch2: {}}})
+    node.api_result("disconnect", {"client": s.client})
+    s.wait_end(timeout=5)
+    d = [o["disconnect"] for o in s.objs() if isinstance(o, dict) and "disconnect" in o]
+    assert d and d[-1]["code"] == 3502 and d[-1].get("reconnect") is not True, f"disconnect events {d}"
+    assert "disconnect" in s.objs()[-1], "the disconnect event is the last one"
+    r = sse_post(node, s.session, {"id": 5, "ping": {}})
+    assert r.status_code == 404, f"a disconnected session still takes commands: HTTP {r.status_code}"
+    # The other session is untouched.
+    publish(node, ch2, "for other")
+    assert [p["data"] for p in other.wait_pubs(ch2, 1)] == ["for other"]
+    assert not other.ended
 
 
 # --------------------------------------------------------------------------
