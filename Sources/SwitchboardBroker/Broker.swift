@@ -31,8 +31,8 @@ public protocol Broker: AnyObject, Sendable {
     /// Publications after `since` (or the latest ones), with the channel's current position.
     func history(_ query: HistoryQuery) -> EventLoopFuture<HistoryResult>
 
-    /// Adds or refreshes a client's presence in `channel` for `ttl` seconds.
-    func addPresence(channel: String, info: ClientInfo, ttl: Double) -> EventLoopFuture<Void>
+    /// Adds or refreshes clients' presence in `channel` for `ttl` seconds (one round trip for all of them).
+    func addPresence(channel: String, clients: [ClientInfo], ttl: Double) -> EventLoopFuture<Void>
 
     /// Removes a client's presence in `channel`.
     func removePresence(channel: String, client: String) -> EventLoopFuture<Void>
@@ -54,6 +54,13 @@ public protocol Broker: AnyObject, Sendable {
 
     /// Releases connections and timers.
     func shutdown() -> EventLoopFuture<Void>
+}
+
+extension Broker {
+    /// Adds or refreshes one client's presence in `channel` for `ttl` seconds.
+    public func addPresence(channel: String, info: ClientInfo, ttl: Double) -> EventLoopFuture<Void> {
+        self.addPresence(channel: channel, clients: [info], ttl: ttl)
+    }
 }
 
 /// Something a broker delivers to a node.

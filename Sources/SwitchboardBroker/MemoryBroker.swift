@@ -135,9 +135,11 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
         }
     }
 
-    public func addPresence(channel: String, info: ClientInfo, ttl: Double) -> EventLoopFuture<Void> {
+    public func addPresence(channel: String, clients: [ClientInfo], ttl: Double) -> EventLoopFuture<Void> {
         self.onLoop {
-            self.presenceByChannel[channel, default: [:]][info.client] = (info, self.clock() + ttl)
+            guard !clients.isEmpty else { return }
+            let expiry = self.clock() + ttl
+            for info in clients { self.presenceByChannel[channel, default: [:]][info.client] = (info, expiry) }
         }
     }
 

@@ -287,14 +287,15 @@ public final class RedisBroker: Broker, @unchecked Sendable {
 
     // MARK: Presence
 
-    public func addPresence(channel: String, info: ClientInfo, ttl: Double) -> EventLoopFuture<Void> {
+    public func addPresence(channel: String, clients: [ClientInfo], ttl: Double) -> EventLoopFuture<Void> {
+        guard !clients.isEmpty else { return self.eventLoop.makeSucceededVoidFuture() }
         let keys = [Self.presenceHashKey(channel), Self.presenceSetKey(channel)]
-        let arguments: [RESPArgument] = [
-            .string(info.client),
-            .bytes(Self.encodeClientInfo(info)),
-            .double(Self.now() + ttl),
-            .integer(Int64((ttl * 2).rounded(.up))),
-        ]
+        var arguments: [RESPArgument] = [.double(Self.now() + ttl), .integer(Int64((ttl * 2).rounded(.up)))]
+        arguments.reserveCapacity(2 + clients.count * 2)
+        for info in clients {
+            arguments.append(.string(info.client))
+            arguments.append(.bytes(Self.encodeClientInfo(info)))
+        }
         return self.client.evaluate(RedisBrokerScripts.addPresence, keys: keys, arguments: arguments).map { _ in }
     }
 

@@ -83,13 +83,16 @@ enum RedisBrokerScripts {
         """
     )
 
-    /// KEYS: presence hash, presence zset. ARGV: client, info JSON, expiry (s since 1970), key TTL (s).
+    /// KEYS: presence hash, presence zset. ARGV: expiry (s since 1970), key TTL (s), then client and
+    /// info JSON for each client.
     static let addPresence = RedisScript(
         """
-        redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-        redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-        redis.call('EXPIRE', KEYS[1], ARGV[4])
-        redis.call('EXPIRE', KEYS[2], ARGV[4])
+        for i = 3, #ARGV, 2 do
+          redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+          redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
+        end
+        redis.call('EXPIRE', KEYS[1], ARGV[2])
+        redis.call('EXPIRE', KEYS[2], ARGV[2])
         return 1
         """
     )

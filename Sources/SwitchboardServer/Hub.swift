@@ -53,6 +53,11 @@ final class Hub: @unchecked Sendable {
     /// SSE commands forwarded to other nodes, waiting for their outcome.
     private var forwardedCommands: [UInt64: (promise: EventLoopPromise<SessionCommandOutcome>, timeout: Scheduled<Void>)] = [:]
     private var nextCorrelation: UInt64 = 0
+    /// Presence entries to add, by channel: one broker call per channel per tick, however many join.
+    private var pendingPresence: [String: [ClientInfo]] = [:]
+    private var presenceFlushScheduled = false
+    /// Most entries in one presence call.
+    static let presenceBatchSize = 500
     /// Sessions by transport (`TransportName.index`), for the connections gauge.
     private var connectionsByTransport = [Int](repeating: 0, count: TransportName.allCases.count)
 
@@ -231,6 +236,27 @@ final class Hub: @unchecked Sendable {
         self.activate(request, activation: activation)
     }
 
+    private func queuePresence(_ client: ClientInfo, channel: String) {
+        self.pendingPresence[channel, default: []].append(client)
+        guard !self.presenceFlushScheduled else { return }
+        self.presenceFlushScheduled = true
+        self.eventLoop.execute {
+            self.presenceFlushScheduled = false
+            let pending = self.pendingPresence
+            self.pendingPresence = [:]
+            for (channel, clients) in pending { self.addPresence(clients, channel: channel) }
+        }
+    }
+
+    private func addPresence(_ clients: [ClientInfo], channel: String) {
+        var start = 0
+        while start < clients.count {
+            let end = min(clients.count, start + Self.presenceBatchSize)
+            _ = self.broker.addPresence(channel: channel, clients: Array(clients[start..<end]), ttl: self.presenceTTL)
+            start = end
+        }
+    }
+
     private func activate(_ request: JoinRequest, activation: SubscriptionActivation) {
         guard let channel = self.channels[request.channel] else { return }
         channel.members[request.id] = Member(loopIndex: request.loopIndex, client: request.client, options: request.options)
@@ -238,7 +264,7 @@ final class Hub: @unchecked Sendable {
         self.channels[request.channel] = channel
         self.enqueue(.activate(activation), loop: request.loopIndex)
         if request.options.presence {
-            _ = self.broker.addPresence(channel: request.channel, info: request.client, ttl: self.presenceTTL)
+            self.queuePresence(request.client, channel: request.channel)
         }
         if request.options.joinLeave {
             _ = self.broker.publishPresenceEvent(.join(request.client), channel: request.channel)
@@ -258,6 +284,7 @@ final class Hub: @unchecked Sendable {
             channel.loopCounts[member.loopIndex] -= 1
             self.channels[name] = channel
             if member.options.presence {
+                self.pendingPresence[name]?.removeAll { $0.client == member.client.client }
                 _ = self.broker.removePresence(channel: name, client: member.client.client)
             }
             if member.options.joinLeave {
@@ -615,9 +642,8 @@ final class Hub: @unchecked Sendable {
         while done < self.presencePerTick, let name = self.presenceQueue.popLast() {
             done += 1
             guard let channel = self.channels[name] else { continue }
-            for member in channel.members.values where member.options.presence {
-                _ = self.broker.addPresence(channel: name, info: member.client, ttl: self.presenceTTL)
-            }
+            let present = channel.members.values.compactMap { $0.options.presence ? $0.client : nil }
+            self.addPresence(present, channel: name)
         }
     }
 

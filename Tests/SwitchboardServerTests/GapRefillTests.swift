@@ -36,8 +36,8 @@ final class LossyBroker: Broker, @unchecked Sendable {
     func subscribe(channel: String) -> EventLoopFuture<Void> { self.inner.subscribe(channel: channel) }
     func unsubscribe(channel: String) -> EventLoopFuture<Void> { self.inner.unsubscribe(channel: channel) }
     func history(_ query: HistoryQuery) -> EventLoopFuture<HistoryResult> { self.inner.history(query) }
-    func addPresence(channel: String, info: ClientInfo, ttl: Double) -> EventLoopFuture<Void> {
-        self.inner.addPresence(channel: channel, info: info, ttl: ttl)
+    func addPresence(channel: String, clients: [ClientInfo], ttl: Double) -> EventLoopFuture<Void> {
+        self.inner.addPresence(channel: channel, clients: clients, ttl: ttl)
     }
     func removePresence(channel: String, client: String) -> EventLoopFuture<Void> {
         self.inner.removePresence(channel: channel, client: client)
