@@ -180,7 +180,6 @@ public final class FanoutBench {
             let sink = DiscardingOutboundSink()
             let pipeline = connection.pipeline.syncOperations
             try pipeline.addHandler(sink, position: .first)
-            try pipeline.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: configuration.maxMessageSize)))
             try pipeline.addHandler(WebSocketFrameHandler(maximumMessageSize: configuration.maxMessageSize))
             try pipeline.addHandler(ClientSession(node: self.node, fanout: fanout))
             for command in [connect, subscribe] {
@@ -290,7 +289,6 @@ public final class CommandFrameBench {
         self.channel = channel
         self.sink = DecodingInboundSink()
         let pipeline = channel.pipeline.syncOperations
-        try pipeline.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maximumMessageSize)))
         try pipeline.addHandler(WebSocketFrameHandler(maximumMessageSize: maximumMessageSize))
         try pipeline.addHandler(self.sink)
     }

@@ -86,9 +86,7 @@ public final class SwitchboardNode: Sendable {
         for fanout in self.context.fanouts { fanout.start() }
         let context = self.context
         let configuration = self.configuration
-        let maxFrame = configuration.echoEndpoint
-            ? max(configuration.maxMessageSize, configuration.echoMaxMessageSize) : configuration.maxMessageSize
-        let upgrader = Self.makeUpgrader(context: context, maxFrame: maxFrame)
+        let upgrader = Self.makeUpgrader(context: context)
         // Made once, used by every connection's router.
         let installHTTP: @Sendable (any Channel) throws -> Void = { channel in
             try Self.configureHTTP(channel, context: context, upgrader: upgrader)
@@ -98,7 +96,6 @@ public final class SwitchboardNode: Sendable {
             if let idleContext = try? pipeline.context(handlerType: IdleStateHandler.self) {
                 pipeline.removeHandler(context: idleContext, promise: nil)
             }
-            try pipeline.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maxFrame)))
             try pipeline.addHandler(WebSocketFrameHandler(maximumMessageSize: context.configuration.maxMessageSize))
             try pipeline.addHandler(ClientSession(node: context, fanout: context.fanout(for: channel.eventLoop)))
         }
@@ -125,9 +122,8 @@ public final class SwitchboardNode: Sendable {
     }
 
     /// One upgrader for every connection (it keeps no per-connection state).
-    private static func makeUpgrader(context: NodeContext, maxFrame: Int) -> WebSocketUpgrader {
+    private static func makeUpgrader(context: NodeContext) -> WebSocketUpgrader {
         WebSocketUpgrader(
-            maxFrameSize: maxFrame,
             accepts: { head in
                 let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
                 return !context.isDraining && (path == "/ws" || (path == "/echo" && context.configuration.echoEndpoint))

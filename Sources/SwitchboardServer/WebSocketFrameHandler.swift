@@ -6,10 +6,11 @@ import SwitchboardCore
 /// opcodes, fragmentation, UTF-8, close codes), joins fragments into messages
 /// under a size limit, answers pings and runs the closing handshake.
 ///
-/// Sits after NIO's `WebSocketFrameDecoder`; the handlers after it see only
-/// `WebSocketMessage`s and write finished frame bytes (`ByteBuffer`).
+/// Reads the frames itself (`WebSocketFrameParser`) from the socket's bytes;
+/// the handlers after it see only `WebSocketMessage`s and write finished
+/// frame bytes (`ByteBuffer`).
 final class WebSocketFrameHandler: ChannelDuplexHandler {
-    typealias InboundIn = WebSocketFrame
+    typealias InboundIn = ByteBuffer
     typealias InboundOut = WebSocketMessage
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -20,6 +21,10 @@ final class WebSocketFrameHandler: ChannelDuplexHandler {
     private var partialIsText = false
     private var closeSent = false
     private var closeTimer: Scheduled<Void>?
+    /// Bytes of a frame that has not all arrived (nil when none: an idle connection keeps no buffer).
+    private var unparsed: ByteBuffer?
+    /// A header could not be read: the byte stream has no frame boundaries any more.
+    private var desynchronized = false
 
     init(maximumMessageSize: Int, closeTimeout: TimeAmount = .seconds(3)) {
         self.maximumMessageSize = maximumMessageSize
@@ -27,7 +32,38 @@ final class WebSocketFrameHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = Self.unwrapInboundIn(data)
+        guard !self.desynchronized else { return }
+        var incoming = Self.unwrapInboundIn(data)
+        if self.unparsed == nil {
+            self.unparsed = incoming
+        } else {
+            self.unparsed!.writeBuffer(&incoming)
+        }
+        while self.unparsed != nil {
+            let frame: WebSocketFrame?
+            do throws(WebSocketFrameParser.Failure) {
+                frame = try WebSocketFrameParser.next(&self.unparsed!, maximumLength: self.maximumMessageSize)
+            } catch {
+                self.unparsed = nil
+                self.desynchronized = true
+                switch error {
+                case .tooLarge: return self.fail(context: context, code: 1009, reason: "message too big")
+                case .protocolError(let reason): return self.fail(context: context, code: 1002, reason: reason)
+                }
+            }
+            guard let frame else { break }
+            self.handleFrame(context: context, frame)
+        }
+        if let unparsed = self.unparsed {
+            if unparsed.readableBytes == 0 {
+                self.unparsed = nil
+            } else if unparsed.readerIndex > 65_536 {
+                self.unparsed!.discardReadBytes()
+            }
+        }
+    }
+
+    private func handleFrame(context: ChannelHandlerContext, _ frame: WebSocketFrame) {
         guard !self.closeSent || frame.opcode == .connectionClose else { return }
         guard frame.maskKey != nil else { return self.fail(context: context, code: 1002, reason: "unmasked client frame") }
         guard !frame.rsv1, !frame.rsv2, !frame.rsv3 else {
@@ -172,6 +208,7 @@ final class WebSocketFrameHandler: ChannelDuplexHandler {
         self.closeTimer?.cancel()
         self.closeTimer = nil
         self.partial = nil
+        self.unparsed = nil
         context.fireChannelInactive()
     }
 }

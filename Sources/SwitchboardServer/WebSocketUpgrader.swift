@@ -8,13 +8,12 @@ import NIOWebSocket
 ///
 /// NIO's own upgrader installs its (unremovable) frame encoder; the data
 /// plane writes finished frame bytes instead (one buffer per publication for
-/// every subscriber), so this upgrader installs only the frame decoder and
-/// the node's handlers.
+/// every subscriber), and `WebSocketFrameHandler` reads frames itself, so
+/// this upgrader installs only the node's handlers.
 final class WebSocketUpgrader: HTTPServerProtocolUpgrader, Sendable {
     let supportedProtocol = "websocket"
     let requiredUpgradeHeaders: [String] = []
 
-    private let maxFrameSize: Int
     private let accepts: @Sendable (HTTPRequestHead) -> Bool
     private let installHandlers: @Sendable (any Channel, HTTPRequestHead) throws -> Void
 
@@ -25,11 +24,9 @@ final class WebSocketUpgrader: HTTPServerProtocolUpgrader, Sendable {
     }
 
     init(
-        maxFrameSize: Int,
         accepts: @escaping @Sendable (HTTPRequestHead) -> Bool,
         installHandlers: @escaping @Sendable (any Channel, HTTPRequestHead) throws -> Void
     ) {
-        self.maxFrameSize = maxFrameSize
         self.accepts = accepts
         self.installHandlers = installHandlers
     }
@@ -57,9 +54,6 @@ final class WebSocketUpgrader: HTTPServerProtocolUpgrader, Sendable {
     func upgrade(context: ChannelHandlerContext, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<Void> {
         let channel = context.channel
         return channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.addHandler(
-                ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: self.maxFrameSize))
-            )
             try self.installHandlers(channel, upgradeRequest)
         }
     }

@@ -49,7 +49,6 @@ struct TestSession {
     init(loop: EmbeddedEventLoop, context: NodeContext) throws {
         self.loop = loop
         self.channel = EmbeddedChannel(loop: loop)
-        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 65536)))
         try channel.pipeline.syncOperations.addHandler(WebSocketFrameHandler(maximumMessageSize: 65536))
         try channel.pipeline.syncOperations.addHandler(ClientSession(node: context, fanout: context.fanouts[0]))
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()

@@ -25,7 +25,6 @@ struct WebSocketFrameHandlerTests {
     let collector = MessageCollector()
 
     init() throws {
-        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 1024)))
         try channel.pipeline.syncOperations.addHandler(WebSocketFrameHandler(maximumMessageSize: 1024))
         try channel.pipeline.syncOperations.addHandler(collector)
     }
