@@ -43,3 +43,23 @@ ensure_redis_server() {
     fi
     command -v redis-server >/dev/null 2>&1 || { echo "redis-server is still not on PATH" >&2; return 1; }
 }
+
+# ensure_browser: the browser tests (tests/browser) drive Debian's Chromium
+# through its chromedriver (/usr/bin/chromedriver), headless.
+ensure_browser() {
+    if ! command -v chromium >/dev/null 2>&1 || [ ! -x /usr/bin/chromedriver ]; then
+        apt_install chromium chromium-driver
+    fi
+    command -v chromium >/dev/null 2>&1 || { echo "chromium is still not on PATH" >&2; return 1; }
+    [ -x /usr/bin/chromedriver ] || { echo "/usr/bin/chromedriver is still missing" >&2; return 1; }
+}
+
+# ensure_haproxy: the browser tests put HAProxy (round-robin, no stickiness)
+# in front of the nodes. Debian installs it in /usr/sbin; its service, where
+# it may start, uses the packaged config and none of the tests' ports.
+ensure_haproxy() {
+    if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
+        apt_install haproxy
+    fi
+    command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || { echo "haproxy is still missing" >&2; return 1; }
+}

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite: swift build, swift test, the Python end-to-end suite
-# against the real binary, and the Autobahn WebSocket conformance run.
+# against the real binary, the browser tests (headless Chromium on the demo
+# page and clients/js/switchboard.js, with Redis and HAProxy), and the
+# Autobahn WebSocket conformance run.
 #
 #   ./scripts/test.sh            (from anywhere; it works from the repo root)
 #
 # Installs what is missing (Debian packages via apt-get, among them
-# redis-server for the multi-node e2e tests, the e2e venv in .venv-e2e,
+# redis-server for the multi-node e2e tests, chromium, chromium-driver and
+# haproxy for the browser tests, the e2e venv in .venv-e2e (Selenium too),
 # Autobahn in .build-autobahn). Every step runs even when an
 # earlier one failed, unless it needs the binary and the build failed.
 # Exits non-zero when any step failed.
@@ -90,6 +93,16 @@ e2e() {
     "$VENV/bin/python" -m pytest -q tests/e2e
 }
 
+browser() {
+    ensure_browser
+    ensure_haproxy
+    ensure_redis_server
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tests/browser/requirements.txt
+    "$VENV/bin/python" -c 'import selenium; print("browser tests: selenium", selenium.__version__)'
+    "$BIN" serve --help >/dev/null
+    "$VENV/bin/python" -m pytest -q tests/browser
+}
+
 step "system packages" system_deps
 step "swift build" swift build
 if last_ok; then
@@ -97,13 +110,16 @@ if last_ok; then
     step "e2e venv" python_venv
     if last_ok; then
         step "e2e (pytest)" e2e
+        step "browser" browser
     else
         skip "e2e (pytest)" "no venv"
+        skip "browser" "no venv"
     fi
     step "autobahn" scripts/autobahn.sh
 else
     skip "swift test" "build failed"
     skip "e2e (pytest)" "build failed"
+    skip "browser" "build failed"
     skip "autobahn" "build failed"
 fi
 

@@ -17,6 +17,7 @@ export const VERSION = 'switchboard.js/1.0';
 const ALL_TRANSPORTS = ['websocket', 'sse', 'longpoll'];
 const CONNECT_ID = 1;            // the connect command's id on every transport (SSE implies it)
 const CHANNEL_MAX_BYTES = 255;
+const STABLE_MS = 5000;          // a connection that lived this long resets the reconnect backoff
 
 /**
  * An error from the server (a reply's `error`) or from the client itself.
@@ -499,9 +500,11 @@ class LongPollConn {
     try {
       for (;;) {
         if (this.done) return;
-        const subs = this.client._pollSubs(this);
+        const {subs, probe} = this.client._pollSubs(this);
         if (Object.keys(subs).length === 0) return;  // nothing to follow: idle until subscribe()
-        const timeout = Math.max(0, Math.min(60, Math.round(opts.pollTimeout / 1000)));
+        // A channel never positioned yet: poll with timeout 0, which answers at once with its position
+        // (or nothing, when it keeps no history); then poll as usual.
+        const timeout = probe.length ? 0 : Math.max(0, Math.min(60, Math.round(opts.pollTimeout / 1000)));
         const body = {subs, timeout, client: this.client._pollClient};
         this.restart = false;
         this.pollCtrl = new AbortController();
@@ -550,6 +553,8 @@ class LongPollConn {
           if (this.done) return;
           if (item && typeof item === 'object') this.client._connMessage(this, item);
         }
+        if (this.done) return;
+        if (probe.length) { this.client._pollProbed(probe); continue; }
         if (items.length === 0 && Date.now() - started < 200 && !this.restart) {
           await new Promise(r => setTimeout(r, 500));  // never spin on a node that answers [] at once
         }
@@ -634,6 +639,7 @@ export class Switchboard extends Emitter {
     this._reconnectTimer = null;
     this._watchdog = null;
     this._connectTimer = null;
+    this._stableTimer = null;
     this._pingMs = 0;
     this._pong = false;
     this._subs = new Map();          // channel -> Subscription
@@ -812,6 +818,8 @@ export class Switchboard extends Emitter {
   _stopConnTimers() {
     clearTimeout(this._connectTimer);
     this._connectTimer = null;
+    clearTimeout(this._stableTimer);
+    this._stableTimer = null;
     clearInterval(this._watchdog);
     this._watchdog = null;
   }
@@ -883,7 +891,10 @@ export class Switchboard extends Emitter {
     conn.lastActivity = Date.now();
     this._pingMs = (typeof res.ping === 'number' ? res.ping : 0) * 1000;
     this._pong = !!res.pong;
-    this._attempt = 0;
+    // The backoff starts over only once the connection has lived a while: one that dies at once
+    // after every connect reply (say, each command POST gets 404) must not reconnect in a tight loop.
+    clearTimeout(this._stableTimer);
+    this._stableTimer = setTimeout(() => { if (this._conn === conn) this._attempt = 0; }, STABLE_MS);
     this._failuresInRow = 0;
     this._worked.add(conn.name);
     this._connectResult = {...res, transport: conn.name};
@@ -971,23 +982,24 @@ export class Switchboard extends Emitter {
 
   _unsubscribe(sub, code, reason, byServer) {
     if (sub.state === 'unsubscribed') return;
-    const wasActive = true;
     sub.state = 'unsubscribed';
     sub._gen++;
     sub._buffer = [];
     if (this._subs.get(sub.channel) === sub) this._subs.delete(sub.channel);
     const conn = this._conn;
-    if (wasActive && conn && conn.connected) {
+    if (conn && conn.connected) {
       if (conn.name === 'longpoll') conn.restartPoll();
       else if (!byServer) this._call('unsubscribe', {channel: sub.channel}, true).catch(() => {});
     }
     sub._emit('unsubscribed', {channel: sub.channel, code, reason});
   }
 
-  // Long-polling: the `subs` of the next poll. Subscriptions with a position
-  // count as (re)subscribed once polled from it; new ones wait for `position`.
+  // Long-polling: the `subs` of the next poll, and the subscriptions that have
+  // no position yet (`probe`). Subscriptions with a position count as
+  // (re)subscribed once polled from it (a `position` with recovered: false
+  // says otherwise); new ones wait for their `position`.
   _pollSubs(conn) {
-    const subs = {};
+    const subs = {}, probe = [];
     for (const sub of this._subs.values()) {
       if (sub.state === 'unsubscribed') continue;
       const pos = this._posFor(sub);
@@ -1000,8 +1012,18 @@ export class Switchboard extends Emitter {
           sub._emit('subscribed', {channel: sub.channel, recovering: true, recovered: true, offset: pos.offset, epoch: pos.epoch, transport: 'longpoll'});
         }
       }
+      if (sub.state === 'subscribing' && !pos) probe.push(sub);
     }
-    return subs;
+    return {subs, probe};
+  }
+
+  // After a timeout-0 poll: a channel that got no `position` keeps no history (no offsets); it is followed as is.
+  _pollProbed(probe) {
+    for (const sub of probe) {
+      if (sub.state !== 'subscribing' || this._subs.get(sub.channel) !== sub) continue;
+      sub.state = 'subscribed';
+      sub._emit('subscribed', {channel: sub.channel, recovering: false, recovered: false, offset: undefined, epoch: undefined, transport: 'longpoll'});
+    }
   }
 
   _pollItem(conn, sub, item) {
@@ -1093,7 +1115,8 @@ export class Switchboard extends Emitter {
       sub._gen++;
       sub._buffer = [];
     }
-    const terminal = isTerminal(code) || serverReconnect === false && code >= 3500;
+    // No reconnect for 3500-3999 (and 1002/1007/1009), nor when a `disconnect` push says `reconnect: false`.
+    const terminal = isTerminal(code) || serverReconnect === false;
     this._log('connection over', conn.name, code, reason, wasConnected ? '(was connected)' : '(never connected)');
     if (terminal) {
       this._rejectAll(new SwitchboardError('closed', 'disconnected: ' + code + ' ' + reason));
