@@ -35,7 +35,7 @@ final class ClientSession: ChannelInboundHandler {
     private var context: ChannelHandlerContext?
     private var state: State = .awaitingConnect
     private var clientInfo = ClientInfo(client: "", user: "")
-    private var subscriptions: [String: SessionSubscription] = [:]
+    private var subscriptions = SessionSubscriptions()
     /// Replies in command order from `replyHead` on (an array, so that no storage is kept while none is due).
     private var replies: [ReplySlot] = []
     private var replyHead = 0
@@ -206,7 +206,8 @@ final class ClientSession: ChannelInboundHandler {
     private var resumeID: String {
         var subs: [(channel: String, position: StreamPosition?)] = []
         subs.reserveCapacity(self.subscriptions.count)
-        for (channel, subscription) in self.subscriptions {
+        for subscription in self.subscriptions.values {
+            let channel = subscription.channel
             if let epoch = subscription.epoch {
                 subs.append((channel, StreamPosition(offset: subscription.lastOffset, epoch: epoch)))
             } else {
@@ -366,7 +367,7 @@ final class ClientSession: ChannelInboundHandler {
         self.fanout.add(self, client: client)
         self.node.hub.register(client: client, user: user, loopIndex: self.fanout.index, transport: self.transport.name)
         let slot = self.reserveReply()
-        var aggregate = ConnectAggregate(id: id, slot: slot, remaining: 0)
+        let aggregate = ConnectAggregate(id: id, slot: slot, remaining: 0)
         var subscriptions: [SessionSubscription] = []
         for sub in params.subs {
             do {
@@ -494,7 +495,7 @@ final class ClientSession: ChannelInboundHandler {
         if let last = activation.following.last, last.offset > 0 { subscription.lastOffset = last.offset }
         subscription.state = .awaitingReply(activation.following.map(\.frame))
         self.fanout.addLive(subscription)
-        if var aggregate = self.connectPending, aggregate.slot == subscription.replySlot {
+        if let aggregate = self.connectPending, aggregate.slot == subscription.replySlot {
             aggregate.results.append((subscription.channel, .success(activation)))
             aggregate.live.append(subscription)
             aggregate.remaining -= 1
@@ -511,7 +512,7 @@ final class ClientSession: ChannelInboundHandler {
     func rejectSubscription(_ subscription: SessionSubscription, _ error: SwitchboardError) {
         guard self.subscriptions[subscription.channel] === subscription else { return }
         self.subscriptions[subscription.channel] = nil
-        if var aggregate = self.connectPending, aggregate.slot == subscription.replySlot {
+        if let aggregate = self.connectPending, aggregate.slot == subscription.replySlot {
             aggregate.results.append((subscription.channel, .failure(error)))
             aggregate.remaining -= 1
             self.connectPending = aggregate
@@ -887,13 +888,20 @@ struct ReplySlot {
     var goLive: [SessionSubscription] = []
 }
 
-/// A connect waiting for the subscriptions it asked for.
-struct ConnectAggregate {
+/// A connect waiting for the subscriptions it asked for (a class: a session holds one only while
+/// connecting, so the idle session keeps a nil reference rather than the whole struct inline).
+final class ConnectAggregate {
     var id: UInt32
     var slot: UInt64
     var remaining: Int
     var results: [(channel: String, outcome: Result<SubscriptionActivation, SwitchboardError>)] = []
     var live: [SessionSubscription] = []
+
+    init(id: UInt32, slot: UInt64, remaining: Int) {
+        self.id = id
+        self.slot = slot
+        self.remaining = remaining
+    }
 }
 
 extension HistoryQuery {
