@@ -7,7 +7,7 @@ let package = Package(
     name: "switchboard-fuzz",
     platforms: [.macOS(.v14)],
     dependencies: [
-        .package(path: ".."),
+        .package(name: "switchboard", path: ".."),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
@@ -29,6 +29,13 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
+            name: "FuzzHTTPTransport",
+            dependencies: [
+                .product(name: "SwitchboardCore", package: "switchboard"),
+                .product(name: "SwitchboardServer", package: "switchboard"),
             ]
         ),
     ]

@@ -33,6 +33,10 @@ final class APIPublishHandler: ChannelInboundHandler, RemovableChannelHandler, P
         self.context = context
     }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil  // the context keeps its handler: do not keep the context
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         if !self.closed, !self.loop.closing {
             self.loop.counters.noteError("the HTTP API connection closed with \(self.inFlight) requests in flight")

@@ -237,6 +237,13 @@ final class ClientSession: ChannelInboundHandler {
         self.context = context
     }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        // The context holds its handler for good: keeping it here would keep both (and the
+        // pipeline) alive after the connection ends.
+        self.close()
+        self.context = nil
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard self.state != .closed else { return }
         let message = Self.unwrapInboundIn(data)

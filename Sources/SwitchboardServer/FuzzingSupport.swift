@@ -24,7 +24,6 @@ public enum FuzzingSupport {
         loop.run()
         let channel = EmbeddedChannel(loop: loop)
         do {
-            try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 65_536)))
             try channel.pipeline.syncOperations.addHandler(WebSocketFrameHandler(maximumMessageSize: 65_536))
             try channel.pipeline.syncOperations.addHandler(ClientSession(node: context, fanout: fanout))
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()

@@ -127,6 +127,9 @@ extension HTTPHandler {
         guard body.readableBytes <= self.node.configuration.maxMessageSize else {
             return self.respond(context: context, head: head, Self.error(.payloadTooLarge, "body larger than \(self.node.configuration.maxMessageSize) bytes"))
         }
+        guard body.withUnsafeReadableBytes({ UTF8Validation.isValid($0) }) else {
+            return self.respond(context: context, head: head, Self.error(.badRequest, "body is not UTF-8"))
+        }
         var params = ConnectParams()
         var timeout = Self.defaultPollTimeout
         var client = ""
@@ -167,6 +170,9 @@ extension HTTPHandler {
     func rpc(context: ChannelHandlerContext, head: HTTPRequestHead, body: ByteBuffer) {
         guard body.readableBytes <= self.node.configuration.maxMessageSize else {
             return self.respond(context: context, head: head, Self.error(.payloadTooLarge, "body larger than \(self.node.configuration.maxMessageSize) bytes"))
+        }
+        guard body.withUnsafeReadableBytes({ UTF8Validation.isValid($0) }) else {
+            return self.respond(context: context, head: head, Self.error(.badRequest, "body is not UTF-8"))
         }
         let token = Self.bearerToken(head)
         if let failure = self.checkToken(token) {

@@ -3,11 +3,13 @@ struct HTTPQuery: Sendable {
     private(set) var values: [String: String] = [:]
 
     init(uri: String) {
-        guard let mark = uri.firstIndex(of: "?") else { return }
-        for pair in uri[uri.index(after: mark)...].split(separator: "&") {
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard let name = Self.decode(parts[0]) else { continue }
-            let value = parts.count > 1 ? Self.decode(parts[1]) : ""
+        // On bytes: as Characters, a `?`, `&` or `=` followed by a combining mark would not delimit.
+        let utf8 = uri.utf8
+        guard let mark = utf8.firstIndex(of: UInt8(ascii: "?")) else { return }
+        for pair in utf8[utf8.index(after: mark)...].split(separator: UInt8(ascii: "&")) {
+            let parts = pair.split(separator: UInt8(ascii: "="), maxSplits: 1, omittingEmptySubsequences: false)
+            guard let name = Self.decode(Substring(parts[0])) else { continue }
+            let value = parts.count > 1 ? Self.decode(Substring(parts[1])) : ""
             if let value, self.values[name] == nil { self.values[name] = value }
         }
     }

@@ -237,3 +237,29 @@ struct ClientSessionTests {
         #expect(messages[2]["result"]?["offset"] == .number("1"))
     }
 }
+
+@Suite("Session lifetime")
+struct SessionLifetimeTests {
+    @Test("a session is freed once its connection closes (it must not keep its context, which keeps it)")
+    func freedAfterClose() throws {
+        let node = try EmbeddedNode()
+        weak var weakSession: ClientSession?
+        weak var weakChannel: EmbeddedChannel?
+        do {
+            let channel = EmbeddedChannel(loop: node.loop)
+            let session = ClientSession(node: node.context, fanout: node.context.fanouts[0])
+            try channel.pipeline.syncOperations.addHandler(WebSocketFrameHandler(maximumMessageSize: 65536))
+            try channel.pipeline.syncOperations.addHandler(session)
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+            try channel.writeInbound(ByteBuffer(bytes: TestFrames.text(#"{"id":1,"connect":{"subs":{"a":{}}}}"#)))
+            node.loop.run()
+            weakSession = session
+            weakChannel = channel
+            _ = try channel.finish(acceptAlreadyClosed: true)
+            node.loop.run()
+        }
+        node.loop.run()
+        #expect(weakSession == nil, "the session outlived its connection")
+        #expect(weakChannel == nil, "the channel outlived its connection")
+    }
+}

@@ -164,6 +164,15 @@ struct TransportLoopbackTests {
         #expect(NIODeadline.now() - started >= .milliseconds(250))
         let (tooMany, _) = try await Self.post(port: port, group: group, path: "/poll", body: #"{"subs":"x"}"#)
         #expect(tooMany == 400)
+        for path in ["/poll", "/rpc", "/sse?session=x-0-1.0123456789abcdef0123456789abcdef"] {
+            // A body that is not UTF-8 is refused, not read with replacement characters.
+            var http = try await LoopbackClient.connect(port: port, group: group)
+            let body: [UInt8] = Array(#"{"subs":{"p\#u{00}":{}}}"#.utf8.prefix(10)) + [0xCD, 0x22, 0x7D]
+            try await http.send(Array("POST \(path) HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n".utf8) + body)
+            let (status, answer) = try await http.readHTTPResponse()
+            #expect(status == 400, "\(path)")
+            #expect(answer.contains("UTF-8"), "\(path): \(answer)")
+        }
         await node.stop()
         try await group.shutdownGracefully()
     }

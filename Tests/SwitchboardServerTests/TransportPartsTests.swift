@@ -15,6 +15,10 @@ struct TransportPartsTests {
         #expect(HTTPQuery(uri: "/sse")["connect"] == nil)
         #expect(HTTPQuery.decode("%C3%A9") == "é")
         #expect(HTTPQuery.decode("%FF") == nil)
+        // Delimiters are bytes: a combining mark after `&` must not hide the next parameter.
+        let marked = HTTPQuery(uri: "/sse?a=1&\u{0301}x=2&session=s")
+        #expect(marked["a"] == "1")
+        #expect(marked["session"] == "s")
     }
 
     @Test("a session id names node, loop and client; anything else is refused")
@@ -28,6 +32,8 @@ struct TransportPartsTests {
             "", "nab12c-1-2z", "nab12c-1-2z.short", "nab12c-1-2z.0123456789ABCDEF0123456789abcdef",
             "nab12c-x-2z.0123456789abcdef0123456789abcdef", "nab12c-1.0123456789abcdef0123456789abcdef",
             "-1-2.0123456789abcdef0123456789abcdef", String(repeating: "a", count: 300),
+            "nab12c-01-2z.0123456789abcdef0123456789abcdef", "nab12c-+1-2z.0123456789abcdef0123456789abcdef",
+            "n\u{0600}-x-1-2z.0123456789abcdef0123456789abcdef",
         ] {
             #expect(EventStreamSessionID(Substring(bad)) == nil, "\(bad)")
         }
