@@ -27,7 +27,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "e2e"))
 
-from sbclient import Node, RedisServer, RedisStartError, binary_path, free_port, redis_binary  # noqa: E402
+from sbclient import Node, RedisStartError, binary_path, redis_binary, start_redis  # noqa: E402
 
 from browserlib import CHROMEDRIVER, CHROMIUM, PAGE_MODE, HAProxy, Page, StaticServer, haproxy_binary, make_driver  # noqa: E402
 
@@ -178,22 +178,10 @@ def redis_server(artifacts, request):
         pytest.fail(f"{redis_binary()} not found: scripts/test.sh installs Debian's redis-server")
     workdir = os.path.join(artifacts, "redis")
     os.makedirs(workdir, exist_ok=True)
-    server = None
-    errors = []
-    for _ in range(5):
-        candidate = RedisServer(free_port(), os.path.join(artifacts, "redis.log"), workdir)
-        _ALL_PROCS.append(candidate)
-        try:
-            candidate.start()
-        except RedisStartError as e:
-            errors.append(str(e))
-            candidate.stop()
-            _ALL_PROCS.remove(candidate)
-            continue
-        server = candidate
-        break
-    if server is None:
-        pytest.fail("could not start redis-server:\n" + "\n".join(errors[-2:]))
+    try:
+        server = start_redis(os.path.join(artifacts, "redis.log"), workdir, _ALL_PROCS)
+    except RedisStartError as e:
+        pytest.fail(str(e))
     try:
         yield server
     finally:

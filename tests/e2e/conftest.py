@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from sbclient import Node, RedisServer, RedisStartError, binary_path, free_port, redis_binary
+from sbclient import Node, RedisServer, RedisStartError, binary_path, redis_binary, start_redis
 
 _ALL_NODES: list[Node] = []
 _ALL_REDIS: list[RedisServer] = []
@@ -162,22 +162,10 @@ def redis_server(tmp_path, request):
                     "(apt-get install redis-server), or set REDIS_SERVER_BIN")
     workdir = tmp_path / "redis"
     workdir.mkdir(exist_ok=True)
-    server = None
-    errors = []
-    for _ in range(5):  # the free port may be taken between probe and bind
-        candidate = RedisServer(free_port(), str(tmp_path / "redis.log"), str(workdir))
-        _ALL_REDIS.append(candidate)  # the atexit net covers it from its first start on
-        try:
-            candidate.start()
-        except RedisStartError as e:
-            errors.append(str(e))
-            candidate.stop()
-            _ALL_REDIS.remove(candidate)
-            continue
-        server = candidate
-        break
-    if server is None:
-        pytest.fail("could not start redis-server:\n" + "\n".join(errors[-2:]))
+    try:
+        server = start_redis(str(tmp_path / "redis.log"), str(workdir), _ALL_REDIS)
+    except RedisStartError as e:
+        pytest.fail(str(e))
     try:
         yield server
     finally:

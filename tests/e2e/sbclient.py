@@ -929,6 +929,26 @@ async def connect_url(url: str, token: str | None = None, timeout: float = DEFAU
     return c
 
 
+def start_redis(log_path: str, workdir: str, registry: list, attempts: int = 5) -> RedisServer:
+    """Starts a `RedisServer` on a free port, retrying on another port when the one
+    probed free was taken before redis-server bound it. The server is put in
+    `registry` (the caller's safety net) from its first start on; raises
+    RedisStartError after `attempts` failures."""
+    errors = []
+    for _ in range(attempts):
+        candidate = RedisServer(free_port(), log_path, workdir)
+        registry.append(candidate)
+        try:
+            candidate.start()
+        except RedisStartError as e:
+            errors.append(str(e))
+            candidate.stop()
+            registry.remove(candidate)
+            continue
+        return candidate
+    raise RedisStartError("could not start redis-server:\n" + "\n".join(errors[-2:]))
+
+
 def is_told(ev: dict) -> bool:
     """An event that tells a subscriber its stream may have a hole: an
     `unsubscribe` push with code 2500, a subscribe result with
