@@ -7,13 +7,15 @@ import SwitchboardRedis
 import Testing
 
 /// The same broker contract as the memory broker, against a real Redis.
+///
+/// Each case starts and stops its own `redis-server` (a shared static one was
+/// never stopped, and outlived every `swift test` run).
 @Suite("RedisBroker conformance", .serialized)
 struct RedisBrokerConformanceTests {
-    static let redis: RedisServerProcess? = try? RedisServerProcess()
-
     @Test(arguments: BrokerConformance.cases)
     func conformance(_ check: BrokerConformance.Case) async throws {
-        let redis = try #require(Self.redis, "redis-server could not be started (is it installed?)")
+        let redis = try RedisServerProcess()
+        defer { redis.kill() }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         try await check.run(using: {
             RedisBroker(

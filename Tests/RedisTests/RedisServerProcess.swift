@@ -88,9 +88,14 @@ final class RedisServerProcess: @unchecked Sendable {
         self.process = nil
     }
 
+    /// SIGTERM, then SIGKILL if it is still running after 2 s (a child started from the test
+    /// runner may inherit a mask that blocks SIGTERM; waiting unbounded would hang the run).
     func stop() {
         guard let process = self.process else { return }
         process.terminate()
+        let deadline = Date().addingTimeInterval(2)
+        while process.isRunning, Date() < deadline { usleep(10_000) }
+        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
         self.process = nil
     }
