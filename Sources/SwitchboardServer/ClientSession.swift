@@ -84,7 +84,7 @@ final class ClientSession: ChannelInboundHandler {
 
     /// Reads the commands of an HTTP body (SSE POST, `/rpc`): one or more JSON objects, one per line.
     /// Every one is checked before any runs, so a bad body is refused whole and costs nothing.
-    static func parseCommands(_ body: ByteBuffer, allowConnect: Bool) -> Result<[ClientMessage], HTTPCommandError> {
+    static func parseCommands(_ body: ByteBuffer, allowConnect: Bool, maximumCommands: Int) -> Result<[ClientMessage], HTTPCommandError> {
         let values: [JSONValue]
         do {
             values = try Self.parser.parseSequence(body.readableBytesView)
@@ -92,6 +92,9 @@ final class ClientSession: ChannelInboundHandler {
             return .failure(HTTPCommandError(message: "malformed JSON: \(error.message)"))
         }
         guard !values.isEmpty else { return .failure(HTTPCommandError(message: "no commands in the body")) }
+        guard values.count <= maximumCommands else {
+            return .failure(HTTPCommandError(message: "at most \(maximumCommands) commands per request", tooMany: true))
+        }
         var messages: [ClientMessage] = []
         messages.reserveCapacity(values.count)
         for value in values {
@@ -111,9 +114,9 @@ final class ClientSession: ChannelInboundHandler {
     /// Commands that arrived by HTTP (SSE POST), checked and run.
     func receiveCommands(_ body: ByteBuffer) -> SessionCommandOutcome {
         guard self.state == .connected else { return .rejected(status: 404, message: "unknown session") }
-        switch Self.parseCommands(body, allowConnect: false) {
+        switch Self.parseCommands(body, allowConnect: false, maximumCommands: self.node.configuration.maxCommandsPerRequest) {
         case .failure(let error):
-            return .rejected(status: 400, message: error.message)
+            return .rejected(status: error.tooMany ? 413 : 400, message: error.message)
         case .success(let messages):
             self.run(messages)
             return .accepted(messages.count)
@@ -174,15 +177,25 @@ final class ClientSession: ChannelInboundHandler {
             var object = self.allocator.buffer(capacity: 128)
             switch result.outcome {
             case .success(let activation):
+                var position = activation.position
                 if activation.recovered == true {
+                    // As many as fit in the answer; then the position of the last one that did,
+                    // so the client's next poll goes on from there and nothing is lost.
+                    var delivered: UInt64?
                     for publication in activation.publications {
                         var pub = self.allocator.buffer(capacity: 64 + publication.data.readableBytes)
                         pub.writePublicationPush(channel: result.channel, publication)
-                        collector.append(pub)
+                        guard collector.append(pub) else { break }
+                        delivered = publication.offset
                     }
-                    continue
+                    if delivered == activation.publications.last?.offset { continue }
+                    if let delivered, let epoch = position?.epoch {
+                        position = StreamPosition(offset: delivered, epoch: epoch)
+                    } else if let since = self.subscriptions[result.channel]?.requestedSince {
+                        position = since
+                    }
                 }
-                guard let position = activation.position else { continue }  // no history: nothing to carry
+                guard let position else { continue }  // no history: nothing to carry
                 object.writeStaticString("{\"channel\":")
                 object.writeJSONString(result.channel)
                 object.writeStaticString(",\"position\":{\"offset\":")
@@ -198,7 +211,7 @@ final class ClientSession: ChannelInboundHandler {
                 ResultWriter.writeError(&object, error)
                 object.writeInteger(UInt8(ascii: "}"))
             }
-            collector.append(object)
+            collector.appendPosition(object)
         }
     }
 
@@ -354,8 +367,7 @@ final class ClientSession: ChannelInboundHandler {
                 user = claims.user
                 info = claims.info
                 if let exp = claims.expiresAt {
-                    let remaining = exp - Date().timeIntervalSince1970
-                    self.tokenDeadline = .now() + .milliseconds(Int64(remaining * 1000))
+                    self.tokenDeadline = Self.deadline(expiresAt: exp, now: Date().timeIntervalSince1970)
                 }
             } catch {
                 return self.disconnect(error == .expired ? .tokenExpired : .invalidToken, push: false)
@@ -460,7 +472,7 @@ final class ClientSession: ChannelInboundHandler {
         var options = self.node.configuration.namespaces.options(for: channel)
         // A poll is a moment, not a presence: it neither enters presence nor announces joins.
         if case .collect = self.transport { options.presence = false }
-        if self.clientInfo.user.isEmpty, !options.anonymous { throw .permissionDenied }
+        if let refusal = ChannelPermission.check(.subscribe, options: options, isAnonymous: self.clientInfo.user.isEmpty) { throw refusal }
         guard self.subscriptions[channel] == nil else { throw .alreadySubscribed }
         guard self.subscriptions.count < self.node.configuration.maxSubscriptions else {
             throw .limitExceeded("at most \(self.node.configuration.maxSubscriptions) subscriptions per connection")
@@ -564,8 +576,9 @@ final class ClientSession: ChannelInboundHandler {
 
     private func publish(id: UInt32, _ params: PublishParams) {
         let options = self.node.configuration.namespaces.options(for: params.channel)
-        guard options.publish else { return self.reply(id: id, error: .permissionDenied) }
-        if self.clientInfo.user.isEmpty, !options.anonymous { return self.reply(id: id, error: .permissionDenied) }
+        if let refusal = ChannelPermission.check(.publish, options: options, isAnonymous: self.clientInfo.user.isEmpty) {
+            return self.reply(id: id, error: refusal)
+        }
         var data = self.allocator.buffer(capacity: 64)
         data.writeJSON(params.data)
         let request = PublishRequest(
@@ -607,7 +620,10 @@ final class ClientSession: ChannelInboundHandler {
 
     private func presence(id: UInt32, channel: String, statsOnly: Bool) {
         let options = self.node.configuration.namespaces.options(for: channel)
-        guard options.presence else { return self.reply(id: id, error: SwitchboardError(.notAvailable, "presence is off for this channel")) }
+        let action: ChannelAction = statsOnly ? .presenceStats : .presence
+        if let refusal = ChannelPermission.check(action, options: options, isAnonymous: self.clientInfo.user.isEmpty) {
+            return self.reply(id: id, error: refusal)
+        }
         let slot = self.reserveReply()
         self.node.broker.presence(channel: channel).hop(to: self.fanout.eventLoop).assumeIsolated().whenComplete { result in
             switch result {
@@ -619,7 +635,7 @@ final class ClientSession: ChannelInboundHandler {
                         ResultWriter.writePresence(&buffer, clients)
                     }
                 }
-                self.completeReply(slot, frame)
+                self.completeReply(slot, self.bounded(frame, id: id))
             case .failure:
                 self.completeReply(slot, self.errorFrame(id: id, .internalError))
             }
@@ -629,14 +645,16 @@ final class ClientSession: ChannelInboundHandler {
 
     private func history(id: UInt32, _ params: HistoryParams) {
         let options = self.node.configuration.namespaces.options(for: params.channel)
-        guard options.keepsHistory else { return self.reply(id: id, error: SwitchboardError(.notAvailable, "history is off for this channel")) }
-        if self.clientInfo.user.isEmpty, !options.anonymous { return self.reply(id: id, error: .permissionDenied) }
+        if let refusal = ChannelPermission.check(.history, options: options, isAnonymous: self.clientInfo.user.isEmpty) {
+            return self.reply(id: id, error: refusal)
+        }
         let slot = self.reserveReply()
-        self.node.broker.history(HistoryQuery(params)).hop(to: self.fanout.eventLoop).assumeIsolated().whenComplete { result in
+        let query = HistoryQuery(params, maximumLimit: self.node.configuration.maxHistoryLimit)
+        self.node.broker.history(query).hop(to: self.fanout.eventLoop).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let history):
                 let frame = self.replyFrame(id: id) { ResultWriter.writeHistory(&$0, history, since: params.since) }
-                self.completeReply(slot, frame)
+                self.completeReply(slot, self.bounded(frame, id: id))
             case .failure:
                 self.completeReply(slot, self.errorFrame(id: id, .internalError))
             }
@@ -734,6 +752,20 @@ final class ClientSession: ChannelInboundHandler {
             self.replies.removeFirst(self.replyHead)
             self.replyHead = 0
         }
+    }
+
+    /// A reply whose size depends on the channel (history, presence): error 106 instead when it
+    /// would not fit what is left of an HTTP answer, or half the connection's outbound limit
+    /// (a larger one would end the connection as a slow consumer).
+    private func bounded(_ frame: ByteBuffer, id: UInt32) -> ByteBuffer {
+        let fits: Bool
+        if case .collect(let collector) = self.transport {
+            fits = collector.reserve(frame.readableBytes)
+        } else {
+            fits = frame.readableBytes <= self.node.configuration.outboundLimit / 2
+        }
+        if fits { return frame }
+        return self.errorFrame(id: id, .limitExceeded("the answer is larger than the outbound limit: ask for fewer with limit"))
     }
 
     private func reply(id: UInt32, _ body: (inout ByteBuffer) -> Void) {
@@ -881,6 +913,13 @@ final class ClientSession: ChannelInboundHandler {
         $0.writeStaticString("{}")
     }
 
+    /// The deadline for a token expiring at `expiresAt` (seconds since 1970, finite): clamped to
+    /// [now, 10 years], so any `exp` a signer wrote becomes a deadline without overflow.
+    static func deadline(expiresAt: Double, now: Double) -> NIODeadline {
+        let remaining = min(max(expiresAt - now, 0), 10 * 365 * 86_400)
+        return .now() + .milliseconds(Int64(remaining * 1000))
+    }
+
     static func formatSeconds(_ seconds: Double) -> String {
         seconds == seconds.rounded() ? String(Int(seconds)) : String(seconds)
     }
@@ -912,7 +951,11 @@ final class ConnectAggregate {
 }
 
 extension HistoryQuery {
-    init(_ params: HistoryParams) {
-        self.init(channel: params.channel, sinceOffset: params.since?.offset, limit: params.limit ?? -1, reverse: params.reverse)
+    /// The broker query for a client's history command: `limit` missing, negative or above
+    /// `maximumLimit` reads `maximumLimit` publications (0 still reads only the position).
+    init(_ params: HistoryParams, maximumLimit: Int) {
+        let requested = params.limit ?? maximumLimit
+        let limit = requested < 0 || requested > maximumLimit ? maximumLimit : requested
+        self.init(channel: params.channel, sinceOffset: params.since?.offset, limit: limit, reverse: params.reverse)
     }
 }

@@ -59,6 +59,6 @@ public enum FuzzingSupport {
 
     /// `ClientSession.parseCommands(_:allowConnect:)`: the commands of an HTTP body, nil when it is refused.
     public static func parseCommands(_ body: [UInt8], allowConnect: Bool) -> [ClientMessage]? {
-        try? ClientSession.parseCommands(ByteBuffer(bytes: body), allowConnect: allowConnect).get()
+        try? ClientSession.parseCommands(ByteBuffer(bytes: body), allowConnect: allowConnect, maximumCommands: 100).get()
     }
 }

@@ -52,9 +52,6 @@ extension HTTPHandler {
         self.streaming = true
         self.markResponded()
         let pipeline = context.pipeline.syncOperations
-        if let idle = try? pipeline.context(handlerType: IdleStateHandler.self) {
-            pipeline.removeHandler(context: idle, promise: nil)
-        }
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "text/event-stream; charset=utf-8")
         headers.add(name: "Cache-Control", value: "no-store")
@@ -137,11 +134,13 @@ extension HTTPHandler {
             guard case .object(let object) = try? Self.requestParser.parse(body.readableBytesView) else {
                 throw SwitchboardError.badRequest("the body must be a JSON object")
             }
-            if let subs = object["subs"] { params.subs = try ConnectParams.parseSubs(subs) }
-            for sub in params.subs { try ChannelName.validate(sub.channel) }
-            guard params.subs.count <= self.node.configuration.maxSubscriptions else {
-                throw SwitchboardError.badRequest("at most \(self.node.configuration.maxSubscriptions) channels per poll")
+            if let subs = object["subs"] {
+                guard subs.objectValue.map({ $0.members.count <= self.node.configuration.maxSubscriptions }) ?? true else {
+                    throw SwitchboardError.badRequest("at most \(self.node.configuration.maxSubscriptions) channels per poll")
+                }
+                params.subs = try ConnectParams.parseSubs(subs)
             }
+            for sub in params.subs { try ChannelName.validate(sub.channel) }
             if let value = object["timeout"], value != .null {
                 guard let seconds = value.doubleValue, seconds >= 0, seconds <= Self.maximumPollTimeout else {
                     throw SwitchboardError.badRequest("timeout must be a number of seconds from 0 to \(Int(Self.maximumPollTimeout))")
@@ -157,9 +156,9 @@ extension HTTPHandler {
         if let failure = self.checkToken(params.token) {
             return self.respond(context: context, head: head, failure)
         }
-        let pollKey = client.isEmpty ? "" : client
-        if !pollKey.isEmpty, !self.node.beginPoll(client: pollKey) {
-            return self.respond(context: context, head: head, Self.error(.tooManyRequests, "at most \(NodeContext.maximumPollsPerClient) polls at once per client"))
+        let pollKey = PollKey(client: client, address: self.clientAddress)
+        if let refusal = self.node.beginPoll(client: pollKey.client, address: pollKey.address) {
+            return self.respond(context: context, head: head, Self.error(.tooManyRequests, refusal))
         }
         self.collect(context: context, head: head, purpose: .poll, timeout: .milliseconds(Int64(timeout * 1000)), pollKey: pollKey) { session in
             session.start(params)
@@ -179,13 +178,13 @@ extension HTTPHandler {
             return self.respond(context: context, head: head, failure)
         }
         let messages: [ClientMessage]
-        switch ClientSession.parseCommands(body, allowConnect: true) {
+        switch ClientSession.parseCommands(body, allowConnect: true, maximumCommands: self.node.configuration.maxCommandsPerRequest) {
         case .failure(let error):
-            return self.respond(context: context, head: head, Self.error(.badRequest, error.message))
+            return self.respond(context: context, head: head, Self.error(error.tooMany ? .payloadTooLarge : .badRequest, error.message))
         case .success(let parsed):
             messages = parsed
         }
-        self.collect(context: context, head: head, purpose: .rpc, timeout: Self.rpcTimeout, pollKey: "") { session in
+        self.collect(context: context, head: head, purpose: .rpc, timeout: Self.rpcTimeout, pollKey: nil) { session in
             session.start(ConnectParams(token: token))
             session.run(messages)
         }
@@ -197,21 +196,19 @@ extension HTTPHandler {
         head: HTTPRequestHead,
         purpose: ResponseCollector.Purpose,
         timeout: TimeAmount,
-        pollKey: String,
+        pollKey: PollKey?,
         _ body: (ClientSession) -> Void
     ) {
         let node = self.node
-        let collector = ResponseCollector(purpose: purpose) { [unowned self] array in
-            if !pollKey.isEmpty { node.endPoll(client: pollKey) }
+        let collector = ResponseCollector(purpose: purpose, maximumBytes: self.node.configuration.outboundLimit) { [unowned self] array in
+            if let pollKey { node.endPoll(client: pollKey.client, address: pollKey.address) }
             self.collectTimeout?.cancel()
             self.collectTimeout = nil
             self.collectingSession = nil
-            self.responding = false
             self.respond(context: context, head: head, .json(.ok, array))
         }
         let session = ClientSession(node: self.node, fanout: self.node.fanout(for: context.eventLoop), transport: .collect(collector))
         self.collectingSession = session
-        self.responding = true
         self.pollKey = pollKey
         self.collectTimeout = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak session] in
             session?.collectTimedOut()
@@ -226,10 +223,9 @@ extension HTTPHandler {
         if let session = self.collectingSession {
             self.collectingSession = nil
             session.abandon()
-            if !self.pollKey.isEmpty { self.node.endPoll(client: self.pollKey) }
+            if let pollKey = self.pollKey { self.node.endPoll(client: pollKey.client, address: pollKey.address) }
         }
-        self.pollKey = ""
-        self.responding = false
+        self.pollKey = nil
     }
 
     // MARK: Stats
@@ -255,11 +251,9 @@ extension HTTPHandler {
 
     /// Answers with `future`'s response on this connection's loop (500 when it fails).
     private func answerLater(context: ChannelHandlerContext, head: HTTPRequestHead, _ future: EventLoopFuture<HTTPResponse>) {
-        self.responding = true
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         future.hop(to: context.eventLoop).whenComplete { result in
             let (handler, context) = loopBound.value
-            handler.responding = false
             switch result {
             case .success(let response): handler.respond(context: context, head: head, response)
             case .failure: handler.respond(context: context, head: head, Self.error(.internalServerError, "internal error", code: 100))

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -14,8 +15,15 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let api: ServerAPI
     private var head: HTTPRequestHead?
     private var body: ByteBuffer?
-    private var tooLarge = false
-    var responding = false
+    /// Most body bytes the current request may send (by path: the API takes more than transports).
+    private var bodyLimit = 0
+    /// The request was answered before its body was read (413): what is left of it is dropped.
+    private var discardingBody = false
+    /// The connection's client address, as the per-address caps count it.
+    let clientAddress: String
+    /// The deadline the connection is under now: its next request head, or the body of the current one.
+    private var deadline: RequestDeadline
+    private var deadlineTimer: Scheduled<Void>?
     /// A request is waiting for its one response (a second response would break the HTTP pipeline).
     private var requestOpen = false
     /// The connection carries an SSE stream now: nothing more is read as requests.
@@ -23,12 +31,24 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// The poll or `/rpc` session answering the current request.
     var collectingSession: ClientSession?
     var collectTimeout: Scheduled<Void>?
-    /// The `client` of the current poll, counted against its limit.
-    var pollKey = ""
+    /// The keys the current poll is counted under (its `client` field and address).
+    var pollKey: PollKey?
 
-    init(node: NodeContext) {
+    /// - Parameter headDeadline: when the first request's head must be complete (counted from the accept).
+    init(node: NodeContext, clientAddress: String, headDeadline: NIODeadline) {
         self.node = node
         self.api = ServerAPI(node: node)
+        self.clientAddress = clientAddress
+        self.deadline = .head(headDeadline)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.armDeadline(context: context)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.deadlineTimer?.cancel()
+        self.deadlineTimer = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -37,13 +57,19 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .head(let head):
             self.head = head
             self.body = nil
-            self.tooLarge = false
+            self.discardingBody = false
+            self.requestOpen = true
+            self.deadline = .body(.now() + .milliseconds(Int64(self.node.configuration.requestTimeout * 1000)))
+            self.armDeadline(context: context)
+            self.bodyLimit = Self.bodyLimit(path: Self.path(of: head.uri), configuration: self.node.configuration)
+            if let declared = head.headers.first(name: "content-length").flatMap({ Int($0) }), declared > self.bodyLimit {
+                return self.refuseBody(context: context, head: head)
+            }
         case .body(var chunk):
-            guard !self.tooLarge else { return }
-            if (self.body?.readableBytes ?? 0) + chunk.readableBytes > self.node.configuration.maxRequestBodySize {
-                self.tooLarge = true
-                self.body = nil
-                return
+            guard !self.discardingBody, let head = self.head else { return }
+            if (self.body?.readableBytes ?? 0) + chunk.readableBytes > self.bodyLimit {
+                // Refused as soon as it passes the limit: never buffered past it.
+                return self.refuseBody(context: context, head: head)
             }
             if self.body == nil {
                 self.body = chunk
@@ -51,15 +77,68 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 self.body!.writeBuffer(&chunk)
             }
         case .end:
-            guard let head = self.head else { return }
+            guard !self.discardingBody, let head = self.head else { return }
             self.head = nil
-            self.requestOpen = true
+            self.deadline = .none
+            self.armDeadline(context: context)
             let body = self.body ?? ByteBuffer()
             self.body = nil
-            if self.tooLarge {
-                return self.respond(context: context, head: head, .text(.payloadTooLarge, "request body too large"), close: true)
-            }
             self.route(context: context, head: head, body: body)
+        }
+    }
+
+    /// Answers 413 at once and closes; the rest of the body is not read into memory.
+    private func refuseBody(context: ChannelHandlerContext, head: HTTPRequestHead) {
+        self.discardingBody = true
+        self.body = nil
+        self.head = nil
+        self.deadline = .none
+        self.armDeadline(context: context)
+        self.respond(context: context, head: head, Self.error(.payloadTooLarge, "request body larger than \(self.bodyLimit) bytes"), close: true)
+    }
+
+    /// The largest body a path takes: the server API up to `maxRequestBodySize`, everything
+    /// else (SSE commands, polls, `/rpc`) up to `maxMessageSize`, like a WebSocket message.
+    static func bodyLimit(path: Substring, configuration: ServerConfiguration) -> Int {
+        path.hasPrefix("/api/") ? configuration.maxRequestBodySize : configuration.maxMessageSize
+    }
+
+    static func path(of uri: String) -> Substring {
+        uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? Substring(uri)
+    }
+
+    /// Schedules the timer for the current deadline (cancelling the previous one).
+    private func armDeadline(context: ChannelHandlerContext) {
+        self.deadlineTimer?.cancel()
+        self.deadlineTimer = nil
+        guard let at = self.deadline.instant else { return }
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        self.deadlineTimer = context.eventLoop.scheduleTask(deadline: at) {
+            let (handler, context) = loopBound.value
+            handler.deadlineTimer = nil
+            handler.deadlinePassed(context: context)
+        }
+    }
+
+    private func deadlinePassed(context: ChannelHandlerContext) {
+        switch self.deadline {
+        case .none:
+            return
+        case .head:
+            // The head never completed (or a kept-alive connection stayed silent): no request to answer.
+            self.node.metrics.requestTimeouts.increment()
+            context.close(promise: nil)
+        case .body:
+            self.node.metrics.requestTimeouts.increment()
+            self.deadline = .none
+            self.discardingBody = true
+            self.body = nil
+            if let head = self.head {
+                self.head = nil
+                self.respond(context: context, head: head, Self.error(.requestTimeout, "request body not complete in time"), close: true)
+            } else {
+                context.close(promise: nil)
+            }
         }
     }
 
@@ -110,12 +189,10 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             let method = String(path.dropFirst("/api/".count))
             let authorization = head.headers.first(name: "authorization")
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            self.responding = true
             self.api.handle(method: method, authorization: authorization, body: body)
                 .hop(to: context.eventLoop)
                 .whenComplete { result in
                     let (handler, context) = loopBound.value
-                    handler.responding = false
                     switch result {
                     case .success(let response):
                         handler.respond(context: context, head: head, response)
@@ -151,12 +228,19 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         let done = context.writeAndFlush(Self.wrapOutboundOut(.end(nil)))
         if !keepAlive {
             done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        } else if !self.streaming {
+            // A kept-alive connection has the head deadline again for its next request.
+            self.deadline = .head(.now() + .milliseconds(Int64(self.node.configuration.headTimeout * 1000)))
+            self.armDeadline(context: context)
         }
     }
 
-    /// The response is being written some other way (an SSE stream).
+    /// The response is being written some other way (an SSE stream): no deadline any more.
     func markResponded() {
         self.requestOpen = false
+        self.deadline = .none
+        self.deadlineTimer?.cancel()
+        self.deadlineTimer = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -164,15 +248,37 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelInactive()
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent, !self.responding, !self.streaming {
-            // A client that opens a socket and does not finish a request loses it.
-            context.close(promise: nil)
-            return
-        }
-        context.fireUserInboundEventTriggered(event)
+    /// A request the HTTP decoder could not read (NIO's error handler has answered 400): the
+    /// byte stream has no request boundaries any more, so the connection ends.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.endCollecting()
+        context.close(promise: nil)
     }
+
 }
 
 @available(*, unavailable)
 extension HTTPHandler: Sendable {}
+
+/// The deadline an HTTP connection is under.
+enum RequestDeadline: Hashable {
+    /// Waiting for a request head, which must be complete by then.
+    case head(NIODeadline)
+    /// Reading a request's body, which must be complete by then.
+    case body(NIODeadline)
+    /// A request is being answered (or the connection is a stream): the answer has its own timeouts.
+    case none
+
+    var instant: NIODeadline? {
+        switch self {
+        case .head(let at), .body(let at): return at
+        case .none: return nil
+        }
+    }
+}
+
+/// What a waiting poll is counted under, against the per-client and per-address caps.
+struct PollKey {
+    var client: String
+    var address: String
+}

@@ -1,4 +1,5 @@
 import NIOCore
+import SwitchboardCore
 
 /// The first handler of every connection. A plain WebSocket handshake for
 /// `/ws` (the connection most clients make) is answered here, straight from
@@ -15,18 +16,46 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
     static let maximumHeadSize = 8192
 
     private let node: NodeContext
-    private let installHTTP: @Sendable (any Channel) throws -> Void
+    private let installHTTP: @Sendable (any Channel, NIODeadline) throws -> Void
     private let installWebSocket: @Sendable (any Channel) throws -> Void
     private var buffer: ByteBuffer?
+    /// Whether the connection was admitted under the connection caps; a refused one is answered
+    /// (close 3504 after the handshake, or 503) and closed.
+    private let admission: ConnectionCounts.Admission
+    /// When the request head must be complete, however slowly it trickles in.
+    private let headDeadline: NIODeadline
+    private var deadlineTimer: Scheduled<Void>?
 
     init(
         node: NodeContext,
-        installHTTP: @escaping @Sendable (any Channel) throws -> Void,
+        admission: ConnectionCounts.Admission = .admitted,
+        headDeadline: NIODeadline,
+        installHTTP: @escaping @Sendable (any Channel, NIODeadline) throws -> Void,
         installWebSocket: @escaping @Sendable (any Channel) throws -> Void
     ) {
         self.node = node
+        self.admission = admission
+        self.headDeadline = headDeadline
         self.installHTTP = installHTTP
         self.installWebSocket = installWebSocket
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        self.deadlineTimer = context.eventLoop.scheduleTask(deadline: self.headDeadline) {
+            let context = loopBound.value
+            // The head never completed: 408, and the socket is closed.
+            var response = context.channel.allocator.buffer(capacity: 96)
+            response.writeStaticString("HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+            context.writeAndFlush(NIOAny(response)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            context.close(promise: nil)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.deadlineTimer?.cancel()
+        self.deadlineTimer = nil
+        self.buffer = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -35,6 +64,9 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
             self.buffer = incoming
         } else {
             self.buffer!.writeBuffer(&incoming)
+        }
+        if self.admission != .admitted {
+            return self.refuse(context: context)
         }
         let bytes = self.buffer!.readableBytesView
         let prefix = bytes.prefix(8)
@@ -46,13 +78,64 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
             if bytes.count > Self.maximumHeadSize { self.handOver(context: context) }
             return
         }
+        if Self.hasBareCR(bytes[bytes.startIndex..<headEnd]) {
+            return self.answerAndClose(context: context, "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 36\r\n\r\nCR without LF in the request head.\r\n")
+        }
         guard !self.node.isDraining, let key = Self.webSocketKey(bytes[bytes.startIndex..<headEnd]) else {
             return self.handOver(context: context)
         }
         self.upgrade(context: context, key: key, consumed: headEnd - bytes.startIndex)
     }
 
+    /// A connection over the caps: a WebSocket handshake is completed and closed at once with
+    /// 3504 (a browser sees a code, not a failed handshake); anything else gets 503.
+    private func refuse(context: ChannelHandlerContext) {
+        let bytes = self.buffer!.readableBytesView
+        guard let headEnd = Self.headEnd(bytes) else {
+            if bytes.count > Self.maximumHeadSize { self.answerAndClose(context: context, Self.serviceUnavailable) }
+            return
+        }
+        self.deadlineTimer?.cancel()
+        self.deadlineTimer = nil
+        self.buffer = nil
+        guard let key = Self.webSocketKey(bytes[bytes.startIndex..<headEnd]) else {
+            return self.answerAndClose(context: context, Self.serviceUnavailable)
+        }
+        var response = context.channel.allocator.buffer(capacity: 200)
+        response.writeStaticString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Accept: ")
+        response.writeString(WebSocketUpgrader.acceptValue(forKey: key))
+        response.writeStaticString("\r\n\r\n")
+        var close = WebSocketFrameBuilder.closeFrame(code: DisconnectCode.connectionLimit.rawValue, reason: DisconnectCode.connectionLimit.reason, allocator: context.channel.allocator)
+        response.writeBuffer(&close)
+        context.writeAndFlush(NIOAny(response)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    }
+
+    private static let serviceUnavailable: StaticString =
+        "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 5\r\nContent-Type: application/json\r\nContent-Length: 68\r\n\r\n{\"error\":{\"code\":106,\"message\":\"connection limit\",\"temporary\":true}}"
+
+    private func answerAndClose(context: ChannelHandlerContext, _ text: StaticString) {
+        self.deadlineTimer?.cancel()
+        self.deadlineTimer = nil
+        self.buffer = nil
+        var response = context.channel.allocator.buffer(capacity: text.utf8CodeUnitCount)
+        response.writeStaticString(text)
+        context.writeAndFlush(NIOAny(response)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    }
+
+    /// Whether a head has a CR that is not followed by LF (it would split a header in two for
+    /// one parser and not for another: request smuggling material).
+    static func hasBareCR(_ head: ByteBufferView.SubSequence) -> Bool {
+        var i = head.startIndex
+        while let cr = head[i...].firstIndex(of: UInt8(ascii: "\r")) {
+            guard cr + 1 < head.endIndex, head[cr + 1] == UInt8(ascii: "\n") else { return true }
+            i = cr + 1
+        }
+        return false
+    }
+
     private func upgrade(context: ChannelHandlerContext, key: String, consumed: Int) {
+        self.deadlineTimer?.cancel()
+        self.deadlineTimer = nil
         var response = context.channel.allocator.buffer(capacity: 160)
         response.writeStaticString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Accept: ")
         response.writeString(WebSocketUpgrader.acceptValue(forKey: key))
@@ -78,8 +161,10 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
     private func handOver(context: ChannelHandlerContext) {
         let bytes = self.buffer!
         self.buffer = nil
+        self.deadlineTimer?.cancel()
+        self.deadlineTimer = nil
         do {
-            try self.installHTTP(context.channel)
+            try self.installHTTP(context.channel, self.headDeadline)
         } catch {
             context.close(promise: nil)
             return
@@ -93,14 +178,6 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelInactive()
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent {
-            // A client that opens a socket and does not finish a request loses it.
-            context.close(promise: nil)
-            return
-        }
-        context.fireUserInboundEventTriggered(event)
-    }
 
     private static let webSocketPrefix = Array("GET /ws".utf8)
 
@@ -132,7 +209,9 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
         var version = false
         var key: Range<Int>?
         while lineStart < head.endIndex {
-            guard let cr = head[lineStart...].firstIndex(of: UInt8(ascii: "\r")), cr + 1 < head.endIndex + 1 else { return nil }
+            guard let cr = head[lineStart...].firstIndex(of: UInt8(ascii: "\r")), cr + 1 < head.endIndex,
+                head[cr + 1] == UInt8(ascii: "\n")
+            else { return nil }
             let line = lineStart..<cr
             lineStart = cr + 2
             if line.isEmpty { break }  // the blank line that ends the head

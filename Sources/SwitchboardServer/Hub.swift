@@ -137,39 +137,73 @@ final class Hub: @unchecked Sendable {
     }
 
     private func joinOnLoop(_ request: JoinRequest) {
-        if let existing = self.channels[request.channel] {
-            let channel = existing
-            if channel.brokerSubscribed, request.since == nil, let position = channel.fastPosition {
-                // Already live here and nothing to recover: answer from what the hub knows.
-                self.channels[request.channel] = channel
-                self.activate(request, activation: SubscriptionActivation(
-                    id: request.id, channel: request.channel,
-                    position: request.options.keepsHistory ? position : nil,
-                    recovered: nil, publications: [], following: []))
-                return
-            }
-            channel.joins[request.id] = PendingJoin(request: request, bufferStart: channel.buffer.count)
-            self.channels[request.channel] = channel
-            if channel.brokerSubscribed { self.readHistory(for: request) }
+        let name = request.channel
+        let channel: HubChannel
+        if let existing = self.channels[name] {
+            channel = existing
+        } else {
+            channel = HubChannel(loopCount: self.fanouts.count)
+            self.channels[name] = channel
+        }
+        if channel.link.isSubscribed, request.since == nil, let position = channel.fastPosition {
+            // Already live here and nothing to recover: answer from what the hub knows.
+            self.activate(request, activation: SubscriptionActivation(
+                id: request.id, channel: name,
+                position: request.options.keepsHistory ? position : nil,
+                recovered: nil, publications: [], following: []))
             return
         }
-        let channel = HubChannel(loopCount: self.fanouts.count)
-        channel.joins[request.id] = PendingJoin(request: request, bufferStart: 0)
-        self.channels[request.channel] = channel
-        let name = request.channel
+        channel.joins[request.id] = PendingJoin(request: request, bufferStart: channel.buffer.count)
+        switch channel.link.want() {
+        case .subscribe:
+            self.subscribeAtBroker(name)
+        case .none where channel.link.isSubscribed:
+            self.readHistory(for: request)
+        default:
+            break  // the join goes on when the broker subscription in flight completes
+        }
+    }
+
+    /// Sends the broker subscribe for a channel and follows its state machine when it completes.
+    private func subscribeAtBroker(_ name: String) {
         self.broker.subscribe(channel: name).hop(to: self.eventLoop).whenComplete { result in
             guard let channel = self.channels[name] else { return }
             switch result {
             case .success:
-                channel.brokerSubscribed = true
-                self.channels[name] = channel
-                for join in channel.joins.values { self.readHistory(for: join.request) }
+                switch channel.link.subscribeSucceeded() {
+                case .joinWaiting:
+                    for join in channel.joins.values { self.readHistory(for: join.request) }
+                case .unsubscribe:
+                    // Everyone left while the subscribe was in flight.
+                    self.unsubscribeAtBroker(name)
+                default:
+                    break
+                }
             case .failure(let error):
                 self.logger.error("broker subscribe failed", metadata: ["channel": "\(name)", "error": "\(error)"])
-                self.channels[name] = nil
-                for join in channel.joins.values {
+                _ = channel.link.subscribeFailed()
+                let joins = channel.joins.values
+                channel.joins = [:]
+                channel.buffer = []
+                for join in joins {
                     self.enqueue(.reject(join.request.id, SwitchboardError(.internalError, "broker unavailable")), loop: join.request.loopIndex)
                 }
+                self.dropIfUnused(name)
+            }
+        }
+    }
+
+    /// Sends the broker unsubscribe; a subscriber that came meanwhile subscribes again after it.
+    private func unsubscribeAtBroker(_ name: String) {
+        self.broker.unsubscribe(channel: name).hop(to: self.eventLoop).whenComplete { _ in
+            guard let channel = self.channels[name] else { return }
+            switch channel.link.unsubscribeCompleted() {
+            case .subscribe:
+                // What the hub knew of the channel is stale after a time unsubscribed.
+                channel.resetSequencing()
+                self.subscribeAtBroker(name)
+            default:
+                self.dropIfUnused(name)
             }
         }
     }
@@ -191,7 +225,7 @@ final class Hub: @unchecked Sendable {
                 self.logger.error("history read failed", metadata: ["channel": "\(request.channel)", "error": "\(error)"])
                 guard let channel = self.channels[request.channel] else { return }
                 channel.joins[request.id] = nil
-                self.channels[request.channel] = channel
+                if channel.joins.isEmpty { channel.buffer = [] }
                 self.enqueue(.reject(request.id, SwitchboardError(.internalError, "history unavailable")), loop: request.loopIndex)
                 self.dropIfUnused(request.channel)
             }
@@ -276,7 +310,8 @@ final class Hub: @unchecked Sendable {
         self.eventLoop.execute {
             guard let channel = self.channels[name] else { return }
             if channel.joins.removeValue(forKey: id) != nil {
-                self.channels[name] = channel
+                // Live publications are kept only for joins in progress.
+                if channel.joins.isEmpty { channel.buffer = [] }
                 self.dropIfUnused(name)
                 return
             }
@@ -294,11 +329,14 @@ final class Hub: @unchecked Sendable {
         }
     }
 
+    /// A channel nobody here wants any more leaves the broker; its record goes once nothing is in flight.
     private func dropIfUnused(_ name: String) {
         guard let channel = self.channels[name], channel.members.isEmpty, channel.joins.isEmpty else { return }
-        self.channels[name] = nil
-        if channel.brokerSubscribed {
-            _ = self.broker.unsubscribe(channel: name)
+        if channel.link.release() == .unsubscribe {
+            self.unsubscribeAtBroker(name)
+        }
+        if channel.link.isIdle {
+            self.channels[name] = nil
         }
     }
 
@@ -335,7 +373,7 @@ final class Hub: @unchecked Sendable {
             // Publications may have been missed while the broker link was down: refill every channel.
             self.logger.warning("broker delivery was interrupted; refilling channels from history")
             self.metrics.interruptions += 1
-            for (name, channel) in self.channels where channel.brokerSubscribed {
+            for (name, channel) in self.channels where channel.link.isSubscribed {
                 if channel.keepsHistory, let baseline = channel.lastLive ?? channel.fastPosition, !baseline.epoch.isEmpty {
                     self.startRefill(name, from: baseline)
                 } else if channel.keepsHistory {
@@ -458,7 +496,7 @@ final class Hub: @unchecked Sendable {
                 if self.positionCheckQueue.isEmpty { break }
             }
             let name = self.positionCheckQueue.removeLast()
-            guard let channel = self.channels[name], channel.keepsHistory, channel.brokerSubscribed, !channel.refilling,
+            guard let channel = self.channels[name], channel.keepsHistory, channel.link.isSubscribed, !channel.refilling,
                 let last = channel.lastLive
             else { continue }
             checked += 1
@@ -695,7 +733,8 @@ final class HubChannel {
     var joins: [SubscriptionID: PendingJoin] = [:]
     /// Live publications kept while joins are in progress.
     var buffer: [BufferedPublication] = []
-    var brokerSubscribed = false
+    /// The node's subscription to the channel at the broker.
+    var link = BrokerSubscription()
     /// The newest position the hub knows; lets a subscribe without recovery skip the broker.
     var fastPosition: StreamPosition?
     /// The last publication delivered here, in order: gaps are measured from it.
@@ -710,6 +749,17 @@ final class HubChannel {
 
     init(loopCount: Int) {
         self.loopCounts = Array(repeating: 0, count: loopCount)
+    }
+
+    /// Forgets positions and refill state (the channel was not followed for a while).
+    func resetSequencing() {
+        self.fastPosition = nil
+        self.lastLive = nil
+        self.keepsHistory = false
+        self.refilling = false
+        self.refillBuffer = []
+        self.suspectTop = nil
+        self.suspectEpoch = nil
     }
 }
 

@@ -20,8 +20,16 @@ final class NodeContext: Sendable {
     let logger: Logger
     let metrics: NodeMetrics
     let startedAt: NIODeadline
+    let connections: ConnectionLimiter
     private let drainingBox = NIOLockedValueBox(false)
-    private let pollsByClient = NIOLockedValueBox([String: Int]())
+    /// Polls waiting now, by `client` field and by client address (entries leave at zero, so
+    /// both tables are bounded by the connections the node holds).
+    private let polls = NIOLockedValueBox(PollCounts())
+
+    private struct PollCounts {
+        var byClient: [String: Int] = [:]
+        var byAddress: [String: Int] = [:]
+    }
 
     /// Polls one client may have waiting on this node at once.
     static let maximumPollsPerClient = 2
@@ -48,22 +56,37 @@ final class NodeContext: Sendable {
         self.tokenVerifier = configuration.tokenSecret.map { TokenVerifier(secret: $0) }
         self.logger = logger
         self.startedAt = .now()
+        self.connections = ConnectionLimiter(
+            maximum: configuration.maxConnections > 0 ? configuration.maxConnections : ConnectionLimiter.defaultMaximum(),
+            maximumPerAddress: configuration.maxConnectionsPerIP
+        )
     }
 
-    /// Counts a poll of `client`; false (and nothing counted) when it already has the most allowed.
-    func beginPoll(client: String) -> Bool {
-        self.pollsByClient.withLockedValue { polls in
-            let count = polls[client, default: 0]
-            guard count < Self.maximumPollsPerClient else { return false }
-            polls[client] = count + 1
-            return true
+    /// Counts a poll of `client` (may be empty) from `address`; nil when counted, else why not
+    /// (and nothing counted). `endPoll` with the same keys must follow.
+    func beginPoll(client: String, address: String) -> String? {
+        let perAddress = self.configuration.maxPollsPerIP
+        return self.polls.withLockedValue { polls in
+            let byAddress = polls.byAddress[address, default: 0]
+            guard byAddress < perAddress else { return "at most \(perAddress) polls at once per client address" }
+            if !client.isEmpty {
+                let byClient = polls.byClient[client, default: 0]
+                guard byClient < Self.maximumPollsPerClient else { return "at most \(Self.maximumPollsPerClient) polls at once per client" }
+                polls.byClient[client] = byClient + 1
+            }
+            polls.byAddress[address] = byAddress + 1
+            return nil
         }
     }
 
-    func endPoll(client: String) {
-        self.pollsByClient.withLockedValue { polls in
-            let count = polls[client, default: 0]
-            polls[client] = count > 1 ? count - 1 : nil
+    func endPoll(client: String, address: String) {
+        self.polls.withLockedValue { polls in
+            if !client.isEmpty, let count = polls.byClient[client] {
+                polls.byClient[client] = count > 1 ? count - 1 : nil
+            }
+            if let count = polls.byAddress[address] {
+                polls.byAddress[address] = count > 1 ? count - 1 : nil
+            }
         }
     }
 

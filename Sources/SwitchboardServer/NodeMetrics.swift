@@ -23,6 +23,10 @@ final class NodeMetrics: Sendable {
     let brokerInterruptions: CoreMetrics.Counter
     let gaps: CoreMetrics.Counter
     let insufficientState: CoreMetrics.Counter
+    let requestTimeouts: CoreMetrics.Counter
+    /// Connections refused over `--max-connections` (`reason="node"`) or `--max-connections-per-ip` (`reason="address"`).
+    let refusedConnectionsNode: CoreMetrics.Counter
+    let refusedConnectionsAddress: CoreMetrics.Counter
     let brokerPublishDuration: CoreMetrics.Timer
     let publishToDeliver: CoreMetrics.Timer
 
@@ -52,6 +56,9 @@ final class NodeMetrics: Sendable {
         self.brokerInterruptions = CoreMetrics.Counter(label: "switchboard_broker_interruptions_total", factory: factory)
         self.gaps = CoreMetrics.Counter(label: "switchboard_gaps_detected_total", factory: factory)
         self.insufficientState = CoreMetrics.Counter(label: "switchboard_insufficient_state_total", factory: factory)
+        self.requestTimeouts = CoreMetrics.Counter(label: "switchboard_request_timeouts_total", factory: factory)
+        self.refusedConnectionsNode = CoreMetrics.Counter(label: "switchboard_refused_connections_total", dimensions: [("reason", "node")], factory: factory)
+        self.refusedConnectionsAddress = CoreMetrics.Counter(label: "switchboard_refused_connections_total", dimensions: [("reason", "address")], factory: factory)
         self.brokerPublishDuration = CoreMetrics.Timer(label: "switchboard_broker_publish_seconds", factory: factory)
         self.publishToDeliver = CoreMetrics.Timer(label: "switchboard_publish_to_deliver_seconds", factory: factory)
     }

@@ -14,34 +14,66 @@ final class ResponseCollector {
 
     let purpose: Purpose
     private(set) var objects: [ByteBuffer] = []
+    /// Bytes the answer may still grow by (it starts at the node's outbound limit).
+    private(set) var remainingBytes: Int
+    /// Something did not fit: nothing more is taken but positions (a later publication after a
+    /// dropped one would look like a gap to the client).
+    private(set) var isFull = false
     /// Set once the session has turned its connect result into objects; nothing is answered before.
     var isReady = false
     /// The request's time is up: answer as soon as ready, even with nothing.
     var timedOut = false
     private var onComplete: ((ByteBuffer) -> Void)?
 
-    init(purpose: Purpose, onComplete: @escaping (ByteBuffer) -> Void) {
+    init(purpose: Purpose, maximumBytes: Int, onComplete: @escaping (ByteBuffer) -> Void) {
         self.purpose = purpose
+        self.remainingBytes = maximumBytes
         self.onComplete = onComplete
+    }
+
+    /// Whether `bytes` more fit in the answer.
+    func fits(_ bytes: Int) -> Bool {
+        bytes + 1 <= self.remainingBytes
+    }
+
+    /// Takes `bytes` of the answer for one `/rpc` reply; false when they do not fit (the reply
+    /// is then replaced by an error). Replies of bounded size (errors, publish results) need none:
+    /// there are at most `maxCommandsPerRequest` of them.
+    func reserve(_ bytes: Int) -> Bool {
+        guard self.fits(bytes) else { return false }
+        self.remainingBytes -= bytes + 1
+        return true
     }
 
     var isCompleted: Bool { self.onComplete == nil }
 
     /// Adds one object's JSON text (a frame payload may hold several, separated by `\n`).
-    func append(_ json: ByteBuffer) {
-        guard !self.isCompleted else { return }
+    /// An object that does not fit in what is left of the answer is dropped, with every one
+    /// after it; returns false when anything was dropped.
+    @discardableResult
+    func append(_ json: ByteBuffer) -> Bool {
+        guard !self.isCompleted, !self.isFull else { return false }
         var json = json
         while json.readableBytes > 0 {
             let view = json.readableBytesView
-            if let newline = view.firstIndex(of: UInt8(ascii: "\n")) {
-                let length = newline - view.startIndex
-                if length > 0 { self.objects.append(json.readSlice(length: length)!) }
-                json.moveReaderIndex(forwardBy: 1)
-            } else {
-                self.objects.append(json)
-                return
+            let length = view.firstIndex(of: UInt8(ascii: "\n")).map { $0 - view.startIndex } ?? view.count
+            if length > 0, self.purpose == .poll {
+                guard self.fits(length) else {
+                    self.isFull = true
+                    return false
+                }
+                self.remainingBytes -= length + 1
             }
+            if length > 0 { self.objects.append(json.readSlice(length: length)!) }
+            if json.readableBytes > 0 { json.moveReaderIndex(forwardBy: 1) }
         }
+        return true
+    }
+
+    /// Adds a small object past the byte limit (a poll's `position` items: one per channel at most).
+    func appendPosition(_ json: ByteBuffer) {
+        guard !self.isCompleted else { return }
+        self.objects.append(json)
     }
 
     /// Sends the array (once); later calls do nothing.

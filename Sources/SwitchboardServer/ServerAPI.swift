@@ -178,7 +178,7 @@ struct ServerAPI: Sendable {
         guard self.node.configuration.namespaces.options(for: query.channel).keepsHistory else {
             throw SwitchboardError(.notAvailable, "history is off for this channel")
         }
-        return self.node.broker.history(HistoryQuery(query)).map { history in
+        return self.node.broker.history(HistoryQuery(query, maximumLimit: self.node.configuration.maxHistoryLimit)).map { history in
             Self.result { ResultWriter.writeHistory(&$0, history, since: query.since) }
         }
     }

@@ -17,6 +17,7 @@ extension ServerConfiguration {
         "host", "port", "broker", "apiKey", "tokenSecret", "drainSeconds", "echoEndpoint", "maxMessageSize",
         "maxSubscriptions", "outboundLimit", "pingInterval", "pongTimeout", "logLevel", "nodeName",
         "eventLoopThreads", "presenceTTL", "idempotencyWindow", "requestTimeout", "maxRequestBodySize",
+        "headTimeout", "maxConnections", "maxConnectionsPerIP", "maxPollsPerIP", "maxCommandsPerRequest", "maxHistoryLimit",
     ]
 
     /// `maxMessageSize` -> `SWITCHBOARD_MAX_MESSAGE_SIZE`.
@@ -117,7 +118,8 @@ extension ServerConfiguration {
             return s
         }
         func number() throws -> Double {
-            guard let d = value.doubleValue, d >= 0 else { throw ConfigurationError("\(key) must be a non-negative number") }
+            // Finite and at most ~31 years: every duration becomes a TimeAmount in nanoseconds.
+            guard let d = value.doubleValue, d >= 0, d <= 1e9 else { throw ConfigurationError("\(key) must be a number from 0 to 1e9") }
             return d
         }
         func integer() throws -> Int {
@@ -152,6 +154,12 @@ extension ServerConfiguration {
         case "idempotencyWindow": self.idempotencyWindow = try number()
         case "requestTimeout": self.requestTimeout = max(1, try number())
         case "maxRequestBodySize": self.maxRequestBodySize = max(1024, try integer())
+        case "headTimeout": self.headTimeout = max(0.1, try number())
+        case "maxConnections": self.maxConnections = try integer()
+        case "maxConnectionsPerIP": self.maxConnectionsPerIP = max(1, try integer())
+        case "maxPollsPerIP": self.maxPollsPerIP = max(1, try integer())
+        case "maxCommandsPerRequest": self.maxCommandsPerRequest = max(1, try integer())
+        case "maxHistoryLimit": self.maxHistoryLimit = max(1, try integer())
         default: throw ConfigurationError("unknown option \(key)")
         }
     }
@@ -164,7 +172,9 @@ extension ServerConfiguration {
                 return b
             }
             func number() throws -> Double {
-                guard let d = member.value.doubleValue, d >= 0 else { throw ConfigurationError("\(name).\(member.key) must be a non-negative number") }
+                guard let d = member.value.doubleValue, d >= 0, d <= 1e9 else {
+                    throw ConfigurationError("\(name).\(member.key) must be a number from 0 to 1e9")
+                }
                 return d
             }
             switch member.key {

@@ -30,8 +30,21 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var pingInterval: Double = 25
     /// Seconds to wait for the answer to a ping.
     public var pongTimeout: Double = 10
-    /// Seconds an HTTP connection may sit before finishing its request.
+    /// Seconds a connection has to send a complete request head, however slowly it trickles
+    /// (counted from the accept, or from the end of the previous response on a kept-alive connection).
+    public var headTimeout: Double = 10
+    /// Seconds a request has, from its head, to send its complete body.
     public var requestTimeout: Double = 30
+    /// Connections this node holds at once; 0 = what the open-files limit allows less a reserve.
+    public var maxConnections: Int = 0
+    /// Connections one client address may hold at once.
+    public var maxConnectionsPerIP: Int = 1000
+    /// Long-polls one client address may have waiting at once.
+    public var maxPollsPerIP: Int = 16
+    /// Commands in one `/rpc` or SSE `POST` body.
+    public var maxCommandsPerRequest: Int = 100
+    /// Most publications one `history` answer holds (a larger or missing `limit` is clamped to it).
+    public var maxHistoryLimit: Int = 1000
     /// Log level: trace, debug, info, notice, warning, error, critical.
     public var logLevel: String = "info"
     /// Node name shown in `info`; random when empty.

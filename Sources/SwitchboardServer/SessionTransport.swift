@@ -43,6 +43,8 @@ enum SessionCommandOutcome: Sendable, Equatable {
 /// Why an HTTP body of commands was refused (answered with 400).
 struct HTTPCommandError: Error, Sendable {
     var message: String
+    /// The body held more commands than a request may (413 rather than 400).
+    var tooMany = false
 }
 
 /// A transport's name, as the metrics label `transport` and the browser client call it.

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 public import Logging
 import NIOConcurrencyHelpers
@@ -88,14 +89,11 @@ public final class SwitchboardNode: Sendable {
         let configuration = self.configuration
         let upgrader = Self.makeUpgrader(context: context)
         // Made once, used by every connection's router.
-        let installHTTP: @Sendable (any Channel) throws -> Void = { channel in
-            try Self.configureHTTP(channel, context: context, upgrader: upgrader)
+        let installHTTP: @Sendable (any Channel, NIODeadline) throws -> Void = { channel, headDeadline in
+            try Self.configureHTTP(channel, context: context, upgrader: upgrader, headDeadline: headDeadline)
         }
         let installWebSocket: @Sendable (any Channel) throws -> Void = { channel in
             let pipeline = channel.pipeline.syncOperations
-            if let idleContext = try? pipeline.context(handlerType: IdleStateHandler.self) {
-                pipeline.removeHandler(context: idleContext, promise: nil)
-            }
             try pipeline.addHandler(WebSocketFrameHandler(maximumMessageSize: context.configuration.maxMessageSize))
             try pipeline.addHandler(ClientSession(node: context, fanout: context.fanout(for: channel.eventLoop)))
         }
@@ -109,9 +107,28 @@ public final class SwitchboardNode: Sendable {
             .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65_536))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let pipeline = channel.pipeline.syncOperations
-                    try pipeline.addHandler(IdleStateHandler(readTimeout: .milliseconds(Int64(context.configuration.requestTimeout * 1000))))
-                    try pipeline.addHandler(HandshakeRouter(node: context, installHTTP: installHTTP, installWebSocket: installWebSocket))
+                    let address = channel.remoteAddress?.ipAddress ?? ""
+                    let admission = context.connections.admit(address: address)
+                    var headTimeout = configuration.headTimeout
+                    switch admission {
+                    case .admitted:
+                        channel.closeFuture.whenComplete { _ in context.connections.release(address: address) }
+                    case .nodeFull:
+                        context.metrics.refusedConnectionsNode.increment()
+                        headTimeout = min(headTimeout, 2)  // an uncounted socket is let go soon
+                    case .addressFull:
+                        context.metrics.refusedConnectionsAddress.increment()
+                        headTimeout = min(headTimeout, 2)
+                    }
+                    try channel.pipeline.syncOperations.addHandler(
+                        HandshakeRouter(
+                            node: context,
+                            admission: admission,
+                            headDeadline: .now() + .milliseconds(Int64(headTimeout * 1000)),
+                            installHTTP: installHTTP,
+                            installWebSocket: installWebSocket
+                        )
+                    )
                 }
             }
         let channel = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
@@ -131,9 +148,6 @@ public final class SwitchboardNode: Sendable {
             installHandlers: { channel, head in
                 let isEcho = head.uri.hasPrefix("/echo")
                 let pipeline = channel.pipeline.syncOperations
-                if let idleContext = try? pipeline.context(handlerType: IdleStateHandler.self) {
-                    pipeline.removeHandler(context: idleContext, promise: nil)
-                }
                 let limit = isEcho ? context.configuration.echoMaxMessageSize : context.configuration.maxMessageSize
                 try pipeline.addHandler(WebSocketFrameHandler(maximumMessageSize: limit))
                 if isEcho {
@@ -145,9 +159,9 @@ public final class SwitchboardNode: Sendable {
         )
     }
 
-    /// The full HTTP/1.1 pipeline (after the router, which has already added the idle timeout).
-    private static func configureHTTP(_ channel: any Channel, context: NodeContext, upgrader: WebSocketUpgrader) throws {
-        let httpHandler = HTTPHandler(node: context)
+    /// The full HTTP/1.1 pipeline (after the router), under the connection's head deadline.
+    private static func configureHTTP(_ channel: any Channel, context: NodeContext, upgrader: WebSocketUpgrader, headDeadline: NIODeadline) throws {
+        let httpHandler = HTTPHandler(node: context, clientAddress: channel.remoteAddress?.ipAddress ?? "", headDeadline: headDeadline)
         let boundHTTPHandler = NIOLoopBound(httpHandler, eventLoop: channel.eventLoop)
         var limits = NIOHTTPDecoderLimitConfiguration()
         limits.maxHeaderFieldSize = 8192
