@@ -59,10 +59,26 @@ struct WebSocketFrameBuilder {
 
     /// A close frame with a status code and reason.
     static func closeFrame(code: UInt16, reason: String, allocator: ByteBufferAllocator) -> ByteBuffer {
-        Self.frame(opcode: .connectionClose, allocator: allocator, capacity: 2 + reason.utf8.count) {
+        let reason = Self.closeReason(reason)
+        return Self.frame(opcode: .connectionClose, allocator: allocator, capacity: 2 + reason.utf8.count) {
             $0.writeInteger(code)
-            // Control frames carry at most 125 bytes.
-            $0.writeString(String(decoding: reason.utf8.prefix(123), as: UTF8.self))
+            $0.writeSubstring(reason)
         }
+    }
+
+    /// The longest prefix of `reason` that fits a close frame (125 bytes with the 2-byte code),
+    /// cut between characters: a cut inside one would be invalid UTF-8, and decoding it would
+    /// put U+FFFD (3 bytes) in its place and grow the frame past the limit.
+    static func closeReason(_ reason: String) -> Substring {
+        var end = reason.startIndex
+        var bytes = 0
+        for index in reason.indices {
+            let next = reason.index(after: index)
+            let length = reason.utf8.distance(from: index, to: next)
+            guard bytes + length <= 123 else { break }
+            bytes += length
+            end = next
+        }
+        return reason[..<end]
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOEmbedded
 import SwitchboardBroker
@@ -171,7 +172,7 @@ struct HandshakeRouterTests {
         let channel = EmbeddedChannel(loop: node.loop)
         try channel.pipeline.syncOperations.addHandler(HandshakeRouter(
             node: node.context,
-            headDeadline: node.loop.now + .seconds(10),
+            headDeadline: node.loop.now + .seconds(5),
             installHTTP: { _, _ in routes.taken = "http" },
             installWebSocket: { _ in routes.taken = "websocket" }))
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
