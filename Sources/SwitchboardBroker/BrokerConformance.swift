@@ -21,19 +21,51 @@ public enum BrokerConformance {
         public init(_ description: String) { self.description = description }
     }
 
+    /// What a check may ask of the implementation beyond the `Broker` protocol.
+    public struct Environment: Sendable {
+        /// A description of everything the broker stores (the memory broker's table sizes, the
+        /// Redis key count): equal before and after work that must leave nothing behind.
+        public var footprint: @Sendable () async throws -> String
+
+        public init(footprint: @escaping @Sendable () async throws -> String) {
+            self.footprint = footprint
+        }
+    }
+
     /// One named check.
     public struct Case: Sendable, CustomStringConvertible {
         public let name: String
-        let body: @Sendable (any Broker, EventRecorder) async throws -> Void
+        /// The limits the broker under test must be made with.
+        public let limits: BrokerLimits
+        let body: @Sendable (any Broker, EventRecorder, Environment) async throws -> Void
         public var description: String { self.name }
 
-        /// Runs the check on a new broker from `makeBroker`, and shuts it down afterwards.
-        public func run(using makeBroker: () async throws -> any Broker) async throws {
-            let broker = try await makeBroker()
+        init(name: String, limits: BrokerLimits = BrokerLimits(), body: @escaping @Sendable (any Broker, EventRecorder) async throws -> Void) {
+            self.name = name
+            self.limits = limits
+            self.body = { broker, recorder, _ in try await body(broker, recorder) }
+        }
+
+        init(
+            name: String, limits: BrokerLimits = BrokerLimits(),
+            body: @escaping @Sendable (any Broker, EventRecorder, Environment) async throws -> Void
+        ) {
+            self.name = name
+            self.limits = limits
+            self.body = body
+        }
+
+        /// Runs the check on a new broker from `makeBroker` (made with `limits`), and shuts it down afterwards.
+        /// `footprint` describes what the broker stores (see `Environment`); it is created for the broker.
+        public func run(
+            using makeBroker: (BrokerLimits) async throws -> any Broker,
+            footprint: @escaping @Sendable (any Broker) async throws -> String
+        ) async throws {
+            let broker = try await makeBroker(self.limits)
             let recorder = EventRecorder()
             try await broker.start(eventHandler: { event in recorder.record(event) }).get()
             do {
-                try await self.body(broker, recorder)
+                try await self.body(broker, recorder, Environment(footprint: { try await footprint(broker) }))
             } catch {
                 _ = try? await broker.shutdown().get()
                 throw error
@@ -88,6 +120,107 @@ public enum BrokerConformance {
 
     /// Every check, in a stable order.
     public static let cases: [Case] = [
+        Case(name: "offsets up to UInt64.max, limits and TTLs of any size never trap") { broker, _ in
+            let channel = unique("conf")
+            for i in 1...3 { _ = try await broker.publish(request(channel, "\(i)")).get() }
+            let huge: [UInt64] = [3, UInt64(Int64.max) - 1, UInt64(Int64.max), UInt64(Int64.max) + 1, UInt64.max - 1, UInt64.max]
+            for since in huge {
+                for reverse in [false, true] {
+                    for limit in [-1, 0, 1, Int.max] {
+                        let read = try await broker.history(HistoryQuery(channel: channel, sinceOffset: since, limit: limit, reverse: reverse)).get()
+                        try expect(read.publications.isEmpty, "since \(since) read \(read.publications.map(\.offset))")
+                        try expect(read.position.offset == 3, "since \(since): position \(read.position)")
+                    }
+                }
+            }
+            let unknown = try await broker.history(HistoryQuery(channel: unique("conf"), sinceOffset: .max, limit: .max)).get()
+            try expect(unknown.publications.isEmpty && unknown.position.offset == 0, "unknown channel since UInt64.max")
+            let all = try await broker.history(HistoryQuery(channel: channel, sinceOffset: 0, limit: .max, reverse: true)).get()
+            try expect(all.publications.map(\.offset) == [3, 2, 1], "limit Int.max reversed: \(all.publications.map(\.offset))")
+            // Sizes and windows at the edges of what a configuration or a client could send.
+            for ttl in [Double.infinity, 1e300, Double.nan, -1, 0] {
+                var odd = request(unique("conf"), "x", size: Int.max, ttl: ttl, key: "k")
+                odd.idempotencyWindow = ttl
+                _ = try await broker.publish(odd).get()
+                try await broker.addPresence(channel: channel, info: ClientInfo(client: "c", user: "u"), ttl: ttl).get()
+            }
+            try await broker.announce(NodeInfo(id: unique("node"), name: "n", address: "a"), ttl: 1e300).get()
+        },
+        Case(name: "an unknown channel reports, every time, the epoch its first publication gets") { broker, _ in
+            let channel = unique("conf")
+            let first = try await broker.history(HistoryQuery(channel: channel, limit: -1)).get()
+            let second = try await broker.history(HistoryQuery(channel: channel, limit: 0)).get()
+            try expect(first.position == second.position, "two reads: \(first.position) then \(second.position)")
+            let published = try await broker.publish(request(channel, "1")).get()
+            try expect(published.position == StreamPosition(offset: 1, epoch: first.position.epoch),
+                "read \(first.position), first publication \(published.position)")
+            let other = try await broker.history(HistoryQuery(channel: unique("conf"), limit: 0)).get()
+            try expect(other.position.epoch != first.position.epoch, "two channels share an epoch")
+        },
+        Case(name: "10,000 reads of unknown channels store nothing") { broker, _, environment in
+            let before = try await environment.footprint()
+            let base = unique("ghost")
+            for batch in 0..<50 {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for i in 0..<50 {
+                        let channel = "\(base):\(batch):\(i)"
+                        group.addTask {
+                            _ = try await broker.history(HistoryQuery(channel: channel, limit: -1)).get()
+                            _ = try await broker.history(HistoryQuery(channel: channel, sinceOffset: .max, limit: 0)).get()
+                            _ = try await broker.presence(channel: channel).get()
+                            try await broker.removePresence(channel: channel, client: "c").get()
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+            }
+            // Subscribing and unsubscribing leaves nothing either.
+            for i in 0..<200 {
+                try await broker.subscribe(channel: "\(base):s:\(i)").get()
+                try await broker.unsubscribe(channel: "\(base):s:\(i)").get()
+            }
+            let after = try await environment.footprint()
+            try expect(before == after, "reads stored something: \(before) before, \(after) after")
+        },
+        Case(name: "idempotency keys longer than the limit are refused, at the limit accepted") { broker, recorder in
+            let channel = unique("conf")
+            try await broker.subscribe(channel: channel).get()
+            let atLimit = String(repeating: "k", count: 128)
+            let first = try await broker.publish(request(channel, "a", key: atLimit)).get()
+            let repeated = try await broker.publish(request(channel, "a", key: atLimit)).get()
+            try expect(repeated.duplicate && repeated.position == first.position, "128-byte key not remembered")
+            var refused = false
+            do {
+                _ = try await broker.publish(request(channel, "b", key: atLimit + "k")).get()
+            } catch is BrokerError {
+                refused = true
+            }
+            try expect(refused, "a 129-byte key was accepted")
+            var long = false
+            do {
+                _ = try await broker.publish(request(channel, "c", key: String(repeating: "x", count: 60_000))).get()
+            } catch is BrokerError {
+                long = true
+            }
+            try expect(long, "a 60 KB key was accepted")
+            try await recorder.wait { $0.publications(in: channel).count >= 1 }
+            let after = try await broker.history(HistoryQuery(channel: channel, limit: -1)).get()
+            try expect(after.publications.count == 1, "a refused publish was stored: \(after.publications.count)")
+        },
+        Case(name: "presence per channel is capped: past it new clients are not listed, present ones refreshed", limits: BrokerLimits(maximumPresencePerChannel: 5)) {
+            broker, _ in
+            let channel = unique("conf")
+            let clients = (0..<8).map { ClientInfo(client: "p\($0)", user: "u") }
+            try await broker.addPresence(channel: channel, clients: Array(clients[0..<3]), ttl: 60).get()
+            try await broker.addPresence(channel: channel, clients: Array(clients[3..<8]), ttl: 60).get()
+            var present = try await broker.presence(channel: channel).get()
+            try expect(present.map(\.client) == ["p0", "p1", "p2", "p3", "p4"], "capped presence \(present.map(\.client))")
+            try await broker.addPresence(channel: channel, clients: [clients[0]], ttl: 60).get()
+            try await broker.removePresence(channel: channel, client: "p1").get()
+            try await broker.addPresence(channel: channel, clients: [clients[7]], ttl: 60).get()
+            present = try await broker.presence(channel: channel).get()
+            try expect(present.map(\.client) == ["p0", "p2", "p3", "p4", "p7"], "after a leave: \(present.map(\.client))")
+        },
         Case(name: "offsets start at 1 and grow by one, with one epoch") { broker, _ in
             let channel = unique("conf")
             var epoch: String?
