@@ -63,7 +63,7 @@ struct MemoryBrokerBoundsTests {
         var now: Double = 1_000_000
     }
 
-    @Test("a publish into a full 10,000-entry history neither copies nor reallocates it, and costs what a small one costs")
+    @Test("a publish into a full 10,000-entry history neither copies nor reallocates it")
     func publishDoesNotCopyHistory() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let broker = MemoryBroker(eventLoop: group.next())
@@ -81,23 +81,6 @@ struct MemoryBrokerBoundsTests {
         #expect(history.publications.map(\.offset) == [10_200, 10_199])
         #expect(history.position.offset == 10_200)
 
-        // Time per publish into the 10,000-entry history against a 10-entry one, publishes made on the
-        // broker's loop so the hop does not hide the copy: O(history) per publish would be ~100x.
-        for _ in 0..<10 { _ = try await broker.publish(request("small", size: 10)).get() }
-        func timed(_ channel: String, size: Int) async throws -> UInt64 {
-            let start = DispatchTime.now().uptimeNanoseconds
-            try await group.next().submit {
-                for _ in 0..<3_000 { _ = broker.publish(request(channel, size: size)) }
-            }.get()
-            _ = try await broker.history(HistoryQuery(channel: channel, limit: 0)).get()
-            return DispatchTime.now().uptimeNanoseconds - start
-        }
-        _ = try await timed("small", size: 10)
-        let small = try await timed("small", size: 10)
-        let big = try await timed("big", size: 10_000)
-        let ratio = Double(big) / Double(max(small, 1))
-        print("publish into 10,000 entries vs 10: \(big / 3_000) ns vs \(small / 3_000) ns per publish, ratio \(ratio)")
-        #expect(ratio < 10)
         try await broker.shutdown().get()
         try await group.shutdownGracefully()
     }
