@@ -653,6 +653,13 @@ final class ClientSession: ChannelInboundHandler {
         self.node.broker.history(query).hop(to: self.fanout.eventLoop).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let history):
+                // Far too large for the answer: refused before anything is written.
+                let least = history.publications.reduce(0) { $0 + $1.data.readableBytes }
+                guard least <= self.answerRoom else {
+                    self.completeReply(slot, self.errorFrame(id: id, Self.answerTooLarge))
+                    self.flush()
+                    return
+                }
                 let frame = self.replyFrame(id: id) { ResultWriter.writeHistory(&$0, history, since: params.since) }
                 self.completeReply(slot, self.bounded(frame, id: id))
             case .failure:
@@ -762,11 +769,19 @@ final class ClientSession: ChannelInboundHandler {
         if case .collect(let collector) = self.transport {
             fits = collector.reserve(frame.readableBytes)
         } else {
-            fits = frame.readableBytes <= self.node.configuration.outboundLimit / 2
+            fits = frame.readableBytes <= self.answerRoom
         }
         if fits { return frame }
-        return self.errorFrame(id: id, .limitExceeded("the answer is larger than the outbound limit: ask for fewer with limit"))
+        return self.errorFrame(id: id, Self.answerTooLarge)
     }
+
+    /// Bytes one reply may take: what is left of an HTTP answer, or half the outbound limit.
+    private var answerRoom: Int {
+        if case .collect(let collector) = self.transport { return collector.remainingBytes }
+        return self.node.configuration.outboundLimit / 2
+    }
+
+    private static let answerTooLarge = SwitchboardError.limitExceeded("the answer is larger than the outbound limit: ask for fewer with limit")
 
     private func reply(id: UInt32, _ body: (inout ByteBuffer) -> Void) {
         let slot = self.reserveReply()
