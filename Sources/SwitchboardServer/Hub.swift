@@ -256,17 +256,14 @@ final class Hub: @unchecked Sendable {
             if let last = activation.following.last, channel.fastPosition!.offset < last.offset {
                 channel.fastPosition!.offset = last.offset
             }
-            if channel.lastLive == nil {
-                // Everyone here is at or past this position: the baseline for gap detection.
-                channel.lastLive = activation.following.last.map { StreamPosition(offset: $0.offset, epoch: history.position.epoch) }
-                    ?? history.position
-            }
+            // Everyone here is at or past this position: the baseline for gap detection.
+            channel.sequencer.adoptBaseline(
+                activation.following.last.map { StreamPosition(offset: $0.offset, epoch: history.position.epoch) } ?? history.position)
             channel.keepsHistory = true
         } else {
             channel.fastPosition = StreamPosition(offset: 0, epoch: "")
             activation.following = buffered.map { ($0.offset, $0.frame) }
         }
-        self.channels[request.channel] = channel
         self.activate(request, activation: activation)
     }
 
@@ -295,7 +292,6 @@ final class Hub: @unchecked Sendable {
         guard let channel = self.channels[request.channel] else { return }
         channel.members[request.id] = Member(loopIndex: request.loopIndex, client: request.client, options: request.options)
         channel.loopCounts[request.loopIndex] += 1
-        self.channels[request.channel] = channel
         self.enqueue(.activate(activation), loop: request.loopIndex)
         if request.options.presence {
             self.queuePresence(request.client, channel: request.channel)
@@ -317,7 +313,6 @@ final class Hub: @unchecked Sendable {
             }
             guard let member = channel.members.removeValue(forKey: id) else { return }
             channel.loopCounts[member.loopIndex] -= 1
-            self.channels[name] = channel
             if member.options.presence {
                 self.pendingPresence[name]?.removeAll { $0.client == member.client.client }
                 _ = self.broker.removePresence(channel: name, client: member.client.client)
@@ -374,7 +369,7 @@ final class Hub: @unchecked Sendable {
             self.logger.warning("broker delivery was interrupted; refilling channels from history")
             self.metrics.interruptions += 1
             for (name, channel) in self.channels where channel.link.isSubscribed {
-                if channel.keepsHistory, let baseline = channel.lastLive ?? channel.fastPosition, !baseline.epoch.isEmpty {
+                if channel.keepsHistory, let baseline = channel.sequencer.lastLive ?? channel.fastPosition, !baseline.epoch.isEmpty {
                     self.startRefill(name, from: baseline)
                 } else if channel.keepsHistory {
                     self.insufficientState(name)
@@ -388,41 +383,30 @@ final class Hub: @unchecked Sendable {
     private func handlePublication(_ name: String, _ publication: Publication, epoch: String) {
         guard let channel = self.channels[name] else { return }
         if publication.offset > 0 {
-            if channel.refilling {
+            switch channel.sequencer.receive(offset: publication.offset, epoch: epoch) {
+            case .deliver:
+                if channel.fastPosition == nil || channel.fastPosition!.offset < publication.offset || channel.fastPosition!.epoch != epoch {
+                    channel.fastPosition = channel.sequencer.lastLive
+                }
+            case .ignore:
+                return  // delivered already (a broker repeat, or one read from history first)
+            case .hold:
                 channel.refillBuffer.append((publication, epoch))
-                self.channels[name] = channel
                 return
-            }
-            if let last = channel.lastLive {
-                if last.epoch != epoch {
-                    // History was lost under us (broker data loss, expiry): everyone must learn it.
-                    self.logger.warning("channel epoch changed", metadata: ["channel": "\(name)"])
-                    self.channels[name] = channel
-                    self.insufficientState(name)
-                    guard let reset = self.channels[name] else { return }
-                    reset.lastLive = StreamPosition(offset: publication.offset, epoch: epoch)
-                    reset.fastPosition = reset.lastLive
-                    self.channels[name] = reset
-                    return
-                }
-                if publication.offset <= last.offset {
-                    return  // delivered already (a broker repeat, or one read from history first)
-                }
-                if publication.offset > last.offset + 1 {
-                    self.metrics.gapsDetected += 1
-                    self.logger.info("gap in channel; refilling from history", metadata: [
-                        "channel": "\(name)", "expected": "\(last.offset + 1)", "got": "\(publication.offset)",
-                    ])
-                    channel.refilling = true
-                    channel.refillBuffer = [(publication, epoch)]
-                    self.channels[name] = channel
-                    self.startRefill(name, from: last)
-                    return
-                }
-            }
-            channel.lastLive = StreamPosition(offset: publication.offset, epoch: epoch)
-            if channel.fastPosition == nil || channel.fastPosition!.offset < publication.offset || channel.fastPosition!.epoch != epoch {
-                channel.fastPosition = channel.lastLive
+            case .refill(let last):
+                self.metrics.gapsDetected += 1
+                self.logger.info("gap in channel; refilling from history", metadata: [
+                    "channel": "\(name)", "expected": "\(last.offset + 1)", "got": "\(publication.offset)",
+                ])
+                channel.refillBuffer = [(publication, epoch)]
+                self.startRefill(name, from: last)
+                return
+            case .resync:
+                // History was lost under us (broker data loss, expiry): everyone must learn it.
+                self.logger.warning("channel epoch changed", metadata: ["channel": "\(name)"])
+                self.insufficientState(name)
+                channel.fastPosition = channel.sequencer.lastLive
+                return
             }
         }
         let frame = WebSocketFrameBuilder.frame(allocator: self.allocator, capacity: publication.data.readableBytes + 96) {
@@ -431,7 +415,6 @@ final class Hub: @unchecked Sendable {
         if !channel.joins.isEmpty {
             channel.buffer.append(BufferedPublication(offset: publication.offset, frame: frame))
         }
-        self.channels[name] = channel
         self.broadcast(.frame(channel: name, offset: publication.offset, time: publication.time, frame), to: channel)
     }
 
@@ -439,37 +422,30 @@ final class Hub: @unchecked Sendable {
     /// everyone (2500) when history no longer holds it.
     private func startRefill(_ name: String, from baseline: StreamPosition) {
         guard let channel = self.channels[name] else { return }
-        channel.refilling = true
-        self.channels[name] = channel
+        channel.sequencer.beginRefill()
         let query = HistoryQuery(channel: name, sinceOffset: baseline.offset, limit: -1)
         self.broker.history(query).hop(to: self.eventLoop).whenComplete { result in
-            guard let channel = self.channels[name], channel.refilling else { return }
+            guard let channel = self.channels[name], channel.sequencer.isRefilling else { return }
             let buffered = channel.refillBuffer
-            channel.refilling = false
             channel.refillBuffer = []
-            channel.lastLive = baseline
-            self.channels[name] = channel
+            var missed: [Publication] = []
             var recovered = false
             if case .success(let history) = result, history.position.epoch == baseline.epoch {
-                let missed = history.publications
+                missed = history.publications
                 let contiguous = missed.enumerated().allSatisfy { $0.element.offset == baseline.offset + 1 + UInt64($0.offset) }
                 let reachesBuffer = buffered.first.map { first in
                     (missed.last?.offset ?? baseline.offset) + 1 >= first.0.offset
                 } ?? true
-                if contiguous, reachesBuffer, history.position.offset >= (missed.last?.offset ?? baseline.offset) {
-                    recovered = true
-                    for publication in missed { self.handlePublication(name, publication, epoch: baseline.epoch) }
-                }
+                recovered = contiguous && reachesBuffer && history.position.offset >= (missed.last?.offset ?? baseline.offset)
             }
-            if !recovered {
+            channel.sequencer.finishRefill(baseline: baseline, recovered: recovered)
+            if recovered {
+                for publication in missed { self.handlePublication(name, publication, epoch: baseline.epoch) }
+            } else {
                 if case .failure(let error) = result {
                     self.logger.warning("refill failed", metadata: ["channel": "\(name)", "error": "\(error)"])
                 }
                 self.insufficientState(name)
-                if let reset = self.channels[name] {
-                    reset.lastLive = nil
-                    self.channels[name] = reset
-                }
             }
             for (publication, epoch) in buffered { self.handlePublication(name, publication, epoch: epoch) }
         }
@@ -496,20 +472,18 @@ final class Hub: @unchecked Sendable {
                 if self.positionCheckQueue.isEmpty { break }
             }
             let name = self.positionCheckQueue.removeLast()
-            guard let channel = self.channels[name], channel.keepsHistory, channel.link.isSubscribed, !channel.refilling,
-                let last = channel.lastLive
+            guard let channel = self.channels[name], channel.keepsHistory, channel.link.isSubscribed, !channel.sequencer.isRefilling,
+                let last = channel.sequencer.lastLive
             else { continue }
             checked += 1
             self.broker.history(HistoryQuery(channel: name, limit: 0)).hop(to: self.eventLoop).whenSuccess { history in
-                guard let channel = self.channels[name], !channel.refilling, let current = channel.lastLive else { return }
+                guard let channel = self.channels[name], !channel.sequencer.isRefilling, let current = channel.sequencer.lastLive else { return }
                 if history.position.epoch != current.epoch {
                     if channel.suspectEpoch == history.position.epoch {
                         channel.suspectEpoch = nil
-                        self.channels[name] = channel
                         self.insufficientState(name)
                     } else {
                         channel.suspectEpoch = history.position.epoch
-                        self.channels[name] = channel
                     }
                     return
                 }
@@ -517,16 +491,13 @@ final class Hub: @unchecked Sendable {
                 if history.position.offset > current.offset {
                     if let suspect = channel.suspectTop, suspect <= history.position.offset, current.offset < suspect, current == last {
                         channel.suspectTop = nil
-                        self.channels[name] = channel
                         self.logger.warning("channel behind the broker; refilling", metadata: ["channel": "\(name)"])
                         self.startRefill(name, from: current)
                     } else {
                         channel.suspectTop = history.position.offset
-                        self.channels[name] = channel
                     }
                 } else {
                     channel.suspectTop = nil
-                    self.channels[name] = channel
                 }
             }
         }
@@ -737,11 +708,10 @@ final class HubChannel {
     var link = BrokerSubscription()
     /// The newest position the hub knows; lets a subscribe without recovery skip the broker.
     var fastPosition: StreamPosition?
-    /// The last publication delivered here, in order: gaps are measured from it.
-    var lastLive: StreamPosition?
+    /// The ordering rule: what is delivered, dropped, held or refilled.
+    var sequencer = ChannelSequencer()
     var keepsHistory = false
     /// While missed publications are read from history, live ones wait here.
-    var refilling = false
     var refillBuffer: [(Publication, String)] = []
     /// What the last position check saw when the broker was ahead.
     var suspectTop: UInt64?
@@ -754,9 +724,8 @@ final class HubChannel {
     /// Forgets positions and refill state (the channel was not followed for a while).
     func resetSequencing() {
         self.fastPosition = nil
-        self.lastLive = nil
+        self.sequencer.reset()
         self.keepsHistory = false
-        self.refilling = false
         self.refillBuffer = []
         self.suspectTop = nil
         self.suspectEpoch = nil
