@@ -251,6 +251,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// A request the HTTP decoder could not read (NIO's error handler has answered 400): the
     /// byte stream has no request boundaries any more, so the connection ends.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A refused WebSocket upgrade is reported here before its request arrives as plain HTTP
+        // (which answers it): not a reason to close.
+        if error is WebSocketUpgrader.UpgradeError { return }
         self.endCollecting()
         context.close(promise: nil)
     }
