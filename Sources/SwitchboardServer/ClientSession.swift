@@ -36,22 +36,14 @@ final class ClientSession: ChannelInboundHandler {
     private var state: State = .awaitingConnect
     private var clientInfo = ClientInfo(client: "", user: "")
     private var subscriptions = SessionSubscriptions()
-    /// Replies in command order from `replyHead` on (an array, so that no storage is kept while none is due).
-    private var replies: [ReplySlot] = []
-    private var replyHead = 0
-    private var firstReplySeq: UInt64 = 0
-    private var nextReplySeq: UInt64 = 0
+    /// Replies in command order.
+    private var replies = ReplyQueue<ReplySlot>()
     private var connectPending: ConnectAggregate?
     private var hasUnflushedWrites = false
     var isDirty = false
 
-    // Liveness.
-    private var wroteSinceTick = false
-    private var lastActivity: NIODeadline = .now()
-    private var awaitingPong = false
-    private var pongDeadline: NIODeadline = .distantFuture
-    private var connectDeadline: NIODeadline
-    private var tokenDeadline: NIODeadline = .distantFuture
+    /// Connect, ping, pong and token deadlines.
+    private var liveness: SessionLiveness
 
     private static let parser = JSONParser(maximumDepth: 64, maximumValues: 50_000)
 
@@ -59,7 +51,7 @@ final class ClientSession: ChannelInboundHandler {
         self.node = node
         self.fanout = fanout
         self.transport = transport
-        self.connectDeadline = .now() + .seconds(10)
+        self.liveness = SessionLiveness(now: .now())
     }
 
     // MARK: Transports other than WebSocket
@@ -262,7 +254,7 @@ final class ClientSession: ChannelInboundHandler {
         let message = Self.unwrapInboundIn(data)
         guard message.isText else { return self.disconnect(DisconnectCode(1003, "binary messages are not supported"), push: false) }
         self.fanout.counters.bytesIn += message.data.readableBytes
-        self.awaitingPong = false
+        self.liveness.didReceive()
         let values: [JSONValue]
         do {
             values = try message.data.withUnsafeReadableBytes { bytes throws(JSONParser.Error) in
@@ -360,6 +352,7 @@ final class ClientSession: ChannelInboundHandler {
     private func connect(id: UInt32, _ params: ConnectParams) {
         var user = ""
         var info: JSONValue?
+        var tokenDeadline: NIODeadline?
         if let token = params.token {
             guard let verifier = self.node.tokenVerifier else { return self.disconnect(.invalidToken, push: false) }
             do {
@@ -367,7 +360,7 @@ final class ClientSession: ChannelInboundHandler {
                 user = claims.user
                 info = claims.info
                 if let exp = claims.expiresAt {
-                    self.tokenDeadline = Self.deadline(expiresAt: exp, now: Date().timeIntervalSince1970)
+                    tokenDeadline = Self.deadline(expiresAt: exp, now: Date().timeIntervalSince1970)
                 }
             } catch {
                 return self.disconnect(error == .expired ? .tokenExpired : .invalidToken, push: false)
@@ -383,6 +376,7 @@ final class ClientSession: ChannelInboundHandler {
             }.joined()
         }
         self.state = .connected
+        self.liveness.didConnect(tokenDeadline: tokenDeadline)
         self.fanout.add(self, client: client)
         self.node.hub.register(client: client, user: user, loopIndex: self.fanout.index, transport: self.transport.name)
         let slot = self.reserveReply()
@@ -724,40 +718,22 @@ final class ClientSession: ChannelInboundHandler {
     // MARK: Replies in order
 
     private func reserveReply() -> UInt64 {
-        let seq = self.nextReplySeq
-        self.nextReplySeq += 1
-        self.replies.append(ReplySlot())
-        return seq
+        self.replies.reserve()
     }
 
     /// No reply is outstanding.
-    private var repliesAreDone: Bool { self.replyHead == self.replies.count }
+    private var repliesAreDone: Bool { self.replies.isEmpty }
 
     private func completeReply(_ seq: UInt64, _ frame: ByteBuffer, goLive: [SessionSubscription] = []) {
-        guard seq >= self.firstReplySeq else { return }
-        let index = self.replyHead + Int(seq - self.firstReplySeq)
-        guard index < self.replies.count else { return }
-        self.replies[index] = ReplySlot(frame: frame, goLive: goLive)
-        while self.replyHead < self.replies.count, let ready = self.replies[self.replyHead].frame {
-            let first = self.replies[self.replyHead]
-            self.replies[self.replyHead] = ReplySlot()
-            self.replyHead += 1
-            self.firstReplySeq += 1
-            self.write(ready)
-            for subscription in first.goLive {
+        self.replies.fill(seq, ReplySlot(frame: frame, goLive: goLive))
+        while let ready = self.replies.popReady() {
+            self.write(ready.frame)
+            for subscription in ready.goLive {
                 if case .awaitingReply(let frames) = subscription.state {
                     subscription.state = .live
                     for frame in frames { self.write(frame) }
                 }
             }
-        }
-        if self.replyHead == self.replies.count {
-            // An idle connection keeps no reply storage.
-            self.replies = []
-            self.replyHead = 0
-        } else if self.replyHead >= 64, self.replyHead * 2 >= self.replies.count {
-            self.replies.removeFirst(self.replyHead)
-            self.replyHead = 0
         }
     }
 
@@ -829,7 +805,7 @@ final class ClientSession: ChannelInboundHandler {
             collector.append(WebSocketFrameBuilder.payload(of: frame))
         }
         self.hasUnflushedWrites = true
-        self.wroteSinceTick = true
+        self.liveness.didWrite()
     }
 
     func flush() {
@@ -889,8 +865,7 @@ final class ClientSession: ChannelInboundHandler {
         self.state = .closed
         for subscription in self.subscriptions.values { self.endSubscription(subscription) }
         self.subscriptions.removeAll()
-        self.replies = []
-        self.replyHead = 0
+        self.replies.removeAll()
         self.connectPending = nil
         if wasConnected {
             self.fanout.remove(client: self.clientInfo.client)
@@ -902,25 +877,18 @@ final class ClientSession: ChannelInboundHandler {
     func tick(now: NIODeadline) {
         guard self.state != .closed else { return }
         if case .collect = self.transport { return }
-        if self.state == .awaitingConnect {
-            if now >= self.connectDeadline { self.disconnect(DisconnectCode(3501, "no connect command"), push: false) }
+        let configuration = self.node.configuration
+        switch self.liveness.tick(
+            now: now, pingInterval: configuration.pingInterval, pongTimeout: configuration.pongTimeout, expectsPong: self.expectsPong)
+        {
+        case .none:
             return
-        }
-        if now >= self.tokenDeadline { return self.disconnect(.tokenExpired, push: true) }
-        let interval = self.node.configuration.pingInterval
-        guard interval > 0 else { return }
-        if self.awaitingPong, now >= self.pongDeadline { return self.disconnect(.noPong, push: false) }
-        if self.wroteSinceTick {
-            self.wroteSinceTick = false
-            self.lastActivity = now
-        }
-        if !self.awaitingPong, now - self.lastActivity >= .milliseconds(Int64(interval * 1000) - 250) {
+        case .ping:
             self.write(Self.pingFrame)
-            self.wroteSinceTick = false
-            self.lastActivity = now
-            self.awaitingPong = self.expectsPong
-            self.pongDeadline = now + .milliseconds(Int64(self.node.configuration.pongTimeout * 1000))
+            self.liveness.didWritePing()
             self.fanout.markDirty(self)
+        case .close(let code, let push):
+            self.disconnect(code, push: push)
         }
     }
 
@@ -943,9 +911,9 @@ final class ClientSession: ChannelInboundHandler {
 @available(*, unavailable)
 extension ClientSession: Sendable {}
 
-/// One reply position; replies go out in command order.
+/// A reply with the subscriptions that go live right after it.
 struct ReplySlot {
-    var frame: ByteBuffer?
+    var frame: ByteBuffer
     var goLive: [SessionSubscription] = []
 }
 
