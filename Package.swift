@@ -82,8 +82,6 @@ let package = Package(
             dependencies: [
                 "SwitchboardCore",
                 "SwitchboardBroker",
-                "SwitchboardRedis",
-                "RedisClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -103,6 +101,10 @@ let package = Package(
             name: "switchboard",
             dependencies: [
                 "SwitchboardServer",
+                "SwitchboardBroker",
+                "SwitchboardRedis",
+                "RedisClient",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -2,14 +2,12 @@ import CoreMetrics
 import Foundation
 public import Logging
 import NIOConcurrencyHelpers
-import NIOCore
+public import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOWebSocket
-import RedisClient
-import SwitchboardBroker
+public import SwitchboardBroker
 import SwitchboardCore
-import SwitchboardRedis
 
 /// One Switchboard node: the listener, its pipelines, the hub, the broker and
 /// the lifecycle (start, drain, stop).
@@ -33,8 +31,16 @@ public final class SwitchboardNode: Sendable {
         var drainStarted = false
     }
 
-    /// Creates a node (bind with `start()`); the broker comes from `configuration.broker`.
-    public init(configuration: ServerConfiguration, logger: Logger) throws {
+    /// Makes the node's broker on the event loop it must deliver events on, for a node id.
+    public typealias BrokerFactory = @Sendable (_ eventLoop: any EventLoop, _ nodeID: String) throws -> any Broker
+
+    /// Creates a node (bind with `start()`) on the broker `makeBroker` builds (the memory broker
+    /// by default; the `switchboard` executable picks Redis from `configuration.broker`).
+    public init(
+        configuration: ServerConfiguration,
+        logger: Logger,
+        makeBroker: BrokerFactory = { eventLoop, _ in MemoryBroker(eventLoop: eventLoop) }
+    ) throws {
         self.configuration = configuration
         self.logger = logger
         self.nodeID = Self.makeNodeID()
@@ -43,17 +49,11 @@ public final class SwitchboardNode: Sendable {
         let loops = Array(self.group.makeIterator())
         let hubLoop = loops[0]
         let broker: any Broker
-        if configuration.broker == "memory" || configuration.broker.isEmpty {
-            broker = MemoryBroker(eventLoop: hubLoop)
-        } else {
-            let redis: RedisConfiguration
-            do {
-                redis = try RedisConfiguration(url: configuration.broker)
-            } catch {
-                try? self.group.syncShutdownGracefully()
-                throw ConfigurationError("--broker: \(error.message)")
-            }
-            broker = RedisBroker(configuration: redis, nodeID: self.nodeID, eventLoop: hubLoop, logger: logger)
+        do {
+            broker = try makeBroker(hubLoop, self.nodeID)
+        } catch {
+            try? self.group.syncShutdownGracefully()
+            throw error
         }
         let hub = Hub(eventLoop: hubLoop, broker: broker, presenceTTL: configuration.presenceTTL, logger: logger)
         let metrics = NodeMetrics()

@@ -111,7 +111,9 @@ struct Serve: AsyncParsableCommand {
         }
         let logger = Logger(label: "switchboard")
 
-        let node = try SwitchboardNode(configuration: configuration, logger: logger)
+        let node = try SwitchboardNode(
+            configuration: configuration, logger: logger,
+            makeBroker: BrokerChoice.factory(for: configuration.broker, logger: logger))
         let port = try await node.start()
         let host = configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host
         let line = "switchboard node \(node.nodeID) listening: demo http://\(host):\(port)/  websocket ws://\(host):\(port)/ws\n"
