@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "switchboard-bench", targets: ["switchboard-bench"]),
         .library(name: "SwitchboardCore", targets: ["SwitchboardCore"]),
         .library(name: "SwitchboardBroker", targets: ["SwitchboardBroker"]),
+        .library(name: "SwitchboardBrokerTesting", targets: ["SwitchboardBrokerTesting"]),
         .library(name: "SwitchboardServer", targets: ["SwitchboardServer"]),
         .library(name: "RESP", targets: ["RESP"]),
         .library(name: "RedisClient", targets: ["RedisClient"]),
@@ -44,6 +45,17 @@ let package = Package(
             dependencies: [
                 "SwitchboardCore",
                 .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: upcoming
+        ),
+        .target(
+            // The broker contract as runnable checks, for the tests of every broker (not shipped in the node).
+            name: "SwitchboardBrokerTesting",
+            dependencies: [
+                "SwitchboardCore",
+                "SwitchboardBroker",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: upcoming
         ),
@@ -148,6 +160,7 @@ let package = Package(
             name: "SwitchboardBrokerTests",
             dependencies: [
                 "SwitchboardBroker",
+                "SwitchboardBrokerTesting",
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: upcoming
@@ -168,6 +181,7 @@ let package = Package(
                 "RESP",
                 "SwitchboardRedis",
                 "SwitchboardBroker",
+                "SwitchboardBrokerTesting",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -4,6 +4,7 @@ import NIOPosix
 import RedisClient
 import RESP
 import SwitchboardBroker
+import SwitchboardBrokerTesting
 import SwitchboardRedis
 import Testing
 

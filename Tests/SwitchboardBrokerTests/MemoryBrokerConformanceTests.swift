@@ -2,6 +2,7 @@ import Dispatch
 import NIOCore
 import NIOPosix
 @testable import SwitchboardBroker
+import SwitchboardBrokerTesting
 import SwitchboardCore
 import Testing
 

@@ -1,5 +1,6 @@
 import NIOCore
 public import SwitchboardCore
+public import SwitchboardBroker
 import NIOConcurrencyHelpers
 
 /// The contract every `Broker` must keep, as runnable checks.
