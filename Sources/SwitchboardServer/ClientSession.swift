@@ -252,7 +252,7 @@ final class ClientSession: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard self.state != .closed else { return }
         let message = Self.unwrapInboundIn(data)
-        guard message.isText else { return self.disconnect(DisconnectCode(1003, "binary messages are not supported"), push: false) }
+        guard message.isText else { return self.disconnect(.unsupportedData, push: false) }
         self.fanout.counters.bytesIn += message.data.readableBytes
         self.liveness.didReceive()
         let values: [JSONValue]
@@ -261,7 +261,7 @@ final class ClientSession: ChannelInboundHandler {
                 try Self.parser.parseSequence(UnsafeBufferPointer(start: bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), count: bytes.count))
             }
         } catch {
-            return self.disconnect(DisconnectCode(3501, "malformed JSON"), push: false)
+            return self.disconnect(.badRequest("malformed JSON"), push: false)
         }
         for value in values {
             guard self.state != .closed else { return }
@@ -269,7 +269,7 @@ final class ClientSession: ChannelInboundHandler {
             do {
                 parsed = try ClientMessage.parse(value)
             } catch {
-                return self.disconnect(DisconnectCode(3501, "bad request: \(error.message)"), push: false)
+                return self.disconnect(.badRequest("bad request: \(error.message)"), push: false)
             }
             self.handle(parsed)
         }
@@ -319,7 +319,7 @@ final class ClientSession: ChannelInboundHandler {
                 guard self.state == .awaitingConnect else { return self.reply(id: command.id, error: .badRequest("already connected")) }
                 return self.connect(id: command.id, params)
             }
-            guard self.state == .connected else { return self.disconnect(DisconnectCode(3501, "command before connect"), push: false) }
+            guard self.state == .connected else { return self.disconnect(.badRequest("command before connect"), push: false) }
             switch command.method {
             case .connect:
                 break
@@ -552,16 +552,16 @@ final class ClientSession: ChannelInboundHandler {
     }
 
     /// The server ends one subscription and tells the client (`unsubscribe` push).
-    func serverUnsubscribe(_ channel: String, code: Int, reason: String) {
+    func serverUnsubscribe(_ channel: String, _ code: UnsubscribeCode) {
         guard self.state == .connected, let subscription = self.subscriptions.removeValue(forKey: channel) else { return }
         self.endSubscription(subscription)
         let frame = WebSocketFrameBuilder.frame(allocator: self.allocator) { buffer in
             buffer.writeStaticString("{\"channel\":")
             buffer.writeJSONString(channel)
             buffer.writeStaticString(",\"unsubscribe\":{\"code\":")
-            buffer.writeDecimal(code)
+            buffer.writeDecimal(code.rawValue)
             buffer.writeStaticString(",\"reason\":")
-            buffer.writeJSONString(reason)
+            buffer.writeJSONString(code.reason)
             buffer.writeStaticString("}}")
         }
         self.write(frame)
@@ -672,7 +672,7 @@ final class ClientSession: ChannelInboundHandler {
             if offset <= subscription.lastOffset { return }  // seen already (seam or broker repeat)
             if offset != subscription.lastOffset + 1 {
                 // A hole the hub did not refill: never deliver past it silently.
-                self.serverUnsubscribe(subscription.channel, code: 2500, reason: "insufficient state")
+                self.serverUnsubscribe(subscription.channel, .insufficientState)
                 return
             }
             subscription.lastOffset = offset

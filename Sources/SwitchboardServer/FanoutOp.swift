@@ -22,11 +22,11 @@ enum FanoutOp: Sendable {
     /// A subscription could not be made.
     case reject(SubscriptionID, SwitchboardError)
     /// Every local subscriber of `channel` loses its subscription (an `unsubscribe` push with `code`).
-    case unsubscribeChannel(channel: String, code: Int, reason: String)
+    case unsubscribeChannel(channel: String, UnsubscribeCode)
     /// Disconnect one client.
     case disconnect(client: String, DisconnectCode)
     /// Unsubscribe one client from a channel (an `unsubscribe` push with `code`).
-    case unsubscribeClient(client: String, channel: String, code: Int, reason: String)
+    case unsubscribeClient(client: String, channel: String, UnsubscribeCode)
 }
 
 /// The outcome of a subscribe, computed by the hub.

@@ -455,7 +455,7 @@ final class Hub: @unchecked Sendable {
     private func insufficientState(_ name: String) {
         guard let channel = self.channels[name] else { return }
         self.metrics.insufficientState += 1
-        self.broadcast(.unsubscribeChannel(channel: name, code: 2500, reason: "insufficient state"), to: channel)
+        self.broadcast(.unsubscribeChannel(channel: name, .insufficientState), to: channel)
     }
 
     /// Compares each channel's position at the broker with what was delivered here; a channel that
@@ -574,7 +574,7 @@ final class Hub: @unchecked Sendable {
         case .unsubscribe(let user, let channel):
             for client in self.userClients[user] ?? [] {
                 guard let loop = self.clientLoops[client] else { continue }
-                self.enqueue(.unsubscribeClient(client: client, channel: channel, code: 2000, reason: "server unsubscribe"), loop: loop)
+                self.enqueue(.unsubscribeClient(client: client, channel: channel, .server), loop: loop)
             }
         }
     }

@@ -173,15 +173,15 @@ final class LoopFanout: @unchecked Sendable {
             case .reject(let id, let error):
                 guard let subscription = self.pending.removeValue(forKey: id) else { continue }
                 subscription.session.rejectSubscription(subscription, error)
-            case .unsubscribeChannel(let name, let code, let reason):
+            case .unsubscribeChannel(let name, let code):
                 guard let channel = self.channels[name] else { continue }
                 for subscription in channel.subscribers {
-                    subscription.session.serverUnsubscribe(subscription.channel, code: code, reason: reason)
+                    subscription.session.serverUnsubscribe(subscription.channel, code)
                 }
             case .disconnect(let client, let code):
                 self.sessions[client]?.disconnect(code, push: true)
-            case .unsubscribeClient(let client, let channel, let code, let reason):
-                self.sessions[client]?.serverUnsubscribe(channel, code: code, reason: reason)
+            case .unsubscribeClient(let client, let channel, let code):
+                self.sessions[client]?.serverUnsubscribe(channel, code)
             }
         }
         self.flushDirty()

@@ -58,7 +58,7 @@ struct SessionLiveness {
     ///   - expectsPong: the transport can answer (WebSocket); others get pings as keep-alives only.
     mutating func tick(now: NIODeadline, pingInterval: Double, pongTimeout: Double, expectsPong: Bool) -> Action {
         guard self.connected else {
-            return now >= self.connectDeadline ? .close(DisconnectCode(3501, "no connect command"), push: false) : .none
+            return now >= self.connectDeadline ? .close(.badRequest("no connect command"), push: false) : .none
         }
         if now >= self.tokenDeadline { return .close(.tokenExpired, push: true) }
         guard pingInterval > 0 else { return .none }
