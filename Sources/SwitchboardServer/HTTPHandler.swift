@@ -61,7 +61,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.requestOpen = true
             self.deadline = .body(.now() + .milliseconds(Int64(self.node.configuration.requestTimeout * 1000)))
             self.armDeadline(context: context)
-            self.bodyLimit = Self.bodyLimit(path: Self.path(of: head.uri), configuration: self.node.configuration)
+            self.bodyLimit = Route(uri: head.uri).bodyLimit(self.node.configuration)
             if let declared = head.headers.first(name: "content-length").flatMap({ Int($0) }), declared > self.bodyLimit {
                 return self.refuseBody(context: context, head: head)
             }
@@ -95,16 +95,6 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         self.deadline = .none
         self.armDeadline(context: context)
         self.respond(context: context, head: head, Self.error(.payloadTooLarge, "request body larger than \(self.bodyLimit) bytes"), close: true)
-    }
-
-    /// The largest body a path takes: the server API up to `maxRequestBodySize`, everything
-    /// else (SSE commands, polls, `/rpc`) up to `maxMessageSize`, like a WebSocket message.
-    static func bodyLimit(path: Substring, configuration: ServerConfiguration) -> Int {
-        path.hasPrefix("/api/") ? configuration.maxRequestBodySize : configuration.maxMessageSize
-    }
-
-    static func path(of uri: String) -> Substring {
-        uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? Substring(uri)
     }
 
     /// Schedules the timer for the current deadline (cancelling the previous one).
@@ -143,53 +133,52 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func route(context: ChannelHandlerContext, head: HTTPRequestHead, body: ByteBuffer) {
-        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-        switch (head.method, path) {
-        case (.GET, "/"), (.GET, "/index.html"):
+        let route = Route(uri: head.uri)
+        switch (head.method, route) {
+        case (.GET, .demoPage):
             self.respond(context: context, head: head, HTTPResponse(
                 status: .ok, contentType: "text/html; charset=utf-8", body: ByteBuffer(bytes: PackageResources.demo_html)))
-        case (.GET, "/switchboard.js"):
+        case (.GET, .clientScript):
             self.respond(context: context, head: head, HTTPResponse(
                 status: .ok, contentType: "text/javascript; charset=utf-8", body: ByteBuffer(bytes: PackageResources.switchboard_js)))
-        case (.GET, "/sse"):
+        case (.GET, .eventStream):
             self.openEventStream(context: context, head: head)
-        case (.POST, "/sse"):
+        case (.POST, .eventStream):
             self.postSessionCommands(context: context, head: head, body: body)
-        case (.POST, "/poll"):
+        case (.POST, .poll):
             self.poll(context: context, head: head, body: body)
-        case (.POST, "/rpc"):
+        case (.POST, .rpc):
             self.rpc(context: context, head: head, body: body)
-        case (.GET, "/stats"):
+        case (.GET, .stats):
             self.stats(context: context, head: head)
-        case (_, "/sse"), (_, "/poll"), (_, "/rpc"):
+        case (_, .eventStream), (_, .poll), (_, .rpc):
             self.respond(context: context, head: head, .text(.methodNotAllowed, "see docs/transports.md for the methods"))
-        case (.GET, "/metrics"):
+        case (.GET, .metrics):
             self.respond(context: context, head: head, HTTPResponse(
                 status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8",
                 body: ByteBuffer(string: self.node.metrics.exposition())))
-        case (.GET, "/healthz"):
+        case (.GET, .health):
             self.respond(context: context, head: head, .json(.ok, #"{"status":"ok"}"#))
-        case (.GET, "/readyz"):
+        case (.GET, .readiness):
             if self.node.isDraining {
                 self.respond(context: context, head: head, .json(.serviceUnavailable, #"{"status":"draining"}"#))
             } else {
                 self.respond(context: context, head: head, .json(.ok, #"{"status":"ready"}"#))
             }
-        case (.GET, "/ws"), (.GET, "/echo"):
+        case (.GET, .webSocket), (.GET, .echo):
             if self.node.isDraining {
                 var response = HTTPResponse.text(.serviceUnavailable, "draining: reconnect to another node")
                 response.headers.append(("Retry-After", "1"))
                 self.respond(context: context, head: head, response, close: true)
-            } else if path == "/echo", !self.node.configuration.echoEndpoint {
+            } else if !route.acceptsUpgrade(echoEnabled: self.node.configuration.echoEndpoint) {
                 self.respond(context: context, head: head, .text(.notFound, "not found"))
             } else {
                 self.respond(context: context, head: head, .text(.badRequest, "WebSocket upgrade required"))
             }
-        case (.POST, _) where path.hasPrefix("/api/"):
-            let method = String(path.dropFirst("/api/".count))
+        case (.POST, .api(let method)):
             let authorization = head.headers.first(name: "authorization")
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            self.api.handle(method: method, authorization: authorization, body: body)
+            self.api.handle(method: String(method), authorization: authorization, body: body)
                 .hop(to: context.eventLoop)
                 .whenComplete { result in
                     let (handler, context) = loopBound.value
@@ -200,7 +189,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                         handler.respond(context: context, head: head, .json(.internalServerError, #"{"error":{"code":100,"message":"internal error","temporary":true}}"#))
                     }
                 }
-        case (_, _) where path.hasPrefix("/api/"):
+        case (_, .api):
             self.respond(context: context, head: head, .text(.methodNotAllowed, "use POST"))
         default:
             self.respond(context: context, head: head, .text(.notFound, "not found"))

@@ -179,7 +179,7 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
     }
 
 
-    private static let webSocketPrefix = Array("GET /ws".utf8)
+    private static let webSocketPrefix = Array("GET \(Route.webSocketPath)".utf8)
 
     /// The index just past the blank line that ends the head, if it has arrived.
     static func headEnd(_ bytes: ByteBufferView) -> Int? {
@@ -245,7 +245,7 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
         return String(decoding: head[key], as: UTF8.self)
     }
 
-    private static let requestLineStart = Array("GET /ws".utf8)
+    private static let requestLineStart = HandshakeRouter.webSocketPrefix
     private static let requestLineEnd = Array(" HTTP/1.1".utf8)
 
     /// `GET /ws HTTP/1.1` or `GET /ws?<query> HTTP/1.1`.

@@ -142,11 +142,10 @@ public final class SwitchboardNode: Sendable {
     private static func makeUpgrader(context: NodeContext) -> WebSocketUpgrader {
         WebSocketUpgrader(
             accepts: { head in
-                let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-                return !context.isDraining && (path == "/ws" || (path == "/echo" && context.configuration.echoEndpoint))
+                !context.isDraining && Route(uri: head.uri).acceptsUpgrade(echoEnabled: context.configuration.echoEndpoint)
             },
             installHandlers: { channel, head in
-                let isEcho = head.uri.hasPrefix("/echo")
+                let isEcho = Route(uri: head.uri) == .echo
                 let pipeline = channel.pipeline.syncOperations
                 let limit = isEcho ? context.configuration.echoMaxMessageSize : context.configuration.maxMessageSize
                 try pipeline.addHandler(WebSocketFrameHandler(maximumMessageSize: limit))
