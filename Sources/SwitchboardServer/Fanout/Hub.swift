@@ -29,11 +29,9 @@ final class Hub: @unchecked Sendable {
     private var fanouts: [LoopFanout] = []
 
     private var channels: [String: HubChannel] = [:]
-    private var opsByLoop: [[FanoutOp]] = []
-    private var flushScheduled = false
-    /// Which loop holds each client, and each user's clients (for the server API and control messages).
-    private var clientLoops: [String: Int] = [:]
-    private var userClients: [String: Set<String>] = [:]
+    private var batcher = FanoutBatcher(loopCount: 0)
+    /// Where each session is (for the server API and control messages).
+    private var directory = SessionDirectory()
     private var presenceTimer: RepeatedTask?
     private var positionTimer: RepeatedTask?
     private var positionCheckQueue: [String] = []
@@ -58,8 +56,6 @@ final class Hub: @unchecked Sendable {
     private var presenceFlushScheduled = false
     /// Most entries in one presence call.
     static let presenceBatchSize = 500
-    /// Sessions by transport (`TransportName.index`), for the connections gauge.
-    private var connectionsByTransport = [Int](repeating: 0, count: TransportName.allCases.count)
 
     init(
         eventLoop: any EventLoop,
@@ -79,7 +75,7 @@ final class Hub: @unchecked Sendable {
     func start(fanouts: [LoopFanout]) -> EventLoopFuture<Void> {
         self.eventLoop.submit {
             self.fanouts = fanouts
-            self.opsByLoop = Array(repeating: [], count: fanouts.count)
+            self.batcher = FanoutBatcher(loopCount: fanouts.count)
             self.presenceTimer = self.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
                 self.refreshPresence()
             }
@@ -113,20 +109,13 @@ final class Hub: @unchecked Sendable {
 
     func register(client: String, user: String, loopIndex: Int, transport: TransportName = .websocket) {
         self.eventLoop.execute {
-            self.clientLoops[client] = loopIndex
-            self.connectionsByTransport[transport.index] += 1
-            if !user.isEmpty { self.userClients[user, default: []].insert(client) }
+            self.directory.register(client: client, user: user, loop: loopIndex, transport: transport)
         }
     }
 
     func unregister(client: String, user: String, transport: TransportName = .websocket) {
         self.eventLoop.execute {
-            self.clientLoops[client] = nil
-            self.connectionsByTransport[transport.index] -= 1
-            if !user.isEmpty {
-                self.userClients[user]?.remove(client)
-                if self.userClients[user]?.isEmpty == true { self.userClients[user] = nil }
-            }
+            self.directory.unregister(client: client, user: user, transport: transport)
         }
     }
 
@@ -552,7 +541,7 @@ final class Hub: @unchecked Sendable {
                 }
                 _ = broker.sendControl(result, to: replyTo)
             }
-            guard let id = EventStreamSessionID(Substring(session)), let loop = self.clientLoops[id.client], loop < self.fanouts.count else {
+            guard let id = EventStreamSessionID(Substring(session)), let loop = self.directory.loop(of: id.client), loop < self.fanouts.count else {
                 return answer(.rejected(status: 404, message: "unknown session"))
             }
             let fanout = self.fanouts[loop]
@@ -564,17 +553,12 @@ final class Hub: @unchecked Sendable {
             waiting.timeout.cancel()
             waiting.promise.succeed(status == 202 ? .accepted(accepted) : .rejected(status: status, message: message))
         case .disconnect(let client, let user, let code, let reason):
-            var targets: [String] = []
-            if let client, self.clientLoops[client] != nil { targets.append(client) }
-            if let user, let clients = self.userClients[user] { targets.append(contentsOf: clients) }
-            for target in targets {
-                guard let loop = self.clientLoops[target] else { continue }
-                self.enqueue(.disconnect(client: target, DisconnectCode(code, reason)), loop: loop)
+            for target in self.directory.sessions(client: client, user: user) {
+                self.enqueue(.disconnect(client: target.client, DisconnectCode(code, reason)), loop: target.loop)
             }
         case .unsubscribe(let user, let channel):
-            for client in self.userClients[user] ?? [] {
-                guard let loop = self.clientLoops[client] else { continue }
-                self.enqueue(.unsubscribeClient(client: client, channel: channel, .server), loop: loop)
+            for target in self.directory.sessions(client: nil, user: user) {
+                self.enqueue(.unsubscribeClient(client: target.client, channel: channel, .server), loop: target.loop)
             }
         }
     }
@@ -582,34 +566,14 @@ final class Hub: @unchecked Sendable {
     // MARK: Batching
 
     private func enqueue(_ op: FanoutOp, loop: Int) {
-        if case .frame(let name, let offset, let time, let frame) = op, let last = self.opsByLoop[loop].last {
-            // Publications of one channel within one tick travel as one batch.
-            switch last {
-            case .frame(let lastName, let lastOffset, let lastTime, let lastFrame) where lastName == name:
-                let batch = PublicationBatch(channel: name, first: (lastOffset, lastTime, lastFrame))
-                if batch.append(offset: offset, time: time, frame: frame) {
-                    self.opsByLoop[loop][self.opsByLoop[loop].count - 1] = .batch(batch)
-                    return
-                }
-            case .batch(let batch) where batch.channel == name:
-                if batch.append(offset: offset, time: time, frame: frame) { return }
-            default:
-                break
-            }
-        }
-        self.opsByLoop[loop].append(op)
-        if !self.flushScheduled {
-            self.flushScheduled = true
+        if self.batcher.enqueue(op, loop: loop) {
             // Runs after everything already queued on this loop: one batch per loop per tick.
             self.eventLoop.execute { self.flush() }
         }
     }
 
     private func flush() {
-        self.flushScheduled = false
-        for index in self.opsByLoop.indices where !self.opsByLoop[index].isEmpty {
-            let ops = self.opsByLoop[index]
-            self.opsByLoop[index] = []
+        for (index, ops) in self.batcher.take() {
             let fanout = self.fanouts[index]
             if fanout.eventLoop === self.eventLoop {
                 fanout.apply(ops)
@@ -622,7 +586,7 @@ final class Hub: @unchecked Sendable {
     private func reportMetrics() {
         guard let sink = self.metricsSink else { return }
         for transport in TransportName.allCases {
-            sink.connections[transport.index].record(self.connectionsByTransport[transport.index])
+            sink.connections[transport.index].record(self.directory.countByTransport[transport.index])
         }
         sink.subscriptions.record(self.channels.values.reduce(0) { $0 + $1.members.count })
         sink.channels.record(self.channels.count)
@@ -660,7 +624,7 @@ final class Hub: @unchecked Sendable {
     func statistics() -> EventLoopFuture<HubStatistics> {
         self.eventLoop.submit {
             HubStatistics(
-                connections: self.clientLoops.count,
+                connections: self.directory.count,
                 subscriptions: self.channels.values.reduce(0) { $0 + $1.members.count },
                 channels: self.channels.count
             )
@@ -676,7 +640,7 @@ final class Hub: @unchecked Sendable {
 
     /// Every connected client with its loop (for drain).
     func clients() -> EventLoopFuture<[(client: String, loop: Int)]> {
-        self.eventLoop.submit { self.clientLoops.map { ($0.key, $0.value) } }
+        self.eventLoop.submit { self.directory.loopByClient.map { ($0.key, $0.value) } }
     }
 }
 
