@@ -38,8 +38,6 @@ final class Hub: @unchecked Sendable {
     private var positionCheckRound = 0
     /// Channels whose broker position is compared per interval.
     static let positionChecksPerInterval = 256
-    private var presenceQueue: [String] = []
-    private var presencePerTick = 1
     private let positionCheckInterval: TimeAmount
     /// Counters for `info` and metrics.
     private(set) var metrics = HubMetrics()
@@ -51,11 +49,8 @@ final class Hub: @unchecked Sendable {
     /// SSE commands forwarded to other nodes, waiting for their outcome.
     private var forwardedCommands: [UInt64: (promise: EventLoopPromise<SessionCommandOutcome>, timeout: Scheduled<Void>)] = [:]
     private var nextCorrelation: UInt64 = 0
-    /// Presence entries to add, by channel: one broker call per channel per tick, however many join.
-    private var pendingPresence: [String: [ClientInfo]] = [:]
-    private var presenceFlushScheduled = false
-    /// Most entries in one presence call.
-    static let presenceBatchSize = 500
+    /// When presence entries are written and refreshed.
+    private var presence: PresenceSchedule
 
     init(
         eventLoop: any EventLoop,
@@ -67,6 +62,7 @@ final class Hub: @unchecked Sendable {
         self.eventLoop = eventLoop
         self.broker = broker
         self.presenceTTL = presenceTTL
+        self.presence = PresenceSchedule(ttl: presenceTTL)
         self.positionCheckInterval = positionCheckInterval
         self.logger = logger
     }
@@ -257,23 +253,12 @@ final class Hub: @unchecked Sendable {
     }
 
     private func queuePresence(_ client: ClientInfo, channel: String) {
-        self.pendingPresence[channel, default: []].append(client)
-        guard !self.presenceFlushScheduled else { return }
-        self.presenceFlushScheduled = true
+        guard self.presence.add(client, channel: channel) else { return }
+        // One broker call per channel for everyone who joined within this tick.
         self.eventLoop.execute {
-            self.presenceFlushScheduled = false
-            let pending = self.pendingPresence
-            self.pendingPresence = [:]
-            for (channel, clients) in pending { self.addPresence(clients, channel: channel) }
-        }
-    }
-
-    private func addPresence(_ clients: [ClientInfo], channel: String) {
-        var start = 0
-        while start < clients.count {
-            let end = min(clients.count, start + Self.presenceBatchSize)
-            _ = self.broker.addPresence(channel: channel, clients: Array(clients[start..<end]), ttl: self.presenceTTL)
-            start = end
+            for call in self.presence.flush() {
+                _ = self.broker.addPresence(channel: call.channel, clients: call.clients, ttl: self.presenceTTL)
+            }
         }
     }
 
@@ -303,7 +288,7 @@ final class Hub: @unchecked Sendable {
             guard let member = channel.members.removeValue(forKey: id) else { return }
             channel.loopCounts[member.loopIndex] -= 1
             if member.options.presence {
-                self.pendingPresence[name]?.removeAll { $0.client == member.client.client }
+                self.presence.cancel(client: member.client.client, channel: name)
                 _ = self.broker.removePresence(channel: name, client: member.client.client)
             }
             if member.options.joinLeave {
@@ -606,17 +591,12 @@ final class Hub: @unchecked Sendable {
     /// Refreshes presence entries a slice at a time (every second), so each entry is refreshed
     /// about every third of its TTL without a burst of broker calls.
     private func refreshPresence() {
-        if self.presenceQueue.isEmpty {
-            self.presenceQueue = Array(self.channels.keys)
-            let rounds = max(1, Int(self.presenceTTL / 3))
-            self.presencePerTick = max(1, (self.presenceQueue.count + rounds - 1) / rounds)
-        }
-        var done = 0
-        while done < self.presencePerTick, let name = self.presenceQueue.popLast() {
-            done += 1
+        for name in self.presence.nextRefresh(channels: { Array(self.channels.keys) }) {
             guard let channel = self.channels[name] else { continue }
             let present = channel.members.values.compactMap { $0.options.presence ? $0.client : nil }
-            self.addPresence(present, channel: name)
+            for batch in PresenceSchedule.batches(present) {
+                _ = self.broker.addPresence(channel: name, clients: batch, ttl: self.presenceTTL)
+            }
         }
     }
 
