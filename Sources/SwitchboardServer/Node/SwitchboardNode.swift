@@ -13,7 +13,7 @@ import SwitchboardCore
 /// the lifecycle (start, drain, stop).
 public final class SwitchboardNode: Sendable {
     /// The version this server reports in `connect` results.
-    public static let version = "0.1.0"
+    public static let version = SwitchboardVersion.current
 
     /// Seconds a node stays in the registry without a refresh (it refreshes every 2 s).
     static let registryTTL: Double = 6
@@ -56,7 +56,7 @@ public final class SwitchboardNode: Sendable {
             throw error
         }
         let hub = Hub(eventLoop: hubLoop, broker: broker, presenceTTL: configuration.presenceTTL, logger: logger)
-        let metrics = NodeMetrics()
+        let metrics = NodeMetrics(version: Self.version, commit: NodeMetrics.commitFromEnvironment())
         let fanouts = loops.enumerated().map { LoopFanout(eventLoop: $0.element, index: $0.offset) }
         for fanout in fanouts {
             fanout.hub = hub
