@@ -20,220 +20,38 @@ final class ClientSession: ChannelInboundHandler {
     typealias InboundIn = WebSocketMessage
     typealias OutboundOut = ByteBuffer
 
-    private enum State {
+    enum State {
         case awaitingConnect
         case connected
         case closed
     }
 
-    private let node: NodeContext
-    private let fanout: LoopFanout
+    let node: NodeContext
+    let fanout: LoopFanout
     let transport: SessionTransport
     /// The secret half of an SSE session id (empty for other transports).
-    private var sessionSecret = ""
-    private var receivingCommands = false
-    private var context: ChannelHandlerContext?
-    private var state: State = .awaitingConnect
-    private var clientInfo = ClientInfo(client: "", user: "")
-    private var subscriptions = SessionSubscriptions()
+    var sessionSecret = ""
+    var receivingCommands = false
+    var context: ChannelHandlerContext?
+    var state: State = .awaitingConnect
+    var clientInfo = ClientInfo(client: "", user: "")
+    var subscriptions = SessionSubscriptions()
     /// Replies in command order.
-    private var replies = ReplyQueue<ReplySlot>()
-    private var connectPending: ConnectAggregate?
-    private var hasUnflushedWrites = false
+    var replies = ReplyQueue<ReplySlot>()
+    var connectPending: ConnectAggregate?
+    var hasUnflushedWrites = false
     var isDirty = false
 
     /// Connect, ping, pong and token deadlines.
-    private var liveness: SessionLiveness
+    var liveness: SessionLiveness
 
-    private static let parser = JSONParser(maximumDepth: 64, maximumValues: 50_000)
+    static let parser = JSONParser(maximumDepth: 64, maximumValues: 50_000)
 
     init(node: NodeContext, fanout: LoopFanout, transport: SessionTransport = .webSocket) {
         self.node = node
         self.fanout = fanout
         self.transport = transport
         self.liveness = SessionLiveness(now: .now())
-    }
-
-    // MARK: Transports other than WebSocket
-
-    /// Runs the `connect` an SSE stream or a poll implies (command id 1).
-    func start(_ params: ConnectParams) {
-        guard self.state == .awaitingConnect else { return }
-        self.connect(id: 1, params)
-        self.flush()
-    }
-
-    /// Whether `secret` names this SSE session (compared in constant time).
-    func matchesSession(secret: String) -> Bool {
-        guard self.transport.isEventStream, self.state == .connected else { return false }
-        let a = Array(self.sessionSecret.utf8)
-        let b = Array(secret.utf8)
-        guard a.count == b.count, !a.isEmpty else { return false }
-        var difference: UInt8 = 0
-        for i in a.indices { difference |= a[i] ^ b[i] }
-        return difference == 0
-    }
-
-    /// Reads the commands of an HTTP body (SSE POST, `/rpc`): one or more JSON objects, one per line.
-    /// Every one is checked before any runs, so a bad body is refused whole and costs nothing.
-    static func parseCommands(_ body: ByteBuffer, allowConnect: Bool, maximumCommands: Int) -> Result<[ClientMessage], HTTPCommandError> {
-        let values: [JSONValue]
-        do {
-            values = try Self.parser.parseSequence(body.readableBytesView)
-        } catch {
-            return .failure(HTTPCommandError(message: "malformed JSON: \(error.message)"))
-        }
-        guard !values.isEmpty else { return .failure(HTTPCommandError(message: "no commands in the body")) }
-        guard values.count <= maximumCommands else {
-            return .failure(HTTPCommandError(message: "at most \(maximumCommands) commands per request", tooMany: true))
-        }
-        var messages: [ClientMessage] = []
-        messages.reserveCapacity(values.count)
-        for value in values {
-            do {
-                let message = try ClientMessage.parse(value)
-                if !allowConnect, case .command(let command) = message, case .connect = command.method {
-                    return .failure(HTTPCommandError(message: "the stream is connected already; connect is not a POST command"))
-                }
-                messages.append(message)
-            } catch {
-                return .failure(HTTPCommandError(message: "bad request: \(error.message)"))
-            }
-        }
-        return .success(messages)
-    }
-
-    /// Commands that arrived by HTTP (SSE POST), checked and run.
-    func receiveCommands(_ body: ByteBuffer) -> SessionCommandOutcome {
-        guard self.state == .connected else { return .rejected(status: 404, message: "unknown session") }
-        switch Self.parseCommands(body, allowConnect: false, maximumCommands: self.node.configuration.maxCommandsPerRequest) {
-        case .failure(let error):
-            return .rejected(status: error.tooMany ? 413 : 400, message: error.message)
-        case .success(let messages):
-            self.run(messages)
-            return .accepted(messages.count)
-        }
-    }
-
-    /// Runs commands that were checked already (by `parseCommands`).
-    func run(_ messages: [ClientMessage]) {
-        // Replies may complete while later commands are still being read (a broker on this
-        // loop answers at once): an `/rpc` answer waits until every command has its slot.
-        self.receivingCommands = true
-        for message in messages {
-            guard self.state == .connected else { break }
-            self.handle(message)
-        }
-        self.receivingCommands = false
-        self.flush()
-        if case .collect(let collector) = self.transport {
-            collector.isReady = true
-            self.finishCollectingIfDue(collector)
-        }
-    }
-
-    /// The poll's time is up: answer with what there is, or, while the subscriptions are still
-    /// being made, as soon as they are (so even a zero timeout gets the positions).
-    func collectTimedOut() {
-        guard case .collect(let collector) = self.transport else { return }
-        collector.timedOut = true
-        self.finishCollectingIfDue(collector)
-    }
-
-    /// Sends a collecting session's answer now and ends the session.
-    func finishCollecting() {
-        guard case .collect(let collector) = self.transport else { return }
-        collector.complete(allocator: self.allocator)
-        self.close()
-    }
-
-    /// Ends a collecting session without an answer (its HTTP connection went away).
-    func abandon() {
-        if case .collect(let collector) = self.transport { collector.abandon() }
-        self.close()
-    }
-
-    private func finishCollectingIfDue(_ collector: ResponseCollector) {
-        guard collector.isReady, !collector.isCompleted, !self.receivingCommands else { return }
-        switch collector.purpose {
-        case .poll:
-            if !collector.objects.isEmpty || collector.timedOut { self.finishCollecting() }
-        case .rpc:
-            if (self.repliesAreDone && self.connectPending == nil) || collector.timedOut { self.finishCollecting() }
-        }
-    }
-
-    /// A poll's connect result as poll objects: missed publications, or the position to go on from.
-    private func collectConnectResults(_ aggregate: ConnectAggregate, into collector: ResponseCollector) {
-        for result in aggregate.results {
-            var object = self.allocator.buffer(capacity: 128)
-            switch result.outcome {
-            case .success(let activation):
-                var position = activation.position
-                if activation.recovered == true {
-                    // As many as fit in the answer; then the position of the last one that did,
-                    // so the client's next poll goes on from there and nothing is lost.
-                    var delivered: UInt64?
-                    for publication in activation.publications {
-                        var pub = self.allocator.buffer(capacity: 64 + publication.data.readableBytes)
-                        pub.writePublicationPush(channel: result.channel, publication)
-                        guard collector.append(pub) else { break }
-                        delivered = publication.offset
-                    }
-                    if delivered == activation.publications.last?.offset { continue }
-                    if let delivered, let epoch = position?.epoch {
-                        position = StreamPosition(offset: delivered, epoch: epoch)
-                    } else if let since = self.subscriptions[result.channel]?.requestedSince {
-                        position = since
-                    }
-                }
-                guard let position else { continue }  // no history: nothing to carry
-                object.writeStaticString("{\"channel\":")
-                object.writeJSONString(result.channel)
-                object.writeStaticString(",\"position\":{\"offset\":")
-                object.writeDecimal(position.offset)
-                object.writeStaticString(",\"epoch\":")
-                object.writeJSONString(position.epoch)
-                if activation.recovered == false { object.writeStaticString(",\"recovered\":false") }
-                object.writeStaticString("}}")
-            case .failure(let error):
-                object.writeStaticString("{\"channel\":")
-                object.writeJSONString(result.channel)
-                object.writeStaticString(",\"error\":")
-                ResultWriter.writeError(&object, error)
-                object.writeInteger(UInt8(ascii: "}"))
-            }
-            collector.appendPosition(object)
-        }
-    }
-
-    /// The SSE event id: every subscription's position now (see `ResumeID`).
-    private var resumeID: String {
-        var subs: [(channel: String, position: StreamPosition?)] = []
-        subs.reserveCapacity(self.subscriptions.count)
-        for subscription in self.subscriptions.values {
-            let channel = subscription.channel
-            if let epoch = subscription.epoch {
-                subs.append((channel, StreamPosition(offset: subscription.lastOffset, epoch: epoch)))
-            } else {
-                subs.append((channel, subscription.requestedSince))
-            }
-        }
-        subs.sort { $0.channel < $1.channel }
-        return ResumeID.encode(subs)
-    }
-
-    /// One SSE event holding the JSON of a frame, with the session's current resume id.
-    private func eventStreamEvent(_ frame: ByteBuffer) -> ByteBuffer {
-        var payload = WebSocketFrameBuilder.payload(of: frame)
-        let id = self.resumeID
-        var event = self.allocator.buffer(capacity: payload.readableBytes + id.utf8.count + 16)
-        event.writeStaticString("data: ")
-        event.writeBuffer(&payload)
-        event.writeStaticString("\nid: ")
-        event.writeString(id)
-        event.writeStaticString("\n\n")
-        return event
     }
 
     // MARK: Channel events
@@ -307,7 +125,7 @@ final class ClientSession: ChannelInboundHandler {
 
     // MARK: Commands
 
-    private func handle(_ message: ClientMessage) {
+    func handle(_ message: ClientMessage) {
         switch message {
         case .pong:
             return
@@ -346,320 +164,6 @@ final class ClientSession: ChannelInboundHandler {
             case .unknown:
                 self.reply(id: command.id, error: .methodNotFound)
             }
-        }
-    }
-
-    private func connect(id: UInt32, _ params: ConnectParams) {
-        var user = ""
-        var info: JSONValue?
-        var tokenDeadline: NIODeadline?
-        if let token = params.token {
-            guard let verifier = self.node.tokenVerifier else { return self.disconnect(.invalidToken, push: false) }
-            do {
-                let claims = try verifier.verify(token)
-                user = claims.user
-                info = claims.info
-                if let exp = claims.expiresAt {
-                    tokenDeadline = Self.deadline(expiresAt: exp, now: Date().timeIntervalSince1970)
-                }
-            } catch {
-                return self.disconnect(error == .expired ? .tokenExpired : .invalidToken, push: false)
-            }
-        }
-        let client = self.fanout.makeClientID(node: self.node.nodeID)
-        self.clientInfo = ClientInfo(client: client, user: user, info: info)
-        if self.transport.isEventStream {
-            var generator = SystemRandomNumberGenerator()
-            self.sessionSecret = (0..<2).map { _ in
-                let hex = String(generator.next() as UInt64, radix: 16)
-                return String(repeating: "0", count: 16 - hex.count) + hex
-            }.joined()
-        }
-        self.state = .connected
-        self.liveness.didConnect(tokenDeadline: tokenDeadline)
-        self.fanout.add(self, client: client)
-        self.node.hub.register(client: client, user: user, loopIndex: self.fanout.index, transport: self.transport.name)
-        let slot = self.reserveReply()
-        let aggregate = ConnectAggregate(id: id, slot: slot, remaining: 0)
-        var subscriptions: [SessionSubscription] = []
-        for sub in params.subs {
-            do {
-                try ChannelName.validate(sub.channel)
-                subscriptions.append(try self.startSubscription(channel: sub.channel, since: sub.since, slot: slot))
-                aggregate.remaining += 1
-            } catch {
-                aggregate.results.append((sub.channel, .failure(error)))
-            }
-        }
-        self.connectPending = aggregate
-        for subscription in subscriptions { self.requestJoin(subscription, since: params.subs.first { $0.channel == subscription.channel }?.since) }
-        self.finishConnectIfReady()
-    }
-
-    private func finishConnectIfReady() {
-        guard let aggregate = self.connectPending, aggregate.remaining == 0 else { return }
-        self.connectPending = nil
-        if case .collect(let collector) = self.transport {
-            if collector.purpose == .poll {
-                self.collectConnectResults(aggregate, into: collector)
-                collector.isReady = true  // an `/rpc` call is ready once its commands ran
-                self.hasUnflushedWrites = true  // the next flush decides whether to answer
-            }
-            self.completeReply(aggregate.slot, ByteBuffer(), goLive: aggregate.live)
-            return
-        }
-        let frame = self.replyFrame(id: aggregate.id) { buffer in
-            buffer.writeStaticString("{\"client\":")
-            buffer.writeJSONString(self.clientInfo.client)
-            if !self.clientInfo.user.isEmpty {
-                buffer.writeStaticString(",\"user\":")
-                buffer.writeJSONString(self.clientInfo.user)
-            }
-            if self.transport.isEventStream {
-                buffer.writeStaticString(",\"session\":")
-                buffer.writeJSONString(self.clientInfo.client + "." + self.sessionSecret)
-            }
-            buffer.writeStaticString(",\"node\":")
-            buffer.writeJSONString(self.node.nodeID)
-            buffer.writeStaticString(",\"version\":")
-            buffer.writeJSONString(self.node.version)
-            buffer.writeStaticString(",\"ping\":")
-            buffer.writeString(Self.formatSeconds(self.node.configuration.pingInterval))
-            buffer.writeStaticString(",\"pong\":")
-            buffer.writeStaticString(self.expectsPong ? "true" : "false")
-            if !aggregate.results.isEmpty {
-                buffer.writeStaticString(",\"subs\":{")
-                for (i, result) in aggregate.results.enumerated() {
-                    if i > 0 { buffer.writeInteger(UInt8(ascii: ",")) }
-                    buffer.writeJSONString(result.channel)
-                    buffer.writeInteger(UInt8(ascii: ":"))
-                    switch result.outcome {
-                    case .success(let activation): ResultWriter.writeSubscribeResult(&buffer, activation)
-                    case .failure(let error):
-                        buffer.writeStaticString("{\"error\":")
-                        ResultWriter.writeError(&buffer, error)
-                        buffer.writeInteger(UInt8(ascii: "}"))
-                    }
-                }
-                buffer.writeInteger(UInt8(ascii: "}"))
-            }
-            buffer.writeInteger(UInt8(ascii: "}"))
-        }
-        self.completeReply(aggregate.slot, frame, goLive: aggregate.live)
-    }
-
-    private func subscribe(id: UInt32, _ params: SubscribeParams) {
-        let slot = self.reserveReply()
-        let subscription: SessionSubscription
-        do {
-            subscription = try self.startSubscription(channel: params.channel, since: params.since, slot: slot)
-        } catch {
-            self.completeReply(slot, self.errorFrame(id: id, error))
-            return
-        }
-        subscription.replyID = id
-        self.requestJoin(subscription, since: params.since)
-    }
-
-    /// Checks permissions and limits and registers a joining subscription.
-    private func startSubscription(channel: String, since: StreamPosition?, slot: UInt64) throws(SwitchboardError) -> SessionSubscription {
-        var options = self.node.configuration.namespaces.options(for: channel)
-        // A poll is a moment, not a presence: it neither enters presence nor announces joins.
-        if case .collect = self.transport { options.presence = false }
-        if let refusal = ChannelPermission.check(.subscribe, options: options, isAnonymous: self.clientInfo.user.isEmpty) { throw refusal }
-        guard self.subscriptions[channel] == nil else { throw .alreadySubscribed }
-        guard self.subscriptions.count < self.node.configuration.maxSubscriptions else {
-            throw .limitExceeded("at most \(self.node.configuration.maxSubscriptions) subscriptions per connection")
-        }
-        let subscription = SessionSubscription(session: self, id: self.fanout.makeSubscriptionID(), channel: channel, options: options)
-        subscription.replySlot = slot
-        subscription.requestedSince = options.keepsHistory ? since : nil
-        self.subscriptions[channel] = subscription
-        self.fanout.addPending(subscription)
-        return subscription
-    }
-
-    private func requestJoin(_ subscription: SessionSubscription, since: StreamPosition?) {
-        self.node.hub.join(
-            JoinRequest(
-                id: subscription.id,
-                loopIndex: self.fanout.index,
-                channel: subscription.channel,
-                since: subscription.options.keepsHistory ? since : nil,
-                options: subscription.options,
-                client: self.clientInfo
-            )
-        )
-    }
-
-    /// The hub made the subscription: reply (in order) and go live.
-    func activate(_ subscription: SessionSubscription, _ activation: SubscriptionActivation) {
-        guard self.state == .connected, self.subscriptions[subscription.channel] === subscription else {
-            self.node.hub.leave(channel: activation.channel, id: activation.id)
-            return
-        }
-        subscription.lastOffset = activation.position?.offset ?? 0
-        subscription.epoch = activation.position?.epoch
-        switch activation.recovered {
-        case true: self.fanout.counters.recovered += 1
-        case false: self.fanout.counters.notRecovered += 1
-        default: break
-        }
-        if let last = activation.following.last, last.offset > 0 { subscription.lastOffset = last.offset }
-        subscription.state = .awaitingReply(activation.following.map(\.frame))
-        self.fanout.addLive(subscription)
-        if let aggregate = self.connectPending, aggregate.slot == subscription.replySlot {
-            aggregate.results.append((subscription.channel, .success(activation)))
-            aggregate.live.append(subscription)
-            aggregate.remaining -= 1
-            self.connectPending = aggregate
-            self.finishConnectIfReady()
-            self.fanout.markDirty(self)
-            return
-        }
-        let frame = self.replyFrame(id: subscription.replyID) { ResultWriter.writeSubscribeResult(&$0, activation) }
-        self.completeReply(subscription.replySlot, frame, goLive: [subscription])
-        self.fanout.markDirty(self)
-    }
-
-    func rejectSubscription(_ subscription: SessionSubscription, _ error: SwitchboardError) {
-        guard self.subscriptions[subscription.channel] === subscription else { return }
-        self.subscriptions[subscription.channel] = nil
-        if let aggregate = self.connectPending, aggregate.slot == subscription.replySlot {
-            aggregate.results.append((subscription.channel, .failure(error)))
-            aggregate.remaining -= 1
-            self.connectPending = aggregate
-            self.finishConnectIfReady()
-            self.fanout.markDirty(self)
-            return
-        }
-        self.completeReply(subscription.replySlot, self.errorFrame(id: subscription.replyID, error))
-        self.fanout.markDirty(self)
-    }
-
-    private func unsubscribe(_ channel: String) {
-        guard let subscription = self.subscriptions.removeValue(forKey: channel) else { return }
-        self.endSubscription(subscription)
-    }
-
-    private func endSubscription(_ subscription: SessionSubscription) {
-        if case .joining = subscription.state {
-            self.fanout.removePending(subscription.id)
-        } else {
-            self.fanout.removeLive(subscription)
-        }
-        self.node.hub.leave(channel: subscription.channel, id: subscription.id)
-    }
-
-    /// The server ends one subscription and tells the client (`unsubscribe` push).
-    func serverUnsubscribe(_ channel: String, _ code: UnsubscribeCode) {
-        guard self.state == .connected, let subscription = self.subscriptions.removeValue(forKey: channel) else { return }
-        self.endSubscription(subscription)
-        let frame = WebSocketFrameBuilder.frame(allocator: self.allocator) { buffer in
-            buffer.writeStaticString("{\"channel\":")
-            buffer.writeJSONString(channel)
-            buffer.writeStaticString(",\"unsubscribe\":{\"code\":")
-            buffer.writeDecimal(code.rawValue)
-            buffer.writeStaticString(",\"reason\":")
-            buffer.writeJSONString(code.reason)
-            buffer.writeStaticString("}}")
-        }
-        self.write(frame)
-        self.fanout.markDirty(self)
-    }
-
-    private func publish(id: UInt32, _ params: PublishParams) {
-        let options = self.node.configuration.namespaces.options(for: params.channel)
-        if let refusal = ChannelPermission.check(.publish, options: options, isAnonymous: self.clientInfo.user.isEmpty) {
-            return self.reply(id: id, error: refusal)
-        }
-        var data = self.allocator.buffer(capacity: 64)
-        data.writeJSON(params.data)
-        let request = PublishRequest(
-            channel: params.channel,
-            data: data,
-            info: self.clientInfo,
-            historySize: options.historySize,
-            historyTTL: options.historyTTL,
-            idempotencyKey: params.idempotencyKey,
-            idempotencyWindow: self.node.configuration.idempotencyWindow,
-            time: UInt64(NIODeadline.wallClockNanoseconds)
-        )
-        let slot = self.reserveReply()
-        let loop = self.fanout.eventLoop
-        self.fanout.counters.publications += 1
-        let started = NIODeadline.now()
-        self.node.broker.publish(request).hop(to: loop).assumeIsolated().whenComplete { result in
-            self.node.metrics.brokerPublishDuration.recordNanoseconds((NIODeadline.now() - started).nanoseconds)
-            switch result {
-            case .success(let published):
-                let frame = self.replyFrame(id: id) { buffer in
-                    if published.position.offset > 0 {
-                        buffer.writeStaticString("{\"offset\":")
-                        buffer.writeDecimal(published.position.offset)
-                        buffer.writeStaticString(",\"epoch\":")
-                        buffer.writeJSONString(published.position.epoch)
-                        buffer.writeInteger(UInt8(ascii: "}"))
-                    } else {
-                        buffer.writeStaticString("{}")
-                    }
-                }
-                self.completeReply(slot, frame)
-            case .failure:
-                self.completeReply(slot, self.errorFrame(id: id, .internalError))
-            }
-            self.flush()
-        }
-    }
-
-    private func presence(id: UInt32, channel: String, statsOnly: Bool) {
-        let options = self.node.configuration.namespaces.options(for: channel)
-        let action: ChannelAction = statsOnly ? .presenceStats : .presence
-        if let refusal = ChannelPermission.check(action, options: options, isAnonymous: self.clientInfo.user.isEmpty) {
-            return self.reply(id: id, error: refusal)
-        }
-        let slot = self.reserveReply()
-        self.node.broker.presence(channel: channel).hop(to: self.fanout.eventLoop).assumeIsolated().whenComplete { result in
-            switch result {
-            case .success(let clients):
-                let frame = self.replyFrame(id: id) { buffer in
-                    if statsOnly {
-                        ResultWriter.writePresenceStats(&buffer, clients)
-                    } else {
-                        ResultWriter.writePresence(&buffer, clients)
-                    }
-                }
-                self.completeReply(slot, self.bounded(frame, id: id))
-            case .failure:
-                self.completeReply(slot, self.errorFrame(id: id, .internalError))
-            }
-            self.flush()
-        }
-    }
-
-    private func history(id: UInt32, _ params: HistoryParams) {
-        let options = self.node.configuration.namespaces.options(for: params.channel)
-        if let refusal = ChannelPermission.check(.history, options: options, isAnonymous: self.clientInfo.user.isEmpty) {
-            return self.reply(id: id, error: refusal)
-        }
-        let slot = self.reserveReply()
-        let query = HistoryQuery(params, maximumLimit: self.node.configuration.maxHistoryLimit)
-        self.node.broker.history(query).hop(to: self.fanout.eventLoop).assumeIsolated().whenComplete { result in
-            switch result {
-            case .success(let history):
-                // Far too large for the answer: refused before anything is written.
-                let least = history.publications.reduce(0) { $0 + $1.data.readableBytes }
-                guard least <= self.answerRoom else {
-                    self.completeReply(slot, self.errorFrame(id: id, Self.answerTooLarge))
-                    self.flush()
-                    return
-                }
-                let frame = self.replyFrame(id: id) { ResultWriter.writeHistory(&$0, history, since: params.since) }
-                self.completeReply(slot, self.bounded(frame, id: id))
-            case .failure:
-                self.completeReply(slot, self.errorFrame(id: id, .internalError))
-            }
-            self.flush()
         }
     }
 
@@ -717,14 +221,14 @@ final class ClientSession: ChannelInboundHandler {
 
     // MARK: Replies in order
 
-    private func reserveReply() -> UInt64 {
+    func reserveReply() -> UInt64 {
         self.replies.reserve()
     }
 
     /// No reply is outstanding.
-    private var repliesAreDone: Bool { self.replies.isEmpty }
+    var repliesAreDone: Bool { self.replies.isEmpty }
 
-    private func completeReply(_ seq: UInt64, _ frame: ByteBuffer, goLive: [SessionSubscription] = []) {
+    func completeReply(_ seq: UInt64, _ frame: ByteBuffer, goLive: [SessionSubscription] = []) {
         self.replies.fill(seq, ReplySlot(frame: frame, goLive: goLive))
         while let ready = self.replies.popReady() {
             self.write(ready.frame)
@@ -740,7 +244,7 @@ final class ClientSession: ChannelInboundHandler {
     /// A reply whose size depends on the channel (history, presence): error 106 instead when it
     /// would not fit what is left of an HTTP answer, or half the connection's outbound limit
     /// (a larger one would end the connection as a slow consumer).
-    private func bounded(_ frame: ByteBuffer, id: UInt32) -> ByteBuffer {
+    func bounded(_ frame: ByteBuffer, id: UInt32) -> ByteBuffer {
         let fits: Bool
         if case .collect(let collector) = self.transport {
             fits = collector.reserve(frame.readableBytes)
@@ -752,26 +256,26 @@ final class ClientSession: ChannelInboundHandler {
     }
 
     /// Bytes one reply may take: what is left of an HTTP answer, or half the outbound limit.
-    private var answerRoom: Int {
+    var answerRoom: Int {
         if case .collect(let collector) = self.transport { return collector.remainingBytes }
         return self.node.configuration.outboundLimit / 2
     }
 
-    private static let answerTooLarge = SwitchboardError.limitExceeded("the answer is larger than the outbound limit: ask for fewer with limit")
+    static let answerTooLarge = SwitchboardError.limitExceeded("the answer is larger than the outbound limit: ask for fewer with limit")
 
-    private func reply(id: UInt32, _ body: (inout ByteBuffer) -> Void) {
+    func reply(id: UInt32, _ body: (inout ByteBuffer) -> Void) {
         let slot = self.reserveReply()
         self.completeReply(slot, self.replyFrame(id: id, body))
     }
 
-    private func reply(id: UInt32, error: SwitchboardError) {
+    func reply(id: UInt32, error: SwitchboardError) {
         let slot = self.reserveReply()
         self.completeReply(slot, self.errorFrame(id: id, error))
     }
 
-    private var allocator: ByteBufferAllocator { self.context?.channel.allocator ?? ByteBufferAllocator() }
+    var allocator: ByteBufferAllocator { self.context?.channel.allocator ?? ByteBufferAllocator() }
 
-    private func replyFrame(id: UInt32, _ body: (inout ByteBuffer) -> Void) -> ByteBuffer {
+    func replyFrame(id: UInt32, _ body: (inout ByteBuffer) -> Void) -> ByteBuffer {
         WebSocketFrameBuilder.frame(allocator: self.allocator) { buffer in
             buffer.writeStaticString("{\"id\":")
             buffer.writeDecimal(id)
@@ -781,7 +285,7 @@ final class ClientSession: ChannelInboundHandler {
         }
     }
 
-    private func errorFrame(id: UInt32, _ error: SwitchboardError) -> ByteBuffer {
+    func errorFrame(id: UInt32, _ error: SwitchboardError) -> ByteBuffer {
         WebSocketFrameBuilder.frame(allocator: self.allocator) { buffer in
             buffer.writeStaticString("{\"id\":")
             buffer.writeDecimal(id)
@@ -791,7 +295,7 @@ final class ClientSession: ChannelInboundHandler {
         }
     }
 
-    private func write(_ frame: ByteBuffer) {
+    func write(_ frame: ByteBuffer) {
         guard self.state != .closed else { return }
         switch self.transport {
         case .webSocket:
@@ -820,7 +324,7 @@ final class ClientSession: ChannelInboundHandler {
     }
 
     /// Whether the client answers pings: SSE and polls cannot.
-    private var expectsPong: Bool {
+    var expectsPong: Bool {
         self.transport.isWebSocket && self.node.configuration.pingInterval > 0
     }
 
@@ -859,7 +363,7 @@ final class ClientSession: ChannelInboundHandler {
     }
 
     /// Releases everything the session holds at the hub and the fan-out. Idempotent.
-    private func close() {
+    func close() {
         guard self.state != .closed else { return }
         let wasConnected = self.state == .connected
         self.state = .closed
@@ -892,7 +396,7 @@ final class ClientSession: ChannelInboundHandler {
         }
     }
 
-    private static let pingFrame: ByteBuffer = WebSocketFrameBuilder.frame(allocator: ByteBufferAllocator()) {
+    static let pingFrame: ByteBuffer = WebSocketFrameBuilder.frame(allocator: ByteBufferAllocator()) {
         $0.writeStaticString("{}")
     }
 

@@ -1,0 +1,57 @@
+import NIOCore
+import SwitchboardCore
+
+/// The hub's view of one channel.
+///
+/// A class, not a struct: a channel's member table is mutated on every
+/// subscribe and unsubscribe, and a struct taken out of the dictionary would
+/// copy the whole table each time (O(n²) to fill a channel).
+final class HubChannel {
+    var loopCounts: [Int]
+    var members: [SubscriptionID: Member] = [:]
+    var joins: [SubscriptionID: PendingJoin] = [:]
+    /// Live publications kept while joins are in progress.
+    var buffer: [BufferedPublication] = []
+    /// The node's subscription to the channel at the broker.
+    var link = BrokerSubscription()
+    /// The newest position the hub knows; lets a subscribe without recovery skip the broker.
+    var fastPosition: StreamPosition?
+    /// The ordering rule: what is delivered, dropped, held or refilled.
+    var sequencer = ChannelSequencer()
+    var keepsHistory = false
+    /// While missed publications are read from history, live ones wait here.
+    var refillBuffer: [(Publication, String)] = []
+    /// What the last position check saw when the broker was ahead.
+    var suspectTop: UInt64?
+    var suspectEpoch: String?
+
+    init(loopCount: Int) {
+        self.loopCounts = Array(repeating: 0, count: loopCount)
+    }
+
+    /// Forgets positions and refill state (the channel was not followed for a while).
+    func resetSequencing() {
+        self.fastPosition = nil
+        self.sequencer.reset()
+        self.keepsHistory = false
+        self.refillBuffer = []
+        self.suspectTop = nil
+        self.suspectEpoch = nil
+    }
+}
+
+struct Member {
+    var loopIndex: Int
+    var client: ClientInfo
+    var options: NamespaceOptions
+}
+
+struct PendingJoin {
+    var request: JoinRequest
+    var bufferStart: Int
+}
+
+struct BufferedPublication {
+    var offset: UInt64
+    var frame: ByteBuffer
+}

@@ -1,0 +1,323 @@
+import CoreMetrics
+import Foundation
+import NIOCore
+import NIOHTTP1
+import SwitchboardBroker
+import SwitchboardCore
+
+/// The commands a connected client sends: connect, subscribe and unsubscribe, publish, presence, history.
+extension ClientSession {
+    func connect(id: UInt32, _ params: ConnectParams) {
+        var user = ""
+        var info: JSONValue?
+        var tokenDeadline: NIODeadline?
+        if let token = params.token {
+            guard let verifier = self.node.tokenVerifier else { return self.disconnect(.invalidToken, push: false) }
+            do {
+                let claims = try verifier.verify(token)
+                user = claims.user
+                info = claims.info
+                if let exp = claims.expiresAt {
+                    tokenDeadline = Self.deadline(expiresAt: exp, now: Date().timeIntervalSince1970)
+                }
+            } catch {
+                return self.disconnect(error == .expired ? .tokenExpired : .invalidToken, push: false)
+            }
+        }
+        let client = self.fanout.makeClientID(node: self.node.nodeID)
+        self.clientInfo = ClientInfo(client: client, user: user, info: info)
+        if self.transport.isEventStream {
+            var generator = SystemRandomNumberGenerator()
+            self.sessionSecret = (0..<2).map { _ in
+                let hex = String(generator.next() as UInt64, radix: 16)
+                return String(repeating: "0", count: 16 - hex.count) + hex
+            }.joined()
+        }
+        self.state = .connected
+        self.liveness.didConnect(tokenDeadline: tokenDeadline)
+        self.fanout.add(self, client: client)
+        self.node.hub.register(client: client, user: user, loopIndex: self.fanout.index, transport: self.transport.name)
+        let slot = self.reserveReply()
+        let aggregate = ConnectAggregate(id: id, slot: slot, remaining: 0)
+        var subscriptions: [SessionSubscription] = []
+        for sub in params.subs {
+            do {
+                try ChannelName.validate(sub.channel)
+                subscriptions.append(try self.startSubscription(channel: sub.channel, since: sub.since, slot: slot))
+                aggregate.remaining += 1
+            } catch {
+                aggregate.results.append((sub.channel, .failure(error)))
+            }
+        }
+        self.connectPending = aggregate
+        for subscription in subscriptions { self.requestJoin(subscription, since: params.subs.first { $0.channel == subscription.channel }?.since) }
+        self.finishConnectIfReady()
+    }
+
+    func finishConnectIfReady() {
+        guard let aggregate = self.connectPending, aggregate.remaining == 0 else { return }
+        self.connectPending = nil
+        if case .collect(let collector) = self.transport {
+            if collector.purpose == .poll {
+                self.collectConnectResults(aggregate, into: collector)
+                collector.isReady = true  // an `/rpc` call is ready once its commands ran
+                self.hasUnflushedWrites = true  // the next flush decides whether to answer
+            }
+            self.completeReply(aggregate.slot, ByteBuffer(), goLive: aggregate.live)
+            return
+        }
+        let frame = self.replyFrame(id: aggregate.id) { buffer in
+            buffer.writeStaticString("{\"client\":")
+            buffer.writeJSONString(self.clientInfo.client)
+            if !self.clientInfo.user.isEmpty {
+                buffer.writeStaticString(",\"user\":")
+                buffer.writeJSONString(self.clientInfo.user)
+            }
+            if self.transport.isEventStream {
+                buffer.writeStaticString(",\"session\":")
+                buffer.writeJSONString(self.clientInfo.client + "." + self.sessionSecret)
+            }
+            buffer.writeStaticString(",\"node\":")
+            buffer.writeJSONString(self.node.nodeID)
+            buffer.writeStaticString(",\"version\":")
+            buffer.writeJSONString(self.node.version)
+            buffer.writeStaticString(",\"ping\":")
+            buffer.writeString(Self.formatSeconds(self.node.configuration.pingInterval))
+            buffer.writeStaticString(",\"pong\":")
+            buffer.writeStaticString(self.expectsPong ? "true" : "false")
+            if !aggregate.results.isEmpty {
+                buffer.writeStaticString(",\"subs\":{")
+                for (i, result) in aggregate.results.enumerated() {
+                    if i > 0 { buffer.writeInteger(UInt8(ascii: ",")) }
+                    buffer.writeJSONString(result.channel)
+                    buffer.writeInteger(UInt8(ascii: ":"))
+                    switch result.outcome {
+                    case .success(let activation): ResultWriter.writeSubscribeResult(&buffer, activation)
+                    case .failure(let error):
+                        buffer.writeStaticString("{\"error\":")
+                        ResultWriter.writeError(&buffer, error)
+                        buffer.writeInteger(UInt8(ascii: "}"))
+                    }
+                }
+                buffer.writeInteger(UInt8(ascii: "}"))
+            }
+            buffer.writeInteger(UInt8(ascii: "}"))
+        }
+        self.completeReply(aggregate.slot, frame, goLive: aggregate.live)
+    }
+
+    func subscribe(id: UInt32, _ params: SubscribeParams) {
+        let slot = self.reserveReply()
+        let subscription: SessionSubscription
+        do {
+            subscription = try self.startSubscription(channel: params.channel, since: params.since, slot: slot)
+        } catch {
+            self.completeReply(slot, self.errorFrame(id: id, error))
+            return
+        }
+        subscription.replyID = id
+        self.requestJoin(subscription, since: params.since)
+    }
+
+    /// Checks permissions and limits and registers a joining subscription.
+    func startSubscription(channel: String, since: StreamPosition?, slot: UInt64) throws(SwitchboardError) -> SessionSubscription {
+        var options = self.node.configuration.namespaces.options(for: channel)
+        // A poll is a moment, not a presence: it neither enters presence nor announces joins.
+        if case .collect = self.transport { options.presence = false }
+        if let refusal = ChannelPermission.check(.subscribe, options: options, isAnonymous: self.clientInfo.user.isEmpty) { throw refusal }
+        guard self.subscriptions[channel] == nil else { throw .alreadySubscribed }
+        guard self.subscriptions.count < self.node.configuration.maxSubscriptions else {
+            throw .limitExceeded("at most \(self.node.configuration.maxSubscriptions) subscriptions per connection")
+        }
+        let subscription = SessionSubscription(session: self, id: self.fanout.makeSubscriptionID(), channel: channel, options: options)
+        subscription.replySlot = slot
+        subscription.requestedSince = options.keepsHistory ? since : nil
+        self.subscriptions[channel] = subscription
+        self.fanout.addPending(subscription)
+        return subscription
+    }
+
+    func requestJoin(_ subscription: SessionSubscription, since: StreamPosition?) {
+        self.node.hub.join(
+            JoinRequest(
+                id: subscription.id,
+                loopIndex: self.fanout.index,
+                channel: subscription.channel,
+                since: subscription.options.keepsHistory ? since : nil,
+                options: subscription.options,
+                client: self.clientInfo
+            )
+        )
+    }
+
+    /// The hub made the subscription: reply (in order) and go live.
+    func activate(_ subscription: SessionSubscription, _ activation: SubscriptionActivation) {
+        guard self.state == .connected, self.subscriptions[subscription.channel] === subscription else {
+            self.node.hub.leave(channel: activation.channel, id: activation.id)
+            return
+        }
+        subscription.lastOffset = activation.position?.offset ?? 0
+        subscription.epoch = activation.position?.epoch
+        switch activation.recovered {
+        case true: self.fanout.counters.recovered += 1
+        case false: self.fanout.counters.notRecovered += 1
+        default: break
+        }
+        if let last = activation.following.last, last.offset > 0 { subscription.lastOffset = last.offset }
+        subscription.state = .awaitingReply(activation.following.map(\.frame))
+        self.fanout.addLive(subscription)
+        if let aggregate = self.connectPending, aggregate.slot == subscription.replySlot {
+            aggregate.results.append((subscription.channel, .success(activation)))
+            aggregate.live.append(subscription)
+            aggregate.remaining -= 1
+            self.connectPending = aggregate
+            self.finishConnectIfReady()
+            self.fanout.markDirty(self)
+            return
+        }
+        let frame = self.replyFrame(id: subscription.replyID) { ResultWriter.writeSubscribeResult(&$0, activation) }
+        self.completeReply(subscription.replySlot, frame, goLive: [subscription])
+        self.fanout.markDirty(self)
+    }
+
+    func rejectSubscription(_ subscription: SessionSubscription, _ error: SwitchboardError) {
+        guard self.subscriptions[subscription.channel] === subscription else { return }
+        self.subscriptions[subscription.channel] = nil
+        if let aggregate = self.connectPending, aggregate.slot == subscription.replySlot {
+            aggregate.results.append((subscription.channel, .failure(error)))
+            aggregate.remaining -= 1
+            self.connectPending = aggregate
+            self.finishConnectIfReady()
+            self.fanout.markDirty(self)
+            return
+        }
+        self.completeReply(subscription.replySlot, self.errorFrame(id: subscription.replyID, error))
+        self.fanout.markDirty(self)
+    }
+
+    func unsubscribe(_ channel: String) {
+        guard let subscription = self.subscriptions.removeValue(forKey: channel) else { return }
+        self.endSubscription(subscription)
+    }
+
+    func endSubscription(_ subscription: SessionSubscription) {
+        if case .joining = subscription.state {
+            self.fanout.removePending(subscription.id)
+        } else {
+            self.fanout.removeLive(subscription)
+        }
+        self.node.hub.leave(channel: subscription.channel, id: subscription.id)
+    }
+
+    /// The server ends one subscription and tells the client (`unsubscribe` push).
+    func serverUnsubscribe(_ channel: String, _ code: UnsubscribeCode) {
+        guard self.state == .connected, let subscription = self.subscriptions.removeValue(forKey: channel) else { return }
+        self.endSubscription(subscription)
+        let frame = WebSocketFrameBuilder.frame(allocator: self.allocator) { buffer in
+            buffer.writeStaticString("{\"channel\":")
+            buffer.writeJSONString(channel)
+            buffer.writeStaticString(",\"unsubscribe\":{\"code\":")
+            buffer.writeDecimal(code.rawValue)
+            buffer.writeStaticString(",\"reason\":")
+            buffer.writeJSONString(code.reason)
+            buffer.writeStaticString("}}")
+        }
+        self.write(frame)
+        self.fanout.markDirty(self)
+    }
+
+    func publish(id: UInt32, _ params: PublishParams) {
+        let options = self.node.configuration.namespaces.options(for: params.channel)
+        if let refusal = ChannelPermission.check(.publish, options: options, isAnonymous: self.clientInfo.user.isEmpty) {
+            return self.reply(id: id, error: refusal)
+        }
+        var data = self.allocator.buffer(capacity: 64)
+        data.writeJSON(params.data)
+        let request = PublishRequest(
+            channel: params.channel,
+            data: data,
+            info: self.clientInfo,
+            historySize: options.historySize,
+            historyTTL: options.historyTTL,
+            idempotencyKey: params.idempotencyKey,
+            idempotencyWindow: self.node.configuration.idempotencyWindow,
+            time: UInt64(NIODeadline.wallClockNanoseconds)
+        )
+        let slot = self.reserveReply()
+        let loop = self.fanout.eventLoop
+        self.fanout.counters.publications += 1
+        let started = NIODeadline.now()
+        self.node.broker.publish(request).hop(to: loop).assumeIsolated().whenComplete { result in
+            self.node.metrics.brokerPublishDuration.recordNanoseconds((NIODeadline.now() - started).nanoseconds)
+            switch result {
+            case .success(let published):
+                let frame = self.replyFrame(id: id) { buffer in
+                    if published.position.offset > 0 {
+                        buffer.writeStaticString("{\"offset\":")
+                        buffer.writeDecimal(published.position.offset)
+                        buffer.writeStaticString(",\"epoch\":")
+                        buffer.writeJSONString(published.position.epoch)
+                        buffer.writeInteger(UInt8(ascii: "}"))
+                    } else {
+                        buffer.writeStaticString("{}")
+                    }
+                }
+                self.completeReply(slot, frame)
+            case .failure:
+                self.completeReply(slot, self.errorFrame(id: id, .internalError))
+            }
+            self.flush()
+        }
+    }
+
+    func presence(id: UInt32, channel: String, statsOnly: Bool) {
+        let options = self.node.configuration.namespaces.options(for: channel)
+        let action: ChannelAction = statsOnly ? .presenceStats : .presence
+        if let refusal = ChannelPermission.check(action, options: options, isAnonymous: self.clientInfo.user.isEmpty) {
+            return self.reply(id: id, error: refusal)
+        }
+        let slot = self.reserveReply()
+        self.node.broker.presence(channel: channel).hop(to: self.fanout.eventLoop).assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let clients):
+                let frame = self.replyFrame(id: id) { buffer in
+                    if statsOnly {
+                        ResultWriter.writePresenceStats(&buffer, clients)
+                    } else {
+                        ResultWriter.writePresence(&buffer, clients)
+                    }
+                }
+                self.completeReply(slot, self.bounded(frame, id: id))
+            case .failure:
+                self.completeReply(slot, self.errorFrame(id: id, .internalError))
+            }
+            self.flush()
+        }
+    }
+
+    func history(id: UInt32, _ params: HistoryParams) {
+        let options = self.node.configuration.namespaces.options(for: params.channel)
+        if let refusal = ChannelPermission.check(.history, options: options, isAnonymous: self.clientInfo.user.isEmpty) {
+            return self.reply(id: id, error: refusal)
+        }
+        let slot = self.reserveReply()
+        let query = HistoryQuery(params, maximumLimit: self.node.configuration.maxHistoryLimit)
+        self.node.broker.history(query).hop(to: self.fanout.eventLoop).assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let history):
+                // Far too large for the answer: refused before anything is written.
+                let least = history.publications.reduce(0) { $0 + $1.data.readableBytes }
+                guard least <= self.answerRoom else {
+                    self.completeReply(slot, self.errorFrame(id: id, Self.answerTooLarge))
+                    self.flush()
+                    return
+                }
+                let frame = self.replyFrame(id: id) { ResultWriter.writeHistory(&$0, history, since: params.since) }
+                self.completeReply(slot, self.bounded(frame, id: id))
+            case .failure:
+                self.completeReply(slot, self.errorFrame(id: id, .internalError))
+            }
+            self.flush()
+        }
+    }
+}
