@@ -1,5 +1,6 @@
-// Fakes for the client's unit tests: fake timers (node:test's mock timers,
-// so that the client's own timers and Date.now are under the test's control),
+// Fakes for the client's unit tests: fake timers (a FakeClock installed as the
+// global setTimeout/setInterval/Date.now, so that the client's timers are
+// under the test's control; no node:test mock timers, so Node 18 runs them too),
 // a fake server speaking protocol v1 over a fake WebSocket, EventSource and
 // fetch, and a fake window/document for online/offline and page lifecycle.
 //
@@ -8,7 +9,6 @@
 // (SB_CLIENT=/path/to/switchboard.js node --test clients/js/test/): that is how
 // each bug's test was shown to fail before its fix.
 
-import {mock} from 'node:test';
 import path from 'node:path';
 import {fileURLToPath, pathToFileURL} from 'node:url';
 
@@ -22,6 +22,43 @@ export async function loadClient() {
 
 const realSetImmediate = setImmediate;
 
+/** Timers in fake time: `tick(ms)` runs what falls due, in order. */
+export class FakeClock {
+  constructor(now) { this.t = now; this.timers = new Map(); this.seq = 1; }
+
+  setTimeout(fn, ms, ...args) {
+    const id = this.seq++;
+    this.timers.set(id, {at: this.t + Math.max(0, Number(ms) || 0), fn, args, every: 0});
+    return id;
+  }
+
+  setInterval(fn, ms, ...args) {
+    const id = this.seq++;
+    const every = Math.max(1, Number(ms) || 0);
+    this.timers.set(id, {at: this.t + every, fn, args, every});
+    return id;
+  }
+
+  clear(id) { this.timers.delete(id); }
+
+  tick(ms) {
+    const end = this.t + ms;
+    for (;;) {
+      let next = null, nextId = 0;
+      for (const [id, e] of this.timers) {
+        if (e.at <= end && (next === null || e.at < next.at || (e.at === next.at && id < nextId))) { next = e; nextId = id; }
+      }
+      if (!next) break;
+      this.t = Math.max(this.t, next.at);
+      if (next.every) next.at += next.every; else this.timers.delete(nextId);
+      next.fn(...next.args);
+    }
+    this.t = end;
+  }
+}
+
+let clock = null;
+
 /** Let every pending promise callback and queued microtask run. */
 export async function flush(rounds = 5) {
   for (let i = 0; i < rounds; i++) await new Promise(r => realSetImmediate(r));
@@ -32,7 +69,7 @@ export async function advance(ms, step) {
   step = step || Math.max(1, Math.ceil(ms / 400));
   await flush();
   for (let t = 0; t < ms; t += step) {
-    mock.timers.tick(Math.min(step, ms - t));
+    clock.tick(Math.min(step, ms - t));
     await flush(2);
   }
   await flush();
@@ -46,7 +83,7 @@ export async function until(cond, maxMs = 60000, what = 'condition') {
   await flush();
   for (let t = 0; t <= maxMs; t += 10) {
     if (cond()) return;
-    mock.timers.tick(10);
+    clock.tick(10);
     await flush(2);
   }
   throw new Error('timed out (fake ' + maxMs + ' ms) waiting for ' + what);
@@ -153,7 +190,8 @@ export class FakeServer {
   /** Install the fakes as globals and return the `env` option that names them. */
   install() {
     const server = this;
-    mock.timers.enable({apis: ['setTimeout', 'setInterval', 'Date'], now: 1000000});
+    clock = new FakeClock(1000000);
+    this.clock = clock;
     const win = new EventTarget();
     const doc = new EventTarget();
     doc.visibilityState = 'visible';
@@ -166,19 +204,30 @@ export class FakeServer {
     this.document = doc;
     this.navigator = nav;
     this.saved = {WebSocket: globalThis.WebSocket, EventSource: globalThis.EventSource, fetch: globalThis.fetch,
-      addEventListener: globalThis.addEventListener, removeEventListener: globalThis.removeEventListener};
+      addEventListener: globalThis.addEventListener, removeEventListener: globalThis.removeEventListener,
+      setTimeout: globalThis.setTimeout, clearTimeout: globalThis.clearTimeout,
+      setInterval: globalThis.setInterval, clearInterval: globalThis.clearInterval};
+    this.savedNow = Date.now;
+    const c = clock;
+    globalThis.setTimeout = (fn, ms, ...a) => c.setTimeout(fn, ms, ...a);
+    globalThis.clearTimeout = id => c.clear(id);
+    globalThis.setInterval = (fn, ms, ...a) => c.setInterval(fn, ms, ...a);
+    globalThis.clearInterval = id => c.clear(id);
+    Date.now = () => c.t;
     globalThis.WebSocket = WS;
     globalThis.EventSource = ES;
     globalThis.fetch = fetch;
     globalThis.addEventListener = (...a) => win.addEventListener(...a);
     globalThis.removeEventListener = (...a) => win.removeEventListener(...a);
-    return {WebSocket: WS, EventSource: ES, fetch, window: win, document: doc, navigator: nav};
+    return {WebSocket: WS, EventSource: ES, fetch, window: win, document: doc, navigator: nav,
+      setTimeout: (fn, ms) => c.setTimeout(fn, ms), clearTimeout: id => c.clear(id), now: () => c.t};
   }
 
   uninstall() {
     for (const s of this.sessions) s.closed = true;
-    mock.timers.reset();
     Object.assign(globalThis, this.saved);
+    Date.now = this.savedNow;
+    clock = null;
   }
 
   /** Fire a window event (`online`, `offline`, `pageshow` with persisted...). */
