@@ -224,12 +224,19 @@ def test_idempotent_publish_ws(node):
 
 
 def test_echo_endpoint_off_by_default(node):
+    # The node must be up before and after: a dead node also refuses the upgrade (with an OSError),
+    # which must not count as "off". Off is an HTTP answer refusing the upgrade.
+    assert node.http("GET", "/healthz").status_code == 200
+
     async def main():
-        with pytest.raises((InvalidStatus, OSError)):
+        with pytest.raises(InvalidStatus) as refused:
             ws = await open_ws(node.echo_url)
             await ws.close()
+        status = refused.value.response.status_code
+        assert status == 404, f"/echo while off answered HTTP {status}, not 404"
 
     run(main())
+    assert node.http("GET", "/healthz").status_code == 200
 
 
 def test_echo_endpoint_echoes(node_factory):
