@@ -845,7 +845,7 @@ export class Switchboard extends Emitter {
       transports: ALL_TRANSPORTS.slice(), token: undefined, getToken: undefined, name: undefined,
       minReconnectDelay: 500, maxReconnectDelay: 20000, pollTimeout: 25000,
       connectTimeout: 10000, requestTimeout: 20000, maxMessageSize: 65536, upgradeInterval: 60000, debug: false,
-    }, options || {});
+    }, Object.fromEntries(Object.entries(options || {}).filter(([, v]) => v !== undefined)));  // undefined: the default
     this._env = makeEnv(o.env);
     const env = this._env;
     let ts = (Array.isArray(o.transports) ? o.transports : String(o.transports).split(','))

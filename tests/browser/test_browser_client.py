@@ -21,8 +21,9 @@ TRANSPORTS = ["websocket", "sse", "longpoll"]
 SETUP_JS = """
 const [transport, done] = [arguments[0], arguments[arguments.length - 1]];
 import('/switchboard.js').then(({Switchboard}) => {
-  const t = new Switchboard(location.origin, {transports: transport ? [transport] : undefined,
-    minReconnectDelay: 50, maxReconnectDelay: 200, debug: (...a) => console.debug('[t]', ...a)});
+  const opts = {minReconnectDelay: 50, maxReconnectDelay: 200, debug: (...a) => console.debug('[t]', ...a)};
+  if (transport) opts.transports = [transport];
+  const t = new Switchboard(location.origin, opts);
   window.t = t;
   window.rec = {states: [], transports: [], disconnected: [], errors: [], pubs: {}, subEvents: {}, marks: {}};
   t.on('state', s => { rec.states.push(s.state); rec.transports.push(s.transport); });
@@ -39,7 +40,7 @@ import('/switchboard.js').then(({Switchboard}) => {
     return s;
   };
   done(true);
-}, e => done('import failed: ' + e));
+}).catch(e => done('setup failed: ' + e));
 """
 
 

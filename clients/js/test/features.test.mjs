@@ -231,3 +231,9 @@ test('isTerminal: 3500-3999, 1002 and 1007 end the client; 1009 and 3000-3499 do
   for (const c of [3500, 3503, 3999, 1002, 1007]) assert.equal(isTerminal(c), true, String(c));
   for (const c of [0, 1000, 1006, 1009, 3000, 3001, 3005, 3499]) assert.equal(isTerminal(c), false, String(c));
 });
+
+test('options given as undefined take their defaults', async t => {
+  const {sb} = await setup(t, {transports: undefined, requestTimeout: undefined});
+  assert.equal(sb.transport, 'websocket');
+  assert.equal(sb._opts.requestTimeout, 20000);
+});
