@@ -166,3 +166,29 @@ def test_offline_and_back_online_reconnects_on_websocket(node_factory, proxies, 
     assert r["pubs"]["bt:n"] == ["before", "while offline", "sentinel"], r["pubs"]
     assert set(r["transports"]) == {"websocket"}, f"fell back while offline: {r['transports']}"
     assert page.js("return window.t.transport") == "websocket"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_publish_across_a_reconnect_lands_exactly_once(transport, node_factory, proxies, browsers):
+    """Publishes made just before the connection drops (sent or not, answered or not) are resent on
+    the next connection with the same idempotency key: each lands exactly once."""
+    page, node = client_page(browsers, node_factory, proxies, transport)
+    page.js("window.t.connect()")
+    wait_state(page, "connected")
+    n = 10
+    for i in range(n):
+        # Publish, then drop the connection in the same tick (the client's own transport object:
+        # the only way to cut it between the send and the reply).
+        res = call(page, f"""(() => {{
+            const p = window.t.publish('bt:x', {{i: {i}}});
+            const c = window.t._conn;
+            if (c && c.ws) c.ws.close(); else if (c && c.es) c.es.onerror(); else if (c) c._end(0, 'test');
+            return p.then(r => r.offset);
+        }})()""")
+        assert "ok" in res, f"publish {i}: {res}"
+    hist = node.api_result("history", {"channel": "bt:x", "limit": 100})
+    datas = [p["data"]["i"] for p in hist["publications"]]
+    assert sorted(datas) == list(range(n)), f"published {datas}: not each once"
+    assert datas == list(range(n)), f"out of order: {datas}"
+    r = rec(page)
+    assert r["states"].count("connected") >= n, r["states"]

@@ -390,6 +390,14 @@ class Client:
                               f"{n} pubs in {channel!r} (have {len(self.pubs(channel))})")
         return self.pubs(channel)
 
+    async def wait_sentinel(self, channel: str, data: Any = "sentinel", timeout: float = DEFAULT_TIMEOUT) -> list[dict]:
+        """Wait until the last publication in `channel` is the sentinel (published after everything
+        the test checks): anything that was going to arrive before it, a late duplicate included, has.
+        Returns the publications before the sentinel."""
+        await self.wait_until(lambda: bool(self.pubs(channel)) and self.pubs(channel)[-1].get("data") == data, timeout,
+                              f"the sentinel {data!r} in {channel!r}")
+        return self.pubs(channel)[:-1]
+
     async def wait_closed(self, timeout: float = DEFAULT_TIMEOUT) -> int | None:
         try:
             await asyncio.wait_for(self.closed.wait(), timeout)
