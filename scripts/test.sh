@@ -96,7 +96,7 @@ e2e() {
 
 js_unit() {
     ensure_nodejs
-    node --test clients/js/test/
+    node --test clients/js/test/*.test.mjs
 }
 
 browser() {

@@ -21,7 +21,7 @@
 //   8. transports        WebSocketConn, SseConn, LongPollConn (one connection attempt each)
 //   9. the client        Switchboard: the connection state machine
 //
-// Unit tests: clients/js/test/ (`node --test clients/js/test/`), with fake
+// Unit tests: clients/js/test/ (`node --test clients/js/test/*.test.mjs`), with fake
 // timers and a fake server injected through `options.env`.
 // See README.md next to this file for the rules it follows (fallback,
 // reconnect, recovery) and docs/transports.md for the HTTP contract.

@@ -6,7 +6,7 @@
 //
 // The fakes are installed both as globals and through `options.env`, so the
 // same tests run against an older client that only knew globals
-// (SB_CLIENT=/path/to/switchboard.js node --test clients/js/test/): that is how
+// (SB_CLIENT=/path/to/switchboard.js node --test clients/js/test/*.test.mjs): that is how
 // each bug's test was shown to fail before its fix.
 
 import path from 'node:path';

@@ -2,8 +2,8 @@
 // machine's transitions. Fake timers and a fake server (fakes.mjs): every
 // wait is on a condition with a bound in fake time.
 //
-//   node --test clients/js/test/
-//   SB_CLIENT=/tmp/old-switchboard.js node --test clients/js/test/   (the tests against another version)
+//   node --test clients/js/test/*.test.mjs
+//   SB_CLIENT=/tmp/old-switchboard.js node --test clients/js/test/*.test.mjs   (the tests against another version)
 
 import {test} from 'node:test';
 import assert from 'node:assert/strict';
