@@ -19,10 +19,11 @@ from browserlib import Page
 TRANSPORTS = ["websocket", "sse", "longpoll"]
 
 SETUP_JS = """
-const [transport, done] = [arguments[0], arguments[arguments.length - 1]];
+const [transport, extra, done] = [arguments[0], arguments[1], arguments[arguments.length - 1]];
 import('/switchboard.js').then(({Switchboard}) => {
   const opts = {minReconnectDelay: 50, maxReconnectDelay: 200, debug: (...a) => console.debug('[t]', ...a)};
   if (transport) opts.transports = [transport];
+  Object.assign(opts, extra || {});
   const t = new Switchboard(location.origin, opts);
   window.t = t;
   window.rec = {states: [], transports: [], disconnected: [], errors: [], pubs: {}, subEvents: {}, marks: {}};
@@ -44,13 +45,17 @@ import('/switchboard.js').then(({Switchboard}) => {
 """
 
 
-def client_page(browsers, node_factory, proxies, transport: str | None = None) -> tuple[Page, object]:
-    node = node_factory.start()
-    origin = proxies.origin([node])
+def client_page(browsers, node_factory, proxies, transport: str | None = None, origin: str | None = None,
+                options: dict | None = None) -> tuple[Page, object]:
+    """The demo page on a new node (or on `origin`), with `window.t` made (transport and options given)."""
+    node = None
+    if origin is None:
+        node = node_factory.start()
+        origin = proxies.origin([node])
     page = browsers.open(origin + "/?channel=bt:demo", "client")
     page.wait(lambda: page.js("return !!window.sb"), 20, "the demo page's module")
     page.driver.set_script_timeout(20)
-    assert page.driver.execute_async_script(SETUP_JS, transport) is True
+    assert page.driver.execute_async_script(SETUP_JS, transport, options or {}) is True
     return page, node
 
 
