@@ -1385,8 +1385,9 @@ export class Switchboard extends Emitter {
       for (const p of this._pending.values()) if (p.sentOn === conn) p.sentOn = null;
       this._tIndex = 0;
       this._failuresInRow = 0;
+      const lc = this._lc;
       this._emitSubscribing(dropped, 0, 'moving back to websocket');
-      this._startAttempt();
+      if (this._lc === lc) this._startAttempt();  // unless a listener closed the client
     };
     ws.onerror = () => {};
     ws.onclose = () => {
@@ -1651,11 +1652,13 @@ export class Switchboard extends Emitter {
     if (item.position) {
       const p = item.position;
       const had = this._posFor(sub);
+      const gen = sub._gen;
       sub._pos = typeof p.offset === 'number' ? {offset: p.offset, epoch: p.epoch} : null;
       if (had && p.recovered === false) {
         sub.unrecovered = true;
         sub._emit('unrecovered', {channel: sub.channel, offset: p.offset, epoch: p.epoch});
-        if (sub.state === 'unsubscribed') return;
+        // A listener may have unsubscribed, or closed the client: then this position is stale news.
+        if (sub.state === 'unsubscribed' || sub._gen !== gen || this._conn !== conn) return;
       }
       if (sub.state === 'subscribing' || had) {
         const first = sub.state === 'subscribing';

@@ -126,6 +126,7 @@ export class FakeServer {
     const pub = {offset: ch.offset, data};
     ch.pubs.push(pub);
     for (const s of this.sessions) if (!s.closed && s.subs.has(name)) s.push({channel: name, pub});
+    for (const w of [...(this.pollWaiters || [])]) if (w.channels.includes(name)) w.wake();
     return pub;
   }
 
@@ -373,10 +374,15 @@ async function fakeFetch(server, url, init = {}) {
       for (const p of ch.pubs) if (p.offset > since.offset) items.push({channel: name, pub: p});
     }
     if (items.length || req.timeout === 0) return response(200, items);
-    // Hold the poll until the timeout (or an abort).
+    // Hold the poll until a publication in one of its channels, the timeout, or an abort.
     return new Promise((resolve, reject) => {
-      const t = setTimeout(() => resolve(response(200, [])), req.timeout * 1000);
-      if (init.signal) init.signal.addEventListener('abort', () => { clearTimeout(t); reject(new Error('aborted')); });
+      server.pollWaiters = server.pollWaiters || [];
+      const w = {channels: Object.keys(req.subs)};
+      const done = () => { clearTimeout(t); server.pollWaiters = server.pollWaiters.filter(x => x !== w); };
+      w.wake = () => { done(); resolve(fakeFetch(server, url, init)); };
+      const t = setTimeout(() => { done(); resolve(response(200, [])); }, req.timeout * 1000);
+      server.pollWaiters.push(w);
+      if (init.signal) init.signal.addEventListener('abort', () => { done(); reject(new Error('aborted')); });
     });
   }
   return response(404, 'not found');

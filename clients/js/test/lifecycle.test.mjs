@@ -384,3 +384,50 @@ test('states: pending requests are resent after a reconnect and land once', asyn
   assert.equal(sent.length, 1);
   assert.equal(sent[0].publish.idempotencyKey, sentCommands(server.sockets[0]).find(c => c.publish).publish.idempotencyKey);
 });
+
+// -- close() from inside every listener --------------------------------------------
+
+for (const transport of ['websocket', 'sse', 'longpoll']) {
+  for (const ev of ['state', 'connected', 'disconnected', 'subscribing', 'subscribed', 'publication', 'unrecovered']) {
+    test(`close() from a ${ev} listener (${transport}) is final: no event, request or connection after it`, async t => {
+      const {server, sb} = await setup(t, {transports: [transport], pollTimeout: 2000});
+      server.ping = 0;
+      const sub = sb.subscribe('a');
+      sb.connect();
+      await until(() => sub.state === 'subscribed', 10000, 'subscribed');
+      server.publish('a', 1);
+      await until(() => sub.position && sub.position.offset === 1, 10000, 'the first publication');
+      let closedAt = null;
+      const after = [];
+      // Recorders first: the emission that runs the closing listener is not "after".
+      for (const e of ['state', 'connected']) sb.on(e, x => { if (closedAt !== null && sb.state !== 'closed') after.push(e); });
+      for (const e of ['subscribed', 'publication']) sub.on(e, () => { if (closedAt !== null) after.push(e); });
+      const target = ['subscribing', 'subscribed', 'publication', 'unrecovered'].includes(ev) ? sub : sb;
+      target.on(ev, () => { if (closedAt === null) { sb.close(); closedAt = server.log.length; } });
+      // Provoke every event: history lost (unrecovered on the resubscribe), a publication, a dropped connection.
+      const ch = server.channel('a');
+      server.publish('a', 2);
+      await advance(200);
+      ch.epoch = 'e2'; ch.offset = 50; ch.pubs = [];
+      if (transport === 'websocket') server.sockets[server.sockets.length - 1].serverClose(3000, 'normal');
+      else if (transport === 'sse') server.eventSources[server.eventSources.length - 1].serverEnd();
+      else {
+        // Long-polling: one poll fails (the connection is over), the next sees the new epoch.
+        let failed = false;
+        server.fetchHook = url => {
+          if (url.endsWith('/poll') && !failed) { failed = true; return Promise.reject(new Error('network down')); }
+          return undefined;
+        };
+        server.publish('a', 3);
+      }
+      await until(() => closedAt !== null, 20000, `a ${ev} event`);
+      const sockets = (server.sockets || []).length, streams = (server.eventSources || []).length;
+      await advance(30000, 100);
+      assert.equal(sb.state, 'closed');
+      assert.deepEqual(after, [], 'events after close()');
+      assert.equal((server.sockets || []).length, sockets, 'no new WebSocket');
+      assert.equal((server.eventSources || []).length, streams, 'no new EventSource');
+      assert.notEqual(sub.state, 'subscribed');
+    });
+  }
+}
