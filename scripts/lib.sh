@@ -73,3 +73,18 @@ ensure_promtool() {
     fi
     command -v promtool >/dev/null 2>&1 || { echo "promtool is still not on PATH" >&2; return 1; }
 }
+
+# ensure_nodejs: the browser client's unit tests (clients/js/test) run on
+# Node's built-in test runner (`node --test`, Node 18 or later; no npm).
+ensure_nodejs() {
+    if ! command -v node >/dev/null 2>&1; then
+        apt_install nodejs
+    fi
+    command -v node >/dev/null 2>&1 || { echo "node is still not on PATH" >&2; return 1; }
+    local major
+    major=$(node -p 'process.versions.node.split(".")[0]')
+    if [ "$major" -lt 18 ]; then
+        echo "node $(node --version) is too old for clients/js/test (needs 18 or later)" >&2
+        return 1
+    fi
+}

@@ -10,7 +10,8 @@
 # redis-server for the multi-node e2e tests, prometheus for its promtool,
 # chromium, chromium-driver and
 # haproxy for the browser tests, the e2e venv in .venv-e2e (Selenium too),
-# Autobahn in .build-autobahn). Every step runs even when an
+# Autobahn in .build-autobahn, nodejs for the browser client's unit tests
+# in clients/js/test). Every step runs even when an
 # earlier one failed, unless it needs the binary and the build failed.
 # Exits non-zero when any step failed.
 set -euo pipefail
@@ -95,6 +96,11 @@ e2e() {
     "$VENV/bin/python" -m pytest -q tests/e2e
 }
 
+js_unit() {
+    ensure_nodejs
+    node --test clients/js/test/*.test.mjs
+}
+
 browser() {
     ensure_browser
     ensure_haproxy
@@ -106,6 +112,7 @@ browser() {
 }
 
 step "system packages" system_deps
+step "js client (node --test)" js_unit
 step "swift build" swift build
 if last_ok; then
     step "swift test" swift test

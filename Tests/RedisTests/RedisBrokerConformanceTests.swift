@@ -12,7 +12,7 @@ import Testing
 ///
 /// Each case starts and stops its own `redis-server` (a shared static one was
 /// never stopped, and outlived every `swift test` run).
-@Suite("RedisBroker conformance", .serialized)
+@Suite("RedisBroker conformance", .serialized, .timeLimit(.minutes(5)))
 struct RedisBrokerConformanceTests {
     @Test(arguments: BrokerConformance.cases)
     func conformance(_ check: BrokerConformance.Case) async throws {

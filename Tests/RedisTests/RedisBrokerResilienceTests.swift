@@ -9,7 +9,7 @@ import SwitchboardCore
 import SwitchboardRedis
 import Testing
 
-@Suite("RedisBroker when Redis fails", .serialized)
+@Suite("RedisBroker when Redis fails", .serialized, .timeLimit(.minutes(5)))
 struct RedisBrokerResilienceTests {
     func makeBroker(port: Int, group: any EventLoopGroup, probe: TimeAmount = .milliseconds(300)) -> RedisBroker {
         RedisBroker(

@@ -6,7 +6,7 @@ import RedisClient
 import RESP
 import Testing
 
-@Suite("RedisClient against a real redis-server", .serialized)
+@Suite("RedisClient against a real redis-server", .serialized, .timeLimit(.minutes(5)))
 struct RedisClientTests {
     let logger = Logger(label: "test")
 

@@ -6,7 +6,7 @@ import SwitchboardServer
 import Testing
 
 /// Every scenario, small, against an in-process node over real loopback sockets.
-@Suite("bench scenarios against a node", .serialized)
+@Suite("bench scenarios against a node", .serialized, .timeLimit(.minutes(10)))
 struct BenchScenarioTests {
     static func withNode(
         _ configure: (inout ServerConfiguration) -> Void = { _ in },

@@ -2,17 +2,30 @@ import Foundation
 import NIOCore
 import NIOPosix
 
+/// What a loopback client's stream carries: bytes from the server, or the end of a read's deadline.
+enum LoopbackEvent: Sendable {
+    case bytes(ByteBuffer)
+    /// The deadline of read number `n` passed (ignored when that read is over).
+    case deadline(UInt64)
+}
+
+/// A read that got nothing within its deadline: the test fails instead of hanging the suite.
+struct LoopbackReadTimeout: Error, CustomStringConvertible {
+    let timeout: TimeAmount
+    var description: String { "loopback read: nothing within \(self.timeout.nanoseconds / 1_000_000) ms" }
+}
+
 /// Passes received bytes to an async stream.
 final class ByteStreamHandler: ChannelInboundHandler, Sendable {
     typealias InboundIn = ByteBuffer
-    let continuation: AsyncStream<ByteBuffer>.Continuation
+    let continuation: AsyncStream<LoopbackEvent>.Continuation
 
-    init(continuation: AsyncStream<ByteBuffer>.Continuation) {
+    init(continuation: AsyncStream<LoopbackEvent>.Continuation) {
         self.continuation = continuation
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.continuation.yield(Self.unwrapInboundIn(data))
+        self.continuation.yield(.bytes(Self.unwrapInboundIn(data)))
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -21,13 +34,20 @@ final class ByteStreamHandler: ChannelInboundHandler, Sendable {
 }
 
 /// A raw TCP client for tests over real loopback sockets: writes bytes, reads what arrives.
+/// Every read has a deadline (`readTimeout`): a lost frame fails the test with
+/// `LoopbackReadTimeout` instead of hanging the suite.
 struct LoopbackClient {
+    /// The deadline of each read unless a read says otherwise.
+    static let readTimeout: TimeAmount = .seconds(10)
+
     let channel: any Channel
-    var iterator: AsyncStream<ByteBuffer>.AsyncIterator
+    let continuation: AsyncStream<LoopbackEvent>.Continuation
+    var iterator: AsyncStream<LoopbackEvent>.AsyncIterator
     var pending = ByteBuffer()
+    var reads: UInt64 = 0
 
     static func connect(port: Int, group: any EventLoopGroup) async throws -> LoopbackClient {
-        let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream()
+        let (stream, continuation) = AsyncStream<LoopbackEvent>.makeStream()
         let channel = try await ClientBootstrap(group: group)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -35,7 +55,7 @@ struct LoopbackClient {
                 }
             }
             .connect(host: "127.0.0.1", port: port).get()
-        return LoopbackClient(channel: channel, iterator: stream.makeAsyncIterator())
+        return LoopbackClient(channel: channel, continuation: continuation, iterator: stream.makeAsyncIterator())
     }
 
     func send(_ bytes: [UInt8]) async throws {
@@ -46,11 +66,29 @@ struct LoopbackClient {
         try await self.send(Array(text.utf8))
     }
 
-    /// Reads more bytes into `pending`; false at end of stream.
-    mutating func readMore() async throws -> Bool {
-        guard var chunk = await self.iterator.next() else { return false }
-        self.pending.writeBuffer(&chunk)
-        return true
+    /// Reads more bytes into `pending`; false at end of stream. Throws `LoopbackReadTimeout`
+    /// when nothing arrives within `timeout`.
+    mutating func readMore(timeout: TimeAmount = Self.readTimeout) async throws -> Bool {
+        self.reads &+= 1
+        let read = self.reads
+        // A task, not the channel's event loop: a read may come after the test shut its loops down.
+        let deadline = Task { [continuation] in
+            try await Task.sleep(nanoseconds: UInt64(max(0, timeout.nanoseconds)))
+            continuation.yield(.deadline(read))
+        }
+        defer { deadline.cancel() }
+        while true {
+            switch await self.iterator.next() {
+            case .none:
+                return false
+            case .bytes(var chunk):
+                self.pending.writeBuffer(&chunk)
+                return true
+            case .deadline(let n):
+                if n == read { throw LoopbackReadTimeout(timeout: timeout) }
+            // An earlier read's deadline that fired as that read ended: not ours.
+            }
+        }
     }
 
     /// Reads an HTTP response head and its Content-Length body.

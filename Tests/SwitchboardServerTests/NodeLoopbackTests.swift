@@ -5,7 +5,7 @@ import NIOPosix
 import Testing
 
 /// The whole node over real loopback sockets, in process.
-@Suite("Node over loopback")
+@Suite("Node over loopback", .timeLimit(.minutes(3)))
 struct NodeLoopbackTests {
     static func startNode(_ configure: (inout ServerConfiguration) -> Void = { _ in }) async throws -> (SwitchboardNode, Int) {
         var configuration = ServerConfiguration()

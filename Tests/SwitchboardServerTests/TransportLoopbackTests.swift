@@ -6,7 +6,7 @@ import SwitchboardCore
 import Testing
 
 /// SSE and long-polling on a real node over loopback sockets.
-@Suite("SSE and long-polling over loopback")
+@Suite("SSE and long-polling over loopback", .timeLimit(.minutes(3)))
 struct TransportLoopbackTests {
     /// One SSE event: its data and its id.
     struct Event {

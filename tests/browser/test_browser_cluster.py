@@ -117,8 +117,8 @@ def test_node_killed_mid_conversation(transport, cluster, browsers):
     if transport == "longpoll":
         # Kill the node that holds the page's poll: with nothing new to send, the poll in flight is held
         # by its node; it is the backend request seen active twice in a row, 0.5 s apart (the page's
-        # /stats and presence requests take milliseconds).
-        time.sleep(1)
+        # /stats and presence requests take milliseconds; the condition needs two equal readings, so it
+        # cannot be met by a request that is only passing).
         seen: list[str] = []
 
         def held():
@@ -142,8 +142,10 @@ def test_node_killed_mid_conversation(transport, cluster, browsers):
         time.sleep(0.03)
     msgs = page.wait_texts(texts, exact=True, timeout=30)
     assert_once_in_order(msgs)
-    time.sleep(1.5)
-    assert page.texts() == texts, "a message appeared twice or late"
+    # A sentinel published after everything else: once the page shows it, a late duplicate would show too.
+    publish(survivor, "sentinel")
+    page.wait_texts(texts + ["sentinel"], exact=True, timeout=15)
+    assert page.texts() == texts + ["sentinel"], "a message appeared twice or late"
     # Long-polling: the poll held by the victim dies with it. HAProxy closes that keep-alive client
     # connection without an answer and Chromium resends the POST (HAProxy sends it to the survivor),
     # so the page may not even notice; either way the positions in the poll make it exactly-once.

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import codecs
 import hashlib
 import hmac
 import itertools
@@ -35,7 +34,6 @@ import random
 import re
 import signal
 import socket
-import struct
 import subprocess
 import threading
 import time
@@ -47,6 +45,11 @@ import requests
 import websockets
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
+
+# The wire formats (no sockets) live in sbwire and are tested on their own (test_sbwire.py);
+# re-exported here so that `from sbclient import ws_frame, OP_TEXT, ...` keeps working.
+from sbwire import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, ChunkDecoder,  # noqa: F401
+                    SSEEvent, SSEParser, close_code, parse_frame, text_objects, wait_until, ws_frame)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LISTEN_RE = re.compile(r"ws://(\[[^\]]+\]|[^\s/:]+):(\d+)/ws")
@@ -387,6 +390,14 @@ class Client:
                               f"{n} pubs in {channel!r} (have {len(self.pubs(channel))})")
         return self.pubs(channel)
 
+    async def wait_sentinel(self, channel: str, data: Any = "sentinel", timeout: float = DEFAULT_TIMEOUT) -> list[dict]:
+        """Wait until the last publication in `channel` is the sentinel (published after everything
+        the test checks): anything that was going to arrive before it, a late duplicate included, has.
+        Returns the publications before the sentinel."""
+        await self.wait_until(lambda: bool(self.pubs(channel)) and self.pubs(channel)[-1].get("data") == data, timeout,
+                              f"the sentinel {data!r} in {channel!r}")
+        return self.pubs(channel)[:-1]
+
     async def wait_closed(self, timeout: float = DEFAULT_TIMEOUT) -> int | None:
         try:
             await asyncio.wait_for(self.closed.wait(), timeout)
@@ -618,26 +629,6 @@ class SteadyTraffic:
 # Raw WebSocket on a plain socket
 # --------------------------------------------------------------------------
 
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-
-
-def ws_frame(opcode: int, payload: bytes = b"", fin: bool = True, mask: bool = True, rsv: int = 0) -> bytes:
-    b0 = (0x80 if fin else 0) | ((rsv & 0x7) << 4) | (opcode & 0xF)
-    n = len(payload)
-    mbit = 0x80 if mask else 0
-    if n < 126:
-        hdr = bytes([b0, mbit | n])
-    elif n < 65536:
-        hdr = bytes([b0, mbit | 126]) + struct.pack("!H", n)
-    else:
-        hdr = bytes([b0, mbit | 127]) + struct.pack("!Q", n)
-    if mask:
-        key = os.urandom(4)
-        payload = bytes(b ^ key[i & 3] for i, b in enumerate(payload))
-        hdr += key
-    return hdr + payload
-
-
 class RawEOF(Exception):
     pass
 
@@ -683,35 +674,29 @@ class RawWS:
     def send_json(self, obj: Any) -> None:
         self.send_frame(OP_TEXT, json.dumps(obj).encode())
 
-    def _need(self, n: int, deadline: float) -> bytes:
-        while len(self.buf) < n:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("raw read timed out")
-            self.sock.settimeout(remaining)
-            try:
-                chunk = self.sock.recv(65536)
-            except socket.timeout:
-                raise TimeoutError("raw read timed out")
-            if not chunk:
-                raise RawEOF()
-            self.buf += chunk
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
+    def _more(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("raw read timed out")
+        self.sock.settimeout(remaining)
+        try:
+            chunk = self.sock.recv(65536)
+        except socket.timeout:
+            raise TimeoutError("raw read timed out")
+        if not chunk:
+            raise RawEOF()
+        self.buf += chunk
 
     def recv_frame(self, timeout: float = DEFAULT_TIMEOUT) -> tuple[bool, int, bytes]:
+        """The next frame (fin, opcode, payload), read within `timeout`."""
         deadline = time.monotonic() + timeout
-        b0, b1 = self._need(2, deadline)
-        n = b1 & 0x7F
-        if n == 126:
-            n = struct.unpack("!H", self._need(2, deadline))[0]
-        elif n == 127:
-            n = struct.unpack("!Q", self._need(8, deadline))[0]
-        key = self._need(4, deadline) if b1 & 0x80 else None
-        payload = self._need(n, deadline)
-        if key:
-            payload = bytes(b ^ key[i & 3] for i, b in enumerate(payload))
-        return bool(b0 & 0x80), b0 & 0x0F, payload
+        while True:
+            got = parse_frame(self.buf)
+            if got is not None:
+                frame, used = got
+                self.buf = self.buf[used:]
+                return frame
+            self._more(deadline)
 
     def recv_json(self, timeout: float = DEFAULT_TIMEOUT) -> list[dict]:
         """The JSON objects of the next text frame (skips server pings)."""
@@ -719,12 +704,10 @@ class RawWS:
         while True:
             fin, op, payload = self.recv_frame(max(0.0, deadline - time.monotonic()))
             if op == OP_CLOSE:
-                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
-                raise AssertionError(f"unexpected close {code} {payload[2:]!r}")
+                raise AssertionError(f"unexpected close {close_code(payload)} {payload[2:]!r}")
             if op != OP_TEXT:
                 continue
-            objs = [json.loads(p) for p in payload.decode().split("\n") if p.strip()]
-            objs = [o for o in objs if o != {}]
+            objs = text_objects(payload)
             if objs:
                 return objs
 
@@ -755,8 +738,7 @@ class RawWS:
                 raise AssertionError(f"server did not end the connection within {timeout}s "
                                      f"({frames} data frames read)")
             if op == OP_CLOSE:
-                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
-                return "close", code, frames
+                return "close", close_code(payload), frames
             frames += 1
 
     def handshake(self) -> dict:
@@ -1435,16 +1417,6 @@ def decode_event_id(event_id: str) -> dict:
     return doc
 
 
-@dataclass
-class SSEEvent:
-    data: str | None          # the joined `data:` lines, None when the event had none
-    id: str | None            # the `id:` field of this event (None when the event had no `id:` line)
-    event: str | None         # the `event:` field
-    obj: Any                  # json.loads(data), or None when it is not JSON
-    json_ok: bool
-    t: float
-
-
 _OPEN_SSE: list["SSEStream"] = []
 
 
@@ -1470,19 +1442,13 @@ class SSEStream:
         self.events: list[SSEEvent] = []
         self.cond = threading.Condition()
         self.eof = False              # the server ended the connection (FIN / reset)
-        self.terminated = False       # the chunked body's last chunk (0) came
         self.ended_at: float | None = None
-        self.raw_bytes = 0
         self.errors: list[str] = []   # framing trouble seen by the reader
-        self.comments = 0
         self._stop = threading.Event()
         self._paused = threading.Event()
         self._buf = b""
-        self._text = ""
-        self._chunk_left = 0
-        self._need_crlf = False
-        self._cur: dict[str, Any] = {}
-        self._dec = codecs.getincrementaldecoder("utf-8")("replace")
+        self._parser = SSEParser(self._event)   # sbwire: the event stream format
+        self._chunks: ChunkDecoder | None = None
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -1538,6 +1504,8 @@ class SSEStream:
         self._buf = rest
         clen = self.headers.get("content-length")
         sink = out.extend
+        self._chunks = ChunkDecoder(sink)
+        self._chunks.errors = self.errors
 
         def more() -> bool:
             remaining = deadline - time.monotonic()
@@ -1577,86 +1545,34 @@ class SSEStream:
 
     # -- the reader --------------------------------------------------------------
 
+    # The chunked body's last chunk (0) came.
+    @property
+    def terminated(self) -> bool:
+        return self._chunks is not None and self._chunks.terminated
+
+    @property
+    def comments(self) -> int:
+        return self._parser.comments
+
+    @property
+    def raw_bytes(self) -> int:
+        return self._parser.raw_bytes
+
     def _dechunk(self, sink: Callable[[bytes], None]) -> None:
-        while self._buf and not self.terminated:
-            if self._chunk_left > 0:
-                take = self._buf[:self._chunk_left]
-                self._buf = self._buf[len(take):]
-                self._chunk_left -= len(take)
-                sink(take)
-                if self._chunk_left == 0:
-                    self._need_crlf = True
-                continue
-            if self._need_crlf:
-                if len(self._buf) < 2:
-                    return
-                if self._buf[:2] != b"\r\n":
-                    self.errors.append(f"chunk not followed by CRLF: {self._buf[:20]!r}")
-                self._buf = self._buf[2:]
-                self._need_crlf = False
-                continue
-            i = self._buf.find(b"\r\n")
-            if i < 0:
-                if len(self._buf) > 1024:
-                    self.errors.append(f"bad chunk size line: {self._buf[:40]!r}")
-                    self._buf = b""
-                return
-            line, self._buf = self._buf[:i], self._buf[i + 2:]
-            try:
-                size = int(line.split(b";")[0].strip(), 16)
-            except ValueError:
-                self.errors.append(f"bad chunk size line: {line[:40]!r}")
-                self._buf = b""
-                return
-            if size == 0:
-                self.terminated = True
-                return
-            self._chunk_left = size
+        """Pass what `_buf` holds through the chunk decoder (made for `sink`)."""
+        data, self._buf = self._buf, b""
+        assert self._chunks is not None and self._chunks.sink is sink
+        self._chunks.feed(data)
 
-    def _feed_text(self, data: bytes) -> None:
-        self.raw_bytes += len(data)
-        self._text += self._dec.decode(data)
-        while True:
-            m = re.search(r"\r\n|\r|\n", self._text)
-            if m is None:
-                return
-            if m.group() == "\r" and m.end() == len(self._text):
-                return  # maybe the first half of \r\n
-            line, self._text = self._text[:m.start()], self._text[m.end():]
-            self._line(line)
-
-    def _line(self, line: str) -> None:
-        if line == "":
-            if self._cur:
-                data = self._cur.get("data")
-                obj, ok = None, False
-                if data is not None:
-                    try:
-                        obj, ok = json.loads(data), True
-                    except ValueError:
-                        pass
-                ev = SSEEvent(data=data, id=self._cur.get("id"), event=self._cur.get("event"), obj=obj,
-                              json_ok=ok, t=time.monotonic())
-                self._cur = {}
-                with self.cond:
-                    self.events.append(ev)
-                    self.cond.notify_all()
-            return
-        if line.startswith(":"):
-            self.comments += 1
-            return
-        field_name, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
-        if field_name == "data":
-            self._cur["data"] = value if "data" not in self._cur else self._cur["data"] + "\n" + value
-        elif field_name in ("id", "event", "retry"):
-            self._cur[field_name] = value
-        else:
-            self._cur.setdefault("unknown", []).append(line)
+    def _event(self, ev: SSEEvent) -> None:
+        with self.cond:
+            self.events.append(ev)
+            self.cond.notify_all()
 
     def _read_loop(self, rest: bytes) -> None:
-        sink = self._feed_text
+        sink = self._parser.feed
+        self._chunks = ChunkDecoder(sink)
+        self._chunks.errors = self.errors
         try:
             self._buf = rest
             if self.chunked:

@@ -83,11 +83,12 @@ def test_publications_reach_every_node_in_offset_order(cluster):
         n = rounds * (len(ws_pubs) + len(nodes))
         assert sorted(by_offset) == list(range(1, n + 1)), "offsets across nodes are not 1..N"
         assert len(epochs) == 1, f"one channel, several epochs: {epochs}"
+        # A sentinel after everything: once a subscriber has it, a duplicate would have come before it.
+        await nodes[0].apublish(ch, "sentinel")
         for i, s in enumerate(subs):
-            await s.wait_pubs(ch, n, timeout=10)
-        await asyncio.sleep(0.3)  # room for a duplicate to show
+            await s.wait_sentinel(ch, timeout=10)
         for i, s in enumerate(subs):
-            pubs = s.pubs(ch)
+            pubs = s.pubs(ch)[:-1]
             assert _offsets(pubs) == list(range(1, n + 1)), (
                 f"subscriber {i} (node{i // 2}): offsets {_offsets(pubs)[:20]}... not 1..{n}")
             assert [p["data"] for p in pubs] == [by_offset[o] for o in range(1, n + 1)]
@@ -188,15 +189,18 @@ def test_recovery_on_another_node(cluster):
             assert (await ws_pub.publish(ch, {"n": i}))["offset"] == i
 
         total = 80
+        started = asyncio.Event()
 
         async def keep_publishing():
             for i in range(21, total + 1):
                 target = nodes[2] if i % 2 else nodes[0]
                 assert (await target.apublish(ch, {"n": i}))["offset"] == i
+                if i >= 23:
+                    started.set()  # the subscribe below happens while publishing goes on
                 await asyncio.sleep(0.005)
 
         pub_task = asyncio.create_task(keep_publishing())
-        await asyncio.sleep(0.05)
+        await asyncio.wait_for(started.wait(), 10)
         b = await connect(nodes[1])
         res = await b.subscribe(ch, since=position)
         assert res["recovered"] is True, res
@@ -204,10 +208,13 @@ def test_recovery_on_another_node(cluster):
         recovered = res["publications"]
         assert _offsets(recovered) == list(range(6, res["offset"] + 1)), _offsets(recovered)
         await asyncio.wait_for(pub_task, 20)
-        await b.wait_until(lambda: b.pubs(ch) and b.pubs(ch)[-1]["offset"] >= total, 10,
-                           f"live publications up to {total}")
-        await asyncio.sleep(0.2)
-        seen = recovered + b.pubs(ch)
+        # A sentinel published after everything else: once it is in, a late duplicate would be too.
+        assert (await nodes[0].apublish(ch, "sentinel"))["offset"] == total + 1
+        await b.wait_until(lambda: b.pubs(ch) and b.pubs(ch)[-1]["data"] == "sentinel", 10,
+                           f"live publications up to {total} and the sentinel")
+        live = b.pubs(ch)
+        assert live[-1]["offset"] == total + 1, live[-3:]
+        seen = recovered + live[:-1]
         assert _offsets(seen) == list(range(6, total + 1)), (
             f"recovered {_offsets(recovered)[-3:]} + live {_offsets(b.pubs(ch))[:5]}...: gap or dup at the seam")
         assert [p["data"] for p in seen] == [{"n": i} for i in range(6, total + 1)]

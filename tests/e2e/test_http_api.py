@@ -103,7 +103,6 @@ def test_api_channels_and_info(node):
         assert n["uptime"] >= 0
         assert n["draining"] is False
         await cs[2].close()
-        await asyncio.sleep(0.2)
         for _ in range(20):  # bounded wait for the server to notice
             info = (await node.aapi_result("info", {}))["nodes"][0]
             if info["connections"] == 2:
@@ -160,7 +159,9 @@ def test_api_disconnect_and_unsubscribe_by_user(token_node):
         assert await node.aapi_result("disconnect", {"user": "frank"}) == {}
         assert await f1.wait_closed() == 3502
         assert await f2.wait_closed() == 3502
-        await asyncio.sleep(0.2)
+        # A round trip on each after frank's connections are gone: a disconnect meant for them would have come.
+        for c in (g, anon):
+            await c.result("ping", {})
         assert not g.closed.is_set() and not anon.closed.is_set()
         stats = await node.aapi_result("presenceStats", {"channel": "u:other"})
         assert stats == {"clients": 2, "users": 2}

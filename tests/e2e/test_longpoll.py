@@ -15,7 +15,7 @@ import time
 
 import requests
 
-from sbclient import TOKEN_SECRET, RawWS, SteadyTraffic, connect, lp_poll, lp_rpc, run, user_token
+from sbclient import TOKEN_SECRET, RawWS, SteadyTraffic, connect, lp_poll, lp_rpc, run, user_token, wait_until
 
 NS_YAML = """\
 # written by tests/e2e/test_longpoll.py
@@ -48,6 +48,30 @@ def poll(node, subs: dict, timeout: float = 5, client: str | None = None, token:
         assert isinstance(it, dict) and isinstance(it.get("channel"), str), f"bad item {it!r}"
         assert sum(k in it for k in ("pub", "position", "error")) == 1, f"item kind unclear: {it}"
     return arr
+
+
+POLLS_GAUGE = 'switchboard_connections{transport="longpoll"}'
+
+
+def polls_waiting(node) -> float:
+    """How many long-polls the node holds now (its /metrics gauge; each loop reports within a second)."""
+    r = node.http("GET", "/metrics")
+    assert r.status_code == 200, r.status_code
+    for line in r.text.splitlines():
+        if line.startswith(POLLS_GAUGE + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def wait_no_polls(node, timeout: float = 10.0) -> None:
+    """Wait until the node holds no long-poll (polls answered just before count for up to a second)."""
+    wait_until(lambda: polls_waiting(node) == 0, timeout, "no long-poll held by the node", 0.05)
+
+
+def wait_polls_held(node, n: int, timeout: float = 10.0) -> None:
+    """Wait until the node holds `n` long-polls: the polls under test reached the node and wait there
+    (a condition, not a guess at how long that takes). Call wait_no_polls() before starting them."""
+    wait_until(lambda: polls_waiting(node) >= n, timeout, f"{n} long-poll(s) held by the node", 0.05)
 
 
 def first_position(node, ch: str, token: str | None = None) -> dict:
@@ -174,12 +198,13 @@ def test_poll_first_position_at_once(node):
     pos = arr[0]["position"]
     assert pos["offset"] == 2 and pos["epoch"] == epoch, pos
     assert pos.get("recovered") is not True, pos
-    assert took < 1.5, f"a first poll must be answered at once with the position (took {took:.2f}s)"
+    # "At once" against a poll timeout of 5 s: well under it, generous for a loaded 2-core machine.
+    assert took < 3, f"a first poll must be answered at once with the position (took {took:.2f}s)"
     # History for one channel and a first poll for another: both, at once.
     arr, took = timed_poll(node, {ch: {"offset": 1, "epoch": epoch}, ch2: {}}, timeout=5)
     assert [it["pub"]["offset"] for it in arr if it["channel"] == ch] == [2], arr
     assert [it["position"]["offset"] for it in arr if it["channel"] == ch2] == [0], arr
-    assert took < 1.5, f"history + a new channel: answered after {took:.2f}s, not at once: {arr}"
+    assert took < 3, f"history + a new channel: answered after {took:.2f}s, not at once: {arr}"
 
 
 def test_poll_completed_by_publication_and_history(node):
@@ -189,13 +214,14 @@ def test_poll_completed_by_publication_and_history(node):
     assert pos["offset"] == 1, pos
     epoch = pos["epoch"]
     # A poll from the current position waits; a publication completes it at once.
+    wait_no_polls(node)
     bg = Background(poll, node, {ch: {"offset": 1, "epoch": epoch}}, timeout=10)
-    time.sleep(0.8)
+    wait_polls_held(node, 1)
     assert bg.running(), f"a poll with nothing new returned at once: {bg.result(1)}"
     t_pub = time.monotonic()
     publish(node, ch, {"n": 2})
     arr = bg.result(5)
-    assert bg.done_at - t_pub < 1.0, f"the waiting poll answered {bg.done_at - t_pub:.2f}s after the publication"
+    assert bg.done_at - t_pub < 5, f"the waiting poll answered {bg.done_at - t_pub:.2f}s after the publication"
     assert len(arr) == 1 and arr[0]["channel"] == ch, arr
     assert arr[0]["pub"]["offset"] == 2 and arr[0]["pub"]["data"] == {"n": 2}, arr
 
@@ -203,11 +229,11 @@ def test_poll_completed_by_publication_and_history(node):
     publish(node, ch, {"n": 3})
     publish(node, ch, {"n": 4})
     arr, took = timed_poll(node, {ch: {"offset": 2, "epoch": epoch}}, timeout=10)
-    assert took < 1.5, f"history after the position must be answered at once (took {took:.2f}s)"
+    assert took < 5, f"history after the position must be answered at once (took {took:.2f}s)"
     assert [(it["pub"]["offset"], it["pub"]["data"]) for it in arr] == [(3, {"n": 3}), (4, {"n": 4})], arr
     arr, took = timed_poll(node, {ch: {"offset": 0, "epoch": epoch}}, timeout=10)
     assert [it["pub"]["offset"] for it in arr] == [1, 2, 3, 4], arr
-    assert took < 1.5
+    assert took < 5
 
 
 def test_poll_timeout_returns_empty(node):
@@ -294,7 +320,7 @@ def test_poll_unrecoverable_positions(node_factory):
         by_ch.setdefault(it["channel"], []).append(it)
     assert [it["pub"]["offset"] for it in by_ch[small]] == [20], arr
     assert by_ch[ch] == [{"channel": ch, "position": {"offset": 3, "epoch": epoch, "recovered": False}}], arr
-    assert max(slow) < 1.5, f"unrecoverable positions must be answered at once, took {[round(t, 2) for t in slow]}s"
+    assert max(slow) < 3, f"unrecoverable positions must be answered at once, took {[round(t, 2) for t in slow]}s"
 
 
 def test_poll_channel_without_history(node_factory):
@@ -308,8 +334,9 @@ def test_poll_channel_without_history(node_factory):
         assert it["channel"] == ch and "error" not in it, first
         if "position" in it:
             pos = {k: v for k, v in it["position"].items() if k in ("offset", "epoch")}
+    wait_no_polls(node)
     bg = Background(poll, node, {ch: pos}, timeout=8)
-    time.sleep(0.8)
+    wait_polls_held(node, 1)
     assert bg.running(), f"a poll on a quiet channel without history returned at once: {bg.result(1)}"
     publish(node, ch, {"live": 1})
     arr = bg.result(5)
@@ -323,14 +350,15 @@ def test_poll_alternating_nodes_cluster(cluster):
     # A poll waiting on node1 is completed at once by a publication on node0.
     wake = "lp:wake"
     pos = first_position(nodes[1], wake)
+    wait_no_polls(nodes[1])
     bg = Background(poll, nodes[1], {wake: pos}, timeout=10)
-    time.sleep(0.8)
+    wait_polls_held(nodes[1], 1)
     assert bg.running(), "nothing new: the poll should wait"
     t_pub = time.monotonic()
     publish(nodes[0], wake, "cross")
     arr = bg.result(8)
     assert [it.get("pub", {}).get("data") for it in arr] == ["cross"], arr
-    assert bg.done_at - t_pub < 1.5, f"cross-node wake-up took {bg.done_at - t_pub:.2f}s"
+    assert bg.done_at - t_pub < 5, f"cross-node wake-up took {bg.done_at - t_pub:.2f}s"
 
     f = Follower(chans)
     f.poll(nodes[0])
@@ -452,7 +480,7 @@ def test_poll_bad_requests(node):
         t = time.monotonic()
         r = lp_poll(node, None, raw=body, timeout=10)
         assert r.status_code == 400, f"poll body {body[:60]!r}: HTTP {r.status_code} {r.text[:200]}"
-        assert time.monotonic() - t < 2, "a bad poll must be refused at once, not after waiting"
+        assert time.monotonic() - t < 5, "a bad poll must be refused at once, not after waiting"
     r = lp_poll(node, None, raw=json.dumps({"subs": {ch: {}}, "pad": "p" * 70000}).encode(), timeout=10)
     assert r.status_code == 413, f"70 KB poll body: HTTP {r.status_code}"
 
@@ -505,14 +533,15 @@ def test_poll_three_concurrent_for_one_client(node):
     epoch = publish(node, ch, 0)["epoch"]
     client = "lim-" + secrets.token_hex(4)
     pos = {ch: {"offset": 1, "epoch": epoch}}
+    wait_no_polls(node)
     a = Background(poll, node, pos, timeout=8, client=client)
     b = Background(poll, node, pos, timeout=8, client=client)
-    time.sleep(0.8)
+    wait_polls_held(node, 2)
     assert a.running() and b.running(), "the first two polls should be waiting"
     t = time.monotonic()
     r = lp_poll(node, {"subs": pos, "timeout": 8, "client": client})
     assert r.status_code == 429, f"third poll for one client: HTTP {r.status_code} {r.text[:200]}"
-    assert time.monotonic() - t < 2, "the 429 must come at once"
+    assert time.monotonic() - t < 4, "the 429 must come at once (the held polls wait 8 s)"
     # Another client is not limited.
     arr = poll(node, pos, timeout=1, client="other-" + secrets.token_hex(4))
     assert arr == []
@@ -522,7 +551,7 @@ def test_poll_three_concurrent_for_one_client(node):
     for bg in (a, b):
         arr = bg.result(5)
         assert [(it["pub"]["offset"], it["pub"]["data"]) for it in arr] == [(2, {"n": 2})], arr
-        assert bg.done_at - t_pub < 1.5
+        assert bg.done_at - t_pub < 4
     # The slots are free again.
     arr = poll(node, {ch: {"offset": 2, "epoch": epoch}}, timeout=0, client=client)
     assert arr == []
@@ -556,14 +585,13 @@ def test_poll_while_draining(node_factory):
     ch = "lp:drain"
     pos = first_position(node, ch)
     # A poll already waiting when the drain starts is answered (not reset, not left to hang).
+    wait_no_polls(node)
     inflight = Background(lp_poll, node, {"subs": {ch: pos}, "timeout": 30})
-    time.sleep(0.5)
+    wait_polls_held(node, 1)
     assert inflight.running()
     t0 = time.monotonic()
     node.signal(signal.SIGTERM)
-    while node.http("GET", "/readyz", 1.0).status_code != 503:
-        assert time.monotonic() - t0 < 1.5, "/readyz did not turn 503"
-        time.sleep(0.05)
+    wait_until(lambda: node.http("GET", "/readyz", 1.0).status_code == 503, 1.5, "/readyz to turn 503", 0.05)
     r = lp_poll(node, {"subs": {ch: {}}, "timeout": 1})
     assert r.status_code == 503, f"poll while draining: HTTP {r.status_code} {r.text[:200]}"
     r = inflight.result(6)

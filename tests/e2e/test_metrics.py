@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pathlib
@@ -39,8 +40,18 @@ def test_metrics_count_what_happens(node):
             await node.apublish("metrics:x", {"i": i})
         for s in subs:
             await s.wait_pubs("metrics:x", 5)
-        time.sleep(1.5)  # loops hand over their counts once a second
-        m = scrape(node)
+        # Loops hand over their counts once a second: wait (bounded, without blocking the event loop)
+        # until every count is in, then check them all.
+        deadline = time.monotonic() + 10
+        while True:
+            m = await asyncio.to_thread(scrape, node)
+            if m.get("switchboard_deliveries_total", 0) >= 15 and m.get("switchboard_publications_total", 0) >= 5 \
+                    and m.get("switchboard_broker_publish_seconds_count", 0) >= 5 \
+                    and m.get('switchboard_connections{transport="websocket"}', 0) >= 3 \
+                    and m.get("switchboard_subscriptions", 0) >= 3:
+                break
+            assert time.monotonic() < deadline, f"counts not in after 10 s: {m}"
+            await asyncio.sleep(0.05)
         assert m['switchboard_connections{transport="websocket"}'] == 3
         assert m["switchboard_subscriptions"] == 3
         assert m["switchboard_channels"] == 1

@@ -160,3 +160,18 @@ def test_json_config_and_precedence(node_factory):
         assert code == 3500
 
     run(main())
+
+
+def test_token_expiring_during_a_live_connection_closes_3503(token_node):
+    """A token that was valid at connect and expires while the connection is up: the node closes it
+    with 3503 (token expired: the client reconnects only with a new token)."""
+    async def main():
+        c = await connect(token_node, token=user_token(TOKEN_SECRET, "bob", ttl=2))
+        await c.subscribe("tok:live")
+        assert await c.result("ping", {}) == {}, "the connection works before the expiry"
+        code = await c.wait_closed(timeout=20)
+        assert code == 3503, f"closed with {code}, not 3503, when the token expired"
+        pushes = [p["disconnect"]["code"] for p in c.pushes if "disconnect" in p]
+        assert pushes in ([], [3503]), f"disconnect pushes {pushes}"
+
+    run(main())

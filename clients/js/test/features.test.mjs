@@ -1,0 +1,239 @@
+// Features of issue 15 item 3, and the helpers (backoff, batching, framing).
+
+import {test} from 'node:test';
+import assert from 'node:assert/strict';
+import {FakeServer, loadClient, advance, until, flush, sentCommands} from './fakes.mjs';
+
+async function setup(t, opts = {}) {
+  const server = new FakeServer();
+  const env = server.install();
+  const mod = await loadClient();
+  const sb = new mod.Switchboard('http://127.0.0.1:9', {env, minReconnectDelay: 100, maxReconnectDelay: 2000, ...opts});
+  t.after(() => { try { sb.close(); } catch (e) { /* destroyed */ } server.uninstall(); });
+  return {server, env, sb, mod};
+}
+
+test('subscribe(channel, {since}) recovers from the position given', async t => {
+  const {server, sb} = await setup(t);
+  for (let i = 1; i <= 5; i++) server.publish('a', i);
+  const got = [];
+  const sub = sb.subscribe('a', {since: {offset: 3, epoch: 'e1'}, onPublication: p => got.push(p.offset)});
+  let ctx = null;
+  sub.on('subscribed', c => { ctx = c; });
+  sb.connect();
+  await until(() => sub.state === 'subscribed', 5000, 'subscribed');
+  assert.deepEqual(got, [4, 5]);
+  assert.equal(ctx.recovering, true);
+  assert.equal(ctx.recovered, true);
+  const connect = sentCommands(server.sockets[0]).find(c => c.connect);
+  assert.deepEqual(connect.connect.subs.a, {offset: 3, epoch: 'e1'});
+});
+
+test('a subscription resubscribed after unsubscribe() keeps its position', async t => {
+  const {server, sb} = await setup(t);
+  const got = [];
+  const sub = sb.subscribe('a', {onPublication: p => got.push(p.offset)});
+  sb.connect();
+  await until(() => sub.state === 'subscribed', 5000, 'subscribed');
+  server.publish('a', 1);
+  await until(() => got.length === 1, 5000, 'first');
+  sub.unsubscribe();
+  await until(() => !server.liveSessions()[0].subs.has('a'), 5000, 'unsubscribed on the server');
+  server.publish('a', 2);
+  server.publish('a', 3);
+  const subscribing = [];
+  sub.on('subscribing', c => subscribing.push(c));
+  sub.subscribe();
+  await sub.ready(5000).catch(() => {});
+  await until(() => got.length === 3, 5000, 'the missed publications');
+  assert.deepEqual(got, [1, 2, 3]);
+  assert.equal(subscribing.length, 1);
+  assert.equal(sb.getSubscription('a'), sub);
+});
+
+test('sub.ready() resolves when subscribed and rejects when the subscription ends', async t => {
+  const {server, sb} = await setup(t);
+  const sub = sb.subscribe('a');
+  let ok = false;
+  sub.ready().then(() => { ok = true; });
+  sb.connect();
+  await until(() => ok, 5000, 'ready');
+  server.subscribeErrors.push([103, 'permission denied', false]);
+  const denied = sb.subscribe('secret');
+  let err = null;
+  denied.ready().catch(e => { err = e; });
+  await until(() => err !== null, 5000, 'rejected');
+  assert.equal(err.code, 103);
+  assert.equal(denied.state, 'unsubscribed');
+});
+
+test('subscribing event carries the code and reason when a subscription drops back', async t => {
+  const {server, sb} = await setup(t);
+  const sub = sb.subscribe('a');
+  const events = [];
+  sub.on('subscribing', c => events.push([c.code, c.reason]));
+  sb.connect();
+  await until(() => sub.state === 'subscribed', 5000, 'subscribed');
+  server.sockets[0].serverClose(3004, 'slow consumer');
+  await until(() => events.length === 1, 5000, 'subscribing');
+  assert.deepEqual(events[0], [3004, 'slow consumer']);
+  await until(() => sub.state === 'subscribed', 5000, 'subscribed again');
+  server.liveSessions()[0].subs.delete('a');  // the node unsubscribed the session
+  server.liveSessions()[0].push({channel: 'a', unsubscribe: {code: 2500, reason: 'insufficient state'}});
+  await until(() => events.length === 2, 5000, 'subscribing after 2500');
+  assert.deepEqual(events[1], [2500, 'insufficient state']);
+  await until(() => sub.state === 'subscribed', 5000, 'resubscribed after 2500');
+});
+
+test('getToken() gives the connection token, and a new one after 3503', async t => {
+  let n = 0;
+  const {server, sb} = await setup(t, {getToken: async () => 'tok' + (++n)});
+  sb.connect();
+  await until(() => sb.state === 'connected', 5000, 'connected');
+  const first = sentCommands(server.sockets[0]).find(c => c.connect);
+  assert.equal(first.connect.token, 'tok1');
+  server.sockets[0].serverClose(3503, 'token expired');
+  await until(() => server.sockets.length === 2 && sb.state === 'connected', 10000, 'reconnected with a new token');
+  const second = sentCommands(server.sockets[1]).find(c => c.connect);
+  assert.equal(second.connect.token, 'tok2');
+});
+
+test('getToken() failing is retried with backoff; no token closes', async t => {
+  let calls = 0;
+  const {sb} = await setup(t, {getToken: async () => { calls++; if (calls < 3) throw new Error('backend down'); return ''; }});
+  sb.connect();
+  await until(() => sb.state === 'closed', 20000, 'closed when getToken gives no token');
+  assert.equal(calls, 3);
+});
+
+test('subscription getToken(): token sent with subscribe, renewed after 2501', async t => {
+  let n = 0;
+  const {server, sb} = await setup(t);
+  const sub = sb.subscribe('private', {getToken: async ({channel}) => channel + '-t' + (++n)});
+  sb.connect();
+  await until(() => sub.state === 'subscribed', 5000, 'subscribed');
+  const subs = () => server.log.filter(e => e.cmd.subscribe).map(e => e.cmd.subscribe);
+  assert.equal(subs()[0].token, 'private-t1');
+  server.liveSessions()[0].subs.delete('private');
+  server.liveSessions()[0].push({channel: 'private', unsubscribe: {code: 2501, reason: 'token expired'}});
+  await until(() => subs().length === 2 && sub.state === 'subscribed', 5000, 'resubscribed with a new token');
+  assert.equal(subs()[1].token, 'private-t2');
+});
+
+test('destroy() ends subscriptions and refuses further use', async t => {
+  const {sb} = await setup(t);
+  const sub = sb.subscribe('a');
+  sb.connect();
+  await until(() => sub.state === 'subscribed', 5000, 'subscribed');
+  let ended = null;
+  sub.on('unsubscribed', c => { ended = c; });
+  sb.destroy();
+  assert.equal(sub.state, 'unsubscribed');
+  assert.ok(ended);
+  assert.throws(() => sb.subscribe('b'), e => e.code === 'destroyed');
+  await assert.rejects(sb.publish('a', 1), e => e.code === 'destroyed');
+});
+
+test('visibilitychange to visible cuts a pending backoff short', async t => {
+  const {server, sb} = await setup(t, {minReconnectDelay: 10000, maxReconnectDelay: 20000});
+  sb.connect();
+  await until(() => sb.state === 'connected', 5000, 'connected');
+  server.refuseWs = true;
+  server.sockets[0].serverClose(3000, 'normal');
+  await until(() => sb.state === 'disconnected', 1000, 'disconnected');
+  server.refuseWs = false;
+  // A backoff of up to 10 s is pending; the page comes back.
+  await flush();
+  server.document.visibilityState = 'visible';
+  server.fire('visibilitychange');
+  await until(() => sb.state === 'connected', 500, 'connected at once');
+});
+
+test('pagehide (bfcache) suspends, pageshow persisted reconnects', async t => {
+  const {server, sb} = await setup(t);
+  sb.connect();
+  await until(() => sb.state === 'connected', 5000, 'connected');
+  server.fire('pagehide', {persisted: true});
+  await flush();
+  assert.equal(sb.state, 'disconnected');
+  await advance(30000, 100);
+  assert.equal(server.sockets.length, 1, 'no reconnect while in the cache');
+  server.fire('pageshow', {persisted: true});
+  await until(() => sb.state === 'connected', 500, 'connected at once');
+});
+
+test('requests made while closed reject; requests made while disconnected wait', async t => {
+  const {sb} = await setup(t);
+  sb.close();
+  await assert.rejects(sb.ping(), e => e.code === 'closed');
+  sb.connect();
+  let done = false;
+  sb.ping().then(() => { done = true; });
+  await until(() => done, 5000, 'the ping answered once connected');
+});
+
+test('close() from inside a publication listener stops delivery', async t => {
+  const {server, sb} = await setup(t);
+  const got = [];
+  const sub = sb.subscribe('a', {onPublication: p => { got.push(p.offset); sb.close(); }});
+  sb.connect();
+  await until(() => sub.state === 'subscribed', 5000, 'subscribed');
+  server.publish('a', 1);
+  server.publish('a', 2);
+  await advance(5000);
+  assert.deepEqual(got, [1]);
+  assert.equal(sb.state, 'closed');
+});
+
+// -- helpers ---------------------------------------------------------------------
+
+test('splitBatches keeps order and caps each body', async () => {
+  const {splitBatches, byteLength} = await loadClient();
+  const cmds = Array.from({length: 50}, (_, i) => ({id: i, publish: {channel: 'a', data: 'é'.repeat(1000 + i)}}));
+  const batches = splitBatches(cmds, 8000);
+  assert.deepEqual(batches.flatMap(b => b.cmds).map(c => c.id), cmds.map(c => c.id));
+  for (const b of batches) {
+    assert.ok(byteLength(b.text) <= 8000, 'body of ' + byteLength(b.text));
+    assert.deepEqual(b.text.split('\n').map(l => JSON.parse(l).id), b.cmds.map(c => c.id));
+  }
+  assert.ok(batches.length > 5);
+});
+
+test('Backoff doubles up to the cap; full jitter below the cap, equal jitter above half', async () => {
+  const {Backoff} = await loadClient();
+  const full = new Backoff(100, 1000, () => 0.999, true);
+  assert.deepEqual([1, 2, 3, 4, 5].map(() => Math.round(full.next())), [100, 200, 400, 799, 999]);
+  full.reset();
+  assert.equal(Math.round(full.next()), 100);
+  const equal = new Backoff(100, 1000, () => 0, false);
+  assert.deepEqual([1, 2, 3].map(() => equal.next()), [50, 100, 200]);
+  const floored = new Backoff(100, 1000, () => 0.999, true);
+  assert.equal(Math.round(floored.next(400)), 400);
+});
+
+test('parseLines takes JSON objects, one per line, and counts bad lines', async () => {
+  const {parseLines} = await loadClient();
+  const out = parseLines('{"a":1}\n\nnot json\n[1]\n {"b":2} \n');
+  assert.deepEqual([...out], [{a: 1}, {b: 2}]);
+  assert.equal(out.bad, 1);
+});
+
+test('endpoints derive ws/sse/poll/rpc from a base or a ws URL', async () => {
+  const {endpoints} = await loadClient();
+  assert.deepEqual(endpoints('https://rt.example.com/prefix/'), {
+    base: 'https://rt.example.com/prefix', ws: 'wss://rt.example.com/prefix/ws', sse: 'https://rt.example.com/prefix/sse',
+    poll: 'https://rt.example.com/prefix/poll', rpc: 'https://rt.example.com/prefix/rpc'});
+  assert.equal(endpoints('ws://127.0.0.1:8000/ws').base, 'http://127.0.0.1:8000');
+});
+
+test('isTerminal: 3500-3999, 1002 and 1007 end the client; 1009 and 3000-3499 do not', async () => {
+  const {isTerminal} = await loadClient();
+  for (const c of [3500, 3503, 3999, 1002, 1007]) assert.equal(isTerminal(c), true, String(c));
+  for (const c of [0, 1000, 1006, 1009, 3000, 3001, 3005, 3499]) assert.equal(isTerminal(c), false, String(c));
+});
+
+test('options given as undefined take their defaults', async t => {
+  const {sb} = await setup(t, {transports: undefined, requestTimeout: undefined});
+  assert.equal(sb.transport, 'websocket');
+  assert.equal(sb._opts.requestTimeout, 20000);
+});
