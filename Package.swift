@@ -98,12 +98,36 @@ let package = Package(
             resources: [.embedInCode("Resources/switchboard.js"), .embedInCode("Resources/demo.html")],
             swiftSettings: upcoming
         ),
+        // The load balancer (`switchboard balance`): decision logic without I/O plus its NIO data path.
+        .target(
+            name: "SwitchboardBalancer",
+            dependencies: [
+                "SwitchboardCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: upcoming
+        ),
+        .testTarget(
+            name: "SwitchboardBalancerTests",
+            dependencies: [
+                "SwitchboardBalancer",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: upcoming
+        ),
         .executableTarget(
             name: "switchboard",
             dependencies: [
                 "SwitchboardServer",
+                "SwitchboardBalancer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: upcoming
         ),

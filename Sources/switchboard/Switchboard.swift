@@ -11,6 +11,6 @@ struct Switchboard: AsyncParsableCommand {
             endpoint at /ws. See docs/configuration.md for every option.
             """,
         version: "0.1.0",
-        subcommands: [Serve.self]
+        subcommands: [Serve.self, Balance.self]
     )
 }

@@ -1,0 +1,95 @@
+public import Logging
+public import NIOCore
+import NIOConcurrencyHelpers
+import NIOPosix
+
+/// `switchboard balance` as a library: the client listener, the optional admin listener and the health
+/// checker around one `NodeRouter`.
+///
+/// Every accepted connection gets a `FrontHandler` (head, pick, connect on the same event loop), then a
+/// `TunnelHandler` pair. Past `maxConnections` a new connection is answered 503 and closed. Accept errors
+/// such as EMFILE are backed off by NIO's `AcceptBackoffHandler` (ServerBootstrap installs it), so a
+/// flood does not spin the loop.
+public final class BalancerServer: Sendable {
+    public let configuration: BalancerConfiguration
+    public let router: NodeRouter
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let listeners = NIOLockedValueBox<[any Channel]>([])
+    private let checker = NIOLockedValueBox<HealthChecker?>(nil)
+
+    /// Validates the configuration; nothing listens until `start()`.
+    public init(configuration: BalancerConfiguration, group: any EventLoopGroup, logger: Logger) throws {
+        try configuration.validate()
+        self.configuration = configuration
+        self.router = NodeRouter(configuration: configuration)
+        self.group = group
+        self.logger = logger
+    }
+
+    /// Resolves the nodes, binds the listeners and starts the health checks; returns the bound ports.
+    public func start() async throws -> (port: Int, adminPort: Int?) {
+        var addresses: [String: SocketAddress] = [:]
+        for node in self.configuration.nodes {
+            do {
+                addresses[node.id] = try SocketAddress.makeAddressResolvingHost(node.host, port: node.port)
+            } catch {
+                throw BalancerConfigurationError("node \(node.id): cannot resolve \(node.host): \(error)")
+            }
+        }
+        let settings = FrontSettings(configuration: self.configuration, addresses: addresses)
+        let router = self.router
+        let logger = self.logger
+        let front = try await ServerBootstrap(group: self.group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: settings.waterMarks)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let admitted = router.admitClient()
+                    if admitted {
+                        channel.closeFuture.whenComplete { _ in router.clientClosed() }
+                    }
+                    try channel.pipeline.syncOperations.addHandler(
+                        FrontHandler(settings: settings, router: router, logger: logger, refuseOnArrival: !admitted))
+                }
+            }
+            .bind(host: self.configuration.host, port: self.configuration.port)
+            .get()
+        self.listeners.withLockedValue { $0.append(front) }
+        var adminPort: Int?
+        if let adminHost = self.configuration.adminHost, let port = self.configuration.adminPort {
+            let timeout = self.configuration.headerTimeout
+            let admin = try await ServerBootstrap(group: self.group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(AdminHandler(router: router, headerTimeout: timeout))
+                    }
+                }
+                .bind(host: adminHost, port: port)
+                .get()
+            self.listeners.withLockedValue { $0.append(admin) }
+            adminPort = admin.localAddress?.port
+        }
+        let checker = HealthChecker(
+            router: router, group: self.group, addresses: addresses, configuration: self.configuration, logger: logger)
+        self.checker.withLockedValue { $0 = checker }
+        checker.start()
+        return (front.localAddress?.port ?? self.configuration.port, adminPort)
+    }
+
+    /// Stops the health checks and closes the listeners (open tunnels are not touched).
+    public func stop() async {
+        self.checker.withLockedValue { $0?.stop() }
+        let listeners = self.listeners.withLockedValue { channels in
+            defer { channels = [] }
+            return channels
+        }
+        for listener in listeners {
+            try? await listener.close()
+        }
+    }
+}
