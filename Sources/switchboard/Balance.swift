@@ -82,6 +82,9 @@ struct Balance: AsyncParsableCommand {
         } catch {
             throw ValidationError("\(error)")
         }
+        // Signal handling first: libdispatch opens its own descriptors for it, and tests measure the
+        // process's descriptors from the moment the listening line appears.
+        let signals = Self.signalStream()
         let (port, adminPort) = try await server.start()
         let host = configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host
         var line = "switchboard balancer listening: ws://\(host):\(port)/ws  http://\(host):\(port)/"
@@ -91,7 +94,9 @@ struct Balance: AsyncParsableCommand {
         }
         line += "  nodes \(configuration.nodes.map(\.description).joined(separator: " ")) algorithm \(configuration.algorithm.rawValue)\n"
         FileHandle.standardOutput.write(Data(line.utf8))
-        await Self.waitForSignal()
+        var iterator = signals.stream.makeAsyncIterator()
+        _ = await iterator.next()
+        withExtendedLifetime(signals.sources) {}
         logger.info("signal received, stopping")
         await server.stop()
         try? await group.shutdownGracefully()
@@ -152,8 +157,8 @@ struct Balance: AsyncParsableCommand {
         return value
     }
 
-    /// Returns on the first SIGTERM or SIGINT.
-    private static func waitForSignal() async {
+    /// SIGTERM and SIGINT as a stream (the sources must be kept alive by the caller).
+    private static func signalStream() -> (stream: AsyncStream<Int32>, sources: [any DispatchSourceSignal]) {
         let (stream, continuation) = AsyncStream<Int32>.makeStream()
         let queue = DispatchQueue(label: "switchboard.balancer.signals")
         var sources: [any DispatchSourceSignal] = []
@@ -164,8 +169,6 @@ struct Balance: AsyncParsableCommand {
             source.resume()
             sources.append(source)
         }
-        var iterator = stream.makeAsyncIterator()
-        _ = await iterator.next()
-        withExtendedLifetime(sources) {}
+        return (stream, sources)
     }
 }

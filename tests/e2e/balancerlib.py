@@ -1,0 +1,172 @@
+"""Helpers for the `switchboard balance` end-to-end tests (tests/e2e/test_balancer.py).
+
+- `BalancerFactory`: starts `switchboard balance` processes in front of given nodes and always stops
+  them. A balancer is an `sbclient.Node` (its stdout line carries `ws://HOST:PORT/ws`), so every
+  sbclient helper that takes a node (connect, SSEStream, lp_poll, node.http) goes through it.
+- `admin_nodes`, `metrics`: the balancer's admin API.
+- `raw_exchange`: send raw bytes on a plain socket, read the answer until EOF (bounded).
+- `fd_count`, `wait_until`: resource checks with deadlines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import time
+from typing import Any, Callable
+
+import requests
+
+from sbclient import Node, binary_path
+
+ADMIN_RE = re.compile(r"admin http://([^\s/]+):(\d+)/")
+
+
+class BalancerFactory:
+    """`start(nodes, *extra)` launches a balancer on a free loopback port with an admin port."""
+
+    def __init__(self, tmp_path, request):
+        self.tmp_path = tmp_path
+        self.request = request
+        self.balancers: list[Node] = []
+
+    def start(self, nodes: list[Node], *extra: str, check_interval: float = 0.2,
+              log_level: str = "info") -> Node:
+        args = [binary_path(), "balance", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+                "--check-interval", str(check_interval), "--log-level", log_level]
+        for n in nodes:
+            args += ["--node", f"127.0.0.1:{n.port}"]
+        args += list(extra)
+        log_path = str(self.tmp_path / f"balancer{len(self.balancers)}.log")
+        b = Node(args, api_key="", log_path=log_path)
+        self.balancers.append(b)
+        m = ADMIN_RE.search(b.listen_line)
+        assert m, f"no admin address in {b.listen_line!r}"
+        b.admin_url = f"http://{m.group(1)}:{m.group(2)}"
+        return b
+
+    def stop_all(self) -> None:
+        failed = any(getattr(self.request.node, f"rep_{w}", None) is not None
+                     and getattr(self.request.node, f"rep_{w}").failed for w in ("setup", "call"))
+        for b in self.balancers:
+            b.stop(timeout=5)
+            if failed:
+                print(f"\n--- balancer pid {b.pid} args {' '.join(b.args[1:])}\n"
+                      f"--- exit {b.process.returncode}; stderr tail:\n{b.log_tail()}")
+
+
+def admin_get(balancer: Node, path: str, timeout: float = 5.0) -> requests.Response:
+    with requests.Session() as s:
+        s.trust_env = False
+        return s.get(balancer.admin_url + path, timeout=timeout)
+
+
+def admin_nodes(balancer: Node) -> dict:
+    r = admin_get(balancer, "/admin/nodes")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def metrics(balancer: Node) -> dict[str, float]:
+    """`/metrics` as {'name{labels}': value}."""
+    r = admin_get(balancer, "/metrics")
+    assert r.status_code == 200, r.text
+    out: dict[str, float] = {}
+    for line in r.text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        out[name] = float(value)
+    return out
+
+
+def wait_until(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Polls `cond` until it returns something truthy; fails with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = cond()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def raw_exchange(port: int, data: bytes, timeout: float = 5.0, shutdown_write: bool = False,
+                 chunk_delay: float | None = None, chunk: int = 1) -> tuple[bytes, float]:
+    """Sends `data` (all at once, or `chunk` bytes every `chunk_delay` s until the peer answers or
+    closes), reads until EOF or `timeout`; returns (bytes read, seconds until the first answer byte)."""
+    start = time.monotonic()
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    received = b""
+    first: float | None = None
+    try:
+        if chunk_delay is None:
+            s.sendall(data)
+            if shutdown_write:
+                s.shutdown(socket.SHUT_WR)
+        else:
+            s.setblocking(False)
+            for i in range(0, len(data), chunk):
+                try:
+                    s.send(data[i:i + chunk])
+                except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+                    break
+                try:
+                    got = s.recv(65536)
+                    if got:
+                        received += got
+                        first = first or time.monotonic() - start
+                    break
+                except BlockingIOError:
+                    pass
+                if time.monotonic() - start > timeout:
+                    break
+                time.sleep(chunk_delay)
+            s.setblocking(True)
+        deadline = start + timeout
+        while time.monotonic() < deadline:
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                got = s.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                break
+            if not got:
+                break
+            if first is None:
+                first = time.monotonic() - start
+            received += got
+    finally:
+        s.close()
+    return received, (first if first is not None else float("inf"))
+
+
+def status_of(response: bytes) -> int | None:
+    m = re.match(rb"HTTP/1\.[01] (\d{3}) ", response)
+    return int(m.group(1)) if m else None
+
+
+def node_counts(balancer: Node) -> dict[str, int]:
+    """Active connections per node id as the balancer counts them."""
+    return {n["id"]: n["active"] for n in admin_nodes(balancer)["nodes"]}
+
+
+def node_ws_connections(node: Node) -> int:
+    """WebSocket connections the node itself reports in /metrics."""
+    r = node.http("GET", "/metrics")
+    for line in r.text.splitlines():
+        if line.startswith("switchboard_connections") and 'transport="websocket"' in line:
+            return int(float(line.rpartition(" ")[2]))
+    return 0
+
+
+def json_lines(text: str) -> list[Any]:
+    return [json.loads(x) for x in text.splitlines() if x.strip()]
