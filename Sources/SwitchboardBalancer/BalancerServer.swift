@@ -46,6 +46,7 @@ public final class BalancerServer: Sendable {
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: settings.waterMarks)
+            .childChannelOption(.recvAllocator, value: settings.receiveAllocator)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let admitted = router.admitClient()

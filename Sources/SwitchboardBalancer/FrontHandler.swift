@@ -176,6 +176,7 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
             .connectTimeout(self.settings.connectTimeout)
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelOption(.writeBufferWaterMark, value: self.settings.waterMarks)
+            .channelOption(.recvAllocator, value: self.settings.receiveAllocator)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {

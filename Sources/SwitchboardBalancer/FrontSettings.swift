@@ -9,6 +9,10 @@ public struct FrontSettings: Sendable {
     public var hashKey: HashKeySource
     public var forwardedProto: String
     public var waterMarks: ChannelOptions.Types.WriteBufferWaterMark
+    /// Receive buffers for both sides of a tunnel. NIO keeps each channel's last receive buffer for reuse,
+    /// so its starting size is memory held by every idle connection (twice per tunnel): start at 256 B
+    /// (NIO's default is 2 KB) and let the adaptive allocator grow it (up to 64 KB) for bulk traffic.
+    public var receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65_536)
     /// How long a refused client may keep sending (discarded) before the socket is closed, so it reads
     /// the error response instead of a reset.
     public var refusalLinger: TimeAmount = .seconds(1)

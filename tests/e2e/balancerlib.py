@@ -170,3 +170,12 @@ def node_ws_connections(node: Node) -> int:
 
 def json_lines(text: str) -> list[Any]:
     return [json.loads(x) for x in text.splitlines() if x.strip()]
+
+
+def rss_anon_kb(pid: int) -> int:
+    """Anonymous resident memory of a process (heap and stacks, no mapped files), in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    raise AssertionError("no RssAnon in /proc/status")

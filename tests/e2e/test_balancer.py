@@ -16,7 +16,7 @@ from collections import Counter
 import pytest
 
 from balancerlib import (BalancerFactory, admin_nodes, fd_count, metrics, node_ws_connections, raw_exchange,
-                         status_of, wait_until)
+                         rss_anon_kb, status_of, wait_until)
 from sbclient import SSEStream, close_all_sse, connect, connect_url, lp_poll, open_client, run
 
 NODE_ID_RE = re.compile(r"switchboard node (\S+) listening")
@@ -402,3 +402,42 @@ def test_idle_tunnel_is_closed(node_factory, balancers):
         await busy.close()
 
     run(body())
+
+
+def test_stalled_node_bounds_balancer_memory(node_factory, balancers):
+    """A node SIGSTOPped while a client pushes 40 MB: the balancer stops reading from the client once the
+    node side's write buffer is above its high water mark, so its memory stays flat (the rest waits in
+    kernel socket buffers and then in the client)."""
+    nodes = start_nodes(node_factory, 1)
+    node = nodes[0]
+    bal = balancers.start(nodes, check_interval=30)
+    baseline_fds = fd_count(bal.pid)
+    node.signal(signal.SIGSTOP)
+    try:
+        before = rss_anon_kb(bal.pid)
+        s = socket.create_connection(("127.0.0.1", bal.port), timeout=5)
+        s.sendall(b"POST /api/publish HTTP/1.1\r\nHost: a\r\nContent-Length: 100000000\r\n\r\n")
+        s.setblocking(False)
+        chunk = b"x" * 65536
+        sent = 0
+        deadline = time.monotonic() + 6
+        stalled_since = None
+        while sent < 40 * 1024 * 1024 and time.monotonic() < deadline:
+            try:
+                sent += s.send(chunk)
+                stalled_since = None
+            except BlockingIOError:
+                stalled_since = stalled_since or time.monotonic()
+                if time.monotonic() - stalled_since > 1.0:
+                    break  # nobody reads any more: the whole path is full
+                time.sleep(0.01)
+        after = rss_anon_kb(bal.pid)
+        print(f"sent {sent >> 20} MiB, balancer RssAnon {before} -> {after} KiB")
+        assert sent < 40 * 1024 * 1024, "all 40 MB went in: nothing held the client back"
+        assert after - before < 8 * 1024, (
+            f"balancer grew by {after - before} KiB while the client pushed {sent >> 20} MiB into a stopped node")
+        s.close()
+    finally:
+        node.signal(signal.SIGCONT)
+    wait_clients_gone(bal, timeout=10)
+    wait_fds(bal, baseline_fds, timeout=10)
