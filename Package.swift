@@ -103,6 +103,8 @@ let package = Package(
             name: "SwitchboardBalancer",
             dependencies: [
                 "SwitchboardCore",
+                "RedisClient",
+                "RESP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -7,6 +7,10 @@ public struct BalancerConfiguration: Sendable {
     public var port = 8080
     /// The static node list.
     public var nodes: [BackendNode] = []
+    /// `redis://…` of the broker whose node registry adds nodes at run time; nil = static list only.
+    public var registry: String?
+    /// How often the registry is read.
+    public var registryInterval = TimeAmount.seconds(1)
     public var algorithm = BalancingAlgorithm.powerOfTwoChoices
     public var hashKey = HashKeySource.channel
     /// Bounded-load factor for `hash` (1.25 = 125%).
@@ -46,7 +50,9 @@ public struct BalancerConfiguration: Sendable {
         if let adminPort = self.adminPort, !(0...65535).contains(adminPort) {
             throw BalancerConfigurationError("--admin: port must be within 0-65535")
         }
-        guard !self.nodes.isEmpty else { throw BalancerConfigurationError("at least one --node HOST:PORT is needed") }
+        guard !self.nodes.isEmpty || self.registry != nil else {
+            throw BalancerConfigurationError("at least one --node HOST:PORT or a --registry is needed")
+        }
         guard self.nodes.count <= 1000 else { throw BalancerConfigurationError("at most 1000 nodes") }
         guard self.hashBalanceFactor.isFinite, (1.0...10.0).contains(self.hashBalanceFactor) else {
             throw BalancerConfigurationError("--hash-balance-factor must be within 100%-1000%")

@@ -2,6 +2,7 @@ public import Logging
 public import NIOCore
 import NIOConcurrencyHelpers
 import NIOPosix
+import RedisClient
 
 /// `switchboard balance` as a library: the client listener, the optional admin listener and the health
 /// checker around one `NodeRouter`.
@@ -17,6 +18,7 @@ public final class BalancerServer: Sendable {
     private let logger: Logger
     private let listeners = NIOLockedValueBox<[any Channel]>([])
     private let checker = NIOLockedValueBox<HealthChecker?>(nil)
+    private let watcher = NIOLockedValueBox<RegistryWatcher?>(nil)
 
     /// Validates the configuration; nothing listens until `start()`.
     public init(configuration: BalancerConfiguration, group: any EventLoopGroup, logger: Logger) throws {
@@ -37,7 +39,16 @@ public final class BalancerServer: Sendable {
                 throw BalancerConfigurationError("node \(node.id): cannot resolve \(node.host): \(error)")
             }
         }
-        let settings = FrontSettings(configuration: self.configuration, addresses: addresses)
+        var redis: RedisConfiguration?
+        if let registry = self.configuration.registry {
+            do {
+                redis = try RedisConfiguration(url: registry)
+            } catch {
+                throw BalancerConfigurationError("--registry: \(error)")
+            }
+        }
+        self.router.setMembers(self.configuration.nodes, resolved: addresses)
+        let settings = FrontSettings(configuration: self.configuration)
         let router = self.router
         let logger = self.logger
         let front = try await ServerBootstrap(group: self.group)
@@ -75,8 +86,14 @@ public final class BalancerServer: Sendable {
             self.listeners.withLockedValue { $0.append(admin) }
             adminPort = admin.localAddress?.port
         }
-        let checker = HealthChecker(
-            router: router, group: self.group, addresses: addresses, configuration: self.configuration, logger: logger)
+        if let redis {
+            let watcher = RegistryWatcher(
+                configuration: redis, eventLoop: self.group.next(), router: router, staticNodes: self.configuration.nodes,
+                interval: self.configuration.registryInterval, logger: logger)
+            self.watcher.withLockedValue { $0 = watcher }
+            watcher.start()
+        }
+        let checker = HealthChecker(router: router, group: self.group, configuration: self.configuration, logger: logger)
         self.checker.withLockedValue { $0 = checker }
         checker.start()
         return (front.localAddress?.port ?? self.configuration.port, adminPort)
@@ -85,6 +102,9 @@ public final class BalancerServer: Sendable {
     /// Stops the health checks and closes the listeners (open tunnels are not touched).
     public func stop() async {
         self.checker.withLockedValue { $0?.stop() }
+        if let watcher = self.watcher.withLockedValue({ $0 }) {
+            try? await watcher.stop().get()
+        }
         let listeners = self.listeners.withLockedValue { channels in
             defer { channels = [] }
             return channels

@@ -150,7 +150,7 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard let head = self.head else { return }
         let key = head.hashKey(self.settings.hashKey, clientAddress: context.channel.remoteAddress?.ipAddress)
         guard self.attempts < self.settings.connectAttempts,
-            let node = self.router.pick(key: key, excluding: self.tried)
+            let (node, address) = self.router.pick(key: key, excluding: self.tried)
         else {
             if self.attempts == 0 {
                 self.router.countRefusal(.noNode)
@@ -163,11 +163,6 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         self.attempts += 1
         self.tried.insert(node.id)
-        guard let address = self.settings.addresses[node.id] else {
-            _ = self.router.connectFailed(node)
-            self.connectNext(context: context)
-            return
-        }
         let link = TunnelLink(
             node: node, router: self.router, connectStarted: .now(), idleTimeout: self.settings.tunnelIdleTimeout)
         let pair = TunnelHandler.matchedPair(link: link)

@@ -16,10 +16,7 @@ public struct FrontSettings: Sendable {
     /// How long a refused client may keep sending (discarded) before the socket is closed, so it reads
     /// the error response instead of a reset.
     public var refusalLinger: TimeAmount = .seconds(1)
-    /// Resolved address of every node, by identity.
-    public var addresses: [String: SocketAddress]
-
-    public init(configuration: BalancerConfiguration, addresses: [String: SocketAddress]) {
+    public init(configuration: BalancerConfiguration) {
         self.headerTimeout = configuration.headerTimeout
         self.connectTimeout = configuration.connectTimeout
         self.tunnelIdleTimeout = configuration.tunnelIdleTimeout
@@ -27,6 +24,5 @@ public struct FrontSettings: Sendable {
         self.hashKey = configuration.hashKey
         self.forwardedProto = configuration.forwardedProto
         self.waterMarks = .init(low: configuration.writeBufferLowWaterMark, high: configuration.writeBufferHighWaterMark)
-        self.addresses = addresses
     }
 }

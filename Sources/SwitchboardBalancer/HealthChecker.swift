@@ -9,7 +9,6 @@ import NIOPosix
 final class HealthChecker: Sendable {
     private let router: NodeRouter
     private let group: any EventLoopGroup
-    private let addresses: [String: SocketAddress]
     private let interval: TimeAmount
     private let timeout: TimeAmount
     private let path: String
@@ -17,24 +16,36 @@ final class HealthChecker: Sendable {
     private let stopped = NIOLockedValueBox(false)
 
     init(
-        router: NodeRouter, group: any EventLoopGroup, addresses: [String: SocketAddress],
-        configuration: BalancerConfiguration, logger: Logger
+        router: NodeRouter, group: any EventLoopGroup, configuration: BalancerConfiguration, logger: Logger
     ) {
         self.router = router
         self.group = group
-        self.addresses = addresses
         self.interval = configuration.checkInterval
         self.timeout = min(configuration.checkTimeout, configuration.checkInterval)
         self.path = configuration.checkPath
         self.logger = logger
     }
 
-    /// Starts one check cycle per member node, the first at a random point of the first interval.
+    /// Starts the rounds: every interval (±10%), each member node is checked once, at a random point of
+    /// the first tenth of the round, so the nodes' checks do not all leave at the same instant. Members
+    /// are read at each round, so nodes added at run time are checked from the next round on.
     func start() {
-        for node in self.router.members {
-            let loop = self.group.next()
-            let first = TimeAmount.nanoseconds(Int64.random(in: 0...max(1, self.interval.nanoseconds)))
-            self.schedule(node, on: loop, in: first)
+        self.scheduleRound(in: .zero)
+    }
+
+    private func scheduleRound(in delay: TimeAmount) {
+        guard !self.stopped.withLockedValue({ $0 }) else { return }
+        let loop = self.group.next()
+        loop.scheduleTask(in: delay) {
+            let spread = max(1, self.interval.nanoseconds / 10)
+            for (node, address) in self.router.memberAddresses {
+                let checkLoop = self.group.next()
+                checkLoop.scheduleTask(in: .nanoseconds(Int64.random(in: 0...spread))) {
+                    self.check(node, address: address, on: checkLoop)
+                }
+            }
+            let jitter = Double.random(in: 0.9...1.1)
+            self.scheduleRound(in: .nanoseconds(Int64(Double(self.interval.nanoseconds) * jitter)))
         }
     }
 
@@ -43,15 +54,8 @@ final class HealthChecker: Sendable {
         self.stopped.withLockedValue { $0 = true }
     }
 
-    private func schedule(_ node: BackendNode, on loop: any EventLoop, in delay: TimeAmount) {
+    private func check(_ node: BackendNode, address: SocketAddress, on loop: any EventLoop) {
         guard !self.stopped.withLockedValue({ $0 }) else { return }
-        loop.scheduleTask(in: delay) {
-            self.check(node, on: loop)
-        }
-    }
-
-    private func check(_ node: BackendNode, on loop: any EventLoop) {
-        guard !self.stopped.withLockedValue({ $0 }), let address = self.addresses[node.id] else { return }
         let promise = loop.makePromise(of: Bool.self)
         let path = self.path
         let timeout = loop.scheduleTask(in: self.timeout) { promise.succeed(false) }
@@ -78,8 +82,6 @@ final class HealthChecker: Sendable {
                 case .cameUp: self.logger.info("node up (health check)", metadata: ["node": "\(node.id)"])
                 }
             }
-            let jitter = Double.random(in: 0.9...1.1)
-            self.schedule(node, on: loop, in: .nanoseconds(Int64(Double(self.interval.nanoseconds) * jitter)))
         }
     }
 }

@@ -24,6 +24,8 @@ public final class NodeRouter: Sendable {
         var picker: NodePicker
         var generator = SystemRandomNumberGenerator()
         var counters = Counters()
+        /// Where to connect, by node identity; a member without one is not pickable.
+        var addresses: [String: SocketAddress] = [:]
     }
 
     private let state: NIOLockedValueBox<State>
@@ -57,14 +59,46 @@ public final class NodeRouter: Sendable {
     }
 
     /// Chooses a node for a connection that has not tried `excluding`, and counts it as active on it.
-    public func pick(key: String?, excluding: Set<String>, now: NIODeadline = .now()) -> BackendNode? {
+    public func pick(key: String?, excluding: Set<String>, now: NIODeadline = .now()) -> (
+        node: BackendNode, address: SocketAddress
+    )? {
         self.state.withLockedValue { state in
             let candidates = state.table.candidates(at: now, excluding: excluding)
             guard let index = state.picker.pick(from: candidates, key: key, using: &state.generator),
-                let node = state.table.entries[candidates[index].id]?.node
+                let node = state.table.entries[candidates[index].id]?.node,
+                let address = state.addresses[node.id]
             else { return nil }
             state.table.connectionOpened(node.id)
-            return node
+            return (node, address)
+        }
+    }
+
+    /// Makes `nodes` the member set (see `NodeTable.setMembers`; counters and open tunnels are kept).
+    /// `resolved` gives addresses for host names; IP literals need none. A node with neither is left
+    /// out. Returns the members taken.
+    @discardableResult
+    public func setMembers(_ nodes: [BackendNode], resolved: [String: SocketAddress] = [:]) -> [BackendNode] {
+        self.state.withLockedValue { state in
+            var taken: [BackendNode] = []
+            for node in nodes {
+                if let address = resolved[node.id] ?? state.addresses[node.id]
+                    ?? (try? SocketAddress(ipAddress: node.host, port: node.port))
+                {
+                    state.addresses[node.id] = address
+                    taken.append(node)
+                }
+            }
+            state.table.setMembers(taken)
+            // Forget addresses of nodes that left the table altogether (bounded by the table).
+            state.addresses = state.addresses.filter { state.table.entries[$0.key] != nil }
+            return taken
+        }
+    }
+
+    /// Members with their addresses (for the health checker).
+    public var memberAddresses: [(node: BackendNode, address: SocketAddress)] {
+        self.state.withLockedValue { state in
+            state.table.members.compactMap { node in state.addresses[node.id].map { (node, $0) } }
         }
     }
 

@@ -23,6 +23,9 @@ struct Balance: AsyncParsableCommand {
     @Option(help: "A node, HOST:PORT or HOST:PORT,weight=N (1-100); repeat for each node.")
     var node: [String] = []
 
+    @Option(help: "redis://[[user]:password@]host:port[/db] of the nodes' broker: nodes announced in its registry are added and removed at run time.")
+    var registry: String?
+
     @Option(help: "round-robin, least-conn, p2c, least-time or hash (default p2c).")
     var algorithm: String = "p2c"
 
@@ -110,6 +113,7 @@ struct Balance: AsyncParsableCommand {
         } catch {
             throw ValidationError("--node: \(error)")
         }
+        c.registry = self.registry
         guard let algorithm = BalancingAlgorithm(rawValue: self.algorithm) else {
             throw ValidationError("--algorithm must be one of \(BalancingAlgorithm.allCases.map(\.rawValue).joined(separator: ", "))")
         }

@@ -17,7 +17,7 @@ import Testing
             router.recordCheck(configuration.nodes[0], succeeded: false)
         }
         let handler = FrontHandler(
-            settings: FrontSettings(configuration: configuration, addresses: [:]), router: router,
+            settings: FrontSettings(configuration: configuration), router: router,
             logger: Logger(label: "test"), refuseOnArrival: refuse)
         let channel = EmbeddedChannel()
         try channel.pipeline.syncOperations.addHandler(handler)
@@ -95,7 +95,8 @@ import Testing
         var configuration = BalancerConfiguration()
         configuration.nodes = [BackendNode(host: "127.0.0.1", port: 9), BackendNode(host: "127.0.0.1", port: 10, weight: 2)]
         let router = NodeRouter(configuration: configuration)
-        _ = router.pick(key: nil, excluding: [])
+        router.setMembers(configuration.nodes)
+        #expect(router.pick(key: nil, excluding: []) != nil)
         let snapshot = router.snapshot()
         let json = String(buffer: AdminReport.nodesJSON(table: snapshot.table, counters: snapshot.counters, algorithm: .powerOfTwoChoices, now: .now()))
         #expect(json.contains("\"id\":\"127.0.0.1:9\""))

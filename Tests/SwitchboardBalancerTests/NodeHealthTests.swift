@@ -107,3 +107,27 @@ import Testing
         }
     }
 }
+
+@Suite struct RegistryMembershipTests {
+    @Test func parsesRegistryEntries() {
+        let entry = RegistryNode.parse(
+            Array(#"{"id":"n1","name":"a","address":"127.0.0.1:8001","connections":3,"draining":false}"#.utf8))
+        #expect(entry == RegistryNode(id: "n1", node: BackendNode(host: "127.0.0.1", port: 8001), draining: false, connections: 3))
+        #expect(RegistryNode.parse(Array(#"{"id":"n1","address":"0.0.0.0:8001"}"#.utf8)) == nil)
+        #expect(RegistryNode.parse(Array(#"{"id":"n1","address":"nowhere"}"#.utf8)) == nil)
+        #expect(RegistryNode.parse(Array(#"{"id":"n1"}"#.utf8)) == nil)
+        #expect(RegistryNode.parse(Array("not json".utf8)) == nil)
+    }
+
+    @Test func staticNodesFirstDrainingOut() {
+        let a = BackendNode(host: "127.0.0.1", port: 8001)
+        let b = BackendNode(host: "127.0.0.1", port: 8002)
+        let c = BackendNode(host: "127.0.0.1", port: 8003)
+        let registry = [
+            RegistryNode(id: "z", node: c, draining: false, connections: 0),
+            RegistryNode(id: "y", node: a, draining: false, connections: 0),  // same address as a static node
+            RegistryNode(id: "x", node: b, draining: true, connections: 0),
+        ]
+        #expect(RegistryMembership.members(staticNodes: [a], registry: registry) == [a, c])
+    }
+}

@@ -441,3 +441,50 @@ def test_stalled_node_bounds_balancer_memory(node_factory, balancers):
         node.signal(signal.SIGCONT)
     wait_clients_gone(bal, timeout=10)
     wait_fds(bal, baseline_fds, timeout=10)
+
+
+# --------------------------------------------------------------------------
+# nodes from the Redis registry
+# --------------------------------------------------------------------------
+
+
+def registry_members(bal) -> set[int]:
+    return {n["port"] for n in admin_nodes(bal)["nodes"] if n["member"]}
+
+
+def test_nodes_from_the_registry_join_and_leave_without_restart(cluster, balancers):
+    nodes = cluster.start(2)
+    bal = balancers.start([], "--registry", cluster.redis.url, "--algorithm", "round-robin")
+    pid = bal.pid
+    wait_until(lambda: registry_members(bal) == {n.port for n in nodes}, 5, "both nodes taken from the registry")
+
+    async def spread(count: int) -> Counter:
+        clients = await open_many(bal, count)
+        placed = Counter(c.info["node"] for c in clients)
+        await close_all(clients)
+        return placed
+
+    assert set(run(spread(4))) == {node_id(n) for n in nodes}
+
+    # A node that announces itself takes connections within about 2 s.
+    t0 = time.monotonic()
+    third = cluster.start_node()
+    wait_until(lambda: third.port in registry_members(bal), 5, "the new node in the pick set")
+    assert time.monotonic() - t0 < 4.0
+    assert node_id(third) in run(spread(6))
+
+    # A draining node (SIGTERM) leaves the pick set as soon as its registry entry says so.
+    nodes[0].signal(signal.SIGTERM)
+    wait_until(lambda: nodes[0].port not in registry_members(bal), 5, "the draining node out of the pick set")
+
+    # A SIGKILLed node leaves when its entry expires (TTL 6 s) at the latest.
+    nodes[1].signal(signal.SIGKILL)
+    wait_until(lambda: nodes[1].port not in registry_members(bal), 6 + 2, "the killed node's entry expired")
+    assert set(run(spread(3))) == {node_id(third)}
+
+    # Redis down: the balancer keeps routing on the last known set.
+    cluster.redis.kill()
+    wait_until(lambda: "registry unreadable" in bal.log_tail(200), 5, "the balancer noticing Redis is gone")
+    assert registry_members(bal) == {third.port}
+    assert set(run(spread(2))) == {node_id(third)}
+    assert bal.pid == pid and bal.alive()
