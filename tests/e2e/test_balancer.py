@@ -155,8 +155,12 @@ def test_distribution_over_four_nodes(node_factory, balancers, algorithm):
                 assert counts == [10, 10, 10, 10], per_node
             elif algorithm == "p2c":
                 assert counts[0] >= 6 and counts[-1] <= 14, per_node
-            else:  # least-time: response times differ by noise, every node still gets some
-                assert counts[0] >= 2 and counts[-1] <= 25, per_node
+            else:
+                # least-time: (active + 1) x response time; the times differ by scheduling noise here, so
+                # only the spread's shape is checked: no node takes most, and measured times are reported.
+                assert sum(1 for c in counts if c > 0) >= 3 and counts[-1] <= 25, per_node
+                times = [n["responseTimeSeconds"] for n in admin_nodes(bal)["nodes"] if n["picks"] > 0]
+                assert all(isinstance(t, float) and 0 < t < 5 for t in times), times
             # The balancer's own table says the same.
             table = {n["port"]: n["active"] for n in admin_nodes(bal)["nodes"]}
             assert {ids[nid].port: per_node.get(nid, 0) for nid in ids} == table
