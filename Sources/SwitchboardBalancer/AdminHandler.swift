@@ -1,8 +1,10 @@
 import NIOCore
+import SwitchboardCore
 
 /// The admin listener's connection handler: one request per connection (`Connection: close`), head
 /// read with the same strict parser and deadline as client heads. `GET /admin/nodes`, `GET /metrics`,
-/// `GET /healthz`; anything else 404.
+/// `GET /healthz`, `POST /admin/nodes/{host:port}/drain` and `/ready`; anything else 404. The admin
+/// port has no authentication: bind it to loopback or a private interface.
 final class AdminHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -50,6 +52,18 @@ final class AdminHandler: ChannelInboundHandler {
                 self.respond(
                     context: context, status: "200 OK", type: "text/plain; version=0.0.4",
                     body: AdminReport.metricsText(table: snapshot.table, counters: snapshot.counters, now: now))
+            case ("POST", let path) where path.hasPrefix("/admin/nodes/") && (path.hasSuffix("/drain") || path.hasSuffix("/ready")):
+                let drain = path.hasSuffix("/drain")
+                let id = path.dropFirst("/admin/nodes/".count).dropLast(drain ? "/drain".count : "/ready".count)
+                let decoded = RequestHead.percentDecode(id) ?? ""
+                if self.router.setDrained(decoded, drain) {
+                    var body = ByteBuffer()
+                    body.writeJSON(.object(JSONObject([("node", .string(decoded)), ("drained", .bool(drain))])))
+                    body.writeStaticString("\n")
+                    self.respond(context: context, status: "200 OK", type: "application/json", body: body)
+                } else {
+                    self.respond(context: context, status: "404 Not Found", type: "text/plain", body: ByteBuffer(string: "no such node\n"))
+                }
             case ("GET", "/healthz"):
                 self.respond(context: context, status: "200 OK", type: "text/plain", body: ByteBuffer(string: "ok\n"))
             default:

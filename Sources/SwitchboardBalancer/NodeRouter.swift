@@ -95,6 +95,11 @@ public final class NodeRouter: Sendable {
         }
     }
 
+    /// Drains or readies a node (admin API); false when the balancer has no such node.
+    public func setDrained(_ id: String, _ drained: Bool) -> Bool {
+        self.state.withLockedValue { $0.table.setDrained(id, drained) }
+    }
+
     /// Members with their addresses (for the health checker).
     public var memberAddresses: [(node: BackendNode, address: SocketAddress)] {
         self.state.withLockedValue { state in

@@ -25,6 +25,8 @@ public struct NodeTable: Sendable {
         /// Moving average (EWMA, α = 0.2) of connect-to-first-byte in seconds.
         public var responseTime: Double?
         public var checksFailed: UInt64 = 0
+        /// Drained through the admin API: no new connections, open tunnels kept, until made ready again.
+        public var drained = false
     }
 
     /// Weight of a new response-time sample in the moving average.
@@ -69,7 +71,8 @@ public struct NodeTable: Sendable {
     /// Members that may take a new connection now, minus `excluding` (nodes this connection already tried).
     public func candidates(at now: NIODeadline, excluding: Set<String> = []) -> [PickCandidate] {
         self.memberOrder.compactMap { id in
-            guard let entry = self.entries[id], !excluding.contains(id), entry.health.isAvailable(at: now) else {
+            guard let entry = self.entries[id], !excluding.contains(id), !entry.drained, entry.health.isAvailable(at: now)
+            else {
                 return nil
             }
             return PickCandidate(
@@ -141,6 +144,14 @@ public struct NodeTable: Sendable {
         }
         self.entries[id] = entry
         return transition
+    }
+
+    /// Drains (`true`) or readies a node by identity; false when there is no such node.
+    @discardableResult
+    public mutating func setDrained(_ id: String, _ drained: Bool) -> Bool {
+        guard self.entries[id] != nil else { return false }
+        self.entries[id]!.drained = drained
+        return true
     }
 
     /// The member nodes, in order.

@@ -131,3 +131,20 @@ import Testing
         #expect(RegistryMembership.members(staticNodes: [a], registry: registry) == [a, c])
     }
 }
+
+@Suite struct DrainTests {
+    @Test func drainedNodesTakeNoNewConnectionsAndKeepTheirCounts() {
+        let nodes = (1...2).map { BackendNode(host: "127.0.0.1", port: 8000 + $0) }
+        var table = NodeTable(nodes: nodes)
+        let now = NIODeadline.uptimeNanoseconds(1)
+        table.connectionOpened("127.0.0.1:8001")
+        #expect(table.setDrained("127.0.0.1:8001", true))
+        #expect(table.candidates(at: now).map(\.id) == ["127.0.0.1:8002"])
+        #expect(table.entries["127.0.0.1:8001"]?.active == 1)
+        table.setMembers(nodes)  // a membership refresh does not undo a drain
+        #expect(table.candidates(at: now).map(\.id) == ["127.0.0.1:8002"])
+        #expect(table.setDrained("127.0.0.1:8001", false))
+        #expect(table.candidates(at: now).count == 2)
+        #expect(!table.setDrained("127.0.0.1:9999", true))
+    }
+}

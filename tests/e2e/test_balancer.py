@@ -492,3 +492,35 @@ def test_nodes_from_the_registry_join_and_leave_without_restart(cluster, balance
     assert registry_members(bal) == {third.port}
     assert set(run(spread(2))) == {node_id(third)}
     assert bal.pid == pid and bal.alive()
+
+
+def test_admin_drain_and_ready(node_factory, balancers):
+    nodes = start_nodes(node_factory, 2)
+    bal = balancers.start(nodes, "--algorithm", "round-robin")
+    target = f"127.0.0.1:{nodes[0].port}"
+
+    def admin_post(path):
+        import requests
+        with requests.Session() as s:
+            s.trust_env = False
+            return s.post(bal.admin_url + path, timeout=5)
+
+    async def body():
+        kept = await open_many(bal, 2)
+        on_target = [c for c in kept if c.info["node"] == node_id(nodes[0])]
+        assert len(on_target) == 1
+        r = admin_post(f"/admin/nodes/{target}/drain")
+        assert r.status_code == 200 and r.json() == {"node": target, "drained": True}, r.text
+        fresh = await open_many(bal, 4)
+        assert {c.info["node"] for c in fresh} == {node_id(nodes[1])}
+        # The tunnel already on the drained node still works.
+        assert await on_target[0].call("ping", {}) is not None
+        assert on_target[0].closed_at is None
+        r = admin_post(f"/admin/nodes/{target}/ready")
+        assert r.status_code == 200, r.text
+        back = await open_many(bal, 4)
+        assert node_id(nodes[0]) in {c.info["node"] for c in back}
+        assert admin_post("/admin/nodes/127.0.0.1:1/drain").status_code == 404
+        await close_all(kept + fresh + back)
+
+    run(body())
