@@ -89,6 +89,8 @@ python_venv() {
 }
 
 e2e() {
+    ensure_haproxy  # tests/e2e/test_deploy_proxies.py
+    ensure_nginx
     "$BIN" serve --help >/dev/null
     "$VENV/bin/python" -m pytest -q tests/e2e
 }

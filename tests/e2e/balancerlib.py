@@ -22,6 +22,14 @@ import requests
 from sbclient import Node, binary_path
 
 ADMIN_RE = re.compile(r"admin http://([^\s/]+):(\d+)/")
+NODE_ID_RE = re.compile(r"switchboard node (\S+) listening")
+
+
+def node_id(node: Node) -> str:
+    """The node id a `serve` process printed (what a `connect` reply's `node` holds)."""
+    m = NODE_ID_RE.search(node.listen_line)
+    assert m, node.listen_line
+    return m.group(1)
 
 
 class BalancerFactory:
@@ -179,3 +187,100 @@ def rss_anon_kb(pid: int) -> int:
             if line.startswith("RssAnon:"):
                 return int(line.split()[1])
     raise AssertionError("no RssAnon in /proc/status")
+
+
+# --------------------------------------------------------------------------
+# HAProxy and nginx with the shipped configurations (deploy/)
+# --------------------------------------------------------------------------
+
+import shutil  # noqa: E402
+import signal as _signal  # noqa: E402
+import subprocess  # noqa: E402
+
+from sbclient import REPO_ROOT, free_port  # noqa: E402
+
+HAPROXY_CFG = os.path.join(REPO_ROOT, "deploy", "haproxy", "haproxy.cfg")
+NGINX_CONF = os.path.join(REPO_ROOT, "deploy", "nginx", "nginx.conf")
+
+
+def proxy_binary(name: str) -> str | None:
+    return shutil.which(name) or (f"/usr/sbin/{name}" if os.access(f"/usr/sbin/{name}", os.X_OK) else None)
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class ProxyProcess:
+    """HAProxy or nginx running a copy of the shipped config with the example ports replaced by
+    run-time ones (`ports`: example port -> real port; nginx's /tmp paths moved under `workdir`).
+    Exposes `host`, `port` (the main frontend), `http_url`, like an sbclient.Node, so the sbclient
+    helpers work through it. `stop()` by PID, always."""
+
+    def __init__(self, kind: str, workdir, ports: dict[int, int], main_port: int):
+        self.kind = kind
+        self.host = "127.0.0.1"
+        self.port = ports[main_port]
+        self.http_url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
+        self.api_key = ""
+        src = HAPROXY_CFG if kind == "haproxy" else NGINX_CONF
+        with open(src) as f:
+            text = f.read()
+        for example, real in ports.items():
+            text = text.replace(f"127.0.0.1:{example}", f"127.0.0.1:{real}")
+        if kind == "nginx":
+            text = text.replace("/tmp/switchboard-nginx", os.path.join(str(workdir), "nginx"))
+        self.cfg_path = os.path.join(str(workdir), os.path.basename(src))
+        with open(self.cfg_path, "w") as f:
+            f.write(text)
+        self.log_path = os.path.join(str(workdir), f"{kind}.log")
+        self._log = open(self.log_path, "wb")
+        binary = proxy_binary(kind)
+        assert binary, f"{kind} not installed (scripts/test.sh installs it with apt-get)"
+        args = ([binary, "-f", self.cfg_path, "-db"] if kind == "haproxy"
+                else [binary, "-c", self.cfg_path, "-g", "daemon off;"])
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log)
+        self.pid = self.process.pid
+        try:
+            wait_until(lambda: port_open(self.port) or self.process.poll() is not None, 10, f"{kind} listening")
+            assert self.process.poll() is None, f"{kind} exited: {self.log_tail()}"
+        except BaseException:
+            self.stop()
+            raise
+
+    def http(self, method: str, path: str, timeout: float = 5.0, **kw: Any) -> requests.Response:
+        with requests.Session() as s:
+            s.trust_env = False
+            return s.request(method, self.http_url + path, timeout=timeout, **kw)
+
+    def api_result(self, method: str, body: Any = None) -> Any:
+        r = self.http("POST", f"/api/{method}", json=body or {}, headers={"Authorization": f"apikey {self.api_key}"})
+        assert r.status_code == 200, r.text
+        return r.json()["result"]
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            self._log.flush()
+            with open(self.log_path, "rb") as f:
+                return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-n:])
+        except (OSError, ValueError):
+            return ""
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.process.poll() is None:
+            # nginx: SIGQUIT is a graceful stop; SIGTERM is fast for both.
+            self.process.send_signal(_signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+        try:
+            self._log.close()
+        except OSError:
+            pass

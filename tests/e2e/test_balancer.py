@@ -6,7 +6,6 @@ checks that the balancer's open file descriptors return to what they were before
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import socket
 import threading
@@ -15,12 +14,9 @@ from collections import Counter
 
 import pytest
 
-from balancerlib import (BalancerFactory, admin_nodes, fd_count, metrics, node_ws_connections, raw_exchange,
-                         rss_anon_kb, status_of, wait_until)
+from balancerlib import (BalancerFactory, admin_nodes, fd_count, metrics, node_id, node_ws_connections,
+                         raw_exchange, rss_anon_kb, status_of, wait_until)
 from sbclient import SSEStream, close_all_sse, connect, connect_url, lp_poll, open_client, run
-
-NODE_ID_RE = re.compile(r"switchboard node (\S+) listening")
-
 
 @pytest.fixture
 def balancers(tmp_path, request):
@@ -29,12 +25,6 @@ def balancers(tmp_path, request):
         yield f
     finally:
         f.stop_all()
-
-
-def node_id(node) -> str:
-    m = NODE_ID_RE.search(node.listen_line)
-    assert m, node.listen_line
-    return m.group(1)
 
 
 def start_nodes(node_factory, n: int):
