@@ -5,6 +5,7 @@ SSE and long-poll to real nodes, keeps a channel on one node when hashing, and s
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -12,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from balancerlib import HAPROXY_CFG, NGINX_CONF, ProxyProcess, node_id, proxy_binary
+from balancerlib import HAPROXY_CFG, NGINX_CONF, ProxyProcess, node_id, proxy_binary, wait_until
 from sbclient import SSEStream, close_all_sse, connect_url, free_port, lp_poll, run
 
 
@@ -121,3 +122,41 @@ def test_transports_hashing_and_failover_through_the_proxy(cluster, proxies, kin
         return [await node_of(proxy.ws_url) for _ in range(6)]
 
     assert set(run(failover())) == {node_id(nodes[1])}
+
+
+def haproxy_command(port: int, command: str) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(command.encode() + b"\n")
+        out = b""
+        while True:
+            got = s.recv(65536)
+            if not got:
+                return out.decode("utf-8", "replace")
+            out += got
+
+
+def test_haproxy_takes_a_node_through_the_runtime_api(cluster, proxies):
+    nodes = cluster.start(2)
+    proxy = proxies("haproxy", nodes)
+    with open(proxy.cfg_path) as f:
+        api_port = int(next(line for line in f if "stats socket" in line).split("127.0.0.1:")[1].split()[0])
+    third = cluster.start_node()
+    for command in (f"add server nodes/node3 127.0.0.1:{third.port} check",
+                    "enable health nodes/node3", "enable server nodes/node3"):
+        out = haproxy_command(api_port, command)
+        assert "rror" not in out and "nknown" not in out, (command, out)
+
+    async def spread():
+        clients = [await connect_url(proxy.ws_url) for _ in range(12)]
+        placed = Counter(c.info["node"] for c in clients)
+        for c in clients:
+            await c.close()
+        return placed
+
+    def third_used():
+        return run(spread()).get(node_id(third), 0) > 0
+
+    wait_until(third_used, 15, "the node added through the runtime API taking connections", interval=0.5)
+    # Drain through the runtime API: no new connections to node1.
+    assert "rror" not in haproxy_command(api_port, "set server nodes/node1 state drain")
+    assert node_id(nodes[0]) not in run(spread())
