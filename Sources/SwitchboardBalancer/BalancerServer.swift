@@ -99,6 +99,16 @@ public final class BalancerServer: Sendable {
         return (front.localAddress?.port ?? self.configuration.port, adminPort)
     }
 
+    /// Closes the client listener: no new connections; open tunnels, the admin listener, health checks
+    /// and the registry go on (the first step of a drain).
+    public func stopAccepting() async {
+        let front = self.listeners.withLockedValue { $0.first }
+        try? await front?.close()
+    }
+
+    /// Client connections open now.
+    public var openClients: Int { self.router.snapshot().counters.open }
+
     /// Stops the health checks and closes the listeners (open tunnels are not touched).
     public func stop() async {
         self.checker.withLockedValue { $0?.stop() }

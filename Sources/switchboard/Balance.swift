@@ -59,6 +59,9 @@ struct Balance: AsyncParsableCommand {
     @Option(help: "Failed checks in a row that take a node out (default 2).")
     var fall: Int = 2
 
+    @Option(help: "Seconds SIGTERM waits for open tunnels to end after closing the listener (default 10); a second signal exits at once.")
+    var drainSeconds: Double = 10
+
     @Option(help: "trace, debug, info, notice, warning, error or critical (default info).")
     var logLevel: String = "info"
 
@@ -97,10 +100,33 @@ struct Balance: AsyncParsableCommand {
         }
         line += "  nodes \(configuration.nodes.map(\.description).joined(separator: " ")) algorithm \(configuration.algorithm.rawValue)\n"
         FileHandle.standardOutput.write(Data(line.utf8))
-        var iterator = signals.stream.makeAsyncIterator()
+        // The first SIGTERM/SIGINT starts a drain: stop accepting, let open tunnels finish within the
+        // window. A second one exits at once.
+        let (firstSignal, firstContinuation) = AsyncStream<Void>.makeStream()
+        let signalStream = signals.stream
+        let watcher = Task {
+            var count = 0
+            for await _ in signalStream {
+                count += 1
+                if count == 1 {
+                    firstContinuation.yield(())
+                } else {
+                    logger.warning("second signal, exiting now")
+                    Foundation.exit(1)
+                }
+            }
+        }
+        var iterator = firstSignal.makeAsyncIterator()
         _ = await iterator.next()
+        logger.info("signal received, draining", metadata: ["seconds": "\(self.drainSeconds)", "clients": "\(server.openClients)"])
+        await server.stopAccepting()
+        let deadline = ContinuousClock.now + .milliseconds(Int64(self.drainSeconds * 1000))
+        while server.openClients > 0 && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        logger.info("drained, stopping", metadata: ["clients left": "\(server.openClients)"])
+        watcher.cancel()
         withExtendedLifetime(signals.sources) {}
-        logger.info("signal received, stopping")
         await server.stop()
         try? await group.shutdownGracefully()
     }
@@ -134,6 +160,9 @@ struct Balance: AsyncParsableCommand {
         c.tunnelIdleTimeout = try Self.seconds(self.tunnelIdleTimeout, option: "--tunnel-idle-timeout")
         c.checkInterval = try Self.seconds(self.checkInterval, option: "--check-interval")
         c.checkTimeout = min(c.checkInterval, .seconds(2))
+        guard self.drainSeconds.isFinite, (0...86_400).contains(self.drainSeconds) else {
+            throw ValidationError("--drain-seconds must be within 0-86400")
+        }
         c.rise = self.rise
         c.fall = self.fall
         do {

@@ -41,9 +41,10 @@ class BalancerFactory:
         self.balancers: list[Node] = []
 
     def start(self, nodes: list[Node], *extra: str, check_interval: float = 0.2,
-              log_level: str = "info") -> Node:
+              log_level: str = "info", drain_seconds: float = 2) -> Node:
         args = [binary_path(), "balance", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-                "--check-interval", str(check_interval), "--log-level", log_level]
+                "--check-interval", str(check_interval), "--log-level", log_level,
+                "--drain-seconds", str(drain_seconds)]
         for n in nodes:
             args += ["--node", f"127.0.0.1:{n.port}"]
         args += list(extra)

@@ -514,3 +514,47 @@ def test_admin_drain_and_ready(node_factory, balancers):
         await close_all(kept + fresh + back)
 
     run(body())
+
+
+def test_sigterm_drains_the_balancer(node_factory, balancers):
+    nodes = start_nodes(node_factory, 1)
+    bal = balancers.start(nodes, drain_seconds=10)
+
+    async def body():
+        c = await connect(bal)
+        bal.signal(signal.SIGTERM)
+        # The listener closes: new connections are refused, soon.
+        wait_until(lambda: not _connectable(bal.port), 3, "the balancer's listener closed")
+        # The open tunnel still works during the drain.
+        await c.call("ping", {})
+        assert bal.alive()
+        t0 = time.monotonic()
+        await c.close()
+        # Its last tunnel gone, the balancer exits well before the 10 s window.
+        assert bal.wait_exit(5) == 0
+        assert time.monotonic() - t0 < 3
+
+    run(body())
+
+
+def test_second_signal_exits_at_once(node_factory, balancers):
+    nodes = start_nodes(node_factory, 1)
+    bal = balancers.start(nodes, drain_seconds=30)
+
+    async def body():
+        c = await connect(bal)
+        bal.signal(signal.SIGTERM)
+        wait_until(lambda: "draining" in bal.log_tail(20), 3, "the drain starting")
+        bal.signal(signal.SIGTERM)
+        assert bal.wait_exit(3) is not None
+        await c.wait_closed(timeout=3)
+
+    run(body())
+
+
+def _connectable(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
