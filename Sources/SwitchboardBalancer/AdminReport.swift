@@ -49,6 +49,8 @@ public enum AdminReport {
         out += "switchboard_balancer_accepted_total \(counters.accepted)\n"
         family("switchboard_balancer_tunnels_total", "counter", "Tunnels established to a node.")
         out += "switchboard_balancer_tunnels_total \(counters.tunnels)\n"
+        family("switchboard_balancer_tls_handshakes_total", "counter", "Completed TLS handshakes on the client listener.")
+        out += "switchboard_balancer_tls_handshakes_total \(counters.tlsHandshakes)\n"
         family("switchboard_balancer_refused_total", "counter", "Clients answered with an error status, by reason.")
         out += "switchboard_balancer_refused_total{reason=\"max_connections\"} \(counters.refusedOverLimit)\n"
         out += "switchboard_balancer_refused_total{reason=\"head_timeout\"} \(counters.headTimeouts)\n"

@@ -35,8 +35,12 @@ public struct BalancerConfiguration: Sendable {
     public var fall = 2
     /// Connect attempts per client connection (one plus at most two retries on other nodes).
     public var connectAttempts = 3
+    /// PEM certificate chain and private key (RSA or ECDSA) for TLS termination on the client listener;
+    /// nil = plain. Nodes behind stay plain and learn the scheme from `X-Forwarded-Proto`.
+    public var tlsCertificatePath: String?
+    public var tlsKeyPath: String?
     /// Scheme announced in `X-Forwarded-Proto`.
-    public var forwardedProto = "http"
+    public var forwardedProto: String { self.tlsCertificatePath == nil ? "http" : "https" }
     /// Write-buffer water marks on both sides of a tunnel: a side stops reading while the other side has
     /// more than `high` bytes queued, and resumes below `low`.
     public var writeBufferLowWaterMark = 32 * 1024
@@ -65,6 +69,9 @@ public struct BalancerConfiguration: Sendable {
             ("--tunnel-idle-timeout", self.tunnelIdleTimeout), ("--check-interval", self.checkInterval),
         ] where value <= .zero {
             throw BalancerConfigurationError("\(name) must be positive")
+        }
+        guard (self.tlsCertificatePath == nil) == (self.tlsKeyPath == nil) else {
+            throw BalancerConfigurationError("--tls-cert and --tls-key go together")
         }
         guard (1...100).contains(self.rise), (1...100).contains(self.fall) else {
             throw BalancerConfigurationError("--rise and --fall must be within 1-100")

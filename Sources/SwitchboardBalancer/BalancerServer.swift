@@ -2,6 +2,7 @@ public import Logging
 public import NIOCore
 import NIOConcurrencyHelpers
 import NIOPosix
+import NIOSSL
 import RedisClient
 
 /// `switchboard balance` as a library: the client listener, the optional admin listener and the health
@@ -47,8 +48,10 @@ public final class BalancerServer: Sendable {
                 throw BalancerConfigurationError("--registry: \(error)")
             }
         }
+        let tls = try self.configuration.tlsCertificatePath.map { _ in try self.makeTLSContext() }
         self.router.setMembers(self.configuration.nodes, resolved: addresses)
         let settings = FrontSettings(configuration: self.configuration)
+        let sweepers = try await TunnelSweepers.start(on: self.group, idleTimeout: self.configuration.tunnelIdleTimeout)
         let router = self.router
         let logger = self.logger
         let front = try await ServerBootstrap(group: self.group)
@@ -64,8 +67,13 @@ public final class BalancerServer: Sendable {
                     if admitted {
                         channel.closeFuture.whenComplete { _ in router.clientClosed() }
                     }
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                    }
                     try channel.pipeline.syncOperations.addHandler(
-                        FrontHandler(settings: settings, router: router, logger: logger, refuseOnArrival: !admitted))
+                        FrontHandler(
+                            settings: settings, router: router, logger: logger, refuseOnArrival: !admitted,
+                            sweepers: sweepers))
                 }
             }
             .bind(host: self.configuration.host, port: self.configuration.port)
@@ -97,6 +105,28 @@ public final class BalancerServer: Sendable {
         self.checker.withLockedValue { $0 = checker }
         checker.start()
         return (front.localAddress?.port ?? self.configuration.port, adminPort)
+    }
+
+    /// TLS 1.2 and 1.3 only (NIOSSL's default minimum is 1.0), ALPN `http/1.1`. BoringSSL's server-side
+    /// session cache and TLS 1.3 tickets are on by default, so reconnect storms resume sessions.
+    private func makeTLSContext() throws -> NIOSSLContext {
+        guard let certificatePath = self.configuration.tlsCertificatePath, let keyPath = self.configuration.tlsKeyPath else {
+            throw BalancerConfigurationError("--tls-cert and --tls-key go together")
+        }
+        do {
+            let chain = try NIOSSLCertificate.fromPEMFile(certificatePath)
+            guard !chain.isEmpty else { throw BalancerConfigurationError("--tls-cert \(certificatePath): no certificate") }
+            let key = try NIOSSLPrivateKey(file: keyPath, format: .pem)
+            var tls = TLSConfiguration.makeServerConfiguration(
+                certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+            tls.minimumTLSVersion = .tlsv12
+            tls.applicationProtocols = ["http/1.1"]
+            return try NIOSSLContext(configuration: tls)
+        } catch let error as BalancerConfigurationError {
+            throw error
+        } catch {
+            throw BalancerConfigurationError("TLS certificate or key unusable: \(error)")
+        }
     }
 
     /// Closes the client listener: no new connections; open tunnels, the admin listener, health checks

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOTLS
 
 /// The client side of a connection before it becomes a tunnel: reads and checks the request head within
 /// the header deadline, picks a node, connects to it on this channel's own event loop (retrying other
@@ -24,6 +25,7 @@ final class FrontHandler {
     private let router: NodeRouter
     private let logger: Logger
     private let refuseOnArrival: Bool
+    private let sweepers: TunnelSweepers?
     private var state = State.readingHead
     private var buffer: ByteBuffer?
     private var parser = RequestHeadParser()
@@ -36,8 +38,13 @@ final class FrontHandler {
     private var clientInputClosed = false
 
     /// `refuseOnArrival`: the balancer is at `--max-connections`; answer 503 at once.
-    init(settings: FrontSettings, router: NodeRouter, logger: Logger, refuseOnArrival: Bool = false) {
+    /// `sweepers`: the per-loop idle sweepers (nil: tunnels have no idle timeout, for tests).
+    init(
+        settings: FrontSettings, router: NodeRouter, logger: Logger, refuseOnArrival: Bool = false,
+        sweepers: TunnelSweepers? = nil
+    ) {
         self.settings = settings
+        self.sweepers = sweepers
         self.router = router
         self.logger = logger
         self.refuseOnArrival = refuseOnArrival
@@ -118,6 +125,9 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? TLSUserEvent, case .handshakeCompleted = event {
+            self.router.countTLSHandshake()
+        }
         if let event = event as? ChannelEvent, case .inputClosed = event {
             switch self.state {
             case .readingHead, .refusing:
@@ -225,7 +235,9 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
             context.close(promise: nil)
             return
         }
-        link.startIdleTimer(client: context.channel)
+        if let sweeper = self.sweepers?.sweeper(for: context.eventLoop) {
+            link.startIdleTimer(client: context.channel, sweeper: sweeper)
+        }
         let channel = context.channel
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         if self.pendingRead || channel.isActive {

@@ -17,6 +17,7 @@ public final class NodeRouter: Sendable {
         public var noNodeAvailable: UInt64 = 0
         public var connectGaveUp: UInt64 = 0
         public var tunnels: UInt64 = 0
+        public var tlsHandshakes: UInt64 = 0
     }
 
     private struct State: Sendable {
@@ -147,6 +148,11 @@ public final class NodeRouter: Sendable {
             case .connectGaveUp: state.counters.connectGaveUp &+= 1
             }
         }
+    }
+
+    /// Counts a completed TLS handshake.
+    public func countTLSHandshake() {
+        self.state.withLockedValue { $0.counters.tlsHandshakes &+= 1 }
     }
 
     /// Why a client got an error status instead of a tunnel.

@@ -1,7 +1,7 @@
 import NIOCore
 
-/// What the two halves of one tunnel share: the node, byte counts, the time of the last byte either way,
-/// and the idle timer. Touched only on the tunnel's event loop (both channels live on it).
+/// What the two halves of one tunnel share: the node, byte counts and the time of the last byte either
+/// way (read by the loop's `TunnelSweeper`). Touched only on the tunnel's event loop (both channels live on it).
 final class TunnelLink {
     let node: BackendNode
     let router: NodeRouter
@@ -11,7 +11,7 @@ final class TunnelLink {
     var bytesFromNode: UInt64 = 0
     var lastActivity: NIODeadline
     var sawResponse = false
-    private var idleTask: Scheduled<Void>?
+    private var sweeper: TunnelSweeper?
 
     init(node: BackendNode, router: NodeRouter, connectStarted: NIODeadline, idleTimeout: TimeAmount) {
         self.node = node
@@ -39,27 +39,17 @@ final class TunnelLink {
         }
     }
 
-    /// Arms the idle timer: when it fires it closes `client` (the node side follows) if nothing moved
-    /// for `idleTimeout`, else it re-arms for the rest. One timer per tunnel, re-armed only when it fires.
-    func startIdleTimer(client: any Channel) {
-        self.scheduleIdleCheck(in: self.idleTimeout, client: client)
+    /// Hands the tunnel to its loop's sweeper, which closes `client` (the node side follows) once
+    /// nothing moved for `idleTimeout`.
+    func startIdleTimer(client: any Channel, sweeper: TunnelSweeper) {
+        self.sweeper = sweeper
+        sweeper.add(self, client: client)
     }
 
-    private func scheduleIdleCheck(in delay: TimeAmount, client: any Channel) {
-        self.idleTask = client.eventLoop.assumeIsolated().scheduleTask(in: delay) { [self] in
-            let silent = NIODeadline.now() - self.lastActivity
-            if silent >= self.idleTimeout {
-                client.close(promise: nil)
-            } else {
-                self.scheduleIdleCheck(in: self.idleTimeout - silent, client: client)
-            }
-        }
-    }
-
-    /// The tunnel ended: stop the timer, settle the node's counts.
+    /// The tunnel ended: leave the sweeper, settle the node's counts.
     func closed() {
-        self.idleTask?.cancel()
-        self.idleTask = nil
+        self.sweeper?.remove(self)
+        self.sweeper = nil
         self.router.tunnelClosed(self.node, bytesToNode: self.bytesToNode, bytesFromNode: self.bytesFromNode)
     }
 }

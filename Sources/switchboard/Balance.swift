@@ -38,6 +38,12 @@ struct Balance: AsyncParsableCommand {
     @Option(help: "HOST:PORT for GET /admin/nodes and /metrics (default: no admin listener).")
     var admin: String?
 
+    @Option(help: "PEM certificate chain (RSA or ECDSA) for TLS on --listen; needs --tls-key. TLS 1.2 and 1.3, ALPN http/1.1.")
+    var tlsCert: String?
+
+    @Option(help: "PEM private key for --tls-cert.")
+    var tlsKey: String?
+
     @Option(help: "Client connections at once; more are answered 503 (default 9900).")
     var maxConnections: Int = 9900
 
@@ -93,7 +99,8 @@ struct Balance: AsyncParsableCommand {
         let signals = Self.signalStream()
         let (port, adminPort) = try await server.start()
         let host = configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host
-        var line = "switchboard balancer listening: ws://\(host):\(port)/ws  http://\(host):\(port)/"
+        let (ws, http) = configuration.tlsCertificatePath == nil ? ("ws", "http") : ("wss", "https")
+        var line = "switchboard balancer listening: \(ws)://\(host):\(port)/ws  \(http)://\(host):\(port)/"
         if let adminPort, let adminHost = configuration.adminHost {
             let shown = adminHost.contains(":") ? "[\(adminHost)]" : adminHost
             line += "  admin http://\(shown):\(adminPort)/admin/nodes"
@@ -140,6 +147,8 @@ struct Balance: AsyncParsableCommand {
             throw ValidationError("--node: \(error)")
         }
         c.registry = self.registry
+        c.tlsCertificatePath = self.tlsCert
+        c.tlsKeyPath = self.tlsKey
         guard let algorithm = BalancingAlgorithm(rawValue: self.algorithm) else {
             throw ValidationError("--algorithm must be one of \(BalancingAlgorithm.allCases.map(\.rawValue).joined(separator: ", "))")
         }

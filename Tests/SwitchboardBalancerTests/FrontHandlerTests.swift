@@ -108,3 +108,36 @@ import Testing
         #expect(picks.map { $0.split(separator: " ").last! }.sorted() == ["0", "1"])
     }
 }
+
+@Suite struct TunnelSweeperTests {
+    @Test func closesOnlyTunnelsIdleForTheirTimeout() throws {
+        let loop = EmbeddedEventLoop()
+        var configuration = BalancerConfiguration()
+        configuration.nodes = [BackendNode(host: "127.0.0.1", port: 9)]
+        let router = NodeRouter(configuration: configuration)
+        let sweeper = TunnelSweeper(eventLoop: loop, interval: .milliseconds(100))
+        let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        var channels: [EmbeddedChannel] = []
+        var links: [TunnelLink] = []
+        for _ in 0..<2 {
+            let channel = EmbeddedChannel(loop: loop)
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+            let link = TunnelLink(node: configuration.nodes[0], router: router, connectStarted: start, idleTimeout: .seconds(1))
+            link.startIdleTimer(client: channel, sweeper: sweeper)
+            channels.append(channel)
+            links.append(link)
+        }
+        links[1].lastActivity = start + .milliseconds(500)  // the second one moved a byte later
+        #expect(sweeper.sweep(now: start + .milliseconds(900)) == 0)
+        #expect(sweeper.sweep(now: start + .seconds(1)) == 1)
+        #expect(!channels[0].isActive)
+        #expect(channels[1].isActive)
+        links[0].closed()
+        #expect(sweeper.count == 1)
+        #expect(sweeper.sweep(now: start + .milliseconds(1500)) == 1)
+        #expect(!channels[1].isActive)
+        #expect(TunnelSweeper.interval(for: .seconds(3600)) == .seconds(5))
+        #expect(TunnelSweeper.interval(for: .milliseconds(200)) == .milliseconds(100))
+        sweeper.stop()
+    }
+}

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import time
 from typing import Any, Callable
 
@@ -41,7 +42,7 @@ class BalancerFactory:
         self.balancers: list[Node] = []
 
     def start(self, nodes: list[Node], *extra: str, check_interval: float = 0.2,
-              log_level: str = "info", drain_seconds: float = 2) -> Node:
+              log_level: str = "info", drain_seconds: float = 2, tls: bool = False) -> Node:
         args = [binary_path(), "balance", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
                 "--check-interval", str(check_interval), "--log-level", log_level,
                 "--drain-seconds", str(drain_seconds)]
@@ -49,7 +50,7 @@ class BalancerFactory:
             args += ["--node", f"127.0.0.1:{n.port}"]
         args += list(extra)
         log_path = str(self.tmp_path / f"balancer{len(self.balancers)}.log")
-        b = Node(args, api_key="", log_path=log_path)
+        b = (TLSBalancer if tls else Node)(args, api_key="", log_path=log_path)
         self.balancers.append(b)
         m = ADMIN_RE.search(b.listen_line)
         assert m, f"no admin address in {b.listen_line!r}"
@@ -64,6 +65,39 @@ class BalancerFactory:
             if failed:
                 print(f"\n--- balancer pid {b.pid} args {' '.join(b.args[1:])}\n"
                       f"--- exit {b.process.returncode}; stderr tail:\n{b.log_tail()}")
+
+
+TLS_LISTEN_RE = re.compile(r"wss://(\[[^\]]+\]|[^\s/:]+):(\d+)/ws")
+
+
+class TLSBalancer(Node):
+    """A balancer started with --tls-cert/--tls-key: its line says `wss://HOST:PORT/ws`."""
+
+    def _wait_listening(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.stdout_lines):
+                m = TLS_LISTEN_RE.search(line)
+                if m:
+                    self.host, self.port = m.group(1).strip("[]"), int(m.group(2))
+                    self.listen_line = line
+                    self.ws_url = f"wss://{m.group(1)}:{self.port}/ws"
+                    self.http_url = f"https://{m.group(1)}:{self.port}"
+                    return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"balancer exited with {self.process.returncode}: {self.log_tail()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"no wss:// line within {timeout}s: {self.stdout_lines} {self.log_tail()}")
+
+
+def make_certificate(directory, kind: str) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (RSA 2048 or ECDSA P-256) made with the openssl CLI."""
+    cert, key = os.path.join(str(directory), f"{kind}-cert.pem"), os.path.join(str(directory), f"{kind}-key.pem")
+    new_key = ["-newkey", "rsa:2048"] if kind == "rsa" else ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+    subprocess.run(["openssl", "req", "-x509", *new_key, "-nodes", "-keyout", key, "-out", cert, "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
 
 
 def admin_get(balancer: Node, path: str, timeout: float = 5.0) -> requests.Response:
@@ -196,7 +230,6 @@ def rss_anon_kb(pid: int) -> int:
 
 import shutil  # noqa: E402
 import signal as _signal  # noqa: E402
-import subprocess  # noqa: E402
 
 from sbclient import REPO_ROOT, free_port  # noqa: E402
 

@@ -558,3 +558,71 @@ def _connectable(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+# --------------------------------------------------------------------------
+# TLS termination
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ecdsa"])
+def test_tls_termination(node_factory, balancers, tmp_path, kind):
+    import ssl
+
+    from balancerlib import make_certificate
+    from sbclient import Client, open_ws
+
+    cert, key = make_certificate(tmp_path, kind)
+    nodes = start_nodes(node_factory, 2)
+    bal = balancers.start(nodes, "--tls-cert", cert, "--tls-key", key, "--header-timeout", "1", tls=True)
+
+    def context(version=None):
+        ctx = ssl.create_default_context(cafile=cert)
+        ctx.set_alpn_protocols(["http/1.1"])
+        if version is not None:
+            ctx.minimum_version = ctx.maximum_version = version
+        return ctx
+
+    # TLS 1.2 and 1.3 both work, ALPN says http/1.1, and plain HTTP flows inside.
+    for version, name in ((ssl.TLSVersion.TLSv1_2, "TLSv1.2"), (ssl.TLSVersion.TLSv1_3, "TLSv1.3")):
+        with socket.create_connection(("127.0.0.1", bal.port), timeout=5) as raw:
+            with context(version).wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                assert s.version() == name
+                assert s.selected_alpn_protocol() == "http/1.1"
+                s.sendall(b"GET /readyz HTTP/1.1\r\nHost: a\r\n\r\n")
+                data = b""
+                while b'"ready"' not in data:
+                    got = s.recv(4096)
+                    if not got:
+                        break
+                    data += got
+                assert data.startswith(b"HTTP/1.1 200 "), data[:200]
+
+    async def websocket():
+        ws = await open_ws(bal.ws_url, ssl=context())
+        c = Client(ws)
+        info = await c.result("connect", {})
+        await c.subscribe("chat:tls")
+        await c.publish("chat:tls", {"over": "tls"})
+        assert (await c.wait_pubs("chat:tls", 1))[0]["data"] == {"over": "tls"}
+        await c.close()
+        return info
+
+    assert run(websocket())["node"]
+
+    # Plain HTTP on the TLS port gets no answer but a close, and the balancer carries on.
+    resp, _ = raw_exchange(bal.port, b"GET /readyz HTTP/1.1\r\nHost: a\r\n\r\n", timeout=5)
+    assert not resp.startswith(b"HTTP/1.1 200")
+    # A client that never starts its handshake is cut at the head deadline (the handshake is part of it),
+    # after the 1 s linger.
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", bal.port), timeout=5) as idle:
+        try:
+            while idle.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass
+    assert 0.9 <= time.monotonic() - t0 <= 3.0, f"silent TLS client cut after {time.monotonic() - t0:.2f}s"
+    m = metrics(bal)
+    assert m["switchboard_balancer_tls_handshakes_total"] >= 3
+    wait_clients_gone(bal)
