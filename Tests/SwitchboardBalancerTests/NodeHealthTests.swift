@@ -138,13 +138,16 @@ import Testing
         var table = NodeTable(nodes: nodes)
         let now = NIODeadline.uptimeNanoseconds(1)
         table.connectionOpened("127.0.0.1:8001")
-        #expect(table.setDrained("127.0.0.1:8001", true))
+        let drained = table.setDrained("127.0.0.1:8001", true)
+        #expect(drained)
         #expect(table.candidates(at: now).map(\.id) == ["127.0.0.1:8002"])
         #expect(table.entries["127.0.0.1:8001"]?.active == 1)
         table.setMembers(nodes)  // a membership refresh does not undo a drain
         #expect(table.candidates(at: now).map(\.id) == ["127.0.0.1:8002"])
-        #expect(table.setDrained("127.0.0.1:8001", false))
+        let readied = table.setDrained("127.0.0.1:8001", false)
+        #expect(readied)
         #expect(table.candidates(at: now).count == 2)
-        #expect(!table.setDrained("127.0.0.1:9999", true))
+        let unknown = table.setDrained("127.0.0.1:9999", true)
+        #expect(!unknown)
     }
 }
