@@ -27,9 +27,10 @@ public struct BalancerConfiguration: Sendable {
     public var connectTimeout = TimeAmount.seconds(3)
     /// A tunnel with no byte either way for this long is closed on both sides.
     public var tunnelIdleTimeout = TimeAmount.seconds(3600)
-    /// Active health check period (each check jittered by ±10%), its timeout, path and thresholds.
+    /// Active health check period (rounds jittered by ±10%), each check's timeout (a node whose check is
+    /// still running is skipped by the next round), path and thresholds.
     public var checkInterval = TimeAmount.seconds(1)
-    public var checkTimeout = TimeAmount.seconds(1)
+    public var checkTimeout = TimeAmount.seconds(2)
     public var checkPath = "/readyz"
     public var rise = 2
     public var fall = 2
@@ -67,6 +68,7 @@ public struct BalancerConfiguration: Sendable {
         for (name, value) in [
             ("--header-timeout", self.headerTimeout), ("--connect-timeout", self.connectTimeout),
             ("--tunnel-idle-timeout", self.tunnelIdleTimeout), ("--check-interval", self.checkInterval),
+            ("--check-timeout", self.checkTimeout),
         ] where value <= .zero {
             throw BalancerConfigurationError("\(name) must be positive")
         }

@@ -14,6 +14,8 @@ final class HealthChecker: Sendable {
     private let path: String
     private let logger: Logger
     private let stopped = NIOLockedValueBox(false)
+    /// Nodes whose check has not finished: a round skips them, so a slow node never has two checks.
+    private let inFlight = NIOLockedValueBox(Set<String>())
 
     init(
         router: NodeRouter, group: any EventLoopGroup, configuration: BalancerConfiguration, logger: Logger
@@ -21,7 +23,7 @@ final class HealthChecker: Sendable {
         self.router = router
         self.group = group
         self.interval = configuration.checkInterval
-        self.timeout = min(configuration.checkTimeout, configuration.checkInterval)
+        self.timeout = configuration.checkTimeout
         self.path = configuration.checkPath
         self.logger = logger
     }
@@ -39,6 +41,7 @@ final class HealthChecker: Sendable {
         loop.scheduleTask(in: delay) {
             let spread = max(1, self.interval.nanoseconds / 10)
             for (node, address) in self.router.memberAddresses {
+                guard self.inFlight.withLockedValue({ $0.insert(node.id).inserted }) else { continue }
                 let checkLoop = self.group.next()
                 checkLoop.scheduleTask(in: .nanoseconds(Int64.random(in: 0...spread))) {
                     self.check(node, address: address, on: checkLoop)
@@ -55,7 +58,10 @@ final class HealthChecker: Sendable {
     }
 
     private func check(_ node: BackendNode, address: SocketAddress, on loop: any EventLoop) {
-        guard !self.stopped.withLockedValue({ $0 }) else { return }
+        guard !self.stopped.withLockedValue({ $0 }) else {
+            self.inFlight.withLockedValue { _ = $0.remove(node.id) }
+            return
+        }
         let promise = loop.makePromise(of: Bool.self)
         let path = self.path
         let timeout = loop.scheduleTask(in: self.timeout) { promise.succeed(false) }
@@ -76,6 +82,7 @@ final class HealthChecker: Sendable {
             }
         promise.futureResult.whenSuccess { ok in
             timeout.cancel()
+            self.inFlight.withLockedValue { _ = $0.remove(node.id) }
             if let transition = self.router.recordCheck(node, succeeded: ok) {
                 switch transition {
                 case .wentDown: self.logger.warning("node down (health check)", metadata: ["node": "\(node.id)"])

@@ -59,6 +59,9 @@ struct Balance: AsyncParsableCommand {
     @Option(help: "Seconds between health checks of each node, jittered ±10% (default 1).")
     var checkInterval: String = "1"
 
+    @Option(help: "Seconds each health check may take before it counts as failed (default 2).")
+    var checkTimeout: String = "2"
+
     @Option(help: "Good checks in a row that bring a node back (default 2).")
     var rise: Int = 2
 
@@ -168,7 +171,7 @@ struct Balance: AsyncParsableCommand {
         c.connectTimeout = try Self.seconds(self.connectTimeout, option: "--connect-timeout")
         c.tunnelIdleTimeout = try Self.seconds(self.tunnelIdleTimeout, option: "--tunnel-idle-timeout")
         c.checkInterval = try Self.seconds(self.checkInterval, option: "--check-interval")
-        c.checkTimeout = min(c.checkInterval, .seconds(2))
+        c.checkTimeout = try Self.seconds(self.checkTimeout, option: "--check-timeout")
         guard self.drainSeconds.isFinite, (0...86_400).contains(self.drainSeconds) else {
             throw ValidationError("--drain-seconds must be within 0-86400")
         }
