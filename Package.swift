@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "switchboard-bench", targets: ["switchboard-bench"]),
         .library(name: "SwitchboardCore", targets: ["SwitchboardCore"]),
         .library(name: "SwitchboardBroker", targets: ["SwitchboardBroker"]),
+        .library(name: "SwitchboardBrokerTesting", targets: ["SwitchboardBrokerTesting"]),
         .library(name: "SwitchboardServer", targets: ["SwitchboardServer"]),
         .library(name: "RESP", targets: ["RESP"]),
         .library(name: "RedisClient", targets: ["RedisClient"]),
@@ -46,6 +47,17 @@ let package = Package(
             dependencies: [
                 "SwitchboardCore",
                 .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: upcoming
+        ),
+        .target(
+            // The broker contract as runnable checks, for the tests of every broker (not shipped in the node).
+            name: "SwitchboardBrokerTesting",
+            dependencies: [
+                "SwitchboardCore",
+                "SwitchboardBroker",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: upcoming
         ),
@@ -84,12 +96,11 @@ let package = Package(
             dependencies: [
                 "SwitchboardCore",
                 "SwitchboardBroker",
-                "SwitchboardRedis",
-                "RedisClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -130,6 +141,9 @@ let package = Package(
             dependencies: [
                 "SwitchboardServer",
                 "SwitchboardBalancer",
+                "SwitchboardBroker",
+                "SwitchboardRedis",
+                "RedisClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -165,13 +179,17 @@ let package = Package(
         ),
         .testTarget(
             name: "SwitchboardCoreTests",
-            dependencies: ["SwitchboardCore"],
+            dependencies: [
+                "SwitchboardCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: upcoming
         ),
         .testTarget(
             name: "SwitchboardBrokerTests",
             dependencies: [
                 "SwitchboardBroker",
+                "SwitchboardBrokerTesting",
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: upcoming
@@ -192,6 +210,7 @@ let package = Package(
                 "RESP",
                 "SwitchboardRedis",
                 "SwitchboardBroker",
+                "SwitchboardBrokerTesting",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

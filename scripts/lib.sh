@@ -72,3 +72,13 @@ ensure_nginx() {
     fi
     command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { echo "nginx is still missing" >&2; return 1; }
 }
+
+# ensure_promtool: tests/e2e/test_metrics.py runs `promtool check metrics`
+# on a node's /metrics. Debian's `prometheus` package ships promtool; its
+# service, where it may start, listens on 9090, which the tests never use.
+ensure_promtool() {
+    if ! command -v promtool >/dev/null 2>&1; then
+        apt_install prometheus
+    fi
+    command -v promtool >/dev/null 2>&1 || { echo "promtool is still not on PATH" >&2; return 1; }
+}

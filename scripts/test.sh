@@ -7,7 +7,8 @@
 #   ./scripts/test.sh            (from anywhere; it works from the repo root)
 #
 # Installs what is missing (Debian packages via apt-get, among them
-# redis-server for the multi-node e2e tests, chromium, chromium-driver and
+# redis-server for the multi-node e2e tests, prometheus for its promtool,
+# chromium, chromium-driver and
 # haproxy for the browser tests, the e2e venv in .venv-e2e (Selenium too),
 # Autobahn in .build-autobahn). Every step runs even when an
 # earlier one failed, unless it needs the binary and the build failed.
@@ -72,6 +73,7 @@ system_deps() {
     fi
     ensure_c_compiler
     ensure_redis_server
+    ensure_promtool
     command -v swift >/dev/null 2>&1 || { echo "swift is not on PATH (install the Swift toolchain)" >&2; return 1; }
     command -v timeout >/dev/null 2>&1 || apt_install coreutils
 }

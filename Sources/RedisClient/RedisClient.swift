@@ -26,6 +26,9 @@ public final class RedisClient: @unchecked Sendable {
     private var outgoingPromises: [EventLoopPromise<RESPToken>] = []
     private var flushScheduled = false
     private var failures = 0
+    /// Commands enqueued and not yet answered, and their encoded size (bounded by the configuration).
+    private var pendingCommands = 0
+    private var pendingBytes = 0
     private var retryNotBefore: NIODeadline = .uptimeNanoseconds(0)
 
     public init(configuration: RedisConfiguration, eventLoop: any EventLoop, logger: Logger) {
@@ -76,7 +79,25 @@ public final class RedisClient: @unchecked Sendable {
             promise.fail(RedisError(.connectionClosed, "client closed"))
             return
         }
+        guard self.pendingCommands < self.configuration.maximumPendingCommands else {
+            promise.fail(RedisError(.overloaded, "\(self.pendingCommands) commands already waiting for Redis"))
+            return
+        }
+        let start = self.outgoing.writerIndex
         self.outgoing.writeRESPCommand(arguments)
+        let size = self.outgoing.writerIndex - start
+        if self.pendingCommands > 0, self.pendingBytes + size > self.configuration.maximumPendingBytes {
+            self.outgoing.moveWriterIndex(to: start)
+            promise.fail(RedisError(.overloaded, "\(self.pendingBytes) bytes of commands already waiting for Redis"))
+            return
+        }
+        self.pendingCommands += 1
+        self.pendingBytes += size
+        // Completion callbacks of this promise run on `eventLoop`, where the counters live.
+        promise.futureResult.whenComplete { _ in
+            self.pendingCommands -= 1
+            self.pendingBytes -= size
+        }
         self.outgoingPromises.append(promise)
         if !self.flushScheduled {
             self.flushScheduled = true

@@ -21,6 +21,13 @@ public struct RedisConfiguration: Sendable, Hashable {
     /// First delay before a reconnect; doubled per failure up to `maximumBackoff`, with full jitter.
     public var initialBackoff: TimeAmount
     public var maximumBackoff: TimeAmount
+    /// Most commands sent and not yet answered (queued, written, or awaiting a reply) per client;
+    /// past it commands fail at once with `RedisError.overloaded` (retryable) instead of queueing
+    /// without bound while Redis is slow or stalled. Default 10,000.
+    public var maximumPendingCommands: Int
+    /// Most bytes of such commands per client (a single larger command is still sent when nothing
+    /// else is pending). Default 64 MiB.
+    public var maximumPendingBytes: Int
 
     public init(
         host: String = "127.0.0.1",
@@ -33,7 +40,9 @@ public struct RedisConfiguration: Sendable, Hashable {
         commandTimeout: TimeAmount = .seconds(5),
         connectTimeout: TimeAmount = .seconds(3),
         initialBackoff: TimeAmount = .milliseconds(50),
-        maximumBackoff: TimeAmount = .seconds(2)
+        maximumBackoff: TimeAmount = .seconds(2),
+        maximumPendingCommands: Int = 10_000,
+        maximumPendingBytes: Int = 64 * 1024 * 1024
     ) {
         self.host = host
         self.port = port
@@ -46,6 +55,8 @@ public struct RedisConfiguration: Sendable, Hashable {
         self.connectTimeout = connectTimeout
         self.initialBackoff = initialBackoff
         self.maximumBackoff = maximumBackoff
+        self.maximumPendingCommands = maximumPendingCommands
+        self.maximumPendingBytes = maximumPendingBytes
     }
 
     /// Parses `redis://[[user]:password@]host[:port][/db]` (and `rediss://` for TLS).
@@ -83,7 +94,7 @@ public struct RedisConfiguration: Sendable, Hashable {
             self.host = String(rest[rest.index(after: rest.startIndex)..<close])
             rest = rest[rest.index(after: close)...]
             if rest.hasPrefix(":") {
-                guard let port = Int(rest.dropFirst()) else { throw RedisError(.invalidConfiguration, "bad port in \(url)") }
+                guard let port = Int(rest.dropFirst()), (1...65535).contains(port) else { throw RedisError(.invalidConfiguration, "bad port in \(url)") }
                 self.port = port
             }
         } else if let colon = rest.lastIndex(of: ":") {

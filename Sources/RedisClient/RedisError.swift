@@ -12,6 +12,9 @@ public struct RedisError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let timeout = Code(name: "timeout")
         /// The server sent bytes that are not RESP, or a reply of an unexpected shape.
         public static let protocolError = Code(name: "protocolError")
+        /// Too many commands are waiting for Redis (`RedisConfiguration.maximumPendingCommands` or
+        /// `maximumPendingBytes`): Redis is slow or stalled. Nothing was sent; retry later.
+        public static let overloaded = Code(name: "overloaded")
         /// The configuration cannot work (bad URL, TLS asked for).
         public static let invalidConfiguration = Code(name: "invalidConfiguration")
     }
@@ -25,6 +28,12 @@ public struct RedisError: Error, Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String { "redis \(self.code): \(self.message)" }
+
+    /// Whether trying again later may succeed (Redis unreachable, slow or overloaded), as opposed to
+    /// a refusal of the command itself. Servers report these as "temporarily unavailable" (error 100).
+    public var isRetryable: Bool {
+        self.code == .connectionClosed || self.code == .timeout || self.code == .overloaded
+    }
 
     /// Whether this is a `NOSCRIPT` reply (the script cache was flushed or never loaded).
     public var isNoScript: Bool { self.code == .server && self.message.hasPrefix("NOSCRIPT") }

@@ -4,7 +4,7 @@ import RESP
 
 /// A dedicated pub/sub connection.
 ///
-/// Keeps the set of wanted channels; after any reconnect (capped exponential
+/// Keeps, per channel, a `RedisChannelStateMachine` that matches what Redis holds; after any reconnect (capped exponential
 /// backoff with full jitter) it subscribes to all of them again and then tells
 /// its owner, because messages published while it was away are gone and the
 /// owner must resynchronise from history. All callbacks run on `eventLoop`.
@@ -15,11 +15,19 @@ public final class RedisSubscriber: @unchecked Sendable {
     private let onMessage: @Sendable (String, ByteBuffer) -> Void
     private let onResubscribed: @Sendable () -> Void
 
+    /// Who waits for a channel's SUBSCRIBE to be confirmed.
+    enum Waiter {
+        /// A caller of `subscribe(_:)`.
+        case caller(EventLoopPromise<Void>)
+        /// The resubscription after a reconnect, counted to tell the owner once all are back.
+        case resubscribe
+    }
+
     // Confined to `eventLoop`.
-    private var wanted: Set<String> = []
-    /// Per channel, one group of waiters per SUBSCRIBE sent and not yet confirmed.
-    private var unconfirmed: [String: [[EventLoopPromise<Void>]]] = [:]
-    private var waiting: [String: [EventLoopPromise<Void>]] = [:]
+    /// Per channel, what Redis holds and what is wanted (channels neither wanted nor held are absent).
+    private var channels: [String: RedisChannelStateMachine<Waiter>] = [:]
+    private var nextWaiterID: UInt64 = 0
+    private var resubscribesOutstanding = 0
     private var channel: (any Channel)?
     private var connecting = false
     private var closed = false
@@ -49,28 +57,20 @@ public final class RedisSubscriber: @unchecked Sendable {
         self.eventLoop.submit { self.channel != nil && !self.connecting }
     }
 
-    /// Subscribes; completes when Redis confirms (or fails after the command timeout).
+    /// Subscribes; completes when Redis confirms, or fails after the command timeout (and then the
+    /// subscription is withdrawn, unless another caller still waits for it).
     public func subscribe(_ name: String) -> EventLoopFuture<Void> {
         let promise = self.eventLoop.makePromise(of: Void.self)
         self.eventLoop.execute {
             guard !self.closed else { return promise.fail(RedisError(.connectionClosed, "subscriber closed")) }
-            self.wanted.insert(name)
+            self.nextWaiterID &+= 1
+            let id = self.nextWaiterID
             let timeout = self.eventLoop.scheduleTask(in: self.configuration.commandTimeout) {
-                promise.fail(RedisError(.timeout, "SUBSCRIBE \(name) not confirmed"))
+                self.apply(name) { $0.timedOut(id: id) }
             }
             promise.futureResult.whenComplete { _ in timeout.cancel() }
-            if let channel = self.channel, !self.connecting {
-                if var groups = self.unconfirmed[name], !groups.isEmpty {
-                    groups[groups.count - 1].append(promise)
-                    self.unconfirmed[name] = groups
-                } else {
-                    self.unconfirmed[name, default: []].append([promise])
-                    self.write(["SUBSCRIBE", .string(name)], on: channel)
-                }
-            } else {
-                self.waiting[name, default: []].append(promise)
-                self.connectIfNeeded()
-            }
+            self.apply(name) { $0.subscribe(id: id, waiter: .caller(promise), connected: self.isReady) }
+            self.connectIfNeeded()
         }
         return promise.futureResult
     }
@@ -78,10 +78,54 @@ public final class RedisSubscriber: @unchecked Sendable {
     /// Unsubscribes (completes at once; later messages for the channel are not delivered).
     public func unsubscribe(_ name: String) -> EventLoopFuture<Void> {
         self.eventLoop.submit {
-            guard self.wanted.remove(name) != nil else { return }
-            if let channel = self.channel, !self.connecting {
-                self.write(["UNSUBSCRIBE", .string(name)], on: channel)
+            self.apply(name) { $0.unsubscribe() }
+        }
+    }
+
+    /// Channels subscribed at Redis right now (confirmed and not being unsubscribed), for tests and metrics.
+    public var subscribedChannels: EventLoopFuture<Set<String>> {
+        self.eventLoop.submit { Set(self.channels.filter { $0.value.isDelivering }.keys) }
+    }
+
+    /// Channels with any state (wanted, or held at Redis and not yet confirmed gone).
+    public var trackedChannelCount: EventLoopFuture<Int> {
+        self.eventLoop.submit { self.channels.count }
+    }
+
+    private var isReady: Bool { self.channel != nil && !self.connecting }
+
+    /// Runs one transition of `name`'s machine and performs its actions.
+    private func apply(_ name: String, _ transition: (inout RedisChannelStateMachine<Waiter>) -> RedisChannelStateMachine<Waiter>.Actions) {
+        var machine = self.channels.removeValue(forKey: name) ?? RedisChannelStateMachine()
+        let actions = transition(&machine)
+        if !machine.isUnsubscribed { self.channels[name] = machine }
+        self.perform(actions, channel: name)
+    }
+
+    private func perform(_ actions: RedisChannelStateMachine<Waiter>.Actions, channel name: String) {
+        if let command = actions.send, let channel = self.channel, !self.connecting {
+            self.write([command == .subscribe ? "SUBSCRIBE" : "UNSUBSCRIBE", .string(name)], on: channel)
+        }
+        for waiter in actions.succeed {
+            switch waiter {
+            case .caller(let promise): promise.succeed()
+            case .resubscribe: self.resubscribed()
             }
+        }
+        if !actions.fail.isEmpty {
+            let error = RedisError(.timeout, "SUBSCRIBE \(name) not confirmed (timed out, withdrawn, or the connection was lost)")
+            for waiter in actions.fail {
+                if case .caller(let promise) = waiter { promise.fail(error) }
+            }
+        }
+    }
+
+    private func resubscribed() {
+        guard self.resubscribesOutstanding > 0 else { return }
+        self.resubscribesOutstanding -= 1
+        if self.resubscribesOutstanding == 0 {
+            self.logger.info("redis subscriber resubscribed")
+            self.onResubscribed()
         }
     }
 
@@ -99,10 +143,10 @@ public final class RedisSubscriber: @unchecked Sendable {
             self.channel?.close(promise: nil)
             self.channel = nil
             let error = RedisError(.connectionClosed, "subscriber closed")
-            for promises in self.waiting.values { for p in promises { p.fail(error) } }
-            for groups in self.unconfirmed.values { for group in groups { for p in group { p.fail(error) } } }
-            self.waiting.removeAll()
-            self.unconfirmed.removeAll()
+            for var machine in self.channels.values {
+                for waiter in machine.close() { if case .caller(let promise) = waiter { promise.fail(error) } }
+            }
+            self.channels.removeAll()
         }
     }
 
@@ -156,43 +200,29 @@ public final class RedisSubscriber: @unchecked Sendable {
         return future
     }
 
-    /// After a (re)connect: every wanted channel in one SUBSCRIBE; tell the owner once all are confirmed.
+    /// After a (re)connect: every wanted channel in one SUBSCRIBE; after a reconnect, tell the owner
+    /// once all are confirmed (messages published meanwhile are gone).
     private func subscribeAll(on channel: any Channel) {
-        let names = Array(self.wanted)
         let wasReconnect = self.everConnected
         self.everConnected = true
-        guard !names.isEmpty else {
-            if wasReconnect { self.onResubscribed() }
-            return
+        var names: [String] = []
+        for name in Array(self.channels.keys) {
+            let extra: [RedisChannelStateMachine<Waiter>.Entry] = wasReconnect ? [(id: 0, waiter: .resubscribe)] : []
+            if self.channels[name]!.connected(adding: extra) { names.append(name) }
         }
-        var all: [EventLoopFuture<Void>] = []
-        for name in names {
-            var group = self.waiting.removeValue(forKey: name) ?? []
-            let confirmation = self.eventLoop.makePromise(of: Void.self)
-            group.append(confirmation)
-            self.unconfirmed[name, default: []].append(group)
-            all.append(confirmation.futureResult)
-        }
-        self.write(["SUBSCRIBE"] + names.map { .string($0) }, on: channel)
-        if wasReconnect {
-            EventLoopFuture.andAllSucceed(all, on: self.eventLoop).whenSuccess {
-                self.logger.info("redis subscriber resubscribed", metadata: ["channels": "\(names.count)"])
-                self.onResubscribed()
-            }
-        }
+        self.resubscribesOutstanding = wasReconnect ? names.count : 0
+        if !names.isEmpty { self.write(["SUBSCRIBE"] + names.map { .string($0) }, on: channel) }
+        if wasReconnect, names.isEmpty { self.onResubscribed() }
     }
 
     private func handle(_ event: RedisSubscriberEvent) {
         switch event {
         case .message(let name, let payload):
-            if self.wanted.contains(name) { self.onMessage(name, payload) }
+            if self.channels[name]?.isDelivering == true { self.onMessage(name, payload) }
         case .subscribed(let name):
-            guard var groups = self.unconfirmed[name], !groups.isEmpty else { return }
-            let group = groups.removeFirst()
-            self.unconfirmed[name] = groups.isEmpty ? nil : groups
-            for promise in group { promise.succeed() }
-        case .unsubscribed:
-            break
+            self.apply(name) { $0.subscribeConfirmed() }
+        case .unsubscribed(let name):
+            self.apply(name) { $0.unsubscribeConfirmed() }
         case .reply(let token):
             guard !self.handshakePending.isEmpty else { return }
             self.handshakePending.removeFirst().succeed(token)
@@ -204,11 +234,9 @@ public final class RedisSubscriber: @unchecked Sendable {
         self.channel = nil
         for p in self.handshakePending { p.fail(RedisError(.connectionClosed, "connection lost")) }
         self.handshakePending.removeAll()
-        // Unconfirmed subscribes wait for the next connection.
-        for (name, groups) in self.unconfirmed {
-            for group in groups { self.waiting[name, default: []].append(contentsOf: group) }
-        }
-        self.unconfirmed.removeAll()
+        // Redis dropped every subscription with the connection: wanted channels wait for the next one.
+        self.resubscribesOutstanding = 0
+        for name in Array(self.channels.keys) { self.apply(name) { $0.connectionLost() } }
         guard !self.closed else { return }
         self.logger.warning("redis subscriber connection lost")
         self.failures += 1

@@ -1,10 +1,14 @@
 import Foundation
 import NIOCore
+import SwitchboardCore
 
 /// The load generator's entry points: run a scenario (in this process, or
 /// over worker processes when it needs more sockets than one process may
 /// hold), serve as a worker, and write reports.
 public enum Bench {
+    /// The release version (`SwitchboardVersion.current`), for `--version`.
+    public static let version = SwitchboardVersion.current
+
     /// Runs `configuration` and returns what it measured.
     ///
     /// - Parameters:

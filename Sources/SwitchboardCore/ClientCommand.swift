@@ -149,7 +149,7 @@ extension ClientMessage {
                 PublishParams(
                     channel: try Self.channel(params),
                     data: data,
-                    idempotencyKey: try Self.optionalString(params, "idempotencyKey")
+                    idempotencyKey: try Self.idempotencyKey(params)
                 )
             )
         case "presence":
@@ -177,12 +177,32 @@ extension ClientMessage {
         return s
     }
 
+    /// Longest idempotency key, in bytes (longer ones are refused with 107, never stored).
+    public static let maximumIdempotencyKeyLength = 128
+
+    /// The optional `idempotencyKey` of a publish: a non-empty string of at most 128 bytes.
+    public static func idempotencyKey(_ params: JSONObject) throws(SwitchboardError) -> String? {
+        guard let key = try Self.optionalString(params, "idempotencyKey") else { return nil }
+        guard !key.isEmpty, key.utf8.count <= Self.maximumIdempotencyKeyLength else {
+            throw .badRequest("idempotencyKey must be 1 to \(Self.maximumIdempotencyKeyLength) bytes")
+        }
+        return key
+    }
+
     /// Parses `{offset, epoch}`; with `allowEmpty`, `{}` means "no position".
+    ///
+    /// Offsets are at most `StreamPosition.maximumOffset` (`Int64.max`): every broker and every
+    /// `offset + 1` downstream relies on that bound, so larger ones are refused here (107).
     public static func position(_ value: JSONValue, allowEmpty: Bool) throws(SwitchboardError) -> StreamPosition? {
         guard case .object(let o) = value else { throw .badRequest("position must be an object") }
         if allowEmpty, o["offset"] == nil, o["epoch"] == nil { return nil }
-        guard let offset = o["offset"]?.uint64Value else { throw .badRequest("offset must be a non-negative integer") }
+        guard let offset = o["offset"]?.uint64Value, offset <= StreamPosition.maximumOffset else {
+            throw .badRequest("offset must be an integer from 0 to \(StreamPosition.maximumOffset)")
+        }
         guard let epoch = o["epoch"]?.stringValue else { throw .badRequest("epoch must be a string") }
+        guard epoch.utf8.count <= StreamPosition.maximumEpochLength else {
+            throw .badRequest("epoch must be at most \(StreamPosition.maximumEpochLength) bytes")
+        }
         return StreamPosition(offset: offset, epoch: epoch)
     }
 }
@@ -199,8 +219,10 @@ extension ConnectParams {
     }
 
     /// Parses a `subs` object: `{channel: {offset?, epoch?}}`, `{}` meaning no position.
-    public static func parseSubs(_ value: JSONValue) throws(SwitchboardError) -> [(channel: String, since: StreamPosition?)] {
+    /// At most `maximumSubs` channels (the caller's subscription limit); more is refused with 106.
+    public static func parseSubs(_ value: JSONValue, maximumSubs: Int = 10_000) throws(SwitchboardError) -> [(channel: String, since: StreamPosition?)] {
         guard case .object(let subsObject) = value else { throw .badRequest("subs must be an object") }
+        guard subsObject.members.count <= maximumSubs else { throw .limitExceeded("at most \(maximumSubs) channels in subs") }
         var subs: [(channel: String, since: StreamPosition?)] = []
         for member in subsObject.members {
             subs.append((member.key, try ClientMessage.position(member.value, allowEmpty: true)))
@@ -214,8 +236,16 @@ extension HistoryParams {
     public static func parse(_ params: JSONObject) throws(SwitchboardError) -> HistoryParams {
         var limit: Int?
         if let l = params["limit"], l != .null {
-            guard let value = l.intValue else { throw .badRequest("limit must be an integer") }
-            limit = value
+            // Any integer literal is taken (a huge or negative one means "as many as allowed");
+            // the caller clamps it to its maximum, so no client number reaches arithmetic unchecked.
+            guard case .number(let text) = l, !text.contains(where: { $0 == "." || $0 == "e" || $0 == "E" }) else {
+                throw .badRequest("limit must be an integer")
+            }
+            if text.hasPrefix("-") {
+                limit = -1
+            } else {
+                limit = Int(text) ?? Int.max
+            }
         }
         var reverse = false
         if let r = params["reverse"], r != .null {

@@ -27,4 +27,10 @@ public struct DisconnectCode: Hashable, Sendable, CustomStringConvertible {
     public static let tokenExpired = DisconnectCode(3503, "token expired")
     public static let connectionLimit = DisconnectCode(3504, "connection limit")
     public static let messageTooBig = DisconnectCode(1009, "message too big")
+    public static let unsupportedData = DisconnectCode(1003, "binary messages are not supported")
+
+    /// `3501` with a more precise reason.
+    public static func badRequest(_ reason: String) -> DisconnectCode {
+        DisconnectCode(3501, reason)
+    }
 }

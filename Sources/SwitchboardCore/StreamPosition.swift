@@ -11,4 +11,11 @@ public struct StreamPosition: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String { "\(self.offset)@\(self.epoch)" }
+
+    /// The largest offset a client may name (`Int64.max`): what Redis stream ids and every
+    /// broker can hold, and low enough that `offset + 1` never overflows.
+    public static let maximumOffset = UInt64(Int64.max)
+
+    /// Longest epoch a client may name, in bytes (brokers make 8-16 byte epochs).
+    public static let maximumEpochLength = 64
 }

@@ -20,9 +20,22 @@ public struct TokenVerifier: Sendable {
     }
 
     private let secret: [UInt8]
+    /// Seconds of clock skew allowed on `exp` and `nbf`.
+    public let leeway: Double
 
-    public init(secret: String) {
+    /// Longest `sub` accepted, in bytes.
+    public static let maximumUserLength = 256
+
+    public init(secret: String, leeway: Double = 0) {
         self.secret = Array(secret.utf8)
+        self.leeway = min(max(leeway, 0), 60)
+    }
+
+    /// A NumericDate claim (seconds since 1970) when present: a finite JSON number, else the token is invalid.
+    static func time(_ payload: JSONValue, _ name: String) throws(Failure) -> Double? {
+        guard let value = payload[name], value != .null else { return nil }
+        guard let seconds = value.doubleValue, seconds.isFinite else { throw .invalid }
+        return seconds
     }
 
     private var key: SymmetricKey { SymmetricKey(data: self.secret) }
@@ -45,13 +58,13 @@ public struct TokenVerifier: Sendable {
             throw .invalid
         }
         guard let payload = try? parser.parse(payloadBytes), case .object = payload else { throw .invalid }
-        guard let user = payload["sub"]?.stringValue else { throw .invalid }
-        var expiresAt: Double?
-        if let exp = payload["exp"], exp != .null {
-            guard let value = exp.doubleValue else { throw .invalid }
-            expiresAt = value
-            if value <= now { throw .expired }
-        }
+        guard let user = payload["sub"]?.stringValue, !user.isEmpty, user.utf8.count <= Self.maximumUserLength else { throw .invalid }
+        // Times are any JSON number a signer wrote: 1e300, 2^63 and 1e400 (infinite as a Double)
+        // included. Each is checked to be finite here, and deadlines built from them are clamped.
+        let expiresAt = try Self.time(payload, "exp")
+        if let expiresAt, expiresAt <= now - self.leeway { throw .expired }
+        if let notBefore = try Self.time(payload, "nbf"), notBefore > now + self.leeway { throw .invalid }
+        _ = try Self.time(payload, "iat")
         return TokenClaims(user: user, expiresAt: expiresAt, info: payload["info"])
     }
 
@@ -62,7 +75,10 @@ public struct TokenVerifier: Sendable {
     /// Makes a token (for tests and tools).
     public func sign(user: String, expiresAt: Double? = nil, info: JSONValue? = nil) -> String {
         var claims: [(key: String, value: JSONValue)] = [("sub", .string(user))]
-        if let expiresAt { claims.append(("exp", .integer(Int64(expiresAt)))) }
+        if let expiresAt {
+            let whole = expiresAt.rounded(.down)
+            claims.append(("exp", abs(whole) < 9e18 ? .integer(Int64(whole)) : .number(String(expiresAt))))
+        }
         if let info { claims.append(("info", info)) }
         let header = Self.base64URLEncode(Array(#"{"alg":"HS256","typ":"JWT"}"#.utf8))
         let payload = Self.base64URLEncode(Array(JSONValue.object(JSONObject(claims)).jsonString.utf8))

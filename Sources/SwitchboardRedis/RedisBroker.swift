@@ -26,6 +26,8 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     private let logger: Logger
     private let metaTTL: Double
     private let probeInterval: TimeAmount
+    /// Caps on tables keyed by client input.
+    public let limits: BrokerLimits
     private static let parser = JSONParser(maximumDepth: 32, maximumValues: 100_000)
 
     // Confined to `eventLoop`.
@@ -42,12 +44,14 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         eventLoop: any EventLoop,
         logger: Logger,
         metaTTL: Double = 86_400,
-        probeInterval: TimeAmount = .seconds(2)
+        probeInterval: TimeAmount = .seconds(2),
+        limits: BrokerLimits = BrokerLimits()
     ) {
         self.eventLoop = eventLoop
         self.nodeID = nodeID
         self.logger = logger
-        self.metaTTL = metaTTL
+        self.metaTTL = metaTTL.isFinite ? min(max(metaTTL, 1), Double(Self.maximumSeconds)) : 86_400
+        self.limits = limits
         self.probeInterval = probeInterval
         self.client = RedisClient(configuration: configuration, eventLoop: eventLoop, logger: logger)
         self.subscriber = nil
@@ -76,6 +80,19 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     var probeChannel: String { "sb:probe:\(self.nodeID)" }
 
     static func now() -> Double { Date().timeIntervalSince1970 }
+
+    /// Ten years: the longest TTL sent to Redis.
+    static let maximumSeconds: Int64 = 10 * 365 * 86_400
+
+    /// A duration in whole units (rounded up) within `1...maximum`, whatever the input (NaN, infinite,
+    /// negative, huge): a TTL from configuration or a client never traps and never reaches Redis out of range.
+    static func whole(_ value: Double, maximum: Int64 = RedisBroker.maximumSeconds) -> Int64 {
+        guard value.isFinite else { return value > 0 ? maximum : 1 }
+        let rounded = value.rounded(.up)
+        if rounded < 1 { return 1 }
+        if rounded >= Double(maximum) { return maximum }
+        return Int64(rounded)
+    }
 
     // MARK: Lifecycle
 
@@ -161,7 +178,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             guard let offset = readField(&payload).flatMap({ UInt64($0) }),
                 let epoch = readField(&payload),
                 let time = readField(&payload).flatMap({ UInt64($0) }),
-                let infoLength = readField(&payload).flatMap({ Int($0) }),
+                let infoLength = readField(&payload).flatMap({ Int($0) }), infoLength >= 0,
                 let infoBytes = payload.readSlice(length: infoLength)
             else { return nil }
             let info = infoLength == 0 ? nil : decodeClientInfo(infoBytes)
@@ -199,6 +216,10 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     // MARK: Publish and history
 
     public func publish(_ request: PublishRequest) -> EventLoopFuture<PublishResult> {
+        if let key = request.idempotencyKey, key.utf8.count > self.limits.maximumIdempotencyKeyBytes {
+            return self.eventLoop.makeFailedFuture(
+                BrokerError(.invalidRequest, "idempotency key longer than \(self.limits.maximumIdempotencyKeyBytes) bytes"))
+        }
         let keepsHistory = request.historySize > 0 && request.historyTTL > 0
         let info = request.info.map(Self.encodeClientInfo) ?? ByteBuffer()
         let keys = [
@@ -209,19 +230,19 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         let arguments: [RESPArgument] = [
             .string(Self.pubsubChannel(request.channel)),
             .integer(Int64(keepsHistory ? request.historySize : 0)),
-            .integer(Int64(max(1, request.historyTTL.rounded(.up)))),
-            .integer(Int64(max(self.metaTTL, request.historyTTL).rounded(.up))),
-            .string(Self.makeEpoch()),
-            .integer(Int64(max(1, request.idempotencyWindow.rounded(.up)))),
+            .integer(Self.whole(request.historyTTL)),
+            .integer(Self.whole(max(self.metaTTL, request.historyTTL))),
+            .integer(Self.whole(self.metaTTL)),
+            .integer(Self.whole(request.idempotencyWindow)),
             .bytes(request.data),
             .bytes(info),
             .string(String(request.time)),
         ]
         return self.client.evaluate(RedisBrokerScripts.publish, keys: keys, arguments: arguments).flatMapThrowing { token in
-            guard let reply = token.array, reply.count == 3, let offset = reply[0].int64, let epoch = reply[1].string,
+            guard let reply = token.array, reply.count == 3, let offset = reply[0].int64.flatMap({ UInt64(exactly: $0) }), let epoch = reply[1].string,
                 let duplicate = reply[2].int64
             else { throw RedisError(.protocolError, "unexpected publish reply") }
-            return PublishResult(position: StreamPosition(offset: UInt64(offset), epoch: epoch), duplicate: duplicate == 1)
+            return PublishResult(position: StreamPosition(offset: offset, epoch: epoch), duplicate: duplicate == 1)
         }
     }
 
@@ -246,18 +267,27 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         self.subscriber.unsubscribe(Self.pubsubChannel(channel))
     }
 
+    /// Reads create no key: an unknown channel reports offset 0 and the epoch its first publication
+    /// will get. An offset past what Redis can hold (offsets are signed 64-bit there) reads nothing.
     public func history(_ query: HistoryQuery) -> EventLoopFuture<HistoryResult> {
-        let first = query.sinceOffset.map { "\($0 + 1)-0" } ?? "-"
+        var first = "-"
+        var limit = query.limit < 0 ? -1 : query.limit
+        if let since = query.sinceOffset {
+            if since < UInt64(Int64.max) {
+                first = "\(since + 1)-0"
+            } else {
+                limit = 0  // nothing can follow it
+            }
+        }
         let arguments: [RESPArgument] = [
-            .string(Self.makeEpoch()),
-            .integer(Int64(self.metaTTL)),
+            .integer(Self.whole(self.metaTTL)),
             .string(first),
-            .integer(Int64(query.limit < 0 ? -1 : query.limit)),
+            .integer(Int64(limit)),
             .string(query.reverse ? "1" : "0"),
         ]
         let keys = [Self.streamKey(query.channel), Self.metaKey(query.channel)]
         return self.client.evaluate(RedisBrokerScripts.history, keys: keys, arguments: arguments).flatMapThrowing { token in
-            guard let reply = token.array, reply.count == 3, let epoch = reply[0].string, let top = reply[1].int64,
+            guard let reply = token.array, reply.count == 3, let epoch = reply[0].string, let top = reply[1].int64.flatMap({ UInt64(exactly: $0) }),
                 let entries = reply[2].array
             else { throw RedisError(.protocolError, "unexpected history reply") }
             var publications: [Publication] = []
@@ -281,17 +311,22 @@ public final class RedisBroker: Broker, @unchecked Sendable {
                 }
                 publications.append(Publication(offset: offset, data: data, info: info))
             }
-            return HistoryResult(publications: publications, position: StreamPosition(offset: UInt64(top), epoch: epoch))
+            return HistoryResult(publications: publications, position: StreamPosition(offset: top, epoch: epoch))
         }
     }
 
     // MARK: Presence
 
+    /// At most `limits.maximumPresencePerChannel` entries per channel: past it, clients already
+    /// present are refreshed and new ones are not listed.
     public func addPresence(channel: String, clients: [ClientInfo], ttl: Double) -> EventLoopFuture<Void> {
-        guard !clients.isEmpty else { return self.eventLoop.makeSucceededVoidFuture() }
+        guard !clients.isEmpty, ttl > 0 else { return self.eventLoop.makeSucceededVoidFuture() }
         let keys = [Self.presenceHashKey(channel), Self.presenceSetKey(channel)]
-        var arguments: [RESPArgument] = [.double(Self.now() + ttl), .integer(Int64((ttl * 2).rounded(.up)))]
-        arguments.reserveCapacity(2 + clients.count * 2)
+        let now = Self.now()
+        var arguments: [RESPArgument] = [
+            .double(now + ttl), .integer(Self.whole(ttl * 2)), .double(now), .integer(Int64(max(self.limits.maximumPresencePerChannel, 1))),
+        ]
+        arguments.reserveCapacity(4 + clients.count * 2)
         for info in clients {
             arguments.append(.string(info.client))
             arguments.append(.bytes(Self.encodeClientInfo(info)))
@@ -330,7 +365,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         var json = ByteBuffer()
         json.writeJSON(Self.nodeJSON(node))
         return self.client.send("ZADD", .string(Self.registryKey), .double(Self.now() + ttl), .string(node.id))
-            .and(self.client.send("SET", .string(Self.nodeKey(node.id)), .bytes(json), "PX", .integer(Int64(ttl * 1000))))
+            .and(self.client.send("SET", .string(Self.nodeKey(node.id)), .bytes(json), "PX", .integer(Self.whole(ttl * 1000, maximum: Self.maximumSeconds * 1000))))
             .map { _ in }
     }
 
@@ -430,10 +465,5 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         default:
             return nil
         }
-    }
-
-    static func makeEpoch() -> String {
-        let alphabet = Array("abcdefghijklmnopqrstuvwxyz0123456789")
-        return String((0..<8).map { _ in alphabet.randomElement()! })
     }
 }

@@ -3,11 +3,25 @@ import RedisClient
 /// The Lua scripts of the Redis data model (DESIGN.md "Redis data model").
 /// Every script touches the keys of one channel only (one hash tag, one Cluster slot).
 enum RedisBrokerScripts {
+    /// The epoch of a channel whose meta hash does not exist: the one its first publication will get
+    /// (reads store nothing, so it is derived, as `StreamEpoch` does in the memory broker): a hash of
+    /// this Redis process's run id, the meta key and the current period of the meta TTL (`period` s).
+    /// A restarted Redis (data lost) gives new epochs; two lives of a channel are a meta TTL apart.
+    private static let unbornEpoch = """
+        local function unborn_epoch(meta, period)
+          local now = redis.call('TIME')
+          local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
+          local n = math.floor(tonumber(now[1]) / tonumber(period))
+          return string.sub(redis.sha1hex(run .. ' ' .. meta .. ' ' .. n), 1, 8)
+        end
+        """
+
     /// KEYS: stream, meta, idempotency key ("" for none).
-    /// ARGV: pub/sub channel, history size, history TTL (s), meta TTL (s), new epoch, idempotency TTL (s), data, info, time (ns).
+    /// ARGV: pub/sub channel, history size, history TTL (s), meta key TTL (s), epoch period (the meta TTL, s),
+    /// idempotency TTL (s), data, info, time (ns).
     /// Returns {offset, epoch, duplicate}.
     static let publish = RedisScript(
-        """
+        unbornEpoch + "\n" + """
         local stream, meta, idem = KEYS[1], KEYS[2], KEYS[3]
         if idem ~= '' then
           local previous = redis.call('GET', idem)
@@ -22,12 +36,12 @@ enum RedisBrokerScripts {
         if size > 0 then
           epoch = redis.call('HGET', meta, 'e')
           if not epoch then
-            epoch = ARGV[5]
+            epoch = unborn_epoch(meta, ARGV[5])
             redis.call('HSET', meta, 'e', epoch)
           end
           offset = redis.call('HINCRBY', meta, 't', 1)
           if offset == 1 then redis.call('DEL', stream) end
-          redis.call('XADD', stream, 'MAXLEN', size, offset .. '-0', 'd', ARGV[7], 'i', ARGV[8])
+          redis.call('XADD', stream, 'MAXLEN', ARGV[2], offset .. '-0', 'd', ARGV[7], 'i', ARGV[8])
           redis.call('EXPIRE', stream, ARGV[3])
           redis.call('EXPIRE', meta, ARGV[4])
         end
@@ -39,32 +53,31 @@ enum RedisBrokerScripts {
         """
     )
 
-    /// KEYS: stream, meta. ARGV: new epoch, meta TTL (s), first id ("-" or "N-0"), count (-1 all, 0 none), reverse ("1"/"0").
-    /// Returns {epoch, top, entries}.
+    /// KEYS: stream, meta. ARGV: epoch period (the meta TTL, s), first id ("-" or "N-0"), count (-1 all, 0 none),
+    /// reverse ("1"/"0"). Returns {epoch, top, entries}. Writes nothing: an unknown channel stays unknown.
     static let history = RedisScript(
-        """
+        unbornEpoch + "\n" + """
         local stream, meta = KEYS[1], KEYS[2]
         local epoch = redis.call('HGET', meta, 'e')
         if not epoch then
-          epoch = ARGV[1]
-          redis.call('HSET', meta, 'e', epoch)
-          redis.call('EXPIRE', meta, ARGV[2])
+          return {unborn_epoch(meta, ARGV[1]), 0, {}}
         end
         local top = tonumber(redis.call('HGET', meta, 't') or '0')
-        local count = tonumber(ARGV[4])
+        -- Counts go to Redis as given (a Lua number past 2^53 would print as 9.2e+18, which Redis refuses).
+        local count = tonumber(ARGV[3])
         local entries = {}
         if count ~= 0 then
-          if ARGV[5] == '1' then
+          if ARGV[4] == '1' then
             if count > 0 then
-              entries = redis.call('XREVRANGE', stream, '+', ARGV[3], 'COUNT', count)
+              entries = redis.call('XREVRANGE', stream, '+', ARGV[2], 'COUNT', ARGV[3])
             else
-              entries = redis.call('XREVRANGE', stream, '+', ARGV[3])
+              entries = redis.call('XREVRANGE', stream, '+', ARGV[2])
             end
           else
             if count > 0 then
-              entries = redis.call('XRANGE', stream, ARGV[3], '+', 'COUNT', count)
+              entries = redis.call('XRANGE', stream, ARGV[2], '+', 'COUNT', ARGV[3])
             else
-              entries = redis.call('XRANGE', stream, ARGV[3], '+')
+              entries = redis.call('XRANGE', stream, ARGV[2], '+')
             end
           end
         end
@@ -83,16 +96,25 @@ enum RedisBrokerScripts {
         """
     )
 
-    /// KEYS: presence hash, presence zset. ARGV: expiry (s since 1970), key TTL (s), then client and
-    /// info JSON for each client.
+    /// KEYS: presence hash, presence zset. ARGV: expiry (s since 1970), key TTL (s), now (s), most entries
+    /// per channel, then client and info JSON for each client. Expired entries go first; past the cap,
+    /// clients already present are refreshed and new ones are not added.
     static let addPresence = RedisScript(
         """
-        for i = 3, #ARGV, 2 do
-          redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-          redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
+        local hash, zset = KEYS[1], KEYS[2]
+        local expired = redis.call('ZRANGEBYSCORE', zset, '-inf', ARGV[3])
+        for _, client in ipairs(expired) do redis.call('HDEL', hash, client) end
+        redis.call('ZREMRANGEBYSCORE', zset, '-inf', ARGV[3])
+        local cap = tonumber(ARGV[4])
+        local count = redis.call('HLEN', hash)
+        for i = 5, #ARGV, 2 do
+          if count < cap or redis.call('HEXISTS', hash, ARGV[i]) == 1 then
+            count = count + redis.call('HSET', hash, ARGV[i], ARGV[i + 1])
+            redis.call('ZADD', zset, ARGV[1], ARGV[i])
+          end
         end
-        redis.call('EXPIRE', KEYS[1], ARGV[2])
-        redis.call('EXPIRE', KEYS[2], ARGV[2])
+        redis.call('EXPIRE', hash, ARGV[2])
+        redis.call('EXPIRE', zset, ARGV[2])
         return 1
         """
     )

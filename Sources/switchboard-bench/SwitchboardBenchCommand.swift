@@ -1,4 +1,5 @@
 import ArgumentParser
+import SwitchboardBench
 
 /// The `switchboard-bench` command: one subcommand per scenario.
 @main
@@ -12,7 +13,7 @@ struct SwitchboardBenchCommand: AsyncParsableCommand {
             One process holds at most ~19.9k sockets here: use --procs auto for more connections \
             (one worker process per 15,000, each with its own source addresses from --src up).
             """,
-        version: "0.1.0",
+        version: Bench.version,
         subcommands: [
             ConnectCommand.self, IdleCommand.self, FanoutCommand.self, LatencyCommand.self, CrossNodeCommand.self,
             WorkerSubcommand.self,

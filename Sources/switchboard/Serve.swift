@@ -64,6 +64,27 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Event loop threads; 0 = one per core (default 0).")
     var threads: Int?
 
+    @Option(help: "Seconds a connection has to send a complete request head, however slowly (default 10).")
+    var headTimeout: Double?
+
+    @Option(help: "Seconds a request has, from its head, to send its complete body (default 30).")
+    var requestTimeout: Double?
+
+    @Option(help: "Connections this node holds at once; 0 = the open-files limit less 100 (default 0).")
+    var maxConnections: Int?
+
+    @Option(help: "Connections one client address may hold at once (default 1000).")
+    var maxConnectionsPerIp: Int?
+
+    @Option(help: "Long-polls one client address may have waiting at once (default 16).")
+    var maxPollsPerIp: Int?
+
+    @Option(help: "Commands in one /rpc or SSE POST body (default 100).")
+    var maxCommandsPerRequest: Int?
+
+    @Option(help: "Most publications one history answer holds (default 1000).")
+    var maxHistoryLimit: Int?
+
     func run() async throws {
         var configuration = ServerConfiguration()
         let environment = ProcessInfo.processInfo.environment
@@ -90,7 +111,9 @@ struct Serve: AsyncParsableCommand {
         }
         let logger = Logger(label: "switchboard")
 
-        let node = try SwitchboardNode(configuration: configuration, logger: logger)
+        let node = try SwitchboardNode(
+            configuration: configuration, logger: logger,
+            makeBroker: BrokerChoice.factory(for: configuration.broker, logger: logger))
         let port = try await node.start()
         let host = configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host
         let line = "switchboard node \(node.nodeID) listening: demo http://\(host):\(port)/  websocket ws://\(host):\(port)/ws\n"
@@ -120,6 +143,13 @@ struct Serve: AsyncParsableCommand {
         if let logLevel { configuration.logLevel = logLevel }
         if let nodeName { configuration.nodeName = nodeName }
         if let threads { try configuration.set("eventLoopThreads", text: String(threads)) }
+        if let headTimeout { try configuration.set("headTimeout", text: String(headTimeout)) }
+        if let requestTimeout { try configuration.set("requestTimeout", text: String(requestTimeout)) }
+        if let maxConnections { try configuration.set("maxConnections", text: String(maxConnections)) }
+        if let maxConnectionsPerIp { try configuration.set("maxConnectionsPerIP", text: String(maxConnectionsPerIp)) }
+        if let maxPollsPerIp { try configuration.set("maxPollsPerIP", text: String(maxPollsPerIp)) }
+        if let maxCommandsPerRequest { try configuration.set("maxCommandsPerRequest", text: String(maxCommandsPerRequest)) }
+        if let maxHistoryLimit { try configuration.set("maxHistoryLimit", text: String(maxHistoryLimit)) }
     }
 
     static func randomKey() -> String {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import SwitchboardServer
 
 /// The `switchboard` command: subcommands only.
 @main
@@ -10,7 +11,7 @@ struct Switchboard: AsyncParsableCommand {
             Start a node with `switchboard serve`; it serves a demo page at / and the WebSocket \
             endpoint at /ws. See docs/configuration.md for every option.
             """,
-        version: "0.1.0",
+        version: SwitchboardNode.version,
         subcommands: [Serve.self, Balance.self]
     )
 }

@@ -2,7 +2,9 @@ import Logging
 import NIOCore
 import NIOPosix
 import RedisClient
+import RESP
 import SwitchboardBroker
+import SwitchboardBrokerTesting
 import SwitchboardRedis
 import Testing
 
@@ -17,14 +19,25 @@ struct RedisBrokerConformanceTests {
         let redis = try RedisServerProcess()
         defer { redis.kill() }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        try await check.run(using: {
-            RedisBroker(
-                configuration: RedisConfiguration(port: redis.port),
-                nodeID: "n\(UInt32.random(in: 0...UInt32.max))",
-                eventLoop: group.next(),
-                logger: Logger(label: "test")
-            )
-        })
+        let admin = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: Logger(label: "admin"))
+        try await check.run(
+            using: { limits in
+                RedisBroker(
+                    configuration: RedisConfiguration(port: redis.port),
+                    nodeID: "n\(UInt32.random(in: 0...UInt32.max))",
+                    eventLoop: group.next(),
+                    logger: Logger(label: "test"),
+                    limits: limits
+                )
+            },
+            footprint: { _ in
+                // Every key, not only the count: a read that swapped one key for another must show.
+                let keys = try await admin.send("KEYS", "*").get().array?.compactMap(\.string).sorted() ?? []
+                let size = try await admin.send("DBSIZE").get().int64 ?? -1
+                return "dbsize \(size): \(keys.prefix(20))"
+            }
+        )
+        try await admin.close().get()
         try await group.shutdownGracefully()
     }
 }

@@ -4,6 +4,7 @@ import NIOPosix
 import RedisClient
 import RESP
 import SwitchboardBroker
+import SwitchboardBrokerTesting
 import SwitchboardCore
 import SwitchboardRedis
 import Testing

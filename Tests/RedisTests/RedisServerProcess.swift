@@ -80,9 +80,23 @@ final class RedisServerProcess: @unchecked Sendable {
         }
     }
 
+    /// SIGSTOP: Redis stays connected and answers nothing (a stalled server). Undo with `resume()`;
+    /// `kill()` and `stop()` resume it first.
+    func pause() {
+        guard let process = self.process else { return }
+        Foundation.kill(process.processIdentifier, SIGSTOP)
+    }
+
+    /// SIGCONT after `pause()`.
+    func resume() {
+        guard let process = self.process else { return }
+        Foundation.kill(process.processIdentifier, SIGCONT)
+    }
+
     /// SIGKILL, as a crash would.
     func kill() {
         guard let process = self.process else { return }
+        Foundation.kill(process.processIdentifier, SIGCONT)
         Foundation.kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
         self.process = nil
@@ -92,6 +106,7 @@ final class RedisServerProcess: @unchecked Sendable {
     /// runner may inherit a mask that blocks SIGTERM; waiting unbounded would hang the run).
     func stop() {
         guard let process = self.process else { return }
+        Foundation.kill(process.processIdentifier, SIGCONT)
         process.terminate()
         let deadline = Date().addingTimeInterval(2)
         while process.isRunning, Date() < deadline { usleep(10_000) }

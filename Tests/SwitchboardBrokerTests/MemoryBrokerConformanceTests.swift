@@ -1,6 +1,8 @@
+import Dispatch
 import NIOCore
 import NIOPosix
-import SwitchboardBroker
+@testable import SwitchboardBroker
+import SwitchboardBrokerTesting
 import SwitchboardCore
 import Testing
 
@@ -9,7 +11,10 @@ struct MemoryBrokerConformanceTests {
     @Test(arguments: BrokerConformance.cases)
     func conformance(_ check: BrokerConformance.Case) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        try await check.run(using: { MemoryBroker(eventLoop: group.next()) })
+        try await check.run(
+            using: { limits in MemoryBroker(eventLoop: group.next(), limits: limits) },
+            footprint: { broker in "\(try await (broker as! MemoryBroker).footprint().get())" }
+        )
         try await group.shutdownGracefully()
     }
 }
@@ -49,6 +54,82 @@ struct MemoryBrokerTests {
         let repeatAfter = try await broker.publish(request).get()
         #expect(repeatWithin.duplicate && repeatWithin.position == first.position)
         #expect(!repeatAfter.duplicate && repeatAfter.position.offset == 2)
+        try await group.shutdownGracefully()
+    }
+}
+
+@Suite("MemoryBroker bounds")
+struct MemoryBrokerBoundsTests {
+    final class Clock: @unchecked Sendable {
+        var now: Double = 1_000_000
+    }
+
+    @Test("a publish into a full 10,000-entry history neither copies nor reallocates it")
+    func publishDoesNotCopyHistory() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let broker = MemoryBroker(eventLoop: group.next())
+        @Sendable func request(_ channel: String, size: Int) -> PublishRequest {
+            PublishRequest(channel: channel, data: ByteBuffer(string: "x"), historySize: size, historyTTL: 3600)
+        }
+        for _ in 0..<10_000 { _ = try await broker.publish(request("big", size: 10_000)).get() }
+        let full = try #require(try await broker.historyStorage(channel: "big").get())
+        for _ in 0..<200 {
+            _ = try await broker.publish(request("big", size: 10_000)).get()
+            // Every publish: the same storage, the same capacity (no copy-on-write, no growth).
+            #expect(try await broker.historyStorage(channel: "big").get() == full)
+        }
+        let history = try await broker.history(HistoryQuery(channel: "big", limit: 2, reverse: true)).get()
+        #expect(history.publications.map(\.offset) == [10_200, 10_199])
+        #expect(history.position.offset == 10_200)
+
+        try await broker.shutdown().get()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("the sweep leaves nothing of a channel once its history, keys and presence are gone")
+    func sweepDropsEverything() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        let clock = Clock()
+        let broker = MemoryBroker(eventLoop: loop, metaTTL: 100, clock: { clock.now })
+        let empty = try await broker.footprint().get()
+        // History, an idempotency key on a channel without history, presence.
+        _ = try await broker.publish(PublishRequest(channel: "h", data: ByteBuffer(string: "1"), historySize: 10, historyTTL: 10)).get()
+        var keyed = PublishRequest(channel: "k", data: ByteBuffer(string: "1"), historySize: 0, historyTTL: 0, idempotencyKey: "key")
+        keyed.idempotencyWindow = 50
+        _ = try await broker.publish(keyed).get()
+        try await broker.addPresence(channel: "p", info: ClientInfo(client: "c", user: "u"), ttl: 30).get()
+        let busy = try await broker.footprint().get()
+        #expect(busy.channels == 2 && busy.publications == 1 && busy.idempotencyKeys == 1 && busy.presenceEntries == 1)
+
+        try await loop.submit { clock.now += 60 }.get()
+        try await broker.sweepNow().get()
+        let later = try await broker.footprint().get()
+        // Publication expired (10 s), key expired (50 s), presence expired (30 s); the channel's
+        // position is kept for its meta TTL (100 s) so that an epoch is not reused early.
+        #expect(later.publications == 0 && later.idempotencyKeys == 0 && later.presenceEntries == 0 && later.channels == 1)
+
+        try await loop.submit { clock.now += 50 }.get()
+        try await broker.sweepNow().get()
+        #expect(try await broker.footprint().get() == empty)
+        try await broker.shutdown().get()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("idempotency keys per channel are capped; the newest still deduplicate")
+    func idempotencyKeysCapped() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let broker = MemoryBroker(eventLoop: group.next(), limits: BrokerLimits(maximumIdempotencyKeysPerChannel: 100))
+        func request(_ key: String) -> PublishRequest {
+            PublishRequest(channel: "c", data: ByteBuffer(string: "x"), historySize: 10, historyTTL: 60, idempotencyKey: key)
+        }
+        for i in 0..<1_000 { _ = try await broker.publish(request("k\(i)")).get() }
+        #expect(try await broker.footprint().get().idempotencyKeys == 100)
+        let newest = try await broker.publish(request("k999")).get()
+        #expect(newest.duplicate && newest.position.offset == 1_000)
+        let oldest = try await broker.publish(request("k0")).get()
+        #expect(!oldest.duplicate)
+        try await broker.shutdown().get()
         try await group.shutdownGracefully()
     }
 }

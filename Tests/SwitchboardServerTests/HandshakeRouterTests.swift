@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOEmbedded
 import SwitchboardBroker
@@ -24,11 +25,17 @@ struct HandshakeRouterTests {
         let recorder = Recorder()
     }
 
-    static func channel(_ node: EmbeddedNode<some Broker>, _ routes: Routes) throws -> EmbeddedChannel {
+    static func channel(
+        _ node: EmbeddedNode<some Broker>,
+        _ routes: Routes,
+        admission: ConnectionCounts.Admission = .admitted
+    ) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel(loop: node.loop)
         try channel.pipeline.syncOperations.addHandler(HandshakeRouter(
             node: node.context,
-            installHTTP: { channel in
+            admission: admission,
+            headDeadline: .now() + .seconds(10),
+            installHTTP: { channel, _ in
                 routes.taken = "http"
                 try channel.pipeline.syncOperations.addHandler(routes.recorder)
             },
@@ -114,5 +121,69 @@ struct HandshakeRouterTests {
         let channel = try Self.channel(node, routes)
         try channel.writeInbound(ByteBuffer(string: Self.handshake))
         #expect(routes.taken == "http")
+    }
+
+    @Test("a bare CR in a handshake head is refused with 400 and the socket closed (it would split a header)")
+    func bareCR() throws {
+        let node = try EmbeddedNode()
+        let routes = Routes()
+        let channel = try Self.channel(node, routes)
+        let request = "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX: a\rSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        try channel.writeInbound(ByteBuffer(string: request))
+        #expect(routes.taken == nil)
+        let response = String(buffer: try #require(try channel.readOutbound(as: ByteBuffer.self)))
+        #expect(response.hasPrefix("HTTP/1.1 400 "))
+        #expect(!channel.isActive)
+        #expect(HandshakeRouter.hasBareCR(ByteBuffer(string: "a\r\nb\rc").readableBytesView[...]))
+        #expect(!HandshakeRouter.hasBareCR(ByteBuffer(string: "a\r\nb\r\n").readableBytesView[...]))
+    }
+
+    @Test("a connection over the caps gets its WebSocket handshake and then close 3504; HTTP gets 503 with Retry-After")
+    func refusedOverCap() throws {
+        let node = try EmbeddedNode()
+        let routes = Routes()
+        let channel = try Self.channel(node, routes, admission: .nodeFull)
+        try channel.writeInbound(ByteBuffer(string: Self.handshake))
+        #expect(routes.taken == nil)
+        var response = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        let text = String(buffer: response)
+        #expect(text.hasPrefix("HTTP/1.1 101 "))
+        let headEnd = try #require(text.range(of: "\r\n\r\n"))
+        response.moveReaderIndex(forwardBy: text.utf8.distance(from: text.startIndex, to: headEnd.upperBound))
+        #expect(response.readInteger(as: UInt8.self) == 0x88)  // FIN + close
+        _ = response.readInteger(as: UInt8.self)
+        #expect(response.readInteger(as: UInt16.self) == 3504)
+        #expect(!channel.isActive)
+
+        let http = try Self.channel(node, Routes(), admission: .addressFull)
+        try http.writeInbound(ByteBuffer(string: "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))
+        let refusal = String(buffer: try #require(try http.readOutbound(as: ByteBuffer.self)))
+        #expect(refusal.hasPrefix("HTTP/1.1 503 "))
+        #expect(refusal.contains("Retry-After: "))
+        let body = try #require(refusal.components(separatedBy: "\r\n\r\n").last)
+        #expect(refusal.contains("Content-Length: \(body.utf8.count)\r\n"))
+        #expect(!http.isActive)
+    }
+
+    @Test("a head that trickles in past its deadline gets 408 and the socket is closed")
+    func headDeadline() throws {
+        let node = try EmbeddedNode()
+        let routes = Routes()
+        let channel = EmbeddedChannel(loop: node.loop)
+        try channel.pipeline.syncOperations.addHandler(HandshakeRouter(
+            node: node.context,
+            headDeadline: node.loop.now + .seconds(5),
+            installHTTP: { _, _ in routes.taken = "http" },
+            installWebSocket: { _ in routes.taken = "websocket" }))
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        for byte in "GET /ws HTTP/1.1\r\nUpgrade: webs".utf8 {
+            try channel.writeInbound(ByteBuffer(bytes: [byte]))
+            node.loop.advanceTime(by: .milliseconds(250))
+            if !channel.isActive { break }
+        }
+        #expect(routes.taken == nil)
+        #expect(!channel.isActive)
+        let response = String(buffer: try #require(try channel.readOutbound(as: ByteBuffer.self)))
+        #expect(response.hasPrefix("HTTP/1.1 408 "))
     }
 }

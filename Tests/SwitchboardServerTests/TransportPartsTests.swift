@@ -42,7 +42,7 @@ struct TransportPartsTests {
     @Test("a collector splits joined objects, answers once as one array, and not after being abandoned")
     func collector() {
         var answers: [String] = []
-        let collector = ResponseCollector(purpose: .poll) { answers.append(String(buffer: $0)) }
+        let collector = ResponseCollector(purpose: .poll, maximumBytes: 1 << 20) { answers.append(String(buffer: $0)) }
         collector.append(ByteBuffer(string: #"{"a":1}"# + "\n" + #"{"b":2}"#))
         collector.append(ByteBuffer(string: #"{"c":"x\ny"}"#))
         #expect(collector.objects.count == 3)
@@ -50,7 +50,7 @@ struct TransportPartsTests {
         collector.complete(allocator: ByteBufferAllocator())
         collector.append(ByteBuffer(string: "{}"))
         #expect(answers == [#"[{"a":1},{"b":2},{"c":"x\ny"}]"#])
-        let abandoned = ResponseCollector(purpose: .rpc) { answers.append(String(buffer: $0)) }
+        let abandoned = ResponseCollector(purpose: .rpc, maximumBytes: 1 << 20) { answers.append(String(buffer: $0)) }
         abandoned.append(ByteBuffer(string: "{}"))
         abandoned.abandon()
         abandoned.complete(allocator: ByteBufferAllocator())

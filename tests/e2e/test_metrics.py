@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import re
+import shutil
+import subprocess
 import time
+
+import pytest
 
 from sbclient import connect, run
 
@@ -47,6 +52,70 @@ def test_metrics_count_what_happens(node):
         assert m["switchboard_draining"] == 0
 
     run(main())
+
+
+def promtool_check(text: str) -> subprocess.CompletedProcess:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian package `prometheus`; scripts/test.sh installs it)")
+    return subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+
+
+def test_promtool_accepts_the_exposition(node):
+    async def main():
+        # Give the families samples: a session, a subscription, a publication
+        # and its delivery (the histograms get buckets).
+        s = await connect(node)
+        await s.subscribe("promtool:x")
+        await node.apublish("promtool:x", {"n": 1})
+        await s.wait_pubs("promtool:x", 1)
+
+    run(main())
+    text = node.http("GET", "/metrics").text
+    for family in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
+                   "process_max_fds", "process_start_time_seconds", "switchboard_build_info"):
+        assert f"# HELP {family} " in text, f"{family} missing from /metrics"
+    checked = promtool_check(text)
+    assert checked.stdout + checked.stderr == "", f"promtool check metrics:\n{checked.stdout}{checked.stderr}"
+    assert checked.returncode == 0
+
+
+def test_promtool_would_catch_a_missing_help():
+    # The check above fails when a family loses its HELP line.
+    checked = promtool_check("# TYPE switchboard_x_total counter\nswitchboard_x_total 1\n")
+    assert "no help text" in checked.stdout + checked.stderr
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_process_and_build_info_are_the_node_s(node_factory):
+    started_after = time.time()
+    node = node_factory.start(env={"SWITCHBOARD_COMMIT": "4409b3b"})
+    started_before = time.time()
+    pid = node.pid
+    cpu_before = _cpu_seconds(pid)
+    m = scrape(node)
+    cpu_after = _cpu_seconds(pid)
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    rss = int(re.search(r"VmRSS:\s+(\d+) kB", pathlib.Path(f"/proc/{pid}/status").read_text()).group(1)) * 1024
+
+    source = (pathlib.Path(__file__).resolve().parents[2] / "Sources" / "SwitchboardCore" / "SwitchboardVersion.swift").read_text()
+    version = re.search(r'current = "([^"]+)"', source).group(1)
+    assert m[f'switchboard_build_info{{version="{version}",commit="4409b3b"}}'] == 1
+    assert cpu_before <= m["process_cpu_seconds_total"] <= cpu_after
+    # btime in /proc/stat is whole seconds: allow one either side.
+    assert started_after - 1 <= m["process_start_time_seconds"] <= started_before + 1
+    # The node may open or close a descriptor (a timer, the scrape's socket) between the reads.
+    assert abs(m["process_open_fds"] - fds) <= 2
+    assert 0.5 * rss <= m["process_resident_memory_bytes"] <= 2 * rss
+    assert m["process_max_fds"] >= fds
+
+
+def test_build_info_says_unknown_without_a_commit(node):
+    assert [k for k in scrape(node) if k.startswith("switchboard_build_info")][0].endswith('commit="unknown"}')
 
 
 def test_dashboard_uses_only_metrics_the_node_exports(node):

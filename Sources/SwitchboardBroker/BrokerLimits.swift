@@ -1,0 +1,25 @@
+/// Caps a broker applies to tables keyed by what clients send, so that no client can grow them
+/// without bound (issue 10). The server refuses most of these earlier, at parse; the broker keeps
+/// itself safe regardless.
+public struct BrokerLimits: Sendable, Hashable {
+    /// Longest idempotency key, in UTF-8 bytes; a publish with a longer one fails with
+    /// `BrokerError.invalidRequest` (the server refuses it first with error 107).
+    public var maximumIdempotencyKeyBytes: Int
+    /// Idempotency keys remembered per channel within their window; past it the oldest are
+    /// forgotten first (the memory broker; Redis keys expire by TTL).
+    public var maximumIdempotencyKeysPerChannel: Int
+    /// Presence entries per channel; past it new clients are not listed (entries already there are
+    /// still refreshed), so one channel's presence answer and table stay bounded.
+    public var maximumPresencePerChannel: Int
+
+    /// Defaults: keys of 128 bytes, 10,000 idempotency keys and 10,000 presence entries per channel.
+    public init(
+        maximumIdempotencyKeyBytes: Int = 128,
+        maximumIdempotencyKeysPerChannel: Int = 10_000,
+        maximumPresencePerChannel: Int = 10_000
+    ) {
+        self.maximumIdempotencyKeyBytes = maximumIdempotencyKeyBytes
+        self.maximumIdempotencyKeysPerChannel = maximumIdempotencyKeysPerChannel
+        self.maximumPresencePerChannel = maximumPresencePerChannel
+    }
+}

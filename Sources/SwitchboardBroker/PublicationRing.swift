@@ -1,0 +1,69 @@
+import SwitchboardCore
+
+/// A channel's stored publications, oldest first, in a ring: appending the newest and dropping
+/// the oldest are O(1) and reuse the same storage, so a publish into a full history of any size
+/// moves nothing (an `Array` with `removeFirst` shifts every entry on every publish).
+struct PublicationRing {
+    struct Entry {
+        var publication: Publication
+        var expiresAt: Double
+    }
+
+    private var storage: ContiguousArray<Entry?> = []
+    private var head = 0
+    private(set) var count = 0
+
+    var isEmpty: Bool { self.count == 0 }
+
+    /// The entry `index` places after the oldest.
+    subscript(index: Int) -> Entry {
+        precondition(index >= 0 && index < self.count, "index out of range")
+        return self.storage[(self.head + index) % self.storage.count]!
+    }
+
+    var first: Entry? { self.isEmpty ? nil : self[0] }
+
+    mutating func append(_ entry: Entry) {
+        if self.count == self.storage.count { self.grow() }
+        self.storage[(self.head + self.count) % self.storage.count] = entry
+        self.count += 1
+    }
+
+    /// Drops the `n` oldest entries (at most all of them).
+    mutating func removeFirst(_ n: Int) {
+        let n = min(max(n, 0), self.count)
+        for _ in 0..<n {
+            self.storage[self.head] = nil
+            self.head = (self.head + 1) % self.storage.count
+        }
+        self.count -= n
+        if self.count == 0 {
+            self.head = 0
+            // An emptied history gives its memory back.
+            if self.storage.count > 16 { self.storage = [] }
+        }
+    }
+
+    /// Drops the oldest entries whose time is up (entries expire in order: one TTL per channel).
+    mutating func dropExpired(now: Double) {
+        var expired = 0
+        while expired < self.count, !(self[expired].expiresAt > now) { expired += 1 }
+        self.removeFirst(expired)
+    }
+
+    private mutating func grow() {
+        let capacity = max(8, self.storage.count * 2)
+        var bigger = ContiguousArray<Entry?>(repeating: nil, count: capacity)
+        for i in 0..<self.count { bigger[i] = self.storage[(self.head + i) % self.storage.count] }
+        self.storage = bigger
+        self.head = 0
+    }
+
+    /// The address of the storage, for tests that prove publishes neither copy nor reallocate it.
+    var storageIdentity: UnsafeRawPointer? {
+        self.storage.withUnsafeBufferPointer { $0.baseAddress.map { UnsafeRawPointer($0) } }
+    }
+
+    /// Slots allocated.
+    var capacity: Int { self.storage.count }
+}

@@ -1,0 +1,401 @@
+import NIOCore
+public import SwitchboardCore
+public import SwitchboardBroker
+import NIOConcurrencyHelpers
+
+/// The contract every `Broker` must keep, as runnable checks.
+///
+/// Each case gets a fresh broker from the caller's factory and throws
+/// `BrokerConformance.Failure` when the broker breaks the contract. Test
+/// targets wrap the cases in their own test framework:
+///
+/// ```swift
+/// @Test(arguments: BrokerConformance.cases)
+/// func conformance(_ check: BrokerConformance.Case) async throws {
+///     try await check.run(using: { MemoryBroker(eventLoop: loop) })
+/// }
+/// ```
+public enum BrokerConformance {
+    /// A broken promise of the contract.
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+        public init(_ description: String) { self.description = description }
+    }
+
+    /// What a check may ask of the implementation beyond the `Broker` protocol.
+    public struct Environment: Sendable {
+        /// A description of everything the broker stores (the memory broker's table sizes, the
+        /// Redis key count): equal before and after work that must leave nothing behind.
+        public var footprint: @Sendable () async throws -> String
+
+        public init(footprint: @escaping @Sendable () async throws -> String) {
+            self.footprint = footprint
+        }
+    }
+
+    /// One named check.
+    public struct Case: Sendable, CustomStringConvertible {
+        public let name: String
+        /// The limits the broker under test must be made with.
+        public let limits: BrokerLimits
+        let body: @Sendable (any Broker, EventRecorder, Environment) async throws -> Void
+        public var description: String { self.name }
+
+        init(name: String, limits: BrokerLimits = BrokerLimits(), body: @escaping @Sendable (any Broker, EventRecorder) async throws -> Void) {
+            self.name = name
+            self.limits = limits
+            self.body = { broker, recorder, _ in try await body(broker, recorder) }
+        }
+
+        init(
+            name: String, limits: BrokerLimits = BrokerLimits(),
+            body: @escaping @Sendable (any Broker, EventRecorder, Environment) async throws -> Void
+        ) {
+            self.name = name
+            self.limits = limits
+            self.body = body
+        }
+
+        /// Runs the check on a new broker from `makeBroker` (made with `limits`), and shuts it down afterwards.
+        /// `footprint` describes what the broker stores (see `Environment`); it is created for the broker.
+        public func run(
+            using makeBroker: (BrokerLimits) async throws -> any Broker,
+            footprint: @escaping @Sendable (any Broker) async throws -> String
+        ) async throws {
+            let broker = try await makeBroker(self.limits)
+            let recorder = EventRecorder()
+            try await broker.start(eventHandler: { event in recorder.record(event) }).get()
+            do {
+                try await self.body(broker, recorder, Environment(footprint: { try await footprint(broker) }))
+            } catch {
+                _ = try? await broker.shutdown().get()
+                throw error
+            }
+            try await broker.shutdown().get()
+        }
+    }
+
+    /// Collects delivered events, thread-safely.
+    public final class EventRecorder: Sendable {
+        private let events = NIOLockedValueBox<[BrokerEvent]>([])
+
+        public init() {}
+
+        public func record(_ event: BrokerEvent) {
+            self.events.withLockedValue { $0.append(event) }
+        }
+
+        public var all: [BrokerEvent] { self.events.withLockedValue { $0 } }
+
+        /// Publications delivered for `channel`, in delivery order.
+        public func publications(in channel: String) -> [(Publication, String)] {
+            self.all.compactMap {
+                if case .publication(channel, let publication, let epoch) = $0 { return (publication, epoch) }
+                return nil
+            }
+        }
+
+        /// Waits until `condition` holds (polling), at most `seconds`.
+        public func wait(seconds: Double = 5, until condition: @Sendable (EventRecorder) -> Bool) async throws {
+            let deadline = NIODeadline.now() + .milliseconds(Int64(seconds * 1000))
+            while !condition(self) {
+                guard NIODeadline.now() < deadline else { throw Failure("timed out waiting for broker events") }
+                try await Task.sleep(nanoseconds: 10_000_000)
+            }
+        }
+    }
+
+    static func expect(_ condition: Bool, _ message: @autoclosure () -> String) throws {
+        if !condition { throw Failure(message()) }
+    }
+
+    static func data(_ text: String) -> ByteBuffer { ByteBuffer(string: text) }
+
+    static func request(_ channel: String, _ text: String, size: Int = 10, ttl: Double = 60, key: String? = nil) -> PublishRequest {
+        PublishRequest(channel: channel, data: data(text), historySize: size, historyTTL: ttl, idempotencyKey: key)
+    }
+
+    static func unique(_ base: String) -> String {
+        "\(base):\(UInt64.random(in: 0...UInt64.max))"
+    }
+
+    /// Every check, in a stable order.
+    public static let cases: [Case] = [
+        Case(name: "offsets up to UInt64.max, limits and TTLs of any size never trap") { broker, _ in
+            let channel = unique("conf")
+            for i in 1...3 { _ = try await broker.publish(request(channel, "\(i)")).get() }
+            let huge: [UInt64] = [3, UInt64(Int64.max) - 1, UInt64(Int64.max), UInt64(Int64.max) + 1, UInt64.max - 1, UInt64.max]
+            for since in huge {
+                for reverse in [false, true] {
+                    for limit in [-1, 0, 1, Int.max] {
+                        let read = try await broker.history(HistoryQuery(channel: channel, sinceOffset: since, limit: limit, reverse: reverse)).get()
+                        try expect(read.publications.isEmpty, "since \(since) read \(read.publications.map(\.offset))")
+                        try expect(read.position.offset == 3, "since \(since): position \(read.position)")
+                    }
+                }
+            }
+            let unknown = try await broker.history(HistoryQuery(channel: unique("conf"), sinceOffset: .max, limit: .max)).get()
+            try expect(unknown.publications.isEmpty && unknown.position.offset == 0, "unknown channel since UInt64.max")
+            let all = try await broker.history(HistoryQuery(channel: channel, sinceOffset: 0, limit: .max, reverse: true)).get()
+            try expect(all.publications.map(\.offset) == [3, 2, 1], "limit Int.max reversed: \(all.publications.map(\.offset))")
+            // Sizes and windows at the edges of what a configuration or a client could send.
+            for ttl in [Double.infinity, 1e300, Double.nan, -1, 0] {
+                var odd = request(unique("conf"), "x", size: Int.max, ttl: ttl, key: "k")
+                odd.idempotencyWindow = ttl
+                _ = try await broker.publish(odd).get()
+                try await broker.addPresence(channel: channel, info: ClientInfo(client: "c", user: "u"), ttl: ttl).get()
+            }
+            try await broker.announce(NodeInfo(id: unique("node"), name: "n", address: "a"), ttl: 1e300).get()
+        },
+        Case(name: "an unknown channel reports, every time, the epoch its first publication gets") { broker, _ in
+            let channel = unique("conf")
+            let first = try await broker.history(HistoryQuery(channel: channel, limit: -1)).get()
+            let second = try await broker.history(HistoryQuery(channel: channel, limit: 0)).get()
+            try expect(first.position == second.position, "two reads: \(first.position) then \(second.position)")
+            let published = try await broker.publish(request(channel, "1")).get()
+            try expect(published.position == StreamPosition(offset: 1, epoch: first.position.epoch),
+                "read \(first.position), first publication \(published.position)")
+            let other = try await broker.history(HistoryQuery(channel: unique("conf"), limit: 0)).get()
+            try expect(other.position.epoch != first.position.epoch, "two channels share an epoch")
+        },
+        Case(name: "10,000 reads of unknown channels store nothing") { broker, _, environment in
+            let before = try await environment.footprint()
+            let base = unique("ghost")
+            for batch in 0..<50 {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for i in 0..<50 {
+                        let channel = "\(base):\(batch):\(i)"
+                        group.addTask {
+                            _ = try await broker.history(HistoryQuery(channel: channel, limit: -1)).get()
+                            _ = try await broker.history(HistoryQuery(channel: channel, sinceOffset: .max, limit: 0)).get()
+                            _ = try await broker.presence(channel: channel).get()
+                            try await broker.removePresence(channel: channel, client: "c").get()
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+            }
+            // Subscribing and unsubscribing leaves nothing either.
+            for i in 0..<200 {
+                try await broker.subscribe(channel: "\(base):s:\(i)").get()
+                try await broker.unsubscribe(channel: "\(base):s:\(i)").get()
+            }
+            let after = try await environment.footprint()
+            try expect(before == after, "reads stored something: \(before) before, \(after) after")
+        },
+        Case(name: "idempotency keys longer than the limit are refused, at the limit accepted") { broker, recorder in
+            let channel = unique("conf")
+            try await broker.subscribe(channel: channel).get()
+            let atLimit = String(repeating: "k", count: 128)
+            let first = try await broker.publish(request(channel, "a", key: atLimit)).get()
+            let repeated = try await broker.publish(request(channel, "a", key: atLimit)).get()
+            try expect(repeated.duplicate && repeated.position == first.position, "128-byte key not remembered")
+            var refused = false
+            do {
+                _ = try await broker.publish(request(channel, "b", key: atLimit + "k")).get()
+            } catch is BrokerError {
+                refused = true
+            }
+            try expect(refused, "a 129-byte key was accepted")
+            var long = false
+            do {
+                _ = try await broker.publish(request(channel, "c", key: String(repeating: "x", count: 60_000))).get()
+            } catch is BrokerError {
+                long = true
+            }
+            try expect(long, "a 60 KB key was accepted")
+            try await recorder.wait { $0.publications(in: channel).count >= 1 }
+            let after = try await broker.history(HistoryQuery(channel: channel, limit: -1)).get()
+            try expect(after.publications.count == 1, "a refused publish was stored: \(after.publications.count)")
+        },
+        Case(name: "presence per channel is capped: past it new clients are not listed, present ones refreshed", limits: BrokerLimits(maximumPresencePerChannel: 5)) {
+            broker, _ in
+            let channel = unique("conf")
+            let clients = (0..<8).map { ClientInfo(client: "p\($0)", user: "u") }
+            try await broker.addPresence(channel: channel, clients: Array(clients[0..<3]), ttl: 60).get()
+            try await broker.addPresence(channel: channel, clients: Array(clients[3..<8]), ttl: 60).get()
+            var present = try await broker.presence(channel: channel).get()
+            try expect(present.map(\.client) == ["p0", "p1", "p2", "p3", "p4"], "capped presence \(present.map(\.client))")
+            try await broker.addPresence(channel: channel, clients: [clients[0]], ttl: 60).get()
+            try await broker.removePresence(channel: channel, client: "p1").get()
+            try await broker.addPresence(channel: channel, clients: [clients[7]], ttl: 60).get()
+            present = try await broker.presence(channel: channel).get()
+            try expect(present.map(\.client) == ["p0", "p2", "p3", "p4", "p7"], "after a leave: \(present.map(\.client))")
+        },
+        Case(name: "offsets start at 1 and grow by one, with one epoch") { broker, _ in
+            let channel = unique("conf")
+            var epoch: String?
+            for i in 1...5 {
+                let result = try await broker.publish(request(channel, "\(i)")).get()
+                try expect(result.position.offset == UInt64(i), "publish \(i) got offset \(result.position.offset)")
+                try expect(!result.position.epoch.isEmpty, "empty epoch")
+                if let epoch { try expect(epoch == result.position.epoch, "epoch changed between publishes") }
+                epoch = result.position.epoch
+            }
+        },
+        Case(name: "subscribers receive publications in offset order with their epoch") { broker, recorder in
+            let channel = unique("conf")
+            try await broker.subscribe(channel: channel).get()
+            var epoch = ""
+            for i in 1...20 { epoch = try await broker.publish(request(channel, "\(i)")).get().position.epoch }
+            try await recorder.wait { $0.publications(in: channel).count == 20 }
+            let delivered = recorder.publications(in: channel)
+            try expect(delivered.map(\.0.offset) == Array(1...20), "delivered offsets \(delivered.map(\.0.offset))")
+            try expect(delivered.allSatisfy { $0.1 == epoch }, "delivered epoch differs")
+            try expect(delivered.map { String(buffer: $0.0.data) } == (1...20).map(String.init), "payloads changed")
+        },
+        Case(name: "publications carry the publisher's info") { broker, recorder in
+            let channel = unique("conf")
+            try await broker.subscribe(channel: channel).get()
+            var req = request(channel, "{}")
+            req.info = ClientInfo(client: "c1", user: "u1")
+            _ = try await broker.publish(req).get()
+            try await recorder.wait { $0.publications(in: channel).count == 1 }
+            try expect(recorder.publications(in: channel)[0].0.info == ClientInfo(client: "c1", user: "u1"), "info lost")
+        },
+        Case(name: "no delivery after unsubscribe, none for other channels") { broker, recorder in
+            let channel = unique("conf")
+            let other = unique("conf")
+            try await broker.subscribe(channel: channel).get()
+            _ = try await broker.publish(request(channel, "1")).get()
+            _ = try await broker.publish(request(other, "x")).get()
+            try await recorder.wait { $0.publications(in: channel).count == 1 }
+            try await broker.unsubscribe(channel: channel).get()
+            _ = try await broker.publish(request(channel, "2")).get()
+            // A publish on a subscribed channel afterwards proves the earlier one had its chance to arrive.
+            let marker = unique("conf")
+            try await broker.subscribe(channel: marker).get()
+            _ = try await broker.publish(request(marker, "m")).get()
+            try await recorder.wait { $0.publications(in: marker).count == 1 }
+            try expect(recorder.publications(in: channel).count == 1, "delivered after unsubscribe")
+            try expect(recorder.publications(in: other).isEmpty, "delivered an unsubscribed channel")
+        },
+        Case(name: "history is bounded by size, oldest first, with the current position") { broker, _ in
+            let channel = unique("conf")
+            for i in 1...15 { _ = try await broker.publish(request(channel, "\(i)", size: 10)).get() }
+            let history = try await broker.history(HistoryQuery(channel: channel, limit: -1)).get()
+            try expect(history.publications.map(\.offset) == (6...15).map { UInt64($0) }, "history must keep exactly the last 10")
+            try expect(history.position.offset == 15, "top offset \(history.position.offset)")
+        },
+        Case(name: "history since an offset, with limit and reverse") { broker, _ in
+            let channel = unique("conf")
+            for i in 1...10 { _ = try await broker.publish(request(channel, "\(i)", size: 100)).get() }
+            let since = try await broker.history(HistoryQuery(channel: channel, sinceOffset: 7, limit: -1)).get()
+            try expect(since.publications.map(\.offset) == [8, 9, 10], "since 7: \(since.publications.map(\.offset))")
+            let limited = try await broker.history(HistoryQuery(channel: channel, sinceOffset: 2, limit: 3)).get()
+            try expect(limited.publications.map(\.offset) == [3, 4, 5], "limit 3: \(limited.publications.map(\.offset))")
+            let reversed = try await broker.history(HistoryQuery(channel: channel, limit: 2, reverse: true)).get()
+            try expect(reversed.publications.map(\.offset) == [10, 9], "reverse: \(reversed.publications.map(\.offset))")
+            let positionOnly = try await broker.history(HistoryQuery(channel: channel, limit: 0)).get()
+            try expect(positionOnly.publications.isEmpty && positionOnly.position.offset == 10, "limit 0 reads the position only")
+        },
+        Case(name: "history of an unknown channel is empty at offset 0 with an epoch") { broker, _ in
+            let history = try await broker.history(HistoryQuery(channel: unique("conf"), limit: -1)).get()
+            try expect(history.publications.isEmpty && history.position.offset == 0, "unknown channel not empty")
+            try expect(!history.position.epoch.isEmpty, "no epoch for an unknown channel")
+        },
+        Case(name: "history expires after its TTL") { broker, _ in
+            let channel = unique("conf")
+            _ = try await broker.publish(request(channel, "1", size: 10, ttl: 1)).get()
+            try await Task.sleep(nanoseconds: 1_600_000_000)
+            let history = try await broker.history(HistoryQuery(channel: channel, limit: -1)).get()
+            try expect(history.publications.isEmpty, "publication outlived its TTL")
+        },
+        Case(name: "a channel without history gets no offsets and keeps nothing") { broker, recorder in
+            let channel = unique("conf")
+            try await broker.subscribe(channel: channel).get()
+            let result = try await broker.publish(request(channel, "1", size: 0)).get()
+            try expect(result.position.offset == 0, "offset for a channel without history")
+            try await recorder.wait { $0.publications(in: channel).count == 1 }
+            try expect(recorder.publications(in: channel)[0].0.offset == 0, "delivered with an offset")
+            let history = try await broker.history(HistoryQuery(channel: channel, limit: -1)).get()
+            try expect(history.publications.isEmpty, "kept history")
+        },
+        Case(name: "idempotent publish returns the first result and publishes once") { broker, recorder in
+            let channel = unique("conf")
+            try await broker.subscribe(channel: channel).get()
+            let first = try await broker.publish(request(channel, "a", key: "k1")).get()
+            let second = try await broker.publish(request(channel, "a", key: "k1")).get()
+            let third = try await broker.publish(request(channel, "b", key: "k2")).get()
+            try expect(first.position == second.position, "repeat got a new position")
+            try expect(second.duplicate && !first.duplicate, "duplicate flag wrong")
+            try expect(third.position.offset == first.position.offset + 1, "next key did not advance by one")
+            try await recorder.wait { $0.publications(in: channel).count >= 2 }
+            try await Task.sleep(nanoseconds: 100_000_000)
+            try expect(recorder.publications(in: channel).count == 2, "repeat was delivered")
+        },
+        Case(name: "presence add, list, remove and expiry") { broker, _ in
+            let channel = unique("conf")
+            try await broker.addPresence(channel: channel, info: ClientInfo(client: "c1", user: "u1"), ttl: 60).get()
+            try await broker.addPresence(channel: channel, info: ClientInfo(client: "c2", user: "u1"), ttl: 60).get()
+            try await broker.addPresence(channel: channel, info: ClientInfo(client: "c3", user: ""), ttl: 1).get()
+            var present = try await broker.presence(channel: channel).get()
+            try expect(Set(present.map(\.client)) == ["c1", "c2", "c3"], "presence \(present.map(\.client))")
+            try await broker.removePresence(channel: channel, client: "c1").get()
+            try await Task.sleep(nanoseconds: 1_300_000_000)
+            present = try await broker.presence(channel: channel).get()
+            try expect(present.map(\.client) == ["c2"], "after remove and expiry: \(present.map(\.client))")
+        },
+        Case(name: "presence of many clients added in one call, info kept, refreshed by a later call") { broker, _ in
+            let channel = unique("conf")
+            let clients = (0..<600).map { ClientInfo(client: "m\($0)", user: "u\($0 % 7)", info: .object(JSONObject([("n", .integer($0))]))) }
+            try await broker.addPresence(channel: channel, clients: clients, ttl: 3).get()
+            try await broker.addPresence(channel: channel, clients: [], ttl: 60).get()
+            var present = try await broker.presence(channel: channel).get()
+            try expect(present.count == 600, "\(present.count) present of 600")
+            try expect(present.first { $0.client == "m42" }?.info == .object(JSONObject([("n", .integer(42))])), "info lost")
+            try await broker.addPresence(channel: channel, clients: Array(clients[0..<3]), ttl: 60).get()
+            try await Task.sleep(nanoseconds: 3_300_000_000)
+            present = try await broker.presence(channel: channel).get()
+            try expect(Set(present.map(\.client)) == ["m0", "m1", "m2"], "after expiry: \(present.count) present")
+        },
+        Case(name: "join and leave reach subscribers") { broker, recorder in
+            let channel = unique("conf")
+            try await broker.subscribe(channel: channel).get()
+            let info = ClientInfo(client: "c9", user: "u9")
+            try await broker.publishPresenceEvent(.join(info), channel: channel).get()
+            try await broker.publishPresenceEvent(.leave(info), channel: channel).get()
+            try await recorder.wait { recorder in
+                recorder.all.filter { if case .presence(channel, _) = $0 { return true } else { return false } }.count == 2
+            }
+            let events = recorder.all.compactMap { event -> PresenceEvent? in
+                if case .presence(channel, let e) = event { return e }
+                return nil
+            }
+            try expect(events == [.join(info), .leave(info)], "presence events \(events)")
+        },
+        Case(name: "node registry announce, list, remove, expiry") { broker, _ in
+            let a = NodeInfo(id: unique("node"), name: "a", address: "127.0.0.1:1", connections: 3)
+            let b = NodeInfo(id: unique("node"), name: "b", address: "127.0.0.1:2")
+            try await broker.announce(a, ttl: 30).get()
+            try await broker.announce(b, ttl: 1).get()
+            var nodes = try await broker.nodes().get()
+            try expect(Set(nodes.map(\.id)).isSuperset(of: [a.id, b.id]), "registry misses a node")
+            try expect(nodes.first { $0.id == a.id }?.connections == 3, "figures lost")
+            try await Task.sleep(nanoseconds: 1_300_000_000)
+            nodes = try await broker.nodes().get()
+            try expect(!nodes.contains { $0.id == b.id }, "expired node still listed")
+            try await broker.removeNode(id: a.id).get()
+            nodes = try await broker.nodes().get()
+            try expect(!nodes.contains { $0.id == a.id }, "removed node still listed")
+        },
+        Case(name: "control messages reach the node") { broker, recorder in
+            let message = ControlMessage.disconnect(client: "c1", user: nil, code: 3502, reason: "forced")
+            try await broker.sendControl(message, to: nil).get()
+            try await recorder.wait { $0.all.contains(.control(message)) }
+        },
+        Case(name: "concurrent publishers get distinct consecutive offsets") { broker, recorder in
+            let channel = unique("conf")
+            try await broker.subscribe(channel: channel).get()
+            let offsets = try await withThrowingTaskGroup(of: UInt64.self) { group in
+                for i in 0..<50 { group.addTask { try await broker.publish(request(channel, "\(i)", size: 100)).get().position.offset } }
+                var all: [UInt64] = []
+                for try await offset in group { all.append(offset) }
+                return all
+            }
+            try expect(offsets.sorted() == (1...50).map { UInt64($0) }, "offsets not 1...50")
+            try await recorder.wait { $0.publications(in: channel).count == 50 }
+            try expect(recorder.publications(in: channel).map(\.0.offset) == (1...50).map { UInt64($0) }, "delivery out of order")
+        },
+    ]
+}

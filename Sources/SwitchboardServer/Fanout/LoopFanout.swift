@@ -1,0 +1,275 @@
+import CoreMetrics
+import Foundation
+import NIOCore
+import SwitchboardCore
+
+/// One event loop's share of the node: its sessions, which of them subscribe
+/// to which channel, and the ping sweep. Applies the hub's batches: each
+/// publication's frame is written to every local subscriber, then every
+/// touched connection is flushed once.
+///
+/// Confined to `eventLoop`; sessions are registered and removed only there.
+final class LoopFanout: @unchecked Sendable {
+    let eventLoop: any EventLoop
+    let index: Int
+    private let sweepInterval: TimeAmount
+
+    private var channels: [String: LocalChannel] = [:]
+    private var pending: [SubscriptionID: SessionSubscription] = [:]
+    private var sessions: [String: ClientSession] = [:]
+    private var dirty: [ClientSession] = []
+    private var nextClientNumber: UInt64 = 0
+    private var nextSubscriptionNumber: UInt64 = 0
+    private var sweepTask: RepeatedTask?
+    private let allocator = ByteBufferAllocator()
+    weak var hub: Hub?
+    /// Where `counters` go once a second (nil in tests that do not look).
+    var metrics: NodeMetrics?
+    /// Counted here without locks, flushed into `metrics` by the sweep.
+    var counters = LoopCounters()
+
+    init(eventLoop: any EventLoop, index: Int, sweepInterval: TimeAmount = .seconds(1)) {
+        self.eventLoop = eventLoop
+        self.index = index
+        self.sweepInterval = sweepInterval
+    }
+
+    func start() {
+        self.eventLoop.execute {
+            self.sweepTask = self.eventLoop.scheduleRepeatedTask(initialDelay: self.sweepInterval, delay: self.sweepInterval) { _ in
+                self.sweep()
+            }
+        }
+    }
+
+    func stop() {
+        self.eventLoop.execute {
+            self.sweepTask?.cancel()
+            self.sweepTask = nil
+        }
+    }
+
+    /// A node-unique client id: node, loop, counter.
+    func makeClientID(node: String) -> String {
+        self.nextClientNumber += 1
+        return "\(node)-\(self.index)-\(String(self.nextClientNumber, radix: 36))"
+    }
+
+    /// A node-unique subscription id: the loop index in the low byte.
+    func makeSubscriptionID() -> SubscriptionID {
+        self.nextSubscriptionNumber += 1
+        return self.nextSubscriptionNumber << 8 | SubscriptionID(self.index & 0xFF)
+    }
+
+    // MARK: Sessions
+
+    func add(_ session: ClientSession, client: String) {
+        self.sessions[client] = session
+    }
+
+    func remove(client: String) {
+        self.sessions[client] = nil
+    }
+
+    var sessionCount: Int { self.sessions.count }
+
+    /// Hands POSTed commands to the SSE session `client` here, if `secret` is its secret.
+    func sessionCommands(client: String, secret: String, body: ByteBuffer) -> SessionCommandOutcome {
+        guard let session = self.sessions[client], session.matchesSession(secret: secret) else {
+            return .rejected(status: 404, message: "unknown session")
+        }
+        let outcome = session.receiveCommands(body)
+        self.flushDirty()
+        return outcome
+    }
+
+    func addPending(_ subscription: SessionSubscription) {
+        self.pending[subscription.id] = subscription
+    }
+
+    func removePending(_ id: SubscriptionID) {
+        self.pending[id] = nil
+    }
+
+    func addLive(_ subscription: SessionSubscription) {
+        let channel: LocalChannel
+        if let existing = self.channels[subscription.channel] {
+            channel = existing
+        } else {
+            channel = LocalChannel()
+            self.channels[subscription.channel] = channel
+        }
+        subscription.index = channel.subscribers.count
+        channel.subscribers.append(subscription)
+    }
+
+    func removeLive(_ subscription: SessionSubscription) {
+        guard subscription.index >= 0, let channel = self.channels[subscription.channel] else { return }
+        let i = subscription.index
+        guard i < channel.subscribers.count, channel.subscribers[i] === subscription else { return }
+        let last = channel.subscribers.removeLast()
+        if i < channel.subscribers.count {
+            channel.subscribers[i] = last
+            last.index = i
+        }
+        subscription.index = -1
+        if channel.subscribers.isEmpty { self.channels[subscription.channel] = nil }
+    }
+
+    /// Marks a session to be flushed at the end of the current batch.
+    func markDirty(_ session: ClientSession) {
+        if !session.isDirty {
+            session.isDirty = true
+            self.dirty.append(session)
+        }
+    }
+
+    // MARK: Batches from the hub
+
+    func apply(_ ops: [FanoutOp]) {
+        for op in ops {
+            switch op {
+            case .frame(let name, let offset, let time, let frame):
+                guard let channel = self.channels[name] else { continue }
+                // Iterate over a snapshot: a delivery may end a subscription (gap, slow consumer).
+                let subscribers = channel.subscribers
+                for subscription in subscribers {
+                    subscription.session.deliver(frame, offset: offset, subscription: subscription)
+                }
+                self.counters.deliveries += subscribers.count
+                self.counters.bytesOut += subscribers.count * frame.readableBytes
+                if time > 0, let metrics = self.metrics {
+                    let now = UInt64(max(0, NIODeadline.wallClockNanoseconds))
+                    if now > time { metrics.publishToDeliver.recordNanoseconds(Int64(now - time)) }
+                }
+            case .batch(let batch):
+                guard let channel = self.channels[batch.channel] else { continue }
+                let combined = batch.combinedFrame(allocator: self.allocator)
+                let subscribers = channel.subscribers
+                for subscription in subscribers {
+                    subscription.session.deliver(batch, combined: combined, subscription: subscription)
+                }
+                self.counters.deliveries += subscribers.count * batch.parts.count
+                self.counters.bytesOut += subscribers.count * combined.readableBytes
+                if let metrics = self.metrics {
+                    let now = UInt64(max(0, NIODeadline.wallClockNanoseconds))
+                    for part in batch.parts where part.time > 0 && now > part.time {
+                        metrics.publishToDeliver.recordNanoseconds(Int64(now - part.time))
+                    }
+                }
+            case .push(let name, let frame):
+                guard let channel = self.channels[name] else { continue }
+                let subscribers = channel.subscribers
+                for subscription in subscribers {
+                    subscription.session.deliver(frame, offset: 0, subscription: subscription)
+                }
+            case .activate(let activation):
+                guard let subscription = self.pending.removeValue(forKey: activation.id) else {
+                    // The session left before the subscription was ready.
+                    self.hub?.leave(channel: activation.channel, id: activation.id)
+                    continue
+                }
+                subscription.session.activate(subscription, activation)
+            case .reject(let id, let error):
+                guard let subscription = self.pending.removeValue(forKey: id) else { continue }
+                subscription.session.rejectSubscription(subscription, error)
+            case .unsubscribeChannel(let name, let code):
+                guard let channel = self.channels[name] else { continue }
+                for subscription in channel.subscribers {
+                    subscription.session.serverUnsubscribe(subscription.channel, code)
+                }
+            case .disconnect(let client, let code):
+                self.sessions[client]?.disconnect(code, push: true)
+            case .unsubscribeClient(let client, let channel, let code):
+                self.sessions[client]?.serverUnsubscribe(channel, code)
+            }
+        }
+        self.flushDirty()
+    }
+
+    func flushDirty() {
+        guard !self.dirty.isEmpty else { return }
+        for session in self.dirty {
+            session.isDirty = false
+            session.flush()
+        }
+        self.dirty.removeAll(keepingCapacity: true)
+    }
+
+    // MARK: Timers
+
+    private func sweep() {
+        let now = NIODeadline.now()
+        for session in self.sessions.values {
+            session.tick(now: now)
+        }
+        self.flushDirty()
+        if let metrics = self.metrics { self.counters.flush(into: metrics) }
+    }
+
+    /// Disconnects every session here, spread over `window` (drain).
+    func drain(over window: TimeAmount, code: DisconnectCode) {
+        self.eventLoop.execute {
+            let clients = Array(self.sessions.keys)
+            guard !clients.isEmpty else { return }
+            // Batches every 50 ms at most, spread evenly over the window.
+            let maximumBatches = max(1, Int(window.nanoseconds / TimeAmount.milliseconds(50).nanoseconds))
+            let batches = min(maximumBatches, clients.count)
+            for batch in 0..<batches {
+                let members = Array(clients[(clients.count * batch / batches)..<(clients.count * (batch + 1) / batches)])
+                let delay = TimeAmount.nanoseconds(window.nanoseconds * Int64(batch) / Int64(batches))
+                self.eventLoop.scheduleTask(in: delay) {
+                    for client in members { self.sessions[client]?.disconnect(code, push: true) }
+                    self.flushDirty()
+                }
+            }
+        }
+    }
+}
+
+/// Local subscribers of one channel on one loop.
+final class LocalChannel {
+    var subscribers: ContiguousArray<SessionSubscription> = []
+}
+
+/// One session's subscription to one channel.
+final class SessionSubscription {
+    enum State {
+        /// Waiting for the hub.
+        case joining
+        /// Ready, but the reply is queued behind earlier replies: frames wait here.
+        case awaitingReply([ByteBuffer])
+        case live
+    }
+
+    unowned let session: ClientSession
+    let id: SubscriptionID
+    let channel: String
+    let options: NamespaceOptions
+    var state: State = .joining
+    /// Index in the local channel's subscriber array; -1 when not there.
+    var index: Int = -1
+    /// Offset of the last publication delivered (history channels); a lower or equal one is a duplicate.
+    var lastOffset: UInt64 = 0
+    /// Which reply slot answers the subscribe, and the command id it answers.
+    var replySlot: UInt64 = 0
+    var replyID: UInt32 = 0
+    /// The epoch of the position, once the hub made the subscription (history channels).
+    var epoch: String?
+    /// The position the client asked to resume from (kept for the SSE resume id until the hub answers).
+    var requestedSince: StreamPosition?
+
+    init(session: ClientSession, id: SubscriptionID, channel: String, options: NamespaceOptions) {
+        self.session = session
+        self.id = id
+        self.channel = channel
+        self.options = options
+    }
+}
+
+extension NIODeadline {
+    /// Wall-clock nanoseconds since 1970 (publication times cross processes, so not the monotonic clock).
+    static var wallClockNanoseconds: Int64 {
+        Int64(Date().timeIntervalSince1970 * 1e9)
+    }
+}

@@ -1,0 +1,35 @@
+import Foundation
+import NIOConcurrencyHelpers
+
+/// The node's `ConnectionCounts`, shared by every event loop's accepts.
+final class ConnectionLimiter: Sendable {
+    private let counts: NIOLockedValueBox<ConnectionCounts>
+
+    init(maximum: Int, maximumPerAddress: Int) {
+        self.counts = NIOLockedValueBox(ConnectionCounts(maximum: maximum, maximumPerAddress: maximumPerAddress))
+    }
+
+    func admit(address: String) -> ConnectionCounts.Admission {
+        self.counts.withLockedValue { $0.admit(address: address) }
+    }
+
+    func release(address: String) {
+        self.counts.withLockedValue { $0.release(address: address) }
+    }
+
+    var total: Int { self.counts.withLockedValue { $0.total } }
+
+    /// Connections the open-files limit leaves room for: the soft `RLIMIT_NOFILE` less
+    /// `reserve` descriptors for the listener, Redis, logs and files.
+    static func defaultMaximum(reserve: Int = 100) -> Int {
+        var limit = rlimit()
+        #if os(Linux)
+        let resource = Int32(RLIMIT_NOFILE.rawValue)
+        #else
+        let resource = RLIMIT_NOFILE
+        #endif
+        guard getrlimit(resource, &limit) == 0 else { return 1024 }
+        let soft = UInt64(min(limit.rlim_cur, 1 << 24))
+        return max(16, Int(soft) - reserve)
+    }
+}

@@ -1,0 +1,192 @@
+import Foundation
+public import SwitchboardCore
+import Yams
+
+/// Why a configuration could not be loaded.
+public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+extension ServerConfiguration {
+    /// The prefix of environment variables that set options (`SWITCHBOARD_PORT=9000`).
+    public static let environmentPrefix = "SWITCHBOARD_"
+
+    /// Option names (config file keys), each also settable as `SWITCHBOARD_<UPPER_SNAKE>`.
+    public static let optionKeys = [
+        "host", "port", "broker", "apiKey", "tokenSecret", "drainSeconds", "echoEndpoint", "maxMessageSize",
+        "maxSubscriptions", "outboundLimit", "pingInterval", "pongTimeout", "logLevel", "nodeName",
+        "eventLoopThreads", "presenceTTL", "idempotencyWindow", "requestTimeout", "maxRequestBodySize",
+        "headTimeout", "maxConnections", "maxConnectionsPerIP", "maxPollsPerIP", "maxCommandsPerRequest", "maxHistoryLimit",
+    ]
+
+    /// `maxMessageSize` -> `SWITCHBOARD_MAX_MESSAGE_SIZE`.
+    public static func environmentName(for key: String) -> String {
+        var result = Self.environmentPrefix
+        for character in key {
+            if character.isUppercase { result.append("_") }
+            result.append(contentsOf: character.uppercased())
+        }
+        return result
+    }
+
+    /// Reads a JSON or YAML file (by extension; other names are tried as JSON, then YAML).
+    public static func loadFile(_ path: String) throws -> JSONObject {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigurationError("cannot read config file \(path)")
+        }
+        let isYAML = path.hasSuffix(".yaml") || path.hasSuffix(".yml")
+        if !isYAML, let value = try? JSONParser().parse(Array(data)) {
+            guard case .object(let object) = value else { throw ConfigurationError("\(path): the top level must be an object") }
+            return object
+        }
+        guard let text = String(data: data, encoding: .utf8) else { throw ConfigurationError("\(path) is not UTF-8") }
+        let loaded: Any?
+        do {
+            loaded = try Yams.load(yaml: text)
+        } catch {
+            throw ConfigurationError("\(path): \(error)")
+        }
+        guard case .object(let object) = try Self.jsonValue(fromYAML: loaded ?? [String: Any]()) else {
+            throw ConfigurationError("\(path): the top level must be a mapping")
+        }
+        return object
+    }
+
+    private static func jsonValue(fromYAML value: Any) throws -> JSONValue {
+        switch value {
+        case let b as Bool: return .bool(b)
+        case let i as Int: return .integer(i)
+        case let d as Double: return .number(String(d))
+        case let s as String: return .string(s)
+        case let a as [Any]: return .array(try a.map(jsonValue(fromYAML:)))
+        case let m as [String: Any]:
+            return .object(JSONObject(try m.sorted { $0.key < $1.key }.map { ($0.key, try jsonValue(fromYAML: $0.value)) }))
+        case is NSNull: return .null
+        default: throw ConfigurationError("unsupported value in config: \(value)")
+        }
+    }
+
+    /// Applies a config file's object (keys as in `optionKeys`, plus `namespaces` and `defaults`).
+    public mutating func apply(file object: JSONObject) throws {
+        for member in object.members {
+            switch member.key {
+            case "namespaces":
+                guard case .object(let namespaces) = member.value else { throw ConfigurationError("namespaces must be a mapping") }
+                for ns in namespaces.members {
+                    guard case .object(let options) = ns.value else { throw ConfigurationError("namespace \(ns.key) must be a mapping") }
+                    let name = ns.key.hasSuffix(":") ? String(ns.key.dropLast()) : ns.key
+                    self.namespaces.namespaces[name] = try Self.namespaceOptions(options, base: self.namespaces.defaults, name: name)
+                }
+            case "defaults":
+                guard case .object(let options) = member.value else { throw ConfigurationError("defaults must be a mapping") }
+                self.namespaces.defaults = try Self.namespaceOptions(options, base: .defaults, name: "defaults")
+            default:
+                try self.set(member.key, member.value)
+            }
+        }
+    }
+
+    /// Applies `SWITCHBOARD_*` variables from `environment`.
+    public mutating func apply(environment: [String: String]) throws {
+        for key in Self.optionKeys {
+            guard let text = environment[Self.environmentName(for: key)] else { continue }
+            try self.set(key, text: text)
+        }
+    }
+
+    /// Sets one option from text (environment variables and flags).
+    public mutating func set(_ key: String, text: String) throws {
+        switch key {
+        case "host", "broker", "apiKey", "tokenSecret", "nodeName", "logLevel":
+            try self.set(key, .string(text))
+        case "echoEndpoint":
+            switch text.lowercased() {
+            case "1", "true", "yes", "on": try self.set(key, .bool(true))
+            case "0", "false", "no", "off", "": try self.set(key, .bool(false))
+            default: throw ConfigurationError("\(key): expected true or false, got \(text)")
+            }
+        default:
+            guard Double(text) != nil else { throw ConfigurationError("\(key): expected a number, got \(text)") }
+            try self.set(key, .number(text))
+        }
+    }
+
+    private mutating func set(_ key: String, _ value: JSONValue) throws {
+        func string() throws -> String {
+            guard let s = value.stringValue else { throw ConfigurationError("\(key) must be a string") }
+            return s
+        }
+        func number() throws -> Double {
+            // Finite and at most ~31 years: every duration becomes a TimeAmount in nanoseconds.
+            guard let d = value.doubleValue, d >= 0, d <= 1e9 else { throw ConfigurationError("\(key) must be a number from 0 to 1e9") }
+            return d
+        }
+        func integer() throws -> Int {
+            let d = try number()
+            guard d == d.rounded(), d <= Double(Int32.max) else { throw ConfigurationError("\(key) must be an integer") }
+            return Int(d)
+        }
+        switch key {
+        case "host": self.host = try string()
+        case "broker": self.broker = try string()
+        case "port":
+            let port = try integer()
+            guard port <= 65535 else { throw ConfigurationError("port must be at most 65535") }
+            self.port = port
+        case "apiKey": self.apiKey = try string()
+        case "tokenSecret":
+            let s = try string()
+            self.tokenSecret = s.isEmpty ? nil : s
+        case "drainSeconds": self.drainSeconds = try number()
+        case "echoEndpoint":
+            guard let b = value.boolValue else { throw ConfigurationError("echoEndpoint must be true or false") }
+            self.echoEndpoint = b
+        case "maxMessageSize": self.maxMessageSize = max(2, try integer())
+        case "maxSubscriptions": self.maxSubscriptions = try integer()
+        case "outboundLimit": self.outboundLimit = max(1024, try integer())
+        case "pingInterval": self.pingInterval = try number()
+        case "pongTimeout": self.pongTimeout = try number()
+        case "logLevel": self.logLevel = try string()
+        case "nodeName": self.nodeName = try string()
+        case "eventLoopThreads": self.eventLoopThreads = try integer()
+        case "presenceTTL": self.presenceTTL = max(1, try number())
+        case "idempotencyWindow": self.idempotencyWindow = try number()
+        case "requestTimeout": self.requestTimeout = max(1, try number())
+        case "maxRequestBodySize": self.maxRequestBodySize = max(1024, try integer())
+        case "headTimeout": self.headTimeout = max(0.1, try number())
+        case "maxConnections": self.maxConnections = try integer()
+        case "maxConnectionsPerIP": self.maxConnectionsPerIP = max(1, try integer())
+        case "maxPollsPerIP": self.maxPollsPerIP = max(1, try integer())
+        case "maxCommandsPerRequest": self.maxCommandsPerRequest = max(1, try integer())
+        case "maxHistoryLimit": self.maxHistoryLimit = max(1, try integer())
+        default: throw ConfigurationError("unknown option \(key)")
+        }
+    }
+
+    static func namespaceOptions(_ object: JSONObject, base: NamespaceOptions, name: String) throws -> NamespaceOptions {
+        var options = base
+        for member in object.members {
+            func flag() throws -> Bool {
+                guard let b = member.value.boolValue else { throw ConfigurationError("\(name).\(member.key) must be true or false") }
+                return b
+            }
+            func number() throws -> Double {
+                guard let d = member.value.doubleValue, d >= 0, d <= 1e9 else {
+                    throw ConfigurationError("\(name).\(member.key) must be a number from 0 to 1e9")
+                }
+                return d
+            }
+            switch member.key {
+            case "historySize": options.historySize = Int(try number())
+            case "historyTTL": options.historyTTL = try number()
+            case "presence": options.presence = try flag()
+            case "joinLeave": options.joinLeave = try flag()
+            case "publish": options.publish = try flag()
+            case "anonymous": options.anonymous = try flag()
+            default: throw ConfigurationError("unknown namespace option \(name).\(member.key)")
+            }
+        }
+        return options
+    }
+}

@@ -1,0 +1,62 @@
+public import SwitchboardCore
+
+/// Everything a node needs to know to run; built from flags, environment and a config file.
+public struct ServerConfiguration: Sendable, Hashable {
+    /// Address to bind.
+    public var host: String = "127.0.0.1"
+    /// Port to bind; 0 picks a free one.
+    public var port: Int = 8000
+    /// `memory` (one node) or `redis://[[user]:password@]host:port[/db]` (many nodes).
+    public var broker: String = "memory"
+    /// Key for the HTTP server API (`Authorization: apikey <key>`).
+    public var apiKey: String = ""
+    /// HS256 secret for client tokens; nil accepts no tokens (all clients are anonymous).
+    public var tokenSecret: String?
+    /// Seconds over which a draining node spreads its clients' disconnects.
+    public var drainSeconds: Double = 10
+    /// Serve `/echo` for WebSocket conformance runs.
+    public var echoEndpoint: Bool = false
+    /// Largest client message in bytes (WebSocket message after joining fragments).
+    public var maxMessageSize: Int = 65_536
+    /// Largest message on the echo endpoint (the Autobahn suite sends up to 16 MiB).
+    public var echoMaxMessageSize: Int = 16 * 1_048_576 + 1024
+    /// Largest HTTP API request body in bytes.
+    public var maxRequestBodySize: Int = 1_048_576
+    /// Subscriptions allowed per connection.
+    public var maxSubscriptions: Int = 128
+    /// Outbound bytes queued for one connection before it is a slow consumer (3004).
+    public var outboundLimit: Int = 1_048_576
+    /// Seconds of outbound silence before a server ping; 0 disables pings.
+    public var pingInterval: Double = 25
+    /// Seconds to wait for the answer to a ping.
+    public var pongTimeout: Double = 10
+    /// Seconds a connection has to send a complete request head, however slowly it trickles
+    /// (counted from the accept, or from the end of the previous response on a kept-alive connection).
+    public var headTimeout: Double = 10
+    /// Seconds a request has, from its head, to send its complete body.
+    public var requestTimeout: Double = 30
+    /// Connections this node holds at once; 0 = what the open-files limit allows less a reserve.
+    public var maxConnections: Int = 0
+    /// Connections one client address may hold at once.
+    public var maxConnectionsPerIP: Int = 1000
+    /// Long-polls one client address may have waiting at once.
+    public var maxPollsPerIP: Int = 16
+    /// Commands in one `/rpc` or SSE `POST` body.
+    public var maxCommandsPerRequest: Int = 100
+    /// Most publications one `history` answer holds (a larger or missing `limit` is clamped to it).
+    public var maxHistoryLimit: Int = 1000
+    /// Log level: trace, debug, info, notice, warning, error, critical.
+    public var logLevel: String = "info"
+    /// Node name shown in `info`; random when empty.
+    public var nodeName: String = ""
+    /// Threads for connections; 0 = one per core.
+    public var eventLoopThreads: Int = 0
+    /// Channel options by namespace.
+    public var namespaces: NamespaceTable = NamespaceTable()
+    /// Seconds a presence entry lives without a refresh.
+    public var presenceTTL: Double = 60
+    /// Seconds an idempotency key is remembered.
+    public var idempotencyWindow: Double = 300
+
+    public init() {}
+}

@@ -1,0 +1,238 @@
+import CoreMetrics
+import Foundation
+public import Logging
+import NIOConcurrencyHelpers
+public import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+public import SwitchboardBroker
+import SwitchboardCore
+
+/// One Switchboard node: the listener, its pipelines, the hub, the broker and
+/// the lifecycle (start, drain, stop).
+public final class SwitchboardNode: Sendable {
+    /// The version this server reports in `connect` results.
+    public static let version = SwitchboardVersion.current
+
+    /// Seconds a node stays in the registry without a refresh (it refreshes every 2 s).
+    static let registryTTL: Double = 6
+
+    public let configuration: ServerConfiguration
+    public let nodeID: String
+    private let group: MultiThreadedEventLoopGroup
+    private let context: NodeContext
+    private let logger: Logger
+    private let state = NIOLockedValueBox(RunState())
+
+    private struct RunState {
+        var serverChannel: (any Channel)?
+        var announceTask: RepeatedTask?
+        var drainStarted = false
+    }
+
+    /// Makes the node's broker on the event loop it must deliver events on, for a node id.
+    public typealias BrokerFactory = @Sendable (_ eventLoop: any EventLoop, _ nodeID: String) throws -> any Broker
+
+    /// Creates a node (bind with `start()`) on the broker `makeBroker` builds (the memory broker
+    /// by default; the `switchboard` executable picks Redis from `configuration.broker`).
+    public init(
+        configuration: ServerConfiguration,
+        logger: Logger,
+        makeBroker: BrokerFactory = { eventLoop, _ in MemoryBroker(eventLoop: eventLoop) }
+    ) throws {
+        self.configuration = configuration
+        self.logger = logger
+        self.nodeID = Self.makeNodeID()
+        let threads = configuration.eventLoopThreads > 0 ? configuration.eventLoopThreads : System.coreCount
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        let loops = Array(self.group.makeIterator())
+        let hubLoop = loops[0]
+        let broker: any Broker
+        do {
+            broker = try makeBroker(hubLoop, self.nodeID)
+        } catch {
+            try? self.group.syncShutdownGracefully()
+            throw error
+        }
+        let hub = Hub(eventLoop: hubLoop, broker: broker, presenceTTL: configuration.presenceTTL, logger: logger)
+        let metrics = NodeMetrics(version: Self.version, commit: NodeMetrics.commitFromEnvironment())
+        let fanouts = loops.enumerated().map { LoopFanout(eventLoop: $0.element, index: $0.offset) }
+        for fanout in fanouts {
+            fanout.hub = hub
+            fanout.metrics = metrics
+        }
+        hub.metricsSink = metrics
+        self.context = NodeContext(
+            configuration: configuration,
+            nodeID: self.nodeID,
+            nodeName: configuration.nodeName.isEmpty ? self.nodeID : configuration.nodeName,
+            version: Self.version,
+            hub: hub,
+            broker: broker,
+            fanouts: fanouts,
+            metrics: metrics,
+            logger: logger
+        )
+    }
+
+    static func makeNodeID() -> String {
+        let alphabet = Array("abcdefghijklmnopqrstuvwxyz0123456789")
+        return "n" + String((0..<5).map { _ in alphabet.randomElement()! })
+    }
+
+    /// Binds the listener and starts serving; returns the bound port.
+    public func start() async throws -> Int {
+        try await self.context.hub.start(fanouts: self.context.fanouts).get()
+        for fanout in self.context.fanouts { fanout.start() }
+        let context = self.context
+        let configuration = self.configuration
+        let upgrader = Self.makeUpgrader(context: context)
+        // Made once, used by every connection's router.
+        let installHTTP: @Sendable (any Channel, NIODeadline) throws -> Void = { channel, headDeadline in
+            try Self.configureHTTP(channel, context: context, upgrader: upgrader, headDeadline: headDeadline)
+        }
+        let installWebSocket: @Sendable (any Channel) throws -> Void = { channel in
+            let pipeline = channel.pipeline.syncOperations
+            try pipeline.addHandler(WebSocketFrameHandler(maximumMessageSize: context.configuration.maxMessageSize))
+            try pipeline.addHandler(ClientSession(node: context, fanout: context.fanout(for: channel.eventLoop)))
+        }
+        let bootstrap = ServerBootstrap(group: self.group)
+            .serverChannelOption(.backlog, value: 4096)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: configuration.outboundLimit / 2, high: configuration.outboundLimit))
+            .childChannelOption(.maxMessagesPerRead, value: 4)
+            // Small first reads: an idle connection keeps its last receive buffer (NIO's default starts at 2 KB).
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65_536))
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let address = channel.remoteAddress?.ipAddress ?? ""
+                    let admission = context.connections.admit(address: address)
+                    var headTimeout = configuration.headTimeout
+                    switch admission {
+                    case .admitted:
+                        channel.closeFuture.whenComplete { _ in context.connections.release(address: address) }
+                    case .nodeFull:
+                        context.metrics.refusedConnectionsNode.increment()
+                        headTimeout = min(headTimeout, 2)  // an uncounted socket is let go soon
+                    case .addressFull:
+                        context.metrics.refusedConnectionsAddress.increment()
+                        headTimeout = min(headTimeout, 2)
+                    }
+                    try channel.pipeline.syncOperations.addHandler(
+                        HandshakeRouter(
+                            node: context,
+                            admission: admission,
+                            headDeadline: .now() + .milliseconds(Int64(headTimeout * 1000)),
+                            installHTTP: installHTTP,
+                            installWebSocket: installWebSocket
+                        )
+                    )
+                }
+            }
+        let channel = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
+        let address = channel.localAddress!
+        self.state.withLockedValue { $0.serverChannel = channel }
+        self.startAnnouncing(address: address)
+        return address.port ?? configuration.port
+    }
+
+    /// One upgrader for every connection (it keeps no per-connection state).
+    private static func makeUpgrader(context: NodeContext) -> WebSocketUpgrader {
+        WebSocketUpgrader(
+            accepts: { head in
+                !context.isDraining && Route(uri: head.uri).acceptsUpgrade(echoEnabled: context.configuration.echoEndpoint)
+            },
+            installHandlers: { channel, head in
+                let isEcho = Route(uri: head.uri) == .echo
+                let pipeline = channel.pipeline.syncOperations
+                let limit = isEcho ? context.configuration.echoMaxMessageSize : context.configuration.maxMessageSize
+                try pipeline.addHandler(WebSocketFrameHandler(maximumMessageSize: limit))
+                if isEcho {
+                    try pipeline.addHandler(EchoHandler())
+                } else {
+                    try pipeline.addHandler(ClientSession(node: context, fanout: context.fanout(for: channel.eventLoop)))
+                }
+            }
+        )
+    }
+
+    /// The full HTTP/1.1 pipeline (after the router), under the connection's head deadline.
+    private static func configureHTTP(_ channel: any Channel, context: NodeContext, upgrader: WebSocketUpgrader, headDeadline: NIODeadline) throws {
+        let httpHandler = HTTPHandler(node: context, clientAddress: channel.remoteAddress?.ipAddress ?? "", headDeadline: headDeadline)
+        let boundHTTPHandler = NIOLoopBound(httpHandler, eventLoop: channel.eventLoop)
+        var limits = NIOHTTPDecoderLimitConfiguration()
+        limits.maxHeaderFieldSize = 8192
+        limits.maxHeaderListSize = 16384
+        limits.maxHeaderFieldCount = 100
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+            withPipeliningAssistance: true,
+            withServerUpgrade: (
+                upgraders: [upgrader],
+                completionHandler: { ctx in
+                    ctx.pipeline.syncOperations.removeHandler(boundHTTPHandler.value, promise: nil)
+                }
+            ),
+            withErrorHandling: true,
+            withOutboundHeaderValidation: true,
+            withEncoderConfiguration: .init(),
+            withDecoderLimitConfiguration: limits
+        )
+        try channel.pipeline.syncOperations.addHandler(httpHandler)
+    }
+
+    private func startAnnouncing(address: SocketAddress) {
+        let context = self.context
+        context.advertisedAddress = "\(address.ipAddress ?? "?"):\(address.port ?? 0)"
+        _ = context.announceSelf(ttl: Self.registryTTL)
+        let task = context.hub.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(2), delay: .seconds(2)) { _ in
+            _ = context.announceSelf(ttl: Self.registryTTL)
+        }
+        self.state.withLockedValue { $0.announceTask = task }
+    }
+
+    /// Graceful drain: readiness fails at once, the listener closes after a
+    /// short grace, clients are asked to reconnect spread over the drain
+    /// window, and the call returns when they are gone or the window is over.
+    public func drain() async {
+        let first = self.state.withLockedValue { state -> Bool in
+            defer { state.drainStarted = true }
+            return !state.drainStarted
+        }
+        guard first else { return }
+        self.context.setDraining()
+        let window = max(0, self.configuration.drainSeconds)
+        self.logger.info("draining", metadata: ["seconds": "\(window)"])
+        let grace = min(2.0, window / 2)
+        let serverChannel = self.state.withLockedValue { $0.serverChannel }
+        if let serverChannel {
+            serverChannel.eventLoop.scheduleTask(in: .milliseconds(Int64(grace * 1000))) {
+                serverChannel.close(promise: nil)
+            }
+        }
+        for fanout in self.context.fanouts {
+            fanout.drain(over: .milliseconds(Int64(window * 800)), code: .shutdown)
+        }
+        let deadline = NIODeadline.now() + .milliseconds(Int64(window * 1000))
+        while NIODeadline.now() < deadline {
+            let remaining = (try? await self.context.hub.statistics().get().connections) ?? 0
+            if remaining == 0, NIODeadline.now() - (deadline - .milliseconds(Int64(window * 1000))) >= .milliseconds(Int64(grace * 1000)) {
+                break
+            }
+            try? await Task.sleep(nanoseconds: 100_000_000)
+        }
+    }
+
+    /// Stops everything: listener, timers, broker, threads.
+    public func stop() async {
+        let (serverChannel, task) = self.state.withLockedValue { ($0.serverChannel, $0.announceTask) }
+        task?.cancel()
+        try? await serverChannel?.close()
+        _ = try? await self.context.broker.removeNode(id: self.nodeID).get()
+        self.context.hub.stop()
+        for fanout in self.context.fanouts { fanout.stop() }
+        _ = try? await self.context.broker.shutdown().get()
+        try? await self.group.shutdownGracefully()
+    }
+}

@@ -1,0 +1,255 @@
+import CoreMetrics
+import NIOCore
+import NIOHTTP1
+import SwitchboardBroker
+import SwitchboardCore
+
+/// The HTTP server API for backends: `POST /api/<method>` with a JSON body
+/// and `Authorization: apikey <key>`; answers `{"result": ...}` or `{"error": ...}`.
+struct ServerAPI: Sendable {
+    let node: NodeContext
+    private static let parser = JSONParser(maximumDepth: 64, maximumValues: 100_000)
+
+    init(node: NodeContext) {
+        self.node = node
+    }
+
+    func handle(method: String, authorization: String?, body: ByteBuffer) -> EventLoopFuture<HTTPResponse> {
+        let loop = self.node.hub.eventLoop
+        guard self.isAuthorized(authorization) else {
+            return loop.makeSucceededFuture(.json(.unauthorized, #"{"error":{"code":101,"message":"missing or wrong api key","temporary":false}}"#))
+        }
+        let params: JSONObject
+        if body.readableBytes == 0 {
+            params = JSONObject()
+        } else {
+            let parsed: JSONValue? = body.withUnsafeReadableBytes { bytes in
+                guard UTF8Validation.isValid(bytes) else { return nil }
+                return try? Self.parser.parse(UnsafeBufferPointer(start: bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), count: bytes.count))
+            }
+            guard let parsed, case .object(let object) = parsed else {
+                return loop.makeSucceededFuture(.json(.badRequest, #"{"error":{"code":107,"message":"body is not a JSON object","temporary":false}}"#))
+            }
+            params = object
+        }
+        let result: EventLoopFuture<ByteBuffer>
+        do {
+            switch method {
+            case "publish": result = try self.publish(params)
+            case "broadcast": result = try self.broadcast(params)
+            case "presence": result = try self.presence(params, statsOnly: false)
+            case "presenceStats": result = try self.presence(params, statsOnly: true)
+            case "history": result = try self.history(params)
+            case "channels": result = try self.channels(params)
+            case "info": result = self.info()
+            case "disconnect": result = try self.disconnect(params)
+            case "unsubscribe": result = try self.unsubscribe(params)
+            default:
+                return loop.makeSucceededFuture(.json(.notFound, Self.errorBody(.methodNotFound)))
+            }
+        } catch {
+            return loop.makeSucceededFuture(.json(.ok, Self.errorBody(error)))
+        }
+        return result.map { .json(.ok, $0) }.recover { error in
+            .json(.ok, Self.errorBody((error as? SwitchboardError) ?? .internalError))
+        }
+    }
+
+    private func isAuthorized(_ header: String?) -> Bool {
+        guard let header else { return false }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "apikey" else { return false }
+        let given = Array(parts[1].utf8)
+        let expected = Array(self.node.configuration.apiKey.utf8)
+        guard given.count == expected.count, !expected.isEmpty else { return false }
+        var difference: UInt8 = 0
+        for i in 0..<given.count { difference |= given[i] ^ expected[i] }
+        return difference == 0
+    }
+
+    static func errorBody(_ error: SwitchboardError) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.writeStaticString("{\"error\":")
+        ResultWriter.writeError(&buffer, error)
+        buffer.writeInteger(UInt8(ascii: "}"))
+        return buffer
+    }
+
+    private static func result(_ body: (inout ByteBuffer) -> Void) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.writeStaticString("{\"result\":")
+        body(&buffer)
+        buffer.writeInteger(UInt8(ascii: "}"))
+        return buffer
+    }
+
+    private func publishRequest(channel: String, data: JSONValue, idempotencyKey: String?) -> PublishRequest {
+        let options = self.node.configuration.namespaces.options(for: channel)
+        var buffer = ByteBuffer()
+        buffer.writeJSON(data)
+        return PublishRequest(
+            channel: channel,
+            data: buffer,
+            historySize: options.historySize,
+            historyTTL: options.historyTTL,
+            idempotencyKey: idempotencyKey,
+            idempotencyWindow: self.node.configuration.idempotencyWindow,
+            time: UInt64(NIODeadline.wallClockNanoseconds)
+        )
+    }
+
+    private static func writePublishResult(_ buffer: inout ByteBuffer, _ result: PublishResult) {
+        if result.position.offset > 0 {
+            buffer.writeInteger(UInt8(ascii: "{"))
+            ResultWriter.writePosition(&buffer, result.position)
+            buffer.writeInteger(UInt8(ascii: "}"))
+        } else {
+            buffer.writeStaticString("{}")
+        }
+    }
+
+    private func publish(_ params: JSONObject) throws(SwitchboardError) -> EventLoopFuture<ByteBuffer> {
+        let channel = try ClientMessage.channel(params)
+        guard let data = params["data"] else { throw .badRequest("publish needs data") }
+        let key = try ClientMessage.optionalString(params, "idempotencyKey")
+        let metrics = self.node.metrics
+        metrics.publications.increment()
+        let started = NIODeadline.now()
+        return self.node.broker.publish(self.publishRequest(channel: channel, data: data, idempotencyKey: key)).map { published in
+            metrics.brokerPublishDuration.recordNanoseconds((NIODeadline.now() - started).nanoseconds)
+            return Self.result { Self.writePublishResult(&$0, published) }
+        }
+    }
+
+    private func broadcast(_ params: JSONObject) throws(SwitchboardError) -> EventLoopFuture<ByteBuffer> {
+        guard let channels = params["channels"]?.arrayValue, !channels.isEmpty else { throw .badRequest("channels must be a non-empty array") }
+        guard channels.count <= 1000 else { throw .limitExceeded("at most 1000 channels per broadcast") }
+        guard let data = params["data"] else { throw .badRequest("broadcast needs data") }
+        var names: [String] = []
+        for value in channels {
+            guard let channel = value.stringValue else { throw .badRequest("channels must be strings") }
+            try ChannelName.validate(channel)
+            names.append(channel)
+        }
+        // Every name is checked before anything is published: a bad one rejects the whole broadcast.
+        self.node.metrics.publications.increment(by: names.count)
+        var futures: [EventLoopFuture<Result<PublishResult, SwitchboardError>>] = []
+        for channel in names {
+            let future = self.node.broker.publish(self.publishRequest(channel: channel, data: data, idempotencyKey: nil))
+                .map { Result<PublishResult, SwitchboardError>.success($0) }
+                .recover { _ in .failure(.internalError) }
+            futures.append(future)
+        }
+        return EventLoopFuture.whenAllSucceed(futures, on: self.node.hub.eventLoop).map { results in
+            Self.result { buffer in
+                buffer.writeStaticString("{\"responses\":[")
+                for (i, result) in results.enumerated() {
+                    if i > 0 { buffer.writeInteger(UInt8(ascii: ",")) }
+                    switch result {
+                    case .success(let published):
+                        buffer.writeStaticString("{\"result\":")
+                        Self.writePublishResult(&buffer, published)
+                        buffer.writeInteger(UInt8(ascii: "}"))
+                    case .failure(let error):
+                        buffer.writeStaticString("{\"error\":")
+                        ResultWriter.writeError(&buffer, error)
+                        buffer.writeInteger(UInt8(ascii: "}"))
+                    }
+                }
+                buffer.writeStaticString("]}")
+            }
+        }
+    }
+
+    private func presence(_ params: JSONObject, statsOnly: Bool) throws(SwitchboardError) -> EventLoopFuture<ByteBuffer> {
+        let channel = try ClientMessage.channel(params)
+        guard self.node.configuration.namespaces.options(for: channel).presence else {
+            throw SwitchboardError(.notAvailable, "presence is off for this channel")
+        }
+        return self.node.broker.presence(channel: channel).map { clients in
+            Self.result { buffer in
+                if statsOnly { ResultWriter.writePresenceStats(&buffer, clients) } else { ResultWriter.writePresence(&buffer, clients) }
+            }
+        }
+    }
+
+    private func history(_ params: JSONObject) throws(SwitchboardError) -> EventLoopFuture<ByteBuffer> {
+        let query = try HistoryParams.parse(params)
+        guard self.node.configuration.namespaces.options(for: query.channel).keepsHistory else {
+            throw SwitchboardError(.notAvailable, "history is off for this channel")
+        }
+        return self.node.broker.history(HistoryQuery(query, maximumLimit: self.node.configuration.maxHistoryLimit)).map { history in
+            Self.result { ResultWriter.writeHistory(&$0, history, since: query.since) }
+        }
+    }
+
+    private func channels(_ params: JSONObject) throws(SwitchboardError) -> EventLoopFuture<ByteBuffer> {
+        let pattern = try ClientMessage.optionalString(params, "pattern")
+        return self.node.hub.channelList().map { list in
+            Self.result { buffer in
+                buffer.writeStaticString("{\"channels\":{")
+                var first = true
+                for entry in list where pattern.map({ ChannelName.matches(entry.name, pattern: $0) }) ?? true {
+                    if !first { buffer.writeInteger(UInt8(ascii: ",")) }
+                    first = false
+                    buffer.writeJSONString(entry.name)
+                    buffer.writeStaticString(":{\"subscribers\":")
+                    buffer.writeDecimal(entry.subscribers)
+                    buffer.writeInteger(UInt8(ascii: "}"))
+                }
+                buffer.writeStaticString("}}")
+            }
+        }
+    }
+
+    private func info() -> EventLoopFuture<ByteBuffer> {
+        let node = self.node
+        return node.announceSelf().flatMap { node.broker.nodes() }.map { nodes in
+            Self.result { buffer in
+                buffer.writeStaticString("{\"nodes\":[")
+                for (i, node) in nodes.enumerated() {
+                    if i > 0 { buffer.writeInteger(UInt8(ascii: ",")) }
+                    buffer.writeStaticString("{\"id\":")
+                    buffer.writeJSONString(node.id)
+                    buffer.writeStaticString(",\"name\":")
+                    buffer.writeJSONString(node.name)
+                    buffer.writeStaticString(",\"address\":")
+                    buffer.writeJSONString(node.address)
+                    buffer.writeStaticString(",\"connections\":")
+                    buffer.writeDecimal(node.connections)
+                    buffer.writeStaticString(",\"subscriptions\":")
+                    buffer.writeDecimal(node.subscriptions)
+                    buffer.writeStaticString(",\"channels\":")
+                    buffer.writeDecimal(node.channels)
+                    buffer.writeStaticString(",\"uptime\":")
+                    buffer.writeDecimal(Int(node.uptime))
+                    buffer.writeStaticString(",\"draining\":")
+                    buffer.writeStaticString(node.draining ? "true" : "false")
+                    buffer.writeInteger(UInt8(ascii: "}"))
+                }
+                buffer.writeStaticString("]}")
+            }
+        }
+    }
+
+    private func disconnect(_ params: JSONObject) throws(SwitchboardError) -> EventLoopFuture<ByteBuffer> {
+        let client = try ClientMessage.optionalString(params, "client")
+        let user = try ClientMessage.optionalString(params, "user")
+        guard client != nil || user != nil else { throw .badRequest("disconnect needs client or user") }
+        var code = DisconnectCode.forced.rawValue
+        if let value = params["code"], value != .null {
+            guard let number = value.intValue, number >= 3000, number <= 4999 else { throw .badRequest("code must be within 3000-4999") }
+            code = UInt16(number)
+        }
+        let reason = try ClientMessage.optionalString(params, "reason") ?? DisconnectCode.forced.reason
+        return self.node.broker.sendControl(.disconnect(client: client, user: user, code: code, reason: reason), to: nil)
+            .map { Self.result { $0.writeStaticString("{}") } }
+    }
+
+    private func unsubscribe(_ params: JSONObject) throws(SwitchboardError) -> EventLoopFuture<ByteBuffer> {
+        guard let user = try ClientMessage.optionalString(params, "user") else { throw .badRequest("unsubscribe needs user") }
+        let channel = try ClientMessage.channel(params)
+        return self.node.broker.sendControl(.unsubscribe(user: user, channel: channel), to: nil)
+            .map { Self.result { $0.writeStaticString("{}") } }
+    }
+}
