@@ -64,6 +64,15 @@ ensure_haproxy() {
     command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || { echo "haproxy is still missing" >&2; return 1; }
 }
 
+# ensure_nginx: tests/e2e/test_deploy_proxies.py runs deploy/nginx/nginx.conf
+# with the real nginx (Debian's 1.22); the tests start their own copy.
+ensure_nginx() {
+    if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+        apt_install nginx
+    fi
+    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { echo "nginx is still missing" >&2; return 1; }
+}
+
 # ensure_promtool: tests/e2e/test_metrics.py runs `promtool check metrics`
 # on a node's /metrics. Debian's `prometheus` package ships promtool; its
 # service, where it may start, listens on 9090, which the tests never use.

@@ -92,6 +92,9 @@ python_venv() {
 }
 
 e2e() {
+    ensure_haproxy  # tests/e2e/test_deploy_proxies.py
+    ensure_nginx
+    command -v openssl >/dev/null 2>&1 || apt_install openssl  # test_balancer.py makes TLS certificates
     "$BIN" serve --help >/dev/null
     "$VENV/bin/python" -m pytest -q tests/e2e
 }

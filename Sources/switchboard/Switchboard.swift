@@ -12,6 +12,6 @@ struct Switchboard: AsyncParsableCommand {
             endpoint at /ws. See docs/configuration.md for every option.
             """,
         version: SwitchboardNode.version,
-        subcommands: [Serve.self]
+        subcommands: [Serve.self, Balance.self]
     )
 }

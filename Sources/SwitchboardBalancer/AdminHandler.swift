@@ -1,0 +1,92 @@
+import NIOCore
+import SwitchboardCore
+
+/// The admin listener's connection handler: one request per connection (`Connection: close`), head
+/// read with the same strict parser and deadline as client heads. `GET /admin/nodes`, `GET /metrics`,
+/// `GET /healthz`, `POST /admin/nodes/{host:port}/drain` and `/ready`; anything else 404. The admin
+/// port has no authentication: bind it to loopback or a private interface.
+final class AdminHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let router: NodeRouter
+    private let headerTimeout: TimeAmount
+    private var buffer: ByteBuffer?
+    private var parser = RequestHeadParser()
+    private var deadline: Scheduled<Void>?
+    private var answered = false
+
+    init(router: NodeRouter, headerTimeout: TimeAmount) {
+        self.router = router
+        self.headerTimeout = headerTimeout
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let channel = context.channel
+        self.deadline = context.eventLoop.scheduleTask(in: self.headerTimeout) { channel.close(promise: nil) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.deadline?.cancel()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !self.answered else { return }
+        var bytes = self.unwrapInboundIn(data)
+        if self.buffer == nil { self.buffer = bytes } else { self.buffer!.writeBuffer(&bytes) }
+        switch self.parser.parse(self.buffer!) {
+        case .needMore:
+            return
+        case .invalid(let error):
+            self.respond(context: context, status: "400 Bad Request", type: "text/plain", body: ByteBuffer(string: "\(error)\n"))
+        case .complete(let head):
+            let snapshot = self.router.snapshot()
+            let now = NIODeadline.now()
+            switch (head.method, head.path) {
+            case ("GET", "/admin/nodes"):
+                self.respond(
+                    context: context, status: "200 OK", type: "application/json",
+                    body: AdminReport.nodesJSON(
+                        table: snapshot.table, counters: snapshot.counters, algorithm: snapshot.algorithm, now: now))
+            case ("GET", "/metrics"):
+                self.respond(
+                    context: context, status: "200 OK", type: "text/plain; version=0.0.4",
+                    body: AdminReport.metricsText(table: snapshot.table, counters: snapshot.counters, now: now))
+            case ("POST", let path) where path.hasPrefix("/admin/nodes/") && (path.hasSuffix("/drain") || path.hasSuffix("/ready")):
+                let drain = path.hasSuffix("/drain")
+                let id = path.dropFirst("/admin/nodes/".count).dropLast(drain ? "/drain".count : "/ready".count)
+                let decoded = RequestHead.percentDecode(id) ?? ""
+                if self.router.setDrained(decoded, drain) {
+                    var body = ByteBuffer()
+                    body.writeJSON(.object(JSONObject([("node", .string(decoded)), ("drained", .bool(drain))])))
+                    body.writeStaticString("\n")
+                    self.respond(context: context, status: "200 OK", type: "application/json", body: body)
+                } else {
+                    self.respond(context: context, status: "404 Not Found", type: "text/plain", body: ByteBuffer(string: "no such node\n"))
+                }
+            case ("GET", "/healthz"):
+                self.respond(context: context, status: "200 OK", type: "text/plain", body: ByteBuffer(string: "ok\n"))
+            default:
+                self.respond(context: context, status: "404 Not Found", type: "text/plain", body: ByteBuffer(string: "not found\n"))
+            }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    private func respond(context: ChannelHandlerContext, status: String, type: String, body: ByteBuffer) {
+        self.answered = true
+        self.deadline?.cancel()
+        var out = context.channel.allocator.buffer(capacity: 128 + body.readableBytes)
+        out.writeString("HTTP/1.1 \(status)\r\nContent-Type: \(type)\r\nContent-Length: \(body.readableBytes)\r\nConnection: close\r\n\r\n")
+        var body = body
+        out.writeBuffer(&body)
+        let channel = context.channel
+        context.writeAndFlush(self.wrapOutboundOut(out)).whenComplete { _ in channel.close(promise: nil) }
+    }
+}
+
+@available(*, unavailable)
+extension AdminHandler: Sendable {}

@@ -1,0 +1,156 @@
+public import Logging
+public import NIOCore
+import NIOConcurrencyHelpers
+import NIOPosix
+import NIOSSL
+import RedisClient
+
+/// `switchboard balance` as a library: the client listener, the optional admin listener and the health
+/// checker around one `NodeRouter`.
+///
+/// Every accepted connection gets a `FrontHandler` (head, pick, connect on the same event loop), then a
+/// `TunnelHandler` pair. Past `maxConnections` a new connection is answered 503 and closed. Accept errors
+/// such as EMFILE are backed off by NIO's `AcceptBackoffHandler` (ServerBootstrap installs it), so a
+/// flood does not spin the loop.
+public final class BalancerServer: Sendable {
+    public let configuration: BalancerConfiguration
+    public let router: NodeRouter
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let listeners = NIOLockedValueBox<[any Channel]>([])
+    private let checker = NIOLockedValueBox<HealthChecker?>(nil)
+    private let watcher = NIOLockedValueBox<RegistryWatcher?>(nil)
+
+    /// Validates the configuration; nothing listens until `start()`.
+    public init(configuration: BalancerConfiguration, group: any EventLoopGroup, logger: Logger) throws {
+        try configuration.validate()
+        self.configuration = configuration
+        self.router = NodeRouter(configuration: configuration)
+        self.group = group
+        self.logger = logger
+    }
+
+    /// Resolves the nodes, binds the listeners and starts the health checks; returns the bound ports.
+    public func start() async throws -> (port: Int, adminPort: Int?) {
+        var addresses: [String: SocketAddress] = [:]
+        for node in self.configuration.nodes {
+            do {
+                addresses[node.id] = try SocketAddress.makeAddressResolvingHost(node.host, port: node.port)
+            } catch {
+                throw BalancerConfigurationError("node \(node.id): cannot resolve \(node.host): \(error)")
+            }
+        }
+        var redis: RedisConfiguration?
+        if let registry = self.configuration.registry {
+            do {
+                redis = try RedisConfiguration(url: registry)
+            } catch {
+                throw BalancerConfigurationError("--registry: \(error)")
+            }
+        }
+        let tls = try self.configuration.tlsCertificatePath.map { _ in try self.makeTLSContext() }
+        self.router.setMembers(self.configuration.nodes, resolved: addresses)
+        let settings = FrontSettings(configuration: self.configuration)
+        let sweepers = try await TunnelSweepers.start(on: self.group, idleTimeout: self.configuration.tunnelIdleTimeout)
+        let router = self.router
+        let logger = self.logger
+        let front = try await ServerBootstrap(group: self.group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: settings.waterMarks)
+            .childChannelOption(.recvAllocator, value: settings.receiveAllocator)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let admitted = router.admitClient()
+                    if admitted {
+                        channel.closeFuture.whenComplete { _ in router.clientClosed() }
+                    }
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                    }
+                    try channel.pipeline.syncOperations.addHandler(
+                        FrontHandler(
+                            settings: settings, router: router, logger: logger, refuseOnArrival: !admitted,
+                            sweepers: sweepers))
+                }
+            }
+            .bind(host: self.configuration.host, port: self.configuration.port)
+            .get()
+        self.listeners.withLockedValue { $0.append(front) }
+        var adminPort: Int?
+        if let adminHost = self.configuration.adminHost, let port = self.configuration.adminPort {
+            let timeout = self.configuration.headerTimeout
+            let admin = try await ServerBootstrap(group: self.group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(AdminHandler(router: router, headerTimeout: timeout))
+                    }
+                }
+                .bind(host: adminHost, port: port)
+                .get()
+            self.listeners.withLockedValue { $0.append(admin) }
+            adminPort = admin.localAddress?.port
+        }
+        if let redis {
+            let watcher = RegistryWatcher(
+                configuration: redis, eventLoop: self.group.next(), router: router, staticNodes: self.configuration.nodes,
+                interval: self.configuration.registryInterval, logger: logger)
+            self.watcher.withLockedValue { $0 = watcher }
+            watcher.start()
+        }
+        let checker = HealthChecker(router: router, group: self.group, configuration: self.configuration, logger: logger)
+        self.checker.withLockedValue { $0 = checker }
+        checker.start()
+        return (front.localAddress?.port ?? self.configuration.port, adminPort)
+    }
+
+    /// TLS 1.2 and 1.3 only (NIOSSL's default minimum is 1.0), ALPN `http/1.1`. BoringSSL's server-side
+    /// session cache and TLS 1.3 tickets are on by default, so reconnect storms resume sessions.
+    private func makeTLSContext() throws -> NIOSSLContext {
+        guard let certificatePath = self.configuration.tlsCertificatePath, let keyPath = self.configuration.tlsKeyPath else {
+            throw BalancerConfigurationError("--tls-cert and --tls-key go together")
+        }
+        do {
+            let chain = try NIOSSLCertificate.fromPEMFile(certificatePath)
+            guard !chain.isEmpty else { throw BalancerConfigurationError("--tls-cert \(certificatePath): no certificate") }
+            let key = try NIOSSLPrivateKey(file: keyPath, format: .pem)
+            var tls = TLSConfiguration.makeServerConfiguration(
+                certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+            tls.minimumTLSVersion = .tlsv12
+            tls.applicationProtocols = ["http/1.1"]
+            return try NIOSSLContext(configuration: tls)
+        } catch let error as BalancerConfigurationError {
+            throw error
+        } catch {
+            throw BalancerConfigurationError("TLS certificate or key unusable: \(error)")
+        }
+    }
+
+    /// Closes the client listener: no new connections; open tunnels, the admin listener, health checks
+    /// and the registry go on (the first step of a drain).
+    public func stopAccepting() async {
+        let front = self.listeners.withLockedValue { $0.first }
+        try? await front?.close()
+    }
+
+    /// Client connections open now.
+    public var openClients: Int { self.router.snapshot().counters.open }
+
+    /// Stops the health checks and closes the listeners (open tunnels are not touched).
+    public func stop() async {
+        self.checker.withLockedValue { $0?.stop() }
+        if let watcher = self.watcher.withLockedValue({ $0 }) {
+            try? await watcher.stop().get()
+        }
+        let listeners = self.listeners.withLockedValue { channels in
+            defer { channels = [] }
+            return channels
+        }
+        for listener in listeners {
+            try? await listener.close()
+        }
+    }
+}

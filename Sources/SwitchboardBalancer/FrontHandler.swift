@@ -1,0 +1,274 @@
+import Logging
+import NIOCore
+import NIOPosix
+import NIOTLS
+
+/// The client side of a connection before it becomes a tunnel: reads and checks the request head within
+/// the header deadline, picks a node, connects to it on this channel's own event loop (retrying other
+/// nodes on a connect failure), forwards the head and any bytes read after it, then replaces itself with
+/// the client half of a `TunnelHandler` pair.
+///
+/// Answers itself only before any node byte reached the client: 400 for a malformed head, 408 when the
+/// head is not complete by the deadline, 503 when no node may take connections (or the balancer is
+/// full), 502 when every connect attempt failed. Each answer is followed by a write EOF and a short
+/// linger that discards input, so the client reads the status rather than a reset.
+final class FrontHandler {
+    private enum State {
+        case readingHead
+        case connecting
+        case tunnelling
+        case refusing
+        case closed
+    }
+
+    private let settings: FrontSettings
+    private let router: NodeRouter
+    private let logger: Logger
+    private let refuseOnArrival: Bool
+    private let sweepers: TunnelSweepers?
+    private var state = State.readingHead
+    private var buffer: ByteBuffer?
+    private var parser = RequestHeadParser()
+    private var head: RequestHead?
+    private var deadline: Scheduled<Void>?
+    private var linger: Scheduled<Void>?
+    private var tried: Set<String> = []
+    private var attempts = 0
+    private var pendingRead = false
+    private var clientInputClosed = false
+
+    /// `refuseOnArrival`: the balancer is at `--max-connections`; answer 503 at once.
+    /// `sweepers`: the per-loop idle sweepers (nil: tunnels have no idle timeout, for tests).
+    init(
+        settings: FrontSettings, router: NodeRouter, logger: Logger, refuseOnArrival: Bool = false,
+        sweepers: TunnelSweepers? = nil
+    ) {
+        self.settings = settings
+        self.sweepers = sweepers
+        self.router = router
+        self.logger = logger
+        self.refuseOnArrival = refuseOnArrival
+    }
+}
+
+@available(*, unavailable)
+extension FrontHandler: Sendable {}
+
+extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        guard !self.refuseOnArrival else { return }
+        self.deadline = context.eventLoop.assumeIsolated().scheduleTask(in: self.settings.headerTimeout) {
+            guard case .readingHead = self.state else { return }
+            self.router.countRefusal(.headTimeout)
+            self.refuse(context: context, status: "408 Request Timeout", body: "request head not complete in time\n")
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.deadline?.cancel()
+        self.deadline = nil
+        self.linger?.cancel()
+        self.linger = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if self.refuseOnArrival {
+            self.refuse(context: context, status: "503 Service Unavailable", body: "balancer at its connection limit\n", linger: false)
+        }
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = self.unwrapInboundIn(data)
+        switch self.state {
+        case .readingHead:
+            if self.buffer == nil {
+                self.buffer = bytes
+            } else {
+                self.buffer!.writeBuffer(&bytes)
+            }
+            switch self.parser.parse(self.buffer!) {
+            case .needMore:
+                break
+            case .invalid(let error):
+                self.router.countRefusal(.badRequest)
+                self.logger.debug("bad request head", metadata: ["error": "\(error)"])
+                self.refuse(context: context, status: "400 Bad Request", body: "\(error)\n")
+            case .complete(let head):
+                self.deadline?.cancel()
+                self.deadline = nil
+                self.head = head
+                self.state = .connecting
+                self.connectNext(context: context)
+            }
+        case .connecting:
+            // At most one read arrives here: reads are held back while connecting.
+            self.buffer!.writeBuffer(&bytes)
+        case .tunnelling:
+            context.fireChannelRead(data)
+        case .refusing, .closed:
+            break
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        switch self.state {
+        case .connecting:
+            self.pendingRead = true
+        default:
+            context.read()
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? TLSUserEvent, case .handshakeCompleted = event {
+            self.router.countTLSHandshake()
+        }
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            switch self.state {
+            case .readingHead, .refusing:
+                context.close(promise: nil)
+            case .connecting:
+                self.clientInputClosed = true
+            case .tunnelling, .closed:
+                context.fireUserInboundEventTriggered(event)
+            }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.state = .closed
+        self.deadline?.cancel()
+        self.linger?.cancel()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.logger.debug("client connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    // MARK: connecting
+
+    private func connectNext(context: ChannelHandlerContext) {
+        guard let head = self.head else { return }
+        let key = head.hashKey(self.settings.hashKey, clientAddress: context.channel.remoteAddress?.ipAddress)
+        guard self.attempts < self.settings.connectAttempts,
+            let (node, address) = self.router.pick(key: key, excluding: self.tried)
+        else {
+            if self.attempts == 0 {
+                self.router.countRefusal(.noNode)
+                self.refuse(context: context, status: "503 Service Unavailable", body: "no node available\n")
+            } else {
+                self.router.countRefusal(.connectGaveUp)
+                self.refuse(context: context, status: "502 Bad Gateway", body: "no node could be reached\n")
+            }
+            return
+        }
+        self.attempts += 1
+        self.tried.insert(node.id)
+        let link = TunnelLink(
+            node: node, router: self.router, connectStarted: .now(), idleTimeout: self.settings.tunnelIdleTimeout)
+        let pair = TunnelHandler.matchedPair(link: link)
+        let nodeHalf = NIOLoopBound(pair.node, eventLoop: context.eventLoop)
+        ClientBootstrap(group: context.eventLoop)
+            .connectTimeout(self.settings.connectTimeout)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.writeBufferWaterMark, value: self.settings.waterMarks)
+            .channelOption(.recvAllocator, value: self.settings.receiveAllocator)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(nodeHalf.value)
+                }
+            }
+            .connect(to: address)
+            .assumeIsolated()
+            .whenComplete { result in
+                switch result {
+                case .failure(let error):
+                    let ejection = self.router.connectFailed(node)
+                    self.logger.info(
+                        "connect to node failed",
+                        metadata: [
+                            "node": "\(node.id)", "error": "\(error)",
+                            "ejected": "\(ejection.map { "\($0.nanoseconds / 1_000_000_000) s" } ?? "no")",
+                        ])
+                    if case .connecting = self.state { self.connectNext(context: context) }
+                case .success(let nodeChannel):
+                    self.router.connectSucceeded(node)
+                    self.connected(context: context, nodeChannel: nodeChannel, clientHalf: pair.client, link: link)
+                }
+            }
+    }
+
+    private func connected(
+        context: ChannelHandlerContext, nodeChannel: any Channel, clientHalf: TunnelHandler, link: TunnelLink
+    ) {
+        guard case .connecting = self.state, let head = self.head, var rest = self.buffer else {
+            nodeChannel.close(promise: nil)
+            return
+        }
+        self.state = .tunnelling
+        rest.moveReaderIndex(forwardBy: head.length)
+        var out = nodeChannel.allocator.buffer(capacity: head.length + 128 + rest.readableBytes)
+        head.forwardedHead(
+            clientAddress: context.channel.remoteAddress?.ipAddress, proto: self.settings.forwardedProto, into: &out)
+        out.writeBuffer(&rest)
+        self.buffer = nil
+        self.head = nil
+        link.bytesToNode &+= UInt64(out.readableBytes)
+        nodeChannel.writeAndFlush(out, promise: nil)
+        if self.clientInputClosed {
+            nodeChannel.close(mode: .output, promise: nil)
+        }
+        do {
+            try context.pipeline.syncOperations.addHandler(clientHalf, position: .after(self))
+        } catch {
+            nodeChannel.close(promise: nil)
+            context.close(promise: nil)
+            return
+        }
+        if let sweeper = self.sweepers?.sweeper(for: context.eventLoop) {
+            link.startIdleTimer(client: context.channel, sweeper: sweeper)
+        }
+        let channel = context.channel
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        if self.pendingRead || channel.isActive {
+            self.pendingRead = false
+            channel.read()
+        }
+    }
+
+    // MARK: refusing
+
+    private func refuse(context: ChannelHandlerContext, status: String, body: String, linger: Bool = true) {
+        self.state = .refusing
+        self.deadline?.cancel()
+        self.deadline = nil
+        self.buffer = nil
+        var out = context.channel.allocator.buffer(capacity: 128 + body.utf8.count)
+        out.writeString(
+            "HTTP/1.1 \(status)\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: \(body.utf8.count)\r\n"
+                + "Connection: close\r\n\r\n\(body)")
+        let channel = context.channel
+        guard linger else {
+            context.writeAndFlush(self.wrapOutboundOut(out)).assumeIsolated().whenComplete { _ in
+                channel.close(promise: nil)
+            }
+            return
+        }
+        context.writeAndFlush(self.wrapOutboundOut(out)).assumeIsolated().whenComplete { _ in
+            channel.close(mode: .output, promise: nil)
+        }
+        self.linger = context.eventLoop.assumeIsolated().scheduleTask(in: self.settings.refusalLinger) {
+            channel.close(promise: nil)
+        }
+    }
+}

@@ -1,0 +1,28 @@
+public import NIOCore
+
+/// The part of the configuration a client connection needs, resolved once at start.
+public struct FrontSettings: Sendable {
+    public var headerTimeout: TimeAmount
+    public var connectTimeout: TimeAmount
+    public var tunnelIdleTimeout: TimeAmount
+    public var connectAttempts: Int
+    public var hashKey: HashKeySource
+    public var forwardedProto: String
+    public var waterMarks: ChannelOptions.Types.WriteBufferWaterMark
+    /// Receive buffers for both sides of a tunnel. NIO keeps each channel's last receive buffer for reuse,
+    /// so its starting size is memory held by every idle connection (twice per tunnel): start at 256 B
+    /// (NIO's default is 2 KB) and let the adaptive allocator grow it (up to 64 KB) for bulk traffic.
+    public var receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65_536)
+    /// How long a refused client may keep sending (discarded) before the socket is closed, so it reads
+    /// the error response instead of a reset.
+    public var refusalLinger: TimeAmount = .seconds(1)
+    public init(configuration: BalancerConfiguration) {
+        self.headerTimeout = configuration.headerTimeout
+        self.connectTimeout = configuration.connectTimeout
+        self.tunnelIdleTimeout = configuration.tunnelIdleTimeout
+        self.connectAttempts = max(1, configuration.connectAttempts)
+        self.hashKey = configuration.hashKey
+        self.forwardedProto = configuration.forwardedProto
+        self.waterMarks = .init(low: configuration.writeBufferLowWaterMark, high: configuration.writeBufferHighWaterMark)
+    }
+}

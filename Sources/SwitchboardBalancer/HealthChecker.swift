@@ -1,0 +1,94 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// Active health checks: every node gets `GET /readyz` every check interval, jittered by ±10% so many
+/// balancers (or many nodes) do not fall into step. Results go to the router's table, where rise/fall
+/// decides whether the node takes new connections. Each check has its own connection and deadline.
+final class HealthChecker: Sendable {
+    private let router: NodeRouter
+    private let group: any EventLoopGroup
+    private let interval: TimeAmount
+    private let timeout: TimeAmount
+    private let path: String
+    private let logger: Logger
+    private let stopped = NIOLockedValueBox(false)
+    /// Nodes whose check has not finished: a round skips them, so a slow node never has two checks.
+    private let inFlight = NIOLockedValueBox(Set<String>())
+
+    init(
+        router: NodeRouter, group: any EventLoopGroup, configuration: BalancerConfiguration, logger: Logger
+    ) {
+        self.router = router
+        self.group = group
+        self.interval = configuration.checkInterval
+        self.timeout = configuration.checkTimeout
+        self.path = configuration.checkPath
+        self.logger = logger
+    }
+
+    /// Starts the rounds: every interval (±10%), each member node is checked once, at a random point of
+    /// the first tenth of the round, so the nodes' checks do not all leave at the same instant. Members
+    /// are read at each round, so nodes added at run time are checked from the next round on.
+    func start() {
+        self.scheduleRound(in: .zero)
+    }
+
+    private func scheduleRound(in delay: TimeAmount) {
+        guard !self.stopped.withLockedValue({ $0 }) else { return }
+        let loop = self.group.next()
+        loop.scheduleTask(in: delay) {
+            let spread = max(1, self.interval.nanoseconds / 10)
+            for (node, address) in self.router.memberAddresses {
+                guard self.inFlight.withLockedValue({ $0.insert(node.id).inserted }) else { continue }
+                let checkLoop = self.group.next()
+                checkLoop.scheduleTask(in: .nanoseconds(Int64.random(in: 0...spread))) {
+                    self.check(node, address: address, on: checkLoop)
+                }
+            }
+            let jitter = Double.random(in: 0.9...1.1)
+            self.scheduleRound(in: .nanoseconds(Int64(Double(self.interval.nanoseconds) * jitter)))
+        }
+    }
+
+    /// No further checks are started.
+    func stop() {
+        self.stopped.withLockedValue { $0 = true }
+    }
+
+    private func check(_ node: BackendNode, address: SocketAddress, on loop: any EventLoop) {
+        guard !self.stopped.withLockedValue({ $0 }) else {
+            self.inFlight.withLockedValue { _ = $0.remove(node.id) }
+            return
+        }
+        let promise = loop.makePromise(of: Bool.self)
+        let path = self.path
+        let timeout = loop.scheduleTask(in: self.timeout) { promise.succeed(false) }
+        ClientBootstrap(group: loop)
+            .connectTimeout(self.timeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        HealthCheckHandler(path: path, host: node.id, promise: promise))
+                }
+            }
+            .connect(to: address)
+            .whenComplete { result in
+                switch result {
+                case .failure: promise.succeed(false)
+                case .success(let channel): promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
+                }
+            }
+        promise.futureResult.whenSuccess { ok in
+            timeout.cancel()
+            self.inFlight.withLockedValue { _ = $0.remove(node.id) }
+            if let transition = self.router.recordCheck(node, succeeded: ok) {
+                switch transition {
+                case .wentDown: self.logger.warning("node down (health check)", metadata: ["node": "\(node.id)"])
+                case .cameUp: self.logger.info("node up (health check)", metadata: ["node": "\(node.id)"])
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,95 @@
+public import NIOCore
+
+/// One node's health: the active check's rise/fall state and passive ejection after connect failures.
+///
+/// Active: the node starts up; `fall` consecutive failed checks take it down, `rise` consecutive good
+/// ones bring it back (HAProxy's `rise 2 fall 2`). A down node gets no new connections; its open tunnels
+/// are left alone. Passive: a connect error ejects the node for 5 s, doubling with each ejection in a row
+/// up to 60 s; a successful connect resets the doubling. Whether an ejection is allowed at all (never
+/// more than half the nodes) is the table's decision, since it needs every node's state.
+public struct NodeHealth: Sendable, Hashable {
+    /// Thresholds and durations; the defaults are the issue's.
+    public struct Policy: Sendable, Hashable {
+        public var rise: Int
+        public var fall: Int
+        public var ejectionBase: TimeAmount
+        public var ejectionMaximum: TimeAmount
+
+        public init(
+            rise: Int = 2, fall: Int = 2, ejectionBase: TimeAmount = .seconds(5), ejectionMaximum: TimeAmount = .seconds(60)
+        ) {
+            self.rise = max(1, rise)
+            self.fall = max(1, fall)
+            self.ejectionBase = ejectionBase
+            self.ejectionMaximum = max(ejectionBase, ejectionMaximum)
+        }
+    }
+
+    /// A change worth logging and counting.
+    public enum Transition: Sendable, Hashable {
+        case wentDown
+        case cameUp
+    }
+
+    public let policy: Policy
+    /// The active check's verdict: true until `fall` checks in a row fail.
+    public private(set) var isUp = true
+    private var successesInARow = 0
+    private var failuresInARow = 0
+    /// End of the current passive ejection, if any.
+    public private(set) var ejectedUntil: NIODeadline?
+    /// Length of the next passive ejection.
+    public private(set) var nextEjection: TimeAmount
+
+    public init(policy: Policy = Policy()) {
+        self.policy = policy
+        self.nextEjection = policy.ejectionBase
+    }
+
+    /// Records a good active check; `.cameUp` when this one completes `rise`.
+    public mutating func checkSucceeded() -> Transition? {
+        self.failuresInARow = 0
+        guard !self.isUp else { return nil }
+        self.successesInARow += 1
+        guard self.successesInARow >= self.policy.rise else { return nil }
+        self.isUp = true
+        self.successesInARow = 0
+        return .cameUp
+    }
+
+    /// Records a failed active check; `.wentDown` when this one completes `fall`.
+    public mutating func checkFailed() -> Transition? {
+        self.successesInARow = 0
+        guard self.isUp else { return nil }
+        self.failuresInARow += 1
+        guard self.failuresInARow >= self.policy.fall else { return nil }
+        self.isUp = false
+        self.failuresInARow = 0
+        return .wentDown
+    }
+
+    /// True while a passive ejection lasts.
+    public func isEjected(at now: NIODeadline) -> Bool {
+        guard let until = self.ejectedUntil else { return false }
+        return now < until
+    }
+
+    /// Whether new connections may go to the node now.
+    public func isAvailable(at now: NIODeadline) -> Bool { self.isUp && !self.isEjected(at: now) }
+
+    /// Ejects the node from `now` for the current backoff and doubles the next one (capped); returns the
+    /// ejection's length.
+    @discardableResult
+    public mutating func eject(at now: NIODeadline) -> TimeAmount {
+        let length = self.nextEjection
+        self.ejectedUntil = now + length
+        let doubled = TimeAmount.nanoseconds(min(length.nanoseconds, Int64.max / 2) * 2)
+        self.nextEjection = min(doubled, self.policy.ejectionMaximum)
+        return length
+    }
+
+    /// A connection to the node succeeded: the ejection backoff starts over at its base.
+    public mutating func connectSucceeded() {
+        self.nextEjection = self.policy.ejectionBase
+    }
+}

@@ -1,0 +1,170 @@
+public import NIOCore
+import NIOConcurrencyHelpers
+
+/// The node table and the picker, shared by every event loop behind one lock.
+///
+/// Least connections and bounded-load hashing need the counts of every loop's tunnels, so the table is
+/// global; the lock is held for O(nodes) work once per connection event (pick, open, close, failure,
+/// health check), never per byte. Also keeps the balancer-wide counters for `/metrics`.
+public final class NodeRouter: Sendable {
+    /// Balancer-wide counters.
+    public struct Counters: Sendable, Hashable {
+        public var accepted: UInt64 = 0
+        public var open: Int = 0
+        public var refusedOverLimit: UInt64 = 0
+        public var headTimeouts: UInt64 = 0
+        public var badRequests: UInt64 = 0
+        public var noNodeAvailable: UInt64 = 0
+        public var connectGaveUp: UInt64 = 0
+        public var tunnels: UInt64 = 0
+        public var tlsHandshakes: UInt64 = 0
+    }
+
+    private struct State: Sendable {
+        var table: NodeTable
+        var picker: NodePicker
+        var generator = SystemRandomNumberGenerator()
+        var counters = Counters()
+        /// Where to connect, by node identity; a member without one is not pickable.
+        var addresses: [String: SocketAddress] = [:]
+    }
+
+    private let state: NIOLockedValueBox<State>
+    public let maxConnections: Int
+
+    public init(configuration: BalancerConfiguration) {
+        let policy = NodeHealth.Policy(rise: configuration.rise, fall: configuration.fall)
+        self.state = NIOLockedValueBox(
+            State(
+                table: NodeTable(nodes: configuration.nodes, healthPolicy: policy),
+                picker: NodePicker(algorithm: configuration.algorithm, hashBalanceFactor: configuration.hashBalanceFactor)))
+        self.maxConnections = configuration.maxConnections
+    }
+
+    /// Takes a client slot; false (counted as a refusal) when `maxConnections` are open.
+    public func admitClient() -> Bool {
+        self.state.withLockedValue { state in
+            guard state.counters.open < self.maxConnections else {
+                state.counters.refusedOverLimit &+= 1
+                return false
+            }
+            state.counters.open += 1
+            state.counters.accepted &+= 1
+            return true
+        }
+    }
+
+    /// Gives back a slot taken by `admitClient`.
+    public func clientClosed() {
+        self.state.withLockedValue { $0.counters.open = max(0, $0.counters.open - 1) }
+    }
+
+    /// Chooses a node for a connection that has not tried `excluding`, and counts it as active on it.
+    public func pick(key: String?, excluding: Set<String>, now: NIODeadline = .now()) -> (
+        node: BackendNode, address: SocketAddress
+    )? {
+        self.state.withLockedValue { state in
+            let candidates = state.table.candidates(at: now, excluding: excluding)
+            guard let index = state.picker.pick(from: candidates, key: key, using: &state.generator),
+                let node = state.table.entries[candidates[index].id]?.node,
+                let address = state.addresses[node.id]
+            else { return nil }
+            state.table.connectionOpened(node.id)
+            return (node, address)
+        }
+    }
+
+    /// Makes `nodes` the member set (see `NodeTable.setMembers`; counters and open tunnels are kept).
+    /// `resolved` gives addresses for host names; IP literals need none. A node with neither is left
+    /// out. Returns the members taken.
+    @discardableResult
+    public func setMembers(_ nodes: [BackendNode], resolved: [String: SocketAddress] = [:]) -> [BackendNode] {
+        self.state.withLockedValue { state in
+            var taken: [BackendNode] = []
+            for node in nodes {
+                if let address = resolved[node.id] ?? state.addresses[node.id]
+                    ?? (try? SocketAddress(ipAddress: node.host, port: node.port))
+                {
+                    state.addresses[node.id] = address
+                    taken.append(node)
+                }
+            }
+            state.table.setMembers(taken)
+            // Forget addresses of nodes that left the table altogether (bounded by the table).
+            state.addresses = state.addresses.filter { state.table.entries[$0.key] != nil }
+            return taken
+        }
+    }
+
+    /// Drains or readies a node (admin API); false when the balancer has no such node.
+    public func setDrained(_ id: String, _ drained: Bool) -> Bool {
+        self.state.withLockedValue { $0.table.setDrained(id, drained) }
+    }
+
+    /// Members with their addresses (for the health checker).
+    public var memberAddresses: [(node: BackendNode, address: SocketAddress)] {
+        self.state.withLockedValue { state in
+            state.table.members.compactMap { node in state.addresses[node.id].map { (node, $0) } }
+        }
+    }
+
+    public func connectFailed(_ node: BackendNode, now: NIODeadline = .now()) -> TimeAmount? {
+        self.state.withLockedValue { state in
+            let ejection = state.table.connectFailed(node.id, at: now)
+            state.table.connectionClosed(node.id)
+            return ejection
+        }
+    }
+
+    public func connectSucceeded(_ node: BackendNode) {
+        self.state.withLockedValue {
+            $0.table.connectSucceeded(node.id)
+            $0.counters.tunnels &+= 1
+        }
+    }
+
+    public func firstResponse(_ node: BackendNode, seconds: Double) {
+        self.state.withLockedValue { $0.table.recordResponseTime(node.id, seconds: seconds) }
+    }
+
+    public func tunnelClosed(_ node: BackendNode, bytesToNode: UInt64, bytesFromNode: UInt64) {
+        self.state.withLockedValue {
+            $0.table.connectionClosed(node.id, bytesToNode: bytesToNode, bytesFromNode: bytesFromNode)
+        }
+    }
+
+    @discardableResult
+    public func recordCheck(_ node: BackendNode, succeeded: Bool) -> NodeHealth.Transition? {
+        self.state.withLockedValue { $0.table.recordCheck(node.id, succeeded: succeeded) }
+    }
+
+    /// Counts a refused request head.
+    public func countRefusal(_ kind: RefusalKind) {
+        self.state.withLockedValue { state in
+            switch kind {
+            case .headTimeout: state.counters.headTimeouts &+= 1
+            case .badRequest: state.counters.badRequests &+= 1
+            case .noNode: state.counters.noNodeAvailable &+= 1
+            case .connectGaveUp: state.counters.connectGaveUp &+= 1
+            }
+        }
+    }
+
+    /// Counts a completed TLS handshake.
+    public func countTLSHandshake() {
+        self.state.withLockedValue { $0.counters.tlsHandshakes &+= 1 }
+    }
+
+    /// Why a client got an error status instead of a tunnel.
+    public enum RefusalKind: Sendable {
+        case headTimeout, badRequest, noNode, connectGaveUp
+    }
+
+    /// The member nodes now (for the health checker).
+    public var members: [BackendNode] { self.state.withLockedValue { $0.table.members } }
+
+    /// A consistent copy of the table and the counters (for the admin API).
+    public func snapshot() -> (table: NodeTable, counters: Counters, algorithm: BalancingAlgorithm) {
+        self.state.withLockedValue { ($0.table, $0.counters, $0.picker.algorithm) }
+    }
+}

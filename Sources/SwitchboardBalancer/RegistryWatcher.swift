@@ -1,0 +1,92 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import RESP
+import RedisClient
+
+/// Reads the broker's node registry from Redis every `interval` and makes static ∪ registry the
+/// router's member set: a node that announces itself takes connections after the next read, one whose
+/// entry expired (TTL 6 s) or that announces `draining` leaves the pick set; open tunnels are never
+/// touched. When Redis is unreachable the last known set stays.
+final class RegistryWatcher: Sendable {
+    static let registryKey = "sb:nodes"
+    static func nodeKey(_ id: String) -> String { "sb:node:\(id)" }
+
+    private let client: RedisClient
+    private let router: NodeRouter
+    private let staticNodes: [BackendNode]
+    private let interval: TimeAmount
+    private let logger: Logger
+    private let state = NIOLockedValueBox(State())
+
+    private struct State {
+        var stopped = false
+        var failing = false
+        var lastIDs: [String] = []
+    }
+
+    init(
+        configuration: RedisConfiguration, eventLoop: any EventLoop, router: NodeRouter, staticNodes: [BackendNode],
+        interval: TimeAmount, logger: Logger
+    ) {
+        self.client = RedisClient(configuration: configuration, eventLoop: eventLoop, logger: logger)
+        self.router = router
+        self.staticNodes = staticNodes
+        self.interval = interval
+        self.logger = logger
+    }
+
+    /// Reads once now, then every interval.
+    func start() {
+        self.poll()
+    }
+
+    func stop() -> EventLoopFuture<Void> {
+        self.state.withLockedValue { $0.stopped = true }
+        return self.client.close()
+    }
+
+    private func poll() {
+        guard !self.state.withLockedValue({ $0.stopped }) else { return }
+        let now = Date().timeIntervalSince1970
+        self.client.send("ZRANGEBYSCORE", .string(Self.registryKey), .double(now), "+inf", "LIMIT", "0",
+            .integer(Int64(RegistryNode.maximumEntries)))
+            .flatMap { token -> EventLoopFuture<[RegistryNode]> in
+                let ids = (token.array ?? []).compactMap(\.string)
+                guard !ids.isEmpty else { return self.client.eventLoop.makeSucceededFuture([]) }
+                return self.client.send(["MGET"] + ids.map { .string(Self.nodeKey($0)) }).map { values in
+                    (values.array ?? []).compactMap { value in
+                        value.bytes.flatMap { RegistryNode.parse($0.readableBytesView) }
+                    }
+                }
+            }
+            .whenComplete { result in
+                switch result {
+                case .success(let entries):
+                    let members = RegistryMembership.members(staticNodes: self.staticNodes, registry: entries)
+                    let ids = members.map(\.id)
+                    let changed = self.state.withLockedValue { state -> Bool in
+                        if state.failing { self.logger.info("node registry readable again") }
+                        state.failing = false
+                        defer { state.lastIDs = ids }
+                        return state.lastIDs != ids
+                    }
+                    if changed {
+                        self.router.setMembers(members)
+                        self.logger.info("nodes from the registry", metadata: ["nodes": "\(ids.joined(separator: " "))"])
+                    }
+                case .failure(let error):
+                    let first = self.state.withLockedValue { state -> Bool in
+                        defer { state.failing = true }
+                        return !state.failing
+                    }
+                    if first {
+                        self.logger.warning(
+                            "node registry unreadable, keeping the last known nodes", metadata: ["error": "\(error)"])
+                    }
+                }
+                self.client.eventLoop.scheduleTask(in: self.interval) { self.poll() }
+            }
+    }
+}

@@ -1,0 +1,153 @@
+import NIOCore
+import Testing
+
+@testable import SwitchboardBalancer
+
+@Suite struct NodeHealthTests {
+    @Test func fallTakesTheNodeDownAndRiseBringsItBack() {
+        var health = NodeHealth(policy: .init(rise: 2, fall: 2))
+        #expect(health.isUp)
+        #expect(health.checkFailed() == nil)
+        #expect(health.checkSucceeded() == nil)  // resets the failure run
+        #expect(health.checkFailed() == nil)
+        #expect(health.checkFailed() == .wentDown)
+        #expect(!health.isUp)
+        #expect(health.checkFailed() == nil)
+        #expect(health.checkSucceeded() == nil)
+        #expect(health.checkFailed() == nil)  // resets the success run
+        #expect(health.checkSucceeded() == nil)
+        #expect(health.checkSucceeded() == .cameUp)
+        #expect(health.isUp)
+    }
+
+    @Test func ejectionDoublesFromFiveToSixtySeconds() {
+        var health = NodeHealth()
+        let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        var lengths: [Int64] = []
+        for _ in 0..<6 { lengths.append(health.eject(at: start).nanoseconds / 1_000_000_000) }
+        #expect(lengths == [5, 10, 20, 40, 60, 60])
+        health.connectSucceeded()
+        #expect(health.eject(at: start).nanoseconds == TimeAmount.seconds(5).nanoseconds)
+        #expect(health.isEjected(at: start + .seconds(4)))
+        #expect(!health.isEjected(at: start + .seconds(5)))
+        #expect(!health.isAvailable(at: start + .seconds(1)))
+        #expect(health.isAvailable(at: start + .seconds(6)))
+    }
+}
+
+@Suite struct NodeTableTests {
+    static let nodes = (1...4).map { BackendNode(host: "127.0.0.1", port: 8000 + $0) }
+    static let now = NIODeadline.uptimeNanoseconds(10_000_000_000)
+
+    @Test func countersSurviveMembershipChanges() {
+        var table = NodeTable(nodes: Self.nodes)
+        table.connectionOpened("127.0.0.1:8001")
+        table.connectionOpened("127.0.0.1:8001")
+        table.connectionOpened("127.0.0.1:8002")
+        // Scale out: the old nodes keep their counts.
+        table.setMembers(Self.nodes + [BackendNode(host: "127.0.0.1", port: 8005)])
+        #expect(table.entries["127.0.0.1:8001"]?.active == 2)
+        #expect(table.entries["127.0.0.1:8005"]?.active == 0)
+        // 8001 leaves with tunnels open: not pickable, still counted, back with its count.
+        table.setMembers(Array(Self.nodes.dropFirst()))
+        #expect(!table.candidates(at: Self.now).contains { $0.id == "127.0.0.1:8001" })
+        #expect(table.entries["127.0.0.1:8001"]?.active == 2)
+        #expect(table.entries["127.0.0.1:8005"] == nil)  // left with no tunnels: gone
+        table.setMembers(Self.nodes)
+        #expect(table.candidates(at: Self.now).first { $0.id == "127.0.0.1:8001" }?.active == 2)
+        // Removed again, its last tunnels close: the row goes.
+        table.setMembers(Array(Self.nodes.dropFirst()))
+        table.connectionClosed("127.0.0.1:8001", bytesToNode: 10, bytesFromNode: 20)
+        #expect(table.entries["127.0.0.1:8001"]?.bytesToNode == 10)
+        table.connectionClosed("127.0.0.1:8001")
+        #expect(table.entries["127.0.0.1:8001"] == nil)
+    }
+
+    @Test func neverMoreThanHalfThePassivelyEjected() {
+        var table = NodeTable(nodes: Self.nodes)
+        #expect(table.connectFailed("127.0.0.1:8001", at: Self.now) != nil)
+        #expect(table.connectFailed("127.0.0.1:8002", at: Self.now) != nil)
+        #expect(table.connectFailed("127.0.0.1:8003", at: Self.now) == nil)  // would be 3 of 4
+        #expect(table.candidates(at: Self.now).map(\.id) == ["127.0.0.1:8003", "127.0.0.1:8004"])
+        #expect(table.entries["127.0.0.1:8003"]?.connectFailures == 1)
+        // After the ejection ends the nodes are back.
+        #expect(table.candidates(at: Self.now + .seconds(5)).count == 4)
+
+        var single = NodeTable(nodes: [Self.nodes[0]])
+        #expect(single.connectFailed("127.0.0.1:8001", at: Self.now) == nil)  // a lone node is never ejected
+        #expect(single.candidates(at: Self.now).count == 1)
+    }
+
+    @Test func downNodesAreNotCandidatesButKeepTheirTunnels() {
+        var table = NodeTable(nodes: Self.nodes, healthPolicy: .init(rise: 1, fall: 1))
+        table.connectionOpened("127.0.0.1:8002")
+        #expect(table.recordCheck("127.0.0.1:8002", succeeded: false) == .wentDown)
+        #expect(!table.candidates(at: Self.now).contains { $0.id == "127.0.0.1:8002" })
+        #expect(table.entries["127.0.0.1:8002"]?.active == 1)
+        #expect(table.recordCheck("127.0.0.1:8002", succeeded: true) == .cameUp)
+        #expect(table.candidates(at: Self.now).contains { $0.id == "127.0.0.1:8002" })
+    }
+
+    @Test func responseTimeIsAMovingAverage() {
+        var table = NodeTable(nodes: Self.nodes)
+        table.recordResponseTime("127.0.0.1:8001", seconds: 0.010)
+        table.recordResponseTime("127.0.0.1:8001", seconds: 0.020)
+        let value = table.entries["127.0.0.1:8001"]?.responseTime ?? 0
+        #expect(abs(value - 0.012) < 1e-9)
+        table.recordResponseTime("127.0.0.1:8001", seconds: .nan)
+        #expect(table.entries["127.0.0.1:8001"]?.responseTime == value)
+    }
+
+    @Test func backendNodeParsing() throws {
+        #expect(try BackendNode.parse("127.0.0.1:8001") == BackendNode(host: "127.0.0.1", port: 8001))
+        #expect(try BackendNode.parse("[::1]:8001,weight=3") == BackendNode(host: "::1", port: 8001, weight: 3))
+        #expect(try BackendNode.parse("[::1]:8001").id == "[::1]:8001")
+        for bad in ["127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000", ":80", "h:80,weight=0", "h:80,weight=101", "h:80,w=2"] {
+            #expect(throws: BalancerConfigurationError.self, "\(bad)") { try BackendNode.parse(bad) }
+        }
+    }
+}
+
+@Suite struct RegistryMembershipTests {
+    @Test func parsesRegistryEntries() {
+        let entry = RegistryNode.parse(
+            Array(#"{"id":"n1","name":"a","address":"127.0.0.1:8001","connections":3,"draining":false}"#.utf8))
+        #expect(entry == RegistryNode(id: "n1", node: BackendNode(host: "127.0.0.1", port: 8001), draining: false, connections: 3))
+        #expect(RegistryNode.parse(Array(#"{"id":"n1","address":"0.0.0.0:8001"}"#.utf8)) == nil)
+        #expect(RegistryNode.parse(Array(#"{"id":"n1","address":"nowhere"}"#.utf8)) == nil)
+        #expect(RegistryNode.parse(Array(#"{"id":"n1"}"#.utf8)) == nil)
+        #expect(RegistryNode.parse(Array("not json".utf8)) == nil)
+    }
+
+    @Test func staticNodesFirstDrainingOut() {
+        let a = BackendNode(host: "127.0.0.1", port: 8001)
+        let b = BackendNode(host: "127.0.0.1", port: 8002)
+        let c = BackendNode(host: "127.0.0.1", port: 8003)
+        let registry = [
+            RegistryNode(id: "z", node: c, draining: false, connections: 0),
+            RegistryNode(id: "y", node: a, draining: false, connections: 0),  // same address as a static node
+            RegistryNode(id: "x", node: b, draining: true, connections: 0),
+        ]
+        #expect(RegistryMembership.members(staticNodes: [a], registry: registry) == [a, c])
+    }
+}
+
+@Suite struct DrainTests {
+    @Test func drainedNodesTakeNoNewConnectionsAndKeepTheirCounts() {
+        let nodes = (1...2).map { BackendNode(host: "127.0.0.1", port: 8000 + $0) }
+        var table = NodeTable(nodes: nodes)
+        let now = NIODeadline.uptimeNanoseconds(1)
+        table.connectionOpened("127.0.0.1:8001")
+        let drained = table.setDrained("127.0.0.1:8001", true)
+        #expect(drained)
+        #expect(table.candidates(at: now).map(\.id) == ["127.0.0.1:8002"])
+        #expect(table.entries["127.0.0.1:8001"]?.active == 1)
+        table.setMembers(nodes)  // a membership refresh does not undo a drain
+        #expect(table.candidates(at: now).map(\.id) == ["127.0.0.1:8002"])
+        let readied = table.setDrained("127.0.0.1:8001", false)
+        #expect(readied)
+        #expect(table.candidates(at: now).count == 2)
+        let unknown = table.setDrained("127.0.0.1:9999", true)
+        #expect(!unknown)
+    }
+}

@@ -1,0 +1,628 @@
+"""`switchboard balance` in front of real `switchboard serve` nodes (docs/balancer.md).
+
+Every process runs on loopback ports picked at run time and is stopped at teardown. Each test also
+checks that the balancer's open file descriptors return to what they were before its clients came."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from balancerlib import (BalancerFactory, admin_nodes, fd_count, metrics, node_id, node_ws_connections,
+                         raw_exchange, rss_anon_kb, status_of, wait_until)
+from sbclient import SSEStream, close_all_sse, connect, connect_url, lp_poll, open_client, run
+
+@pytest.fixture
+def balancers(tmp_path, request):
+    f = BalancerFactory(tmp_path, request)
+    try:
+        yield f
+    finally:
+        f.stop_all()
+
+
+def start_nodes(node_factory, n: int):
+    return [node_factory.start(node_name=f"n{i}") for i in range(n)]
+
+
+def wait_fds(balancer, baseline: int, timeout: float = 5.0) -> None:
+    wait_until(lambda: fd_count(balancer.pid) <= baseline, timeout,
+               f"balancer fds back to {baseline} (now {fd_count(balancer.pid)})")
+
+
+def wait_clients_gone(balancer, timeout: float = 5.0) -> None:
+    wait_until(lambda: admin_nodes(balancer)["clients"] == 0, timeout, "no client connection left in the balancer")
+
+
+async def open_many(balancer, count: int, path: str = "/ws"):
+    clients = []
+    for _ in range(count):
+        c = await connect_url(f"ws://127.0.0.1:{balancer.port}{path}")
+        clients.append(c)
+    return clients
+
+
+async def close_all(clients) -> None:
+    for c in clients:
+        await c.close()
+
+
+# --------------------------------------------------------------------------
+# transports through the balancer
+# --------------------------------------------------------------------------
+
+
+def test_websocket_sse_and_longpoll_through_the_balancer(cluster, balancers):
+    nodes = cluster.start(2)
+    bal = balancers.start(nodes, "--algorithm", "round-robin")
+    bal.api_key = cluster.api_key  # so that bal.api_result() talks to the nodes' HTTP API through it
+    baseline = fd_count(bal.pid)
+
+    async def websocket_part():
+        sub = await connect(bal)
+        pub = await connect(bal)
+        assert sub.info["node"] != pub.info["node"], "round robin put both clients on one node"
+        await sub.subscribe("chat:bal")
+        for i in range(5):
+            await pub.publish("chat:bal", {"i": i})
+        got = await sub.wait_pubs("chat:bal", 5)
+        assert [p["data"]["i"] for p in got] == list(range(5))
+        # The HTTP API through the balancer too.
+        assert bal.api_result("publish", {"channel": "chat:bal", "data": {"i": 5}})["offset"] == 6
+        got = await sub.wait_pubs("chat:bal", 6)
+        assert got[-1]["data"] == {"i": 5}
+        await close_all([sub, pub])
+
+    run(websocket_part())
+
+    # SSE: the stream on one node, commands POSTed through the balancer (round robin: some land on the
+    # other node, which forwards them through Redis).
+    stream = SSEStream(bal, connect={})
+    try:
+        assert stream.status == 200, stream.status_line
+        stream.wait_connected()
+        r = stream.post({"id": 2, "subscribe": {"channel": "chat:sse"}})
+        assert r.status_code == 202, r.text
+        stream.wait_reply(2)
+        for i in range(3):
+            r = stream.post({"id": 3 + i, "publish": {"channel": "chat:sse", "data": {"n": i}}})
+            assert r.status_code == 202, r.text
+        assert [p["data"]["n"] for p in stream.wait_pubs("chat:sse", 3)] == [0, 1, 2]
+    finally:
+        close_all_sse()
+
+    # Long-poll: a first poll gets the position; a waiting poll gets the next publication.
+    r = lp_poll(bal, {"subs": {"chat:lp": {}}, "timeout": 2})
+    assert r.status_code == 200, r.text
+    position = next(it["position"] for it in r.json() if "position" in it)
+    result: dict = {}
+
+    def waiting_poll():
+        result["r"] = lp_poll(bal, {"subs": {"chat:lp": position}, "timeout": 5})
+
+    t = threading.Thread(target=waiting_poll)
+    t.start()
+    time.sleep(0.3)  # not a synchronisation: the poll returns the publication whether or not it was waiting
+    bal.api_result("publish", {"channel": "chat:lp", "data": "x"})
+    t.join(15)
+    assert not t.is_alive()
+    assert result["r"].status_code == 200, result["r"].text
+    assert [it["pub"]["data"] for it in result["r"].json() if "pub" in it] == ["x"]
+    wait_clients_gone(bal)
+    wait_fds(bal, baseline)
+
+
+# --------------------------------------------------------------------------
+# distribution
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["round-robin", "least-conn", "p2c", "least-time"])
+def test_distribution_over_four_nodes(node_factory, balancers, algorithm):
+    nodes = start_nodes(node_factory, 4)
+    ids = {node_id(n): n for n in nodes}
+    bal = balancers.start(nodes, "--algorithm", algorithm)
+    baseline = fd_count(bal.pid)
+    total = 40
+
+    async def body():
+        clients = await open_many(bal, total)
+        try:
+            per_node = Counter(c.info["node"] for c in clients)
+            assert set(per_node) <= set(ids), per_node
+            # The nodes' own counts agree with what the clients were told.
+            for nid, n in ids.items():
+                wait_until(lambda: node_ws_connections(n) == per_node.get(nid, 0), 5,
+                           f"node {nid} reporting {per_node.get(nid, 0)} websocket connections")
+            counts = sorted(per_node.get(nid, 0) for nid in ids)
+            if algorithm in ("round-robin", "least-conn"):
+                assert counts == [10, 10, 10, 10], per_node
+            elif algorithm == "p2c":
+                assert counts[0] >= 6 and counts[-1] <= 14, per_node
+            else:
+                # least-time: (active + 1) x response time; the times differ by scheduling noise here, so
+                # only the spread's shape is checked: no node takes most, and measured times are reported.
+                assert sum(1 for c in counts if c > 0) >= 3 and counts[-1] <= 25, per_node
+                times = [n["responseTimeSeconds"] for n in admin_nodes(bal)["nodes"] if n["picks"] > 0]
+                assert all(isinstance(t, float) and 0 < t < 5 for t in times), times
+            # The balancer's own table says the same.
+            table = {n["port"]: n["active"] for n in admin_nodes(bal)["nodes"]}
+            assert {ids[nid].port: per_node.get(nid, 0) for nid in ids} == table
+        finally:
+            await close_all(clients)
+
+    run(body())
+    wait_clients_gone(bal)
+    wait_until(lambda: all(n["active"] == 0 for n in admin_nodes(bal)["nodes"]), 5, "no node connection left")
+    wait_fds(bal, baseline)
+
+
+def test_hashing_keeps_a_channel_on_one_node(node_factory, balancers):
+    nodes = start_nodes(node_factory, 4)
+    # A generous bound so that this test sees the ring alone (the bound is unit-tested).
+    bal = balancers.start(nodes, "--algorithm", "hash", "--hash-key", "channel", "--hash-balance-factor", "1000")
+
+    async def body():
+        placement: dict[str, set[str]] = {}
+        clients = []
+        try:
+            for ch in [f"chat:room{i}" for i in range(12)]:
+                for _ in range(3):
+                    c = await connect_url(f"ws://127.0.0.1:{bal.port}/ws?channel={ch}")
+                    clients.append(c)
+                    placement.setdefault(ch, set()).add(c.info["node"])
+            assert all(len(v) == 1 for v in placement.values()), placement
+            used = {next(iter(v)) for v in placement.values()}
+            assert len(used) >= 3, f"12 channels on only {len(used)} of 4 nodes: {placement}"
+        finally:
+            await close_all(clients)
+        return placement
+
+    first = run(body())
+    wait_clients_gone(bal)
+    # The same channels land on the same nodes again (no state involved: the ring is stable).
+    again = run(body())
+    assert first == again
+
+
+def test_hash_bounded_load_spreads_a_hot_channel(node_factory, balancers):
+    nodes = start_nodes(node_factory, 4)
+    bal = balancers.start(nodes, "--algorithm", "hash", "--hash-balance-factor", "125")
+
+    async def body():
+        clients = []
+        try:
+            for i in range(40):
+                ch = "chat:hot" if i % 2 == 0 else f"chat:c{i}"
+                clients.append(await connect_url(f"ws://127.0.0.1:{bal.port}/ws?channel={ch}"))
+            per_node = Counter(c.info["node"] for c in clients)
+            mean = 40 / 4
+            assert max(per_node.values()) <= 1.25 * mean + 1, per_node
+        finally:
+            await close_all(clients)
+
+    run(body())
+
+
+# --------------------------------------------------------------------------
+# failures
+# --------------------------------------------------------------------------
+
+
+def test_node_sigkill_failover(node_factory, balancers):
+    nodes = start_nodes(node_factory, 2)
+    victim, survivor = nodes
+    bal = balancers.start(nodes, "--algorithm", "round-robin")
+    baseline = fd_count(bal.pid)
+
+    async def body():
+        clients = await open_many(bal, 4)
+        on_victim = [c for c in clients if c.info["node"] == node_id(victim)]
+        assert len(on_victim) == 2
+        victim.signal(signal.SIGKILL)
+        t0 = time.monotonic()
+        for c in on_victim:
+            await c.wait_closed(timeout=2)
+        assert time.monotonic() - t0 < 1.5, "tunnels to the killed node not closed within ~1 s"
+        # New clients all get through, on the survivor, even before the health check noticed (connect
+        # refused -> retry another node).
+        fresh = await open_many(bal, 6)
+        assert {c.info["node"] for c in fresh} == {node_id(survivor)}
+        await close_all(clients + fresh)
+
+    run(body())
+    wait_until(lambda: not next(n for n in admin_nodes(bal)["nodes"] if n["port"] == victim.port)["up"], 5,
+               "the killed node marked down by the health check")
+    m = metrics(bal)
+    assert m[f'switchboard_balancer_node_up{{node="127.0.0.1:{victim.port}"}}'] == 0
+    wait_clients_gone(bal)
+    wait_fds(bal, baseline)
+
+
+def test_all_nodes_down_answers_503_at_once(node_factory, balancers):
+    nodes = start_nodes(node_factory, 2)
+    bal = balancers.start(nodes)
+    for n in nodes:
+        n.signal(signal.SIGKILL)
+        n.wait_exit(5)
+    # Before the checks notice: every connect is refused, the balancer gives up with 502 quickly.
+    resp, first = raw_exchange(bal.port, b"GET /ws HTTP/1.1\r\nHost: a\r\n\r\n", timeout=5)
+    assert status_of(resp) in (502, 503), resp[:200]
+    assert first < 1.0
+    wait_until(lambda: all(not n["up"] for n in admin_nodes(bal)["nodes"]), 5, "both nodes marked down")
+    for _ in range(5):
+        resp, first = raw_exchange(bal.port, b"GET /ws HTTP/1.1\r\nHost: a\r\n\r\n", timeout=5)
+        assert status_of(resp) == 503, resp[:200]
+        assert first < 0.5, f"503 took {first:.3f}s"
+    assert metrics(bal)['switchboard_balancer_refused_total{reason="no_node"}'] >= 5
+
+
+def test_a_node_comes_back_after_rise(node_factory, balancers):
+    nodes = start_nodes(node_factory, 1)
+    bal = balancers.start(nodes, "--rise", "2", "--fall", "2")
+    port = nodes[0].port
+    nodes[0].signal(signal.SIGKILL)
+    nodes[0].wait_exit(5)
+    wait_until(lambda: not admin_nodes(bal)["nodes"][0]["up"], 5, "node down")
+    # A new node on the same port: the same identity, back after two good checks.
+    back = node_factory.start("--port", str(port), node_name="back")
+    assert back.port == port
+    wait_until(lambda: admin_nodes(bal)["nodes"][0]["up"], 5, "node up again")
+
+    async def body():
+        c = await connect(bal)
+        assert c.info["node"] == node_id(back)
+        await c.close()
+
+    run(body())
+
+
+# --------------------------------------------------------------------------
+# hostile clients
+# --------------------------------------------------------------------------
+
+
+def test_slowloris_heads_get_408_at_the_deadline_while_others_connect(node_factory, balancers):
+    nodes = start_nodes(node_factory, 2)
+    bal = balancers.start(nodes, "--header-timeout", "1.5")
+    baseline = fd_count(bal.pid)
+    head = b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" + b"X-Pad: aaaa\r\n" * 20
+
+    async def slow_one():
+        return await asyncio.to_thread(raw_exchange, bal.port, head, 6.0, False, 0.1, 1)
+
+    async def body():
+        slow = [asyncio.create_task(slow_one()) for _ in range(20)]
+        await asyncio.sleep(0.3)
+        # While 20 heads trickle in, normal clients connect and talk at once.
+        t0 = time.monotonic()
+        clients = await open_many(bal, 5)
+        for c in clients:
+            await c.call("ping", {})
+        assert time.monotonic() - t0 < 3.0
+        results = await asyncio.gather(*slow)
+        await close_all(clients)
+        return results
+
+    results = run(body())
+    for resp, first in results:
+        assert status_of(resp) == 408, resp[:200]
+        assert 1.3 <= first <= 2.5, f"408 after {first:.2f}s, deadline 1.5s"
+    assert metrics(bal)['switchboard_balancer_refused_total{reason="head_timeout"}'] == 20
+    wait_clients_gone(bal)
+    wait_fds(bal, baseline)
+
+
+MALFORMED = {
+    "over 16 KB": b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n",
+    "10,000 lines": b"GET / HTTP/1.1\r\n" + b"A: b\r\n" * 10000 + b"\r\n",
+    "no colon": b"GET / HTTP/1.1\r\nHost a\r\n\r\n",
+    "bare LF": b"GET / HTTP/1.1\nHost: a\n\n",
+    "NUL": b"GET / HTTP/1.1\r\nHost: a\x00\r\n\r\n",
+    "HTTP/2 preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    "TLS on the plain port": bytes.fromhex("16030100c4010000c00303") + bytes(range(32)) + b"\x00" * 100,
+    "random bytes": bytes((i * 7919 + 13) % 256 for i in range(4096)),
+    "obsolete folding": b"GET / HTTP/1.1\r\nA: b\r\n  c\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+def test_malformed_heads_get_400(node_factory, balancers, name):
+    nodes = start_nodes(node_factory, 1)
+    bal = balancers.start(nodes)
+    baseline = fd_count(bal.pid)
+    resp, first = raw_exchange(bal.port, MALFORMED[name], timeout=5)
+    assert status_of(resp) == 400, f"{name}: {resp[:200]!r}"
+    assert first < 1.0
+    # No node ever saw the request.
+    assert admin_nodes(bal)["nodes"][0]["picks"] == 0
+    wait_clients_gone(bal)
+    wait_fds(bal, baseline)
+
+
+def test_max_connections_refuses_cleanly(node_factory, balancers):
+    nodes = start_nodes(node_factory, 1)
+    bal = balancers.start(nodes, "--max-connections", "5")
+    baseline = fd_count(bal.pid)
+    held = [socket.create_connection(("127.0.0.1", bal.port), timeout=5) for _ in range(5)]
+    try:
+        wait_until(lambda: admin_nodes(bal)["clients"] == 5, 5, "5 clients held")
+        for _ in range(20):
+            resp, first = raw_exchange(bal.port, b"GET /readyz HTTP/1.1\r\nHost: a\r\n\r\n", timeout=5)
+            assert status_of(resp) == 503, resp[:200]
+        assert metrics(bal)['switchboard_balancer_refused_total{reason="max_connections"}'] == 20
+    finally:
+        for s in held:
+            s.close()
+    wait_clients_gone(bal)
+    resp, _ = raw_exchange(bal.port, b"GET /readyz HTTP/1.1\r\nHost: a\r\n\r\n", timeout=5)
+    assert status_of(resp) == 200, resp[:200]
+    wait_clients_gone(bal)
+    wait_fds(bal, baseline)
+
+
+def test_half_close_is_propagated(node_factory, balancers):
+    nodes = start_nodes(node_factory, 1)
+    bal = balancers.start(nodes)
+    # The client sends its request and shuts its write side: the node still answers in full.
+    resp, _ = raw_exchange(bal.port, b"GET /readyz HTTP/1.1\r\nHost: a\r\n\r\n", timeout=5, shutdown_write=True)
+    assert status_of(resp) == 200, resp[:200]
+    assert b'"ready"' in resp
+    wait_clients_gone(bal)
+
+
+def test_idle_tunnel_is_closed(node_factory, balancers):
+    nodes = start_nodes(node_factory, 1)
+    bal = balancers.start(nodes, "--tunnel-idle-timeout", "1")
+
+    async def body():
+        busy = await connect(bal)
+        idle = await open_client(bal)
+        t0 = time.monotonic()
+        # The busy one talks every 0.3 s and stays; the idle one is cut after ~1 s.
+        while idle.closed_at is None and time.monotonic() - t0 < 4:
+            await busy.call("ping", {})
+            await asyncio.sleep(0.3)
+        await idle.wait_closed(timeout=1)
+        elapsed = idle.closed_at - t0
+        assert 0.8 <= elapsed <= 2.0, f"idle tunnel closed after {elapsed:.2f}s"
+        assert busy.closed_at is None
+        await busy.close()
+
+    run(body())
+
+
+def test_stalled_node_bounds_balancer_memory(node_factory, balancers):
+    """A node SIGSTOPped while a client pushes 40 MB: the balancer stops reading from the client once the
+    node side's write buffer is above its high water mark, so its memory stays flat (the rest waits in
+    kernel socket buffers and then in the client)."""
+    nodes = start_nodes(node_factory, 1)
+    node = nodes[0]
+    bal = balancers.start(nodes, check_interval=30)
+    baseline_fds = fd_count(bal.pid)
+    node.signal(signal.SIGSTOP)
+    try:
+        before = rss_anon_kb(bal.pid)
+        s = socket.create_connection(("127.0.0.1", bal.port), timeout=5)
+        s.sendall(b"POST /api/publish HTTP/1.1\r\nHost: a\r\nContent-Length: 100000000\r\n\r\n")
+        s.setblocking(False)
+        chunk = b"x" * 65536
+        sent = 0
+        deadline = time.monotonic() + 6
+        stalled_since = None
+        while sent < 40 * 1024 * 1024 and time.monotonic() < deadline:
+            try:
+                sent += s.send(chunk)
+                stalled_since = None
+            except BlockingIOError:
+                stalled_since = stalled_since or time.monotonic()
+                if time.monotonic() - stalled_since > 1.0:
+                    break  # nobody reads any more: the whole path is full
+                time.sleep(0.01)
+        after = rss_anon_kb(bal.pid)
+        print(f"sent {sent >> 20} MiB, balancer RssAnon {before} -> {after} KiB")
+        assert sent < 40 * 1024 * 1024, "all 40 MB went in: nothing held the client back"
+        assert after - before < 8 * 1024, (
+            f"balancer grew by {after - before} KiB while the client pushed {sent >> 20} MiB into a stopped node")
+        s.close()
+    finally:
+        node.signal(signal.SIGCONT)
+    wait_clients_gone(bal, timeout=10)
+    wait_fds(bal, baseline_fds, timeout=10)
+
+
+# --------------------------------------------------------------------------
+# nodes from the Redis registry
+# --------------------------------------------------------------------------
+
+
+def registry_members(bal) -> set[int]:
+    return {n["port"] for n in admin_nodes(bal)["nodes"] if n["member"]}
+
+
+def test_nodes_from_the_registry_join_and_leave_without_restart(cluster, balancers):
+    nodes = cluster.start(2)
+    bal = balancers.start([], "--registry", cluster.redis.url, "--algorithm", "round-robin")
+    pid = bal.pid
+    wait_until(lambda: registry_members(bal) == {n.port for n in nodes}, 5, "both nodes taken from the registry")
+
+    async def spread(count: int) -> Counter:
+        clients = await open_many(bal, count)
+        placed = Counter(c.info["node"] for c in clients)
+        await close_all(clients)
+        return placed
+
+    assert set(run(spread(4))) == {node_id(n) for n in nodes}
+
+    # A node that announces itself takes connections within about 2 s.
+    t0 = time.monotonic()
+    third = cluster.start_node()
+    wait_until(lambda: third.port in registry_members(bal), 5, "the new node in the pick set")
+    assert time.monotonic() - t0 < 4.0
+    assert node_id(third) in run(spread(6))
+
+    # A draining node (SIGTERM) leaves the pick set as soon as its registry entry says so.
+    nodes[0].signal(signal.SIGTERM)
+    wait_until(lambda: nodes[0].port not in registry_members(bal), 5, "the draining node out of the pick set")
+
+    # A SIGKILLed node leaves when its entry expires (TTL 6 s) at the latest.
+    nodes[1].signal(signal.SIGKILL)
+    wait_until(lambda: nodes[1].port not in registry_members(bal), 6 + 2, "the killed node's entry expired")
+    assert set(run(spread(3))) == {node_id(third)}
+
+    # Redis down: the balancer keeps routing on the last known set.
+    cluster.redis.kill()
+    wait_until(lambda: "registry unreadable" in bal.log_tail(200), 5, "the balancer noticing Redis is gone")
+    assert registry_members(bal) == {third.port}
+    assert set(run(spread(2))) == {node_id(third)}
+    assert bal.pid == pid and bal.alive()
+
+
+def test_admin_drain_and_ready(node_factory, balancers):
+    nodes = start_nodes(node_factory, 2)
+    bal = balancers.start(nodes, "--algorithm", "round-robin")
+    target = f"127.0.0.1:{nodes[0].port}"
+
+    def admin_post(path):
+        import requests
+        with requests.Session() as s:
+            s.trust_env = False
+            return s.post(bal.admin_url + path, timeout=5)
+
+    async def body():
+        kept = await open_many(bal, 2)
+        on_target = [c for c in kept if c.info["node"] == node_id(nodes[0])]
+        assert len(on_target) == 1
+        r = admin_post(f"/admin/nodes/{target}/drain")
+        assert r.status_code == 200 and r.json() == {"node": target, "drained": True}, r.text
+        fresh = await open_many(bal, 4)
+        assert {c.info["node"] for c in fresh} == {node_id(nodes[1])}
+        # The tunnel already on the drained node still works.
+        assert await on_target[0].call("ping", {}) is not None
+        assert on_target[0].closed_at is None
+        r = admin_post(f"/admin/nodes/{target}/ready")
+        assert r.status_code == 200, r.text
+        back = await open_many(bal, 4)
+        assert node_id(nodes[0]) in {c.info["node"] for c in back}
+        assert admin_post("/admin/nodes/127.0.0.1:1/drain").status_code == 404
+        await close_all(kept + fresh + back)
+
+    run(body())
+
+
+def test_sigterm_drains_the_balancer(node_factory, balancers):
+    nodes = start_nodes(node_factory, 1)
+    bal = balancers.start(nodes, drain_seconds=10)
+
+    async def body():
+        c = await connect(bal)
+        bal.signal(signal.SIGTERM)
+        # The listener closes: new connections are refused, soon.
+        wait_until(lambda: not _connectable(bal.port), 3, "the balancer's listener closed")
+        # The open tunnel still works during the drain.
+        await c.call("ping", {})
+        assert bal.alive()
+        t0 = time.monotonic()
+        await c.close()
+        # Its last tunnel gone, the balancer exits well before the 10 s window.
+        assert bal.wait_exit(5) == 0
+        assert time.monotonic() - t0 < 3
+
+    run(body())
+
+
+def test_second_signal_exits_at_once(node_factory, balancers):
+    nodes = start_nodes(node_factory, 1)
+    bal = balancers.start(nodes, drain_seconds=30)
+
+    async def body():
+        c = await connect(bal)
+        bal.signal(signal.SIGTERM)
+        wait_until(lambda: "draining" in bal.log_tail(20), 3, "the drain starting")
+        bal.signal(signal.SIGTERM)
+        assert bal.wait_exit(3) is not None
+        await c.wait_closed(timeout=3)
+
+    run(body())
+
+
+def _connectable(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------
+# TLS termination
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ecdsa"])
+def test_tls_termination(node_factory, balancers, tmp_path, kind):
+    import ssl
+
+    from balancerlib import make_certificate
+    from sbclient import Client, open_ws
+
+    cert, key = make_certificate(tmp_path, kind)
+    nodes = start_nodes(node_factory, 2)
+    bal = balancers.start(nodes, "--tls-cert", cert, "--tls-key", key, "--header-timeout", "1", tls=True)
+
+    def context(version=None):
+        ctx = ssl.create_default_context(cafile=cert)
+        ctx.set_alpn_protocols(["http/1.1"])
+        if version is not None:
+            ctx.minimum_version = ctx.maximum_version = version
+        return ctx
+
+    # TLS 1.2 and 1.3 both work, ALPN says http/1.1, and plain HTTP flows inside.
+    for version, name in ((ssl.TLSVersion.TLSv1_2, "TLSv1.2"), (ssl.TLSVersion.TLSv1_3, "TLSv1.3")):
+        with socket.create_connection(("127.0.0.1", bal.port), timeout=5) as raw:
+            with context(version).wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                assert s.version() == name
+                assert s.selected_alpn_protocol() == "http/1.1"
+                s.sendall(b"GET /readyz HTTP/1.1\r\nHost: a\r\n\r\n")
+                data = b""
+                while b'"ready"' not in data:
+                    got = s.recv(4096)
+                    if not got:
+                        break
+                    data += got
+                assert data.startswith(b"HTTP/1.1 200 "), data[:200]
+
+    async def websocket():
+        ws = await open_ws(bal.ws_url, ssl=context())
+        c = Client(ws)
+        info = await c.result("connect", {})
+        await c.subscribe("chat:tls")
+        await c.publish("chat:tls", {"over": "tls"})
+        assert (await c.wait_pubs("chat:tls", 1))[0]["data"] == {"over": "tls"}
+        await c.close()
+        return info
+
+    assert run(websocket())["node"]
+
+    # Plain HTTP on the TLS port gets no answer but a close, and the balancer carries on.
+    resp, _ = raw_exchange(bal.port, b"GET /readyz HTTP/1.1\r\nHost: a\r\n\r\n", timeout=5)
+    assert not resp.startswith(b"HTTP/1.1 200")
+    # A client that never starts its handshake is cut at the head deadline (the handshake is part of it),
+    # after the 1 s linger.
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", bal.port), timeout=5) as idle:
+        try:
+            while idle.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass
+    assert 0.9 <= time.monotonic() - t0 <= 3.0, f"silent TLS client cut after {time.monotonic() - t0:.2f}s"
+    m = metrics(bal)
+    assert m["switchboard_balancer_tls_handshakes_total"] >= 3
+    wait_clients_gone(bal)
