@@ -76,6 +76,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Connections one client address may hold at once (default 1000).")
     var maxConnectionsPerIp: Int?
 
+    @Option(help: "Address of a proxy in front of the node (repeatable; comma-separated in SWITCHBOARD_TRUSTED_PROXIES): its connections are not held to the per-address caps.")
+    var trustedProxy: [String] = []
+
     @Option(help: "Long-polls one client address may have waiting at once (default 16).")
     var maxPollsPerIp: Int?
 
@@ -147,6 +150,7 @@ struct Serve: AsyncParsableCommand {
         if let requestTimeout { try configuration.set("requestTimeout", text: String(requestTimeout)) }
         if let maxConnections { try configuration.set("maxConnections", text: String(maxConnections)) }
         if let maxConnectionsPerIp { try configuration.set("maxConnectionsPerIP", text: String(maxConnectionsPerIp)) }
+        if !trustedProxy.isEmpty { try configuration.set("trustedProxies", text: trustedProxy.joined(separator: ",")) }
         if let maxPollsPerIp { try configuration.set("maxPollsPerIP", text: String(maxPollsPerIp)) }
         if let maxCommandsPerRequest { try configuration.set("maxCommandsPerRequest", text: String(maxCommandsPerRequest)) }
         if let maxHistoryLimit { try configuration.set("maxHistoryLimit", text: String(maxHistoryLimit)) }

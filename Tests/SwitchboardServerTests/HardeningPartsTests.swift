@@ -222,3 +222,23 @@ struct CloseReasonTests {
         #expect(UTF8Validation.isValid(Array(payload.readableBytesView.dropFirst(2))))
     }
 }
+
+@Suite("Trusted proxies")
+struct TrustedProxyTests {
+    @Test("a trusted proxy's address is not held to the per-address cap, only to the node's")
+    func proxyNotCapped() {
+        var counts = ConnectionCounts(maximum: 5, maximumPerAddress: 2)
+        for _ in 0..<5 { #expect(counts.admit(address: "10.0.0.1", capped: false) == .admitted) }
+        #expect(counts.admit(address: "10.0.0.1", capped: false) == .nodeFull)
+    }
+
+    @Test("trustedProxies loads from a comma-separated variable and from a list")
+    func configuration() throws {
+        var configuration = ServerConfiguration()
+        try configuration.apply(environment: ["SWITCHBOARD_TRUSTED_PROXIES": "127.0.0.1, 10.0.0.2"])
+        #expect(configuration.trustedProxies == ["127.0.0.1", "10.0.0.2"])
+        try configuration.apply(file: JSONObject([("trustedProxies", .array([.string("::1")]))]))
+        #expect(configuration.trustedProxies == ["::1"])
+        #expect(throws: (any Error).self) { try configuration.apply(file: JSONObject([("trustedProxies", .string("x"))])) }
+    }
+}

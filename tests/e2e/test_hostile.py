@@ -525,6 +525,9 @@ def test_connection_caps(node_factory):
                 s.settimeout(5)
                 s.connect(("127.0.0.1", node.port))
                 held.append(s)
+                # Admitted for sure once it has its answer (accepts run on several event loops).
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert s.recv(4096).startswith(b"HTTP/1.1 200")
         out, _ = raw_http(node.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5, source="127.0.0.4")
         assert parse_response(out)[0] == 503, "the node cap (30) must refuse the 31st connection"
     finally:
@@ -571,3 +574,35 @@ def test_a_flood_of_bad_frames_does_not_touch_other_clients(target):
     run(attack(), timeout=60)
     assert_alive(target)
     fds_back_to(target, base_fds)
+
+
+def test_trusted_proxy_is_not_held_to_the_address_cap(node_factory):
+    node = node_factory.start("--max-connections-per-ip", "2", "--trusted-proxy", "127.0.0.1")
+    held: list[RawWS] = []
+    try:
+        for _ in range(5):
+            ws = RawWS("127.0.0.1", node.port)
+            held.append(ws)
+            assert "result" in ws.call("connect", {})
+        # Another address is held to the cap.
+        out, _ = raw_http(node.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5, source="127.0.0.2")
+        assert out.startswith(b"HTTP/1.1 200"), out[:80]
+        socks = []
+        try:
+            for _ in range(2):
+                s = socket.socket()
+                s.bind(("127.0.0.2", 0))
+                s.connect(("127.0.0.1", node.port))
+                s.settimeout(5)
+                socks.append(s)
+                # Admitted for sure once it has its answer (accepts run on several event loops).
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert s.recv(4096).startswith(b"HTTP/1.1 200")
+            out, _ = raw_http(node.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5, source="127.0.0.2")
+            assert parse_response(out)[0] == 503
+        finally:
+            for s in socks:
+                s.close()
+    finally:
+        for ws in held:
+            ws.close()

@@ -26,10 +26,11 @@ struct ConnectionCounts: Sendable, Hashable {
         self.maximumPerAddress = max(1, maximumPerAddress)
     }
 
-    mutating func admit(address: String) -> Admission {
+    /// - Parameter capped: whether the per-address cap applies (not to a trusted proxy's address).
+    mutating func admit(address: String, capped: Bool = true) -> Admission {
         guard self.total < self.maximum else { return .nodeFull }
         let current = self.byAddress[address, default: 0]
-        guard current < self.maximumPerAddress else { return .addressFull }
+        guard !capped || current < self.maximumPerAddress else { return .addressFull }
         self.byAddress[address] = current + 1
         self.total += 1
         return .admitted

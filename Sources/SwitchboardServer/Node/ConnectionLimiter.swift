@@ -9,8 +9,8 @@ final class ConnectionLimiter: Sendable {
         self.counts = NIOLockedValueBox(ConnectionCounts(maximum: maximum, maximumPerAddress: maximumPerAddress))
     }
 
-    func admit(address: String) -> ConnectionCounts.Admission {
-        self.counts.withLockedValue { $0.admit(address: address) }
+    func admit(address: String, capped: Bool = true) -> ConnectionCounts.Admission {
+        self.counts.withLockedValue { $0.admit(address: address, capped: capped) }
     }
 
     func release(address: String) {

@@ -65,7 +65,7 @@ final class NodeContext: Sendable {
     /// Counts a poll of `client` (may be empty) from `address`; nil when counted, else why not
     /// (and nothing counted). `endPoll` with the same keys must follow.
     func beginPoll(client: String, address: String) -> String? {
-        let perAddress = self.configuration.maxPollsPerIP
+        let perAddress = self.configuration.trustedProxies.contains(address) ? Int.max : self.configuration.maxPollsPerIP
         return self.polls.withLockedValue { polls in
             let byAddress = polls.byAddress[address, default: 0]
             guard byAddress < perAddress else { return "at most \(perAddress) polls at once per client address" }

@@ -17,7 +17,7 @@ extension ServerConfiguration {
         "host", "port", "broker", "apiKey", "tokenSecret", "drainSeconds", "echoEndpoint", "maxMessageSize",
         "maxSubscriptions", "outboundLimit", "pingInterval", "pongTimeout", "logLevel", "nodeName",
         "eventLoopThreads", "presenceTTL", "idempotencyWindow", "requestTimeout", "maxRequestBodySize",
-        "headTimeout", "maxConnections", "maxConnectionsPerIP", "maxPollsPerIP", "maxCommandsPerRequest", "maxHistoryLimit",
+        "headTimeout", "maxConnections", "maxConnectionsPerIP", "maxPollsPerIP", "maxCommandsPerRequest", "maxHistoryLimit", "trustedProxies",
     ]
 
     /// `maxMessageSize` -> `SWITCHBOARD_MAX_MESSAGE_SIZE`.
@@ -98,6 +98,9 @@ extension ServerConfiguration {
     /// Sets one option from text (environment variables and flags).
     public mutating func set(_ key: String, text: String) throws {
         switch key {
+        case "trustedProxies":
+            let list = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            try self.set(key, .array(list.map { .string($0) }))
         case "host", "broker", "apiKey", "tokenSecret", "nodeName", "logLevel":
             try self.set(key, .string(text))
         case "echoEndpoint":
@@ -160,6 +163,11 @@ extension ServerConfiguration {
         case "maxPollsPerIP": self.maxPollsPerIP = max(1, try integer())
         case "maxCommandsPerRequest": self.maxCommandsPerRequest = max(1, try integer())
         case "maxHistoryLimit": self.maxHistoryLimit = max(1, try integer())
+        case "trustedProxies":
+            guard let items = value.arrayValue, items.count <= 1000,
+                let addresses = Optional(items.compactMap(\.stringValue)), addresses.count == items.count
+            else { throw ConfigurationError("trustedProxies must be a list of IP addresses") }
+            self.trustedProxies = addresses
         default: throw ConfigurationError("unknown option \(key)")
         }
     }

@@ -39,6 +39,9 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var maxConnections: Int = 0
     /// Connections one client address may hold at once.
     public var maxConnectionsPerIP: Int = 1000
+    /// Addresses of proxies in front of the node (HAProxy, nginx, `switchboard balance`): every
+    /// connection they carry comes from their address, so the per-address caps do not count them.
+    public var trustedProxies: [String] = []
     /// Long-polls one client address may have waiting at once.
     public var maxPollsPerIP: Int = 16
     /// Commands in one `/rpc` or SSE `POST` body.

@@ -87,6 +87,7 @@ public final class SwitchboardNode: Sendable {
         for fanout in self.context.fanouts { fanout.start() }
         let context = self.context
         let configuration = self.configuration
+        let trustedProxies = Set(configuration.trustedProxies)
         let upgrader = Self.makeUpgrader(context: context)
         // Made once, used by every connection's router.
         let installHTTP: @Sendable (any Channel, NIODeadline) throws -> Void = { channel, headDeadline in
@@ -108,7 +109,7 @@ public final class SwitchboardNode: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let address = channel.remoteAddress?.ipAddress ?? ""
-                    let admission = context.connections.admit(address: address)
+                    let admission = context.connections.admit(address: address, capped: !trustedProxies.contains(address))
                     var headTimeout = configuration.headTimeout
                     switch admission {
                     case .admitted:
