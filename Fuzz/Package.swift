@@ -38,5 +38,16 @@ let package = Package(
                 .product(name: "SwitchboardServer", package: "switchboard"),
             ]
         ),
+        .executableTarget(
+            name: "FuzzHTTPBodies",
+            dependencies: [
+                .product(name: "SwitchboardCore", package: "switchboard"),
+                .product(name: "SwitchboardBroker", package: "switchboard"),
+                .product(name: "SwitchboardServer", package: "switchboard"),
+                .product(name: "SwitchboardRedis", package: "switchboard"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
+        ),
     ]
 )

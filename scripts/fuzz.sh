@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Fuzz the decoders that read network bytes (JSON commands, RESP, WebSocket
-# frames through a real session, the SSE/long-polling HTTP inputs) with
-# libFuzzer + AddressSanitizer, a bounded number of runs each. The recipe and
-# its traps: FUZZING.md in the shared notes next to this repository.
+# frames through a real session, the SSE/long-polling HTTP inputs, and the
+# /poll, /rpc and SSE bodies through a whole node on a broker with the Redis
+# broker's offset arithmetic) with libFuzzer + AddressSanitizer, a bounded
+# number of runs each. The recipe and its traps: FUZZING.md in the shared
+# notes next to this repository; the targets and results: Fuzz/README.md.
 #
 #   ./scripts/fuzz.sh [RUNS] [TARGET...]   (default 200000 runs, every target)
 #
@@ -18,7 +20,7 @@ RUNS=${1:-200000}
 shift || true
 TARGETS=("$@")
 if [ "${#TARGETS[@]}" -eq 0 ]; then
-    TARGETS=(FuzzJSONCommand FuzzRESP FuzzWebSocketFrames FuzzHTTPTransport)
+    TARGETS=(FuzzJSONCommand FuzzRESP FuzzWebSocketFrames FuzzHTTPTransport FuzzHTTPBodies)
 fi
 case "$RUNS" in
     '' | *[!0-9]*) echo "fuzz: RUNS must be a number, not '$RUNS'" >&2; exit 2 ;;

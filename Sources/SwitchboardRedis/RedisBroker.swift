@@ -270,19 +270,11 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     /// Reads create no key: an unknown channel reports offset 0 and the epoch its first publication
     /// will get. An offset past what Redis can hold (offsets are signed 64-bit there) reads nothing.
     public func history(_ query: HistoryQuery) -> EventLoopFuture<HistoryResult> {
-        var first = "-"
-        var limit = query.limit < 0 ? -1 : query.limit
-        if let since = query.sinceOffset {
-            if since < UInt64(Int64.max) {
-                first = "\(since + 1)-0"
-            } else {
-                limit = 0  // nothing can follow it
-            }
-        }
+        let (first, limit) = Self.streamRange(sinceOffset: query.sinceOffset, limit: query.limit)
         let arguments: [RESPArgument] = [
             .integer(Self.whole(self.metaTTL)),
             .string(first),
-            .integer(Int64(limit)),
+            .integer(limit),
             .string(query.reverse ? "1" : "0"),
         ]
         let keys = [Self.streamKey(query.channel), Self.metaKey(query.channel)]
@@ -294,7 +286,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             publications.reserveCapacity(entries.count)
             for entry in entries {
                 guard let parts = entry.array, parts.count == 2, let id = parts[0].string,
-                    let offset = id.split(separator: "-").first.flatMap({ UInt64($0) }),
+                    let offset = Self.offset(ofStreamID: id),
                     let fields = parts[1].array
                 else { throw RedisError(.protocolError, "unexpected stream entry") }
                 var data = ByteBuffer()
@@ -313,6 +305,27 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             }
             return HistoryResult(publications: publications, position: StreamPosition(offset: top, epoch: epoch))
         }
+    }
+
+    /// The stream range a history read asks Redis for: the first entry id (`-` for the start) and
+    /// the count (-1: no limit). Offsets are signed 64-bit in Redis: after `Int64.max` nothing can
+    /// follow, so the count is 0 (a client's offset never reaches `+ 1` there). Pure, for the fuzz target.
+    static func streamRange(sinceOffset: UInt64?, limit: Int) -> (first: String, count: Int64) {
+        var first = "-"
+        var count = limit < 0 ? -1 : Int64(limit)
+        if let since = sinceOffset {
+            if since < UInt64(Int64.max) {
+                first = "\(since + 1)-0"
+            } else {
+                count = 0  // nothing can follow it
+            }
+        }
+        return (first, count)
+    }
+
+    /// The offset in a stream entry id (`<offset>-0`), nil when it is not one.
+    static func offset(ofStreamID id: String) -> UInt64? {
+        id.split(separator: "-").first.flatMap { UInt64($0) }
     }
 
     // MARK: Presence
