@@ -10,17 +10,11 @@ import Testing
 
 /// A real memory broker whose deliveries to the node can be lost on purpose,
 /// as a broker link that drops messages would lose them.
-final class LossyBroker: Broker, @unchecked Sendable {
-    let inner: MemoryBroker
+final class LossyBroker: ForwardingBroker, @unchecked Sendable {
     /// Offsets whose live delivery is dropped.
     let dropOffsets = NIOLockedValueBox<Set<UInt64>>([])
-    var eventLoop: any EventLoop { self.inner.eventLoop }
 
-    init(eventLoop: any EventLoop) {
-        self.inner = MemoryBroker(eventLoop: eventLoop)
-    }
-
-    func start(eventHandler: @escaping @Sendable (BrokerEvent) -> Void) -> EventLoopFuture<Void> {
+    override func start(eventHandler: @escaping @Sendable (BrokerEvent) -> Void) -> EventLoopFuture<Void> {
         self.inner.start { event in
             if case .publication(_, let publication, _) = event, self.dropOffsets.withLockedValue({ $0.contains(publication.offset) }) {
                 return
@@ -28,28 +22,6 @@ final class LossyBroker: Broker, @unchecked Sendable {
             eventHandler(event)
         }
     }
-
-    func publish(_ request: PublishRequest) -> EventLoopFuture<PublishResult> { self.inner.publish(request) }
-    func publishPresenceEvent(_ event: PresenceEvent, channel: String) -> EventLoopFuture<Void> {
-        self.inner.publishPresenceEvent(event, channel: channel)
-    }
-    func subscribe(channel: String) -> EventLoopFuture<Void> { self.inner.subscribe(channel: channel) }
-    func unsubscribe(channel: String) -> EventLoopFuture<Void> { self.inner.unsubscribe(channel: channel) }
-    func history(_ query: HistoryQuery) -> EventLoopFuture<HistoryResult> { self.inner.history(query) }
-    func addPresence(channel: String, clients: [ClientInfo], ttl: Double) -> EventLoopFuture<Void> {
-        self.inner.addPresence(channel: channel, clients: clients, ttl: ttl)
-    }
-    func removePresence(channel: String, client: String) -> EventLoopFuture<Void> {
-        self.inner.removePresence(channel: channel, client: client)
-    }
-    func presence(channel: String) -> EventLoopFuture<[ClientInfo]> { self.inner.presence(channel: channel) }
-    func announce(_ node: NodeInfo, ttl: Double) -> EventLoopFuture<Void> { self.inner.announce(node, ttl: ttl) }
-    func removeNode(id: String) -> EventLoopFuture<Void> { self.inner.removeNode(id: id) }
-    func nodes() -> EventLoopFuture<[NodeInfo]> { self.inner.nodes() }
-    func sendControl(_ message: ControlMessage, to node: String?) -> EventLoopFuture<Void> {
-        self.inner.sendControl(message, to: node)
-    }
-    func shutdown() -> EventLoopFuture<Void> { self.inner.shutdown() }
 }
 
 @Suite("Hub gap detection and refill")

@@ -9,17 +9,11 @@ import Testing
 
 /// A memory broker whose channel subscribes complete only when the test says so,
 /// and which counts what the node holds at it.
-final class HeldSubscribeBroker: Broker, @unchecked Sendable {
-    let inner: MemoryBroker
+final class HeldSubscribeBroker: ForwardingBroker, @unchecked Sendable {
     /// Subscribes in flight, by channel.
     var pending: [String: EventLoopPromise<Void>] = [:]
     /// Channels subscribed at the broker now (subscribe completed, no unsubscribe since).
     var held: Set<String> = []
-    var eventLoop: any EventLoop { self.inner.eventLoop }
-
-    init(eventLoop: any EventLoop) {
-        self.inner = MemoryBroker(eventLoop: eventLoop)
-    }
 
     /// Completes the subscribe in flight for `channel`.
     func completeSubscribe(_ channel: String) {
@@ -30,35 +24,16 @@ final class HeldSubscribeBroker: Broker, @unchecked Sendable {
         }
     }
 
-    func start(eventHandler: @escaping @Sendable (BrokerEvent) -> Void) -> EventLoopFuture<Void> { self.inner.start(eventHandler: eventHandler) }
-    func publish(_ request: PublishRequest) -> EventLoopFuture<PublishResult> { self.inner.publish(request) }
-    func publishPresenceEvent(_ event: PresenceEvent, channel: String) -> EventLoopFuture<Void> {
-        self.inner.publishPresenceEvent(event, channel: channel)
-    }
-    func subscribe(channel: String) -> EventLoopFuture<Void> {
+    override func subscribe(channel: String) -> EventLoopFuture<Void> {
         let promise = self.eventLoop.makePromise(of: Void.self)
         self.pending[channel] = promise
         return promise.futureResult
     }
-    func unsubscribe(channel: String) -> EventLoopFuture<Void> {
+
+    override func unsubscribe(channel: String) -> EventLoopFuture<Void> {
         self.held.remove(channel)
         return self.inner.unsubscribe(channel: channel)
     }
-    func history(_ query: HistoryQuery) -> EventLoopFuture<HistoryResult> { self.inner.history(query) }
-    func addPresence(channel: String, clients: [ClientInfo], ttl: Double) -> EventLoopFuture<Void> {
-        self.inner.addPresence(channel: channel, clients: clients, ttl: ttl)
-    }
-    func removePresence(channel: String, client: String) -> EventLoopFuture<Void> {
-        self.inner.removePresence(channel: channel, client: client)
-    }
-    func presence(channel: String) -> EventLoopFuture<[ClientInfo]> { self.inner.presence(channel: channel) }
-    func announce(_ node: NodeInfo, ttl: Double) -> EventLoopFuture<Void> { self.inner.announce(node, ttl: ttl) }
-    func removeNode(id: String) -> EventLoopFuture<Void> { self.inner.removeNode(id: id) }
-    func nodes() -> EventLoopFuture<[NodeInfo]> { self.inner.nodes() }
-    func sendControl(_ message: ControlMessage, to node: String?) -> EventLoopFuture<Void> {
-        self.inner.sendControl(message, to: node)
-    }
-    func shutdown() -> EventLoopFuture<Void> { self.inner.shutdown() }
 }
 
 extension EmbeddedNode {
