@@ -99,7 +99,7 @@ struct Balance: AsyncParsableCommand {
         }
         // Signal handling first: libdispatch opens its own descriptors for it, and tests measure the
         // process's descriptors from the moment the listening line appears.
-        let signals = Self.signalStream()
+        let signals = SignalDrain.signalStream()
         let (port, adminPort) = try await server.start()
         let host = configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host
         let (ws, http) = configuration.tlsCertificatePath == nil ? ("ws", "http") : ("wss", "https")
@@ -200,20 +200,5 @@ struct Balance: AsyncParsableCommand {
             throw ValidationError("\(option) expects a positive number of seconds up to 86400")
         }
         return value
-    }
-
-    /// SIGTERM and SIGINT as a stream (the sources must be kept alive by the caller).
-    private static func signalStream() -> (stream: AsyncStream<Int32>, sources: [any DispatchSourceSignal]) {
-        let (stream, continuation) = AsyncStream<Int32>.makeStream()
-        let queue = DispatchQueue(label: "switchboard.balancer.signals")
-        var sources: [any DispatchSourceSignal] = []
-        for sig in [SIGTERM, SIGINT] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
-            source.setEventHandler { continuation.yield(sig) }
-            source.resume()
-            sources.append(source)
-        }
-        return (stream, sources)
     }
 }
