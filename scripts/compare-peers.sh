@@ -27,6 +27,8 @@
 #   PIN=0          do not pin (default: servers and Redis on CPU 0, the load generator on CPU 1,
 #                  via compare's -server-cpus 0 -load-cpus 1; needs 2 or more CPUs)
 #   SKIP_BUILD=1   use the existing .build-release binary
+#   SWITCHBOARD=F  measure this switchboard binary instead (implies nothing about SKIP_BUILD)
+#   PEERS=DIR      run the harness from DIR (a copy already set up) instead of the shared folder
 #
 # The shared peers folder is read-only on these machines; its harness writes
 # into its own .build/, so when that is not writable the folder is copied to
@@ -66,12 +68,14 @@ if [[ -z ${SKIP_BUILD:-} ]]; then
   echo "compare-peers: swift build -c release (first build takes several minutes)"
   swift build -c release --scratch-path .build-release --product switchboard 2>&1 | tail -n 3
 fi
-sb=$repo/.build-release/release/switchboard
+sb=${SWITCHBOARD:-$repo/.build-release/release/switchboard}
 [[ -x $sb ]] || { echo "compare-peers: $sb missing after the build" >&2; exit 1; }
 
 # 2. the peers: run from the shared folder when its .build/ is writable, else from a copy
 peers=$repo/../shared/peers
-if ! (mkdir -p "$peers/.build" && touch "$peers/.build/.w" && rm -f "$peers/.build/.w") 2>/dev/null; then
+if [[ -n ${PEERS:-} ]]; then
+  peers=$PEERS # an already set-up copy of the harness
+elif [[ $(stat -c %A "$peers") != ??w* ]] || ! (mkdir -p "$peers/.build" && touch "$peers/.build/.w" && rm -f "$peers/.build/.w") 2>/dev/null; then
   copy=${PEERS_COPY:-/tmp/peers}
   echo "compare-peers: $peers is read-only; running from a copy in $copy"
   mkdir -p "$copy"

@@ -9,6 +9,7 @@
 #   LOOPS=1000     closed loops (connections)
 #   OUT=DIR        output directory (default reports/pingpong-costs/<UTC timestamp>)
 #   SKIP_BUILD=1   use the existing .build-release binaries
+#   SWITCHBOARD=F BENCH=F   measure with these binaries instead
 #
 # Method. A node (release build) runs pinned to CPU 0, Redis with it, and
 # `switchboard-bench pingpong` on CPU 1. Every counter is read twice, over a
@@ -35,8 +36,8 @@ if [[ -z ${SKIP_BUILD:-} ]]; then
   swift build -c release --scratch-path .build-release --product switchboard 2>&1 | tail -n 2
   swift build -c release --scratch-path .build-release --product switchboard-bench 2>&1 | tail -n 2
 fi
-sb=$repo/.build-release/release/switchboard
-bench=$repo/.build-release/release/switchboard-bench
+sb=${SWITCHBOARD:-$repo/.build-release/release/switchboard}
+bench=${BENCH:-$repo/.build-release/release/switchboard-bench}
 [[ -x $sb && -x $bench ]] || { echo "pingpong-costs: release binaries missing" >&2; exit 1; }
 pin_server=() pin_load=()
 if (($(nproc) >= 2)); then pin_server=(taskset -c 0) pin_load=(--cpus 1); fi
@@ -111,7 +112,7 @@ for broker in "${brokers[@]}"; do
   done
   # a full trace of a small run, to tell eventfd writes (wake-ups of another loop) from socket I/O
   with_tracer trace 1 "$broker-trace-setup"
-  with_tracer trace 5000 "$broker-trace-counted"
+  with_tracer trace "$(((n + 9) / 10))" "$broker-trace-counted"
   ls -l "/proc/$spid/fd" 2>/dev/null | awk '$NF ~ /eventfd|eventpoll|timerfd/ {split($9,a,"/"); print a[length(a)], $NF}' \
     >"$out/$broker-fd-kinds.txt" || true
   # CPU profile over 10 s of unthrottled ping-pong
@@ -171,22 +172,27 @@ for b in brokers:
     report.append(f"untraced: {plain['round_trips_per_s']:.0f} round trips/s, server CPU "
                   f"{plain.get('server_cpu_us_per_round_trip') or 0:.1f} µs per round trip, p50 {plain['latency_ms']['p50']} ms, "
                   f"p99 {plain['latency_ms']['p99']} ms, lost {plain['lost']}\n")
+    def sent(label):  # round trips the run really made (the duration may end it before N)
+        return json.load(open(os.path.join(out, f"{b}-{label}.json")))["pingpong"]["round_trips"]
+    d = max(1, sent("strace-counted") - sent("strace-setup"))
     setup, counted = strace_counts(os.path.join(out, f"{b}-strace-setup.strace")), strace_counts(os.path.join(out, f"{b}-strace-counted.strace"))
-    rows = sorted(((counted.get(k, 0) - setup.get(k, 0)) / (n - 1), k) for k in set(counted) | set(setup))
+    rows = sorted(((counted.get(k, 0) - setup.get(k, 0)) / d, k) for k in set(counted) | set(setup))
     total = sum(r for r, _ in rows)
-    report.append(f"syscalls per round trip (strace -c, (counted - setup) / {n - 1}): total {total:.2f}")
+    report.append(f"syscalls per round trip (strace -c, (counted - setup) / {d}): total {total:.2f}")
     report += [f"  {k:<16} {r:6.2f}" for r, k in reversed(rows) if abs(r) >= 0.01]
     ms, mc = perfstat(os.path.join(out, f"{b}-malloc-setup.perfstat")), perfstat(os.path.join(out, f"{b}-malloc-counted.perfstat"))
-    allocs = {k: (mc.get(k, 0) - ms.get(k, 0)) / (n - 1) for k in mc}
-    report.append("allocator calls per round trip (uprobes): " + ", ".join(f"{k} {v:.2f}" for k, v in allocs.items()))
+    d = max(1, sent("malloc-counted") - sent("malloc-setup"))
+    allocs = {k: (mc.get(k, 0) - ms.get(k, 0)) / d for k in mc}
+    report.append(f"allocator calls per round trip (uprobes, / {d}): " + ", ".join(f"{k} {v:.2f}" for k, v in allocs.items()))
     kinds = {}
     for line in open(os.path.join(out, f"{b}-fd-kinds.txt")):
         f = line.split()
         if len(f) == 2:
             kinds[f[0]] = f[1]
     ts, tc = trace_kinds(os.path.join(out, f"{b}-trace-setup.trace"), kinds), trace_kinds(os.path.join(out, f"{b}-trace-counted.trace"), kinds)
-    report.append("by descriptor kind, per round trip (strace -f, 5,000 round trips): " + ", ".join(
-        f"{k} {(tc.get(k, 0) - ts.get(k, 0)) / 4999:.2f}" for k in sorted(set(tc) | set(ts)) if abs(tc.get(k, 0) - ts.get(k, 0)) >= 50))
+    d = max(1, sent("trace-counted") - sent("trace-setup"))
+    report.append(f"by descriptor kind, per round trip (strace -f, / {d}): " + ", ".join(
+        f"{k} {(tc.get(k, 0) - ts.get(k, 0)) / d:.2f}" for k in sorted(set(tc) | set(ts)) if abs(tc.get(k, 0) - ts.get(k, 0)) >= 10))
     report.append("")
 open(os.path.join(out, "summary.md"), "w").write("\n".join(report) + "\n")
 print("\n".join(report))
