@@ -1676,7 +1676,20 @@ export class Switchboard extends Emitter {
       sub._emit('error', err);
       this._unsubscribe(sub, err.code, err.message, true);
     } else if (item.unsubscribe) {
-      this._unsubscribe(sub, item.unsubscribe.code, item.unsubscribe.reason || 'unsubscribed by server', true);
+      const u = item.unsubscribe;
+      if (u.code === 2500) {
+        // Insufficient state (e.g. the channel's epoch changed under a held poll): as over WebSocket,
+        // subscribe again from our position, which here is the next poll: its `position` says
+        // `recovered: false` (then `unrecovered`), or its publications continue the stream.
+        this._log('resubscribe after', u.code, sub.channel);
+        const was = sub.state;
+        sub.state = 'subscribing';
+        sub._gen++;
+        sub._lpConn = null;
+        if (was === 'subscribed') sub._emit('subscribing', {channel: sub.channel, code: u.code, reason: u.reason || ''});
+      } else {
+        this._unsubscribe(sub, u.code, u.reason || 'unsubscribed by server', true);
+      }
     }
   }
 
