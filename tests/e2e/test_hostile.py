@@ -467,7 +467,7 @@ def test_slow_body_gets_408_and_large_bodies_413_at_once(target):
     # A declared body over the limit is refused before it is sent.
     out, took = raw_http(target.port, b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n", timeout=5)
     assert out.startswith(b"HTTP/1.1 413"), out[:100]
-    assert took < 2
+    assert took < 4  # refused at once, not after the 5 s read
     # A chunked body is refused as soon as it passes the limit, not buffered to 1 MB.
     s = socket.create_connection(("127.0.0.1", target.port), timeout=5)
     try:
@@ -499,7 +499,7 @@ def test_bare_cr_in_a_head_is_refused(target):
         out, took = raw_http(target.port, f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nX: a\rB: c\r\n\r\n".encode(),
                              timeout=5)
         assert out.startswith(b"HTTP/1.1 400"), (path, out[:100])
-        assert took < 2, "the connection must be closed after the 400"
+        assert took < 4, "the connection must be closed after the 400"
 
 
 def test_connection_caps(node_factory):
