@@ -7,6 +7,10 @@
 # any suite failed. Needs the binaries built and the venv of scripts/test.sh.
 #
 #   scripts/loaded-suite.sh [RUNS]
+#
+# SUITES="e2e browser" picks suites (default: js e2e browser); BENCH=0 runs
+# no benchmark (for a second instance beside one that does); FIRST_RUN=N
+# numbers the runs from N (to continue a series).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
@@ -16,19 +20,22 @@ BENCH=${BENCH_BIN:-.build/debug/switchboard-bench}
 OUT=${OUT:-.build/loaded-suite}
 export SWITCHBOARD_BIN=$BIN PYTHONDONTWRITEBYTECODE=1
 mkdir -p "$OUT"
-: > "$OUT/summary.txt"
+: >> "$OUT/summary.txt"
 
-# The node the benchmark loads, on a port of its own.
-"$BIN" serve --host 127.0.0.1 --port 0 --api-key bench > "$OUT/bench-node.log" 2>&1 &
-NODE_PID=$!
+SUITES=${SUITES:-js e2e browser}
+NODE_PID=
 BENCH_LOOP_PID=
 cleanup() {
     [ -n "$BENCH_LOOP_PID" ] && kill "$BENCH_LOOP_PID" 2>/dev/null || true
     [ -n "$BENCH_LOOP_PID" ] && wait "$BENCH_LOOP_PID" 2>/dev/null || true
-    kill "$NODE_PID" 2>/dev/null || true
-    wait "$NODE_PID" 2>/dev/null || true
+    [ -n "$NODE_PID" ] && kill "$NODE_PID" 2>/dev/null || true
+    [ -n "$NODE_PID" ] && wait "$NODE_PID" 2>/dev/null || true
 }
 trap cleanup EXIT
+if [ "${BENCH:-1}" != 0 ]; then
+# The node the benchmark loads, on a port of its own.
+"$BIN" serve --host 127.0.0.1 --port 0 --api-key bench > "$OUT/bench-node.log" 2>&1 &
+NODE_PID=$!
 URL=
 for _ in $(seq 100); do  # bounded: 10 s for the node to print its address
     URL=$(grep -o 'ws://127.0.0.1:[0-9]*/ws' "$OUT/bench-node.log" | head -1 || true)
@@ -45,10 +52,12 @@ done
     done
 ) &
 BENCH_LOOP_PID=$!
+fi
 
 FAILED=0
-for run in $(seq "$RUNS"); do
-    for suite in js e2e browser; do
+FIRST_RUN=${FIRST_RUN:-1}
+for run in $(seq "$FIRST_RUN" "$((FIRST_RUN + RUNS - 1))"); do
+    for suite in $SUITES; do
         t0=$SECONDS
         load=$(cut -d' ' -f1 /proc/loadavg)
         set +e

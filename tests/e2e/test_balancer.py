@@ -31,12 +31,12 @@ def start_nodes(node_factory, n: int):
     return [node_factory.start(node_name=f"n{i}") for i in range(n)]
 
 
-def wait_fds(balancer, baseline: int, timeout: float = 5.0) -> None:
+def wait_fds(balancer, baseline: int, timeout: float = 15.0) -> None:
     wait_until(lambda: fd_count(balancer.pid) <= baseline, timeout,
                f"balancer fds back to {baseline} (now {fd_count(balancer.pid)})")
 
 
-def wait_clients_gone(balancer, timeout: float = 5.0) -> None:
+def wait_clients_gone(balancer, timeout: float = 15.0) -> None:
     wait_until(lambda: admin_nodes(balancer)["clients"] == 0, timeout, "no client connection left in the balancer")
 
 
