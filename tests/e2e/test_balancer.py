@@ -237,7 +237,7 @@ def test_node_sigkill_failover(node_factory, balancers):
         await close_all(clients + fresh)
 
     run(body())
-    wait_until(lambda: not next(n for n in admin_nodes(bal)["nodes"] if n["port"] == victim.port)["up"], 5,
+    wait_until(lambda: not next(n for n in admin_nodes(bal)["nodes"] if n["port"] == victim.port)["up"], 15,
                "the killed node marked down by the health check")
     m = metrics(bal)
     assert m[f'switchboard_balancer_node_up{{node="127.0.0.1:{victim.port}"}}'] == 0

@@ -358,7 +358,7 @@ def test_polls_are_capped_per_address(target):
             s.sendall(f"POST /poll HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
             socks.append(s)
         wait_for(lambda: post(target.port, "/poll", json.dumps({"subs": {"capped": {}}, "timeout": 0}).encode())[0] == 429,
-                 5, "the 17th poll from one address to get 429")
+                 15, "the 17th poll from one address to get 429")
         # Another address is not affected.
         body = b'{"subs":{"capped":{}},"timeout":0}'
         out, _ = raw_http(target.port, b"POST /poll HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
@@ -369,7 +369,7 @@ def test_polls_are_capped_per_address(target):
     assert out.startswith(b"HTTP/1.1 200"), out[:100]
     # Once they are gone, the address may poll again.
     wait_for(lambda: post(target.port, "/poll", json.dumps({"subs": {"capped": {}}, "timeout": 0}).encode())[0] == 200,
-             5, "polls allowed again after the waiting ones left")
+             15, "polls allowed again after the waiting ones left")
 
 
 # --------------------------------------------------------------------------
