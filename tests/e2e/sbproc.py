@@ -125,16 +125,22 @@ class Node:
                     self.process.kill()
                     self.process.wait(timeout)
         finally:
-            if self.process.stdout is not None:
+            # The reader ends at EOF, which comes once every writer of the pipe is gone. Not
+            # always with the process: a Swift binary that crashed runs swift-backtrace, which
+            # inherits the pipe and can outlive it (seen hanging for minutes). Closing the pipe
+            # under a blocked reader blocks too, so it is closed only after the reader ended;
+            # otherwise the daemon reader is left behind and the test goes on (bounded).
+            self._reader.join(2.0)
+            if self.process.stdout is not None and not self._reader.is_alive():
                 try:
                     self.process.stdout.close()
                 except OSError:
                     pass
-            self._reader.join(1.0)
-            try:
-                self._log.close()
-            except OSError:
-                pass
+            if not self._reader.is_alive():
+                try:
+                    self._log.close()
+                except OSError:
+                    pass
 
     def log_tail(self, n: int = 60) -> str:
         try:
