@@ -255,20 +255,25 @@ class ProxyProcess:
     Exposes `host`, `port` (the main frontend), `http_url`, like an sbclient.Node, so the sbclient
     helpers work through it. `stop()` by PID, always."""
 
-    def __init__(self, kind: str, workdir, ports: dict[int, int], main_port: int):
+    def __init__(self, kind: str, workdir, ports: dict[int, int], main_port: int, src: str | None = None):
         self.kind = kind
         self.host = "127.0.0.1"
         self.port = ports[main_port]
         self.http_url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
         self.api_key = ""
-        src = HAPROXY_CFG if kind == "haproxy" else NGINX_CONF
+        src = src or (HAPROXY_CFG if kind == "haproxy" else NGINX_CONF)
         with open(src) as f:
             text = f.read()
         for example, real in ports.items():
             text = text.replace(f"127.0.0.1:{example}", f"127.0.0.1:{real}")
+            text = text.replace(f"agent-port {example}", f"agent-port {real}")
         if kind == "nginx":
             text = text.replace("/tmp/switchboard-nginx", os.path.join(str(workdir), "nginx"))
+            # Relative certificate paths are relative to the config's directory: make them absolute.
+            text = text.replace("../tls/", os.path.join(os.path.dirname(os.path.abspath(src)), "..", "tls") + "/")
+        else:
+            text = text.replace("crt deploy/tls/", "crt " + os.path.join(REPO_ROOT, "deploy", "tls") + "/")
         self.cfg_path = os.path.join(str(workdir), os.path.basename(src))
         with open(self.cfg_path, "w") as f:
             f.write(text)
