@@ -74,10 +74,12 @@ extension BalancerConfiguration {
         case "listen": (self.host, self.port) = try Self.hostPort(text, option: "listen")
         case "admin":
             if text.isEmpty {
-                (self.adminHost, self.adminPort) = (nil, nil)
+                self.adminHost = nil
+                self.adminPort = nil
             } else {
                 let (host, port) = try Self.hostPort(text, option: "admin")
-                (self.adminHost, self.adminPort) = (host, port)
+                self.adminHost = host
+                self.adminPort = port
             }
         case "nodes":
             let specs = text.split(whereSeparator: { $0 == " " || $0 == ";" || $0 == "\n" || $0 == "\t" })

@@ -1,9 +1,4 @@
 public import NIOCore
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// A PROXY protocol version 2 header (haproxy.org/download/2.6/doc/proxy-protocol.txt): the binary
 /// preamble a proxy sends before the client's bytes to tell the server who the client is.
@@ -58,7 +53,7 @@ public struct ProxyProtocolHeader: Sendable, Hashable {
     }
 
     /// Reads a header at the start of `bytes` without consuming it.
-    public static func decode(_ bytes: ByteBufferView, maximumLength: Int = Self.maximumLength) -> Decoded {
+    public static func decode(_ bytes: ByteBufferView, maximumLength: Int = ProxyProtocolHeader.maximumLength) -> Decoded {
         let prefix = bytes.prefix(Self.signature.count)
         guard prefix.elementsEqual(Self.signature.prefix(prefix.count)) else { return .notProxyProtocol }
         guard bytes.count >= 16 else { return .needMoreBytes }
@@ -155,22 +150,25 @@ public struct ProxyProtocolHeader: Sendable, Hashable {
     /// 4 or 16 bytes of an IP literal; nil for anything else.
     public static func addressBytes(_ text: String) -> [UInt8]? {
         guard let address = try? SocketAddress(ipAddress: text, port: 0) else { return nil }
+        // The address inside the sockaddr: sockaddr_in keeps it at offset 4 (4 bytes), sockaddr_in6 at
+        // offset 8 (16 bytes), on Linux and the BSDs alike.
+        let range: Range<Int>
         switch address {
-        case .v4(let v4):
-            return withUnsafeBytes(of: v4.address.sin_addr) { Array($0) }
-        case .v6(let v6):
-            return withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
-        default:
-            return nil
+        case .v4: range = 4..<8
+        case .v6: range = 8..<24
+        default: return nil
+        }
+        return address.withSockAddr { pointer, size in
+            guard size >= range.upperBound else { return nil }
+            return Array(UnsafeRawBufferPointer(start: pointer, count: size)[range])
         }
     }
 
+    /// The canonical text of 16 address bytes (through `SocketAddress`, i.e. `inet_ntop`).
     private static func ipv6Text(_ bytes: ArraySlice<UInt8>) -> String? {
-        var storage = in6_addr()
-        withUnsafeMutableBytes(of: &storage) { $0.copyBytes(from: bytes) }
-        var sockaddr = sockaddr_in6()
-        sockaddr.sin6_family = sa_family_t(AF_INET6)
-        sockaddr.sin6_addr = storage
-        return SocketAddress(sockaddr, host: "").ipAddress
+        let groups = stride(from: bytes.startIndex, to: bytes.endIndex, by: 2).map { i in
+            String(UInt16(bytes[i]) << 8 | UInt16(bytes[i + 1]), radix: 16)
+        }
+        return (try? SocketAddress(ipAddress: groups.joined(separator: ":"), port: 0))?.ipAddress
     }
 }

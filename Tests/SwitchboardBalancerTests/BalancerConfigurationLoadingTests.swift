@@ -72,7 +72,8 @@ import Testing
         var c = BalancerConfiguration()
         c.nodes = [BackendNode(host: "127.0.0.1", port: 1), BackendNode(host: "127.0.0.1", port: 2)]
         let router = NodeRouter(configuration: c)
-        _ = router.pick(key: nil, excluding: [])
+        router.setMembers(c.nodes)
+        #expect(router.pick(key: nil, excluding: []) != nil)
         router.reconfigure(algorithm: .roundRobin, hashBalanceFactor: 1.25, maxConnections: 1)
         let (table, _, algorithm) = router.snapshot()
         #expect(algorithm == .roundRobin)

@@ -9,8 +9,9 @@ import Testing
     static func run(_ mode: HealthCheckHandler.Mode, replies: [[UInt8]]) throws -> (Bool?, [ByteBuffer]) {
         let channel = EmbeddedChannel()
         let promise = channel.eventLoop.makePromise(of: Bool.self)
-        var result: Bool?
-        promise.futureResult.whenSuccess { result = $0 }
+        final class Box: @unchecked Sendable { var value: Bool? }
+        let result = Box()
+        promise.futureResult.whenSuccess { result.value = $0 }
         try channel.pipeline.syncOperations.addHandler(
             HealthCheckHandler(path: mode == .http ? "/readyz" : "/ws", host: "n", mode: mode, promise: promise))
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
@@ -21,7 +22,7 @@ import Testing
         }
         while let out = try channel.readOutbound(as: ByteBuffer.self) { written.append(out) }
         _ = try? channel.finish()
-        return (result, written)
+        return (result.value, written)
     }
 
     static let upgraded = Array("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n".utf8)
