@@ -86,13 +86,12 @@ def test_sighup_reloads_nodes_and_keeps_tunnels(node_factory, balancers, tmp_pat
     assert bal.pid == pid and bal.alive()
 
 
-def test_flags_beat_environment_which_beats_the_file(node_factory, balancers, tmp_path, monkeypatch):
+def test_flags_beat_environment_which_beats_the_file(node_factory, balancers, tmp_path):
     nodes = [node_factory.start(node_name=f"n{i}") for i in range(2)]
     config = tmp_path / "balance.json"
     write_config(config, nodes=[f"127.0.0.1:{nodes[0].port}"], algorithm="round-robin", maxConnections=5)
-    monkeypatch.setenv("SWITCHBOARD_BALANCE_ALGORITHM", "least-conn")
-    monkeypatch.setenv("SWITCHBOARD_BALANCE_NODES", f"127.0.0.1:{nodes[1].port}")
-    bal = balancers.start([], "--config", str(config), "--algorithm", "hash")
+    env = {"SWITCHBOARD_BALANCE_ALGORITHM": "least-conn", "SWITCHBOARD_BALANCE_NODES": f"127.0.0.1:{nodes[1].port}"}
+    bal = balancers.start([], "--config", str(config), "--algorithm", "hash", env=env)
     status = admin_nodes(bal)
     assert status["algorithm"] == "hash"  # flag over environment
     assert [n["port"] for n in status["nodes"]] == [nodes[1].port]  # environment over file
