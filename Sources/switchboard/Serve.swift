@@ -79,8 +79,11 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Connections one client address may hold at once (default 1000).")
     var maxConnectionsPerIp: Int?
 
-    @Option(help: "Address of a proxy in front of the node (repeatable; comma-separated in SWITCHBOARD_TRUSTED_PROXIES): its connections are not held to the per-address caps.")
+    @Option(help: "Address or CIDR block of a proxy in front of the node (repeatable; comma-separated in SWITCHBOARD_TRUSTED_PROXIES): only its connections may name the client (PROXY protocol v2 or X-Forwarded-For), and the per-address caps then count that client.")
     var trustedProxy: [String] = []
+
+    @Option(help: "Port on --host for HAProxy's agent-check: answers drain, or up and the free share of --max-connections (default: none).")
+    var haproxyAgentPort: Int?
 
     @Option(help: "Long-polls one client address may have waiting at once (default 16).")
     var maxPollsPerIp: Int?
@@ -180,6 +183,7 @@ struct Serve: AsyncParsableCommand {
         if let maxConnections { try configuration.set("maxConnections", text: String(maxConnections)) }
         if let maxConnectionsPerIp { try configuration.set("maxConnectionsPerIP", text: String(maxConnectionsPerIp)) }
         if !trustedProxy.isEmpty { try configuration.set("trustedProxies", text: trustedProxy.joined(separator: ",")) }
+        if let haproxyAgentPort { try configuration.set("haproxyAgentPort", text: String(haproxyAgentPort)) }
         if let maxPollsPerIp { try configuration.set("maxPollsPerIP", text: String(maxPollsPerIp)) }
         if let maxCommandsPerRequest { try configuration.set("maxCommandsPerRequest", text: String(maxCommandsPerRequest)) }
         if let maxHistoryLimit { try configuration.set("maxHistoryLimit", text: String(maxHistoryLimit)) }

@@ -18,19 +18,16 @@ extension ServerConfiguration {
         "maxSubscriptions", "outboundLimit", "pingInterval", "pongTimeout", "logLevel", "nodeName",
         "eventLoopThreads", "presenceTTL", "idempotencyWindow", "requestTimeout", "maxRequestBodySize",
         "headTimeout", "maxConnections", "maxConnectionsPerIP", "maxPollsPerIP", "maxCommandsPerRequest", "maxHistoryLimit", "trustedProxies",
+        "haproxyAgentPort",
     ]
 
     /// `maxMessageSize` -> `SWITCHBOARD_MAX_MESSAGE_SIZE`.
     public static func environmentName(for key: String) -> String {
-        var result = Self.environmentPrefix
-        for character in key {
-            if character.isUppercase { result.append("_") }
-            result.append(contentsOf: character.uppercased())
-        }
-        return result
+        ConfigurationKey.environmentName(for: key, prefix: Self.environmentPrefix)
     }
 
-    /// Reads a JSON or YAML file (by extension; other names are tried as JSON, then YAML).
+    /// Reads a JSON or YAML file (by extension; other names are tried as JSON, then YAML). `balance`
+    /// reads its config file through this too.
     public static func loadFile(_ path: String) throws -> JSONObject {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigurationError("cannot read config file \(path)")
@@ -163,10 +160,15 @@ extension ServerConfiguration {
         case "maxPollsPerIP": self.maxPollsPerIP = max(1, try integer())
         case "maxCommandsPerRequest": self.maxCommandsPerRequest = max(1, try integer())
         case "maxHistoryLimit": self.maxHistoryLimit = max(1, try integer())
+        case "haproxyAgentPort":
+            let port = try integer()
+            guard port <= 65535 else { throw ConfigurationError("haproxyAgentPort must be at most 65535") }
+            self.haproxyAgentPort = port
         case "trustedProxies":
             guard let items = value.arrayValue, items.count <= 1000,
                 let addresses = Optional(items.compactMap(\.stringValue)), addresses.count == items.count
-            else { throw ConfigurationError("trustedProxies must be a list of IP addresses") }
+            else { throw ConfigurationError("trustedProxies must be a list of IP addresses or CIDR blocks") }
+            _ = try TrustedProxySet(addresses)
             self.trustedProxies = addresses
         default: throw ConfigurationError("unknown option \(key)")
         }
