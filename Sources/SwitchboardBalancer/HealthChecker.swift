@@ -68,6 +68,8 @@ final class HealthChecker: Sendable {
         let path = self.path
         let mode = self.mode
         let timeout = loop.scheduleTask(in: self.timeout) { promise.succeed(false) }
+        // A loop shut down while the check waits cancels the timer: the check fails, the promise is kept.
+        timeout.futureResult.whenFailure { _ in promise.succeed(false) }
         ClientBootstrap(group: loop)
             .connectTimeout(self.timeout)
             .channelInitializer { channel in
