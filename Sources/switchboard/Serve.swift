@@ -94,6 +94,24 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Most publications one history answer holds (default 1000).")
     var maxHistoryLimit: Int?
 
+    @Flag(inversion: .prefixedNo, help: "Ask clients to move (close 3002) when this node holds more than (1 + tolerance) x the ready nodes' mean after scale-out (default on).")
+    var rebalance: Bool?
+
+    @Option(help: "Tolerance of rebalancing: a node is over when it holds more than (1 + this) x the mean (default 0.10).")
+    var rebalanceTolerance: Double?
+
+    @Option(help: "Seconds a node must stay over before it asks clients to move (default 10).")
+    var rebalanceHold: Double?
+
+    @Option(help: "Seconds one rebalancing round spreads its requests over (default 30).")
+    var rebalanceWindow: Double?
+
+    @Option(help: "Most clients asked to move per second (default 200).")
+    var rebalanceRate: Double?
+
+    @Option(help: "Seconds a client must have been on this node before it may be asked to move (default 600).")
+    var rebalanceMinAge: Double?
+
     func run() async throws {
         var configuration = ServerConfiguration()
         let environment = ProcessInfo.processInfo.environment
@@ -187,6 +205,12 @@ struct Serve: AsyncParsableCommand {
         if let maxPollsPerIp { try configuration.set("maxPollsPerIP", text: String(maxPollsPerIp)) }
         if let maxCommandsPerRequest { try configuration.set("maxCommandsPerRequest", text: String(maxCommandsPerRequest)) }
         if let maxHistoryLimit { try configuration.set("maxHistoryLimit", text: String(maxHistoryLimit)) }
+        if let rebalance { configuration.rebalance = rebalance }
+        if let rebalanceTolerance { try configuration.set("rebalanceTolerance", text: String(rebalanceTolerance)) }
+        if let rebalanceHold { try configuration.set("rebalanceHold", text: String(rebalanceHold)) }
+        if let rebalanceWindow { try configuration.set("rebalanceWindow", text: String(rebalanceWindow)) }
+        if let rebalanceRate { try configuration.set("rebalanceRate", text: String(rebalanceRate)) }
+        if let rebalanceMinAge { try configuration.set("rebalanceMinAge", text: String(rebalanceMinAge)) }
     }
 
     static func randomKey() -> String {

@@ -216,6 +216,24 @@ final class LoopFanout: @unchecked Sendable {
         if let metrics = self.metrics { self.counters.flush(into: metrics) }
     }
 
+    /// Asks up to `count` sessions here, chosen at random among those that hold a lasting
+    /// connection (WebSocket, SSE) opened before `connectedBefore`, to move: a `disconnect` push
+    /// and a close with `code` (rebalancing). Returns how many were asked. On the loop only.
+    func askToMove(upTo count: Int, connectedBefore: NIODeadline, code: DisconnectCode) -> Int {
+        guard count > 0 else { return 0 }
+        var eligible = self.sessions.values.filter {
+            $0.isConnected && !$0.output.transport.isCollected && $0.createdAt < connectedBefore
+        }
+        var asked = 0
+        while asked < count, !eligible.isEmpty {
+            eligible.swapAt(Int.random(in: eligible.indices), eligible.count - 1)
+            eligible.removeLast().disconnect(code, push: true)
+            asked += 1
+        }
+        self.flushDirty()
+        return asked
+    }
+
     /// Disconnects every session here, spread over `window` (drain); the future completes when
     /// the last one is gone.
     func drain(over window: TimeAmount, code: DisconnectCode) -> EventLoopFuture<Void> {

@@ -38,6 +38,10 @@ final class NodeMetrics: Sendable {
     let refusedConnectionsNode: CoreMetrics.Counter
     let refusedConnectionsAddress: CoreMetrics.Counter
     let brokerPublishDuration: CoreMetrics.Timer
+    /// Node-side rebalancing: rounds started, clients asked to move, this node's load ÷ the mean.
+    let rebalanceRounds: CoreMetrics.Counter
+    let rebalanceMovedClients: CoreMetrics.Counter
+    let rebalanceImbalance: CoreMetrics.Gauge
     let publishToDeliver: CoreMetrics.Timer
 
     /// `switchboard_build_info{version, commit}`, always 1.
@@ -109,6 +113,15 @@ final class NodeMetrics: Sendable {
         self.publishToDeliver = CoreMetrics.Timer(
             label: "switchboard_publish_to_deliver_seconds",
             factory: factory.describing("Time from a publication's acceptance to its write to this node's subscribers."))
+        self.rebalanceRounds = CoreMetrics.Counter(
+            label: "switchboard_rebalance_rounds_total",
+            factory: factory.describing("Rebalancing rounds started: this node held more than (1 + tolerance) x the ready nodes' mean for the hold time."))
+        self.rebalanceMovedClients = CoreMetrics.Counter(
+            label: "switchboard_rebalance_moved_clients_total",
+            factory: factory.describing("Clients asked to move to another node (disconnect 3002) by rebalancing rounds."))
+        self.rebalanceImbalance = CoreMetrics.Gauge(
+            label: "switchboard_rebalance_imbalance_ratio",
+            factory: factory.describing("This node's connections divided by the mean of the ready nodes in the registry (1 when alone)."))
         self.buildInfo = registry.makeGauge(
             descriptor: MetricNameDescriptor(
                 metricName: "switchboard_build_info", unitName: "",

@@ -19,6 +19,7 @@ extension ServerConfiguration {
         "eventLoopThreads", "presenceTTL", "idempotencyWindow", "requestTimeout", "maxRequestBodySize",
         "headTimeout", "maxConnections", "maxConnectionsPerIP", "maxPollsPerIP", "maxCommandsPerRequest", "maxHistoryLimit", "trustedProxies",
         "haproxyAgentPort",
+        "rebalance", "rebalanceTolerance", "rebalanceHold", "rebalanceWindow", "rebalanceRate", "rebalanceMinAge",
     ]
 
     /// `maxMessageSize` -> `SWITCHBOARD_MAX_MESSAGE_SIZE`.
@@ -100,7 +101,7 @@ extension ServerConfiguration {
             try self.set(key, .array(list.map { .string($0) }))
         case "host", "broker", "apiKey", "tokenSecret", "nodeName", "logLevel":
             try self.set(key, .string(text))
-        case "echoEndpoint":
+        case "echoEndpoint", "rebalance":
             switch text.lowercased() {
             case "1", "true", "yes", "on": try self.set(key, .bool(true))
             case "0", "false", "no", "off", "": try self.set(key, .bool(false))
@@ -142,6 +143,14 @@ extension ServerConfiguration {
         case "echoEndpoint":
             guard let b = value.boolValue else { throw ConfigurationError("echoEndpoint must be true or false") }
             self.echoEndpoint = b
+        case "rebalance":
+            guard let b = value.boolValue else { throw ConfigurationError("rebalance must be true or false") }
+            self.rebalance = b
+        case "rebalanceTolerance": self.rebalanceTolerance = try number()
+        case "rebalanceHold": self.rebalanceHold = try number()
+        case "rebalanceWindow": self.rebalanceWindow = try number()
+        case "rebalanceRate": self.rebalanceRate = max(0.1, try number())
+        case "rebalanceMinAge": self.rebalanceMinAge = try number()
         case "maxMessageSize": self.maxMessageSize = max(2, try integer())
         case "maxSubscriptions": self.maxSubscriptions = try integer()
         case "outboundLimit": self.outboundLimit = max(1024, try integer())

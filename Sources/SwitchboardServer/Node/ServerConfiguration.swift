@@ -65,5 +65,20 @@ public struct ServerConfiguration: Sendable, Hashable {
     /// Seconds an idempotency key is remembered.
     public var idempotencyWindow: Double = 300
 
+    /// Node-side rebalancing after scale-out (docs/balancer.md): ask clients to move (close 3002) when
+    /// this node holds more than (1 + `rebalanceTolerance`) × the mean of the ready nodes.
+    public var rebalance: Bool = true
+    /// ε of the rebalancing rule.
+    public var rebalanceTolerance: Double = 0.10
+    /// Seconds the node must stay over the tolerance before it asks clients to move.
+    public var rebalanceHold: Double = 10
+    /// Seconds one round's requests are spread over.
+    public var rebalanceWindow: Double = 30
+    /// Most clients asked to move per second.
+    public var rebalanceRate: Double = 200
+    /// Seconds a connection must have been on this node before it may be asked to move: a client
+    /// that moved (or arrived) more recently than this stays where it is.
+    public var rebalanceMinAge: Double = 600
+
     public init() {}
 }

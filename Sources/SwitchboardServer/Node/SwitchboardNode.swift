@@ -22,6 +22,8 @@ public final class SwitchboardNode: Sendable {
     public let nodeID: String
     private let group: MultiThreadedEventLoopGroup
     private let context: NodeContext
+    /// Node-side rebalancing (nil with `rebalance: false`).
+    private let rebalancer: NodeRebalancer?
     private let logger: Logger
     private let state = NIOLockedValueBox(RunState())
 
@@ -76,6 +78,7 @@ public final class SwitchboardNode: Sendable {
             metrics: metrics,
             logger: logger
         )
+        self.rebalancer = configuration.rebalance ? NodeRebalancer(context: self.context) : nil
     }
 
     static func makeNodeID() -> String {
@@ -137,6 +140,7 @@ public final class SwitchboardNode: Sendable {
             self.state.withLockedValue { $0.agentChannel = agent }
         }
         self.startAnnouncing(address: address)
+        self.rebalancer?.start()
         return address.port ?? configuration.port
     }
 
@@ -286,6 +290,7 @@ public final class SwitchboardNode: Sendable {
     public func stop() async {
         let (serverChannel, agentChannel, task) = self.state.withLockedValue { ($0.serverChannel, $0.agentChannel, $0.announceTask) }
         task?.cancel()
+        self.rebalancer?.stop()
         try? await serverChannel?.close()
         try? await agentChannel?.close()
         _ = try? await self.context.broker.removeNode(id: self.nodeID).get()

@@ -46,6 +46,8 @@ final class ClientSession: ChannelInboundHandler {
 
     /// Connect, ping, pong and token deadlines.
     var liveness: SessionLiveness
+    /// When the connection reached the session (rebalancing moves only clients here for a while).
+    let createdAt: NIODeadline
 
     static let parser = JSONParser(maximumDepth: 64, maximumValues: 50_000)
 
@@ -53,7 +55,9 @@ final class ClientSession: ChannelInboundHandler {
         self.node = node
         self.fanout = fanout
         self.output = output
-        self.liveness = SessionLiveness(now: .now())
+        let now = NIODeadline.now()
+        self.createdAt = now
+        self.liveness = SessionLiveness(now: now)
     }
 
     // MARK: State

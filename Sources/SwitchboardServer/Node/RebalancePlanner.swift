@@ -1,0 +1,157 @@
+import NIOCore
+
+/// When and how many of this node's clients to ask to move (close 3002) after scale-out: the
+/// decision of node-side rebalancing, as a plain value fed connection counts and the time.
+///
+/// Every tick the node reports its own session count and the counts of the other ready nodes from
+/// the broker's registry. The node is *over* when it holds more than (1 + tolerance) × the mean of
+/// all ready nodes (itself included). Once it has been over continuously for `hold`, a *round*
+/// starts: its size is the node's excess over the mean at that moment (`own - mean`, rounded
+/// down), asked to move evenly over `max(window, size / rate)` seconds, so never faster than `rate`
+/// per second. A round stops early once the node is down to the mean it started from; when it is
+/// over, the node must be over for a full `hold` again before the next round (the registry's
+/// figures lag by up to its refresh period, and moved clients need time to land elsewhere).
+///
+/// The shell (`NodeRebalancer`) asks the sessions; which sessions may move (connected long enough
+/// ago) is its business, and it reports back how many it really asked (``didAsk(_:)``): a shortfall
+/// is asked again on later ticks of the same round.
+struct RebalancePlanner: Sendable {
+    /// The rebalancing options (`--rebalance-*`).
+    struct Settings: Sendable, Hashable {
+        /// ε: a node is over when it holds more than (1 + ε) × mean.
+        var tolerance: Double = 0.10
+        /// Seconds the node must stay over before a round starts.
+        var hold: Double = 10
+        /// Seconds a round's requests are spread over (longer when `rate` demands it).
+        var window: Double = 30
+        /// Most clients asked to move per second.
+        var rate: Double = 200
+    }
+
+    /// One round of asking clients to move.
+    struct Round: Sendable, Hashable {
+        var started: NIODeadline
+        /// Clients this round asks to move in all.
+        var size: Int
+        /// Clients asked so far.
+        var asked: Int
+        /// Seconds the round is spread over.
+        var duration: Double
+        /// The node stops asking once it holds at most this many (the mean when the round started, rounded up).
+        var target: Int
+    }
+
+    enum Phase: Sendable, Hashable {
+        /// At or under the tolerance (or alone).
+        case balanced
+        /// Over the tolerance since this time.
+        case over(since: NIODeadline)
+        case moving(Round)
+    }
+
+    /// What one tick decided.
+    struct Step: Sendable, Hashable {
+        /// Clients to ask to move now.
+        var ask: Int = 0
+        /// A round started on this tick.
+        var startedRound = false
+        /// This node's connections ÷ the mean of the ready nodes (1 when alone or all empty).
+        var imbalance: Double = 1
+    }
+
+    let settings: Settings
+    private(set) var phase: Phase = .balanced
+    /// Set by ``startNow()``: the next tick that finds the node over starts a round without the hold.
+    private(set) var skipHold = false
+
+    init(settings: Settings) {
+        var settings = settings
+        settings.tolerance = max(0, settings.tolerance)
+        settings.hold = max(0, settings.hold)
+        settings.window = max(0, settings.window)
+        settings.rate = max(0.001, settings.rate)
+        self.settings = settings
+    }
+
+    /// Asks for a round at the next tick that finds the node over, without waiting for the hold
+    /// (`POST /api/rebalance`). Ignored while a round runs.
+    mutating func startNow() {
+        self.skipHold = true
+    }
+
+    /// One tick: `own` is this node's connection count, `peers` the other ready nodes' counts.
+    mutating func tick(own: Int, peers: [Int], now: NIODeadline) -> Step {
+        let own = max(0, own)
+        var step = Step()
+        guard !peers.isEmpty else {
+            self.phase = .balanced
+            self.skipHold = false
+            return step
+        }
+        // Doubles: a broken registry's figures must not overflow.
+        let total = peers.reduce(Double(own)) { $0 + Double(max(0, $1)) }
+        let mean = total / Double(peers.count + 1)
+        step.imbalance = mean > 0 ? Double(own) / mean : 1
+        let isOver = Double(own) > (1 + self.settings.tolerance) * mean && Double(own) - mean >= 1
+        switch self.phase {
+        case .balanced:
+            guard isOver else {
+                self.skipHold = false
+                return step
+            }
+            self.phase = .over(since: now)
+            if self.settings.hold == 0 || self.skipHold { self.startRound(own: own, mean: mean, now: now, step: &step) }
+        case .over(let since):
+            guard isOver else {
+                self.phase = .balanced
+                self.skipHold = false
+                return step
+            }
+            if self.skipHold || Self.seconds(from: since, to: now) >= self.settings.hold {
+                self.startRound(own: own, mean: mean, now: now, step: &step)
+            }
+        case .moving(let round):
+            let elapsed = Self.seconds(from: round.started, to: now)
+            if own <= round.target || (round.asked >= round.size && elapsed >= round.duration) || elapsed >= 2 * round.duration + 10 {
+                // Done (or given up on: too few clients could be asked): a new round needs a new hold.
+                self.phase = .balanced
+                return step
+            }
+            step.ask = Self.quota(of: round, elapsed: elapsed, own: own)
+        }
+        return step
+    }
+
+    /// The shell asked `count` clients to move (at most the tick's `ask`; fewer when too few may move).
+    mutating func didAsk(_ count: Int) {
+        guard case .moving(var round) = self.phase, count > 0 else { return }
+        round.asked += count
+        self.phase = .moving(round)
+    }
+
+    private mutating func startRound(own: Int, mean: Double, now: NIODeadline, step: inout Step) {
+        self.skipHold = false
+        let size = max(1, Int(min(Double(own) - mean, Double(own)).rounded(.down)))
+        let duration = max(self.settings.window, Double(size) / self.settings.rate)
+        let round = Round(started: now, size: size, asked: 0, duration: duration, target: own - size)
+        self.phase = .moving(round)
+        step.startedRound = true
+        step.ask = Self.quota(of: round, elapsed: 0, own: own)
+    }
+
+    /// Clients due by `elapsed` seconds into `round` (spread evenly, at least one at the start), less those
+    /// asked already, and never more than would take the node under its target.
+    private static func quota(of round: Round, elapsed: Double, own: Int) -> Int {
+        let due: Int
+        if round.duration <= 0 || elapsed >= round.duration {
+            due = round.size
+        } else {
+            due = min(round.size, Int((Double(round.size) * elapsed / round.duration).rounded(.down)) + 1)
+        }
+        return max(0, min(due - round.asked, own - round.target))
+    }
+
+    private static func seconds(from start: NIODeadline, to end: NIODeadline) -> Double {
+        Double((end - start).nanoseconds) / 1e9
+    }
+}

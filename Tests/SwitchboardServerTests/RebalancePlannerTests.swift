@@ -1,0 +1,220 @@
+import NIOCore
+import SwitchboardCore
+@testable import SwitchboardServer
+import Testing
+
+@Suite("RebalancePlanner")
+struct RebalancePlannerTests {
+    /// A made-up clock: `at(s)` is `s` seconds after an arbitrary start.
+    static let start = NIODeadline.uptimeNanoseconds(1_000_000_000_000)
+    static func at(_ seconds: Double) -> NIODeadline { start + .nanoseconds(Int64(seconds * 1e9)) }
+
+    static let settings = RebalancePlanner.Settings(tolerance: 0.10, hold: 10, window: 30, rate: 200)
+
+    /// Ticks every `step` seconds from `from` to `to`, with counts from `counts(t, askedSoFar)`; returns
+    /// (time, ask) of every tick that asked, and the rounds started.
+    static func run(
+        _ planner: inout RebalancePlanner, from: Double, to: Double, step: Double = 0.25,
+        counts: (Double, Int) -> (own: Int, peers: [Int])
+    ) -> (asks: [(t: Double, n: Int)], rounds: Int) {
+        var asks: [(t: Double, n: Int)] = []
+        var rounds = 0
+        var asked = 0
+        var t = from
+        while t <= to + 1e-9 {
+            let (own, peers) = counts(t, asked)
+            let result = planner.tick(own: own, peers: peers, now: at(t))
+            if result.startedRound { rounds += 1 }
+            if result.ask > 0 {
+                asks.append((t, result.ask))
+                planner.didAsk(result.ask)
+                asked += result.ask
+            }
+            t += step
+        }
+        return (asks, rounds)
+    }
+
+    @Test("alone, or at or under (1 + ε) × mean, nothing moves whatever the time")
+    func balancedNeverAsks() {
+        var planner = RebalancePlanner(settings: Self.settings)
+        #expect(planner.tick(own: 1000, peers: [], now: Self.at(0)).ask == 0)
+        #expect(planner.tick(own: 1000, peers: [], now: Self.at(100)) == .init(ask: 0, startedRound: false, imbalance: 1))
+        // mean of (1100, 900, 1000) = 1000; 1100 is exactly (1 + 0.10) × mean: not over.
+        let result = Self.run(&planner, from: 200, to: 260) { _, _ in (1100, [900, 1000]) }
+        #expect(result.asks.isEmpty && result.rounds == 0)
+        #expect(planner.phase == .balanced)
+        #expect(planner.tick(own: 1100, peers: [900, 1000], now: Self.at(261)).imbalance == 1.1)
+    }
+
+    @Test("over for less than the hold: no round; the hold restarts after a dip")
+    func holdMustBeContinuous() {
+        var planner = RebalancePlanner(settings: Self.settings)
+        // Over from 0 to 9.75 s, under at 9.75, over again from 10 s: a round only at 20 s.
+        let result = Self.run(&planner, from: 0, to: 19.75) { t, _ in
+            (t >= 9.7 && t < 9.8) ? (500, [500]) : (600, [300])
+        }
+        #expect(result.rounds == 0 && result.asks.isEmpty)
+        let next = planner.tick(own: 600, peers: [300], now: Self.at(20))
+        #expect(next.startedRound && next.ask == 1)
+    }
+
+    @Test("scale-out 2 -> 4 nodes: each full node asks exactly its excess, spread over the window, within the rate")
+    func scaleOutMovesExcessOverWindow() throws {
+        var planner = RebalancePlanner(settings: Self.settings)
+        // 4,000 here, 4,000 on the other old node, two new empty nodes: mean 2,000, excess 2,000.
+        // Asked clients leave at once; the new nodes fill up in the registry a couple of seconds later.
+        let result = Self.run(&planner, from: 0, to: 80) { t, asked in
+            (4000 - asked, [4000, asked / 2, asked / 2])
+        }
+        #expect(result.rounds == 1)
+        let total = result.asks.reduce(0) { $0 + $1.n }
+        #expect(total == 2000)
+        let first = try #require(result.asks.first), last = try #require(result.asks.last)
+        #expect(first.t == 10)  // after the hold
+        #expect(last.t >= 10 + 29 && last.t <= 10 + 30)  // spread over the window
+        // Never faster than the rate: by any time, at most rate × elapsed + 1 asked since the start.
+        var cumulative = 0
+        for ask in result.asks {
+            cumulative += ask.n
+            #expect(Double(cumulative) <= 200 * (ask.t - 10) + 1 + 1e-9)
+        }
+        // Evenly: within any 1 s of the round, at most 2,000 / 30 + 1 asked.
+        for ask in result.asks {
+            let inSecond = result.asks.filter { $0.t >= ask.t && $0.t < ask.t + 1 }.reduce(0) { $0 + $1.n }
+            #expect(inSecond <= 2000 / 30 + 2)
+        }
+        #expect(planner.phase == .balanced)
+    }
+
+    @Test("the rate caps a big excess: the round lasts excess ÷ rate when that is longer than the window")
+    func rateStretchesTheRound() throws {
+        var planner = RebalancePlanner(settings: .init(tolerance: 0.1, hold: 1, window: 5, rate: 100))
+        let result = Self.run(&planner, from: 0, to: 40, step: 0.1) { _, asked in (3000 - asked, [asked]) }
+        let total = result.asks.reduce(0) { $0 + $1.n }
+        #expect(total == 1500)
+        let last = try #require(result.asks.last)
+        #expect(last.t >= 1 + 14.8)  // 1,500 at 100/s: 15 s, not 5
+        var cumulative = 0
+        for ask in result.asks {
+            cumulative += ask.n
+            #expect(Double(cumulative) <= 100 * (ask.t - 1) + 1 + 1e-6)
+        }
+    }
+
+    @Test("a round stops once the node is down to the mean it started from")
+    func stopsAtTarget() {
+        var planner = RebalancePlanner(settings: .init(tolerance: 0.1, hold: 0, window: 10, rate: 1000))
+        // 1,000 here, 0 there: excess 500; clients also leave by themselves, 40 per tick.
+        let result = Self.run(&planner, from: 0, to: 20) { t, asked in
+            (max(0, 1000 - asked - Int(t * 4) * 40), [asked + Int(t * 4) * 40])
+        }
+        let total = result.asks.reduce(0) { $0 + $1.n }
+        #expect(total < 500)
+        #expect(result.rounds == 1)
+    }
+
+    @Test("asks that fall short (too few clients may move) are asked again later in the round, and the round ends anyway")
+    func shortfallCarriesOver() {
+        var planner = RebalancePlanner(settings: .init(tolerance: 0.1, hold: 0, window: 4, rate: 1000))
+        var own = 200
+        var asked = 0
+        var rounds = 0
+        var t = 0.0
+        while t <= 30 {
+            let step = planner.tick(own: own, peers: [asked], now: Self.at(t))
+            if step.startedRound { rounds += 1 }
+            // Only 10 clients may move per tick.
+            let done = min(step.ask, 10)
+            planner.didAsk(done)
+            asked += done
+            own -= done
+            t += 0.25
+        }
+        #expect(asked == 100)
+        #expect(own == 100)
+        #expect(rounds == 1)
+    }
+
+    @Test("startNow skips the hold once; a second round needs a new hold")
+    func startNowSkipsHold() {
+        var planner = RebalancePlanner(settings: Self.settings)
+        planner.startNow()
+        let first = planner.tick(own: 300, peers: [100], now: Self.at(0))
+        #expect(first.startedRound && first.ask == 1)
+        #expect(first.imbalance == 1.5)
+        // Finish that round (size 100 over 30 s) without the node getting under target: it ends at 30 s.
+        var t = 0.25
+        while t <= 31 {
+            let step = planner.tick(own: 300, peers: [100], now: Self.at(t))
+            planner.didAsk(step.ask)
+            #expect(!step.startedRound)
+            t += 0.25
+        }
+        if case .moving = planner.phase { Issue.record("the round should be over after its window") }
+        let again = planner.tick(own: 300, peers: [100], now: Self.at(35))
+        #expect(!again.startedRound)
+    }
+
+    @Test("counts from a hostile or broken registry (negative) do not trap")
+    func negativeCounts() {
+        var planner = RebalancePlanner(settings: .init(tolerance: -1, hold: -5, window: -1, rate: -3))
+        let step = planner.tick(own: -5, peers: [-100, Int.max, Int.max], now: Self.at(0))
+        #expect(step.ask == 0)
+        let huge = planner.tick(own: Int.max, peers: [Int.max, 0], now: Self.at(0.5))
+        #expect(huge.ask >= 0)
+        _ = planner.tick(own: 10, peers: [0, 0], now: Self.at(1))
+    }
+
+    @Test("shares split an ask over loops by their sessions, never more than a loop holds")
+    func shares() {
+        #expect(NodeRebalancer.shares(of: 10, over: [50, 50]) == [5, 5])
+        #expect(NodeRebalancer.shares(of: 3, over: [1, 0, 10]) == [0, 0, 3])
+        #expect(NodeRebalancer.shares(of: 100, over: [2, 3]) == [2, 3])
+        #expect(NodeRebalancer.shares(of: 5, over: [0, 0]) == [0, 0])
+        #expect(NodeRebalancer.shares(of: 7, over: [10, 10, 10]).reduce(0, +) == 7)
+        #expect(NodeRebalancer.shares(of: 7, over: [-4, 10]) == [0, 7])
+    }
+}
+
+@Suite("LoopFanout.askToMove")
+struct AskToMoveTests {
+    @Test("asks at most N connected sessions that connected before the cut-off, with a 3002 push and close")
+    func asksOldSessionsOnly() throws {
+        let node = try EmbeddedNode()
+        var old: [TestSession] = []
+        for _ in 0..<6 {
+            let session = try node.session()
+            try session.send(#"{"id":1,"connect":{}}"#)
+            _ = try session.frames()
+            old.append(session)
+        }
+        let cutoff = NIODeadline.now()
+        let young = try node.session()
+        try young.send(#"{"id":1,"connect":{}}"#)
+        _ = try young.frames()
+        let unconnected = try node.session()
+        let fanout = node.context.fanouts[0]
+        #expect(fanout.sessionCount == 7)
+
+        #expect(fanout.askToMove(upTo: 4, connectedBefore: cutoff, code: .rebalance) == 4)
+        #expect(fanout.sessionCount == 3)
+        var moved = 0
+        for session in old {
+            let frames = try session.frames()
+            guard let close = frames.last?.closeCode else { continue }
+            #expect(close == 3002)
+            let push = frames.filter { $0.opcode == 0x1 }.flatMap { try! JSONParser().parseSequence($0.payload) }.last
+            #expect(push?["disconnect"]?["code"] == .number("3002"))
+            #expect(push?["disconnect"]?["reconnect"] == .bool(true))
+            moved += 1
+        }
+        #expect(moved == 4)
+        // Only two old ones are left to ask; the young and the unconnected ones never are.
+        #expect(fanout.askToMove(upTo: 10, connectedBefore: cutoff, code: .rebalance) == 2)
+        #expect(fanout.askToMove(upTo: 10, connectedBefore: cutoff, code: .rebalance) == 0)
+        #expect(try young.frames().last?.closeCode == nil)
+        #expect(try unconnected.frames().last?.closeCode == nil)
+        #expect(fanout.sessionCount == 1)
+    }
+}
