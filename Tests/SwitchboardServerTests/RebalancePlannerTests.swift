@@ -87,6 +87,22 @@ struct RebalancePlannerTests {
         #expect(planner.phase == .balanced)
     }
 
+    @Test("clients in transit (gone from here, not yet counted elsewhere) do not start another round")
+    func inTransitDoesNotBounce() {
+        var planner = RebalancePlanner(settings: .init(tolerance: 0.1, hold: 2, window: 4, rate: 200))
+        // 300 here and 300 on the other old node, two new nodes; the registry shows the new nodes' clients
+        // only 12 s after they were asked to move (slow clients, stale registry), and the other old node's
+        // count drops at once as it moves its own excess.
+        // The total was 600 for a long time before the scale-out (the peak must not expire meanwhile).
+        for t in stride(from: -60.0, to: 0, by: 1) { _ = planner.tick(own: 300, peers: [300], now: Self.at(t)) }
+        let result = Self.run(&planner, from: 0, to: 40) { t, asked in
+            let landed = t < 18 ? 0 : 300
+            return (300 - asked, [t < 2 ? 300 : 150, landed / 2, landed / 2])
+        }
+        #expect(result.rounds == 1)
+        #expect(result.asks.reduce(0) { $0 + $1.n } == 150)
+    }
+
     @Test("the rate caps a big excess: the round lasts excess ÷ rate when that is longer than the window")
     func rateStretchesTheRound() throws {
         var planner = RebalancePlanner(settings: .init(tolerance: 0.1, hold: 1, window: 5, rate: 100))

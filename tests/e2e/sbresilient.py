@@ -60,8 +60,11 @@ class ResilientSubscriber:
 
     def __init__(self, urls: list[str], channels: list[str], name: str = "sub", token: str | None = None,
                  backoff: tuple[float, float] = (0.05, 0.5), max_connects: int = 80,
-                 max_sub_attempts: int = 60, op_timeout: float = 4.0, lifetime: float = 150.0):
+                 max_sub_attempts: int = 60, op_timeout: float = 4.0, lifetime: float = 150.0,
+                 choose_url: Callable[["ResilientSubscriber"], str] | None = None):
         assert urls and channels
+        # Picks the URL of each (re)connect instead of round robin over `urls` (a test acting as a balancer).
+        self.choose_url = choose_url
         self.urls = list(urls)
         self.channels = list(channels)
         self.name = name
@@ -187,7 +190,7 @@ class ResilientSubscriber:
             if time.monotonic() > deadline:
                 self.problems.append(f"run loop ended after its lifetime of {self.lifetime}s")
                 return
-            url = self.urls[self._next_url % len(self.urls)]
+            url = self.choose_url(self) if self.choose_url else self.urls[self._next_url % len(self.urls)]
             self._next_url += 1
             conn = self.conn + 1
             try:

@@ -12,6 +12,13 @@ import NIOCore
 /// over, the node must be over for a full `hold` again before the next round (the registry's
 /// figures lag by up to its refresh period, and moved clients need time to land elsewhere).
 ///
+/// Clients asked to move are *in transit* for a while: gone from here, not yet counted by the node
+/// they land on (the registry refreshes every 2 s, and a client waits a jittered delay before it
+/// reconnects). Computed from the current figures, the mean would dip by the clients in transit and
+/// make this node look over again: the planner therefore takes the mean of the largest total it saw
+/// within the last `hold + window + 10` seconds (since the total was last at that peak). Clients that really left raise the mean for that
+/// long, which errs on the side of moving too few (a later round finishes the job), never too many.
+///
 /// The shell (`NodeRebalancer`) asks the sessions; which sessions may move (connected long enough
 /// ago) is its business, and it reports back how many it really asked (``didAsk(_:)``): a shortfall
 /// is asked again on later ticks of the same round.
@@ -61,6 +68,9 @@ struct RebalancePlanner: Sendable {
 
     let settings: Settings
     private(set) var phase: Phase = .balanced
+    /// The largest cluster total seen recently, and when: the basis of the mean (see above).
+    private var peakTotal: Double = 0
+    private var peakAt: NIODeadline?
     /// Set by ``startNow()``: the next tick that finds the node over starts a round without the hold.
     private(set) var skipHold = false
 
@@ -90,7 +100,14 @@ struct RebalancePlanner: Sendable {
         }
         // Doubles: a broken registry's figures must not overflow.
         let total = peers.reduce(Double(own)) { $0 + Double(max(0, $1)) }
-        let mean = total / Double(peers.count + 1)
+        let memory = self.settings.hold + self.settings.window + 10
+        if let peakAt = self.peakAt, total < self.peakTotal, Self.seconds(from: peakAt, to: now) <= memory {
+            // Keep the recent peak: clients in transit are still counted.
+        } else {
+            self.peakTotal = total
+            self.peakAt = now
+        }
+        let mean = self.peakTotal / Double(peers.count + 1)
         step.imbalance = mean > 0 ? Double(own) / mean : 1
         let isOver = Double(own) > (1 + self.settings.tolerance) * mean && Double(own) - mean >= 1
         switch self.phase {
