@@ -3,7 +3,7 @@ import SwitchboardCore
 
 /// The admin listener's connection handler: one request per connection (`Connection: close`), head
 /// read with the same strict parser and deadline as client heads. `GET /admin/nodes`, `GET /metrics`,
-/// `GET /healthz`, `POST /admin/nodes/{host:port}/drain` and `/ready`; anything else 404. The admin
+/// `GET /healthz`, `POST /admin/nodes/{host:port}/drain` and `/ready`, `POST /admin/rebalance`; anything else 404. The admin
 /// port has no authentication: bind it to loopback or a private interface.
 final class AdminHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
@@ -15,6 +15,10 @@ final class AdminHandler: ChannelInboundHandler {
     private var parser = RequestHeadParser()
     private var deadline: Scheduled<Void>?
     private var answered = false
+
+    /// How long `POST /admin/rebalance` makes every non-hash pick go by least connections: a node's
+    /// default rebalancing hold and window (10 s + 30 s) and then some.
+    static let rebalanceDuration = TimeAmount.seconds(60)
 
     init(router: NodeRouter, headerTimeout: TimeAmount) {
         self.router = router
@@ -64,6 +68,18 @@ final class AdminHandler: ChannelInboundHandler {
                 } else {
                     self.respond(context: context, status: "404 Not Found", type: "text/plain", body: ByteBuffer(string: "no such node\n"))
                 }
+            case ("POST", "/admin/rebalance"):
+                let spread = self.router.startRebalance(for: Self.rebalanceDuration, now: now)
+                var body = ByteBuffer()
+                body.writeJSON(
+                    .object(
+                        JSONObject([
+                            ("rebalancing", .bool(true)),
+                            ("seconds", .number(String(Self.rebalanceDuration.nanoseconds / 1_000_000_000))),
+                            ("imbalance", .number(String(spread))),
+                        ])))
+                body.writeStaticString("\n")
+                self.respond(context: context, status: "200 OK", type: "application/json", body: body)
             case ("GET", "/healthz"):
                 self.respond(context: context, status: "200 OK", type: "text/plain", body: ByteBuffer(string: "ok\n"))
             default:

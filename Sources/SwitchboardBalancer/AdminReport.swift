@@ -62,6 +62,12 @@ public enum AdminReport {
             "Busiest over emptiest available node: (connections per weight + 1) ratio.")
         out += "switchboard_balancer_imbalance_ratio \(Self.decimal(NodePicker.spread(of: table.candidates(at: now))))\n"
         family(
+            "switchboard_balancer_rebalance_picks_total", "counter",
+            "Picks made by least connections because the imbalance ratio was over 1.25 or POST /admin/rebalance asked for it.")
+        out += "switchboard_balancer_rebalance_picks_total \(counters.rebalancePicks)\n"
+        family("switchboard_balancer_rebalance_requests_total", "counter", "POST /admin/rebalance requests.")
+        out += "switchboard_balancer_rebalance_requests_total \(counters.rebalanceRequests)\n"
+        family(
             "switchboard_balancer_accept_to_first_byte_seconds", "histogram",
             "Client accept to the node's first byte (for a WebSocket, the 101), per tunnel.")
         out += counters.acceptToFirstByte.exposition("switchboard_balancer_accept_to_first_byte_seconds")

@@ -21,16 +21,36 @@ public struct NodePicker: Sendable {
         return ((loads.max() ?? 0) + 1) / ((loads.min() ?? 0) + 1)
     }
 
+    /// Above this spread (``spread(of:)``) round robin, power of two choices and least response time
+    /// pick by least connections, so that clients moved by node-side rebalancing (close 3002) after
+    /// scale-out land on the emptier nodes; hashing keeps its keys (its bounded load evens it out).
+    public static let rebalanceSpread = 1.25
+
     public init(algorithm: BalancingAlgorithm, hashBalanceFactor: Double = 1.25) {
         self.algorithm = algorithm
         self.hashBalanceFactor = hashBalanceFactor
         self.hashing = BoundedLoadHashPicker(balanceFactor: hashBalanceFactor)
     }
 
-    /// The index in `candidates` of the node to use, or nil when there is none.
+    /// Whether a pick among `candidates` goes by least connections to even out the nodes: the spread
+    /// is over ``rebalanceSpread`` (or `rebalancing` was asked for, `POST /admin/rebalance`), and the
+    /// algorithm is one that does not keep keys on nodes.
+    public func picksLeastConnectionsToRebalance(_ candidates: [PickCandidate], rebalancing: Bool = false) -> Bool {
+        switch self.algorithm {
+        case .hash, .leastConnections: false
+        case .roundRobin, .powerOfTwoChoices, .leastTime: rebalancing || Self.spread(of: candidates) > Self.rebalanceSpread
+        }
+    }
+
+    /// The index in `candidates` of the node to use, or nil when there is none. While
+    /// ``picksLeastConnectionsToRebalance(_:rebalancing:)``, by least connections.
     public mutating func pick(
-        from candidates: [PickCandidate], key: String?, using generator: inout some RandomNumberGenerator
+        from candidates: [PickCandidate], key: String?, using generator: inout some RandomNumberGenerator,
+        rebalancing: Bool = false
     ) -> Int? {
+        if self.picksLeastConnectionsToRebalance(candidates, rebalancing: rebalancing) {
+            return self.leastConnections.pick(from: candidates)
+        }
         switch self.algorithm {
         case .roundRobin: return self.roundRobin.pick(from: candidates)
         case .leastConnections: return self.leastConnections.pick(from: candidates)

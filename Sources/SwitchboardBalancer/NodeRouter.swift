@@ -23,6 +23,10 @@ public final class NodeRouter: Sendable {
         /// SIGHUP reloads applied and refused.
         public var reloads: UInt64 = 0
         public var reloadsRefused: UInt64 = 0
+        /// Picks made by least connections because the nodes' spread was over 1.25 (or a rebalance was asked for).
+        public var rebalancePicks: UInt64 = 0
+        /// `POST /admin/rebalance` requests.
+        public var rebalanceRequests: UInt64 = 0
     }
 
     private struct State: Sendable {
@@ -33,6 +37,8 @@ public final class NodeRouter: Sendable {
         /// Where to connect, by node identity; a member without one is not pickable.
         var addresses: [String: SocketAddress] = [:]
         var maxConnections: Int
+        /// Until then every non-hash pick goes by least connections (`POST /admin/rebalance`).
+        var rebalanceUntil: NIODeadline?
     }
 
     private let state: NIOLockedValueBox<State>
@@ -85,12 +91,28 @@ public final class NodeRouter: Sendable {
     )? {
         self.state.withLockedValue { state in
             let candidates = state.table.candidates(at: now, excluding: excluding)
-            guard let index = state.picker.pick(from: candidates, key: key, using: &state.generator),
+            let rebalancing = state.rebalanceUntil.map { now < $0 } ?? false
+            if state.picker.picksLeastConnectionsToRebalance(candidates, rebalancing: rebalancing) {
+                state.counters.rebalancePicks &+= 1
+            }
+            guard
+                let index = state.picker.pick(from: candidates, key: key, using: &state.generator, rebalancing: rebalancing),
                 let node = state.table.entries[candidates[index].id]?.node,
                 let address = state.addresses[node.id]
             else { return nil }
             state.table.connectionOpened(node.id)
             return (node, address)
+        }
+    }
+
+    /// `POST /admin/rebalance`: for `duration`, every non-hash pick goes by least connections whatever
+    /// the spread, so the clients the nodes ask to move (close 3002) land on the emptier nodes. Returns
+    /// the spread now.
+    public func startRebalance(for duration: TimeAmount, now: NIODeadline = .now()) -> Double {
+        self.state.withLockedValue { state in
+            state.rebalanceUntil = now + duration
+            state.counters.rebalanceRequests &+= 1
+            return NodePicker.spread(of: state.table.candidates(at: now))
         }
     }
 
