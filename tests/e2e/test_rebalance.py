@@ -25,10 +25,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-from balancerlib import BalancerFactory
+from balancerlib import BalancerFactory, proxy_binary
 from sbclient import ApiPublisher, ResilientSubscriber, run, stream_problems
 
 import pytest
+
+from test_deploy_proxies import haproxy_command, proxies  # noqa: F401  (the fixture)
 
 CLIENTS = 600
 CHANNEL = "big:rebalance"
@@ -98,8 +100,9 @@ def _registry_lists(node, n: int) -> bool:
     return len(info.get("nodes", [])) >= n
 
 
-def _scale_out_and_check(cluster, old, urls_for, choose_url, via: str):
-    """Shared body: 600 subscribers placed by `urls_for(i)` / `choose_url`, two nodes added, checks."""
+def _scale_out_and_check(cluster, old, urls_for, choose_url, via: str, added=None):
+    """Shared body: 600 subscribers placed by `urls_for(i)` / `choose_url`, two nodes added (and handed
+    to `added`, e.g. to register them with a proxy), checks."""
     async def main():
         subs = [ResilientSubscriber(urls_for(i), [CHANNEL], name=f"s{i}", max_connects=40, lifetime=180, op_timeout=10,
                                     choose_url=choose_url)
@@ -116,6 +119,8 @@ def _scale_out_and_check(cluster, old, urls_for, choose_url, via: str):
         # Old enough to be moved (--rebalance-min-age 1), then scale out.
         new = [cluster.start_node(*REBALANCE, config_text=HISTORY_YAML) for _ in range(2)]
         nodes = old + new
+        if added is not None:
+            added(new)
         await _wait(lambda: all(_registry_lists(n, 4) for n in old), 10, "the registry listing 4 nodes")
         before = _ws_counts(nodes)
 
@@ -191,3 +196,23 @@ def test_rebalance_after_scale_out_behind_balancer(cluster, balancer_factory):
     old = cluster.start(2, *REBALANCE, config_text=HISTORY_YAML)
     balancer = balancer_factory.start(old, "--registry", cluster.redis.url)
     _scale_out_and_check(cluster, old, lambda i: [balancer.ws_url], None, "switchboard balance")
+
+
+def test_rebalance_after_scale_out_behind_haproxy(cluster, proxies):  # noqa: F811
+    """Clients through HAProxy 2.6 running deploy/haproxy/haproxy.cfg (`balance leastconn`); the two new
+    nodes are added through its runtime API. Node-side rebalancing needs nothing from the proxy."""
+    if not proxy_binary("haproxy"):
+        pytest.fail("haproxy is not installed (scripts/test.sh installs it with apt-get)")
+    old = cluster.start(2, *REBALANCE, config_text=HISTORY_YAML)
+    proxy = proxies("haproxy", old)
+    with open(proxy.cfg_path) as f:
+        api_port = int(next(line for line in f if "stats socket" in line).split("127.0.0.1:")[1].split()[0])
+
+    def add(new):
+        for i, n in enumerate(new, start=3):
+            for command in (f"add server nodes/node{i} 127.0.0.1:{n.port} check",
+                            f"enable health nodes/node{i}", f"enable server nodes/node{i}"):
+                out = haproxy_command(api_port, command)
+                assert "rror" not in out and "nknown" not in out, (command, out)
+
+    _scale_out_and_check(cluster, old, lambda i: [proxy.ws_url], None, "HAProxy leastconn", added=add)
