@@ -24,45 +24,45 @@ struct RedisBrokerResilienceTests {
     @Test("a killed subscriber connection is rebuilt, channels resubscribed, and the node told")
     func subscriberKilled() async throws {
         let redis = try RedisServerProcess()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let broker = makeBroker(port: redis.port, group: group)
-        let recorder = BrokerConformance.EventRecorder()
-        try await broker.start { recorder.record($0) }.get()
-        try await broker.subscribe(channel: "c").get()
-        let admin = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: Logger(label: "admin"))
-        _ = try await admin.send("CLIENT", "KILL", "TYPE", "pubsub").get()
-        try await recorder.wait(seconds: 10) { $0.all.contains(BrokerEvent.deliveryInterrupted) }
-        let request = PublishRequest(channel: "c", data: ByteBuffer(string: "1"), historySize: 10, historyTTL: 60)
-        _ = try await broker.publish(request).get()
-        try await recorder.wait(seconds: 10) { !$0.publications(in: "c").isEmpty }
-        try await admin.close().get()
-        try await broker.shutdown().get()
-        try await group.shutdownGracefully()
+        try await withEventLoopGroup { group in
+            let broker = makeBroker(port: redis.port, group: group)
+            let recorder = BrokerConformance.EventRecorder()
+            try await broker.start { recorder.record($0) }.get()
+            try await broker.subscribe(channel: "c").get()
+            let admin = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: Logger(label: "admin"))
+            _ = try await admin.send("CLIENT", "KILL", "TYPE", "pubsub").get()
+            try await recorder.wait(seconds: 10) { $0.all.contains(BrokerEvent.deliveryInterrupted) }
+            let request = PublishRequest(channel: "c", data: ByteBuffer(string: "1"), historySize: 10, historyTTL: 60)
+            _ = try await broker.publish(request).get()
+            try await recorder.wait(seconds: 10) { !$0.publications(in: "c").isEmpty }
+            try await admin.close().get()
+            try await broker.shutdown().get()
+        }
     }
 
     @Test("while Redis is down publishes fail fast; after a restart publishing works and history starts a new epoch")
     func restart() async throws {
         let redis = try RedisServerProcess()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let broker = makeBroker(port: redis.port, group: group)
-        let recorder = BrokerConformance.EventRecorder()
-        try await broker.start { recorder.record($0) }.get()
-        try await broker.subscribe(channel: "c").get()
-        let request = PublishRequest(channel: "c", data: ByteBuffer(string: "1"), historySize: 10, historyTTL: 60)
-        let before = try await broker.publish(request).get()
-        redis.kill()
-        await #expect(throws: RedisError.self) { try await broker.publish(request).get() }
-        try redis.start()
-        try await recorder.wait(seconds: 10) { $0.all.contains(BrokerEvent.deliveryInterrupted) }
-        var after: PublishResult?
-        for _ in 0..<100 where after == nil {
-            after = try? await broker.publish(request).get()
-            if after == nil { try await Task.sleep(nanoseconds: 50_000_000) }
+        try await withEventLoopGroup { group in
+            let broker = makeBroker(port: redis.port, group: group)
+            let recorder = BrokerConformance.EventRecorder()
+            try await broker.start { recorder.record($0) }.get()
+            try await broker.subscribe(channel: "c").get()
+            let request = PublishRequest(channel: "c", data: ByteBuffer(string: "1"), historySize: 10, historyTTL: 60)
+            let before = try await broker.publish(request).get()
+            redis.kill()
+            await #expect(throws: RedisError.self) { try await broker.publish(request).get() }
+            try redis.start()
+            try await recorder.wait(seconds: 10) { $0.all.contains(BrokerEvent.deliveryInterrupted) }
+            var after: PublishResult?
+            for _ in 0..<100 where after == nil {
+                after = try? await broker.publish(request).get()
+                if after == nil { try await Task.sleep(nanoseconds: 50_000_000) }
+            }
+            let result = try #require(after)
+            #expect(result.position.offset == 1)
+            #expect(result.position.epoch != before.position.epoch)
+            try await broker.shutdown().get()
         }
-        let result = try #require(after)
-        #expect(result.position.offset == 1)
-        #expect(result.position.epoch != before.position.epoch)
-        try await broker.shutdown().get()
-        try await group.shutdownGracefully()
     }
 }
