@@ -65,4 +65,33 @@ struct RedisBrokerResilienceTests {
             try await broker.shutdown().get()
         }
     }
+
+    @Test("a channel whose keys are deleted under a running Redis is born again in a new epoch, which reads predicted")
+    func keysDeleted() async throws {
+        let redis = try RedisServerProcess()
+        try await withEventLoopGroup { group in
+            let broker = makeBroker(port: redis.port, group: group)
+            try await broker.start { _ in }.get()
+            let admin = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: Logger(label: "admin"))
+            let request = PublishRequest(channel: "lives", data: ByteBuffer(string: "1"), historySize: 10, historyTTL: 60)
+            let unborn = try await broker.history(HistoryQuery(channel: "lives", limit: 0)).get().position
+            let first = try await broker.publish(request).get().position
+            #expect(first == StreamPosition(offset: 1, epoch: unborn.epoch))
+            #expect(try await broker.publish(request).get().position.offset == 2)
+            for key in ["sb:{lives}:s", "sb:{lives}:m"] { _ = try await admin.send("DEL", .string(key)).get() }
+            // The read after the deletion predicts the next life's epoch, which is not the first one's.
+            let reborn = try await broker.history(HistoryQuery(channel: "lives", limit: 0)).get().position
+            #expect(reborn.offset == 0)
+            #expect(reborn.epoch != first.epoch)
+            let second = try await broker.publish(request).get().position
+            #expect(second == StreamPosition(offset: 1, epoch: reborn.epoch))
+            // A third life differs from both.
+            for key in ["sb:{lives}:s", "sb:{lives}:m"] { _ = try await admin.send("DEL", .string(key)).get() }
+            let third = try await broker.publish(request).get().position
+            #expect(third.offset == 1)
+            #expect(third.epoch != first.epoch && third.epoch != second.epoch)
+            try await admin.close().get()
+            try await broker.shutdown().get()
+        }
+    }
 }
