@@ -110,6 +110,7 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             // The browser client and the demo page live in clients/js/ (symlinked here) and are compiled in.
             resources: [.embedInCode("Resources/switchboard.js"), .embedInCode("Resources/demo.html")],
