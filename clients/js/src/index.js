@@ -22,6 +22,7 @@
 //   http.js              fetchText: one deadline per HTTP exchange, body included
 //   emitter.js           the event emitter
 //   subscription.js      Subscription
+//   subscriptions.js     the client's subscription handling (subscribe results, retries, long-poll items)
 //   transports/          WebSocketConn, SseConn, LongPollConn (one connection attempt each)
 //   client.js            Switchboard: the connection state machine
 //
