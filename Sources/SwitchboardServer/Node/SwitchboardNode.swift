@@ -289,6 +289,13 @@ public final class SwitchboardNode: Sendable {
         try? await serverChannel?.close()
         try? await agentChannel?.close()
         _ = try? await self.context.broker.removeNode(id: self.nodeID).get()
+        // Sessions still open (no drain, or one cut short) are closed while every loop still runs,
+        // so their leaves reach the hub; waiting is bounded.
+        let hubLoop = self.context.hub.eventLoop
+        let gone = self.context.fanouts.map { $0.drain(over: .zero, code: .shutdown) }
+        let allGone = EventLoopFuture.andAllComplete(gone, on: hubLoop)
+        // Not cancelled with the caller (a second signal): the loops must not be shut under open sessions.
+        _ = await Task { await Self.waitForFirst(allGone, orAfter: .seconds(2), on: hubLoop) }.value
         self.context.hub.stop()
         for fanout in self.context.fanouts { fanout.stop() }
         _ = try? await self.context.broker.shutdown().get()
