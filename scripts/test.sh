@@ -102,6 +102,7 @@ e2e() {
 
 js_unit() {
     ensure_nodejs
+    node clients/js/build.mjs --check   # the served switchboard.js is the bundle of clients/js/src/
     node --test clients/js/test/*.test.mjs
 }
 
