@@ -47,7 +47,9 @@ public final class BalancerServer: Sendable {
         var redis: RedisConfiguration?
         if let registry = self.configuration.registry {
             do {
-                redis = try RedisConfiguration(url: registry)
+                let parsed = try RedisConfiguration(url: registry)
+                try parsed.checkTLSFiles()
+                redis = parsed
             } catch {
                 throw BalancerConfigurationError("--registry: \(error)")
             }

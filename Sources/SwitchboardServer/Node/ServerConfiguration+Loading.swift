@@ -18,7 +18,7 @@ extension ServerConfiguration {
         "maxSubscriptions", "outboundLimit", "pingInterval", "pongTimeout", "logLevel", "nodeName",
         "eventLoopThreads", "presenceTTL", "idempotencyWindow", "requestTimeout", "maxRequestBodySize",
         "headTimeout", "maxConnections", "maxConnectionsPerIP", "maxPollsPerIP", "maxCommandsPerRequest", "maxHistoryLimit", "trustedProxies",
-        "haproxyAgentPort",
+        "haproxyAgentPort", "tlsCert", "tlsKey",
         "rebalance", "rebalanceTolerance", "rebalanceHold", "rebalanceWindow", "rebalanceRate", "rebalanceMinAge",
     ]
 
@@ -76,6 +76,15 @@ extension ServerConfiguration {
                     let name = ns.key.hasSuffix(":") ? String(ns.key.dropLast()) : ns.key
                     self.namespaces.namespaces[name] = try Self.namespaceOptions(options, base: self.namespaces.defaults, name: name)
                 }
+            case "tls":
+                guard case .object(let tls) = member.value else { throw ConfigurationError("tls must be a mapping with cert and key") }
+                for option in tls.members {
+                    switch option.key {
+                    case "cert": try self.set("tlsCert", option.value)
+                    case "key": try self.set("tlsKey", option.value)
+                    default: throw ConfigurationError("unknown option tls.\(option.key) (known: cert, key)")
+                    }
+                }
             case "defaults":
                 guard case .object(let options) = member.value else { throw ConfigurationError("defaults must be a mapping") }
                 self.namespaces.defaults = try Self.namespaceOptions(options, base: .defaults, name: "defaults")
@@ -99,7 +108,7 @@ extension ServerConfiguration {
         case "trustedProxies":
             let list = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             try self.set(key, .array(list.map { .string($0) }))
-        case "host", "broker", "apiKey", "tokenSecret", "nodeName", "logLevel":
+        case "host", "broker", "apiKey", "tokenSecret", "nodeName", "logLevel", "tlsCert", "tlsKey":
             try self.set(key, .string(text))
         case "echoEndpoint", "rebalance":
             switch text.lowercased() {
@@ -173,6 +182,12 @@ extension ServerConfiguration {
             let port = try integer()
             guard port <= 65535 else { throw ConfigurationError("haproxyAgentPort must be at most 65535") }
             self.haproxyAgentPort = port
+        case "tlsCert":
+            let path = try string()
+            self.tlsCertificateFile = path.isEmpty ? nil : path
+        case "tlsKey":
+            let path = try string()
+            self.tlsKeyFile = path.isEmpty ? nil : path
         case "trustedProxies":
             guard let items = value.arrayValue, items.count <= 1000,
                 let addresses = Optional(items.compactMap(\.stringValue)), addresses.count == items.count

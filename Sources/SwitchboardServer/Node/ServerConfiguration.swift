@@ -44,6 +44,10 @@ public struct ServerConfiguration: Sendable, Hashable {
     /// first request head); the per-address caps then count that client. Their connections that name
     /// no client are not held to the per-address caps.
     public var trustedProxies: [String] = []
+    /// PEM certificate chain and private key: with both, the node speaks TLS (1.2 and 1.3, ALPN
+    /// `http/1.1`) on its port, for every transport; SIGHUP reads them again.
+    public var tlsCertificateFile: String?
+    public var tlsKeyFile: String?
     /// Port of the HAProxy `agent-check` listener on `host` (answers `drain` or `up N%`); 0 = none.
     public var haproxyAgentPort: Int = 0
     /// Long-polls one client address may have waiting at once.

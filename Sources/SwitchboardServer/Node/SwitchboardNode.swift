@@ -26,6 +26,8 @@ public final class SwitchboardNode: Sendable {
     private let rebalancer: NodeRebalancer?
     private let logger: Logger
     private let state = NIOLockedValueBox(RunState())
+    /// The TLS context every connection starts with; nil when the node speaks plain TCP.
+    private let tls: NodeTLS?
 
     private struct RunState {
         var serverChannel: (any Channel)?
@@ -48,6 +50,7 @@ public final class SwitchboardNode: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.nodeID = Self.makeNodeID()
+        self.tls = try NodeTLS(configuration: configuration)
         let threads = configuration.eventLoopThreads > 0 ? configuration.eventLoopThreads : System.coreCount
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let loops = Array(self.group.makeIterator())
@@ -92,6 +95,7 @@ public final class SwitchboardNode: Sendable {
         let context = self.context
         let configuration = self.configuration
         let trustedProxies = context.trustedProxies
+        let tls = self.tls
         let upgrader = Self.makeUpgrader(context: context)
         // Made once, used by every connection's router.
         let installHTTP: @Sendable (any Channel, NIODeadline) throws -> Void = { channel, headDeadline in
@@ -116,7 +120,7 @@ public final class SwitchboardNode: Sendable {
                     let headDeadline = NIODeadline.now() + .milliseconds(Int64(configuration.headTimeout * 1000))
                     guard trustedProxies.contains(address) else {
                         return try Self.admit(
-                            channel, address: address, capped: true, headDeadline: headDeadline, context: context,
+                            channel, address: address, capped: true, headDeadline: headDeadline, context: context, tls: tls,
                             installHTTP: installHTTP, installWebSocket: installWebSocket)
                     }
                     // A trusted proxy names the client (PROXY v2 or X-Forwarded-For) before the caps apply.
@@ -124,7 +128,7 @@ public final class SwitchboardNode: Sendable {
                         ProxyProtocolHandler(proxyAddress: address, headDeadline: headDeadline) { handlerContext, client in
                             try Self.admit(
                                 handlerContext.channel, address: client, capped: client != address && !trustedProxies.contains(client),
-                                headDeadline: headDeadline, context: context, installHTTP: installHTTP,
+                                headDeadline: headDeadline, context: context, tls: tls, installHTTP: installHTTP,
                                 installWebSocket: installWebSocket, after: handlerContext.handler)
                         })
                 }
@@ -144,10 +148,12 @@ public final class SwitchboardNode: Sendable {
         return address.port ?? configuration.port
     }
 
-    /// Counts a connection against the caps (by its client's address) and installs the handshake router,
-    /// first in the pipeline or after `after` (the PROXY protocol handler).
+    /// Counts a connection against the caps (by its client's address) and installs TLS (when
+    /// configured) and the handshake router, first in the pipeline or after `after` (the PROXY
+    /// protocol handler: a proxy's header comes before the TLS bytes). The TLS handshake runs
+    /// inside the head deadline, whose timer the router holds from now on.
     private static func admit(
-        _ channel: any Channel, address: String, capped: Bool, headDeadline: NIODeadline, context: NodeContext,
+        _ channel: any Channel, address: String, capped: Bool, headDeadline: NIODeadline, context: NodeContext, tls: NodeTLS?,
         installHTTP: @escaping @Sendable (any Channel, NIODeadline) throws -> Void,
         installWebSocket: @escaping @Sendable (any Channel) throws -> Void, after: (any ChannelHandler)? = nil
     ) throws {
@@ -166,11 +172,22 @@ public final class SwitchboardNode: Sendable {
         let router = HandshakeRouter(
             node: context, admission: admission, headDeadline: deadline, installHTTP: installHTTP,
             installWebSocket: installWebSocket)
+        var handlers: [any ChannelHandler] = [router]
+        if let tls { handlers.insert(tls.makeHandler(), at: 0) }
         if let after {
-            try channel.pipeline.syncOperations.addHandler(router, position: .after(after))
+            try channel.pipeline.syncOperations.addHandlers(handlers, position: .after(after))
         } else {
-            try channel.pipeline.syncOperations.addHandler(router)
+            try channel.pipeline.syncOperations.addHandlers(handlers)
         }
+    }
+
+    /// Whether the node speaks TLS on its port.
+    public var usesTLS: Bool { self.tls != nil }
+
+    /// Reads the TLS certificate and key again (SIGHUP): new connections use them, open ones keep
+    /// theirs. On failure the current ones stay and the error says why. Nothing to do without TLS.
+    public func reloadTLS() throws {
+        try self.tls?.reload()
     }
 
     /// One upgrader for every connection (it keeps no per-connection state).
@@ -294,6 +311,13 @@ public final class SwitchboardNode: Sendable {
         try? await serverChannel?.close()
         try? await agentChannel?.close()
         _ = try? await self.context.broker.removeNode(id: self.nodeID).get()
+        // Sessions still open (no drain, or one cut short) are closed while every loop still runs,
+        // so their leaves reach the hub; waiting is bounded.
+        let hubLoop = self.context.hub.eventLoop
+        let gone = self.context.fanouts.map { $0.drain(over: .zero, code: .shutdown) }
+        let allGone = EventLoopFuture.andAllComplete(gone, on: hubLoop)
+        // Not cancelled with the caller (a second signal): the loops must not be shut under open sessions.
+        _ = await Task { await Self.waitForFirst(allGone, orAfter: .seconds(2), on: hubLoop) }.value
         self.context.hub.stop()
         for fanout in self.context.fanouts { fanout.stop() }
         _ = try? await self.context.broker.shutdown().get()
