@@ -25,6 +25,9 @@ public struct NodePicker: Sendable {
     /// pick by least connections, so that clients moved by node-side rebalancing (close 3002) after
     /// scale-out land on the emptier nodes; hashing keeps its keys (its bounded load evens it out).
     public static let rebalanceSpread = 1.25
+    /// Once picking by least connections for the spread, the router keeps at it until the spread is
+    /// down to this (the nodes' own target), so it does not flip back at 1.25 and undo the last moves.
+    public static let rebalancedSpread = 1.10
 
     public init(algorithm: BalancingAlgorithm, hashBalanceFactor: Double = 1.25) {
         self.algorithm = algorithm

@@ -39,6 +39,8 @@ public final class NodeRouter: Sendable {
         var maxConnections: Int
         /// Until then every non-hash pick goes by least connections (`POST /admin/rebalance`).
         var rebalanceUntil: NIODeadline?
+        /// The spread went over 1.25 and has not come down to 1.10 since.
+        var rebalancingBySpread = false
     }
 
     private let state: NIOLockedValueBox<State>
@@ -91,7 +93,13 @@ public final class NodeRouter: Sendable {
     )? {
         self.state.withLockedValue { state in
             let candidates = state.table.candidates(at: now, excluding: excluding)
-            let rebalancing = state.rebalanceUntil.map { now < $0 } ?? false
+            let spread = NodePicker.spread(of: candidates)
+            if spread > NodePicker.rebalanceSpread {
+                state.rebalancingBySpread = true
+            } else if spread <= NodePicker.rebalancedSpread {
+                state.rebalancingBySpread = false
+            }
+            let rebalancing = state.rebalancingBySpread || (state.rebalanceUntil.map { now < $0 } ?? false)
             if state.picker.picksLeastConnectionsToRebalance(candidates, rebalancing: rebalancing) {
                 state.counters.rebalancePicks &+= 1
             }

@@ -80,4 +80,24 @@ import Testing
         _ = router.pick(key: nil, excluding: [], now: now + .seconds(61))
         #expect(router.snapshot().counters.rebalancePicks == base + 1)
     }
+
+    @Test func onceOverTheSpreadLeastConnectionsUntilDownTo110() throws {
+        var configuration = BalancerConfiguration()
+        configuration.algorithm = .roundRobin
+        let a = BackendNode(host: "127.0.0.1", port: 1), b = BackendNode(host: "127.0.0.1", port: 2)
+        configuration.nodes = [a, b]
+        let router = NodeRouter(configuration: configuration)
+        router.setMembers(configuration.nodes)
+        let now = NIODeadline.now()
+        // 100 on a while b is drained (as if b had just been added), then b comes in.
+        #expect(router.setDrained(b.id, true))
+        for _ in 0..<100 { #expect(try #require(router.pick(key: nil, excluding: [], now: now)).node.id == a.id) }
+        #expect(router.setDrained(b.id, false))
+        // Round robin would alternate once the spread is under 1.25 (b at 80); it stays least
+        // connections until (100 + 1) / (b + 1) <= 1.10, b = 91.
+        for i in 0..<91 { #expect(try #require(router.pick(key: nil, excluding: [], now: now)).node.id == b.id, "pick \(i)") }
+        // Then round robin again: both nodes get picks.
+        let next = try (0..<4).map { _ in try #require(router.pick(key: nil, excluding: [], now: now)).node.id }
+        #expect(Set(next) == [a.id, b.id])
+    }
 }
