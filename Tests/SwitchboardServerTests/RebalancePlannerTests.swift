@@ -1,3 +1,5 @@
+import NIOEmbedded
+import NIOHTTP1
 import NIOCore
 import SwitchboardCore
 @testable import SwitchboardServer
@@ -232,5 +234,27 @@ struct AskToMoveTests {
         #expect(try young.frames().last?.closeCode == nil)
         #expect(try unconnected.frames().last?.closeCode == nil)
         #expect(fanout.sessionCount == 1)
+    }
+}
+
+@Suite("POST /api/rebalance")
+struct RebalanceAPITests {
+    @Test("the server API's rebalance asks for a round without the hold; only with the api key")
+    func apiRequestsARound() throws {
+        var configuration = ServerConfiguration()
+        configuration.apiKey = "k"
+        let node = try EmbeddedNode(configuration: configuration)
+        let api = ServerAPI(node: node.context)
+        let refused = api.handle(method: "rebalance", authorization: "apikey wrong", body: ByteBuffer())
+        node.loop.run()
+        #expect(try refused.wait().status == .unauthorized)
+        #expect(!node.context.takeRebalanceRequest())
+        let answered = api.handle(method: "rebalance", authorization: "apikey k", body: ByteBuffer())
+        node.loop.run()
+        let response = try answered.wait()
+        #expect(response.status == .ok)
+        #expect(String(buffer: response.body) == #"{"result":{"rebalance":true}}"#)
+        #expect(node.context.takeRebalanceRequest())
+        #expect(!node.context.takeRebalanceRequest())
     }
 }

@@ -93,6 +93,23 @@ final class NodeContext: Sendable {
         }
     }
 
+    /// Set by the server API's `rebalance`; the node's rebalancing timer takes it at its next tick.
+    private let rebalanceRequested = NIOLockedValueBox(false)
+
+    /// Asks the node's rebalancing to start a round at its next tick if the node is over the
+    /// tolerance, without waiting for the hold (`POST /api/rebalance`).
+    func requestRebalance() {
+        self.rebalanceRequested.withLockedValue { $0 = true }
+    }
+
+    /// Whether a rebalance was requested since the last call (clears the request).
+    func takeRebalanceRequest() -> Bool {
+        self.rebalanceRequested.withLockedValue { requested in
+            defer { requested = false }
+            return requested
+        }
+    }
+
     var isDraining: Bool {
         get { self.drainingBox.withLockedValue { $0 } }
     }

@@ -60,11 +60,6 @@ final class NodeRebalancer: @unchecked Sendable {
         }
     }
 
-    /// Starts a round at the next tick that finds this node over the tolerance, without the hold.
-    func startNow() {
-        self.eventLoop.execute { self.planner.startNow() }
-    }
-
     private func tick() {
         guard !self.busy, !self.context.isDraining else { return }
         self.busy = true
@@ -88,6 +83,8 @@ final class NodeRebalancer: @unchecked Sendable {
     }
 
     private func apply(own: Int, perLoop: [EventLoopFuture<Int>]) {
+        // `POST /api/rebalance`: the next round needs no hold.
+        if self.context.takeRebalanceRequest() { self.planner.startNow() }
         let step = self.planner.tick(own: own, peers: self.peers, now: .now())
         let metrics = self.context.metrics
         metrics.rebalanceImbalance.record(step.imbalance)

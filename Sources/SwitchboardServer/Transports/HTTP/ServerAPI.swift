@@ -44,6 +44,11 @@ struct ServerAPI: Sendable {
             case "info": result = self.info()
             case "disconnect": result = try self.disconnect(params)
             case "unsubscribe": result = try self.unsubscribe(params)
+            case "rebalance":
+                // Node-side rebalancing: a round at the next tick if this node is over, without the hold.
+                self.node.requestRebalance()
+                let enabled = self.node.configuration.rebalance
+                result = loop.makeSucceededFuture(Self.result { $0.writeString(enabled ? #"{"rebalance":true}"# : #"{"rebalance":false}"#) })
             default:
                 return loop.makeSucceededFuture(.json(.notFound, Self.errorBody(.methodNotFound)))
             }
