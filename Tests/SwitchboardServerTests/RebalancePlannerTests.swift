@@ -258,3 +258,26 @@ struct RebalanceAPITests {
         #expect(!node.context.takeRebalanceRequest())
     }
 }
+
+@Suite("Rebalance options")
+struct RebalanceOptionsTests {
+    @Test("environment, config file and range checks")
+    func loading() throws {
+        var configuration = ServerConfiguration()
+        #expect(configuration.rebalance && configuration.rebalanceHold == 10 && configuration.rebalanceMinAge == 600)
+        try configuration.apply(environment: [
+            "SWITCHBOARD_REBALANCE": "false", "SWITCHBOARD_REBALANCE_MIN_AGE": "5", "SWITCHBOARD_REBALANCE_TOLERANCE": "0.2",
+        ])
+        #expect(!configuration.rebalance && configuration.rebalanceMinAge == 5 && configuration.rebalanceTolerance == 0.2)
+        try configuration.apply(
+            file: JSONObject([
+                ("rebalance", .bool(true)), ("rebalanceHold", .number("3")), ("rebalanceWindow", .number("4")),
+                ("rebalanceRate", .number("50")),
+            ]))
+        #expect(configuration.rebalance && configuration.rebalanceHold == 3 && configuration.rebalanceWindow == 4)
+        #expect(configuration.rebalanceRate == 50)
+        #expect(throws: ConfigurationError.self) { try configuration.set("rebalanceHold", text: "-1") }
+        #expect(throws: ConfigurationError.self) { try configuration.set("rebalanceRate", text: "1e300") }
+        #expect(throws: ConfigurationError.self) { try configuration.set("rebalance", text: "maybe") }
+    }
+}
