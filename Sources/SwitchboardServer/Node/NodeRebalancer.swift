@@ -27,7 +27,9 @@ final class NodeRebalancer: @unchecked Sendable {
     private var ticks = 0
     /// Other ready nodes' connection counts, from the last registry read.
     private var peers: [Int] = []
-    private var busy = false
+    /// When the tick in flight started (nil when none): a registry read that never answers must not
+    /// stop rebalancing for good, so a tick older than 10 s no longer blocks the next.
+    private var busySince: NIODeadline?
 
     /// Ticks between two registry reads.
     private static let ticksPerRegistryRead = 4
@@ -61,8 +63,10 @@ final class NodeRebalancer: @unchecked Sendable {
     }
 
     private func tick() {
-        guard !self.busy, !self.context.isDraining else { return }
-        self.busy = true
+        let now = NIODeadline.now()
+        if let busySince = self.busySince, now - busySince < .seconds(10) { return }
+        guard !self.context.isDraining else { return }
+        self.busySince = now
         let readRegistry = self.ticks % Self.ticksPerRegistryRead == 0
         self.ticks &+= 1
         let nodeID = self.context.nodeID
@@ -75,14 +79,17 @@ final class NodeRebalancer: @unchecked Sendable {
         let counts = self.context.fanouts.map { fanout in fanout.eventLoop.submit { fanout.sessionCount } }
         let ownFuture = EventLoopFuture.whenAllSucceed(counts, on: self.eventLoop).map { $0.reduce(0, +) }
         peersFuture.and(ownFuture).whenComplete { result in
-            self.busy = false
-            guard case .success(let (peers, own)) = result, self.task != nil else { return }
+            guard case .success(let (peers, own)) = result, self.task != nil else {
+                self.busySince = nil
+                return
+            }
             if let peers { self.peers = peers }  // a failed read keeps the last known figures
-            self.apply(own: own, perLoop: counts)
+            // The tick ends once the asked sessions are counted (`didAsk`): the next one sees them.
+            self.apply(own: own, perLoop: counts) { self.busySince = nil }
         }
     }
 
-    private func apply(own: Int, perLoop: [EventLoopFuture<Int>]) {
+    private func apply(own: Int, perLoop: [EventLoopFuture<Int>], done: @escaping @Sendable () -> Void) {
         // `POST /api/rebalance`: the next round needs no hold.
         if self.context.takeRebalanceRequest() { self.planner.startNow() }
         let step = self.planner.tick(own: own, peers: self.peers, now: .now())
@@ -94,21 +101,21 @@ final class NodeRebalancer: @unchecked Sendable {
                 "rebalancing: asking clients to move",
                 metadata: ["connections": "\(own)", "peers": "\(self.peers)", "imbalance": "\(step.imbalance)"])
         }
-        guard step.ask > 0 else { return }
+        guard step.ask > 0 else { return done() }
         let connectedBefore = NIODeadline.now() - self.minimumAge
         // Each loop gets a share in proportion to its sessions (a loop's shortfall is asked again next tick).
         let fanouts = self.context.fanouts
-        EventLoopFuture.whenAllSucceed(perLoop, on: self.eventLoop).whenSuccess { perLoopCounts in
+        EventLoopFuture.whenAllSucceed(perLoop, on: self.eventLoop).flatMap { perLoopCounts in
             let shares = Self.shares(of: step.ask, over: perLoopCounts)
             let asked = zip(fanouts, shares).filter { $0.1 > 0 }.map { fanout, share in
                 fanout.eventLoop.submit { fanout.askToMove(upTo: share, connectedBefore: connectedBefore, code: .rebalance) }
             }
-            EventLoopFuture.whenAllSucceed(asked, on: self.eventLoop).whenSuccess { counts in
+            return EventLoopFuture.whenAllSucceed(asked, on: self.eventLoop).map { counts in
                 let total = counts.reduce(0, +)
                 self.planner.didAsk(total)
                 if total > 0 { metrics.rebalanceMovedClients.increment(by: total) }
             }
-        }
+        }.whenComplete { _ in done() }
     }
 
     /// `count` split over loops in proportion to `weights` (largest remainders first); all zero when there are none.
