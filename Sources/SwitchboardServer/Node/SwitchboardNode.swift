@@ -8,6 +8,7 @@ import NIOPosix
 import NIOWebSocket
 public import SwitchboardBroker
 import SwitchboardCore
+import SwitchboardAuth
 
 /// One Switchboard node: the listener, its pipelines, the hub, the broker and
 /// the lifecycle (start, drain, stop).
@@ -43,6 +44,9 @@ public final class SwitchboardNode: Sendable {
     ) throws {
         self.configuration = configuration
         self.logger = logger
+        try SecurityPosture.check(configuration)
+        let tokens = try NodeContext.makeTokenAuthority(configuration, logger: logger)
+        SecurityPosture.announce(configuration, logger: logger)
         self.nodeID = Self.makeNodeID()
         let threads = configuration.eventLoopThreads > 0 ? configuration.eventLoopThreads : System.coreCount
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
@@ -72,7 +76,8 @@ public final class SwitchboardNode: Sendable {
             broker: broker,
             fanouts: fanouts,
             metrics: metrics,
-            logger: logger
+            logger: logger,
+            tokens: tokens
         )
     }
 
@@ -86,6 +91,7 @@ public final class SwitchboardNode: Sendable {
         try await self.context.hub.start(fanouts: self.context.fanouts).get()
         for fanout in self.context.fanouts { fanout.start() }
         let context = self.context
+        try? await context.tokens.start(on: context.fanouts[0].eventLoop).get()  // the first JWKS fetch, at most 2 s
         let configuration = self.configuration
         let trustedProxies = Set(configuration.trustedProxies)
         let upgrader = Self.makeUpgrader(context: context)
@@ -143,7 +149,7 @@ public final class SwitchboardNode: Sendable {
     private static func makeUpgrader(context: NodeContext) -> WebSocketUpgrader {
         WebSocketUpgrader(
             accepts: { head in
-                !context.isDraining && Route(uri: head.uri).acceptsUpgrade(echoEnabled: context.configuration.echoEndpoint)
+                !context.isDraining && Route(uri: head.uri).acceptsUpgrade(echoEnabled: context.configuration.echoEndpoint) && context.admitsOrigin(head)
             },
             installHandlers: { channel, head in
                 let isEcho = Route(uri: head.uri) == .echo
@@ -227,6 +233,7 @@ public final class SwitchboardNode: Sendable {
 
     /// Stops everything: listener, timers, broker, threads.
     public func stop() async {
+        self.context.tokens.stop()
         let (serverChannel, task) = self.state.withLockedValue { ($0.serverChannel, $0.announceTask) }
         task?.cancel()
         try? await serverChannel?.close()

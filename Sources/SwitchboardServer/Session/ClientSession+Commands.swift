@@ -7,23 +7,11 @@ import SwitchboardCore
 
 /// The commands a connected client sends: connect, subscribe and unsubscribe, publish, presence, history.
 extension ClientSession {
-    func connect(id: UInt32, _ params: ConnectParams) {
-        var user = ""
-        var info: JSONValue?
-        var tokenDeadline: NIODeadline?
-        if let token = params.token {
-            guard let verifier = self.node.tokenVerifier else { return self.disconnect(.invalidToken, push: false) }
-            do {
-                let claims = try verifier.verify(token)
-                user = claims.user
-                info = claims.info
-                if let exp = claims.expiresAt {
-                    tokenDeadline = Self.deadline(expiresAt: exp, now: Date().timeIntervalSince1970)
-                }
-            } catch {
-                return self.disconnect(error == .expired ? .tokenExpired : .invalidToken, push: false)
-            }
-        }
+    /// Connects a client whose token (if any) verified (`authenticateConnect` in ClientSession+Auth).
+    func connect(id: UInt32, _ params: ConnectParams, claims: ConnectionTokenClaims?) {
+        let user = claims?.user ?? ""
+        let info = claims?.info
+        let tokenDeadline = claims?.expiresAt.map { Self.deadline(expiresAt: $0, now: Date().timeIntervalSince1970) }
         let client = self.fanout.makeClientID(node: self.node.nodeID)
         self.clientInfo = ClientInfo(client: client, user: user, info: info)
         if self.transport.isEventStream {
@@ -109,8 +97,9 @@ extension ClientSession {
     func subscribe(id: UInt32, _ params: SubscribeParams) {
         let slot = self.reserveReply()
         let subscription: SessionSubscription
-        do {
-            subscription = try self.startSubscription(channel: params.channel, since: params.since, slot: slot)
+        do throws(SwitchboardError) {
+            if let token = params.token, let refusal = self.checkSubscriptionToken(token, channel: params.channel) { throw refusal }
+            subscription = try self.startSubscription(channel: params.channel, since: params.since, slot: slot, tokenGranted: params.token != nil)
         } catch {
             self.completeReply(slot, self.errorFrame(id: id, error))
             return
@@ -120,11 +109,11 @@ extension ClientSession {
     }
 
     /// Checks permissions and limits and registers a joining subscription.
-    func startSubscription(channel: String, since: StreamPosition?, slot: UInt64) throws(SwitchboardError) -> SessionSubscription {
+    func startSubscription(channel: String, since: StreamPosition?, slot: UInt64, tokenGranted: Bool = false) throws(SwitchboardError) -> SessionSubscription {
         var options = self.node.configuration.namespaces.options(for: channel)
         // A poll is a moment, not a presence: it neither enters presence nor announces joins.
         if case .collect = self.transport { options.presence = false }
-        if let refusal = ChannelPermission.check(.subscribe, options: options, isAnonymous: self.clientInfo.user.isEmpty) { throw refusal }
+        if let refusal = self.permission(.subscribe, channel: channel, options: options, tokenGranted: tokenGranted) { throw refusal }
         guard self.subscriptions[channel] == nil else { throw .alreadySubscribed }
         guard self.subscriptions.count < self.node.configuration.maxSubscriptions else {
             throw .limitExceeded("at most \(self.node.configuration.maxSubscriptions) subscriptions per connection")
@@ -228,7 +217,7 @@ extension ClientSession {
 
     func publish(id: UInt32, _ params: PublishParams) {
         let options = self.node.configuration.namespaces.options(for: params.channel)
-        if let refusal = ChannelPermission.check(.publish, options: options, isAnonymous: self.clientInfo.user.isEmpty) {
+        if let refusal = self.permission(.publish, channel: params.channel, options: options) {
             return self.reply(id: id, error: refusal)
         }
         var data = self.allocator.buffer(capacity: 64)
@@ -273,7 +262,7 @@ extension ClientSession {
     func presence(id: UInt32, channel: String, statsOnly: Bool) {
         let options = self.node.configuration.namespaces.options(for: channel)
         let action: ChannelAction = statsOnly ? .presenceStats : .presence
-        if let refusal = ChannelPermission.check(action, options: options, isAnonymous: self.clientInfo.user.isEmpty) {
+        if let refusal = self.permission(action, channel: channel, options: options) {
             return self.reply(id: id, error: refusal)
         }
         let slot = self.reserveReply()
@@ -297,7 +286,7 @@ extension ClientSession {
 
     func history(id: UInt32, _ params: HistoryParams) {
         let options = self.node.configuration.namespaces.options(for: params.channel)
-        if let refusal = ChannelPermission.check(.history, options: options, isAnonymous: self.clientInfo.user.isEmpty) {
+        if let refusal = self.permission(.history, channel: params.channel, options: options) {
             return self.reply(id: id, error: refusal)
         }
         let slot = self.reserveReply()

@@ -44,6 +44,8 @@ final class ClientSession: ChannelInboundHandler {
 
     /// Connect, ping, pong and token deadlines.
     var liveness: SessionLiveness
+    /// The command rate of this connection (made at its first command; ClientSession+Auth).
+    var commandLimiter: CommandRateLimiter?
 
     static let parser = JSONParser(maximumDepth: 64, maximumValues: 50_000)
 
@@ -135,9 +137,11 @@ final class ClientSession: ChannelInboundHandler {
         case .command(let command):
             if case .connect(let params) = command.method {
                 guard self.state == .awaitingConnect else { return self.reply(id: command.id, error: .badRequest("already connected")) }
-                return self.connect(id: command.id, params)
+                guard self.admitCommand(id: command.id) else { return }
+                return self.authenticateConnect(id: command.id, params)
             }
             guard self.state == .connected else { return self.disconnect(.badRequest("command before connect"), push: false) }
+            guard self.admitCommand(id: command.id) else { return }
             switch command.method {
             case .connect:
                 break

@@ -235,6 +235,9 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
             } else if Self.equalsIgnoringCase(name, "sec-websocket-key") {
                 guard key == nil else { return nil }
                 key = value
+            } else if Self.equalsIgnoringCase(name, "origin") {
+                // A browser page: the HTTP path checks `allowedOrigins` (403 before any 101).
+                return nil
             } else if Self.equalsIgnoringCase(name, "sec-websocket-extensions") || Self.equalsIgnoringCase(name, "sec-websocket-protocol")
                 || Self.equalsIgnoringCase(name, "transfer-encoding") || Self.equalsIgnoringCase(name, "content-length") {
                 // Negotiations and bodies are the HTTP path's business.

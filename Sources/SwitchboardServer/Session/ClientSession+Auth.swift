@@ -1,0 +1,112 @@
+import NIOCore
+import SwitchboardAuth
+import SwitchboardCore
+import Logging
+
+/// Who a client is and what it may do: connection tokens, subscription tokens, the permission
+/// decision and the command rate, for every transport.
+extension ClientSession {
+    /// `connect`: verifies the token (if any) and connects, or refuses.
+    ///
+    /// - invalid token: close 3500;
+    /// - expired token: error 109, then close 3503;
+    /// - no token where one is required (permissions enforced and no namespace grants anything to
+    ///   anonymous clients): error 101, then close 3500.
+    ///
+    /// A token naming a `kid` no key has, with a JWKS URL configured, waits for one fetch
+    /// (at most one per 30 s); every other token is verified here, synchronously.
+    func authenticateConnect(id: UInt32, _ params: ConnectParams) {
+        guard let token = params.token, !token.isEmpty else {
+            if self.node.requiresConnectionToken {
+                self.reply(id: id, error: SwitchboardError(.unauthorized, "a token is required"))
+                return self.disconnect(.invalidToken, push: false)
+            }
+            return self.connect(id: id, params, claims: nil)
+        }
+        guard self.node.enforcesPermissions else {
+            // Dev mode has no key to check a token with: a token is an error, not a free pass.
+            self.node.logger.info("token refused: no token key is configured")
+            return self.disconnect(.invalidToken, push: false)
+        }
+        let loop = self.fanout.eventLoop
+        self.node.tokens.verifyConnectionToken(token, on: loop).hop(to: loop).assumeIsolated().whenComplete { result in
+            guard self.state == .awaitingConnect else { return }
+            switch result {
+            case .success(let claims):
+                self.connect(id: id, params, claims: claims)
+            case .failure(let error):
+                let failure = (error as? TokenFailure) ?? .invalid("\(error)")
+                self.node.logger.debug("connection token refused", metadata: [
+                    "reason": "\(failure)", "token": "\(SecretRedaction.tokenTag(token))",
+                ])
+                if failure == .expired {
+                    self.reply(id: id, error: SwitchboardError(.tokenExpired))
+                    self.disconnect(.tokenExpired, push: false)
+                } else {
+                    self.disconnect(.invalidToken, push: false)
+                }
+            }
+        }
+    }
+
+    /// The subscription token of a `subscribe`, when present: nil when it verified (it then
+    /// decides alone), else the error to answer (109 expired, 103 otherwise; the connection stays).
+    func checkSubscriptionToken(_ token: String, channel: String) -> SwitchboardError? {
+        guard self.node.enforcesPermissions else { return SwitchboardError(.permissionDenied, "subscription tokens need a token key") }
+        switch self.node.tokens.verifySubscriptionToken(token, user: self.clientInfo.user, channel: channel) {
+        case .success:
+            return nil
+        case .failure(.expired):
+            return SwitchboardError(.tokenExpired)
+        case .failure(let failure):
+            self.node.logger.debug("subscription token refused", metadata: [
+                "reason": "\(failure)", "channel": "\(channel)", "token": "\(SecretRedaction.tokenTag(token))",
+            ])
+            return SwitchboardError(.permissionDenied, "invalid subscription token")
+        }
+    }
+
+    /// The one permission decision (`ChannelPermission.check`) for this client.
+    func permission(_ action: ChannelAction, channel: String, options: NamespaceOptions, tokenGranted: Bool = false) -> SwitchboardError? {
+        let requester = ChannelRequester(
+            user: self.clientInfo.user,
+            hasSubscriptionToken: tokenGranted,
+            isSubscribed: self.subscriptions[channel] != nil
+        )
+        return ChannelPermission.check(action, channel: channel, options: options, requester: requester, enforcing: self.node.enforcesPermissions)
+    }
+
+    /// Counts a command against the connection's rate (token bucket): true to execute it; false when
+    /// it was answered 111 or the connection was closed with 3507 (more than 20 refusals in 5 s).
+    func admitCommand(id: UInt32) -> Bool {
+        let now = NIODeadline.now().uptimeNanoseconds
+        if self.commandLimiter == nil {
+            let limits = self.node.configuration.limits
+            self.commandLimiter = CommandRateLimiter(rate: limits.commandsPerSecond, burst: limits.commandBurst, now: now)
+        }
+        switch self.commandLimiter!.admit(now: now) {
+        case .allow:
+            return true
+        case .refuse:
+            self.reply(id: id, error: SwitchboardError(.tooManyRequests))
+            return false
+        case .close:
+            self.node.logger.info("connection closed for command rate", metadata: ["user": "\(self.clientInfo.user)"])
+            self.disconnect(.tooManyRequests, push: true)
+            return false
+        }
+    }
+}
+
+extension NodeContext {
+    /// Whether `connect` needs a token: permissions are enforced and no namespace (nor the
+    /// defaults) grants anything to anonymous clients.
+    var requiresConnectionToken: Bool {
+        guard self.enforcesPermissions else { return false }
+        let table = self.configuration.namespaces
+        let grantsAnonymous = { (o: NamespaceOptions) in
+            o.allowSubscribeForAnonymous || o.allowPublishForAnonymous || o.allowHistoryForAnonymous || o.allowPresenceForAnonymous
+        }
+        return !grantsAnonymous(table.defaults) && !table.namespaces.values.contains(where: grantsAnonymous)
+    }
+}
