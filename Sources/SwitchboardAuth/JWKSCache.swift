@@ -8,6 +8,9 @@ public struct JWKSCache: Sendable {
     public private(set) var keys: [VerificationKey] = []
     /// When the last fetch started (nanoseconds, monotonic); nil before the first.
     public private(set) var lastAttempt: UInt64?
+    /// When the last fetch for an unknown `kid` started (these are limited on their own, so the
+    /// periodic refresh does not delay learning a rotated key).
+    public private(set) var lastUnknownKidFetch: UInt64?
     /// When the last fetch that succeeded ended.
     public private(set) var lastSuccess: UInt64?
     /// A fetch is under way.
@@ -26,9 +29,10 @@ public struct JWKSCache: Sendable {
     /// Whether a token with an unknown `kid` arriving at `now` should start a fetch (and marks it started).
     public mutating func beginFetchForUnknownKid(now: UInt64) -> Bool {
         guard !self.isFetching else { return false }
-        if let last = self.lastAttempt, now < last &+ self.unknownKidInterval, now >= last { return false }
+        if let last = self.lastUnknownKidFetch, now < last &+ self.unknownKidInterval, now >= last { return false }
         self.isFetching = true
         self.lastAttempt = now
+        self.lastUnknownKidFetch = now
         return true
     }
 

@@ -63,17 +63,18 @@ struct JWKSTests {
         started.append(cache.beginFetchForUnknownKid(now: 1 * s))  // one at a time
         let keys = try JSONWebKeySet.parse(Array(#"{"keys":[\#(Self.ecJWK(kid: "e1"))]}"#.utf8), source: "t")
         cache.fetchSucceeded(keys, now: 1 * s)
-        started.append(cache.beginFetchForUnknownKid(now: 29 * s))
-        started.append(cache.beginFetchForUnknownKid(now: 30 * s))
-        cache.fetchFailed(now: 31 * s)
+        started.append(cache.beginFetchForUnknownKid(now: 2 * s))
+        cache.fetchFailed(now: 3 * s)
+        started.append(cache.beginFetchForUnknownKid(now: 31 * s))
         #expect(cache.keys.count == 1)  // the last good set is kept
         #expect(cache.consecutiveFailures == 1)
-        started.append(cache.beginFetchForUnknownKid(now: 59 * s))
-        started.append(cache.beginScheduledRefresh(now: 300 * s))
-        started.append(cache.beginScheduledRefresh(now: 330 * s))
+        started.append(cache.beginScheduledRefresh(now: 200 * s))
+        started.append(cache.beginScheduledRefresh(now: 301 * s))
+        started.append(cache.beginScheduledRefresh(now: 303 * s))
         cache.fetchSucceeded([], now: 331 * s)
         #expect(cache.keys.isEmpty)
-        #expect(started == [true, false, false, true, false, false, true])
+        // The start-up fetch does not hold back the first unknown kid; later ones wait 30 s.
+        #expect(started == [true, false, true, false, false, false, true])
     }
 
     @Test("only http(s) URLs without credentials are accepted", arguments: [

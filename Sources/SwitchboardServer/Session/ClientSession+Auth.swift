@@ -29,7 +29,12 @@ extension ClientSession {
             return self.disconnect(.invalidToken, push: false)
         }
         let loop = self.fanout.eventLoop
+        // Usually verified at once (the callback runs inline, inside the read that brought the
+        // command, which flushes); after a JWKS fetch it runs later and flushes itself.
+        var waited = false
+        defer { waited = true }
         self.node.tokens.verifyConnectionToken(token, on: loop).hop(to: loop).assumeIsolated().whenComplete { result in
+            defer { if waited { self.flush() } }
             guard self.state == .awaitingConnect else { return }
             switch result {
             case .success(let claims):
