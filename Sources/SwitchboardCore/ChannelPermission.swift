@@ -101,9 +101,4 @@ public enum ChannelPermission {
         guard granted, !requester.isAnonymous || anonymousOK else { return .permissionDenied }
         return nil
     }
-
-    /// The dev-mode check of old callers (nothing enforced but the namespace restrictions).
-    public static func check(_ action: ChannelAction, options: NamespaceOptions, isAnonymous: Bool) -> SwitchboardError? {
-        Self.check(action, channel: "", options: options, requester: ChannelRequester(user: isAnonymous ? "" : "user"), enforcing: false)
-    }
 }

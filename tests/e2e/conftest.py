@@ -76,7 +76,7 @@ class NodeFactory:
               config_text: str | None = None, config_name: str = "switchboard.yaml",
               drain_seconds: float | None = 2, node_name: str | None = None,
               log_level: str = "info", env: dict[str, str] | None = None,
-              open_permissions: bool = True) -> Node:
+              open_permissions: bool = True, command_limits: bool = False) -> Node:
         api_key = api_key or "e2e-" + secrets.token_hex(8)
         args = [binary_path(), "serve", "--host", "127.0.0.1", "--port", "0",
                 "--api-key", api_key, "--log-level", log_level]
@@ -94,6 +94,10 @@ class NodeFactory:
             args += ["--node-name", node_name]
         if config_text is not None:
             args += ["--config", self.write_config(config_text, config_name)]
+        if not command_limits:
+            # Most tests send commands as fast as they can on one connection; the default rate
+            # (100/s, burst 200) is tested in test_auth.py with command_limits=True.
+            args += ["--commands-per-second", "1000000", "--command-burst", "1000000"]
         args += list(extra)
         log_path = str(self.tmp_path / f"node{len(self.nodes)}.log")
         node = Node(args, api_key=api_key, log_path=log_path, env=env)

@@ -464,7 +464,7 @@ def test_origins_configured_patterns(node_factory):
 
 def test_command_rate_limit_111_then_3507(node_factory):
     node = node_factory.start(config_text=json.dumps({"limits": {"commandsPerSecond": 20, "commandBurst": 20}}),
-                              config_name="limits.json")
+                              config_name="limits.json", command_limits=True)
 
     async def main():
         c = await connect(node)

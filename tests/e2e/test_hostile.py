@@ -28,10 +28,6 @@ HUGE = 2**64 - 1
 
 CLOSED_NAMESPACE_YAML = """\
 # written by tests/e2e/test_hostile.py
-# These tests send hundreds of commands per connection on purpose: no command rate limit here.
-limits:
-  commandsPerSecond: 1000000
-  commandBurst: 1000000
 namespaces:
   priv:
     anonymous: false
