@@ -468,12 +468,12 @@ def test_command_rate_limit_111_then_3507(node_factory):
 
     async def main():
         c = await connect(node)
-        # Fire 200 pings without waiting: the first 20 (burst) pass, then 111, then 3507.
+        # Fire 200 pings without waiting: the burst of 20 (less the connect) passes, then 111, then 3507.
         futures = [asyncio.ensure_future(c.call("ping", {}, timeout=5)) for _ in range(200)]
         replies = await asyncio.gather(*futures, return_exceptions=True)
         ok = [r for r in replies if isinstance(r, dict) and "result" in r]
         refused = [r for r in replies if isinstance(r, dict) and r.get("error", {}).get("code") == 111]
-        assert 20 <= len(ok) <= 30, f"{len(ok)} pings passed"
+        assert 19 <= len(ok) <= 30, f"{len(ok)} pings passed"  # connect took one token of the 20
         assert len(refused) >= 20, f"{len(refused)} refused with 111"
         assert await c.wait_closed(timeout=5) == 3507
         # A polite client on the same node is unaffected.
