@@ -10,6 +10,12 @@
 #
 #   scripts/compare-peers.sh              memory handshake fanout fanout2 (about 25-35 min on 2 shared cores)
 #   scripts/compare-peers.sh STEP...      only these steps:
+#        issue12        the readings issues 11 and 12 are judged by, in one run: pingpong, pingpong-redis,
+#                       latency, connect, memory (about 15 min)
+#        pingpong       1,000 closed loops, 15 s; switchboard with the memory broker, against nats, go, centrifuge
+#        pingpong-redis the same with switchboard on Redis, against go and centrifuge
+#        latency        10k subscribers on one node, one channel: 40 publications at 2/s, then 60 at 5/s (p99)
+#        connect        15,000 connections unpaced, each subscribing: server CPU per accepted connection
 #        memory         connect -n 19000 -rate 2000 -hold 10 (KB per idle connection, one subscription each)
 #        handshake      connect -n 10000 -rate 0 (handshakes/s)
 #        fanout         10k subscribers on one node: capacity (500 msg/s) and moderate (5 msg/s) load
@@ -18,7 +24,11 @@
 #                       glibc malloc_stats), profile-heap (heaptrack, 5k connections), profile-cpu
 #                       (perf: fan-out, connect+subscribe, connect without subscribe)
 #   OUT=DIR        write into DIR instead of reports/perf/<UTC timestamp>
+#   PIN=0          do not pin (default: servers and Redis on CPU 0, the load generator on CPU 1,
+#                  via compare's -server-cpus 0 -load-cpus 1; needs 2 or more CPUs)
 #   SKIP_BUILD=1   use the existing .build-release binary
+#   SWITCHBOARD=F  measure this switchboard binary instead (implies nothing about SKIP_BUILD)
+#   PEERS=DIR      run the harness from DIR (a copy already set up) instead of the shared folder
 #
 # The shared peers folder is read-only on these machines; its harness writes
 # into its own .build/, so when that is not writable the folder is copied to
@@ -33,7 +43,9 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 steps=("$@")
 ((${#steps[@]})) || steps=(memory handshake fanout fanout2)
-want() { local s; for s in "${steps[@]}"; do [[ $s == "$1" ]] && return 0; done; return 1; }
+want() { local s; for s in "${steps[@]}"; do [[ $s == "$1" || ($s == issue12 && " pingpong pingpong-redis latency connect memory " == *" $1 "*) ]] && return 0; done; return 1; }
+pin=()
+if [[ ${PIN:-1} != 0 ]] && (($(nproc) >= 2)); then pin=(-server-cpus 0 -load-cpus 1); fi
 
 out=${OUT:-$repo/reports/perf/$(date -u +%Y%m%dT%H%MZ)}
 mkdir -p "$out"
@@ -56,12 +68,14 @@ if [[ -z ${SKIP_BUILD:-} ]]; then
   echo "compare-peers: swift build -c release (first build takes several minutes)"
   swift build -c release --scratch-path .build-release --product switchboard 2>&1 | tail -n 3
 fi
-sb=$repo/.build-release/release/switchboard
+sb=${SWITCHBOARD:-$repo/.build-release/release/switchboard}
 [[ -x $sb ]] || { echo "compare-peers: $sb missing after the build" >&2; exit 1; }
 
 # 2. the peers: run from the shared folder when its .build/ is writable, else from a copy
 peers=$repo/../shared/peers
-if ! (mkdir -p "$peers/.build" && touch "$peers/.build/.w" && rm -f "$peers/.build/.w") 2>/dev/null; then
+if [[ -n ${PEERS:-} ]]; then
+  peers=$PEERS # an already set-up copy of the harness
+elif [[ $(stat -c %A "$peers") != ??w* ]] || ! (mkdir -p "$peers/.build" && touch "$peers/.build/.w" && rm -f "$peers/.build/.w") 2>/dev/null; then
   copy=${PEERS_COPY:-/tmp/peers}
   echo "compare-peers: $peers is read-only; running from a copy in $copy"
   mkdir -p "$copy"
@@ -80,7 +94,7 @@ run() { # run NAME compare-args...
   machine "$name"
   echo "compare-peers: $name: compare $*"
   echo -e "\n## $name\n" >>"$tables"
-  "$peers/compare" "$@" -md "$tables" -json-dir "$out/json-$name" 2>"$out/$name.log" | tee "$out/$name.txt" ||
+  "$peers/compare" "$@" "${pin[@]}" -md "$tables" -json-dir "$out/json-$name" 2>"$out/$name.log" | tee "$out/$name.txt" ||
     echo "compare-peers: $name failed (see $out/$name.log)"
 }
 
@@ -89,6 +103,23 @@ all=switchboard,go,centrifuge,nats,node
 if want memory; then
   # ~19k idle connections on one node (one process holds at most ~19.9k sockets), one subscription each
   run memory connect -targets "$all" -n 19000 -rate 2000 -hold 10 -timeout 100
+fi
+if want pingpong; then
+  # the memory broker: one node has no need of Redis (nats has none either); go and centrifuge use Redis
+  SWITCHBOARD_CMD="$sb serve --port {port} --broker memory --log-level error --api-key bench" \
+    run pingpong pingpong -targets switchboard,nats,go,centrifuge -baseline nats -n 1000 -duration 15
+fi
+if want pingpong-redis; then
+  run pingpong-redis pingpong -targets switchboard,go,centrifuge -baseline go -n 1000 -duration 15
+fi
+if want latency; then
+  # light load: 2 and 5 publications/s to 10k subscribers on one channel (20k and 50k deliveries/s offered)
+  run latency-2 fanout -targets switchboard,nats,centrifuge,go -baseline centrifuge -n 10000 -msgs 40 -msg-rate 2 -size 64
+  run latency-5 fanout -targets switchboard,nats,centrifuge,go -baseline centrifuge -n 10000 -msgs 60 -msg-rate 5 -size 64
+fi
+if want connect; then
+  # server CPU per accepted connection: 15,000 connect + subscribe, unpaced
+  run connect connect -targets switchboard,go,centrifuge,nats -baseline go -n 15000 -rate 0 -hold 2
 fi
 if want handshake; then
   run handshake connect -targets "$all" -n 10000 -rate 0 -hold 2

@@ -34,6 +34,10 @@ final class BenchClientHandler: ChannelInboundHandler, RemovableChannelHandler, 
     private var warmed = false
     private var partial: ByteBuffer?
     private static let pongText: ByteBuffer = ByteBuffer(string: "{}")
+    /// pingpong: this connection's closed loop (nil in the other scenarios).
+    private let pingPongSettings: PingPongSettings?
+    private var pingPong = PingPongLoop()
+    private var pingPongExpiry: RepeatedTask?
 
     init(
         loop: LoopCounters,
@@ -42,8 +46,10 @@ final class BenchClientHandler: ChannelInboundHandler, RemovableChannelHandler, 
         publishers: Int,
         established: EventLoopPromise<Void>,
         dialStart: NIODeadline,
-        countsHandshake: Bool
+        countsHandshake: Bool,
+        pingPong: PingPongSettings? = nil
     ) {
+        self.pingPongSettings = pingPong
         self.countsHandshake = countsHandshake
         self.loop = loop
         self.subscribeChannel = subscribeChannel
@@ -63,6 +69,8 @@ final class BenchClientHandler: ChannelInboundHandler, RemovableChannelHandler, 
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        self.pingPongExpiry?.cancel()
+        self.pingPongExpiry = nil
         self.context = nil
     }
 
@@ -76,6 +84,8 @@ final class BenchClientHandler: ChannelInboundHandler, RemovableChannelHandler, 
             break
         }
         self.state = .closed
+        self.pingPongExpiry?.cancel()
+        self.pingPongExpiry = nil
         self.context = nil
         context.fireChannelInactive()
     }
@@ -222,6 +232,10 @@ final class BenchClientHandler: ChannelInboundHandler, RemovableChannelHandler, 
             if gap { self.loop.counters.gaps += 1 }
             return
         }
+        if let settings = self.pingPongSettings {
+            self.handleEcho(line, seq: seq, after: next, gap: gap, settings: settings)
+            return
+        }
         if seq == 0 {
             if gap { self.loop.counters.gaps += 1 }
             if !self.warmed {
@@ -250,6 +264,79 @@ final class BenchClientHandler: ChannelInboundHandler, RemovableChannelHandler, 
             if seq <= self.lastSeq[source] { outOfOrder = true } else { self.lastSeq[source] = seq }
         }
         self.loop.counters.recordDelivery(at: now, latency: sent.map { now - $0 }, outOfOrder: outOfOrder, gap: gap)
+    }
+
+    // MARK: pingpong
+
+    /// The runner's signal (a user inbound event) that every loop is subscribed: start the closed loop.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is PingPongStart, let settings = self.pingPongSettings else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        guard self.state == .open, self.pingPongExpiry == nil else { return }
+        let period = max(Int64(50_000_000), settings.timeoutNanoseconds / 4)
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        self.pingPongExpiry = context.eventLoop.scheduleRepeatedTask(
+            initialDelay: .nanoseconds(period),
+            delay: .nanoseconds(period)
+        ) { _ in
+            loopBound.value.expireRoundTrip()
+        }
+        self.sendRoundTrip()
+    }
+
+    private func expireRoundTrip() {
+        guard let settings = self.pingPongSettings else { return }
+        if self.pingPong.expire(now: Int64(NIODeadline.now().uptimeNanoseconds), limit: settings.timeoutNanoseconds) {
+            self.loop.counters.roundTripTimeouts += 1
+            self.sendRoundTrip()
+        }
+    }
+
+    /// Publishes the next round trip if the run is still open and the loop's budget allows.
+    private func sendRoundTrip() {
+        guard let settings = self.pingPongSettings, self.state == .open, let context = self.context,
+            self.loop.pingPongOpen, self.loop.counters.published < self.loop.pingPongBudget
+        else { return }
+        let seq = self.pingPong.send(now: Int64(NIODeadline.now().uptimeNanoseconds))
+        var buffer = context.channel.allocator.buffer(capacity: settings.payloadSize + settings.channel.utf8.count + 96)
+        buffer.writePublishCommand(id: self.nextID, channel: settings.channel, seq: seq, source: settings.source, size: settings.payloadSize)
+        self.nextID += 1
+        let now = WallClock.nanoseconds()
+        self.loop.counters.published += 1
+        BenchCounters.minNonZero(&self.loop.counters.publishStartNanoseconds, now)
+        BenchCounters.maxOf(&self.loop.counters.publishEndNanoseconds, now)
+        self.loop.counters.series.published(at: now)
+        self.send(context: context, buffer, flush: true)
+    }
+
+    /// A publication on this connection's channel: its own echo (matched to
+    /// its send), or another connection's on a shared channel.
+    private func handleEcho(_ line: UnsafeRawBufferPointer, seq: Int64, after next: Int, gap: Bool, settings: PingPongSettings) {
+        if gap { self.loop.counters.gaps += 1 }
+        var source: Int64?
+        if next > 0, let at = FrameScanner.find(line, #","src":"#, from: next), let parsed = FrameScanner.integer(line, at: at + 7) {
+            source = parsed.value
+        } else {
+            source = FrameScanner.integer(line, key: #""src""#)
+        }
+        guard source == Int64(settings.source) else {
+            self.loop.counters.foreignEchoes += 1
+            return
+        }
+        let now = NIODeadline.now().uptimeNanoseconds
+        switch self.pingPong.echo(seq: seq, now: Int64(now)) {
+        case .matched(let nanoseconds):
+            self.loop.counters.recordDelivery(at: WallClock.nanoseconds(), latency: nanoseconds, outOfOrder: false, gap: false)
+            self.sendRoundTrip()
+        case .duplicate:
+            self.loop.counters.duplicateEchoes += 1
+        case .late:
+            self.loop.counters.lateEchoes += 1
+        case .unexpected:
+            self.loop.counters.unexpectedEchoes += 1
+        }
     }
 
     // MARK: outbound
@@ -285,3 +372,16 @@ final class BenchClientHandler: ChannelInboundHandler, RemovableChannelHandler, 
 
 @available(*, unavailable)
 extension BenchClientHandler: Sendable {}
+
+/// What a pingpong connection publishes: its channel, its own index (the
+/// payload's `src`, to tell its echoes from others' on a shared channel),
+/// the payload size and the round-trip timeout.
+struct PingPongSettings: Sendable {
+    var channel: String
+    var source: Int
+    var payloadSize: Int
+    var timeoutNanoseconds: Int64
+}
+
+/// Sent down every pingpong connection's pipeline once all are subscribed: start publishing.
+struct PingPongStart: Sendable {}

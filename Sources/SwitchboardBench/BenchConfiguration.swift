@@ -60,6 +60,14 @@ public struct BenchConfiguration: Sendable, Codable {
     public var token: String?
     /// Progress lines on stderr every second.
     public var progress: Bool = true
+    /// pingpong: seconds of closed-loop round trips (the run stops earlier at `maxRoundTrips`).
+    public var duration: Double = 10
+    /// pingpong: round trips started at most, all connections together.
+    public var maxRoundTrips: Int = 10_000_000
+    /// pingpong: seconds without its echo before a round trip counts as timed out and the loop publishes the next.
+    public var roundTripTimeout: Double = 5
+    /// CPUs the load generator (and its worker processes) is pinned to; nil = not pinned.
+    public var cpus: [Int]?
     /// Set by the coordinator for its worker processes.
     public var worker: WorkerAssignment?
 
@@ -79,6 +87,10 @@ public struct BenchConfiguration: Sendable, Codable {
             self.connections = 100
             self.messages = 5000
             self.messageRate = 1000
+        case .pingpong:
+            self.channels = 0
+            self.channelPrefix = "pingpong"
+            self.connectRate = 0
         }
     }
 
@@ -135,6 +147,20 @@ public struct BenchConfiguration: Sendable, Codable {
         for (name, value) in [("--hold", c.hold), ("--warmup", c.warmupTimeout), ("--idle", c.idleTimeout)]
         where !(value >= 0 && value <= 86_400) {
             throw invalid("\(name) must be 0...86400 seconds")
+        }
+        if c.scenario == .pingpong {
+            guard c.connections >= 1 else { throw invalid("pingpong needs at least one connection") }
+            guard c.duration > 0, c.duration <= 86_400 else { throw invalid("--duration must be 0...86400 seconds") }
+            guard (1...1_000_000_000).contains(c.maxRoundTrips) else { throw invalid("--max-round-trips must be 1...1000000000") }
+            guard c.roundTripTimeout > 0, c.roundTripTimeout <= 600 else { throw invalid("--rt-timeout must be 0...600 seconds") }
+            guard c.processCount == 1 else {
+                throw invalid("pingpong runs in one process (at most ~\(Self.socketsPerProcess) loops): --procs must be 1")
+            }
+        }
+        if let cpus = c.cpus {
+            guard !cpus.isEmpty, cpus.allSatisfy({ (0..<CPUAffinity.maximumCPUs).contains($0) }) else {
+                throw invalid("--cpus: CPU numbers must be 0...\(CPUAffinity.maximumCPUs - 1)")
+            }
         }
         guard c.timeout > 0, c.timeout <= 86_400 else { throw invalid("--timeout must be 0...86400 seconds") }
         guard c.handshakeTimeout > 0, c.handshakeTimeout <= 600 else { throw invalid("--handshake-timeout must be 0...600 s") }

@@ -71,7 +71,8 @@ final class BenchConnector: Sendable {
         url: BenchURL,
         subscribeTo: String?,
         countsHandshake: Bool = true,
-        slot: Int? = nil
+        slot: Int? = nil,
+        pingPong: PingPongSettings? = nil
     ) -> EventLoopFuture<BenchConnection> {
         let slot = slot ?? self.loopIndex(for: index)
         let loop = self.loops[slot]
@@ -96,7 +97,8 @@ final class BenchConnector: Sendable {
                         publishers: publishers,
                         established: established,
                         dialStart: dialStart,
-                        countsHandshake: countsHandshake
+                        countsHandshake: countsHandshake,
+                        pingPong: pingPong
                     )
                     let boundHandler = NIOLoopBound(handler, eventLoop: channel.eventLoop)
                     let request = UpgradeRequestHandler(url: url, established: established)

@@ -38,6 +38,22 @@ struct BenchCounters: Sendable, Codable {
     var lastDeliveryNanoseconds: Int64 = 0
     var latency = LatencyHistogram()
 
+    // pingpong (sends are `published`, matched echoes are `delivered`)
+    /// Round trips given up after `--rt-timeout` (the loop then sent the next).
+    var roundTripTimeouts: Int64 = 0
+    /// Echoes of a seq already matched.
+    var duplicateEchoes: Int64 = 0
+    /// Echoes that came back after their round trip timed out.
+    var lateEchoes: Int64 = 0
+    /// Echoes of a seq this connection never sent.
+    var unexpectedEchoes: Int64 = 0
+    /// Publications from other connections on a shared channel (not this loop's).
+    var foreignEchoes: Int64 = 0
+    /// Round trips completed inside the measured window, and the window (wall clock ns).
+    var measuredRoundTrips: Int64 = 0
+    var measureStartNanoseconds: Int64 = 0
+    var measureEndNanoseconds: Int64 = 0
+
     var series: TimeSeries
     /// The first few error texts, for the report.
     var errorSamples: [String] = []
@@ -97,6 +113,14 @@ struct BenchCounters: Sendable, Codable {
         Self.minNonZero(&self.firstDeliveryNanoseconds, other.firstDeliveryNanoseconds)
         Self.maxOf(&self.lastDeliveryNanoseconds, other.lastDeliveryNanoseconds)
         self.latency.merge(other.latency)
+        self.roundTripTimeouts += other.roundTripTimeouts
+        self.duplicateEchoes += other.duplicateEchoes
+        self.lateEchoes += other.lateEchoes
+        self.unexpectedEchoes += other.unexpectedEchoes
+        self.foreignEchoes += other.foreignEchoes
+        self.measuredRoundTrips += other.measuredRoundTrips
+        Self.minNonZero(&self.measureStartNanoseconds, other.measureStartNanoseconds)
+        Self.maxOf(&self.measureEndNanoseconds, other.measureEndNanoseconds)
         self.series.merge(other.series)
         for sample in other.errorSamples where self.errorSamples.count < 5 {
             self.errorSamples.append(sample)
@@ -116,7 +140,7 @@ struct BenchCounters: Sendable, Codable {
         ProgressCounts(
             attempted: self.attempted, connected: self.connected, failed: self.failed, dropped: self.dropped,
             subscribed: self.subscribed, subscribeErrors: self.subscribeErrors, warmed: self.warmed, published: self.published, delivered: self.delivered,
-            errors: self.errors
+            errors: self.errors, timedOutRoundTrips: self.roundTripTimeouts
         )
     }
 }

@@ -71,6 +71,67 @@ public struct BenchResult: Sendable, Codable {
         }
     }
 
+    /// The pingpong scenario's figures.
+    public struct PingPong: Sendable, Codable, Hashable {
+        /// Closed loops that ran (connections subscribed).
+        public var loops: Int64
+        /// Round trips started (publications sent), in the window and in flight at its end.
+        public var sent: Int64
+        /// Echoes matched to their send, including those that came back while draining.
+        public var roundTrips: Int64
+        /// Round trips completed inside the measured window.
+        public var measuredRoundTrips: Int64
+        public var measuredSeconds: Double
+        public var roundTripsPerSecond: Double
+        /// sent - matched - timed out: round trips whose echo never came back.
+        public var lost: Int64
+        public var timeouts: Int64
+        public var duplicates: Int64
+        public var late: Int64
+        public var unexpected: Int64
+        /// Publications of other connections seen on a shared channel.
+        public var foreign: Int64
+        public var offsetGaps: Int64
+        public var publishErrors: Int64
+        /// Round-trip latency: send to the matching echo (monotonic clock).
+        public var latencyMs: LatencySummary
+        /// Sum over the server PIDs of user + system CPU in the measured window.
+        public var serverCPUSeconds: Double?
+        public var serverCPUMicrosecondsPerRoundTrip: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case loops, sent, roundTrips = "round_trips", measuredRoundTrips = "measured_round_trips"
+            case measuredSeconds = "measured_s", roundTripsPerSecond = "round_trips_per_s", lost, timeouts
+            case duplicates, late, unexpected, foreign, offsetGaps = "offset_gaps", publishErrors = "publish_errors"
+            case latencyMs = "latency_ms", serverCPUSeconds = "server_cpu_s"
+            case serverCPUMicrosecondsPerRoundTrip = "server_cpu_us_per_round_trip"
+        }
+
+        /// Builds the figures from merged counters and the servers' CPU (nil when no server was sampled).
+        init(counters c: BenchCounters, serverCPUSeconds: Double?) {
+            self.loops = c.subscribed
+            self.sent = c.published
+            self.roundTrips = c.delivered
+            self.measuredRoundTrips = c.measuredRoundTrips
+            let window = Double(c.measureEndNanoseconds - c.measureStartNanoseconds) / 1e9
+            self.measuredSeconds = max(0, window)
+            self.roundTripsPerSecond = window > 0 ? Double(c.measuredRoundTrips) / window : 0
+            self.lost = max(0, c.published - c.delivered - c.roundTripTimeouts)
+            self.timeouts = c.roundTripTimeouts
+            self.duplicates = c.duplicateEchoes
+            self.late = c.lateEchoes
+            self.unexpected = c.unexpectedEchoes
+            self.foreign = c.foreignEchoes
+            self.offsetGaps = c.gaps
+            self.publishErrors = c.publishErrors
+            self.latencyMs = c.latency.summary
+            self.serverCPUSeconds = serverCPUSeconds
+            self.serverCPUMicrosecondsPerRoundTrip = serverCPUSeconds.flatMap {
+                c.measuredRoundTrips > 0 ? $0 * 1e6 / Double(c.measuredRoundTrips) : nil
+            }
+        }
+    }
+
     public struct Memory: Sendable, Codable, Hashable {
         /// Sum over the server PIDs of RSS growth, kB.
         public var rssGrowthKB: Int64
@@ -111,6 +172,9 @@ public struct BenchResult: Sendable, Codable {
     public var parameters: Parameters
     public var connections: Connections
     public var publications: Publications?
+    public var pingPong: PingPong?
+    /// CPUs the load generator was pinned to (`--cpus`), nil when not pinned.
+    public var loadCPUs: [Int]?
     public var servers: [ServerSample]
     public var memory: Memory?
     /// Server-reported errors (error replies, disconnect and unsubscribe pushes).
@@ -125,7 +189,7 @@ public struct BenchResult: Sendable, Codable {
     enum CodingKeys: String, CodingKey {
         case tool, scenario, urls, publisherURLs = "publisher_urls", processes, threadsPerProcess = "threads_per_process"
         case startedAtUnixSeconds = "started_at_unix_s", elapsedSeconds = "elapsed_s", timedOut = "timed_out"
-        case parameters, connections, publications, servers, memory, errors, errorSamples = "error_samples", notes
+        case parameters, connections, publications, pingPong = "pingpong", loadCPUs = "load_cpus", servers, memory, errors, errorSamples = "error_samples", notes
         case series, latencyHistogram = "latency_histogram", handshakeHistogram = "handshake_histogram"
     }
 
@@ -197,7 +261,12 @@ public struct BenchResult: Sendable, Codable {
             )
         }
         self.servers = servers
-        if !servers.isEmpty, c.connected > 0, !publishes {
+        self.loadCPUs = configuration.cpus
+        if configuration.scenario == .pingpong {
+            let cpu = servers.compactMap(\.cpuSeconds)
+            self.pingPong = PingPong(counters: c, serverCPUSeconds: cpu.isEmpty ? nil : cpu.reduce(0, +))
+        }
+        if !servers.isEmpty, c.connected > 0, !publishes, configuration.scenario != .pingpong {
             let useOpen = configuration.scenario == .idle
             var growth: Int64 = 0
             for server in servers {

@@ -77,6 +77,8 @@ final class BenchRunner {
             await self.runConnections()
         case .fanout, .latency, .crossNode:
             await self.runFanout()
+        case .pingpong:
+            await self.runPingPong()
         }
         progressTask?.cancel()
         var total = await self.reader.full(seriesEpochNanoseconds: self.epochNanoseconds)
@@ -130,7 +132,7 @@ final class BenchRunner {
     /// most `dialConcurrency` handshakes in flight; connection i (global
     /// index base + i) goes to url i mod U and, when `subscribe`, subscribes
     /// to channel i mod K.
-    private func openConnections(count: Int, subscribe: Bool) async -> [BenchConnection] {
+    private func openConnections(count: Int, subscribe: Bool, pingPong: Bool = false) async -> [BenchConnection] {
         struct OpenState {
             var inFlight = 0
             var connections: [BenchConnection] = []
@@ -162,7 +164,14 @@ final class BenchRunner {
                 let url = self.configuration.urls[global % self.configuration.urls.count]
                 let channel = subscribe ? self.configuration.channelName(global) : nil
                 let bound = self.counters[self.connector.loopIndex(for: i)]
-                self.connector.openWebSocket(index: i, url: url, subscribeTo: channel).whenComplete { result in
+                let settings = pingPong && channel != nil
+                    ? PingPongSettings(
+                        channel: channel ?? "",
+                        source: global,
+                        payloadSize: self.configuration.payloadSize,
+                        timeoutNanoseconds: Int64(self.configuration.roundTripTimeout * 1e9)
+                    ) : nil
+                self.connector.openWebSocket(index: i, url: url, subscribeTo: channel, pingPong: settings).whenComplete { result in
                     let counters = bound.value
                     counters.counters.attempted += 1
                     switch result {
@@ -420,6 +429,70 @@ final class BenchRunner {
         self.watch?.sampleEnd()
         self.progress.set(phase: "closing")
         await self.closeAll(self.subscribers + self.publishers)
+    }
+
+    // MARK: pingpong
+
+    /// pingpong: every connection subscribes to its channel; once all are
+    /// subscribed, each starts its closed loop (publish, wait for its own
+    /// publication to come back, publish the next). The measured window runs
+    /// from the start until `duration` passes or `maxRoundTrips` were started;
+    /// then no loop publishes again, the round trips in flight get
+    /// `idleTimeout` to come back, and what did not is lost.
+    private func runPingPong() async {
+        self.progress.set(phase: "connecting")
+        let connections = await self.openConnections(count: self.configuration.connections, subscribe: true, pingPong: true)
+        self.progress.set(phase: "subscribing")
+        await self.awaitSubscriptions()
+        self.watch?.sampleOpen()
+        self.progress.expect(publications: Int64(self.configuration.maxRoundTrips))
+
+        // each connection loop's share of the round-trip budget
+        let loopCount = self.connector.connectionLoopCount
+        let total = Int64(self.configuration.maxRoundTrips)
+        for slot in 0..<loopCount {
+            let share = total / Int64(loopCount) + (Int64(slot) < total % Int64(loopCount) ? 1 : 0)
+            let bound = self.counters[slot]
+            _ = try? await self.loops[slot].submit {
+                bound.value.pingPongBudget = share
+                bound.value.pingPongOpen = true
+            }.get()
+        }
+        self.progress.set(phase: "measuring")
+        self.watch?.startCPU()
+        let start = WallClock.nanoseconds()
+        let measureStart = NIODeadline.now()
+        let measureUntil = min(self.deadline, measureStart + .milliseconds(Int64(self.configuration.duration * 1000)))
+        var byLoop = [[any Channel]](repeating: [], count: self.loops.count)
+        for connection in connections { byLoop[connection.loopIndex].append(connection.channel) }
+        for (loop, channels) in zip(self.loops, byLoop) where !channels.isEmpty {
+            loop.execute {
+                for channel in channels { channel.pipeline.fireUserInboundEventTriggered(PingPongStart()) }
+            }
+        }
+        while NIODeadline.now() < measureUntil {
+            let counts = await self.reader.progress()
+            if counts.published >= total, counts.delivered >= counts.published { break }
+            try? await Task.sleep(nanoseconds: 20_000_000)
+        }
+        if NIODeadline.now() >= self.deadline { self.markTimedOut("pingpong") }
+        // stop: no loop starts another round trip
+        for slot in 0..<loopCount {
+            let bound = self.counters[slot]
+            _ = try? await self.loops[slot].submit { bound.value.pingPongOpen = false }.get()
+        }
+        let end = WallClock.nanoseconds()
+        let atStop = await self.reader.progress()
+        self.watch?.sampleEnd()
+        self.local.measuredRoundTrips = atStop.delivered
+        self.local.measureStartNanoseconds = start
+        self.local.measureEndNanoseconds = end
+
+        self.progress.set(phase: "draining")
+        let drained = await self.wait(limit: self.configuration.idleTimeout) { $0.delivered + $0.timedOutRoundTrips >= $0.published }
+        if !drained { self.note("not every round trip in flight came back within \(ResultTable.format(self.configuration.idleTimeout, digits: 1)) s of the stop") }
+        self.progress.set(phase: "closing")
+        await self.closeAll(connections)
     }
 
     private func awaitDeliveries(publishersDone: () -> Bool) async {

@@ -10,13 +10,17 @@ public enum BenchScenario: String, Sendable, Codable, CaseIterable, CustomString
     case latency
     /// Fanout with subscribers on some nodes and publishers on others (through the broker).
     case crossNode = "cross-node"
+    /// N closed loops: each connection publishes, waits for its own
+    /// publication to come back, then publishes again: round trips/s,
+    /// round-trip latency, server CPU per round trip.
+    case pingpong
 
     public var description: String { self.rawValue }
 
     /// Whether the scenario publishes and counts deliveries.
     public var publishes: Bool {
         switch self {
-        case .connect, .idle: false
+        case .connect, .idle, .pingpong: false
         case .fanout, .latency, .crossNode: true
         }
     }

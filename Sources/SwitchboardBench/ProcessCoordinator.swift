@@ -109,6 +109,9 @@ struct ProcessCoordinator {
 
         var ok = true
         switch c.scenario {
+        case .pingpong:
+            // refused by `validated()`: pingpong runs in one process
+            for worker in main { worker.tell(.stop) }
         case .connect, .idle:
             reporter.set(phase: "connecting")
             ok = await awaitPhase(.connected, from: main)

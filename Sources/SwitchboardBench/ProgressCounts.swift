@@ -10,6 +10,8 @@ struct ProgressCounts: Sendable, Codable, Hashable {
     var published: Int64 = 0
     var delivered: Int64 = 0
     var errors: Int64 = 0
+    /// pingpong: round trips given up after `--rt-timeout`.
+    var timedOutRoundTrips: Int64 = 0
 
     static func + (lhs: ProgressCounts, rhs: ProgressCounts) -> ProgressCounts {
         ProgressCounts(
@@ -18,7 +20,8 @@ struct ProgressCounts: Sendable, Codable, Hashable {
             subscribed: lhs.subscribed + rhs.subscribed, subscribeErrors: lhs.subscribeErrors + rhs.subscribeErrors,
             warmed: lhs.warmed + rhs.warmed,
             published: lhs.published + rhs.published, delivered: lhs.delivered + rhs.delivered,
-            errors: lhs.errors + rhs.errors
+            errors: lhs.errors + rhs.errors,
+            timedOutRoundTrips: lhs.timedOutRoundTrips + rhs.timedOutRoundTrips
         )
     }
 }

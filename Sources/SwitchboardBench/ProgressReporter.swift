@@ -53,7 +53,12 @@ final class ProgressReporter: Sendable {
         if counts.failed > 0 { parts.append("\(counts.failed) failed") }
         if counts.dropped > 0 { parts.append("\(counts.dropped) dropped") }
         if counts.subscribed > 0 { parts.append("\(counts.subscribed) subscribed") }
-        if self.scenario.publishes {
+        if self.scenario == .pingpong {
+            if counts.published > 0 {
+                parts.append("\(counts.delivered) round trips (\(counts.delivered - previous.delivered)/s)")
+            }
+            if counts.timedOutRoundTrips > 0 { parts.append("\(counts.timedOutRoundTrips) timed out") }
+        } else if self.scenario.publishes {
             if counts.warmed > 0 { parts.append("\(counts.warmed) warm") }
             if counts.published > 0 || state.expectedPublications > 0 {
                 parts.append("\(counts.published)/\(state.expectedPublications) published")

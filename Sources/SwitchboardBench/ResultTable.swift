@@ -22,6 +22,18 @@ public enum ResultTable {
             rows.append(("deliveries/s", "\(format(p.deliveriesPerSecond, digits: 0)) over \(format(p.deliverySeconds, digits: 2)) s"))
             rows.append(("order", "out-of-order \(p.outOfOrder), offset gaps \(p.gaps), unwarmed \(p.unwarmed), unparsed \(p.unparsed)"))
         }
+        if let p = result.pingPong {
+            rows.append(("round trips/s", "\(format(p.roundTripsPerSecond, digits: 0)) (\(p.measuredRoundTrips) in \(format(p.measuredSeconds, digits: 2)) s, \(p.loops) loops)"))
+            rows.append(("round trips", "\(p.sent) sent, \(p.roundTrips) matched, \(p.lost) lost, \(p.timeouts) timed out; publish errors \(p.publishErrors)"))
+            rows.append(("echoes", "duplicate \(p.duplicates), late \(p.late), unexpected \(p.unexpected), others' \(p.foreign); offset gaps \(p.offsetGaps)"))
+            if let cpu = p.serverCPUSeconds {
+                let per = p.serverCPUMicrosecondsPerRoundTrip.map { format($0, digits: 1) + " µs per round trip" } ?? "-"
+                rows.append(("server CPU", "\(format(cpu, digits: 2)) s in the window, \(per)"))
+            }
+        }
+        if let cpus = result.loadCPUs {
+            rows.append(("load CPUs", cpus.map(String.init).joined(separator: ",")))
+        }
         for server in result.servers {
             var text = "RSS \(mb(server.rssBeforeKB)) before"
             if let open = server.rssOpenKB { text += ", \(mb(open)) all open" }
@@ -51,6 +63,7 @@ public enum ResultTable {
         }
         var latencies: [(String, LatencySummary)] = [("handshake", c.handshakeMs)]
         if let p = result.publications { latencies.insert(("publish->deliver", p.latencyMs), at: 0) }
+        if let p = result.pingPong { latencies.insert(("round trip", p.latencyMs), at: 0) }
         latencies = latencies.filter { $0.1.count > 0 }
         if !latencies.isEmpty {
             let columns = ["ms", "p50", "p90", "p99", "p99.9", "max", "mean", "count"]

@@ -69,21 +69,28 @@ struct ServerProcessWatch: Sendable {
 
     /// utime + stime in clock ticks.
     static func cpuTicks(pid: Int32) -> Int64? {
-        guard let text = readFile("/proc/\(pid)/stat"), let close = text.lastIndex(of: ")") else { return nil }
+        readFile("/proc/\(pid)/stat").flatMap { Self.cpuTicks(stat: $0) }
+    }
+
+    /// utime + stime in clock ticks from the text of `/proc/PID/stat`. The
+    /// command name (field 2) is in parentheses and may itself hold spaces
+    /// and parentheses, so fields are counted from the last `)`.
+    static func cpuTicks(stat text: String) -> Int64? {
+        guard let close = text.lastIndex(of: ")") else { return nil }
         // fields after "(comm)": state is field 3, utime 14, stime 15
         let fields = text[text.index(after: close)...].split(separator: " ")
-        guard fields.count > 12, let user = Int64(fields[11]), let system = Int64(fields[12]) else { return nil }
-        return user + system
+        guard fields.count > 12, let user = Int64(fields[11]), let system = Int64(fields[12]), user >= 0, system >= 0 else { return nil }
+        return user &+ system
     }
 
     /// Reads a small file to the end (/proc files report size 0, so no stat).
-    static func readFile(_ path: String) -> String? {
+    static func readFile(_ path: String, maximumBytes: Int = 1 << 20) -> String? {
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
-        for _ in 0..<256 {
+        for _ in 0..<max(1, maximumBytes / 4096) {
             let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n <= 0 { break }
             bytes.append(contentsOf: chunk[0..<n])

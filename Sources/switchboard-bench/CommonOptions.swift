@@ -26,9 +26,21 @@ struct CommonOptions: ParsableArguments {
 
     @Option(
         name: .customLong("server-pid"),
-        help: ArgumentHelp("Server PID to sample RSS and CPU from /proc; repeat or comma-separate.", valueName: "pid")
+        help: ArgumentHelp(
+            "Server PID to sample RSS and CPU from /proc; repeat or comma-separate. auto: the processes listening on the --url ports.",
+            valueName: "pid"
+        )
     )
     var serverPIDs: [String] = []
+
+    @Option(
+        name: .customLong("cpus"),
+        help: ArgumentHelp(
+            "Pin the load generator and its worker processes to these CPUs (taskset -c style: 1, 0,2 or 0-3), to keep the server's cores free.",
+            valueName: "list"
+        )
+    )
+    var cpus: String?
 
     @Option(help: "Hard limit for the whole run, seconds.")
     var timeout: Double = 120
@@ -59,9 +71,25 @@ struct CommonOptions: ParsableArguments {
         c.processes = processes
         c.connectionsPerProcess = self.connectionsPerProcess
         c.threads = self.threads
-        c.serverPIDs = try self.serverPIDs.flatMap { $0.split(separator: ",") }.map {
-            guard let pid = Int32($0.trimmingCharacters(in: " ")) else { throw ValidationError("bad --server-pid \($0)") }
-            return pid
+        var pids: [Int32] = []
+        for text in self.serverPIDs.flatMap({ $0.split(separator: ",") }).map({ $0.trimmingCharacters(in: " ") }) {
+            if text == "auto" {
+                let found = ServerDiscovery.listeningPIDs(ports: Set(urls.map(\.port)))
+                guard !found.isEmpty else {
+                    throw ValidationError("--server-pid auto: no process visible listening on port(s) \(Set(urls.map(\.port)).sorted())")
+                }
+                pids += found
+            } else {
+                guard let pid = Int32(text) else { throw ValidationError("bad --server-pid \(text)") }
+                pids.append(pid)
+            }
+        }
+        c.serverPIDs = Array(Set(pids)).sorted()
+        if let cpus = self.cpus {
+            guard let list = CPUAffinity.parse(cpus) else {
+                throw ValidationError("--cpus \(cpus): give CPU numbers and ranges, e.g. 1 or 0,2 or 0-3")
+            }
+            c.cpus = list
         }
         c.timeout = self.timeout
         c.handshakeTimeout = self.handshakeTimeout
@@ -86,6 +114,8 @@ struct CommonOptions: ParsableArguments {
     func run(_ configuration: BenchConfiguration) async throws {
         let result: BenchResult
         do {
+            // before any event loop thread exists; workers inherit the mask
+            if let cpus = configuration.cpus { try CPUAffinity.pin(to: cpus) }
             result = try await Bench.run(configuration, progress: { Bench.printToStandardError($0) })
         } catch let error as BenchError {
             throw ValidationError(error.message)

@@ -203,6 +203,70 @@ struct CrossNodeCommand: AsyncParsableCommand {
     }
 }
 
+struct PingPongCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pingpong",
+        abstract: "N closed loops: publish, wait for the publication to come back, publish again: round trips/s, latency, server CPU per round trip.",
+        discussion: """
+            Every connection subscribes to its own channel (or, with --channels K, to one of K shared \
+            channels) and, once all are subscribed, publishes and waits for its own publication to come \
+            back before publishing the next. Each echo is matched to its send by seq (duplicates, late \
+            and unexpected echoes are counted). The measured window ends after --duration or when \
+            --max-round-trips were started; round trips still in flight then get --drain seconds to \
+            return, and those that do not are lost. Give --server-pid for the server's CPU per round trip \
+            (user + system time from /proc/PID/stat over the window), and --cpus to keep the generator \
+            off the server's cores.
+            """
+    )
+
+    @OptionGroup var common: CommonOptions
+
+    @Option(name: [.customShort("n"), .long], help: "Closed loops (connections).")
+    var connections: Int = 1000
+
+    @Option(help: "Seconds of round trips to measure.")
+    var duration: Double = 10
+
+    @Option(name: .customLong("max-round-trips"), help: "Round trips started at most, all loops together.")
+    var maxRoundTrips: Int = 10_000_000
+
+    @Option(help: "Channels: 0 gives each loop its own channel; K shares K channels (each loop still waits for its own echo).")
+    var channels: Int = 0
+
+    @Option(help: "Payload bytes (JSON object with seq, ts, src and padding).")
+    var payload: Int = 64
+
+    @Option(name: .customLong("rt-timeout"), help: "Seconds without its echo before a round trip is given up and the loop publishes the next.")
+    var roundTripTimeout: Double = 5
+
+    @Option(help: "Seconds to wait for the round trips in flight when the window ends.")
+    var drain: Double = 3
+
+    @Option(name: .customLong("connect-rate"), help: "Connections opened per second (0: as fast as --dial-concurrency allows).")
+    var connectRate: Double = 0
+
+    @Option(name: .customLong("dial-concurrency"), help: "Handshakes in flight at most.")
+    var dialConcurrency: Int = 256
+
+    @Option(name: .customLong("channel-prefix"), help: "Channels are named PREFIX.0, PREFIX.1, ...")
+    var channelPrefix: String = "pingpong"
+
+    func run() async throws {
+        var c = try self.common.configuration(.pingpong)
+        c.connections = self.connections
+        c.duration = self.duration
+        c.maxRoundTrips = self.maxRoundTrips
+        c.channels = self.channels
+        c.payloadSize = self.payload
+        c.roundTripTimeout = self.roundTripTimeout
+        c.idleTimeout = self.drain
+        c.connectRate = self.connectRate
+        c.dialConcurrency = self.dialConcurrency
+        c.channelPrefix = self.channelPrefix
+        try await self.common.run(c)
+    }
+}
+
 struct WorkerSubcommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "worker",

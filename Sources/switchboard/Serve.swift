@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
 import Logging
+import ServiceLifecycle
+import UnixSignals
+import SwitchboardCore
 import SwitchboardServer
 
 /// `switchboard serve`: run one node.
@@ -145,7 +148,33 @@ struct Serve: AsyncParsableCommand {
         if generatedKey {
             FileHandle.standardError.write(Data("api key: \(configuration.apiKey)\n".utf8))
         }
-        await SignalDrain.waitForSignalAndDrain(node: node, logger: logger)
+        // The first SIGTERM/SIGINT drains the node (the group's graceful shutdown); a second one
+        // cancels the group, which cuts the drain short.
+        let services = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [node],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await services.run() }
+            group.addTask {
+                var caught = 0
+                for await _ in signals {
+                    caught += 1
+                    if caught == 2 { return }
+                }
+            }
+            // Whichever ends first (the drained group, or the second signal) cancels the other.
+            try await group.next()
+            group.cancelAll()
+        }
+        if node.drainWasCutShort {
+            logger.warning("second signal: exited before the drain was over")
+            Foundation.exit(1)
+        }
     }
 
     private func applyFlags(to configuration: inout ServerConfiguration) throws {
@@ -192,13 +221,6 @@ struct Serve: AsyncParsableCommand {
     }
 
     static func randomKey() -> String {
-        var generator = SystemRandomNumberGenerator()
-        return (0..<24).map { _ in String(UInt8.random(in: 0...255, using: &generator), radix: 16).leftPadded(to: 2) }.joined()
-    }
-}
-
-extension String {
-    fileprivate func leftPadded(to width: Int) -> String {
-        self.count >= width ? self : String(repeating: "0", count: width - self.count) + self
+        RandomID.hex(bytes: 24)
     }
 }

@@ -1,12 +1,10 @@
 import Dispatch
 import Foundation
-import Logging
-import SwitchboardServer
 
-/// SIGTERM or SIGINT starts a graceful drain and returns when it is over; a second signal exits at once.
+/// SIGTERM and SIGINT for `switchboard balance`, which drains on the first and exits on the
+/// second (`serve` runs the node in a swift-service-lifecycle `ServiceGroup` instead).
 enum SignalDrain {
-    /// SIGTERM and SIGINT as a stream (the sources must be kept alive by the caller); `serve` and
-    /// `balance` both drain on the first and exit on the second.
+    /// SIGTERM and SIGINT as a stream (the sources must be kept alive by the caller).
     static func signalStream() -> (stream: AsyncStream<Int32>, sources: [any DispatchSourceSignal]) {
         let (stream, continuation) = AsyncStream<Int32>.makeStream()
         let queue = DispatchQueue(label: "switchboard.signals")
@@ -19,25 +17,5 @@ enum SignalDrain {
             sources.append(source)
         }
         return (stream, sources)
-    }
-
-    static func waitForSignalAndDrain(node: SwitchboardNode, logger: Logger) async {
-        let (stream, sources) = Self.signalStream()
-        var iterator = stream.makeAsyncIterator()
-        guard let first = await iterator.next() else { return }
-        logger.info("signal received, draining", metadata: ["signal": "\(first)"])
-        let drain = Task {
-            await node.drain()
-            await node.stop()
-        }
-        let second = Task {
-            if let sig = await iterator.next() {
-                logger.warning("second signal, exiting now", metadata: ["signal": "\(sig)"])
-                exit(1)
-            }
-        }
-        await drain.value
-        second.cancel()
-        withExtendedLifetime(sources) {}
     }
 }

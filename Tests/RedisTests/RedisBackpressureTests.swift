@@ -19,7 +19,7 @@ func waitUntilAsync(seconds: Double = 10, _ condition: @Sendable () async throws
 
 /// Redis stalled (SIGSTOP) or raced: the client's queue stays bounded and the subscriber's
 /// bookkeeping stays what Redis holds (issue 10).
-@Suite("Redis bounds and subscriber bookkeeping against a real redis-server", .serialized)
+@Suite("Redis bounds and subscriber bookkeeping against a real redis-server", .serialized, .timeLimit(.minutes(5)))
 struct RedisBackpressureTests {
     let logger = Logger(label: "test")
 

@@ -28,20 +28,20 @@ struct SessionDirectoryTests {
 
 @Suite("FanoutBatcher")
 struct FanoutBatcherTests {
-    static func frame(_ text: String) -> ByteBuffer { ByteBuffer(string: text) }
+    static func message(_ text: String) -> OutboundMessage { OutboundMessage(copying: ByteBuffer(string: text), allocator: ByteBufferAllocator()) }
 
     @Test("one flush per tick; consecutive publications of a channel become one batch per loop")
     func batching() {
         var batcher = FanoutBatcher(loopCount: 2)
-        let scheduled1 = batcher.enqueue(.frame(channel: "a", offset: 1, time: 0, Self.frame("1")), loop: 0)
+        let scheduled1 = batcher.enqueue(.publication(channel: "a", offset: 1, time: 0, Self.message("1")), loop: 0)
         #expect(scheduled1)
-        let scheduled2 = batcher.enqueue(.frame(channel: "a", offset: 2, time: 0, Self.frame("2")), loop: 0)
+        let scheduled2 = batcher.enqueue(.publication(channel: "a", offset: 2, time: 0, Self.message("2")), loop: 0)
         #expect(!scheduled2)
-        let scheduled3 = batcher.enqueue(.frame(channel: "a", offset: 3, time: 0, Self.frame("3")), loop: 0)
+        let scheduled3 = batcher.enqueue(.publication(channel: "a", offset: 3, time: 0, Self.message("3")), loop: 0)
         #expect(!scheduled3)
-        let scheduled4 = batcher.enqueue(.frame(channel: "b", offset: 1, time: 0, Self.frame("x")), loop: 0)
+        let scheduled4 = batcher.enqueue(.publication(channel: "b", offset: 1, time: 0, Self.message("x")), loop: 0)
         #expect(!scheduled4)
-        let scheduled5 = batcher.enqueue(.frame(channel: "a", offset: 1, time: 0, Self.frame("1")), loop: 1)
+        let scheduled5 = batcher.enqueue(.publication(channel: "a", offset: 1, time: 0, Self.message("1")), loop: 1)
         #expect(!scheduled5)
         let taken = batcher.take()
         #expect(batcher.isEmpty)
@@ -53,15 +53,15 @@ struct FanoutBatcherTests {
         }
         #expect(batch.firstOffset == 1)
         #expect(batch.lastOffset == 3)
-        let scheduled6 = batcher.enqueue(.frame(channel: "a", offset: 4, time: 0, Self.frame("4")), loop: 0)
+        let scheduled6 = batcher.enqueue(.publication(channel: "a", offset: 4, time: 0, Self.message("4")), loop: 0)
         #expect(scheduled6, "a new tick schedules a flush again")
     }
 
     @Test("a hole in offsets starts a new batch rather than joining one")
     func holes() {
         var batcher = FanoutBatcher(loopCount: 1)
-        _ = batcher.enqueue(.frame(channel: "a", offset: 1, time: 0, Self.frame("1")), loop: 0)
-        _ = batcher.enqueue(.frame(channel: "a", offset: 3, time: 0, Self.frame("3")), loop: 0)
+        _ = batcher.enqueue(.publication(channel: "a", offset: 1, time: 0, Self.message("1")), loop: 0)
+        _ = batcher.enqueue(.publication(channel: "a", offset: 3, time: 0, Self.message("3")), loop: 0)
         #expect(batcher.take()[0].ops.count == 2)
     }
 }

@@ -42,18 +42,55 @@ struct TransportPartsTests {
     @Test("a collector splits joined objects, answers once as one array, and not after being abandoned")
     func collector() {
         var answers: [String] = []
-        let collector = ResponseCollector(purpose: .poll, maximumBytes: 1 << 20) { answers.append(String(buffer: $0)) }
+        let collector = CollectOutput(purpose: .poll, maximumBytes: 1 << 20) { answers.append(String(buffer: $0)) }
         collector.append(ByteBuffer(string: #"{"a":1}"# + "\n" + #"{"b":2}"#))
         collector.append(ByteBuffer(string: #"{"c":"x\ny"}"#))
         #expect(collector.objects.count == 3)
-        collector.complete(allocator: ByteBufferAllocator())
-        collector.complete(allocator: ByteBufferAllocator())
+        collector.complete()
+        collector.complete()
         collector.append(ByteBuffer(string: "{}"))
         #expect(answers == [#"[{"a":1},{"b":2},{"c":"x\ny"}]"#])
-        let abandoned = ResponseCollector(purpose: .rpc, maximumBytes: 1 << 20) { answers.append(String(buffer: $0)) }
+        let abandoned = CollectOutput(purpose: .rpc, maximumBytes: 1 << 20) { answers.append(String(buffer: $0)) }
         abandoned.append(ByteBuffer(string: "{}"))
         abandoned.abandon()
-        abandoned.complete(allocator: ByteBufferAllocator())
+        abandoned.complete()
         #expect(answers.count == 1)
+    }
+}
+
+@Suite("OutboundMessage")
+struct OutboundMessageTests {
+    @Test("the WebSocket frame is the header written in front of the same payload bytes", arguments: [0, 1, 125, 126, 65_535, 65_536, 70_000])
+    func framing(length: Int) {
+        let text = String(repeating: "x", count: length)
+        let message = OutboundMessage(allocator: ByteBufferAllocator(), capacity: length) { $0.writeString(text) }
+        #expect(message.byteCount == length)
+        #expect(String(buffer: message.payload) == text)
+        let frame = message.webSocketFrame
+        #expect(frame.getInteger(at: frame.readerIndex, as: UInt8.self) == 0x81, "FIN and text")
+        let second = frame.getInteger(at: frame.readerIndex + 1, as: UInt8.self)!
+        let headerLength: Int
+        let declared: Int
+        switch second {
+        case 126:
+            headerLength = 4
+            declared = Int(frame.getInteger(at: frame.readerIndex + 2, as: UInt16.self)!)
+        case 127:
+            headerLength = 10
+            declared = Int(frame.getInteger(at: frame.readerIndex + 2, as: UInt64.self)!)
+        default:
+            headerLength = 2
+            declared = Int(second)
+        }
+        #expect(second & 0x80 == 0, "server frames are not masked")
+        #expect(declared == length)
+        #expect(frame.readableBytes == headerLength + length)
+        #expect(frame.getSlice(at: frame.readerIndex + headerLength, length: length) == message.payload)
+        // One buffer, two views: the frame view shares the payload's storage.
+        frame.withUnsafeReadableBytes { framed in
+            message.payload.withUnsafeReadableBytes { payload in
+                #expect(framed.baseAddress! + headerLength == payload.baseAddress!)
+            }
+        }
     }
 }

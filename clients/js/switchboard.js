@@ -123,6 +123,12 @@ export function makeEnv(over) {
 // 3. Helpers
 // ===========================================================================
 
+// A 401 from /poll or /rpc for an expired token: error 109, or 101 "token expired" (what nodes up
+// to 0.1 answer over HTTP), so that getToken() is asked for a new one instead of the client stopping.
+function isTokenExpired(err) {
+  return err.code === 109 || (err.code === 101 && /token expired/i.test(String(err.message)));
+}
+
 function randomId(bytes = 8) {
   const a = new Uint8Array(bytes);
   if (globalThis.crypto && crypto.getRandomValues) crypto.getRandomValues(a);
@@ -663,7 +669,7 @@ class LongPollConn {
     if (this.done) return;
     if (resp.status === 401) {
       const err = errorFromBody(resp.text, 401, 101);
-      this._end(err.code === 109 ? 3503 : 3500, err.message);
+      this._end(isTokenExpired(err) ? 3503 : 3500, err.message);
       return;
     }
     if (resp.status === 503) { this._end(3001, 'node draining'); return; }
@@ -745,7 +751,7 @@ class LongPollConn {
         tooMany = 0;
         if (resp.status === 401) {
           const err = errorFromBody(resp.text, 401, 101);
-          this._end(err.code === 109 ? 3503 : 3500, err.message);
+          this._end(isTokenExpired(err) ? 3503 : 3500, err.message);
           return;
         }
         if (resp.status === 503) { this._end(3001, 'node draining'); return; }
@@ -1676,7 +1682,20 @@ export class Switchboard extends Emitter {
       sub._emit('error', err);
       this._unsubscribe(sub, err.code, err.message, true);
     } else if (item.unsubscribe) {
-      this._unsubscribe(sub, item.unsubscribe.code, item.unsubscribe.reason || 'unsubscribed by server', true);
+      const u = item.unsubscribe;
+      if (u.code === 2500) {
+        // Insufficient state (e.g. the channel's epoch changed under a held poll): as over WebSocket,
+        // subscribe again from our position, which here is the next poll: its `position` says
+        // `recovered: false` (then `unrecovered`), or its publications continue the stream.
+        this._log('resubscribe after', u.code, sub.channel);
+        const was = sub.state;
+        sub.state = 'subscribing';
+        sub._gen++;
+        sub._lpConn = null;
+        if (was === 'subscribed') sub._emit('subscribing', {channel: sub.channel, code: u.code, reason: u.reason || ''});
+      } else {
+        this._unsubscribe(sub, u.code, u.reason || 'unsubscribed by server', true);
+      }
     }
   }
 
@@ -1753,8 +1772,11 @@ export class Switchboard extends Emitter {
     const dropped = this._dropSubs();
     // An expired token is no reason to stop when getToken() can give a new one.
     if (code === 3503 && this._opts.getToken) this._token = null;
-    // No reconnect for 3500-3999 (and 1002/1007), nor when a `disconnect` push says `reconnect: false`.
-    const terminal = (isTerminal(code) && !(code === 3503 && this._opts.getToken)) || serverReconnect === false;
+    // No reconnect for 3500-3999 (and 1002/1007), nor when a `disconnect` push says `reconnect: false`;
+    // but 3503 with getToken() always reconnects: the node says `reconnect: false` because the same
+    // token would be refused, and getToken() gives a new one.
+    const renewable = code === 3503 && !!this._opts.getToken;
+    const terminal = !renewable && (isTerminal(code) || serverReconnect === false);
     this._log('connection over', conn.name, code, reason, wasConnected ? '(was connected)' : '(never connected)');
     if (terminal) {
       this._setTerminal(conn.name, code, reason, dropped);

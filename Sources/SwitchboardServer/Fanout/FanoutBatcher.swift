@@ -1,6 +1,6 @@
 /// The hub's outgoing work per event loop within one tick: each loop gets its
 /// operations as one batch, and publications of one channel that follow each
-/// other are merged into one `PublicationBatch` (one frame per subscriber).
+/// other are merged into one `PublicationBatch` (one message per subscriber).
 /// A plain value owned by the hub.
 struct FanoutBatcher {
     private var opsByLoop: [[FanoutOp]]
@@ -15,16 +15,16 @@ struct FanoutBatcher {
     /// Adds an operation for `loop`; returns true when it is the first of this tick (schedule a flush).
     mutating func enqueue(_ op: FanoutOp, loop: Int) -> Bool {
         let wasEmpty = self.isEmpty
-        if case .frame(let name, let offset, let time, let frame) = op, let last = self.opsByLoop[loop].last {
+        if case .publication(let name, let offset, let time, let message) = op, let last = self.opsByLoop[loop].last {
             switch last {
-            case .frame(let lastName, let lastOffset, let lastTime, let lastFrame) where lastName == name:
-                let batch = PublicationBatch(channel: name, first: (lastOffset, lastTime, lastFrame))
-                if batch.append(offset: offset, time: time, frame: frame) {
+            case .publication(let lastName, let lastOffset, let lastTime, let lastMessage) where lastName == name:
+                let batch = PublicationBatch(channel: name, first: (lastOffset, lastTime, lastMessage))
+                if batch.append(offset: offset, time: time, message: message) {
                     self.opsByLoop[loop][self.opsByLoop[loop].count - 1] = .batch(batch)
                     return wasEmpty
                 }
             case .batch(let batch) where batch.channel == name:
-                if batch.append(offset: offset, time: time, frame: frame) { return wasEmpty }
+                if batch.append(offset: offset, time: time, message: message) { return wasEmpty }
             default:
                 break
             }

@@ -10,13 +10,13 @@ typealias SubscriptionID = UInt64
 /// what makes the subscribe seam exact: an activation lands between the live
 /// frames that came before it and those that come after.
 enum FanoutOp: Sendable {
-    /// A finished frame for every local subscriber of `channel`; `offset` 0 for frames without one;
-    /// `time` when the publication was accepted (ns since 1970, 0 for pushes that are not publications).
-    case frame(channel: String, offset: UInt64, time: UInt64, ByteBuffer)
-    /// Consecutive publications of one channel from the same tick, sent as one frame (objects separated by `\n`).
+    /// A publication for every local subscriber of `channel`; `offset` 0 for channels without history;
+    /// `time` when the publication was accepted (ns since 1970).
+    case publication(channel: String, offset: UInt64, time: UInt64, OutboundMessage)
+    /// Consecutive publications of one channel from the same tick, sent as one message (objects separated by `\n`).
     case batch(PublicationBatch)
     /// A push that is not a publication (join, leave) for every local subscriber of `channel`.
-    case push(channel: String, ByteBuffer)
+    case push(channel: String, OutboundMessage)
     /// A subscription is ready: reply and go live.
     case activate(SubscriptionActivation)
     /// A subscription could not be made.
@@ -37,14 +37,14 @@ struct SubscriptionActivation: Sendable {
     var position: StreamPosition?
     var recovered: Bool?
     var publications: [Publication]
-    /// Frames of live publications that arrived while the subscription was being made; sent right after the reply.
-    var following: [(offset: UInt64, frame: ByteBuffer)]
+    /// Live publications that arrived while the subscription was being made; sent right after the reply.
+    var following: [(offset: UInt64, message: OutboundMessage)]
 }
 
 /// Publications of one channel that arrived within one hub tick, in offset order.
 ///
 /// Built on the hub's loop, then handed to one subscriber loop and only read
-/// there: every subscriber that is exactly at the batch's start gets one frame
+/// there: every subscriber that is exactly at the batch's start gets one message
 /// holding all of them (PROTOCOL.md "Framing"), so K publications cost one
 /// write per subscriber instead of K.
 final class PublicationBatch: @unchecked Sendable {
@@ -53,35 +53,35 @@ final class PublicationBatch: @unchecked Sendable {
     static let maximumBytes = 65_536
 
     let channel: String
-    private(set) var parts: [(offset: UInt64, time: UInt64, frame: ByteBuffer)]
+    private(set) var parts: [(offset: UInt64, time: UInt64, message: OutboundMessage)]
     private(set) var bytes = 0
 
-    init(channel: String, first: (offset: UInt64, time: UInt64, frame: ByteBuffer)) {
+    init(channel: String, first: (offset: UInt64, time: UInt64, message: OutboundMessage)) {
         self.channel = channel
         self.parts = [first]
-        self.bytes = first.frame.readableBytes
+        self.bytes = first.message.byteCount
         self.parts.reserveCapacity(8)
     }
 
     /// Appends the next publication if it continues the batch; false when it cannot.
-    func append(offset: UInt64, time: UInt64, frame: ByteBuffer) -> Bool {
-        guard self.parts.count < Self.maximumParts, self.bytes + frame.readableBytes <= Self.maximumBytes else { return false }
+    func append(offset: UInt64, time: UInt64, message: OutboundMessage) -> Bool {
+        guard self.parts.count < Self.maximumParts, self.bytes + message.byteCount <= Self.maximumBytes else { return false }
         let last = self.parts[self.parts.count - 1].offset
         guard (offset == 0 && last == 0) || (last > 0 && offset == last + 1) else { return false }
-        self.parts.append((offset, time, frame))
-        self.bytes += frame.readableBytes
+        self.parts.append((offset, time, message))
+        self.bytes += message.byteCount
         return true
     }
 
     var firstOffset: UInt64 { self.parts[0].offset }
     var lastOffset: UInt64 { self.parts[self.parts.count - 1].offset }
 
-    /// One text frame with every publication's JSON, separated by newlines.
-    func combinedFrame(allocator: ByteBufferAllocator) -> ByteBuffer {
-        WebSocketFrameBuilder.frame(allocator: allocator, capacity: self.bytes + self.parts.count) { buffer in
+    /// One message with every publication's JSON, separated by newlines.
+    func combinedMessage(allocator: ByteBufferAllocator) -> OutboundMessage {
+        OutboundMessage(allocator: allocator, capacity: self.bytes + self.parts.count) { buffer in
             for (i, part) in self.parts.enumerated() {
                 if i > 0 { buffer.writeInteger(UInt8(ascii: "\n")) }
-                var payload = WebSocketFrameBuilder.payload(of: part.frame)
+                var payload = part.message.payload
                 buffer.writeBuffer(&payload)
             }
         }

@@ -37,13 +37,13 @@ extension Hub {
                 return
             }
         }
-        let frame = WebSocketFrameBuilder.frame(allocator: self.allocator, capacity: publication.data.readableBytes + 96) {
+        let message = OutboundMessage(allocator: self.allocator, capacity: publication.data.readableBytes + 96) {
             $0.writePublicationPush(channel: name, publication)
         }
         if !channel.joins.isEmpty {
-            channel.buffer.append(BufferedPublication(offset: publication.offset, frame: frame))
+            channel.buffer.append(BufferedPublication(offset: publication.offset, message: message))
         }
-        self.broadcast(.frame(channel: name, offset: publication.offset, time: publication.time, frame), to: channel)
+        self.broadcast(.publication(channel: name, offset: publication.offset, time: publication.time, message), to: channel)
     }
 
     /// Reads what came after `baseline` and delivers it in order before anything newer; tells

@@ -16,7 +16,7 @@ struct JoinRequest: Sendable {
 
 /// The node's channel table: which event loops have subscribers of which
 /// channel, the broker subscription of each channel, the race-free subscribe
-/// with recovery, and the encoding of each publication into one frame.
+/// with recovery, and the encoding of each publication into one message.
 ///
 /// Confined to one event loop, the one the broker delivers events on, so the
 /// fan-out path takes no lock: a publication is encoded once here and handed
@@ -234,7 +234,7 @@ final class Hub: @unchecked Sendable {
             activation.recovered = plan.recovered
             activation.publications = plan.recovered == true ? history.publications : []
             let following = Set(plan.following)
-            activation.following = buffered.filter { following.contains($0.offset) }.map { ($0.offset, $0.frame) }
+            activation.following = buffered.filter { following.contains($0.offset) }.map { ($0.offset, $0.message) }
             if channel.fastPosition.map({ $0.offset < history.position.offset || $0.epoch != history.position.epoch }) ?? true {
                 channel.fastPosition = history.position
             }
@@ -247,7 +247,7 @@ final class Hub: @unchecked Sendable {
             channel.keepsHistory = true
         } else {
             channel.fastPosition = StreamPosition(offset: 0, epoch: "")
-            activation.following = buffered.map { ($0.offset, $0.frame) }
+            activation.following = buffered.map { ($0.offset, $0.message) }
         }
         self.activate(request, activation: activation)
     }
@@ -322,7 +322,7 @@ final class Hub: @unchecked Sendable {
             self.handlePublication(name, publication, epoch: epoch)
         case .presence(let name, let presenceEvent):
             guard let channel = self.channels[name] else { return }
-            let frame = WebSocketFrameBuilder.frame(allocator: self.allocator) { buffer in
+            let message = OutboundMessage(allocator: self.allocator) { buffer in
                 buffer.writeStaticString("{\"channel\":")
                 buffer.writeJSONString(name)
                 switch presenceEvent {
@@ -335,7 +335,7 @@ final class Hub: @unchecked Sendable {
                 }
                 buffer.writeInteger(UInt8(ascii: "}"))
             }
-            self.broadcast(.push(channel: name, frame), to: channel)
+            self.broadcast(.push(channel: name, message), to: channel)
         case .control(let message):
             self.handleControl(message)
         case .deliveryInterrupted:

@@ -53,5 +53,5 @@ struct PendingJoin {
 
 struct BufferedPublication {
     var offset: UInt64
-    var frame: ByteBuffer
+    var message: OutboundMessage
 }

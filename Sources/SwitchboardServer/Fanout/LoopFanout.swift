@@ -5,7 +5,7 @@ import SwitchboardCore
 
 /// One event loop's share of the node: its sessions, which of them subscribe
 /// to which channel, and the ping sweep. Applies the hub's batches: each
-/// publication's frame is written to every local subscriber, then every
+/// publication's message is written to every local subscriber, then every
 /// touched connection is flushed once.
 ///
 /// Confined to `eventLoop`; sessions are registered and removed only there.
@@ -21,6 +21,8 @@ final class LoopFanout: @unchecked Sendable {
     private var nextClientNumber: UInt64 = 0
     private var nextSubscriptionNumber: UInt64 = 0
     private var sweepTask: RepeatedTask?
+    /// Completed when the last session here is gone, once a drain started.
+    private var drained: EventLoopPromise<Void>?
     private let allocator = ByteBufferAllocator()
     weak var hub: Hub?
     /// Where `counters` go once a second (nil in tests that do not look).
@@ -46,6 +48,9 @@ final class LoopFanout: @unchecked Sendable {
         self.eventLoop.execute {
             self.sweepTask?.cancel()
             self.sweepTask = nil
+            // Whoever waited for the drain stops waiting.
+            self.drained?.succeed()
+            self.drained = nil
         }
     }
 
@@ -69,6 +74,10 @@ final class LoopFanout: @unchecked Sendable {
 
     func remove(client: String) {
         self.sessions[client] = nil
+        if self.sessions.isEmpty, let drained = self.drained {
+            self.drained = nil
+            drained.succeed()
+        }
     }
 
     var sessionCount: Int { self.sessions.count }
@@ -129,39 +138,39 @@ final class LoopFanout: @unchecked Sendable {
     func apply(_ ops: [FanoutOp]) {
         for op in ops {
             switch op {
-            case .frame(let name, let offset, let time, let frame):
+            case .publication(let name, let offset, let time, let message):
                 guard let channel = self.channels[name] else { continue }
                 // Iterate over a snapshot: a delivery may end a subscription (gap, slow consumer).
                 let subscribers = channel.subscribers
                 for subscription in subscribers {
-                    subscription.session.deliver(frame, offset: offset, subscription: subscription)
+                    subscription.session.deliver(message, offset: offset, subscription: subscription)
                 }
                 self.counters.deliveries += subscribers.count
-                self.counters.bytesOut += subscribers.count * frame.readableBytes
+                self.counters.bytesOut += subscribers.count * message.byteCount
                 if time > 0, let metrics = self.metrics {
                     let now = UInt64(max(0, NIODeadline.wallClockNanoseconds))
                     if now > time { metrics.publishToDeliver.recordNanoseconds(Int64(now - time)) }
                 }
             case .batch(let batch):
                 guard let channel = self.channels[batch.channel] else { continue }
-                let combined = batch.combinedFrame(allocator: self.allocator)
+                let combined = batch.combinedMessage(allocator: self.allocator)
                 let subscribers = channel.subscribers
                 for subscription in subscribers {
                     subscription.session.deliver(batch, combined: combined, subscription: subscription)
                 }
                 self.counters.deliveries += subscribers.count * batch.parts.count
-                self.counters.bytesOut += subscribers.count * combined.readableBytes
+                self.counters.bytesOut += subscribers.count * combined.byteCount
                 if let metrics = self.metrics {
                     let now = UInt64(max(0, NIODeadline.wallClockNanoseconds))
                     for part in batch.parts where part.time > 0 && now > part.time {
                         metrics.publishToDeliver.recordNanoseconds(Int64(now - part.time))
                     }
                 }
-            case .push(let name, let frame):
+            case .push(let name, let message):
                 guard let channel = self.channels[name] else { continue }
                 let subscribers = channel.subscribers
                 for subscription in subscribers {
-                    subscription.session.deliver(frame, offset: 0, subscription: subscription)
+                    subscription.session.deliver(message, offset: 0, subscription: subscription)
                 }
             case .activate(let activation):
                 guard let subscription = self.pending.removeValue(forKey: activation.id) else {
@@ -207,11 +216,15 @@ final class LoopFanout: @unchecked Sendable {
         if let metrics = self.metrics { self.counters.flush(into: metrics) }
     }
 
-    /// Disconnects every session here, spread over `window` (drain).
-    func drain(over window: TimeAmount, code: DisconnectCode) {
+    /// Disconnects every session here, spread over `window` (drain); the future completes when
+    /// the last one is gone.
+    func drain(over window: TimeAmount, code: DisconnectCode) -> EventLoopFuture<Void> {
+        let promise = self.eventLoop.makePromise(of: Void.self)
         self.eventLoop.execute {
             let clients = Array(self.sessions.keys)
-            guard !clients.isEmpty else { return }
+            guard !clients.isEmpty else { return promise.succeed() }
+            if let earlier = self.drained { promise.futureResult.cascade(to: earlier) }
+            self.drained = promise
             // Batches every 50 ms at most, spread evenly over the window.
             let maximumBatches = max(1, Int(window.nanoseconds / TimeAmount.milliseconds(50).nanoseconds))
             let batches = min(maximumBatches, clients.count)
@@ -224,6 +237,7 @@ final class LoopFanout: @unchecked Sendable {
                 }
             }
         }
+        return promise.futureResult
     }
 }
 
@@ -237,8 +251,8 @@ final class SessionSubscription {
     enum State {
         /// Waiting for the hub.
         case joining
-        /// Ready, but the reply is queued behind earlier replies: frames wait here.
-        case awaitingReply([ByteBuffer])
+        /// Ready, but the reply is queued behind earlier replies: messages wait here.
+        case awaitingReply([OutboundMessage])
         case live
     }
 

@@ -34,7 +34,11 @@ public enum HotPathBenchmarkSupport {
     /// Encodes one publication into the frame every subscriber is sent, exactly as the hub
     /// does once per publication per node (`Hub.handlePublication`).
     public static func encodePublicationFrame(channel: String, _ publication: Publication, allocator: ByteBufferAllocator) -> ByteBuffer {
-        WebSocketFrameBuilder.frame(allocator: allocator, capacity: publication.data.readableBytes + 96) {
+        Self.encodePublication(channel: channel, publication, allocator: allocator).webSocketFrame
+    }
+
+    static func encodePublication(channel: String, _ publication: Publication, allocator: ByteBufferAllocator) -> OutboundMessage {
+        OutboundMessage(allocator: allocator, capacity: publication.data.readableBytes + 96) {
             $0.writePublicationPush(channel: channel, publication)
         }
     }
@@ -100,7 +104,7 @@ public enum HotPathBenchmarkSupport {
 public final class FanoutBench {
     /// Where a publication enters.
     public enum Path: Sendable {
-        /// An encoded frame handed to the loop (`LoopFanout.apply` with one `.frame` op): the
+        /// An encoded frame handed to the loop (`LoopFanout.apply` with one `.publication` op): the
         /// per-subscriber part alone.
         case loop
         /// A broker event at the hub (`Hub` orders it, encodes it once and batches it for the
@@ -122,7 +126,7 @@ public final class FanoutBench {
     private let allocator = ByteBufferAllocator()
     private let epoch: String
     private var publication: Publication
-    private var frame: ByteBuffer
+    private var message: OutboundMessage
     private var ops: [FanoutOp] = []
 
     /// Sets up the node, subscribes `subscribers` sessions and checks that one publication
@@ -200,7 +204,7 @@ public final class FanoutBench {
         self.epoch = epoch
         // The first publication of a fresh channel: offset 1 follows the position (0) every subscriber joined at.
         self.publication = HotPathBenchmarkSupport.samplePublication(payloadSize: payloadSize, offset: 1)
-        self.frame = HotPathBenchmarkSupport.encodePublicationFrame(channel: channel, self.publication, allocator: self.allocator)
+        self.message = HotPathBenchmarkSupport.encodePublication(channel: channel, self.publication, allocator: self.allocator)
         self.publication.offset = 0
         self.ops.reserveCapacity(1)
 
@@ -209,7 +213,7 @@ public final class FanoutBench {
         let (writes, bytes, flushes) = (self.writes, self.bytesWritten, self.flushes)
         self.deliverOne()
         let expected = HotPathBenchmarkSupport.encodePublicationFrame(channel: channel, self.publication, allocator: self.allocator)
-        let frameBytes = path == .hub ? expected.readableBytes : self.frame.readableBytes
+        let frameBytes = path == .hub ? expected.readableBytes : self.message.webSocketFrame.readableBytes
         guard self.writes - writes == subscribers, self.bytesWritten - bytes == subscribers * frameBytes,
             self.flushes - flushes == subscribers
         else {
@@ -225,7 +229,7 @@ public final class FanoutBench {
         self.publication.offset += 1
         switch self.path {
         case .loop:
-            self.ops.append(.frame(channel: self.channel, offset: self.publication.offset, time: self.publication.time, self.frame))
+            self.ops.append(.publication(channel: self.channel, offset: self.publication.offset, time: self.publication.time, self.message))
             self.fanout.apply(self.ops)
             self.ops.removeAll(keepingCapacity: true)
         case .hub:

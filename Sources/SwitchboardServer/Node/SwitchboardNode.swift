@@ -30,6 +30,7 @@ public final class SwitchboardNode: Sendable {
         var serverChannel: (any Channel)?
         var announceTask: RepeatedTask?
         var drainStarted = false
+        var drainCutShort = false
     }
 
     /// Makes the node's broker on the event loop it must deliver events on, for a node id.
@@ -82,8 +83,7 @@ public final class SwitchboardNode: Sendable {
     }
 
     static func makeNodeID() -> String {
-        let alphabet = Array("abcdefghijklmnopqrstuvwxyz0123456789")
-        return "n" + String((0..<5).map { _ in alphabet.randomElement()! })
+        RandomID.alphanumeric(5, prefix: "n")
     }
 
     /// Binds the listener and starts serving; returns the bound port.
@@ -201,7 +201,8 @@ public final class SwitchboardNode: Sendable {
 
     /// Graceful drain: readiness fails at once, the listener closes after a
     /// short grace, clients are asked to reconnect spread over the drain
-    /// window, and the call returns when they are gone or the window is over.
+    /// window, and the call returns when they are gone, the window is over,
+    /// or the calling task is cancelled (a second signal).
     public func drain() async {
         let first = self.state.withLockedValue { state -> Bool in
             defer { state.drainStarted = true }
@@ -218,16 +219,39 @@ public final class SwitchboardNode: Sendable {
                 serverChannel.close(promise: nil)
             }
         }
-        for fanout in self.context.fanouts {
-            fanout.drain(over: .milliseconds(Int64(window * 800)), code: .shutdown)
+        let started = ContinuousClock.now
+        let gone = self.context.fanouts.map { $0.drain(over: .milliseconds(Int64(window * 800)), code: .shutdown) }
+        let allGone = EventLoopFuture.andAllComplete(gone, on: self.context.hub.eventLoop)
+        let cutShort = await Self.waitForFirst(allGone, orAfter: .milliseconds(Int64(window * 1000)), on: self.context.hub.eventLoop)
+        if cutShort {
+            self.state.withLockedValue { $0.drainCutShort = true }
+            self.logger.warning("drain cut short")
+            return
         }
-        let deadline = NIODeadline.now() + .milliseconds(Int64(window * 1000))
-        while NIODeadline.now() < deadline {
-            let remaining = (try? await self.context.hub.statistics().get().connections) ?? 0
-            if remaining == 0, NIODeadline.now() - (deadline - .milliseconds(Int64(window * 1000))) >= .milliseconds(Int64(grace * 1000)) {
-                break
+        // The listener closes after the grace: stay until then, so a late connection is not reset.
+        let remaining = Duration.milliseconds(Int64(grace * 1000)) - (ContinuousClock.now - started)
+        if remaining > .zero { try? await Task.sleep(for: remaining) }
+    }
+
+    /// Whether `start()` bound the listener.
+    var isStarted: Bool { self.state.withLockedValue { $0.serverChannel != nil } }
+
+    /// Whether a drain was cut short by cancellation (a second signal): the process should exit non-zero.
+    public var drainWasCutShort: Bool { self.state.withLockedValue { $0.drainCutShort } }
+
+    /// Waits until `future` completes or `timeout` passes; returns true when the task was cancelled first.
+    private static func waitForFirst(_ future: EventLoopFuture<Void>, orAfter timeout: TimeAmount, on eventLoop: any EventLoop) async -> Bool {
+        let waiter = NIOLockedValueBox<CheckedContinuation<Bool, Never>?>(nil)
+        let finish: @Sendable (Bool) -> Void = { cancelled in waiter.withLockedValue { $0.take() }?.resume(returning: cancelled) }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                waiter.withLockedValue { $0 = continuation }
+                if Task.isCancelled { return finish(true) }
+                future.whenComplete { _ in finish(false) }
+                eventLoop.scheduleTask(in: timeout) { finish(false) }
             }
-            try? await Task.sleep(nanoseconds: 100_000_000)
+        } onCancel: {
+            finish(true)
         }
     }
 

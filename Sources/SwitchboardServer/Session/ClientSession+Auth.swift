@@ -35,7 +35,7 @@ extension ClientSession {
         defer { waited = true }
         self.node.tokens.verifyConnectionToken(token, on: loop).hop(to: loop).assumeIsolated().whenComplete { result in
             defer { if waited { self.flush() } }
-            guard self.state == .awaitingConnect else { return }
+            guard case .awaitingConnect = self.state else { return }
             switch result {
             case .success(let claims):
                 self.connect(id: id, params, claims: claims)

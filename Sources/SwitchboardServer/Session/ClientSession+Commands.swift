@@ -13,20 +13,12 @@ extension ClientSession {
         let info = claims?.info
         let tokenDeadline = claims?.expiresAt.map { Self.deadline(expiresAt: $0, now: Date().timeIntervalSince1970) }
         let client = self.fanout.makeClientID(node: self.node.nodeID)
-        self.clientInfo = ClientInfo(client: client, user: user, info: info)
-        if self.transport.isEventStream {
-            var generator = SystemRandomNumberGenerator()
-            self.sessionSecret = (0..<2).map { _ in
-                let hex = String(generator.next() as UInt64, radix: 16)
-                return String(repeating: "0", count: 16 - hex.count) + hex
-            }.joined()
-        }
-        self.state = .connected
-        self.liveness.didConnect(tokenDeadline: tokenDeadline)
-        self.fanout.add(self, client: client)
-        self.node.hub.register(client: client, user: user, loopIndex: self.fanout.index, transport: self.transport.name)
         let slot = self.reserveReply()
         let aggregate = ConnectAggregate(id: id, slot: slot, remaining: 0)
+        self.state = .connecting(ClientInfo(client: client, user: user, info: info), aggregate)
+        self.liveness.didConnect(tokenDeadline: tokenDeadline)
+        self.fanout.add(self, client: client)
+        self.node.hub.register(client: client, user: user, loopIndex: self.fanout.index, transport: self.output.transport)
         var subscriptions: [SessionSubscription] = []
         for sub in params.subs {
             do {
@@ -37,33 +29,32 @@ extension ClientSession {
                 aggregate.results.append((sub.channel, .failure(error)))
             }
         }
-        self.connectPending = aggregate
         for subscription in subscriptions { self.requestJoin(subscription, since: params.subs.first { $0.channel == subscription.channel }?.since) }
         self.finishConnectIfReady()
     }
 
     func finishConnectIfReady() {
-        guard let aggregate = self.connectPending, aggregate.remaining == 0 else { return }
-        self.connectPending = nil
-        if case .collect(let collector) = self.transport {
+        guard case .connecting(let clientInfo, let aggregate) = self.state, aggregate.remaining == 0 else { return }
+        self.state = .connected(clientInfo)
+        if let collector = self.collector {
             if collector.purpose == .poll {
                 self.collectConnectResults(aggregate, into: collector)
                 collector.isReady = true  // an `/rpc` call is ready once its commands ran
                 self.hasUnflushedWrites = true  // the next flush decides whether to answer
             }
-            self.completeReply(aggregate.slot, ByteBuffer(), goLive: aggregate.live)
+            self.completeReply(aggregate.slot, nil, goLive: aggregate.live)
             return
         }
-        let frame = self.replyFrame(id: aggregate.id) { buffer in
+        let message = self.replyMessage(id: aggregate.id) { buffer in
             buffer.writeStaticString("{\"client\":")
-            buffer.writeJSONString(self.clientInfo.client)
-            if !self.clientInfo.user.isEmpty {
+            buffer.writeJSONString(clientInfo.client)
+            if !clientInfo.user.isEmpty {
                 buffer.writeStaticString(",\"user\":")
-                buffer.writeJSONString(self.clientInfo.user)
+                buffer.writeJSONString(clientInfo.user)
             }
-            if self.transport.isEventStream {
+            if let eventStream = self.output as? EventStreamOutput {
                 buffer.writeStaticString(",\"session\":")
-                buffer.writeJSONString(self.clientInfo.client + "." + self.sessionSecret)
+                buffer.writeJSONString(clientInfo.client + "." + eventStream.secret)
             }
             buffer.writeStaticString(",\"node\":")
             buffer.writeJSONString(self.node.nodeID)
@@ -91,7 +82,7 @@ extension ClientSession {
             }
             buffer.writeInteger(UInt8(ascii: "}"))
         }
-        self.completeReply(aggregate.slot, frame, goLive: aggregate.live)
+        self.completeReply(aggregate.slot, message, goLive: aggregate.live)
     }
 
     func subscribe(id: UInt32, _ params: SubscribeParams) {
@@ -101,7 +92,7 @@ extension ClientSession {
             if let token = params.token, let refusal = self.checkSubscriptionToken(token, channel: params.channel) { throw refusal }
             subscription = try self.startSubscription(channel: params.channel, since: params.since, slot: slot, tokenGranted: params.token != nil)
         } catch {
-            self.completeReply(slot, self.errorFrame(id: id, error))
+            self.completeReply(slot, self.errorMessage(id: id, error))
             return
         }
         subscription.replyID = id
@@ -112,7 +103,7 @@ extension ClientSession {
     func startSubscription(channel: String, since: StreamPosition?, slot: UInt64, tokenGranted: Bool = false) throws(SwitchboardError) -> SessionSubscription {
         var options = self.node.configuration.namespaces.options(for: channel)
         // A poll is a moment, not a presence: it neither enters presence nor announces joins.
-        if case .collect = self.transport { options.presence = false }
+        if self.output.transport.isCollected { options.presence = false }
         if let refusal = self.permission(.subscribe, channel: channel, options: options, tokenGranted: tokenGranted) { throw refusal }
         guard self.subscriptions[channel] == nil else { throw .alreadySubscribed }
         guard self.subscriptions.count < self.node.configuration.maxSubscriptions else {
@@ -141,7 +132,7 @@ extension ClientSession {
 
     /// The hub made the subscription: reply (in order) and go live.
     func activate(_ subscription: SessionSubscription, _ activation: SubscriptionActivation) {
-        guard self.state == .connected, self.subscriptions[subscription.channel] === subscription else {
+        guard self.isConnected, self.subscriptions[subscription.channel] === subscription else {
             self.node.hub.leave(channel: activation.channel, id: activation.id)
             return
         }
@@ -153,19 +144,18 @@ extension ClientSession {
         default: break
         }
         if let last = activation.following.last, last.offset > 0 { subscription.lastOffset = last.offset }
-        subscription.state = .awaitingReply(activation.following.map(\.frame))
+        subscription.state = .awaitingReply(activation.following.map(\.message))
         self.fanout.addLive(subscription)
         if let aggregate = self.connectPending, aggregate.slot == subscription.replySlot {
             aggregate.results.append((subscription.channel, .success(activation)))
             aggregate.live.append(subscription)
             aggregate.remaining -= 1
-            self.connectPending = aggregate
             self.finishConnectIfReady()
             self.fanout.markDirty(self)
             return
         }
-        let frame = self.replyFrame(id: subscription.replyID) { ResultWriter.writeSubscribeResult(&$0, activation) }
-        self.completeReply(subscription.replySlot, frame, goLive: [subscription])
+        let message = self.replyMessage(id: subscription.replyID) { ResultWriter.writeSubscribeResult(&$0, activation) }
+        self.completeReply(subscription.replySlot, message, goLive: [subscription])
         self.fanout.markDirty(self)
     }
 
@@ -175,12 +165,11 @@ extension ClientSession {
         if let aggregate = self.connectPending, aggregate.slot == subscription.replySlot {
             aggregate.results.append((subscription.channel, .failure(error)))
             aggregate.remaining -= 1
-            self.connectPending = aggregate
             self.finishConnectIfReady()
             self.fanout.markDirty(self)
             return
         }
-        self.completeReply(subscription.replySlot, self.errorFrame(id: subscription.replyID, error))
+        self.completeReply(subscription.replySlot, self.errorMessage(id: subscription.replyID, error))
         self.fanout.markDirty(self)
     }
 
@@ -200,9 +189,9 @@ extension ClientSession {
 
     /// The server ends one subscription and tells the client (`unsubscribe` push).
     func serverUnsubscribe(_ channel: String, _ code: UnsubscribeCode) {
-        guard self.state == .connected, let subscription = self.subscriptions.removeValue(forKey: channel) else { return }
+        guard self.isConnected, let subscription = self.subscriptions.removeValue(forKey: channel) else { return }
         self.endSubscription(subscription)
-        let frame = WebSocketFrameBuilder.frame(allocator: self.allocator) { buffer in
+        let message = OutboundMessage(allocator: self.allocator) { buffer in
             buffer.writeStaticString("{\"channel\":")
             buffer.writeJSONString(channel)
             buffer.writeStaticString(",\"unsubscribe\":{\"code\":")
@@ -211,7 +200,7 @@ extension ClientSession {
             buffer.writeJSONString(code.reason)
             buffer.writeStaticString("}}")
         }
-        self.write(frame)
+        self.write(message)
         self.fanout.markDirty(self)
     }
 
@@ -240,7 +229,7 @@ extension ClientSession {
             self.node.metrics.brokerPublishDuration.recordNanoseconds((NIODeadline.now() - started).nanoseconds)
             switch result {
             case .success(let published):
-                let frame = self.replyFrame(id: id) { buffer in
+                let message = self.replyMessage(id: id) { buffer in
                     if published.position.offset > 0 {
                         buffer.writeStaticString("{\"offset\":")
                         buffer.writeDecimal(published.position.offset)
@@ -251,9 +240,9 @@ extension ClientSession {
                         buffer.writeStaticString("{}")
                     }
                 }
-                self.completeReply(slot, frame)
+                self.completeReply(slot, message)
             case .failure:
-                self.completeReply(slot, self.errorFrame(id: id, .internalError))
+                self.completeReply(slot, self.errorMessage(id: id, .internalError))
             }
             self.flush()
         }
@@ -269,16 +258,16 @@ extension ClientSession {
         self.node.broker.presence(channel: channel).hop(to: self.fanout.eventLoop).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let clients):
-                let frame = self.replyFrame(id: id) { buffer in
+                let message = self.replyMessage(id: id) { buffer in
                     if statsOnly {
                         ResultWriter.writePresenceStats(&buffer, clients)
                     } else {
                         ResultWriter.writePresence(&buffer, clients)
                     }
                 }
-                self.completeReply(slot, self.bounded(frame, id: id))
+                self.completeReply(slot, self.bounded(message, id: id))
             case .failure:
-                self.completeReply(slot, self.errorFrame(id: id, .internalError))
+                self.completeReply(slot, self.errorMessage(id: id, .internalError))
             }
             self.flush()
         }
@@ -297,14 +286,14 @@ extension ClientSession {
                 // Far too large for the answer: refused before anything is written.
                 let least = history.publications.reduce(0) { $0 + $1.data.readableBytes }
                 guard least <= self.answerRoom else {
-                    self.completeReply(slot, self.errorFrame(id: id, Self.answerTooLarge))
+                    self.completeReply(slot, self.errorMessage(id: id, Self.answerTooLarge))
                     self.flush()
                     return
                 }
-                let frame = self.replyFrame(id: id) { ResultWriter.writeHistory(&$0, history, since: params.since) }
-                self.completeReply(slot, self.bounded(frame, id: id))
+                let message = self.replyMessage(id: id) { ResultWriter.writeHistory(&$0, history, since: params.since) }
+                self.completeReply(slot, self.bounded(message, id: id))
             case .failure:
-                self.completeReply(slot, self.errorFrame(id: id, .internalError))
+                self.completeReply(slot, self.errorMessage(id: id, .internalError))
             }
             self.flush()
         }

@@ -10,20 +10,15 @@ extension ClientSession {
 
     /// Runs the `connect` an SSE stream or a poll implies (command id 1).
     func start(_ params: ConnectParams) {
-        guard self.state == .awaitingConnect else { return }
+        guard case .awaitingConnect = self.state else { return }
         self.authenticateConnect(id: 1, params)
         self.flush()
     }
 
     /// Whether `secret` names this SSE session (compared in constant time).
     func matchesSession(secret: String) -> Bool {
-        guard self.transport.isEventStream, self.state == .connected else { return false }
-        let a = Array(self.sessionSecret.utf8)
-        let b = Array(secret.utf8)
-        guard a.count == b.count, !a.isEmpty else { return false }
-        var difference: UInt8 = 0
-        for i in a.indices { difference |= a[i] ^ b[i] }
-        return difference == 0
+        guard self.isConnected, let eventStream = self.output as? EventStreamOutput else { return false }
+        return eventStream.matches(secret: secret)
     }
 
     /// Reads the commands of an HTTP body (SSE POST, `/rpc`): one or more JSON objects, one per line.
@@ -57,7 +52,7 @@ extension ClientSession {
 
     /// Commands that arrived by HTTP (SSE POST), checked and run.
     func receiveCommands(_ body: ByteBuffer) -> SessionCommandOutcome {
-        guard self.state == .connected else { return .rejected(status: 404, message: "unknown session") }
+        guard self.isConnected else { return .rejected(status: 404, message: "unknown session") }
         switch Self.parseCommands(body, allowConnect: false, maximumCommands: self.node.configuration.maxCommandsPerRequest) {
         case .failure(let error):
             return .rejected(status: error.tooMany ? 413 : 400, message: error.message)
@@ -73,40 +68,41 @@ extension ClientSession {
         // loop answers at once): an `/rpc` answer waits until every command has its slot.
         self.receivingCommands = true
         for message in messages {
-            guard self.state == .connected else { break }
+            guard self.isConnected else { break }
             self.handle(message)
         }
         self.receivingCommands = false
         self.flush()
-        if case .collect(let collector) = self.transport {
+        if let collector = self.collector {
             collector.isReady = true
-            self.finishCollectingIfDue(collector)
+            self.finishCollectingIfDue()
         }
     }
 
     /// The poll's time is up: answer with what there is, or, while the subscriptions are still
     /// being made, as soon as they are (so even a zero timeout gets the positions).
     func collectTimedOut() {
-        guard case .collect(let collector) = self.transport else { return }
+        guard let collector = self.collector else { return }
         collector.timedOut = true
-        self.finishCollectingIfDue(collector)
+        self.finishCollectingIfDue()
     }
 
     /// Sends a collecting session's answer now and ends the session.
     func finishCollecting() {
-        guard case .collect(let collector) = self.transport else { return }
-        collector.complete(allocator: self.allocator)
+        guard let collector = self.collector else { return }
+        collector.complete()
         self.close()
     }
 
     /// Ends a collecting session without an answer (its HTTP connection went away).
     func abandon() {
-        if case .collect(let collector) = self.transport { collector.abandon() }
+        self.collector?.abandon()
         self.close()
     }
 
-    func finishCollectingIfDue(_ collector: ResponseCollector) {
-        guard collector.isReady, !collector.isCompleted, !self.receivingCommands else { return }
+    /// Answers a collecting session's request once it has what the request needs.
+    func finishCollectingIfDue() {
+        guard let collector = self.collector, collector.isReady, !collector.isCompleted, !self.receivingCommands else { return }
         switch collector.purpose {
         case .poll:
             if !collector.objects.isEmpty || collector.timedOut { self.finishCollecting() }
@@ -116,7 +112,7 @@ extension ClientSession {
     }
 
     /// A poll's connect result as poll objects: missed publications, or the position to go on from.
-    func collectConnectResults(_ aggregate: ConnectAggregate, into collector: ResponseCollector) {
+    func collectConnectResults(_ aggregate: ConnectAggregate, into collector: CollectOutput) {
         for result in aggregate.results {
             var object = self.allocator.buffer(capacity: 128)
             switch result.outcome {
@@ -159,32 +155,18 @@ extension ClientSession {
         }
     }
 
-    /// The SSE event id: every subscription's position now (see `ResumeID`).
-    var resumeID: String {
+    /// Every subscription's position now, sorted by channel: what an SSE resume id holds (`ResumeID`).
+    var positions: [(channel: String, position: StreamPosition?)] {
         var subs: [(channel: String, position: StreamPosition?)] = []
         subs.reserveCapacity(self.subscriptions.count)
         for subscription in self.subscriptions.values {
-            let channel = subscription.channel
             if let epoch = subscription.epoch {
-                subs.append((channel, StreamPosition(offset: subscription.lastOffset, epoch: epoch)))
+                subs.append((subscription.channel, StreamPosition(offset: subscription.lastOffset, epoch: epoch)))
             } else {
-                subs.append((channel, subscription.requestedSince))
+                subs.append((subscription.channel, subscription.requestedSince))
             }
         }
         subs.sort { $0.channel < $1.channel }
-        return ResumeID.encode(subs)
-    }
-
-    /// One SSE event holding the JSON of a frame, with the session's current resume id.
-    func eventStreamEvent(_ frame: ByteBuffer) -> ByteBuffer {
-        var payload = WebSocketFrameBuilder.payload(of: frame)
-        let id = self.resumeID
-        var event = self.allocator.buffer(capacity: payload.readableBytes + id.utf8.count + 16)
-        event.writeStaticString("data: ")
-        event.writeBuffer(&payload)
-        event.writeStaticString("\nid: ")
-        event.writeString(id)
-        event.writeStaticString("\n\n")
-        return event
+        return subs
     }
 }

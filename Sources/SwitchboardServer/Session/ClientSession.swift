@@ -11,34 +11,36 @@ import SwitchboardCore
 /// their positions, commands and their replies in order, pings, and every
 /// way a connection ends.
 ///
-/// The same session serves every transport (`SessionTransport`): over
+/// The same session serves every transport through its `SessionOutput`: over
 /// WebSocket it is a channel handler after `WebSocketFrameHandler`; over SSE a
 /// channel handler after the HTTP handler, fed commands by POST; for a
 /// long-poll or an `/rpc` call it lives only as long as one HTTP answer. It
 /// lives on one event loop and is touched nowhere else.
 final class ClientSession: ChannelInboundHandler {
     typealias InboundIn = WebSocketMessage
-    typealias OutboundOut = ByteBuffer
 
+    /// Where the session is in its life; each state carries what exists only then.
     enum State {
+        /// Waiting for the `connect` command.
         case awaitingConnect
-        case connected
+        /// Connected as the client; the `connect` reply waits for the subscriptions it asked for.
+        /// Commands are taken already (their replies queue behind the connect's).
+        case connecting(ClientInfo, ConnectAggregate)
+        /// Connected as the client, the `connect` answered.
+        case connected(ClientInfo)
+        /// Ended: nothing is written or registered any more.
         case closed
     }
 
     let node: NodeContext
     let fanout: LoopFanout
-    let transport: SessionTransport
-    /// The secret half of an SSE session id (empty for other transports).
-    var sessionSecret = ""
-    var receivingCommands = false
-    var context: ChannelHandlerContext?
+    let output: any SessionOutput
     var state: State = .awaitingConnect
-    var clientInfo = ClientInfo(client: "", user: "")
     var subscriptions = SessionSubscriptions()
     /// Replies in command order.
     var replies = ReplyQueue<ReplySlot>()
-    var connectPending: ConnectAggregate?
+    /// Commands of one HTTP body are being run: an `/rpc` answer waits until all have their slots.
+    var receivingCommands = false
     var hasUnflushedWrites = false
     var isDirty = false
 
@@ -49,28 +51,60 @@ final class ClientSession: ChannelInboundHandler {
 
     static let parser = JSONParser(maximumDepth: 64, maximumValues: 50_000)
 
-    init(node: NodeContext, fanout: LoopFanout, transport: SessionTransport = .webSocket) {
+    init(node: NodeContext, fanout: LoopFanout, output: any SessionOutput = WebSocketOutput()) {
         self.node = node
         self.fanout = fanout
-        self.transport = transport
+        self.output = output
         self.liveness = SessionLiveness(now: .now())
     }
+
+    // MARK: State
+
+    /// The connected client (empty before connect).
+    var clientInfo: ClientInfo {
+        switch self.state {
+        case .connecting(let info, _), .connected(let info): info
+        case .awaitingConnect, .closed: ClientInfo(client: "", user: "")
+        }
+    }
+
+    /// Connected, whether or not the `connect` reply went out yet.
+    var isConnected: Bool {
+        switch self.state {
+        case .connecting, .connected: true
+        case .awaitingConnect, .closed: false
+        }
+    }
+
+    var isClosed: Bool {
+        if case .closed = self.state { return true }
+        return false
+    }
+
+    /// The connect waiting for its subscriptions, while connecting.
+    var connectPending: ConnectAggregate? {
+        if case .connecting(_, let aggregate) = self.state { return aggregate }
+        return nil
+    }
+
+    /// The session's output when it collects one HTTP answer (long-poll, `/rpc`).
+    var collector: CollectOutput? { self.output as? CollectOutput }
 
     // MARK: Channel events
 
     func handlerAdded(context: ChannelHandlerContext) {
-        self.context = context
+        self.output.attach(context)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        // The context holds its handler for good: keeping it here would keep both (and the
+        // The context holds its handler for good: keeping it would keep both (and the
         // pipeline) alive after the connection ends.
         self.close()
-        self.context = nil
+        self.output.detach()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard self.state != .closed else { return }
+        guard !self.isClosed else { return }
         let message = Self.unwrapInboundIn(data)
         guard message.isText else { return self.disconnect(.unsupportedData, push: false) }
         self.fanout.counters.bytesIn += message.data.readableBytes
@@ -84,7 +118,7 @@ final class ClientSession: ChannelInboundHandler {
             return self.disconnect(.badRequest("malformed JSON"), push: false)
         }
         for value in values {
-            guard self.state != .closed else { return }
+            guard !self.isClosed else { return }
             let parsed: ClientMessage
             do {
                 parsed = try ClientMessage.parse(value)
@@ -100,7 +134,7 @@ final class ClientSession: ChannelInboundHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if !context.channel.isWritable, self.state != .closed {
+        if !context.channel.isWritable, !self.isClosed {
             self.node.logger.debug("slow consumer", metadata: ["client": "\(self.clientInfo.client)"])
             self.fanout.counters.slowConsumers += 1
             self.disconnect(.slowConsumer, push: false)
@@ -132,21 +166,21 @@ final class ClientSession: ChannelInboundHandler {
         case .pong:
             return
         case .invalid(let id, let error):
-            guard self.state == .connected else { return self.disconnect(.badRequest, push: false) }
+            guard self.isConnected else { return self.disconnect(.badRequest, push: false) }
             self.reply(id: id, error: error)
         case .command(let command):
             if case .connect(let params) = command.method {
-                guard self.state == .awaitingConnect else { return self.reply(id: command.id, error: .badRequest("already connected")) }
+                guard case .awaitingConnect = self.state else { return self.reply(id: command.id, error: .badRequest("already connected")) }
                 guard self.admitCommand(id: command.id) else { return }
                 return self.authenticateConnect(id: command.id, params)
             }
-            guard self.state == .connected else { return self.disconnect(.badRequest("command before connect"), push: false) }
+            guard self.isConnected else { return self.disconnect(.badRequest("command before connect"), push: false) }
             guard self.admitCommand(id: command.id) else { return }
             switch command.method {
             case .connect:
                 break
             case .subscribe, .unsubscribe:
-                if case .collect = self.transport {
+                if self.output.transport.isCollected {
                     return self.reply(id: command.id, error: .badRequest("follow channels with POST /poll"))
                 }
                 if case .subscribe(let params) = command.method {
@@ -173,9 +207,9 @@ final class ClientSession: ChannelInboundHandler {
 
     // MARK: Deliveries
 
-    /// Writes one publication or push frame of a subscribed channel (the fan-out path).
+    /// Writes one publication or push of a subscribed channel (the fan-out path).
     @inline(__always)
-    func deliver(_ frame: ByteBuffer, offset: UInt64, subscription: SessionSubscription) {
+    func deliver(_ message: OutboundMessage, offset: UInt64, subscription: SessionSubscription) {
         if offset > 0 {
             if offset <= subscription.lastOffset { return }  // seen already (seam or broker repeat)
             if offset != subscription.lastOffset + 1 {
@@ -187,38 +221,39 @@ final class ClientSession: ChannelInboundHandler {
         }
         switch subscription.state {
         case .live:
-            self.write(frame)
+            self.write(message)
             self.fanout.markDirty(self)
-        case .awaitingReply(var frames):
+        case .awaitingReply(var messages):
             subscription.state = .live  // keep the array uniquely referenced
-            frames.append(frame)
-            subscription.state = .awaitingReply(frames)
+            messages.append(message)
+            subscription.state = .awaitingReply(messages)
         case .joining:
             break
         }
     }
 
-    /// Writes a batch of one channel's publications: as one frame when the subscriber is exactly at
-    /// the batch's start (the usual case), else one by one so duplicates and holes are handled.
-    func deliver(_ batch: PublicationBatch, combined: ByteBuffer, subscription: SessionSubscription) {
+    /// Writes a batch of one channel's publications: as one message when the subscriber is exactly
+    /// at the batch's start and its transport takes that (the usual case), else one by one so
+    /// duplicates and holes are handled.
+    func deliver(_ batch: PublicationBatch, combined: OutboundMessage, subscription: SessionSubscription) {
         let first = batch.firstOffset
-        if self.transport.isWebSocket, first == 0 || subscription.lastOffset + 1 == first {
+        if self.output.takesCombinedMessages, first == 0 || subscription.lastOffset + 1 == first {
             if first > 0 { subscription.lastOffset = batch.lastOffset }
             switch subscription.state {
             case .live:
                 self.write(combined)
                 self.fanout.markDirty(self)
-            case .awaitingReply(var frames):
+            case .awaitingReply(var messages):
                 subscription.state = .live
-                frames.append(combined)
-                subscription.state = .awaitingReply(frames)
+                messages.append(combined)
+                subscription.state = .awaitingReply(messages)
             case .joining:
                 break
             }
         } else if first == 0 || subscription.lastOffset < batch.lastOffset {
             for part in batch.parts {
-                guard self.state == .connected, self.subscriptions[subscription.channel] === subscription else { return }
-                self.deliver(part.frame, offset: part.offset, subscription: subscription)
+                guard self.isConnected, self.subscriptions[subscription.channel] === subscription else { return }
+                self.deliver(part.message, offset: part.offset, subscription: subscription)
             }
         }
     }
@@ -232,14 +267,16 @@ final class ClientSession: ChannelInboundHandler {
     /// No reply is outstanding.
     var repliesAreDone: Bool { self.replies.isEmpty }
 
-    func completeReply(_ seq: UInt64, _ frame: ByteBuffer, goLive: [SessionSubscription] = []) {
-        self.replies.fill(seq, ReplySlot(frame: frame, goLive: goLive))
+    /// Fills reply slot `seq` with `message` (nil: the slot says nothing) and writes every reply
+    /// that is now next in order, each followed by what its subscriptions held back.
+    func completeReply(_ seq: UInt64, _ message: OutboundMessage?, goLive: [SessionSubscription] = []) {
+        self.replies.fill(seq, ReplySlot(message: message, goLive: goLive))
         while let ready = self.replies.popReady() {
-            self.write(ready.frame)
+            if let message = ready.message { self.write(message) }
             for subscription in ready.goLive {
-                if case .awaitingReply(let frames) = subscription.state {
+                if case .awaitingReply(let messages) = subscription.state {
                     subscription.state = .live
-                    for frame in frames { self.write(frame) }
+                    for message in messages { self.write(message) }
                 }
             }
         }
@@ -248,20 +285,20 @@ final class ClientSession: ChannelInboundHandler {
     /// A reply whose size depends on the channel (history, presence): error 106 instead when it
     /// would not fit what is left of an HTTP answer, or half the connection's outbound limit
     /// (a larger one would end the connection as a slow consumer).
-    func bounded(_ frame: ByteBuffer, id: UInt32) -> ByteBuffer {
+    func bounded(_ message: OutboundMessage, id: UInt32) -> OutboundMessage {
         let fits: Bool
-        if case .collect(let collector) = self.transport {
-            fits = collector.reserve(frame.readableBytes)
+        if let collector = self.collector {
+            fits = collector.reserve(message.byteCount)
         } else {
-            fits = frame.readableBytes <= self.answerRoom
+            fits = message.byteCount <= self.answerRoom
         }
-        if fits { return frame }
-        return self.errorFrame(id: id, Self.answerTooLarge)
+        if fits { return message }
+        return self.errorMessage(id: id, Self.answerTooLarge)
     }
 
     /// Bytes one reply may take: what is left of an HTTP answer, or half the outbound limit.
     var answerRoom: Int {
-        if case .collect(let collector) = self.transport { return collector.remainingBytes }
+        if let collector = self.collector { return collector.remainingBytes }
         return self.node.configuration.outboundLimit / 2
     }
 
@@ -269,18 +306,18 @@ final class ClientSession: ChannelInboundHandler {
 
     func reply(id: UInt32, _ body: (inout ByteBuffer) -> Void) {
         let slot = self.reserveReply()
-        self.completeReply(slot, self.replyFrame(id: id, body))
+        self.completeReply(slot, self.replyMessage(id: id, body))
     }
 
     func reply(id: UInt32, error: SwitchboardError) {
         let slot = self.reserveReply()
-        self.completeReply(slot, self.errorFrame(id: id, error))
+        self.completeReply(slot, self.errorMessage(id: id, error))
     }
 
-    var allocator: ByteBufferAllocator { self.context?.channel.allocator ?? ByteBufferAllocator() }
+    var allocator: ByteBufferAllocator { self.output.allocator }
 
-    func replyFrame(id: UInt32, _ body: (inout ByteBuffer) -> Void) -> ByteBuffer {
-        WebSocketFrameBuilder.frame(allocator: self.allocator) { buffer in
+    func replyMessage(id: UInt32, _ body: (inout ByteBuffer) -> Void) -> OutboundMessage {
+        OutboundMessage(allocator: self.allocator) { buffer in
             buffer.writeStaticString("{\"id\":")
             buffer.writeDecimal(id)
             buffer.writeStaticString(",\"result\":")
@@ -289,8 +326,8 @@ final class ClientSession: ChannelInboundHandler {
         }
     }
 
-    func errorFrame(id: UInt32, _ error: SwitchboardError) -> ByteBuffer {
-        WebSocketFrameBuilder.frame(allocator: self.allocator) { buffer in
+    func errorMessage(id: UInt32, _ error: SwitchboardError) -> OutboundMessage {
+        OutboundMessage(allocator: self.allocator) { buffer in
             buffer.writeStaticString("{\"id\":")
             buffer.writeDecimal(id)
             buffer.writeStaticString(",\"error\":")
@@ -299,19 +336,10 @@ final class ClientSession: ChannelInboundHandler {
         }
     }
 
-    func write(_ frame: ByteBuffer) {
-        guard self.state != .closed else { return }
-        switch self.transport {
-        case .webSocket:
-            guard let context = self.context else { return }
-            context.write(Self.wrapOutboundOut(frame), promise: nil)
-        case .eventStream:
-            guard let context = self.context else { return }
-            context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(self.eventStreamEvent(frame)))), promise: nil)
-        case .collect(let collector):
-            guard frame.readableBytes > 0 else { return }
-            collector.append(WebSocketFrameBuilder.payload(of: frame))
-        }
+    @inline(__always)
+    func write(_ message: OutboundMessage) {
+        guard !self.isClosed else { return }
+        self.output.write(message, from: self)
         self.hasUnflushedWrites = true
         self.liveness.didWrite()
     }
@@ -319,28 +347,22 @@ final class ClientSession: ChannelInboundHandler {
     func flush() {
         guard self.hasUnflushedWrites else { return }
         self.hasUnflushedWrites = false
-        switch self.transport {
-        case .webSocket, .eventStream:
-            self.context?.flush()
-        case .collect(let collector):
-            self.finishCollectingIfDue(collector)
-        }
+        self.output.flush(from: self)
     }
 
-    /// Whether the client answers pings: SSE and polls cannot.
+    /// Whether the client is expected to answer pings.
     var expectsPong: Bool {
-        self.transport.isWebSocket && self.node.configuration.pingInterval > 0
+        self.output.answersPings && self.node.configuration.pingInterval > 0
     }
 
     // MARK: Ending
 
     /// Ends the connection with `code`; with `push`, a `disconnect` push goes first.
     func disconnect(_ code: DisconnectCode, push: Bool) {
-        guard self.state != .closed else { return }
-        if case .collect = self.transport {} else if self.context == nil { return }
-        // Only WebSocket close frames carry codes; the others get the push always.
-        if push || !self.transport.isWebSocket {
-            let frame = WebSocketFrameBuilder.frame(allocator: self.allocator) { buffer in
+        guard !self.isClosed else { return }
+        // Only some closes carry codes (WebSocket's); the others get the push always.
+        if push || !self.output.closeCarriesCode {
+            let message = OutboundMessage(allocator: self.allocator) { buffer in
                 buffer.writeStaticString("{\"disconnect\":{\"code\":")
                 buffer.writeDecimal(code.rawValue)
                 buffer.writeStaticString(",\"reason\":")
@@ -349,42 +371,34 @@ final class ClientSession: ChannelInboundHandler {
                 buffer.writeStaticString(code.reconnect ? "true" : "false")
                 buffer.writeStaticString("}}")
             }
-            self.write(frame)
+            self.write(message)
         }
-        switch self.transport {
-        case .webSocket:
-            self.flush()
-            self.close()
-            self.context?.triggerUserOutboundEvent(WebSocketCloseRequest(code: code.rawValue, reason: code.reason), promise: nil)
-        case .eventStream:
-            self.close()
-            guard let context = self.context else { return }
-            let channel = context.channel
-            context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).whenComplete { _ in channel.close(promise: nil) }
-        case .collect:
-            self.finishCollecting()
-        }
+        self.hasUnflushedWrites = false
+        self.close()
+        self.output.end(code, from: self)
     }
 
     /// Releases everything the session holds at the hub and the fan-out. Idempotent.
     func close() {
-        guard self.state != .closed else { return }
-        let wasConnected = self.state == .connected
+        let client: ClientInfo?
+        switch self.state {
+        case .closed: return
+        case .awaitingConnect: client = nil
+        case .connecting(let info, _), .connected(let info): client = info
+        }
         self.state = .closed
         for subscription in self.subscriptions.values { self.endSubscription(subscription) }
         self.subscriptions.removeAll()
         self.replies.removeAll()
-        self.connectPending = nil
-        if wasConnected {
-            self.fanout.remove(client: self.clientInfo.client)
-            self.node.hub.unregister(client: self.clientInfo.client, user: self.clientInfo.user, transport: self.transport.name)
+        if let client {
+            self.fanout.remove(client: client.client)
+            self.node.hub.unregister(client: client.client, user: client.user, transport: self.output.transport)
         }
     }
 
     /// Called once per sweep: pings, pong and connect timeouts, token expiry.
     func tick(now: NIODeadline) {
-        guard self.state != .closed else { return }
-        if case .collect = self.transport { return }
+        guard !self.isClosed, !self.output.transport.isCollected else { return }
         let configuration = self.node.configuration
         switch self.liveness.tick(
             now: now, pingInterval: configuration.pingInterval, pongTimeout: configuration.pongTimeout, expectsPong: self.expectsPong)
@@ -392,7 +406,7 @@ final class ClientSession: ChannelInboundHandler {
         case .none:
             return
         case .ping:
-            self.write(Self.pingFrame)
+            self.write(Self.ping)
             self.liveness.didWritePing()
             self.fanout.markDirty(self)
         case .close(let code, let push):
@@ -400,7 +414,7 @@ final class ClientSession: ChannelInboundHandler {
         }
     }
 
-    static let pingFrame: ByteBuffer = WebSocketFrameBuilder.frame(allocator: ByteBufferAllocator()) {
+    static let ping = OutboundMessage(allocator: ByteBufferAllocator()) {
         $0.writeStaticString("{}")
     }
 
@@ -419,9 +433,9 @@ final class ClientSession: ChannelInboundHandler {
 @available(*, unavailable)
 extension ClientSession: Sendable {}
 
-/// A reply with the subscriptions that go live right after it.
+/// A reply (nil: nothing to write) with the subscriptions that go live right after it.
 struct ReplySlot {
-    var frame: ByteBuffer
+    var message: OutboundMessage?
     var goLive: [SessionSubscription] = []
 }
 

@@ -59,7 +59,7 @@ extension HTTPHandler {
         // nginx would otherwise hold events back in its buffer.
         headers.add(name: "X-Accel-Buffering", value: "no")
         context.write(Self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .ok, headers: headers))), promise: nil)
-        let session = ClientSession(node: self.node, fanout: self.node.fanout(for: context.eventLoop), transport: .eventStream)
+        let session = ClientSession(node: self.node, fanout: self.node.fanout(for: context.eventLoop), output: EventStreamOutput())
         do {
             try pipeline.addHandler(session, position: .after(self))
         } catch {
@@ -195,20 +195,20 @@ extension HTTPHandler {
     private func collect(
         context: ChannelHandlerContext,
         head: HTTPRequestHead,
-        purpose: ResponseCollector.Purpose,
+        purpose: CollectOutput.Purpose,
         timeout: TimeAmount,
         pollKey: PollKey?,
         _ body: (ClientSession) -> Void
     ) {
         let node = self.node
-        let collector = ResponseCollector(purpose: purpose, maximumBytes: self.node.configuration.outboundLimit) { [unowned self] array in
+        let collector = CollectOutput(purpose: purpose, maximumBytes: self.node.configuration.outboundLimit) { [unowned self] array in
             if let pollKey { node.endPoll(client: pollKey.client, address: pollKey.address) }
             self.collectTimeout?.cancel()
             self.collectTimeout = nil
             self.collectingSession = nil
             self.respond(context: context, head: head, .json(.ok, array))
         }
-        let session = ClientSession(node: self.node, fanout: self.node.fanout(for: context.eventLoop), transport: .collect(collector))
+        let session = ClientSession(node: self.node, fanout: self.node.fanout(for: context.eventLoop), output: collector)
         self.collectingSession = session
         self.pollKey = pollKey
         self.collectTimeout = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak session] in

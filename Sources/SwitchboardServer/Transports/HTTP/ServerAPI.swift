@@ -59,12 +59,7 @@ struct ServerAPI: Sendable {
         guard let header else { return false }
         let parts = header.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "apikey" else { return false }
-        let given = Array(parts[1].utf8)
-        let expected = Array(self.node.configuration.apiKey.utf8)
-        guard given.count == expected.count, !expected.isEmpty else { return false }
-        var difference: UInt8 = 0
-        for i in 0..<given.count { difference |= given[i] ^ expected[i] }
-        return difference == 0
+        return ConstantTime.equals(parts[1], self.node.configuration.apiKey)
     }
 
     static func errorBody(_ error: SwitchboardError) -> ByteBuffer {

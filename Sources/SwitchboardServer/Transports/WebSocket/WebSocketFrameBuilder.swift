@@ -44,11 +44,18 @@ struct WebSocketFrameBuilder {
         }
     }
 
-    /// The payload of an unmasked frame made by this builder.
-    static func payload(of frame: ByteBuffer) -> ByteBuffer {
-        let lengthByte = frame.getInteger(at: frame.readerIndex + 1, as: UInt8.self) ?? 0
-        let headerLength = lengthByte < 126 ? 2 : (lengthByte == 126 ? 4 : 10)
-        return frame.getSlice(at: frame.readerIndex + headerLength, length: frame.readableBytes - headerLength) ?? ByteBuffer()
+    /// Bytes of the header of a frame with `payloadLength` bytes of payload.
+    @inline(__always)
+    static func headerLength(payloadLength: Int) -> Int {
+        payloadLength < 126 ? 2 : (payloadLength <= Int(UInt16.max) ? 4 : 10)
+    }
+
+    /// Writes a text frame's header into the room in front of the readable bytes, leaving the
+    /// reader index on the payload (see `OutboundMessage`).
+    static func writeTextHeader(into buffer: inout ByteBuffer) {
+        let payloadStart = buffer.readerIndex
+        Self.prependHeader(&buffer, opcode: .text)
+        buffer.moveReaderIndex(to: payloadStart)
     }
 
     /// A frame carrying `payload` (copied once).

@@ -1,10 +1,12 @@
 import NIOCore
+import SwitchboardCore
 
-/// Gathers the JSON objects a short-lived session produces (a long-poll or an
-/// `/rpc` call) and hands them over once, as one JSON array.
+/// A short-lived session's output (a long-poll or an `/rpc` call): gathers
+/// the JSON objects it produces and hands them over once, as one JSON array,
+/// the answer to the HTTP request that asked.
 ///
 /// Confined to the event loop of the HTTP connection that asked.
-final class ResponseCollector {
+final class CollectOutput: SessionOutput {
     enum Purpose {
         /// Answer at the first object after connecting (publications, positions), or at the timeout.
         case poll
@@ -24,12 +26,41 @@ final class ResponseCollector {
     /// The request's time is up: answer as soon as ready, even with nothing.
     var timedOut = false
     private var onComplete: ((ByteBuffer) -> Void)?
+    let allocator = ByteBufferAllocator()
 
     init(purpose: Purpose, maximumBytes: Int, onComplete: @escaping (ByteBuffer) -> Void) {
         self.purpose = purpose
         self.remainingBytes = maximumBytes
         self.onComplete = onComplete
     }
+
+    // MARK: SessionOutput
+
+    var transport: TransportName { self.purpose == .poll ? .longpoll : .rpc }
+    var answersPings: Bool { false }
+    var takesCombinedMessages: Bool { false }
+    var closeCarriesCode: Bool { false }
+
+    /// The session is in no pipeline: its HTTP handler hands the answer on.
+    func attach(_ context: ChannelHandlerContext) {}
+    func detach() {}
+
+    func write(_ message: OutboundMessage, from session: ClientSession) {
+        guard message.byteCount > 0 else { return }
+        self.append(message.payload)
+    }
+
+    /// Answers once the session has what its request needs.
+    func flush(from session: ClientSession) {
+        session.finishCollectingIfDue()
+    }
+
+    /// Answers with what there is (the last object says why the session ended).
+    func end(_ code: DisconnectCode, from session: ClientSession) {
+        self.complete()
+    }
+
+    // MARK: The answer
 
     /// Whether `bytes` more fit in the answer.
     func fits(_ bytes: Int) -> Bool {
@@ -77,10 +108,10 @@ final class ResponseCollector {
     }
 
     /// Sends the array (once); later calls do nothing.
-    func complete(allocator: ByteBufferAllocator) {
+    func complete() {
         guard let onComplete = self.onComplete else { return }
         self.onComplete = nil
-        var body = allocator.buffer(capacity: self.objects.reduce(2) { $0 + $1.readableBytes + 1 })
+        var body = self.allocator.buffer(capacity: self.objects.reduce(2) { $0 + $1.readableBytes + 1 })
         body.writeInteger(UInt8(ascii: "["))
         for (i, var object) in self.objects.enumerated() {
             if i > 0 { body.writeInteger(UInt8(ascii: ",")) }
@@ -99,4 +130,4 @@ final class ResponseCollector {
 }
 
 @available(*, unavailable)
-extension ResponseCollector: Sendable {}
+extension CollectOutput: Sendable {}
