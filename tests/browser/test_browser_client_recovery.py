@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from sbclient import TOKEN_SECRET, user_token
+from sbclient import OPEN_PERMISSIONS_YAML, TOKEN_SECRET, user_token
 from test_browser_client import TRANSPORTS, call, client_page, publish, rec, wait_state
 
 REMAKE_JS = """
@@ -111,7 +111,8 @@ def test_token_expiring_while_connected_asks_get_token(transport, node_factory, 
     """A connection token that expires while the connection is up: the node ends it with 3503 (over
     long-polling the next poll is answered 401 / error 109), the client asks `getToken()` for a new
     one and reconnects with it; the subscription recovers, nothing is lost or doubled."""
-    node = node_factory.start("--token-secret", TOKEN_SECRET)
+    # Every namespace flag on (a token key means default deny) and a 1 s refresh grace (default 25 s).
+    node = node_factory.start("--token-secret", TOKEN_SECRET, config_text=OPEN_PERMISSIONS_YAML + "tokens:\n  refreshGrace: 1\n")
     page, _ = client_page(browsers, node_factory, proxies, None, origin=proxies.origin([node]))
     short = user_token(TOKEN_SECRET, "tess", ttl=6)
     long = user_token(TOKEN_SECRET, "tess", ttl=3600)

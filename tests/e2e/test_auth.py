@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from websockets.exceptions import InvalidStatus
 
-from sbclient import Node, binary_path, connect, connect_expect_close, run
+from sbclient import ClosedBeforeReply, Node, binary_path, connect, connect_expect_close, run
 
 HMAC_SECRET = "e2e-hmac-secret-0123456789abcdef-0123456789abcdef"
 AUDIENCE = "switchboard"
@@ -457,6 +457,117 @@ def test_origins_configured_patterns(node_factory):
     assert raw_upgrade(node, "http://app.example") == 403
     assert raw_upgrade(node, "null") == 403
     assert raw_upgrade(node, None) == 101
+
+
+# -- refresh ------------------------------------------------------------------------------------
+
+GRACE = 1  # tokens.refreshGrace of the refresh node, seconds
+
+
+@pytest.fixture
+def refresh_node(node_factory, keys):
+    cfg = json.loads(auth_config(keys))
+    cfg["tokens"]["refreshGrace"] = GRACE
+    return node_factory.start(config_text=json.dumps(cfg), config_name="refresh.json")
+
+
+def test_connect_and_refresh_results_carry_ttl(refresh_node):
+    async def main():
+        c = await connect(refresh_node, token=hs(claims("alice", ttl=600)))
+        assert c.info.get("expires") is True and 595 <= c.info.get("ttl", -1) <= 600, c.info
+        no_exp = hs({"sub": "alice", "aud": AUDIENCE, "iss": ISSUER})
+        d = await connect(refresh_node, token=no_exp)
+        assert "expires" not in d.info and "ttl" not in d.info, d.info
+        r = await c.result("refresh", {"token": hs(claims("alice", ttl=1200))})
+        assert r["expires"] is True and 1195 <= r["ttl"] <= 1200, r
+        assert await d.result("refresh", {"token": no_exp}) == {"expires": False}
+        # An expired token is refused with 109; the connection stays (its old deadline still counts).
+        assert (await c.error("refresh", {"token": hs(claims("alice", ttl=-60))}))["code"] == 109
+        assert (await c.error("refresh", {}))["code"] == 107
+        assert await c.result("ping", {}) == {}
+
+    run(main())
+
+
+def test_unrefreshed_connection_closes_3503_after_expiry_plus_grace_refreshed_one_stays(refresh_node):
+    async def main():
+        exp = int(time.time()) + 2
+        token = hs({**claims("alice"), "exp": exp})
+        kept = await connect(refresh_node, token=token)
+        lapsed = await connect(refresh_node, token=token)
+        assert 0 <= kept.info["ttl"] <= 2, kept.info
+        assert (await kept.result("refresh", {"token": hs(claims("alice", ttl=600))}))["ttl"] >= 595
+        code = await lapsed.wait_closed(timeout=exp + GRACE + 5 - time.time())
+        closed_at = time.time()
+        assert code == 3503, f"closed with {code}"
+        # Not at the expiry itself: the grace was given (a second of sweep slack on the other side).
+        assert closed_at >= exp + GRACE - 0.05, f"closed {exp + GRACE - closed_at:.2f}s before expiry + grace"
+        pushes = [p["disconnect"]["code"] for p in lapsed.pushes if "disconnect" in p]
+        assert pushes in ([], [3503]), pushes
+        assert await kept.result("ping", {}) == {}, "the refreshed connection was closed"
+        assert not kept.closed.is_set()
+
+    run(main())
+
+
+def test_refresh_with_another_users_or_a_bad_token_closes_3500(refresh_node, keys):
+    async def main():
+        c = await connect(refresh_node, token=hs(claims("alice")))
+        with pytest.raises(ClosedBeforeReply):
+            await c.call("refresh", {"token": hs(claims("mallory"))})
+        assert await c.wait_closed() == 3500
+        d = await connect(refresh_node, token=hs(claims("alice")))
+        forged = hs(claims("alice"), secret="another-secret-0123456789abcdef-0123456789")
+        with pytest.raises(ClosedBeforeReply):
+            await d.call("refresh", {"token": forged})
+        assert await d.wait_closed() == 3500
+
+    run(main())
+
+
+def test_sub_refresh_and_2501_after_expiry_plus_grace(refresh_node):
+    async def main():
+        alice = await connect(refresh_node, token=hs(claims("alice", ttl=600)))
+        exp = int(time.time()) + 2
+        kept = await alice.subscribe("$orders:kept", token=hs({**claims("alice", channel="$orders:kept"), "exp": exp}))
+        assert kept.get("expires") is True and 0 <= kept.get("ttl", -1) <= 2, kept
+        await alice.subscribe("$orders:lapsed", token=hs({**claims("alice", channel="$orders:lapsed"), "exp": exp}))
+        plain = await alice.subscribe("open:x")
+        assert "expires" not in plain, plain
+        # Errors leave everything as it was.
+        assert (await alice.error("subRefresh", {"channel": "$orders:none", "token": hs(claims("alice", channel="$orders:none"))}))["code"] == 107
+        assert (await alice.error("subRefresh", {"channel": "$orders:kept", "token": hs(claims("alice", channel="$orders:lapsed"))}))["code"] == 103
+        assert (await alice.error("subRefresh", {"channel": "$orders:kept", "token": hs(claims("bob", channel="$orders:kept"))}))["code"] == 103
+        assert (await alice.error("subRefresh", {"channel": "$orders:kept", "token": hs(claims("alice", ttl=-60, channel="$orders:kept"))}))["code"] == 109
+        r = await alice.result("subRefresh", {"channel": "$orders:kept", "token": hs(claims("alice", ttl=600, channel="$orders:kept"))})
+        assert r["expires"] is True and 595 <= r["ttl"] <= 600, r
+        push = await alice.wait_push(lambda p: p.get("channel") == "$orders:lapsed" and "unsubscribe" in p,
+                                     timeout=exp + GRACE + 5 - time.time(), what="unsubscribe 2501")
+        assert time.time() >= exp + GRACE - 0.05
+        assert push["unsubscribe"]["code"] == 2501, push
+        unsubscribes = [p for p in alice.pushes if "unsubscribe" in p]
+        assert len(unsubscribes) == 1, f"only the lapsed subscription ends: {unsubscribes}"
+        # The refreshed subscription and the connection carry on; the lapsed one gets nothing more.
+        await refresh_node.apublish("$orders:lapsed", {"n": 0})
+        await refresh_node.apublish("$orders:kept", {"n": 1})
+        assert (await alice.wait_pub("$orders:kept"))["data"] == {"n": 1}
+        assert alice.pubs("$orders:lapsed") == []
+        # Subscribing again with a new token works (what a client does on 2501).
+        again = await alice.subscribe("$orders:lapsed", token=hs(claims("alice", ttl=600, channel="$orders:lapsed")))
+        assert again["ttl"] >= 595, again
+
+    run(main())
+
+
+def test_refresh_in_dev_mode_is_unauthorized(node_factory):
+    node = node_factory.start()
+
+    async def main():
+        c = await connect(node)
+        assert (await c.error("refresh", {"token": hs(claims("alice"))}))["code"] == 101
+        assert await c.result("ping", {}) == {}
+
+    run(main())
 
 
 # -- rate limit ---------------------------------------------------------------------------------

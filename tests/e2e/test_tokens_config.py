@@ -164,9 +164,11 @@ def test_json_config_and_precedence(node_factory):
     run(main())
 
 
-def test_token_expiring_during_a_live_connection_closes_3503(token_node):
+def test_token_expiring_during_a_live_connection_closes_3503(node_factory):
     """A token that was valid at connect and expires while the connection is up: the node closes it
-    with 3503 (token expired: the client reconnects only with a new token)."""
+    with 3503 after the refresh grace (token expired: the client reconnects only with a new token)."""
+    token_node = node_factory.start(token_secret=TOKEN_SECRET, config_text="tokens:\n  refreshGrace: 1\n")
+
     async def main():
         c = await connect(token_node, token=user_token(TOKEN_SECRET, "bob", ttl=2))
         await c.subscribe("tok:live")

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import SwitchboardAuth
 import SwitchboardCore
@@ -54,20 +55,92 @@ extension ClientSession {
         }
     }
 
-    /// The subscription token of a `subscribe`, when present: nil when it verified (it then
-    /// decides alone), else the error to answer (109 expired, 103 otherwise; the connection stays).
-    func checkSubscriptionToken(_ token: String, channel: String) -> SwitchboardError? {
-        guard self.node.enforcesPermissions else { return SwitchboardError(.permissionDenied, "subscription tokens need a token key") }
+    /// The subscription token of a `subscribe` or `subRefresh`: its claims when it verified (it
+    /// then decides alone), else the error to answer (109 expired, 103 otherwise; the connection stays).
+    func checkSubscriptionToken(_ token: String, channel: String) -> Result<SubscriptionTokenClaims, SwitchboardError> {
+        guard self.node.enforcesPermissions else { return .failure(SwitchboardError(.permissionDenied, "subscription tokens need a token key")) }
         switch self.node.tokens.verifySubscriptionToken(token, user: self.clientInfo.user, channel: channel) {
-        case .success:
-            return nil
+        case .success(let claims):
+            return .success(claims)
         case .failure(.expired):
-            return SwitchboardError(.tokenExpired)
+            return .failure(SwitchboardError(.tokenExpired))
         case .failure(let failure):
             self.node.logger.debug("subscription token refused", metadata: [
                 "reason": "\(failure)", "channel": "\(channel)", "token": "\(SecretRedaction.tokenTag(token))",
             ])
-            return SwitchboardError(.permissionDenied, "invalid subscription token")
+            return .failure(SwitchboardError(.permissionDenied, "invalid subscription token"))
+        }
+    }
+
+    /// `refresh`: a new connection token for the same user moves the connection's expiry.
+    ///
+    /// - the result is `{expires, ttl}` (`{"expires":false}` for a token without expiry);
+    /// - an expired token: error 109, and the old deadline (expiry + grace) still counts;
+    /// - an invalid token, or one for another user: close 3500.
+    ///
+    /// Verified like `connect` (a new `kid` may wait for one JWKS fetch); the reply keeps its place.
+    func refresh(id: UInt32, token: String) {
+        guard self.node.enforcesPermissions else {
+            return self.reply(id: id, error: SwitchboardError(.unauthorized, "tokens are not accepted by this server"))
+        }
+        let slot = self.reserveReply()
+        let loop = self.fanout.eventLoop
+        var waited = false
+        defer { waited = true }
+        self.node.tokens.verifyConnectionToken(token, on: loop).hop(to: loop).assumeIsolated().whenComplete { result in
+            defer { if waited { self.flush() } }
+            guard self.isConnected else { return }
+            switch result {
+            case .success(let claims) where claims.user == self.clientInfo.user:
+                let expiry = claims.expiresAt.map { Self.deadline(expiresAt: $0, now: Date().timeIntervalSince1970) }
+                self.liveness.didRefresh(tokenExpiry: expiry)
+                let ttl = self.liveness.tokenTTL(now: .now())
+                self.completeReply(slot, self.replyMessage(id: id) { Self.writeExpiry(&$0, ttl: ttl) })
+            case .success(let claims):
+                self.node.logger.info("refresh with another user's token", metadata: [
+                    "user": "\(self.clientInfo.user)", "tokenUser": "\(claims.user)", "token": "\(SecretRedaction.tokenTag(token))",
+                ])
+                self.disconnect(.invalidToken, push: true)
+            case .failure(let error):
+                let failure = (error as? TokenFailure) ?? .invalid("\(error)")
+                if failure == .expired {
+                    self.completeReply(slot, self.errorMessage(id: id, SwitchboardError(.tokenExpired)))
+                } else {
+                    self.node.logger.debug("refresh token refused", metadata: [
+                        "reason": "\(failure)", "token": "\(SecretRedaction.tokenTag(token))",
+                    ])
+                    self.disconnect(.invalidToken, push: true)
+                }
+            }
+        }
+    }
+
+    /// `subRefresh`: a new subscription token for a channel this connection is subscribed to moves
+    /// the subscription's expiry. Errors leave the subscription as it was: 107 when not subscribed,
+    /// 109 for an expired token, 103 for an invalid one (another user or channel, a bad signature).
+    func subRefresh(id: UInt32, channel: String, token: String) {
+        guard self.subscriptions[channel] != nil else {
+            return self.reply(id: id, error: .badRequest("not subscribed to \(channel)"))
+        }
+        switch self.checkSubscriptionToken(token, channel: channel) {
+        case .success(let claims):
+            let expiry = claims.expiresAt.map { Self.deadline(expiresAt: $0, now: Date().timeIntervalSince1970) }
+            self.liveness.setSubscriptionExpiry(channel, expiry)
+            let ttl = self.liveness.subscriptionTTL(channel, now: .now())
+            self.reply(id: id) { Self.writeExpiry(&$0, ttl: ttl) }
+        case .failure(let error):
+            self.reply(id: id, error: error)
+        }
+    }
+
+    /// `{"expires":true,"ttl":N}`, or `{"expires":false}` for a token without expiry.
+    static func writeExpiry(_ buffer: inout ByteBuffer, ttl: Int?) {
+        if let ttl {
+            buffer.writeStaticString("{\"expires\":true,\"ttl\":")
+            buffer.writeDecimal(ttl)
+            buffer.writeInteger(UInt8(ascii: "}"))
+        } else {
+            buffer.writeStaticString("{\"expires\":false}")
         }
     }
 

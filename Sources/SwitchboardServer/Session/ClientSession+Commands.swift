@@ -11,12 +11,12 @@ extension ClientSession {
     func connect(id: UInt32, _ params: ConnectParams, claims: ConnectionTokenClaims?) {
         let user = claims?.user ?? ""
         let info = claims?.info
-        let tokenDeadline = claims?.expiresAt.map { Self.deadline(expiresAt: $0, now: Date().timeIntervalSince1970) }
+        let tokenExpiry = claims?.expiresAt.map { Self.deadline(expiresAt: $0, now: Date().timeIntervalSince1970) }
         let client = self.fanout.makeClientID(node: self.node.nodeID)
         let slot = self.reserveReply()
         let aggregate = ConnectAggregate(id: id, slot: slot, remaining: 0)
         self.state = .connecting(ClientInfo(client: client, user: user, info: info), aggregate)
-        self.liveness.didConnect(tokenDeadline: tokenDeadline)
+        self.liveness.didConnect(tokenExpiry: tokenExpiry)
         self.fanout.add(self, client: client)
         self.node.hub.register(client: client, user: user, loopIndex: self.fanout.index, transport: self.output.transport)
         var subscriptions: [SessionSubscription] = []
@@ -64,6 +64,10 @@ extension ClientSession {
             buffer.writeString(Self.formatSeconds(self.node.configuration.pingInterval))
             buffer.writeStaticString(",\"pong\":")
             buffer.writeStaticString(self.expectsPong ? "true" : "false")
+            if let ttl = self.liveness.tokenTTL(now: .now()) {
+                buffer.writeStaticString(",\"expires\":true,\"ttl\":")
+                buffer.writeDecimal(ttl)
+            }
             if !aggregate.results.isEmpty {
                 buffer.writeStaticString(",\"subs\":{")
                 for (i, result) in aggregate.results.enumerated() {
@@ -71,7 +75,8 @@ extension ClientSession {
                     buffer.writeJSONString(result.channel)
                     buffer.writeInteger(UInt8(ascii: ":"))
                     switch result.outcome {
-                    case .success(let activation): ResultWriter.writeSubscribeResult(&buffer, activation)
+                    case .success(let activation):
+                        ResultWriter.writeSubscribeResult(&buffer, activation, ttl: self.liveness.subscriptionTTL(result.channel, now: .now()))
                     case .failure(let error):
                         buffer.writeStaticString("{\"error\":")
                         ResultWriter.writeError(&buffer, error)
@@ -89,8 +94,13 @@ extension ClientSession {
         let slot = self.reserveReply()
         let subscription: SessionSubscription
         do throws(SwitchboardError) {
-            if let token = params.token, let refusal = self.checkSubscriptionToken(token, channel: params.channel) { throw refusal }
-            subscription = try self.startSubscription(channel: params.channel, since: params.since, slot: slot, tokenGranted: params.token != nil)
+            var tokenExpiry: NIODeadline?
+            if let token = params.token {
+                let claims = try self.checkSubscriptionToken(token, channel: params.channel).get()
+                tokenExpiry = claims.expiresAt.map { Self.deadline(expiresAt: $0, now: Date().timeIntervalSince1970) }
+            }
+            subscription = try self.startSubscription(
+                channel: params.channel, since: params.since, slot: slot, tokenGranted: params.token != nil, tokenExpiry: tokenExpiry)
         } catch {
             self.completeReply(slot, self.errorMessage(id: id, error))
             return
@@ -99,8 +109,11 @@ extension ClientSession {
         self.requestJoin(subscription, since: params.since)
     }
 
-    /// Checks permissions and limits and registers a joining subscription.
-    func startSubscription(channel: String, since: StreamPosition?, slot: UInt64, tokenGranted: Bool = false) throws(SwitchboardError) -> SessionSubscription {
+    /// Checks permissions and limits and registers a joining subscription; `tokenExpiry`: when the
+    /// subscription token that admitted it expires (the sweep ends it with 2501 after the grace).
+    func startSubscription(
+        channel: String, since: StreamPosition?, slot: UInt64, tokenGranted: Bool = false, tokenExpiry: NIODeadline? = nil
+    ) throws(SwitchboardError) -> SessionSubscription {
         var options = self.node.configuration.namespaces.options(for: channel)
         // A poll is a moment, not a presence: it neither enters presence nor announces joins.
         if self.output.transport.isCollected { options.presence = false }
@@ -113,6 +126,7 @@ extension ClientSession {
         subscription.replySlot = slot
         subscription.requestedSince = options.keepsHistory ? since : nil
         self.subscriptions[channel] = subscription
+        self.liveness.setSubscriptionExpiry(channel, tokenExpiry)
         self.fanout.addPending(subscription)
         return subscription
     }
@@ -154,7 +168,8 @@ extension ClientSession {
             self.fanout.markDirty(self)
             return
         }
-        let message = self.replyMessage(id: subscription.replyID) { ResultWriter.writeSubscribeResult(&$0, activation) }
+        let ttl = self.liveness.subscriptionTTL(subscription.channel, now: .now())
+        let message = self.replyMessage(id: subscription.replyID) { ResultWriter.writeSubscribeResult(&$0, activation, ttl: ttl) }
         self.completeReply(subscription.replySlot, message, goLive: [subscription])
         self.fanout.markDirty(self)
     }
@@ -162,6 +177,7 @@ extension ClientSession {
     func rejectSubscription(_ subscription: SessionSubscription, _ error: SwitchboardError) {
         guard self.subscriptions[subscription.channel] === subscription else { return }
         self.subscriptions[subscription.channel] = nil
+        self.liveness.setSubscriptionExpiry(subscription.channel, nil)
         if let aggregate = self.connectPending, aggregate.slot == subscription.replySlot {
             aggregate.results.append((subscription.channel, .failure(error)))
             aggregate.remaining -= 1
@@ -179,6 +195,7 @@ extension ClientSession {
     }
 
     func endSubscription(_ subscription: SessionSubscription) {
+        self.liveness.setSubscriptionExpiry(subscription.channel, nil)
         if case .joining = subscription.state {
             self.fanout.removePending(subscription.id)
         } else {

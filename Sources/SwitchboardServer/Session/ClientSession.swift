@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOWebSocket
+import SwitchboardAuth
 import SwitchboardBroker
 import SwitchboardCore
 
@@ -55,7 +56,7 @@ final class ClientSession: ChannelInboundHandler {
         self.node = node
         self.fanout = fanout
         self.output = output
-        self.liveness = SessionLiveness(now: .now())
+        self.liveness = SessionLiveness(now: .now(), refreshGrace: Self.refreshGrace(node.configuration.tokens.refreshGrace))
     }
 
     // MARK: State
@@ -197,6 +198,10 @@ final class ClientSession: ChannelInboundHandler {
                 self.presence(id: command.id, channel: channel, statsOnly: true)
             case .history(let params):
                 self.history(id: command.id, params)
+            case .refresh(let token):
+                self.refresh(id: command.id, token: token)
+            case .subRefresh(let channel, let token):
+                self.subRefresh(id: command.id, channel: channel, token: token)
             case .ping:
                 self.reply(id: command.id) { $0.writeStaticString("{}") }
             case .unknown:
@@ -404,13 +409,16 @@ final class ClientSession: ChannelInboundHandler {
             now: now, pingInterval: configuration.pingInterval, pongTimeout: configuration.pongTimeout, expectsPong: self.expectsPong)
         {
         case .none:
-            return
+            break
         case .ping:
             self.write(Self.ping)
             self.liveness.didWritePing()
             self.fanout.markDirty(self)
         case .close(let code, let push):
-            self.disconnect(code, push: push)
+            return self.disconnect(code, push: push)
+        }
+        for channel in self.liveness.expiredSubscriptions(now: now) {
+            self.serverUnsubscribe(channel, .subscriptionExpired)
         }
     }
 
@@ -423,6 +431,11 @@ final class ClientSession: ChannelInboundHandler {
     static func deadline(expiresAt: Double, now: Double) -> NIODeadline {
         let remaining = min(max(expiresAt - now, 0), 10 * 365 * 86_400)
         return .now() + .milliseconds(Int64(remaining * 1000))
+    }
+
+    /// `tokens.refreshGrace` seconds (checked finite and in range when loaded) as a duration.
+    static func refreshGrace(_ seconds: Double) -> TimeAmount {
+        .milliseconds(Int64(min(max(seconds, 0), 86_400) * 1000))
     }
 
     static func formatSeconds(_ seconds: Double) -> String {
