@@ -595,6 +595,105 @@ def test_command_rate_limit_111_then_3507(node_factory):
     run(main())
 
 
+# -- limits that need identity ------------------------------------------------------------------
+
+
+def metric_value(node, name: str, labels: str) -> float:
+    for line in node.http("GET", "/metrics").text.splitlines():
+        if line.startswith(f"{name}{{") and labels in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_connections_per_user_close_3504_over_the_cap(node_factory, keys):
+    node = node_factory.start(config_text=auth_config(keys, limits={"connectionsPerUser": 2}), config_name="users.json")
+
+    async def main():
+        a1 = await connect(node, token=hs(claims("alice")))
+        a2 = await connect(node, token=hs(claims("alice")))
+        code, reply = await connect_expect_close(node, hs(claims("alice")))
+        assert code == 3504, f"third connection of alice closed with {code}, reply {reply}"
+        assert reply is None or "result" not in reply, reply
+        # Other users and anonymous connections are not held back by alice's count.
+        b = await connect(node, token=hs(claims("bob")))
+        anons = [await connect(node) for _ in range(3)]
+        # A close makes room (the count drops when the server sees the close).
+        await a1.close()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                c = await connect(node, token=hs(claims("alice")))
+                break
+            except (AssertionError, ClosedBeforeReply):
+                assert time.monotonic() < deadline, "alice never got her slot back after a close"
+                await asyncio.sleep(0.05)
+        assert c.info["user"] == "alice"
+        for x in [a2, b, c, *anons]:
+            assert await x.result("ping", {}) == {}
+        assert metric_value(node, "switchboard_refused_connections_total", 'reason="user"') >= 1
+
+    run(main())
+
+
+def test_refusals_are_counted_by_reason(auth_node, node_factory):
+    async def main():
+        await assert_refused(auth_node, hs(claims("alice"), secret="another-secret-0123456789abcdef-0123456789"), 3500, "bad signature")
+        await assert_refused(auth_node, hs(claims("alice", ttl=-60)), 3503, "expired")
+        c = await connect(auth_node, token=hs(claims("alice")))
+        assert (await c.error("subscribe", {"channel": "orders:x"}))["code"] == 103
+        assert (await c.error("subscribe", {"channel": "$orders:alice", "token": hs(claims("bob", channel="$orders:alice"))}))["code"] == 103
+
+    run(main())
+    assert raw_upgrade(auth_node, "https://evil.example") == 403
+    for reason in ["token_invalid", "token_expired", "permission", "subscription_token_invalid", "origin"]:
+        assert metric_value(auth_node, "switchboard_auth_refusals_total", f'reason="{reason}"') >= 1, reason
+    assert metric_value(auth_node, "switchboard_auth_refusals_total", 'reason="command_rate_close"') == 0
+    text = auth_node.http("GET", "/metrics").text
+    assert "\nswitchboard_insecure 0" in text, [l for l in text.splitlines() if "insecure" in l]
+    assert HMAC_SECRET not in text
+    dev = node_factory.start()
+    assert "\nswitchboard_insecure 1" in dev.http("GET", "/metrics").text
+
+
+def upgrade_head(port: int) -> bytes:
+    """Sends a WebSocket upgrade and returns the response head (status line and headers)."""
+    req = (f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(req)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data.split(b"\r\n\r\n", 1)[0]
+
+
+def test_connects_per_address_per_second_get_503_with_retry_after(node_factory):
+    node = node_factory.start(config_text=json.dumps({"limits": {"connectsPerIPPerSecond": 5}}), config_name="rate.json")
+    started = time.monotonic()
+    heads = [upgrade_head(node.port) for _ in range(20)]
+    elapsed = time.monotonic() - started
+    upgraded = [h for h in heads if h.startswith(b"HTTP/1.1 101")]
+    shed = [h for h in heads if h.startswith(b"HTTP/1.1 503")]
+    assert len(upgraded) + len(shed) == 20, heads
+    assert shed, "no connect was shed"
+    assert all(b"\r\nRetry-After: 1" in h for h in shed), shed[0]
+    if elapsed < 1:  # within at most two one-second windows: at most 2 x 5 upgraded
+        assert len(upgraded) <= 10, f"{len(upgraded)} upgraded in {elapsed:.2f}s"
+    # The next second admits again (and /metrics, itself a connect from the same address).
+    deadline = time.monotonic() + 5
+    while not upgrade_head(node.port).startswith(b"HTTP/1.1 101"):
+        assert time.monotonic() < deadline, "still shed seconds later"
+        time.sleep(0.1)
+    deadline = time.monotonic() + 5
+    while (r := node.http("GET", "/metrics")).status_code != 200:
+        assert r.status_code == 503 and time.monotonic() < deadline, r.status_code
+        time.sleep(0.2)
+    assert metric_value(node, "switchboard_refused_connections_total", 'reason="rate"') >= len(shed)
+
+
 # -- dev mode and start-up checks ---------------------------------------------------------------
 
 

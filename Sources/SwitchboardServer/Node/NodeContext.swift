@@ -27,6 +27,8 @@ final class NodeContext: Sendable {
     let metrics: NodeMetrics
     let startedAt: NIODeadline
     let connections: ConnectionLimiter
+    /// Connections per user (`limits.connectionsPerUser`), counted at `connect`.
+    private let userConnections: NIOLockedValueBox<UserConnectionCounts>
     private let drainingBox = NIOLockedValueBox(false)
     /// Polls waiting now, by `client` field and by client address (entries leave at zero, so
     /// both tables are bounded by the connections the node holds).
@@ -64,6 +66,7 @@ final class NodeContext: Sendable {
             }
         }
         self.enforcesPermissions = self.tokens.hasKeys
+        metrics.auth.insecure.record(self.enforcesPermissions ? 0 : 1)
         self.origins = OriginPolicy(configuration.allowedOrigins)
         self.metrics = metrics
         self.configuration = configuration
@@ -75,9 +78,11 @@ final class NodeContext: Sendable {
         self.fanouts = fanouts
         self.logger = logger
         self.startedAt = .now()
+        self.userConnections = NIOLockedValueBox(UserConnectionCounts(maximumPerUser: configuration.limits.connectionsPerUser))
         self.connections = ConnectionLimiter(
             maximum: configuration.maxConnections > 0 ? configuration.maxConnections : ConnectionLimiter.defaultMaximum(),
-            maximumPerAddress: configuration.maxConnectionsPerIP
+            maximumPerAddress: configuration.maxConnectionsPerIP,
+            connectsPerAddressPerSecond: configuration.limits.connectsPerIPPerSecond
         )
     }
 
@@ -89,6 +94,21 @@ final class NodeContext: Sendable {
         } catch {
             throw ConfigurationError(error.description)
         }
+    }
+
+    /// Counts a connection of `user` against `limits.connectionsPerUser`: false when the user holds
+    /// the maximum on this node (nothing counted); else `releaseUser` must follow at close.
+    func admitUser(_ user: String) -> Bool {
+        self.userConnections.withLockedValue { $0.admit(user) }
+    }
+
+    func releaseUser(_ user: String) {
+        self.userConnections.withLockedValue { $0.release(user) }
+    }
+
+    /// Whether connections of `user` are counted per user (no lock: the cap is fixed at start).
+    func countsUser(_ user: String) -> Bool {
+        self.configuration.limits.connectionsPerUser > 0 && !user.isEmpty
     }
 
     /// Counts a poll of `client` (may be empty) from `address`; nil when counted, else why not

@@ -126,6 +126,9 @@ public final class SwitchboardNode: Sendable {
                     case .addressFull:
                         context.metrics.refusedConnectionsAddress.increment()
                         headTimeout = min(headTimeout, 2)
+                    case .addressRate:
+                        context.metrics.refusedConnectionsRate.increment()
+                        headTimeout = min(headTimeout, 2)
                     }
                     try channel.pipeline.syncOperations.addHandler(
                         HandshakeRouter(

@@ -19,6 +19,7 @@ extension ClientSession {
     func authenticateConnect(id: UInt32, _ params: ConnectParams) {
         guard let token = params.token, !token.isEmpty else {
             if self.node.requiresConnectionToken {
+                self.node.metrics.auth.count(.tokenMissing)
                 self.reply(id: id, error: SwitchboardError(.unauthorized, "a token is required"))
                 return self.disconnect(.invalidToken, push: false)
             }
@@ -27,6 +28,7 @@ extension ClientSession {
         guard self.node.enforcesPermissions else {
             // Dev mode has no key to check a token with: a token is an error, not a free pass.
             self.node.logger.info("token refused: no token key is configured")
+            self.node.metrics.auth.count(.tokenInvalid)
             return self.disconnect(.invalidToken, push: false)
         }
         let loop = self.fanout.eventLoop
@@ -45,6 +47,7 @@ extension ClientSession {
                 self.node.logger.debug("connection token refused", metadata: [
                     "reason": "\(failure)", "token": "\(SecretRedaction.tokenTag(token))",
                 ])
+                self.node.metrics.auth.count(failure == .expired ? .tokenExpired : .tokenInvalid)
                 if failure == .expired {
                     self.reply(id: id, error: SwitchboardError(.tokenExpired))
                     self.disconnect(.tokenExpired, push: false)
@@ -63,8 +66,10 @@ extension ClientSession {
         case .success(let claims):
             return .success(claims)
         case .failure(.expired):
+            self.node.metrics.auth.count(.subscriptionTokenInvalid)
             return .failure(SwitchboardError(.tokenExpired))
         case .failure(let failure):
+            self.node.metrics.auth.count(.subscriptionTokenInvalid)
             self.node.logger.debug("subscription token refused", metadata: [
                 "reason": "\(failure)", "channel": "\(channel)", "token": "\(SecretRedaction.tokenTag(token))",
             ])
@@ -97,6 +102,7 @@ extension ClientSession {
                 let ttl = self.liveness.tokenTTL(now: .now())
                 self.completeReply(slot, self.replyMessage(id: id) { Self.writeExpiry(&$0, ttl: ttl) })
             case .success(let claims):
+                self.node.metrics.auth.count(.refreshInvalid)
                 self.node.logger.info("refresh with another user's token", metadata: [
                     "user": "\(self.clientInfo.user)", "tokenUser": "\(claims.user)", "token": "\(SecretRedaction.tokenTag(token))",
                 ])
@@ -106,6 +112,7 @@ extension ClientSession {
                 if failure == .expired {
                     self.completeReply(slot, self.errorMessage(id: id, SwitchboardError(.tokenExpired)))
                 } else {
+                    self.node.metrics.auth.count(.refreshInvalid)
                     self.node.logger.debug("refresh token refused", metadata: [
                         "reason": "\(failure)", "token": "\(SecretRedaction.tokenTag(token))",
                     ])
@@ -151,7 +158,9 @@ extension ClientSession {
             hasSubscriptionToken: tokenGranted,
             isSubscribed: self.subscriptions[channel] != nil
         )
-        return ChannelPermission.check(action, channel: channel, options: options, requester: requester, enforcing: self.node.enforcesPermissions)
+        let refusal = ChannelPermission.check(action, channel: channel, options: options, requester: requester, enforcing: self.node.enforcesPermissions)
+        if refusal != nil { self.node.metrics.auth.count(.permission) }
+        return refusal
     }
 
     /// Counts a command against the connection's rate (token bucket): true to execute it; false when
@@ -166,9 +175,11 @@ extension ClientSession {
         case .allow:
             return true
         case .refuse:
+            self.node.metrics.auth.count(.commandRate)
             self.reply(id: id, error: SwitchboardError(.tooManyRequests))
             return false
         case .close:
+            self.node.metrics.auth.count(.commandRateClose)
             self.node.logger.info("connection closed for command rate", metadata: ["user": "\(self.clientInfo.user)"])
             self.disconnect(.tooManyRequests, push: true)
             return false

@@ -1,5 +1,6 @@
 import CoreMetrics
 import Foundation
+import Logging
 import NIOCore
 import NIOHTTP1
 import SwitchboardBroker
@@ -12,6 +13,11 @@ extension ClientSession {
         let user = claims?.user ?? ""
         let info = claims?.info
         let tokenExpiry = claims?.expiresAt.map { Self.deadline(expiresAt: $0, now: Date().timeIntervalSince1970) }
+        if self.countsUser(user), !self.node.admitUser(user) {
+            self.node.metrics.refusedConnectionsUser.increment()
+            self.node.logger.debug("connection over the per-user cap", metadata: ["user": "\(user)"])
+            return self.disconnect(.connectionLimit, push: false)
+        }
         let client = self.fanout.makeClientID(node: self.node.nodeID)
         let slot = self.reserveReply()
         let aggregate = ConnectAggregate(id: id, slot: slot, remaining: 0)

@@ -396,9 +396,16 @@ final class ClientSession: ChannelInboundHandler {
         self.subscriptions.removeAll()
         self.replies.removeAll()
         if let client {
+            if self.countsUser(client.user) { self.node.releaseUser(client.user) }
             self.fanout.remove(client: client.client)
             self.node.hub.unregister(client: client.client, user: client.user, transport: self.output.transport)
         }
+    }
+
+    /// Whether this connection counts against `limits.connectionsPerUser`: a user's, not a poll's
+    /// or an `/rpc` call's (those last one HTTP answer).
+    func countsUser(_ user: String) -> Bool {
+        !self.output.transport.isCollected && self.node.countsUser(user)
     }
 
     /// Called once per sweep: pings, pong and connect timeouts, token expiry.
@@ -415,9 +422,11 @@ final class ClientSession: ChannelInboundHandler {
             self.liveness.didWritePing()
             self.fanout.markDirty(self)
         case .close(let code, let push):
+            if code == .tokenExpired { self.node.metrics.auth.count(.connectionExpired) }
             return self.disconnect(code, push: push)
         }
         for channel in self.liveness.expiredSubscriptions(now: now) {
+            self.node.metrics.auth.count(.subscriptionExpired)
             self.serverUnsubscribe(channel, .subscriptionExpired)
         }
     }

@@ -268,7 +268,9 @@ extension HTTPHandler {
         guard self.node.enforcesPermissions else { return Self.error(.unauthorized, "tokens are not accepted by this server", code: 101) }
         switch self.node.tokens.verifyConnectionToken(token) {
         case .success: return nil
-        case .failure(let failure): return Self.error(.unauthorized, failure == .expired ? "token expired" : "invalid token", code: 101)
+        case .failure(let failure):
+            self.node.metrics.auth.count(failure == .expired ? .tokenExpired : .tokenInvalid)
+            return Self.error(.unauthorized, failure == .expired ? "token expired" : "invalid token", code: 101)
         }
     }
 

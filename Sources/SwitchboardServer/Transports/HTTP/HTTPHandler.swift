@@ -137,6 +137,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         if route.isClientTransport, !self.node.admitsOrigin(head) {
             // Another site's page: no upgrade, no stream, no command (CORS alone would still let a
             // simple POST run); see docs/security.md.
+            self.node.metrics.auth.count(.origin)
             return self.respond(context: context, head: head, .text(.forbidden, "origin not allowed"))
         }
         switch (head.method, route) {
