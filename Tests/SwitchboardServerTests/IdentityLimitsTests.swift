@@ -74,3 +74,18 @@ struct IdentityLimitsTests {
         #expect(closedAt != nil && closedAt! < second, "a 10k/s flood closes (3507) within a second")
     }
 }
+
+@Suite("Server-side channels of a connection token")
+struct ServerSideChannelsTests {
+    @Test("the client's subs keep their positions; token channels are granted, added once, after them")
+    func merge() {
+        let position = StreamPosition(offset: 4, epoch: "e")
+        let merged = ClientSession.connectSubs([("a", position), ("b", nil)], serverSide: ["b", "c", "c", "d"])
+        #expect(merged.map(\.channel) == ["a", "b", "c", "d"])
+        #expect(merged.map(\.granted) == [false, true, true, true])
+        #expect(merged[0].since == position)
+        #expect(merged.dropFirst().allSatisfy { $0.since == nil })
+        let none = ClientSession.connectSubs([("a", position)], serverSide: [])
+        #expect(none.count == 1 && none[0].channel == "a" && !none[0].granted && none[0].since == position)
+    }
+}

@@ -272,6 +272,23 @@ def test_subscription_tokens(auth_node):
     run(main())
 
 
+def test_connection_token_channels_are_server_side_subscriptions(auth_node):
+    async def main():
+        # `orders` grants nothing by flags: the token's `channels` alone admit these.
+        token = hs(claims("alice", channels=["orders:alice", "orders:shared"]))
+        c = await connect(auth_node, token=token, subs={"open:news": {}})
+        subs = c.info.get("subs", {})
+        assert set(subs) == {"open:news", "orders:alice", "orders:shared"}, c.info
+        assert all("error" not in r for r in subs.values()), subs
+        await auth_node.apublish("orders:alice", {"n": 1})
+        assert (await c.wait_pub("orders:alice"))["data"] == {"n": 1}
+        # Without the token's grant the same channel is refused.
+        d = await connect(auth_node, token=hs(claims("bob")))
+        assert (await d.error("subscribe", {"channel": "orders:alice"}))["code"] == 103
+
+    run(main())
+
+
 def test_default_deny_and_namespace_flags(auth_node):
     async def main():
         alice = await connect(auth_node, token=hs(claims("alice")))

@@ -25,18 +25,36 @@ extension ClientSession {
         self.liveness.didConnect(tokenExpiry: tokenExpiry)
         self.fanout.add(self, client: client)
         self.node.hub.register(client: client, user: user, loopIndex: self.fanout.index, transport: self.output.transport)
-        var subscriptions: [SessionSubscription] = []
-        for sub in params.subs {
+        var subscriptions: [(SessionSubscription, since: StreamPosition?)] = []
+        for sub in Self.connectSubs(params.subs, serverSide: self.output.transport.isCollected ? [] : claims?.channels ?? []) {
             do {
                 try ChannelName.validate(sub.channel)
-                subscriptions.append(try self.startSubscription(channel: sub.channel, since: sub.since, slot: slot))
+                let subscription = try self.startSubscription(channel: sub.channel, since: sub.since, slot: slot, tokenGranted: sub.granted)
+                subscriptions.append((subscription, sub.since))
                 aggregate.remaining += 1
             } catch {
                 aggregate.results.append((sub.channel, .failure(error)))
             }
         }
-        for subscription in subscriptions { self.requestJoin(subscription, since: params.subs.first { $0.channel == subscription.channel }?.since) }
+        for (subscription, since) in subscriptions { self.requestJoin(subscription, since: since) }
         self.finishConnectIfReady()
+    }
+
+    /// The subscriptions a `connect` makes: the client's `subs` (with their positions), then the
+    /// connection token's `channels` not among them. A channel the token names is granted by the
+    /// token (like a subscription token: no namespace flag needed) and counts against the
+    /// subscription limit like any other; the client's position for it is kept.
+    static func connectSubs(
+        _ subs: [(channel: String, since: StreamPosition?)], serverSide: [String]
+    ) -> [(channel: String, since: StreamPosition?, granted: Bool)] {
+        guard !serverSide.isEmpty else { return subs.map { ($0.channel, $0.since, false) } }
+        let granted = Set(serverSide)
+        var result = subs.map { ($0.channel, $0.since, granted.contains($0.channel)) }
+        var seen = Set(subs.map(\.channel))
+        for channel in serverSide where seen.insert(channel).inserted {
+            result.append((channel, nil, true))
+        }
+        return result
     }
 
     func finishConnectIfReady() {
