@@ -17,7 +17,7 @@ from typing import Any
 import requests
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-LISTEN_RE = re.compile(r"ws://(\[[^\]]+\]|[^\s/:]+):(\d+)/ws")
+LISTEN_RE = re.compile(r"wss?://(\[[^\]]+\]|[^\s/:]+):(\d+)/ws")
 
 DEFAULT_TIMEOUT = 5.0
 TOKEN_SECRET = "s3cret-e2e-0123456789abcdef-0123456789"  # --token-secret of the token_node fixture (>= 32 bytes)
@@ -100,9 +100,10 @@ class Node:
                     self.port = int(m.group(2))
                     self.listen_line = line
                     host = m.group(1)
-                    self.ws_url = f"ws://{host}:{self.port}/ws"
-                    self.echo_url = f"ws://{host}:{self.port}/echo"
-                    self.http_url = f"http://{host}:{self.port}"
+                    ws, http = ("wss", "https") if "wss://" in line else ("ws", "http")
+                    self.ws_url = f"{ws}://{host}:{self.port}/ws"
+                    self.echo_url = f"{ws}://{host}:{self.port}/echo"
+                    self.http_url = f"{http}://{host}:{self.port}"
                     return
             if self.process.poll() is not None:
                 raise NodeStartError(

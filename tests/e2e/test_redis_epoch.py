@@ -1,28 +1,21 @@
 """A channel's epoch with the Redis broker, against a connected subscriber.
 
-Known server bug, kept here as a strict xfail so that it shows (and so that
-the fix turns it into a failure to remove the mark): the epoch of a channel
-whose meta key does not exist is derived from Redis's run id, the key and
-the current meta-TTL period (RedisBrokerScripts.unbornEpoch). When the
-channel's keys go while Redis keeps running (DEL, FLUSHDB, eviction under
-maxmemory), the next publication gets the SAME epoch at offset 1: a
-subscriber that had offset 1 drops it as a duplicate, nothing tells it
-(no 2500, no `recovered: false`), and a client resuming from an old
-position is told `recovered: true` over publications it never had.
-(A Redis restart gives a new run id and is handled: see
-tests/browser/test_browser_client_recovery.py.)"""
+The epoch of a channel whose meta key does not exist is derived (reads store
+nothing): from Redis's run id, the key, the meta-TTL period and the channel's
+count of lives. When the channel's keys go while Redis keeps running (DEL,
+eviction), its next publication starts offsets again at 1 in a NEW epoch, so a
+subscriber is told (2500) instead of dropping offset 1 as a duplicate. (A
+Redis restart gives a new run id: see
+tests/browser/test_browser_client_recovery.py. FLUSHDB within one period, which
+also clears the lives count, is the documented exception.)"""
 
 from __future__ import annotations
 
 import subprocess
 
-import pytest
-
 from sbclient import connect, run
 
 
-@pytest.mark.xfail(strict=True, reason="server bug: deleted channel keys restart offsets in the same epoch "
-                                       "(RedisBrokerScripts.unbornEpoch); the subscriber silently drops offset 1")
 def test_channel_keys_deleted_under_a_subscriber(cluster):
     (node,) = cluster.start(1)
     ch = "epoch:del"
