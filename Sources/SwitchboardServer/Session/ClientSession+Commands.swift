@@ -220,11 +220,9 @@ extension ClientSession {
         if let refusal = ChannelPermission.check(.publish, options: options, isAnonymous: self.clientInfo.user.isEmpty) {
             return self.reply(id: id, error: refusal)
         }
-        var data = self.allocator.buffer(capacity: 64)
-        data.writeJSON(params.data)
         let request = PublishRequest(
             channel: params.channel,
-            data: data,
+            data: params.data.bytes,
             info: self.clientInfo,
             historySize: options.historySize,
             historyTTL: options.historyTTL,

@@ -47,7 +47,7 @@ final class ClientSession: ChannelInboundHandler {
     /// Connect, ping, pong and token deadlines.
     var liveness: SessionLiveness
 
-    static let parser = JSONParser(maximumDepth: 64, maximumValues: 50_000)
+    static let parser = ClientMessage.parser(maximumDepth: 64, maximumValues: 50_000)
 
     init(node: NodeContext, fanout: LoopFanout, output: any SessionOutput = WebSocketOutput()) {
         self.node = node

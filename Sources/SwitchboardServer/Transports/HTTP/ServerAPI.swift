@@ -8,7 +8,8 @@ import SwitchboardCore
 /// and `Authorization: apikey <key>`; answers `{"result": ...}` or `{"error": ...}`.
 struct ServerAPI: Sendable {
     let node: NodeContext
-    private static let parser = JSONParser(maximumDepth: 64, maximumValues: 100_000)
+    /// `data` (of `publish` and `broadcast`) is a member of the body object: kept raw, validated, never re-encoded.
+    private static let parser = JSONParser(maximumDepth: 64, maximumValues: 100_000, rawMembers: [.init(key: "data", depth: 1)])
 
     init(node: NodeContext) {
         self.node = node
@@ -78,13 +79,11 @@ struct ServerAPI: Sendable {
         return buffer
     }
 
-    private func publishRequest(channel: String, data: JSONValue, idempotencyKey: String?) -> PublishRequest {
+    private func publishRequest(channel: String, data: RawJSON, idempotencyKey: String?) -> PublishRequest {
         let options = self.node.configuration.namespaces.options(for: channel)
-        var buffer = ByteBuffer()
-        buffer.writeJSON(data)
         return PublishRequest(
             channel: channel,
-            data: buffer,
+            data: data.bytes,
             historySize: options.historySize,
             historyTTL: options.historyTTL,
             idempotencyKey: idempotencyKey,
@@ -105,7 +104,7 @@ struct ServerAPI: Sendable {
 
     private func publish(_ params: JSONObject) throws(SwitchboardError) -> EventLoopFuture<ByteBuffer> {
         let channel = try ClientMessage.channel(params)
-        guard let data = params["data"] else { throw .badRequest("publish needs data") }
+        guard let data = params["data"].map(RawJSON.init) else { throw .badRequest("publish needs data") }
         let key = try ClientMessage.optionalString(params, "idempotencyKey")
         let metrics = self.node.metrics
         metrics.publications.increment()
@@ -119,7 +118,7 @@ struct ServerAPI: Sendable {
     private func broadcast(_ params: JSONObject) throws(SwitchboardError) -> EventLoopFuture<ByteBuffer> {
         guard let channels = params["channels"]?.arrayValue, !channels.isEmpty else { throw .badRequest("channels must be a non-empty array") }
         guard channels.count <= 1000 else { throw .limitExceeded("at most 1000 channels per broadcast") }
-        guard let data = params["data"] else { throw .badRequest("broadcast needs data") }
+        guard let data = params["data"].map(RawJSON.init) else { throw .badRequest("broadcast needs data") }
         var names: [String] = []
         for value in channels {
             guard let channel = value.stringValue else { throw .badRequest("channels must be strings") }
