@@ -21,28 +21,6 @@ struct RawDataLoopbackTests {
         #"[ ]"#,
     ]
 
-    /// Runs `body` against a fresh node and stops the node and the client loop however it ends.
-    static func withNode(_ body: (_ port: Int, _ group: any EventLoopGroup) async throws -> Void) async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let node: SwitchboardNode
-        let port: Int
-        do {
-            (node, port) = try await NodeLoopbackTests.startNode()
-        } catch {
-            try await group.shutdownGracefully()
-            throw error
-        }
-        do {
-            try await body(port, group)
-        } catch {
-            await node.stop()
-            try await group.shutdownGracefully()
-            throw error
-        }
-        await node.stop()
-        try await group.shutdownGracefully()
-    }
-
     /// The text objects of the subscriber's next frame that carries a publication.
     static func nextPublication(_ ws: inout LoopbackClient) async throws -> String {
         let text = try #require(try await ws.readMessage { $0.contains(#""pub":"#) })
@@ -65,7 +43,7 @@ struct RawDataLoopbackTests {
 
     @Test("WebSocket and API publications, history and recovery carry the data bytes unchanged")
     func webSocketAndAPI() async throws {
-        try await Self.withNode { port, group in
+        try await LoopbackNode.run { _, port, group in
             var subscriber = try await LoopbackClient.connect(port: port, group: group)
             #expect(try await subscriber.upgrade() == 101)
             try await subscriber.send(TestFrames.text(#"{"id":1,"connect":{}}"#))
@@ -129,7 +107,7 @@ struct RawDataLoopbackTests {
 
     @Test("invalid data is refused as before: the WebSocket closes with 3501, the API answers 400")
     func invalidData() async throws {
-        try await Self.withNode { port, group in
+        try await LoopbackNode.run { _, port, group in
             for data in ["[1,]", #""\x""#, #""\ud800""#, "01", "{\"a\" 1}", "tru", "1.", #"{"a":}"#] {
                 var ws = try await LoopbackClient.connect(port: port, group: group)
                 #expect(try await ws.upgrade() == 101)
@@ -162,7 +140,7 @@ struct RawDataLoopbackTests {
 
     @Test("SSE events, /rpc and polls carry the data bytes unchanged")
     func httpTransports() async throws {
-        try await Self.withNode { port, group in
+        try await LoopbackNode.run { _, port, group in
             let connect = HTTPQueryEncoding.encode(#"{"subs":{"raw":{}}}"#)
             var stream = try await TransportLoopbackTests.open(port: port, group: group, query: "?connect=\(connect)")
             let connected = try #require(try await stream.next())
