@@ -1,4 +1,5 @@
 import Foundation
+import SwitchboardAuth
 public import SwitchboardCore
 import Yams
 
@@ -18,6 +19,7 @@ extension ServerConfiguration {
         "maxSubscriptions", "outboundLimit", "pingInterval", "pongTimeout", "logLevel", "nodeName",
         "eventLoopThreads", "presenceTTL", "idempotencyWindow", "requestTimeout", "maxRequestBodySize",
         "headTimeout", "maxConnections", "maxConnectionsPerIP", "maxPollsPerIP", "maxCommandsPerRequest", "maxHistoryLimit", "trustedProxies",
+        "apiKeyFile", "tokenSecretFile", "allowedOrigins", "insecure",
         "haproxyAgentPort", "tlsCert", "tlsKey",
     ]
 
@@ -64,10 +66,20 @@ extension ServerConfiguration {
         }
     }
 
-    /// Applies a config file's object (keys as in `optionKeys`, plus `namespaces` and `defaults`).
-    public mutating func apply(file object: JSONObject) throws {
+    /// Applies a config file's object (keys as in `optionKeys`, plus `namespaces`, `defaults`,
+    /// `tokens` and `limits`). `directory` resolves relative key file names (the config file's folder).
+    public mutating func apply(file object: JSONObject, directory: String? = nil) throws {
         for member in object.members {
             switch member.key {
+            case "tokens":
+                do {
+                    self.tokens = try TokenSettings(json: member.value, baseDirectory: directory)
+                } catch {
+                    throw ConfigurationError(error.description)
+                }
+            case "limits":
+                guard case .object(let limits) = member.value else { throw ConfigurationError("limits must be a mapping") }
+                try self.applyLimits(limits)
             case "namespaces":
                 guard case .object(let namespaces) = member.value else { throw ConfigurationError("namespaces must be a mapping") }
                 for ns in namespaces.members {
@@ -107,9 +119,12 @@ extension ServerConfiguration {
         case "trustedProxies":
             let list = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             try self.set(key, .array(list.map { .string($0) }))
-        case "host", "broker", "apiKey", "tokenSecret", "nodeName", "logLevel", "tlsCert", "tlsKey":
+        case "allowedOrigins":
+            let list = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            try self.set(key, .array(list.map { .string($0) }))
+        case "host", "broker", "apiKey", "tokenSecret", "nodeName", "logLevel", "apiKeyFile", "tokenSecretFile", "tlsCert", "tlsKey":
             try self.set(key, .string(text))
-        case "echoEndpoint":
+        case "echoEndpoint", "insecure":
             switch text.lowercased() {
             case "1", "true", "yes", "on": try self.set(key, .bool(true))
             case "0", "false", "no", "off", "": try self.set(key, .bool(false))
@@ -147,7 +162,23 @@ extension ServerConfiguration {
         case "tokenSecret":
             let s = try string()
             self.tokenSecret = s.isEmpty ? nil : s
-        case "drainSeconds": self.drainSeconds = try number()
+        case "apiKeyFile":
+            self.apiKey = try Self.readSecret(file: try string(), option: key)
+        case "tokenSecretFile":
+            self.tokenSecret = try Self.readSecret(file: try string(), option: key)
+        case "insecure":
+            guard let b = value.boolValue else { throw ConfigurationError("insecure must be true or false") }
+            self.insecure = b
+        case "allowedOrigins":
+            guard let items = value.arrayValue, items.count <= 1000,
+                let origins = Optional(items.compactMap(\.stringValue)), origins.count == items.count
+            else { throw ConfigurationError("allowedOrigins must be a list of origins such as https://app.example") }
+            for origin in origins where origin != "*" {
+                guard origin.hasPrefix("http://") || origin.hasPrefix("https://"), !origin.dropFirst(8).contains("/") else {
+                    throw ConfigurationError("allowedOrigins: \(origin) is not scheme://host[:port] (http or https, no path)")
+                }
+            }
+            self.allowedOrigins = origins        case "drainSeconds": self.drainSeconds = try number()
         case "echoEndpoint":
             guard let b = value.boolValue else { throw ConfigurationError("echoEndpoint must be true or false") }
             self.echoEndpoint = b
@@ -189,6 +220,35 @@ extension ServerConfiguration {
         }
     }
 
+    /// A secret from a file (`--api-key-file`, `--token-secret-file`), so it stays out of `ps` and
+    /// the environment: the file's text without trailing newlines; errors name the file, never its content.
+    static func readSecret(file: String, option: String) throws -> String {
+        do {
+            return try TokenSettings.readSecretFile(file, field: option)
+        } catch {
+            throw ConfigurationError(error.description)
+        }
+    }
+
+    private mutating func applyLimits(_ object: JSONObject) throws {
+        for member in object.members {
+            guard let d = member.value.doubleValue, d >= 0, d <= 1e9, d == d.rounded() else {
+                throw ConfigurationError("limits.\(member.key) must be a whole number from 0 to 1e9")
+            }
+            switch member.key {
+            case "connectionsPerUser": self.limits.connectionsPerUser = Int(d)
+            case "connectsPerIPPerSecond": self.limits.connectsPerIPPerSecond = Int(d)
+            case "commandsPerSecond":
+                guard d >= 1 else { throw ConfigurationError("limits.commandsPerSecond must be at least 1") }
+                self.limits.commandsPerSecond = d
+            case "commandBurst":
+                guard d >= 1 else { throw ConfigurationError("limits.commandBurst must be at least 1") }
+                self.limits.commandBurst = d
+            default: throw ConfigurationError("unknown option limits.\(member.key)")
+            }
+        }
+    }
+
     static func namespaceOptions(_ object: JSONObject, base: NamespaceOptions, name: String) throws -> NamespaceOptions {
         var options = base
         for member in object.members {
@@ -209,6 +269,18 @@ extension ServerConfiguration {
             case "joinLeave": options.joinLeave = try flag()
             case "publish": options.publish = try flag()
             case "anonymous": options.anonymous = try flag()
+            case "allowSubscribeForClient": options.allowSubscribeForClient = try flag()
+            case "allowSubscribeForAnonymous": options.allowSubscribeForAnonymous = try flag()
+            case "allowPublishForClient": options.allowPublishForClient = try flag()
+            case "allowPublishForSubscriber": options.allowPublishForSubscriber = try flag()
+            case "allowPublishForAnonymous": options.allowPublishForAnonymous = try flag()
+            case "allowHistoryForClient": options.allowHistoryForClient = try flag()
+            case "allowHistoryForSubscriber": options.allowHistoryForSubscriber = try flag()
+            case "allowHistoryForAnonymous": options.allowHistoryForAnonymous = try flag()
+            case "allowPresenceForClient": options.allowPresenceForClient = try flag()
+            case "allowPresenceForSubscriber": options.allowPresenceForSubscriber = try flag()
+            case "allowPresenceForAnonymous": options.allowPresenceForAnonymous = try flag()
+            case "allowUserLimitedChannels": options.allowUserLimitedChannels = try flag()
             default: throw ConfigurationError("unknown namespace option \(name).\(member.key)")
             }
         }

@@ -29,7 +29,8 @@ enum ResultWriter {
         }
     }
 
-    static func writeSubscribeResult(_ buffer: inout ByteBuffer, _ activation: SubscriptionActivation) {
+    /// `ttl`: seconds left of the subscription token that admitted it (nil: it does not expire).
+    static func writeSubscribeResult(_ buffer: inout ByteBuffer, _ activation: SubscriptionActivation, ttl: Int? = nil) {
         buffer.writeJSONObject { object in
             if let position = activation.position {
                 Self.positionFields(&object, position)
@@ -39,6 +40,10 @@ enum ResultWriter {
             if let recovered = activation.recovered {
                 object.field("recovered", bool: recovered)
                 object.array("publications") { Self.publications(&$0, activation.publications) }
+            }
+            if let ttl {
+                object.field("expires", bool: true)
+                object.field("ttl", int: ttl)
             }
         }
     }

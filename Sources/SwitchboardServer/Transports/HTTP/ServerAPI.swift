@@ -186,6 +186,7 @@ struct ServerAPI: Sendable {
         let node = self.node
         return node.announceSelf().flatMap { node.broker.nodes() }.map { nodes in
             Self.resultObject { answer in
+                answer.field("insecure", bool: node.isInsecure)
                 answer.array("nodes") { entries in
                     for node in nodes {
                         entries.object { entry in
