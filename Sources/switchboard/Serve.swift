@@ -214,9 +214,9 @@ struct Serve: AsyncParsableCommand {
         if let tokenSecret { configuration.tokenSecret = tokenSecret.isEmpty ? nil : tokenSecret }
         if apiKey != nil, apiKeyFile != nil { throw ValidationError("give --api-key or --api-key-file, not both") }
         if tokenSecret != nil, tokenSecretFile != nil { throw ValidationError("give --token-secret or --token-secret-file, not both") }
-        if let apiKeyFile { try configuration.set("apiKeyFile", text: apiKeyFile) }
-        if let tokenSecretFile { try configuration.set("tokenSecretFile", text: tokenSecretFile) }
-        if !allowedOrigin.isEmpty { try configuration.set("allowedOrigins", text: allowedOrigin.joined(separator: ",")) }
+        if let apiKeyFile { try configuration.set("apiKeyFile", .string(apiKeyFile)) }
+        if let tokenSecretFile { try configuration.set("tokenSecretFile", .string(tokenSecretFile)) }
+        if !allowedOrigin.isEmpty { try configuration.set("allowedOrigins", .list(allowedOrigin)) }
         if self.insecure { configuration.insecure = true }
         if let commandsPerSecond {
             guard commandsPerSecond >= 1, commandsPerSecond <= 1e9 else { throw ValidationError("--commands-per-second must be from 1 to 1e9") }
@@ -226,27 +226,27 @@ struct Serve: AsyncParsableCommand {
             guard commandBurst >= 1, commandBurst <= 1e9 else { throw ValidationError("--command-burst must be from 1 to 1e9") }
             configuration.limits.commandBurst = commandBurst
         }
-        if let drainSeconds { try configuration.set("drainSeconds", text: String(drainSeconds)) }
+        if let drainSeconds { try configuration.set("drainSeconds", .number(Double(drainSeconds))) }
         if self.echoEndpoint { configuration.echoEndpoint = true }
-        if let maxMessageSize { try configuration.set("maxMessageSize", text: String(maxMessageSize)) }
-        if let maxSubscriptions { try configuration.set("maxSubscriptions", text: String(maxSubscriptions)) }
-        if let outboundLimit { try configuration.set("outboundLimit", text: String(outboundLimit)) }
-        if let pingInterval { try configuration.set("pingInterval", text: String(pingInterval)) }
-        if let pongTimeout { try configuration.set("pongTimeout", text: String(pongTimeout)) }
+        if let maxMessageSize { try configuration.set("maxMessageSize", .number(Double(maxMessageSize))) }
+        if let maxSubscriptions { try configuration.set("maxSubscriptions", .number(Double(maxSubscriptions))) }
+        if let outboundLimit { try configuration.set("outboundLimit", .number(Double(outboundLimit))) }
+        if let pingInterval { try configuration.set("pingInterval", .number(Double(pingInterval))) }
+        if let pongTimeout { try configuration.set("pongTimeout", .number(Double(pongTimeout))) }
         if let logLevel { configuration.logLevel = logLevel }
         if let nodeName { configuration.nodeName = nodeName }
-        if let threads { try configuration.set("eventLoopThreads", text: String(threads)) }
-        if let headTimeout { try configuration.set("headTimeout", text: String(headTimeout)) }
-        if let requestTimeout { try configuration.set("requestTimeout", text: String(requestTimeout)) }
-        if let maxConnections { try configuration.set("maxConnections", text: String(maxConnections)) }
-        if let maxConnectionsPerIp { try configuration.set("maxConnectionsPerIP", text: String(maxConnectionsPerIp)) }
-        if !trustedProxy.isEmpty { try configuration.set("trustedProxies", text: trustedProxy.joined(separator: ",")) }
-        if let haproxyAgentPort { try configuration.set("haproxyAgentPort", text: String(haproxyAgentPort)) }
+        if let threads { try configuration.set("eventLoopThreads", .number(Double(threads))) }
+        if let headTimeout { try configuration.set("headTimeout", .number(Double(headTimeout))) }
+        if let requestTimeout { try configuration.set("requestTimeout", .number(Double(requestTimeout))) }
+        if let maxConnections { try configuration.set("maxConnections", .number(Double(maxConnections))) }
+        if let maxConnectionsPerIp { try configuration.set("maxConnectionsPerIP", .number(Double(maxConnectionsPerIp))) }
+        if !trustedProxy.isEmpty { try configuration.set("trustedProxies", .list(trustedProxy)) }
+        if let haproxyAgentPort { try configuration.set("haproxyAgentPort", .number(Double(haproxyAgentPort))) }
         if let tlsCert { configuration.tlsCertificateFile = tlsCert }
         if let tlsKey { configuration.tlsKeyFile = tlsKey }
-        if let maxPollsPerIp { try configuration.set("maxPollsPerIP", text: String(maxPollsPerIp)) }
-        if let maxCommandsPerRequest { try configuration.set("maxCommandsPerRequest", text: String(maxCommandsPerRequest)) }
-        if let maxHistoryLimit { try configuration.set("maxHistoryLimit", text: String(maxHistoryLimit)) }
+        if let maxPollsPerIp { try configuration.set("maxPollsPerIP", .number(Double(maxPollsPerIp))) }
+        if let maxCommandsPerRequest { try configuration.set("maxCommandsPerRequest", .number(Double(maxCommandsPerRequest))) }
+        if let maxHistoryLimit { try configuration.set("maxHistoryLimit", .number(Double(maxHistoryLimit))) }
     }
 
     static func randomKey() -> String {

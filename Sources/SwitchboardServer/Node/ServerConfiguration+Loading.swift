@@ -91,8 +91,8 @@ extension ServerConfiguration {
                 guard case .object(let tls) = member.value else { throw ConfigurationError("tls must be a mapping with cert and key") }
                 for option in tls.members {
                     switch option.key {
-                    case "cert": try self.set("tlsCert", option.value)
-                    case "key": try self.set("tlsKey", option.value)
+                    case "cert": try self.set("tlsCert", ConfigurationValue(json: option.value))
+                    case "key": try self.set("tlsKey", ConfigurationValue(json: option.value))
                     default: throw ConfigurationError("unknown option tls.\(option.key) (known: cert, key)")
                     }
                 }
@@ -100,7 +100,7 @@ extension ServerConfiguration {
                 guard case .object(let options) = member.value else { throw ConfigurationError("defaults must be a mapping") }
                 self.namespaces.defaults = try Self.namespaceOptions(options, base: .defaults, name: "defaults")
             default:
-                try self.set(member.key, member.value)
+                try self.set(member.key, ConfigurationValue(json: member.value))
             }
         }
     }
@@ -113,30 +113,30 @@ extension ServerConfiguration {
         }
     }
 
-    /// Sets one option from text (environment variables and flags).
+    /// Sets one option from text (environment variables): a list is comma-separated, a flag
+    /// true/false (1/0, yes/no, on/off), a number a decimal literal.
     public mutating func set(_ key: String, text: String) throws {
         switch key {
-        case "trustedProxies":
+        case "trustedProxies", "allowedOrigins":
             let list = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            try self.set(key, .array(list.map { .string($0) }))
-        case "allowedOrigins":
-            let list = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            try self.set(key, .array(list.map { .string($0) }))
+            try self.set(key, .list(list))
         case "host", "broker", "apiKey", "tokenSecret", "nodeName", "logLevel", "apiKeyFile", "tokenSecretFile", "tlsCert", "tlsKey":
             try self.set(key, .string(text))
         case "echoEndpoint", "insecure":
             switch text.lowercased() {
-            case "1", "true", "yes", "on": try self.set(key, .bool(true))
-            case "0", "false", "no", "off", "": try self.set(key, .bool(false))
+            case "1", "true", "yes", "on": try self.set(key, .flag(true))
+            case "0", "false", "no", "off", "": try self.set(key, .flag(false))
             default: throw ConfigurationError("\(key): expected true or false, got \(text)")
             }
         default:
-            guard Double(text) != nil else { throw ConfigurationError("\(key): expected a number, got \(text)") }
-            try self.set(key, .number(text))
+            guard let number = Double(text) else { throw ConfigurationError("\(key): expected a number, got \(text)") }
+            try self.set(key, .number(number))
         }
     }
 
-    private mutating func set(_ key: String, _ value: JSONValue) throws {
+    /// Sets one option (keys as in `optionKeys`) after the checks every source goes through:
+    /// numbers finite and within bounds, ports within 0-65535, lists bounded, files readable.
+    public mutating func set(_ key: String, _ value: ConfigurationValue) throws {
         func string() throws -> String {
             guard let s = value.stringValue else { throw ConfigurationError("\(key) must be a string") }
             return s
@@ -170,15 +170,15 @@ extension ServerConfiguration {
             guard let b = value.boolValue else { throw ConfigurationError("insecure must be true or false") }
             self.insecure = b
         case "allowedOrigins":
-            guard let items = value.arrayValue, items.count <= 1000,
-                let origins = Optional(items.compactMap(\.stringValue)), origins.count == items.count
+            guard let origins = value.listValue, origins.count <= 1000
             else { throw ConfigurationError("allowedOrigins must be a list of origins such as https://app.example") }
             for origin in origins where origin != "*" {
                 guard origin.hasPrefix("http://") || origin.hasPrefix("https://"), !origin.dropFirst(8).contains("/") else {
                     throw ConfigurationError("allowedOrigins: \(origin) is not scheme://host[:port] (http or https, no path)")
                 }
             }
-            self.allowedOrigins = origins        case "drainSeconds": self.drainSeconds = try number()
+            self.allowedOrigins = origins
+        case "drainSeconds": self.drainSeconds = try number()
         case "echoEndpoint":
             guard let b = value.boolValue else { throw ConfigurationError("echoEndpoint must be true or false") }
             self.echoEndpoint = b
@@ -211,8 +211,7 @@ extension ServerConfiguration {
             let path = try string()
             self.tlsKeyFile = path.isEmpty ? nil : path
         case "trustedProxies":
-            guard let items = value.arrayValue, items.count <= 1000,
-                let addresses = Optional(items.compactMap(\.stringValue)), addresses.count == items.count
+            guard let addresses = value.listValue, addresses.count <= 1000
             else { throw ConfigurationError("trustedProxies must be a list of IP addresses or CIDR blocks") }
             _ = try TrustedProxySet(addresses)
             self.trustedProxies = addresses
