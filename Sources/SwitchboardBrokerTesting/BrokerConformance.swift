@@ -244,6 +244,29 @@ public enum BrokerConformance {
             try expect(delivered.allSatisfy { $0.1 == epoch }, "delivered epoch differs")
             try expect(delivered.map { String(buffer: $0.0.data) } == (1...20).map(String.init), "payloads changed")
         },
+        Case(name: "data bytes come back unchanged from delivery and from history") { broker, recorder in
+            // What the server hands over is the client's own JSON text (RawJSON): whitespace, escapes,
+            // number spellings, member order and multi-byte UTF-8 must survive the broker byte for byte.
+            let channel = unique("conf")
+            try await broker.subscribe(channel: channel).get()
+            let payloads = [
+                #"{ "b" : 1 ,  "a" :[ 2 ,3 ],\#t"b":4 }"#, #""caf\u00e9 \ud83d\ude00 \/""#, "1e400", "12345678901234567890",
+                #""é😀 ""#, " ",
+            ]
+            var info = ClientInfo(client: "c1", user: "u1")
+            info.info = .object(JSONObject([("x", .number("1e400"))]))
+            for (i, payload) in payloads.enumerated() {
+                var req = request(channel, payload)
+                if i % 2 == 0 { req.info = info }
+                _ = try await broker.publish(req).get()
+            }
+            try await recorder.wait { $0.publications(in: channel).count == payloads.count }
+            let delivered = recorder.publications(in: channel).map { Array($0.0.data.readableBytesView) }
+            try expect(delivered == payloads.map { Array($0.utf8) }, "delivered payloads changed: \(delivered.map { String(decoding: $0, as: UTF8.self) })")
+            let history = try await broker.history(HistoryQuery(channel: channel, sinceOffset: nil, limit: .max)).get().publications
+            let stored = history.map { Array($0.data.readableBytesView) }
+            try expect(stored == payloads.map { Array($0.utf8) }, "history payloads changed: \(stored.map { String(decoding: $0, as: UTF8.self) })")
+        },
         Case(name: "publications carry the publisher's info") { broker, recorder in
             let channel = unique("conf")
             try await broker.subscribe(channel: channel).get()

@@ -83,10 +83,11 @@ public struct SubscribeParams: Sendable, Hashable {
 
 public struct PublishParams: Sendable, Hashable {
     public var channel: String
-    public var data: JSONValue
+    /// The payload as the client sent it, validated, never re-encoded (`RawJSON`).
+    public var data: RawJSON
     public var idempotencyKey: String?
 
-    public init(channel: String, data: JSONValue, idempotencyKey: String? = nil) {
+    public init(channel: String, data: RawJSON, idempotencyKey: String? = nil) {
         self.channel = channel
         self.data = data
         self.idempotencyKey = idempotencyKey
@@ -108,6 +109,15 @@ public struct HistoryParams: Sendable, Hashable {
 }
 
 extension ClientMessage {
+    /// What a parser of client commands keeps raw: `publish.data` (`{"id":N,"publish":{"data":..}}`,
+    /// so a member of an object at depth 2). The value is validated, not built into a tree.
+    public static let rawMembers = [JSONParser.RawMember(key: "data", depth: 2)]
+
+    /// A parser for client commands, with `publish.data` kept raw.
+    public static func parser(maximumDepth: Int = 64, maximumValues: Int = 50_000) -> JSONParser {
+        JSONParser(maximumDepth: maximumDepth, maximumValues: maximumValues, rawMembers: Self.rawMembers)
+    }
+
     /// Classifies one JSON object from a client.
     public static func parse(_ value: JSONValue) throws(ProtocolViolation) -> ClientMessage {
         guard case .object(let object) = value else { throw ProtocolViolation("a command must be a JSON object") }
@@ -152,7 +162,7 @@ extension ClientMessage {
             return .publish(
                 PublishParams(
                     channel: try Self.channel(params),
-                    data: data,
+                    data: RawJSON(data),
                     idempotencyKey: try Self.idempotencyKey(params)
                 )
             )

@@ -11,6 +11,8 @@ public enum JSONValue: Sendable, Hashable {
     case string(String)
     case array([JSONValue])
     case object(JSONObject)
+    /// A value kept as its validated source text, not parsed into a tree (see `JSONParser.rawMembers`).
+    case raw(RawJSON)
 }
 
 /// A JSON object with members in document order. Later duplicates win on lookup.

@@ -8,6 +8,7 @@ extension ByteBuffer {
         case .null: self.writeStaticString("null")
         case .bool(let b): self.writeStaticString(b ? "true" : "false")
         case .number(let text): self.writeString(text)
+        case .raw(let raw): self.writeImmutableBuffer(raw.bytes)
         case .string(let s): self.writeJSONString(s)
         case .array(let elements):
             self.writeInteger(UInt8(ascii: "["))

@@ -38,7 +38,8 @@ extension ByteBuffer {
         self.writeInteger(UInt8(ascii: "}"))
     }
 
-    /// Writes the push `{"channel":..,"pub":{..}}`.
+    /// Writes the push `{"channel":..,"pub":{..}}`. The hot path: encoded once per publication per
+    /// node and sent to every subscriber, so written by hand, not with `JSONObjectWriter`.
     public mutating func writePublicationPush(channel: String, _ publication: Publication) {
         self.writeStaticString("{\"channel\":")
         self.writeJSONString(channel)

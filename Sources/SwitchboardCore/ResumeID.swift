@@ -8,7 +8,8 @@ import NIOCore
 /// command's `subs` format: `{channel: {"offset": N, "epoch": "E"}}`, `{}` for
 /// channels without history.
 public enum ResumeID {
-    /// The id for these subscriptions (nil position: a channel without one yet).
+    /// The id for these subscriptions (nil position: a channel without one yet). Written by hand
+    /// rather than with `JSONObjectWriter`: every SSE event carries one.
     public static func encode(_ subs: [(channel: String, position: StreamPosition?)]) -> String {
         var json = ByteBuffer()
         json.writeInteger(UInt8(ascii: "{"))

@@ -6,7 +6,7 @@ import Testing
 @Suite("Client numbers are range-checked where they are parsed")
 struct HostileNumbersTests {
     static func command(_ text: String) throws -> ClientMessage {
-        try ClientMessage.parse(try JSONParser().parse(Array(text.utf8)))
+        try ClientMessage.parse(try ClientMessage.parser().parse(Array(text.utf8)))
     }
 
     static func isBadRequest(_ message: ClientMessage) -> Bool {

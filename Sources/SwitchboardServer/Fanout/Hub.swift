@@ -323,17 +323,13 @@ final class Hub: @unchecked Sendable {
         case .presence(let name, let presenceEvent):
             guard let channel = self.channels[name] else { return }
             let message = OutboundMessage(allocator: self.allocator) { buffer in
-                buffer.writeStaticString("{\"channel\":")
-                buffer.writeJSONString(name)
-                switch presenceEvent {
-                case .join(let info):
-                    buffer.writeStaticString(",\"join\":")
-                    buffer.writeClientInfo(info)
-                case .leave(let info):
-                    buffer.writeStaticString(",\"leave\":")
-                    buffer.writeClientInfo(info)
+                buffer.writeJSONObject { push in
+                    push.field("channel", string: name)
+                    switch presenceEvent {
+                    case .join(let info): push.field("join") { $0.writeClientInfo(info) }
+                    case .leave(let info): push.field("leave") { $0.writeClientInfo(info) }
+                    }
                 }
-                buffer.writeInteger(UInt8(ascii: "}"))
             }
             self.broadcast(.push(channel: name, message), to: channel)
         case .control(let message):

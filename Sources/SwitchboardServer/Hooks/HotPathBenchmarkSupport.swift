@@ -15,8 +15,8 @@ public import SwitchboardCore
 /// Single steps of the hot path, for benchmarks.
 @_spi(Benchmarks)
 public enum HotPathBenchmarkSupport {
-    /// The limits `ClientSession` parses client messages with.
-    private static let parser = JSONParser(maximumDepth: 64, maximumValues: 50_000)
+    /// The parser `ClientSession` reads client messages with (`publish.data` kept raw).
+    private static let parser = ClientSession.parser
 
     /// A publication as a node receives it from the broker: `payloadSize` bytes of JSON
     /// (a string), the publisher's client info, and a publish time.

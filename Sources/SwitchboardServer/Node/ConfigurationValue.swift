@@ -22,7 +22,7 @@ public enum ConfigurationValue: Sendable, Hashable {
         case .array(let items):
             let strings = items.compactMap(\.stringValue)
             self = strings.count == items.count ? .list(strings) : .unsupported
-        case .object, .null:
+        case .object, .null, .raw:
             self = .unsupported
         }
     }

@@ -142,12 +142,9 @@ extension ClientSession {
 
     /// `{"expires":true,"ttl":N}`, or `{"expires":false}` for a token without expiry.
     static func writeExpiry(_ buffer: inout ByteBuffer, ttl: Int?) {
-        if let ttl {
-            buffer.writeStaticString("{\"expires\":true,\"ttl\":")
-            buffer.writeDecimal(ttl)
-            buffer.writeInteger(UInt8(ascii: "}"))
-        } else {
-            buffer.writeStaticString("{\"expires\":false}")
+        buffer.writeJSONObject { result in
+            result.field("expires", bool: ttl != nil)
+            if let ttl { result.field("ttl", int: ttl) }
         }
     }
 

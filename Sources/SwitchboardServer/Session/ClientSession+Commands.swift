@@ -70,46 +70,37 @@ extension ClientSession {
             return
         }
         let message = self.replyMessage(id: aggregate.id) { buffer in
-            buffer.writeStaticString("{\"client\":")
-            buffer.writeJSONString(clientInfo.client)
-            if !clientInfo.user.isEmpty {
-                buffer.writeStaticString(",\"user\":")
-                buffer.writeJSONString(clientInfo.user)
-            }
-            if let eventStream = self.output as? EventStreamOutput {
-                buffer.writeStaticString(",\"session\":")
-                buffer.writeJSONString(clientInfo.client + "." + eventStream.secret)
-            }
-            buffer.writeStaticString(",\"node\":")
-            buffer.writeJSONString(self.node.nodeID)
-            buffer.writeStaticString(",\"version\":")
-            buffer.writeJSONString(self.node.version)
-            buffer.writeStaticString(",\"ping\":")
-            buffer.writeString(Self.formatSeconds(self.node.configuration.pingInterval))
-            buffer.writeStaticString(",\"pong\":")
-            buffer.writeStaticString(self.expectsPong ? "true" : "false")
-            if let ttl = self.liveness.tokenTTL(now: .now()) {
-                buffer.writeStaticString(",\"expires\":true,\"ttl\":")
-                buffer.writeDecimal(ttl)
-            }
-            if !aggregate.results.isEmpty {
-                buffer.writeStaticString(",\"subs\":{")
-                for (i, result) in aggregate.results.enumerated() {
-                    if i > 0 { buffer.writeInteger(UInt8(ascii: ",")) }
-                    buffer.writeJSONString(result.channel)
-                    buffer.writeInteger(UInt8(ascii: ":"))
-                    switch result.outcome {
-                    case .success(let activation):
-                        ResultWriter.writeSubscribeResult(&buffer, activation, ttl: self.liveness.subscriptionTTL(result.channel, now: .now()))
-                    case .failure(let error):
-                        buffer.writeStaticString("{\"error\":")
-                        ResultWriter.writeError(&buffer, error)
-                        buffer.writeInteger(UInt8(ascii: "}"))
+            buffer.writeJSONObject { result in
+                result.field("client", string: clientInfo.client)
+                if !clientInfo.user.isEmpty {
+                    result.field("user", string: clientInfo.user)
+                }
+                if let eventStream = self.output as? EventStreamOutput {
+                    result.field("session", string: clientInfo.client + "." + eventStream.secret)
+                }
+                result.field("node", string: self.node.nodeID)
+                result.field("version", string: self.node.version)
+                result.field("ping", json: .number(Self.formatSeconds(self.node.configuration.pingInterval)))
+                result.field("pong", bool: self.expectsPong)
+                if let ttl = self.liveness.tokenTTL(now: .now()) {
+                    result.field("expires", bool: true)
+                    result.field("ttl", int: ttl)
+                }
+                if !aggregate.results.isEmpty {
+                    result.object("subs") { subs in
+                        for sub in aggregate.results {
+                            switch sub.outcome {
+                            case .success(let activation):
+                                subs.field(sub.channel) {
+                                    ResultWriter.writeSubscribeResult(&$0, activation, ttl: self.liveness.subscriptionTTL(sub.channel, now: .now()))
+                                }
+                            case .failure(let error):
+                                subs.object(sub.channel) { $0.object("error") { ResultWriter.errorFields(&$0, error) } }
+                            }
+                        }
                     }
                 }
-                buffer.writeInteger(UInt8(ascii: "}"))
             }
-            buffer.writeInteger(UInt8(ascii: "}"))
         }
         self.completeReply(aggregate.slot, message, goLive: aggregate.live)
     }
@@ -233,13 +224,13 @@ extension ClientSession {
         guard self.isConnected, let subscription = self.subscriptions.removeValue(forKey: channel) else { return }
         self.endSubscription(subscription)
         let message = OutboundMessage(allocator: self.allocator) { buffer in
-            buffer.writeStaticString("{\"channel\":")
-            buffer.writeJSONString(channel)
-            buffer.writeStaticString(",\"unsubscribe\":{\"code\":")
-            buffer.writeDecimal(code.rawValue)
-            buffer.writeStaticString(",\"reason\":")
-            buffer.writeJSONString(code.reason)
-            buffer.writeStaticString("}}")
+            buffer.writeJSONObject { push in
+                push.field("channel", string: channel)
+                push.object("unsubscribe") { unsubscribe in
+                    unsubscribe.field("code", int: code.rawValue)
+                    unsubscribe.field("reason", string: code.reason)
+                }
+            }
         }
         self.write(message)
         self.fanout.markDirty(self)
@@ -250,11 +241,9 @@ extension ClientSession {
         if let refusal = self.permission(.publish, channel: params.channel, options: options) {
             return self.reply(id: id, error: refusal)
         }
-        var data = self.allocator.buffer(capacity: 64)
-        data.writeJSON(params.data)
         let request = PublishRequest(
             channel: params.channel,
-            data: data,
+            data: params.data.bytes,
             info: self.clientInfo,
             historySize: options.historySize,
             historyTTL: options.historyTTL,
@@ -270,17 +259,7 @@ extension ClientSession {
             self.node.metrics.brokerPublishDuration.recordNanoseconds((NIODeadline.now() - started).nanoseconds)
             switch result {
             case .success(let published):
-                let message = self.replyMessage(id: id) { buffer in
-                    if published.position.offset > 0 {
-                        buffer.writeStaticString("{\"offset\":")
-                        buffer.writeDecimal(published.position.offset)
-                        buffer.writeStaticString(",\"epoch\":")
-                        buffer.writeJSONString(published.position.epoch)
-                        buffer.writeInteger(UInt8(ascii: "}"))
-                    } else {
-                        buffer.writeStaticString("{}")
-                    }
-                }
+                let message = self.replyMessage(id: id) { ResultWriter.writePublishResult(&$0, published) }
                 self.completeReply(slot, message)
             case .failure:
                 self.completeReply(slot, self.errorMessage(id: id, .internalError))

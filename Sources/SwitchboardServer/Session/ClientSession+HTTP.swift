@@ -136,20 +136,18 @@ extension ClientSession {
                     }
                 }
                 guard let position else { continue }  // no history: nothing to carry
-                object.writeStaticString("{\"channel\":")
-                object.writeJSONString(result.channel)
-                object.writeStaticString(",\"position\":{\"offset\":")
-                object.writeDecimal(position.offset)
-                object.writeStaticString(",\"epoch\":")
-                object.writeJSONString(position.epoch)
-                if activation.recovered == false { object.writeStaticString(",\"recovered\":false") }
-                object.writeStaticString("}}")
+                object.writeJSONObject { item in
+                    item.field("channel", string: result.channel)
+                    item.object("position") { fields in
+                        ResultWriter.positionFields(&fields, position)
+                        if activation.recovered == false { fields.field("recovered", bool: false) }
+                    }
+                }
             case .failure(let error):
-                object.writeStaticString("{\"channel\":")
-                object.writeJSONString(result.channel)
-                object.writeStaticString(",\"error\":")
-                ResultWriter.writeError(&object, error)
-                object.writeInteger(UInt8(ascii: "}"))
+                object.writeJSONObject { item in
+                    item.field("channel", string: result.channel)
+                    item.object("error") { ResultWriter.errorFields(&$0, error) }
+                }
             }
             collector.appendPosition(object)
         }

@@ -52,7 +52,7 @@ final class ClientSession: ChannelInboundHandler {
     /// The command rate of this connection (made at its first command; ClientSession+Auth).
     var commandLimiter: CommandRateLimiter?
 
-    static let parser = JSONParser(maximumDepth: 64, maximumValues: 50_000)
+    static let parser = ClientMessage.parser(maximumDepth: 64, maximumValues: 50_000)
 
     init(node: NodeContext, fanout: LoopFanout, output: any SessionOutput = WebSocketOutput()) {
         self.node = node
@@ -325,6 +325,8 @@ final class ClientSession: ChannelInboundHandler {
 
     var allocator: ByteBufferAllocator { self.output.allocator }
 
+    /// A reply: `{"id":N,"result":<what body writes>}`. The envelope is written by hand, as it
+    /// is on the per-message path (every publish is answered); results use `JSONObjectWriter`.
     func replyMessage(id: UInt32, _ body: (inout ByteBuffer) -> Void) -> OutboundMessage {
         OutboundMessage(allocator: self.allocator) { buffer in
             buffer.writeStaticString("{\"id\":")
@@ -337,11 +339,10 @@ final class ClientSession: ChannelInboundHandler {
 
     func errorMessage(id: UInt32, _ error: SwitchboardError) -> OutboundMessage {
         OutboundMessage(allocator: self.allocator) { buffer in
-            buffer.writeStaticString("{\"id\":")
-            buffer.writeDecimal(id)
-            buffer.writeStaticString(",\"error\":")
-            ResultWriter.writeError(&buffer, error)
-            buffer.writeInteger(UInt8(ascii: "}"))
+            buffer.writeJSONObject { reply in
+                reply.field("id", int: id)
+                reply.object("error") { ResultWriter.errorFields(&$0, error) }
+            }
         }
     }
 
@@ -372,13 +373,13 @@ final class ClientSession: ChannelInboundHandler {
         // Only some closes carry codes (WebSocket's); the others get the push always.
         if push || !self.output.closeCarriesCode {
             let message = OutboundMessage(allocator: self.allocator) { buffer in
-                buffer.writeStaticString("{\"disconnect\":{\"code\":")
-                buffer.writeDecimal(code.rawValue)
-                buffer.writeStaticString(",\"reason\":")
-                buffer.writeJSONString(code.reason)
-                buffer.writeStaticString(",\"reconnect\":")
-                buffer.writeStaticString(code.reconnect ? "true" : "false")
-                buffer.writeStaticString("}}")
+                buffer.writeJSONObject { push in
+                    push.object("disconnect") { disconnect in
+                        disconnect.field("code", int: code.rawValue)
+                        disconnect.field("reason", string: code.reason)
+                        disconnect.field("reconnect", bool: code.reconnect)
+                    }
+                }
             }
             self.write(message)
         }

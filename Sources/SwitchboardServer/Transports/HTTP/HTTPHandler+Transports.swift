@@ -106,7 +106,9 @@ extension HTTPHandler {
         self.answerLater(context: context, head: head, outcome.map { outcome in
             switch outcome {
             case .accepted(let count):
-                return .json(.accepted, "{\"accepted\":\(count)}")
+                var body = ByteBuffer()
+                body.writeJSONObject { $0.field("accepted", int: count) }
+                return .json(.accepted, body)
             case .rejected(let status, let message):
                 return Self.error(HTTPResponseStatus(statusCode: status), message)
             }
@@ -236,13 +238,11 @@ extension HTTPHandler {
         let nodeID = self.node.nodeID
         let answer = self.node.broker.nodes().map { nodes -> HTTPResponse in
             var body = ByteBuffer()
-            body.writeStaticString("{\"node\":")
-            body.writeJSONString(nodeID)
-            body.writeStaticString(",\"nodes\":")
-            body.writeDecimal(nodes.count)
-            body.writeStaticString(",\"connections\":")
-            body.writeDecimal(nodes.reduce(0) { $0 + $1.connections })
-            body.writeInteger(UInt8(ascii: "}"))
+            body.writeJSONObject { stats in
+                stats.field("node", string: nodeID)
+                stats.field("nodes", int: nodes.count)
+                stats.field("connections", int: nodes.reduce(0) { $0 + $1.connections })
+            }
             return .json(.ok, body)
         }
         self.answerLater(context: context, head: head, answer)
@@ -292,11 +292,12 @@ extension HTTPHandler {
             }
         }()
         var body = ByteBuffer()
-        body.writeStaticString("{\"error\":{\"code\":")
-        body.writeDecimal(code)
-        body.writeStaticString(",\"message\":")
-        body.writeJSONString(message)
-        body.writeStaticString("}}")
+        body.writeJSONObject { answer in
+            answer.object("error") { error in
+                error.field("code", int: code)
+                error.field("message", string: message)
+            }
+        }
         return .json(status, body)
     }
 }

@@ -8,7 +8,8 @@ import SwitchboardCore
 /// and `Authorization: apikey <key>`; answers `{"result": ...}` or `{"error": ...}`.
 struct ServerAPI: Sendable {
     let node: NodeContext
-    private static let parser = JSONParser(maximumDepth: 64, maximumValues: 100_000)
+    /// `data` (of `publish` and `broadcast`) is a member of the body object: kept raw, validated, never re-encoded.
+    private static let parser = JSONParser(maximumDepth: 64, maximumValues: 100_000, rawMembers: [.init(key: "data", depth: 1)])
 
     init(node: NodeContext) {
         self.node = node
@@ -17,7 +18,7 @@ struct ServerAPI: Sendable {
     func handle(method: String, authorization: String?, body: ByteBuffer) -> EventLoopFuture<HTTPResponse> {
         let loop = self.node.hub.eventLoop
         guard self.isAuthorized(authorization) else {
-            return loop.makeSucceededFuture(.json(.unauthorized, #"{"error":{"code":101,"message":"missing or wrong api key","temporary":false}}"#))
+            return loop.makeSucceededFuture(.json(.unauthorized, Self.errorBody(SwitchboardError(.unauthorized, "missing or wrong api key"))))
         }
         let params: JSONObject
         if body.readableBytes == 0 {
@@ -28,7 +29,7 @@ struct ServerAPI: Sendable {
                 return try? Self.parser.parse(UnsafeBufferPointer(start: bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), count: bytes.count))
             }
             guard let parsed, case .object(let object) = parsed else {
-                return loop.makeSucceededFuture(.json(.badRequest, #"{"error":{"code":107,"message":"body is not a JSON object","temporary":false}}"#))
+                return loop.makeSucceededFuture(.json(.badRequest, Self.errorBody(.badRequest("body is not a JSON object"))))
             }
             params = object
         }
@@ -67,29 +68,34 @@ struct ServerAPI: Sendable {
         return ConstantTime.equals(parts[1], self.node.configuration.apiKey)
     }
 
+    /// `{"error":{...}}`.
     static func errorBody(_ error: SwitchboardError) -> ByteBuffer {
         var buffer = ByteBuffer()
-        buffer.writeStaticString("{\"error\":")
-        ResultWriter.writeError(&buffer, error)
-        buffer.writeInteger(UInt8(ascii: "}"))
+        buffer.writeJSONObject { answer in
+            answer.object("error") { ResultWriter.errorFields(&$0, error) }
+        }
         return buffer
     }
 
+    /// `{"result":<what body writes>}`.
     private static func result(_ body: (inout ByteBuffer) -> Void) -> ByteBuffer {
         var buffer = ByteBuffer()
-        buffer.writeStaticString("{\"result\":")
-        body(&buffer)
-        buffer.writeInteger(UInt8(ascii: "}"))
+        buffer.writeJSONObject { answer in
+            answer.field("result", writtenBy: body)
+        }
         return buffer
     }
 
-    private func publishRequest(channel: String, data: JSONValue, idempotencyKey: String?) -> PublishRequest {
+    /// `{"result":{...}}` with the members `body` writes.
+    private static func resultObject(_ body: (inout JSONObjectWriter) -> Void) -> ByteBuffer {
+        Self.result { $0.writeJSONObject(body) }
+    }
+
+    private func publishRequest(channel: String, data: RawJSON, idempotencyKey: String?) -> PublishRequest {
         let options = self.node.configuration.namespaces.options(for: channel)
-        var buffer = ByteBuffer()
-        buffer.writeJSON(data)
         return PublishRequest(
             channel: channel,
-            data: buffer,
+            data: data.bytes,
             historySize: options.historySize,
             historyTTL: options.historyTTL,
             idempotencyKey: idempotencyKey,
@@ -98,33 +104,23 @@ struct ServerAPI: Sendable {
         )
     }
 
-    private static func writePublishResult(_ buffer: inout ByteBuffer, _ result: PublishResult) {
-        if result.position.offset > 0 {
-            buffer.writeInteger(UInt8(ascii: "{"))
-            ResultWriter.writePosition(&buffer, result.position)
-            buffer.writeInteger(UInt8(ascii: "}"))
-        } else {
-            buffer.writeStaticString("{}")
-        }
-    }
-
     private func publish(_ params: JSONObject) throws(SwitchboardError) -> EventLoopFuture<ByteBuffer> {
         let channel = try ClientMessage.channel(params)
-        guard let data = params["data"] else { throw .badRequest("publish needs data") }
+        guard let data = params["data"].map(RawJSON.init) else { throw .badRequest("publish needs data") }
         let key = try ClientMessage.optionalString(params, "idempotencyKey")
         let metrics = self.node.metrics
         metrics.publications.increment()
         let started = NIODeadline.now()
         return self.node.broker.publish(self.publishRequest(channel: channel, data: data, idempotencyKey: key)).map { published in
             metrics.brokerPublishDuration.recordNanoseconds((NIODeadline.now() - started).nanoseconds)
-            return Self.result { Self.writePublishResult(&$0, published) }
+            return Self.result { ResultWriter.writePublishResult(&$0, published) }
         }
     }
 
     private func broadcast(_ params: JSONObject) throws(SwitchboardError) -> EventLoopFuture<ByteBuffer> {
         guard let channels = params["channels"]?.arrayValue, !channels.isEmpty else { throw .badRequest("channels must be a non-empty array") }
         guard channels.count <= 1000 else { throw .limitExceeded("at most 1000 channels per broadcast") }
-        guard let data = params["data"] else { throw .badRequest("broadcast needs data") }
+        guard let data = params["data"].map(RawJSON.init) else { throw .badRequest("broadcast needs data") }
         var names: [String] = []
         for value in channels {
             guard let channel = value.stringValue else { throw .badRequest("channels must be strings") }
@@ -141,22 +137,17 @@ struct ServerAPI: Sendable {
             futures.append(future)
         }
         return EventLoopFuture.whenAllSucceed(futures, on: self.node.hub.eventLoop).map { results in
-            Self.result { buffer in
-                buffer.writeStaticString("{\"responses\":[")
-                for (i, result) in results.enumerated() {
-                    if i > 0 { buffer.writeInteger(UInt8(ascii: ",")) }
-                    switch result {
-                    case .success(let published):
-                        buffer.writeStaticString("{\"result\":")
-                        Self.writePublishResult(&buffer, published)
-                        buffer.writeInteger(UInt8(ascii: "}"))
-                    case .failure(let error):
-                        buffer.writeStaticString("{\"error\":")
-                        ResultWriter.writeError(&buffer, error)
-                        buffer.writeInteger(UInt8(ascii: "}"))
+            Self.resultObject { answer in
+                answer.array("responses") { responses in
+                    for result in results {
+                        switch result {
+                        case .success(let published):
+                            responses.object { $0.field("result") { ResultWriter.writePublishResult(&$0, published) } }
+                        case .failure(let error):
+                            responses.object { $0.object("error") { ResultWriter.errorFields(&$0, error) } }
+                        }
                     }
                 }
-                buffer.writeStaticString("]}")
             }
         }
     }
@@ -186,18 +177,12 @@ struct ServerAPI: Sendable {
     private func channels(_ params: JSONObject) throws(SwitchboardError) -> EventLoopFuture<ByteBuffer> {
         let pattern = try ClientMessage.optionalString(params, "pattern")
         return self.node.hub.channelList().map { list in
-            Self.result { buffer in
-                buffer.writeStaticString("{\"channels\":{")
-                var first = true
-                for entry in list where pattern.map({ ChannelName.matches(entry.name, pattern: $0) }) ?? true {
-                    if !first { buffer.writeInteger(UInt8(ascii: ",")) }
-                    first = false
-                    buffer.writeJSONString(entry.name)
-                    buffer.writeStaticString(":{\"subscribers\":")
-                    buffer.writeDecimal(entry.subscribers)
-                    buffer.writeInteger(UInt8(ascii: "}"))
+            Self.resultObject { answer in
+                answer.object("channels") { channels in
+                    for entry in list where pattern.map({ ChannelName.matches(entry.name, pattern: $0) }) ?? true {
+                        channels.object(entry.name) { $0.field("subscribers", int: entry.subscribers) }
+                    }
                 }
-                buffer.writeStaticString("}}")
             }
         }
     }
@@ -205,29 +190,22 @@ struct ServerAPI: Sendable {
     private func info() -> EventLoopFuture<ByteBuffer> {
         let node = self.node
         return node.announceSelf().flatMap { node.broker.nodes() }.map { nodes in
-            Self.result { buffer in
-                buffer.writeStaticString(node.isInsecure ? "{\"insecure\":true,\"nodes\":[" : "{\"insecure\":false,\"nodes\":[")
-                for (i, node) in nodes.enumerated() {
-                    if i > 0 { buffer.writeInteger(UInt8(ascii: ",")) }
-                    buffer.writeStaticString("{\"id\":")
-                    buffer.writeJSONString(node.id)
-                    buffer.writeStaticString(",\"name\":")
-                    buffer.writeJSONString(node.name)
-                    buffer.writeStaticString(",\"address\":")
-                    buffer.writeJSONString(node.address)
-                    buffer.writeStaticString(",\"connections\":")
-                    buffer.writeDecimal(node.connections)
-                    buffer.writeStaticString(",\"subscriptions\":")
-                    buffer.writeDecimal(node.subscriptions)
-                    buffer.writeStaticString(",\"channels\":")
-                    buffer.writeDecimal(node.channels)
-                    buffer.writeStaticString(",\"uptime\":")
-                    buffer.writeDecimal(Int(node.uptime))
-                    buffer.writeStaticString(",\"draining\":")
-                    buffer.writeStaticString(node.draining ? "true" : "false")
-                    buffer.writeInteger(UInt8(ascii: "}"))
+            Self.resultObject { answer in
+                answer.field("insecure", bool: node.isInsecure)
+                answer.array("nodes") { entries in
+                    for node in nodes {
+                        entries.object { entry in
+                            entry.field("id", string: node.id)
+                            entry.field("name", string: node.name)
+                            entry.field("address", string: node.address)
+                            entry.field("connections", int: node.connections)
+                            entry.field("subscriptions", int: node.subscriptions)
+                            entry.field("channels", int: node.channels)
+                            entry.field("uptime", int: Int(node.uptime))
+                            entry.field("draining", bool: node.draining)
+                        }
+                    }
                 }
-                buffer.writeStaticString("]}")
             }
         }
     }
@@ -243,13 +221,13 @@ struct ServerAPI: Sendable {
         }
         let reason = try ClientMessage.optionalString(params, "reason") ?? DisconnectCode.forced.reason
         return self.node.broker.sendControl(.disconnect(client: client, user: user, code: code, reason: reason), to: nil)
-            .map { Self.result { $0.writeStaticString("{}") } }
+            .map { Self.resultObject { _ in } }
     }
 
     private func unsubscribe(_ params: JSONObject) throws(SwitchboardError) -> EventLoopFuture<ByteBuffer> {
         guard let user = try ClientMessage.optionalString(params, "user") else { throw .badRequest("unsubscribe needs user") }
         let channel = try ClientMessage.channel(params)
         return self.node.broker.sendControl(.unsubscribe(user: user, channel: channel), to: nil)
-            .map { Self.result { $0.writeStaticString("{}") } }
+            .map { Self.resultObject { _ in } }
     }
 }
