@@ -28,7 +28,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Config file, JSON or YAML (also SWITCHBOARD_CONFIG).")
     var config: String?
 
-    @Option(help: "memory (one node, the default) or redis://[[user]:password@]host:port[/db] to join nodes through Redis.")
+    @Option(help: "memory (one node, the default), or redis://[[user]:password@]host:port[/db] to join nodes through Redis (rediss:// for TLS, with ?ssl_ca_certs=FILE, &ssl_certfile=FILE&ssl_keyfile=FILE).")
     var broker: String?
 
     @Option(help: "Key for the HTTP server API; generated and printed when not set.")
@@ -79,8 +79,17 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Connections one client address may hold at once (default 1000).")
     var maxConnectionsPerIp: Int?
 
-    @Option(help: "Address of a proxy in front of the node (repeatable; comma-separated in SWITCHBOARD_TRUSTED_PROXIES): its connections are not held to the per-address caps.")
+    @Option(help: "Address or CIDR block of a proxy in front of the node (repeatable; comma-separated in SWITCHBOARD_TRUSTED_PROXIES): only its connections may name the client (PROXY protocol v2 or X-Forwarded-For), and the per-address caps then count that client.")
     var trustedProxy: [String] = []
+
+    @Option(help: "PEM certificate chain: with --tls-key the node speaks TLS 1.2/1.3 (https, wss) on its port; SIGHUP reads both files again.")
+    var tlsCert: String?
+
+    @Option(help: "PEM private key of --tls-cert.")
+    var tlsKey: String?
+
+    @Option(help: "Port on --host for HAProxy's agent-check: answers drain, or up and the free share of --max-connections (default: none).")
+    var haproxyAgentPort: Int?
 
     @Option(help: "Long-polls one client address may have waiting at once (default 16).")
     var maxPollsPerIp: Int?
@@ -122,7 +131,8 @@ struct Serve: AsyncParsableCommand {
             makeBroker: BrokerChoice.factory(for: configuration.broker, logger: logger))
         let port = try await node.start()
         let host = configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host
-        let line = "switchboard node \(node.nodeID) listening: demo http://\(host):\(port)/  websocket ws://\(host):\(port)/ws\n"
+        let (http, ws) = node.usesTLS ? ("https", "wss") : ("http", "ws")
+        let line = "switchboard node \(node.nodeID) listening: demo \(http)://\(host):\(port)/  websocket \(ws)://\(host):\(port)/ws\n"
         FileHandle.standardOutput.write(Data(line.utf8))
         if generatedKey {
             FileHandle.standardError.write(Data("api key: \(configuration.apiKey)\n".utf8))
@@ -137,8 +147,24 @@ struct Serve: AsyncParsableCommand {
             )
         )
         let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await services.run() }
+            // SIGHUP: the TLS certificate and key are read again; open connections keep theirs.
+            group.addTask {
+                for await _ in hangups {
+                    guard node.usesTLS else {
+                        logger.info("SIGHUP: nothing to reload (no --tls-cert)")
+                        continue
+                    }
+                    do {
+                        try node.reloadTLS()
+                        logger.info("SIGHUP: TLS certificate and key reloaded")
+                    } catch {
+                        logger.error("SIGHUP: TLS reload failed, the previous certificate stays", metadata: ["error": "\(error)"])
+                    }
+                }
+            }
             group.addTask {
                 var caught = 0
                 for await _ in signals {
@@ -146,7 +172,7 @@ struct Serve: AsyncParsableCommand {
                     if caught == 2 { return }
                 }
             }
-            // Whichever ends first (the drained group, or the second signal) cancels the other.
+            // Whichever ends first (the drained group, or the second signal) cancels the others.
             try await group.next()
             group.cancelAll()
         }
@@ -180,6 +206,9 @@ struct Serve: AsyncParsableCommand {
         if let maxConnections { try configuration.set("maxConnections", text: String(maxConnections)) }
         if let maxConnectionsPerIp { try configuration.set("maxConnectionsPerIP", text: String(maxConnectionsPerIp)) }
         if !trustedProxy.isEmpty { try configuration.set("trustedProxies", text: trustedProxy.joined(separator: ",")) }
+        if let haproxyAgentPort { try configuration.set("haproxyAgentPort", text: String(haproxyAgentPort)) }
+        if let tlsCert { configuration.tlsCertificateFile = tlsCert }
+        if let tlsKey { configuration.tlsKeyFile = tlsKey }
         if let maxPollsPerIp { try configuration.set("maxPollsPerIP", text: String(maxPollsPerIp)) }
         if let maxCommandsPerRequest { try configuration.set("maxCommandsPerRequest", text: String(maxCommandsPerRequest)) }
         if let maxHistoryLimit { try configuration.set("maxHistoryLimit", text: String(maxHistoryLimit)) }

@@ -19,6 +19,9 @@ final class ConnectionLimiter: Sendable {
 
     var total: Int { self.counts.withLockedValue { $0.total } }
 
+    /// The node-wide cap.
+    var maximum: Int { self.counts.withLockedValue { $0.maximum } }
+
     /// Connections the open-files limit leaves room for: the soft `RLIMIT_NOFILE` less
     /// `reserve` descriptors for the listener, Redis, logs and files.
     static func defaultMaximum(reserve: Int = 100) -> Int {

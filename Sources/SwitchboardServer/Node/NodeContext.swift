@@ -10,6 +10,8 @@ import SwitchboardCore
 /// draining flag.
 final class NodeContext: Sendable {
     let configuration: ServerConfiguration
+    /// `configuration.trustedProxies` parsed (validated when the configuration was loaded).
+    let trustedProxies: TrustedProxySet
     let nodeID: String
     let nodeName: String
     let version: String
@@ -56,6 +58,7 @@ final class NodeContext: Sendable {
         self.tokenVerifier = configuration.tokenSecret.map { TokenVerifier(secret: $0) }
         self.logger = logger
         self.startedAt = .now()
+        self.trustedProxies = (try? TrustedProxySet(configuration.trustedProxies)) ?? TrustedProxySet()
         self.connections = ConnectionLimiter(
             maximum: configuration.maxConnections > 0 ? configuration.maxConnections : ConnectionLimiter.defaultMaximum(),
             maximumPerAddress: configuration.maxConnectionsPerIP
@@ -65,7 +68,7 @@ final class NodeContext: Sendable {
     /// Counts a poll of `client` (may be empty) from `address`; nil when counted, else why not
     /// (and nothing counted). `endPoll` with the same keys must follow.
     func beginPoll(client: String, address: String) -> String? {
-        let perAddress = self.configuration.trustedProxies.contains(address) ? Int.max : self.configuration.maxPollsPerIP
+        let perAddress = self.trustedProxies.contains(address) ? Int.max : self.configuration.maxPollsPerIP
         return self.polls.withLockedValue { polls in
             let byAddress = polls.byAddress[address, default: 0]
             guard byAddress < perAddress else { return "at most \(perAddress) polls at once per client address" }

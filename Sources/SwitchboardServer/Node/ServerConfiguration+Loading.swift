@@ -18,19 +18,16 @@ extension ServerConfiguration {
         "maxSubscriptions", "outboundLimit", "pingInterval", "pongTimeout", "logLevel", "nodeName",
         "eventLoopThreads", "presenceTTL", "idempotencyWindow", "requestTimeout", "maxRequestBodySize",
         "headTimeout", "maxConnections", "maxConnectionsPerIP", "maxPollsPerIP", "maxCommandsPerRequest", "maxHistoryLimit", "trustedProxies",
+        "haproxyAgentPort", "tlsCert", "tlsKey",
     ]
 
     /// `maxMessageSize` -> `SWITCHBOARD_MAX_MESSAGE_SIZE`.
     public static func environmentName(for key: String) -> String {
-        var result = Self.environmentPrefix
-        for character in key {
-            if character.isUppercase { result.append("_") }
-            result.append(contentsOf: character.uppercased())
-        }
-        return result
+        ConfigurationKey.environmentName(for: key, prefix: Self.environmentPrefix)
     }
 
-    /// Reads a JSON or YAML file (by extension; other names are tried as JSON, then YAML).
+    /// Reads a JSON or YAML file (by extension; other names are tried as JSON, then YAML). `balance`
+    /// reads its config file through this too.
     public static func loadFile(_ path: String) throws -> JSONObject {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigurationError("cannot read config file \(path)")
@@ -78,6 +75,15 @@ extension ServerConfiguration {
                     let name = ns.key.hasSuffix(":") ? String(ns.key.dropLast()) : ns.key
                     self.namespaces.namespaces[name] = try Self.namespaceOptions(options, base: self.namespaces.defaults, name: name)
                 }
+            case "tls":
+                guard case .object(let tls) = member.value else { throw ConfigurationError("tls must be a mapping with cert and key") }
+                for option in tls.members {
+                    switch option.key {
+                    case "cert": try self.set("tlsCert", option.value)
+                    case "key": try self.set("tlsKey", option.value)
+                    default: throw ConfigurationError("unknown option tls.\(option.key) (known: cert, key)")
+                    }
+                }
             case "defaults":
                 guard case .object(let options) = member.value else { throw ConfigurationError("defaults must be a mapping") }
                 self.namespaces.defaults = try Self.namespaceOptions(options, base: .defaults, name: "defaults")
@@ -101,7 +107,7 @@ extension ServerConfiguration {
         case "trustedProxies":
             let list = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             try self.set(key, .array(list.map { .string($0) }))
-        case "host", "broker", "apiKey", "tokenSecret", "nodeName", "logLevel":
+        case "host", "broker", "apiKey", "tokenSecret", "nodeName", "logLevel", "tlsCert", "tlsKey":
             try self.set(key, .string(text))
         case "echoEndpoint":
             switch text.lowercased() {
@@ -163,10 +169,21 @@ extension ServerConfiguration {
         case "maxPollsPerIP": self.maxPollsPerIP = max(1, try integer())
         case "maxCommandsPerRequest": self.maxCommandsPerRequest = max(1, try integer())
         case "maxHistoryLimit": self.maxHistoryLimit = max(1, try integer())
+        case "haproxyAgentPort":
+            let port = try integer()
+            guard port <= 65535 else { throw ConfigurationError("haproxyAgentPort must be at most 65535") }
+            self.haproxyAgentPort = port
+        case "tlsCert":
+            let path = try string()
+            self.tlsCertificateFile = path.isEmpty ? nil : path
+        case "tlsKey":
+            let path = try string()
+            self.tlsKeyFile = path.isEmpty ? nil : path
         case "trustedProxies":
             guard let items = value.arrayValue, items.count <= 1000,
                 let addresses = Optional(items.compactMap(\.stringValue)), addresses.count == items.count
-            else { throw ConfigurationError("trustedProxies must be a list of IP addresses") }
+            else { throw ConfigurationError("trustedProxies must be a list of IP addresses or CIDR blocks") }
+            _ = try TrustedProxySet(addresses)
             self.trustedProxies = addresses
         default: throw ConfigurationError("unknown option \(key)")
         }

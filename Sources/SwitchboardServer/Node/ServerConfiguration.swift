@@ -39,9 +39,17 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var maxConnections: Int = 0
     /// Connections one client address may hold at once.
     public var maxConnectionsPerIP: Int = 1000
-    /// Addresses of proxies in front of the node (HAProxy, nginx, `switchboard balance`): every
-    /// connection they carry comes from their address, so the per-address caps do not count them.
+    /// Addresses or CIDR blocks of proxies in front of the node (HAProxy, nginx, `switchboard balance`).
+    /// Only their connections may name the client (PROXY protocol v2 header or `X-Forwarded-For` in the
+    /// first request head); the per-address caps then count that client. Their connections that name
+    /// no client are not held to the per-address caps.
     public var trustedProxies: [String] = []
+    /// PEM certificate chain and private key: with both, the node speaks TLS (1.2 and 1.3, ALPN
+    /// `http/1.1`) on its port, for every transport; SIGHUP reads them again.
+    public var tlsCertificateFile: String?
+    public var tlsKeyFile: String?
+    /// Port of the HAProxy `agent-check` listener on `host` (answers `drain` or `up N%`); 0 = none.
+    public var haproxyAgentPort: Int = 0
     /// Long-polls one client address may have waiting at once.
     public var maxPollsPerIP: Int = 16
     /// Commands in one `/rpc` or SSE `POST` body.

@@ -24,9 +24,12 @@ public final class SwitchboardNode: Sendable {
     private let context: NodeContext
     private let logger: Logger
     private let state = NIOLockedValueBox(RunState())
+    /// The TLS context every connection starts with; nil when the node speaks plain TCP.
+    private let tls: NodeTLS?
 
     private struct RunState {
         var serverChannel: (any Channel)?
+        var agentChannel: (any Channel)?
         var announceTask: RepeatedTask?
         var drainStarted = false
         var drainCutShort = false
@@ -48,6 +51,7 @@ public final class SwitchboardNode: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.nodeID = Self.makeNodeID()
+        self.tls = try NodeTLS(configuration: configuration)
         let threads = configuration.eventLoopThreads > 0 ? configuration.eventLoopThreads : System.coreCount
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let loops = Array(self.group.makeIterator())
@@ -89,7 +93,8 @@ public final class SwitchboardNode: Sendable {
         for fanout in self.context.fanouts { fanout.start() }
         let context = self.context
         let configuration = self.configuration
-        let trustedProxies = Set(configuration.trustedProxies)
+        let trustedProxies = context.trustedProxies
+        let tls = self.tls
         let upgrader = Self.makeUpgrader(context: context)
         // Made once, used by every connection's router.
         let installHTTP: @Sendable (any Channel, NIODeadline) throws -> Void = { channel, headDeadline in
@@ -111,34 +116,76 @@ public final class SwitchboardNode: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let address = channel.remoteAddress?.ipAddress ?? ""
-                    let admission = context.connections.admit(address: address, capped: !trustedProxies.contains(address))
-                    var headTimeout = configuration.headTimeout
-                    switch admission {
-                    case .admitted:
-                        channel.closeFuture.whenComplete { _ in context.connections.release(address: address) }
-                    case .nodeFull:
-                        context.metrics.refusedConnectionsNode.increment()
-                        headTimeout = min(headTimeout, 2)  // an uncounted socket is let go soon
-                    case .addressFull:
-                        context.metrics.refusedConnectionsAddress.increment()
-                        headTimeout = min(headTimeout, 2)
+                    let headDeadline = NIODeadline.now() + .milliseconds(Int64(configuration.headTimeout * 1000))
+                    guard trustedProxies.contains(address) else {
+                        return try Self.admit(
+                            channel, address: address, capped: true, headDeadline: headDeadline, context: context, tls: tls,
+                            installHTTP: installHTTP, installWebSocket: installWebSocket)
                     }
+                    // A trusted proxy names the client (PROXY v2 or X-Forwarded-For) before the caps apply.
                     try channel.pipeline.syncOperations.addHandler(
-                        HandshakeRouter(
-                            node: context,
-                            admission: admission,
-                            headDeadline: .now() + .milliseconds(Int64(headTimeout * 1000)),
-                            installHTTP: installHTTP,
-                            installWebSocket: installWebSocket
-                        )
-                    )
+                        ProxyProtocolHandler(proxyAddress: address, headDeadline: headDeadline) { handlerContext, client in
+                            try Self.admit(
+                                handlerContext.channel, address: client, capped: client != address && !trustedProxies.contains(client),
+                                headDeadline: headDeadline, context: context, tls: tls, installHTTP: installHTTP,
+                                installWebSocket: installWebSocket, after: handlerContext.handler)
+                        })
                 }
             }
         let channel = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
         let address = channel.localAddress!
         self.state.withLockedValue { $0.serverChannel = channel }
+        if configuration.haproxyAgentPort > 0 {
+            let agent = try await HAProxyAgent.start(group: self.group, host: configuration.host, port: configuration.haproxyAgentPort) {
+                HAProxyAgent.reply(
+                    draining: context.isDraining, connections: context.connections.total, maximum: context.connections.maximum)
+            }
+            self.state.withLockedValue { $0.agentChannel = agent }
+        }
         self.startAnnouncing(address: address)
         return address.port ?? configuration.port
+    }
+
+    /// Counts a connection against the caps (by its client's address) and installs TLS (when
+    /// configured) and the handshake router, first in the pipeline or after `after` (the PROXY
+    /// protocol handler: a proxy's header comes before the TLS bytes). The TLS handshake runs
+    /// inside the head deadline, whose timer the router holds from now on.
+    private static func admit(
+        _ channel: any Channel, address: String, capped: Bool, headDeadline: NIODeadline, context: NodeContext, tls: NodeTLS?,
+        installHTTP: @escaping @Sendable (any Channel, NIODeadline) throws -> Void,
+        installWebSocket: @escaping @Sendable (any Channel) throws -> Void, after: (any ChannelHandler)? = nil
+    ) throws {
+        let admission = context.connections.admit(address: address, capped: capped)
+        var deadline = headDeadline
+        switch admission {
+        case .admitted:
+            channel.closeFuture.whenComplete { _ in context.connections.release(address: address) }
+        case .nodeFull:
+            context.metrics.refusedConnectionsNode.increment()
+            deadline = min(deadline, .now() + .seconds(2))  // an uncounted socket is let go soon
+        case .addressFull:
+            context.metrics.refusedConnectionsAddress.increment()
+            deadline = min(deadline, .now() + .seconds(2))
+        }
+        let router = HandshakeRouter(
+            node: context, admission: admission, headDeadline: deadline, installHTTP: installHTTP,
+            installWebSocket: installWebSocket)
+        var handlers: [any ChannelHandler] = [router]
+        if let tls { handlers.insert(tls.makeHandler(), at: 0) }
+        if let after {
+            try channel.pipeline.syncOperations.addHandlers(handlers, position: .after(after))
+        } else {
+            try channel.pipeline.syncOperations.addHandlers(handlers)
+        }
+    }
+
+    /// Whether the node speaks TLS on its port.
+    public var usesTLS: Bool { self.tls != nil }
+
+    /// Reads the TLS certificate and key again (SIGHUP): new connections use them, open ones keep
+    /// theirs. On failure the current ones stay and the error says why. Nothing to do without TLS.
+    public func reloadTLS() throws {
+        try self.tls?.reload()
     }
 
     /// One upgrader for every connection (it keeps no per-connection state).
@@ -163,7 +210,10 @@ public final class SwitchboardNode: Sendable {
 
     /// The full HTTP/1.1 pipeline (after the router), under the connection's head deadline.
     private static func configureHTTP(_ channel: any Channel, context: NodeContext, upgrader: WebSocketUpgrader, headDeadline: NIODeadline) throws {
-        let httpHandler = HTTPHandler(node: context, clientAddress: channel.remoteAddress?.ipAddress ?? "", headDeadline: headDeadline)
+        // Behind a trusted proxy the client's address is the one the proxy named.
+        let clientAddress = (try? channel.pipeline.syncOperations.handler(type: ProxyProtocolHandler.self))?.clientAddress
+            ?? channel.remoteAddress?.ipAddress ?? ""
+        let httpHandler = HTTPHandler(node: context, clientAddress: clientAddress, headDeadline: headDeadline)
         let boundHTTPHandler = NIOLoopBound(httpHandler, eventLoop: channel.eventLoop)
         var limits = NIOHTTPDecoderLimitConfiguration()
         limits.maxHeaderFieldSize = 8192
@@ -253,10 +303,18 @@ public final class SwitchboardNode: Sendable {
 
     /// Stops everything: listener, timers, broker, threads.
     public func stop() async {
-        let (serverChannel, task) = self.state.withLockedValue { ($0.serverChannel, $0.announceTask) }
+        let (serverChannel, agentChannel, task) = self.state.withLockedValue { ($0.serverChannel, $0.agentChannel, $0.announceTask) }
         task?.cancel()
         try? await serverChannel?.close()
+        try? await agentChannel?.close()
         _ = try? await self.context.broker.removeNode(id: self.nodeID).get()
+        // Sessions still open (no drain, or one cut short) are closed while every loop still runs,
+        // so their leaves reach the hub; waiting is bounded.
+        let hubLoop = self.context.hub.eventLoop
+        let gone = self.context.fanouts.map { $0.drain(over: .zero, code: .shutdown) }
+        let allGone = EventLoopFuture.andAllComplete(gone, on: hubLoop)
+        // Not cancelled with the caller (a second signal): the loops must not be shut under open sessions.
+        _ = await Task { await Self.waitForFirst(allGone, orAfter: .seconds(2), on: hubLoop) }.value
         self.context.hub.stop()
         for fanout in self.context.fanouts { fanout.stop() }
         _ = try? await self.context.broker.shutdown().get()

@@ -387,8 +387,9 @@ final class ClientSession: ChannelInboundHandler {
         self.subscriptions.removeAll()
         self.replies.removeAll()
         if let client {
-            self.fanout.remove(client: client.client)
+            // The hub first: leaving the fan-out may complete a drain, and the node then stops the hub's loop.
             self.node.hub.unregister(client: client.client, user: client.user, transport: self.output.transport)
+            self.fanout.remove(client: client.client)
         }
     }
 

@@ -98,6 +98,38 @@ test('getToken() gives the connection token, and a new one after 3503', async t 
   assert.equal(second.connect.token, 'tok2');
 });
 
+for (const transport of ['websocket', 'sse']) {
+  test(`getToken() is asked again after a disconnect push 3503 with reconnect false (${transport}, as a node sends it)`, async t => {
+    let n = 0;
+    const {server, sb} = await setup(t, {transports: [transport], getToken: async () => 'tok' + (++n)});
+    sb.connect();
+    await until(() => sb.state === 'connected', 5000, 'connected');
+    const session = server.liveSessions()[0];
+    session.push({disconnect: {code: 3503, reason: 'token expired', reconnect: false}});
+    if (transport === 'websocket') server.sockets[0].serverClose(3503, 'token expired');
+    await until(() => n === 2 && sb.state === 'connected', 10000, 'reconnected with a new token');
+    assert.equal(server.liveSessions().length, 1);
+  });
+}
+
+test('long-polling: a poll answered 401 token expired (code 109, or 101 "token expired" as nodes up to 0.1 send it) asks getToken() again', async t => {
+  for (const error of [{code: 109, message: 'token expired'}, {code: 101, message: 'token expired'}]) {
+    let n = 0, refused = 0;
+    const {server, sb} = await setup(t, {transports: ['longpoll'], pollTimeout: 2000, getToken: async () => 'tok' + (++n)});
+    server.fetchHook = (url, init) => {
+      if (!url.endsWith('/poll') || init.headers.Authorization !== 'Bearer tok1' || n !== 1) return undefined;
+      refused++;
+      const text = JSON.stringify({error});
+      return {status: 401, ok: false, text: async () => text, json: async () => JSON.parse(text)};
+    };
+    sb.subscribe('a');
+    sb.connect();
+    await until(() => n === 2 && sb.state === 'connected', 20000, `a new token after ${JSON.stringify(error)}`);
+    assert.ok(refused >= 1);
+    sb.close();
+  }
+});
+
 test('getToken() failing is retried with backoff; no token closes', async t => {
   let calls = 0;
   const {sb} = await setup(t, {getToken: async () => { calls++; if (calls < 3) throw new Error('backend down'); return ''; }});
