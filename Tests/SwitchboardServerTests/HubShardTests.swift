@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOEmbedded
 import NIOPosix
 import SwitchboardBroker
 import SwitchboardCore
@@ -54,5 +55,38 @@ struct HubShardTests {
         #expect(delivered.0, "a publish on the owning loop completes inline")
         #expect(delivered.1, "and on that loop")
         try await group.shutdownGracefully()
+    }
+}
+
+/// Counts the flushes that reach the socket.
+final class FlushCounter: ChannelOutboundHandler, @unchecked Sendable {
+    typealias OutboundIn = ByteBuffer
+    var flushes = 0
+
+    func flush(context: ChannelHandlerContext) {
+        self.flushes += 1
+        context.flush()
+    }
+}
+
+@Suite("Publish reply and echo")
+struct PublishFlushTests {
+    @Test("a publisher subscribed to its channel gets the reply and the echo in one flush")
+    func oneFlush() throws {
+        let node = try EmbeddedNode()
+        let counter = FlushCounter()
+        let session = try node.session()
+        try session.channel.pipeline.syncOperations.addHandler(counter, position: .first)
+        try session.send(#"{"id":1,"connect":{}}"#)
+        try session.send(#"{"id":2,"subscribe":{"channel":"c"}}"#)
+        _ = try session.messages()
+        for round in 0..<3 {
+            let before = counter.flushes
+            try session.send(#"{"id":\#(3 + round),"publish":{"channel":"c","data":\#(round)}}"#)
+            let messages = try session.messages()
+            #expect(counter.flushes - before == 1, "round \(round)")
+            #expect(messages.compactMap { $0["id"]?.intValue } == [3 + round])
+            #expect(messages.compactMap { $0["pub"]?["offset"]?.intValue } == [1 + round])
+        }
     }
 }
