@@ -34,8 +34,26 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Key for the HTTP server API; generated and printed when not set.")
     var apiKey: String?
 
-    @Option(help: "HS256 secret that client tokens are signed with; without one no tokens are accepted.")
+    @Option(help: "Read the API key from this file (keeps it out of ps and the environment).")
+    var apiKeyFile: String?
+
+    @Option(help: "HS256 secret (at least 32 bytes) that client tokens are signed with; more keys, RSA, EC and JWKS in the config file (docs/security.md). Without any key the node runs in insecure dev mode.")
     var tokenSecret: String?
+
+    @Option(help: "Read the HS256 token secret from this file.")
+    var tokenSecretFile: String?
+
+    @Option(help: "Origin a browser page may connect from, such as https://app.example or https://*.example.com (repeatable; default: the node's own origin only).")
+    var allowedOrigin: [String] = []
+
+    @Option(help: "Commands per second one connection may send (token bucket; default 2000, twice what switchboard-bench drives). Over it: error 111; more than 20 refusals in 5 s close with 3507.")
+    var commandsPerSecond: Double?
+
+    @Option(help: "Commands one connection may send in a burst (default 4000).")
+    var commandBurst: Double?
+
+    @Flag(help: "Allow insecure dev mode (no token key: anyone may use any channel) on an address other than loopback.")
+    var insecure = false
 
     @Option(help: "Seconds over which SIGTERM spreads client disconnects before exiting (default 10).")
     var drainSeconds: Double?
@@ -105,7 +123,10 @@ struct Serve: AsyncParsableCommand {
         let environment = ProcessInfo.processInfo.environment
         let configPath = self.config ?? environment["SWITCHBOARD_CONFIG"]
         do {
-            if let configPath { try configuration.apply(file: ServerConfiguration.loadFile(configPath)) }
+            if let configPath {
+                let directory = URL(fileURLWithPath: configPath).deletingLastPathComponent().path
+                try configuration.apply(file: ServerConfiguration.loadFile(configPath), directory: directory)
+            }
             try configuration.apply(environment: environment)
             try self.applyFlags(to: &configuration)
         } catch {
@@ -191,27 +212,41 @@ struct Serve: AsyncParsableCommand {
         if let apiKey { configuration.apiKey = apiKey }
         if let broker { configuration.broker = broker }
         if let tokenSecret { configuration.tokenSecret = tokenSecret.isEmpty ? nil : tokenSecret }
-        if let drainSeconds { try configuration.set("drainSeconds", text: String(drainSeconds)) }
+        if apiKey != nil, apiKeyFile != nil { throw ValidationError("give --api-key or --api-key-file, not both") }
+        if tokenSecret != nil, tokenSecretFile != nil { throw ValidationError("give --token-secret or --token-secret-file, not both") }
+        if let apiKeyFile { try configuration.set("apiKeyFile", .string(apiKeyFile)) }
+        if let tokenSecretFile { try configuration.set("tokenSecretFile", .string(tokenSecretFile)) }
+        if !allowedOrigin.isEmpty { try configuration.set("allowedOrigins", .list(allowedOrigin)) }
+        if self.insecure { configuration.insecure = true }
+        if let commandsPerSecond {
+            guard commandsPerSecond >= 1, commandsPerSecond <= 1e9 else { throw ValidationError("--commands-per-second must be from 1 to 1e9") }
+            configuration.limits.commandsPerSecond = commandsPerSecond
+        }
+        if let commandBurst {
+            guard commandBurst >= 1, commandBurst <= 1e9 else { throw ValidationError("--command-burst must be from 1 to 1e9") }
+            configuration.limits.commandBurst = commandBurst
+        }
+        if let drainSeconds { try configuration.set("drainSeconds", .number(Double(drainSeconds))) }
         if self.echoEndpoint { configuration.echoEndpoint = true }
-        if let maxMessageSize { try configuration.set("maxMessageSize", text: String(maxMessageSize)) }
-        if let maxSubscriptions { try configuration.set("maxSubscriptions", text: String(maxSubscriptions)) }
-        if let outboundLimit { try configuration.set("outboundLimit", text: String(outboundLimit)) }
-        if let pingInterval { try configuration.set("pingInterval", text: String(pingInterval)) }
-        if let pongTimeout { try configuration.set("pongTimeout", text: String(pongTimeout)) }
+        if let maxMessageSize { try configuration.set("maxMessageSize", .number(Double(maxMessageSize))) }
+        if let maxSubscriptions { try configuration.set("maxSubscriptions", .number(Double(maxSubscriptions))) }
+        if let outboundLimit { try configuration.set("outboundLimit", .number(Double(outboundLimit))) }
+        if let pingInterval { try configuration.set("pingInterval", .number(Double(pingInterval))) }
+        if let pongTimeout { try configuration.set("pongTimeout", .number(Double(pongTimeout))) }
         if let logLevel { configuration.logLevel = logLevel }
         if let nodeName { configuration.nodeName = nodeName }
-        if let threads { try configuration.set("eventLoopThreads", text: String(threads)) }
-        if let headTimeout { try configuration.set("headTimeout", text: String(headTimeout)) }
-        if let requestTimeout { try configuration.set("requestTimeout", text: String(requestTimeout)) }
-        if let maxConnections { try configuration.set("maxConnections", text: String(maxConnections)) }
-        if let maxConnectionsPerIp { try configuration.set("maxConnectionsPerIP", text: String(maxConnectionsPerIp)) }
-        if !trustedProxy.isEmpty { try configuration.set("trustedProxies", text: trustedProxy.joined(separator: ",")) }
-        if let haproxyAgentPort { try configuration.set("haproxyAgentPort", text: String(haproxyAgentPort)) }
+        if let threads { try configuration.set("eventLoopThreads", .number(Double(threads))) }
+        if let headTimeout { try configuration.set("headTimeout", .number(Double(headTimeout))) }
+        if let requestTimeout { try configuration.set("requestTimeout", .number(Double(requestTimeout))) }
+        if let maxConnections { try configuration.set("maxConnections", .number(Double(maxConnections))) }
+        if let maxConnectionsPerIp { try configuration.set("maxConnectionsPerIP", .number(Double(maxConnectionsPerIp))) }
+        if !trustedProxy.isEmpty { try configuration.set("trustedProxies", .list(trustedProxy)) }
+        if let haproxyAgentPort { try configuration.set("haproxyAgentPort", .number(Double(haproxyAgentPort))) }
         if let tlsCert { configuration.tlsCertificateFile = tlsCert }
         if let tlsKey { configuration.tlsKeyFile = tlsKey }
-        if let maxPollsPerIp { try configuration.set("maxPollsPerIP", text: String(maxPollsPerIp)) }
-        if let maxCommandsPerRequest { try configuration.set("maxCommandsPerRequest", text: String(maxCommandsPerRequest)) }
-        if let maxHistoryLimit { try configuration.set("maxHistoryLimit", text: String(maxHistoryLimit)) }
+        if let maxPollsPerIp { try configuration.set("maxPollsPerIP", .number(Double(maxPollsPerIp))) }
+        if let maxCommandsPerRequest { try configuration.set("maxCommandsPerRequest", .number(Double(maxCommandsPerRequest))) }
+        if let maxHistoryLimit { try configuration.set("maxHistoryLimit", .number(Double(maxHistoryLimit))) }
     }
 
     static func randomKey() -> String {

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from sbclient import TOKEN_SECRET, user_token
+from sbclient import OPEN_PERMISSIONS_YAML, TOKEN_SECRET, user_token
 from test_browser_client import TRANSPORTS, call, client_page, publish, rec, wait_state
 
 REMAKE_JS = """
@@ -108,12 +108,17 @@ def test_epoch_change_under_a_connected_subscriber(transport, redis_server, node
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_token_expiring_while_connected_asks_get_token(transport, node_factory, proxies, browsers):
-    """A connection token that expires while the connection is up: the node ends it with 3503 (over
-    long-polling the next poll is answered 401 / error 109), the client asks `getToken()` for a new
-    one and reconnects with it; the subscription recovers, nothing is lost or doubled."""
-    node = node_factory.start("--token-secret", TOKEN_SECRET)
+    """A connection token that expires while the connection is up. Over WebSocket and SSE the
+    connect result says `expires`/`ttl`, so the client asks `getToken()` before the expiry and sends
+    `refresh`: the connection outlives the old token's expiry + grace in place. Over long-polling
+    (no session) the next poll after the expiry is answered 401 / error 109, and the client asks
+    `getToken()` and goes on with the new token. Either way nothing is lost or doubled."""
+    # Every namespace flag on (a token key means default deny) and a 1 s refresh grace (default 25 s).
+    grace = 1
+    node = node_factory.start("--token-secret", TOKEN_SECRET, config_text=OPEN_PERMISSIONS_YAML + f"tokens:\n  refreshGrace: {grace}\n")
     page, _ = client_page(browsers, node_factory, proxies, None, origin=proxies.origin([node]))
-    short = user_token(TOKEN_SECRET, "tess", ttl=6)
+    expires_at = int(time.time() + 6)
+    short = user_token(TOKEN_SECRET, "tess", ttl=expires_at - time.time())
     long = user_token(TOKEN_SECRET, "tess", ttl=3600)
     page.js("""
         const tokens = arguments[0];
@@ -126,20 +131,25 @@ def test_token_expiring_while_connected_asks_get_token(transport, node_factory, 
     page.wait(lambda: "subscribed" in rec(page)["subEvents"][ch], 20, "subscribed")
     assert rec(page)["tokenCalls"] == 1, "getToken() asked more than once for the first connection"
     if transport != "longpoll":  # long-polling has no session, so no connect result from the node
-        assert page.js("return window.t.connectResult.user") == "tess", page.js("return window.t.connectResult")
+        result = page.js("return window.t.connectResult")
+        assert result["user"] == "tess" and result.get("expires") is True and 0 <= result.get("ttl", -1) <= 6, result
     publish(node, ch, "before")
     page.wait(lambda: rec(page)["pubs"][ch] == ["before"], 15, "the first publication")
+    disconnects_before = list(rec(page)["disconnected"])  # (a remade client's own close is in here)
 
-    page.wait(lambda: rec(page)["tokenCalls"] >= 2, 30, "getToken() asked again after the expiry: "
+    page.wait(lambda: rec(page)["tokenCalls"] >= 2, 30, "getToken() asked again before or after the expiry: "
               + str({k: rec(page)[k] for k in ("states", "disconnected", "tokenCalls")}))
+    if transport != "longpoll":
+        # Past the old token's expiry + grace (+ a sweep): a refreshed connection is still the same one.
+        page.wait(lambda: time.time() > expires_at + grace + 2, 20, "the old token's expiry + grace")
+        r = rec(page)
+        assert r["disconnected"] == disconnects_before, f"refreshed in place, yet disconnected: {r['disconnected']}"
     wait_state(page, "connected", 20)
-    r = rec(page)
-    assert [3503, True] in r["disconnected"], f"not ended with 3503 (reconnect): {r['disconnected']}"
     publish(node, ch, "after")
     publish(node, ch, "sentinel")
     page.wait(lambda: "sentinel" in rec(page)["pubs"][ch], 20, "the sentinel")
     assert rec(page)["pubs"][ch] == ["before", "after", "sentinel"], rec(page)["pubs"]
-    assert "ok" in call(page, "window.t.publish('bt:tok', 'from the page')"), "the new connection works"
+    assert "ok" in call(page, "window.t.publish('bt:tok', 'from the page')"), "the connection works"
     assert page.js("return window.t.state") == "connected"
 
 

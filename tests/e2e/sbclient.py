@@ -21,7 +21,7 @@ from __future__ import annotations
 from sbwire import (  # noqa: F401
     OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, wait_until, ws_frame, parse_frame, close_code, text_objects, ChunkDecoder, SSEEvent, SSEParser)
 from sbproc import (  # noqa: F401
-    REPO_ROOT, LISTEN_RE, DEFAULT_TIMEOUT, TOKEN_SECRET, binary_path, NodeStartError, Node, free_port,
+    REPO_ROOT, LISTEN_RE, DEFAULT_TIMEOUT, TOKEN_SECRET, OPEN_PERMISSIONS_YAML, binary_path, NodeStartError, Node, free_port,
     redis_binary, resp_ping, RedisStartError, RedisServer, start_redis)
 from sbjwt import (_b64url, make_jwt, user_token)  # noqa: F401
 from sbws import (  # noqa: F401

@@ -20,7 +20,21 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 LISTEN_RE = re.compile(r"wss?://(\[[^\]]+\]|[^\s/:]+):(\d+)/ws")
 
 DEFAULT_TIMEOUT = 5.0
-TOKEN_SECRET = "s3cret"  # --token-secret of the token_node fixture
+TOKEN_SECRET = "s3cret-e2e-0123456789abcdef-0123456789"  # --token-secret of the token_node fixture (>= 32 bytes)
+
+# With a token key configured, a node denies by default; the tests written before permissions
+# existed run their token nodes with every namespace flag on (tests/e2e/test_auth.py tests the flags).
+OPEN_PERMISSIONS_YAML = """\
+defaults:
+  allowSubscribeForClient: true
+  allowSubscribeForAnonymous: true
+  allowPublishForClient: true
+  allowPublishForAnonymous: true
+  allowHistoryForClient: true
+  allowHistoryForAnonymous: true
+  allowPresenceForClient: true
+  allowPresenceForAnonymous: true
+"""
 
 def binary_path() -> str:
     path = os.environ.get("SWITCHBOARD_BIN", ".build/debug/switchboard")

@@ -1,4 +1,5 @@
 import Foundation
+import SwitchboardAuth
 public import SwitchboardCore
 import Yams
 
@@ -18,6 +19,7 @@ extension ServerConfiguration {
         "maxSubscriptions", "outboundLimit", "pingInterval", "pongTimeout", "logLevel", "nodeName",
         "eventLoopThreads", "presenceTTL", "idempotencyWindow", "requestTimeout", "maxRequestBodySize",
         "headTimeout", "maxConnections", "maxConnectionsPerIP", "maxPollsPerIP", "maxCommandsPerRequest", "maxHistoryLimit", "trustedProxies",
+        "apiKeyFile", "tokenSecretFile", "allowedOrigins", "insecure",
         "haproxyAgentPort", "tlsCert", "tlsKey",
     ]
 
@@ -64,10 +66,20 @@ extension ServerConfiguration {
         }
     }
 
-    /// Applies a config file's object (keys as in `optionKeys`, plus `namespaces` and `defaults`).
-    public mutating func apply(file object: JSONObject) throws {
+    /// Applies a config file's object (keys as in `optionKeys`, plus `namespaces`, `defaults`,
+    /// `tokens` and `limits`). `directory` resolves relative key file names (the config file's folder).
+    public mutating func apply(file object: JSONObject, directory: String? = nil) throws {
         for member in object.members {
             switch member.key {
+            case "tokens":
+                do {
+                    self.tokens = try TokenSettings(json: member.value, baseDirectory: directory)
+                } catch {
+                    throw ConfigurationError(error.description)
+                }
+            case "limits":
+                guard case .object(let limits) = member.value else { throw ConfigurationError("limits must be a mapping") }
+                try self.applyLimits(limits)
             case "namespaces":
                 guard case .object(let namespaces) = member.value else { throw ConfigurationError("namespaces must be a mapping") }
                 for ns in namespaces.members {
@@ -79,8 +91,8 @@ extension ServerConfiguration {
                 guard case .object(let tls) = member.value else { throw ConfigurationError("tls must be a mapping with cert and key") }
                 for option in tls.members {
                     switch option.key {
-                    case "cert": try self.set("tlsCert", option.value)
-                    case "key": try self.set("tlsKey", option.value)
+                    case "cert": try self.set("tlsCert", ConfigurationValue(json: option.value))
+                    case "key": try self.set("tlsKey", ConfigurationValue(json: option.value))
                     default: throw ConfigurationError("unknown option tls.\(option.key) (known: cert, key)")
                     }
                 }
@@ -88,7 +100,7 @@ extension ServerConfiguration {
                 guard case .object(let options) = member.value else { throw ConfigurationError("defaults must be a mapping") }
                 self.namespaces.defaults = try Self.namespaceOptions(options, base: .defaults, name: "defaults")
             default:
-                try self.set(member.key, member.value)
+                try self.set(member.key, ConfigurationValue(json: member.value))
             }
         }
     }
@@ -101,27 +113,30 @@ extension ServerConfiguration {
         }
     }
 
-    /// Sets one option from text (environment variables and flags).
+    /// Sets one option from text (environment variables): a list is comma-separated, a flag
+    /// true/false (1/0, yes/no, on/off), a number a decimal literal.
     public mutating func set(_ key: String, text: String) throws {
         switch key {
-        case "trustedProxies":
+        case "trustedProxies", "allowedOrigins":
             let list = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            try self.set(key, .array(list.map { .string($0) }))
-        case "host", "broker", "apiKey", "tokenSecret", "nodeName", "logLevel", "tlsCert", "tlsKey":
+            try self.set(key, .list(list))
+        case "host", "broker", "apiKey", "tokenSecret", "nodeName", "logLevel", "apiKeyFile", "tokenSecretFile", "tlsCert", "tlsKey":
             try self.set(key, .string(text))
-        case "echoEndpoint":
+        case "echoEndpoint", "insecure":
             switch text.lowercased() {
-            case "1", "true", "yes", "on": try self.set(key, .bool(true))
-            case "0", "false", "no", "off", "": try self.set(key, .bool(false))
+            case "1", "true", "yes", "on": try self.set(key, .flag(true))
+            case "0", "false", "no", "off", "": try self.set(key, .flag(false))
             default: throw ConfigurationError("\(key): expected true or false, got \(text)")
             }
         default:
-            guard Double(text) != nil else { throw ConfigurationError("\(key): expected a number, got \(text)") }
-            try self.set(key, .number(text))
+            guard let number = Double(text) else { throw ConfigurationError("\(key): expected a number, got \(text)") }
+            try self.set(key, .number(number))
         }
     }
 
-    private mutating func set(_ key: String, _ value: JSONValue) throws {
+    /// Sets one option (keys as in `optionKeys`) after the checks every source goes through:
+    /// numbers finite and within bounds, ports within 0-65535, lists bounded, files readable.
+    public mutating func set(_ key: String, _ value: ConfigurationValue) throws {
         func string() throws -> String {
             guard let s = value.stringValue else { throw ConfigurationError("\(key) must be a string") }
             return s
@@ -147,6 +162,22 @@ extension ServerConfiguration {
         case "tokenSecret":
             let s = try string()
             self.tokenSecret = s.isEmpty ? nil : s
+        case "apiKeyFile":
+            self.apiKey = try Self.readSecret(file: try string(), option: key)
+        case "tokenSecretFile":
+            self.tokenSecret = try Self.readSecret(file: try string(), option: key)
+        case "insecure":
+            guard let b = value.boolValue else { throw ConfigurationError("insecure must be true or false") }
+            self.insecure = b
+        case "allowedOrigins":
+            guard let origins = value.listValue, origins.count <= 1000
+            else { throw ConfigurationError("allowedOrigins must be a list of origins such as https://app.example") }
+            for origin in origins where origin != "*" {
+                guard origin.hasPrefix("http://") || origin.hasPrefix("https://"), !origin.dropFirst(8).contains("/") else {
+                    throw ConfigurationError("allowedOrigins: \(origin) is not scheme://host[:port] (http or https, no path)")
+                }
+            }
+            self.allowedOrigins = origins
         case "drainSeconds": self.drainSeconds = try number()
         case "echoEndpoint":
             guard let b = value.boolValue else { throw ConfigurationError("echoEndpoint must be true or false") }
@@ -180,12 +211,40 @@ extension ServerConfiguration {
             let path = try string()
             self.tlsKeyFile = path.isEmpty ? nil : path
         case "trustedProxies":
-            guard let items = value.arrayValue, items.count <= 1000,
-                let addresses = Optional(items.compactMap(\.stringValue)), addresses.count == items.count
+            guard let addresses = value.listValue, addresses.count <= 1000
             else { throw ConfigurationError("trustedProxies must be a list of IP addresses or CIDR blocks") }
             _ = try TrustedProxySet(addresses)
             self.trustedProxies = addresses
         default: throw ConfigurationError("unknown option \(key)")
+        }
+    }
+
+    /// A secret from a file (`--api-key-file`, `--token-secret-file`), so it stays out of `ps` and
+    /// the environment: the file's text without trailing newlines; errors name the file, never its content.
+    static func readSecret(file: String, option: String) throws -> String {
+        do {
+            return try TokenSettings.readSecretFile(file, field: option)
+        } catch {
+            throw ConfigurationError(error.description)
+        }
+    }
+
+    private mutating func applyLimits(_ object: JSONObject) throws {
+        for member in object.members {
+            guard let d = member.value.doubleValue, d >= 0, d <= 1e9, d == d.rounded() else {
+                throw ConfigurationError("limits.\(member.key) must be a whole number from 0 to 1e9")
+            }
+            switch member.key {
+            case "connectionsPerUser": self.limits.connectionsPerUser = Int(d)
+            case "connectsPerIPPerSecond": self.limits.connectsPerIPPerSecond = Int(d)
+            case "commandsPerSecond":
+                guard d >= 1 else { throw ConfigurationError("limits.commandsPerSecond must be at least 1") }
+                self.limits.commandsPerSecond = d
+            case "commandBurst":
+                guard d >= 1 else { throw ConfigurationError("limits.commandBurst must be at least 1") }
+                self.limits.commandBurst = d
+            default: throw ConfigurationError("unknown option limits.\(member.key)")
+            }
         }
     }
 
@@ -209,6 +268,18 @@ extension ServerConfiguration {
             case "joinLeave": options.joinLeave = try flag()
             case "publish": options.publish = try flag()
             case "anonymous": options.anonymous = try flag()
+            case "allowSubscribeForClient": options.allowSubscribeForClient = try flag()
+            case "allowSubscribeForAnonymous": options.allowSubscribeForAnonymous = try flag()
+            case "allowPublishForClient": options.allowPublishForClient = try flag()
+            case "allowPublishForSubscriber": options.allowPublishForSubscriber = try flag()
+            case "allowPublishForAnonymous": options.allowPublishForAnonymous = try flag()
+            case "allowHistoryForClient": options.allowHistoryForClient = try flag()
+            case "allowHistoryForSubscriber": options.allowHistoryForSubscriber = try flag()
+            case "allowHistoryForAnonymous": options.allowHistoryForAnonymous = try flag()
+            case "allowPresenceForClient": options.allowPresenceForClient = try flag()
+            case "allowPresenceForSubscriber": options.allowPresenceForSubscriber = try flag()
+            case "allowPresenceForAnonymous": options.allowPresenceForAnonymous = try flag()
+            case "allowUserLimitedChannels": options.allowUserLimitedChannels = try flag()
             default: throw ConfigurationError("unknown namespace option \(name).\(member.key)")
             }
         }

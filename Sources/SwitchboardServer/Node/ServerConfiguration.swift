@@ -1,3 +1,4 @@
+public import SwitchboardAuth
 public import SwitchboardCore
 
 /// Everything a node needs to know to run; built from flags, environment and a config file.
@@ -10,8 +11,18 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var broker: String = "memory"
     /// Key for the HTTP server API (`Authorization: apikey <key>`).
     public var apiKey: String = ""
-    /// HS256 secret for client tokens; nil accepts no tokens (all clients are anonymous).
+    /// HS256 secret for client tokens (one key without `kid`, kept for old configs); nil: none.
     public var tokenSecret: String?
+    /// Token keys and claim rules (`tokens` in the config file). With no key here and no
+    /// `tokenSecret`, the node runs in insecure dev mode.
+    public var tokens: TokenSettings = TokenSettings()
+    /// `Origin` patterns a browser page may connect from (`https://*.example.com`); empty: the
+    /// node's own origin only; `["*"]`: any (with a warning).
+    public var allowedOrigins: [String] = []
+    /// Limits that need identity (`limits` in the config file).
+    public var limits: ClientLimits = ClientLimits()
+    /// Allows dev mode (no token key) on an address other than loopback.
+    public var insecure: Bool = false
     /// Seconds over which a draining node spreads its clients' disconnects.
     public var drainSeconds: Double = 10
     /// Serve `/echo` for WebSocket conformance runs.
@@ -70,4 +81,17 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var idempotencyWindow: Double = 300
 
     public init() {}
+
+    /// Whether any token key is configured; if not, the node runs in insecure dev mode
+    /// (anonymous connect, everything allowed).
+    public var hasTokenKeys: Bool { self.tokenSecret != nil || self.tokens.hasKeys }
+}
+
+extension ServerConfiguration: CustomStringConvertible {
+    /// Safe to log: the API key, token secrets and broker passwords are redacted.
+    public var description: String {
+        "ServerConfiguration(host: \(self.host), port: \(self.port), broker: \(SecretRedaction.url(self.broker)), "
+            + "apiKey: \(self.apiKey.isEmpty ? "none" : "<redacted>"), tokenSecret: \(self.tokenSecret == nil ? "none" : "<redacted>"), "
+            + "tokens: \(self.tokens), allowedOrigins: \(self.allowedOrigins), insecure: \(self.insecure))"
+    }
 }

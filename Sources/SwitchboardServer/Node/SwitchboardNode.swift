@@ -8,6 +8,7 @@ import NIOPosix
 import NIOWebSocket
 public import SwitchboardBroker
 import SwitchboardCore
+import SwitchboardAuth
 
 /// One Switchboard node: the listener, its pipelines, the hub, the broker and
 /// the lifecycle (start, drain, stop).
@@ -50,6 +51,9 @@ public final class SwitchboardNode: Sendable {
     ) throws {
         self.configuration = configuration
         self.logger = logger
+        try SecurityPosture.check(configuration)
+        let tokens = try NodeContext.makeTokenAuthority(configuration, logger: logger)
+        SecurityPosture.announce(configuration, logger: logger)
         self.nodeID = Self.makeNodeID()
         self.tls = try NodeTLS(configuration: configuration)
         let threads = configuration.eventLoopThreads > 0 ? configuration.eventLoopThreads : System.coreCount
@@ -79,7 +83,8 @@ public final class SwitchboardNode: Sendable {
             broker: broker,
             fanouts: fanouts,
             metrics: metrics,
-            logger: logger
+            logger: logger,
+            tokens: tokens
         )
     }
 
@@ -92,6 +97,7 @@ public final class SwitchboardNode: Sendable {
         try await self.context.hub.start(fanouts: self.context.fanouts).get()
         for fanout in self.context.fanouts { fanout.start() }
         let context = self.context
+        try? await context.tokens.start(on: context.fanouts[0].eventLoop).get()  // the first JWKS fetch, at most 2 s
         let configuration = self.configuration
         let trustedProxies = context.trustedProxies
         let tls = self.tls
@@ -166,6 +172,9 @@ public final class SwitchboardNode: Sendable {
         case .addressFull:
             context.metrics.refusedConnectionsAddress.increment()
             deadline = min(deadline, .now() + .seconds(2))
+        case .addressRate:
+            context.metrics.refusedConnectionsRate.increment()
+            deadline = min(deadline, .now() + .seconds(2))
         }
         let router = HandshakeRouter(
             node: context, admission: admission, headDeadline: deadline, installHTTP: installHTTP,
@@ -192,7 +201,7 @@ public final class SwitchboardNode: Sendable {
     private static func makeUpgrader(context: NodeContext) -> WebSocketUpgrader {
         WebSocketUpgrader(
             accepts: { head in
-                !context.isDraining && Route(uri: head.uri).acceptsUpgrade(echoEnabled: context.configuration.echoEndpoint)
+                !context.isDraining && Route(uri: head.uri).acceptsUpgrade(echoEnabled: context.configuration.echoEndpoint) && context.admitsOrigin(head)
             },
             installHandlers: { channel, head in
                 let isEcho = Route(uri: head.uri) == .echo
@@ -303,6 +312,7 @@ public final class SwitchboardNode: Sendable {
 
     /// Stops everything: listener, timers, broker, threads.
     public func stop() async {
+        self.context.tokens.stop()
         let (serverChannel, agentChannel, task) = self.state.withLockedValue { ($0.serverChannel, $0.agentChannel, $0.announceTask) }
         task?.cancel()
         try? await serverChannel?.close()

@@ -85,6 +85,37 @@ test('subscribing event carries the code and reason when a subscription drops ba
   await until(() => sub.state === 'subscribed', 5000, 'resubscribed after 2500');
 });
 
+test('a connection token with a ttl is refreshed with getToken() before it expires, again and again', async t => {
+  let n = 0;
+  const {server, sb} = await setup(t, {getToken: async () => 'tok' + (++n)});
+  server.tokenTTL = 10;
+  sb.connect();
+  await until(() => sb.state === 'connected', 5000, 'connected');
+  const refreshes = () => sentCommands(server.sockets[0]).filter(c => c.refresh);
+  await advance(7000);
+  assert.equal(refreshes().length, 0, 'not before 80% of the ttl');
+  await until(() => refreshes().length === 1, 2000, 'the first refresh (at 8 s of 10)');
+  assert.equal(refreshes()[0].refresh.token, 'tok2');
+  await until(() => refreshes().length === 2, 9000, 'the next refresh, scheduled from the refresh result');
+  assert.equal(refreshes()[1].refresh.token, 'tok3');
+  assert.equal(server.sockets.length, 1, 'no reconnect: the connection was refreshed in place');
+  assert.equal(sb.state, 'connected');
+});
+
+test('a subscription token with a ttl is refreshed with the subscription getToken() by subRefresh', async t => {
+  const {server, sb} = await setup(t);
+  server.tokenTTL = 5;
+  let n = 0;
+  const sub = sb.subscribe('$a', {getToken: async ctx => ctx.channel + ':sub' + (++n)});
+  sb.connect();
+  await until(() => sub.state === 'subscribed', 5000, 'subscribed');
+  const subRefreshes = () => sentCommands(server.sockets[0]).filter(c => c.subRefresh);
+  await until(() => subRefreshes().length === 1, 6000, 'subRefresh before the subscription token expires');
+  assert.deepEqual(subRefreshes()[0].subRefresh, {channel: '$a', token: '$a:sub2'});
+  await until(() => subRefreshes().length === 2, 6000, 'and again');
+  assert.equal(sub.state, 'subscribed');
+});
+
 test('getToken() gives the connection token, and a new one after 3503', async t => {
   let n = 0;
   const {server, sb} = await setup(t, {getToken: async () => 'tok' + (++n)});

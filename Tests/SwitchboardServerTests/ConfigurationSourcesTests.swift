@@ -1,0 +1,55 @@
+import SwitchboardCore
+@testable import SwitchboardServer
+import Testing
+
+/// Flags, environment variables and config files set options through the same checks; flags
+/// arrive typed (no number is turned back into text on the way).
+@Suite("Configuration sources")
+struct ConfigurationSourcesTests {
+    @Test("a typed number from a flag is checked like the file's and the environment's")
+    func typedNumbers() throws {
+        var configuration = ServerConfiguration()
+        try configuration.set("maxConnections", .number(5000))
+        #expect(configuration.maxConnections == 5000)
+        try configuration.set("pingInterval", .number(2.5))
+        #expect(configuration.pingInterval == 2.5)
+        // Out of range, not whole, not finite, absurd: refused, never trapped.
+        for bad in [Double(Int.max), 1e12, -1, .nan, .infinity, 2.5] {
+            #expect(throws: ConfigurationError.self) { try configuration.set("maxConnections", .number(bad)) }
+        }
+        #expect(throws: ConfigurationError.self) { try configuration.set("port", .number(70_000)) }
+        #expect(throws: ConfigurationError.self) { try configuration.set("maxConnections", .string("5000")) }
+        #expect(configuration.maxConnections == 5000)
+    }
+
+    @Test("the three sources agree: the same value from a flag, a variable and a file gives the same configuration")
+    func sourcesAgree() throws {
+        var fromFlag = ServerConfiguration()
+        try fromFlag.set("outboundLimit", .number(4096))
+        try fromFlag.set("trustedProxies", .list(["10.0.0.0/8", "::1"]))
+        try fromFlag.set("echoEndpoint", .flag(true))
+        var fromEnvironment = ServerConfiguration()
+        try fromEnvironment.apply(environment: [
+            "SWITCHBOARD_OUTBOUND_LIMIT": "4096", "SWITCHBOARD_TRUSTED_PROXIES": "10.0.0.0/8, ::1", "SWITCHBOARD_ECHO_ENDPOINT": "yes",
+        ])
+        var fromFile = ServerConfiguration()
+        try fromFile.apply(
+            file: JSONObject([
+                ("outboundLimit", .number("4096")), ("trustedProxies", .array([.string("10.0.0.0/8"), .string("::1")])),
+                ("echoEndpoint", .bool(true)),
+            ]))
+        #expect(fromFlag == fromEnvironment)
+        #expect(fromFlag == fromFile)
+    }
+
+    @Test("a file's value of the wrong kind is refused with the option's own message")
+    func wrongKinds() {
+        var configuration = ServerConfiguration()
+        #expect(throws: ConfigurationError.self) {
+            try configuration.apply(file: JSONObject([("trustedProxies", .array([.number("1")]))]))
+        }
+        #expect(throws: ConfigurationError.self) { try configuration.apply(file: JSONObject([("host", .null)])) }
+        #expect(throws: ConfigurationError.self) { try configuration.apply(file: JSONObject([("maxSubscriptions", .object(JSONObject([])))])) }
+        #expect(ConfigurationValue(json: .number("1e400")) == .unsupported)
+    }
+}
