@@ -7,10 +7,16 @@ public import SwitchboardCore
 /// Two implementations share one contract and one conformance suite:
 /// `MemoryBroker` inside one process and the Redis broker across processes.
 /// Events for subscribed channels are delivered, in offset order per channel,
-/// to the handler passed to `start(eventHandler:)`, always on `eventLoop`.
+/// to the handler passed to `start(eventHandler:)`: a channel's events always on
+/// `eventLoop(forChannel:)`, control messages on `eventLoop`.
 public protocol Broker: AnyObject, Sendable {
-    /// The event loop on which events are delivered.
+    /// The event loop on which control messages (and, unless the broker is sharded, every event) are delivered.
     var eventLoop: any EventLoop { get }
+
+    /// The event loop on which `channel`'s events are delivered and its calls complete: a sharded
+    /// broker (the memory broker) owns each channel on one loop, so a hub shard on the same loop
+    /// reaches it without a hop.
+    func eventLoop(forChannel channel: String) -> any EventLoop
 
     /// Sets the receiver of events. Called once, before any subscription.
     func start(eventHandler: @escaping @Sendable (BrokerEvent) -> Void) -> EventLoopFuture<Void>
@@ -57,6 +63,11 @@ public protocol Broker: AnyObject, Sendable {
 }
 
 extension Broker {
+    /// Unsharded brokers deliver every channel's events on `eventLoop`.
+    public func eventLoop(forChannel channel: String) -> any EventLoop {
+        self.eventLoop
+    }
+
     /// Adds or refreshes one client's presence in `channel` for `ttl` seconds.
     public func addPresence(channel: String, info: ClientInfo, ttl: Double) -> EventLoopFuture<Void> {
         self.addPresence(channel: channel, clients: [info], ttl: ttl)

@@ -4,20 +4,22 @@ import Foundation
 
 /// A broker inside one process: the single-node default.
 ///
-/// All state is confined to `eventLoop`; calls from other threads hop there
-/// once. Publication, history append and delivery happen in one step on that
-/// loop, so delivery order is offset order.
+/// Sharded like the hub: one shard per event loop, each channel's history,
+/// subscription and presence owned by the shard its name hashes to
+/// (`ChannelShard`). A call about a channel runs on its shard's loop (a call
+/// made there completes at once, with no hop); publication, history append and
+/// delivery happen in one step there, so delivery order is offset order, and a
+/// channel's events are delivered on its shard's loop. The registry and
+/// control messages live on the first loop (`eventLoop`).
 public final class MemoryBroker: Broker, @unchecked Sendable {
     public let eventLoop: any EventLoop
     private let clock: @Sendable () -> Double
+    private let shards: [Shard]
 
-    // Everything below is touched only on `eventLoop`.
-    private var handler: (@Sendable (BrokerEvent) -> Void)?
-    private var channels: [String: ChannelHistory] = [:]
-    private var subscribed: Set<String> = []
-    private var presenceByChannel: [String: [String: (info: ClientInfo, expiresAt: Double)]] = [:]
+    // Touched only on `eventLoop`.
     private var registry: [String: (node: NodeInfo, expiresAt: Double)] = [:]
-    private var sweepTask: RepeatedTask?
+    private var controlHandler: (@Sendable (BrokerEvent) -> Void)?
+
     /// Seeds the epochs of channels without stored meta (`StreamEpoch`); new per broker, as its data is.
     private let epochSeed = UInt64.random(in: 0...UInt64.max)
 
@@ -26,18 +28,46 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
     /// Caps on tables keyed by client input.
     public let limits: BrokerLimits
 
+    /// One loop's share of the channels. Everything in it is touched only on `eventLoop`.
+    private final class Shard: @unchecked Sendable {
+        let eventLoop: any EventLoop
+        var handler: (@Sendable (BrokerEvent) -> Void)?
+        var channels: [String: ChannelHistory] = [:]
+        var subscribed: Set<String> = []
+        var presenceByChannel: [String: [String: (info: ClientInfo, expiresAt: Double)]] = [:]
+        var sweepTask: RepeatedTask?
+
+        init(eventLoop: any EventLoop) {
+            self.eventLoop = eventLoop
+        }
+    }
+
+    /// A broker whose state lives on one event loop.
     /// - Parameters:
     ///   - eventLoop: the loop that owns the broker's state and delivers events.
     ///   - metaTTL: seconds a channel's epoch and offset are kept after its last publication.
     ///   - limits: caps on idempotency keys and presence entries per channel.
     ///   - clock: seconds since 1970; injectable for tests.
-    public init(
+    public convenience init(
         eventLoop: any EventLoop,
         metaTTL: Double = 86_400,
         limits: BrokerLimits = BrokerLimits(),
         clock: @escaping @Sendable () -> Double = MemoryBroker.systemClock
     ) {
-        self.eventLoop = eventLoop
+        self.init(eventLoops: [eventLoop], metaTTL: metaTTL, limits: limits, clock: clock)
+    }
+
+    /// A broker sharded over `eventLoops` (the node's loops, in the order the hub's shards use),
+    /// so that a channel's broker shard and hub shard are on the same loop.
+    public init(
+        eventLoops: [any EventLoop],
+        metaTTL: Double = 86_400,
+        limits: BrokerLimits = BrokerLimits(),
+        clock: @escaping @Sendable () -> Double = MemoryBroker.systemClock
+    ) {
+        precondition(!eventLoops.isEmpty, "a broker needs an event loop")
+        self.eventLoop = eventLoops[0]
+        self.shards = eventLoops.map { Shard(eventLoop: $0) }
         self.metaTTL = metaTTL.isFinite ? min(max(metaTTL, 1), 10 * 365 * 86_400) : 86_400
         self.limits = limits
         self.clock = clock
@@ -46,64 +76,83 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
     /// Seconds since 1970 from the system clock.
     public static let systemClock: @Sendable () -> Double = { Date().timeIntervalSince1970 }
 
-    private func onLoop<T: Sendable>(_ body: @escaping @Sendable () throws -> T) -> EventLoopFuture<T> {
-        if self.eventLoop.inEventLoop {
-            return self.eventLoop.makeCompletedFuture(Result(catching: body))
+    public func eventLoop(forChannel channel: String) -> any EventLoop {
+        self.shard(channel).eventLoop
+    }
+
+    private func shard(_ channel: String) -> Shard {
+        self.shards[ChannelShard.index(of: channel, count: self.shards.count)]
+    }
+
+    private func onLoop<T: Sendable>(_ loop: any EventLoop, _ body: @escaping @Sendable () throws -> T) -> EventLoopFuture<T> {
+        if loop.inEventLoop {
+            return loop.makeCompletedFuture(Result(catching: body))
         }
-        return self.eventLoop.submit(body)
+        return loop.submit(body)
+    }
+
+    /// Runs `body` with the shard of `channel`, on its loop.
+    private func onShard<T: Sendable>(_ channel: String, _ body: @escaping @Sendable (Shard) throws -> T) -> EventLoopFuture<T> {
+        let shard = self.shard(channel)
+        return self.onLoop(shard.eventLoop) { try body(shard) }
     }
 
     public func start(eventHandler: @escaping @Sendable (BrokerEvent) -> Void) -> EventLoopFuture<Void> {
-        self.onLoop {
-            self.handler = eventHandler
-            if self.sweepTask == nil {
-                self.sweepTask = self.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(10), delay: .seconds(10)) { _ in
-                    self.sweep()
+        let started = self.shards.map { shard in
+            self.onLoop(shard.eventLoop) {
+                shard.handler = eventHandler
+                if shard.sweepTask == nil {
+                    shard.sweepTask = shard.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(10), delay: .seconds(10)) { _ in
+                        self.sweep(shard)
+                    }
                 }
             }
+        }
+        return EventLoopFuture.andAllSucceed(started, on: self.eventLoop).flatMap {
+            self.onLoop(self.eventLoop) { self.controlHandler = eventHandler }
         }
     }
 
     public func publish(_ request: PublishRequest) -> EventLoopFuture<PublishResult> {
         if let key = request.idempotencyKey, key.utf8.count > self.limits.maximumIdempotencyKeyBytes {
-            return self.eventLoop.makeFailedFuture(
+            return self.shard(request.channel).eventLoop.makeFailedFuture(
                 BrokerError(.invalidRequest, "idempotency key longer than \(self.limits.maximumIdempotencyKeyBytes) bytes"))
         }
-        return self.onLoop { self.publishOnLoop(request) }
+        return self.onShard(request.channel) { self.publish(request, on: $0) }
     }
 
     /// Orders, stores and delivers one publication. The channel's record is mutated in place in
     /// `channels`: copying it out and back would copy its whole history on every publish.
-    private func publishOnLoop(_ request: PublishRequest) -> PublishResult {
+    private func publish(_ request: PublishRequest, on shard: Shard) -> PublishResult {
         let now = self.clock()
         let name = request.channel
         let keepsHistory = request.historySize > 0 && request.historyTTL > 0
-        if let key = request.idempotencyKey, let previous = self.channels[name]?.idempotency.lookup(key, now: now) {
+        if let key = request.idempotencyKey, let previous = shard.channels[name]?.idempotency.lookup(key, now: now) {
             return PublishResult(position: previous, duplicate: true)
         }
         var publication = Publication(offset: 0, data: request.data, info: request.info, time: request.time)
         var position = StreamPosition(offset: 0, epoch: "")
         if keepsHistory {
-            if self.channels[name]?.isStale(now: now, metaTTL: self.metaTTL) ?? true {
-                self.channels[name] = ChannelHistory()
+            if shard.channels[name]?.isStale(now: now, metaTTL: self.metaTTL) ?? true {
+                shard.channels[name] = ChannelHistory()
             }
-            if self.channels[name]!.top == 0 {
-                self.channels[name]!.epoch = self.unbornEpoch(name, now: now)
+            if shard.channels[name]!.top == 0 {
+                shard.channels[name]!.epoch = self.unbornEpoch(name, now: now)
             }
-            self.channels[name]!.top &+= 1
-            publication.offset = self.channels[name]!.top
-            self.channels[name]!.entries.append(.init(publication: publication, expiresAt: now + request.historyTTL))
-            self.channels[name]!.trim(maximumCount: request.historySize, now: now)
-            self.channels[name]!.lastPublish = now
-            position = StreamPosition(offset: publication.offset, epoch: self.channels[name]!.epoch)
+            shard.channels[name]!.top &+= 1
+            publication.offset = shard.channels[name]!.top
+            shard.channels[name]!.entries.append(.init(publication: publication, expiresAt: now + request.historyTTL))
+            shard.channels[name]!.trim(maximumCount: request.historySize, now: now)
+            shard.channels[name]!.lastPublish = now
+            position = StreamPosition(offset: publication.offset, epoch: shard.channels[name]!.epoch)
         }
         if let key = request.idempotencyKey {
-            if self.channels[name] == nil { self.channels[name] = ChannelHistory() }
-            self.channels[name]!.idempotency.remember(
+            if shard.channels[name] == nil { shard.channels[name] = ChannelHistory() }
+            shard.channels[name]!.idempotency.remember(
                 key, position: position, expiresAt: now + request.idempotencyWindow, now: now,
                 capacity: self.limits.maximumIdempotencyKeysPerChannel)
         }
-        if self.subscribed.contains(name), let handler = self.handler {
+        if shard.subscribed.contains(name), let handler = shard.handler {
             handler(.publication(channel: name, publication, epoch: position.epoch))
         }
         return PublishResult(position: position)
@@ -115,35 +164,35 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
     }
 
     public func publishPresenceEvent(_ event: PresenceEvent, channel: String) -> EventLoopFuture<Void> {
-        self.onLoop {
-            if self.subscribed.contains(channel), let handler = self.handler {
+        self.onShard(channel) { shard in
+            if shard.subscribed.contains(channel), let handler = shard.handler {
                 handler(.presence(channel: channel, event))
             }
         }
     }
 
     public func subscribe(channel: String) -> EventLoopFuture<Void> {
-        self.onLoop { _ = self.subscribed.insert(channel) }
+        self.onShard(channel) { _ = $0.subscribed.insert(channel) }
     }
 
     public func unsubscribe(channel: String) -> EventLoopFuture<Void> {
-        self.onLoop { _ = self.subscribed.remove(channel) }
+        self.onShard(channel) { _ = $0.subscribed.remove(channel) }
     }
 
     /// Reads never create a record: an unknown (or forgotten) channel reports offset 0 and the
     /// epoch its first publication will get. An offset past the top (up to `UInt64.max`) reads nothing.
     public func history(_ query: HistoryQuery) -> EventLoopFuture<HistoryResult> {
-        self.onLoop {
+        self.onShard(query.channel) { shard in
             let now = self.clock()
             let name = query.channel
             // No local copy of the record: it would share (and so force a copy of) its storage below.
-            guard let top = self.channels[name]?.top, top > 0, self.channels[name]?.isStale(now: now, metaTTL: self.metaTTL) == false
+            guard let top = shard.channels[name]?.top, top > 0, shard.channels[name]?.isStale(now: now, metaTTL: self.metaTTL) == false
             else {
                 return HistoryResult(publications: [], position: StreamPosition(offset: 0, epoch: self.unbornEpoch(name, now: now)))
             }
-            self.channels[name]!.entries.dropExpired(now: now)
-            let position = StreamPosition(offset: top, epoch: self.channels[name]!.epoch)
-            let publications = self.channels[name]!.read(since: query.sinceOffset, limit: query.limit, reverse: query.reverse)
+            shard.channels[name]!.entries.dropExpired(now: now)
+            let position = StreamPosition(offset: top, epoch: shard.channels[name]!.epoch)
+            let publications = shard.channels[name]!.read(since: query.sinceOffset, limit: query.limit, reverse: query.reverse)
             return HistoryResult(publications: publications, position: position)
         }
     }
@@ -151,13 +200,13 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
     /// At most `limits.maximumPresencePerChannel` entries per channel: past it, clients already
     /// present are refreshed and new ones are not listed.
     public func addPresence(channel: String, clients: [ClientInfo], ttl: Double) -> EventLoopFuture<Void> {
-        self.onLoop {
+        self.onShard(channel) { shard in
             guard !clients.isEmpty else { return }
             let now = self.clock()
             let expiry = now + ttl
             guard expiry > now else { return }
             let capacity = self.limits.maximumPresencePerChannel
-            var entries = self.presenceByChannel.removeValue(forKey: channel) ?? [:]
+            var entries = shard.presenceByChannel.removeValue(forKey: channel) ?? [:]
             for info in clients {
                 if entries[info.client] == nil, entries.count >= capacity {
                     entries = entries.filter { $0.value.expiresAt > now }
@@ -165,37 +214,37 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
                 }
                 entries[info.client] = (info, expiry)
             }
-            if !entries.isEmpty { self.presenceByChannel[channel] = entries }
+            if !entries.isEmpty { shard.presenceByChannel[channel] = entries }
         }
     }
 
     public func removePresence(channel: String, client: String) -> EventLoopFuture<Void> {
-        self.onLoop {
-            self.presenceByChannel[channel]?[client] = nil
-            if self.presenceByChannel[channel]?.isEmpty == true { self.presenceByChannel[channel] = nil }
+        self.onShard(channel) { shard in
+            shard.presenceByChannel[channel]?[client] = nil
+            if shard.presenceByChannel[channel]?.isEmpty == true { shard.presenceByChannel[channel] = nil }
         }
     }
 
     public func presence(channel: String) -> EventLoopFuture<[ClientInfo]> {
-        self.onLoop {
+        self.onShard(channel) { shard in
             let now = self.clock()
-            guard var entries = self.presenceByChannel[channel] else { return [] }
+            guard var entries = shard.presenceByChannel[channel] else { return [] }
             entries = entries.filter { $0.value.expiresAt > now }
-            self.presenceByChannel[channel] = entries.isEmpty ? nil : entries
+            shard.presenceByChannel[channel] = entries.isEmpty ? nil : entries
             return entries.values.map(\.info).sorted { $0.client < $1.client }
         }
     }
 
     public func announce(_ node: NodeInfo, ttl: Double) -> EventLoopFuture<Void> {
-        self.onLoop { self.registry[node.id] = (node, self.clock() + ttl) }
+        self.onLoop(self.eventLoop) { self.registry[node.id] = (node, self.clock() + ttl) }
     }
 
     public func removeNode(id: String) -> EventLoopFuture<Void> {
-        self.onLoop { self.registry[id] = nil }
+        self.onLoop(self.eventLoop) { self.registry[id] = nil }
     }
 
     public func nodes() -> EventLoopFuture<[NodeInfo]> {
-        self.onLoop {
+        self.onLoop(self.eventLoop) {
             let now = self.clock()
             self.registry = self.registry.filter { $0.value.expiresAt > now }
             return self.registry.values.map(\.node).sorted { $0.id < $1.id }
@@ -203,14 +252,19 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
     }
 
     public func sendControl(_ message: ControlMessage, to node: String?) -> EventLoopFuture<Void> {
-        self.onLoop { self.handler?(.control(message)) }
+        self.onLoop(self.eventLoop) { self.controlHandler?(.control(message)) }
     }
 
     public func shutdown() -> EventLoopFuture<Void> {
-        self.onLoop {
-            self.sweepTask?.cancel()
-            self.sweepTask = nil
-            self.handler = nil
+        let stopped = self.shards.map { shard in
+            self.onLoop(shard.eventLoop) {
+                shard.sweepTask?.cancel()
+                shard.sweepTask = nil
+                shard.handler = nil
+            }
+        }
+        return EventLoopFuture.andAllSucceed(stopped, on: self.eventLoop).flatMap {
+            self.onLoop(self.eventLoop) { self.controlHandler = nil }
         }
     }
 
@@ -230,17 +284,29 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
         public var subscriptions: Int
     }
 
-    /// Counts what the broker holds now.
+    /// Counts what the broker holds now (the sum over its shards).
     public func footprint() -> EventLoopFuture<Footprint> {
-        self.onLoop {
-            Footprint(
-                channels: self.channels.count,
-                publications: self.channels.values.reduce(0) { $0 + $1.entries.count },
-                idempotencyKeys: self.channels.values.reduce(0) { $0 + $1.idempotency.count },
-                presenceChannels: self.presenceByChannel.count,
-                presenceEntries: self.presenceByChannel.values.reduce(0) { $0 + $1.count },
-                subscriptions: self.subscribed.count
-            )
+        let parts = self.shards.map { shard in
+            self.onLoop(shard.eventLoop) {
+                Footprint(
+                    channels: shard.channels.count,
+                    publications: shard.channels.values.reduce(0) { $0 + $1.entries.count },
+                    idempotencyKeys: shard.channels.values.reduce(0) { $0 + $1.idempotency.count },
+                    presenceChannels: shard.presenceByChannel.count,
+                    presenceEntries: shard.presenceByChannel.values.reduce(0) { $0 + $1.count },
+                    subscriptions: shard.subscribed.count
+                )
+            }
+        }
+        return EventLoopFuture.whenAllSucceed(parts, on: self.eventLoop).map { parts in
+            parts.reduce(into: Footprint(channels: 0, publications: 0, idempotencyKeys: 0, presenceChannels: 0, presenceEntries: 0, subscriptions: 0)) {
+                $0.channels += $1.channels
+                $0.publications += $1.publications
+                $0.idempotencyKeys += $1.idempotencyKeys
+                $0.presenceChannels += $1.presenceChannels
+                $0.presenceEntries += $1.presenceEntries
+                $0.subscriptions += $1.subscriptions
+            }
         }
     }
 
@@ -252,36 +318,39 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
     }
 
     func historyStorage(channel: String) -> EventLoopFuture<HistoryStorage?> {
-        self.onLoop {
-            guard self.channels[channel] != nil else { return nil }
-            let address = self.channels[channel]!.entries.storageIdentity.map { UInt(bitPattern: $0) } ?? 0
-            return HistoryStorage(address: address, capacity: self.channels[channel]!.entries.capacity)
+        self.onShard(channel) { shard in
+            guard shard.channels[channel] != nil else { return nil }
+            let address = shard.channels[channel]!.entries.storageIdentity.map { UInt(bitPattern: $0) } ?? 0
+            return HistoryStorage(address: address, capacity: shard.channels[channel]!.entries.capacity)
         }
     }
 
     /// Runs the periodic sweep now (tests drive it with an injected clock).
     public func sweepNow() -> EventLoopFuture<Void> {
-        self.onLoop { self.sweep() }
+        let swept = self.shards.map { shard in self.onLoop(shard.eventLoop) { self.sweep(shard) } }
+        return EventLoopFuture.andAllSucceed(swept, on: self.eventLoop)
     }
 
     /// Drops expired history, idempotency keys, presence and records left holding nothing, so that a
     /// channel with no publications in its history window, no subscribers and no presence costs nothing.
-    private func sweep() {
+    private func sweep(_ shard: Shard) {
         let now = self.clock()
-        for name in Array(self.channels.keys) {
-            if self.channels[name]!.isStale(now: now, metaTTL: self.metaTTL) {
+        for name in Array(shard.channels.keys) {
+            if shard.channels[name]!.isStale(now: now, metaTTL: self.metaTTL) {
                 // Position forgotten; idempotency keys still in their window stay.
-                self.channels[name]!.top = 0
-                self.channels[name]!.entries.removeFirst(self.channels[name]!.entries.count)
+                shard.channels[name]!.top = 0
+                shard.channels[name]!.entries.removeFirst(shard.channels[name]!.entries.count)
             }
-            self.channels[name]!.entries.dropExpired(now: now)
-            self.channels[name]!.idempotency.dropExpired(now: now)
-            if self.channels[name]!.isEmpty(now: now, metaTTL: self.metaTTL) { self.channels[name] = nil }
+            shard.channels[name]!.entries.dropExpired(now: now)
+            shard.channels[name]!.idempotency.dropExpired(now: now)
+            if shard.channels[name]!.isEmpty(now: now, metaTTL: self.metaTTL) { shard.channels[name] = nil }
         }
-        for (channel, entries) in self.presenceByChannel {
+        for (channel, entries) in shard.presenceByChannel {
             let live = entries.filter { $0.value.expiresAt > now }
-            self.presenceByChannel[channel] = live.isEmpty ? nil : live
+            shard.presenceByChannel[channel] = live.isEmpty ? nil : live
         }
-        self.registry = self.registry.filter { $0.value.expiresAt > now }
+        if shard.eventLoop === self.eventLoop {
+            self.registry = self.registry.filter { $0.value.expiresAt > now }
+        }
     }
 }

@@ -10,7 +10,7 @@ enum BrokerChoice {
     /// A factory for the node, or an error a user can act on (a bad URL is found before anything starts).
     static func factory(for broker: String, logger: Logger) throws -> SwitchboardNode.BrokerFactory {
         if broker == "memory" || broker.isEmpty {
-            return { eventLoop, _ in MemoryBroker(eventLoop: eventLoop) }
+            return { eventLoops, _ in MemoryBroker(eventLoops: eventLoops) }
         }
         let redis: RedisConfiguration
         do {
@@ -19,8 +19,8 @@ enum BrokerChoice {
         } catch {
             throw ConfigurationError("--broker: \(error.message)")
         }
-        return { eventLoop, nodeID in
-            RedisBroker(configuration: redis, nodeID: nodeID, eventLoop: eventLoop, logger: logger)
+        return { eventLoops, nodeID in
+            RedisBroker(configuration: redis, nodeID: nodeID, eventLoop: eventLoops[0], logger: logger)
         }
     }
 }

@@ -1,20 +1,31 @@
 /// The hub's outgoing work per event loop within one tick: each loop gets its
 /// operations as one batch, and publications of one channel that follow each
 /// other are merged into one `PublicationBatch` (one message per subscriber).
-/// A plain value owned by the hub.
+/// Answers to publishes (`.publishResult`) wait apart and go last, so they
+/// never split a run of one channel's publications, and a publisher's reply
+/// and its publication's echo leave in one flush.
+/// A plain value owned by a hub shard.
 struct FanoutBatcher {
     private var opsByLoop: [[FanoutOp]]
+    private var resultsByLoop: [[FanoutOp]]
+    private var waiting = 0
 
     init(loopCount: Int) {
         self.opsByLoop = Array(repeating: [], count: loopCount)
+        self.resultsByLoop = Array(repeating: [], count: loopCount)
     }
 
     /// Whether nothing waits.
-    var isEmpty: Bool { self.opsByLoop.allSatisfy(\.isEmpty) }
+    var isEmpty: Bool { self.waiting == 0 }
 
     /// Adds an operation for `loop`; returns true when it is the first of this tick (schedule a flush).
     mutating func enqueue(_ op: FanoutOp, loop: Int) -> Bool {
         let wasEmpty = self.isEmpty
+        self.waiting += 1
+        if case .publishResult = op {
+            self.resultsByLoop[loop].append(op)
+            return wasEmpty
+        }
         if case .publication(let name, let offset, let time, let message) = op, let last = self.opsByLoop[loop].last {
             switch last {
             case .publication(let lastName, let lastOffset, let lastTime, let lastMessage) where lastName == name:
@@ -36,10 +47,17 @@ struct FanoutBatcher {
     /// Takes every loop's operations (loops with none are left out).
     mutating func take() -> [(loop: Int, ops: [FanoutOp])] {
         var taken: [(loop: Int, ops: [FanoutOp])] = []
-        for index in self.opsByLoop.indices where !self.opsByLoop[index].isEmpty {
-            taken.append((index, self.opsByLoop[index]))
+        guard self.waiting > 0 else { return taken }
+        for index in self.opsByLoop.indices where !self.opsByLoop[index].isEmpty || !self.resultsByLoop[index].isEmpty {
+            if self.resultsByLoop[index].isEmpty {
+                taken.append((index, self.opsByLoop[index]))
+            } else {
+                taken.append((index, self.opsByLoop[index] + self.resultsByLoop[index]))
+                self.resultsByLoop[index] = []
+            }
             self.opsByLoop[index] = []
         }
+        self.waiting = 0
         return taken
     }
 }

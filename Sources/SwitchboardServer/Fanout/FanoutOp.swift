@@ -1,4 +1,5 @@
 import NIOCore
+import SwitchboardBroker
 import SwitchboardCore
 
 /// Identifies one subscription of one session (unique within a node).
@@ -27,6 +28,21 @@ enum FanoutOp: Sendable {
     case disconnect(client: String, DisconnectCode)
     /// Unsubscribe one client from a channel (an `unsubscribe` push with `code`).
     case unsubscribeClient(client: String, channel: String, UnsubscribeCode)
+    /// The broker's answer to a session's publish, handed to the session's callback (batched after
+    /// the publications, so the reply and the echo of the publication go out in one flush).
+    case publishResult(PublishCompletion)
+}
+
+/// A session's callback for its publish, bound to the session's loop, with the broker's answer.
+struct PublishCompletion: Sendable {
+    typealias Callback = (Result<PublishResult, any Error>) -> Void
+    let callback: NIOLoopBound<Callback>
+    var result: Result<PublishResult, any Error>
+
+    /// Runs the callback (on the session's loop).
+    func run() {
+        self.callback.value(self.result)
+    }
 }
 
 /// The outcome of a subscribe, computed by the hub.

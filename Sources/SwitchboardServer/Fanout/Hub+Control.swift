@@ -61,11 +61,11 @@ extension Hub {
             waiting.promise.succeed(status == 202 ? .accepted(accepted) : .rejected(status: status, message: message))
         case .disconnect(let client, let user, let code, let reason):
             for target in self.directory.sessions(client: client, user: user) {
-                self.enqueue(.disconnect(client: target.client, DisconnectCode(code, reason)), loop: target.loop)
+                self.send(.disconnect(client: target.client, DisconnectCode(code, reason)), toLoop: target.loop)
             }
         case .unsubscribe(let user, let channel):
             for target in self.directory.sessions(client: nil, user: user) {
-                self.enqueue(.unsubscribeClient(client: target.client, channel: channel, .server), loop: target.loop)
+                self.send(.unsubscribeClient(client: target.client, channel: channel, .server), toLoop: target.loop)
             }
         }
     }

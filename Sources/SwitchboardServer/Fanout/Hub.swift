@@ -14,91 +14,132 @@ struct JoinRequest: Sendable {
     var client: ClientInfo
 }
 
-/// The node's channel table: which event loops have subscribers of which
-/// channel, the broker subscription of each channel, the race-free subscribe
-/// with recovery, and the encoding of each publication into one message.
+/// The node's hub: one `HubShard` per event loop, each owning the channels
+/// whose names hash to it (`ChannelShard`), and the node-wide work that is not
+/// per message.
 ///
-/// Confined to one event loop, the one the broker delivers events on, so the
-/// fan-out path takes no lock: a publication is encoded once here and handed
-/// to each loop that has subscribers as one batch per tick.
+/// Per-channel work (joins, leaves, publications, refills, presence batches)
+/// is routed to the owning shard and runs there: a call made on the shard's
+/// own loop runs at once, with no hop; from another loop it is one task on
+/// the shard's loop. There is no lock and no node-wide queue on that path.
+///
+/// Node-wide work lives on the home loop (`eventLoop`, the first loop, where
+/// the broker delivers control messages): the session directory (per
+/// connection, not per message), control messages between nodes, commands
+/// forwarded to other nodes, figures and gauges.
 final class Hub: @unchecked Sendable {
+    /// The home loop: the session directory, control messages and figures.
     let eventLoop: any EventLoop
     let broker: any Broker
     let logger: Logger
-    let presenceTTL: Double
-    var fanouts: [LoopFanout] = []
+    /// One per event loop of the node, in the loops' order.
+    let shards: [HubShard]
 
-    var channels: [String: HubChannel] = [:]
-    var batcher = FanoutBatcher(loopCount: 0)
+    /// One per shard, same loops; set once by `start`, before any session exists, and only read after.
+    private(set) var fanouts: [LoopFanout] = []
+
+    // Confined to `eventLoop`.
     /// Where each session is (for the server API and control messages).
     var directory = SessionDirectory()
-    var presenceTimer: RepeatedTask?
-    var positionTimer: RepeatedTask?
-    var positionCheckQueue: [String] = []
-    var positionCheckRound = 0
-    /// Channels whose broker position is compared per interval.
-    static let positionChecksPerInterval = 256
-    let positionCheckInterval: TimeAmount
-    /// Counters for `info` and metrics.
-    var metrics = HubMetrics()
-    var reported = HubMetrics()
     var gaugeTimer: RepeatedTask?
-    /// Where figures go once a second (set before `start`).
-    var metricsSink: NodeMetrics?
-    let allocator = ByteBufferAllocator()
     /// SSE commands forwarded to other nodes, waiting for their outcome.
     var forwardedCommands: [UInt64: (promise: EventLoopPromise<SessionCommandOutcome>, timeout: Scheduled<Void>)] = [:]
     var nextCorrelation: UInt64 = 0
-    /// When presence entries are written and refreshed.
-    var presence: PresenceSchedule
 
+    /// Where figures go once a second (set before `start`; read by the shards).
+    var metricsSink: NodeMetrics?
+
+    /// A hub with one shard per loop of `eventLoops` (the node's loops, in the order of its
+    /// `LoopFanout`s); the first is the home loop.
     init(
+        eventLoops: [any EventLoop],
+        broker: any Broker,
+        presenceTTL: Double,
+        positionCheckInterval: TimeAmount = .seconds(5),
+        logger: Logger
+    ) {
+        precondition(!eventLoops.isEmpty, "a hub needs an event loop")
+        self.eventLoop = eventLoops[0]
+        self.broker = broker
+        self.logger = logger
+        self.shards = eventLoops.enumerated().map { index, loop in
+            HubShard(
+                eventLoop: loop, index: index, broker: broker, presenceTTL: presenceTTL,
+                positionCheckInterval: positionCheckInterval, logger: logger)
+        }
+        for shard in self.shards { shard.hub = self }
+    }
+
+    /// A hub with a single shard on `eventLoop` (a node with one loop; tests).
+    convenience init(
         eventLoop: any EventLoop,
         broker: any Broker,
         presenceTTL: Double,
         positionCheckInterval: TimeAmount = .seconds(5),
         logger: Logger
     ) {
-        self.eventLoop = eventLoop
-        self.broker = broker
-        self.presenceTTL = presenceTTL
-        self.presence = PresenceSchedule(ttl: presenceTTL)
-        self.positionCheckInterval = positionCheckInterval
-        self.logger = logger
+        self.init(
+            eventLoops: [eventLoop], broker: broker, presenceTTL: presenceTTL,
+            positionCheckInterval: positionCheckInterval, logger: logger)
     }
 
-    /// Connects the hub to the per-loop fan-outs and starts taking broker events.
+    /// The shard that owns `channel`.
+    @inline(__always)
+    func shard(for channel: String) -> HubShard {
+        self.shards[ChannelShard.index(of: channel, count: self.shards.count)]
+    }
+
+    /// Connects the shards to the per-loop fan-outs (one per shard, same loops, same order) and
+    /// starts taking broker events.
     func start(fanouts: [LoopFanout]) -> EventLoopFuture<Void> {
-        self.eventLoop.submit {
-            self.fanouts = fanouts
-            self.batcher = FanoutBatcher(loopCount: fanouts.count)
-            self.presenceTimer = self.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
-                self.refreshPresence()
-            }
-            self.positionTimer = self.eventLoop.scheduleRepeatedTask(
-                initialDelay: self.positionCheckInterval,
-                delay: self.positionCheckInterval
-            ) { _ in self.checkPositions() }
-            self.gaugeTimer = self.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
-                self.reportMetrics()
+        precondition(
+            fanouts.count == self.shards.count && zip(fanouts, self.shards).allSatisfy { $0.eventLoop === $1.eventLoop },
+            "one fan-out per hub shard, on the same loops")
+        self.fanouts = fanouts
+        let shardsStarted = self.shards.map { $0.start(fanouts: fanouts) }
+        return EventLoopFuture.andAllSucceed(shardsStarted, on: self.eventLoop).flatMap {
+            self.eventLoop.submit {
+                self.gaugeTimer = self.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+                    self.reportGauges()
+                }
             }
         }.flatMap {
-            self.broker.start { [self] event in
-                self.eventLoop.preconditionInEventLoop()
-                self.handle(event)
-            }
+            self.broker.start { [self] event in self.route(event) }
         }
     }
 
     func stop() {
+        for shard in self.shards { shard.stop() }
         self.eventLoop.execute {
-            self.presenceTimer?.cancel()
-            self.presenceTimer = nil
-            self.positionTimer?.cancel()
-            self.positionTimer = nil
             self.gaugeTimer?.cancel()
             self.gaugeTimer = nil
         }
+    }
+
+    // MARK: Routing
+
+    /// A broker event to whoever owns it: a channel's to its shard (at once when the broker
+    /// delivers on that shard's loop), control messages to the home loop, an interruption to
+    /// every shard. Tasks on one loop run in order, so a channel's events keep their order.
+    func route(_ event: BrokerEvent) {
+        switch event {
+        case .publication(let name, _, _), .presence(let name, _):
+            let shard = self.shard(for: name)
+            shard.run { shard.handle(event) }
+        case .control(let message):
+            if self.eventLoop.inEventLoop {
+                self.handleControl(message)
+            } else {
+                self.eventLoop.execute { self.handleControl(message) }
+            }
+        case .deliveryInterrupted:
+            for shard in self.shards { shard.run { shard.handle(event) } }
+        }
+    }
+
+    /// Feeds an event as if the broker had delivered it (tests and benchmarks).
+    func deliverForTesting(_ event: BrokerEvent) {
+        self.route(event)
     }
 
     // MARK: Sessions
@@ -115,306 +156,92 @@ final class Hub: @unchecked Sendable {
         }
     }
 
-    // MARK: Subscribe
+    // MARK: Channels (on the owning shard)
 
+    /// A session asks to join a channel; the activation or refusal comes back in its loop's batch.
     func join(_ request: JoinRequest) {
-        self.eventLoop.execute { self.joinOnLoop(request) }
-    }
-
-    func joinOnLoop(_ request: JoinRequest) {
-        let name = request.channel
-        let channel: HubChannel
-        if let existing = self.channels[name] {
-            channel = existing
-        } else {
-            channel = HubChannel(loopCount: self.fanouts.count)
-            self.channels[name] = channel
-        }
-        if channel.link.isSubscribed, request.since == nil, let position = channel.fastPosition {
-            // Already live here and nothing to recover: answer from what the hub knows.
-            self.activate(request, activation: SubscriptionActivation(
-                id: request.id, channel: name,
-                position: request.options.keepsHistory ? position : nil,
-                recovered: nil, publications: [], following: []))
-            return
-        }
-        channel.joins[request.id] = PendingJoin(request: request, bufferStart: channel.buffer.count)
-        switch channel.link.want() {
-        case .subscribe:
-            self.subscribeAtBroker(name)
-        case .none where channel.link.isSubscribed:
-            self.readHistory(for: request)
-        default:
-            break  // the join goes on when the broker subscription in flight completes
-        }
-    }
-
-    /// Sends the broker subscribe for a channel and follows its state machine when it completes.
-    func subscribeAtBroker(_ name: String) {
-        self.broker.subscribe(channel: name).hop(to: self.eventLoop).whenComplete { result in
-            guard let channel = self.channels[name] else { return }
-            switch result {
-            case .success:
-                switch channel.link.subscribeSucceeded() {
-                case .joinWaiting:
-                    for join in channel.joins.values { self.readHistory(for: join.request) }
-                case .unsubscribe:
-                    // Everyone left while the subscribe was in flight.
-                    self.unsubscribeAtBroker(name)
-                default:
-                    break
-                }
-            case .failure(let error):
-                self.logger.error("broker subscribe failed", metadata: ["channel": "\(name)", "error": "\(error)"])
-                _ = channel.link.subscribeFailed()
-                let joins = channel.joins.values
-                channel.joins = [:]
-                channel.buffer = []
-                for join in joins {
-                    self.enqueue(.reject(join.request.id, SwitchboardError(.internalError, "broker unavailable")), loop: join.request.loopIndex)
-                }
-                self.dropIfUnused(name)
-            }
-        }
-    }
-
-    /// Sends the broker unsubscribe; a subscriber that came meanwhile subscribes again after it.
-    func unsubscribeAtBroker(_ name: String) {
-        self.broker.unsubscribe(channel: name).hop(to: self.eventLoop).whenComplete { _ in
-            guard let channel = self.channels[name] else { return }
-            switch channel.link.unsubscribeCompleted() {
-            case .subscribe:
-                // What the hub knew of the channel is stale after a time unsubscribed.
-                channel.resetSequencing()
-                self.subscribeAtBroker(name)
-            default:
-                self.dropIfUnused(name)
-            }
-        }
-    }
-
-    func readHistory(for request: JoinRequest) {
-        guard request.options.keepsHistory else {
-            return self.finishJoin(request, history: nil)
-        }
-        let query = HistoryQuery(
-            channel: request.channel,
-            sinceOffset: request.since?.offset,
-            limit: request.since == nil ? 0 : -1
-        )
-        self.broker.history(query).hop(to: self.eventLoop).whenComplete { result in
-            switch result {
-            case .success(let history):
-                self.finishJoin(request, history: history)
-            case .failure(let error):
-                self.logger.error("history read failed", metadata: ["channel": "\(request.channel)", "error": "\(error)"])
-                guard let channel = self.channels[request.channel] else { return }
-                channel.joins[request.id] = nil
-                if channel.joins.isEmpty { channel.buffer = [] }
-                self.enqueue(.reject(request.id, SwitchboardError(.internalError, "history unavailable")), loop: request.loopIndex)
-                self.dropIfUnused(request.channel)
-            }
-        }
-    }
-
-    func finishJoin(_ request: JoinRequest, history: HistoryResult?) {
-        guard let channel = self.channels[request.channel], let join = channel.joins.removeValue(forKey: request.id) else { return }
-        let buffered = channel.buffer[join.bufferStart...]
-        if channel.joins.isEmpty { channel.buffer.removeAll(keepingCapacity: false) }
-        var activation = SubscriptionActivation(
-            id: request.id, channel: request.channel, position: nil, recovered: nil, publications: [], following: [])
-        if let history {
-            let plan = RecoveryPlan(
-                since: request.since,
-                top: history.position,
-                historyOffsets: history.publications.map(\.offset),
-                bufferedOffsets: buffered.map(\.offset)
-            )
-            activation.position = plan.position
-            activation.recovered = plan.recovered
-            activation.publications = plan.recovered == true ? history.publications : []
-            let following = Set(plan.following)
-            activation.following = buffered.filter { following.contains($0.offset) }.map { ($0.offset, $0.message) }
-            if channel.fastPosition.map({ $0.offset < history.position.offset || $0.epoch != history.position.epoch }) ?? true {
-                channel.fastPosition = history.position
-            }
-            if let last = activation.following.last, channel.fastPosition!.offset < last.offset {
-                channel.fastPosition!.offset = last.offset
-            }
-            // Everyone here is at or past this position: the baseline for gap detection.
-            channel.sequencer.adoptBaseline(
-                activation.following.last.map { StreamPosition(offset: $0.offset, epoch: history.position.epoch) } ?? history.position)
-            channel.keepsHistory = true
-        } else {
-            channel.fastPosition = StreamPosition(offset: 0, epoch: "")
-            activation.following = buffered.map { ($0.offset, $0.message) }
-        }
-        self.activate(request, activation: activation)
-    }
-
-    func queuePresence(_ client: ClientInfo, channel: String) {
-        guard self.presence.add(client, channel: channel) else { return }
-        // One broker call per channel for everyone who joined within this tick.
-        self.eventLoop.execute {
-            for call in self.presence.flush() {
-                _ = self.broker.addPresence(channel: call.channel, clients: call.clients, ttl: self.presenceTTL)
-            }
-        }
-    }
-
-    func activate(_ request: JoinRequest, activation: SubscriptionActivation) {
-        guard let channel = self.channels[request.channel] else { return }
-        channel.members[request.id] = Member(loopIndex: request.loopIndex, client: request.client, options: request.options)
-        channel.loopCounts[request.loopIndex] += 1
-        self.enqueue(.activate(activation), loop: request.loopIndex)
-        if request.options.presence {
-            self.queuePresence(request.client, channel: request.channel)
-        }
-        if request.options.joinLeave {
-            _ = self.broker.publishPresenceEvent(.join(request.client), channel: request.channel)
-        }
+        let shard = self.shard(for: request.channel)
+        shard.run { shard.join(request) }
     }
 
     /// A session left a channel (unsubscribe, disconnect, or an activation that found the session gone).
     func leave(channel name: String, id: SubscriptionID) {
-        self.eventLoop.execute {
-            guard let channel = self.channels[name] else { return }
-            if channel.joins.removeValue(forKey: id) != nil {
-                // Live publications are kept only for joins in progress.
-                if channel.joins.isEmpty { channel.buffer = [] }
-                self.dropIfUnused(name)
-                return
-            }
-            guard let member = channel.members.removeValue(forKey: id) else { return }
-            channel.loopCounts[member.loopIndex] -= 1
-            if member.options.presence {
-                self.presence.cancel(client: member.client.client, channel: name)
-                _ = self.broker.removePresence(channel: name, client: member.client.client)
-            }
-            if member.options.joinLeave {
-                _ = self.broker.publishPresenceEvent(.leave(member.client), channel: name)
-            }
-            self.dropIfUnused(name)
-        }
+        let shard = self.shard(for: name)
+        shard.run { shard.leave(channel: name, id: id) }
     }
 
-    /// A channel nobody here wants any more leaves the broker; its record goes once nothing is in flight.
-    func dropIfUnused(_ name: String) {
-        guard let channel = self.channels[name], channel.members.isEmpty, channel.joins.isEmpty else { return }
-        if channel.link.release() == .unsubscribe {
-            self.unsubscribeAtBroker(name)
-        }
-        if channel.link.isIdle {
-            self.channels[name] = nil
-        }
-    }
-
-    // MARK: Broker events
-
-    /// Feeds an event as if the broker had delivered it (tests; on the hub's loop).
-    func deliverForTesting(_ event: BrokerEvent) {
-        self.handle(event)
-    }
-
-    func handle(_ event: BrokerEvent) {
-        switch event {
-        case .publication(let name, let publication, let epoch):
-            self.handlePublication(name, publication, epoch: epoch)
-        case .presence(let name, let presenceEvent):
-            guard let channel = self.channels[name] else { return }
-            let message = OutboundMessage(allocator: self.allocator) { buffer in
-                buffer.writeJSONObject { push in
-                    push.field("channel", string: name)
-                    switch presenceEvent {
-                    case .join(let info): push.field("join") { $0.writeClientInfo(info) }
-                    case .leave(let info): push.field("leave") { $0.writeClientInfo(info) }
+    /// Publishes for a session on loop `loop`; `callback` runs on that loop with the broker's answer.
+    ///
+    /// The publish runs on the channel's shard (inline when that is the session's loop: the memory
+    /// broker orders, stores and delivers there at once, so nothing hops). When the answer comes on
+    /// the shard's loop it joins the shard's batch for `loop`, after the publication itself, so the
+    /// reply and the echo reach the socket in one flush and one hop; an answer from elsewhere (Redis)
+    /// goes straight to the session's loop. The callback marks its session dirty; whoever runs it
+    /// flushes.
+    func publish(_ request: PublishRequest, loop: Int, callback: @escaping PublishCompletion.Callback) {
+        let fanout = self.fanouts[loop]
+        let bound = NIOLoopBound(callback, eventLoop: fanout.eventLoop)
+        let shard = self.shard(for: request.channel)
+        shard.run {
+            self.broker.publish(request).whenComplete { result in
+                let completion = PublishCompletion(callback: bound, result: result)
+                if shard.eventLoop.inEventLoop {
+                    shard.enqueue(.publishResult(completion), loop: loop)
+                } else if fanout.eventLoop.inEventLoop {
+                    completion.run()
+                    fanout.flushDirty()
+                } else {
+                    fanout.eventLoop.execute {
+                        completion.run()
+                        fanout.flushDirty()
                     }
                 }
             }
-            self.broadcast(.push(channel: name, message), to: channel)
-        case .control(let message):
-            self.handleControl(message)
-        case .deliveryInterrupted:
-            // Publications may have been missed while the broker link was down: refill every channel.
-            self.logger.warning("broker delivery was interrupted; refilling channels from history")
-            self.metrics.interruptions += 1
-            for (name, channel) in self.channels where channel.link.isSubscribed {
-                if channel.keepsHistory, let baseline = channel.sequencer.lastLive ?? channel.fastPosition, !baseline.epoch.isEmpty {
-                    self.startRefill(name, from: baseline)
-                } else if channel.keepsHistory {
-                    self.insufficientState(name)
-                }
-            }
         }
     }
 
-    // MARK: Batching
-
-    func enqueue(_ op: FanoutOp, loop: Int) {
-        if self.batcher.enqueue(op, loop: loop) {
-            // Runs after everything already queued on this loop: one batch per loop per tick.
-            self.eventLoop.execute { self.flush() }
+    /// Work for one loop's sessions that is not a channel's (control messages): one task there.
+    func send(_ op: FanoutOp, toLoop loop: Int) {
+        guard loop < self.fanouts.count else { return }
+        let fanout = self.fanouts[loop]
+        if fanout.eventLoop.inEventLoop {
+            fanout.apply([op])
+        } else {
+            fanout.eventLoop.execute { fanout.apply([op]) }
         }
     }
 
-    func flush() {
-        for (index, ops) in self.batcher.take() {
-            let fanout = self.fanouts[index]
-            if fanout.eventLoop === self.eventLoop {
-                fanout.apply(ops)
-            } else {
-                fanout.eventLoop.execute { fanout.apply(ops) }
-            }
-        }
-    }
+    // MARK: Figures
 
-    func reportMetrics() {
+    func reportGauges() {
         guard let sink = self.metricsSink else { return }
         for transport in TransportName.allCases {
             sink.connections[transport.index].record(self.directory.countByTransport[transport.index])
         }
-        sink.subscriptions.record(self.channels.values.reduce(0) { $0 + $1.members.count })
-        sink.channels.record(self.channels.count)
-        let delta = (
-            gaps: self.metrics.gapsDetected - self.reported.gapsDetected,
-            insufficient: self.metrics.insufficientState - self.reported.insufficientState,
-            interruptions: self.metrics.interruptions - self.reported.interruptions
-        )
-        if delta.gaps > 0 { sink.gaps.increment(by: delta.gaps) }
-        if delta.insufficient > 0 { sink.insufficientState.increment(by: delta.insufficient) }
-        if delta.interruptions > 0 { sink.brokerInterruptions.increment(by: delta.interruptions) }
-        self.reported = self.metrics
+        self.shardFigures().whenSuccess { figures in
+            sink.subscriptions.record(figures.subscriptions)
+            sink.channels.record(figures.channels)
+        }
     }
 
-    // MARK: Presence refresh and figures
-
-    /// Refreshes presence entries a slice at a time (every second), so each entry is refreshed
-    /// about every third of its TTL without a burst of broker calls.
-    func refreshPresence() {
-        for name in self.presence.nextRefresh(channels: { Array(self.channels.keys) }) {
-            guard let channel = self.channels[name] else { continue }
-            let present = channel.members.values.compactMap { $0.options.presence ? $0.client : nil }
-            for batch in PresenceSchedule.batches(present) {
-                _ = self.broker.addPresence(channel: name, clients: batch, ttl: self.presenceTTL)
-            }
+    /// Subscriptions and channels summed over the shards.
+    func shardFigures() -> EventLoopFuture<(subscriptions: Int, channels: Int)> {
+        EventLoopFuture.whenAllSucceed(self.shards.map { $0.figures() }, on: self.eventLoop).map { parts in
+            parts.reduce((0, 0)) { ($0.0 + $1.subscriptions, $0.1 + $1.channels) }
         }
     }
 
     /// Figures for `info` and the registry.
     func statistics() -> EventLoopFuture<HubStatistics> {
-        self.eventLoop.submit {
-            HubStatistics(
-                connections: self.directory.count,
-                subscriptions: self.channels.values.reduce(0) { $0 + $1.members.count },
-                channels: self.channels.count
-            )
+        self.eventLoop.submit { self.directory.count }.and(self.shardFigures()).map { connections, figures in
+            HubStatistics(connections: connections, subscriptions: figures.subscriptions, channels: figures.channels)
         }
     }
 
-    /// Active channels with their local subscriber counts.
+    /// Active channels with their local subscriber counts, by name.
     func channelList() -> EventLoopFuture<[(name: String, subscribers: Int)]> {
-        self.eventLoop.submit {
-            self.channels.filter { !$0.value.members.isEmpty }.map { ($0.key, $0.value.members.count) }.sorted { $0.name < $1.name }
+        EventLoopFuture.whenAllSucceed(self.shards.map { $0.channelList() }, on: self.eventLoop).map { lists in
+            lists.flatMap { $0 }.sorted { $0.name < $1.name }
         }
     }
 
@@ -424,7 +251,7 @@ final class Hub: @unchecked Sendable {
     }
 }
 
-/// What the hub counts.
+/// What a hub shard counts.
 struct HubMetrics: Sendable {
     var gapsDetected = 0
     var insufficientState = 0

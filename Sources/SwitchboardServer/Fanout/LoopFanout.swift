@@ -191,6 +191,8 @@ final class LoopFanout: @unchecked Sendable {
                 self.sessions[client]?.disconnect(code, push: true)
             case .unsubscribeClient(let client, let channel, let code):
                 self.sessions[client]?.serverUnsubscribe(channel, code)
+            case .publishResult(let completion):
+                completion.run()
             }
         }
         self.flushDirty()

@@ -38,15 +38,18 @@ public final class SwitchboardNode: Sendable {
         var drainCutShort = false
     }
 
-    /// Makes the node's broker on the event loop it must deliver events on, for a node id.
-    public typealias BrokerFactory = @Sendable (_ eventLoop: any EventLoop, _ nodeID: String) throws -> any Broker
+    /// Makes the node's broker for a node id, given the node's event loops (one hub shard on each,
+    /// in this order): an unsharded broker delivers its events on the first; the memory broker
+    /// shards its channels over all of them by the hub's rule, so a channel's broker shard and hub
+    /// shard share a loop.
+    public typealias BrokerFactory = @Sendable (_ eventLoops: [any EventLoop], _ nodeID: String) throws -> any Broker
 
     /// Creates a node (bind with `start()`) on the broker `makeBroker` builds (the memory broker
     /// by default; the `switchboard` executable picks Redis from `configuration.broker`).
     public init(
         configuration: ServerConfiguration,
         logger: Logger,
-        makeBroker: BrokerFactory = { eventLoop, _ in MemoryBroker(eventLoop: eventLoop) }
+        makeBroker: BrokerFactory = { eventLoops, _ in MemoryBroker(eventLoops: eventLoops) }
     ) throws {
         self.configuration = configuration
         self.logger = logger
@@ -58,15 +61,14 @@ public final class SwitchboardNode: Sendable {
         let threads = configuration.eventLoopThreads > 0 ? configuration.eventLoopThreads : System.coreCount
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let loops = Array(self.group.makeIterator())
-        let hubLoop = loops[0]
         let broker: any Broker
         do {
-            broker = try makeBroker(hubLoop, self.nodeID)
+            broker = try makeBroker(loops, self.nodeID)
         } catch {
             try? self.group.syncShutdownGracefully()
             throw error
         }
-        let hub = Hub(eventLoop: hubLoop, broker: broker, presenceTTL: configuration.presenceTTL, logger: logger)
+        let hub = Hub(eventLoops: loops, broker: broker, presenceTTL: configuration.presenceTTL, logger: logger)
         let metrics = NodeMetrics(version: Self.version, commit: NodeMetrics.commitFromEnvironment())
         let fanouts = loops.enumerated().map { LoopFanout(eventLoop: $0.element, index: $0.offset) }
         for fanout in fanouts {

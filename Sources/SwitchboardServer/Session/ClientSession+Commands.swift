@@ -252,10 +252,10 @@ extension ClientSession {
             time: UInt64(NIODeadline.wallClockNanoseconds)
         )
         let slot = self.reserveReply()
-        let loop = self.fanout.eventLoop
         self.fanout.counters.publications += 1
         let started = NIODeadline.now()
-        self.node.broker.publish(request).hop(to: loop).assumeIsolated().whenComplete { result in
+        // Through the channel's hub shard: the reply comes in the same batch (and flush) as the echo when it can.
+        self.node.hub.publish(request, loop: self.fanout.index) { result in
             self.node.metrics.brokerPublishDuration.recordNanoseconds((NIODeadline.now() - started).nanoseconds)
             switch result {
             case .success(let published):
@@ -264,7 +264,7 @@ extension ClientSession {
             case .failure:
                 self.completeReply(slot, self.errorMessage(id: id, .internalError))
             }
-            self.flush()
+            self.fanout.markDirty(self)
         }
     }
 

@@ -6,7 +6,7 @@ import SwitchboardCore
 /// Ordered delivery: each publication through the channel's `ChannelSequencer`, gaps refilled
 /// from history before anything newer, lost history reported (2500), and the periodic check
 /// that no channel stays behind the broker.
-extension Hub {
+extension HubShard {
 
     func handlePublication(_ name: String, _ publication: Publication, epoch: String) {
         guard let channel = self.channels[name] else { return }

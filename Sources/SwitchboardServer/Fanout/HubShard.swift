@@ -1,0 +1,384 @@
+import CoreMetrics
+import Logging
+import NIOCore
+import SwitchboardBroker
+import SwitchboardCore
+
+/// One event loop's share of the node's channel table: the channels whose
+/// names hash to this shard (`ChannelShard`), which loops have subscribers of
+/// each, their broker subscriptions, the race-free subscribe with recovery,
+/// ordering and refill, presence writes, and the encoding of each publication
+/// into one message.
+///
+/// Confined to `eventLoop` (one of the node's loops), with no lock: every
+/// join, leave, publication, refill and presence batch of its channels runs
+/// here. A publication from a session on this loop to a channel owned here is
+/// handled without a hop (the memory broker is sharded by the same rule), and
+/// each loop with subscribers gets the tick's work as one batch.
+final class HubShard: @unchecked Sendable {
+    let eventLoop: any EventLoop
+    let index: Int
+    let broker: any Broker
+    let logger: Logger
+    let presenceTTL: Double
+    var fanouts: [LoopFanout] = []
+    /// The node-wide part (metrics sink); set before `start`.
+    weak var hub: Hub?
+
+    var channels: [String: HubChannel] = [:]
+    var batcher = FanoutBatcher(loopCount: 0)
+    var presenceTimer: RepeatedTask?
+    var positionTimer: RepeatedTask?
+    var positionCheckQueue: [String] = []
+    var positionCheckRound = 0
+    /// Channels whose broker position is compared per interval.
+    static let positionChecksPerInterval = 256
+    let positionCheckInterval: TimeAmount
+    /// Counters for `info` and metrics.
+    var metrics = HubMetrics()
+    var reported = HubMetrics()
+    let allocator = ByteBufferAllocator()
+    /// When presence entries are written and refreshed.
+    var presence: PresenceSchedule
+
+    init(
+        eventLoop: any EventLoop,
+        index: Int,
+        broker: any Broker,
+        presenceTTL: Double,
+        positionCheckInterval: TimeAmount,
+        logger: Logger
+    ) {
+        self.eventLoop = eventLoop
+        self.index = index
+        self.broker = broker
+        self.presenceTTL = presenceTTL
+        self.presence = PresenceSchedule(ttl: presenceTTL)
+        self.positionCheckInterval = positionCheckInterval
+        self.logger = logger
+    }
+
+    /// Connects the shard to the per-loop fan-outs and starts its timers (on its loop).
+    func start(fanouts: [LoopFanout]) -> EventLoopFuture<Void> {
+        self.eventLoop.submit {
+            self.fanouts = fanouts
+            self.batcher = FanoutBatcher(loopCount: fanouts.count)
+            self.presenceTimer = self.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+                self.refreshPresence()
+                self.reportCounters()
+            }
+            self.positionTimer = self.eventLoop.scheduleRepeatedTask(
+                initialDelay: self.positionCheckInterval,
+                delay: self.positionCheckInterval
+            ) { _ in self.checkPositions() }
+        }
+    }
+
+    func stop() {
+        self.eventLoop.execute {
+            self.presenceTimer?.cancel()
+            self.presenceTimer = nil
+            self.positionTimer?.cancel()
+            self.positionTimer = nil
+        }
+    }
+
+    /// Runs `body` on this shard's loop: at once when already there, else as one task.
+    @inline(__always)
+    func run(_ body: @escaping @Sendable () -> Void) {
+        if self.eventLoop.inEventLoop {
+            body()
+        } else {
+            self.eventLoop.execute(body)
+        }
+    }
+
+    // MARK: Subscribe
+
+    /// A session joins a channel owned here (on this shard's loop).
+    func join(_ request: JoinRequest) {
+        let name = request.channel
+        let channel: HubChannel
+        if let existing = self.channels[name] {
+            channel = existing
+        } else {
+            channel = HubChannel(loopCount: self.fanouts.count)
+            self.channels[name] = channel
+        }
+        if channel.link.isSubscribed, request.since == nil, let position = channel.fastPosition {
+            // Already live here and nothing to recover: answer from what the hub knows.
+            self.activate(request, activation: SubscriptionActivation(
+                id: request.id, channel: name,
+                position: request.options.keepsHistory ? position : nil,
+                recovered: nil, publications: [], following: []))
+            return
+        }
+        channel.joins[request.id] = PendingJoin(request: request, bufferStart: channel.buffer.count)
+        switch channel.link.want() {
+        case .subscribe:
+            self.subscribeAtBroker(name)
+        case .none where channel.link.isSubscribed:
+            self.readHistory(for: request)
+        default:
+            break  // the join goes on when the broker subscription in flight completes
+        }
+    }
+
+    /// Sends the broker subscribe for a channel and follows its state machine when it completes.
+    func subscribeAtBroker(_ name: String) {
+        self.broker.subscribe(channel: name).hop(to: self.eventLoop).whenComplete { result in
+            guard let channel = self.channels[name] else { return }
+            switch result {
+            case .success:
+                switch channel.link.subscribeSucceeded() {
+                case .joinWaiting:
+                    for join in channel.joins.values { self.readHistory(for: join.request) }
+                case .unsubscribe:
+                    // Everyone left while the subscribe was in flight.
+                    self.unsubscribeAtBroker(name)
+                default:
+                    break
+                }
+            case .failure(let error):
+                self.logger.error("broker subscribe failed", metadata: ["channel": "\(name)", "error": "\(error)"])
+                _ = channel.link.subscribeFailed()
+                let joins = channel.joins.values
+                channel.joins = [:]
+                channel.buffer = []
+                for join in joins {
+                    self.enqueue(.reject(join.request.id, SwitchboardError(.internalError, "broker unavailable")), loop: join.request.loopIndex)
+                }
+                self.dropIfUnused(name)
+            }
+        }
+    }
+
+    /// Sends the broker unsubscribe; a subscriber that came meanwhile subscribes again after it.
+    func unsubscribeAtBroker(_ name: String) {
+        self.broker.unsubscribe(channel: name).hop(to: self.eventLoop).whenComplete { _ in
+            guard let channel = self.channels[name] else { return }
+            switch channel.link.unsubscribeCompleted() {
+            case .subscribe:
+                // What the hub knew of the channel is stale after a time unsubscribed.
+                channel.resetSequencing()
+                self.subscribeAtBroker(name)
+            default:
+                self.dropIfUnused(name)
+            }
+        }
+    }
+
+    func readHistory(for request: JoinRequest) {
+        guard request.options.keepsHistory else {
+            return self.finishJoin(request, history: nil)
+        }
+        let query = HistoryQuery(
+            channel: request.channel,
+            sinceOffset: request.since?.offset,
+            limit: request.since == nil ? 0 : -1
+        )
+        self.broker.history(query).hop(to: self.eventLoop).whenComplete { result in
+            switch result {
+            case .success(let history):
+                self.finishJoin(request, history: history)
+            case .failure(let error):
+                self.logger.error("history read failed", metadata: ["channel": "\(request.channel)", "error": "\(error)"])
+                guard let channel = self.channels[request.channel] else { return }
+                channel.joins[request.id] = nil
+                if channel.joins.isEmpty { channel.buffer = [] }
+                self.enqueue(.reject(request.id, SwitchboardError(.internalError, "history unavailable")), loop: request.loopIndex)
+                self.dropIfUnused(request.channel)
+            }
+        }
+    }
+
+    func finishJoin(_ request: JoinRequest, history: HistoryResult?) {
+        guard let channel = self.channels[request.channel], let join = channel.joins.removeValue(forKey: request.id) else { return }
+        let buffered = channel.buffer[join.bufferStart...]
+        if channel.joins.isEmpty { channel.buffer.removeAll(keepingCapacity: false) }
+        var activation = SubscriptionActivation(
+            id: request.id, channel: request.channel, position: nil, recovered: nil, publications: [], following: [])
+        if let history {
+            let plan = RecoveryPlan(
+                since: request.since,
+                top: history.position,
+                historyOffsets: history.publications.map(\.offset),
+                bufferedOffsets: buffered.map(\.offset)
+            )
+            activation.position = plan.position
+            activation.recovered = plan.recovered
+            activation.publications = plan.recovered == true ? history.publications : []
+            let following = Set(plan.following)
+            activation.following = buffered.filter { following.contains($0.offset) }.map { ($0.offset, $0.message) }
+            if channel.fastPosition.map({ $0.offset < history.position.offset || $0.epoch != history.position.epoch }) ?? true {
+                channel.fastPosition = history.position
+            }
+            if let last = activation.following.last, channel.fastPosition!.offset < last.offset {
+                channel.fastPosition!.offset = last.offset
+            }
+            // Everyone here is at or past this position: the baseline for gap detection.
+            channel.sequencer.adoptBaseline(
+                activation.following.last.map { StreamPosition(offset: $0.offset, epoch: history.position.epoch) } ?? history.position)
+            channel.keepsHistory = true
+        } else {
+            channel.fastPosition = StreamPosition(offset: 0, epoch: "")
+            activation.following = buffered.map { ($0.offset, $0.message) }
+        }
+        self.activate(request, activation: activation)
+    }
+
+    func queuePresence(_ client: ClientInfo, channel: String) {
+        guard self.presence.add(client, channel: channel) else { return }
+        // One broker call per channel for everyone who joined within this tick.
+        self.eventLoop.execute {
+            for call in self.presence.flush() {
+                _ = self.broker.addPresence(channel: call.channel, clients: call.clients, ttl: self.presenceTTL)
+            }
+        }
+    }
+
+    func activate(_ request: JoinRequest, activation: SubscriptionActivation) {
+        guard let channel = self.channels[request.channel] else { return }
+        channel.members[request.id] = Member(loopIndex: request.loopIndex, client: request.client, options: request.options)
+        channel.loopCounts[request.loopIndex] += 1
+        self.enqueue(.activate(activation), loop: request.loopIndex)
+        if request.options.presence {
+            self.queuePresence(request.client, channel: request.channel)
+        }
+        if request.options.joinLeave {
+            _ = self.broker.publishPresenceEvent(.join(request.client), channel: request.channel)
+        }
+    }
+
+    /// A session left a channel (unsubscribe, disconnect, or an activation that found the session gone).
+    func leave(channel name: String, id: SubscriptionID) {
+        guard let channel = self.channels[name] else { return }
+        if channel.joins.removeValue(forKey: id) != nil {
+            // Live publications are kept only for joins in progress.
+            if channel.joins.isEmpty { channel.buffer = [] }
+            self.dropIfUnused(name)
+            return
+        }
+        guard let member = channel.members.removeValue(forKey: id) else { return }
+        channel.loopCounts[member.loopIndex] -= 1
+        if member.options.presence {
+            self.presence.cancel(client: member.client.client, channel: name)
+            _ = self.broker.removePresence(channel: name, client: member.client.client)
+        }
+        if member.options.joinLeave {
+            _ = self.broker.publishPresenceEvent(.leave(member.client), channel: name)
+        }
+        self.dropIfUnused(name)
+    }
+
+    /// A channel nobody here wants any more leaves the broker; its record goes once nothing is in flight.
+    func dropIfUnused(_ name: String) {
+        guard let channel = self.channels[name], channel.members.isEmpty, channel.joins.isEmpty else { return }
+        if channel.link.release() == .unsubscribe {
+            self.unsubscribeAtBroker(name)
+        }
+        if channel.link.isIdle {
+            self.channels[name] = nil
+        }
+    }
+
+    // MARK: Broker events
+
+    func handle(_ event: BrokerEvent) {
+        switch event {
+        case .publication(let name, let publication, let epoch):
+            self.handlePublication(name, publication, epoch: epoch)
+        case .presence(let name, let presenceEvent):
+            guard let channel = self.channels[name] else { return }
+            let message = OutboundMessage(allocator: self.allocator) { buffer in
+                buffer.writeJSONObject { push in
+                    push.field("channel", string: name)
+                    switch presenceEvent {
+                    case .join(let info): push.field("join") { $0.writeClientInfo(info) }
+                    case .leave(let info): push.field("leave") { $0.writeClientInfo(info) }
+                    }
+                }
+            }
+            self.broadcast(.push(channel: name, message), to: channel)
+        case .control:
+            break  // the hub's, on its home loop
+        case .deliveryInterrupted:
+            // Publications may have been missed while the broker link was down: refill every channel.
+            if self.index == 0 {
+                // Every shard hears it; one counts and logs it.
+                self.logger.warning("broker delivery was interrupted; refilling channels from history")
+                self.metrics.interruptions += 1
+            }
+            for (name, channel) in self.channels where channel.link.isSubscribed {
+                if channel.keepsHistory, let baseline = channel.sequencer.lastLive ?? channel.fastPosition, !baseline.epoch.isEmpty {
+                    self.startRefill(name, from: baseline)
+                } else if channel.keepsHistory {
+                    self.insufficientState(name)
+                }
+            }
+        }
+    }
+
+    // MARK: Batching
+
+    func enqueue(_ op: FanoutOp, loop: Int) {
+        if self.batcher.enqueue(op, loop: loop) {
+            // Runs after everything already queued on this loop: one batch per loop per tick.
+            self.eventLoop.execute { self.flush() }
+        }
+    }
+
+    func flush() {
+        for (index, ops) in self.batcher.take() {
+            let fanout = self.fanouts[index]
+            if fanout.eventLoop === self.eventLoop {
+                fanout.apply(ops)
+            } else {
+                fanout.eventLoop.execute { fanout.apply(ops) }
+            }
+        }
+    }
+
+    /// Adds what this shard counted since the last report to the node's metrics.
+    func reportCounters() {
+        guard let sink = self.hub?.metricsSink else { return }
+        let delta = (
+            gaps: self.metrics.gapsDetected - self.reported.gapsDetected,
+            insufficient: self.metrics.insufficientState - self.reported.insufficientState,
+            interruptions: self.metrics.interruptions - self.reported.interruptions
+        )
+        if delta.gaps > 0 { sink.gaps.increment(by: delta.gaps) }
+        if delta.insufficient > 0 { sink.insufficientState.increment(by: delta.insufficient) }
+        if delta.interruptions > 0 { sink.brokerInterruptions.increment(by: delta.interruptions) }
+        self.reported = self.metrics
+    }
+
+    // MARK: Presence refresh and figures
+
+    /// Refreshes presence entries a slice at a time (every second), so each entry is refreshed
+    /// about every third of its TTL without a burst of broker calls.
+    func refreshPresence() {
+        for name in self.presence.nextRefresh(channels: { Array(self.channels.keys) }) {
+            guard let channel = self.channels[name] else { continue }
+            let present = channel.members.values.compactMap { $0.options.presence ? $0.client : nil }
+            for batch in PresenceSchedule.batches(present) {
+                _ = self.broker.addPresence(channel: name, clients: batch, ttl: self.presenceTTL)
+            }
+        }
+    }
+
+    /// This shard's subscriptions and channels (for `info`, the registry and gauges).
+    func figures() -> EventLoopFuture<(subscriptions: Int, channels: Int)> {
+        self.eventLoop.submit {
+            (self.channels.values.reduce(0) { $0 + $1.members.count }, self.channels.count)
+        }
+    }
+
+    /// Active channels here with their local subscriber counts.
+    func channelList() -> EventLoopFuture<[(name: String, subscribers: Int)]> {
+        self.eventLoop.submit {
+            self.channels.filter { !$0.value.members.isEmpty }.map { ($0.key, $0.value.members.count) }
+        }
+    }
+}
+
