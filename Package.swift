@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "SwitchboardBroker", targets: ["SwitchboardBroker"]),
         .library(name: "SwitchboardBrokerTesting", targets: ["SwitchboardBrokerTesting"]),
         .library(name: "SwitchboardServer", targets: ["SwitchboardServer"]),
+        .library(name: "SwitchboardServerTesting", targets: ["SwitchboardServerTesting"]),
         .library(name: "RESP", targets: ["RESP"]),
         .library(name: "RedisClient", targets: ["RedisClient"]),
         .library(name: "SwitchboardRedis", targets: ["SwitchboardRedis"]),
@@ -112,6 +113,17 @@ let package = Package(
             ],
             // The browser client and the demo page live in clients/js/ (symlinked here) and are compiled in.
             resources: [.embedInCode("Resources/switchboard.js"), .embedInCode("Resources/demo.html")],
+            swiftSettings: upcoming
+        ),
+        .target(
+            // The embedded node (one EmbeddedEventLoop) for the tests, Fuzz/ and Benchmarks/ (not shipped in the node).
+            name: "SwitchboardServerTesting",
+            dependencies: [
+                "SwitchboardBroker",
+                "SwitchboardServer",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
             swiftSettings: upcoming
         ),
         // The load balancer (`switchboard balance`): decision logic without I/O plus its NIO data path.
@@ -228,6 +240,8 @@ let package = Package(
             name: "SwitchboardServerTests",
             dependencies: [
                 "SwitchboardServer",
+                "SwitchboardServerTesting",
+                "SwitchboardBrokerTesting",
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

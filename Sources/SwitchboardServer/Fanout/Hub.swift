@@ -311,11 +311,6 @@ final class Hub: @unchecked Sendable {
 
     // MARK: Broker events
 
-    /// Feeds an event as if the broker had delivered it (tests; on the hub's loop).
-    func deliverForTesting(_ event: BrokerEvent) {
-        self.handle(event)
-    }
-
     func handle(_ event: BrokerEvent) {
         switch event {
         case .publication(let name, let publication, let epoch):

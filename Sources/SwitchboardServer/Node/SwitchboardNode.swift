@@ -88,15 +88,13 @@ public final class SwitchboardNode: Sendable {
         let context = self.context
         let configuration = self.configuration
         let trustedProxies = Set(configuration.trustedProxies)
-        let upgrader = Self.makeUpgrader(context: context)
+        let upgrader = context.makeUpgrader()
         // Made once, used by every connection's router.
         let installHTTP: @Sendable (any Channel, NIODeadline) throws -> Void = { channel, headDeadline in
-            try Self.configureHTTP(channel, context: context, upgrader: upgrader, headDeadline: headDeadline)
+            try context.addHTTPHandlers(to: channel, upgrader: upgrader, headDeadline: headDeadline)
         }
         let installWebSocket: @Sendable (any Channel) throws -> Void = { channel in
-            let pipeline = channel.pipeline.syncOperations
-            try pipeline.addHandler(WebSocketFrameHandler(maximumMessageSize: context.configuration.maxMessageSize))
-            try pipeline.addHandler(ClientSession(node: context, fanout: context.fanout(for: channel.eventLoop)))
+            try context.addWebSocketHandlers(to: channel)
         }
         let bootstrap = ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 4096)
@@ -137,50 +135,6 @@ public final class SwitchboardNode: Sendable {
         self.state.withLockedValue { $0.serverChannel = channel }
         self.startAnnouncing(address: address)
         return address.port ?? configuration.port
-    }
-
-    /// One upgrader for every connection (it keeps no per-connection state).
-    private static func makeUpgrader(context: NodeContext) -> WebSocketUpgrader {
-        WebSocketUpgrader(
-            accepts: { head in
-                !context.isDraining && Route(uri: head.uri).acceptsUpgrade(echoEnabled: context.configuration.echoEndpoint)
-            },
-            installHandlers: { channel, head in
-                let isEcho = Route(uri: head.uri) == .echo
-                let pipeline = channel.pipeline.syncOperations
-                let limit = isEcho ? context.configuration.echoMaxMessageSize : context.configuration.maxMessageSize
-                try pipeline.addHandler(WebSocketFrameHandler(maximumMessageSize: limit))
-                if isEcho {
-                    try pipeline.addHandler(EchoHandler())
-                } else {
-                    try pipeline.addHandler(ClientSession(node: context, fanout: context.fanout(for: channel.eventLoop)))
-                }
-            }
-        )
-    }
-
-    /// The full HTTP/1.1 pipeline (after the router), under the connection's head deadline.
-    private static func configureHTTP(_ channel: any Channel, context: NodeContext, upgrader: WebSocketUpgrader, headDeadline: NIODeadline) throws {
-        let httpHandler = HTTPHandler(node: context, clientAddress: channel.remoteAddress?.ipAddress ?? "", headDeadline: headDeadline)
-        let boundHTTPHandler = NIOLoopBound(httpHandler, eventLoop: channel.eventLoop)
-        var limits = NIOHTTPDecoderLimitConfiguration()
-        limits.maxHeaderFieldSize = 8192
-        limits.maxHeaderListSize = 16384
-        limits.maxHeaderFieldCount = 100
-        try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-            withPipeliningAssistance: true,
-            withServerUpgrade: (
-                upgraders: [upgrader],
-                completionHandler: { ctx in
-                    ctx.pipeline.syncOperations.removeHandler(boundHTTPHandler.value, promise: nil)
-                }
-            ),
-            withErrorHandling: true,
-            withOutboundHeaderValidation: true,
-            withEncoderConfiguration: .init(),
-            withDecoderLimitConfiguration: limits
-        )
-        try channel.pipeline.syncOperations.addHandler(httpHandler)
     }
 
     private func startAnnouncing(address: SocketAddress) {
