@@ -145,6 +145,7 @@ let package = Package(
         .testTarget(
             name: "SwitchboardBalancerTests",
             dependencies: [
+                .product(name: "Logging", package: "swift-log"),
                 "SwitchboardBalancer",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -185,6 +186,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard-bench",
             dependencies: [
+                "SwitchboardCore",
                 "SwitchboardBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -192,12 +194,18 @@ let package = Package(
         ),
         .testTarget(
             name: "SwitchboardBenchTests",
-            dependencies: ["SwitchboardBench", "SwitchboardServer"],
+            dependencies: [
+                "SwitchboardBench",
+                "SwitchboardServer",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: upcoming
         ),
         .testTarget(
             name: "SwitchboardCoreTests",
             dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
                 "SwitchboardCore",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -206,6 +214,8 @@ let package = Package(
         .testTarget(
             name: "SwitchboardBrokerTests",
             dependencies: [
+                "SwitchboardCore",
+                .product(name: "NIOCore", package: "swift-nio"),
                 "SwitchboardBroker",
                 "SwitchboardBrokerTesting",
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -224,6 +234,7 @@ let package = Package(
         .testTarget(
             name: "RedisTests",
             dependencies: [
+                "SwitchboardCore",
                 "RedisClient",
                 "RESP",
                 "SwitchboardRedis",
@@ -239,6 +250,11 @@ let package = Package(
         .testTarget(
             name: "SwitchboardServerTests",
             dependencies: [
+                "SwitchboardCore",
+                "SwitchboardBroker",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 "SwitchboardServer",
                 "SwitchboardServerTesting",
                 "SwitchboardBrokerTesting",
