@@ -8,6 +8,7 @@ import Foundation
 /// once. Publication, history append and delivery happen in one step on that
 /// loop, so delivery order is offset order.
 public final class MemoryBroker: Broker, @unchecked Sendable {
+    // @unchecked: every `var` is read and written only inside `onLoop` (on `eventLoop`); the rest is immutable.
     public let eventLoop: any EventLoop
     private let clock: @Sendable () -> Double
 
@@ -75,6 +76,7 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
     /// Orders, stores and delivers one publication. The channel's record is mutated in place in
     /// `channels`: copying it out and back would copy its whole history on every publish.
     private func publishOnLoop(_ request: PublishRequest) -> PublishResult {
+        self.eventLoop.assertInEventLoop()
         let now = self.clock()
         let name = request.channel
         let keepsHistory = request.historySize > 0 && request.historyTTL > 0

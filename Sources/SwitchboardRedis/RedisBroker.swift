@@ -19,6 +19,7 @@ public import SwitchboardCore
 /// back through it; when it does not, the subscriber connection is rebuilt and
 /// the node told (`.deliveryInterrupted`) so it can refill from history.
 public final class RedisBroker: Broker, @unchecked Sendable {
+    // @unchecked: the `var`s are touched only on `eventLoop` (`subscriber` is set once in `init`, before sharing).
     public let eventLoop: any EventLoop
     public let nodeID: String
     private let client: RedisClient

@@ -22,6 +22,7 @@ struct JoinRequest: Sendable {
 /// fan-out path takes no lock: a publication is encoded once here and handed
 /// to each loop that has subscribers as one batch per tick.
 final class Hub: @unchecked Sendable {
+    // @unchecked: state is touched only on `eventLoop` (public entry points hop there; handlers assert it).
     let eventLoop: any EventLoop
     let broker: any Broker
     let logger: Logger
@@ -122,6 +123,7 @@ final class Hub: @unchecked Sendable {
     }
 
     func joinOnLoop(_ request: JoinRequest) {
+        self.eventLoop.assertInEventLoop()
         let name = request.channel
         let channel: HubChannel
         if let existing = self.channels[name] {
@@ -312,6 +314,7 @@ final class Hub: @unchecked Sendable {
     // MARK: Broker events
 
     func handle(_ event: BrokerEvent) {
+        self.eventLoop.assertInEventLoop()
         switch event {
         case .publication(let name, let publication, let epoch):
             self.handlePublication(name, publication, epoch: epoch)
