@@ -42,7 +42,7 @@ public final class NodeHarness {
         let metrics = NodeMetrics()
         if recordsLatency { fanout.metrics = metrics }
         let context = NodeContext(
-            configuration: configuration, nodeID: "nharness", nodeName: "nharness", version: SwitchboardVersion.current,
+            configuration: configuration, nodeID: "nharness", nodeName: "nharness",
             hub: hub, broker: broker, fanouts: [fanout], metrics: metrics, logger: logger)
         self.context = context
         self.upgrader = context.makeUpgrader()

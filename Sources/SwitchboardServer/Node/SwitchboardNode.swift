@@ -12,12 +12,6 @@ import SwitchboardCore
 /// One Switchboard node: the listener, its pipelines, the hub, the broker and
 /// the lifecycle (start, drain, stop).
 public final class SwitchboardNode: Sendable {
-    /// The version this server reports in `connect` results.
-    public static let version = SwitchboardVersion.current
-
-    /// Seconds a node stays in the registry without a refresh (it refreshes every 2 s).
-    static let registryTTL: Double = 6
-
     public let configuration: ServerConfiguration
     public let nodeID: String
     private let group: MultiThreadedEventLoopGroup
@@ -57,7 +51,7 @@ public final class SwitchboardNode: Sendable {
             throw error
         }
         let hub = Hub(eventLoop: hubLoop, broker: broker, presenceTTL: configuration.presenceTTL, logger: logger)
-        let metrics = NodeMetrics(version: Self.version, commit: NodeMetrics.commitFromEnvironment())
+        let metrics = NodeMetrics(commit: NodeMetrics.commitFromEnvironment())
         let fanouts = loops.enumerated().map { LoopFanout(eventLoop: $0.element, index: $0.offset) }
         for fanout in fanouts {
             fanout.hub = hub
@@ -68,7 +62,6 @@ public final class SwitchboardNode: Sendable {
             configuration: configuration,
             nodeID: self.nodeID,
             nodeName: configuration.nodeName.isEmpty ? self.nodeID : configuration.nodeName,
-            version: Self.version,
             hub: hub,
             broker: broker,
             fanouts: fanouts,
@@ -140,9 +133,11 @@ public final class SwitchboardNode: Sendable {
     private func startAnnouncing(address: SocketAddress) {
         let context = self.context
         context.advertisedAddress = "\(address.ipAddress ?? "?"):\(address.port ?? 0)"
-        _ = context.announceSelf(ttl: Self.registryTTL)
-        let task = context.hub.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(2), delay: .seconds(2)) { _ in
-            _ = context.announceSelf(ttl: Self.registryTTL)
+        _ = context.announceSelf()
+        let task = context.hub.eventLoop.scheduleRepeatedTask(
+            initialDelay: NodeContext.announceInterval, delay: NodeContext.announceInterval
+        ) { _ in
+            _ = context.announceSelf()
         }
         self.state.withLockedValue { $0.announceTask = task }
     }
