@@ -77,6 +77,7 @@ system_deps() {
     ensure_promtool
     command -v swift >/dev/null 2>&1 || { echo "swift is not on PATH (install the Swift toolchain)" >&2; return 1; }
     command -v timeout >/dev/null 2>&1 || apt_install coreutils
+    command -v openssl >/dev/null 2>&1 || apt_install openssl  # TLS certificates for the Redis TLS and balancer tests
 }
 
 python_venv() {
@@ -101,6 +102,7 @@ e2e() {
 
 js_unit() {
     ensure_nodejs
+    node clients/js/build.mjs --check   # the served switchboard.js is the bundle of clients/js/src/
     node --test clients/js/test/*.test.mjs
 }
 

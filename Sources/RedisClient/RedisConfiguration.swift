@@ -12,8 +12,16 @@ public struct RedisConfiguration: Sendable, Hashable {
     public var password: String?
     /// Speak RESP3 (`HELLO 3`) instead of RESP2.
     public var useRESP3: Bool
-    /// TLS (`rediss://`): designed for, not built yet; a configuration asking for it is refused at connect.
+    /// TLS (`rediss://`), at least TLS 1.2, with the server's certificate verified against
+    /// `tlsCAFile` (or the system's roots) and its name or IP address checked against `host`.
     public var useTLS: Bool
+    /// PEM file of the certificate authorities trusted for the server (`ssl_ca_certs` in the URL);
+    /// nil trusts the system's roots.
+    public var tlsCAFile: String?
+    /// PEM certificate chain and private key presented to the server, for Redis's
+    /// `tls-auth-clients yes` (`ssl_certfile` and `ssl_keyfile` in the URL).
+    public var tlsCertificateFile: String?
+    public var tlsKeyFile: String?
     /// How long a command may wait for its reply before the connection is considered broken.
     public var commandTimeout: TimeAmount
     /// How long a TCP connect may take.
@@ -59,10 +67,27 @@ public struct RedisConfiguration: Sendable, Hashable {
         self.maximumPendingBytes = maximumPendingBytes
     }
 
-    /// Parses `redis://[[user]:password@]host[:port][/db]` (and `rediss://` for TLS).
+    /// Parses `redis://[[user]:password@]host[:port][/db]`, and `rediss://` for TLS with the
+    /// optional query parameters `ssl_ca_certs`, `ssl_certfile` and `ssl_keyfile` (file paths,
+    /// named as redis-py names them). There is no switch that turns certificate checks off.
     public init(url: String) throws(RedisError) {
         self.init()
         var rest = Substring(url)
+        if let question = rest.firstIndex(of: "?") {
+            let query = rest[rest.index(after: question)...]
+            rest = rest[..<question]
+            for pair in query.split(separator: "&") where !pair.isEmpty {
+                let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                let value = parts.count == 2 ? String(parts[1]).removingPercentEscapes : ""
+                guard !value.isEmpty else { throw RedisError(.invalidConfiguration, "empty value for \(parts[0]) in the Redis URL") }
+                switch parts[0] {
+                case "ssl_ca_certs": self.tlsCAFile = value
+                case "ssl_certfile": self.tlsCertificateFile = value
+                case "ssl_keyfile": self.tlsKeyFile = value
+                default: throw RedisError(.invalidConfiguration, "unknown Redis URL parameter \(parts[0]) (known: ssl_ca_certs, ssl_certfile, ssl_keyfile)")
+                }
+            }
+        }
         if rest.hasPrefix("redis://") {
             rest = rest.dropFirst("redis://".count)
         } else if rest.hasPrefix("rediss://") {
@@ -107,6 +132,13 @@ public struct RedisConfiguration: Sendable, Hashable {
             self.host = String(rest)
         }
         guard !self.host.isEmpty else { throw RedisError(.invalidConfiguration, "no host in \(url)") }
+        let usesTLSFiles = self.tlsCAFile != nil || self.tlsCertificateFile != nil || self.tlsKeyFile != nil
+        guard self.useTLS || !usesTLSFiles else {
+            throw RedisError(.invalidConfiguration, "ssl_* parameters need a rediss:// URL")
+        }
+        guard (self.tlsCertificateFile == nil) == (self.tlsKeyFile == nil) else {
+            throw RedisError(.invalidConfiguration, "ssl_certfile and ssl_keyfile go together")
+        }
     }
 }
 
@@ -124,5 +156,14 @@ extension String {
             }
         }
         return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+extension RedisConfiguration {
+    /// Loads the TLS files of a `rediss://` configuration now, so that a missing or bad file is
+    /// reported at startup rather than at the first connect. Does nothing without TLS.
+    public func checkTLSFiles() throws(RedisError) {
+        guard self.useTLS else { return }
+        _ = try RedisConnector.makeTLSContext(self)
     }
 }

@@ -1,28 +1,66 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import RESP
 
-/// Opens a TCP connection to Redis with the RESP decoder in its pipeline and runs the handshake.
+/// Opens a TCP (or TLS, for `rediss://`) connection to Redis with the RESP decoder in its pipeline and runs the handshake.
 enum RedisConnector {
     static func connect(
         configuration: RedisConfiguration,
         eventLoop: any EventLoop,
         handler: @escaping @Sendable (any Channel) throws -> Void
     ) -> EventLoopFuture<any Channel> {
-        guard !configuration.useTLS else {
-            return eventLoop.makeFailedFuture(RedisError(.invalidConfiguration, "TLS (rediss://) is not supported yet"))
+        let tls: NIOSSLContext?
+        do {
+            tls = configuration.useTLS ? try Self.makeTLSContext(configuration) : nil
+        } catch {
+            return eventLoop.makeFailedFuture(error)
         }
+        // Names are sent (SNI) and checked; an IP address is checked against the certificate's IP entries.
+        let serverName = SocketAddressKind.isIPAddress(configuration.host) ? nil : configuration.host
         return ClientBootstrap(group: eventLoop)
             .connectTimeout(configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverName))
+                    }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(RESPTokenDecoder()))
                     try handler(channel)
                 }
             }
             .connect(host: configuration.host, port: configuration.port)
+    }
+
+    /// The TLS client context of a `rediss://` configuration: TLS 1.2 or later, the server verified
+    /// against the configured authorities (or the system's), our certificate when configured.
+    static func makeTLSContext(_ configuration: RedisConfiguration) throws(RedisError) -> NIOSSLContext {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.minimumTLSVersion = .tlsv12
+        tls.certificateVerification = .fullVerification
+        func load<T>(_ what: String, _ file: String, _ read: () throws -> T) throws(RedisError) -> T {
+            do {
+                return try read()
+            } catch {
+                throw RedisError(.invalidConfiguration, "TLS to Redis: cannot load the \(what) from \(file) (\(error))")
+            }
+        }
+        if let file = configuration.tlsCAFile {
+            tls.trustRoots = .certificates(try load("certificate authorities", file) { try NIOSSLCertificate.fromPEMFile(file) })
+        }
+        if let certificate = configuration.tlsCertificateFile, let key = configuration.tlsKeyFile {
+            tls.certificateChain = try load("client certificate", certificate) {
+                try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) }
+            }
+            tls.privateKey = .privateKey(try load("client key", key) { try NIOSSLPrivateKey(file: key, format: .pem) })
+        }
+        do {
+            return try NIOSSLContext(configuration: tls)
+        } catch {
+            throw RedisError(.invalidConfiguration, "TLS to Redis: \(error)")
+        }
     }
 
     /// The commands that prepare a fresh connection: `HELLO 3` or `AUTH`, then `SELECT`.

@@ -57,6 +57,17 @@ public enum AdminReport {
         out += "switchboard_balancer_refused_total{reason=\"bad_request\"} \(counters.badRequests)\n"
         out += "switchboard_balancer_refused_total{reason=\"no_node\"} \(counters.noNodeAvailable)\n"
         out += "switchboard_balancer_refused_total{reason=\"connect_failed\"} \(counters.connectGaveUp)\n"
+        family(
+            "switchboard_balancer_imbalance_ratio", "gauge",
+            "Busiest over emptiest available node: (connections per weight + 1) ratio.")
+        out += "switchboard_balancer_imbalance_ratio \(Self.decimal(NodePicker.spread(of: table.candidates(at: now))))\n"
+        family(
+            "switchboard_balancer_accept_to_first_byte_seconds", "histogram",
+            "Client accept to the node's first byte (for a WebSocket, the 101), per tunnel.")
+        out += counters.acceptToFirstByte.exposition("switchboard_balancer_accept_to_first_byte_seconds")
+        family("switchboard_balancer_reloads_total", "counter", "SIGHUP configuration reloads, by result.")
+        out += "switchboard_balancer_reloads_total{result=\"applied\"} \(counters.reloads)\n"
+        out += "switchboard_balancer_reloads_total{result=\"refused\"} \(counters.reloadsRefused)\n"
         let rows = table.memberOrder.compactMap { id in table.entries[id].map { (id, $0) } }
         let perNode: [(String, String, String, (NodeTable.Entry) -> String)] = [
             ("switchboard_balancer_node_connections", "gauge", "Connections open or opening to the node.", { "\($0.active)" }),

@@ -32,6 +32,10 @@ public struct BalancerConfiguration: Sendable {
     public var checkInterval = TimeAmount.seconds(1)
     public var checkTimeout = TimeAmount.seconds(2)
     public var checkPath = "/readyz"
+    /// Check with a WebSocket upgrade on `/ws` and a ping (the pong must come back) instead of
+    /// `GET /readyz`: proves the node's WebSocket path, not only its HTTP one. A draining node refuses
+    /// the upgrade, so it is taken out as with `/readyz`.
+    public var checkWebSocket = false
     public var rise = 2
     public var fall = 2
     /// Connect attempts per client connection (one plus at most two retries on other nodes).
@@ -46,6 +50,16 @@ public struct BalancerConfiguration: Sendable {
     /// more than `high` bytes queued, and resumes below `low`.
     public var writeBufferLowWaterMark = 32 * 1024
     public var writeBufferHighWaterMark = 64 * 1024
+
+    /// Seconds SIGTERM waits for open tunnels after closing the listener.
+    public var drainSeconds: Double = 10
+    /// trace, debug, info, notice, warning, error or critical.
+    public var logLevel = "info"
+    /// Event loop threads; 0 = one per core.
+    public var eventLoopThreads = 0
+    /// How a node learns the client's address: `X-Forwarded-For`/`-Proto` headers or a PROXY protocol v2
+    /// header in front of the forwarded bytes.
+    public var clientAddressForwarding = ClientAddressForwarding.forwardedHeaders
 
     public init() {}
 
@@ -77,6 +91,13 @@ public struct BalancerConfiguration: Sendable {
         }
         guard (1...100).contains(self.rise), (1...100).contains(self.fall) else {
             throw BalancerConfigurationError("--rise and --fall must be within 1-100")
+        }
+        guard self.drainSeconds.isFinite, (0...86_400).contains(self.drainSeconds) else {
+            throw BalancerConfigurationError("--drain-seconds must be within 0-86400")
+        }
+        guard (0...256).contains(self.eventLoopThreads) else { throw BalancerConfigurationError("--threads must be within 0-256") }
+        guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(self.logLevel.lowercased()) else {
+            throw BalancerConfigurationError("unknown log level \(self.logLevel)")
         }
         guard self.writeBufferLowWaterMark > 0, self.writeBufferLowWaterMark <= self.writeBufferHighWaterMark else {
             throw BalancerConfigurationError("write-buffer water marks: 0 < low <= high")

@@ -13,6 +13,7 @@ import RedisClient
 /// such as EMFILE are backed off by NIO's `AcceptBackoffHandler` (ServerBootstrap installs it), so a
 /// flood does not spin the loop.
 public final class BalancerServer: Sendable {
+    /// The configuration at start; `current` is the one in force after reloads.
     public let configuration: BalancerConfiguration
     public let router: NodeRouter
     private let group: any EventLoopGroup
@@ -20,37 +21,44 @@ public final class BalancerServer: Sendable {
     private let listeners = NIOLockedValueBox<[any Channel]>([])
     private let checker = NIOLockedValueBox<HealthChecker?>(nil)
     private let watcher = NIOLockedValueBox<RegistryWatcher?>(nil)
+    /// What a reload may change for new connections: read once per accepted connection.
+    private let reloadable: NIOLockedValueBox<Reloadable>
+
+    private struct Reloadable {
+        var configuration: BalancerConfiguration
+        var settings: FrontSettings
+        var tls: NIOSSLContext?
+    }
 
     /// Validates the configuration; nothing listens until `start()`.
     public init(configuration: BalancerConfiguration, group: any EventLoopGroup, logger: Logger) throws {
         try configuration.validate()
         self.configuration = configuration
         self.router = NodeRouter(configuration: configuration)
+        self.reloadable = NIOLockedValueBox(
+            Reloadable(configuration: configuration, settings: FrontSettings(configuration: configuration), tls: nil))
         self.group = group
         self.logger = logger
     }
 
     /// Resolves the nodes, binds the listeners and starts the health checks; returns the bound ports.
     public func start() async throws -> (port: Int, adminPort: Int?) {
-        var addresses: [String: SocketAddress] = [:]
-        for node in self.configuration.nodes {
-            do {
-                addresses[node.id] = try SocketAddress.makeAddressResolvingHost(node.host, port: node.port)
-            } catch {
-                throw BalancerConfigurationError("node \(node.id): cannot resolve \(node.host): \(error)")
-            }
-        }
+        let addresses = try Self.resolve(self.configuration.nodes)
         var redis: RedisConfiguration?
         if let registry = self.configuration.registry {
             do {
-                redis = try RedisConfiguration(url: registry)
+                let parsed = try RedisConfiguration(url: registry)
+                try parsed.checkTLSFiles()
+                redis = parsed
             } catch {
                 throw BalancerConfigurationError("--registry: \(error)")
             }
         }
-        let tls = try self.configuration.tlsCertificatePath.map { _ in try self.makeTLSContext() }
+        let tls = try Self.makeTLSContext(self.configuration)
+        self.reloadable.withLockedValue { $0.tls = tls }
         self.router.setMembers(self.configuration.nodes, resolved: addresses)
         let settings = FrontSettings(configuration: self.configuration)
+        let reloadable = self.reloadable
         let sweepers = try await TunnelSweepers.start(on: self.group, idleTimeout: self.configuration.tunnelIdleTimeout)
         let router = self.router
         let logger = self.logger
@@ -63,6 +71,7 @@ public final class BalancerServer: Sendable {
             .childChannelOption(.recvAllocator, value: settings.receiveAllocator)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let (settings, tls) = reloadable.withLockedValue { ($0.settings, $0.tls) }
                     let admitted = router.admitClient()
                     if admitted {
                         channel.closeFuture.whenComplete { _ in router.clientClosed() }
@@ -107,10 +116,84 @@ public final class BalancerServer: Sendable {
         return (front.localAddress?.port ?? self.configuration.port, adminPort)
     }
 
+    /// Applies a re-read configuration (SIGHUP) without touching a tunnel: the node list and weights,
+    /// the algorithm, hashing, limits, timeouts and the client address forwarding apply to new
+    /// connections at once, and the TLS certificate and key are read again (also when their paths did not
+    /// change, so a renewed certificate is picked up). Everything is checked before anything changes: a
+    /// configuration that does not validate, a node that does not resolve or a certificate that does not
+    /// load throws and the running configuration stays. Returns the options that only apply at start and
+    /// were changed (their running values are kept).
+    public func reload(_ new: BalancerConfiguration) throws -> [String] {
+        do {
+            let ignored = try self.apply(new)
+            self.router.countReload(applied: true)
+            return ignored
+        } catch {
+            self.router.countReload(applied: false)
+            throw error
+        }
+    }
+
+    private func apply(_ new: BalancerConfiguration) throws -> [String] {
+        try new.validate()
+        let addresses = try Self.resolve(new.nodes)
+        let current = self.reloadable.withLockedValue { $0.configuration }
+        let ignored = new.restartOnlyDifferences(from: current)
+        var applied = new
+        // Keep the running values of what needs a restart.
+        applied.host = current.host
+        applied.port = current.port
+        applied.adminHost = current.adminHost
+        applied.adminPort = current.adminPort
+        applied.registry = current.registry
+        applied.eventLoopThreads = current.eventLoopThreads
+        applied.checkInterval = current.checkInterval
+        applied.checkTimeout = current.checkTimeout
+        applied.rise = current.rise
+        applied.fall = current.fall
+        applied.logLevel = current.logLevel
+        applied.checkWebSocket = current.checkWebSocket
+        if (new.tlsCertificatePath == nil) != (current.tlsCertificatePath == nil) {
+            applied.tlsCertificatePath = current.tlsCertificatePath
+            applied.tlsKeyPath = current.tlsKeyPath
+        }
+        let tls = try Self.makeTLSContext(applied)
+        self.router.reconfigure(
+            algorithm: applied.algorithm, hashBalanceFactor: applied.hashBalanceFactor, maxConnections: applied.maxConnections)
+        if let watcher = self.watcher.withLockedValue({ $0 }) {
+            self.router.setMembers(applied.nodes, resolved: addresses)
+            watcher.setStaticNodes(applied.nodes)
+        } else {
+            self.router.setMembers(applied.nodes, resolved: addresses)
+        }
+        self.reloadable.withLockedValue {
+            $0 = Reloadable(configuration: applied, settings: FrontSettings(configuration: applied), tls: tls)
+        }
+        return ignored
+    }
+
+    /// The configuration in force (the start one, or the last reloaded).
+    public var current: BalancerConfiguration { self.reloadable.withLockedValue { $0.configuration } }
+
+    /// Resolves host names once (IP literals need no lookup).
+    private static func resolve(_ nodes: [BackendNode]) throws -> [String: SocketAddress] {
+        var addresses: [String: SocketAddress] = [:]
+        for node in nodes {
+            do {
+                addresses[node.id] = try SocketAddress.makeAddressResolvingHost(node.host, port: node.port)
+            } catch {
+                throw BalancerConfigurationError("node \(node.id): cannot resolve \(node.host): \(error)")
+            }
+        }
+        return addresses
+    }
+
     /// TLS 1.2 and 1.3 only (NIOSSL's default minimum is 1.0), ALPN `http/1.1`. BoringSSL's server-side
-    /// session cache and TLS 1.3 tickets are on by default, so reconnect storms resume sessions.
-    private func makeTLSContext() throws -> NIOSSLContext {
-        guard let certificatePath = self.configuration.tlsCertificatePath, let keyPath = self.configuration.tlsKeyPath else {
+    /// session cache and TLS 1.3 tickets are on by default, so reconnect storms resume sessions. Nil when
+    /// the configuration has no certificate.
+    private static func makeTLSContext(_ configuration: BalancerConfiguration) throws -> NIOSSLContext? {
+        guard let certificatePath = configuration.tlsCertificatePath else { return nil }
+        guard let keyPath = configuration.tlsKeyPath else {
             throw BalancerConfigurationError("--tls-cert and --tls-key go together")
         }
         do {

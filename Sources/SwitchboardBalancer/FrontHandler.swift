@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import SwitchboardCore
 import NIOPosix
 import NIOTLS
 
@@ -22,6 +23,8 @@ final class FrontHandler {
     }
 
     private let settings: FrontSettings
+    /// When the connection was accepted (the handler is added in the child initializer).
+    private var acceptedAt = NIODeadline.now()
     private let router: NodeRouter
     private let logger: Logger
     private let refuseOnArrival: Bool
@@ -60,6 +63,7 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundOut = ByteBuffer
 
     func handlerAdded(context: ChannelHandlerContext) {
+        self.acceptedAt = .now()
         guard !self.refuseOnArrival else { return }
         self.deadline = context.eventLoop.assumeIsolated().scheduleTask(in: self.settings.headerTimeout) {
             guard case .readingHead = self.state else { return }
@@ -174,7 +178,8 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.attempts += 1
         self.tried.insert(node.id)
         let link = TunnelLink(
-            node: node, router: self.router, connectStarted: .now(), idleTimeout: self.settings.tunnelIdleTimeout)
+            node: node, router: self.router, acceptedAt: self.acceptedAt, connectStarted: .now(),
+            idleTimeout: self.settings.tunnelIdleTimeout)
         let pair = TunnelHandler.matchedPair(link: link)
         let nodeHalf = NIOLoopBound(pair.node, eventLoop: context.eventLoop)
         ClientBootstrap(group: context.eventLoop)
@@ -218,8 +223,18 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.state = .tunnelling
         rest.moveReaderIndex(forwardBy: head.length)
         var out = nodeChannel.allocator.buffer(capacity: head.length + 128 + rest.readableBytes)
+        let proxyProtocol = self.settings.clientAddressForwarding == .proxyProtocol
+        if proxyProtocol {
+            ProxyProtocolHeader(
+                sourceAddress: context.channel.remoteAddress?.ipAddress, sourcePort: context.channel.remoteAddress?.port ?? 0,
+                destinationAddress: context.channel.localAddress?.ipAddress,
+                destinationPort: context.channel.localAddress?.port ?? 0,
+                clientUsedTLS: self.settings.forwardedProto == "https"
+            ).write(into: &out)
+        }
         head.forwardedHead(
-            clientAddress: context.channel.remoteAddress?.ipAddress, proto: self.settings.forwardedProto, into: &out)
+            clientAddress: context.channel.remoteAddress?.ipAddress, proto: self.settings.forwardedProto,
+            addForwardedHeaders: !proxyProtocol, into: &out)
         out.writeBuffer(&rest)
         self.buffer = nil
         self.head = nil

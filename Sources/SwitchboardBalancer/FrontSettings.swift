@@ -8,6 +8,8 @@ public struct FrontSettings: Sendable {
     public var connectAttempts: Int
     public var hashKey: HashKeySource
     public var forwardedProto: String
+    /// `X-Forwarded-For`/`-Proto` headers or a PROXY protocol v2 header.
+    public var clientAddressForwarding: ClientAddressForwarding
     public var waterMarks: ChannelOptions.Types.WriteBufferWaterMark
     /// Receive buffers for both sides of a tunnel. NIO keeps each channel's last receive buffer for reuse,
     /// so its starting size is memory held by every idle connection (twice per tunnel): start at 256 B
@@ -23,6 +25,7 @@ public struct FrontSettings: Sendable {
         self.connectAttempts = max(1, configuration.connectAttempts)
         self.hashKey = configuration.hashKey
         self.forwardedProto = configuration.forwardedProto
+        self.clientAddressForwarding = configuration.clientAddressForwarding
         self.waterMarks = .init(low: configuration.writeBufferLowWaterMark, high: configuration.writeBufferHighWaterMark)
     }
 }

@@ -12,6 +12,7 @@ final class HealthChecker: Sendable {
     private let interval: TimeAmount
     private let timeout: TimeAmount
     private let path: String
+    private let mode: HealthCheckHandler.Mode
     private let logger: Logger
     private let stopped = NIOLockedValueBox(false)
     /// Nodes whose check has not finished: a round skips them, so a slow node never has two checks.
@@ -24,7 +25,8 @@ final class HealthChecker: Sendable {
         self.group = group
         self.interval = configuration.checkInterval
         self.timeout = configuration.checkTimeout
-        self.path = configuration.checkPath
+        self.path = configuration.checkWebSocket ? "/ws" : configuration.checkPath
+        self.mode = configuration.checkWebSocket ? .webSocket : .http
         self.logger = logger
     }
 
@@ -64,13 +66,16 @@ final class HealthChecker: Sendable {
         }
         let promise = loop.makePromise(of: Bool.self)
         let path = self.path
+        let mode = self.mode
         let timeout = loop.scheduleTask(in: self.timeout) { promise.succeed(false) }
+        // A loop shut down while the check waits cancels the timer: the check fails, the promise is kept.
+        timeout.futureResult.whenFailure { _ in promise.succeed(false) }
         ClientBootstrap(group: loop)
             .connectTimeout(self.timeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        HealthCheckHandler(path: path, host: node.id, promise: promise))
+                        HealthCheckHandler(path: path, host: node.id, mode: mode, promise: promise))
                 }
             }
             .connect(to: address)

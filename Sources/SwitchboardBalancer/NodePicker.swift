@@ -4,14 +4,26 @@
 /// keyless clients still spread evenly.
 public struct NodePicker: Sendable {
     public let algorithm: BalancingAlgorithm
+    /// Bounded-load factor of `hash` (1.25 = 125%).
+    public let hashBalanceFactor: Double
     private var roundRobin = SmoothWeightedRoundRobin()
     private var leastConnections = LeastConnectionsPicker()
     private var leastTime = LeastTimePicker()
     private var hashing: BoundedLoadHashPicker
     private let twoChoices = PowerOfTwoChoicesPicker()
 
+    /// The spread of `candidates` (the imbalance ratio in `/metrics`): (max + 1) ÷ (min + 1) of active
+    /// connections per unit of weight, the +1 keeping a freshly added empty node finite (1 when fewer
+    /// than two candidates).
+    public static func spread(of candidates: [PickCandidate]) -> Double {
+        guard candidates.count > 1 else { return 1 }
+        let loads = candidates.map { Double($0.active) / Double($0.weight) }
+        return ((loads.max() ?? 0) + 1) / ((loads.min() ?? 0) + 1)
+    }
+
     public init(algorithm: BalancingAlgorithm, hashBalanceFactor: Double = 1.25) {
         self.algorithm = algorithm
+        self.hashBalanceFactor = hashBalanceFactor
         self.hashing = BoundedLoadHashPicker(balanceFactor: hashBalanceFactor)
     }
 

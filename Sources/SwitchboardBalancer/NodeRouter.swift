@@ -18,6 +18,11 @@ public final class NodeRouter: Sendable {
         public var connectGaveUp: UInt64 = 0
         public var tunnels: UInt64 = 0
         public var tlsHandshakes: UInt64 = 0
+        /// Accept to the node's first byte (a WebSocket's `101`), per tunnel.
+        public var acceptToFirstByte = LatencyHistogram()
+        /// SIGHUP reloads applied and refused.
+        public var reloads: UInt64 = 0
+        public var reloadsRefused: UInt64 = 0
     }
 
     private struct State: Sendable {
@@ -27,24 +32,39 @@ public final class NodeRouter: Sendable {
         var counters = Counters()
         /// Where to connect, by node identity; a member without one is not pickable.
         var addresses: [String: SocketAddress] = [:]
+        var maxConnections: Int
     }
 
     private let state: NIOLockedValueBox<State>
-    public let maxConnections: Int
+
+    /// Client connections held at once (changed by a reload).
+    public var maxConnections: Int { self.state.withLockedValue { $0.maxConnections } }
 
     public init(configuration: BalancerConfiguration) {
         let policy = NodeHealth.Policy(rise: configuration.rise, fall: configuration.fall)
         self.state = NIOLockedValueBox(
             State(
                 table: NodeTable(nodes: configuration.nodes, healthPolicy: policy),
-                picker: NodePicker(algorithm: configuration.algorithm, hashBalanceFactor: configuration.hashBalanceFactor)))
-        self.maxConnections = configuration.maxConnections
+                picker: NodePicker(algorithm: configuration.algorithm, hashBalanceFactor: configuration.hashBalanceFactor),
+                maxConnections: configuration.maxConnections))
+    }
+
+    /// Takes a reloaded configuration's algorithm, bounded-load factor and connection limit. The node
+    /// table, its counters and open tunnels are untouched; the picker starts afresh only when its
+    /// algorithm or factor changed.
+    public func reconfigure(algorithm: BalancingAlgorithm, hashBalanceFactor: Double, maxConnections: Int) {
+        self.state.withLockedValue { state in
+            if state.picker.algorithm != algorithm || state.picker.hashBalanceFactor != hashBalanceFactor {
+                state.picker = NodePicker(algorithm: algorithm, hashBalanceFactor: hashBalanceFactor)
+            }
+            state.maxConnections = maxConnections
+        }
     }
 
     /// Takes a client slot; false (counted as a refusal) when `maxConnections` are open.
     public func admitClient() -> Bool {
         self.state.withLockedValue { state in
-            guard state.counters.open < self.maxConnections else {
+            guard state.counters.open < state.maxConnections else {
                 state.counters.refusedOverLimit &+= 1
                 return false
             }
@@ -123,8 +143,20 @@ public final class NodeRouter: Sendable {
         }
     }
 
-    public func firstResponse(_ node: BackendNode, seconds: Double) {
-        self.state.withLockedValue { $0.table.recordResponseTime(node.id, seconds: seconds) }
+    /// The node's first byte on a tunnel: `seconds` since the connect started (its response time),
+    /// `sinceAccept` since the client was accepted (the histogram).
+    public func firstResponse(_ node: BackendNode, seconds: Double, sinceAccept: Double? = nil) {
+        self.state.withLockedValue {
+            $0.table.recordResponseTime(node.id, seconds: seconds)
+            if let sinceAccept { $0.counters.acceptToFirstByte.observe(sinceAccept) }
+        }
+    }
+
+    /// Counts a configuration reload, applied or refused.
+    public func countReload(applied: Bool) {
+        self.state.withLockedValue {
+            if applied { $0.counters.reloads &+= 1 } else { $0.counters.reloadsRefused &+= 1 }
+        }
     }
 
     public func tunnelClosed(_ node: BackendNode, bytesToNode: UInt64, bytesFromNode: UInt64) {

@@ -15,15 +15,17 @@ final class RegistryWatcher: Sendable {
 
     private let client: RedisClient
     private let router: NodeRouter
-    private let staticNodes: [BackendNode]
     private let interval: TimeAmount
     private let logger: Logger
-    private let state = NIOLockedValueBox(State())
+    private let state: NIOLockedValueBox<State>
 
     private struct State {
         var stopped = false
         var failing = false
         var lastIDs: [String] = []
+        /// The `--node` list (replaced by a reload) and the last registry read.
+        var staticNodes: [BackendNode]
+        var lastEntries: [RegistryNode] = []
     }
 
     init(
@@ -32,7 +34,7 @@ final class RegistryWatcher: Sendable {
     ) {
         self.client = RedisClient(configuration: configuration, eventLoop: eventLoop, logger: logger)
         self.router = router
-        self.staticNodes = staticNodes
+        self.state = NIOLockedValueBox(State(staticNodes: staticNodes))
         self.interval = interval
         self.logger = logger
     }
@@ -40,6 +42,17 @@ final class RegistryWatcher: Sendable {
     /// Reads once now, then every interval.
     func start() {
         self.poll()
+    }
+
+    /// Takes a reloaded `--node` list: the member set becomes it plus the last registry read, at once.
+    func setStaticNodes(_ nodes: [BackendNode]) {
+        let members = self.state.withLockedValue { state -> [BackendNode] in
+            state.staticNodes = nodes
+            let members = RegistryMembership.members(staticNodes: nodes, registry: state.lastEntries)
+            state.lastIDs = members.map(\.id)
+            return members
+        }
+        self.router.setMembers(members)
     }
 
     func stop() -> EventLoopFuture<Void> {
@@ -64,14 +77,16 @@ final class RegistryWatcher: Sendable {
             .whenComplete { result in
                 switch result {
                 case .success(let entries):
-                    let members = RegistryMembership.members(staticNodes: self.staticNodes, registry: entries)
-                    let ids = members.map(\.id)
-                    let changed = self.state.withLockedValue { state -> Bool in
+                    let (members, changed) = self.state.withLockedValue { state -> ([BackendNode], Bool) in
                         if state.failing { self.logger.info("node registry readable again") }
                         state.failing = false
+                        state.lastEntries = entries
+                        let members = RegistryMembership.members(staticNodes: state.staticNodes, registry: entries)
+                        let ids = members.map(\.id)
                         defer { state.lastIDs = ids }
-                        return state.lastIDs != ids
+                        return (members, state.lastIDs != ids)
                     }
+                    let ids = members.map(\.id)
                     if changed {
                         self.router.setMembers(members)
                         self.logger.info("nodes from the registry", metadata: ["nodes": "\(ids.joined(separator: " "))"])

@@ -95,7 +95,11 @@ public struct RequestHead: Sendable, Hashable {
     /// `X-Forwarded-For` and `X-Forwarded-Proto`. A request that is not an upgrade also gets
     /// `Connection: close` in place of its own `Connection`, so the connection carries exactly this one
     /// request: a later request on a kept-alive tunnel would reach the node without being read here.
-    public func forwardedHead(clientAddress: String?, proto: String, into buffer: inout ByteBuffer) {
+    /// With `addForwardedHeaders` false (PROXY protocol mode) the incoming ones are still removed but
+    /// none are added: the node learns the client from the PROXY header.
+    public func forwardedHead(
+        clientAddress: String?, proto: String, addForwardedHeaders: Bool = true, into buffer: inout ByteBuffer
+    ) {
         let upgrade = self.isUpgrade
         buffer.writeBytes(self.requestLine)
         buffer.writeStaticString("\r\n")
@@ -107,6 +111,10 @@ public struct RequestHead: Sendable, Hashable {
             buffer.writeStaticString("\r\n")
         }
         if !upgrade { buffer.writeStaticString("Connection: close\r\n") }
+        guard addForwardedHeaders else {
+            buffer.writeStaticString("\r\n")
+            return
+        }
         if let clientAddress {
             buffer.writeStaticString("X-Forwarded-For: ")
             buffer.writeString(clientAddress)

@@ -5,6 +5,7 @@ import NIOCore
 final class TunnelLink {
     let node: BackendNode
     let router: NodeRouter
+    let acceptedAt: NIODeadline
     let connectStarted: NIODeadline
     let idleTimeout: TimeAmount
     var bytesToNode: UInt64 = 0
@@ -13,8 +14,9 @@ final class TunnelLink {
     var sawResponse = false
     private var sweeper: TunnelSweeper?
 
-    init(node: BackendNode, router: NodeRouter, connectStarted: NIODeadline, idleTimeout: TimeAmount) {
+    init(node: BackendNode, router: NodeRouter, acceptedAt: NIODeadline, connectStarted: NIODeadline, idleTimeout: TimeAmount) {
         self.node = node
+        self.acceptedAt = acceptedAt
         self.router = router
         self.connectStarted = connectStarted
         self.idleTimeout = idleTimeout
@@ -27,7 +29,8 @@ final class TunnelLink {
         self.lastActivity = .now()
     }
 
-    /// Bytes arrived from the node; the first ones give the node's response time.
+    /// Bytes arrived from the node; the first ones give the node's response time and the accept-to-first-byte
+    /// time (for a WebSocket: accept to `101`).
     func nodeSent(_ count: Int) {
         self.bytesFromNode &+= UInt64(count)
         let now = NIODeadline.now()
@@ -35,7 +38,8 @@ final class TunnelLink {
         if !self.sawResponse {
             self.sawResponse = true
             let elapsed = Double((now - self.connectStarted).nanoseconds) / 1e9
-            self.router.firstResponse(self.node, seconds: elapsed)
+            let sinceAccept = Double((now - self.acceptedAt).nanoseconds) / 1e9
+            self.router.firstResponse(self.node, seconds: elapsed, sinceAccept: sinceAccept)
         }
     }
 

@@ -19,6 +19,16 @@ public enum ChannelName {
         return name[..<colon]
     }
 
+    /// The separator of a user-limited channel's user list: `dialog#alice,bob`.
+    public static let userLimitSeparator: Character = "#"
+
+    /// The users a user-limited channel (`name#u1,u2`) admits; nil when the name has no `#`.
+    /// At most 64 users are read (a longer list admits nobody past the 64th).
+    public static func limitedUsers(of name: String) -> [Substring]? {
+        guard let hash = name.lastIndex(of: Self.userLimitSeparator) else { return nil }
+        return Array(name[name.index(after: hash)...].split(separator: ",", maxSplits: 64, omittingEmptySubsequences: true).prefix(64))
+    }
+
     /// Whether `name` matches a glob `pattern` where `*` matches any run of characters.
     public static func matches(_ name: String, pattern: String) -> Bool {
         let n = Array(name.utf8)

@@ -9,6 +9,10 @@ public struct ClientCommand: Sendable, Hashable {
         case presence(channel: String)
         case presenceStats(channel: String)
         case history(HistoryParams)
+        /// A new connection token for the same user (`refresh`).
+        case refresh(token: String)
+        /// A new subscription token for a channel the client is subscribed to (`subRefresh`).
+        case subRefresh(channel: String, token: String)
         case ping
         /// A method this server does not know (answered with error 104).
         case unknown(String)
@@ -158,6 +162,10 @@ extension ClientMessage {
             return .presenceStats(channel: try Self.channel(params))
         case "history":
             return .history(try HistoryParams.parse(params))
+        case "refresh":
+            return .refresh(token: try Self.token(params))
+        case "subRefresh":
+            return .subRefresh(channel: try Self.channel(params), token: try Self.token(params))
         case "ping":
             return .ping
         default:
@@ -169,6 +177,12 @@ extension ClientMessage {
         guard let channel = params["channel"]?.stringValue else { throw .badRequest("channel must be a string") }
         try ChannelName.validate(channel)
         return channel
+    }
+
+    /// The `token` of `refresh` and `subRefresh`: a non-empty string (its size is the verifier's to cap).
+    public static func token(_ params: JSONObject) throws(SwitchboardError) -> String {
+        guard let token = try Self.optionalString(params, "token"), !token.isEmpty else { throw .badRequest("token must be a non-empty string") }
+        return token
     }
 
     public static func optionalString(_ params: JSONObject, _ key: String) throws(SwitchboardError) -> String? {

@@ -26,6 +26,7 @@ public struct DisconnectCode: Hashable, Sendable, CustomStringConvertible {
     public static let forced = DisconnectCode(3502, "forced")
     public static let tokenExpired = DisconnectCode(3503, "token expired")
     public static let connectionLimit = DisconnectCode(3504, "connection limit")
+    public static let tooManyRequests = DisconnectCode(3507, "too many requests")
     public static let messageTooBig = DisconnectCode(1009, "message too big")
     public static let unsupportedData = DisconnectCode(1003, "binary messages are not supported")
 

@@ -10,8 +10,36 @@ public struct NamespaceOptions: Hashable, Sendable {
     public var joinLeave: Bool
     /// Whether connected clients may publish (the server API always may).
     public var publish: Bool
-    /// Whether clients without a token may subscribe.
+    /// Whether clients without a token may subscribe (a restriction applied in every mode).
     public var anonymous: Bool
+
+    // Grants, consulted only when the node enforces permissions (a token key is configured);
+    // all false by default: nothing is allowed that a flag does not allow. Centrifugo's names.
+
+    /// Clients with a user may subscribe (anonymous ones also need `allowSubscribeForAnonymous`).
+    public var allowSubscribeForClient: Bool = false
+    /// Anonymous clients may subscribe where `allowSubscribeForClient` allows.
+    public var allowSubscribeForAnonymous: Bool = false
+    /// Any client with a user may publish.
+    public var allowPublishForClient: Bool = false
+    /// A client subscribed to the channel may publish into it.
+    public var allowPublishForSubscriber: Bool = false
+    /// Anonymous clients may publish where the client or subscriber flag allows.
+    public var allowPublishForAnonymous: Bool = false
+    /// Any client with a user may read history.
+    public var allowHistoryForClient: Bool = false
+    /// A subscriber may read the channel's history.
+    public var allowHistoryForSubscriber: Bool = false
+    /// Anonymous clients may read history where the client or subscriber flag allows.
+    public var allowHistoryForAnonymous: Bool = false
+    /// Any client with a user may ask presence.
+    public var allowPresenceForClient: Bool = false
+    /// A subscriber may ask the channel's presence.
+    public var allowPresenceForSubscriber: Bool = false
+    /// Anonymous clients may ask presence where the client or subscriber flag allows.
+    public var allowPresenceForAnonymous: Bool = false
+    /// Channels named `name#u1,u2` admit exactly the listed users without a subscription token.
+    public var allowUserLimitedChannels: Bool = false
 
     public init(
         historySize: Int = 100,
@@ -48,7 +76,10 @@ public struct NamespaceTable: Hashable, Sendable {
     }
 
     /// The options that apply to `channel`.
+    ///
+    /// A leading `$` (the private-channel prefix) is not part of the namespace: `$chat:x` is in `chat`.
     public func options(for channel: String) -> NamespaceOptions {
+        let channel = channel.utf8.first == UInt8(ascii: "$") ? String(channel.dropFirst()) : channel
         if !self.namespaces.isEmpty, let ns = ChannelName.namespace(of: channel), let options = self.namespaces[String(ns)] {
             return options
         }

@@ -18,6 +18,9 @@ public struct UnsubscribeCode: Hashable, Sendable, CustomStringConvertible {
 
     /// The server API unsubscribed the user (`POST /api/unsubscribe`).
     public static let server = UnsubscribeCode(2000, "server unsubscribe")
+    /// The subscription's token expired and was not refreshed (`subRefresh`) within the grace:
+    /// the client subscribes again with a new token and its position.
+    public static let subscriptionExpired = UnsubscribeCode(2501, "subscription expired")
     /// The node lost track of the channel (a gap it could not refill, an epoch change).
     public static let insufficientState = UnsubscribeCode(2500, "insufficient state")
 }

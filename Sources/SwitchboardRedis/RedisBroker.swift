@@ -69,6 +69,9 @@ public final class RedisBroker: Broker, @unchecked Sendable {
 
     static func streamKey(_ channel: String) -> String { "sb:{\(channel)}:s" }
     static func metaKey(_ channel: String) -> String { "sb:{\(channel)}:m" }
+    /// How many lives (births after deletion) a channel had: kept past its meta, so a channel
+    /// whose keys were deleted is born again in a new epoch.
+    static func livesKey(_ channel: String) -> String { "sb:{\(channel)}:g" }
     static func presenceHashKey(_ channel: String) -> String { "sb:{\(channel)}:p" }
     static func presenceSetKey(_ channel: String) -> String { "sb:{\(channel)}:z" }
     static func idempotencyKey(_ channel: String, _ key: String) -> String { "sb:{\(channel)}:i:\(key)" }
@@ -227,6 +230,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             Self.streamKey(request.channel),
             Self.metaKey(request.channel),
             request.idempotencyKey.map { Self.idempotencyKey(request.channel, $0) } ?? "",
+            Self.livesKey(request.channel),
         ]
         let arguments: [RESPArgument] = [
             .string(Self.pubsubChannel(request.channel)),
@@ -278,7 +282,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             .integer(limit),
             .string(query.reverse ? "1" : "0"),
         ]
-        let keys = [Self.streamKey(query.channel), Self.metaKey(query.channel)]
+        let keys = [Self.streamKey(query.channel), Self.metaKey(query.channel), Self.livesKey(query.channel)]
         return self.client.evaluate(RedisBrokerScripts.history, keys: keys, arguments: arguments).flatMapThrowing { token in
             guard let reply = token.array, reply.count == 3, let epoch = reply[0].string, let top = reply[1].int64.flatMap({ UInt64(exactly: $0) }),
                 let entries = reply[2].array

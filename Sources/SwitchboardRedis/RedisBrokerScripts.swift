@@ -5,18 +5,23 @@ import RedisClient
 enum RedisBrokerScripts {
     /// The epoch of a channel whose meta hash does not exist: the one its first publication will get
     /// (reads store nothing, so it is derived, as `StreamEpoch` does in the memory broker): a hash of
-    /// this Redis process's run id, the meta key and the current period of the meta TTL (`period` s).
-    /// A restarted Redis (data lost) gives new epochs; two lives of a channel are a meta TTL apart.
+    /// this Redis process's run id, the meta key, the current period of the meta TTL (`period` s) and
+    /// how many lives the channel had (its `lives` key, written by births only, outliving the meta).
+    /// A restarted Redis (data lost) gives new epochs; so do keys deleted under a running Redis (DEL,
+    /// eviction of the stream and meta), since the lives count moved on; two lives are otherwise a
+    /// meta TTL apart. Only FLUSHDB within one period (which also clears the lives) repeats an epoch.
     private static let unbornEpoch = """
-        local function unborn_epoch(meta, period)
+        local function unborn_epoch(meta, period, lives)
           local now = redis.call('TIME')
           local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
           local n = math.floor(tonumber(now[1]) / tonumber(period))
-          return string.sub(redis.sha1hex(run .. ' ' .. meta .. ' ' .. n), 1, 8)
+          local seed = run .. ' ' .. meta .. ' ' .. n
+          if lives ~= '0' then seed = seed .. ' ' .. lives end
+          return string.sub(redis.sha1hex(seed), 1, 8)
         end
         """
 
-    /// KEYS: stream, meta, idempotency key ("" for none).
+    /// KEYS: stream, meta, idempotency key ("" for none), lives.
     /// ARGV: pub/sub channel, history size, history TTL (s), meta key TTL (s), epoch period (the meta TTL, s),
     /// idempotency TTL (s), data, info, time (ns).
     /// Returns {offset, epoch, duplicate}.
@@ -36,9 +41,12 @@ enum RedisBrokerScripts {
         if size > 0 then
           epoch = redis.call('HGET', meta, 'e')
           if not epoch then
-            epoch = unborn_epoch(meta, ARGV[5])
+            local lives = redis.call('GET', KEYS[4]) or '0'
+            epoch = unborn_epoch(meta, ARGV[5], lives)
             redis.call('HSET', meta, 'e', epoch)
+            redis.call('SET', KEYS[4], tonumber(lives) + 1)
           end
+          redis.call('EXPIRE', KEYS[4], 2 * tonumber(ARGV[4]))
           offset = redis.call('HINCRBY', meta, 't', 1)
           if offset == 1 then redis.call('DEL', stream) end
           redis.call('XADD', stream, 'MAXLEN', ARGV[2], offset .. '-0', 'd', ARGV[7], 'i', ARGV[8])
@@ -53,14 +61,14 @@ enum RedisBrokerScripts {
         """
     )
 
-    /// KEYS: stream, meta. ARGV: epoch period (the meta TTL, s), first id ("-" or "N-0"), count (-1 all, 0 none),
+    /// KEYS: stream, meta, lives. ARGV: epoch period (the meta TTL, s), first id ("-" or "N-0"), count (-1 all, 0 none),
     /// reverse ("1"/"0"). Returns {epoch, top, entries}. Writes nothing: an unknown channel stays unknown.
     static let history = RedisScript(
         unbornEpoch + "\n" + """
         local stream, meta = KEYS[1], KEYS[2]
         local epoch = redis.call('HGET', meta, 'e')
         if not epoch then
-          return {unborn_epoch(meta, ARGV[1]), 0, {}}
+          return {unborn_epoch(meta, ARGV[1], redis.call('GET', KEYS[3]) or '0'), 0, {}}
         end
         local top = tonumber(redis.call('HGET', meta, 't') or '0')
         -- Counts go to Redis as given (a Lua number past 2^53 would print as 9.2e+18, which Redis refuses).

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import SwitchboardBalancer
+import SwitchboardServer
 
 /// `switchboard balance`: a WebSocket-aware load balancer in front of `switchboard serve` nodes.
 struct Balance: AsyncParsableCommand {
@@ -13,84 +14,98 @@ struct Balance: AsyncParsableCommand {
         discussion: """
             Reads each client's HTTP request head (at most 16 KB, 100 lines, within --header-timeout) to \
             pick a node, then copies bytes both ways: WebSocket, SSE, long-poll and the HTTP API alike. \
-            Nodes are checked with GET /readyz. See docs/balancer.md.
+            Nodes are checked with GET /readyz. Options come from flags, then SWITCHBOARD_BALANCE_* \
+            environment variables (SWITCHBOARD_BALANCE_NODES="127.0.0.1:8001 127.0.0.1:8002", ...), then \
+            the config file (--config, JSON or YAML), then defaults. SIGHUP re-reads them without touching \
+            open tunnels; a bad configuration is refused and the running one stays. See docs/balancer.md.
             """
     )
 
+    @Option(help: "Config file, JSON or YAML (also SWITCHBOARD_BALANCE_CONFIG); SIGHUP re-reads it.")
+    var config: String?
+
     @Option(help: "HOST:PORT for clients; port 0 picks a free one (default 127.0.0.1:8080).")
-    var listen: String = "127.0.0.1:8080"
+    var listen: String?
 
     @Option(help: "A node, HOST:PORT or HOST:PORT,weight=N (1-100); repeat for each node.")
     var node: [String] = []
 
-    @Option(help: "redis://[[user]:password@]host:port[/db] of the nodes' broker: nodes announced in its registry are added and removed at run time.")
+    @Option(help: "redis://[[user]:password@]host:port[/db] (or rediss:// for TLS) of the nodes' broker: nodes announced in its registry are added and removed at run time.")
     var registry: String?
 
     @Option(help: "round-robin, least-conn, p2c, least-time or hash (default p2c).")
-    var algorithm: String = "p2c"
+    var algorithm: String?
 
     @Option(help: "What hash hashes: channel (query parameter), user (JWT sub, unverified) or client (address).")
-    var hashKey: String = "channel"
+    var hashKey: String?
 
     @Option(help: "Bounded load for hash, in percent of the mean (default 125).")
-    var hashBalanceFactor: Double = 125
+    var hashBalanceFactor: String?
 
     @Option(help: "HOST:PORT for GET /admin/nodes and /metrics (default: no admin listener).")
     var admin: String?
 
-    @Option(help: "PEM certificate chain (RSA or ECDSA) for TLS on --listen; needs --tls-key. TLS 1.2 and 1.3, ALPN http/1.1.")
+    @Option(help: "PEM certificate chain (RSA or ECDSA) for TLS on --listen; needs --tls-key. TLS 1.2 and 1.3, ALPN http/1.1. Re-read on SIGHUP.")
     var tlsCert: String?
 
     @Option(help: "PEM private key for --tls-cert.")
     var tlsKey: String?
 
+    @Option(help: "x-forwarded-for (default) or proxy-protocol (PROXY v2): how nodes learn the client address.")
+    var forwardClientAddress: String?
+
     @Option(help: "Client connections at once; more are answered 503 (default 9900).")
-    var maxConnections: Int = 9900
+    var maxConnections: String?
 
     @Option(help: "Seconds for a complete request head, however slowly it arrives (default 5); then 408.")
-    var headerTimeout: String = "5"
+    var headerTimeout: String?
 
     @Option(help: "Seconds for each connect to a node (default 3).")
-    var connectTimeout: String = "3"
+    var connectTimeout: String?
 
     @Option(help: "Seconds without a byte either way before a tunnel is closed (default 3600).")
-    var tunnelIdleTimeout: String = "3600"
+    var tunnelIdleTimeout: String?
 
     @Option(help: "Seconds between health checks of each node, jittered ±10% (default 1).")
-    var checkInterval: String = "1"
+    var checkInterval: String?
 
     @Option(help: "Seconds each health check may take before it counts as failed (default 2).")
-    var checkTimeout: String = "2"
+    var checkTimeout: String?
+
+    @Flag(help: "Check nodes with a WebSocket upgrade on /ws and a ping instead of GET /readyz.")
+    var checkWebsocket = false
 
     @Option(help: "Good checks in a row that bring a node back (default 2).")
-    var rise: Int = 2
+    var rise: String?
 
     @Option(help: "Failed checks in a row that take a node out (default 2).")
-    var fall: Int = 2
+    var fall: String?
 
     @Option(help: "Seconds SIGTERM waits for open tunnels to end after closing the listener (default 10); a second signal exits at once.")
-    var drainSeconds: Double = 10
+    var drainSeconds: String?
 
     @Option(help: "trace, debug, info, notice, warning, error or critical (default info).")
-    var logLevel: String = "info"
+    var logLevel: String?
 
     @Option(help: "Event loop threads; 0 = one per core (default 0).")
-    var threads: Int = 0
+    var threads: String?
 
     func run() async throws {
-        let configuration = try self.makeConfiguration()
-        guard let level = Logger.Level(rawValue: self.logLevel.lowercased()) else {
-            throw ValidationError("unknown log level \(self.logLevel)")
+        let configuration: BalancerConfiguration
+        do {
+            configuration = try Self.load(self.givenFlags)
+        } catch {
+            throw ValidationError("\(error)")
         }
+        let level = Logger.Level(rawValue: configuration.logLevel.lowercased()) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
         }
         let logger = Logger(label: "switchboard.balancer")
-        guard (0...256).contains(self.threads) else { throw ValidationError("--threads must be within 0-256") }
-        let group = MultiThreadedEventLoopGroup(
-            numberOfThreads: self.threads == 0 ? System.coreCount : self.threads)
+        let threads = configuration.eventLoopThreads
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads == 0 ? System.coreCount : threads)
         let server: BalancerServer
         do {
             server = try BalancerServer(configuration: configuration, group: group, logger: logger)
@@ -100,6 +115,7 @@ struct Balance: AsyncParsableCommand {
         // Signal handling first: libdispatch opens its own descriptors for it, and tests measure the
         // process's descriptors from the moment the listening line appears.
         let signals = SignalDrain.signalStream()
+        let hangups = Self.reloadOnHangup(server: server, flags: self.givenFlags, logger: logger)
         let (port, adminPort) = try await server.start()
         let host = configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host
         let (ws, http) = configuration.tlsCertificatePath == nil ? ("ws", "http") : ("wss", "https")
@@ -128,77 +144,96 @@ struct Balance: AsyncParsableCommand {
         }
         var iterator = firstSignal.makeAsyncIterator()
         _ = await iterator.next()
-        logger.info("signal received, draining", metadata: ["seconds": "\(self.drainSeconds)", "clients": "\(server.openClients)"])
+        let drainSeconds = server.current.drainSeconds
+        logger.info("signal received, draining", metadata: ["seconds": "\(drainSeconds)", "clients": "\(server.openClients)"])
         await server.stopAccepting()
-        let deadline = ContinuousClock.now + .milliseconds(Int64(self.drainSeconds * 1000))
+        let deadline = ContinuousClock.now + .milliseconds(Int64(drainSeconds * 1000))
         while server.openClients > 0 && ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(100))
         }
         logger.info("drained, stopping", metadata: ["clients left": "\(server.openClients)"])
         watcher.cancel()
         withExtendedLifetime(signals.sources) {}
+        withExtendedLifetime(hangups) {}
         await server.stop()
         try? await group.shutdownGracefully()
     }
 
-    private func makeConfiguration() throws -> BalancerConfiguration {
+    /// What was given on the command line, kept for SIGHUP reloads.
+    struct GivenFlags: Sendable {
+        var config: String?
+        var values: [(key: String, value: String)]
+        var nodes: [String]
+    }
+
+    var givenFlags: GivenFlags {
+        let flags: [(String, String?)] = [
+            ("listen", self.listen), ("registry", self.registry), ("algorithm", self.algorithm),
+            ("hashKey", self.hashKey), ("hashBalanceFactor", self.hashBalanceFactor), ("admin", self.admin),
+            ("tlsCert", self.tlsCert), ("tlsKey", self.tlsKey), ("forwardClientAddress", self.forwardClientAddress),
+            ("maxConnections", self.maxConnections), ("headerTimeout", self.headerTimeout),
+            ("connectTimeout", self.connectTimeout), ("tunnelIdleTimeout", self.tunnelIdleTimeout),
+            ("checkInterval", self.checkInterval), ("checkTimeout", self.checkTimeout), ("rise", self.rise),
+            ("fall", self.fall), ("drainSeconds", self.drainSeconds), ("logLevel", self.logLevel),
+            ("threads", self.threads),
+        ]
+        var values = flags.compactMap { key, value in value.map { (key: key, value: $0) } }
+        if self.checkWebsocket { values.append((key: "checkWebSocket", value: "true")) }
+        return GivenFlags(config: self.config, values: values, nodes: self.node)
+    }
+
+    /// Defaults, then the config file, then `SWITCHBOARD_BALANCE_*`, then flags (the same precedence as
+    /// `serve`; the file is read with `serve`'s reader). Run again on SIGHUP.
+    static func load(_ flags: GivenFlags) throws -> BalancerConfiguration {
         var c = BalancerConfiguration()
-        (c.host, c.port) = try Self.hostPort(self.listen, option: "--listen")
-        do {
-            c.nodes = try self.node.map { try BackendNode.parse($0) }
-        } catch {
-            throw ValidationError("--node: \(error)")
+        let environment = ProcessInfo.processInfo.environment
+        if let path = flags.config ?? environment[BalancerConfiguration.environmentPrefix + "CONFIG"] {
+            try c.apply(file: ServerConfiguration.loadFile(path))
         }
-        c.registry = self.registry
-        c.tlsCertificatePath = self.tlsCert
-        c.tlsKeyPath = self.tlsKey
-        guard let algorithm = BalancingAlgorithm(rawValue: self.algorithm) else {
-            throw ValidationError("--algorithm must be one of \(BalancingAlgorithm.allCases.map(\.rawValue).joined(separator: ", "))")
+        try c.apply(environment: environment)
+        for (key, value) in flags.values {
+            try c.set(key, text: value)
         }
-        c.algorithm = algorithm
-        guard let hashKey = HashKeySource(rawValue: self.hashKey) else {
-            throw ValidationError("--hash-key must be channel, user or client")
+        if !flags.nodes.isEmpty {
+            c.nodes = try flags.nodes.map { text throws(BalancerConfigurationError) in try BackendNode.parse(text) }
         }
-        c.hashKey = hashKey
-        c.hashBalanceFactor = self.hashBalanceFactor / 100
-        if let admin = self.admin {
-            let (host, port) = try Self.hostPort(admin, option: "--admin")
-            c.adminHost = host
-            c.adminPort = port
-        }
-        c.maxConnections = self.maxConnections
-        c.headerTimeout = try Self.seconds(self.headerTimeout, option: "--header-timeout")
-        c.connectTimeout = try Self.seconds(self.connectTimeout, option: "--connect-timeout")
-        c.tunnelIdleTimeout = try Self.seconds(self.tunnelIdleTimeout, option: "--tunnel-idle-timeout")
-        c.checkInterval = try Self.seconds(self.checkInterval, option: "--check-interval")
-        c.checkTimeout = try Self.seconds(self.checkTimeout, option: "--check-timeout")
-        guard self.drainSeconds.isFinite, (0...86_400).contains(self.drainSeconds) else {
-            throw ValidationError("--drain-seconds must be within 0-86400")
-        }
-        c.rise = self.rise
-        c.fall = self.fall
-        do {
-            try c.validate()
-        } catch {
-            throw ValidationError("\(error)")
-        }
+        try c.validate()
         return c
     }
 
-    private static func hostPort(_ text: String, option: String) throws -> (String, Int) {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
-            (0...65535).contains(port)
-        else { throw ValidationError("\(option) expects HOST:PORT with a port within 0-65535") }
-        var host = text[..<colon]
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = host.dropFirst().dropLast() }
-        guard !host.isEmpty else { throw ValidationError("\(option) expects HOST:PORT") }
-        return (String(host), port)
-    }
-
-    private static func seconds(_ text: String, option: String) throws -> TimeAmount {
-        guard let value = BalancerConfiguration.seconds(text) else {
-            throw ValidationError("\(option) expects a positive number of seconds up to 86400")
+    /// SIGHUP: load the configuration again and hand it to the server. A configuration that fails to
+    /// load or apply is logged and the running one stays. The returned source must be kept alive.
+    static func reloadOnHangup(server: BalancerServer, flags: GivenFlags, logger: Logger) -> any DispatchSourceSignal {
+        signal(SIGHUP, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "switchboard.balancer.reload"))
+        source.setEventHandler {
+            let loaded: BalancerConfiguration
+            do {
+                loaded = try Self.load(flags)
+            } catch {
+                server.router.countReload(applied: false)
+                logger.error("reload refused, the running configuration stays", metadata: ["error": "\(error)"])
+                return
+            }
+            do {
+                let ignored = try server.reload(loaded)
+                let current = server.current
+                logger.notice(
+                    "configuration reloaded",
+                    metadata: [
+                        "nodes": "\(current.nodes.map(\.description).joined(separator: " "))",
+                        "algorithm": "\(current.algorithm.rawValue)",
+                    ])
+                if !ignored.isEmpty {
+                    logger.warning(
+                        "reload: these options apply only at start; their running values are kept",
+                        metadata: ["options": "\(ignored.joined(separator: " "))"])
+                }
+            } catch {
+                logger.error("reload refused, the running configuration stays", metadata: ["error": "\(error)"])
+            }
         }
-        return value
+        source.resume()
+        return source
     }
 }

@@ -5,19 +5,17 @@ import SwitchboardBroker
 import SwitchboardRedis
 import SwitchboardServer
 
-/// The broker a `--broker` value names: `memory` (one node) or a `redis://` URL (many nodes).
+/// The broker a `--broker` value names: `memory` (one node) or a `redis://` or `rediss://` URL (many nodes).
 enum BrokerChoice {
     /// A factory for the node, or an error a user can act on (a bad URL is found before anything starts).
     static func factory(for broker: String, logger: Logger) throws -> SwitchboardNode.BrokerFactory {
         if broker == "memory" || broker.isEmpty {
             return { eventLoop, _ in MemoryBroker(eventLoop: eventLoop) }
         }
-        if broker.hasPrefix("rediss://") {
-            throw ConfigurationError("--broker: TLS to Redis (rediss://) is not supported yet; use redis:// on a trusted network")
-        }
         let redis: RedisConfiguration
         do {
             redis = try RedisConfiguration(url: broker)
+            try redis.checkTLSFiles()
         } catch {
             throw ConfigurationError("--broker: \(error.message)")
         }

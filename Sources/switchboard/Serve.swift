@@ -28,14 +28,32 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Config file, JSON or YAML (also SWITCHBOARD_CONFIG).")
     var config: String?
 
-    @Option(help: "memory (one node, the default) or redis://[[user]:password@]host:port[/db] to join nodes through Redis.")
+    @Option(help: "memory (one node, the default), or redis://[[user]:password@]host:port[/db] to join nodes through Redis (rediss:// for TLS, with ?ssl_ca_certs=FILE, &ssl_certfile=FILE&ssl_keyfile=FILE).")
     var broker: String?
 
     @Option(help: "Key for the HTTP server API; generated and printed when not set.")
     var apiKey: String?
 
-    @Option(help: "HS256 secret that client tokens are signed with; without one no tokens are accepted.")
+    @Option(help: "Read the API key from this file (keeps it out of ps and the environment).")
+    var apiKeyFile: String?
+
+    @Option(help: "HS256 secret (at least 32 bytes) that client tokens are signed with; more keys, RSA, EC and JWKS in the config file (docs/security.md). Without any key the node runs in insecure dev mode.")
     var tokenSecret: String?
+
+    @Option(help: "Read the HS256 token secret from this file.")
+    var tokenSecretFile: String?
+
+    @Option(help: "Origin a browser page may connect from, such as https://app.example or https://*.example.com (repeatable; default: the node's own origin only).")
+    var allowedOrigin: [String] = []
+
+    @Option(help: "Commands per second one connection may send (token bucket; default 2000, twice what switchboard-bench drives). Over it: error 111; more than 20 refusals in 5 s close with 3507.")
+    var commandsPerSecond: Double?
+
+    @Option(help: "Commands one connection may send in a burst (default 4000).")
+    var commandBurst: Double?
+
+    @Flag(help: "Allow insecure dev mode (no token key: anyone may use any channel) on an address other than loopback.")
+    var insecure = false
 
     @Option(help: "Seconds over which SIGTERM spreads client disconnects before exiting (default 10).")
     var drainSeconds: Double?
@@ -79,8 +97,17 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Connections one client address may hold at once (default 1000).")
     var maxConnectionsPerIp: Int?
 
-    @Option(help: "Address of a proxy in front of the node (repeatable; comma-separated in SWITCHBOARD_TRUSTED_PROXIES): its connections are not held to the per-address caps.")
+    @Option(help: "Address or CIDR block of a proxy in front of the node (repeatable; comma-separated in SWITCHBOARD_TRUSTED_PROXIES): only its connections may name the client (PROXY protocol v2 or X-Forwarded-For), and the per-address caps then count that client.")
     var trustedProxy: [String] = []
+
+    @Option(help: "PEM certificate chain: with --tls-key the node speaks TLS 1.2/1.3 (https, wss) on its port; SIGHUP reads both files again.")
+    var tlsCert: String?
+
+    @Option(help: "PEM private key of --tls-cert.")
+    var tlsKey: String?
+
+    @Option(help: "Port on --host for HAProxy's agent-check: answers drain, or up and the free share of --max-connections (default: none).")
+    var haproxyAgentPort: Int?
 
     @Option(help: "Long-polls one client address may have waiting at once (default 16).")
     var maxPollsPerIp: Int?
@@ -96,7 +123,10 @@ struct Serve: AsyncParsableCommand {
         let environment = ProcessInfo.processInfo.environment
         let configPath = self.config ?? environment["SWITCHBOARD_CONFIG"]
         do {
-            if let configPath { try configuration.apply(file: ServerConfiguration.loadFile(configPath)) }
+            if let configPath {
+                let directory = URL(fileURLWithPath: configPath).deletingLastPathComponent().path
+                try configuration.apply(file: ServerConfiguration.loadFile(configPath), directory: directory)
+            }
             try configuration.apply(environment: environment)
             try self.applyFlags(to: &configuration)
         } catch {
@@ -122,7 +152,8 @@ struct Serve: AsyncParsableCommand {
             makeBroker: BrokerChoice.factory(for: configuration.broker, logger: logger))
         let port = try await node.start()
         let host = configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host
-        let line = "switchboard node \(node.nodeID) listening: demo http://\(host):\(port)/  websocket ws://\(host):\(port)/ws\n"
+        let (http, ws) = node.usesTLS ? ("https", "wss") : ("http", "ws")
+        let line = "switchboard node \(node.nodeID) listening: demo \(http)://\(host):\(port)/  websocket \(ws)://\(host):\(port)/ws\n"
         FileHandle.standardOutput.write(Data(line.utf8))
         if generatedKey {
             FileHandle.standardError.write(Data("api key: \(configuration.apiKey)\n".utf8))
@@ -137,8 +168,24 @@ struct Serve: AsyncParsableCommand {
             )
         )
         let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await services.run() }
+            // SIGHUP: the TLS certificate and key are read again; open connections keep theirs.
+            group.addTask {
+                for await _ in hangups {
+                    guard node.usesTLS else {
+                        logger.info("SIGHUP: nothing to reload (no --tls-cert)")
+                        continue
+                    }
+                    do {
+                        try node.reloadTLS()
+                        logger.info("SIGHUP: TLS certificate and key reloaded")
+                    } catch {
+                        logger.error("SIGHUP: TLS reload failed, the previous certificate stays", metadata: ["error": "\(error)"])
+                    }
+                }
+            }
             group.addTask {
                 var caught = 0
                 for await _ in signals {
@@ -146,7 +193,7 @@ struct Serve: AsyncParsableCommand {
                     if caught == 2 { return }
                 }
             }
-            // Whichever ends first (the drained group, or the second signal) cancels the other.
+            // Whichever ends first (the drained group, or the second signal) cancels the others.
             try await group.next()
             group.cancelAll()
         }
@@ -165,6 +212,20 @@ struct Serve: AsyncParsableCommand {
         if let apiKey { configuration.apiKey = apiKey }
         if let broker { configuration.broker = broker }
         if let tokenSecret { configuration.tokenSecret = tokenSecret.isEmpty ? nil : tokenSecret }
+        if apiKey != nil, apiKeyFile != nil { throw ValidationError("give --api-key or --api-key-file, not both") }
+        if tokenSecret != nil, tokenSecretFile != nil { throw ValidationError("give --token-secret or --token-secret-file, not both") }
+        if let apiKeyFile { try configuration.set("apiKeyFile", text: apiKeyFile) }
+        if let tokenSecretFile { try configuration.set("tokenSecretFile", text: tokenSecretFile) }
+        if !allowedOrigin.isEmpty { try configuration.set("allowedOrigins", text: allowedOrigin.joined(separator: ",")) }
+        if self.insecure { configuration.insecure = true }
+        if let commandsPerSecond {
+            guard commandsPerSecond >= 1, commandsPerSecond <= 1e9 else { throw ValidationError("--commands-per-second must be from 1 to 1e9") }
+            configuration.limits.commandsPerSecond = commandsPerSecond
+        }
+        if let commandBurst {
+            guard commandBurst >= 1, commandBurst <= 1e9 else { throw ValidationError("--command-burst must be from 1 to 1e9") }
+            configuration.limits.commandBurst = commandBurst
+        }
         if let drainSeconds { try configuration.set("drainSeconds", text: String(drainSeconds)) }
         if self.echoEndpoint { configuration.echoEndpoint = true }
         if let maxMessageSize { try configuration.set("maxMessageSize", text: String(maxMessageSize)) }
@@ -180,6 +241,9 @@ struct Serve: AsyncParsableCommand {
         if let maxConnections { try configuration.set("maxConnections", text: String(maxConnections)) }
         if let maxConnectionsPerIp { try configuration.set("maxConnectionsPerIP", text: String(maxConnectionsPerIp)) }
         if !trustedProxy.isEmpty { try configuration.set("trustedProxies", text: trustedProxy.joined(separator: ",")) }
+        if let haproxyAgentPort { try configuration.set("haproxyAgentPort", text: String(haproxyAgentPort)) }
+        if let tlsCert { configuration.tlsCertificateFile = tlsCert }
+        if let tlsKey { configuration.tlsKeyFile = tlsKey }
         if let maxPollsPerIp { try configuration.set("maxPollsPerIP", text: String(maxPollsPerIp)) }
         if let maxCommandsPerRequest { try configuration.set("maxCommandsPerRequest", text: String(maxCommandsPerRequest)) }
         if let maxHistoryLimit { try configuration.set("maxHistoryLimit", text: String(maxHistoryLimit)) }

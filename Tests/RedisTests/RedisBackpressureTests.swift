@@ -19,7 +19,7 @@ func waitUntilAsync(seconds: Double = 10, _ condition: @Sendable () async throws
 
 /// Redis stalled (SIGSTOP) or raced: the client's queue stays bounded and the subscriber's
 /// bookkeeping stays what Redis holds (issue 10).
-@Suite("Redis bounds and subscriber bookkeeping against a real redis-server", .serialized)
+@Suite("Redis bounds and subscriber bookkeeping against a real redis-server", .serialized, .timeLimit(.minutes(5)))
 struct RedisBackpressureTests {
     let logger = Logger(label: "test")
 
@@ -27,45 +27,45 @@ struct RedisBackpressureTests {
     func boundedQueue() async throws {
         let redis = try RedisServerProcess()
         defer { redis.kill() }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        var configuration = RedisConfiguration(port: redis.port, commandTimeout: .seconds(30))
-        configuration.maximumPendingCommands = 100
-        let client = RedisClient(configuration: configuration, eventLoop: group.next(), logger: logger)
-        #expect(try await client.send("PING").get().string == "PONG")
-        redis.pause()
-        let waiting = (0..<100).map { i in client.send("SET", .string("k\(i)"), "v") }
-        let start = NIODeadline.now()
-        let error = await #expect(throws: RedisError.self) { try await client.send("PING").get() }
-        #expect(error?.code == .overloaded && error?.isRetryable == true)
-        #expect(NIODeadline.now() - start < .seconds(2), "an overloaded command must fail at once, not wait for Redis")
-        redis.resume()
-        for future in waiting { #expect(try await future.get().string == "OK") }
-        #expect(try await client.send("DBSIZE").get().int64 == 100)
-        try await client.close().get()
-        try await group.shutdownGracefully()
+        try await withEventLoopGroup { group in
+            var configuration = RedisConfiguration(port: redis.port, commandTimeout: .seconds(30))
+            configuration.maximumPendingCommands = 100
+            let client = RedisClient(configuration: configuration, eventLoop: group.next(), logger: logger)
+            #expect(try await client.send("PING").get().string == "PONG")
+            redis.pause()
+            let waiting = (0..<100).map { i in client.send("SET", .string("k\(i)"), "v") }
+            let start = NIODeadline.now()
+            let error = await #expect(throws: RedisError.self) { try await client.send("PING").get() }
+            #expect(error?.code == .overloaded && error?.isRetryable == true)
+            #expect(NIODeadline.now() - start < .seconds(2), "an overloaded command must fail at once, not wait for Redis")
+            redis.resume()
+            for future in waiting { #expect(try await future.get().string == "OK") }
+            #expect(try await client.send("DBSIZE").get().int64 == 100)
+            try await client.close().get()
+        }
     }
 
     @Test("the bound also counts bytes; one command larger than the bound still goes when nothing waits")
     func boundedBytes() async throws {
         let redis = try RedisServerProcess()
         defer { redis.kill() }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        var configuration = RedisConfiguration(port: redis.port, commandTimeout: .seconds(30))
-        configuration.maximumPendingBytes = 10_000
-        let client = RedisClient(configuration: configuration, eventLoop: group.next(), logger: logger)
-        let value = RESPArgument.string(String(repeating: "v", count: 4_000))
-        #expect(try await client.send("SET", "alone", .string(String(repeating: "v", count: 50_000))).get().string == "OK")
-        redis.pause()
-        let first = client.send("SET", "a", value)
-        let second = client.send("SET", "b", value)
-        let error = await #expect(throws: RedisError.self) { try await client.send("SET", "c", value).get() }
-        #expect(error?.code == .overloaded)
-        redis.resume()
-        #expect(try await first.get().string == "OK")
-        #expect(try await second.get().string == "OK")
-        #expect(try await client.send("SET", "c", value).get().string == "OK")
-        try await client.close().get()
-        try await group.shutdownGracefully()
+        try await withEventLoopGroup { group in
+            var configuration = RedisConfiguration(port: redis.port, commandTimeout: .seconds(30))
+            configuration.maximumPendingBytes = 10_000
+            let client = RedisClient(configuration: configuration, eventLoop: group.next(), logger: logger)
+            let value = RESPArgument.string(String(repeating: "v", count: 4_000))
+            #expect(try await client.send("SET", "alone", .string(String(repeating: "v", count: 50_000))).get().string == "OK")
+            redis.pause()
+            let first = client.send("SET", "a", value)
+            let second = client.send("SET", "b", value)
+            let error = await #expect(throws: RedisError.self) { try await client.send("SET", "c", value).get() }
+            #expect(error?.code == .overloaded)
+            redis.resume()
+            #expect(try await first.get().string == "OK")
+            #expect(try await second.get().string == "OK")
+            #expect(try await client.send("SET", "c", value).get().string == "OK")
+            try await client.close().get()
+        }
     }
 
     static func numsub(_ admin: RedisClient, _ channel: String) async throws -> Int64 {
@@ -77,95 +77,95 @@ struct RedisBackpressureTests {
     func subscribeUnsubscribeSubscribe() async throws {
         let redis = try RedisServerProcess()
         defer { redis.kill() }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let loop = group.next()
-        let messages = NIOLockedValueBox<[String]>([])
-        let subscriber = RedisSubscriber(
-            configuration: RedisConfiguration(port: redis.port), eventLoop: loop, logger: logger,
-            onMessage: { channel, payload in messages.withLockedValue { $0.append("\(channel)=\(String(buffer: payload))") } },
-            onResubscribed: {}
-        )
-        let admin = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: loop, logger: logger)
-        try await subscriber.subscribe("warm").get()
-        // No awaiting in between: the UNSUBSCRIBE and the second SUBSCRIBE race the first confirmation.
-        let first = subscriber.subscribe("x")
-        let off = subscriber.unsubscribe("x")
-        let second = subscriber.subscribe("x")
-        try await first.get()
-        try await off.get()
-        try await second.get()
-        try await waitUntilAsync {
-            let held = try await subscriber.subscribedChannels.get()
-            return try await Self.numsub(admin, "x") == 1 && held.contains("x")
-        }
-        _ = try await admin.send("PUBLISH", "x", "1").get()
-        try await waitUntil { messages.withLockedValue { $0 } == ["x=1"] }
+        try await withEventLoopGroup { group in
+            let loop = group.next()
+            let messages = NIOLockedValueBox<[String]>([])
+            let subscriber = RedisSubscriber(
+                configuration: RedisConfiguration(port: redis.port), eventLoop: loop, logger: logger,
+                onMessage: { channel, payload in messages.withLockedValue { $0.append("\(channel)=\(String(buffer: payload))") } },
+                onResubscribed: {}
+            )
+            let admin = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: loop, logger: logger)
+            try await subscriber.subscribe("warm").get()
+            // No awaiting in between: the UNSUBSCRIBE and the second SUBSCRIBE race the first confirmation.
+            let first = subscriber.subscribe("x")
+            let off = subscriber.unsubscribe("x")
+            let second = subscriber.subscribe("x")
+            try await first.get()
+            try await off.get()
+            try await second.get()
+            try await waitUntilAsync {
+                let held = try await subscriber.subscribedChannels.get()
+                return try await Self.numsub(admin, "x") == 1 && held.contains("x")
+            }
+            _ = try await admin.send("PUBLISH", "x", "1").get()
+            try await waitUntil { messages.withLockedValue { $0 } == ["x=1"] }
 
-        // And the other way round: subscribe then unsubscribe before the confirmation: nothing left anywhere.
-        let brief = subscriber.subscribe("y")
-        try await subscriber.unsubscribe("y").get()
-        try await brief.get()
-        try await waitUntilAsync { try await Self.numsub(admin, "y") == 0 }
-        try await waitUntilAsync { try await subscriber.trackedChannelCount.get() == 2 }  // warm and x
-        _ = try await admin.send("PUBLISH", "y", "lost").get()
-        _ = try await admin.send("PUBLISH", "x", "2").get()
-        try await waitUntil { messages.withLockedValue { $0 }.count == 2 }
-        #expect(messages.withLockedValue { $0 } == ["x=1", "x=2"])
-        try await subscriber.close().get()
-        try await admin.close().get()
-        try await group.shutdownGracefully()
+            // And the other way round: subscribe then unsubscribe before the confirmation: nothing left anywhere.
+            let brief = subscriber.subscribe("y")
+            try await subscriber.unsubscribe("y").get()
+            try await brief.get()
+            try await waitUntilAsync { try await Self.numsub(admin, "y") == 0 }
+            try await waitUntilAsync { try await subscriber.trackedChannelCount.get() == 2 }  // warm and x
+            _ = try await admin.send("PUBLISH", "y", "lost").get()
+            _ = try await admin.send("PUBLISH", "x", "2").get()
+            try await waitUntil { messages.withLockedValue { $0 }.count == 2 }
+            #expect(messages.withLockedValue { $0 } == ["x=1", "x=2"])
+            try await subscriber.close().get()
+            try await admin.close().get()
+        }
     }
 
     @Test("a subscribe that times out while Redis is stalled is withdrawn: Redis does not keep it once it wakes")
     func timedOutSubscribeWithdrawn() async throws {
         let redis = try RedisServerProcess()
         defer { redis.kill() }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let loop = group.next()
-        let subscriber = RedisSubscriber(
-            configuration: RedisConfiguration(port: redis.port, commandTimeout: .milliseconds(300)), eventLoop: loop, logger: logger,
-            onMessage: { _, _ in }, onResubscribed: {}
-        )
-        let admin = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: loop, logger: logger)
-        try await subscriber.subscribe("warm").get()
-        redis.pause()
-        let error = await #expect(throws: RedisError.self) { try await subscriber.subscribe("t").get() }
-        #expect(error?.code == .timeout)
-        redis.resume()
-        try await waitUntilAsync {
-            let tracked = try await subscriber.trackedChannelCount.get()
-            return try await Self.numsub(admin, "t") == 0 && tracked == 1
+        try await withEventLoopGroup { group in
+            let loop = group.next()
+            let subscriber = RedisSubscriber(
+                configuration: RedisConfiguration(port: redis.port, commandTimeout: .milliseconds(300)), eventLoop: loop, logger: logger,
+                onMessage: { _, _ in }, onResubscribed: {}
+            )
+            let admin = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: loop, logger: logger)
+            try await subscriber.subscribe("warm").get()
+            redis.pause()
+            let error = await #expect(throws: RedisError.self) { try await subscriber.subscribe("t").get() }
+            #expect(error?.code == .timeout)
+            redis.resume()
+            try await waitUntilAsync {
+                let tracked = try await subscriber.trackedChannelCount.get()
+                return try await Self.numsub(admin, "t") == 0 && tracked == 1
+            }
+            // Redis holds exactly what the subscriber says it holds.
+            let channels = try await admin.send("PUBSUB", "CHANNELS").get().array?.compactMap(\.string) ?? []
+            let held = try await subscriber.subscribedChannels.get()
+            #expect(Set(channels) == held)
+            // And the channel can be subscribed again.
+            try await subscriber.subscribe("t").get()
+            #expect(try await Self.numsub(admin, "t") == 1)
+            try await subscriber.close().get()
+            try await admin.close().get()
         }
-        // Redis holds exactly what the subscriber says it holds.
-        let channels = try await admin.send("PUBSUB", "CHANNELS").get().array?.compactMap(\.string) ?? []
-        let held = try await subscriber.subscribedChannels.get()
-        #expect(Set(channels) == held)
-        // And the channel can be subscribed again.
-        try await subscriber.subscribe("t").get()
-        #expect(try await Self.numsub(admin, "t") == 1)
-        try await subscriber.close().get()
-        try await admin.close().get()
-        try await group.shutdownGracefully()
     }
 
     @Test("idempotency keys in Redis expire with their window; a refused key stores nothing")
     func idempotencyKeyTTL() async throws {
         let redis = try RedisServerProcess()
         defer { redis.kill() }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let broker = RedisBroker(configuration: RedisConfiguration(port: redis.port), nodeID: "n1", eventLoop: group.next(), logger: logger)
-        let admin = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: logger)
-        try await broker.start { _ in }.get()
-        var request = PublishRequest(channel: "c", data: ByteBuffer(string: "1"), historySize: 0, historyTTL: 0, idempotencyKey: "key")
-        request.idempotencyWindow = 120
-        _ = try await broker.publish(request).get()
-        let ttl = try await admin.send("TTL", "sb:{c}:i:key").get().int64 ?? -9
-        #expect(ttl > 0 && ttl <= 120)
-        request.idempotencyKey = String(repeating: "k", count: 129)
-        await #expect(throws: BrokerError.self) { try await broker.publish(request).get() }
-        #expect(try await admin.send("DBSIZE").get().int64 == 1)
-        try await broker.shutdown().get()
-        try await admin.close().get()
-        try await group.shutdownGracefully()
+        try await withEventLoopGroup { group in
+            let broker = RedisBroker(configuration: RedisConfiguration(port: redis.port), nodeID: "n1", eventLoop: group.next(), logger: logger)
+            let admin = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: logger)
+            try await broker.start { _ in }.get()
+            var request = PublishRequest(channel: "c", data: ByteBuffer(string: "1"), historySize: 0, historyTTL: 0, idempotencyKey: "key")
+            request.idempotencyWindow = 120
+            _ = try await broker.publish(request).get()
+            let ttl = try await admin.send("TTL", "sb:{c}:i:key").get().int64 ?? -9
+            #expect(ttl > 0 && ttl <= 120)
+            request.idempotencyKey = String(repeating: "k", count: 129)
+            await #expect(throws: BrokerError.self) { try await broker.publish(request).get() }
+            #expect(try await admin.send("DBSIZE").get().int64 == 1)
+            try await broker.shutdown().get()
+            try await admin.close().get()
+        }
     }
 }

@@ -18,26 +18,26 @@ struct RedisBrokerConformanceTests {
     func conformance(_ check: BrokerConformance.Case) async throws {
         let redis = try RedisServerProcess()
         defer { redis.kill() }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let admin = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: Logger(label: "admin"))
-        try await check.run(
-            using: { limits in
-                RedisBroker(
-                    configuration: RedisConfiguration(port: redis.port),
-                    nodeID: "n\(UInt32.random(in: 0...UInt32.max))",
-                    eventLoop: group.next(),
-                    logger: Logger(label: "test"),
-                    limits: limits
-                )
-            },
-            footprint: { _ in
-                // Every key, not only the count: a read that swapped one key for another must show.
-                let keys = try await admin.send("KEYS", "*").get().array?.compactMap(\.string).sorted() ?? []
-                let size = try await admin.send("DBSIZE").get().int64 ?? -1
-                return "dbsize \(size): \(keys.prefix(20))"
-            }
-        )
-        try await admin.close().get()
-        try await group.shutdownGracefully()
+        try await withEventLoopGroup { group in
+            let admin = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: Logger(label: "admin"))
+            try await check.run(
+                using: { limits in
+                    RedisBroker(
+                        configuration: RedisConfiguration(port: redis.port),
+                        nodeID: "n\(UInt32.random(in: 0...UInt32.max))",
+                        eventLoop: group.next(),
+                        logger: Logger(label: "test"),
+                        limits: limits
+                    )
+                },
+                footprint: { _ in
+                    // Every key, not only the count: a read that swapped one key for another must show.
+                    let keys = try await admin.send("KEYS", "*").get().array?.compactMap(\.string).sorted() ?? []
+                    let size = try await admin.send("DBSIZE").get().int64 ?? -1
+                    return "dbsize \(size): \(keys.prefix(20))"
+                }
+            )
+            try await admin.close().get()
+        }
     }
 }

@@ -24,45 +24,74 @@ struct RedisBrokerResilienceTests {
     @Test("a killed subscriber connection is rebuilt, channels resubscribed, and the node told")
     func subscriberKilled() async throws {
         let redis = try RedisServerProcess()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let broker = makeBroker(port: redis.port, group: group)
-        let recorder = BrokerConformance.EventRecorder()
-        try await broker.start { recorder.record($0) }.get()
-        try await broker.subscribe(channel: "c").get()
-        let admin = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: Logger(label: "admin"))
-        _ = try await admin.send("CLIENT", "KILL", "TYPE", "pubsub").get()
-        try await recorder.wait(seconds: 10) { $0.all.contains(BrokerEvent.deliveryInterrupted) }
-        let request = PublishRequest(channel: "c", data: ByteBuffer(string: "1"), historySize: 10, historyTTL: 60)
-        _ = try await broker.publish(request).get()
-        try await recorder.wait(seconds: 10) { !$0.publications(in: "c").isEmpty }
-        try await admin.close().get()
-        try await broker.shutdown().get()
-        try await group.shutdownGracefully()
+        try await withEventLoopGroup { group in
+            let broker = makeBroker(port: redis.port, group: group)
+            let recorder = BrokerConformance.EventRecorder()
+            try await broker.start { recorder.record($0) }.get()
+            try await broker.subscribe(channel: "c").get()
+            let admin = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: Logger(label: "admin"))
+            _ = try await admin.send("CLIENT", "KILL", "TYPE", "pubsub").get()
+            try await recorder.wait(seconds: 10) { $0.all.contains(BrokerEvent.deliveryInterrupted) }
+            let request = PublishRequest(channel: "c", data: ByteBuffer(string: "1"), historySize: 10, historyTTL: 60)
+            _ = try await broker.publish(request).get()
+            try await recorder.wait(seconds: 10) { !$0.publications(in: "c").isEmpty }
+            try await admin.close().get()
+            try await broker.shutdown().get()
+        }
     }
 
     @Test("while Redis is down publishes fail fast; after a restart publishing works and history starts a new epoch")
     func restart() async throws {
         let redis = try RedisServerProcess()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let broker = makeBroker(port: redis.port, group: group)
-        let recorder = BrokerConformance.EventRecorder()
-        try await broker.start { recorder.record($0) }.get()
-        try await broker.subscribe(channel: "c").get()
-        let request = PublishRequest(channel: "c", data: ByteBuffer(string: "1"), historySize: 10, historyTTL: 60)
-        let before = try await broker.publish(request).get()
-        redis.kill()
-        await #expect(throws: RedisError.self) { try await broker.publish(request).get() }
-        try redis.start()
-        try await recorder.wait(seconds: 10) { $0.all.contains(BrokerEvent.deliveryInterrupted) }
-        var after: PublishResult?
-        for _ in 0..<100 where after == nil {
-            after = try? await broker.publish(request).get()
-            if after == nil { try await Task.sleep(nanoseconds: 50_000_000) }
+        try await withEventLoopGroup { group in
+            let broker = makeBroker(port: redis.port, group: group)
+            let recorder = BrokerConformance.EventRecorder()
+            try await broker.start { recorder.record($0) }.get()
+            try await broker.subscribe(channel: "c").get()
+            let request = PublishRequest(channel: "c", data: ByteBuffer(string: "1"), historySize: 10, historyTTL: 60)
+            let before = try await broker.publish(request).get()
+            redis.kill()
+            await #expect(throws: RedisError.self) { try await broker.publish(request).get() }
+            try redis.start()
+            try await recorder.wait(seconds: 10) { $0.all.contains(BrokerEvent.deliveryInterrupted) }
+            var after: PublishResult?
+            for _ in 0..<100 where after == nil {
+                after = try? await broker.publish(request).get()
+                if after == nil { try await Task.sleep(nanoseconds: 50_000_000) }
+            }
+            let result = try #require(after)
+            #expect(result.position.offset == 1)
+            #expect(result.position.epoch != before.position.epoch)
+            try await broker.shutdown().get()
         }
-        let result = try #require(after)
-        #expect(result.position.offset == 1)
-        #expect(result.position.epoch != before.position.epoch)
-        try await broker.shutdown().get()
-        try await group.shutdownGracefully()
+    }
+
+    @Test("a channel whose keys are deleted under a running Redis is born again in a new epoch, which reads predicted")
+    func keysDeleted() async throws {
+        let redis = try RedisServerProcess()
+        try await withEventLoopGroup { group in
+            let broker = makeBroker(port: redis.port, group: group)
+            try await broker.start { _ in }.get()
+            let admin = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: Logger(label: "admin"))
+            let request = PublishRequest(channel: "lives", data: ByteBuffer(string: "1"), historySize: 10, historyTTL: 60)
+            let unborn = try await broker.history(HistoryQuery(channel: "lives", limit: 0)).get().position
+            let first = try await broker.publish(request).get().position
+            #expect(first == StreamPosition(offset: 1, epoch: unborn.epoch))
+            #expect(try await broker.publish(request).get().position.offset == 2)
+            for key in ["sb:{lives}:s", "sb:{lives}:m"] { _ = try await admin.send("DEL", .string(key)).get() }
+            // The read after the deletion predicts the next life's epoch, which is not the first one's.
+            let reborn = try await broker.history(HistoryQuery(channel: "lives", limit: 0)).get().position
+            #expect(reborn.offset == 0)
+            #expect(reborn.epoch != first.epoch)
+            let second = try await broker.publish(request).get().position
+            #expect(second == StreamPosition(offset: 1, epoch: reborn.epoch))
+            // A third life differs from both.
+            for key in ["sb:{lives}:s", "sb:{lives}:m"] { _ = try await admin.send("DEL", .string(key)).get() }
+            let third = try await broker.publish(request).get().position
+            #expect(third.offset == 1)
+            #expect(third.epoch != first.epoch && third.epoch != second.epoch)
+            try await admin.close().get()
+            try await broker.shutdown().get()
+        }
     }
 }

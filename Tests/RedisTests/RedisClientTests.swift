@@ -13,165 +13,171 @@ struct RedisClientTests {
     @Test("many concurrent callers are pipelined and each gets its own reply")
     func pipelining() async throws {
         let redis = try RedisServerProcess()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let client = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: logger)
-        let futures = (0..<500).map { i in
-            client.send("SET", .string("k\(i)"), .string("v\(i)")).flatMap { _ in client.send("GET", .string("k\(i)")) }
+        try await withEventLoopGroup(threads: 2) { group in
+            let client = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: logger)
+            let futures = (0..<500).map { i in
+                client.send("SET", .string("k\(i)"), .string("v\(i)")).flatMap { _ in client.send("GET", .string("k\(i)")) }
+            }
+            for (i, future) in futures.enumerated() {
+                #expect(try await future.get().string == "v\(i)")
+            }
+            let incr = try await client.send("INCRBY", "counter", .integer(5)).get()
+            #expect(incr.int64 == 5)
+            try await client.close().get()
         }
-        for (i, future) in futures.enumerated() {
-            #expect(try await future.get().string == "v\(i)")
-        }
-        let incr = try await client.send("INCRBY", "counter", .integer(5)).get()
-        #expect(incr.int64 == 5)
-        try await client.close().get()
-        try await group.shutdownGracefully()
     }
 
     @Test("error replies fail the command with the server's message; the connection stays usable")
     func errorReply() async throws {
         let redis = try RedisServerProcess()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let client = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: logger)
-        await #expect(throws: RedisError.self) { try await client.send("NOSUCHCOMMAND").get() }
-        #expect(try await client.send("PING").get().string == "PONG")
-        try await client.close().get()
-        try await group.shutdownGracefully()
+        try await withEventLoopGroup { group in
+            let client = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: logger)
+            await #expect(throws: RedisError.self) { try await client.send("NOSUCHCOMMAND").get() }
+            #expect(try await client.send("PING").get().string == "PONG")
+            try await client.close().get()
+        }
     }
 
     @Test("scripts run by SHA, and are loaded again after SCRIPT FLUSH (NOSCRIPT)")
     func scripts() async throws {
         let redis = try RedisServerProcess()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let client = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: logger)
-        let script = RedisScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")
-        #expect(try await client.evaluate(script, keys: ["n"], arguments: [.integer(2)]).get().int64 == 2)
-        #expect(try await client.evaluate(script, keys: ["n"], arguments: [.integer(3)]).get().int64 == 5)
-        _ = try await client.send("SCRIPT", "FLUSH").get()
-        #expect(try await client.evaluate(script, keys: ["n"], arguments: [.integer(1)]).get().int64 == 6)
-        try await client.close().get()
-        try await group.shutdownGracefully()
+        try await withEventLoopGroup { group in
+            let client = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: logger)
+            let script = RedisScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+            #expect(try await client.evaluate(script, keys: ["n"], arguments: [.integer(2)]).get().int64 == 2)
+            #expect(try await client.evaluate(script, keys: ["n"], arguments: [.integer(3)]).get().int64 == 5)
+            _ = try await client.send("SCRIPT", "FLUSH").get()
+            #expect(try await client.evaluate(script, keys: ["n"], arguments: [.integer(1)]).get().int64 == 6)
+            try await client.close().get()
+        }
     }
 
     @Test("a reply that takes longer than the command timeout fails with .timeout")
     func timeout() async throws {
         let redis = try RedisServerProcess()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        var configuration = RedisConfiguration(port: redis.port)
-        configuration.commandTimeout = .milliseconds(300)
-        let client = RedisClient(configuration: configuration, eventLoop: group.next(), logger: logger)
-        _ = try await client.send("PING").get()
-        do {
-            _ = try await client.send("DEBUG", "SLEEP", "1").get()
-            Issue.record("DEBUG SLEEP returned within the timeout")
-        } catch let error as RedisError {
-            #expect(error.code == .timeout)
+        try await withEventLoopGroup { group in
+            var configuration = RedisConfiguration(port: redis.port)
+            configuration.commandTimeout = .milliseconds(300)
+            let client = RedisClient(configuration: configuration, eventLoop: group.next(), logger: logger)
+            _ = try await client.send("PING").get()
+            do {
+                _ = try await client.send("DEBUG", "SLEEP", "1").get()
+                Issue.record("DEBUG SLEEP returned within the timeout")
+            } catch let error as RedisError {
+                #expect(error.code == .timeout)
+            }
+            // The client goes on once Redis is done sleeping: PING until it answers (bounded), not after a fixed sleep.
+            var pong: String?
+            let deadline = NIODeadline.now() + .seconds(10)
+            while pong == nil, NIODeadline.now() < deadline {
+                pong = try? await client.send("PING").get().string
+                if pong == nil { try await Task.sleep(nanoseconds: 50_000_000) }
+            }
+            #expect(pong == "PONG")
+            try await client.close().get()
         }
-        try await Task.sleep(nanoseconds: 1_200_000_000)
-        #expect(try await client.send("PING").get().string == "PONG")
-        try await client.close().get()
-        try await group.shutdownGracefully()
     }
 
     @Test("commands fail fast while Redis is down and work again after it is back")
     func reconnect() async throws {
         let redis = try RedisServerProcess()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let client = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: logger)
-        #expect(try await client.send("PING").get().string == "PONG")
-        redis.kill()
-        await #expect(throws: RedisError.self) { try await client.send("PING").get() }
-        try redis.start()
-        var answered = false
-        for _ in 0..<100 where !answered {
-            answered = (try? await client.send("PING").get().string) == "PONG"
-            if !answered { try await Task.sleep(nanoseconds: 50_000_000) }
+        try await withEventLoopGroup { group in
+            let client = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: logger)
+            #expect(try await client.send("PING").get().string == "PONG")
+            redis.kill()
+            await #expect(throws: RedisError.self) { try await client.send("PING").get() }
+            try redis.start()
+            var answered = false
+            for _ in 0..<100 where !answered {
+                answered = (try? await client.send("PING").get().string) == "PONG"
+                if !answered { try await Task.sleep(nanoseconds: 50_000_000) }
+            }
+            #expect(answered)
+            try await client.close().get()
         }
-        #expect(answered)
-        try await client.close().get()
-        try await group.shutdownGracefully()
     }
 
     @Test("the subscriber delivers messages, and after a Redis restart resubscribes and says so")
     func subscriber() async throws {
         let redis = try RedisServerProcess()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let loop = group.next()
-        let messages = NIOLockedValueBox<[String]>([])
-        let resubscribed = NIOLockedValueBox(0)
-        let subscriber = RedisSubscriber(
-            configuration: RedisConfiguration(port: redis.port), eventLoop: loop, logger: logger,
-            onMessage: { channel, payload in messages.withLockedValue { $0.append("\(channel)=\(String(buffer: payload))") } },
-            onResubscribed: { resubscribed.withLockedValue { $0 += 1 } }
-        )
-        let client = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: loop, logger: logger)
-        try await subscriber.subscribe("a").get()
-        try await subscriber.subscribe("b").get()
-        _ = try await client.send("PUBLISH", "a", "1").get()
-        _ = try await client.send("PUBLISH", "b", "2").get()
-        _ = try await client.send("PUBLISH", "c", "3").get()
-        try await waitUntil { messages.withLockedValue { $0.count } >= 2 }
-        #expect(messages.withLockedValue { $0 } == ["a=1", "b=2"])
-        try await subscriber.unsubscribe("b").get()
-        redis.kill()
-        try redis.start()
-        try await waitUntil { resubscribed.withLockedValue { $0 } == 1 }
-        var receivers: Int64 = 0
-        for _ in 0..<50 where receivers == 0 {
-            receivers = (try? await client.send("PUBLISH", "a", "4").get().int64) ?? 0
-            if receivers == 0 { try await Task.sleep(nanoseconds: 50_000_000) }
+        try await withEventLoopGroup { group in
+            let loop = group.next()
+            let messages = NIOLockedValueBox<[String]>([])
+            let resubscribed = NIOLockedValueBox(0)
+            let subscriber = RedisSubscriber(
+                configuration: RedisConfiguration(port: redis.port), eventLoop: loop, logger: logger,
+                onMessage: { channel, payload in messages.withLockedValue { $0.append("\(channel)=\(String(buffer: payload))") } },
+                onResubscribed: { resubscribed.withLockedValue { $0 += 1 } }
+            )
+            let client = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: loop, logger: logger)
+            try await subscriber.subscribe("a").get()
+            try await subscriber.subscribe("b").get()
+            _ = try await client.send("PUBLISH", "a", "1").get()
+            _ = try await client.send("PUBLISH", "b", "2").get()
+            _ = try await client.send("PUBLISH", "c", "3").get()
+            try await waitUntil { messages.withLockedValue { $0.count } >= 2 }
+            #expect(messages.withLockedValue { $0 } == ["a=1", "b=2"])
+            try await subscriber.unsubscribe("b").get()
+            redis.kill()
+            try redis.start()
+            try await waitUntil { resubscribed.withLockedValue { $0 } == 1 }
+            var receivers: Int64 = 0
+            for _ in 0..<50 where receivers == 0 {
+                receivers = (try? await client.send("PUBLISH", "a", "4").get().int64) ?? 0
+                if receivers == 0 { try await Task.sleep(nanoseconds: 50_000_000) }
+            }
+            _ = try await client.send("PUBLISH", "b", "5").get()
+            try await waitUntil { messages.withLockedValue { $0.contains("a=4") } }
+            #expect(!messages.withLockedValue { $0.contains("b=5") })
+            try await subscriber.close().get()
+            try await client.close().get()
         }
-        _ = try await client.send("PUBLISH", "b", "5").get()
-        try await waitUntil { messages.withLockedValue { $0.contains("a=4") } }
-        #expect(!messages.withLockedValue { $0.contains("b=5") })
-        try await subscriber.close().get()
-        try await client.close().get()
-        try await group.shutdownGracefully()
     }
 
     @Test("RESP3 (HELLO 3): commands, maps and pub/sub pushes")
     func resp3() async throws {
         let redis = try RedisServerProcess()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let loop = group.next()
-        var configuration = RedisConfiguration(port: redis.port)
-        configuration.useRESP3 = true
-        let client = RedisClient(configuration: configuration, eventLoop: loop, logger: logger)
-        _ = try await client.send("HSET", "h", "a", "1").get()
-        let map = try await client.send("HGETALL", "h").get()
-        guard case .map(let entries) = map.value else {
-            Issue.record("HGETALL under RESP3 is not a map: \(map)")
-            return
+        try await withEventLoopGroup { group in
+            let loop = group.next()
+            var configuration = RedisConfiguration(port: redis.port)
+            configuration.useRESP3 = true
+            let client = RedisClient(configuration: configuration, eventLoop: loop, logger: logger)
+            _ = try await client.send("HSET", "h", "a", "1").get()
+            let map = try await client.send("HGETALL", "h").get()
+            guard case .map(let entries) = map.value else {
+                Issue.record("HGETALL under RESP3 is not a map: \(map)")
+                return
+            }
+            #expect(entries.map { ($0.key.string, $0.value.string) }.first! == ("a", "1"))
+            let messages = NIOLockedValueBox<[String]>([])
+            let subscriber = RedisSubscriber(
+                configuration: configuration, eventLoop: loop, logger: logger,
+                onMessage: { _, payload in messages.withLockedValue { $0.append(String(buffer: payload)) } },
+                onResubscribed: {}
+            )
+            try await subscriber.subscribe("r3").get()
+            _ = try await client.send("PUBLISH", "r3", "pushed").get()
+            try await waitUntil { messages.withLockedValue { $0 } == ["pushed"] }
+            try await subscriber.close().get()
+            try await client.close().get()
         }
-        #expect(entries.map { ($0.key.string, $0.value.string) }.first! == ("a", "1"))
-        let messages = NIOLockedValueBox<[String]>([])
-        let subscriber = RedisSubscriber(
-            configuration: configuration, eventLoop: loop, logger: logger,
-            onMessage: { _, payload in messages.withLockedValue { $0.append(String(buffer: payload)) } },
-            onResubscribed: {}
-        )
-        try await subscriber.subscribe("r3").get()
-        _ = try await client.send("PUBLISH", "r3", "pushed").get()
-        try await waitUntil { messages.withLockedValue { $0 } == ["pushed"] }
-        try await subscriber.close().get()
-        try await client.close().get()
-        try await group.shutdownGracefully()
     }
 
     @Test("AUTH with a password")
     func auth() async throws {
         let redis = try RedisServerProcess()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let open = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: logger)
-        _ = try await open.send("CONFIG", "SET", "requirepass", "s3cret").get()
-        try await open.close().get()
-        let anonymous = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: logger)
-        await #expect(throws: RedisError.self) { try await anonymous.send("GET", "x").get() }
-        try await anonymous.close().get()
-        let authed = RedisClient(configuration: try RedisConfiguration(url: "redis://:s3cret@127.0.0.1:\(redis.port)/1"), eventLoop: group.next(), logger: logger)
-        _ = try await authed.send("SET", "x", "in-db-1").get()
-        #expect(try await authed.send("GET", "x").get().string == "in-db-1")
-        try await authed.close().get()
-        try await group.shutdownGracefully()
+        try await withEventLoopGroup { group in
+            let open = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: logger)
+            _ = try await open.send("CONFIG", "SET", "requirepass", "s3cret").get()
+            try await open.close().get()
+            let anonymous = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: logger)
+            await #expect(throws: RedisError.self) { try await anonymous.send("GET", "x").get() }
+            try await anonymous.close().get()
+            let authed = RedisClient(configuration: try RedisConfiguration(url: "redis://:s3cret@127.0.0.1:\(redis.port)/1"), eventLoop: group.next(), logger: logger)
+            _ = try await authed.send("SET", "x", "in-db-1").get()
+            #expect(try await authed.send("GET", "x").get().string == "in-db-1")
+            try await authed.close().get()
+        }
     }
 
     @Test("redis:// URLs")

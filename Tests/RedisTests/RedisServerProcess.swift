@@ -6,9 +6,13 @@ import NIOPosix
 final class RedisServerProcess: @unchecked Sendable {
     private(set) var port: Int
     private var process: Process?
+    /// Server certificate, key and the authority for client certificates: with them Redis listens
+    /// for TLS only (`--port 0 --tls-port`), and asks clients for certificates when `requireClientCertificates`.
+    private let tls: (certificates: TestCertificates, requireClientCertificates: Bool)?
 
     /// Starts on a free port; if another process took the port first (suites run in parallel), tries another.
-    init() throws {
+    init(tls: TestCertificates? = nil, requireClientCertificates: Bool = false) throws {
+        self.tls = tls.map { ($0, requireClientCertificates) }
         self.port = try Self.freePort()
         for attempt in 1...5 {
             do {
@@ -42,10 +46,19 @@ final class RedisServerProcess: @unchecked Sendable {
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = [
+        var arguments = [
             "--port", "\(self.port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--daemonize", "no", "--loglevel", "warning", "--enable-debug-command", "local",
         ]
+        if let (certificates, requireClientCertificates) = self.tls {
+            arguments[1] = "0"
+            arguments += [
+                "--tls-port", "\(self.port)", "--tls-cert-file", certificates.serverCertificate,
+                "--tls-key-file", certificates.serverKey, "--tls-ca-cert-file", certificates.caCertificate,
+                "--tls-auth-clients", requireClientCertificates ? "yes" : "no",
+            ]
+        }
+        process.arguments = arguments
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()

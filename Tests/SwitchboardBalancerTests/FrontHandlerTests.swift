@@ -122,7 +122,8 @@ import Testing
         for _ in 0..<2 {
             let channel = EmbeddedChannel(loop: loop)
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
-            let link = TunnelLink(node: configuration.nodes[0], router: router, connectStarted: start, idleTimeout: .seconds(1))
+            let link = TunnelLink(
+                node: configuration.nodes[0], router: router, acceptedAt: start, connectStarted: start, idleTimeout: .seconds(1))
             link.startIdleTimer(client: channel, sweeper: sweeper)
             channels.append(channel)
             links.append(link)

@@ -27,6 +27,22 @@ struct ClientMessageTests {
             == .command(ClientCommand(id: 7, method: .history(HistoryParams(channel: "c", limit: 5, reverse: true)))))
         #expect(try message(#"{"id":8,"ping":{}}"#) == .command(ClientCommand(id: 8, method: .ping)))
         #expect(try message(#"{"id":9,"rpc":{}}"#) == .command(ClientCommand(id: 9, method: .unknown("rpc"))))
+        #expect(try message(#"{"id":10,"refresh":{"token":"t2"}}"#) == .command(ClientCommand(id: 10, method: .refresh(token: "t2"))))
+        #expect(try message(#"{"id":11,"subRefresh":{"channel":"$c","token":"t3"}}"#)
+            == .command(ClientCommand(id: 11, method: .subRefresh(channel: "$c", token: "t3"))))
+    }
+
+    @Test("refresh and subRefresh need a non-empty token (and subRefresh a valid channel): 107, the connection stays", arguments: [
+        #"{"id":1,"refresh":{}}"#, #"{"id":1,"refresh":{"token":""}}"#, #"{"id":1,"refresh":{"token":5}}"#,
+        #"{"id":1,"subRefresh":{"token":"t"}}"#, #"{"id":1,"subRefresh":{"channel":"c"}}"#, #"{"id":1,"subRefresh":{"channel":"","token":"t"}}"#,
+    ])
+    func refreshParameters(_ text: String) throws {
+        guard case .invalid(let id, let error) = try self.message(text) else {
+            Issue.record("\(text) was not refused")
+            return
+        }
+        #expect(id == 1)
+        #expect(error.code == .badRequest)
     }
 
     @Test("frames that break the protocol", arguments: [

@@ -33,3 +33,22 @@ struct ResumeIDTests {
         #expect(Base64URL.decode("YQ") == [0x61])
     }
 }
+
+@Suite("Base64URL")
+struct Base64URLTests {
+    @Test("every length round-trips, padded or not")
+    func roundTrip() {
+        for length in 0..<70 {
+            let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
+            let text = Base64URL.encode(bytes)
+            #expect(Base64URL.decode(Substring(text)) == bytes)
+            let padded = text + String(repeating: "=", count: (4 - text.utf8.count % 4) % 4)
+            #expect(Base64URL.decode(Substring(padded)) == bytes)
+        }
+    }
+
+    @Test("not base64url", arguments: ["a+b/", "ab c", "A", "AB=", "AB===", "QQ=x", "QR", "QUF=", "é"])
+    func refused(_ text: String) {
+        #expect(Base64URL.decode(Substring(text)) == nil)
+    }
+}

@@ -8,9 +8,7 @@ import Testing
 struct LoopbackClientTests {
     @Test("a read with nothing to read throws LoopbackReadTimeout at its deadline, and a later read still works")
     func readTimesOut() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let (node, port) = try await NodeLoopbackTests.startNode()
-        do {
+        try await LoopbackNode.run { node, port, group in
             var ws = try await LoopbackClient.connect(port: port, group: group)
             #expect(try await ws.upgrade() == 101)
             // Connected, nothing sent: the node sends nothing either.
@@ -22,12 +20,6 @@ struct LoopbackClientTests {
             // The stale deadline is ignored: the next read gets the connect reply.
             try await ws.send(TestFrames.text(#"{"id":1,"connect":{}}"#))
             #expect(try await ws.readMessage()?.contains(#""client":"#) == true)
-        } catch {
-            await node.stop()
-            try await group.shutdownGracefully()
-            throw error
         }
-        await node.stop()
-        try await group.shutdownGracefully()
     }
 }

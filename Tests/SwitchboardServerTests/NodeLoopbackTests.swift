@@ -28,90 +28,95 @@ struct NodeLoopbackTests {
 
     @Test("handshake, connect, subscribe, and a publication from the HTTP API arrives")
     func publishThroughAPI() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let (node, port) = try await Self.startNode()
-        var ws = try await LoopbackClient.connect(port: port, group: group)
-        #expect(try await ws.upgrade() == 101)
-        try await ws.send(TestFrames.text(#"{"id":1,"connect":{}}"#))
-        #expect(try await ws.readMessage()?.contains(#""client":"#) == true)
-        try await ws.send(TestFrames.text(#"{"id":2,"subscribe":{"channel":"news"}}"#))
-        #expect(try await ws.readMessage { $0.contains(#""id":2"#) }?.contains(#""offset":0"#) == true)
-        let (status, body) = try await apiPublish(port: port, group: group, channel: "news", data: #"{"headline":"hi"}"#)
-        #expect(status == 200)
-        #expect(body.contains(#""offset":1"#))
-        let pub = try await ws.readMessage { $0.contains("pub") }
-        #expect(pub?.contains(#""data":{"headline":"hi"}"#) == true)
-        await node.stop()
-        try await group.shutdownGracefully()
+        try await LoopbackNode.run { node, port, group in
+            var ws = try await LoopbackClient.connect(port: port, group: group)
+            #expect(try await ws.upgrade() == 101)
+            try await ws.send(TestFrames.text(#"{"id":1,"connect":{}}"#))
+            #expect(try await ws.readMessage()?.contains(#""client":"#) == true)
+            try await ws.send(TestFrames.text(#"{"id":2,"subscribe":{"channel":"news"}}"#))
+            #expect(try await ws.readMessage { $0.contains(#""id":2"#) }?.contains(#""offset":0"#) == true)
+            let (status, body) = try await apiPublish(port: port, group: group, channel: "news", data: #"{"headline":"hi"}"#)
+            #expect(status == 200)
+            #expect(body.contains(#""offset":1"#))
+            let pub = try await ws.readMessage { $0.contains("pub") }
+            #expect(pub?.contains(#""data":{"headline":"hi"}"#) == true)
+        }
     }
 
     @Test("/metrics counts connections, publications and deliveries")
     func metrics() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let (node, port) = try await Self.startNode()
-        var ws = try await LoopbackClient.connect(port: port, group: group)
-        #expect(try await ws.upgrade() == 101)
-        try await ws.send(TestFrames.text(#"{"id":1,"connect":{}}"#))
-        _ = try await ws.readMessage()
-        try await ws.send(TestFrames.text(#"{"id":2,"subscribe":{"channel":"m"}}"#))
-        _ = try await ws.readMessage { $0.contains(#""id":2"#) }
-        for i in 0..<3 {
-            _ = try await apiPublish(port: port, group: group, channel: "m", data: "\(i)")
-            _ = try await ws.readMessage { $0.contains("pub") }
+        try await LoopbackNode.run { node, port, group in
+            var ws = try await LoopbackClient.connect(port: port, group: group)
+            #expect(try await ws.upgrade() == 101)
+            try await ws.send(TestFrames.text(#"{"id":1,"connect":{}}"#))
+            _ = try await ws.readMessage()
+            try await ws.send(TestFrames.text(#"{"id":2,"subscribe":{"channel":"m"}}"#))
+            _ = try await ws.readMessage { $0.contains(#""id":2"#) }
+            for i in 0..<3 {
+                _ = try await apiPublish(port: port, group: group, channel: "m", data: "\(i)")
+                _ = try await ws.readMessage { $0.contains("pub") }
+            }
+            // Loops hand their counts over once a second: scrape until they are in (bounded), then check.
+            var status = 0
+            var body = ""
+            var lines = Set<String>()
+            let deadline = ContinuousClock.now + .seconds(10)
+            repeat {
+                if !lines.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
+                var http = try await LoopbackClient.connect(port: port, group: group)
+                try await http.send("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                (status, body) = try await http.readHTTPResponse()
+                lines = Set(body.split(separator: "\n").map(String.init))
+            } while !(lines.contains("switchboard_publications_total 3") && lines.contains("switchboard_deliveries_total 3"))
+                && ContinuousClock.now < deadline
+            #expect(status == 200)
+            #expect(lines.contains(#"switchboard_connections{transport="websocket"} 1"#) || lines.contains(#"switchboard_connections{transport="websocket"} 1.0"#))
+            #expect(lines.contains("switchboard_publications_total 3"))
+            #expect(lines.contains("switchboard_deliveries_total 3"))
+            #expect(body.contains("switchboard_publish_to_deliver_seconds_count"))
         }
-        // Loops hand their counts over once a second.
-        try await Task.sleep(nanoseconds: 1_500_000_000)
-        var http = try await LoopbackClient.connect(port: port, group: group)
-        try await http.send("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        let (status, body) = try await http.readHTTPResponse()
-        #expect(status == 200)
-        let lines = Set(body.split(separator: "\n").map(String.init))
-        #expect(lines.contains(#"switchboard_connections{transport="websocket"} 1"#) || lines.contains(#"switchboard_connections{transport="websocket"} 1.0"#))
-        #expect(lines.contains("switchboard_publications_total 3"))
-        #expect(lines.contains("switchboard_deliveries_total 3"))
-        #expect(body.contains("switchboard_publish_to_deliver_seconds_count"))
-        await node.stop()
-        try await group.shutdownGracefully()
     }
 
     @Test("a wrong API key gets 401 and a non-JSON body 400")
     func apiErrors() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let (node, port) = try await Self.startNode()
-        var http = try await LoopbackClient.connect(port: port, group: group)
-        try await http.send("POST /api/info HTTP/1.1\r\nHost: x\r\nAuthorization: apikey wrong\r\nContent-Length: 2\r\n\r\n{}")
-        #expect(try await http.readHTTPResponse().status == 401)
-        try await http.send("POST /api/info HTTP/1.1\r\nHost: x\r\nAuthorization: apikey test-key\r\nContent-Length: 3\r\n\r\n{x}")
-        #expect(try await http.readHTTPResponse().status == 400)
-        try await http.send("POST /api/info HTTP/1.1\r\nHost: x\r\nAuthorization: apikey test-key\r\nContent-Length: 2\r\n\r\n{}")
-        let info = try await http.readHTTPResponse()
-        #expect(info.status == 200 && info.body.contains(#""nodes":["#))
-        await node.stop()
-        try await group.shutdownGracefully()
+        try await LoopbackNode.run { node, port, group in
+            var http = try await LoopbackClient.connect(port: port, group: group)
+            try await http.send("POST /api/info HTTP/1.1\r\nHost: x\r\nAuthorization: apikey wrong\r\nContent-Length: 2\r\n\r\n{}")
+            #expect(try await http.readHTTPResponse().status == 401)
+            try await http.send("POST /api/info HTTP/1.1\r\nHost: x\r\nAuthorization: apikey test-key\r\nContent-Length: 3\r\n\r\n{x}")
+            #expect(try await http.readHTTPResponse().status == 400)
+            try await http.send("POST /api/info HTTP/1.1\r\nHost: x\r\nAuthorization: apikey test-key\r\nContent-Length: 2\r\n\r\n{}")
+            let info = try await http.readHTTPResponse()
+            #expect(info.status == 200 && info.body.contains(#""nodes":["#))
+        }
     }
 
     @Test("drain: readiness fails, clients get the disconnect push and close 3001")
     func drain() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let (node, port) = try await Self.startNode { $0.drainSeconds = 4 }
-        var ws = try await LoopbackClient.connect(port: port, group: group)
-        #expect(try await ws.upgrade() == 101)
-        try await ws.send(TestFrames.text(#"{"id":1,"connect":{}}"#))
-        _ = try await ws.readMessage()
-        let drain = Task { await node.drain() }
-        try await Task.sleep(nanoseconds: 100_000_000)
-        var http = try await LoopbackClient.connect(port: port, group: group)
-        try await http.send("GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
-        #expect(try await http.readHTTPResponse().status == 503)
-        let push = try await ws.readMessage { $0.contains("disconnect") }
-        #expect(push == #"{"disconnect":{"code":3001,"reason":"shutdown","reconnect":true}}"#)
-        var close: TestFrames.ServerFrame?
-        while let frame = try await ws.readFrame() {
-            if frame.opcode == 0x8 { close = frame; break }
+        try await LoopbackNode.run(configure: { $0.drainSeconds = 4 }) { node, port, group in
+            var ws = try await LoopbackClient.connect(port: port, group: group)
+            #expect(try await ws.upgrade() == 101)
+            try await ws.send(TestFrames.text(#"{"id":1,"connect":{}}"#))
+            _ = try await ws.readMessage()
+            let drain = Task { await node.drain() }
+            // Readiness turns 503 once the drain has begun: asked until it does (bounded), not after a sleep.
+            var ready = 0
+            let deadline = ContinuousClock.now + .seconds(3)
+            repeat {
+                if ready != 0 { try await Task.sleep(for: .milliseconds(20)) }
+                var http = try await LoopbackClient.connect(port: port, group: group)
+                try await http.send("GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                ready = try await http.readHTTPResponse().status
+            } while ready != 503 && ContinuousClock.now < deadline
+            #expect(ready == 503)
+            let push = try await ws.readMessage { $0.contains("disconnect") }
+            #expect(push == #"{"disconnect":{"code":3001,"reason":"shutdown","reconnect":true}}"#)
+            var close: TestFrames.ServerFrame?
+            while let frame = try await ws.readFrame() {
+                if frame.opcode == 0x8 { close = frame; break }
+            }
+            #expect(close?.closeCode == 3001)
+            await drain.value
         }
-        #expect(close?.closeCode == 3001)
-        await drain.value
-        await node.stop()
-        try await group.shutdownGracefully()
     }
 }

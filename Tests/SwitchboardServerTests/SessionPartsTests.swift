@@ -70,7 +70,7 @@ struct SessionLivenessTests {
     @Test("silence brings a ping; no answer within the pong timeout closes with 3006; an answer keeps it")
     func pingPong() {
         var liveness = SessionLiveness(now: start)
-        liveness.didConnect(tokenDeadline: nil)
+        liveness.didConnect(tokenExpiry: nil)
         #expect(liveness.tick(now: start + .seconds(20), pingInterval: 25, pongTimeout: 10, expectsPong: true) == .none)
         #expect(liveness.tick(now: start + .seconds(25), pingInterval: 25, pongTimeout: 10, expectsPong: true) == .ping)
         liveness.didWritePing()
@@ -79,7 +79,7 @@ struct SessionLivenessTests {
         #expect(liveness.tick(now: start + .seconds(35), pingInterval: 25, pongTimeout: 10, expectsPong: true) == .close(.noPong, push: false))
 
         var answered = SessionLiveness(now: start)
-        answered.didConnect(tokenDeadline: nil)
+        answered.didConnect(tokenExpiry: nil)
         _ = answered.tick(now: start + .seconds(25), pingInterval: 25, pongTimeout: 10, expectsPong: true)
         answered.didReceive()
         #expect(!answered.isAwaitingPong)
@@ -90,7 +90,7 @@ struct SessionLivenessTests {
     @Test("writes count as activity: a busy connection is not pinged")
     func writesDelayPings() {
         var liveness = SessionLiveness(now: start)
-        liveness.didConnect(tokenDeadline: nil)
+        liveness.didConnect(tokenExpiry: nil)
         for second in stride(from: 5, through: 60, by: 5) {
             liveness.didWrite()
             #expect(liveness.tick(now: start + .seconds(Int64(second)), pingInterval: 25, pongTimeout: 10, expectsPong: true) == .none)
@@ -100,7 +100,7 @@ struct SessionLivenessTests {
     @Test("transports that cannot answer get keep-alive pings and are never closed for a missing pong")
     func keepAliveOnly() {
         var liveness = SessionLiveness(now: start)
-        liveness.didConnect(tokenDeadline: nil)
+        liveness.didConnect(tokenExpiry: nil)
         #expect(liveness.tick(now: start + .seconds(25), pingInterval: 25, pongTimeout: 10, expectsPong: false) == .ping)
         #expect(!liveness.isAwaitingPong)
         #expect(liveness.tick(now: start + .seconds(50), pingInterval: 25, pongTimeout: 10, expectsPong: false) == .ping)
@@ -108,11 +108,56 @@ struct SessionLivenessTests {
 
     @Test("an expired token closes with 3503 and a push; no pings when the interval is 0")
     func token() {
-        var liveness = SessionLiveness(now: start)
-        liveness.didConnect(tokenDeadline: start + .seconds(30))
+        var liveness = SessionLiveness(now: start, refreshGrace: .seconds(25))
+        liveness.didConnect(tokenExpiry: start + .seconds(30))
         #expect(liveness.tick(now: start + .seconds(100), pingInterval: 0, pongTimeout: 10, expectsPong: true) == .close(.tokenExpired, push: true))
         var silent = SessionLiveness(now: start)
-        silent.didConnect(tokenDeadline: nil)
+        silent.didConnect(tokenExpiry: nil)
         #expect(silent.tick(now: start + .seconds(1000), pingInterval: 0, pongTimeout: 10, expectsPong: true) == .none)
+    }
+
+    @Test("a connection token: ttl counts down, the close waits for expiry plus the grace, a refresh moves it")
+    func tokenGraceAndRefresh() {
+        var liveness = SessionLiveness(now: start, refreshGrace: .seconds(25))
+        liveness.didConnect(tokenExpiry: start + .seconds(30))
+        #expect(liveness.tokenTTL(now: start) == 30)
+        #expect(liveness.tokenTTL(now: start + .milliseconds(10_500)) == 19)
+        #expect(liveness.tokenTTL(now: start + .seconds(40)) == 0)
+        // Expired but within the grace: nothing yet.
+        #expect(liveness.tick(now: start + .seconds(54), pingInterval: 0, pongTimeout: 10, expectsPong: true) == .none)
+        // Refreshed within the grace: the new expiry counts.
+        liveness.didRefresh(tokenExpiry: start + .seconds(120))
+        #expect(liveness.tokenTTL(now: start + .seconds(54)) == 66)
+        #expect(liveness.tick(now: start + .seconds(144), pingInterval: 0, pongTimeout: 10, expectsPong: true) == .none)
+        #expect(liveness.tick(now: start + .seconds(145), pingInterval: 0, pongTimeout: 10, expectsPong: true) == .close(.tokenExpired, push: true))
+        // A refresh with a token that never expires ends the deadline.
+        var forever = SessionLiveness(now: start, refreshGrace: .seconds(25))
+        forever.didConnect(tokenExpiry: start + .seconds(1))
+        forever.didRefresh(tokenExpiry: nil)
+        #expect(forever.tokenTTL(now: start) == nil)
+        #expect(forever.tick(now: start + .seconds(10_000), pingInterval: 0, pongTimeout: 10, expectsPong: true) == .none)
+    }
+
+    @Test("subscription tokens: each channel ends after its expiry plus the grace, once; refreshed or removed ones do not")
+    func subscriptionExpiries() {
+        var liveness = SessionLiveness(now: start, refreshGrace: .seconds(5))
+        liveness.didConnect(tokenExpiry: nil)
+        liveness.setSubscriptionExpiry("a", start + .seconds(10))
+        liveness.setSubscriptionExpiry("b", start + .seconds(20))
+        liveness.setSubscriptionExpiry("c", start + .seconds(10))
+        liveness.setSubscriptionExpiry("d", nil)
+        #expect(liveness.subscriptionTTL("a", now: start) == 10)
+        #expect(liveness.subscriptionTTL("d", now: start) == nil)
+        #expect(liveness.subscriptionTTL("zz", now: start) == nil)
+        #expect(liveness.expiredSubscriptions(now: start + .seconds(14)) == [])
+        liveness.setSubscriptionExpiry("c", start + .seconds(60))  // refreshed
+        #expect(liveness.expiredSubscriptions(now: start + .seconds(15)) == ["a"])
+        #expect(liveness.expiredSubscriptions(now: start + .seconds(15)) == [], "reported once")
+        liveness.setSubscriptionExpiry("b", nil)  // unsubscribed (or refreshed without exp)
+        #expect(liveness.expiredSubscriptions(now: start + .seconds(30)) == [])
+        #expect(liveness.expiredSubscriptions(now: start + .seconds(65)) == ["c"])
+        #expect(liveness.subscriptionTTL("c", now: start + .seconds(65)) == nil, "forgotten once reported")
+        // The connection itself is unaffected by subscription expiries.
+        #expect(liveness.tick(now: start + .seconds(65), pingInterval: 0, pongTimeout: 10, expectsPong: true) == .none)
     }
 }

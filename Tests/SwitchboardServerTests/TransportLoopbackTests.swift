@@ -83,98 +83,94 @@ struct TransportLoopbackTests {
 
     @Test("a stream gets the connect reply, POSTed commands' replies and publications; every event's id holds the positions")
     func streamAndCommands() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let (node, port) = try await NodeLoopbackTests.startNode()
-        var stream = try await Self.open(port: port, group: group)
-        let connected = try #require(try await stream.next())
-        #expect(connected.data.hasPrefix(#"{"id":1,"result":{"client":"#))
-        #expect(connected.data.contains(#""pong":false"#))
-        let session = try #require(Self.session(of: connected))
+        try await LoopbackNode.run { node, port, group in
+            var stream = try await Self.open(port: port, group: group)
+            let connected = try #require(try await stream.next())
+            #expect(connected.data.hasPrefix(#"{"id":1,"result":{"client":"#))
+            #expect(connected.data.contains(#""pong":false"#))
+            let session = try #require(Self.session(of: connected))
 
-        let (status, answer) = try await Self.post(port: port, group: group, path: "/sse?session=\(session)", body:
-            #"{"id":2,"subscribe":{"channel":"news"}}"# + "\n" + #"{"id":3,"publish":{"channel":"news","data":"hi"}}"#)
-        #expect(status == 202)
-        #expect(answer == #"{"accepted":2}"#)
-        var seen: [Event] = []
-        while seen.count < 3, let event = try await stream.next() { seen.append(event) }
-        #expect(seen[0].data.hasPrefix(#"{"id":2,"result":"#))
-        // The publish reply and the publication itself may come in either order.
-        #expect(seen.filter { $0.data.hasPrefix(#"{"id":3,"result":{"offset":1"#) }.count == 1)
-        let pub = try #require(seen.first { $0.data.hasPrefix(#"{"channel":"news","pub":{"offset":1"#) })
-        let resumed = try ResumeID.decode(Substring(try #require(pub.id)))
-        #expect(resumed.map(\.channel) == ["news"])
-        #expect(resumed.first?.since?.offset == 1)
+            let (status, answer) = try await Self.post(port: port, group: group, path: "/sse?session=\(session)", body:
+                #"{"id":2,"subscribe":{"channel":"news"}}"# + "\n" + #"{"id":3,"publish":{"channel":"news","data":"hi"}}"#)
+            #expect(status == 202)
+            #expect(answer == #"{"accepted":2}"#)
+            var seen: [Event] = []
+            while seen.count < 3, let event = try await stream.next() { seen.append(event) }
+            #expect(seen[0].data.hasPrefix(#"{"id":2,"result":"#))
+            // The publish reply and the publication itself may come in either order.
+            #expect(seen.filter { $0.data.hasPrefix(#"{"id":3,"result":{"offset":1"#) }.count == 1)
+            let pub = try #require(seen.first { $0.data.hasPrefix(#"{"channel":"news","pub":{"offset":1"#) })
+            let resumed = try ResumeID.decode(Substring(try #require(pub.id)))
+            #expect(resumed.map(\.channel) == ["news"])
+            #expect(resumed.first?.since?.offset == 1)
 
-        // A bad body is refused whole; the session goes on.
-        let (badStatus, badAnswer) = try await Self.post(port: port, group: group, path: "/sse?session=\(session)", body: #"{"id":4,"ping":{}} nonsense"#)
-        #expect(badStatus == 400)
-        #expect(badAnswer.contains(#""code":107"#))
-        let wrongSecret = session.dropLast() + (session.hasSuffix("0") ? "1" : "0")
-        let (wrongStatus, _) = try await Self.post(port: port, group: group, path: "/sse?session=\(wrongSecret)", body: #"{"id":5,"ping":{}}"#)
-        #expect(wrongStatus == 404)
-        let (okStatus, _) = try await Self.post(port: port, group: group, path: "/sse?session=\(session)", body: #"{"id":6,"ping":{}}"#)
-        #expect(okStatus == 202)
-        #expect(try await stream.next()?.data == #"{"id":6,"result":{}}"#)
-        await node.stop()
-        try await group.shutdownGracefully()
+            // A bad body is refused whole; the session goes on.
+            let (badStatus, badAnswer) = try await Self.post(port: port, group: group, path: "/sse?session=\(session)", body: #"{"id":4,"ping":{}} nonsense"#)
+            #expect(badStatus == 400)
+            #expect(badAnswer.contains(#""code":107"#))
+            let wrongSecret = session.dropLast() + (session.hasSuffix("0") ? "1" : "0")
+            let (wrongStatus, _) = try await Self.post(port: port, group: group, path: "/sse?session=\(wrongSecret)", body: #"{"id":5,"ping":{}}"#)
+            #expect(wrongStatus == 404)
+            let (okStatus, _) = try await Self.post(port: port, group: group, path: "/sse?session=\(session)", body: #"{"id":6,"ping":{}}"#)
+            #expect(okStatus == 202)
+            #expect(try await stream.next()?.data == #"{"id":6,"result":{}}"#)
+        }
     }
 
     @Test("a new stream with Last-Event-ID gets what was published in between, once, in order")
     func resume() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let (node, port) = try await NodeLoopbackTests.startNode()
-        let connect = HTTPQueryEncoding.encode(#"{"subs":{"feed":{}}}"#)
-        var first = try await Self.open(port: port, group: group, query: "?connect=\(connect)")
-        let connected = try #require(try await first.next())
-        #expect(connected.data.contains(#""feed":{"offset":0"#))
-        _ = try await Self.post(port: port, group: group, path: "/rpc", body: #"{"id":1,"publish":{"channel":"feed","data":1}}"#)
-        let pub = try #require(try await first.next())
-        #expect(pub.data.contains(#""offset":1"#))
-        try await first.client.channel.close()
-        for i in 2...4 {
-            _ = try await Self.post(port: port, group: group, path: "/rpc", body: #"{"id":1,"publish":{"channel":"feed","data":\#(i)}}"#)
+        try await LoopbackNode.run { node, port, group in
+            let connect = HTTPQueryEncoding.encode(#"{"subs":{"feed":{}}}"#)
+            var first = try await Self.open(port: port, group: group, query: "?connect=\(connect)")
+            let connected = try #require(try await first.next())
+            #expect(connected.data.contains(#""feed":{"offset":0"#))
+            _ = try await Self.post(port: port, group: group, path: "/rpc", body: #"{"id":1,"publish":{"channel":"feed","data":1}}"#)
+            let pub = try #require(try await first.next())
+            #expect(pub.data.contains(#""offset":1"#))
+            try await first.client.channel.close()
+            for i in 2...4 {
+                _ = try await Self.post(port: port, group: group, path: "/rpc", body: #"{"id":1,"publish":{"channel":"feed","data":\#(i)}}"#)
+            }
+            var second = try await Self.open(port: port, group: group, query: "?connect=\(connect)", lastEventID: pub.id)
+            let reconnected = try #require(try await second.next())
+            #expect(reconnected.data.contains(#""recovered":true"#))
+            // The missed publications ride in the subscribe result, oldest first, and nothing else repeats them.
+            let offsets = reconnected.data.components(separatedBy: #""offset":"#).dropFirst().compactMap { Int($0.prefix { $0.isNumber }) }
+            #expect(offsets == [4, 2, 3, 4])
         }
-        var second = try await Self.open(port: port, group: group, query: "?connect=\(connect)", lastEventID: pub.id)
-        let reconnected = try #require(try await second.next())
-        #expect(reconnected.data.contains(#""recovered":true"#))
-        // The missed publications ride in the subscribe result, oldest first, and nothing else repeats them.
-        let offsets = reconnected.data.components(separatedBy: #""offset":"#).dropFirst().compactMap { Int($0.prefix { $0.isNumber }) }
-        #expect(offsets == [4, 2, 3, 4])
-        await node.stop()
-        try await group.shutdownGracefully()
     }
 
     @Test("a waiting poll is answered by the next publication; a poll without a position gets one; a quiet poll times out empty")
     func poll() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let (node, port) = try await NodeLoopbackTests.startNode()
-        let (status, first) = try await Self.post(port: port, group: group, path: "/poll", body: #"{"subs":{"p":{}}}"#)
-        #expect(status == 200)
-        #expect(first.hasPrefix(#"[{"channel":"p","position":{"offset":0,"epoch":""#))
-        let epoch = String(first.split(separator: "\"")[11])
-        async let waiting = Self.post(port: port, group: group, path: "/poll", body: #"{"subs":{"p":{"offset":0,"epoch":"\#(epoch)"}},"timeout":20}"#)
-        try await Task.sleep(nanoseconds: 200_000_000)
-        _ = try await Self.post(port: port, group: group, path: "/rpc", body: #"{"id":1,"publish":{"channel":"p","data":"x"}}"#)
-        let (waitStatus, answer) = try await waiting
-        #expect(waitStatus == 200)
-        #expect(answer.hasPrefix(#"[{"channel":"p","pub":{"offset":1,"data":"x""#))
-        let started = NIODeadline.now()
-        let (_, quiet) = try await Self.post(port: port, group: group, path: "/poll", body: #"{"subs":{"p":{"offset":1,"epoch":"\#(epoch)"}},"timeout":0.3}"#)
-        #expect(quiet == "[]")
-        #expect(NIODeadline.now() - started >= .milliseconds(250))
-        let (tooMany, _) = try await Self.post(port: port, group: group, path: "/poll", body: #"{"subs":"x"}"#)
-        #expect(tooMany == 400)
-        for path in ["/poll", "/rpc", "/sse?session=x-0-1.0123456789abcdef0123456789abcdef"] {
-            // A body that is not UTF-8 is refused, not read with replacement characters.
-            var http = try await LoopbackClient.connect(port: port, group: group)
-            let body: [UInt8] = Array(#"{"subs":{"p\#u{00}":{}}}"#.utf8.prefix(10)) + [0xCD, 0x22, 0x7D]
-            try await http.send(Array("POST \(path) HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n".utf8) + body)
-            let (status, answer) = try await http.readHTTPResponse()
-            #expect(status == 400, "\(path)")
-            #expect(answer.contains("UTF-8"), "\(path): \(answer)")
+        try await LoopbackNode.run { node, port, group in
+            let (status, first) = try await Self.post(port: port, group: group, path: "/poll", body: #"{"subs":{"p":{}}}"#)
+            #expect(status == 200)
+            #expect(first.hasPrefix(#"[{"channel":"p","position":{"offset":0,"epoch":""#))
+            let epoch = String(first.split(separator: "\"")[11])
+            async let waiting = Self.post(port: port, group: group, path: "/poll", body: #"{"subs":{"p":{"offset":0,"epoch":"\#(epoch)"}},"timeout":20}"#)
+            // Not a synchronisation: a poll from offset 0 returns the publication whether it was
+            // already waiting or not; the pause only makes "waiting" the likely case.
+            try await Task.sleep(nanoseconds: 200_000_000)
+            _ = try await Self.post(port: port, group: group, path: "/rpc", body: #"{"id":1,"publish":{"channel":"p","data":"x"}}"#)
+            let (waitStatus, answer) = try await waiting
+            #expect(waitStatus == 200)
+            #expect(answer.hasPrefix(#"[{"channel":"p","pub":{"offset":1,"data":"x""#))
+            let started = NIODeadline.now()
+            let (_, quiet) = try await Self.post(port: port, group: group, path: "/poll", body: #"{"subs":{"p":{"offset":1,"epoch":"\#(epoch)"}},"timeout":0.3}"#)
+            #expect(quiet == "[]")
+            #expect(NIODeadline.now() - started >= .milliseconds(250))
+            let (tooMany, _) = try await Self.post(port: port, group: group, path: "/poll", body: #"{"subs":"x"}"#)
+            #expect(tooMany == 400)
+            for path in ["/poll", "/rpc", "/sse?session=x-0-1.0123456789abcdef0123456789abcdef"] {
+                // A body that is not UTF-8 is refused, not read with replacement characters.
+                var http = try await LoopbackClient.connect(port: port, group: group)
+                let body: [UInt8] = Array(#"{"subs":{"p\#u{00}":{}}}"#.utf8.prefix(10)) + [0xCD, 0x22, 0x7D]
+                try await http.send(Array("POST \(path) HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n".utf8) + body)
+                let (status, answer) = try await http.readHTTPResponse()
+                #expect(status == 400, "\(path)")
+                #expect(answer.contains("UTF-8"), "\(path): \(answer)")
+            }
         }
-        await node.stop()
-        try await group.shutdownGracefully()
     }
 }
 

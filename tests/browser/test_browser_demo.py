@@ -89,8 +89,12 @@ def test_chat_over_forced_transport(transport, node_factory, proxies, browsers):
         wait_counter(alice, "clients", 2, timeout=8)
     else:
         wait_counter(alice, "clients", 0, timeout=6)
-    time.sleep(1)
-    assert alice.texts() == expected and bob.texts() == expected, "a message appeared twice or late"
+    # A sentinel published after everything else: once a page shows it, a late duplicate would show too.
+    publish(node, "sentinel")
+    for p in (alice, bob):
+        p.wait_texts(expected + ["sentinel"], exact=True, timeout=15)
+    assert alice.texts() == expected + ["sentinel"] and bob.texts() == expected + ["sentinel"], \
+        "a message appeared twice or late"
 
 
 @pytest.mark.parametrize("deny,expected", [(("/ws",), "sse"), (("/ws", "/sse"), "longpoll")],
@@ -159,7 +163,7 @@ def test_sse_command_post_404_means_reconnect(node_factory, proxies, browsers):
         posts = [r for r in proxy.requests() if r["method"] == "POST" and r["path"].startswith("/sse")]
         assert posts and all(r["server"] == "r0" and r["status"] == 404 for r in posts), posts
         hits = gone.hits
-        time.sleep(8)
+        time.sleep(8)  # not a synchronisation: the window in which the reconnect rate is measured
         # Backoff 0.5, 1, 2, 4, 8 s... with full jitter: a handful in 8 s, not dozens.
         assert 1 <= gone.hits - hits <= 8, f"{gone.hits - hits} reconnects after a 404 within 8 s"
     finally:
@@ -175,7 +179,7 @@ def test_forced_disconnect_is_final(transport, node_factory, proxies, browsers):
     node.api_result("disconnect", {"client": client_id, "code": 3502, "reason": "banned"})
     page.wait(lambda: page.status()["state"] == "disconnected", 10, "#state disconnected")
     assert page.js("return window.sb.state") == "closed"
-    time.sleep(3)  # more than the first reconnect delays: it must stay down
+    time.sleep(3)  # not a synchronisation: a window longer than the first reconnect delays, it must stay down
     st = page.status()
     assert st["state"] == "disconnected" and page.js("return window.sb.state") == "closed", st
     assert "3502" in " ".join(page.log_lines(10)), page.log_lines(10)
@@ -229,7 +233,7 @@ def test_pings_keep_the_connection(transport, node_factory, proxies, browsers):
     page.wait_ready(transport)
     res = page.js("return window.sb.connectResult")
     assert res["ping"] == 1 and res["pong"] == (transport == "websocket"), res
-    time.sleep(8)
+    time.sleep(8)  # not a synchronisation: the connection must live through 8 pings (its watchdog is ping + 5 s)
     st = page.status()
     assert st["state"] == "connected", st
     assert page.js("return window.sb.connectResult.client") == res["client"], "the connection was replaced"

@@ -42,7 +42,8 @@ class BalancerFactory:
         self.balancers: list[Node] = []
 
     def start(self, nodes: list[Node], *extra: str, check_interval: float = 0.2,
-              log_level: str = "info", drain_seconds: float = 2, tls: bool = False) -> Node:
+              log_level: str = "info", drain_seconds: float = 2, tls: bool = False,
+              env: dict[str, str] | None = None) -> Node:
         args = [binary_path(), "balance", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
                 "--check-interval", str(check_interval), "--log-level", log_level,
                 "--drain-seconds", str(drain_seconds)]
@@ -50,7 +51,7 @@ class BalancerFactory:
             args += ["--node", f"127.0.0.1:{n.port}"]
         args += list(extra)
         log_path = str(self.tmp_path / f"balancer{len(self.balancers)}.log")
-        b = (TLSBalancer if tls else Node)(args, api_key="", log_path=log_path)
+        b = (TLSBalancer if tls else Node)(args, api_key="", log_path=log_path, env=env)
         self.balancers.append(b)
         m = ADMIN_RE.search(b.listen_line)
         assert m, f"no admin address in {b.listen_line!r}"
@@ -255,20 +256,25 @@ class ProxyProcess:
     Exposes `host`, `port` (the main frontend), `http_url`, like an sbclient.Node, so the sbclient
     helpers work through it. `stop()` by PID, always."""
 
-    def __init__(self, kind: str, workdir, ports: dict[int, int], main_port: int):
+    def __init__(self, kind: str, workdir, ports: dict[int, int], main_port: int, src: str | None = None):
         self.kind = kind
         self.host = "127.0.0.1"
         self.port = ports[main_port]
         self.http_url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
         self.api_key = ""
-        src = HAPROXY_CFG if kind == "haproxy" else NGINX_CONF
+        src = src or (HAPROXY_CFG if kind == "haproxy" else NGINX_CONF)
         with open(src) as f:
             text = f.read()
         for example, real in ports.items():
             text = text.replace(f"127.0.0.1:{example}", f"127.0.0.1:{real}")
+            text = text.replace(f"agent-port {example}", f"agent-port {real}")
         if kind == "nginx":
             text = text.replace("/tmp/switchboard-nginx", os.path.join(str(workdir), "nginx"))
+            # Relative certificate paths are relative to the config's directory: make them absolute.
+            text = text.replace("../tls/", os.path.join(os.path.dirname(os.path.abspath(src)), "..", "tls") + "/")
+        else:
+            text = text.replace("crt deploy/tls/", "crt " + os.path.join(REPO_ROOT, "deploy", "tls") + "/")
         self.cfg_path = os.path.join(str(workdir), os.path.basename(src))
         with open(self.cfg_path, "w") as f:
             f.write(text)

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from sbclient import Node, RedisServer, RedisStartError, binary_path, redis_binary, start_redis
+from sbclient import OPEN_PERMISSIONS_YAML, Node, RedisServer, RedisStartError, binary_path, redis_binary, start_redis
 
 _ALL_NODES: list[Node] = []
 _ALL_REDIS: list[RedisServer] = []
@@ -75,7 +75,8 @@ class NodeFactory:
               pong_timeout: float | None = None, token_secret: str | None = None,
               config_text: str | None = None, config_name: str = "switchboard.yaml",
               drain_seconds: float | None = 2, node_name: str | None = None,
-              log_level: str = "info", env: dict[str, str] | None = None) -> Node:
+              log_level: str = "info", env: dict[str, str] | None = None,
+              open_permissions: bool = True, command_limits: bool = False) -> Node:
         api_key = api_key or "e2e-" + secrets.token_hex(8)
         args = [binary_path(), "serve", "--host", "127.0.0.1", "--port", "0",
                 "--api-key", api_key, "--log-level", log_level]
@@ -85,12 +86,18 @@ class NodeFactory:
             args += ["--pong-timeout", _num(pong_timeout)]
         if token_secret is not None:
             args += ["--token-secret", token_secret]
+            if open_permissions and (config_text is None or config_name.endswith((".yaml", ".yml"))):
+                config_text = OPEN_PERMISSIONS_YAML + (config_text or "")
         if drain_seconds is not None:
             args += ["--drain-seconds", _num(drain_seconds)]
         if node_name is not None:
             args += ["--node-name", node_name]
         if config_text is not None:
             args += ["--config", self.write_config(config_text, config_name)]
+        if not command_limits:
+            # Most tests send commands as fast as they can on one connection; the default rate
+            # (2000/s, burst 4000) is tested in test_auth.py with command_limits=True.
+            args += ["--commands-per-second", "1000000", "--command-burst", "1000000"]
         args += list(extra)
         log_path = str(self.tmp_path / f"node{len(self.nodes)}.log")
         node = Node(args, api_key=api_key, log_path=log_path, env=env)

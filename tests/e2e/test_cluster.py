@@ -309,7 +309,9 @@ def test_api_disconnect_and_unsubscribe_reach_other_nodes(cluster):
         assert await api.aapi_result("disconnect", {"user": "frank"}) == {}
         assert await f1.wait_closed() == 3502
         assert await f2.wait_closed() == 3502
-        await asyncio.sleep(0.3)
+        # A sentinel after the disconnect: had g been disconnected too, its close would come first.
+        await api.apublish("u:room", "sentinel")
+        await g.wait_sentinel("u:room")
         assert not g.closed.is_set()
         assert await g.result("ping", {}) == {}
 
@@ -356,15 +358,20 @@ def test_node_sigkill_during_publishing_loses_nothing(cluster):
         epoch = epochs.pop()
         for s in subs:
             await s.wait_position(ch, count, epoch, timeout=15)
-        await asyncio.sleep(0.3)  # room for a late duplicate
+        # A sentinel after everything: a late duplicate would arrive before it.
+        sentinel = await survivors[0].apublish(ch, "sentinel")
+        assert (sentinel["offset"], sentinel["epoch"]) == (count + 1, epoch), sentinel
+        for s in subs:
+            await s.wait_position(ch, count + 1, epoch, timeout=15)
         for s in subs:
             await s.stop()
 
         data = {a["offset"]: a["data"] for a in pub.acked}
+        data[count + 1] = "sentinel"
         for s in subs:
             assert stream_problems(s, ch) == [], s.describe(ch)
-            assert s.received(ch) == [(o, epoch) for o in range(1, count + 1)], s.describe(ch)
-            assert [p["data"] for p in s.pubs(ch)] == [data[o] for o in range(1, count + 1)]
+            assert s.received(ch) == [(o, epoch) for o in range(1, count + 2)], s.describe(ch)
+            assert [p["data"] for p in s.pubs(ch)] == [data[o] for o in range(1, count + 2)]
             assert s.told(ch) == [], f"told of a loss although history held everything: {s.describe(ch)}"
         for s in subs[:3]:
             assert len(s.connections) >= 2, f"{s.name} never reconnected: {s.describe(ch)}"
@@ -455,7 +462,7 @@ def test_redis_restart_during_traffic(cluster):
         await pub.wait_acked(100, 15)
         redis.kill()
         t_kill = time.monotonic()
-        await asyncio.sleep(2)
+        await asyncio.sleep(2)  # not a synchronisation: how long Redis stays down
         await asyncio.to_thread(redis.restart)
         t_back = time.monotonic()
 
@@ -499,7 +506,7 @@ def test_redis_restart_during_traffic(cluster):
         assert last is not None, f"no publish succeeded after the steady run: {pub.failed[-3:]}"
         for s in subs:
             await s.wait_for(lambda s=s: last in s.received(ch), 10, f"final publication {last}")
-        await asyncio.sleep(0.3)
+        # `last` is the sentinel: published after everything, any late duplicate came before it.
         for s in subs:
             await s.stop()
 

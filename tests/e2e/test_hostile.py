@@ -358,7 +358,7 @@ def test_polls_are_capped_per_address(target):
             s.sendall(f"POST /poll HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
             socks.append(s)
         wait_for(lambda: post(target.port, "/poll", json.dumps({"subs": {"capped": {}}, "timeout": 0}).encode())[0] == 429,
-                 5, "the 17th poll from one address to get 429")
+                 15, "the 17th poll from one address to get 429")
         # Another address is not affected.
         body = b'{"subs":{"capped":{}},"timeout":0}'
         out, _ = raw_http(target.port, b"POST /poll HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
@@ -369,7 +369,7 @@ def test_polls_are_capped_per_address(target):
     assert out.startswith(b"HTTP/1.1 200"), out[:100]
     # Once they are gone, the address may poll again.
     wait_for(lambda: post(target.port, "/poll", json.dumps({"subs": {"capped": {}}, "timeout": 0}).encode())[0] == 200,
-             5, "polls allowed again after the waiting ones left")
+             15, "polls allowed again after the waiting ones left")
 
 
 # --------------------------------------------------------------------------
@@ -467,7 +467,7 @@ def test_slow_body_gets_408_and_large_bodies_413_at_once(target):
     # A declared body over the limit is refused before it is sent.
     out, took = raw_http(target.port, b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n", timeout=5)
     assert out.startswith(b"HTTP/1.1 413"), out[:100]
-    assert took < 2
+    assert took < 4  # refused at once, not after the 5 s read
     # A chunked body is refused as soon as it passes the limit, not buffered to 1 MB.
     s = socket.create_connection(("127.0.0.1", target.port), timeout=5)
     try:
@@ -499,7 +499,7 @@ def test_bare_cr_in_a_head_is_refused(target):
         out, took = raw_http(target.port, f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nX: a\rB: c\r\n\r\n".encode(),
                              timeout=5)
         assert out.startswith(b"HTTP/1.1 400"), (path, out[:100])
-        assert took < 2, "the connection must be closed after the 400"
+        assert took < 4, "the connection must be closed after the 400"
 
 
 def test_connection_caps(node_factory):
@@ -536,7 +536,7 @@ def test_connection_caps(node_factory):
     fds_back_to(node, base_fds)
     # Room again once they are gone.
     wait_for(lambda: node.http("GET", "/healthz", timeout=5).status_code == 200, 5, "connections admitted again")
-    assert node.http("GET", "/metrics").text.count('switchboard_refused_connections_total{reason="') == 2
+    assert node.http("GET", "/metrics").text.count('switchboard_refused_connections_total{reason="') == 4  # node, address, rate, user
 
 
 def test_a_flood_of_bad_frames_does_not_touch_other_clients(target):

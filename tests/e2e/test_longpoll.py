@@ -241,7 +241,7 @@ def test_poll_timeout_returns_empty(node):
     epoch = publish(node, ch, "x")["epoch"]
     arr, took = timed_poll(node, {ch: {"offset": 1, "epoch": epoch}}, timeout=1)
     assert arr == [], arr
-    assert 0.8 <= took <= 3.0, f"timeout 1 answered after {took:.2f}s"
+    assert 0.8 <= took <= 4.5, f"timeout 1 answered after {took:.2f}s"
     arr, took = timed_poll(node, {ch: {"offset": 1, "epoch": epoch}}, timeout=0)
     assert arr == [] and took < 1.0, (arr, took)
 

@@ -21,13 +21,15 @@ def test_server_ping_and_pong_timeout(node_factory):
 
         # The silent client gets a ping, then (no pong) a close 3006.
         await silent.wait_until(lambda: len(silent.ping_times) >= 1, 3, "a server ping {}")
-        assert silent.ping_times[0] - t0 < 2.5, "first ping within about one interval"
+        # Bounds generous for a loaded machine: interval 1 s, pong timeout 1 s.
+        assert silent.ping_times[0] - t0 < 4.0, "first ping within about one interval"
         code = await silent.wait_closed(timeout=5)
         assert code == 3006, f"no pong -> close 3006, got {code}"
-        assert silent.closed_at - silent.ping_times[0] < 3.0, "closed about pongTimeout after the ping"
+        assert silent.closed_at - silent.ping_times[0] < 4.0, "closed about pongTimeout after the ping"
 
         # The answering client stays, keeps getting pings, keeps working.
-        await asyncio.sleep(max(0.0, t0 + 4.5 - time.monotonic()))
+        await good.wait_until(lambda: len(good.ping_times) >= 3 or good.closed.is_set(), 15,
+                              "three pings to the answering client")
         assert not good.closed.is_set(), f"answering client was closed with {good.close_code}"
         assert len(good.ping_times) >= 3, f"pings every ~1 s of silence, got {len(good.ping_times)}"
         assert await good.result("ping", {}) == {}

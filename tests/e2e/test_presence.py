@@ -92,8 +92,9 @@ def test_join_push_for_anonymous_client(node):
             j["join"]["client"] == b.id and j["join"]["user"] == "")
         await b.result("unsubscribe", {"channel": ch})
         await a.wait_push(_is_leave(b.id, ch), what="leave push")
-        # Nothing about other channels.
-        await asyncio.sleep(0.1)
+        # Nothing about other channels (a sentinel publication comes after anything that was sent).
+        await node.apublish(ch, "sentinel")
+        await a.wait_sentinel(ch)
         assert all(p.get("channel") == ch for p in a.pushes)
 
     run(main())

@@ -138,11 +138,13 @@ def test_namespace_permissions_and_features(node_factory):
 
 def test_json_config_and_precedence(node_factory):
     """flags > environment > config file > defaults."""
-    cfg = json.dumps({"maxSubscriptions": 3, "apiKey": "from-config", "pingInterval": 7, "tokenSecret": "cfg"})
+    grants = {"allowSubscribeForClient": True, "allowSubscribeForAnonymous": True}
+    cfg = json.dumps({"defaults": grants, "maxSubscriptions": 3, "apiKey": "from-config", "pingInterval": 7,
+                      "tokenSecret": "cfg-secret-0123456789abcdef-0123456789"})
     node = node_factory.start(
         config_text=cfg, config_name="switchboard.json", api_key="from-flag",
         env={"SWITCHBOARD_API_KEY": "from-env", "SWITCHBOARD_PING_INTERVAL": "9",
-             "SWITCHBOARD_TOKEN_SECRET": "env-secret"})
+             "SWITCHBOARD_TOKEN_SECRET": "env-secret-0123456789abcdef-0123456789"})
 
     assert node.api("info", {}, key="from-flag").status_code == 200
     assert node.api("info", {}, key="from-env").status_code == 401
@@ -154,17 +156,19 @@ def test_json_config_and_precedence(node_factory):
         for i in range(3):
             await c.subscribe(f"cfg:{i}")
         assert (await c.error("subscribe", {"channel": "cfg:3"}))["code"] == 106
-        t = await connect(node, token=user_token("env-secret", "erin"))
+        t = await connect(node, token=user_token("env-secret-0123456789abcdef-0123456789", "erin"))
         assert t.info["user"] == "erin"
-        code, _ = await connect_expect_close(node, user_token("cfg", "erin"))
+        code, _ = await connect_expect_close(node, user_token("cfg-secret-0123456789abcdef-0123456789", "erin"))
         assert code == 3500
 
     run(main())
 
 
-def test_token_expiring_during_a_live_connection_closes_3503(token_node):
+def test_token_expiring_during_a_live_connection_closes_3503(node_factory):
     """A token that was valid at connect and expires while the connection is up: the node closes it
-    with 3503 (token expired: the client reconnects only with a new token)."""
+    with 3503 after the refresh grace (token expired: the client reconnects only with a new token)."""
+    token_node = node_factory.start(token_secret=TOKEN_SECRET, config_text="tokens:\n  refreshGrace: 1\n")
+
     async def main():
         c = await connect(token_node, token=user_token(TOKEN_SECRET, "bob", ttl=2))
         await c.subscribe("tok:live")

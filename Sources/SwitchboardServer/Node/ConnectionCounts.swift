@@ -1,10 +1,13 @@
 /// How many connections the node and each client address hold, and whether one
-/// more may come in: the node-wide cap (`--max-connections`) and the per-address
-/// cap (`--max-connections-per-ip`).
+/// more may come in: the node-wide cap (`--max-connections`), the per-address
+/// cap (`--max-connections-per-ip`) and the per-address rate of new connections
+/// (`limits.connectsPerIPPerSecond`).
 ///
 /// A plain value: `ConnectionLimiter` keeps it behind a lock on the accept path
 /// (never on the fan-out path). The per-address table holds only addresses with
-/// a connection open, so it is bounded by the node-wide cap.
+/// a connection open, so it is bounded by the node-wide cap; the rate table only
+/// the addresses that connected in the current second (it is emptied when the
+/// second changes), so it is bounded by what one second's accepts can bring.
 struct ConnectionCounts: Sendable, Hashable {
     /// What happens to a new connection.
     enum Admission: Hashable, Sendable {
@@ -14,23 +17,44 @@ struct ConnectionCounts: Sendable, Hashable {
         case nodeFull
         /// Not counted: this address holds its maximum.
         case addressFull
+        /// Not counted: this address opened its most new connections this second (503, `Retry-After`).
+        case addressRate
     }
 
     let maximum: Int
     let maximumPerAddress: Int
+    /// New connections one address may open per second; 0: no limit.
+    let connectsPerAddressPerSecond: Int
     private(set) var total = 0
     private(set) var byAddress: [String: Int] = [:]
+    /// The second `connectsThisSecond` counts (uptime seconds).
+    private var rateSecond: UInt64 = 0
+    private(set) var connectsThisSecond: [String: Int] = [:]
 
-    init(maximum: Int, maximumPerAddress: Int) {
+    init(maximum: Int, maximumPerAddress: Int, connectsPerAddressPerSecond: Int = 0) {
         self.maximum = max(1, maximum)
         self.maximumPerAddress = max(1, maximumPerAddress)
+        self.connectsPerAddressPerSecond = max(0, connectsPerAddressPerSecond)
     }
 
-    /// - Parameter capped: whether the per-address cap applies (not to a trusted proxy's address).
-    mutating func admit(address: String, capped: Bool = true) -> Admission {
+    /// - Parameters:
+    ///   - capped: whether the per-address cap and rate apply (not to a trusted proxy's address).
+    ///   - second: the current second on a monotonic clock (for the connect rate).
+    mutating func admit(address: String, capped: Bool = true, second: UInt64 = 0) -> Admission {
         guard self.total < self.maximum else { return .nodeFull }
+        let limitsRate = capped && self.connectsPerAddressPerSecond > 0
+        var connects = 0
+        if limitsRate {
+            if second != self.rateSecond {
+                self.rateSecond = second
+                self.connectsThisSecond.removeAll()
+            }
+            connects = self.connectsThisSecond[address, default: 0]
+            guard connects < self.connectsPerAddressPerSecond else { return .addressRate }
+        }
         let current = self.byAddress[address, default: 0]
         guard !capped || current < self.maximumPerAddress else { return .addressFull }
+        if limitsRate { self.connectsThisSecond[address] = connects + 1 }
         self.byAddress[address] = current + 1
         self.total += 1
         return .admitted

@@ -1,16 +1,19 @@
 import Foundation
 import NIOConcurrencyHelpers
+import NIOCore
 
 /// The node's `ConnectionCounts`, shared by every event loop's accepts.
 final class ConnectionLimiter: Sendable {
     private let counts: NIOLockedValueBox<ConnectionCounts>
 
-    init(maximum: Int, maximumPerAddress: Int) {
-        self.counts = NIOLockedValueBox(ConnectionCounts(maximum: maximum, maximumPerAddress: maximumPerAddress))
+    init(maximum: Int, maximumPerAddress: Int, connectsPerAddressPerSecond: Int = 0) {
+        self.counts = NIOLockedValueBox(
+            ConnectionCounts(maximum: maximum, maximumPerAddress: maximumPerAddress, connectsPerAddressPerSecond: connectsPerAddressPerSecond))
     }
 
     func admit(address: String, capped: Bool = true) -> ConnectionCounts.Admission {
-        self.counts.withLockedValue { $0.admit(address: address, capped: capped) }
+        let second = NIODeadline.now().uptimeNanoseconds / 1_000_000_000
+        return self.counts.withLockedValue { $0.admit(address: address, capped: capped, second: second) }
     }
 
     func release(address: String) {
@@ -18,6 +21,9 @@ final class ConnectionLimiter: Sendable {
     }
 
     var total: Int { self.counts.withLockedValue { $0.total } }
+
+    /// The node-wide cap.
+    var maximum: Int { self.counts.withLockedValue { $0.maximum } }
 
     /// Connections the open-files limit leaves room for: the soft `RLIMIT_NOFILE` less
     /// `reserve` descriptors for the listener, Redis, logs and files.

@@ -24,6 +24,7 @@ extension NodeContext {
         WebSocketUpgrader(
             accepts: { head in
                 !self.isDraining && Route(uri: head.uri).acceptsUpgrade(echoEnabled: self.configuration.echoEndpoint)
+                    && self.admitsOrigin(head)
             },
             installHandlers: { channel, head in
                 try self.addWebSocketHandlers(to: channel, echo: Route(uri: head.uri) == .echo)
@@ -34,7 +35,10 @@ extension NodeContext {
     /// The full HTTP/1.1 pipeline (NIO's decoder with tight limits, the upgrader, `HTTPHandler`)
     /// under the connection's head deadline.
     func addHTTPHandlers(to channel: any Channel, upgrader: WebSocketUpgrader, headDeadline: NIODeadline) throws {
-        let httpHandler = HTTPHandler(node: self, clientAddress: channel.remoteAddress?.ipAddress ?? "", headDeadline: headDeadline)
+        // Behind a trusted proxy the client's address is the one the proxy named.
+        let clientAddress = (try? channel.pipeline.syncOperations.handler(type: ProxyProtocolHandler.self))?.clientAddress
+            ?? channel.remoteAddress?.ipAddress ?? ""
+        let httpHandler = HTTPHandler(node: self, clientAddress: clientAddress, headDeadline: headDeadline)
         let boundHTTPHandler = NIOLoopBound(httpHandler, eventLoop: channel.eventLoop)
         var limits = NIOHTTPDecoderLimitConfiguration()
         limits.maxHeaderFieldSize = 8192

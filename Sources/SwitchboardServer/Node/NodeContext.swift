@@ -2,6 +2,7 @@ import CoreMetrics
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import SwitchboardAuth
 import SwitchboardBroker
 import SwitchboardCore
 
@@ -10,6 +11,8 @@ import SwitchboardCore
 /// draining flag.
 final class NodeContext: Sendable {
     let configuration: ServerConfiguration
+    /// `configuration.trustedProxies` parsed (validated when the configuration was loaded).
+    let trustedProxies: TrustedProxySet
     let nodeID: String
     let nodeName: String
     /// The release version reported in `connect` results.
@@ -17,11 +20,18 @@ final class NodeContext: Sendable {
     let hub: Hub
     let broker: any Broker
     let fanouts: [LoopFanout]
-    let tokenVerifier: TokenVerifier?
+    /// Every key tokens are verified with (configured keys and a JWKS), and the claim rules.
+    let tokens: TokenAuthority
+    /// Whether permissions are enforced (any token key configured); false: insecure dev mode.
+    let enforcesPermissions: Bool
+    /// Which pages may connect (`allowedOrigins`).
+    let origins: OriginPolicy
     let logger: Logger
     let metrics: NodeMetrics
     let startedAt: NIODeadline
     let connections: ConnectionLimiter
+    /// Connections per user (`limits.connectionsPerUser`), counted at `connect`.
+    private let userConnections: NIOLockedValueBox<UserConnectionCounts>
     private let drainingBox = NIOLockedValueBox(false)
     /// Polls waiting now, by `client` field and by client address (entries leave at zero, so
     /// both tables are bounded by the connections the node holds).
@@ -43,8 +53,23 @@ final class NodeContext: Sendable {
         broker: any Broker,
         fanouts: [LoopFanout],
         metrics: NodeMetrics = NodeMetrics(),
-        logger: Logger
+        logger: Logger,
+        tokens: TokenAuthority? = nil
     ) {
+        // The node builds its authority first (`makeTokenAuthority`, whose errors stop the start);
+        // tests and hooks pass none and get one from the configuration.
+        if let tokens {
+            self.tokens = tokens
+        } else {
+            do {
+                self.tokens = try Self.makeTokenAuthority(configuration, logger: logger)
+            } catch {
+                preconditionFailure("token configuration: \(error)")
+            }
+        }
+        self.enforcesPermissions = self.tokens.hasKeys
+        metrics.auth.insecure.record(self.enforcesPermissions ? 0 : 1)
+        self.origins = OriginPolicy(configuration.allowedOrigins)
         self.metrics = metrics
         self.configuration = configuration
         self.nodeID = nodeID
@@ -52,19 +77,46 @@ final class NodeContext: Sendable {
         self.hub = hub
         self.broker = broker
         self.fanouts = fanouts
-        self.tokenVerifier = configuration.tokenSecret.map { TokenVerifier(secret: $0) }
         self.logger = logger
         self.startedAt = .now()
+        self.userConnections = NIOLockedValueBox(UserConnectionCounts(maximumPerUser: configuration.limits.connectionsPerUser))
+        self.trustedProxies = (try? TrustedProxySet(configuration.trustedProxies)) ?? TrustedProxySet()
         self.connections = ConnectionLimiter(
             maximum: configuration.maxConnections > 0 ? configuration.maxConnections : ConnectionLimiter.defaultMaximum(),
-            maximumPerAddress: configuration.maxConnectionsPerIP
+            maximumPerAddress: configuration.maxConnectionsPerIP,
+            connectsPerAddressPerSecond: configuration.limits.connectsPerIPPerSecond
         )
+    }
+
+    /// The token keys of a configuration; a short secret, an unreadable key file or a bad JWKS URL
+    /// is an error that names the option, never a secret.
+    static func makeTokenAuthority(_ configuration: ServerConfiguration, logger: Logger) throws -> TokenAuthority {
+        do {
+            return try TokenAuthority(settings: configuration.tokens, legacySecret: configuration.tokenSecret, logger: logger)
+        } catch {
+            throw ConfigurationError(error.description)
+        }
+    }
+
+    /// Counts a connection of `user` against `limits.connectionsPerUser`: false when the user holds
+    /// the maximum on this node (nothing counted); else `releaseUser` must follow at close.
+    func admitUser(_ user: String) -> Bool {
+        self.userConnections.withLockedValue { $0.admit(user) }
+    }
+
+    func releaseUser(_ user: String) {
+        self.userConnections.withLockedValue { $0.release(user) }
+    }
+
+    /// Whether connections of `user` are counted per user (no lock: the cap is fixed at start).
+    func countsUser(_ user: String) -> Bool {
+        self.configuration.limits.connectionsPerUser > 0 && !user.isEmpty
     }
 
     /// Counts a poll of `client` (may be empty) from `address`; nil when counted, else why not
     /// (and nothing counted). `endPoll` with the same keys must follow.
     func beginPoll(client: String, address: String) -> String? {
-        let perAddress = self.configuration.trustedProxies.contains(address) ? Int.max : self.configuration.maxPollsPerIP
+        let perAddress = self.trustedProxies.contains(address) ? Int.max : self.configuration.maxPollsPerIP
         return self.polls.withLockedValue { polls in
             let byAddress = polls.byAddress[address, default: 0]
             guard byAddress < perAddress else { return "at most \(perAddress) polls at once per client address" }

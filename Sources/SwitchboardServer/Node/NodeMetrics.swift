@@ -37,7 +37,12 @@ final class NodeMetrics: Sendable {
     /// Connections refused over `--max-connections` (`reason="node"`) or `--max-connections-per-ip` (`reason="address"`).
     let refusedConnectionsNode: CoreMetrics.Counter
     let refusedConnectionsAddress: CoreMetrics.Counter
+    /// Connections refused over `limits.connectsPerIPPerSecond` (`reason="rate"`) and per-user caps (`reason="user"`).
+    let refusedConnectionsRate: CoreMetrics.Counter
+    let refusedConnectionsUser: CoreMetrics.Counter
     let brokerPublishDuration: CoreMetrics.Timer
+    /// Refusals for identity and behaviour (tokens, permissions, origins, command rate) and dev mode.
+    let auth: AuthRefusalMetrics
     let publishToDeliver: CoreMetrics.Timer
 
     /// `switchboard_build_info{version, commit}`, always 1.
@@ -99,11 +104,17 @@ final class NodeMetrics: Sendable {
             label: "switchboard_request_timeouts_total",
             factory: factory.describing("HTTP requests closed because their head or body did not arrive in time."))
         let refusedHelp = factory.describing(
-            "Connections refused over a cap, by reason: node (--max-connections) or address (--max-connections-per-ip).")
+            "Connections refused over a cap, by reason: node (--max-connections), address (--max-connections-per-ip), "
+                + "rate (limits.connectsPerIPPerSecond) or user (limits.connectionsPerUser).")
         self.refusedConnectionsNode = CoreMetrics.Counter(
             label: "switchboard_refused_connections_total", dimensions: [("reason", "node")], factory: refusedHelp)
         self.refusedConnectionsAddress = CoreMetrics.Counter(
             label: "switchboard_refused_connections_total", dimensions: [("reason", "address")], factory: refusedHelp)
+        self.refusedConnectionsRate = CoreMetrics.Counter(
+            label: "switchboard_refused_connections_total", dimensions: [("reason", "rate")], factory: refusedHelp)
+        self.refusedConnectionsUser = CoreMetrics.Counter(
+            label: "switchboard_refused_connections_total", dimensions: [("reason", "user")], factory: refusedHelp)
+        self.auth = AuthRefusalMetrics(factory: factory)
         self.brokerPublishDuration = CoreMetrics.Timer(
             label: "switchboard_broker_publish_seconds", factory: factory.describing("Time from a publish sent to the broker to its answer."))
         self.publishToDeliver = CoreMetrics.Timer(

@@ -1,4 +1,5 @@
 import Foundation
+import SwitchboardAuth
 public import SwitchboardCore
 import Yams
 
@@ -18,19 +19,17 @@ extension ServerConfiguration {
         "maxSubscriptions", "outboundLimit", "pingInterval", "pongTimeout", "logLevel", "nodeName",
         "eventLoopThreads", "presenceTTL", "idempotencyWindow", "requestTimeout", "maxRequestBodySize",
         "headTimeout", "maxConnections", "maxConnectionsPerIP", "maxPollsPerIP", "maxCommandsPerRequest", "maxHistoryLimit", "trustedProxies",
+        "apiKeyFile", "tokenSecretFile", "allowedOrigins", "insecure",
+        "haproxyAgentPort", "tlsCert", "tlsKey",
     ]
 
     /// `maxMessageSize` -> `SWITCHBOARD_MAX_MESSAGE_SIZE`.
     public static func environmentName(for key: String) -> String {
-        var result = Self.environmentPrefix
-        for character in key {
-            if character.isUppercase { result.append("_") }
-            result.append(contentsOf: character.uppercased())
-        }
-        return result
+        ConfigurationKey.environmentName(for: key, prefix: Self.environmentPrefix)
     }
 
-    /// Reads a JSON or YAML file (by extension; other names are tried as JSON, then YAML).
+    /// Reads a JSON or YAML file (by extension; other names are tried as JSON, then YAML). `balance`
+    /// reads its config file through this too.
     public static func loadFile(_ path: String) throws -> JSONObject {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigurationError("cannot read config file \(path)")
@@ -67,16 +66,35 @@ extension ServerConfiguration {
         }
     }
 
-    /// Applies a config file's object (keys as in `optionKeys`, plus `namespaces` and `defaults`).
-    public mutating func apply(file object: JSONObject) throws {
+    /// Applies a config file's object (keys as in `optionKeys`, plus `namespaces`, `defaults`,
+    /// `tokens` and `limits`). `directory` resolves relative key file names (the config file's folder).
+    public mutating func apply(file object: JSONObject, directory: String? = nil) throws {
         for member in object.members {
             switch member.key {
+            case "tokens":
+                do {
+                    self.tokens = try TokenSettings(json: member.value, baseDirectory: directory)
+                } catch {
+                    throw ConfigurationError(error.description)
+                }
+            case "limits":
+                guard case .object(let limits) = member.value else { throw ConfigurationError("limits must be a mapping") }
+                try self.applyLimits(limits)
             case "namespaces":
                 guard case .object(let namespaces) = member.value else { throw ConfigurationError("namespaces must be a mapping") }
                 for ns in namespaces.members {
                     guard case .object(let options) = ns.value else { throw ConfigurationError("namespace \(ns.key) must be a mapping") }
                     let name = ns.key.hasSuffix(":") ? String(ns.key.dropLast()) : ns.key
                     self.namespaces.namespaces[name] = try Self.namespaceOptions(options, base: self.namespaces.defaults, name: name)
+                }
+            case "tls":
+                guard case .object(let tls) = member.value else { throw ConfigurationError("tls must be a mapping with cert and key") }
+                for option in tls.members {
+                    switch option.key {
+                    case "cert": try self.set("tlsCert", option.value)
+                    case "key": try self.set("tlsKey", option.value)
+                    default: throw ConfigurationError("unknown option tls.\(option.key) (known: cert, key)")
+                    }
                 }
             case "defaults":
                 guard case .object(let options) = member.value else { throw ConfigurationError("defaults must be a mapping") }
@@ -101,9 +119,12 @@ extension ServerConfiguration {
         case "trustedProxies":
             let list = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             try self.set(key, .array(list.map { .string($0) }))
-        case "host", "broker", "apiKey", "tokenSecret", "nodeName", "logLevel":
+        case "allowedOrigins":
+            let list = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            try self.set(key, .array(list.map { .string($0) }))
+        case "host", "broker", "apiKey", "tokenSecret", "nodeName", "logLevel", "apiKeyFile", "tokenSecretFile", "tlsCert", "tlsKey":
             try self.set(key, .string(text))
-        case "echoEndpoint":
+        case "echoEndpoint", "insecure":
             switch text.lowercased() {
             case "1", "true", "yes", "on": try self.set(key, .bool(true))
             case "0", "false", "no", "off", "": try self.set(key, .bool(false))
@@ -141,7 +162,23 @@ extension ServerConfiguration {
         case "tokenSecret":
             let s = try string()
             self.tokenSecret = s.isEmpty ? nil : s
-        case "drainSeconds": self.drainSeconds = try number()
+        case "apiKeyFile":
+            self.apiKey = try Self.readSecret(file: try string(), option: key)
+        case "tokenSecretFile":
+            self.tokenSecret = try Self.readSecret(file: try string(), option: key)
+        case "insecure":
+            guard let b = value.boolValue else { throw ConfigurationError("insecure must be true or false") }
+            self.insecure = b
+        case "allowedOrigins":
+            guard let items = value.arrayValue, items.count <= 1000,
+                let origins = Optional(items.compactMap(\.stringValue)), origins.count == items.count
+            else { throw ConfigurationError("allowedOrigins must be a list of origins such as https://app.example") }
+            for origin in origins where origin != "*" {
+                guard origin.hasPrefix("http://") || origin.hasPrefix("https://"), !origin.dropFirst(8).contains("/") else {
+                    throw ConfigurationError("allowedOrigins: \(origin) is not scheme://host[:port] (http or https, no path)")
+                }
+            }
+            self.allowedOrigins = origins        case "drainSeconds": self.drainSeconds = try number()
         case "echoEndpoint":
             guard let b = value.boolValue else { throw ConfigurationError("echoEndpoint must be true or false") }
             self.echoEndpoint = b
@@ -163,12 +200,52 @@ extension ServerConfiguration {
         case "maxPollsPerIP": self.maxPollsPerIP = max(1, try integer())
         case "maxCommandsPerRequest": self.maxCommandsPerRequest = max(1, try integer())
         case "maxHistoryLimit": self.maxHistoryLimit = max(1, try integer())
+        case "haproxyAgentPort":
+            let port = try integer()
+            guard port <= 65535 else { throw ConfigurationError("haproxyAgentPort must be at most 65535") }
+            self.haproxyAgentPort = port
+        case "tlsCert":
+            let path = try string()
+            self.tlsCertificateFile = path.isEmpty ? nil : path
+        case "tlsKey":
+            let path = try string()
+            self.tlsKeyFile = path.isEmpty ? nil : path
         case "trustedProxies":
             guard let items = value.arrayValue, items.count <= 1000,
                 let addresses = Optional(items.compactMap(\.stringValue)), addresses.count == items.count
-            else { throw ConfigurationError("trustedProxies must be a list of IP addresses") }
+            else { throw ConfigurationError("trustedProxies must be a list of IP addresses or CIDR blocks") }
+            _ = try TrustedProxySet(addresses)
             self.trustedProxies = addresses
         default: throw ConfigurationError("unknown option \(key)")
+        }
+    }
+
+    /// A secret from a file (`--api-key-file`, `--token-secret-file`), so it stays out of `ps` and
+    /// the environment: the file's text without trailing newlines; errors name the file, never its content.
+    static func readSecret(file: String, option: String) throws -> String {
+        do {
+            return try TokenSettings.readSecretFile(file, field: option)
+        } catch {
+            throw ConfigurationError(error.description)
+        }
+    }
+
+    private mutating func applyLimits(_ object: JSONObject) throws {
+        for member in object.members {
+            guard let d = member.value.doubleValue, d >= 0, d <= 1e9, d == d.rounded() else {
+                throw ConfigurationError("limits.\(member.key) must be a whole number from 0 to 1e9")
+            }
+            switch member.key {
+            case "connectionsPerUser": self.limits.connectionsPerUser = Int(d)
+            case "connectsPerIPPerSecond": self.limits.connectsPerIPPerSecond = Int(d)
+            case "commandsPerSecond":
+                guard d >= 1 else { throw ConfigurationError("limits.commandsPerSecond must be at least 1") }
+                self.limits.commandsPerSecond = d
+            case "commandBurst":
+                guard d >= 1 else { throw ConfigurationError("limits.commandBurst must be at least 1") }
+                self.limits.commandBurst = d
+            default: throw ConfigurationError("unknown option limits.\(member.key)")
+            }
         }
     }
 
@@ -192,6 +269,18 @@ extension ServerConfiguration {
             case "joinLeave": options.joinLeave = try flag()
             case "publish": options.publish = try flag()
             case "anonymous": options.anonymous = try flag()
+            case "allowSubscribeForClient": options.allowSubscribeForClient = try flag()
+            case "allowSubscribeForAnonymous": options.allowSubscribeForAnonymous = try flag()
+            case "allowPublishForClient": options.allowPublishForClient = try flag()
+            case "allowPublishForSubscriber": options.allowPublishForSubscriber = try flag()
+            case "allowPublishForAnonymous": options.allowPublishForAnonymous = try flag()
+            case "allowHistoryForClient": options.allowHistoryForClient = try flag()
+            case "allowHistoryForSubscriber": options.allowHistoryForSubscriber = try flag()
+            case "allowHistoryForAnonymous": options.allowHistoryForAnonymous = try flag()
+            case "allowPresenceForClient": options.allowPresenceForClient = try flag()
+            case "allowPresenceForSubscriber": options.allowPresenceForSubscriber = try flag()
+            case "allowPresenceForAnonymous": options.allowPresenceForAnonymous = try flag()
+            case "allowUserLimitedChannels": options.allowUserLimitedChannels = try flag()
             default: throw ConfigurationError("unknown namespace option \(name).\(member.key)")
             }
         }

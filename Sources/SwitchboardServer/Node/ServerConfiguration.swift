@@ -1,3 +1,4 @@
+public import SwitchboardAuth
 public import SwitchboardCore
 
 /// Everything a node needs to know to run; built from flags, environment and a config file.
@@ -10,8 +11,18 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var broker: String = "memory"
     /// Key for the HTTP server API (`Authorization: apikey <key>`).
     public var apiKey: String = ""
-    /// HS256 secret for client tokens; nil accepts no tokens (all clients are anonymous).
+    /// HS256 secret for client tokens (one key without `kid`, kept for old configs); nil: none.
     public var tokenSecret: String?
+    /// Token keys and claim rules (`tokens` in the config file). With no key here and no
+    /// `tokenSecret`, the node runs in insecure dev mode.
+    public var tokens: TokenSettings = TokenSettings()
+    /// `Origin` patterns a browser page may connect from (`https://*.example.com`); empty: the
+    /// node's own origin only; `["*"]`: any (with a warning).
+    public var allowedOrigins: [String] = []
+    /// Limits that need identity (`limits` in the config file).
+    public var limits: ClientLimits = ClientLimits()
+    /// Allows dev mode (no token key) on an address other than loopback.
+    public var insecure: Bool = false
     /// Seconds over which a draining node spreads its clients' disconnects.
     public var drainSeconds: Double = 10
     /// Serve `/echo` for WebSocket conformance runs.
@@ -39,9 +50,17 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var maxConnections: Int = 0
     /// Connections one client address may hold at once.
     public var maxConnectionsPerIP: Int = 1000
-    /// Addresses of proxies in front of the node (HAProxy, nginx, `switchboard balance`): every
-    /// connection they carry comes from their address, so the per-address caps do not count them.
+    /// Addresses or CIDR blocks of proxies in front of the node (HAProxy, nginx, `switchboard balance`).
+    /// Only their connections may name the client (PROXY protocol v2 header or `X-Forwarded-For` in the
+    /// first request head); the per-address caps then count that client. Their connections that name
+    /// no client are not held to the per-address caps.
     public var trustedProxies: [String] = []
+    /// PEM certificate chain and private key: with both, the node speaks TLS (1.2 and 1.3, ALPN
+    /// `http/1.1`) on its port, for every transport; SIGHUP reads them again.
+    public var tlsCertificateFile: String?
+    public var tlsKeyFile: String?
+    /// Port of the HAProxy `agent-check` listener on `host` (answers `drain` or `up N%`); 0 = none.
+    public var haproxyAgentPort: Int = 0
     /// Long-polls one client address may have waiting at once.
     public var maxPollsPerIP: Int = 16
     /// Commands in one `/rpc` or SSE `POST` body.
@@ -62,4 +81,17 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var idempotencyWindow: Double = 300
 
     public init() {}
+
+    /// Whether any token key is configured; if not, the node runs in insecure dev mode
+    /// (anonymous connect, everything allowed).
+    public var hasTokenKeys: Bool { self.tokenSecret != nil || self.tokens.hasKeys }
+}
+
+extension ServerConfiguration: CustomStringConvertible {
+    /// Safe to log: the API key, token secrets and broker passwords are redacted.
+    public var description: String {
+        "ServerConfiguration(host: \(self.host), port: \(self.port), broker: \(SecretRedaction.url(self.broker)), "
+            + "apiKey: \(self.apiKey.isEmpty ? "none" : "<redacted>"), tokenSecret: \(self.tokenSecret == nil ? "none" : "<redacted>"), "
+            + "tokens: \(self.tokens), allowedOrigins: \(self.allowedOrigins), insecure: \(self.insecure))"
+    }
 }

@@ -8,6 +8,7 @@ import NIOPosix
 import NIOWebSocket
 public import SwitchboardBroker
 import SwitchboardCore
+import SwitchboardAuth
 
 /// One Switchboard node: the listener, its pipelines, the hub, the broker and
 /// the lifecycle (start, drain, stop).
@@ -18,9 +19,12 @@ public final class SwitchboardNode: Sendable {
     private let context: NodeContext
     private let logger: Logger
     private let state = NIOLockedValueBox(RunState())
+    /// The TLS context every connection starts with; nil when the node speaks plain TCP.
+    private let tls: NodeTLS?
 
     private struct RunState {
         var serverChannel: (any Channel)?
+        var agentChannel: (any Channel)?
         var announceTask: RepeatedTask?
         var drainStarted = false
         var drainCutShort = false
@@ -38,7 +42,11 @@ public final class SwitchboardNode: Sendable {
     ) throws {
         self.configuration = configuration
         self.logger = logger
+        try SecurityPosture.check(configuration)
+        let tokens = try NodeContext.makeTokenAuthority(configuration, logger: logger)
+        SecurityPosture.announce(configuration, logger: logger)
         self.nodeID = Self.makeNodeID()
+        self.tls = try NodeTLS(configuration: configuration)
         let threads = configuration.eventLoopThreads > 0 ? configuration.eventLoopThreads : System.coreCount
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let loops = Array(self.group.makeIterator())
@@ -66,7 +74,8 @@ public final class SwitchboardNode: Sendable {
             broker: broker,
             fanouts: fanouts,
             metrics: metrics,
-            logger: logger
+            logger: logger,
+            tokens: tokens
         )
     }
 
@@ -79,8 +88,10 @@ public final class SwitchboardNode: Sendable {
         try await self.context.hub.start(fanouts: self.context.fanouts).get()
         for fanout in self.context.fanouts { fanout.start() }
         let context = self.context
+        try? await context.tokens.start(on: context.fanouts[0].eventLoop).get()  // the first JWKS fetch, at most 2 s
         let configuration = self.configuration
-        let trustedProxies = Set(configuration.trustedProxies)
+        let trustedProxies = context.trustedProxies
+        let tls = self.tls
         let upgrader = context.makeUpgrader()
         // Made once, used by every connection's router.
         let installHTTP: @Sendable (any Channel, NIODeadline) throws -> Void = { channel, headDeadline in
@@ -100,34 +111,79 @@ public final class SwitchboardNode: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let address = channel.remoteAddress?.ipAddress ?? ""
-                    let admission = context.connections.admit(address: address, capped: !trustedProxies.contains(address))
-                    var headTimeout = configuration.headTimeout
-                    switch admission {
-                    case .admitted:
-                        channel.closeFuture.whenComplete { _ in context.connections.release(address: address) }
-                    case .nodeFull:
-                        context.metrics.refusedConnectionsNode.increment()
-                        headTimeout = min(headTimeout, 2)  // an uncounted socket is let go soon
-                    case .addressFull:
-                        context.metrics.refusedConnectionsAddress.increment()
-                        headTimeout = min(headTimeout, 2)
+                    let headDeadline = NIODeadline.now() + .milliseconds(Int64(configuration.headTimeout * 1000))
+                    guard trustedProxies.contains(address) else {
+                        return try Self.admit(
+                            channel, address: address, capped: true, headDeadline: headDeadline, context: context, tls: tls,
+                            installHTTP: installHTTP, installWebSocket: installWebSocket)
                     }
+                    // A trusted proxy names the client (PROXY v2 or X-Forwarded-For) before the caps apply.
                     try channel.pipeline.syncOperations.addHandler(
-                        HandshakeRouter(
-                            node: context,
-                            admission: admission,
-                            headDeadline: .now() + .milliseconds(Int64(headTimeout * 1000)),
-                            installHTTP: installHTTP,
-                            installWebSocket: installWebSocket
-                        )
-                    )
+                        ProxyProtocolHandler(proxyAddress: address, headDeadline: headDeadline) { handlerContext, client in
+                            try Self.admit(
+                                handlerContext.channel, address: client, capped: client != address && !trustedProxies.contains(client),
+                                headDeadline: headDeadline, context: context, tls: tls, installHTTP: installHTTP,
+                                installWebSocket: installWebSocket, after: handlerContext.handler)
+                        })
                 }
             }
         let channel = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
         let address = channel.localAddress!
         self.state.withLockedValue { $0.serverChannel = channel }
+        if configuration.haproxyAgentPort > 0 {
+            let agent = try await HAProxyAgent.start(group: self.group, host: configuration.host, port: configuration.haproxyAgentPort) {
+                HAProxyAgent.reply(
+                    draining: context.isDraining, connections: context.connections.total, maximum: context.connections.maximum)
+            }
+            self.state.withLockedValue { $0.agentChannel = agent }
+        }
         self.startAnnouncing(address: address)
         return address.port ?? configuration.port
+    }
+
+    /// Counts a connection against the caps (by its client's address) and installs TLS (when
+    /// configured) and the handshake router, first in the pipeline or after `after` (the PROXY
+    /// protocol handler: a proxy's header comes before the TLS bytes). The TLS handshake runs
+    /// inside the head deadline, whose timer the router holds from now on.
+    private static func admit(
+        _ channel: any Channel, address: String, capped: Bool, headDeadline: NIODeadline, context: NodeContext, tls: NodeTLS?,
+        installHTTP: @escaping @Sendable (any Channel, NIODeadline) throws -> Void,
+        installWebSocket: @escaping @Sendable (any Channel) throws -> Void, after: (any ChannelHandler)? = nil
+    ) throws {
+        let admission = context.connections.admit(address: address, capped: capped)
+        var deadline = headDeadline
+        switch admission {
+        case .admitted:
+            channel.closeFuture.whenComplete { _ in context.connections.release(address: address) }
+        case .nodeFull:
+            context.metrics.refusedConnectionsNode.increment()
+            deadline = min(deadline, .now() + .seconds(2))  // an uncounted socket is let go soon
+        case .addressFull:
+            context.metrics.refusedConnectionsAddress.increment()
+            deadline = min(deadline, .now() + .seconds(2))
+        case .addressRate:
+            context.metrics.refusedConnectionsRate.increment()
+            deadline = min(deadline, .now() + .seconds(2))
+        }
+        let router = HandshakeRouter(
+            node: context, admission: admission, headDeadline: deadline, installHTTP: installHTTP,
+            installWebSocket: installWebSocket)
+        var handlers: [any ChannelHandler] = [router]
+        if let tls { handlers.insert(tls.makeHandler(), at: 0) }
+        if let after {
+            try channel.pipeline.syncOperations.addHandlers(handlers, position: .after(after))
+        } else {
+            try channel.pipeline.syncOperations.addHandlers(handlers)
+        }
+    }
+
+    /// Whether the node speaks TLS on its port.
+    public var usesTLS: Bool { self.tls != nil }
+
+    /// Reads the TLS certificate and key again (SIGHUP): new connections use them, open ones keep
+    /// theirs. On failure the current ones stay and the error says why. Nothing to do without TLS.
+    public func reloadTLS() throws {
+        try self.tls?.reload()
     }
 
     private func startAnnouncing(address: SocketAddress) {
@@ -200,10 +256,19 @@ public final class SwitchboardNode: Sendable {
 
     /// Stops everything: listener, timers, broker, threads.
     public func stop() async {
-        let (serverChannel, task) = self.state.withLockedValue { ($0.serverChannel, $0.announceTask) }
+        self.context.tokens.stop()
+        let (serverChannel, agentChannel, task) = self.state.withLockedValue { ($0.serverChannel, $0.agentChannel, $0.announceTask) }
         task?.cancel()
         try? await serverChannel?.close()
+        try? await agentChannel?.close()
         _ = try? await self.context.broker.removeNode(id: self.nodeID).get()
+        // Sessions still open (no drain, or one cut short) are closed while every loop still runs,
+        // so their leaves reach the hub; waiting is bounded.
+        let hubLoop = self.context.hub.eventLoop
+        let gone = self.context.fanouts.map { $0.drain(over: .zero, code: .shutdown) }
+        let allGone = EventLoopFuture.andAllComplete(gone, on: hubLoop)
+        // Not cancelled with the caller (a second signal): the loops must not be shut under open sessions.
+        _ = await Task { await Self.waitForFirst(allGone, orAfter: .seconds(2), on: hubLoop) }.value
         self.context.hub.stop()
         for fanout in self.context.fanouts { fanout.stop() }
         _ = try? await self.context.broker.shutdown().get()

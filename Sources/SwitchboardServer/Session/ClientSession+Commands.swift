@@ -1,5 +1,6 @@
 import CoreMetrics
 import Foundation
+import Logging
 import NIOCore
 import NIOHTTP1
 import SwitchboardBroker
@@ -7,42 +8,53 @@ import SwitchboardCore
 
 /// The commands a connected client sends: connect, subscribe and unsubscribe, publish, presence, history.
 extension ClientSession {
-    func connect(id: UInt32, _ params: ConnectParams) {
-        var user = ""
-        var info: JSONValue?
-        var tokenDeadline: NIODeadline?
-        if let token = params.token {
-            guard let verifier = self.node.tokenVerifier else { return self.disconnect(.invalidToken, push: false) }
-            do {
-                let claims = try verifier.verify(token)
-                user = claims.user
-                info = claims.info
-                if let exp = claims.expiresAt {
-                    tokenDeadline = Self.deadline(expiresAt: exp, now: Date().timeIntervalSince1970)
-                }
-            } catch {
-                return self.disconnect(error == .expired ? .tokenExpired : .invalidToken, push: false)
-            }
+    /// Connects a client whose token (if any) verified (`authenticateConnect` in ClientSession+Auth).
+    func connect(id: UInt32, _ params: ConnectParams, claims: ConnectionTokenClaims?) {
+        let user = claims?.user ?? ""
+        let info = claims?.info
+        let tokenExpiry = claims?.expiresAt.map { Self.deadline(expiresAt: $0, now: Date().timeIntervalSince1970) }
+        if self.countsUser(user), !self.node.admitUser(user) {
+            self.node.metrics.refusedConnectionsUser.increment()
+            self.node.logger.debug("connection over the per-user cap", metadata: ["user": "\(user)"])
+            return self.disconnect(.connectionLimit, push: false)
         }
         let client = self.fanout.makeClientID(node: self.node.nodeID)
         let slot = self.reserveReply()
         let aggregate = ConnectAggregate(id: id, slot: slot, remaining: 0)
         self.state = .connecting(ClientInfo(client: client, user: user, info: info), aggregate)
-        self.liveness.didConnect(tokenDeadline: tokenDeadline)
+        self.liveness.didConnect(tokenExpiry: tokenExpiry)
         self.fanout.add(self, client: client)
         self.node.hub.register(client: client, user: user, loopIndex: self.fanout.index, transport: self.output.transport)
-        var subscriptions: [SessionSubscription] = []
-        for sub in params.subs {
+        var subscriptions: [(SessionSubscription, since: StreamPosition?)] = []
+        for sub in Self.connectSubs(params.subs, serverSide: self.output.transport.isCollected ? [] : claims?.channels ?? []) {
             do {
                 try ChannelName.validate(sub.channel)
-                subscriptions.append(try self.startSubscription(channel: sub.channel, since: sub.since, slot: slot))
+                let subscription = try self.startSubscription(channel: sub.channel, since: sub.since, slot: slot, tokenGranted: sub.granted)
+                subscriptions.append((subscription, sub.since))
                 aggregate.remaining += 1
             } catch {
                 aggregate.results.append((sub.channel, .failure(error)))
             }
         }
-        for subscription in subscriptions { self.requestJoin(subscription, since: params.subs.first { $0.channel == subscription.channel }?.since) }
+        for (subscription, since) in subscriptions { self.requestJoin(subscription, since: since) }
         self.finishConnectIfReady()
+    }
+
+    /// The subscriptions a `connect` makes: the client's `subs` (with their positions), then the
+    /// connection token's `channels` not among them. A channel the token names is granted by the
+    /// token (like a subscription token: no namespace flag needed) and counts against the
+    /// subscription limit like any other; the client's position for it is kept.
+    static func connectSubs(
+        _ subs: [(channel: String, since: StreamPosition?)], serverSide: [String]
+    ) -> [(channel: String, since: StreamPosition?, granted: Bool)] {
+        guard !serverSide.isEmpty else { return subs.map { ($0.channel, $0.since, false) } }
+        let granted = Set(serverSide)
+        var result = subs.map { ($0.channel, $0.since, granted.contains($0.channel)) }
+        var seen = Set(subs.map(\.channel))
+        for channel in serverSide where seen.insert(channel).inserted {
+            result.append((channel, nil, true))
+        }
+        return result
     }
 
     func finishConnectIfReady() {
@@ -76,6 +88,10 @@ extension ClientSession {
             buffer.writeString(Self.formatSeconds(self.node.configuration.pingInterval))
             buffer.writeStaticString(",\"pong\":")
             buffer.writeStaticString(self.expectsPong ? "true" : "false")
+            if let ttl = self.liveness.tokenTTL(now: .now()) {
+                buffer.writeStaticString(",\"expires\":true,\"ttl\":")
+                buffer.writeDecimal(ttl)
+            }
             if !aggregate.results.isEmpty {
                 buffer.writeStaticString(",\"subs\":{")
                 for (i, result) in aggregate.results.enumerated() {
@@ -83,7 +99,8 @@ extension ClientSession {
                     buffer.writeJSONString(result.channel)
                     buffer.writeInteger(UInt8(ascii: ":"))
                     switch result.outcome {
-                    case .success(let activation): ResultWriter.writeSubscribeResult(&buffer, activation)
+                    case .success(let activation):
+                        ResultWriter.writeSubscribeResult(&buffer, activation, ttl: self.liveness.subscriptionTTL(result.channel, now: .now()))
                     case .failure(let error):
                         buffer.writeStaticString("{\"error\":")
                         ResultWriter.writeError(&buffer, error)
@@ -100,8 +117,14 @@ extension ClientSession {
     func subscribe(id: UInt32, _ params: SubscribeParams) {
         let slot = self.reserveReply()
         let subscription: SessionSubscription
-        do {
-            subscription = try self.startSubscription(channel: params.channel, since: params.since, slot: slot)
+        do throws(SwitchboardError) {
+            var tokenExpiry: NIODeadline?
+            if let token = params.token {
+                let claims = try self.checkSubscriptionToken(token, channel: params.channel).get()
+                tokenExpiry = claims.expiresAt.map { Self.deadline(expiresAt: $0, now: Date().timeIntervalSince1970) }
+            }
+            subscription = try self.startSubscription(
+                channel: params.channel, since: params.since, slot: slot, tokenGranted: params.token != nil, tokenExpiry: tokenExpiry)
         } catch {
             self.completeReply(slot, self.errorMessage(id: id, error))
             return
@@ -110,12 +133,15 @@ extension ClientSession {
         self.requestJoin(subscription, since: params.since)
     }
 
-    /// Checks permissions and limits and registers a joining subscription.
-    func startSubscription(channel: String, since: StreamPosition?, slot: UInt64) throws(SwitchboardError) -> SessionSubscription {
+    /// Checks permissions and limits and registers a joining subscription; `tokenExpiry`: when the
+    /// subscription token that admitted it expires (the sweep ends it with 2501 after the grace).
+    func startSubscription(
+        channel: String, since: StreamPosition?, slot: UInt64, tokenGranted: Bool = false, tokenExpiry: NIODeadline? = nil
+    ) throws(SwitchboardError) -> SessionSubscription {
         var options = self.node.configuration.namespaces.options(for: channel)
         // A poll is a moment, not a presence: it neither enters presence nor announces joins.
         if self.output.transport.isCollected { options.presence = false }
-        if let refusal = ChannelPermission.check(.subscribe, options: options, isAnonymous: self.clientInfo.user.isEmpty) { throw refusal }
+        if let refusal = self.permission(.subscribe, channel: channel, options: options, tokenGranted: tokenGranted) { throw refusal }
         guard self.subscriptions[channel] == nil else { throw .alreadySubscribed }
         guard self.subscriptions.count < self.node.configuration.maxSubscriptions else {
             throw .limitExceeded("at most \(self.node.configuration.maxSubscriptions) subscriptions per connection")
@@ -124,6 +150,7 @@ extension ClientSession {
         subscription.replySlot = slot
         subscription.requestedSince = options.keepsHistory ? since : nil
         self.subscriptions[channel] = subscription
+        self.liveness.setSubscriptionExpiry(channel, tokenExpiry)
         self.fanout.addPending(subscription)
         return subscription
     }
@@ -165,7 +192,8 @@ extension ClientSession {
             self.fanout.markDirty(self)
             return
         }
-        let message = self.replyMessage(id: subscription.replyID) { ResultWriter.writeSubscribeResult(&$0, activation) }
+        let ttl = self.liveness.subscriptionTTL(subscription.channel, now: .now())
+        let message = self.replyMessage(id: subscription.replyID) { ResultWriter.writeSubscribeResult(&$0, activation, ttl: ttl) }
         self.completeReply(subscription.replySlot, message, goLive: [subscription])
         self.fanout.markDirty(self)
     }
@@ -173,6 +201,7 @@ extension ClientSession {
     func rejectSubscription(_ subscription: SessionSubscription, _ error: SwitchboardError) {
         guard self.subscriptions[subscription.channel] === subscription else { return }
         self.subscriptions[subscription.channel] = nil
+        self.liveness.setSubscriptionExpiry(subscription.channel, nil)
         if let aggregate = self.connectPending, aggregate.slot == subscription.replySlot {
             aggregate.results.append((subscription.channel, .failure(error)))
             aggregate.remaining -= 1
@@ -190,6 +219,7 @@ extension ClientSession {
     }
 
     func endSubscription(_ subscription: SessionSubscription) {
+        self.liveness.setSubscriptionExpiry(subscription.channel, nil)
         if case .joining = subscription.state {
             self.fanout.removePending(subscription.id)
         } else {
@@ -217,7 +247,7 @@ extension ClientSession {
 
     func publish(id: UInt32, _ params: PublishParams) {
         let options = self.node.configuration.namespaces.options(for: params.channel)
-        if let refusal = ChannelPermission.check(.publish, options: options, isAnonymous: self.clientInfo.user.isEmpty) {
+        if let refusal = self.permission(.publish, channel: params.channel, options: options) {
             return self.reply(id: id, error: refusal)
         }
         var data = self.allocator.buffer(capacity: 64)
@@ -262,7 +292,7 @@ extension ClientSession {
     func presence(id: UInt32, channel: String, statsOnly: Bool) {
         let options = self.node.configuration.namespaces.options(for: channel)
         let action: ChannelAction = statsOnly ? .presenceStats : .presence
-        if let refusal = ChannelPermission.check(action, options: options, isAnonymous: self.clientInfo.user.isEmpty) {
+        if let refusal = self.permission(action, channel: channel, options: options) {
             return self.reply(id: id, error: refusal)
         }
         let slot = self.reserveReply()
@@ -286,7 +316,7 @@ extension ClientSession {
 
     func history(id: UInt32, _ params: HistoryParams) {
         let options = self.node.configuration.namespaces.options(for: params.channel)
-        if let refusal = ChannelPermission.check(.history, options: options, isAnonymous: self.clientInfo.user.isEmpty) {
+        if let refusal = self.permission(.history, channel: params.channel, options: options) {
             return self.reply(id: id, error: refusal)
         }
         let slot = self.reserveReply()

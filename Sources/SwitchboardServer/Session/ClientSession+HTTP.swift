@@ -11,7 +11,7 @@ extension ClientSession {
     /// Runs the `connect` an SSE stream or a poll implies (command id 1).
     func start(_ params: ConnectParams) {
         guard case .awaitingConnect = self.state else { return }
-        self.connect(id: 1, params)
+        self.authenticateConnect(id: 1, params)
         self.flush()
     }
 

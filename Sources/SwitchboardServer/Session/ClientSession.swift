@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOWebSocket
+import SwitchboardAuth
 import SwitchboardBroker
 import SwitchboardCore
 
@@ -46,6 +47,8 @@ final class ClientSession: ChannelInboundHandler {
 
     /// Connect, ping, pong and token deadlines.
     var liveness: SessionLiveness
+    /// The command rate of this connection (made at its first command; ClientSession+Auth).
+    var commandLimiter: CommandRateLimiter?
 
     static let parser = JSONParser(maximumDepth: 64, maximumValues: 50_000)
 
@@ -53,7 +56,7 @@ final class ClientSession: ChannelInboundHandler {
         self.node = node
         self.fanout = fanout
         self.output = output
-        self.liveness = SessionLiveness(now: .now())
+        self.liveness = SessionLiveness(now: .now(), refreshGrace: Self.refreshGrace(node.configuration.tokens.refreshGrace))
     }
 
     // MARK: State
@@ -169,9 +172,11 @@ final class ClientSession: ChannelInboundHandler {
         case .command(let command):
             if case .connect(let params) = command.method {
                 guard case .awaitingConnect = self.state else { return self.reply(id: command.id, error: .badRequest("already connected")) }
-                return self.connect(id: command.id, params)
+                guard self.admitCommand(id: command.id) else { return }
+                return self.authenticateConnect(id: command.id, params)
             }
             guard self.isConnected else { return self.disconnect(.badRequest("command before connect"), push: false) }
+            guard self.admitCommand(id: command.id) else { return }
             switch command.method {
             case .connect:
                 break
@@ -193,6 +198,10 @@ final class ClientSession: ChannelInboundHandler {
                 self.presence(id: command.id, channel: channel, statsOnly: true)
             case .history(let params):
                 self.history(id: command.id, params)
+            case .refresh(let token):
+                self.refresh(id: command.id, token: token)
+            case .subRefresh(let channel, let token):
+                self.subRefresh(id: command.id, channel: channel, token: token)
             case .ping:
                 self.reply(id: command.id) { $0.writeStaticString("{}") }
             case .unknown:
@@ -387,9 +396,17 @@ final class ClientSession: ChannelInboundHandler {
         self.subscriptions.removeAll()
         self.replies.removeAll()
         if let client {
-            self.fanout.remove(client: client.client)
+            if self.countsUser(client.user) { self.node.releaseUser(client.user) }
+            // The hub first: leaving the fan-out may complete a drain, and the node then stops the hub's loop.
             self.node.hub.unregister(client: client.client, user: client.user, transport: self.output.transport)
+            self.fanout.remove(client: client.client)
         }
+    }
+
+    /// Whether this connection counts against `limits.connectionsPerUser`: a user's, not a poll's
+    /// or an `/rpc` call's (those last one HTTP answer).
+    func countsUser(_ user: String) -> Bool {
+        !self.output.transport.isCollected && self.node.countsUser(user)
     }
 
     /// Called once per sweep: pings, pong and connect timeouts, token expiry.
@@ -400,13 +417,18 @@ final class ClientSession: ChannelInboundHandler {
             now: now, pingInterval: configuration.pingInterval, pongTimeout: configuration.pongTimeout, expectsPong: self.expectsPong)
         {
         case .none:
-            return
+            break
         case .ping:
             self.write(Self.ping)
             self.liveness.didWritePing()
             self.fanout.markDirty(self)
         case .close(let code, let push):
-            self.disconnect(code, push: push)
+            if code == .tokenExpired { self.node.metrics.auth.count(.connectionExpired) }
+            return self.disconnect(code, push: push)
+        }
+        for channel in self.liveness.expiredSubscriptions(now: now) {
+            self.node.metrics.auth.count(.subscriptionExpired)
+            self.serverUnsubscribe(channel, .subscriptionExpired)
         }
     }
 
@@ -419,6 +441,11 @@ final class ClientSession: ChannelInboundHandler {
     static func deadline(expiresAt: Double, now: Double) -> NIODeadline {
         let remaining = min(max(expiresAt - now, 0), 10 * 365 * 86_400)
         return .now() + .milliseconds(Int64(remaining * 1000))
+    }
+
+    /// `tokens.refreshGrace` seconds (checked finite and in range when loaded) as a duration.
+    static func refreshGrace(_ seconds: Double) -> TimeAmount {
+        .milliseconds(Int64(min(max(seconds, 0), 86_400) * 1000))
     }
 
     static func formatSeconds(_ seconds: Double) -> String {

@@ -21,7 +21,8 @@ enum ResultWriter {
         buffer.writeJSONString(position.epoch)
     }
 
-    static func writeSubscribeResult(_ buffer: inout ByteBuffer, _ activation: SubscriptionActivation) {
+    /// `ttl`: seconds left of the subscription token that admitted it (nil: it does not expire).
+    static func writeSubscribeResult(_ buffer: inout ByteBuffer, _ activation: SubscriptionActivation, ttl: Int? = nil) {
         buffer.writeInteger(UInt8(ascii: "{"))
         if let position = activation.position {
             Self.writePosition(&buffer, position)
@@ -33,6 +34,10 @@ enum ResultWriter {
             buffer.writeStaticString(recovered ? ",\"recovered\":true" : ",\"recovered\":false")
             buffer.writeStaticString(",\"publications\":")
             Self.writePublications(&buffer, activation.publications)
+        }
+        if let ttl {
+            buffer.writeStaticString(",\"expires\":true,\"ttl\":")
+            buffer.writeDecimal(ttl)
         }
         buffer.writeInteger(UInt8(ascii: "}"))
     }

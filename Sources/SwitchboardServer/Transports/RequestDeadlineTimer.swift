@@ -2,7 +2,8 @@ import NIOCore
 
 /// The timer behind a connection's request deadline (the head, then the body): armed for an
 /// instant, and stopped the moment the request is in or the connection is handed on. One of these
-/// in `HandshakeRouter` and in `HTTPHandler` replaces the cancel-and-forget pairs each kept by hand.
+/// in `ProxyProtocolHandler`, `HandshakeRouter` and `HTTPHandler` replaces the cancel-and-forget
+/// pairs each kept by hand.
 ///
 /// A plain value inside its handler, touched only on the handler's event loop.
 struct RequestDeadlineTimer {

@@ -111,6 +111,7 @@ export class FakeServer {
     this.log = [];               // every command received: {session, cmd}
     this.fetchHook = null;       // (url, init) => Response-like or undefined
     this.onCommand = null;       // (session, cmd) => void, before the command is handled
+    this.tokenTTL = null;        // seconds: connect, subscribe, refresh and subRefresh results say {expires, ttl}
     this.nextSession = 1;
   }
 
@@ -161,6 +162,7 @@ export class FakeServer {
         session.connected = true;
         const res = {client: 'c' + session.id, node: 'n1', version: '1', ping: this.ping, pong: true};
         if (session.kind === 'sse') res.session = 's' + session.id;
+        if (this.tokenTTL !== null && p.token) Object.assign(res, {expires: true, ttl: this.tokenTTL});
         if (p.subs) {
           res.subs = {};
           for (const [name, since] of Object.entries(p.subs)) {
@@ -174,8 +176,15 @@ export class FakeServer {
         if (this.subscribeErrors.length) return error(...this.subscribeErrors.shift());
         if (session.subs.has(p.channel)) return error(105, 'already subscribed');
         session.subs.add(p.channel);
-        return reply(this.subscribeResult(p.channel, p.since));
+        const res = this.subscribeResult(p.channel, p.since);
+        if (this.tokenTTL !== null && p.token) Object.assign(res, {expires: true, ttl: this.tokenTTL});
+        return reply(res);
       }
+      case 'refresh':
+        return p.token ? reply(this.tokenTTL !== null ? {expires: true, ttl: this.tokenTTL} : {expires: false}) : error(107, 'token must be a non-empty string');
+      case 'subRefresh':
+        if (!session.subs.has(p.channel)) return error(107, 'not subscribed');
+        return p.token ? reply(this.tokenTTL !== null ? {expires: true, ttl: this.tokenTTL} : {expires: false}) : error(107, 'token must be a non-empty string');
       case 'unsubscribe':
         session.subs.delete(p.channel);
         return reply({});

@@ -85,6 +85,37 @@ test('subscribing event carries the code and reason when a subscription drops ba
   await until(() => sub.state === 'subscribed', 5000, 'resubscribed after 2500');
 });
 
+test('a connection token with a ttl is refreshed with getToken() before it expires, again and again', async t => {
+  let n = 0;
+  const {server, sb} = await setup(t, {getToken: async () => 'tok' + (++n)});
+  server.tokenTTL = 10;
+  sb.connect();
+  await until(() => sb.state === 'connected', 5000, 'connected');
+  const refreshes = () => sentCommands(server.sockets[0]).filter(c => c.refresh);
+  await advance(7000);
+  assert.equal(refreshes().length, 0, 'not before 80% of the ttl');
+  await until(() => refreshes().length === 1, 2000, 'the first refresh (at 8 s of 10)');
+  assert.equal(refreshes()[0].refresh.token, 'tok2');
+  await until(() => refreshes().length === 2, 9000, 'the next refresh, scheduled from the refresh result');
+  assert.equal(refreshes()[1].refresh.token, 'tok3');
+  assert.equal(server.sockets.length, 1, 'no reconnect: the connection was refreshed in place');
+  assert.equal(sb.state, 'connected');
+});
+
+test('a subscription token with a ttl is refreshed with the subscription getToken() by subRefresh', async t => {
+  const {server, sb} = await setup(t);
+  server.tokenTTL = 5;
+  let n = 0;
+  const sub = sb.subscribe('$a', {getToken: async ctx => ctx.channel + ':sub' + (++n)});
+  sb.connect();
+  await until(() => sub.state === 'subscribed', 5000, 'subscribed');
+  const subRefreshes = () => sentCommands(server.sockets[0]).filter(c => c.subRefresh);
+  await until(() => subRefreshes().length === 1, 6000, 'subRefresh before the subscription token expires');
+  assert.deepEqual(subRefreshes()[0].subRefresh, {channel: '$a', token: '$a:sub2'});
+  await until(() => subRefreshes().length === 2, 6000, 'and again');
+  assert.equal(sub.state, 'subscribed');
+});
+
 test('getToken() gives the connection token, and a new one after 3503', async t => {
   let n = 0;
   const {server, sb} = await setup(t, {getToken: async () => 'tok' + (++n)});
@@ -96,6 +127,38 @@ test('getToken() gives the connection token, and a new one after 3503', async t 
   await until(() => server.sockets.length === 2 && sb.state === 'connected', 10000, 'reconnected with a new token');
   const second = sentCommands(server.sockets[1]).find(c => c.connect);
   assert.equal(second.connect.token, 'tok2');
+});
+
+for (const transport of ['websocket', 'sse']) {
+  test(`getToken() is asked again after a disconnect push 3503 with reconnect false (${transport}, as a node sends it)`, async t => {
+    let n = 0;
+    const {server, sb} = await setup(t, {transports: [transport], getToken: async () => 'tok' + (++n)});
+    sb.connect();
+    await until(() => sb.state === 'connected', 5000, 'connected');
+    const session = server.liveSessions()[0];
+    session.push({disconnect: {code: 3503, reason: 'token expired', reconnect: false}});
+    if (transport === 'websocket') server.sockets[0].serverClose(3503, 'token expired');
+    await until(() => n === 2 && sb.state === 'connected', 10000, 'reconnected with a new token');
+    assert.equal(server.liveSessions().length, 1);
+  });
+}
+
+test('long-polling: a poll answered 401 token expired (code 109, or 101 "token expired" as nodes up to 0.1 send it) asks getToken() again', async t => {
+  for (const error of [{code: 109, message: 'token expired'}, {code: 101, message: 'token expired'}]) {
+    let n = 0, refused = 0;
+    const {server, sb} = await setup(t, {transports: ['longpoll'], pollTimeout: 2000, getToken: async () => 'tok' + (++n)});
+    server.fetchHook = (url, init) => {
+      if (!url.endsWith('/poll') || init.headers.Authorization !== 'Bearer tok1' || n !== 1) return undefined;
+      refused++;
+      const text = JSON.stringify({error});
+      return {status: 401, ok: false, text: async () => text, json: async () => JSON.parse(text)};
+    };
+    sb.subscribe('a');
+    sb.connect();
+    await until(() => n === 2 && sb.state === 'connected', 20000, `a new token after ${JSON.stringify(error)}`);
+    assert.ok(refused >= 1);
+    sb.close();
+  }
 });
 
 test('getToken() failing is retried with backoff; no token closes', async t => {

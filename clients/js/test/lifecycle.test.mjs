@@ -431,3 +431,39 @@ for (const transport of ['websocket', 'sse', 'longpoll']) {
     });
   }
 }
+
+// -- found against a real node (tests/browser/test_browser_client_recovery.py) -------
+
+test('long-polling: an unsubscribe 2500 in a poll answer resubscribes from the position (unrecovered), not the end', async t => {
+  const {server, sb} = await setup(t, {transports: ['longpoll'], pollTimeout: 5000});
+  const events = [], pubs = [], unrecovered = [];
+  const sub = sb.subscribe('a', {
+    onPublication: p => pubs.push(p.data),
+    onUnrecovered: u => unrecovered.push(u),
+  });
+  for (const ev of ['subscribing', 'subscribed', 'unsubscribed']) sub.on(ev, x => events.push(ev + (x && x.code !== undefined ? ':' + x.code : '')));
+  sb.connect();
+  await connected(sb);
+  await until(() => sub.state === 'subscribed', 30000, 'subscribed');
+  server.publish('a', 'one');
+  await until(() => pubs.length === 1, 30000, 'the first publication');
+  // The node lost the channel's state (a new epoch): the held poll is answered with 2500.
+  let told = false;
+  server.fetchHook = (url) => {
+    if (told || !url.endsWith('/poll')) return undefined;
+    told = true;
+    const text = JSON.stringify([{channel: 'a', unsubscribe: {code: 2500, reason: 'insufficient state'}}]);
+    return {status: 200, ok: true, text: async () => text, json: async () => JSON.parse(text)};
+  };
+  const ch = server.channel('a');
+  ch.epoch = 'e2'; ch.offset = 0; ch.pubs = [];
+  server.publish('a', 'lost');  // wakes the held poll, which the hook answers with 2500
+  await until(() => unrecovered.length === 1, 30000, 'unrecovered');
+  assert.notEqual(sub.state, 'unsubscribed', `ended by 2500: ${events}`);
+  assert.ok(events.includes('subscribing:2500'), `no subscribing 2500: ${events}`);
+  await until(() => sub.state === 'subscribed', 30000, 'subscribed again');
+  server.publish('a', 'two');
+  await until(() => pubs.includes('two'), 30000, 'a publication in the new epoch');
+  assert.deepEqual(pubs, ['one', 'two']);
+  assert.equal(sub.position.epoch, 'e2');
+});

@@ -2,6 +2,7 @@ import NIOCore
 import NIOHTTP1
 import SwitchboardBroker
 import SwitchboardCore
+import SwitchboardAuth
 
 /// The SSE and long-polling transports and the demo's `/stats` (docs/transports.md).
 extension HTTPHandler {
@@ -264,12 +265,12 @@ extension HTTPHandler {
     /// A 401 answer for a token that does not verify; nil when there is no token or it is good.
     private func checkToken(_ token: String?) -> HTTPResponse? {
         guard let token else { return nil }
-        guard let verifier = self.node.tokenVerifier else { return Self.error(.unauthorized, "tokens are not accepted by this server", code: 101) }
-        do {
-            _ = try verifier.verify(token)
-            return nil
-        } catch {
-            return Self.error(.unauthorized, error == .expired ? "token expired" : "invalid token", code: 101)
+        guard self.node.enforcesPermissions else { return Self.error(.unauthorized, "tokens are not accepted by this server", code: 101) }
+        switch self.node.tokens.verifyConnectionToken(token) {
+        case .success: return nil
+        case .failure(let failure):
+            self.node.metrics.auth.count(failure == .expired ? .tokenExpired : .tokenInvalid)
+            return Self.error(.unauthorized, failure == .expired ? "token expired" : "invalid token", code: 101)
         }
     }
 

@@ -132,7 +132,19 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func route(context: ChannelHandlerContext, head: HTTPRequestHead, body: ByteBuffer) {
         let route = Route(uri: head.uri)
+        if route.isClientTransport, !self.node.admitsOrigin(head) {
+            // Another site's page: no upgrade, no stream, no command (CORS alone would still let a
+            // simple POST run); see docs/security.md.
+            self.node.metrics.auth.count(.origin)
+            return self.respond(context: context, head: head, .text(.forbidden, "origin not allowed"))
+        }
         switch (head.method, route) {
+        case (.OPTIONS, .eventStream), (.OPTIONS, .poll), (.OPTIONS, .rpc):
+            var response = HTTPResponse(status: .noContent, contentType: "text/plain", body: ByteBuffer())
+            response.headers.append(("Access-Control-Allow-Methods", "GET, POST"))
+            response.headers.append(("Access-Control-Allow-Headers", "Content-Type, Last-Event-ID"))
+            response.headers.append(("Access-Control-Max-Age", "600"))
+            self.respond(context: context, head: head, response)
         case (.GET, .demoPage):
             self.respond(context: context, head: head, HTTPResponse(
                 status: .ok, contentType: "text/html; charset=utf-8", body: ByteBuffer(bytes: PackageResources.demo_html)))
@@ -206,6 +218,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         headers.add(name: "Content-Length", value: String(response.body.readableBytes))
         headers.add(name: "Cache-Control", value: "no-store")
         for (name, value) in response.headers { headers.add(name: name, value: value) }
+        if Route(uri: head.uri).isClientTransport {
+            for (name, value) in self.node.corsHeaders(head) { headers.add(name: name, value: value) }
+        }
         if !keepAlive { headers.add(name: "Connection", value: "close") }
         let responseHead = HTTPResponseHead(version: head.version, status: response.status, headers: headers)
         context.write(Self.wrapOutboundOut(.head(responseHead)), promise: nil)

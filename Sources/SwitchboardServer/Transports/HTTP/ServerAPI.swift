@@ -201,7 +201,7 @@ struct ServerAPI: Sendable {
         let node = self.node
         return node.announceSelf().flatMap { node.broker.nodes() }.map { nodes in
             Self.result { buffer in
-                buffer.writeStaticString("{\"nodes\":[")
+                buffer.writeStaticString(node.isInsecure ? "{\"insecure\":true,\"nodes\":[" : "{\"insecure\":false,\"nodes\":[")
                 for (i, node) in nodes.enumerated() {
                     if i > 0 { buffer.writeInteger(UInt8(ascii: ",")) }
                     buffer.writeStaticString("{\"id\":")

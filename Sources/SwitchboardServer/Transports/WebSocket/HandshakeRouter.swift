@@ -94,6 +94,10 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
             if bytes.count > Self.maximumHeadSize { self.answerAndClose(context: context, Self.serviceUnavailable) }
             return
         }
+        if self.admission == .addressRate {
+            // Shed before any upgrade or token work; the client retries after a second.
+            return self.answerAndClose(context: context, Self.tooManyConnects)
+        }
         self.deadlineTimer.stop()
         self.buffer = nil
         guard let key = Self.webSocketKey(bytes[bytes.startIndex..<headEnd]) else {
@@ -110,6 +114,9 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
 
     private static let serviceUnavailable: StaticString =
         "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 5\r\nContent-Type: application/json\r\nContent-Length: 68\r\n\r\n{\"error\":{\"code\":106,\"message\":\"connection limit\",\"temporary\":true}}"
+
+    private static let tooManyConnects: StaticString =
+        "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: 69\r\n\r\n{\"error\":{\"code\":111,\"message\":\"too many connects\",\"temporary\":true}}"
 
     private func answerAndClose(context: ChannelHandlerContext, _ text: StaticString) {
         self.deadlineTimer.stop()
@@ -230,6 +237,9 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
             } else if Self.equalsIgnoringCase(name, "sec-websocket-key") {
                 guard key == nil else { return nil }
                 key = value
+            } else if Self.equalsIgnoringCase(name, "origin") {
+                // A browser page: the HTTP path checks `allowedOrigins` (403 before any 101).
+                return nil
             } else if Self.equalsIgnoringCase(name, "sec-websocket-extensions") || Self.equalsIgnoringCase(name, "sec-websocket-protocol")
                 || Self.equalsIgnoringCase(name, "transfer-encoding") || Self.equalsIgnoringCase(name, "content-length") {
                 // Negotiations and bodies are the HTTP path's business.

@@ -1,0 +1,154 @@
+public import SwitchboardCore
+
+/// Verifies compact JWS tokens synchronously (on the calling event loop, no Task per token) against
+/// a fixed list of keys, and applies the claim rules of core.
+///
+/// The order is chosen so that a hostile token costs as little as possible:
+/// size cap before any decoding, header before payload, signature before any claim is read.
+/// - tokens over `maximumTokenBytes` are refused before base64 or JSON work;
+/// - the header `alg` must be one the chosen key allows (`none` never is: it is not a `JWTAlgorithm`);
+/// - with a `kid`, only keys with that `kid` are tried; with several keys and no match, the token is
+///   refused (no fallback to a default key); without a `kid`, the one key allowing the algorithm is
+///   used, and several such keys refuse the token (rotation needs `kid`s);
+/// - a lone key without a `kid` accepts tokens whatever `kid` they carry.
+public struct JWTVerifier: Sendable {
+    /// A token whose signature verified: what its header and payload said.
+    public struct Verified: Sendable {
+        public var algorithm: JWTAlgorithm
+        public var kid: String?
+        public var payload: JSONValue
+    }
+
+    /// Why a token could not be verified before any claim was read.
+    public enum Refusal: Error, Hashable, Sendable {
+        /// Malformed, oversized, wrong algorithm, bad signature.
+        case invalid(String)
+        /// The header names a `kid` no key has (a JWKS may learn it on a fetch).
+        case unknownKey(String)
+    }
+
+    public let keys: [VerificationKey]
+    public let policy: TokenClaimPolicy
+    /// Longest token accepted, in bytes (default 8192).
+    public let maximumTokenBytes: Int
+
+    public static let defaultMaximumTokenBytes = 8192
+
+    public init(keys: [VerificationKey], policy: TokenClaimPolicy = TokenClaimPolicy(), maximumTokenBytes: Int = Self.defaultMaximumTokenBytes) {
+        self.keys = keys
+        self.policy = policy
+        self.maximumTokenBytes = max(64, maximumTokenBytes)
+    }
+
+    private static let headerParser = JSONParser(maximumDepth: 4, maximumValues: 64)
+    private static let payloadParser = JSONParser(maximumDepth: 32, maximumValues: 4096)
+
+    /// Checks size, shape, header and signature against `keys` plus `extraKeys` (a JWKS's current set).
+    public func verifySignature(_ token: String, extraKeys: [VerificationKey] = []) throws(Refusal) -> Verified {
+        let utf8 = token.utf8
+        guard utf8.count <= self.maximumTokenBytes else { throw .invalid("longer than \(self.maximumTokenBytes) bytes") }
+        var dots: [String.UTF8View.Index] = []
+        for index in utf8.indices where utf8[index] == UInt8(ascii: ".") {
+            dots.append(index)
+            if dots.count > 2 { throw .invalid("not three segments") }
+        }
+        guard dots.count == 2 else { throw .invalid("not three segments") }
+        let headerText = Substring(token[..<dots[0]])
+        let payloadText = Substring(token[token.index(after: dots[0])..<dots[1]])
+        let signatureText = Substring(token[token.index(after: dots[1])...])
+        guard let headerBytes = Base64URL.decode(headerText), UTF8Validation.isValid(headerBytes),
+            let header = try? Self.headerParser.parse(headerBytes), case .object(let headerObject) = header
+        else { throw .invalid("header is not base64url JSON") }
+        guard let algName = headerObject["alg"]?.stringValue, let algorithm = JWTAlgorithm(header: algName) else {
+            throw .invalid("alg is missing or not supported")
+        }
+        if let crit = headerObject["crit"], crit != .null { throw .invalid("crit extensions are not supported") }
+        let kid: String?
+        switch headerObject["kid"] {
+        case nil, .null?: kid = nil
+        case .string(let s)? where s.utf8.count <= 256: kid = s
+        default: throw .invalid("kid is not a string")
+        }
+        let key = try self.pickKey(kid: kid, algorithm: algorithm, extraKeys: extraKeys)
+        guard let signature = Base64URL.decode(signatureText), !signature.isEmpty else { throw .invalid("signature is not base64url") }
+        let signingInput = Array(token.utf8[..<dots[1]])
+        guard key.isValidSignature(signature, of: signingInput, algorithm: algorithm) else { throw .invalid("bad signature") }
+        guard let payloadBytes = Base64URL.decode(payloadText), UTF8Validation.isValid(payloadBytes),
+            let payload = try? Self.payloadParser.parse(payloadBytes)
+        else { throw .invalid("payload is not base64url JSON") }
+        return Verified(algorithm: algorithm, kid: kid, payload: payload)
+    }
+
+    /// The key a header picks; see the type's documentation for the rules.
+    func pickKey(kid: String?, algorithm: JWTAlgorithm, extraKeys: [VerificationKey]) throws(Refusal) -> VerificationKey {
+        let total = self.keys.count + extraKeys.count
+        guard total > 0 else { throw .invalid("no key configured") }
+        if let kid {
+            var match: VerificationKey?
+            for key in self.keys where key.kid == kid {
+                match = key
+                break
+            }
+            if match == nil {
+                for key in extraKeys where key.kid == kid {
+                    match = key
+                    break
+                }
+            }
+            if let match {
+                guard match.algorithms.contains(algorithm) else { throw .invalid("alg \(algorithm.rawValue) is not allowed for key \(kid)") }
+                return match
+            }
+            if total == 1, let only = self.keys.first ?? extraKeys.first, only.kid == nil {
+                guard only.algorithms.contains(algorithm) else { throw .invalid("alg \(algorithm.rawValue) is not allowed for the key") }
+                return only
+            }
+            throw .unknownKey(kid)
+        }
+        var candidate: VerificationKey?
+        for key in self.keys + extraKeys where key.algorithms.contains(algorithm) {
+            guard candidate == nil else { throw .invalid("no kid, and several keys allow \(algorithm.rawValue)") }
+            candidate = key
+        }
+        guard let candidate else { throw .invalid("alg \(algorithm.rawValue) is not allowed for any key") }
+        return candidate
+    }
+
+    /// Verifies a connection token and reads its claims at `now` (seconds since 1970).
+    public func verifyConnectionToken(_ token: String, now: Double, extraKeys: [VerificationKey] = []) throws(TokenFailure) -> ConnectionTokenClaims {
+        let verified: Verified
+        do {
+            verified = try self.verifySignature(token, extraKeys: extraKeys)
+        } catch {
+            throw error.asFailure
+        }
+        return try ConnectionTokenClaims(payload: verified.payload, now: now, policy: self.policy)
+    }
+
+    /// Verifies a subscription token of `user` for `channel` and reads its claims at `now`.
+    public func verifySubscriptionToken(
+        _ token: String,
+        user: String,
+        channel: String,
+        now: Double,
+        extraKeys: [VerificationKey] = []
+    ) throws(TokenFailure) -> SubscriptionTokenClaims {
+        let verified: Verified
+        do {
+            verified = try self.verifySignature(token, extraKeys: extraKeys)
+        } catch {
+            throw error.asFailure
+        }
+        return try SubscriptionTokenClaims(payload: verified.payload, user: user, channel: channel, now: now, policy: self.policy)
+    }
+}
+
+extension JWTVerifier.Refusal {
+    /// The claim-level failure a refusal amounts to.
+    public var asFailure: TokenFailure {
+        switch self {
+        case .invalid(let reason): .invalid(reason)
+        case .unknownKey: .invalid("unknown kid")
+        }
+    }
+}

@@ -1,0 +1,132 @@
+public import Crypto
+public import _CryptoExtras
+
+/// One key a token may be signed with: its material, its `kid` (optional), where it came from
+/// (so a JWKS's `kid` never matches a configured key's by accident), and the algorithms it allows,
+/// all of one family.
+public struct VerificationKey: Sendable {
+    /// The key material; the family follows from it.
+    public enum Material: @unchecked Sendable {
+        // Unchecked: swift-crypto 3.x does not mark `SymmetricKey` and the EC public keys Sendable
+        // on Linux, but they are immutable values (copy-on-write storage never written after init).
+        case hmac(SymmetricKey)
+        case rsa(_RSA.Signing.PublicKey)
+        case p256(P256.Signing.PublicKey)
+        case p384(P384.Signing.PublicKey)
+    }
+
+    /// Why a key could not be built.
+    public struct Error: Swift.Error, Hashable, Sendable, CustomStringConvertible {
+        public var description: String
+        public init(_ description: String) { self.description = description }
+    }
+
+    public let material: Material
+    /// The `kid` a token names to pick this key; nil: the key has none.
+    public let kid: String?
+    /// Where the key came from (`hmac`, `pem:<file>`, `jwks:<source>`), part of its identity.
+    public let source: String
+    /// The algorithms a token's header may name for this key; never empty, all of the key's family.
+    public let algorithms: Set<JWTAlgorithm>
+
+    /// Shortest RSA modulus accepted, in bits.
+    public static let minimumRSABits = 2048
+
+    public var family: JWTAlgorithm.Family {
+        switch self.material {
+        case .hmac: .hmac
+        case .rsa: .rsa
+        case .p256: .p256
+        case .p384: .p384
+        }
+    }
+
+    /// An HMAC secret. Refused when shorter than the hash output of any algorithm it allows
+    /// (32 bytes for HS256, 48 for HS384, 64 for HS512), or when an algorithm is not HMAC.
+    public init(hmacSecret secret: [UInt8], kid: String? = nil, algorithms: [JWTAlgorithm] = [.hs256], source: String = "hmac") throws(Error) {
+        guard !algorithms.isEmpty else { throw Error("HMAC key \(kid ?? "(no kid)"): algorithms is empty") }
+        for algorithm in algorithms {
+            guard algorithm.family == .hmac else {
+                throw Error("HMAC key \(kid ?? "(no kid)"): \(algorithm.rawValue) is not an HMAC algorithm (HS256, HS384, HS512)")
+            }
+            guard secret.count >= algorithm.minimumSecretBytes else {
+                throw Error(
+                    "HMAC key \(kid ?? "(no kid)"): the secret is \(secret.count) bytes, \(algorithm.rawValue) needs at least \(algorithm.minimumSecretBytes) "
+                        + "(generate one with: openssl rand -base64 \(algorithm.minimumSecretBytes))"
+                )
+            }
+        }
+        self.material = .hmac(SymmetricKey(data: secret))
+        self.kid = kid
+        self.source = source
+        self.algorithms = Set(algorithms)
+    }
+
+    /// A public key from PEM (`BEGIN PUBLIC KEY` or `BEGIN RSA PUBLIC KEY`): RSA (2048 bits or more),
+    /// P-256 or P-384; the algorithms follow from the key, narrowed by `algorithms` when given.
+    public init(pem: String, kid: String? = nil, algorithms: [JWTAlgorithm]? = nil, source: String) throws(Error) {
+        let material: Material
+        if let key = try? P256.Signing.PublicKey(pemRepresentation: pem) {
+            material = .p256(key)
+        } else if let key = try? P384.Signing.PublicKey(pemRepresentation: pem) {
+            material = .p384(key)
+        } else if let key = try? _RSA.Signing.PublicKey(pemRepresentation: pem) {
+            material = .rsa(key)
+        } else {
+            throw Error("\(source): not an RSA (2048 bits or more), P-256 or P-384 public key in PEM")
+        }
+        try self.init(material: material, kid: kid, algorithms: algorithms, source: source)
+    }
+
+    /// A key from its material; `algorithms` (nil: all of the family) must belong to the family.
+    public init(material: Material, kid: String?, algorithms: [JWTAlgorithm]? = nil, source: String) throws(Error) {
+        if case .rsa(let key) = material, key.keySizeInBits < Self.minimumRSABits {
+            throw Error("\(source): RSA key of \(key.keySizeInBits) bits, at least \(Self.minimumRSABits) needed")
+        }
+        let family: JWTAlgorithm.Family
+        switch material {
+        case .hmac: family = .hmac
+        case .rsa: family = .rsa
+        case .p256: family = .p256
+        case .p384: family = .p384
+        }
+        let allowed = algorithms ?? JWTAlgorithm.algorithms(of: family)
+        guard !allowed.isEmpty else { throw Error("\(source): no algorithms allowed") }
+        for algorithm in allowed where algorithm.family != family {
+            throw Error("\(source): \(algorithm.rawValue) cannot be used with a \(family.rawValue) key")
+        }
+        self.material = material
+        self.kid = kid
+        self.source = source
+        self.algorithms = Set(allowed)
+    }
+
+    /// Whether `signature` is this key's signature of `input` under `algorithm`.
+    /// False whenever the algorithm is not one the key allows (the header cannot pick the family).
+    public func isValidSignature(_ signature: [UInt8], of input: [UInt8], algorithm: JWTAlgorithm) -> Bool {
+        guard self.algorithms.contains(algorithm) else { return false }
+        switch (self.material, algorithm) {
+        case (.hmac(let key), .hs256):
+            return HMAC<SHA256>.isValidAuthenticationCode(signature, authenticating: input, using: key)
+        case (.hmac(let key), .hs384):
+            return HMAC<SHA384>.isValidAuthenticationCode(signature, authenticating: input, using: key)
+        case (.hmac(let key), .hs512):
+            return HMAC<SHA512>.isValidAuthenticationCode(signature, authenticating: input, using: key)
+        case (.rsa(let key), .rs256):
+            return key.isValidSignature(_RSA.Signing.RSASignature(rawRepresentation: signature), for: SHA256.hash(data: input), padding: .insecurePKCS1v1_5)
+        case (.rsa(let key), .rs384):
+            return key.isValidSignature(_RSA.Signing.RSASignature(rawRepresentation: signature), for: SHA384.hash(data: input), padding: .insecurePKCS1v1_5)
+        case (.rsa(let key), .rs512):
+            return key.isValidSignature(_RSA.Signing.RSASignature(rawRepresentation: signature), for: SHA512.hash(data: input), padding: .insecurePKCS1v1_5)
+        case (.p256(let key), .es256):
+            // JWS carries r||s (64 bytes), not DER.
+            guard signature.count == 64, let sig = try? P256.Signing.ECDSASignature(rawRepresentation: signature) else { return false }
+            return key.isValidSignature(sig, for: SHA256.hash(data: input))
+        case (.p384(let key), .es384):
+            guard signature.count == 96, let sig = try? P384.Signing.ECDSASignature(rawRepresentation: signature) else { return false }
+            return key.isValidSignature(sig, for: SHA384.hash(data: input))
+        default:
+            return false
+        }
+    }
+}

@@ -1,0 +1,153 @@
+import NIOCore
+import SwitchboardCore
+
+/// First handler on a connection from a `--trusted-proxy` address: learns who the client is before the
+/// node routes the request, so the per-address caps and the poll counters use the client's address.
+///
+/// A PROXY protocol v2 header (at most 536 bytes) is read and removed; without one, the `X-Forwarded-For`
+/// of the first request head is read (its last entry: the one the trusted proxy added; the head is
+/// forwarded unchanged). Either way `resolved` is called once with the address (the proxy's own when the
+/// proxy named nobody) and installs the next handler, then the buffered bytes follow and this handler
+/// passes everything through. A connection that never completes its PROXY header or head by
+/// `headDeadline` gets 408 and is closed; a malformed PROXY header closes it at once. The proxy's
+/// connections should each carry one client (our balancer sends `Connection: close`; HAProxy
+/// `http-reuse never`; nginx without upstream keepalive), or use the PROXY protocol.
+final class ProxyProtocolHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    /// Largest head searched for `X-Forwarded-For` (the router's own limit); past it the proxy's address
+    /// is used.
+    static let maximumHeadSize = 16 * 1024
+
+    /// The client's address: the proxy's until resolved.
+    private(set) var clientAddress: String
+    /// Whether the client reached the proxy over TLS (PROXY SSL TLV or `X-Forwarded-Proto: https`), when said.
+    private(set) var clientUsedTLS: Bool?
+    private var buffer: ByteBuffer?
+    private var isResolved = false
+    private let headDeadline: NIODeadline
+    private var deadlineTimer = RequestDeadlineTimer()
+    private let resolved: (ChannelHandlerContext, String) throws -> Void
+
+    init(proxyAddress: String, headDeadline: NIODeadline, resolved: @escaping (ChannelHandlerContext, String) throws -> Void) {
+        self.clientAddress = proxyAddress
+        self.headDeadline = headDeadline
+        self.resolved = resolved
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        self.deadlineTimer.arm(at: self.headDeadline, on: context.eventLoop) {
+            let context = loopBound.value
+            var response = context.channel.allocator.buffer(capacity: 80)
+            response.writeStaticString("HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+            context.writeAndFlush(NIOAny(response)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.deadlineTimer.stop()
+        self.buffer = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !self.isResolved else { return context.fireChannelRead(data) }
+        var incoming = Self.unwrapInboundIn(data)
+        if self.buffer == nil {
+            self.buffer = incoming
+        } else {
+            self.buffer!.writeBuffer(&incoming)
+        }
+        let bytes = self.buffer!.readableBytesView
+        switch ProxyProtocolHeader.decode(bytes) {
+        case .needMoreBytes:
+            return
+        case .invalid:
+            self.buffer = nil
+            context.close(promise: nil)
+            return
+        case .header(let header, let length):
+            self.buffer!.moveReaderIndex(forwardBy: length)
+            if let source = header.sourceAddress { self.clientAddress = source }
+            if !header.isLocal { self.clientUsedTLS = header.clientUsedTLS }
+            self.resolve(context: context)
+        case .notProxyProtocol:
+            if let end = Self.headEnd(bytes) {
+                let (address, proto) = Self.forwardedFor(bytes[bytes.startIndex..<end])
+                if let address { self.clientAddress = address }
+                if let proto { self.clientUsedTLS = proto == "https" }
+                self.resolve(context: context)
+            } else if bytes.count > Self.maximumHeadSize {
+                self.resolve(context: context)
+            }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.deadlineTimer.stop()
+        context.fireChannelInactive()
+    }
+
+    private func resolve(context: ChannelHandlerContext) {
+        self.isResolved = true
+        self.deadlineTimer.stop()
+        do {
+            try self.resolved(context, self.clientAddress)
+        } catch {
+            self.buffer = nil
+            context.close(promise: nil)
+            return
+        }
+        let rest = self.buffer
+        self.buffer = nil
+        if let rest, rest.readableBytes > 0 {
+            context.fireChannelRead(Self.wrapInboundOut(rest))
+            context.fireChannelReadComplete()
+        }
+    }
+
+    /// The index just past the blank line that ends the head, if it has arrived.
+    static func headEnd(_ bytes: ByteBufferView) -> Int? {
+        var i = bytes.startIndex
+        while let cr = bytes[i...].firstIndex(of: UInt8(ascii: "\r")) {
+            guard cr + 3 < bytes.endIndex else { return nil }
+            if bytes[cr + 1] == UInt8(ascii: "\n") && bytes[cr + 2] == UInt8(ascii: "\r") && bytes[cr + 3] == UInt8(ascii: "\n") {
+                return cr + 4
+            }
+            i = cr + 1
+        }
+        return nil
+    }
+
+    /// The last `X-Forwarded-For` entry (an IP literal, else nil) and the last `X-Forwarded-Proto` of a head.
+    static func forwardedFor(_ head: ByteBufferView.SubSequence) -> (address: String?, proto: String?) {
+        var address: String?
+        var proto: String?
+        let text = String(decoding: head, as: UTF8.self)
+        for line in text.split(separator: "\r\n", omittingEmptySubsequences: true).dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            let name = line[..<colon].lowercased()
+            let value = line[line.index(after: colon)...]
+            if name == "x-forwarded-for" {
+                let last = value.split(separator: ",").last.map { $0.trimmingCharacters(in: " \t") } ?? ""
+                address = ProxyProtocolHeader.addressBytes(last) != nil ? last : nil
+            } else if name == "x-forwarded-proto" {
+                proto = value.trimmingCharacters(in: " \t").lowercased()
+            }
+        }
+        return (address, proto)
+    }
+}
+
+@available(*, unavailable)
+extension ProxyProtocolHandler: Sendable {}
+
+extension Substring {
+    fileprivate func trimmingCharacters(in set: String) -> String {
+        var s = self
+        while let f = s.first, set.contains(f) { s = s.dropFirst() }
+        while let l = s.last, set.contains(l) { s = s.dropLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,728 @@
+// The client: Switchboard, the connection state machine. It owns the
+// connection attempts (one transport object each), the reconnect backoff,
+// the transport fallback and the climb back to WebSocket, the page and
+// network lifecycle, and puts the subscriptions and the request queue on
+// whatever connection is up. Its subscription handling is in
+// subscriptions.js (methods installed on Switchboard.prototype below).
+
+import {SwitchboardError, toError, isTerminal} from './errors.js';
+import {makeEnv} from './env.js';
+import {VERSION, ALL_TRANSPORTS, CONNECT_ID, STABLE_MS, MAX_HELD, randomId, validChannel, endpoints} from './util.js';
+import {Backoff} from './backoff.js';
+import {RequestQueue} from './queue.js';
+import {Emitter} from './emitter.js';
+import {Subscription} from './subscription.js';
+import {installSubscriptionMethods} from './subscriptions.js';
+import {TRANSPORT_CLASSES} from './transports/index.js';
+
+// ===========================================================================
+// The connection state machine
+//
+//   disconnected --connect()--> connecting --connect reply--> connected
+//   connecting/connected --connection over--> disconnected (timer) --> connecting
+//   connecting/connected --terminal code--> closed
+//   any --close()--> closed --connect()--> connecting
+//   any --destroy()--> closed for good
+//
+// Every transition that runs listeners checks afterwards that no listener
+// changed the state (close(), destroy(), connect() from inside a listener
+// win over what the transition would have done next).
+// ===========================================================================
+
+/**
+ * @typedef {Object} SwitchboardOptions
+ * @property {string[]} [transports]  order of preference, default ['websocket', 'sse', 'longpoll']
+ * @property {string} [token]         connection JWT
+ * @property {() => Promise<string>|string} [getToken]  asked for a connection token before connecting when
+ *   there is none, and again when the token expired (3503 / error 109)
+ * @property {string} [name]          client name sent in `connect`
+ * @property {number} [minReconnectDelay]  ms, default 500
+ * @property {number} [maxReconnectDelay]  ms, default 20000
+ * @property {number} [pollTimeout]   ms the server may hold a long-poll, default 25000 (sent in whole seconds, 0-60)
+ * @property {number} [connectTimeout]  ms to wait for the connect reply, default 10000
+ * @property {number} [requestTimeout]  ms a publish/history/presence call may take, reconnects included, default 20000
+ * @property {number} [maxMessageSize]  bytes: no frame or request body is larger (the node's limit), default 65536
+ * @property {number} [upgradeInterval]  ms between attempts to climb back to the first transport after a fallback,
+ *   default 60000 (0: never)
+ * @property {SwitchboardEnv} [env]  replace browser objects (tests)
+ * @property {boolean|Function} [debug]  log to console.debug (or to the function given)
+ */
+
+/**
+ * A Switchboard connection with automatic transport fallback, reconnect and
+ * exactly-once recovery of subscriptions.
+ *
+ * Events (`on(event, fn)`):
+ * - `state`: `{state, transport}`; state is 'disconnected' | 'connecting' | 'connected' | 'closed'
+ * - `connected`: the connect result (`client`, `node`, `ping`, ... plus `transport`)
+ * - `disconnected`: `{code, reason, reconnect, transport}` each time a connection or an attempt ends
+ * - `error`: a {@link SwitchboardError} that belongs to no request
+ */
+export class Switchboard extends Emitter {
+  /**
+   * @param {string} [url]  base URL of a node or balancer (http(s)://host:port); default the page's origin
+   * @param {SwitchboardOptions} [options]
+   */
+  constructor(url, options) {
+    super();
+    if (url && typeof url === 'object' && options === undefined) { options = url; url = undefined; }
+    const o = Object.assign({
+      transports: ALL_TRANSPORTS.slice(), token: undefined, getToken: undefined, name: undefined,
+      minReconnectDelay: 500, maxReconnectDelay: 20000, pollTimeout: 25000,
+      connectTimeout: 10000, requestTimeout: 20000, maxMessageSize: 65536, upgradeInterval: 60000, debug: false,
+    }, Object.fromEntries(Object.entries(options || {}).filter(([, v]) => v !== undefined)));  // undefined: the default
+    this._env = makeEnv(o.env);
+    const env = this._env;
+    let ts = (Array.isArray(o.transports) ? o.transports : String(o.transports).split(','))
+      .map(t => String(t).trim().toLowerCase()).map(t => (t === 'ws' ? 'websocket' : t === 'poll' || t === 'long-polling' ? 'longpoll' : t))
+      .filter((t, i, a) => ALL_TRANSPORTS.includes(t) && a.indexOf(t) === i);
+    if (typeof env.WebSocket !== 'function') ts = ts.filter(t => t !== 'websocket');
+    if (typeof env.EventSource !== 'function') ts = ts.filter(t => t !== 'sse');
+    if (typeof env.fetch !== 'function') ts = ts.filter(t => t !== 'longpoll' && t !== 'sse');
+    if (ts.length === 0) throw new SwitchboardError('bad_request', 'no usable transport in ' + JSON.stringify(o.transports));
+    o.transports = ts;
+    o.maxMessageSize = Math.max(1024, Number(o.maxMessageSize) || 65536);
+    this._opts = o;
+    this._urls = endpoints(url);
+    this._token = o.token || null;
+    this._tIndex = 0;                // transport in use / being tried
+    this._failuresInRow = 0;         // attempts on this transport that never got a connect reply
+    this._worked = new Set();        // transports that got a connect reply at least once
+    this._state = 'disconnected';
+    this._conn = null;
+    this._lc = 0;                    // lifecycle counter: bumped by every transition; listeners' effects show here
+    this._backoff = new Backoff(o.minReconnectDelay, o.maxReconnectDelay, env.random, true);
+    this._reconnectTimer = null;
+    this._watchdog = null;
+    this._connectTimer = null;
+    this._stableTimer = null;
+    this._upgradeTimer = null;
+    this._refreshTimer = null;
+    this._upgradeProbe = null;
+    this._active = false;            // connect() called and no close() since: reconnecting is wanted
+    this._suspended = false;         // offline, or the page is in the back/forward cache
+    this._destroyed = false;
+    this._pingMs = 0;
+    this._pong = false;
+    this._subs = new Map();          // channel -> Subscription
+    this._requests = new RequestQueue(env, {maxBytes: o.maxMessageSize, timeoutMs: o.requestTimeout, firstId: CONNECT_ID + 1});
+    this._connectResult = null;
+    this._pollClient = randomId(8);  // stable `client` id for /poll
+    this._listeners = [];
+    this._listen(env.window, 'online', () => this._onOnline());
+    this._listen(env.window, 'offline', () => this._onOffline());
+    this._listen(env.window, 'pageshow', e => this._onPageShow(e));
+    this._listen(env.window, 'pagehide', e => this._onPageHide(e));
+    this._listen(env.document, 'visibilitychange', () => this._onVisibility());
+  }
+
+  /** Current state: 'disconnected' | 'connecting' | 'connected' | 'closed'. */
+  get state() { return this._state; }
+
+  /** Name of the active transport ('websocket' | 'sse' | 'longpoll'): the one connected, or being tried. */
+  get transport() { return this._conn ? this._conn.name : this._opts.transports[this._tIndex]; }
+
+  /** The last connect result (`client`, `node`, `ping`, ...), or null before the first connect. */
+  get connectResult() { return this._connectResult; }
+
+  /** The endpoint URLs in use: `{base, ws, sse, poll, rpc}`. */
+  get urls() { return {...this._urls}; }
+
+  /** Start connecting (no-op when already connecting or connected). Reconnects by itself from then on. */
+  connect() {
+    if (this._destroyed) throw new SwitchboardError('destroyed', 'client destroyed');
+    if (this._state === 'connecting' || this._state === 'connected') return;
+    if (this._state === 'disconnected' && this._active) { this._reconnectNow(); return; }
+    this._active = true;
+    this._suspended = false;
+    this._backoff.reset();
+    this._failuresInRow = 0;
+    this._startAttempt();
+  }
+
+  /**
+   * Close the connection and stop reconnecting. Pending requests are
+   * rejected with code 'closed'. Subscriptions are kept: connect() again
+   * re-subscribes them from their positions. Safe from inside any listener.
+   */
+  close() { this._close('closed by client'); }
+
+  /**
+   * close(), end every subscription, remove the client's window/document
+   * listeners and every listener added with on(). The client cannot connect again.
+   */
+  destroy() {
+    if (this._destroyed) return;
+    this._close('destroyed');
+    this._destroyed = true;
+    for (const sub of [...this._subs.values()]) this._unsubscribe(sub, 0, 'client destroyed', true);
+    for (const [target, ev, fn] of this._listeners) {
+      try { target.removeEventListener(ev, fn); } catch (e) { /* gone */ }
+    }
+    this._listeners = [];
+    this.off();
+  }
+
+  /**
+   * Follow a channel. Works in any state: the subscription is made (or
+   * remade, from its last position) whenever a connection is up.
+   * @param {string} channel
+   * @param {SubscriptionOptions} [opts]  handlers, `since`, `getToken`
+   * @returns {Subscription}
+   */
+  subscribe(channel, opts) {
+    if (this._destroyed) throw new SwitchboardError('destroyed', 'client destroyed');
+    if (!validChannel(channel)) throw new SwitchboardError('bad_request', 'invalid channel name: ' + JSON.stringify(channel));
+    if (this._subs.has(channel)) throw new SwitchboardError(105, 'already subscribed to ' + channel);
+    const sub = new Subscription(this, channel, opts || {});
+    sub._backoff = new Backoff(this._opts.minReconnectDelay, this._opts.maxReconnectDelay, this._env.random, false);
+    this._subs.set(channel, sub);
+    this._kickSubscribe(sub);
+    return sub;
+  }
+
+  /** The Subscription for a channel, or undefined. @param {string} channel */
+  getSubscription(channel) { return this._subs.get(channel); }
+
+  /**
+   * Publish to a channel. An `idempotencyKey` is added when none is given,
+   * so that a publish resent after a reconnect is not published twice.
+   * A publish larger than `maxMessageSize` is refused with `'too_large'`.
+   * @param {string} channel
+   * @param {*} data
+   * @param {{idempotencyKey?: string}} [opts]
+   * @returns {Promise<{offset?: number, epoch?: string}>}
+   */
+  publish(channel, data, opts) {
+    const params = {channel, data, idempotencyKey: (opts && opts.idempotencyKey) || 'js-' + this._pollClient + '-' + randomId(6)};
+    return this._call('publish', params);
+  }
+
+  /** Who is in a channel. @param {string} channel @returns {Promise<{clients: Object}>} */
+  presence(channel) { return this._call('presence', {channel}); }
+
+  /** Counts of a channel's clients and users. @param {string} channel @returns {Promise<{clients: number, users: number}>} */
+  presenceStats(channel) { return this._call('presenceStats', {channel}); }
+
+  /**
+   * A channel's history.
+   * @param {string} channel
+   * @param {{since?: {offset: number, epoch: string}, limit?: number, reverse?: boolean}} [opts]
+   * @returns {Promise<{publications: Array, offset: number, epoch: string}>}
+   */
+  history(channel, opts) {
+    const p = {channel};
+    if (opts) for (const k of ['since', 'limit', 'reverse']) if (opts[k] !== undefined) p[k] = opts[k];
+    return this._call('history', p);
+  }
+
+  /** An application-level round trip. @returns {Promise<{}>} */
+  ping() { return this._call('ping', {}); }
+
+  // -- internals: plumbing ----------------------------------------------------
+
+  _log(...args) {
+    const d = this._opts.debug;
+    if (!d) return;
+    if (typeof d === 'function') d(...args);
+    else console.debug('[switchboard]', ...args);
+  }
+
+  _listen(target, ev, fn) {
+    if (!target || typeof target.addEventListener !== 'function') return;
+    target.addEventListener(ev, fn);
+    this._listeners.push([target, ev, fn]);
+  }
+
+  _after(ms, fn) { return this._env.setTimeout(fn, ms); }
+
+  _clear(t) { if (t !== null && t !== undefined) this._env.clearTimeout(t); }
+
+  // Set the state and tell the listeners. Returns the lifecycle count after them, or 0 when a
+  // listener moved the client on meanwhile (then the caller stops: the listener's call won).
+  _setState(state) {
+    if (this._state === state) return this._lc;
+    const lc = ++this._lc;
+    this._state = state;
+    this._log('state', state, this.transport);
+    this._emit('state', {state, transport: this.transport});
+    return this._lc === lc ? lc : 0;
+  }
+
+  _emitError(err) { this._emit('error', toError(err)); }
+
+  _close(reason) {
+    if (this._destroyed) return;
+    const was = this._state;
+    this._lc++;
+    this._clear(this._reconnectTimer);
+    this._reconnectTimer = null;
+    this._stopConnTimers();
+    this._stopUpgrade();
+    const conn = this._conn;
+    this._conn = null;
+    if (conn) conn.close();
+    const dropped = this._dropSubs(conn);
+    this._active = false;
+    this._rejectAll(new SwitchboardError('closed', 'client closed'));
+    const lc = this._setState('closed');
+    if (!lc) return;
+    if (was !== 'closed') this._emit('disconnected', {code: 0, reason, reconnect: false, transport: conn ? conn.name : this.transport});
+    if (this._lc !== lc) return;
+    this._emitSubscribing(dropped, 0, reason);
+  }
+
+  _stopConnTimers() {
+    this._clear(this._connectTimer);
+    this._connectTimer = null;
+    this._clear(this._stableTimer);
+    this._stableTimer = null;
+    this._clear(this._watchdog);
+    this._watchdog = null;
+    this._clear(this._refreshTimer);
+    this._refreshTimer = null;
+  }
+
+  // -- internals: connecting ---------------------------------------------------
+
+  _connectParams(name, conn) {
+    const p = {version: VERSION};
+    if (this._token) p.token = this._token;
+    if (this._opts.name) p.name = this._opts.name;
+    conn.connectSubs = new Map();  // channel -> {sub, gen}: what the connect request subscribes
+    if (name !== 'longpoll') {
+      const subs = {};
+      for (const sub of this._subs.values()) {
+        if (sub.state === 'unsubscribed') continue;
+        sub.state = 'subscribing';
+        sub._gen++;
+        sub._buffer = [];
+        this._clear(sub._retry);
+        sub._retry = null;
+        if (sub._getToken) continue;  // needs a token: subscribed with its own command
+        sub._since = this._posFor(sub);
+        subs[sub.channel] = sub._since ? {...sub._since} : {};
+        conn.connectSubs.set(sub.channel, {sub, gen: sub._gen});
+      }
+      if (Object.keys(subs).length) p.subs = subs;
+    }
+    return p;
+  }
+
+  _startAttempt() {
+    this._clear(this._reconnectTimer);
+    this._reconnectTimer = null;
+    this._stopConnTimers();
+    this._stopUpgrade();
+    if (this._opts.getToken && !this._token) {
+      this._fetchConnToken();
+      return;
+    }
+    const name = this._opts.transports[this._tIndex];
+    const Conn = TRANSPORT_CLASSES[name];
+    const conn = new Conn(this, {});
+    conn.params = this._connectParams(name, conn);
+    this._conn = conn;
+    this._lc++;
+    if (!this._setState('connecting') || this._conn !== conn) return;
+    this._log('connecting over', name);
+    this._connectTimer = this._after(this._opts.connectTimeout, () => {
+      if (this._conn === conn && !conn.connected) {
+        conn.close();
+        this._connClosed(conn, 0, 'no connect reply within ' + this._opts.connectTimeout + ' ms');
+      }
+    });
+    conn.open();
+  }
+
+  // getToken() before an attempt: the state is `connecting` meanwhile.
+  _fetchConnToken() {
+    this._lc++;
+    const lc = this._setState('connecting');
+    if (!lc) return;
+    let p;
+    try { p = Promise.resolve(this._opts.getToken()); } catch (e) { p = Promise.reject(e); }
+    const timer = this._after(this._opts.connectTimeout, () => { this._connectTimer = null; fail(new Error('getToken timed out')); });
+    this._connectTimer = timer;
+    let settled = false;
+    const fail = e => {
+      if (settled) return;
+      settled = true;
+      if (this._lc !== lc) return;
+      this._clear(timer);
+      this._emitError(new SwitchboardError('transport', 'getToken failed: ' + (e && e.message || e), true));
+      if (this._lc !== lc) return;
+      this._scheduleReconnect(null, 0, 'getToken failed', false);
+    };
+    p.then(token => {
+      if (settled) return;
+      settled = true;
+      if (this._lc !== lc) return;
+      this._clear(timer);
+      this._connectTimer = null;
+      if (typeof token !== 'string' || token === '') {
+        // No token for this user: the connection cannot be made (centrifuge's "unauthorized").
+        this._conn = null;
+        this._setTerminal('websocket', 3500, 'getToken gave no token');
+        return;
+      }
+      this._token = token;
+      this._startAttempt();
+    }, fail);
+  }
+
+  _reconnectNow() {
+    this._clear(this._reconnectTimer);
+    this._reconnectTimer = null;
+    this._startAttempt();
+  }
+
+  _connMessage(conn, obj) {
+    if (conn !== this._conn || conn.done) return;
+    conn.lastActivity = this._env.now();
+    if (Object.keys(obj).length === 0) {  // server ping
+      if (conn.name === 'websocket' && this._pong) conn.pong();
+      return;
+    }
+    if (obj.id !== undefined && obj.id !== null) { this._onReply(conn, obj); return; }
+    if (obj.disconnect) {
+      const d = obj.disconnect;
+      const code = typeof d.code === 'number' ? d.code : 3000;
+      conn.close();
+      this._connClosed(conn, code, d.reason || 'disconnect', d.reconnect);
+      return;
+    }
+    if (typeof obj.channel !== 'string') return;
+    const sub = this._subs.get(obj.channel);
+    if (!sub || sub.state === 'unsubscribed') return;
+    if (conn.name === 'longpoll') { this._pollItem(conn, sub, obj); return; }
+    if (sub.state === 'subscribing' && (obj.pub || obj.join || obj.leave)) {
+      sub._buffer.push(obj);  // before the subscribe reply: sort out once the position is known
+      if (sub._buffer.length > MAX_HELD) this._failConn(conn, 'more than ' + MAX_HELD + ' pushes before the subscribe reply of ' + sub.channel);
+      return;
+    }
+    this._channelPush(sub, obj);
+  }
+
+  // End a live connection from the client's side and reconnect (recovering).
+  _failConn(conn, reason) {
+    if (this._conn !== conn) return;
+    this._log('closing the connection:', reason);
+    conn.close();
+    this._connClosed(conn, 0, reason);
+  }
+
+  _onReply(conn, msg) {
+    if (msg.id === CONNECT_ID && !conn.connected) { this._onConnectReply(conn, msg); return; }
+    this._requests.reply(msg);
+  }
+
+  _onConnectReply(conn, msg) {
+    this._clear(this._connectTimer);
+    this._connectTimer = null;
+    if (msg.error) {
+      const e = msg.error;
+      conn.close();
+      if (e.code === 109 && this._opts.getToken) this._token = null;
+      const code = e.code === 109 ? 3503 : e.code === 101 ? 3500 : e.temporary ? 3000 : 3501;
+      const lc = this._lc;
+      this._emitError(e);
+      if (this._lc !== lc) return;
+      this._connClosed(conn, code, 'connect refused: ' + (e.message || e.code));
+      return;
+    }
+    const res = msg.result || {};
+    const env = this._env;
+    conn.connected = true;
+    conn.subsSettled = false;
+    conn.lastActivity = env.now();
+    this._pingMs = (typeof res.ping === 'number' ? res.ping : 0) * 1000;
+    this._pong = !!res.pong;
+    // The backoff starts over only once the connection has lived a while: one that dies at once
+    // after every connect reply (say, each command POST gets 404) must not reconnect in a tight loop.
+    this._stableTimer = this._after(STABLE_MS, () => { if (this._conn === conn) this._backoff.reset(); });
+    this._failuresInRow = 0;
+    this._worked.add(conn.name);
+    this._connectResult = {...res, transport: conn.name};
+    if (this._pingMs > 0) this._armWatchdog(conn, this._pingMs + 5000);
+    if (res.expires && typeof res.ttl === 'number' && this._opts.getToken) this._scheduleRefresh(conn, res.ttl);
+    this._scheduleUpgrade(conn);
+    // Listeners run from here on: after each, the connection must still be ours.
+    const lc = this._setState('connected');
+    if (!lc || this._conn !== conn) return;
+    this._emit('connected', this._connectResult);
+    if (this._lc !== lc || this._conn !== conn) return;
+    if (conn.name === 'longpoll') {
+      conn.subsSettled = true;
+      conn.restartPoll();
+    } else {
+      const results = res.subs || {};
+      for (const [ch, {sub, gen}] of conn.connectSubs) {
+        if (this._conn !== conn) return;
+        const r = results[ch];
+        const live = this._subs.get(ch) === sub && sub.state === 'subscribing' && sub._gen === gen;
+        if (!live) {
+          // Unsubscribed (or remade) while connecting: the connect request subscribed it anyway.
+          if (!r || !r.error) this._call('unsubscribe', {channel: ch}, true).catch(() => {});
+          continue;
+        }
+        if (r && r.error) this._onSubscribeError(sub, gen, toError(r.error), conn);
+        else if (r) this._onSubscribeResult(sub, gen, sub._since, r);
+        else this._sendSubscribe(sub, true);  // not answered in connect
+      }
+      if (this._conn !== conn) return;
+      conn.subsSettled = true;
+      for (const sub of [...this._subs.values()]) {
+        if (this._conn !== conn) return;
+        if (sub.state !== 'subscribing' || sub._sentOn === conn) continue;
+        const c = conn.connectSubs.get(sub.channel);
+        if (c && c.sub === sub && c.gen === sub._gen) continue;
+        this._sendSubscribe(sub);  // subscribed while connecting, or needs a token
+      }
+    }
+    // Requests made while disconnected, and those in flight when the last connection died: send now.
+    if (this._conn !== conn) return;
+    this._requests.sendUnsent(conn);
+  }
+
+  _armWatchdog(conn, limit) {
+    const check = () => {
+      this._watchdog = null;
+      if (this._conn !== conn) return;
+      const quiet = this._env.now() - conn.lastActivity;
+      if (quiet > limit) {
+        this._log('nothing from the server for', limit, 'ms: reconnecting');
+        this._failConn(conn, 'no ping from server');
+        return;
+      }
+      this._watchdog = this._after(Math.max(250, limit - quiet + 10), check);
+    };
+    this._watchdog = this._after(limit + 10, check);
+  }
+
+  // Connection token refresh (protocol 1.1 `refresh`): ask getToken() before the token expires.
+  _scheduleRefresh(conn, ttl) {
+    this._clear(this._refreshTimer);
+    const ms = Math.max(1000, ttl * 1000 * 0.8);
+    this._refreshTimer = this._after(ms, async () => {
+      this._refreshTimer = null;
+      if (this._conn !== conn) return;
+      try {
+        const token = await this._opts.getToken();
+        if (this._conn !== conn || typeof token !== 'string' || !token) return;
+        this._token = token;
+        const r = await this._call('refresh', {token}, true);
+        if (this._conn === conn && r && r.expires && typeof r.ttl === 'number') this._scheduleRefresh(conn, r.ttl);
+      } catch (e) {
+        this._log('token refresh failed', e);  // the connection ends with 3503 and is remade with a new token
+      }
+    });
+  }
+
+  // -- internals: climbing back to the first transport --------------------------
+
+  _scheduleUpgrade(conn) {
+    this._stopUpgrade();
+    const ms = this._opts.upgradeInterval;
+    if (!ms || this._tIndex === 0 || conn.name === this._opts.transports[0]) return;
+    if (this._opts.transports[0] !== 'websocket') return;
+    this._upgradeTimer = this._after(ms * (0.75 + this._env.random() / 2), () => {
+      this._upgradeTimer = null;
+      if (this._conn !== conn || this._suspended) return;
+      this._probeWebSocket(conn);
+    });
+  }
+
+  // Open a bare WebSocket: when it opens, the first transport works again; move to it.
+  _probeWebSocket(conn) {
+    let ws;
+    try { ws = new this._env.WebSocket(this._urls.ws); } catch (e) { this._scheduleUpgrade(conn); return; }
+    this._upgradeProbe = ws;
+    const end = () => { ws.onopen = ws.onclose = ws.onerror = ws.onmessage = null; try { ws.close(1000); } catch (e) { /* closed */ } };
+    ws.onopen = () => {
+      end();
+      this._upgradeProbe = null;
+      if (this._conn !== conn) return;
+      this._log('WebSocket works again: moving back to it');
+      this._lc++;
+      conn.close();
+      this._conn = null;
+      this._stopConnTimers();
+      const dropped = this._dropSubs();
+      this._requests.detach(conn);
+      this._tIndex = 0;
+      this._failuresInRow = 0;
+      const lc = this._lc;
+      this._emitSubscribing(dropped, 0, 'moving back to websocket');
+      if (this._lc === lc) this._startAttempt();  // unless a listener closed the client
+    };
+    ws.onerror = () => {};
+    ws.onclose = () => {
+      end();
+      this._upgradeProbe = null;
+      if (this._conn === conn) this._scheduleUpgrade(conn);
+    };
+  }
+
+  _stopUpgrade() {
+    this._clear(this._upgradeTimer);
+    this._upgradeTimer = null;
+    const ws = this._upgradeProbe;
+    this._upgradeProbe = null;
+    if (ws) { ws.onopen = ws.onclose = ws.onerror = ws.onmessage = null; try { ws.close(1000); } catch (e) { /* closed */ } }
+  }
+
+  // -- internals: network and page lifecycle ----------------------------------
+
+  _onOnline() {
+    this._suspended = false;
+    if (this._destroyed || !this._active) return;
+    this._log('online');
+    if (this._state === 'disconnected') this._reconnectNow();
+  }
+
+  // Offline: end the connection without counting a transport failure, and wait for `online`.
+  _onOffline() {
+    if (this._destroyed || !this._active) return;
+    this._log('offline');
+    this._suspend('browser offline');
+  }
+
+  _onPageHide(e) {
+    if (e && e.persisted && this._active && !this._destroyed) this._suspend('page hidden (back/forward cache)');
+  }
+
+  _onPageShow(e) {
+    if (e && e.persisted) this._onOnline();
+  }
+
+  // The page became visible again (a laptop lid opened): a connection that went quiet is remade now,
+  // a pending backoff is cut short.
+  _onVisibility() {
+    const doc = this._env.document;
+    if (!doc || doc.visibilityState !== 'visible' || this._destroyed || !this._active) return;
+    if (this._state === 'disconnected' && !this._suspended) { this._reconnectNow(); return; }
+    const conn = this._conn;
+    if (this._state === 'connected' && conn && this._pingMs > 0 && this._env.now() - conn.lastActivity > this._pingMs + 5000) {
+      this._failConn(conn, 'quiet while the page was hidden');
+    }
+  }
+
+  _suspend(reason) {
+    this._suspended = true;
+    this._lc++;
+    this._clear(this._reconnectTimer);
+    this._reconnectTimer = null;
+    this._stopConnTimers();
+    this._stopUpgrade();
+    const conn = this._conn;
+    this._conn = null;
+    if (conn) conn.close();
+    const dropped = this._dropSubs();
+    this._requests.suspend(reason);
+    const lc = this._setState('disconnected');
+    if (!lc) return;
+    if (conn) this._emit('disconnected', {code: 0, reason, reconnect: true, transport: conn.name});
+    if (this._lc !== lc) return;
+    this._emitSubscribing(dropped, 0, reason);
+  }
+
+  _online() {
+    const n = this._env.navigator;
+    return !(n && n.onLine === false);
+  }
+
+  // -- internals: requests ------------------------------------------------------
+
+  // A command through the request queue (which refuses one over maxMessageSize): sent now when connected,
+  // else when the next connection is up. Connection-scoped commands need a connection and die with it.
+  _call(method, params, connScoped = false) {
+    if (this._destroyed) return Promise.reject(new SwitchboardError('destroyed', 'client destroyed'));
+    if (this._state === 'closed' && !connScoped) return Promise.reject(new SwitchboardError('closed', 'client is closed; call connect()'));
+    const conn = this._conn;
+    if (connScoped && !(conn && conn.connected)) return Promise.reject(new SwitchboardError('closed', 'not connected'));
+    return this._requests.add(method, params, connScoped, conn && conn.connected ? conn : null);
+  }
+
+  _rejectCommands(cmds, err) { this._requests.reject(cmds, err); }
+
+  _rejectAll(err) { this._requests.rejectAll(err); }
+
+  // -- internals: a connection ended ---------------------------------------------
+
+  _connClosed(conn, code, reason, serverReconnect) {
+    if (conn !== this._conn) return;
+    this._conn = null;
+    this._stopConnTimers();
+    this._stopUpgrade();
+    const wasConnected = conn.connected;
+    code = typeof code === 'number' ? code : 0;
+    // Connection-scoped commands (subscribe/unsubscribe) die with it; requests wait for the next connection.
+    this._requests.connectionLost(conn);
+    const dropped = this._dropSubs();
+    // An expired token is no reason to stop when getToken() can give a new one.
+    if (code === 3503 && this._opts.getToken) this._token = null;
+    // No reconnect for 3500-3999 (and 1002/1007), nor when a `disconnect` push says `reconnect: false`;
+    // but 3503 with getToken() always reconnects: the node says `reconnect: false` because the same
+    // token would be refused, and getToken() gives a new one.
+    const renewable = code === 3503 && !!this._opts.getToken;
+    const terminal = !renewable && (isTerminal(code) || serverReconnect === false);
+    this._log('connection over', conn.name, code, reason, wasConnected ? '(was connected)' : '(never connected)');
+    if (terminal) {
+      this._setTerminal(conn.name, code, reason, dropped);
+      return;
+    }
+    this._scheduleReconnect(conn, code, reason, wasConnected, dropped);
+  }
+
+  _setTerminal(transport, code, reason, dropped = []) {
+    this._lc++;
+    this._active = false;
+    this._rejectAll(new SwitchboardError('closed', 'disconnected: ' + code + ' ' + reason));
+    const lc = this._setState('closed');
+    if (!lc) return;
+    this._emit('disconnected', {code, reason, reconnect: false, transport});
+    if (this._lc !== lc) return;
+    this._emitSubscribing(dropped, code, reason);
+  }
+
+  _scheduleReconnect(conn, code, reason, wasConnected, dropped = []) {
+    // Fall back to the next transport when this one cannot open (and never worked) or failed twice running.
+    // Not while the browser is offline: every transport fails then, and none is to blame.
+    let switched = false, wrapped = false;
+    if (conn && !wasConnected && this._online()) {
+      this._failuresInRow++;
+      const n = this._opts.transports.length;
+      if (n > 1 && ((!conn.opened && !this._worked.has(conn.name)) || this._failuresInRow >= 2)) {
+        this._tIndex = (this._tIndex + 1) % n;
+        this._failuresInRow = 0;
+        switched = true;
+        wrapped = this._tIndex === 0;
+        this._log('falling back to', this._opts.transports[this._tIndex]);
+      }
+    } else {
+      this._failuresInRow = 0;
+    }
+    let delay;
+    if (switched && !wrapped) {
+      delay = 0;  // try the next transport at once
+    } else {
+      const floor = code === 3001 || code === 3002 ? 4 * this._opts.minReconnectDelay : 0;
+      delay = this._backoff.next(floor);
+    }
+    // Offline: at `online`, or after the longest backoff should that event never come.
+    const offline = !this._online();
+    if (offline) { this._suspended = true; delay = this._opts.maxReconnectDelay; }
+    this._log('reconnecting in', Math.round(delay), 'ms', offline ? '(offline: or at `online`)' : '');
+    // The timer is set before any listener runs, so that close() from a listener cancels it.
+    this._lc++;
+    this._reconnectTimer = this._after(delay, () => { this._reconnectTimer = null; this._startAttempt(); });
+    const lc = this._setState('disconnected');
+    if (!lc) return;
+    this._emit('disconnected', {code, reason, reconnect: true, transport: conn ? conn.name : this.transport});
+    if (this._lc !== lc) return;
+    this._emitSubscribing(dropped, code, reason);
+  }
+}
+
+installSubscriptionMethods(Switchboard.prototype);

@@ -1,0 +1,296 @@
+// The client's side of subscriptions: subscribe commands and their results
+// (recovery, `unrecovered`, the pushes held before a reply), retries with
+// their own backoff, subscription token refresh, unsubscribe (also while
+// connecting), pushes routed to their subscription, and long-polling's
+// channel set and poll items.
+//
+// These are methods of Switchboard (`this` is the client) kept in their own
+// module: client.js installs them on Switchboard.prototype. What they use of
+// the client: `_subs` (channel -> Subscription), `_conn` (the connection, or
+// null), `_call` (the request queue), `_failConn`, `_destroyed`, `_log`,
+// `_after`/`_clear` (timers) and `transport`.
+
+import {SwitchboardError, toError} from './errors.js';
+
+/** Subscription handling, installed on Switchboard.prototype (see installSubscriptionMethods). */
+export class SubscriptionMethods {
+  // Every live subscription back to `subscribing`; returns those that were subscribed.
+  _dropSubs() {
+    const dropped = [];
+    for (const sub of this._subs.values()) {
+      if (sub.state === 'unsubscribed') continue;
+      if (sub.state === 'subscribed') dropped.push(sub);
+      sub.state = 'subscribing';
+      sub._gen++;
+      sub._buffer = [];
+      this._clear(sub._refreshTimer);
+      sub._refreshTimer = null;
+    }
+    return dropped;
+  }
+
+  _emitSubscribing(subs, code, reason) {
+    for (const sub of subs) {
+      if (sub.state !== 'subscribing') continue;
+      sub._emit('subscribing', {channel: sub.channel, code, reason});
+    }
+  }
+
+  _posFor(sub) {
+    const p = sub._pos;
+    return p && typeof p.offset === 'number' && typeof p.epoch === 'string' ? {offset: p.offset, epoch: p.epoch} : null;
+  }
+
+  _channelPush(sub, obj) {
+    if (obj.pub) sub._deliver(obj.pub);
+    else if (obj.join) sub._emit('join', {channel: sub.channel, ...obj.join});
+    else if (obj.leave) sub._emit('leave', {channel: sub.channel, ...obj.leave});
+    else if (obj.unsubscribe) {
+      const u = obj.unsubscribe;
+      if (u.code === 2500 || (u.code === 2501 && sub._getToken)) {
+        // 2500 insufficient state: subscribe again from our position. 2501 token expired: with a new token.
+        this._log('resubscribe after', u.code, sub.channel);
+        if (u.code === 2501) sub._token = null;
+        const was = sub.state;
+        sub.state = 'subscribing';
+        sub._gen++;
+        if (was === 'subscribed') sub._emit('subscribing', {channel: sub.channel, code: u.code, reason: u.reason || ''});
+        this._sendSubscribe(sub);
+      } else {
+        this._unsubscribe(sub, u.code, u.reason || 'unsubscribed by server', true);
+      }
+    }
+  }
+
+  // A subscription to make on the current connection, now or when it is up.
+  _kickSubscribe(sub) {
+    const conn = this._conn;
+    if (!conn || !conn.connected) return;
+    if (conn.name === 'longpoll') conn.restartPoll();
+    else this._sendSubscribe(sub);
+  }
+
+  _resubscribe(sub) {
+    if (this._destroyed) throw new SwitchboardError('destroyed', 'client destroyed');
+    if (sub.state !== 'unsubscribed') return;
+    if (this._subs.has(sub.channel)) throw new SwitchboardError(105, 'already subscribed to ' + sub.channel);
+    sub.state = 'subscribing';
+    sub._gen++;
+    sub._buffer = [];
+    this._subs.set(sub.channel, sub);
+    sub._emit('subscribing', {channel: sub.channel, code: 0, reason: 'subscribe called'});
+    if (this._subs.get(sub.channel) === sub && sub.state === 'subscribing') this._kickSubscribe(sub);
+  }
+
+  _sendSubscribe(sub, force = false) {
+    const conn = this._conn;
+    if (!conn || !conn.connected || conn.name === 'longpoll' || sub.state === 'unsubscribed') return;
+    if (!conn.subsSettled && !force) return;  // the connect reply's handling sends it
+    this._clear(sub._retry);
+    sub._retry = null;
+    sub.state = 'subscribing';
+    const gen = ++sub._gen;
+    sub._buffer = [];
+    sub._sentOn = conn;
+    const since = this._posFor(sub);
+    sub._since = since;
+    const send = token => {
+      if (this._conn !== conn || sub._gen !== gen || sub.state !== 'subscribing') return;
+      const params = {channel: sub.channel};
+      if (since) params.since = since;
+      if (token) params.token = token;
+      this._call('subscribe', params, true).then(
+        res => this._onSubscribeResult(sub, gen, since, res),
+        err => this._onSubscribeError(sub, gen, err, conn));
+    };
+    if (sub._getToken && !sub._token) {
+      Promise.resolve().then(() => sub._getToken({channel: sub.channel})).then(token => {
+        if (typeof token !== 'string' || !token) {
+          if (sub._gen === gen) this._unsubscribe(sub, 'unauthorized', 'getToken gave no token', true);
+          return;
+        }
+        sub._token = token;
+        send(token);
+      }, err => this._onSubscribeError(sub, gen, new SwitchboardError('transport', 'getToken failed: ' + (err && err.message || err), true), conn));
+    } else {
+      send(sub._token);
+    }
+  }
+
+  _onSubscribeResult(sub, gen, since, res) {
+    if (sub.state === 'unsubscribed' || gen !== sub._gen) return;
+    const recovering = !!since;
+    const recovered = recovering && res.recovered === true;
+    sub._backoff.reset();
+    if (!recovered) sub._pos = typeof res.offset === 'number' ? {offset: res.offset, epoch: res.epoch} : null;
+    // Order: `unrecovered` first, then the recovered publications, `subscribed`, then the held pushes.
+    if (recovering && !recovered) {
+      sub.unrecovered = true;
+      sub._emit('unrecovered', {channel: sub.channel, offset: res.offset, epoch: res.epoch});
+      if (sub.state === 'unsubscribed' || gen !== sub._gen) return;
+    }
+    if (recovered) {
+      for (const pub of res.publications || []) {
+        sub._deliver(pub, res.epoch);
+        if (sub.state === 'unsubscribed' || gen !== sub._gen) return;
+      }
+      if (typeof res.offset === 'number' && sub._pos && res.offset > sub._pos.offset) sub._pos.offset = res.offset;
+    }
+    sub.state = 'subscribed';
+    if (res.expires && typeof res.ttl === 'number' && sub._getToken) this._scheduleSubRefresh(sub, gen, res.ttl);
+    const buffered = sub._buffer;
+    sub._buffer = [];
+    sub._emit('subscribed', {channel: sub.channel, recovering, recovered, offset: res.offset, epoch: res.epoch, transport: this.transport});
+    for (const obj of buffered) {
+      if (sub.state !== 'subscribed' || gen !== sub._gen) return;
+      this._channelPush(sub, obj);
+    }
+  }
+
+  _scheduleSubRefresh(sub, gen, ttl) {
+    this._clear(sub._refreshTimer);
+    const conn = this._conn;
+    sub._refreshTimer = this._after(Math.max(1000, ttl * 800), async () => {
+      sub._refreshTimer = null;
+      if (sub._gen !== gen || this._conn !== conn) return;
+      try {
+        const token = await sub._getToken({channel: sub.channel});
+        if (sub._gen !== gen || typeof token !== 'string' || !token) return;
+        sub._token = token;
+        const r = await this._call('subRefresh', {channel: sub.channel, token}, true);
+        if (sub._gen === gen && r && r.expires && typeof r.ttl === 'number') this._scheduleSubRefresh(sub, gen, r.ttl);
+      } catch (e) { this._log('subscription token refresh failed', e); }
+    });
+  }
+
+  _onSubscribeError(sub, gen, err, conn) {
+    if (sub.state === 'unsubscribed' || gen !== sub._gen) return;
+    err = toError(err);
+    if (err.code === 'closed') return;  // the next connection re-subscribes
+    if (err.code === 'timeout') {
+      // No reply on a live connection: it is not healthy. Remake it (centrifuge does the same).
+      if (conn && this._conn === conn) this._failConn(conn, 'subscribe to ' + sub.channel + ' timed out');
+      return;
+    }
+    if (err.code === 109 && sub._getToken) { sub._token = null; err = new SwitchboardError(109, err.message, true); }
+    sub._emit('error', err);
+    if (sub.state === 'unsubscribed' || gen !== sub._gen) return;
+    if (err.temporary || err.code === 100 || err.code === 'transport') {
+      const delay = sub._backoff.next();
+      this._log('subscribe to', sub.channel, 'failed (' + err.code + '): again in', Math.round(delay), 'ms');
+      this._clear(sub._retry);
+      sub._retry = this._after(delay, () => {
+        sub._retry = null;
+        if (sub._gen === gen && sub.state === 'subscribing') this._sendSubscribe(sub);
+      });
+      return;
+    }
+    this._unsubscribe(sub, err.code, err.message, true);
+  }
+
+  _unsubscribe(sub, code, reason, byServer) {
+    if (sub.state === 'unsubscribed') return;
+    sub.state = 'unsubscribed';
+    sub._gen++;
+    sub._buffer = [];
+    this._clear(sub._retry);
+    sub._retry = null;
+    this._clear(sub._refreshTimer);
+    sub._refreshTimer = null;
+    if (this._subs.get(sub.channel) === sub) this._subs.delete(sub.channel);
+    const conn = this._conn;
+    // While connecting nothing is sent: the connect reply's handling unsubscribes what the connect request subscribed.
+    if (conn && conn.connected) {
+      if (conn.name === 'longpoll') conn.restartPoll();
+      else if (!byServer) this._call('unsubscribe', {channel: sub.channel}, true).catch(() => {});
+    }
+    sub._emit('unsubscribed', {channel: sub.channel, code, reason});
+  }
+
+  // Long-polling: the `subs` of the next poll, and the subscriptions that have
+  // no position yet (`probe`). Subscriptions with a position count as
+  // (re)subscribed once polled from it (a `position` with recovered: false
+  // says otherwise); new ones wait for their `position`.
+  _pollSubs(conn) {
+    const subs = {}, probe = [], now = [];
+    for (const sub of this._subs.values()) {
+      if (sub.state === 'unsubscribed') continue;
+      const pos = this._posFor(sub);
+      subs[sub.channel] = pos || {};
+      if (sub.state === 'subscribing' && sub._lpConn !== conn) {
+        sub._lpConn = conn;
+        sub._since = pos;
+        if (pos) { sub.state = 'subscribed'; now.push([sub, pos]); }
+      }
+      if (sub.state === 'subscribing' && !pos) probe.push(sub);
+    }
+    for (const [sub, pos] of now) {
+      if (this._conn !== conn || sub.state !== 'subscribed') continue;
+      sub._emit('subscribed', {channel: sub.channel, recovering: true, recovered: true, offset: pos.offset, epoch: pos.epoch, transport: 'longpoll'});
+    }
+    return {subs, probe};
+  }
+
+  // After a timeout-0 poll: a channel that got no `position` keeps no history (no offsets); it is followed as is.
+  _pollProbed(probe) {
+    for (const sub of probe) {
+      if (sub.state !== 'subscribing' || this._subs.get(sub.channel) !== sub) continue;
+      sub.state = 'subscribed';
+      sub._emit('subscribed', {channel: sub.channel, recovering: false, recovered: false, offset: undefined, epoch: undefined, transport: 'longpoll'});
+    }
+  }
+
+  _pollItem(conn, sub, item) {
+    if (item.position) {
+      const p = item.position;
+      const had = this._posFor(sub);
+      const gen = sub._gen;
+      sub._pos = typeof p.offset === 'number' ? {offset: p.offset, epoch: p.epoch} : null;
+      if (had && p.recovered === false) {
+        sub.unrecovered = true;
+        sub._emit('unrecovered', {channel: sub.channel, offset: p.offset, epoch: p.epoch});
+        // A listener may have unsubscribed, or closed the client: then this position is stale news.
+        if (sub.state === 'unsubscribed' || sub._gen !== gen || this._conn !== conn) return;
+      }
+      if (sub.state === 'subscribing' || had) {
+        const first = sub.state === 'subscribing';
+        sub.state = 'subscribed';
+        if (first || p.recovered === false) {
+          sub._emit('subscribed', {channel: sub.channel, recovering: !!had, recovered: !had ? false : p.recovered !== false,
+            offset: p.offset, epoch: p.epoch, transport: 'longpoll'});
+        }
+      }
+    } else if (item.pub) {
+      if (sub.state === 'subscribing') sub.state = 'subscribed';
+      sub._deliver(item.pub);
+    } else if (item.error) {
+      const err = toError(item.error);
+      sub._emit('error', err);
+      this._unsubscribe(sub, err.code, err.message, true);
+    } else if (item.unsubscribe) {
+      const u = item.unsubscribe;
+      if (u.code === 2500) {
+        // Insufficient state (e.g. the channel's epoch changed under a held poll): as over WebSocket,
+        // subscribe again from our position, which here is the next poll: its `position` says
+        // `recovered: false` (then `unrecovered`), or its publications continue the stream.
+        this._log('resubscribe after', u.code, sub.channel);
+        const was = sub.state;
+        sub.state = 'subscribing';
+        sub._gen++;
+        sub._lpConn = null;
+        if (was === 'subscribed') sub._emit('subscribing', {channel: sub.channel, code: u.code, reason: u.reason || ''});
+      } else {
+        this._unsubscribe(sub, u.code, u.reason || 'unsubscribed by server', true);
+      }
+    }
+  }
+}
+
+/** Define SubscriptionMethods' methods on `proto` (non-enumerable, like class methods); a name already there is a bug. */
+export function installSubscriptionMethods(proto) {
+  for (const name of Object.getOwnPropertyNames(SubscriptionMethods.prototype)) {
+    if (name === 'constructor') continue;
+    if (Object.prototype.hasOwnProperty.call(proto, name)) throw new Error('subscriptions.js: ' + name + ' is already defined');
+    Object.defineProperty(proto, name, Object.getOwnPropertyDescriptor(SubscriptionMethods.prototype, name));
+  }
+}

@@ -1,0 +1,173 @@
+// src/subscriptions.js: the client's subscription handling on a stub client
+// (a connection object, a recorded _call, fake timers): the order of events
+// at a subscribe result, retries and their backoff, timeouts, unsubscribe
+// while connecting, 2500, long-poll items.
+
+import {test} from 'node:test';
+import assert from 'node:assert/strict';
+import {FakeClock, flush} from './fakes.mjs';
+import {SubscriptionMethods, installSubscriptionMethods} from '../src/subscriptions.js';
+import {Subscription} from '../src/subscription.js';
+import {Backoff} from '../src/backoff.js';
+import {SwitchboardError} from '../src/errors.js';
+
+class StubClient {
+  constructor(connName = 'websocket') {
+    this.clock = new FakeClock(0);
+    this._env = {setTimeout: (fn, ms) => this.clock.setTimeout(fn, ms), clearTimeout: id => this.clock.clear(id)};
+    this._subs = new Map();
+    this._conn = {name: connName, connected: true, subsSettled: true, restarts: 0, restartPoll() { this.restarts++; }};
+    this._destroyed = false;
+    this.transport = connName;
+    this.calls = [];
+    this.failed = [];
+  }
+  _log() {}
+  _after(ms, fn) { return this.clock.setTimeout(fn, ms); }
+  _clear(t) { if (t !== null && t !== undefined) this.clock.clear(t); }
+  _call(method, params, connScoped) {
+    return new Promise((resolve, reject) => this.calls.push({method, params, connScoped, resolve, reject}));
+  }
+  _failConn(conn, reason) { this.failed.push(reason); this._conn = null; }
+  add(channel, opts = {}) {
+    const sub = new Subscription(this, channel, opts);
+    sub._backoff = new Backoff(100, 2000, () => 0, false);
+    this._subs.set(channel, sub);
+    return sub;
+  }
+}
+installSubscriptionMethods(StubClient.prototype);
+
+function record(sub) {
+  const ev = [];
+  for (const name of ['publication', 'subscribing', 'subscribed', 'unsubscribed', 'unrecovered', 'error']) {
+    sub.on(name, x => ev.push(name === 'publication' ? 'pub ' + x.offset : name === 'error' ? 'error ' + x.code : name));
+  }
+  return ev;
+}
+
+test('installSubscriptionMethods: every method, non-enumerable; a name already there is refused', () => {
+  const names = Object.getOwnPropertyNames(SubscriptionMethods.prototype).filter(n => n !== 'constructor');
+  assert.ok(names.includes('_sendSubscribe') && names.includes('_pollItem'));
+  for (const n of names) assert.equal(Object.getOwnPropertyDescriptor(StubClient.prototype, n).enumerable, false);
+  class Other { _sendSubscribe() {} }
+  assert.throws(() => installSubscriptionMethods(Other.prototype), /already defined/);
+});
+
+test('a subscribe carries the position; the result: unrecovered, then subscribed, then the held pushes, once each', async () => {
+  const c = new StubClient();
+  const sub = c.add('a', {since: {offset: 5, epoch: 'old'}});
+  const ev = record(sub);
+  c._sendSubscribe(sub);
+  assert.deepEqual(c.calls[0].params, {channel: 'a', since: {offset: 5, epoch: 'old'}});
+  assert.equal(c.calls[0].connScoped, true);
+  for (const o of [10, 11, 12]) sub._buffer.push({channel: 'a', pub: {offset: o, data: o}});
+  c.calls[0].resolve({offset: 10, epoch: 'new', recovered: false});
+  await flush();
+  assert.deepEqual(ev, ['unrecovered', 'subscribed', 'pub 11', 'pub 12'], 'offset 10 is the position itself: not delivered');
+  assert.equal(sub.unrecovered, true);
+  assert.deepEqual(sub.position, {offset: 12, epoch: 'new'});
+});
+
+test('a recovered subscribe delivers the missed publications before subscribed; the seam is deduplicated', async () => {
+  const c = new StubClient();
+  const sub = c.add('a', {since: {offset: 1, epoch: 'e'}});
+  const ev = record(sub);
+  c._sendSubscribe(sub);
+  sub._buffer.push({channel: 'a', pub: {offset: 3}}, {channel: 'a', pub: {offset: 4}});
+  c.calls[0].resolve({offset: 3, epoch: 'e', recovered: true, publications: [{offset: 2}, {offset: 3}]});
+  await flush();
+  assert.deepEqual(ev, ['pub 2', 'pub 3', 'subscribed', 'pub 4']);
+});
+
+test('a temporary subscribe error is retried with a growing backoff; a permanent one ends the subscription', async () => {
+  const c = new StubClient();
+  const sub = c.add('a');
+  const ev = record(sub);
+  c._sendSubscribe(sub);
+  const times = [];
+  for (let i = 0; i < 3; i++) {
+    const sentAt = c.clock.t;
+    c.calls.at(-1).reject(new SwitchboardError(100, 'internal', true));
+    await flush();
+    const n = c.calls.length;
+    while (c.calls.length === n) c.clock.tick(10);
+    times.push(c.clock.t - sentAt);
+  }
+  assert.ok(times[0] >= 50 && times[1] >= 100 && times[2] >= 200, 'equal jitter from min/2, doubling: ' + times);
+  c.calls.at(-1).reject(new SwitchboardError(103, 'permission denied'));
+  await flush();
+  assert.deepEqual(ev, ['error 100', 'error 100', 'error 100', 'error 103', 'unsubscribed']);
+  assert.equal(sub.state, 'unsubscribed');
+  assert.equal(c._subs.has('a'), false);
+});
+
+test('a subscribe that times out remakes the connection; a closed one waits for the next', async () => {
+  const c = new StubClient();
+  const sub = c.add('a');
+  c._sendSubscribe(sub);
+  c.calls[0].reject(new SwitchboardError('closed', 'connection closed'));
+  await flush();
+  assert.deepEqual(c.failed, []);
+  assert.equal(sub.state, 'subscribing');
+  c._sendSubscribe(sub);
+  c.calls[1].reject(new SwitchboardError('timeout', 'no reply', true));
+  await flush();
+  assert.deepEqual(c.failed, ['subscribe to a timed out']);
+});
+
+test('unsubscribe: told to the node when connected; not while connecting (the connect reply handles it); not when the server ended it', () => {
+  const c = new StubClient();
+  const a = c.add('a'), b = c.add('b'), d = c.add('d');
+  c._unsubscribe(a, 0, 'unsubscribe called');
+  assert.deepEqual(c.calls.map(x => [x.method, x.params.channel]), [['unsubscribe', 'a']]);
+  c._conn.connected = false;
+  c._unsubscribe(b, 0, 'unsubscribe called');
+  c._conn.connected = true;
+  c._unsubscribe(d, 2000, 'by server', true);
+  assert.equal(c.calls.length, 1);
+  assert.deepEqual([a.state, b.state, d.state], ['unsubscribed', 'unsubscribed', 'unsubscribed']);
+  assert.equal(c._subs.size, 0);
+});
+
+test('an unsubscribe push 2500 goes back to subscribing and subscribes again from the position; other codes end it', async () => {
+  const c = new StubClient();
+  const sub = c.add('a');
+  const ev = record(sub);
+  c._sendSubscribe(sub);
+  c.calls[0].resolve({offset: 7, epoch: 'e'});
+  await flush();
+  c._channelPush(sub, {channel: 'a', unsubscribe: {code: 2500, reason: 'insufficient state'}});
+  assert.deepEqual(c.calls[1].params, {channel: 'a', since: {offset: 7, epoch: 'e'}});
+  c._channelPush(sub, {channel: 'a', unsubscribe: {code: 2000, reason: 'server'}});
+  assert.deepEqual(ev, ['subscribed', 'subscribing', 'unsubscribed']);
+});
+
+test('long-polling: a position with recovered: false fires unrecovered, then subscribed; publications follow the position', () => {
+  const c = new StubClient('longpoll');
+  const sub = c.add('a', {since: {offset: 3, epoch: 'e1'}});
+  const ev = record(sub);
+  const {subs, probe} = c._pollSubs(c._conn);
+  assert.deepEqual(subs, {a: {offset: 3, epoch: 'e1'}});
+  assert.deepEqual(probe, []);
+  assert.equal(sub.state, 'subscribed', 'polled from its position');
+  c._pollItem(c._conn, sub, {channel: 'a', position: {offset: 9, epoch: 'e2', recovered: false}});
+  c._pollItem(c._conn, sub, {channel: 'a', pub: {offset: 9}});
+  c._pollItem(c._conn, sub, {channel: 'a', pub: {offset: 10}});
+  assert.deepEqual(ev, ['subscribed', 'unrecovered', 'subscribed', 'pub 10']);
+  assert.deepEqual(sub.position, {offset: 10, epoch: 'e2'});
+});
+
+test('long-polling: a new channel is probed (timeout 0); no position in the answer: followed without offsets', () => {
+  const c = new StubClient('longpoll');
+  const sub = c.add('a');
+  const ev = record(sub);
+  const {subs, probe} = c._pollSubs(c._conn);
+  assert.deepEqual(subs, {a: {}});
+  assert.deepEqual(probe, [sub]);
+  c._pollProbed(probe);
+  assert.deepEqual(ev, ['subscribed']);
+  assert.equal(sub.position, null);
+  c._kickSubscribe(c.add('b'));
+  assert.equal(c._conn.restarts, 1, 'a subscribe while long-polling restarts the poll');
+});
