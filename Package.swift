@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "SwitchboardBroker", targets: ["SwitchboardBroker"]),
         .library(name: "SwitchboardBrokerTesting", targets: ["SwitchboardBrokerTesting"]),
         .library(name: "SwitchboardServer", targets: ["SwitchboardServer"]),
+        .library(name: "SwitchboardServerTesting", targets: ["SwitchboardServerTesting"]),
         .library(name: "SwitchboardAuth", targets: ["SwitchboardAuth"]),
         .library(name: "RESP", targets: ["RESP"]),
         .library(name: "RedisClient", targets: ["RedisClient"]),
@@ -148,6 +149,17 @@ let package = Package(
             resources: [.embedInCode("Resources/switchboard.js"), .embedInCode("Resources/demo.html")],
             swiftSettings: upcoming
         ),
+        .target(
+            // The embedded node (one EmbeddedEventLoop) for the tests, Fuzz/ and Benchmarks/ (not shipped in the node).
+            name: "SwitchboardServerTesting",
+            dependencies: [
+                "SwitchboardBroker",
+                "SwitchboardServer",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: upcoming
+        ),
         // The load balancer (`switchboard balance`): decision logic without I/O plus its NIO data path.
         .target(
             name: "SwitchboardBalancer",
@@ -167,6 +179,7 @@ let package = Package(
         .testTarget(
             name: "SwitchboardBalancerTests",
             dependencies: [
+                .product(name: "Logging", package: "swift-log"),
                 "SwitchboardBalancer",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -207,6 +220,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard-bench",
             dependencies: [
+                "SwitchboardCore",
                 "SwitchboardBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -214,12 +228,18 @@ let package = Package(
         ),
         .testTarget(
             name: "SwitchboardBenchTests",
-            dependencies: ["SwitchboardBench", "SwitchboardServer"],
+            dependencies: [
+                "SwitchboardBench",
+                "SwitchboardServer",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: upcoming
         ),
         .testTarget(
             name: "SwitchboardCoreTests",
             dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
                 "SwitchboardCore",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -228,6 +248,8 @@ let package = Package(
         .testTarget(
             name: "SwitchboardBrokerTests",
             dependencies: [
+                "SwitchboardCore",
+                .product(name: "NIOCore", package: "swift-nio"),
                 "SwitchboardBroker",
                 "SwitchboardBrokerTesting",
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -246,6 +268,7 @@ let package = Package(
         .testTarget(
             name: "RedisTests",
             dependencies: [
+                "SwitchboardCore",
                 "RedisClient",
                 "RESP",
                 "SwitchboardRedis",
@@ -261,7 +284,14 @@ let package = Package(
         .testTarget(
             name: "SwitchboardServerTests",
             dependencies: [
+                "SwitchboardCore",
+                "SwitchboardBroker",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 "SwitchboardServer",
+                "SwitchboardServerTesting",
+                "SwitchboardBrokerTesting",
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

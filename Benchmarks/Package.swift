@@ -25,7 +25,11 @@ let package = Package(
             name: "HotPath",
             dependencies: [
                 .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "SwitchboardCore", package: rootIdentity),
+                .product(name: "SwitchboardBroker", package: rootIdentity),
+                .product(name: "SwitchboardBrokerTesting", package: rootIdentity),
                 .product(name: "SwitchboardServer", package: rootIdentity),
+                .product(name: "SwitchboardServerTesting", package: rootIdentity),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],

@@ -25,10 +25,9 @@ let package = Package(
         .executableTarget(
             name: "FuzzWebSocketFrames",
             dependencies: [
-                .product(name: "SwitchboardServer", package: "switchboard"),
+                .product(name: "SwitchboardServerTesting", package: "switchboard"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
-                .product(name: "NIOWebSocket", package: "swift-nio"),
             ]
         ),
         .executableTarget(
@@ -43,7 +42,8 @@ let package = Package(
             dependencies: [
                 .product(name: "SwitchboardCore", package: "switchboard"),
                 .product(name: "SwitchboardBroker", package: "switchboard"),
-                .product(name: "SwitchboardServer", package: "switchboard"),
+                .product(name: "SwitchboardBrokerTesting", package: "switchboard"),
+                .product(name: "SwitchboardServerTesting", package: "switchboard"),
                 .product(name: "SwitchboardRedis", package: "switchboard"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

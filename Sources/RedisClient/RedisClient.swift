@@ -10,6 +10,7 @@ public import RESP
 /// reconnects (after a capped exponential backoff with full jitter, during
 /// which commands fail fast so callers can report "temporarily unavailable").
 public final class RedisClient: @unchecked Sendable {
+    // @unchecked: the `var`s are touched only on `eventLoop` (`send` hops there; `enqueue` asserts it).
     public let eventLoop: any EventLoop
     public let configuration: RedisConfiguration
     private let logger: Logger
@@ -75,6 +76,7 @@ public final class RedisClient: @unchecked Sendable {
     }
 
     private func enqueue(_ arguments: [RESPArgument], _ promise: EventLoopPromise<RESPToken>) {
+        self.eventLoop.assertInEventLoop()
         if case .closed = self.state {
             promise.fail(RedisError(.connectionClosed, "client closed"))
             return

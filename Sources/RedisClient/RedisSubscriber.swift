@@ -9,6 +9,7 @@ import RESP
 /// its owner, because messages published while it was away are gone and the
 /// owner must resynchronise from history. All callbacks run on `eventLoop`.
 public final class RedisSubscriber: @unchecked Sendable {
+    // @unchecked: the `var`s are touched only on `eventLoop` (every entry point hops there; `handle` asserts it).
     public let eventLoop: any EventLoop
     private let configuration: RedisConfiguration
     private let logger: Logger
@@ -216,6 +217,7 @@ public final class RedisSubscriber: @unchecked Sendable {
     }
 
     private func handle(_ event: RedisSubscriberEvent) {
+        self.eventLoop.assertInEventLoop()
         switch event {
         case .message(let name, let payload):
             if self.channels[name]?.isDelivering == true { self.onMessage(name, payload) }

@@ -6,9 +6,6 @@ import SwitchboardCore
 /// over worker processes when it needs more sockets than one process may
 /// hold), serve as a worker, and write reports.
 public enum Bench {
-    /// The release version (`SwitchboardVersion.current`), for `--version`.
-    public static let version = SwitchboardVersion.current
-
     /// Runs `configuration` and returns what it measured.
     ///
     /// - Parameters:

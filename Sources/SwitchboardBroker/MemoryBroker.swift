@@ -12,6 +12,7 @@ import Foundation
 /// channel's events are delivered on its shard's loop. The registry and
 /// control messages live on the first loop (`eventLoop`).
 public final class MemoryBroker: Broker, @unchecked Sendable {
+    // @unchecked: the registry and control handler are touched only on `eventLoop`, each shard's state only on its shard's loop; the rest is immutable.
     public let eventLoop: any EventLoop
     private let clock: @Sendable () -> Double
     private let shards: [Shard]
@@ -30,6 +31,7 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
 
     /// One loop's share of the channels. Everything in it is touched only on `eventLoop`.
     private final class Shard: @unchecked Sendable {
+        // @unchecked: every `var` is touched only on `eventLoop` (the broker hops there for it).
         let eventLoop: any EventLoop
         var handler: (@Sendable (BrokerEvent) -> Void)?
         var channels: [String: ChannelHistory] = [:]

@@ -19,6 +19,7 @@ public import SwitchboardCore
 /// back through it; when it does not, the subscriber connection is rebuilt and
 /// the node told (`.deliveryInterrupted`) so it can refill from history.
 public final class RedisBroker: Broker, @unchecked Sendable {
+    // @unchecked: the `var`s are touched only on `eventLoop` (`subscriber` is set once in `init`, before sharing).
     public let eventLoop: any EventLoop
     public let nodeID: String
     private let client: RedisClient
@@ -85,11 +86,11 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     static func now() -> Double { Date().timeIntervalSince1970 }
 
     /// Ten years: the longest TTL sent to Redis.
-    static let maximumSeconds: Int64 = 10 * 365 * 86_400
+    @_spi(Harness) public static let maximumSeconds: Int64 = 10 * 365 * 86_400
 
     /// A duration in whole units (rounded up) within `1...maximum`, whatever the input (NaN, infinite,
     /// negative, huge): a TTL from configuration or a client never traps and never reaches Redis out of range.
-    static func whole(_ value: Double, maximum: Int64 = RedisBroker.maximumSeconds) -> Int64 {
+    @_spi(Harness) public static func whole(_ value: Double, maximum: Int64 = RedisBroker.maximumSeconds) -> Int64 {
         guard value.isFinite else { return value > 0 ? maximum : 1 }
         let rounded = value.rounded(.up)
         if rounded < 1 { return 1 }
@@ -313,8 +314,9 @@ public final class RedisBroker: Broker, @unchecked Sendable {
 
     /// The stream range a history read asks Redis for: the first entry id (`-` for the start) and
     /// the count (-1: no limit). Offsets are signed 64-bit in Redis: after `Int64.max` nothing can
-    /// follow, so the count is 0 (a client's offset never reaches `+ 1` there). Pure, for the fuzz target.
-    static func streamRange(sinceOffset: UInt64?, limit: Int) -> (first: String, count: Int64) {
+    /// follow, so the count is 0 (a client's offset never reaches `+ 1` there). Pure; the fuzz target
+    /// `FuzzHTTPBodies` reaches it through `@_spi(Harness)`.
+    @_spi(Harness) public static func streamRange(sinceOffset: UInt64?, limit: Int) -> (first: String, count: Int64) {
         var first = "-"
         var count = limit < 0 ? -1 : Int64(limit)
         if let since = sinceOffset {
@@ -328,7 +330,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     }
 
     /// The offset in a stream entry id (`<offset>-0`), nil when it is not one.
-    static func offset(ofStreamID id: String) -> UInt64? {
+    @_spi(Harness) public static func offset(ofStreamID id: String) -> UInt64? {
         id.split(separator: "-").first.flatMap { UInt64($0) }
     }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import SwitchboardBench
+import SwitchboardCore
 
 /// The `switchboard-bench` command: one subcommand per scenario.
 @main
@@ -15,7 +16,7 @@ struct SwitchboardBenchCommand: AsyncParsableCommand {
             --cpus LIST pins the generator and its workers to those CPUs (sched_setaffinity, as \
             taskset -c LIST would), so a run can leave the server's cores to the server.
             """,
-        version: Bench.version,
+        version: SwitchboardVersion.current,
         subcommands: [
             ConnectCommand.self, IdleCommand.self, FanoutCommand.self, LatencyCommand.self, CrossNodeCommand.self,
             PingPongCommand.self,

@@ -1,5 +1,5 @@
 import ArgumentParser
-import SwitchboardServer
+import SwitchboardCore
 
 /// The `switchboard` command: subcommands only.
 @main
@@ -11,7 +11,7 @@ struct Switchboard: AsyncParsableCommand {
             Start a node with `switchboard serve`; it serves a demo page at / and the WebSocket \
             endpoint at /ws. See docs/configuration.md for every option.
             """,
-        version: SwitchboardNode.version,
+        version: SwitchboardVersion.current,
         subcommands: [Serve.self, Balance.self]
     )
 }

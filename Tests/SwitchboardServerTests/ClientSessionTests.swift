@@ -4,36 +4,16 @@ import NIOEmbedded
 import NIOWebSocket
 import SwitchboardBroker
 import SwitchboardCore
-@testable import SwitchboardServer
+@_spi(Harness) @testable import SwitchboardServer
+@_spi(Harness) import SwitchboardServerTesting
 import Testing
 
-/// A node's parts on one embedded loop, and sessions on embedded channels.
-struct EmbeddedNode<NodeBroker: Broker> {
-    let loop: EmbeddedEventLoop
-    let broker: NodeBroker
-    let context: NodeContext
-
-    init(configuration: ServerConfiguration = ServerConfiguration()) throws where NodeBroker == MemoryBroker {
-        try self.init(configuration: configuration, makeBroker: { MemoryBroker(eventLoop: $0) })
-    }
-
-    init(configuration: ServerConfiguration = ServerConfiguration(), makeBroker: (EmbeddedEventLoop) -> NodeBroker) throws {
-        let logger = Logger(label: "test")
-        self.loop = EmbeddedEventLoop()
-        self.broker = makeBroker(self.loop)
-        let hub = Hub(eventLoop: self.loop, broker: self.broker, presenceTTL: 60, logger: logger)
-        let fanout = LoopFanout(eventLoop: self.loop, index: 0)
-        fanout.hub = hub
-        self.context = NodeContext(
-            configuration: configuration, nodeID: "ntest", nodeName: "ntest", version: "test",
-            hub: hub, broker: self.broker, fanouts: [fanout], logger: logger)
-        let started = hub.start(fanouts: [fanout])
-        self.loop.run()
-        try started.wait()
-    }
+extension EmbeddedNode {
+    /// What every session and handler of the node shares.
+    var context: NodeContext { self.harness.context }
 
     func session() throws -> TestSession {
-        try TestSession(node: self)
+        try TestSession(channel: self.openWebSocket(), loop: self.loop)
     }
 }
 
@@ -41,18 +21,6 @@ struct EmbeddedNode<NodeBroker: Broker> {
 struct TestSession {
     let channel: EmbeddedChannel
     let loop: EmbeddedEventLoop
-
-    init<B>(node: EmbeddedNode<B>) throws {
-        try self.init(loop: node.loop, context: node.context)
-    }
-
-    init(loop: EmbeddedEventLoop, context: NodeContext) throws {
-        self.loop = loop
-        self.channel = EmbeddedChannel(loop: loop)
-        try channel.pipeline.syncOperations.addHandler(WebSocketFrameHandler(maximumMessageSize: 65536))
-        try channel.pipeline.syncOperations.addHandler(ClientSession(node: context, fanout: context.fanouts[0]))
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
-    }
 
     func send(_ text: String) throws {
         try channel.writeInbound(ByteBuffer(bytes: TestFrames.text(text)))
@@ -102,7 +70,7 @@ struct ClientSessionTests {
         try session.send(#"{"id":3,"ping":{}}"#)
         let messages = try session.messages()
         #expect(messages.count == 3)
-        #expect(messages[0]["result"]?["client"]?.stringValue?.hasPrefix("ntest-") == true)
+        #expect(messages[0]["result"]?["client"]?.stringValue?.hasPrefix("nharness-") == true)
         #expect(messages[1]["error"]?["code"] == .number("104"))
         #expect(messages[2]["id"] == .number("3"))
         #expect(messages[2]["result"] == .object(JSONObject()))

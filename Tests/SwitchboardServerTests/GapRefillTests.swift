@@ -4,8 +4,10 @@ import NIOCore
 import NIOEmbedded
 import NIOWebSocket
 import SwitchboardBroker
+import SwitchboardBrokerTesting
 import SwitchboardCore
 @testable import SwitchboardServer
+import SwitchboardServerTesting
 import Testing
 
 /// A real memory broker whose deliveries to the node can be lost on purpose,
@@ -15,7 +17,7 @@ final class LossyBroker: ForwardingBroker, @unchecked Sendable {
     let dropOffsets = NIOLockedValueBox<Set<UInt64>>([])
 
     override func start(eventHandler: @escaping @Sendable (BrokerEvent) -> Void) -> EventLoopFuture<Void> {
-        self.inner.start { event in
+        super.start { event in
             if case .publication(_, let publication, _) = event, self.dropOffsets.withLockedValue({ $0.contains(publication.offset) }) {
                 return
             }
@@ -91,9 +93,7 @@ struct GapRefillTests {
         setup.publish(2)
         setup.broker.dropOffsets.withLockedValue { $0 = [] }
         // The broker says its link was down (as RedisSubscriber does after resubscribing).
-        setup.context.hub.eventLoop.execute {
-            setup.context.hub.deliverForTesting(.deliveryInterrupted)
-        }
+        setup.broker.deliver(.deliveryInterrupted)
         setup.loop.run()
         let offsets = try s.messages().compactMap { $0["pub"]?["offset"]?.intValue }
         #expect(offsets == [1, 2, 3])

@@ -3,6 +3,7 @@ import NIOCore
 import NIOEmbedded
 import SwitchboardBroker
 @testable import SwitchboardServer
+import SwitchboardServerTesting
 import Testing
 
 @Suite("Handshake router")

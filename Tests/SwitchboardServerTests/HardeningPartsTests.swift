@@ -3,8 +3,10 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
 import SwitchboardBroker
+import SwitchboardBrokerTesting
 import SwitchboardCore
 @testable import SwitchboardServer
+import SwitchboardServerTesting
 import Testing
 
 /// A memory broker whose channel subscribes complete only when the test says so,

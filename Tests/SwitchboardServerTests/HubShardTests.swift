@@ -6,7 +6,8 @@ import NIOEmbedded
 import NIOPosix
 import SwitchboardBroker
 import SwitchboardCore
-@testable import SwitchboardServer
+@_spi(Harness) @testable import SwitchboardServer
+@_spi(Harness) import SwitchboardServerTesting
 import Testing
 
 @Suite("Hub shards", .timeLimit(.minutes(3)))

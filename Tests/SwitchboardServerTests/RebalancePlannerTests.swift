@@ -2,7 +2,8 @@ import NIOEmbedded
 import NIOHTTP1
 import NIOCore
 import SwitchboardCore
-@testable import SwitchboardServer
+@_spi(Harness) @testable import SwitchboardServer
+@_spi(Harness) import SwitchboardServerTesting
 import Testing
 
 @Suite("RebalancePlanner")

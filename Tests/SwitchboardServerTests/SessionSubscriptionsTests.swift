@@ -1,5 +1,6 @@
 import SwitchboardCore
 @testable import SwitchboardServer
+import SwitchboardServerTesting
 import Testing
 
 @Suite("Session subscriptions table")

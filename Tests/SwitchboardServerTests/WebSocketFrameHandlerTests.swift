@@ -1,7 +1,7 @@
 import NIOCore
 import NIOEmbedded
 import NIOWebSocket
-@testable import SwitchboardServer
+@_spi(Harness) @testable import SwitchboardServer
 import Testing
 
 /// Collects the messages the frame handler passes on.

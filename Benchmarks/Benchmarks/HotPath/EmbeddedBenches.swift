@@ -1,7 +1,6 @@
 import Benchmark
 import NIOCore
 import NIOEmbedded
-@_spi(Benchmarks) import SwitchboardServer
 
 #if canImport(Glibc)
 import Glibc
@@ -16,6 +15,7 @@ import Darwin
 
 /// Fan-out benches by subscriber count, built on first use on the calling thread.
 final class FanoutBenches: @unchecked Sendable {
+    // @unchecked: each bench is keyed by and used only on the thread that built it (checked above each use).
     static let shared = FanoutBenches()
 
     private var benches: [Int: (thread: pthread_t, bench: FanoutBench)] = [:]
@@ -25,20 +25,8 @@ final class FanoutBenches: @unchecked Sendable {
         if let existing = self.benches[key], pthread_equal(existing.thread, pthread_self()) != 0 {
             return existing.bench
         }
-        let loop = EmbeddedEventLoop()
         do {
-            let bench = try FanoutBench(
-                subscribers: subscribers,
-                path: path,
-                payloadSize: payloadSize,
-                eventLoop: loop,
-                makeChannel: {
-                    let channel = EmbeddedChannel(loop: loop)
-                    try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
-                    return channel
-                },
-                runLoop: { loop.run() }
-            )
+            let bench = try FanoutBench(subscribers: subscribers, path: path, payloadSize: payloadSize)
             self.benches[key] = (pthread_self(), bench)
             return bench
         } catch {
@@ -49,6 +37,7 @@ final class FanoutBenches: @unchecked Sendable {
 
 /// The command-frame bench, built on first use on the calling thread.
 final class CommandFrameBenches: @unchecked Sendable {
+    // @unchecked: the bench is used only on the thread that built it (checked before each use).
     static let shared = CommandFrameBenches()
 
     private var current: (thread: pthread_t, bench: CommandFrameBench)?

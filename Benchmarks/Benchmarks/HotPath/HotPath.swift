@@ -1,7 +1,6 @@
 import Benchmark
 import NIOCore
-import NIOEmbedded
-@_spi(Benchmarks) import SwitchboardServer
+@_spi(Harness) import SwitchboardServer
 
 // Allocation benchmarks for the hot path (issue 4, part 3). README.md beside Package.swift says
 // how to run them and what the figures mean.
@@ -39,10 +38,10 @@ let benchmarks: @Sendable () -> Void = {
         configuration: .init(scalingFactor: .kilo)
     ) { benchmark in
         let allocator = ByteBufferAllocator()
-        let publication = HotPathBenchmarkSupport.samplePublication(payloadSize: payloadSize)
+        let publication = HotPathInputs.samplePublication(payloadSize: payloadSize)
         benchmark.startMeasurement()
         for _ in benchmark.scaledIterations {
-            blackHole(HotPathBenchmarkSupport.encodePublicationFrame(channel: "news", publication, allocator: allocator))
+            blackHole(NodeHarness.encode(publication, channel: "news", allocator: allocator).webSocketFrame)
         }
     }
 
@@ -93,10 +92,10 @@ let benchmarks: @Sendable () -> Void = {
         "DecodeCommand",
         configuration: .init(scalingFactor: .kilo)
     ) { benchmark in
-        let payload = HotPathBenchmarkSupport.publishCommand(channel: "news", payloadSize: payloadSize)
+        let payload = HotPathInputs.publishCommand(channel: "news", payloadSize: payloadSize)
         benchmark.startMeasurement()
         for _ in benchmark.scaledIterations {
-            blackHole(try? HotPathBenchmarkSupport.decodeCommand(payload))
+            blackHole(try? HotPathInputs.decodeCommand(payload))
         }
     }
 
@@ -107,8 +106,8 @@ let benchmarks: @Sendable () -> Void = {
         configuration: .init(scalingFactor: .kilo)
     ) { benchmark in
         let bench = CommandFrameBenches.shared.bench()
-        let frame = HotPathBenchmarkSupport.maskedTextFrame(
-            HotPathBenchmarkSupport.publishCommand(channel: "news", payloadSize: payloadSize))
+        let frame = HotPathInputs.maskedTextFrame(
+            HotPathInputs.publishCommand(channel: "news", payloadSize: payloadSize))
         benchmark.startMeasurement()
         for _ in benchmark.scaledIterations { bench.decode(frame) }
     }

@@ -2,8 +2,8 @@ import NIOCore
 import NIOEmbedded
 import SwitchboardBroker
 import SwitchboardCore
-@_spi(Fuzzing) import SwitchboardRedis
-@_spi(Fuzzing) import SwitchboardServer
+@_spi(Harness) import SwitchboardRedis
+import SwitchboardServerTesting
 
 /// The HTTP transports' JSON bodies through a whole node, as a Redis-backed node reads them.
 ///
@@ -74,7 +74,7 @@ func isNumberByte(_ byte: UInt8) -> Bool {
 /// id, reads nothing after `Int64.max`, and the id it names reads back as the offset it means.
 @discardableResult
 func checkRange(sinceOffset: UInt64?, limit: Int) -> (first: String, count: Int64) {
-    let range = RedisFuzzingSupport.streamRange(sinceOffset: sinceOffset, limit: limit)
+    let range = RedisBroker.streamRange(sinceOffset: sinceOffset, limit: limit)
     let expectedCount: Int64 = limit < 0 ? -1 : Int64(limit)
     guard let since = sinceOffset else {
         check(range.first == "-" && range.count == expectedCount, "range without since: \(range) for limit \(limit)")
@@ -83,7 +83,7 @@ func checkRange(sinceOffset: UInt64?, limit: Int) -> (first: String, count: Int6
     if since < UInt64(Int64.max) {
         check(range.count == expectedCount, "count \(range.count) for limit \(limit)")
         check(range.first == "\(since + 1)-0", "first id \(range.first) after offset \(since)")
-        check(RedisFuzzingSupport.offset(ofStreamID: range.first) == since + 1, "stream id \(range.first) does not read back")
+        check(RedisBroker.offset(ofStreamID: range.first) == since + 1, "stream id \(range.first) does not read back")
     } else {
         check(range.count == 0, "a read after offset \(since) (past Int64.max) asks Redis for \(range.count) entries")
     }
@@ -92,20 +92,67 @@ func checkRange(sinceOffset: UInt64?, limit: Int) -> (first: String, count: Int6
 
 /// `RedisBroker.whole`: a TTL within `1...maximum` for any double.
 func checkWhole(_ value: Double) {
-    let maximum = RedisFuzzingSupport.maximumSeconds
-    let seconds = RedisFuzzingSupport.whole(value)
+    let maximum = RedisBroker.maximumSeconds
+    let seconds = RedisBroker.whole(value)
     check(seconds >= 1 && seconds <= maximum, "TTL \(seconds) for \(value)")
     if value.isFinite, value >= 1, value < Double(maximum) {
         check(Double(seconds) >= value && Double(seconds) - value < 1, "TTL \(seconds) does not round \(value) up")
     }
-    let millis = RedisFuzzingSupport.whole(value, maximum: maximum * 1000)
+    let millis = RedisBroker.whole(value, maximum: maximum * 1000)
     check(millis >= 1 && millis <= maximum * 1000, "TTL \(millis) ms for \(value)")
 }
 
 // MARK: The node
 
+/// An embedded node on `RedisLikeBroker` and its HTTP connections, by index.
+final class HTTPNode {
+    let node: EmbeddedNode<RedisLikeBroker>
+    private var channels: [EmbeddedChannel] = []
+
+    init() {
+        do {
+            self.node = try EmbeddedNode(makeBroker: { RedisLikeBroker(eventLoop: $0) })
+        } catch {
+            fatalError("the embedded node did not start: \(error)")
+        }
+    }
+
+    var broker: RedisLikeBroker { self.node.broker }
+    var loop: EmbeddedEventLoop { self.node.loop }
+
+    /// A new connection on the node's HTTP pipeline; its index for `send` and `read`.
+    func open() -> Int {
+        do {
+            self.channels.append(try self.node.openHTTP())
+        } catch {
+            fatalError("fuzz HTTP pipeline: \(error)")
+        }
+        return self.channels.count - 1
+    }
+
+    /// Request bytes into connection `index`, then everything runnable on the loop.
+    func send(_ index: Int, _ bytes: [UInt8]) {
+        // Decoder errors close the connection: an expected outcome.
+        try? self.channels[index].writeInbound(ByteBuffer(bytes: bytes))
+        self.loop.run()
+    }
+
+    /// The bytes connection `index` has written since the last read.
+    func read(_ index: Int) -> [UInt8] { self.channels[index].readAllOutbound() }
+
+    /// Moves the loop's clock (poll and `/rpc` timeouts, sweeps).
+    func advance(seconds: Int64) { self.node.advance(by: .seconds(seconds)) }
+
+    /// Closes every connection and stops the node and its broker.
+    func shutdown() {
+        for channel in self.channels { _ = try? channel.finish(acceptAlreadyClosed: true) }
+        self.channels = []
+        self.node.shutdown()
+    }
+}
+
 func runNode(body: [UInt8], resume: [UInt8]?) {
-    let node = FuzzingSupport.HTTPNode { loop in RedisLikeBroker(MemoryBroker(eventLoop: loop)) }
+    let node = HTTPNode()
     defer { node.shutdown() }
     seedHistory(node)
 
@@ -152,7 +199,7 @@ func runNode(body: [UInt8], resume: [UInt8]?) {
 }
 
 /// Publications in `a`, `b` and `chat:lobby`, so that positions and ranges read real entries.
-func seedHistory(_ node: FuzzingSupport.HTTPNode) {
+func seedHistory(_ node: HTTPNode) {
     for channel in ["a", "b", "chat:lobby"] {
         for n in 0..<3 {
             _ = node.broker.publish(PublishRequest(
@@ -162,7 +209,7 @@ func seedHistory(_ node: FuzzingSupport.HTTPNode) {
     node.loop.run()
 }
 
-func exchange(_ node: FuzzingSupport.HTTPNode, _ bytes: [UInt8]) -> [UInt8] {
+func exchange(_ node: HTTPNode, _ bytes: [UInt8]) -> [UInt8] {
     let connection = node.open()
     node.send(connection, bytes)
     return node.read(connection)

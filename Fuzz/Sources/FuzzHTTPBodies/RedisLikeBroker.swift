@@ -1,7 +1,8 @@
 import NIOCore
 import SwitchboardBroker
+import SwitchboardBrokerTesting
 import SwitchboardCore
-@_spi(Fuzzing) import SwitchboardRedis
+@_spi(Harness) import SwitchboardRedis
 
 /// A broker that behaves like `RedisBroker` on offsets and positions, without a Redis server:
 /// the memory broker stores, and every history read goes through `RedisBroker`'s own range
@@ -9,21 +10,16 @@ import SwitchboardCore
 /// its stream-id decoding, exactly as the Redis broker turns a client's position into `XRANGE`
 /// arguments and the reply back into offsets. Epochs are a fixed `e` (the memory broker draws
 /// random ones), so that fuzzed positions can name the live epoch and reach recovery.
-final class RedisLikeBroker: Broker, @unchecked Sendable {
+final class RedisLikeBroker: ForwardingBroker, @unchecked Sendable {
+    // @unchecked: no state of its own beyond the forwarding broker's; used on the embedded loop's thread only.
     static let epoch = "e"
-    let memory: MemoryBroker
-    var eventLoop: any EventLoop { self.memory.eventLoop }
-
-    init(_ memory: MemoryBroker) {
-        self.memory = memory
-    }
 
     static func fixed(_ position: StreamPosition) -> StreamPosition {
         position.epoch.isEmpty ? position : StreamPosition(offset: position.offset, epoch: Self.epoch)
     }
 
-    func start(eventHandler: @escaping @Sendable (BrokerEvent) -> Void) -> EventLoopFuture<Void> {
-        self.memory.start { event in
+    override func start(eventHandler: @escaping @Sendable (BrokerEvent) -> Void) -> EventLoopFuture<Void> {
+        super.start { event in
             if case .publication(let channel, let publication, let epoch) = event {
                 eventHandler(.publication(channel: channel, publication, epoch: epoch.isEmpty ? epoch : Self.epoch))
             } else {
@@ -32,15 +28,15 @@ final class RedisLikeBroker: Broker, @unchecked Sendable {
         }
     }
 
-    func publish(_ request: PublishRequest) -> EventLoopFuture<PublishResult> {
-        self.memory.publish(request).map { result in
+    override func publish(_ request: PublishRequest) -> EventLoopFuture<PublishResult> {
+        self.inner.publish(request).map { result in
             // Redis offsets are signed 64-bit: the publish reply is read with UInt64(exactly:) of an Int64.
             check(result.position.offset <= UInt64(Int64.max), "offset \(result.position.offset) Redis cannot hold")
             return PublishResult(position: Self.fixed(result.position), duplicate: result.duplicate)
         }
     }
 
-    func history(_ query: HistoryQuery) -> EventLoopFuture<HistoryResult> {
+    override func history(_ query: HistoryQuery) -> EventLoopFuture<HistoryResult> {
         // What RedisBroker.history sends: the real arithmetic, with this client's numbers.
         let range = checkRange(sinceOffset: query.sinceOffset, limit: query.limit)
         // What the history script does with it: XRANGE from `first`, at most `count` (-1: all).
@@ -48,19 +44,19 @@ final class RedisLikeBroker: Broker, @unchecked Sendable {
         if range.first == "-" {
             since = nil
         } else {
-            guard let first = RedisFuzzingSupport.offset(ofStreamID: range.first), first > 0 else {
+            guard let first = RedisBroker.offset(ofStreamID: range.first), first > 0 else {
                 fatalError("history range starts at an id Redis cannot read: \(range.first)")
             }
             since = first - 1
         }
         check(since == query.sinceOffset || range.count == 0, "range \(range) does not start after \(String(describing: query.sinceOffset))")
         let limit = range.count < 0 ? query.limit : Int(range.count)
-        return self.memory.history(HistoryQuery(channel: query.channel, sinceOffset: since, limit: limit, reverse: query.reverse))
+        return self.inner.history(HistoryQuery(channel: query.channel, sinceOffset: since, limit: limit, reverse: query.reverse))
             .map { result in
                 // The reply comes back as stream ids `<offset>-0`, read by RedisBroker's decoder.
                 let publications = result.publications.map { publication -> Publication in
                     var read = publication
-                    guard let offset = RedisFuzzingSupport.offset(ofStreamID: "\(publication.offset)-0") else {
+                    guard let offset = RedisBroker.offset(ofStreamID: "\(publication.offset)-0") else {
                         fatalError("stream id of offset \(publication.offset) does not read back")
                     }
                     read.offset = offset
@@ -74,31 +70,9 @@ final class RedisLikeBroker: Broker, @unchecked Sendable {
             }
     }
 
-    func publishPresenceEvent(_ event: PresenceEvent, channel: String) -> EventLoopFuture<Void> {
-        self.memory.publishPresenceEvent(event, channel: channel)
-    }
-
-    func subscribe(channel: String) -> EventLoopFuture<Void> { self.memory.subscribe(channel: channel) }
-    func unsubscribe(channel: String) -> EventLoopFuture<Void> { self.memory.unsubscribe(channel: channel) }
-
-    func addPresence(channel: String, clients: [ClientInfo], ttl: Double) -> EventLoopFuture<Void> {
+    override func addPresence(channel: String, clients: [ClientInfo], ttl: Double) -> EventLoopFuture<Void> {
         // What RedisBroker sends as the TTL of the presence keys.
         checkWhole(ttl * 2)
-        return self.memory.addPresence(channel: channel, clients: clients, ttl: ttl)
+        return self.inner.addPresence(channel: channel, clients: clients, ttl: ttl)
     }
-
-    func removePresence(channel: String, client: String) -> EventLoopFuture<Void> {
-        self.memory.removePresence(channel: channel, client: client)
-    }
-
-    func presence(channel: String) -> EventLoopFuture<[ClientInfo]> { self.memory.presence(channel: channel) }
-    func announce(_ node: NodeInfo, ttl: Double) -> EventLoopFuture<Void> { self.memory.announce(node, ttl: ttl) }
-    func removeNode(id: String) -> EventLoopFuture<Void> { self.memory.removeNode(id: id) }
-    func nodes() -> EventLoopFuture<[NodeInfo]> { self.memory.nodes() }
-
-    func sendControl(_ message: ControlMessage, to node: String?) -> EventLoopFuture<Void> {
-        self.memory.sendControl(message, to: node)
-    }
-
-    func shutdown() -> EventLoopFuture<Void> { self.memory.shutdown() }
 }

@@ -1,5 +1,5 @@
 import SwitchboardCore
-@_spi(Fuzzing) import SwitchboardServer
+@_spi(Harness) import SwitchboardServer
 
 /// The parsers of the SSE and long-polling transports on arbitrary bytes, each input fed to all of
 /// them: `Last-Event-ID` (`ResumeID`, `Base64URL`), the SSE session id, the request query and
@@ -57,7 +57,7 @@ func isLowerHex(_ byte: UInt8) -> Bool {
 }
 
 func checkSessionID(_ text: String) {
-    guard let id = FuzzingSupport.parseSessionID(Substring(text)) else { return }
+    guard let id = NodeHarness.parseSessionID(Substring(text)) else { return }
     // `<node>-<loop>-<n>.<secret>`, as LoopFanout and ClientSession make them, byte for byte.
     check(same("\(id.client).\(id.secret)", text), "session id parts do not make up \(text)")
     check(id.secret.utf8.count == 32 && id.secret.utf8.allSatisfy(isLowerHex), "bad secret in \(text)")
@@ -144,14 +144,14 @@ func sameQuery(_ a: [String: String], _ b: [String: String]) -> Bool {
 func checkQuery(_ text: String) {
     // Any text, percent-encoded, decodes back to itself, alone and as a query parameter.
     let encoded = percentEncode(text)
-    guard let decoded = FuzzingSupport.decodeQueryComponent(Substring(encoded)), same(decoded, text) else {
+    guard let decoded = NodeHarness.decodeQueryComponent(Substring(encoded)), same(decoded, text) else {
         fatalError("HTTPQuery.decode(\(encoded)) is not \(text)")
     }
-    let query = FuzzingSupport.parseQuery(uri: "/sse?connect=\(encoded)&session=s&connect=second")
+    let query = NodeHarness.parseQuery(uri: "/sse?connect=\(encoded)&session=s&connect=second")
     check(query["connect"].map { same($0, text) } == true && query["session"] == "s", "query parameter lost: \(encoded)")
     // The input as a request target (and as a query), against the byte-level reference.
     for uri in [text, "/sse?" + text] {
-        let parsed = FuzzingSupport.parseQuery(uri: uri)
+        let parsed = NodeHarness.parseQuery(uri: uri)
         let reference = referenceQuery(uri)
         check(sameQuery(parsed, reference), "HTTPQuery(uri: \(uri.debugDescription)) = \(parsed), bytes say \(reference)")
     }
@@ -163,8 +163,8 @@ func isConnect(_ message: ClientMessage) -> Bool {
 }
 
 func checkCommands(_ body: [UInt8]) {
-    let post = FuzzingSupport.parseCommands(body, allowConnect: false)  // SSE POST
-    let rpc = FuzzingSupport.parseCommands(body, allowConnect: true)  // /rpc
+    let post = NodeHarness.parseCommands(body, allowConnect: false)  // SSE POST
+    let rpc = NodeHarness.parseCommands(body, allowConnect: true)  // /rpc
     if let post {
         check(!post.isEmpty, "an empty body was accepted")
         check(!post.contains(where: isConnect), "connect accepted in an SSE POST")

@@ -64,6 +64,7 @@ struct SubscriptionActivation: Sendable {
 /// holding all of them (PROTOCOL.md "Framing"), so K publications cost one
 /// write per subscriber instead of K.
 final class PublicationBatch: @unchecked Sendable {
+    // @unchecked: filled on the hub's loop, then handed to one loop that only reads it: never shared while mutable.
     /// Most publications in one batch, and most payload bytes, so frames stay moderate.
     static let maximumParts = 64
     static let maximumBytes = 65_536

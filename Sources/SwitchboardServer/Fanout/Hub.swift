@@ -28,6 +28,7 @@ struct JoinRequest: Sendable {
 /// connection, not per message), control messages between nodes, commands
 /// forwarded to other nodes, figures and gauges.
 final class Hub: @unchecked Sendable {
+    // @unchecked: node-wide state is touched only on `eventLoop`; per-channel state lives in the shards, each on its own loop.
     /// The home loop: the session directory, control messages and figures.
     let eventLoop: any EventLoop
     let broker: any Broker
@@ -135,11 +136,6 @@ final class Hub: @unchecked Sendable {
         case .deliveryInterrupted:
             for shard in self.shards { shard.run { shard.handle(event) } }
         }
-    }
-
-    /// Feeds an event as if the broker had delivered it (tests and benchmarks).
-    func deliverForTesting(_ event: BrokerEvent) {
-        self.route(event)
     }
 
     // MARK: Sessions

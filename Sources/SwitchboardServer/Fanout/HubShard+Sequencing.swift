@@ -37,9 +37,7 @@ extension HubShard {
                 return
             }
         }
-        let message = OutboundMessage(allocator: self.allocator, capacity: publication.data.readableBytes + 96) {
-            $0.writePublicationPush(channel: name, publication)
-        }
+        let message = OutboundMessage.publication(channel: name, publication, allocator: self.allocator)
         if !channel.joins.isEmpty {
             channel.buffer.append(BufferedPublication(offset: publication.offset, message: message))
         }

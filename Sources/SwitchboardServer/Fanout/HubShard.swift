@@ -16,6 +16,7 @@ import SwitchboardCore
 /// handled without a hop (the memory broker is sharded by the same rule), and
 /// each loop with subscribers gets the tick's work as one batch.
 final class HubShard: @unchecked Sendable {
+    // @unchecked: every `var` is touched only on `eventLoop` (`run` hops there).
     let eventLoop: any EventLoop
     let index: Int
     let broker: any Broker

@@ -10,6 +10,7 @@ import SwitchboardCore
 ///
 /// Confined to `eventLoop`; sessions are registered and removed only there.
 final class LoopFanout: @unchecked Sendable {
+    // @unchecked: state is touched only on `eventLoop` (callers hop there; entry points assert it).
     let eventLoop: any EventLoop
     let index: Int
     private let sweepInterval: TimeAmount
@@ -69,10 +70,12 @@ final class LoopFanout: @unchecked Sendable {
     // MARK: Sessions
 
     func add(_ session: ClientSession, client: String) {
+        self.eventLoop.assertInEventLoop()
         self.sessions[client] = session
     }
 
     func remove(client: String) {
+        self.eventLoop.assertInEventLoop()
         self.sessions[client] = nil
         if self.sessions.isEmpty, let drained = self.drained {
             self.drained = nil
@@ -136,6 +139,7 @@ final class LoopFanout: @unchecked Sendable {
     // MARK: Batches from the hub
 
     func apply(_ ops: [FanoutOp]) {
+        self.eventLoop.assertInEventLoop()
         for op in ops {
             switch op {
             case .publication(let name, let offset, let time, let message):

@@ -15,7 +15,8 @@ final class NodeContext: Sendable {
     let trustedProxies: TrustedProxySet
     let nodeID: String
     let nodeName: String
-    let version: String
+    /// The release version reported in `connect` results.
+    var version: String { SwitchboardVersion.current }
     let hub: Hub
     let broker: any Broker
     let fanouts: [LoopFanout]
@@ -48,7 +49,6 @@ final class NodeContext: Sendable {
         configuration: ServerConfiguration,
         nodeID: String,
         nodeName: String,
-        version: String,
         hub: Hub,
         broker: any Broker,
         fanouts: [LoopFanout],
@@ -74,7 +74,6 @@ final class NodeContext: Sendable {
         self.configuration = configuration
         self.nodeID = nodeID
         self.nodeName = nodeName
-        self.version = version
         self.hub = hub
         self.broker = broker
         self.fanouts = fanouts
@@ -175,8 +174,13 @@ final class NodeContext: Sendable {
     }
     private let addressBox = NIOLockedValueBox("")
 
-    /// Writes this node's current figures to the broker's registry.
-    func announceSelf(ttl: Double = 6) -> EventLoopFuture<Void> {
+    /// How often a node refreshes its registry entry.
+    static let announceInterval: TimeAmount = .seconds(2)
+    /// Seconds a node stays in the registry without a refresh (three missed refreshes).
+    static let registryTTL: Double = 6
+
+    /// Writes this node's current figures to the broker's registry, for `registryTTL` seconds.
+    func announceSelf() -> EventLoopFuture<Void> {
         self.hub.statistics().flatMap { stats in
             let info = NodeInfo(
                 id: self.nodeID,
@@ -188,7 +192,7 @@ final class NodeContext: Sendable {
                 uptime: Double((NIODeadline.now() - self.startedAt).nanoseconds) / 1e9,
                 draining: self.isDraining
             )
-            return self.broker.announce(info, ttl: ttl)
+            return self.broker.announce(info, ttl: Self.registryTTL)
         }
     }
 

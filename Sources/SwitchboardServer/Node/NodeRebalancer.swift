@@ -18,6 +18,7 @@ import SwitchboardCore
 /// Confined to the first event loop: the timer, the planner and the cached registry figures are
 /// touched only there; each loop's sessions are asked on their own loop.
 final class NodeRebalancer: @unchecked Sendable {
+    // @unchecked: its mutable state is touched only on `eventLoop` (its timer runs there).
     private let context: NodeContext
     private let eventLoop: any EventLoop
     private let tickInterval: TimeAmount

@@ -13,12 +13,6 @@ import SwitchboardAuth
 /// One Switchboard node: the listener, its pipelines, the hub, the broker and
 /// the lifecycle (start, drain, stop).
 public final class SwitchboardNode: Sendable {
-    /// The version this server reports in `connect` results.
-    public static let version = SwitchboardVersion.current
-
-    /// Seconds a node stays in the registry without a refresh (it refreshes every 2 s).
-    static let registryTTL: Double = 6
-
     public let configuration: ServerConfiguration
     public let nodeID: String
     private let group: MultiThreadedEventLoopGroup
@@ -69,7 +63,7 @@ public final class SwitchboardNode: Sendable {
             throw error
         }
         let hub = Hub(eventLoops: loops, broker: broker, presenceTTL: configuration.presenceTTL, logger: logger)
-        let metrics = NodeMetrics(version: Self.version, commit: NodeMetrics.commitFromEnvironment())
+        let metrics = NodeMetrics(commit: NodeMetrics.commitFromEnvironment())
         let fanouts = loops.enumerated().map { LoopFanout(eventLoop: $0.element, index: $0.offset) }
         for fanout in fanouts {
             fanout.hub = hub
@@ -80,7 +74,6 @@ public final class SwitchboardNode: Sendable {
             configuration: configuration,
             nodeID: self.nodeID,
             nodeName: configuration.nodeName.isEmpty ? self.nodeID : configuration.nodeName,
-            version: Self.version,
             hub: hub,
             broker: broker,
             fanouts: fanouts,
@@ -104,15 +97,13 @@ public final class SwitchboardNode: Sendable {
         let configuration = self.configuration
         let trustedProxies = context.trustedProxies
         let tls = self.tls
-        let upgrader = Self.makeUpgrader(context: context)
+        let upgrader = context.makeUpgrader()
         // Made once, used by every connection's router.
         let installHTTP: @Sendable (any Channel, NIODeadline) throws -> Void = { channel, headDeadline in
-            try Self.configureHTTP(channel, context: context, upgrader: upgrader, headDeadline: headDeadline)
+            try context.addHTTPHandlers(to: channel, upgrader: upgrader, headDeadline: headDeadline)
         }
         let installWebSocket: @Sendable (any Channel) throws -> Void = { channel in
-            let pipeline = channel.pipeline.syncOperations
-            try pipeline.addHandler(WebSocketFrameHandler(maximumMessageSize: context.configuration.maxMessageSize))
-            try pipeline.addHandler(ClientSession(node: context, fanout: context.fanout(for: channel.eventLoop)))
+            try context.addWebSocketHandlers(to: channel)
         }
         let bootstrap = ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 4096)
@@ -201,59 +192,14 @@ public final class SwitchboardNode: Sendable {
         try self.tls?.reload()
     }
 
-    /// One upgrader for every connection (it keeps no per-connection state).
-    private static func makeUpgrader(context: NodeContext) -> WebSocketUpgrader {
-        WebSocketUpgrader(
-            accepts: { head in
-                !context.isDraining && Route(uri: head.uri).acceptsUpgrade(echoEnabled: context.configuration.echoEndpoint) && context.admitsOrigin(head)
-            },
-            installHandlers: { channel, head in
-                let isEcho = Route(uri: head.uri) == .echo
-                let pipeline = channel.pipeline.syncOperations
-                let limit = isEcho ? context.configuration.echoMaxMessageSize : context.configuration.maxMessageSize
-                try pipeline.addHandler(WebSocketFrameHandler(maximumMessageSize: limit))
-                if isEcho {
-                    try pipeline.addHandler(EchoHandler())
-                } else {
-                    try pipeline.addHandler(ClientSession(node: context, fanout: context.fanout(for: channel.eventLoop)))
-                }
-            }
-        )
-    }
-
-    /// The full HTTP/1.1 pipeline (after the router), under the connection's head deadline.
-    private static func configureHTTP(_ channel: any Channel, context: NodeContext, upgrader: WebSocketUpgrader, headDeadline: NIODeadline) throws {
-        // Behind a trusted proxy the client's address is the one the proxy named.
-        let clientAddress = (try? channel.pipeline.syncOperations.handler(type: ProxyProtocolHandler.self))?.clientAddress
-            ?? channel.remoteAddress?.ipAddress ?? ""
-        let httpHandler = HTTPHandler(node: context, clientAddress: clientAddress, headDeadline: headDeadline)
-        let boundHTTPHandler = NIOLoopBound(httpHandler, eventLoop: channel.eventLoop)
-        var limits = NIOHTTPDecoderLimitConfiguration()
-        limits.maxHeaderFieldSize = 8192
-        limits.maxHeaderListSize = 16384
-        limits.maxHeaderFieldCount = 100
-        try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-            withPipeliningAssistance: true,
-            withServerUpgrade: (
-                upgraders: [upgrader],
-                completionHandler: { ctx in
-                    ctx.pipeline.syncOperations.removeHandler(boundHTTPHandler.value, promise: nil)
-                }
-            ),
-            withErrorHandling: true,
-            withOutboundHeaderValidation: true,
-            withEncoderConfiguration: .init(),
-            withDecoderLimitConfiguration: limits
-        )
-        try channel.pipeline.syncOperations.addHandler(httpHandler)
-    }
-
     private func startAnnouncing(address: SocketAddress) {
         let context = self.context
         context.advertisedAddress = "\(address.ipAddress ?? "?"):\(address.port ?? 0)"
-        _ = context.announceSelf(ttl: Self.registryTTL)
-        let task = context.hub.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(2), delay: .seconds(2)) { _ in
-            _ = context.announceSelf(ttl: Self.registryTTL)
+        _ = context.announceSelf()
+        let task = context.hub.eventLoop.scheduleRepeatedTask(
+            initialDelay: NodeContext.announceInterval, delay: NodeContext.announceInterval
+        ) { _ in
+            _ = context.announceSelf()
         }
         self.state.withLockedValue { $0.announceTask = task }
     }

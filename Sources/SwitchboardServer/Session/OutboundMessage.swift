@@ -1,4 +1,5 @@
 import NIOCore
+import SwitchboardCore
 
 /// One JSON message on its way to a client: the payload, with its WebSocket
 /// frame header written once into room reserved in front of it.
@@ -25,6 +26,14 @@ struct OutboundMessage: Sendable {
     init(copying json: ByteBuffer, allocator: ByteBufferAllocator) {
         var json = json
         self.init(allocator: allocator, capacity: json.readableBytes) { $0.writeBuffer(&json) }
+    }
+
+    /// A publication push (`{"channel":…,"pub":…}`): what the hub encodes once per publication
+    /// for every subscriber on the node.
+    static func publication(channel: String, _ publication: Publication, allocator: ByteBufferAllocator) -> OutboundMessage {
+        OutboundMessage(allocator: allocator, capacity: publication.data.readableBytes + 96) {
+            $0.writePublicationPush(channel: channel, publication)
+        }
     }
 
     /// Bytes of JSON text.

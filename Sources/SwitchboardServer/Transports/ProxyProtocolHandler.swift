@@ -27,7 +27,7 @@ final class ProxyProtocolHandler: ChannelInboundHandler {
     private var buffer: ByteBuffer?
     private var isResolved = false
     private let headDeadline: NIODeadline
-    private var deadlineTimer: Scheduled<Void>?
+    private var deadlineTimer = RequestDeadlineTimer()
     private let resolved: (ChannelHandlerContext, String) throws -> Void
 
     init(proxyAddress: String, headDeadline: NIODeadline, resolved: @escaping (ChannelHandlerContext, String) throws -> Void) {
@@ -38,7 +38,7 @@ final class ProxyProtocolHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        self.deadlineTimer = context.eventLoop.scheduleTask(deadline: self.headDeadline) {
+        self.deadlineTimer.arm(at: self.headDeadline, on: context.eventLoop) {
             let context = loopBound.value
             var response = context.channel.allocator.buffer(capacity: 80)
             response.writeStaticString("HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
@@ -47,8 +47,7 @@ final class ProxyProtocolHandler: ChannelInboundHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        self.deadlineTimer?.cancel()
-        self.deadlineTimer = nil
+        self.deadlineTimer.stop()
         self.buffer = nil
     }
 
@@ -86,15 +85,13 @@ final class ProxyProtocolHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.deadlineTimer?.cancel()
-        self.deadlineTimer = nil
+        self.deadlineTimer.stop()
         context.fireChannelInactive()
     }
 
     private func resolve(context: ChannelHandlerContext) {
         self.isResolved = true
-        self.deadlineTimer?.cancel()
-        self.deadlineTimer = nil
+        self.deadlineTimer.stop()
         do {
             try self.resolved(context, self.clientAddress)
         } catch {

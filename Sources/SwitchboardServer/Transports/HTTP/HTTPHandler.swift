@@ -23,7 +23,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     let clientAddress: String
     /// The deadline the connection is under now: its next request head, or the body of the current one.
     private var deadline: RequestDeadline
-    private var deadlineTimer: Scheduled<Void>?
+    private var deadlineTimer = RequestDeadlineTimer()
     /// A request is waiting for its one response (a second response would break the HTTP pipeline).
     private var requestOpen = false
     /// The connection carries an SSE stream now: nothing more is read as requests.
@@ -47,8 +47,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        self.deadlineTimer?.cancel()
-        self.deadlineTimer = nil
+        self.deadlineTimer.stop()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -99,13 +98,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     /// Schedules the timer for the current deadline (cancelling the previous one).
     private func armDeadline(context: ChannelHandlerContext) {
-        self.deadlineTimer?.cancel()
-        self.deadlineTimer = nil
+        self.deadlineTimer.stop()
         guard let at = self.deadline.instant else { return }
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        self.deadlineTimer = context.eventLoop.scheduleTask(deadline: at) {
+        self.deadlineTimer.arm(at: at, on: context.eventLoop) {
             let (handler, context) = loopBound.value
-            handler.deadlineTimer = nil
+            handler.deadlineTimer.fired()
             handler.deadlinePassed(context: context)
         }
     }
@@ -243,8 +241,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     func markResponded() {
         self.requestOpen = false
         self.deadline = .none
-        self.deadlineTimer?.cancel()
-        self.deadlineTimer = nil
+        self.deadlineTimer.stop()
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -24,7 +24,7 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
     private let admission: ConnectionCounts.Admission
     /// When the request head must be complete, however slowly it trickles in.
     private let headDeadline: NIODeadline
-    private var deadlineTimer: Scheduled<Void>?
+    private var deadlineTimer = RequestDeadlineTimer()
 
     init(
         node: NodeContext,
@@ -42,7 +42,7 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        self.deadlineTimer = context.eventLoop.scheduleTask(deadline: self.headDeadline) {
+        self.deadlineTimer.arm(at: self.headDeadline, on: context.eventLoop) {
             let context = loopBound.value
             // The head never completed: 408, and the socket is closed.
             var response = context.channel.allocator.buffer(capacity: 96)
@@ -53,8 +53,7 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        self.deadlineTimer?.cancel()
-        self.deadlineTimer = nil
+        self.deadlineTimer.stop()
         self.buffer = nil
     }
 
@@ -99,8 +98,7 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
             // Shed before any upgrade or token work; the client retries after a second.
             return self.answerAndClose(context: context, Self.tooManyConnects)
         }
-        self.deadlineTimer?.cancel()
-        self.deadlineTimer = nil
+        self.deadlineTimer.stop()
         self.buffer = nil
         guard let key = Self.webSocketKey(bytes[bytes.startIndex..<headEnd]) else {
             return self.answerAndClose(context: context, Self.serviceUnavailable)
@@ -121,8 +119,7 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
         "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: 69\r\n\r\n{\"error\":{\"code\":111,\"message\":\"too many connects\",\"temporary\":true}}"
 
     private func answerAndClose(context: ChannelHandlerContext, _ text: StaticString) {
-        self.deadlineTimer?.cancel()
-        self.deadlineTimer = nil
+        self.deadlineTimer.stop()
         self.buffer = nil
         var response = context.channel.allocator.buffer(capacity: text.utf8CodeUnitCount)
         response.writeStaticString(text)
@@ -141,8 +138,7 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func upgrade(context: ChannelHandlerContext, key: String, consumed: Int) {
-        self.deadlineTimer?.cancel()
-        self.deadlineTimer = nil
+        self.deadlineTimer.stop()
         var response = context.channel.allocator.buffer(capacity: 160)
         response.writeStaticString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Accept: ")
         response.writeString(WebSocketUpgrader.acceptValue(forKey: key))
@@ -168,8 +164,7 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
     private func handOver(context: ChannelHandlerContext) {
         let bytes = self.buffer!
         self.buffer = nil
-        self.deadlineTimer?.cancel()
-        self.deadlineTimer = nil
+        self.deadlineTimer.stop()
         do {
             try self.installHTTP(context.channel, self.headDeadline)
         } catch {

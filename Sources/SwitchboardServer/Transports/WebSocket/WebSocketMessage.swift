@@ -1,9 +1,13 @@
-import NIOCore
+public import NIOCore
 
 /// A complete WebSocket data message (all fragments joined, text validated as UTF-8).
-struct WebSocketMessage {
-    var isText: Bool
-    var data: ByteBuffer
+///
+/// What `WebSocketFrameHandler` passes on; visible to harnesses (`@_spi(Harness)`) so that a
+/// benchmark can stand where the session stands.
+@_spi(Harness)
+public struct WebSocketMessage {
+    @_spi(Harness) public var isText: Bool
+    @_spi(Harness) public var data: ByteBuffer
 }
 
 /// Asks the frame handler to start the closing handshake with a code.

@@ -1,0 +1,62 @@
+import NIOCore
+import NIOHTTP1
+
+// The handlers a node puts on a connection once it knows what the connection is. Written once,
+// used by the listener (`SwitchboardNode`: the handshake router and the HTTP upgrader) and by
+// the node harness that tests, fuzz targets and benchmarks drive (`NodeHarness`).
+extension NodeContext {
+    /// A WebSocket connection after its handshake: the frame reader and writer, then the client
+    /// session (or the echo handler on `/echo`).
+    func addWebSocketHandlers(to channel: any Channel, echo: Bool = false) throws {
+        let pipeline = channel.pipeline.syncOperations
+        if echo {
+            try pipeline.addHandler(WebSocketFrameHandler(maximumMessageSize: self.configuration.echoMaxMessageSize))
+            try pipeline.addHandler(EchoHandler())
+        } else {
+            try pipeline.addHandler(WebSocketFrameHandler(maximumMessageSize: self.configuration.maxMessageSize))
+            try pipeline.addHandler(ClientSession(node: self, fanout: self.fanout(for: channel.eventLoop)))
+        }
+    }
+
+    /// The WebSocket upgrade the HTTP pipeline offers (`/ws`, and `/echo` when enabled); it keeps
+    /// no per-connection state, so one serves every connection.
+    func makeUpgrader() -> WebSocketUpgrader {
+        WebSocketUpgrader(
+            accepts: { head in
+                !self.isDraining && Route(uri: head.uri).acceptsUpgrade(echoEnabled: self.configuration.echoEndpoint)
+                    && self.admitsOrigin(head)
+            },
+            installHandlers: { channel, head in
+                try self.addWebSocketHandlers(to: channel, echo: Route(uri: head.uri) == .echo)
+            }
+        )
+    }
+
+    /// The full HTTP/1.1 pipeline (NIO's decoder with tight limits, the upgrader, `HTTPHandler`)
+    /// under the connection's head deadline.
+    func addHTTPHandlers(to channel: any Channel, upgrader: WebSocketUpgrader, headDeadline: NIODeadline) throws {
+        // Behind a trusted proxy the client's address is the one the proxy named.
+        let clientAddress = (try? channel.pipeline.syncOperations.handler(type: ProxyProtocolHandler.self))?.clientAddress
+            ?? channel.remoteAddress?.ipAddress ?? ""
+        let httpHandler = HTTPHandler(node: self, clientAddress: clientAddress, headDeadline: headDeadline)
+        let boundHTTPHandler = NIOLoopBound(httpHandler, eventLoop: channel.eventLoop)
+        var limits = NIOHTTPDecoderLimitConfiguration()
+        limits.maxHeaderFieldSize = 8192
+        limits.maxHeaderListSize = 16384
+        limits.maxHeaderFieldCount = 100
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+            withPipeliningAssistance: true,
+            withServerUpgrade: (
+                upgraders: [upgrader],
+                completionHandler: { ctx in
+                    ctx.pipeline.syncOperations.removeHandler(boundHTTPHandler.value, promise: nil)
+                }
+            ),
+            withErrorHandling: true,
+            withOutboundHeaderValidation: true,
+            withEncoderConfiguration: .init(),
+            withDecoderLimitConfiguration: limits
+        )
+        try channel.pipeline.syncOperations.addHandler(httpHandler)
+    }
+}
