@@ -33,7 +33,7 @@ ensure_c_compiler() {
     fi
 }
 
-# ensure_redis_server: the multi-node e2e tests (tests/e2e/test_cluster.py)
+# ensure_redis_server: the multi-node e2e tests (IntegrationTests/e2e/test_cluster.py)
 # start their own redis-server processes on free loopback ports. Debian's
 # package also ships redis-cli. Where the package's service may start, it
 # listens on 6379 only, which the tests never use.
@@ -44,7 +44,7 @@ ensure_redis_server() {
     command -v redis-server >/dev/null 2>&1 || { echo "redis-server is still not on PATH" >&2; return 1; }
 }
 
-# ensure_browser: the browser tests (tests/browser) drive Debian's Chromium
+# ensure_browser: the browser tests (IntegrationTests/browser) drive Debian's Chromium
 # through its chromedriver (/usr/bin/chromedriver), headless.
 ensure_browser() {
     if ! command -v chromium >/dev/null 2>&1 || [ ! -x /usr/bin/chromedriver ]; then
@@ -64,7 +64,7 @@ ensure_haproxy() {
     command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || { echo "haproxy is still missing" >&2; return 1; }
 }
 
-# ensure_nginx: tests/e2e/test_deploy_proxies.py runs deploy/nginx/nginx.conf
+# ensure_nginx: IntegrationTests/e2e/test_deploy_proxies.py runs deploy/nginx/nginx.conf
 # with the real nginx (Debian's 1.22); the tests start their own copy.
 ensure_nginx() {
     if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
@@ -73,7 +73,7 @@ ensure_nginx() {
     command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { echo "nginx is still missing" >&2; return 1; }
 }
 
-# ensure_promtool: tests/e2e/test_metrics.py runs `promtool check metrics`
+# ensure_promtool: IntegrationTests/e2e/test_metrics.py runs `promtool check metrics`
 # on a node's /metrics. Debian's `prometheus` package ships promtool; its
 # service, where it may start, listens on 9090, which the tests never use.
 ensure_promtool() {

@@ -63,8 +63,8 @@ for run in $(seq "$FIRST_RUN" "$((FIRST_RUN + RUNS - 1))"); do
         set +e
         case $suite in
             js) node --test clients/js/test/*.test.mjs > "$OUT/run$run-$suite.log" 2>&1 ;;
-            e2e) "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/e2e > "$OUT/run$run-$suite.log" 2>&1 ;;
-            browser) "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/browser > "$OUT/run$run-$suite.log" 2>&1 ;;
+            e2e) "$VENV/bin/python" -m pytest -q -p no:cacheprovider IntegrationTests/e2e > "$OUT/run$run-$suite.log" 2>&1 ;;
+            browser) "$VENV/bin/python" -m pytest -q -p no:cacheprovider IntegrationTests/browser > "$OUT/run$run-$suite.log" 2>&1 ;;
         esac
         rc=$?
         set -e

@@ -88,16 +88,16 @@ python_venv() {
     if [ ! -x "$VENV/bin/python" ]; then
         python3 -m venv "$VENV"
     fi
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r IntegrationTests/e2e/requirements.txt
     "$VENV/bin/python" -c 'import websockets, pytest, requests; print("e2e venv:", "websockets", websockets.__version__, "pytest", pytest.__version__, "requests", requests.__version__)'
 }
 
 e2e() {
-    ensure_haproxy  # tests/e2e/test_deploy_proxies.py
+    ensure_haproxy  # IntegrationTests/e2e/test_deploy_proxies.py
     ensure_nginx
     command -v openssl >/dev/null 2>&1 || apt_install openssl  # test_balancer.py makes TLS certificates
     "$BIN" serve --help >/dev/null
-    "$VENV/bin/python" -m pytest -q tests/e2e
+    "$VENV/bin/python" -m pytest -q IntegrationTests/e2e
 }
 
 js_unit() {
@@ -110,10 +110,10 @@ browser() {
     ensure_browser
     ensure_haproxy
     ensure_redis_server
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tests/browser/requirements.txt
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r IntegrationTests/browser/requirements.txt
     "$VENV/bin/python" -c 'import selenium; print("browser tests: selenium", selenium.__version__)'
     "$BIN" serve --help >/dev/null
-    "$VENV/bin/python" -m pytest -q tests/browser
+    "$VENV/bin/python" -m pytest -q IntegrationTests/browser
 }
 
 step "system packages" system_deps

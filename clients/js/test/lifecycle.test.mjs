@@ -432,7 +432,7 @@ for (const transport of ['websocket', 'sse', 'longpoll']) {
   }
 }
 
-// -- found against a real node (tests/browser/test_browser_client_recovery.py) -------
+// -- found against a real node (IntegrationTests/browser/test_browser_client_recovery.py) -------
 
 test('long-polling: an unsubscribe 2500 in a poll answer resubscribes from the position (unrecovered), not the end', async t => {
   const {server, sb} = await setup(t, {transports: ['longpoll'], pollTimeout: 5000});

@@ -8,7 +8,7 @@ clients/js/ files instead (through HAProxy, which sends `/` and
 rebuilding the binary.
 
 Every process is stopped by PID in a finalizer; screenshots, browser console
-logs, node and HAProxy logs of each test land in tests/browser/artifacts/<test>/.
+logs, node and HAProxy logs of each test land in IntegrationTests/browser/artifacts/<test>/.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from sbclient import (TOKEN_SECRET, ApiPublisher, ResilientSubscriber, connect, 
 # A namespace with room for every publication of the failure tests, so that
 # recovery never depends on how fast a client comes back.
 BIG_HISTORY_YAML = """\
-# written by tests/e2e/test_cluster.py
+# written by IntegrationTests/e2e/test_cluster.py
 namespaces:
   big:
     historySize: 1000

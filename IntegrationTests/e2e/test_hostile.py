@@ -27,7 +27,7 @@ MAX_OFFSET = 2**63 - 1
 HUGE = 2**64 - 1
 
 CLOSED_NAMESPACE_YAML = """\
-# written by tests/e2e/test_hostile.py
+# written by IntegrationTests/e2e/test_hostile.py
 namespaces:
   priv:
     anonymous: false

@@ -19,7 +19,7 @@ from sbclient import (TOKEN_SECRET, SSEStream, SteadyTraffic, b64url_encode_json
                       decode_event_id, run, sse_post, user_token)
 
 NS_YAML = """\
-# written by tests/e2e/test_sse.py
+# written by IntegrationTests/e2e/test_sse.py
 namespaces:
   nohist:
     historySize: 0

@@ -169,7 +169,7 @@ class HAProxy:
 
     def config(self, deny: tuple[str, ...], static_port: int | None) -> str:
         lines = [
-            "# written by tests/browser/browserlib.py",
+            "# written by IntegrationTests/browser/browserlib.py",
             "global",
             "    maxconn 4096",
             "    log stdout format raw local0 info",

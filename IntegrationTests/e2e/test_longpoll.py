@@ -18,7 +18,7 @@ import requests
 from sbclient import TOKEN_SECRET, RawWS, SteadyTraffic, connect, lp_poll, lp_rpc, run, user_token, wait_until
 
 NS_YAML = """\
-# written by tests/e2e/test_longpoll.py
+# written by IntegrationTests/e2e/test_longpoll.py
 namespaces:
   small:
     historySize: 5

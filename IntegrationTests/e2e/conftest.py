@@ -133,7 +133,7 @@ def node_factory(tmp_path, request):
 # Join/leave pushes are off by default (they cost O(subscribers) per join);
 # the tests that watch them use the `room:` namespace, which turns them on.
 JOIN_LEAVE_YAML = """\
-# written by tests/e2e/conftest.py
+# written by IntegrationTests/e2e/conftest.py
 namespaces:
   room:
     joinLeave: true

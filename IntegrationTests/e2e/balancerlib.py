@@ -1,4 +1,4 @@
-"""Helpers for the `switchboard balance` end-to-end tests (tests/e2e/test_balancer.py).
+"""Helpers for the `switchboard balance` end-to-end tests (IntegrationTests/e2e/test_balancer.py).
 
 - `BalancerFactory`: starts `switchboard balance` processes in front of given nodes and always stops
   them. A balancer is an `sbclient.Node` (its stdout line carries `ws://HOST:PORT/ws`), so every

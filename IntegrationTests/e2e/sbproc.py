@@ -23,7 +23,7 @@ DEFAULT_TIMEOUT = 5.0
 TOKEN_SECRET = "s3cret-e2e-0123456789abcdef-0123456789"  # --token-secret of the token_node fixture (>= 32 bytes)
 
 # With a token key configured, a node denies by default; the tests written before permissions
-# existed run their token nodes with every namespace flag on (tests/e2e/test_auth.py tests the flags).
+# existed run their token nodes with every namespace flag on (IntegrationTests/e2e/test_auth.py tests the flags).
 OPEN_PERMISSIONS_YAML = """\
 defaults:
   allowSubscribeForClient: true

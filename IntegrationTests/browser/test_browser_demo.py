@@ -243,7 +243,7 @@ def test_pings_keep_the_connection(transport, node_factory, proxies, browsers):
 
 
 NO_HISTORY_YAML = """\
-# written by tests/browser/test_browser_demo.py
+# written by IntegrationTests/browser/test_browser_demo.py
 namespaces:
   nohist:
     historySize: 0

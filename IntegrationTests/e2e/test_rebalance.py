@@ -38,7 +38,7 @@ CHANNEL = "big:rebalance"
 REBALANCE = ["--rebalance-hold", "3", "--rebalance-window", "4", "--rebalance-rate", "200",
              "--rebalance-min-age", "1"]
 HISTORY_YAML = """\
-# written by tests/e2e/test_rebalance.py
+# written by IntegrationTests/e2e/test_rebalance.py
 namespaces:
   big:
     historySize: 2000

@@ -9,7 +9,7 @@ import time
 from sbclient import TOKEN_SECRET, _b64url, connect, connect_expect_close, make_jwt, run, user_token
 
 NAMESPACES_YAML = """\
-# written by tests/e2e/test_tokens_config.py
+# written by IntegrationTests/e2e/test_tokens_config.py
 namespaces:
   secret:
     historySize: 100

@@ -6,7 +6,7 @@ count of lives. When the channel's keys go while Redis keeps running (DEL,
 eviction), its next publication starts offsets again at 1 in a NEW epoch, so a
 subscriber is told (2500) instead of dropping offset 1 as a duplicate. (A
 Redis restart gives a new run id: see
-tests/browser/test_browser_client_recovery.py. FLUSHDB within one period, which
+IntegrationTests/browser/test_browser_client_recovery.py. FLUSHDB within one period, which
 also clears the lives count, is the documented exception.)"""
 
 from __future__ import annotations
