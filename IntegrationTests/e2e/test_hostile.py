@@ -162,6 +162,12 @@ def target(request, node_factory, tmp_path):
         node = node_factory.start(*extra, token_secret=TOKEN_SECRET, config_text=CLOSED_NAMESPACE_YAML)
         node.redis = None
     node.broker = request.param
+    # Open the broker's connections (the Redis client and subscriber connect on first use) before
+    # any test takes its file-descriptor baseline: they stay open, and are not a leak.
+    async def warm_up():
+        async with SteadyTraffic(node, channel="warm:up", interval=0.02, max_publications=3) as steady:
+            await steady.check()
+    run(warm_up(), timeout=30)
     return node
 
 
