@@ -12,6 +12,16 @@ import NIOCore
 /// over, the node must be over for a full `hold` again before the next round (the registry's
 /// figures lag by up to its refresh period, and moved clients need time to land elsewhere).
 ///
+/// A round's mean is an estimate: while clients move, the registry can count some of them twice (on
+/// the node they left, whose entry is up to a refresh old, and on the node they reached), so a round
+/// may stop a few percent above the real mean: under (1 + ε) × mean, yet enough to leave max/min
+/// across nodes above 1 + ε. So for `hold + window + 10` seconds after a round ends the node
+/// *settles*: whenever the cluster total has held steady (within 2 %) for `hold` seconds, it looks
+/// again with the current figures, not the peak, and if still above (1 + ε/2) × mean it asks one
+/// *trim* round of the difference, capped at ε × the round's mean (a dip in the total from clients
+/// still in transit must not turn the trim into a second full round). A trim is never followed by
+/// another trim.
+///
 /// Clients asked to move are *in transit* for a while: gone from here, not yet counted by the node
 /// they land on (the registry refreshes every 2 s, and a client waits a jittered delay before it
 /// reconnects). Computed from the current figures, the mean would dip by the clients in transit and
@@ -46,6 +56,20 @@ struct RebalancePlanner: Sendable {
         var duration: Double
         /// The node stops asking once it holds at most this many (the mean when the round started, rounded up).
         var target: Int
+        /// A trim after a round (see above): when it ends there is no further trim.
+        var isTrim = false
+    }
+
+    /// After a round: waiting for the figures to settle before a last look (see above).
+    struct Settling: Sendable, Hashable {
+        /// When the round ended.
+        var ended: NIODeadline
+        /// Since when the cluster total has stayed within `low...high`.
+        var steadySince: NIODeadline
+        var low: Double
+        var high: Double
+        /// Most clients a trim may ask: ε × the round's target, rounded up.
+        var trimCap: Int
     }
 
     enum Phase: Sendable, Hashable {
@@ -54,6 +78,8 @@ struct RebalancePlanner: Sendable {
         /// Over the tolerance since this time.
         case over(since: NIODeadline)
         case moving(Round)
+        /// A round ended; a trim may follow.
+        case settling(Settling)
     }
 
     /// What one tick decided.
@@ -118,6 +144,36 @@ struct RebalancePlanner: Sendable {
             }
             self.phase = .over(since: now)
             if self.settings.hold == 0 || self.skipHold { self.startRound(own: own, mean: mean, now: now, step: &step) }
+        case .settling(var settling):
+            if isOver {
+                // Over by the full tolerance again: a new round, after a new hold.
+                self.phase = .over(since: now)
+                if self.settings.hold == 0 || self.skipHold { self.startRound(own: own, mean: mean, now: now, step: &step) }
+                return step
+            }
+            let low = min(settling.low, total), high = max(settling.high, total)
+            if high - low > max(2, 0.02 * high) {
+                // Clients still on the move somewhere: the steady period starts again.
+                settling.steadySince = now
+                settling.low = total
+                settling.high = total
+            } else {
+                settling.low = low
+                settling.high = high
+            }
+            // The current figures, not the peak: the peak is what may have counted moving clients twice.
+            let current = total / Double(peers.count + 1)
+            let excess = Double(own) - current
+            if Self.seconds(from: settling.steadySince, to: now) >= self.settings.hold,
+                Double(own) > (1 + self.settings.tolerance / 2) * current && excess >= 1
+            {
+                let size = min(settling.trimCap, Int(min(excess, Double(own)).rounded(.down)))
+                self.startRound(own: own, mean: Double(own - size), now: now, step: &step, isTrim: true)
+            } else if Self.seconds(from: settling.ended, to: now) > memory {
+                self.phase = .balanced  // settled near the mean, or never settled: no trim
+            } else {
+                self.phase = .settling(settling)
+            }
         case .over(let since):
             guard isOver else {
                 self.phase = .balanced
@@ -130,8 +186,14 @@ struct RebalancePlanner: Sendable {
         case .moving(let round):
             let elapsed = Self.seconds(from: round.started, to: now)
             if own <= round.target || (round.asked >= round.size && elapsed >= round.duration) || elapsed >= 2 * round.duration + 10 {
-                // Done (or given up on: too few clients could be asked): a new round needs a new hold.
-                self.phase = .balanced
+                // Done (or given up on: too few clients could be asked): a new round needs a new hold;
+                // after a first round, a last look once the figures have settled.
+                if round.isTrim {
+                    self.phase = .balanced
+                } else {
+                    let cap = max(1, Int((self.settings.tolerance * Double(max(0, round.target))).rounded(.up)))
+                    self.phase = .settling(.init(ended: now, steadySince: now, low: total, high: total, trimCap: cap))
+                }
                 return step
             }
             step.ask = Self.quota(of: round, elapsed: elapsed, own: own)
@@ -146,11 +208,11 @@ struct RebalancePlanner: Sendable {
         self.phase = .moving(round)
     }
 
-    private mutating func startRound(own: Int, mean: Double, now: NIODeadline, step: inout Step) {
+    private mutating func startRound(own: Int, mean: Double, now: NIODeadline, step: inout Step, isTrim: Bool = false) {
         self.skipHold = false
         let size = max(1, Int(min(Double(own) - mean, Double(own)).rounded(.down)))
         let duration = max(self.settings.window, Double(size) / self.settings.rate)
-        let round = Round(started: now, size: size, asked: 0, duration: duration, target: own - size)
+        let round = Round(started: now, size: size, asked: 0, duration: duration, target: own - size, isTrim: isTrim)
         self.phase = .moving(round)
         step.startedRound = true
         step.ask = Self.quota(of: round, elapsed: 0, own: own)
