@@ -18,12 +18,13 @@
 // that the file is the bundle of the modules). The modules:
 //
 //   errors.js            SwitchboardError, terminal codes
-//   env.js               WebSocket, EventSource, fetch, timers, window events: injectable (options.env)
+//   env.js               WebSocket, fetch, ReadableStream, timers, window events: injectable (options.env)
 //   util.js              constants, framing, channel names, endpoints, sizes
 //   backoff.js           Backoff (full or equal jitter)
 //   queue.js             RequestQueue (replies, deadlines, resends), splitBatches and PostQueue:
 //                        bodies and frames capped at the node's limit
 //   http.js              fetchText: one deadline per HTTP exchange, body included
+//   eventstream.js       EventStreamParser: text/event-stream from fetch's body, chunks split anywhere
 //   emitter.js           the event emitter
 //   subscription.js      Subscription
 //   subscriptions.js     the client's subscription handling (subscribe results, retries, long-poll items)
@@ -104,13 +105,13 @@ function errorFromBody(text, status, fallbackCode) {
 // ===========================================================================
 
 // Environment: everything the client takes from the browser (WebSocket,
-// EventSource, fetch, timers, window/document/navigator events), injectable
+// fetch, ReadableStream, timers, window/document/navigator events), injectable
 // through `options.env` so that the unit tests pass fakes.
 
 /**
  * @typedef {Object} SwitchboardEnv
  * @property {Function} [WebSocket]
- * @property {Function} [EventSource]
+ * @property {Function} [ReadableStream]   the SSE transport reads fetch's body as a stream
  * @property {Function} [fetch]
  * @property {Function} [AbortController]
  * @property {(fn: Function, ms: number) => *} [setTimeout]
@@ -127,7 +128,7 @@ function makeEnv(over) {
   const g = globalThis;
   const env = {
     WebSocket: g.WebSocket,
-    EventSource: g.EventSource,
+    ReadableStream: g.ReadableStream,
     fetch: typeof g.fetch === 'function' ? (...a) => g.fetch(...a) : undefined,
     AbortController: g.AbortController,
     setTimeout: (fn, ms) => g.setTimeout(fn, ms),
@@ -1014,12 +1015,120 @@ class WebSocketConn {
 }
 
 // ===========================================================================
+// src/eventstream.js
+// ===========================================================================
+
+// Reading `text/event-stream` from bytes (the SSE transport opens its stream
+// with fetch, so that the connect params, token included, travel in a POST
+// body and never in a URL; EventSource can only GET). The WHATWG rules that
+// matter here: lines end in CRLF, LF or CR; `data:` lines of one event are
+// joined with "\n"; `id:` sets the last event id; a blank line ends an event;
+// `:` starts a comment; one space after the colon is dropped.
+
+/**
+ * An incremental event-stream parser. Feed it the body's chunks as they come
+ * (`push(Uint8Array)`): a chunk may end anywhere, inside a line, between CR
+ * and LF, or inside a UTF-8 sequence (TextDecoder in stream mode keeps the
+ * partial bytes). Calls `onEvent({data, id})` for each complete event that
+ * has data; `id` is the last event id in force at that event ('' when none).
+ * Throws when a line or an event grows past `maxChars` characters (a stream
+ * that never ends a line must not eat the page's memory).
+ */
+class EventStreamParser {
+  constructor(onEvent, maxChars = 16 << 20) {
+    this.onEvent = onEvent;
+    this.maxChars = maxChars;
+    this.decoder = new TextDecoder('utf-8');
+    this.pending = '';    // text after the last complete line
+    this.data = null;     // data lines of the event being read (null: none yet)
+    this.dataSize = 0;
+    this.lastId = '';
+  }
+
+  /** A chunk of the body (a Uint8Array). */
+  push(chunk) { this._text(this.decoder.decode(chunk, {stream: true}), false); }
+
+  /** The body ended: a last line without its end still counts, an event without its blank line does not. */
+  end() { this._text(this.decoder.decode(), true); }
+
+  _text(text, final) {
+    const s = this.pending + text;
+    let start = 0;
+    for (;;) {
+      let i = start;
+      while (i < s.length && s.charCodeAt(i) !== 10 && s.charCodeAt(i) !== 13) i++;
+      if (i === s.length) break;
+      // A CR as the last character may be the first half of a CRLF split between chunks.
+      if (s.charCodeAt(i) === 13 && i + 1 === s.length && !final) break;
+      this._line(s.slice(start, i));
+      start = i + (s.charCodeAt(i) === 13 && s.charCodeAt(i + 1) === 10 ? 2 : 1);
+    }
+    this.pending = s.slice(start);
+    if (final && this.pending) { const last = this.pending; this.pending = ''; this._line(last); }
+    if (this.pending.length > this.maxChars) throw new Error('event-stream line longer than ' + this.maxChars + ' characters');
+  }
+
+  _line(line) {
+    if (line === '') {
+      if (this.data !== null) {
+        const data = this.data.join('\n');
+        this.data = null;
+        this.dataSize = 0;
+        this.onEvent({data, id: this.lastId});
+      }
+      return;
+    }
+    if (line.charCodeAt(0) === 58) return;  // ':' a comment
+    const colon = line.indexOf(':');
+    const field = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? '' : line.slice(colon + 1);
+    if (value.charCodeAt(0) === 32) value = value.slice(1);
+    if (field === 'data') {
+      this.dataSize += value.length + 1;
+      if (this.dataSize > this.maxChars) throw new Error('event-stream event larger than ' + this.maxChars + ' characters');
+      (this.data || (this.data = [])).push(value);
+    } else if (field === 'id') {
+      if (!value.includes('\u0000')) this.lastId = value;
+    }
+    // `event`, `retry` and unknown fields: not used by Switchboard.
+  }
+}
+
+/**
+ * The positions in a Switchboard event id (base64url of JSON
+ * `{channel: {offset?, epoch?}}`), or null when it is not one.
+ */
+function resumeIdPositions(id) {
+  if (typeof id !== 'string' || !id || id.length > (1 << 20)) return null;
+  try {
+    let b64 = id.replace(/-/g, '+').replace(/_/g, '/');
+    while (b64.length % 4) b64 += '=';
+    const bin = atob(b64);
+    const bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    const obj = JSON.parse(new TextDecoder('utf-8', {fatal: true}).decode(bytes));
+    if (!obj || typeof obj !== 'object' || Array.isArray(obj)) return null;
+    return obj;
+  } catch (e) {
+    return null;
+  }
+}
+
+// ===========================================================================
 // src/transports/sse.js
 // ===========================================================================
 
 // The SSE transport: one connection attempt per instance (the client makes a
 // new one for every attempt). See transports/index.js for what a transport
 // offers the client and how it reports back.
+//
+// The stream is opened with `fetch(POST /sse)`, the connect params (token
+// included) as the JSON body, and read from the response's ReadableStream
+// (EventStreamParser): a token never goes into a URL, where proxies and
+// access logs would keep it. EventSource can only GET, so it is not used.
+// The id of the last event seen is kept on the client and sent back as
+// `Last-Event-ID` by the next attempt, so that the node resumes the
+// subscriptions from where the stream was.
 
 
 class SseConn {
@@ -1032,30 +1141,81 @@ class SseConn {
     this.connected = false;
     this.done = false;
     this.session = null;
-    this.es = null;
+    this.abort = null;
+    this.reader = null;
+    this.lastEventId = null;  // the Last-Event-ID this attempt sent (null: none)
     this.posts = new PostQueue((batch, text) => this._post(batch, text), client._opts.maxMessageSize);
   }
 
   open() {
-    const url = this.client._urls.sse + '?connect=' + encodeURIComponent(JSON.stringify(this.params));
-    let es;
+    const headers = {'Content-Type': 'application/json', 'Accept': 'text/event-stream'};
+    const last = this._resumeId();
+    if (last) { headers['Last-Event-ID'] = last; this.lastEventId = last; }
+    let started;
     try {
-      es = new this.env.EventSource(url);
+      this.abort = new this.env.AbortController();
+      started = this.env.fetch(this.client._urls.sse, {method: 'POST', headers, body: JSON.stringify(this.params),
+        signal: this.abort.signal, cache: 'no-store', credentials: 'same-origin'});
     } catch (e) {
-      this.env.setTimeout(() => this._end(0, 'cannot create EventSource: ' + e), 0);
+      started = Promise.reject(e);
+    }
+    Promise.resolve(started).then(resp => this._read(resp), e => this._end(0, 'cannot open: ' + e));
+  }
+
+  // The last event id the client saw, when every channel it names is one this attempt
+  // subscribes with a position in the same epoch: otherwise (a channel unsubscribed meanwhile,
+  // one that subscribes with its own token, a stream reset) the node, for which the id's
+  // positions win over `subs`, would subscribe what the client no longer wants, or from where
+  // it no longer is.
+  _resumeId() {
+    const id = this.client._sseLastEventId;
+    const subs = this.params.subs || {};
+    const positions = resumeIdPositions(id);
+    if (!positions || !Object.keys(positions).length) return null;
+    for (const [ch, pos] of Object.entries(positions)) {
+      const mine = subs[ch];
+      if (!mine || typeof mine.offset !== 'number' || !pos || pos.epoch !== mine.epoch) return null;
+    }
+    return id;
+  }
+
+  async _read(resp) {
+    if (this.done) { this._cancel(resp); return; }
+    if (resp.status !== 200 || !resp.body || typeof resp.body.getReader !== 'function') {
+      let detail = '';
+      try { detail = ' ' + String(await resp.text()).slice(0, 200).trim(); } catch (e) { /* no body */ }
+      this._cancel(resp);
+      this._end(0, 'cannot open: HTTP ' + resp.status + detail);
       return;
     }
-    this.es = es;
-    es.onmessage = e => {
-      this.opened = true;
-      for (const obj of parseLines(e.data, [])) {
+    const reader = resp.body.getReader();
+    this.reader = reader;
+    const parser = new EventStreamParser(ev => this._event(ev));
+    try {
+      for (;;) {
+        const {done, value} = await reader.read();
         if (this.done) return;
-        if (obj.id === CONNECT_ID && obj.result && obj.result.session) this.session = obj.result.session;
-        this.client._connMessage(this, obj);
+        if (done) { parser.end(); break; }
+        parser.push(value);
+        if (this.done) return;
       }
-    };
-    // EventSource would reconnect by itself with the same (stale) URL: close it and let the client decide.
-    es.onerror = () => this._end(0, this.opened ? 'stream ended' : 'cannot open');
+    } catch (e) {
+      if (this.done) return;
+      this._end(0, this.opened ? 'stream ended: ' + e : 'cannot open: ' + e);
+      return;
+    }
+    this._end(0, this.opened ? 'stream ended' : 'cannot open');
+  }
+
+  _event(ev) {
+    if (this.done) return;
+    this.opened = true;
+    if (ev.id) this.client._sseLastEventId = ev.id;
+    for (const obj of parseLines(ev.data, [])) {
+      if (this.done) return;
+      if (obj.id === CONNECT_ID && obj.result && obj.result.session) this.session = obj.result.session;
+      this.client._connMessage(this, obj);
+    }
   }
 
   send(cmds) { if (cmds.length) this.posts.push(cmds); }
@@ -1081,6 +1241,10 @@ class SseConn {
     this.client._rejectCommands(batch, errorFromBody(resp.text, resp.status, resp.status === 400 ? 107 : 'transport'));
   }
 
+  _cancel(resp) {
+    try { if (resp && resp.body && typeof resp.body.cancel === 'function') resp.body.cancel().catch(() => {}); } catch (e) { /* gone */ }
+  }
+
   _end(code, reason) {
     if (this.done) return;
     this.done = true;
@@ -1090,11 +1254,12 @@ class SseConn {
 
   _closeStream() {
     this.posts.stop();
-    const es = this.es;
-    if (es) {
-      es.onmessage = es.onerror = null;
-      try { es.close(); } catch (e) { /* closed */ }
-    }
+    const reader = this.reader;
+    this.reader = null;
+    if (reader) { try { reader.cancel().catch(() => {}); } catch (e) { /* closed */ } }
+    const abort = this.abort;
+    this.abort = null;
+    if (abort) { try { abort.abort(); } catch (e) { /* done */ } }
   }
 
   close() { this.done = true; this._closeStream(); }
@@ -1371,7 +1536,7 @@ class Switchboard extends Emitter {
       .map(t => String(t).trim().toLowerCase()).map(t => (t === 'ws' ? 'websocket' : t === 'poll' || t === 'long-polling' ? 'longpoll' : t))
       .filter((t, i, a) => ALL_TRANSPORTS.includes(t) && a.indexOf(t) === i);
     if (typeof env.WebSocket !== 'function') ts = ts.filter(t => t !== 'websocket');
-    if (typeof env.EventSource !== 'function') ts = ts.filter(t => t !== 'sse');
+    if (typeof env.ReadableStream !== 'function') ts = ts.filter(t => t !== 'sse');  // the stream is read from fetch's body
     if (typeof env.fetch !== 'function') ts = ts.filter(t => t !== 'longpoll' && t !== 'sse');
     if (ts.length === 0) throw new SwitchboardError('bad_request', 'no usable transport in ' + JSON.stringify(o.transports));
     o.transports = ts;
@@ -1384,6 +1549,7 @@ class Switchboard extends Emitter {
     this._worked = new Set();        // transports that got a connect reply at least once
     this._state = 'disconnected';
     this._conn = null;
+    this._sseLastEventId = null;    // id of the last SSE event seen: Last-Event-ID of the next SSE attempt
     this._lc = 0;                    // lifecycle counter: bumped by every transition; listeners' effects show here
     this._backoff = new Backoff(o.minReconnectDelay, o.maxReconnectDelay, env.random, true);
     this._reconnectTimer = null;

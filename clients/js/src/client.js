@@ -77,7 +77,7 @@ export class Switchboard extends Emitter {
       .map(t => String(t).trim().toLowerCase()).map(t => (t === 'ws' ? 'websocket' : t === 'poll' || t === 'long-polling' ? 'longpoll' : t))
       .filter((t, i, a) => ALL_TRANSPORTS.includes(t) && a.indexOf(t) === i);
     if (typeof env.WebSocket !== 'function') ts = ts.filter(t => t !== 'websocket');
-    if (typeof env.EventSource !== 'function') ts = ts.filter(t => t !== 'sse');
+    if (typeof env.ReadableStream !== 'function') ts = ts.filter(t => t !== 'sse');  // the stream is read from fetch's body
     if (typeof env.fetch !== 'function') ts = ts.filter(t => t !== 'longpoll' && t !== 'sse');
     if (ts.length === 0) throw new SwitchboardError('bad_request', 'no usable transport in ' + JSON.stringify(o.transports));
     o.transports = ts;
@@ -90,6 +90,7 @@ export class Switchboard extends Emitter {
     this._worked = new Set();        // transports that got a connect reply at least once
     this._state = 'disconnected';
     this._conn = null;
+    this._sseLastEventId = null;    // id of the last SSE event seen: Last-Event-ID of the next SSE attempt
     this._lc = 0;                    // lifecycle counter: bumped by every transition; listeners' effects show here
     this._backoff = new Backoff(o.minReconnectDelay, o.maxReconnectDelay, env.random, true);
     this._reconnectTimer = null;

@@ -1,11 +1,11 @@
 // Environment: everything the client takes from the browser (WebSocket,
-// EventSource, fetch, timers, window/document/navigator events), injectable
+// fetch, ReadableStream, timers, window/document/navigator events), injectable
 // through `options.env` so that the unit tests pass fakes.
 
 /**
  * @typedef {Object} SwitchboardEnv
  * @property {Function} [WebSocket]
- * @property {Function} [EventSource]
+ * @property {Function} [ReadableStream]   the SSE transport reads fetch's body as a stream
  * @property {Function} [fetch]
  * @property {Function} [AbortController]
  * @property {(fn: Function, ms: number) => *} [setTimeout]
@@ -22,7 +22,7 @@ export function makeEnv(over) {
   const g = globalThis;
   const env = {
     WebSocket: g.WebSocket,
-    EventSource: g.EventSource,
+    ReadableStream: g.ReadableStream,
     fetch: typeof g.fetch === 'function' ? (...a) => g.fetch(...a) : undefined,
     AbortController: g.AbortController,
     setTimeout: (fn, ms) => g.setTimeout(fn, ms),

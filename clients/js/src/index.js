@@ -14,12 +14,13 @@
 // that the file is the bundle of the modules). The modules:
 //
 //   errors.js            SwitchboardError, terminal codes
-//   env.js               WebSocket, EventSource, fetch, timers, window events: injectable (options.env)
+//   env.js               WebSocket, fetch, ReadableStream, timers, window events: injectable (options.env)
 //   util.js              constants, framing, channel names, endpoints, sizes
 //   backoff.js           Backoff (full or equal jitter)
 //   queue.js             RequestQueue (replies, deadlines, resends), splitBatches and PostQueue:
 //                        bodies and frames capped at the node's limit
 //   http.js              fetchText: one deadline per HTTP exchange, body included
+//   eventstream.js       EventStreamParser: text/event-stream from fetch's body, chunks split anywhere
 //   emitter.js           the event emitter
 //   subscription.js      Subscription
 //   subscriptions.js     the client's subscription handling (subscribe results, retries, long-poll items)

@@ -1,7 +1,7 @@
 // Fakes for the client's unit tests: fake timers (a FakeClock installed as the
 // global setTimeout/setInterval/Date.now, so that the client's timers are
 // under the test's control; no node:test mock timers, so Node 18 runs them too),
-// a fake server speaking protocol v1 over a fake WebSocket, EventSource and
+// a fake server speaking protocol v1 over a fake WebSocket, a fetch-read SSE stream and
 // fetch, and a fake window/document for online/offline and page lifecycle.
 //
 // The fakes are installed both as globals and through `options.env`, so the
@@ -207,13 +207,12 @@ export class FakeServer {
     doc.visibilityState = 'visible';
     const nav = {onLine: true};
     class WS extends FakeWebSocket { constructor(url) { super(server, url); } }
-    class ES extends FakeEventSource { constructor(url) { super(server, url); } }
     const fetch = (url, init) => fakeFetch(server, url, init);
     this.WebSocket = WS;
     this.window = win;
     this.document = doc;
     this.navigator = nav;
-    this.saved = {WebSocket: globalThis.WebSocket, EventSource: globalThis.EventSource, fetch: globalThis.fetch,
+    this.saved = {WebSocket: globalThis.WebSocket, fetch: globalThis.fetch,
       addEventListener: globalThis.addEventListener, removeEventListener: globalThis.removeEventListener,
       setTimeout: globalThis.setTimeout, clearTimeout: globalThis.clearTimeout,
       setInterval: globalThis.setInterval, clearInterval: globalThis.clearInterval};
@@ -225,11 +224,10 @@ export class FakeServer {
     globalThis.clearInterval = id => c.clear(id);
     Date.now = () => c.t;
     globalThis.WebSocket = WS;
-    globalThis.EventSource = ES;
     globalThis.fetch = fetch;
     globalThis.addEventListener = (...a) => win.addEventListener(...a);
     globalThis.removeEventListener = (...a) => win.removeEventListener(...a);
-    return {WebSocket: WS, EventSource: ES, fetch, window: win, document: doc, navigator: nav,
+    return {WebSocket: WS, ReadableStream: globalThis.ReadableStream, fetch, window: win, document: doc, navigator: nav,
       setTimeout: (fn, ms) => c.setTimeout(fn, ms), clearTimeout: id => c.clear(id), now: () => c.t};
   }
 
@@ -316,29 +314,44 @@ export class FakeWebSocket {
   close() { this.readyState = 3; if (this.session) this.session.closed = true; }
 }
 
-export class FakeEventSource {
-  constructor(server, url) {
+/**
+ * An SSE stream opened by `POST /sse` (connect params as the JSON body): the
+ * response body is a ReadableStream of `data:`/`id:` events. Listed in
+ * `server.eventSources`; `serverEnd()` ends it from the server side.
+ */
+export class FakeSseStream {
+  constructor(server, url, init) {
     this.server = server;
     this.url = url;
-    this.onmessage = this.onerror = null;
-    this.readyState = 0;
+    this.headers = init.headers || {};
+    this.params = JSON.parse(init.body || '{}');
+    this.closed = false;
+    this.eventId = 0;
     server.eventSources = server.eventSources || [];
     server.eventSources.push(this);
-    const u = new URL(url);
-    const params = JSON.parse(u.searchParams.get('connect'));
-    queueMicrotask(() => {
-      if (this.readyState === 2) return;
-      if (server.refuseSse) { this.readyState = 2; if (this.onerror) this.onerror({}); return; }
-      this.readyState = 1;
-      this.session = new Session(server, 'sse', text => { if (this.readyState === 1 && this.onmessage) this.onmessage({data: text}); });
-      const r = server.handle(this.session, {id: 1, connect: params});
-      if (r) this.session.push(r);
+    this.body = new ReadableStream({start: c => { this.ctrl = c; }, cancel: () => this.close()});
+    if (init.signal) init.signal.addEventListener('abort', () => this.close());
+    this.session = new Session(server, 'sse', text => {
+      if (this.closed) return;
+      this.ctrl.enqueue(new TextEncoder().encode('data: ' + text + '\nid: ' + (++this.eventId) + '\n\n'));
     });
+    const r = server.handle(this.session, {id: 1, connect: this.params});
+    if (r) this.session.push(r);
   }
 
-  serverEnd() { this.readyState = 2; if (this.session) this.session.closed = true; queueMicrotask(() => this.onerror && this.onerror({})); }
+  response() { return {status: 200, ok: true, body: this.body, text: async () => { throw new Error('a stream'); }}; }
 
-  close() { this.readyState = 2; if (this.session) this.session.closed = true; }
+  serverEnd() {
+    if (this.closed) return;
+    this.close();
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    this.session.closed = true;
+    try { this.ctrl.close(); } catch (e) { /* already closed or cancelled */ }
+  }
 }
 
 function response(status, body) {
@@ -354,6 +367,10 @@ async function fakeFetch(server, url, init = {}) {
   const u = new URL(url);
   const body = String(init.body || '');
   if (Buffer.byteLength(body) > server.maxMessageSize) return response(413, 'too large');
+  if (u.pathname === '/sse' && !u.searchParams.has('session')) {
+    if (server.refuseSse) throw new TypeError('network error');
+    return new FakeSseStream(server, url, init).response();
+  }
   if (u.pathname === '/sse') {
     const id = Number(String(u.searchParams.get('session')).slice(1));
     const s = server.sessions.find(x => x.id === id && !x.closed);

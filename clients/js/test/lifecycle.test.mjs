@@ -426,7 +426,7 @@ for (const transport of ['websocket', 'sse', 'longpoll']) {
       assert.equal(sb.state, 'closed');
       assert.deepEqual(after, [], 'events after close()');
       assert.equal((server.sockets || []).length, sockets, 'no new WebSocket');
-      assert.equal((server.eventSources || []).length, streams, 'no new EventSource');
+      assert.equal((server.eventSources || []).length, streams, 'no new SSE stream');
       assert.notEqual(sub.state, 'subscribed');
     });
   }

@@ -1,6 +1,6 @@
 // src/transports/: each transport on its own, with a stub client that
 // records what the transport reports (_connMessage, _connClosed,
-// _rejectCommands) and fake WebSocket / EventSource / fetch.
+// _rejectCommands) and fake WebSocket / fetch (with a ReadableStream body for SSE).
 
 import {test} from 'node:test';
 import assert from 'node:assert/strict';
@@ -106,18 +106,39 @@ test('websocket: close() is silent and closes with 1000', () => {
 
 // -- SSE --------------------------------------------------------------------
 
-class ES {
-  constructor(url) { this.url = url; ES.last = this; }
-  close() { this.closed = true; }
+// A fetch for the SSE transport: `POST /sse` (no session) answers a stream the test feeds
+// (`streams[i].push(text or bytes)`, `.end()`, `.fail(err)`); command POSTs go to `commands`.
+function sseFetch(commands = () => Promise.resolve(answer(202, '')), status = 200) {
+  const streams = [];
+  const fetch = (url, init) => {
+    if (new URL(url).searchParams.has('session')) return commands(url, init);
+    const s = {url, init, cancelled: false};
+    s.body = new ReadableStream({start: c => { s.ctrl = c; }, cancel: () => { s.cancelled = true; }});
+    s.push = x => s.ctrl.enqueue(typeof x === 'string' ? new TextEncoder().encode(x) : x);
+    s.end = () => s.ctrl.close();
+    s.fail = e => s.ctrl.error(e);
+    init.signal.addEventListener('abort', () => { s.aborted = true; });
+    streams.push(s);
+    return Promise.resolve({status, body: s.body, text: async () => '{"error":{"code":107,"message":"nope"}}'});
+  };
+  return {fetch, streams, get last() { return streams[streams.length - 1]; }};
 }
 
-test('sse: connect in the URL, session from the connect reply, commands POSTed to it; 202 is quiet', async () => {
+const ev = obj => 'data: ' + JSON.stringify(obj) + '\nid: ' + 'x' + '\n\n';
+
+test('sse: connect params POSTed as JSON (never in the URL), session from the connect reply, commands POSTed to it; 202 is quiet', async () => {
   const posts = [];
-  const h = host({env: {EventSource: ES, fetch: (url, init) => { posts.push([url, init.body]); return Promise.resolve(answer(202, '')); }}});
-  const c = new SseConn(h, {version: 'v', subs: {a: {}}});
+  const f = sseFetch((url, init) => { posts.push([url, init.body]); return Promise.resolve(answer(202, '')); });
+  const h = host({env: {fetch: f.fetch}});
+  const c = new SseConn(h, {version: 'v', token: 'secret.token', subs: {a: {}}});
   c.open();
-  assert.deepEqual(JSON.parse(new URL(ES.last.url).searchParams.get('connect')), {version: 'v', subs: {a: {}}});
-  ES.last.onmessage({data: '{"id":1,"result":{"session":"s9"}}'});
+  assert.equal(f.last.url, 'http://127.0.0.1:9/sse', 'no query: the token is not in the URL');
+  assert.equal(f.last.init.method, 'POST');
+  assert.equal(f.last.init.headers['Content-Type'], 'application/json');
+  assert.deepEqual(JSON.parse(f.last.init.body), {version: 'v', token: 'secret.token', subs: {a: {}}});
+  assert.equal(f.last.init.headers['Last-Event-ID'], undefined, 'nothing to resume on a first attempt');
+  f.last.push(ev({id: 1, result: {session: 's9'}}));
+  await flush();
   assert.equal(c.opened, true);
   assert.equal(c.session, 's9');
   c.send([{id: 2, ping: {}}]);
@@ -129,13 +150,15 @@ test('sse: connect in the URL, session from the connect reply, commands POSTed t
 test('sse: bodies capped at maxMessageSize; one POST at a time', async () => {
   const posts = [];
   let inFlight = 0, max = 0;
-  const h = host({env: {EventSource: ES, fetch: (url, init) => {
+  const f = sseFetch((url, init) => {
     inFlight++; max = Math.max(max, inFlight); posts.push(init.body);
     return new Promise(r => setImmediate(() => { inFlight--; r(answer(202, '')); }));
-  }}});
+  });
+  const h = host({env: {fetch: f.fetch}});
   const c = new SseConn(h, {});
   c.open();
-  ES.last.onmessage({data: '{"id":1,"result":{"session":"s"}}'});
+  f.last.push(ev({id: 1, result: {session: 's'}}));
+  await flush();
   for (let i = 0; i < 40; i++) c.send([{id: i + 2, publish: {channel: 'a', data: 'x'.repeat(100)}}]);
   for (let i = 0; i < 20; i++) await flush();
   assert.equal(max, 1);
@@ -145,23 +168,27 @@ test('sse: bodies capped at maxMessageSize; one POST at a time', async () => {
 
 test('sse: a POST answered 404 or 5xx, or failing, ends the connection; 400 rejects its commands (107)', async () => {
   for (const [status, want] of [[404, 'command POST answered 404'], [503, 'command POST answered 503']]) {
-    const h = host({env: {EventSource: ES, fetch: () => Promise.resolve(answer(status, ''))}});
+    const f = sseFetch(() => Promise.resolve(answer(status, '')));
+    const h = host({env: {fetch: f.fetch}});
     const c = new SseConn(h, {});
     c.open();
-    ES.last.onmessage({data: '{"id":1,"result":{"session":"s"}}'});
+    f.last.push(ev({id: 1, result: {session: 's'}}));
+    await flush();
     c.send([{id: 2, ping: {}}]);
     await flush();
     assert.deepEqual(h.closed, [[0, want]]);
-    assert.equal(ES.last.closed, true, 'the stream is closed');
+    assert.equal(f.last.aborted, true, 'the stream is closed');
   }
-  const h = host({env: {EventSource: ES, fetch: () => Promise.resolve(answer(400, {error: {code: 107, message: 'bad'}}))}});
+  const f = sseFetch(() => Promise.resolve(answer(400, {error: {code: 107, message: 'bad'}})));
+  const h = host({env: {fetch: f.fetch}});
   const c = new SseConn(h, {});
   c.open();
   c.send([{id: 2, ping: {}}, {id: 3, ping: {}}]);
   await flush();
   assert.deepEqual(h.rejected, [[[2, 3], 107]]);
   assert.deepEqual(h.closed, []);
-  const h3 = host({env: {EventSource: ES, fetch: () => Promise.reject(new TypeError('network'))}});
+  const f3 = sseFetch(() => Promise.reject(new TypeError('network')));
+  const h3 = host({env: {fetch: f3.fetch}});
   const c3 = new SseConn(h3, {});
   c3.open();
   c3.send([{id: 2, ping: {}}]);
@@ -169,21 +196,74 @@ test('sse: a POST answered 404 or 5xx, or failing, ends the connection; 400 reje
   assert.match(h3.closed[0][1], /^command POST failed/);
 });
 
-test('sse: an error before the first event is "cannot open", after it "stream ended"; close() is silent', () => {
-  const h = host({env: {EventSource: ES, fetch: () => {}}});
+test('sse: an end before the first event is "cannot open", after it "stream ended"; a refusal says its status; close() is silent', async () => {
+  const f = sseFetch();
+  const h = host({env: {fetch: f.fetch}});
   new SseConn(h, {}).open();
-  ES.last.onerror({});
-  const h2 = host({env: {EventSource: ES, fetch: () => {}}});
+  await flush();
+  f.last.end();
+  const f2 = sseFetch();
+  const h2 = host({env: {fetch: f2.fetch}});
   new SseConn(h2, {}).open();
-  ES.last.onmessage({data: '{}'});
-  ES.last.onerror({});
-  assert.deepEqual([h.closed, h2.closed], [[[0, 'cannot open']], [[0, 'stream ended']]]);
-  const h3 = host({env: {EventSource: ES, fetch: () => {}}});
+  f2.last.push('data: {}\n\n');
+  await flush();
+  f2.last.fail(new Error('reset'));
+  await flush();
+  assert.deepEqual([h.closed, h2.closed], [[[0, 'cannot open']], [[0, 'stream ended: Error: reset']]]);
+  const f4 = sseFetch(undefined, 400);
+  const h4 = host({env: {fetch: f4.fetch}});
+  new SseConn(h4, {}).open();
+  await flush();
+  assert.match(h4.closed[0][1], /^cannot open: HTTP 400 .*nope/);
+  const h5 = host({env: {fetch: () => Promise.reject(new TypeError('refused'))}});
+  new SseConn(h5, {}).open();
+  await flush();
+  assert.deepEqual(h5.closed, [[0, 'cannot open: TypeError: refused']]);
+  const f3 = sseFetch();
+  const h3 = host({env: {fetch: f3.fetch}});
   const c3 = new SseConn(h3, {});
   c3.open();
+  await flush();
   c3.close();
-  assert.equal(ES.last.closed, true);
+  await flush();
+  assert.equal(f3.last.aborted, true);
+  assert.equal(f3.last.cancelled, true, 'the body is cancelled');
   assert.deepEqual(h3.closed, []);
+});
+
+test('sse: events split anywhere (mid-line, mid CRLF, mid UTF-8) arrive whole; the last id is kept for the next attempt', async () => {
+  const f = sseFetch();
+  const h = host({env: {fetch: f.fetch}});
+  const c = new SseConn(h, {});
+  c.open();
+  await flush();
+  const bytes = new TextEncoder().encode(': hi\r\ndata: {"id":1,"result":{"session":"s"}}\r\nid: abc\r\n\r\ndata: {"channel":"é€😀","pub":{"offset":1}}\nid: def\n\n');
+  for (let i = 0; i < bytes.length; i++) f.last.push(bytes.slice(i, i + 1));
+  await flush();
+  assert.deepEqual(h.messages, [{id: 1, result: {session: 's'}}, {channel: 'é€😀', pub: {offset: 1}}]);
+  assert.equal(h._sseLastEventId, 'def');
+});
+
+test('sse: Last-Event-ID is sent on a reconnect only when its channels are all subscribed with positions in the same epoch', async () => {
+  const id = Buffer.from(JSON.stringify({a: {offset: 5, epoch: 'e'}, 'b:é': {offset: 2, epoch: 'f'}})).toString('base64url');
+  const cases = [
+    [{a: {offset: 4, epoch: 'e'}, 'b:é': {offset: 2, epoch: 'f'}, c: {}}, id],
+    [{a: {offset: 4, epoch: 'e'}}, undefined],                              // b:é unsubscribed meanwhile
+    [{a: {offset: 4, epoch: 'other'}, 'b:é': {offset: 2, epoch: 'f'}}, undefined],  // a stream reset
+    [{a: {}, 'b:é': {offset: 2, epoch: 'f'}}, undefined],                    // no position for a
+  ];
+  for (const [subs, want] of cases) {
+    const f = sseFetch();
+    const h = host({env: {fetch: f.fetch}});
+    h._sseLastEventId = id;
+    new SseConn(h, {subs}).open();
+    assert.equal(f.last.init.headers['Last-Event-ID'], want, JSON.stringify(subs));
+  }
+  const f = sseFetch();
+  const h = host({env: {fetch: f.fetch}});
+  h._sseLastEventId = 'not base64 json';
+  new SseConn(h, {subs: {a: {offset: 1, epoch: 'e'}}}).open();
+  assert.equal(f.last.init.headers['Last-Event-ID'], undefined);
 });
 
 // -- long-polling ------------------------------------------------------------

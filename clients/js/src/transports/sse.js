@@ -1,8 +1,17 @@
 // The SSE transport: one connection attempt per instance (the client makes a
 // new one for every attempt). See transports/index.js for what a transport
 // offers the client and how it reports back.
+//
+// The stream is opened with `fetch(POST /sse)`, the connect params (token
+// included) as the JSON body, and read from the response's ReadableStream
+// (EventStreamParser): a token never goes into a URL, where proxies and
+// access logs would keep it. EventSource can only GET, so it is not used.
+// The id of the last event seen is kept on the client and sent back as
+// `Last-Event-ID` by the next attempt, so that the node resumes the
+// subscriptions from where the stream was.
 
 import {errorFromBody} from '../errors.js';
+import {EventStreamParser, resumeIdPositions} from '../eventstream.js';
 import {fetchText} from '../http.js';
 import {PostQueue} from '../queue.js';
 import {CONNECT_ID, parseLines} from '../util.js';
@@ -17,30 +26,81 @@ export class SseConn {
     this.connected = false;
     this.done = false;
     this.session = null;
-    this.es = null;
+    this.abort = null;
+    this.reader = null;
+    this.lastEventId = null;  // the Last-Event-ID this attempt sent (null: none)
     this.posts = new PostQueue((batch, text) => this._post(batch, text), client._opts.maxMessageSize);
   }
 
   open() {
-    const url = this.client._urls.sse + '?connect=' + encodeURIComponent(JSON.stringify(this.params));
-    let es;
+    const headers = {'Content-Type': 'application/json', 'Accept': 'text/event-stream'};
+    const last = this._resumeId();
+    if (last) { headers['Last-Event-ID'] = last; this.lastEventId = last; }
+    let started;
     try {
-      es = new this.env.EventSource(url);
+      this.abort = new this.env.AbortController();
+      started = this.env.fetch(this.client._urls.sse, {method: 'POST', headers, body: JSON.stringify(this.params),
+        signal: this.abort.signal, cache: 'no-store', credentials: 'same-origin'});
     } catch (e) {
-      this.env.setTimeout(() => this._end(0, 'cannot create EventSource: ' + e), 0);
+      started = Promise.reject(e);
+    }
+    Promise.resolve(started).then(resp => this._read(resp), e => this._end(0, 'cannot open: ' + e));
+  }
+
+  // The last event id the client saw, when every channel it names is one this attempt
+  // subscribes with a position in the same epoch: otherwise (a channel unsubscribed meanwhile,
+  // one that subscribes with its own token, a stream reset) the node, for which the id's
+  // positions win over `subs`, would subscribe what the client no longer wants, or from where
+  // it no longer is.
+  _resumeId() {
+    const id = this.client._sseLastEventId;
+    const subs = this.params.subs || {};
+    const positions = resumeIdPositions(id);
+    if (!positions || !Object.keys(positions).length) return null;
+    for (const [ch, pos] of Object.entries(positions)) {
+      const mine = subs[ch];
+      if (!mine || typeof mine.offset !== 'number' || !pos || pos.epoch !== mine.epoch) return null;
+    }
+    return id;
+  }
+
+  async _read(resp) {
+    if (this.done) { this._cancel(resp); return; }
+    if (resp.status !== 200 || !resp.body || typeof resp.body.getReader !== 'function') {
+      let detail = '';
+      try { detail = ' ' + String(await resp.text()).slice(0, 200).trim(); } catch (e) { /* no body */ }
+      this._cancel(resp);
+      this._end(0, 'cannot open: HTTP ' + resp.status + detail);
       return;
     }
-    this.es = es;
-    es.onmessage = e => {
-      this.opened = true;
-      for (const obj of parseLines(e.data, [])) {
+    const reader = resp.body.getReader();
+    this.reader = reader;
+    const parser = new EventStreamParser(ev => this._event(ev));
+    try {
+      for (;;) {
+        const {done, value} = await reader.read();
         if (this.done) return;
-        if (obj.id === CONNECT_ID && obj.result && obj.result.session) this.session = obj.result.session;
-        this.client._connMessage(this, obj);
+        if (done) { parser.end(); break; }
+        parser.push(value);
+        if (this.done) return;
       }
-    };
-    // EventSource would reconnect by itself with the same (stale) URL: close it and let the client decide.
-    es.onerror = () => this._end(0, this.opened ? 'stream ended' : 'cannot open');
+    } catch (e) {
+      if (this.done) return;
+      this._end(0, this.opened ? 'stream ended: ' + e : 'cannot open: ' + e);
+      return;
+    }
+    this._end(0, this.opened ? 'stream ended' : 'cannot open');
+  }
+
+  _event(ev) {
+    if (this.done) return;
+    this.opened = true;
+    if (ev.id) this.client._sseLastEventId = ev.id;
+    for (const obj of parseLines(ev.data, [])) {
+      if (this.done) return;
+      if (obj.id === CONNECT_ID && obj.result && obj.result.session) this.session = obj.result.session;
+      this.client._connMessage(this, obj);
+    }
   }
 
   send(cmds) { if (cmds.length) this.posts.push(cmds); }
@@ -66,6 +126,10 @@ export class SseConn {
     this.client._rejectCommands(batch, errorFromBody(resp.text, resp.status, resp.status === 400 ? 107 : 'transport'));
   }
 
+  _cancel(resp) {
+    try { if (resp && resp.body && typeof resp.body.cancel === 'function') resp.body.cancel().catch(() => {}); } catch (e) { /* gone */ }
+  }
+
   _end(code, reason) {
     if (this.done) return;
     this.done = true;
@@ -75,11 +139,12 @@ export class SseConn {
 
   _closeStream() {
     this.posts.stop();
-    const es = this.es;
-    if (es) {
-      es.onmessage = es.onerror = null;
-      try { es.close(); } catch (e) { /* closed */ }
-    }
+    const reader = this.reader;
+    this.reader = null;
+    if (reader) { try { reader.cancel().catch(() => {}); } catch (e) { /* closed */ } }
+    const abort = this.abort;
+    this.abort = null;
+    if (abort) { try { abort.abort(); } catch (e) { /* done */ } }
   }
 
   close() { this.done = true; this._closeStream(); }
