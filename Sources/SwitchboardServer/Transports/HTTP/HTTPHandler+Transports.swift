@@ -16,8 +16,9 @@ extension HTTPHandler {
 
     // MARK: SSE
 
-    /// `GET /sse`: the stream. The connection becomes the session's; the HTTP handler steps aside.
-    func openEventStream(context: ChannelHandlerContext, head: HTTPRequestHead) {
+    /// `GET /sse?connect=` (anonymous only) or `POST /sse` with the connect params as the body:
+    /// the stream. The connection becomes the session's; the HTTP handler steps aside.
+    func openEventStream(context: ChannelHandlerContext, head: HTTPRequestHead, body: ByteBuffer?) {
         if self.node.isDraining {
             var response = HTTPResponse.text(.serviceUnavailable, "draining: reconnect to another node")
             response.headers.append(("Retry-After", "1"))
@@ -26,29 +27,19 @@ extension HTTPHandler {
         guard head.version.major == 1, head.version.minor >= 1 else {
             return self.respond(context: context, head: head, Self.error(.httpVersionNotSupported, "SSE needs HTTP/1.1"), close: true)
         }
-        var params = ConnectParams()
-        let query = HTTPQuery(uri: head.uri)
-        do throws(SwitchboardError) {
-            if let text = query["connect"], !text.isEmpty {
-                guard case .object(let object) = try? Self.requestParser.parse(text.utf8) else {
-                    throw SwitchboardError.badRequest("connect must be a JSON object")
-                }
-                params = try ConnectParams.parse(object)
-            }
-            // A Last-Event-ID that is not ours (a proxy's, a stale format) is ignored rather than refused:
-            // EventSource gives up for good on an error status, and `connect` still names the channels.
-            if let lastEventID = head.headers.first(name: "last-event-id"), !lastEventID.isEmpty,
-                let resumedSubs = try? ResumeID.decode(Substring(lastEventID)) {
-                for resumed in resumedSubs {
-                    if let i = params.subs.firstIndex(where: { $0.channel == resumed.channel }) {
-                        params.subs[i].since = resumed.since ?? params.subs[i].since
-                    } else {
-                        params.subs.append(resumed)
-                    }
-                }
-            }
-        } catch {
-            return self.respond(context: context, head: head, Self.error(.badRequest, error.message))
+        let lastEventID = head.headers.first(name: "last-event-id")
+        let opening: Result<EventStreamOpening, EventStreamOpening.Refusal>
+        if let body {
+            opening = EventStreamOpening.body(body, lastEventID: lastEventID, bearer: Self.bearerToken(head))
+        } else {
+            opening = EventStreamOpening.query(connect: HTTPQuery(uri: head.uri)["connect"], lastEventID: lastEventID)
+        }
+        let params: ConnectParams
+        switch opening {
+        case .success(let opened):
+            params = opened.params
+        case .failure(let refusal):
+            return self.respond(context: context, head: head, Self.error(HTTPResponseStatus(statusCode: refusal.status), refusal.message))
         }
         self.streaming = true
         self.markResponded()
@@ -58,6 +49,8 @@ extension HTTPHandler {
         headers.add(name: "Cache-Control", value: "no-store")
         // nginx would otherwise hold events back in its buffer.
         headers.add(name: "X-Accel-Buffering", value: "no")
+        // Another admitted origin's page reads the stream with fetch (or EventSource): it needs CORS.
+        for (name, value) in self.node.corsHeaders(head) { headers.add(name: name, value: value) }
         context.write(Self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .ok, headers: headers))), promise: nil)
         let session = ClientSession(node: self.node, fanout: self.node.fanout(for: context.eventLoop), output: EventStreamOutput())
         do {
@@ -274,7 +267,7 @@ extension HTTPHandler {
         }
     }
 
-    private static func bearerToken(_ head: HTTPRequestHead) -> String? {
+    static func bearerToken(_ head: HTTPRequestHead) -> String? {
         guard let value = head.headers.first(name: "authorization") else { return nil }
         let parts = value.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }

@@ -142,7 +142,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case (.OPTIONS, .eventStream), (.OPTIONS, .poll), (.OPTIONS, .rpc):
             var response = HTTPResponse(status: .noContent, contentType: "text/plain", body: ByteBuffer())
             response.headers.append(("Access-Control-Allow-Methods", "GET, POST"))
-            response.headers.append(("Access-Control-Allow-Headers", "Content-Type, Last-Event-ID"))
+            response.headers.append(("Access-Control-Allow-Headers", "Content-Type, Last-Event-ID, Authorization"))
             response.headers.append(("Access-Control-Max-Age", "600"))
             self.respond(context: context, head: head, response)
         case (.GET, .demoPage):
@@ -152,7 +152,10 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.respond(context: context, head: head, HTTPResponse(
                 status: .ok, contentType: "text/javascript; charset=utf-8", body: ByteBuffer(bytes: PackageResources.switchboard_js)))
         case (.GET, .eventStream):
-            self.openEventStream(context: context, head: head)
+            self.openEventStream(context: context, head: head, body: nil)
+        case (.POST, .eventStream) where !HTTPQuery(uri: head.uri).contains("session"):
+            // No session named: the body is the connect params of a new stream (a token stays out of the URL).
+            self.openEventStream(context: context, head: head, body: body)
         case (.POST, .eventStream):
             self.postSessionCommands(context: context, head: head, body: body)
         case (.POST, .poll):

@@ -1,6 +1,8 @@
 /// The query string of a request target, percent-decoded (`+` is a space).
 struct HTTPQuery: Sendable {
     private(set) var values: [String: String] = [:]
+    /// Every parameter name present, also those whose value could not be decoded.
+    private(set) var names: Set<String> = []
 
     init(uri: String) {
         // On bytes: as Characters, a `?`, `&` or `=` followed by a combining mark would not delimit.
@@ -9,12 +11,16 @@ struct HTTPQuery: Sendable {
         for pair in utf8[utf8.index(after: mark)...].split(separator: UInt8(ascii: "&")) {
             let parts = pair.split(separator: UInt8(ascii: "="), maxSplits: 1, omittingEmptySubsequences: false)
             guard let name = Self.decode(Substring(parts[0])) else { continue }
+            self.names.insert(name)
             let value = parts.count > 1 ? Self.decode(Substring(parts[1])) : ""
             if let value, self.values[name] == nil { self.values[name] = value }
         }
     }
 
     subscript(_ name: String) -> String? { self.values[name] }
+
+    /// Whether the query names `name`, with any value (even a malformed one).
+    func contains(_ name: String) -> Bool { self.names.contains(name) }
 
     /// Nil when an escape is malformed or the bytes are not UTF-8.
     static func decode(_ text: Substring) -> String? {
