@@ -47,7 +47,9 @@ _OPEN_SSE: list["SSEStream"] = []
 
 
 class SSEStream:
-    """`GET /sse?connect=...` on a plain socket. A reader thread undoes the
+    """`GET /sse?connect=...` (or, with `post=True`, `POST /sse` with the
+    connect params as the JSON body: the only way a token may travel) on a
+    plain socket. A reader thread undoes the
     chunked encoding and parses the event stream (`data:`/`id:` lines, a
     blank line ends an event); every event lands in `events`, in order.
 
@@ -58,12 +60,17 @@ class SSEStream:
 
     def __init__(self, node: Any, connect: Any = None, last_event_id: str | None = None,
                  headers: dict[str, str] | None = None, rcvbuf: int | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, path: str = "/sse"):
+                 timeout: float = DEFAULT_TIMEOUT, path: str = "/sse", post: bool = False):
         self.node = node
         self.host, self.port = node.host, node.port
+        body = b""
         if connect is not None:
             text = connect if isinstance(connect, str) else json.dumps(connect)
-            path += "?connect=" + urllib.parse.quote(text, safe="")
+            if post:
+                body = text.encode("utf-8")
+            else:
+                path += "?connect=" + urllib.parse.quote(text, safe="")
+        self.method = "POST" if post else "GET"
         self.path = path
         self.events: list[SSEEvent] = []
         self.cond = threading.Condition()
@@ -81,13 +88,15 @@ class SSEStream:
         self.sock.settimeout(timeout)
         self.sock.connect((self.host, self.port))
         _OPEN_SSE.append(self)
-        lines = [f"GET {path} HTTP/1.1", f"Host: {self.host}:{self.port}", "Accept: text/event-stream",
+        lines = [f"{self.method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}", "Accept: text/event-stream",
                  "Cache-Control: no-cache"]
+        if post:
+            lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
         if last_event_id is not None:
             lines.append(f"Last-Event-ID: {last_event_id}")
         for k, v in (headers or {}).items():
             lines.append(f"{k}: {v}")
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8"))
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body)
         deadline = time.monotonic() + timeout
         raw = b""
         while b"\r\n\r\n" not in raw:

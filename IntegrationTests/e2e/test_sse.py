@@ -1,4 +1,5 @@
-"""The SSE transport (docs/transports.md): `GET /sse?connect=...` streams
+"""The SSE transport (docs/transports.md): `POST /sse` with the connect
+params as its body (or, without a token, `GET /sse?connect=...`) streams
 events, commands go in `POST /sse?session=...` to any node.
 
 Plain sockets for the stream (sbclient.SSEStream parses `data:`/`id:` lines
@@ -44,7 +45,7 @@ def _close_streams():
 
 def open_stream(node, connect=None, last_event_id=None, **kw) -> SSEStream:
     s = SSEStream(node, connect=connect, last_event_id=last_event_id, **kw)
-    assert s.status == 200, f"GET {s.path}: {s.status_line} {s.body[:300]!r}"
+    assert s.status == 200, f"{s.method} {s.path}: {s.status_line} {s.body[:300]!r}"
     ctype = s.headers.get("content-type", "")
     assert ctype.startswith("text/event-stream"), f"Content-Type {ctype!r}"
     s.wait_connected()
@@ -240,7 +241,7 @@ def test_sse_connect_params_token_subs_recovery(token_node):
     publish(node, ch, {"n": 3})
     epoch = r1["epoch"]
     tok = user_token(TOKEN_SECRET, "alice")
-    s = open_stream(node, connect={"token": tok, "name": "e2e", "subs": {ch: {"offset": 1, "epoch": epoch}}})
+    s = open_stream(node, connect={"token": tok, "name": "e2e", "subs": {ch: {"offset": 1, "epoch": epoch}}}, post=True)
     assert s.info.get("user") == "alice", s.info
     sub = (s.info.get("subs") or {}).get(ch)
     assert sub is not None, f"connect with subs: no subs[{ch!r}] in the result: {s.info}"
@@ -435,7 +436,7 @@ def test_sse_subscribe_errors(node_factory):
     assert anon.wait_reply(4).get("error", {}).get("code") == 105, anon.wait_reply(4)
     assert anon.wait_reply(5).get("error", {}).get("code") == 107, anon.wait_reply(5)
     assert set(decode_event_id(anon.last_id)) == {opn}, f"ids hold only real subscriptions: {anon.last_id}"
-    user = open_stream(node, connect={"token": user_token(TOKEN_SECRET, "dora"), "subs": {sec: {}}})
+    user = open_stream(node, connect={"token": user_token(TOKEN_SECRET, "dora"), "subs": {sec: {}}}, post=True)
     post_ok(user, {"id": 2, "publish": {"channel": sec, "data": "client publish"}})
     assert user.wait_reply(2).get("error", {}).get("code") == 103, "publish:false"
     publish(node, sec, "from api")
@@ -497,7 +498,7 @@ def test_sse_commands_alternating_nodes_keep_order(cluster):
 def test_sse_api_disconnect_and_unsubscribe(token_node):
     node = token_node
     ch, ch2 = "sse:api", "sse:api2"
-    s = open_stream(node, connect={"token": user_token(TOKEN_SECRET, "erin"), "subs": {ch: {}, ch2: {}}})
+    s = open_stream(node, connect={"token": user_token(TOKEN_SECRET, "erin"), "subs": {ch: {}, ch2: {}}}, post=True)
     node.api_result("unsubscribe", {"user": "erin", "channel": ch})
     u = s.wait_obj(lambda o: o.get("channel") == ch and "unsubscribe" in o, what="an unsubscribe push")
     assert u["unsubscribe"]["code"] == 2000, u
@@ -547,7 +548,7 @@ def test_sse_bad_token_disconnects(token_node):
              (good[:-3] + ("AAA" if good[-3:] != "AAA" else "BBB"), 3500),
              (user_token(TOKEN_SECRET, "bob", ttl=-60), 3503)]
     for tok, code in cases:
-        s = SSEStream(token_node, connect={"token": tok})
+        s = SSEStream(token_node, connect={"token": tok}, post=True)
         assert s.status == 200, f"bad token: answered {s.status_line}, want 200 with a disconnect event"
         assert s.headers.get("content-type", "").startswith("text/event-stream"), s.headers
         s.wait_end(timeout=5)
@@ -561,7 +562,7 @@ def test_sse_bad_token_disconnects(token_node):
         assert d.get("reconnect") is not True, d
         s.close()
     # The same node takes a good token.
-    s = open_stream(token_node, connect={"token": good})
+    s = open_stream(token_node, connect={"token": good}, post=True)
     assert s.info.get("user") == "bob"
 
 
