@@ -116,7 +116,8 @@ def test_token_expiring_while_connected_asks_get_token(transport, node_factory, 
     # Every namespace flag on (a token key means default deny) and a 1 s refresh grace (default 25 s).
     grace = 1
     node = node_factory.start("--token-secret", TOKEN_SECRET, config_text=OPEN_PERMISSIONS_YAML + f"tokens:\n  refreshGrace: {grace}\n")
-    page, _ = client_page(browsers, node_factory, proxies, None, origin=proxies.origin([node]))
+    proxy = proxies.start([node])  # HAProxy logs every request line: no token may be in one
+    page, _ = client_page(browsers, node_factory, proxies, None, origin=proxy.url)
     expires_at = int(time.time() + 6)
     short = user_token(TOKEN_SECRET, "tess", ttl=expires_at - time.time())
     long = user_token(TOKEN_SECRET, "tess", ttl=3600)
@@ -151,6 +152,18 @@ def test_token_expiring_while_connected_asks_get_token(transport, node_factory, 
     assert rec(page)["pubs"][ch] == ["before", "after", "sentinel"], rec(page)["pubs"]
     assert "ok" in call(page, "window.t.publish('bt:tok', 'from the page')"), "the connection works"
     assert page.js("return window.t.state") == "connected"
+    # The tokens travelled in bodies (SSE: POST /sse with the connect params, which the node
+    # requires for a token; long-polling: the poll body), never in a URL, where proxy and access
+    # logs keep them. (HAProxy logs a request when it ends: the open stream itself is not logged
+    # yet, its command POSTs are.)
+    logged = proxy.requests()
+    assert logged, "HAProxy logged no request: the check below would prove nothing"
+    for token in (short, long):
+        leaks = [r["path"] for r in logged if token in r["path"] or token[-20:] in r["path"]]
+        assert not leaks, f"a token in a logged URL: {leaks[:3]}"
+    if transport == "sse":
+        assert any(r["method"] == "POST" and r["path"].startswith("/sse?session=") for r in logged), logged
+        assert not any(r["path"].startswith("/sse?connect=") for r in logged), logged
 
 
 def test_climbs_back_to_websocket_after_a_fallback(node_factory, proxies, browsers):

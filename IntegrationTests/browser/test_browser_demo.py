@@ -145,14 +145,14 @@ def test_falls_back_when_websocket_dies_before_connecting(node_factory, proxies,
 
 
 def test_sse_command_post_404_means_reconnect(node_factory, proxies, browsers):
-    """Command POSTs answered 404 (unknown session): the client treats the
+    """Command POSTs (`POST /sse?session=`) answered 404 (unknown session): the client treats the
     session as gone and opens a new stream. Here every POST gets 404 (the
     page's first presence request comes right after each connect), so it
     keeps doing so, but with a growing backoff, not in a tight loop."""
     node = node_factory.start()
     gone = CannedHTTPServer(404, {"error": {"code": 107, "message": "unknown session"}})
     try:
-        proxy = proxies.start([node], routes={"METH_POST { path /sse }": gone.port})
+        proxy = proxies.start([node], routes={"METH_POST { path /sse } { url_param(session) -m found }": gone.port})
         page = browsers.open(page_url(proxy.url, "sse", name="hank"), "hank")
         page.wait(lambda: page.js("return window.sb.connectResult && window.sb.connectResult.client"), 20,
                   "a first SSE connect")
@@ -160,7 +160,8 @@ def test_sse_command_post_404_means_reconnect(node_factory, proxies, browsers):
         page.wait(lambda: page.js("return window.sb.connectResult.client") != first, 15,
                   "a new SSE session after a 404")
         assert any("answered 404" in line for line in page.log_lines(20)), page.log_lines(20)
-        posts = [r for r in proxy.requests() if r["method"] == "POST" and r["path"].startswith("/sse")]
+        # Command POSTs name a session; the stream opens (POST /sse, no query) reach the node.
+        posts = [r for r in proxy.requests() if r["method"] == "POST" and r["path"].startswith("/sse?")]
         assert posts and all(r["server"] == "r0" and r["status"] == 404 for r in posts), posts
         hits = gone.hits
         time.sleep(8)  # not a synchronisation: the window in which the reconnect rate is measured
