@@ -104,11 +104,11 @@ struct EventStreamOpeningTests {
         _ = try? channel.close().wait()
     }
 
-    @Test("POST /sse?session= still carries commands (an unknown session is 404, not a new stream)")
+    @Test("POST /sse?session= still carries commands (a session of a node that is gone is 404, not a new stream)")
     func postSessionStillCommands() throws {
         let node = try EmbeddedNode()
         defer { node.shutdown() }
-        let (_, answer) = try Self.request(node, Self.post(#"{"id":2,"ping":{}}"#, path: "/sse?session=\#(node.harness.context.nodeID)-0-1.0123456789abcdef0123456789abcdef"))
+        let (_, answer) = try Self.request(node, Self.post(#"{"id":2,"ping":{}}"#, path: "/sse?session=gone-0-1.0123456789abcdef0123456789abcdef"))
         #expect(answer.hasPrefix("HTTP/1.1 404 "))
         let (_, malformed) = try Self.request(node, Self.post(#"{"id":2,"ping":{}}"#, path: "/sse?session=%zz"))
         #expect(malformed.hasPrefix("HTTP/1.1 400 "), "a malformed session value is not taken for a stream open")
