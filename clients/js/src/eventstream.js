@@ -19,7 +19,9 @@ export class EventStreamParser {
     this.onEvent = onEvent;
     this.maxChars = maxChars;
     this.decoder = new TextDecoder('utf-8');
-    this.pending = '';    // text after the last complete line
+    this.parts = [];      // text after the last complete line, in the pieces it came in
+    this.partsLength = 0;
+    this.endsInCR = false;  // that text ends in a CR (maybe the first half of a CRLF)
     this.data = null;     // data lines of the event being read (null: none yet)
     this.dataSize = 0;
     this.lastId = '';
@@ -32,7 +34,16 @@ export class EventStreamParser {
   end() { this._text(this.decoder.decode(), true); }
 
   _text(text, final) {
-    const s = this.pending + text;
+    if (!final && !this.endsInCR && !/[\r\n]/.test(text)) {
+      // No line ends here: kept as a piece, not joined and rescanned, so that a long line
+      // arriving in small chunks costs linear time.
+      if (text) { this.parts.push(text); this.partsLength += text.length; }
+      if (this.partsLength > this.maxChars) throw new Error('event-stream line longer than ' + this.maxChars + ' characters');
+      return;
+    }
+    this.parts.push(text);
+    const s = this.parts.join('');
+    this.parts = [];
     let start = 0;
     for (;;) {
       let i = start;
@@ -43,9 +54,12 @@ export class EventStreamParser {
       this._line(s.slice(start, i));
       start = i + (s.charCodeAt(i) === 13 && s.charCodeAt(i + 1) === 10 ? 2 : 1);
     }
-    this.pending = s.slice(start);
-    if (final && this.pending) { const last = this.pending; this.pending = ''; this._line(last); }
-    if (this.pending.length > this.maxChars) throw new Error('event-stream line longer than ' + this.maxChars + ' characters');
+    let rest = s.slice(start);
+    if (final && rest) { this._line(rest); rest = ''; }
+    this.endsInCR = rest.length > 0 && rest.charCodeAt(rest.length - 1) === 13;
+    if (rest) this.parts.push(rest);
+    this.partsLength = rest.length;
+    if (this.partsLength > this.maxChars) throw new Error('event-stream line longer than ' + this.maxChars + ' characters');
   }
 
   _line(line) {
