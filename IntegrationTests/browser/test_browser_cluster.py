@@ -86,7 +86,8 @@ def test_round_robin_chat(transport, cluster, browsers):
     reqs = proxy.requests()[mark:]
     servers = {f"n{i}": n for i, n in enumerate(nodes)}
     if transport == "sse":
-        posts = [r for r in reqs if r["method"] == "POST" and r["path"].startswith("/sse")]
+        # Command POSTs name their session; `POST /sse` alone opens a stream (logged when it ends).
+        posts = [r for r in reqs if r["method"] == "POST" and r["path"].startswith("/sse?session=")]
         assert len(posts) >= len(expected), f"{len(posts)} command POSTs for {len(expected)} messages"
         assert all(r["status"] == 202 for r in posts), [r for r in posts if r["status"] != 202][:5]
         forwarded = [r for r in posts if r["server"] in servers
