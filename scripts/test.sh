@@ -120,7 +120,9 @@ step "system packages" system_deps
 step "js client (node --test)" js_unit
 step "swift build" swift build
 if last_ok; then
-    step "swift test" swift test
+    # SWIFTNIO_STRICT=1: NIO traps on misuse it otherwise only logs (work scheduled on a stopped
+    # event loop, for one), so such a bug fails the suite instead of printing a line nobody reads.
+    step "swift test" env SWIFTNIO_STRICT=1 swift test
     step "e2e venv" python_venv
     if last_ok; then
         step "e2e (pytest)" e2e
