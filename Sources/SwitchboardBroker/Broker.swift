@@ -55,6 +55,20 @@ public protocol Broker: AnyObject, Sendable {
     /// All live nodes.
     func nodes() -> EventLoopFuture<[NodeInfo]>
 
+    /// Takes one of `user`'s connection slots on behalf of `node` (`limits.connectionsPerUser`):
+    /// true when the user held fewer than `limit` connections on all live nodes together (the slot
+    /// is then counted for `node`, and `releaseUserConnection` must follow once the connection
+    /// ends), false when the user holds `limit` already (nothing counted). Counts kept for nodes
+    /// that are no longer in the registry (`announce`, `removeNode`, expiry) are dropped, so a dead
+    /// node's connections stop counting once its registry entry is gone; `node` itself always counts.
+    /// `limit` below 1 admits without counting. A user longer than
+    /// `BrokerLimits.maximumUserBytes` fails with `BrokerError.invalidRequest`.
+    func acquireUserConnection(user: String, node: String, limit: Int) -> EventLoopFuture<Bool>
+
+    /// Gives back one slot `acquireUserConnection` took for `user` on `node`. Releasing a slot that
+    /// is not counted (any more) does nothing: counts never go below zero.
+    func releaseUserConnection(user: String, node: String) -> EventLoopFuture<Void>
+
     /// Sends a control message to one node (`to`), or to every node when `to` is nil.
     func sendControl(_ message: ControlMessage, to node: String?) -> EventLoopFuture<Void>
 

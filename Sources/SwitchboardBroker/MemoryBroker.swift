@@ -20,6 +20,9 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
     // Touched only on `eventLoop`.
     private var registry: [String: (node: NodeInfo, expiresAt: Double)] = [:]
     private var controlHandler: (@Sendable (BrokerEvent) -> Void)?
+    /// Connections counted per user (`acquireUserConnection`), by user then node; only users with a
+    /// slot held are in it.
+    private var userConnections: [String: [String: Int]] = [:]
 
     /// Seeds the epochs of channels without stored meta (`StreamEpoch`); new per broker, as its data is.
     private let epochSeed = UInt64.random(in: 0...UInt64.max)
@@ -253,6 +256,36 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
         }
     }
 
+    public func acquireUserConnection(user: String, node: String, limit: Int) -> EventLoopFuture<Bool> {
+        guard user.utf8.count <= self.limits.maximumUserBytes else {
+            return self.eventLoop.makeFailedFuture(BrokerError(.invalidRequest, "user longer than \(self.limits.maximumUserBytes) bytes"))
+        }
+        guard limit > 0 else { return self.eventLoop.makeSucceededFuture(true) }
+        return self.onLoop(self.eventLoop) {
+            let now = self.clock()
+            // Counts of nodes gone from the registry no longer hold the user back.
+            var byNode = (self.userConnections[user] ?? [:]).filter { entry in
+                entry.key == node || (self.registry[entry.key].map { $0.expiresAt > now } ?? false)
+            }
+            let held = byNode.values.reduce(0, +)
+            guard held < limit else {
+                self.userConnections[user] = byNode.isEmpty ? nil : byNode
+                return false
+            }
+            byNode[node, default: 0] += 1
+            self.userConnections[user] = byNode
+            return true
+        }
+    }
+
+    public func releaseUserConnection(user: String, node: String) -> EventLoopFuture<Void> {
+        self.onLoop(self.eventLoop) {
+            guard let count = self.userConnections[user]?[node] else { return }
+            self.userConnections[user]![node] = count > 1 ? count - 1 : nil
+            if self.userConnections[user]!.isEmpty { self.userConnections[user] = nil }
+        }
+    }
+
     public func sendControl(_ message: ControlMessage, to node: String?) -> EventLoopFuture<Void> {
         self.onLoop(self.eventLoop) { self.controlHandler?(.control(message)) }
     }
@@ -284,6 +317,8 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
         public var presenceEntries: Int
         /// Channels this node is subscribed to.
         public var subscriptions: Int
+        /// Users with connection slots counted (`acquireUserConnection`).
+        public var users: Int
     }
 
     /// Counts what the broker holds now (the sum over its shards).
@@ -296,18 +331,20 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
                     idempotencyKeys: shard.channels.values.reduce(0) { $0 + $1.idempotency.count },
                     presenceChannels: shard.presenceByChannel.count,
                     presenceEntries: shard.presenceByChannel.values.reduce(0) { $0 + $1.count },
-                    subscriptions: shard.subscribed.count
+                    subscriptions: shard.subscribed.count,
+                    users: shard.eventLoop === self.eventLoop ? self.userConnections.count : 0
                 )
             }
         }
         return EventLoopFuture.whenAllSucceed(parts, on: self.eventLoop).map { parts in
-            parts.reduce(into: Footprint(channels: 0, publications: 0, idempotencyKeys: 0, presenceChannels: 0, presenceEntries: 0, subscriptions: 0)) {
+            parts.reduce(into: Footprint(channels: 0, publications: 0, idempotencyKeys: 0, presenceChannels: 0, presenceEntries: 0, subscriptions: 0, users: 0)) {
                 $0.channels += $1.channels
                 $0.publications += $1.publications
                 $0.idempotencyKeys += $1.idempotencyKeys
                 $0.presenceChannels += $1.presenceChannels
                 $0.presenceEntries += $1.presenceEntries
                 $0.subscriptions += $1.subscriptions
+                $0.users += $1.users
             }
         }
     }

@@ -79,6 +79,12 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     static let pubsubPrefix = "sb:c:"
     static let registryKey = "sb:nodes"
     static func nodeKey(_ id: String) -> String { "sb:node:\(id)" }
+    /// A user's connections per node (`acquireUserConnection`); the user is the hash tag, so the
+    /// one key a script touches has one Cluster slot.
+    static func userConnectionsKey(_ user: String) -> String { "sb:u:{\(user)}" }
+    /// Seconds a user's connection hash outlives the user's last accepted connection anywhere
+    /// (it is refreshed by every acquire, and deleted when its last field goes).
+    @_spi(Harness) public static let userConnectionsTTL: Int64 = 86_400
     static let controlAll = "sb:ctl"
     static func controlChannel(_ node: String) -> String { "sb:ctl:\(node)" }
     var probeChannel: String { "sb:probe:\(self.nodeID)" }
@@ -407,6 +413,34 @@ public final class RedisBroker: Broker, @unchecked Sendable {
                 }.sorted { $0.id < $1.id }
             }
         }
+    }
+
+    // MARK: Connections per user
+
+    /// Reads the live node ids (registry entries not expired), then runs one script on the user's
+    /// hash with them: two round trips, the second touching one key (Cluster-safe). A node that
+    /// stops announcing leaves the registry `ttl` seconds later and its counts are dropped then.
+    public func acquireUserConnection(user: String, node: String, limit: Int) -> EventLoopFuture<Bool> {
+        guard user.utf8.count <= self.limits.maximumUserBytes else {
+            return self.eventLoop.makeFailedFuture(BrokerError(.invalidRequest, "user longer than \(self.limits.maximumUserBytes) bytes"))
+        }
+        guard limit > 0 else { return self.eventLoop.makeSucceededFuture(true) }
+        return self.client.send("ZRANGEBYSCORE", .string(Self.registryKey), .double(Self.now()), "+inf").flatMap { token in
+            let live = (token.array ?? []).compactMap(\.string)
+            var arguments: [RESPArgument] = [.integer(Int64(limit)), .string(node), .integer(Self.userConnectionsTTL)]
+            arguments.reserveCapacity(3 + live.count)
+            for id in live where id != node { arguments.append(.string(id)) }
+            return self.client.evaluate(RedisBrokerScripts.acquireUserConnection, keys: [Self.userConnectionsKey(user)], arguments: arguments)
+        }.flatMapThrowing { token in
+            guard let admitted = token.int64 else { throw RedisError(.protocolError, "unexpected acquire reply") }
+            return admitted == 1
+        }
+    }
+
+    public func releaseUserConnection(user: String, node: String) -> EventLoopFuture<Void> {
+        guard user.utf8.count <= self.limits.maximumUserBytes else { return self.eventLoop.makeSucceededVoidFuture() }
+        return self.client.evaluate(RedisBrokerScripts.releaseUserConnection, keys: [Self.userConnectionsKey(user)], arguments: [.string(node)])
+            .map { _ in }
     }
 
     public func sendControl(_ message: ControlMessage, to node: String?) -> EventLoopFuture<Void> {

@@ -126,4 +126,45 @@ enum RedisBrokerScripts {
         return 1
         """
     )
+
+    /// KEYS: the user's connection hash (`sb:u:{user}`: field = node id, value = connections counted
+    /// there). ARGV: limit, this node's id, key TTL (s), then the ids of the live nodes.
+    /// Drops the fields of nodes not live (this node always is), sums the rest; below the limit
+    /// counts one more for this node and returns 1, else returns 0 and counts nothing.
+    /// User and node names travel only as KEYS and ARGV, never in the script's source.
+    static let acquireUserConnection = RedisScript(
+        """
+        local key, me = KEYS[1], ARGV[2]
+        local limit = tonumber(ARGV[1])
+        local live = {[me] = true}
+        for i = 4, #ARGV do live[ARGV[i]] = true end
+        local fields = redis.call('HGETALL', key)
+        local held = 0
+        for i = 1, #fields, 2 do
+          if live[fields[i]] then
+            held = held + (tonumber(fields[i + 1]) or 0)
+          else
+            redis.call('HDEL', key, fields[i])
+          end
+        end
+        if held >= limit then return 0 end
+        redis.call('HINCRBY', key, me, 1)
+        redis.call('EXPIRE', key, ARGV[3])
+        return 1
+        """
+    )
+
+    /// KEYS: the user's connection hash. ARGV: this node's id. One connection fewer for this node;
+    /// the field goes at zero (and the hash with its last field). A missing field stays missing.
+    static let releaseUserConnection = RedisScript(
+        """
+        local held = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') or 0
+        if held <= 1 then
+          redis.call('HDEL', KEYS[1], ARGV[1])
+        else
+          redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+        end
+        return 1
+        """
+    )
 }

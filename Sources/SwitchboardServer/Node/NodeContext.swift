@@ -108,6 +108,14 @@ final class NodeContext: Sendable {
         self.userConnections.withLockedValue { $0.release(user) }
     }
 
+    /// Gives back a slot the broker granted `user` for this node (`Broker.acquireUserConnection`).
+    /// Nobody waits: a release lost to a broker outage is dropped with this node's registry entry.
+    func releaseUserInBroker(_ user: String) {
+        self.broker.releaseUserConnection(user: user, node: self.nodeID).whenFailure { error in
+            self.logger.debug("per-user connection release failed", metadata: ["user": "\(user)", "error": "\(error)"])
+        }
+    }
+
     /// Whether connections of `user` are counted per user (no lock: the cap is fixed at start).
     func countsUser(_ user: String) -> Bool {
         self.configuration.limits.connectionsPerUser > 0 && !user.isEmpty
