@@ -129,3 +129,23 @@ def test_redis_unreachable_fails_open_to_the_per_node_cap(node_factory, redis_se
             assert await c.result("ping", {}) == {}
 
     run(main(), timeout=90)
+
+
+def test_a_clean_stop_gives_the_slots_back_at_once(node_factory, redis_server):
+    a, b = start_nodes(node_factory, redis_server, 2, cap=1)
+
+    async def main():
+        held = await connect(a, token=token("alice"))
+        await refused(b, "alice")
+        a.signal(signal.SIGTERM)  # drains (2 s), releases its sessions' slots, leaves the registry
+        assert a.wait_exit(10) is not None
+        stopped = time.monotonic()
+        await held.close()
+        c, _ = await admitted_within(b, "alice", REGISTRY_TTL, "after node A stopped cleanly")
+        waited = time.monotonic() - stopped
+        print(f"slot free {waited:.2f} s after a clean stop")
+        assert waited < 2, f"a clean stop left alice's slot counted for {waited:.1f} s"
+        await refused(b, "alice")
+        assert await c.result("ping", {}) == {}
+
+    run(main())
