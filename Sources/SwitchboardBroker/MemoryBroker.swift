@@ -20,9 +20,9 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
     // Touched only on `eventLoop`.
     private var registry: [String: (node: NodeInfo, expiresAt: Double)] = [:]
     private var controlHandler: (@Sendable (BrokerEvent) -> Void)?
-    /// Connections counted per user (`acquireUserConnection`), by user then node; only users with a
-    /// slot held are in it.
-    private var userConnections: [String: [String: Int]] = [:]
+    /// Connections counted per user (`acquireUserConnection`): user → connection → its node; only
+    /// users with a connection counted are in it.
+    private var userConnections: [String: [String: String]] = [:]
 
     /// Seeds the epochs of channels without stored meta (`StreamEpoch`); new per broker, as its data is.
     private let epochSeed = UInt64.random(in: 0...UInt64.max)
@@ -256,32 +256,31 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
         }
     }
 
-    public func acquireUserConnection(user: String, node: String, limit: Int) -> EventLoopFuture<Bool> {
+    public func acquireUserConnection(user: String, connection: String, node: String, limit: Int) -> EventLoopFuture<Bool> {
         guard user.utf8.count <= self.limits.maximumUserBytes else {
             return self.eventLoop.makeFailedFuture(BrokerError(.invalidRequest, "user longer than \(self.limits.maximumUserBytes) bytes"))
         }
         guard limit > 0 else { return self.eventLoop.makeSucceededFuture(true) }
         return self.onLoop(self.eventLoop) {
             let now = self.clock()
-            // Counts of nodes gone from the registry no longer hold the user back.
-            var byNode = (self.userConnections[user] ?? [:]).filter { entry in
-                entry.key == node || (self.registry[entry.key].map { $0.expiresAt > now } ?? false)
+            // Connections of nodes gone from the registry no longer hold the user back.
+            var held = (self.userConnections[user] ?? [:]).filter { entry in
+                entry.value == node || (self.registry[entry.value].map { $0.expiresAt > now } ?? false)
             }
-            let held = byNode.values.reduce(0, +)
-            guard held < limit else {
-                self.userConnections[user] = byNode.isEmpty ? nil : byNode
+            guard held[connection] == nil else { return true }
+            guard held.count < limit else {
+                self.userConnections[user] = held.isEmpty ? nil : held
                 return false
             }
-            byNode[node, default: 0] += 1
-            self.userConnections[user] = byNode
+            held[connection] = node
+            self.userConnections[user] = held
             return true
         }
     }
 
-    public func releaseUserConnection(user: String, node: String) -> EventLoopFuture<Void> {
+    public func releaseUserConnection(user: String, connection: String) -> EventLoopFuture<Void> {
         self.onLoop(self.eventLoop) {
-            guard let count = self.userConnections[user]?[node] else { return }
-            self.userConnections[user]![node] = count > 1 ? count - 1 : nil
+            guard self.userConnections[user]?.removeValue(forKey: connection) != nil else { return }
             if self.userConnections[user]!.isEmpty { self.userConnections[user] = nil }
         }
     }

@@ -79,8 +79,8 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     static let pubsubPrefix = "sb:c:"
     static let registryKey = "sb:nodes"
     static func nodeKey(_ id: String) -> String { "sb:node:\(id)" }
-    /// A user's connections per node (`acquireUserConnection`); the user is the hash tag, so the
-    /// one key a script touches has one Cluster slot.
+    /// A user's connections (`acquireUserConnection`: connection id → node id); the user is the
+    /// hash tag, so the one key a script touches has one Cluster slot.
     static func userConnectionsKey(_ user: String) -> String { "sb:u:{\(user)}" }
     /// Seconds a user's connection hash outlives the user's last accepted connection anywhere
     /// (it is refreshed by every acquire, and deleted when its last field goes).
@@ -420,15 +420,15 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     /// Reads the live node ids (registry entries not expired), then runs one script on the user's
     /// hash with them: two round trips, the second touching one key (Cluster-safe). A node that
     /// stops announcing leaves the registry `ttl` seconds later and its counts are dropped then.
-    public func acquireUserConnection(user: String, node: String, limit: Int) -> EventLoopFuture<Bool> {
+    public func acquireUserConnection(user: String, connection: String, node: String, limit: Int) -> EventLoopFuture<Bool> {
         guard user.utf8.count <= self.limits.maximumUserBytes else {
             return self.eventLoop.makeFailedFuture(BrokerError(.invalidRequest, "user longer than \(self.limits.maximumUserBytes) bytes"))
         }
         guard limit > 0 else { return self.eventLoop.makeSucceededFuture(true) }
         return self.client.send("ZRANGEBYSCORE", .string(Self.registryKey), .double(Self.now()), "+inf").flatMap { token in
             let live = (token.array ?? []).compactMap(\.string)
-            var arguments: [RESPArgument] = [.integer(Int64(limit)), .string(node), .integer(Self.userConnectionsTTL)]
-            arguments.reserveCapacity(3 + live.count)
+            var arguments: [RESPArgument] = [.integer(Int64(limit)), .string(connection), .string(node), .integer(Self.userConnectionsTTL)]
+            arguments.reserveCapacity(4 + live.count)
             for id in live where id != node { arguments.append(.string(id)) }
             return self.client.evaluate(RedisBrokerScripts.acquireUserConnection, keys: [Self.userConnectionsKey(user)], arguments: arguments)
         }.flatMapThrowing { token in
@@ -437,10 +437,10 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         }
     }
 
-    public func releaseUserConnection(user: String, node: String) -> EventLoopFuture<Void> {
+    /// One `HDEL` (the hash goes with its last field): idempotent.
+    public func releaseUserConnection(user: String, connection: String) -> EventLoopFuture<Void> {
         guard user.utf8.count <= self.limits.maximumUserBytes else { return self.eventLoop.makeSucceededVoidFuture() }
-        return self.client.evaluate(RedisBrokerScripts.releaseUserConnection, keys: [Self.userConnectionsKey(user)], arguments: [.string(node)])
-            .map { _ in }
+        return self.client.send("HDEL", .string(Self.userConnectionsKey(user)), .string(connection)).map { _ in }
     }
 
     public func sendControl(_ message: ControlMessage, to node: String?) -> EventLoopFuture<Void> {

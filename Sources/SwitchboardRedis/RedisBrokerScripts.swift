@@ -127,43 +127,33 @@ enum RedisBrokerScripts {
         """
     )
 
-    /// KEYS: the user's connection hash (`sb:u:{user}`: field = node id, value = connections counted
-    /// there). ARGV: limit, this node's id, key TTL (s), then the ids of the live nodes.
-    /// Drops the fields of nodes not live (this node always is), sums the rest; below the limit
-    /// counts one more for this node and returns 1, else returns 0 and counts nothing.
-    /// User and node names travel only as KEYS and ARGV, never in the script's source.
+    /// KEYS: the user's connection hash (`sb:u:{user}`: field = connection id, value = the id of
+    /// the node holding it). ARGV: limit, the connection, this node's id, key TTL (s), then the ids
+    /// of the live nodes. Drops the connections of nodes not live (this node always is) and counts
+    /// the rest; a connection counted already answers 1; below the limit the connection is counted
+    /// and 1 returned, else 0 and nothing counted. User, connection and node names travel only as
+    /// KEYS and ARGV, never in the script's source.
     static let acquireUserConnection = RedisScript(
         """
-        local key, me = KEYS[1], ARGV[2]
+        local key, connection, me = KEYS[1], ARGV[2], ARGV[3]
         local limit = tonumber(ARGV[1])
         local live = {[me] = true}
-        for i = 4, #ARGV do live[ARGV[i]] = true end
+        for i = 5, #ARGV do live[ARGV[i]] = true end
         local fields = redis.call('HGETALL', key)
         local held = 0
+        local counted = false
         for i = 1, #fields, 2 do
-          if live[fields[i]] then
-            held = held + (tonumber(fields[i + 1]) or 0)
+          if live[fields[i + 1]] then
+            held = held + 1
+            if fields[i] == connection then counted = true end
           else
             redis.call('HDEL', key, fields[i])
           end
         end
+        if counted then return 1 end
         if held >= limit then return 0 end
-        redis.call('HINCRBY', key, me, 1)
-        redis.call('EXPIRE', key, ARGV[3])
-        return 1
-        """
-    )
-
-    /// KEYS: the user's connection hash. ARGV: this node's id. One connection fewer for this node;
-    /// the field goes at zero (and the hash with its last field). A missing field stays missing.
-    static let releaseUserConnection = RedisScript(
-        """
-        local held = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') or 0
-        if held <= 1 then
-          redis.call('HDEL', KEYS[1], ARGV[1])
-        else
-          redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
-        end
+        redis.call('HSET', key, connection, me)
+        redis.call('EXPIRE', key, ARGV[4])
         return 1
         """
     )

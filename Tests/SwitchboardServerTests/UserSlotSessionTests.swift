@@ -11,23 +11,33 @@ import Testing
 /// A memory broker whose per-user acquires wait until the test answers them, and which records
 /// every release.
 final class HeldUserSlotBroker: ForwardingBroker, @unchecked Sendable {
-    var acquires: [(user: String, promise: EventLoopPromise<Bool>)] = []
+    var acquires: [(user: String, connection: String, promise: EventLoopPromise<Bool>)] = []
+    /// Users whose connection was released, in order.
     var releases: [String] = []
+    /// Connections released, in order.
+    var releasedConnections: [String] = []
+    /// Releases to fail before they succeed again.
+    var failingReleases = 0
 
-    override func acquireUserConnection(user: String, node: String, limit: Int) -> EventLoopFuture<Bool> {
+    override func acquireUserConnection(user: String, connection: String, node: String, limit: Int) -> EventLoopFuture<Bool> {
         let promise = self.eventLoop.makePromise(of: Bool.self)
-        self.acquires.append((user, promise))
+        self.acquires.append((user, connection, promise))
         return promise.futureResult
     }
 
-    override func releaseUserConnection(user: String, node: String) -> EventLoopFuture<Void> {
+    override func releaseUserConnection(user: String, connection: String) -> EventLoopFuture<Void> {
+        if self.failingReleases > 0 {
+            self.failingReleases -= 1
+            return self.eventLoop.makeFailedFuture(BrokerError(.invalidRequest, "down"))
+        }
         self.releases.append(user)
+        self.releasedConnections.append(connection)
         return self.eventLoop.makeSucceededVoidFuture()
     }
 
     /// Answers the oldest acquire still waiting.
     func answer(_ result: Result<Bool, any Error>) {
-        let (_, promise) = self.acquires.removeFirst()
+        let (_, _, promise) = self.acquires.removeFirst()
         promise.completeWith(result)
     }
 }
@@ -67,9 +77,10 @@ struct UserSlotSessionTests {
         let messages = try session.messages()
         #expect(messages.compactMap { $0["id"]?.intValue } == [1, 2])
         #expect(messages.first?["result"]?["user"]?.stringValue == "alice")
+        let client = try #require(messages.first?["result"]?["client"]?.stringValue)
         try session.channel.close().wait()
         node.loop.run()
-        #expect(node.broker.releases == ["alice"])
+        #expect(node.broker.releasedConnections == [client], "released another connection than the one counted")
         _ = try? session.channel.finish()
         node.shutdown()
     }
@@ -118,21 +129,44 @@ struct UserSlotSessionTests {
         node.shutdown()
     }
 
-    @Test("broker unavailable: admitted on this node's count (fail-open, counted in the metric); this node's cap still holds; no broker release")
+    @Test("broker unavailable: admitted on this node's count (fail-open); this node's cap still holds; one idempotent release in case it was counted unseen")
     func unavailable() throws {
         let node = try Self.node()
         let session = try node.session()
         try Self.connect(session, "alice")
         node.broker.answer(.failure(BrokerError(.invalidRequest, "down")))
         #expect(try session.messages().first?["result"]?["user"]?.stringValue == "alice")
+        #expect(node.broker.releases == ["alice"], "no release for an acquire that may have counted unseen")
         let over = try node.session()
         try Self.connect(over, "alice")
         #expect(node.broker.acquires.isEmpty, "over this node's cap, the broker was asked")
         #expect(try over.frames().last?.closeCode == 3504)
         try session.channel.close().wait()
         node.loop.run()
-        #expect(node.broker.releases.isEmpty)
+        #expect(node.broker.releases == ["alice"], "a connection not counted in the broker released there at close")
         _ = try? over.channel.finish()
+        node.shutdown()
+    }
+
+    @Test("a release the broker fails is sent again with the next announce, until it goes through")
+    func failedReleaseIsRetried() throws {
+        let node = try Self.node()
+        let session = try node.session()
+        try Self.connect(session, "alice")
+        let connection = node.broker.acquires[0].connection
+        node.broker.answer(.success(true))
+        node.broker.failingReleases = 2
+        try session.channel.close().wait()
+        node.loop.run()
+        #expect(node.broker.releases.isEmpty)
+        #expect(node.context.failedUserReleaseCount == 1)
+        node.context.retryUserReleases()
+        node.loop.run()
+        #expect(node.broker.releases.isEmpty && node.context.failedUserReleaseCount == 1, "second failure not kept for retry")
+        node.context.retryUserReleases()
+        node.loop.run()
+        #expect(node.broker.releasedConnections == [connection])
+        #expect(node.context.failedUserReleaseCount == 0)
         node.shutdown()
     }
 

@@ -108,13 +108,44 @@ final class NodeContext: Sendable {
         self.userConnections.withLockedValue { $0.release(user) }
     }
 
-    /// Gives back a slot the broker granted `user` for this node (`Broker.acquireUserConnection`).
-    /// Nobody waits: a release lost to a broker outage is dropped with this node's registry entry.
-    func releaseUserInBroker(_ user: String) {
-        self.broker.releaseUserConnection(user: user, node: self.nodeID).whenFailure { error in
-            self.logger.debug("per-user connection release failed", metadata: ["user": "\(user)", "error": "\(error)"])
+    /// Stops counting `user`'s connection `connection` in the broker (`Broker.releaseUserConnection`).
+    /// Nobody waits; a release that fails is sent again by `retryUserReleases` (releases are
+    /// idempotent), so a Redis outage does not leave a user's slot taken for good.
+    func releaseUserInBroker(_ user: String, connection: String) {
+        self.broker.releaseUserConnection(user: user, connection: connection).whenFailure { error in
+            self.logger.debug("per-user connection release failed; will retry", metadata: ["user": "\(user)", "error": "\(error)"])
+            self.failedUserReleases.withLockedValue { failed in
+                guard failed.count < Self.maximumFailedUserReleases else { return }
+                failed.append(UserRelease(user: user, connection: connection))
+            }
         }
     }
+
+    /// Sends again (at most `userReleasesPerRetry` of) the broker releases that failed. Called with
+    /// every registry announce.
+    func retryUserReleases() {
+        let batch = self.failedUserReleases.withLockedValue { failed -> [UserRelease] in
+            let batch = Array(failed.prefix(Self.userReleasesPerRetry))
+            failed.removeFirst(batch.count)
+            return batch
+        }
+        for release in batch { self.releaseUserInBroker(release.user, connection: release.connection) }
+    }
+
+    /// Broker releases waiting to be sent again (the oldest first); bounded.
+    private let failedUserReleases = NIOLockedValueBox<[UserRelease]>([])
+    /// Past this many failed releases waiting, more are dropped (they then count until the node
+    /// leaves the registry or the user's hash expires).
+    static let maximumFailedUserReleases = 100_000
+    static let userReleasesPerRetry = 1_000
+
+    struct UserRelease: Sendable, Hashable {
+        var user: String
+        var connection: String
+    }
+
+    /// Failed broker releases waiting to be sent again (tests).
+    var failedUserReleaseCount: Int { self.failedUserReleases.withLockedValue { $0.count } }
 
     /// Whether connections of `user` are counted per user (no lock: the cap is fixed at start).
     func countsUser(_ user: String) -> Bool {

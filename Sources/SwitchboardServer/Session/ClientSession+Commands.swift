@@ -15,15 +15,20 @@ extension ClientSession {
     /// (`admitting` until it answers; over the cap: 3504).
     func connect(id: UInt32, _ params: ConnectParams, claims: ConnectionTokenClaims?) {
         let user = claims?.user ?? ""
-        guard self.countsUser(user) else { return self.connectAdmitted(id: id, params, claims: claims) }
+        guard self.countsUser(user) else {
+            return self.connectAdmitted(id: id, params, claims: claims, client: self.fanout.makeClientID(node: self.node.nodeID))
+        }
         guard self.node.admitUser(user) else { return self.refuseOverUserCap(user) }
-        self.userSlot.begin(user: user)
-        self.state = .admitting(PendingConnect(id: id, params: params, claims: claims))
+        let client = self.fanout.makeClientID(node: self.node.nodeID)
+        self.userSlot.begin(user: user, connection: client)
+        self.state = .admitting(PendingConnect(id: id, params: params, claims: claims, client: client))
         let loop = self.fanout.eventLoop
         // A broker on this loop answers inline (inside the read, which flushes); Redis later.
         var waited = false
         defer { waited = true }
-        self.node.broker.acquireUserConnection(user: user, node: self.node.nodeID, limit: self.node.configuration.limits.connectionsPerUser)
+        self.node.broker.acquireUserConnection(
+            user: user, connection: client, node: self.node.nodeID, limit: self.node.configuration.limits.connectionsPerUser
+        )
             .hop(to: loop).assumeIsolated().whenComplete { result in
                 defer { if waited { self.flush() } }
                 self.userSlotAnswered(result)
@@ -46,15 +51,18 @@ extension ClientSession {
         case .none:
             return
         case .releaseBroker:
-            self.node.releaseUserInBroker(self.userSlot.user)
+            self.node.releaseUserInBroker(self.userSlot.user, connection: self.userSlot.connection)
         case .refuse:
             self.node.releaseUser(self.userSlot.user)
             self.refuseOverUserCap(self.userSlot.user)
         case .admit(let degraded):
-            if degraded { self.node.metrics.userLimitUnchecked.increment() }
+            if degraded {
+                self.node.metrics.userLimitUnchecked.increment()
+                self.node.releaseUserInBroker(self.userSlot.user, connection: self.userSlot.connection)
+            }
             guard case .admitting(let pending) = self.state else { return }
             self.state = .awaitingConnect
-            self.connectAdmitted(id: pending.id, pending.params, claims: pending.claims)
+            self.connectAdmitted(id: pending.id, pending.params, claims: pending.claims, client: pending.client)
             for message in pending.waiting {
                 guard !self.isClosed else { return }
                 self.handle(message)
@@ -70,11 +78,10 @@ extension ClientSession {
     }
 
     /// Registers the client and starts the subscriptions of its `connect`.
-    private func connectAdmitted(id: UInt32, _ params: ConnectParams, claims: ConnectionTokenClaims?) {
+    private func connectAdmitted(id: UInt32, _ params: ConnectParams, claims: ConnectionTokenClaims?, client: String) {
         let user = claims?.user ?? ""
         let info = claims?.info
         let tokenExpiry = claims?.expiresAt.map { Self.deadline(expiresAt: $0, now: Date().timeIntervalSince1970) }
-        let client = self.fanout.makeClientID(node: self.node.nodeID)
         let slot = self.reserveReply()
         let aggregate = ConnectAggregate(id: id, slot: slot, remaining: 0)
         self.state = .connecting(ClientInfo(client: client, user: user, info: info), aggregate)

@@ -412,7 +412,7 @@ final class ClientSession: ChannelInboundHandler {
         self.state = .closed
         let release = self.userSlot.end()
         if release.local { self.node.releaseUser(self.userSlot.user) }
-        if release.broker { self.node.releaseUserInBroker(self.userSlot.user) }
+        if release.broker { self.node.releaseUserInBroker(self.userSlot.user, connection: self.userSlot.connection) }
         for subscription in self.subscriptions.values { self.endSubscription(subscription) }
         self.subscriptions.removeAll()
         self.replies.removeAll()
@@ -488,16 +488,19 @@ final class PendingConnect {
     let id: UInt32
     let params: ConnectParams
     let claims: ConnectionTokenClaims?
+    /// The client id the connection will have (its id in the broker's count already).
+    let client: String
     var waiting: [ClientMessage] = []
 
     /// Messages kept while waiting; one more closes the connection (a client that pipelines
     /// more than this behind its `connect` before the answer is not a client we want).
     static let maximumWaiting = 100
 
-    init(id: UInt32, params: ConnectParams, claims: ConnectionTokenClaims?) {
+    init(id: UInt32, params: ConnectParams, claims: ConnectionTokenClaims?, client: String) {
         self.id = id
         self.params = params
         self.claims = claims
+        self.client = client
     }
 }
 

@@ -10,6 +10,8 @@
 /// When the broker cannot answer (Redis unreachable or too slow: the command times out), the
 /// connection is admitted on this node's count alone: fail-open to per-node counting, so an
 /// outage of Redis does not lock every user out, while a user still holds at most the cap per node.
+/// The broker may still have counted it unseen (a timeout after Redis ran the script), so it is
+/// released there at once: broker releases are idempotent, one for an uncounted connection does nothing.
 struct UserSlot: Sendable, Hashable {
     enum State: Sendable, Hashable {
         /// Not counted: no cap, an anonymous client, a poll, or not connected yet.
@@ -37,11 +39,13 @@ struct UserSlot: Sendable, Hashable {
 
     /// What the session does with the broker's answer.
     enum AnswerAction: Sendable, Hashable {
-        /// Go on with the connect; `degraded`: admitted on this node's count alone.
+        /// Go on with the connect; `degraded`: admitted on this node's count alone (then also
+        /// release the connection in the broker, in case it was counted unseen).
         case admit(degraded: Bool)
         /// Give this node's count back and close with 3504.
         case refuse
-        /// The connection is gone: give the broker's slot back.
+        /// The connection is gone: give the broker's slot back (also after no answer, in case it
+        /// was counted unseen).
         case releaseBroker
         /// Nothing to do.
         case none
@@ -58,11 +62,14 @@ struct UserSlot: Sendable, Hashable {
     private(set) var state: State = .uncounted
     /// The user counted (empty while uncounted).
     private(set) var user: String = ""
+    /// The connection's id in the broker (its client id, unique in the cluster).
+    private(set) var connection: String = ""
 
-    /// This node counted `user`; the broker is asked next.
-    mutating func begin(user: String) {
+    /// This node counted `user`; the broker is asked next for `connection`.
+    mutating func begin(user: String, connection: String) {
         guard case .uncounted = self.state else { return }
         self.user = user
+        self.connection = connection
         self.state = .acquiring
     }
 
@@ -78,10 +85,10 @@ struct UserSlot: Sendable, Hashable {
         case (.acquiring, .refused):
             self.state = .done
             return .refuse
-        case (.abandoned, .admitted):
+        case (.abandoned, .admitted), (.abandoned, .unavailable):
             self.state = .done
             return .releaseBroker
-        case (.abandoned, .refused), (.abandoned, .unavailable):
+        case (.abandoned, .refused):
             self.state = .done
             return .none
         case (.uncounted, _), (.held, _), (.done, _):
