@@ -126,7 +126,8 @@ def main() -> None:
             p = free_port()
             procs.append(subprocess.Popen(
                 [args.binary, "serve", "--port", str(p), "--api-key", "bench", "--trusted-proxy", "127.0.0.1",
-                 "--ping-interval", "0", "--log-level", "warning"],
+                 "--ping-interval", "0", "--log-level", "warning",
+                 "--commands-per-second", "1000000", "--command-burst", "1000000"],
                 stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, f"node{i}.log"), "w")))
             node_ports.append(p)
         for p in node_ports:

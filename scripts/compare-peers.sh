@@ -86,7 +86,7 @@ elif [[ $(stat -c %A "$peers") != ??w* ]] || ! (mkdir -p "$peers/.build" && touc
 fi
 "$peers/setup"
 
-export SWITCHBOARD_CMD="$sb serve --port {port} --broker {redis} --log-level error --api-key bench"
+export SWITCHBOARD_CMD="$sb serve --port {port} --broker {redis} --log-level error --api-key bench --commands-per-second 1000000 --command-burst 1000000"
 
 run() { # run NAME compare-args...
   local name=$1
@@ -106,7 +106,7 @@ if want memory; then
 fi
 if want pingpong; then
   # the memory broker: one node has no need of Redis (nats has none either); go and centrifuge use Redis
-  SWITCHBOARD_CMD="$sb serve --port {port} --broker memory --log-level error --api-key bench" \
+  SWITCHBOARD_CMD="$sb serve --port {port} --broker memory --log-level error --api-key bench --commands-per-second 1000000 --command-burst 1000000" \
     run pingpong pingpong -targets switchboard,nats,go,centrifuge -baseline nats -n 1000 -duration 15
 fi
 if want pingpong-redis; then

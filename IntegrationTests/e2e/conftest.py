@@ -96,7 +96,7 @@ class NodeFactory:
             args += ["--config", self.write_config(config_text, config_name)]
         if not command_limits:
             # Most tests send commands as fast as they can on one connection; the default rate
-            # (2000/s, burst 4000) is tested in test_auth.py with command_limits=True.
+            # (100/s, burst 200) is tested in test_auth.py with command_limits=True.
             args += ["--commands-per-second", "1000000", "--command-burst", "1000000"]
         args += list(extra)
         log_path = str(self.tmp_path / f"node{len(self.nodes)}.log")

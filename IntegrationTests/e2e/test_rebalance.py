@@ -112,7 +112,16 @@ def _scale_out_and_check(cluster, old, urls_for, choose_url, via: str, added=Non
                              f"{CLIENTS} connections on the first two nodes")
         pub = ApiPublisher(list(old), CHANNEL, rate=5, count=100_000, max_seconds=150).start()
         await pub.wait_acked(10, 15)
-        # Rounds while the first 600 connected (the registry lags the arrivals) are not part of the scale-out.
+        # Rounds while the first 600 connected (the registry lags the arrivals) are not part of the scale-out:
+        # let any such round finish (no client asked to move for 2 s, both nodes within 1.10 of the mean),
+        # so that no 3002 asked before the scale-out reaches a client after it.
+        def quiet():
+            first = sum(_metric(n, "switchboard_rebalance_moved_clients_total") for n in old)
+            time.sleep(2)
+            return (sum(_metric(n, "switchboard_rebalance_moved_clients_total") for n in old) == first
+                    and all(_metric(n, "switchboard_rebalance_imbalance_ratio") <= 1.10 for n in old)
+                    and sum(_ws_counts(old)) == CLIENTS)
+        await _wait(quiet, 40, "no rebalance round running on the first two nodes")
         moved_before = sum(_metric(n, "switchboard_rebalance_moved_clients_total") for n in old)
         rounds_before = sum(_metric(n, "switchboard_rebalance_rounds_total") for n in old)
         t0 = time.monotonic()

@@ -5,13 +5,15 @@ public struct ClientLimits: Hashable, Sendable {
     /// New connections one address may open per second (over it: 503 with `Retry-After` before the
     /// upgrade and any token work); 0: no cap. Trusted proxies' addresses are exempt.
     public var connectsPerIPPerSecond: Int = 0
-    /// Commands per second one connection may send (token bucket refill). The default is twice the
-    /// fastest per-connection rate `switchboard-bench` drives by default (its latency publisher,
-    /// 1,000/s), so benchmarks are never throttled; a flood (10k/s) is still closed with 3507 in
-    /// milliseconds. Public deployments should lower it (issue 13 suggests 100, burst 200).
-    public var commandsPerSecond: Double = 2000
-    /// Commands one connection may send in a burst (token bucket size).
-    public var commandBurst: Double = 4000
+    /// Commands per second one connection may send (token bucket refill): 100 by default, far
+    /// above what a chat, dashboard or game client sends, and low enough that one connection cannot
+    /// hog a loop. Backends publish through the HTTP API, which this limit does not touch. Benchmarks
+    /// that drive one connection harder (`switchboard-bench pingpong`, a WebSocket publisher) start
+    /// the node with a higher `--commands-per-second`.
+    public var commandsPerSecond: Double = 100
+    /// Commands one connection may send in a burst (token bucket size): a reconnect that resubscribes
+    /// to many channels at once fits.
+    public var commandBurst: Double = 200
 
     public init() {}
 }
