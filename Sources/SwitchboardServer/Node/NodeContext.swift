@@ -132,6 +132,25 @@ final class NodeContext: Sendable {
         for release in batch { self.releaseUserInBroker(release.user, connection: release.connection) }
     }
 
+    /// The broker could not count a connection per user (it is admitted on this node's count):
+    /// counted in `switchboard_user_limit_unchecked_total`, and logged as a warning at most once
+    /// per 10 s (a connect storm during a Redis outage must not flood the log).
+    func userCountUnavailable(_ error: any Error) {
+        self.metrics.userLimitUnchecked.increment()
+        let now = NIODeadline.now()
+        let warn = self.lastUserCountWarning.withLockedValue { last -> Bool in
+            guard last.map({ now - $0 >= .seconds(10) }) ?? true else { return false }
+            last = now
+            return true
+        }
+        if warn {
+            self.logger.warning(
+                "per-user connection count unavailable (limits.connectionsPerUser fails open to this node's count)",
+                metadata: ["error": "\(error)"])
+        }
+    }
+    private let lastUserCountWarning = NIOLockedValueBox<NIODeadline?>(nil)
+
     /// Broker releases waiting to be sent again (the oldest first); bounded.
     private let failedUserReleases = NIOLockedValueBox<[UserRelease]>([])
     /// Past this many failed releases waiting, more are dropped (they then count until the node

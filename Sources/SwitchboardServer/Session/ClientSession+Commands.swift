@@ -43,9 +43,7 @@ extension ClientSession {
         case .success(false): answer = .refused
         case .failure(let error):
             answer = .unavailable
-            self.node.logger.warning(
-                "per-user connection count unavailable; admitting on this node's count",
-                metadata: ["user": "\(self.userSlot.user)", "error": "\(error)"])
+            self.node.userCountUnavailable(error)
         }
         switch self.userSlot.answered(answer) {
         case .none:
@@ -57,7 +55,6 @@ extension ClientSession {
             self.refuseOverUserCap(self.userSlot.user)
         case .admit(let degraded):
             if degraded {
-                self.node.metrics.userLimitUnchecked.increment()
                 self.node.releaseUserInBroker(self.userSlot.user, connection: self.userSlot.connection)
             }
             guard case .admitting(let pending) = self.state else { return }
