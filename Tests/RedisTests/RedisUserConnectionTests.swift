@@ -55,4 +55,33 @@ struct RedisUserConnectionTests {
             for node in [a, b] { _ = try? await node.shutdown().get() }
         }
     }
+
+    @Test("a node's copy of the live nodes never drops or ignores a node that joined after the copy was read")
+    func nodeJoinedAfterTheCopy() async throws {
+        let redis = try RedisServerProcess()
+        defer { redis.kill() }
+        try await withEventLoopGroup { group in
+            func broker(_ id: String) -> RedisBroker {
+                RedisBroker(configuration: RedisConfiguration(port: redis.port), nodeID: id, eventLoop: group.next(), logger: Logger(label: "test"))
+            }
+            let a = broker("node-a")
+            let c = broker("node-c")
+            let admin = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: Logger(label: "admin"))
+            try await a.announce(NodeInfo(id: "node-a", name: "a", address: "127.0.0.1:1"), ttl: 30).get()
+            // a reads the registry now (only itself) and keeps the copy.
+            #expect(try await a.acquireUserConnection(user: "alice", connection: "a-1", node: "node-a", limit: 3).get())
+            try await c.announce(NodeInfo(id: "node-c", name: "c", address: "127.0.0.1:2"), ttl: 30).get()
+            #expect(try await c.acquireUserConnection(user: "alice", connection: "c-1", node: "node-c", limit: 3).get())
+            // Within the copy's age: a sees a connection of a node its copy does not list, rereads, counts it.
+            #expect(try await a.acquireUserConnection(user: "alice", connection: "a-2", node: "node-a", limit: 3).get())
+            #expect(try await !a.acquireUserConnection(user: "alice", connection: "a-3", node: "node-a", limit: 3).get())
+            #expect(try await admin.send("HLEN", "sb:u:{alice}").get().int64 == 3, "a dropped node c's connection")
+            // A refusal rests on a fresh read: node c gone from the registry no longer counts.
+            try await c.removeNode(id: "node-c").get()
+            #expect(try await a.acquireUserConnection(user: "alice", connection: "a-3", node: "node-a", limit: 3).get())
+            #expect(try await admin.send("HEXISTS", "sb:u:{alice}", "c-1").get().int64 == 0)
+            _ = try? await admin.close().get()
+            for node in [a, c] { _ = try? await node.shutdown().get() }
+        }
+    }
 }
