@@ -45,6 +45,9 @@ AT_SCALE = "REBALANCE_CLIENTS" in os.environ
 CHANNEL = "big:rebalance"
 REBALANCE = ["--rebalance-hold", f"{HOLD:g}", "--rebalance-window", f"{WINDOW:g}", "--rebalance-rate", "200",
              "--rebalance-min-age", "1"]
+if AT_SCALE:
+    # Every client comes from 127.0.0.1 (or the proxy's address): lift the per-address cap (default 1,000).
+    REBALANCE += ["--max-connections-per-ip", "20000"]
 HISTORY_YAML = """\
 # written by IntegrationTests/e2e/test_rebalance.py
 namespaces:

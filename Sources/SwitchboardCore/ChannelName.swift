@@ -1,15 +1,27 @@
+import Foundation
+
 /// Rules for channel names.
 public enum ChannelName {
     /// The longest channel name accepted, in UTF-8 bytes.
     public static let maximumLength = 255
 
-    /// Checks a client-supplied channel name: non-empty, at most 255 bytes, no control characters.
+    /// Checks a client-supplied channel name: non-empty, at most 255 bytes, no control characters,
+    /// and in Unicode NFC.
+    ///
+    /// NFC, because Swift's `String` equality is canonical equivalence while everything that places a
+    /// channel works on its bytes (the hub shard's hash, Redis keys): `"café"` precomposed and `"cafe"`
+    /// + U+0301 would be one key in a node's tables, yet hash to two shards and name two Redis
+    /// channels. Among NFC strings, canonically equivalent means byte-equal, so every layer agrees on
+    /// what one channel is. ASCII names (nearly all) are NFC by construction and skip the check.
     public static func validate(_ name: String) throws(SwitchboardError) {
         let utf8 = name.utf8
         guard !utf8.isEmpty else { throw .badRequest("channel name is empty") }
         guard utf8.count <= maximumLength else { throw .badRequest("channel name is longer than 255 bytes") }
         for scalar in name.unicodeScalars where scalar.value < 0x20 || (scalar.value >= 0x7F && scalar.value < 0xA0) {
             throw .badRequest("channel name contains a control character")
+        }
+        if utf8.contains(where: { $0 >= 0x80 }), !name.precomposedStringWithCanonicalMapping.utf8.elementsEqual(utf8) {
+            throw .badRequest("channel name is not in Unicode NFC (normalize it before use)")
         }
     }
 

@@ -79,6 +79,18 @@ struct ClientMessageTests {
         try ChannelName.validate("chat:ünïcode")
     }
 
+    @Test("channel names must be NFC: canonically equivalent names are one String but two byte strings (shard hash, Redis key)")
+    func channelNormalization() throws {
+        let composed = "chat:caf\u{E9}", decomposed = "chat:cafe\u{301}"
+        #expect(composed == decomposed)  // Swift's String equality: why the bytes must be pinned down
+        #expect(ChannelShard.hash(composed) != ChannelShard.hash(decomposed))  // ...while their bytes hash apart
+        try ChannelName.validate(composed)
+        #expect(throws: SwitchboardError.self) { try ChannelName.validate(decomposed) }
+        #expect(throws: SwitchboardError.self) { try ChannelName.validate("\u{212B}") }  // ANGSTROM SIGN: NFC is U+00C5
+        try ChannelName.validate("\u{C5}")
+        try ChannelName.validate("chat:日本語:한국어")
+    }
+
     @Test("glob patterns")
     func patterns() {
         #expect(ChannelName.matches("chat:lobby", pattern: "chat:*"))
