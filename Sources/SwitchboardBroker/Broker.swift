@@ -55,6 +55,22 @@ public protocol Broker: AnyObject, Sendable {
     /// All live nodes.
     func nodes() -> EventLoopFuture<[NodeInfo]>
 
+    /// Takes a slot for `user`'s connection `connection` (unique in the cluster) held on `node`
+    /// (`limits.connectionsPerUser`): true when the user held fewer than `limit` connections on all
+    /// live nodes together (the connection is then counted, and `releaseUserConnection` must follow
+    /// once it ends), false when the user holds `limit` already (nothing counted). Connections of
+    /// nodes no longer in the registry (`announce`, `removeNode`, expiry) are dropped, so a dead
+    /// node's connections stop counting once its registry entry is gone; `node`'s always count.
+    /// Acquiring a connection counted already answers true and counts nothing more, so a repeat is
+    /// harmless. `limit` below 1 admits without counting. A user longer than
+    /// `BrokerLimits.maximumUserBytes` fails with `BrokerError.invalidRequest`.
+    func acquireUserConnection(user: String, connection: String, node: String, limit: Int) -> EventLoopFuture<Bool>
+
+    /// Stops counting `user`'s connection `connection`. Idempotent: releasing a connection that is
+    /// not counted (never was, or released already) does nothing, so a release whose answer was
+    /// lost may be sent again, and one may be sent for an acquire whose answer was lost.
+    func releaseUserConnection(user: String, connection: String) -> EventLoopFuture<Void>
+
     /// Sends a control message to one node (`to`), or to every node when `to` is nil.
     func sendControl(_ message: ControlMessage, to node: String?) -> EventLoopFuture<Void>
 

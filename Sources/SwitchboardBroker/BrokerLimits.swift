@@ -11,15 +11,21 @@ public struct BrokerLimits: Sendable, Hashable {
     /// Presence entries per channel; past it new clients are not listed (entries already there are
     /// still refreshed), so one channel's presence answer and table stay bounded.
     public var maximumPresencePerChannel: Int
+    /// Longest user name counted per user (`acquireUserConnection`), in UTF-8 bytes: a user name
+    /// comes from a token's `sub` (at most 256 bytes there) and names a key or table entry here.
+    public var maximumUserBytes: Int
 
-    /// Defaults: keys of 128 bytes, 10,000 idempotency keys and 10,000 presence entries per channel.
+    /// Defaults: keys of 128 bytes, 10,000 idempotency keys and 10,000 presence entries per
+    /// channel, user names of 256 bytes.
     public init(
         maximumIdempotencyKeyBytes: Int = 128,
         maximumIdempotencyKeysPerChannel: Int = 10_000,
-        maximumPresencePerChannel: Int = 10_000
+        maximumPresencePerChannel: Int = 10_000,
+        maximumUserBytes: Int = 256
     ) {
         self.maximumIdempotencyKeyBytes = maximumIdempotencyKeyBytes
         self.maximumIdempotencyKeysPerChannel = maximumIdempotencyKeysPerChannel
         self.maximumPresencePerChannel = maximumPresencePerChannel
+        self.maximumUserBytes = maximumUserBytes
     }
 }

@@ -20,6 +20,9 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
     // Touched only on `eventLoop`.
     private var registry: [String: (node: NodeInfo, expiresAt: Double)] = [:]
     private var controlHandler: (@Sendable (BrokerEvent) -> Void)?
+    /// Connections counted per user (`acquireUserConnection`): user → connection → its node; only
+    /// users with a connection counted are in it.
+    private var userConnections: [String: [String: String]] = [:]
 
     /// Seeds the epochs of channels without stored meta (`StreamEpoch`); new per broker, as its data is.
     private let epochSeed = UInt64.random(in: 0...UInt64.max)
@@ -253,6 +256,35 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
         }
     }
 
+    public func acquireUserConnection(user: String, connection: String, node: String, limit: Int) -> EventLoopFuture<Bool> {
+        guard user.utf8.count <= self.limits.maximumUserBytes else {
+            return self.eventLoop.makeFailedFuture(BrokerError(.invalidRequest, "user longer than \(self.limits.maximumUserBytes) bytes"))
+        }
+        guard limit > 0 else { return self.eventLoop.makeSucceededFuture(true) }
+        return self.onLoop(self.eventLoop) {
+            let now = self.clock()
+            // Connections of nodes gone from the registry no longer hold the user back.
+            var held = (self.userConnections[user] ?? [:]).filter { entry in
+                entry.value == node || (self.registry[entry.value].map { $0.expiresAt > now } ?? false)
+            }
+            guard held[connection] == nil else { return true }
+            guard held.count < limit else {
+                self.userConnections[user] = held.isEmpty ? nil : held
+                return false
+            }
+            held[connection] = node
+            self.userConnections[user] = held
+            return true
+        }
+    }
+
+    public func releaseUserConnection(user: String, connection: String) -> EventLoopFuture<Void> {
+        self.onLoop(self.eventLoop) {
+            guard self.userConnections[user]?.removeValue(forKey: connection) != nil else { return }
+            if self.userConnections[user]!.isEmpty { self.userConnections[user] = nil }
+        }
+    }
+
     public func sendControl(_ message: ControlMessage, to node: String?) -> EventLoopFuture<Void> {
         self.onLoop(self.eventLoop) { self.controlHandler?(.control(message)) }
     }
@@ -284,6 +316,8 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
         public var presenceEntries: Int
         /// Channels this node is subscribed to.
         public var subscriptions: Int
+        /// Users with connection slots counted (`acquireUserConnection`).
+        public var users: Int
     }
 
     /// Counts what the broker holds now (the sum over its shards).
@@ -296,18 +330,20 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
                     idempotencyKeys: shard.channels.values.reduce(0) { $0 + $1.idempotency.count },
                     presenceChannels: shard.presenceByChannel.count,
                     presenceEntries: shard.presenceByChannel.values.reduce(0) { $0 + $1.count },
-                    subscriptions: shard.subscribed.count
+                    subscriptions: shard.subscribed.count,
+                    users: shard.eventLoop === self.eventLoop ? self.userConnections.count : 0
                 )
             }
         }
         return EventLoopFuture.whenAllSucceed(parts, on: self.eventLoop).map { parts in
-            parts.reduce(into: Footprint(channels: 0, publications: 0, idempotencyKeys: 0, presenceChannels: 0, presenceEntries: 0, subscriptions: 0)) {
+            parts.reduce(into: Footprint(channels: 0, publications: 0, idempotencyKeys: 0, presenceChannels: 0, presenceEntries: 0, subscriptions: 0, users: 0)) {
                 $0.channels += $1.channels
                 $0.publications += $1.publications
                 $0.idempotencyKeys += $1.idempotencyKeys
                 $0.presenceChannels += $1.presenceChannels
                 $0.presenceEntries += $1.presenceEntries
                 $0.subscriptions += $1.subscriptions
+                $0.users += $1.users
             }
         }
     }

@@ -402,6 +402,93 @@ public enum BrokerConformance {
             nodes = try await broker.nodes().get()
             try expect(!nodes.contains { $0.id == a.id }, "removed node still listed")
         },
+        Case(name: "connections per user are capped across nodes; a release makes room; acquire and release are idempotent") { broker, _, environment in
+            let user = unique("user")
+            let a = unique("node")
+            let b = unique("node")
+            try await broker.announce(NodeInfo(id: a, name: "a", address: "127.0.0.1:1"), ttl: 30).get()
+            try await broker.announce(NodeInfo(id: b, name: "b", address: "127.0.0.1:2"), ttl: 30).get()
+            let before = try await environment.footprint()
+            func acquire(_ connection: String, on node: String, _ who: String = user, limit: Int = 3) async throws -> Bool {
+                try await broker.acquireUserConnection(user: who, connection: connection, node: node, limit: limit).get()
+            }
+            func release(_ connection: String, _ who: String = user) async throws {
+                try await broker.releaseUserConnection(user: who, connection: connection).get()
+            }
+            for (connection, node) in [("a1", a), ("a2", a), ("b1", b)] {
+                try expect(try await acquire(connection, on: node), "\(connection) refused under the cap")
+            }
+            try expect(!(try await acquire("a3", on: a)), "a 4th connection on node a")
+            try expect(!(try await acquire("b2", on: b)), "a 4th connection on node b")
+            try expect(try await acquire("a1", on: a), "a repeated acquire of a counted connection refused")
+            let other = unique("user")
+            try expect(try await acquire("o1", on: a, other), "another user held back")
+            try expect(try await acquire("z", on: a, limit: 0), "limit 0 counts nothing and admits")
+            try await release("b1")
+            try expect(try await acquire("b2", on: b), "no room after a release")
+            try expect(!(try await acquire("a3", on: a)), "over the cap after taking the room")
+            // Releasing what is not counted changes nothing, however often.
+            try await release("b1")
+            try await release("never")
+            try await release("a1", unique("user"))
+            try expect(!(try await acquire("a3", on: a)), "a repeated or foreign release made room")
+            let holding = try await environment.footprint()
+            try expect(holding != before, "the footprint does not show connections counted: \(holding)")
+            for connection in ["a1", "a2", "b2", "a1"] { try await release(connection) }
+            try await release("o1", other)
+            try expect(try await acquire("x", on: a, limit: 1), "no room after releasing everything")
+            try expect(!(try await acquire("y", on: b, limit: 1)), "a second connection under limit 1")
+            try await release("x")
+            let after = try await environment.footprint()
+            try expect(after == before, "released connections left something behind: \(before) then \(after)")
+        },
+        Case(name: "connections per user: a node gone from the registry stops counting; the caller always counts") { broker, _ in
+            let user = unique("user")
+            let a = unique("node")
+            let removed = unique("node")
+            let expiring = unique("node")
+            let unannounced = unique("node")
+            try await broker.announce(NodeInfo(id: a, name: "a", address: "127.0.0.1:1"), ttl: 30).get()
+            try await broker.announce(NodeInfo(id: removed, name: "r", address: "127.0.0.1:2"), ttl: 30).get()
+            try await broker.announce(NodeInfo(id: expiring, name: "e", address: "127.0.0.1:3"), ttl: 1).get()
+            func acquire(_ connection: String, on node: String) async throws -> Bool {
+                try await broker.acquireUserConnection(user: user, connection: connection, node: node, limit: 2).get()
+            }
+            try expect(try await acquire("r1", on: removed), "first connection")
+            try expect(try await acquire("e1", on: expiring), "second connection")
+            try expect(!(try await acquire("a1", on: a)), "third connection under limit 2")
+            try await broker.removeNode(id: removed).get()
+            try expect(try await acquire("a1", on: a), "a removed node still counts")
+            try expect(!(try await acquire("a2", on: a)), "over the cap again")
+            try await Task.sleep(nanoseconds: 1_300_000_000)
+            try expect(try await acquire("a2", on: a), "an expired node still counts")
+            try expect(!(try await acquire("a3", on: a)), "over the cap with two on node a")
+            // A node counts its own connections whether or not it is announced.
+            let other = unique("user")
+            try expect(try await broker.acquireUserConnection(user: other, connection: "u1", node: unannounced, limit: 1).get(), "first, unannounced")
+            try expect(!(try await broker.acquireUserConnection(user: other, connection: "u2", node: unannounced, limit: 1).get()),
+                "the caller's own connections were dropped")
+            try await broker.releaseUserConnection(user: other, connection: "u1").get()
+            for connection in ["a1", "a2", "r1", "e1"] { try await broker.releaseUserConnection(user: user, connection: connection).get() }
+            try await broker.removeNode(id: a).get()
+        },
+        Case(name: "connections per user: any user text is a plain key; too long a user is refused") { broker, _ in
+            let node = unique("node")
+            let odd = "}{'\"\\ ]] end; redis.call('FLUSHALL') --" + unique("u")
+            try expect(try await broker.acquireUserConnection(user: odd, connection: "c1", node: node, limit: 1).get(), "odd user refused")
+            try expect(!(try await broker.acquireUserConnection(user: odd, connection: "c2", node: node, limit: 1).get()), "odd user not counted")
+            try expect(try await broker.acquireUserConnection(user: odd + "x", connection: "c1", node: node, limit: 1).get(),
+                "a user sharing a prefix was held back")
+            try await broker.releaseUserConnection(user: odd, connection: "c1").get()
+            try await broker.releaseUserConnection(user: odd + "x", connection: "c1").get()
+            let long = String(repeating: "u", count: broker.maximumUserBytesForConformance + 1)
+            do {
+                _ = try await broker.acquireUserConnection(user: long, connection: "c1", node: node, limit: 5).get()
+                throw Failure("a user of \(long.utf8.count) bytes was counted")
+            } catch let error as BrokerError {
+                try expect(error.code == .invalidRequest, "wrong error \(error)")
+            }
+        },
         Case(name: "control messages reach the node") { broker, recorder in
             let message = ControlMessage.disconnect(client: "c1", user: nil, code: 3502, reason: "forced")
             try await broker.sendControl(message, to: nil).get()
@@ -421,4 +508,9 @@ public enum BrokerConformance {
             try expect(recorder.publications(in: channel).map(\.0.offset) == (1...50).map { UInt64($0) }, "delivery out of order")
         },
     ]
+}
+
+extension Broker {
+    /// The user name limit the conformance cases assume (`BrokerLimits()`'s).
+    fileprivate var maximumUserBytesForConformance: Int { BrokerLimits().maximumUserBytes }
 }

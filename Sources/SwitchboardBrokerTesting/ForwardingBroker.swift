@@ -48,6 +48,12 @@ open class ForwardingBroker: Broker, @unchecked Sendable {
     open func announce(_ node: NodeInfo, ttl: Double) -> EventLoopFuture<Void> { self.inner.announce(node, ttl: ttl) }
     open func removeNode(id: String) -> EventLoopFuture<Void> { self.inner.removeNode(id: id) }
     open func nodes() -> EventLoopFuture<[NodeInfo]> { self.inner.nodes() }
+    open func acquireUserConnection(user: String, connection: String, node: String, limit: Int) -> EventLoopFuture<Bool> {
+        self.inner.acquireUserConnection(user: user, connection: connection, node: node, limit: limit)
+    }
+    open func releaseUserConnection(user: String, connection: String) -> EventLoopFuture<Void> {
+        self.inner.releaseUserConnection(user: user, connection: connection)
+    }
     open func sendControl(_ message: ControlMessage, to node: String?) -> EventLoopFuture<Void> {
         self.inner.sendControl(message, to: node)
     }

@@ -1,5 +1,6 @@
 import Foundation
 public import Logging
+import NIOConcurrencyHelpers
 public import NIOCore
 public import RedisClient
 import RESP
@@ -79,6 +80,12 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     static let pubsubPrefix = "sb:c:"
     static let registryKey = "sb:nodes"
     static func nodeKey(_ id: String) -> String { "sb:node:\(id)" }
+    /// A user's connections (`acquireUserConnection`: connection id → node id); the user is the
+    /// hash tag, so the one key a script touches has one Cluster slot.
+    static func userConnectionsKey(_ user: String) -> String { "sb:u:{\(user)}" }
+    /// Seconds a user's connection hash outlives the user's last accepted connection anywhere
+    /// (it is refreshed by every acquire, and deleted when its last field goes).
+    @_spi(Harness) public static let userConnectionsTTL: Int64 = 86_400
     static let controlAll = "sb:ctl"
     static func controlChannel(_ node: String) -> String { "sb:ctl:\(node)" }
     var probeChannel: String { "sb:probe:\(self.nodeID)" }
@@ -407,6 +414,87 @@ public final class RedisBroker: Broker, @unchecked Sendable {
                 }.sorted { $0.id < $1.id }
             }
         }
+    }
+
+    // MARK: Connections per user
+
+    /// Runs one script on the user's hash (one key: Cluster-safe) with the live node ids.
+    ///
+    /// The ids come from a copy of the registry at most `liveNodesMaximumAge` old: then an
+    /// admission is one round trip. The copy is trusted only to admit (a node it still lists but
+    /// the registry dropped only makes the count higher); when the script refuses, or finds a
+    /// connection of a node the copy does not list (one that joined since), it changes nothing,
+    /// and the acquire reads the registry afresh and runs again, dropping the connections of nodes
+    /// the fresh read does not list. So a refusal always rests on a fresh read, and a node that
+    /// stops announcing stops counting when it leaves the registry (`ttl` seconds later).
+    public func acquireUserConnection(user: String, connection: String, node: String, limit: Int) -> EventLoopFuture<Bool> {
+        guard user.utf8.count <= self.limits.maximumUserBytes else {
+            return self.eventLoop.makeFailedFuture(BrokerError(.invalidRequest, "user longer than \(self.limits.maximumUserBytes) bytes"))
+        }
+        guard limit > 0 else { return self.eventLoop.makeSucceededFuture(true) }
+        let now = NIODeadline.now()
+        let cached = self.liveNodes.withLockedValue { copy -> [String]? in
+            guard let at = copy.readAt, now - at < Self.liveNodesMaximumAge else { return nil }
+            return copy.ids
+        }
+        let fresh: @Sendable () -> EventLoopFuture<Bool?> = {
+            self.readLiveNodes().flatMap { live in
+                self.runAcquire(user: user, connection: connection, node: node, limit: limit, live: live, authoritative: true)
+            }
+        }
+        guard let cached else { return fresh().map { $0 ?? false } }
+        return self.runAcquire(user: user, connection: connection, node: node, limit: limit, live: cached, authoritative: false)
+            .flatMap { answer in
+                if let answer { return self.eventLoop.makeSucceededFuture(answer) }
+                return fresh().map { $0 ?? false }
+            }
+    }
+
+    /// The live node ids, read from the registry now (and kept as the copy `acquireUserConnection` uses).
+    private func readLiveNodes() -> EventLoopFuture<[String]> {
+        let readAt = NIODeadline.now()
+        return self.client.send("ZRANGEBYSCORE", .string(Self.registryKey), .double(Self.now()), "+inf").map { token in
+            let ids = (token.array ?? []).compactMap(\.string)
+            self.liveNodes.withLockedValue { $0 = LiveNodes(ids: ids, readAt: readAt) }
+            return ids
+        }
+    }
+
+    /// One run of the acquire script: the answer, or nil when `live` is a copy (not `authoritative`)
+    /// and the script refused or found connections of nodes the copy does not list (nothing changed).
+    private func runAcquire(
+        user: String, connection: String, node: String, limit: Int, live: [String], authoritative: Bool
+    ) -> EventLoopFuture<Bool?> {
+        var arguments: [RESPArgument] = [
+            .integer(Int64(limit)), .string(connection), .string(node), .integer(Self.userConnectionsTTL), .string(authoritative ? "1" : "0"),
+        ]
+        arguments.reserveCapacity(5 + live.count)
+        for id in live where id != node { arguments.append(.string(id)) }
+        return self.client.evaluate(RedisBrokerScripts.acquireUserConnection, keys: [Self.userConnectionsKey(user)], arguments: arguments)
+            .flatMapThrowing { token in
+                guard let answer = token.int64 else { throw RedisError(.protocolError, "unexpected acquire reply") }
+                switch answer {
+                case 1: return true
+                case 0, -1: return authoritative ? false : nil
+                default: throw RedisError(.protocolError, "unexpected acquire reply")
+                }
+            }
+    }
+
+    /// A copy of the registry's live node ids and when it was read.
+    private struct LiveNodes {
+        var ids: [String] = []
+        var readAt: NIODeadline?
+    }
+    private let liveNodes = NIOLockedValueBox(LiveNodes())
+    /// How long a copy of the live node ids serves `acquireUserConnection` (the registry changes
+    /// when nodes come and go; a stale copy costs a second round trip, never a wrong count).
+    static let liveNodesMaximumAge: TimeAmount = .seconds(2)
+
+    /// One `HDEL` (the hash goes with its last field): idempotent.
+    public func releaseUserConnection(user: String, connection: String) -> EventLoopFuture<Void> {
+        guard user.utf8.count <= self.limits.maximumUserBytes else { return self.eventLoop.makeSucceededVoidFuture() }
+        return self.client.send("HDEL", .string(Self.userConnectionsKey(user)), .string(connection)).map { _ in }
     }
 
     public func sendControl(_ message: ControlMessage, to node: String?) -> EventLoopFuture<Void> {

@@ -126,4 +126,42 @@ enum RedisBrokerScripts {
         return 1
         """
     )
+
+    /// KEYS: the user's connection hash (`sb:u:{user}`: field = connection id, value = the id of
+    /// the node holding it). ARGV: limit, the connection, this node's id, key TTL (s), authoritative
+    /// ("1": the live ids were read just now), then the ids of the live nodes.
+    /// When a connection's node is not listed: with an authoritative list it is dropped; otherwise
+    /// the script changes nothing and returns -1 (the caller reads the registry and runs again).
+    /// Else counts the live connections; a connection counted already answers 1; below the limit
+    /// the connection is counted and 1 returned, else 0 and nothing counted. User, connection and
+    /// node names travel only as KEYS and ARGV, never in the script's source.
+    static let acquireUserConnection = RedisScript(
+        """
+        local key, connection, me = KEYS[1], ARGV[2], ARGV[3]
+        local limit = tonumber(ARGV[1])
+        local authoritative = ARGV[5] == '1'
+        local live = {[me] = true}
+        for i = 6, #ARGV do live[ARGV[i]] = true end
+        local fields = redis.call('HGETALL', key)
+        local held = 0
+        local counted = false
+        local stale = {}
+        for i = 1, #fields, 2 do
+          if live[fields[i + 1]] then
+            held = held + 1
+            if fields[i] == connection then counted = true end
+          elseif authoritative then
+            stale[#stale + 1] = fields[i]
+          else
+            return -1
+          end
+        end
+        for _, field in ipairs(stale) do redis.call('HDEL', key, field) end
+        if counted then return 1 end
+        if held >= limit then return 0 end
+        redis.call('HSET', key, connection, me)
+        redis.call('EXPIRE', key, ARGV[4])
+        return 1
+        """
+    )
 }

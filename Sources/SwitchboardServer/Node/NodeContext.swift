@@ -108,6 +108,64 @@ final class NodeContext: Sendable {
         self.userConnections.withLockedValue { $0.release(user) }
     }
 
+    /// Stops counting `user`'s connection `connection` in the broker (`Broker.releaseUserConnection`).
+    /// Nobody waits; a release that fails is sent again by `retryUserReleases` (releases are
+    /// idempotent), so a Redis outage does not leave a user's slot taken for good.
+    func releaseUserInBroker(_ user: String, connection: String) {
+        self.broker.releaseUserConnection(user: user, connection: connection).whenFailure { error in
+            self.logger.debug("per-user connection release failed; will retry", metadata: ["user": "\(user)", "error": "\(error)"])
+            self.failedUserReleases.withLockedValue { failed in
+                guard failed.count < Self.maximumFailedUserReleases else { return }
+                failed.append(UserRelease(user: user, connection: connection))
+            }
+        }
+    }
+
+    /// Sends again (at most `userReleasesPerRetry` of) the broker releases that failed. Called with
+    /// every registry announce.
+    func retryUserReleases() {
+        let batch = self.failedUserReleases.withLockedValue { failed -> [UserRelease] in
+            let batch = Array(failed.prefix(Self.userReleasesPerRetry))
+            failed.removeFirst(batch.count)
+            return batch
+        }
+        for release in batch { self.releaseUserInBroker(release.user, connection: release.connection) }
+    }
+
+    /// The broker could not count a connection per user (it is admitted on this node's count):
+    /// counted in `switchboard_user_limit_unchecked_total`, and logged as a warning at most once
+    /// per 10 s (a connect storm during a Redis outage must not flood the log).
+    func userCountUnavailable(_ error: any Error) {
+        self.metrics.userLimitUnchecked.increment()
+        let now = NIODeadline.now()
+        let warn = self.lastUserCountWarning.withLockedValue { last -> Bool in
+            guard last.map({ now - $0 >= .seconds(10) }) ?? true else { return false }
+            last = now
+            return true
+        }
+        if warn {
+            self.logger.warning(
+                "per-user connection count unavailable (limits.connectionsPerUser fails open to this node's count)",
+                metadata: ["error": "\(error)"])
+        }
+    }
+    private let lastUserCountWarning = NIOLockedValueBox<NIODeadline?>(nil)
+
+    /// Broker releases waiting to be sent again (the oldest first); bounded.
+    private let failedUserReleases = NIOLockedValueBox<[UserRelease]>([])
+    /// Past this many failed releases waiting, more are dropped (they then count until the node
+    /// leaves the registry or the user's hash expires).
+    static let maximumFailedUserReleases = 100_000
+    static let userReleasesPerRetry = 1_000
+
+    struct UserRelease: Sendable, Hashable {
+        var user: String
+        var connection: String
+    }
+
+    /// Failed broker releases waiting to be sent again (tests).
+    var failedUserReleaseCount: Int { self.failedUserReleases.withLockedValue { $0.count } }
+
     /// Whether connections of `user` are counted per user (no lock: the cap is fixed at start).
     func countsUser(_ user: String) -> Bool {
         self.configuration.limits.connectionsPerUser > 0 && !user.isEmpty

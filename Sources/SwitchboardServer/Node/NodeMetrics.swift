@@ -40,6 +40,9 @@ final class NodeMetrics: Sendable {
     /// Connections refused over `limits.connectsPerIPPerSecond` (`reason="rate"`) and per-user caps (`reason="user"`).
     let refusedConnectionsRate: CoreMetrics.Counter
     let refusedConnectionsUser: CoreMetrics.Counter
+    /// Connections admitted on this node's per-user count alone because the broker could not
+    /// answer (`limits.connectionsPerUser` fails open to per-node counting).
+    let userLimitUnchecked: CoreMetrics.Counter
     let brokerPublishDuration: CoreMetrics.Timer
     /// Node-side rebalancing: rounds started, clients asked to move, this node's load ÷ the mean.
     let rebalanceRounds: CoreMetrics.Counter
@@ -118,6 +121,10 @@ final class NodeMetrics: Sendable {
             label: "switchboard_refused_connections_total", dimensions: [("reason", "rate")], factory: refusedHelp)
         self.refusedConnectionsUser = CoreMetrics.Counter(
             label: "switchboard_refused_connections_total", dimensions: [("reason", "user")], factory: refusedHelp)
+        self.userLimitUnchecked = CoreMetrics.Counter(
+            label: "switchboard_user_limit_unchecked_total",
+            factory: factory.describing(
+                "Connections admitted under limits.connectionsPerUser on this node's count alone: the broker did not answer (fail-open)."))
         self.auth = AuthRefusalMetrics(factory: factory)
         self.brokerPublishDuration = CoreMetrics.Timer(
             label: "switchboard_broker_publish_seconds", factory: factory.describing("Time from a publish sent to the broker to its answer."))

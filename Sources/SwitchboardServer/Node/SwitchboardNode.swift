@@ -200,6 +200,7 @@ public final class SwitchboardNode: Sendable {
             initialDelay: NodeContext.announceInterval, delay: NodeContext.announceInterval
         ) { _ in
             _ = context.announceSelf()
+            context.retryUserReleases()
         }
         self.state.withLockedValue { $0.announceTask = task }
     }

@@ -6,7 +6,9 @@
 /// in the table, so it is bounded by the connections the node holds. Anonymous connections are not
 /// counted (they have no user to count by: `--max-connections-per-ip` bounds them).
 ///
-/// Per node only: with the Redis broker a user may hold this many connections on every node.
+/// This node's count only: the cluster-wide count is the broker's (`Broker.acquireUserConnection`,
+/// asked next by the session). This one refuses without a broker round trip when the node alone
+/// holds the cap, and is the cap that still holds when the broker cannot answer (fail-open).
 struct UserConnectionCounts: Sendable, Hashable {
     /// Connections one user may hold; 0: no cap.
     let maximumPerUser: Int

@@ -9,16 +9,76 @@ import SwitchboardCore
 /// The commands a connected client sends: connect, subscribe and unsubscribe, publish, presence, history.
 extension ClientSession {
     /// Connects a client whose token (if any) verified (`authenticateConnect` in ClientSession+Auth).
+    ///
+    /// A user's connection counted against `limits.connectionsPerUser` is first counted on this
+    /// node (over the cap here: 3504 at once), then in the broker, across the cluster with Redis
+    /// (`admitting` until it answers; over the cap: 3504).
     func connect(id: UInt32, _ params: ConnectParams, claims: ConnectionTokenClaims?) {
+        let user = claims?.user ?? ""
+        guard self.countsUser(user) else {
+            return self.connectAdmitted(id: id, params, claims: claims, client: self.fanout.makeClientID(node: self.node.nodeID))
+        }
+        guard self.node.admitUser(user) else { return self.refuseOverUserCap(user) }
+        let client = self.fanout.makeClientID(node: self.node.nodeID)
+        self.userSlot.begin(user: user, connection: client)
+        self.state = .admitting(PendingConnect(id: id, params: params, claims: claims, client: client))
+        let loop = self.fanout.eventLoop
+        // A broker on this loop answers inline (inside the read, which flushes); Redis later.
+        var waited = false
+        defer { waited = true }
+        self.node.broker.acquireUserConnection(
+            user: user, connection: client, node: self.node.nodeID, limit: self.node.configuration.limits.connectionsPerUser
+        )
+            .hop(to: loop).assumeIsolated().whenComplete { result in
+                defer { if waited { self.flush() } }
+                self.userSlotAnswered(result)
+            }
+    }
+
+    /// The broker answered whether the connecting user may hold one more connection.
+    func userSlotAnswered(_ result: Result<Bool, any Error>) {
+        let answer: UserSlot.Answer
+        switch result {
+        case .success(true): answer = .admitted
+        case .success(false): answer = .refused
+        case .failure(let error):
+            answer = .unavailable
+            self.node.userCountUnavailable(error)
+        }
+        switch self.userSlot.answered(answer) {
+        case .none:
+            return
+        case .releaseBroker:
+            self.node.releaseUserInBroker(self.userSlot.user, connection: self.userSlot.connection)
+        case .refuse:
+            self.node.releaseUser(self.userSlot.user)
+            self.refuseOverUserCap(self.userSlot.user)
+        case .admit(let degraded):
+            if degraded {
+                self.node.releaseUserInBroker(self.userSlot.user, connection: self.userSlot.connection)
+            }
+            guard case .admitting(let pending) = self.state else { return }
+            self.state = .awaitingConnect
+            self.connectAdmitted(id: pending.id, pending.params, claims: pending.claims, client: pending.client)
+            for message in pending.waiting {
+                guard !self.isClosed else { return }
+                self.handle(message)
+            }
+        }
+    }
+
+    /// Closes a connection over `limits.connectionsPerUser` with 3504.
+    private func refuseOverUserCap(_ user: String) {
+        self.node.metrics.refusedConnectionsUser.increment()
+        self.node.logger.debug("connection over the per-user cap", metadata: ["user": "\(user)"])
+        self.disconnect(.connectionLimit, push: false)
+    }
+
+    /// Registers the client and starts the subscriptions of its `connect`.
+    private func connectAdmitted(id: UInt32, _ params: ConnectParams, claims: ConnectionTokenClaims?, client: String) {
         let user = claims?.user ?? ""
         let info = claims?.info
         let tokenExpiry = claims?.expiresAt.map { Self.deadline(expiresAt: $0, now: Date().timeIntervalSince1970) }
-        if self.countsUser(user), !self.node.admitUser(user) {
-            self.node.metrics.refusedConnectionsUser.increment()
-            self.node.logger.debug("connection over the per-user cap", metadata: ["user": "\(user)"])
-            return self.disconnect(.connectionLimit, push: false)
-        }
-        let client = self.fanout.makeClientID(node: self.node.nodeID)
         let slot = self.reserveReply()
         let aggregate = ConnectAggregate(id: id, slot: slot, remaining: 0)
         self.state = .connecting(ClientInfo(client: client, user: user, info: info), aggregate)

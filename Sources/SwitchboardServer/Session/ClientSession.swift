@@ -24,6 +24,9 @@ final class ClientSession: ChannelInboundHandler {
     enum State {
         /// Waiting for the `connect` command.
         case awaitingConnect
+        /// The token verified; the broker is asked whether the user may hold one more connection
+        /// (`limits.connectionsPerUser`). Nothing is registered yet; commands that arrive wait.
+        case admitting(PendingConnect)
         /// Connected as the client; the `connect` reply waits for the subscriptions it asked for.
         /// Commands are taken already (their replies queue behind the connect's).
         case connecting(ClientInfo, ConnectAggregate)
@@ -51,6 +54,8 @@ final class ClientSession: ChannelInboundHandler {
     let createdAt: NIODeadline
     /// The command rate of this connection (made at its first command; ClientSession+Auth).
     var commandLimiter: CommandRateLimiter?
+    /// What the connection holds under `limits.connectionsPerUser` (given back once, at its end).
+    var userSlot = UserSlot()
 
     static let parser = ClientMessage.parser(maximumDepth: 64, maximumValues: 50_000)
 
@@ -69,7 +74,7 @@ final class ClientSession: ChannelInboundHandler {
     var clientInfo: ClientInfo {
         switch self.state {
         case .connecting(let info, _), .connected(let info): info
-        case .awaitingConnect, .closed: ClientInfo(client: "", user: "")
+        case .awaitingConnect, .admitting, .closed: ClientInfo(client: "", user: "")
         }
     }
 
@@ -77,7 +82,7 @@ final class ClientSession: ChannelInboundHandler {
     var isConnected: Bool {
         switch self.state {
         case .connecting, .connected: true
-        case .awaitingConnect, .closed: false
+        case .awaitingConnect, .admitting, .closed: false
         }
     }
 
@@ -167,6 +172,14 @@ final class ClientSession: ChannelInboundHandler {
     // MARK: Commands
 
     func handle(_ message: ClientMessage) {
+        if case .admitting(let pending) = self.state {
+            // Run once the connect is admitted, in order (a refusal drops them with the connection).
+            guard pending.waiting.count < PendingConnect.maximumWaiting else {
+                return self.disconnect(.badRequest("too many commands before the connect was answered"), push: false)
+            }
+            pending.waiting.append(message)
+            return
+        }
         switch message {
         case .pong:
             return
@@ -393,15 +406,17 @@ final class ClientSession: ChannelInboundHandler {
         let client: ClientInfo?
         switch self.state {
         case .closed: return
-        case .awaitingConnect: client = nil
+        case .awaitingConnect, .admitting: client = nil
         case .connecting(let info, _), .connected(let info): client = info
         }
         self.state = .closed
+        let release = self.userSlot.end()
+        if release.local { self.node.releaseUser(self.userSlot.user) }
+        if release.broker { self.node.releaseUserInBroker(self.userSlot.user, connection: self.userSlot.connection) }
         for subscription in self.subscriptions.values { self.endSubscription(subscription) }
         self.subscriptions.removeAll()
         self.replies.removeAll()
         if let client {
-            if self.countsUser(client.user) { self.node.releaseUser(client.user) }
             // The hub first: leaving the fan-out may complete a drain, and the node then stops the hub's loop.
             self.node.hub.unregister(client: client.client, user: client.user, transport: self.output.transport)
             self.fanout.remove(client: client.client)
@@ -465,6 +480,28 @@ extension ClientSession: Sendable {}
 struct ReplySlot {
     var message: OutboundMessage?
     var goLive: [SessionSubscription] = []
+}
+
+/// A verified `connect` waiting for the broker's per-user answer, and the messages that arrived
+/// meanwhile (run in order once it is admitted).
+final class PendingConnect {
+    let id: UInt32
+    let params: ConnectParams
+    let claims: ConnectionTokenClaims?
+    /// The client id the connection will have (its id in the broker's count already).
+    let client: String
+    var waiting: [ClientMessage] = []
+
+    /// Messages kept while waiting; one more closes the connection (a client that pipelines
+    /// more than this behind its `connect` before the answer is not a client we want).
+    static let maximumWaiting = 100
+
+    init(id: UInt32, params: ConnectParams, claims: ConnectionTokenClaims?, client: String) {
+        self.id = id
+        self.params = params
+        self.claims = claims
+        self.client = client
+    }
 }
 
 /// A connect waiting for the subscriptions it asked for (a class: a session holds one only while
