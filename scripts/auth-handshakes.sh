@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# auth-handshakes.sh: issue 13's handshake target, measured with switchboard-bench connect.
+#
+# Handshakes with a valid token against the same build without tokens: RS256 at least 85 % of the
+# no-auth rate, HS256 90 %, ES256 75 %. One node in dev mode (no token key: the baseline) and one
+# node with an HS256 secret, an RSA-2048 and a P-256 public key (tokens minted by PyJWT, each with
+# its key's `kid`), both release builds, run one after the other; every variant runs ROUNDS times,
+# interleaved (none, HS256, RS256, ES256, none, ...), so drift on a shared machine hits all alike.
+# Reported per variant: handshakes/s (median of the rounds) and server CPU µs per handshake (from
+# /proc), and both as ratios to the no-auth baseline of the same run.
+#
+#   scripts/auth-handshakes.sh                4,000 connections per run, 3 rounds (about 2 min)
+#   N=8000 ROUNDS=5 scripts/auth-handshakes.sh
+#
+# Needs .build-release (swift build -c release --build-path .build-release) and the e2e venv
+# (.venv-e2e, with PyJWT and cryptography). The node runs on CPU 0 and the load on CPU 1 when there
+# are two or more CPUs. Loopback only; every run is bounded by --timeout; the nodes are stopped on exit.
+# Output: reports/auth-handshakes/<UTC timestamp>/ (JSON per run, summary.txt).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+bin=${SWITCHBOARD_BIN:-$repo/.build-release/release/switchboard}
+bench=${SWITCHBOARD_BENCH:-$repo/.build-release/release/switchboard-bench}
+py=$repo/.venv-e2e/bin/python
+n=${N:-4000}
+rounds=${ROUNDS:-3}
+for f in "$bin" "$bench" "$py"; do [[ -x $f ]] || { echo "auth-handshakes: $f missing (see the header)" >&2; exit 2; }; done
+out=$repo/reports/auth-handshakes/$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$out"
+pin_server=() pin_load=()
+if (($(nproc) >= 2)); then pin_server=(taskset -c 0) pin_load=(--cpus 1); fi
+
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$out/rsa.pem" 2>/dev/null
+openssl pkey -in "$out/rsa.pem" -pubout -out "$out/rsa.pub.pem"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$out/ec.pem" 2>/dev/null
+openssl pkey -in "$out/ec.pem" -pubout -out "$out/ec.pub.pem"
+secret=$(head -c 48 /dev/urandom | base64 | tr -d '\n/+=' | head -c 64)
+cat >"$out/keyed.json" <<JSON
+{"tokens": {"hmac": [{"kid": "h1", "secret": "$secret", "algorithms": ["HS256"]}],
+            "publicKeys": [{"kid": "r1", "file": "rsa.pub.pem"}, {"kid": "e1", "file": "ec.pub.pem"}]}}
+JSON
+mint() {
+  "$py" - "$1" "$2" "$3" <<'PY'
+import sys, time, jwt
+alg, kid, key = sys.argv[1], sys.argv[2], sys.argv[3]
+if not alg.startswith("HS"):
+    key = open(key).read()
+print(jwt.encode({"sub": "bench", "exp": int(time.time()) + 3600}, key, algorithm=alg, headers={"kid": kid}))
+PY
+}
+declare -A token
+token[hs256]=$(mint HS256 h1 "$secret")
+token[rs256]=$(mint RS256 r1 "$out/rsa.pem")
+token[es256]=$(mint ES256 e1 "$out/ec.pem")
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+start_node() {  # name [config]: prints "pid port"
+  local name=$1 config=${2:-} args=(serve --host 127.0.0.1 --port 0 --log-level error --max-connections-per-ip 20000)
+  [[ -n $config ]] && args+=(--config "$config")
+  "${pin_server[@]}" "$bin" "${args[@]}" >"$out/$name.out" 2>"$out/$name.err" &
+  local pid=$! port=""
+  for _ in $(seq 100); do
+    port=$(grep -oE 'ws://127\.0\.0\.1:[0-9]+' "$out/$name.out" | head -1 | sed 's/.*://') || true
+    [[ -n $port ]] && break
+    sleep 0.1
+  done
+  [[ -n $port ]] || { echo "auth-handshakes: node $name did not start" >&2; cat "$out/$name.err" >&2; exit 1; }
+  pids+=("$pid")
+  echo "$pid $port"
+}
+read -r plain_pid plain_port < <(start_node plain)
+read -r keyed_pid keyed_port < <(start_node keyed "$out/keyed.json")
+pids=("$plain_pid" "$keyed_pid")
+
+for r in $(seq "$rounds"); do
+  for v in none hs256 rs256 es256; do
+    if [[ $v == none ]]; then port=$plain_port pid=$plain_pid tok=(); else port=$keyed_port pid=$keyed_pid tok=(--token "${token[$v]}"); fi
+    "$bench" connect --url "ws://127.0.0.1:$port/ws" -n "$n" --rate 0 --no-subscribe --hold 0.5 --timeout 120 \
+      --server-pid "$pid" --quiet "${pin_load[@]}" "${tok[@]}" --json "$out/$v-$r.json" >"$out/$v-$r.txt" 2>&1 \
+      || echo "auth-handshakes: run $v-$r exited $? (see $out/$v-$r.txt)" >&2
+  done
+done
+
+"$py" - "$out" "$rounds" "$n" <<'PY' | tee "$out/summary.txt"
+import json, os, statistics, sys
+out, rounds, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rows = {}
+for v in ("none", "hs256", "rs256", "es256"):
+    rates, cpus, failed = [], [], 0
+    for r in range(1, rounds + 1):
+        p = os.path.join(out, f"{v}-{r}.json")
+        if not os.path.exists(p):
+            continue
+        d = json.load(open(p))
+        c = d["connections"]
+        failed += c["failed"]
+        rates.append(c["handshakes_per_s"])
+        cpu = sum(s.get("cpu_s") or 0 for s in d.get("servers") or [])
+        if c["established"]:
+            cpus.append(cpu * 1e6 / c["established"])
+    rows[v] = (statistics.median(rates) if rates else 0, statistics.median(cpus) if cpus else 0, failed, len(rates))
+base_rate, base_cpu = rows["none"][0], rows["none"][1]
+target = {"none": None, "hs256": 0.90, "rs256": 0.85, "es256": 0.75}
+print(f"auth-handshakes: {n} connections per run, {rounds} rounds interleaved, medians; node on CPU 0, load on CPU 1")
+print(f"{'variant':8} {'handshakes/s':>13} {'÷ none':>7} {'target':>7} {'server µs/handshake':>20} {'÷ none':>7} {'failed':>7}")
+for v, (rate, cpu, failed, runs) in rows.items():
+    t = target[v]
+    print(f"{v:8} {rate:13.0f} {rate / base_rate if base_rate else 0:7.2f} {('>= %.2f' % t) if t else '':>7} "
+          f"{cpu:20.1f} {cpu / base_cpu if base_cpu else 0:7.2f} {failed:7d}")
+PY
