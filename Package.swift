@@ -232,6 +232,8 @@ let package = Package(
             dependencies: [
                 "SwitchboardBench",
                 "SwitchboardServer",
+                "SwitchboardCore",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],

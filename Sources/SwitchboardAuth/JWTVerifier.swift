@@ -31,13 +31,21 @@ public struct JWTVerifier: Sendable {
     public let policy: TokenClaimPolicy
     /// Longest token accepted, in bytes (default 8192).
     public let maximumTokenBytes: Int
+    /// Recently verified tokens (nil: every token is verified in full). See ``VerifiedTokenCache``.
+    public let cache: VerifiedTokenCache?
 
     public static let defaultMaximumTokenBytes = 8192
 
-    public init(keys: [VerificationKey], policy: TokenClaimPolicy = TokenClaimPolicy(), maximumTokenBytes: Int = Self.defaultMaximumTokenBytes) {
+    public init(
+        keys: [VerificationKey],
+        policy: TokenClaimPolicy = TokenClaimPolicy(),
+        maximumTokenBytes: Int = Self.defaultMaximumTokenBytes,
+        cache: VerifiedTokenCache? = nil
+    ) {
         self.keys = keys
         self.policy = policy
         self.maximumTokenBytes = max(64, maximumTokenBytes)
+        self.cache = cache
     }
 
     private static let headerParser = JSONParser(maximumDepth: 4, maximumValues: 64)
@@ -47,6 +55,13 @@ public struct JWTVerifier: Sendable {
     public func verifySignature(_ token: String, extraKeys: [VerificationKey] = []) throws(Refusal) -> Verified {
         let utf8 = token.utf8
         guard utf8.count <= self.maximumTokenBytes else { throw .invalid("longer than \(self.maximumTokenBytes) bytes") }
+        // The same text verified before, by the key its header still picks: the signature holds.
+        if let cache = self.cache, let hit = cache.entry(for: token),
+            let key = try? self.pickKey(kid: hit.verified.kid, algorithm: hit.verified.algorithm, extraKeys: extraKeys),
+            key.fingerprint == hit.keyFingerprint
+        {
+            return hit.verified
+        }
         var dots: [String.UTF8View.Index] = []
         for index in utf8.indices where utf8[index] == UInt8(ascii: ".") {
             dots.append(index)
@@ -76,7 +91,9 @@ public struct JWTVerifier: Sendable {
         guard let payloadBytes = Base64URL.decode(payloadText), UTF8Validation.isValid(payloadBytes),
             let payload = try? Self.payloadParser.parse(payloadBytes)
         else { throw .invalid("payload is not base64url JSON") }
-        return Verified(algorithm: algorithm, kid: kid, payload: payload)
+        let verified = Verified(algorithm: algorithm, kid: kid, payload: payload)
+        self.cache?.store(.init(verified: verified, keyFingerprint: key.fingerprint), for: token)
+        return verified
     }
 
     /// The key a header picks; see the type's documentation for the rules.

@@ -81,7 +81,7 @@ public final class TokenAuthority: Sendable {
             self.fetcher = nil
         }
         self.settings = settings
-        self.verifier = JWTVerifier(keys: keys, policy: settings.policy, maximumTokenBytes: settings.maxTokenBytes)
+        self.verifier = JWTVerifier(keys: keys, policy: settings.policy, maximumTokenBytes: settings.maxTokenBytes, cache: VerifiedTokenCache())
         self.cache = NIOLockedValueBox(state)
         self.logger = logger
     }

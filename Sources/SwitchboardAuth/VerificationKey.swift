@@ -28,6 +28,9 @@ public struct VerificationKey: Sendable {
     public let source: String
     /// The algorithms a token's header may name for this key; never empty, all of the key's family.
     public let algorithms: Set<JWTAlgorithm>
+    /// SHA-256 of the key material: two keys with one fingerprint verify the same signatures. A
+    /// cached verification is reused only while the key it was made with is still the one picked.
+    public let fingerprint: [UInt8]
 
     /// Shortest RSA modulus accepted, in bits.
     public static let minimumRSABits = 2048
@@ -60,6 +63,7 @@ public struct VerificationKey: Sendable {
         self.kid = kid
         self.source = source
         self.algorithms = Set(algorithms)
+        self.fingerprint = Self.fingerprint(of: self.material)
     }
 
     /// A public key from PEM (`BEGIN PUBLIC KEY` or `BEGIN RSA PUBLIC KEY`): RSA (2048 bits or more),
@@ -99,6 +103,26 @@ public struct VerificationKey: Sendable {
         self.kid = kid
         self.source = source
         self.algorithms = Set(allowed)
+        self.fingerprint = Self.fingerprint(of: material)
+    }
+
+    private static func fingerprint(of material: Material) -> [UInt8] {
+        var hash = SHA256()
+        switch material {
+        case .hmac(let key):
+            hash.update(data: [0])
+            key.withUnsafeBytes { hash.update(bufferPointer: $0) }
+        case .rsa(let key):
+            hash.update(data: [1])
+            hash.update(data: key.derRepresentation)
+        case .p256(let key):
+            hash.update(data: [2])
+            hash.update(data: key.rawRepresentation)
+        case .p384(let key):
+            hash.update(data: [3])
+            hash.update(data: key.rawRepresentation)
+        }
+        return Array(hash.finalize())
     }
 
     /// Whether `signature` is this key's signature of `input` under `algorithm`.

@@ -58,6 +58,13 @@ public struct BenchConfiguration: Sendable, Codable {
     public var threads: Int = 0
     /// Connection token (JWT) sent in `connect`.
     public var token: String?
+    /// Connection tokens (`--token-file`): connection `i` sends `tokens[i % count]`; wins over `token`.
+    public var tokens: [String] = []
+
+    /// The token connection `index` sends.
+    func token(forConnection index: Int) -> String? {
+        self.tokens.isEmpty ? self.token : self.tokens[index % self.tokens.count]
+    }
     /// Progress lines on stderr every second.
     public var progress: Bool = true
     /// pingpong: seconds of closed-loop round trips (the run stops earlier at `maxRoundTrips`).

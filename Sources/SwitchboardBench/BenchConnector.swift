@@ -85,7 +85,7 @@ final class BenchConnector: Sendable {
         }
         let established = loop.makePromise(of: Void.self)
         let dialStart = NIODeadline.now()
-        let token = self.configuration.token
+        let token = self.configuration.token(forConnection: index)
         let publishers = self.configuration.publishers
         let connect = self.bootstrap(loop: loop, index: index, url: url)
             .channelInitializer { channel in

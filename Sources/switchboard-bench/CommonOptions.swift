@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import SwitchboardBench
 
 /// Options every scenario takes: where to connect, limits, processes, outputs.
@@ -51,6 +52,13 @@ struct CommonOptions: ParsableArguments {
     @Option(help: "Connection token (JWT) sent in connect.")
     var token: String?
 
+    @Option(
+        name: .customLong("token-file"),
+        help: ArgumentHelp(
+            "Connection tokens, one per line: connection i sends line i mod N (a different token per connection, as real clients have).",
+            valueName: "file"))
+    var tokenFile: String?
+
     @Option(help: ArgumentHelp("Write the result as JSON to this file.", valueName: "file"))
     var json: String?
 
@@ -94,6 +102,14 @@ struct CommonOptions: ParsableArguments {
         c.timeout = self.timeout
         c.handshakeTimeout = self.handshakeTimeout
         c.token = self.token
+        if let tokenFile = self.tokenFile {
+            guard self.token == nil else { throw ValidationError("give --token or --token-file, not both") }
+            guard let data = FileManager.default.contents(atPath: tokenFile), data.count <= 256 << 20 else {
+                throw ValidationError("--token-file \(tokenFile): cannot read it (or it is over 256 MB)")
+            }
+            c.tokens = String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline).map(String.init).filter { !$0.isEmpty }
+            guard !c.tokens.isEmpty else { throw ValidationError("--token-file \(tokenFile) holds no token") }
+        }
         c.progress = !self.quiet
         return c
     }

@@ -3,6 +3,8 @@ import Logging
 import NIOCore
 @testable import SwitchboardBench
 import SwitchboardServer
+import SwitchboardCore
+import Crypto
 import Testing
 
 /// Every scenario, small, against an in-process node over real loopback sockets.
@@ -55,6 +57,27 @@ struct BenchScenarioTests {
             #expect(h.min <= h.p50 && h.p50 <= h.p99 && h.p99 <= h.max)
             #expect(result.series.reduce(0) { $0 + $1.established } == 50)
             #expect(!result.timedOut)
+        }
+    }
+
+    @Test("connect --token-file: connection i sends token i mod N (a bad line fails exactly its connections)")
+    func connectWithTokenFile() async throws {
+        let secret = "bench-test-secret-0123456789abcdef0123456789"
+        func token(_ user: String) -> String {
+            let header = Base64URL.encode(Array(#"{"alg":"HS256","typ":"JWT"}"#.utf8))
+            let payload = Base64URL.encode(Array(#"{"sub":"\#(user)","exp":\#(Int(Date().timeIntervalSince1970) + 600)}"#.utf8))
+            let mac = HMAC<SHA256>.authenticationCode(for: Array((header + "." + payload).utf8), using: SymmetricKey(data: Array(secret.utf8)))
+            return header + "." + payload + "." + Base64URL.encode(Array(mac))
+        }
+        try await Self.withNode({ $0.tokenSecret = secret }) { port in
+            var c = try Self.configuration(.connect, port: port)
+            c.subscribe = false
+            c.connections = 8
+            c.tokens = [token("u0"), token("u1"), "not-a-token", token("u3")]
+            let result = try await Bench.run(c)
+            #expect(result.connections.attempted == 8)
+            #expect(result.connections.established == 6)
+            #expect(result.connections.failed == 2)
         }
     }
 
