@@ -343,8 +343,11 @@ def test_reads_of_unknown_channels_store_nothing(target):
     keys = redis_dbsize(target.redis.port) if target.redis else None
     read_batch("cold:", 24_000)
     if target.redis:
-        # Only the node's registry and presence structures may exist; no key per channel read.
-        assert redis_dbsize(target.redis.port) <= keys, "reads created Redis keys"
+        # Only the node's registry and presence structures may exist; no key per channel read. The
+        # presence entry of the last subscribe goes with its unsubscribe, in the hub's next presence
+        # batch: give that a moment (on a loaded machine the hash and sorted set of one channel were
+        # still there when counted).
+        wait_for(lambda: redis_dbsize(target.redis.port) <= keys, 10, "reads to leave no Redis keys behind")
     grown = rss_kib(target.pid) - base_rss
     # The old memory broker kept ~370 B per unknown name read (24k reads: ~8.6 MB).
     assert grown < 3 * 1024, f"RSS grew {grown} KiB over 24k reads of unknown channels"
