@@ -357,17 +357,37 @@ def test_reads_of_unknown_channels_store_nothing(target):
 def test_polls_are_capped_per_address(target):
     # Polls without a `client` field were unlimited; 16 may wait per address (the default).
     # A poll at the channel's current position waits for the next publication.
-    epoch = target.api_result("history", {"channel": "capped", "limit": 0})["epoch"]
-    waiting = json.dumps({"subs": {"capped": {"offset": 0, "epoch": epoch}}, "timeout": 20}).encode()
+    # A channel with a stored position (one publication), so that the polls below surely wait.
+    published = target.api_result("publish", {"channel": "capped", "data": {"n": 1}})
+    waiting = json.dumps({"subs": {"capped": {"offset": published["offset"], "epoch": published["epoch"]}},
+                          "timeout": 20}).encode()
     socks = []
+    seen: list[int] = []
+
+    def seventeenth_refused() -> bool:
+        seen.append(post(target.port, "/poll", json.dumps({"subs": {"capped": {}}, "timeout": 0}).encode())[0])
+        return seen[-1] == 429
     try:
         for _ in range(16):
             s = socket.create_connection(("127.0.0.1", target.port), timeout=5)
             body = waiting
             s.sendall(f"POST /poll HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
             socks.append(s)
-        wait_for(lambda: post(target.port, "/poll", json.dumps({"subs": {"capped": {}}, "timeout": 0}).encode())[0] == 429,
-                 15, "the 17th poll from one address to get 429")
+        try:
+            wait_for(seventeenth_refused, 15, "the 17th poll from one address to get 429")
+        except AssertionError as e:
+            # Say what the waiting polls got, if anything (they should still be waiting).
+            answered = []
+            for s in socks:
+                s.setblocking(False)
+                try:
+                    answered.append(s.recv(200)[:60])
+                except BlockingIOError:
+                    answered.append(b"(waiting)")
+                except OSError as err:
+                    answered.append(repr(err).encode())
+            raise AssertionError(f"{e}; statuses seen {sorted(set(seen))} in {len(seen)} tries; the 16 polls: "
+                                 f"{answered[:4]}") from None
         # Another address is not affected.
         body = b'{"subs":{"capped":{}},"timeout":0}'
         out, _ = raw_http(target.port, b"POST /poll HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
