@@ -9,6 +9,7 @@ attacks where it matters (`SteadyTraffic`)."""
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
 import hmac
 import json
@@ -373,6 +374,15 @@ def test_polls_are_capped_per_address(target):
             body = waiting
             s.sendall(f"POST /poll HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
             socks.append(s)
+
+        def waiting_polls() -> int:
+            for line in target.http("GET", "/metrics").text.splitlines():
+                if line.startswith('switchboard_connections{transport="longpoll"}'):
+                    return int(float(line.split()[-1]))
+            return 0
+        # All 16 must be counted before the 17th is sent: one sent earlier could take a slot for a
+        # moment (timeout 0) and have one of the 16 refused (seen under load in CI).
+        wait_for(lambda: waiting_polls() == 16, 10, "the node to count the 16 waiting polls")
         try:
             wait_for(seventeenth_refused, 15, "the 17th poll from one address to get 429")
         except AssertionError as e:
@@ -386,8 +396,9 @@ def test_polls_are_capped_per_address(target):
                     answered.append(b"(waiting)")
                 except OSError as err:
                     answered.append(repr(err).encode())
+            polls = [line for line in target.http("GET", "/metrics").text.splitlines() if "poll" in line and not line.startswith("#")]
             raise AssertionError(f"{e}; statuses seen {sorted(set(seen))} in {len(seen)} tries; the 16 polls: "
-                                 f"{answered[:4]}") from None
+                                 f"{sorted(collections.Counter(answered).items())}; metrics: {polls}") from None
         # Another address is not affected.
         body = b'{"subs":{"capped":{}},"timeout":0}'
         out, _ = raw_http(target.port, b"POST /poll HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
