@@ -1,8 +1,8 @@
+import FuzzRedisSupport
 import NIOCore
 import NIOEmbedded
 import SwitchboardBroker
 import SwitchboardCore
-@_spi(Harness) import SwitchboardRedis
 import SwitchboardServerTesting
 
 /// The HTTP transports' JSON bodies through a whole node, as a Redis-backed node reads them.
@@ -31,11 +31,6 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     checkRedisArithmetic(bytes)
     runNode(body: Array(body), resume: resume.map(Array.init))
     return 0
-}
-
-/// `precondition` that prints its message in release builds too.
-func check(_ condition: @autoclosure () -> Bool, _ message: @autoclosure () -> String) {
-    if !condition() { fatalError(message()) }
 }
 
 // MARK: Redis arithmetic on every number of the input
@@ -70,38 +65,6 @@ func isNumberByte(_ byte: UInt8) -> Bool {
         || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "e") || byte == UInt8(ascii: "E")
 }
 
-/// `RedisBroker.streamRange`: never traps, starts right after `since` while Redis can hold that
-/// id, reads nothing after `Int64.max`, and the id it names reads back as the offset it means.
-@discardableResult
-func checkRange(sinceOffset: UInt64?, limit: Int) -> (first: String, count: Int64) {
-    let range = RedisBroker.streamRange(sinceOffset: sinceOffset, limit: limit)
-    let expectedCount: Int64 = limit < 0 ? -1 : Int64(limit)
-    guard let since = sinceOffset else {
-        check(range.first == "-" && range.count == expectedCount, "range without since: \(range) for limit \(limit)")
-        return range
-    }
-    if since < UInt64(Int64.max) {
-        check(range.count == expectedCount, "count \(range.count) for limit \(limit)")
-        check(range.first == "\(since + 1)-0", "first id \(range.first) after offset \(since)")
-        check(RedisBroker.offset(ofStreamID: range.first) == since + 1, "stream id \(range.first) does not read back")
-    } else {
-        check(range.count == 0, "a read after offset \(since) (past Int64.max) asks Redis for \(range.count) entries")
-    }
-    return range
-}
-
-/// `RedisBroker.whole`: a TTL within `1...maximum` for any double.
-func checkWhole(_ value: Double) {
-    let maximum = RedisBroker.maximumSeconds
-    let seconds = RedisBroker.whole(value)
-    check(seconds >= 1 && seconds <= maximum, "TTL \(seconds) for \(value)")
-    if value.isFinite, value >= 1, value < Double(maximum) {
-        check(Double(seconds) >= value && Double(seconds) - value < 1, "TTL \(seconds) does not round \(value) up")
-    }
-    let millis = RedisBroker.whole(value, maximum: maximum * 1000)
-    check(millis >= 1 && millis <= maximum * 1000, "TTL \(millis) ms for \(value)")
-}
-
 // MARK: The node
 
 /// An embedded node on `RedisLikeBroker` and its HTTP connections, by index.
@@ -133,7 +96,7 @@ final class HTTPNode {
     /// Request bytes into connection `index`, then everything runnable on the loop.
     func send(_ index: Int, _ bytes: [UInt8]) {
         // Decoder errors close the connection: an expected outcome.
-        try? self.channels[index].writeInbound(ByteBuffer(bytes: bytes))
+        _ = try? self.channels[index].writeInbound(ByteBuffer(bytes: bytes))
         self.loop.run()
     }
 

@@ -11,7 +11,7 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     defer { node.shutdown() }
     guard let channel = try? node.openWebSocket() else { fatalError("no WebSocket session on the embedded node") }
     // Decoder errors close the connection: an expected outcome.
-    try? channel.writeInbound(ByteBuffer(bytes: bytes))
+    _ = try? channel.writeInbound(ByteBuffer(bytes: bytes))
     node.loop.run()
     _ = channel.readAllOutbound()
     _ = try? channel.finish(acceptAlreadyClosed: true)

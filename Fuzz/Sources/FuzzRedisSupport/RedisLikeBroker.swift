@@ -10,15 +10,15 @@ import SwitchboardCore
 /// its stream-id decoding, exactly as the Redis broker turns a client's position into `XRANGE`
 /// arguments and the reply back into offsets. Epochs are a fixed `e` (the memory broker draws
 /// random ones), so that fuzzed positions can name the live epoch and reach recovery.
-final class RedisLikeBroker: ForwardingBroker, @unchecked Sendable {
+package final class RedisLikeBroker: ForwardingBroker, @unchecked Sendable {
     // @unchecked: no state of its own beyond the forwarding broker's; used on the embedded loop's thread only.
-    static let epoch = "e"
+    package static let epoch = "e"
 
     static func fixed(_ position: StreamPosition) -> StreamPosition {
         position.epoch.isEmpty ? position : StreamPosition(offset: position.offset, epoch: Self.epoch)
     }
 
-    override func start(eventHandler: @escaping @Sendable (BrokerEvent) -> Void) -> EventLoopFuture<Void> {
+    package override func start(eventHandler: @escaping @Sendable (BrokerEvent) -> Void) -> EventLoopFuture<Void> {
         super.start { event in
             if case .publication(let channel, let publication, let epoch) = event {
                 eventHandler(.publication(channel: channel, publication, epoch: epoch.isEmpty ? epoch : Self.epoch))
@@ -28,7 +28,7 @@ final class RedisLikeBroker: ForwardingBroker, @unchecked Sendable {
         }
     }
 
-    override func publish(_ request: PublishRequest) -> EventLoopFuture<PublishResult> {
+    package override func publish(_ request: PublishRequest) -> EventLoopFuture<PublishResult> {
         self.inner.publish(request).map { result in
             // Redis offsets are signed 64-bit: the publish reply is read with UInt64(exactly:) of an Int64.
             check(result.position.offset <= UInt64(Int64.max), "offset \(result.position.offset) Redis cannot hold")
@@ -36,7 +36,7 @@ final class RedisLikeBroker: ForwardingBroker, @unchecked Sendable {
         }
     }
 
-    override func history(_ query: HistoryQuery) -> EventLoopFuture<HistoryResult> {
+    package override func history(_ query: HistoryQuery) -> EventLoopFuture<HistoryResult> {
         // What RedisBroker.history sends: the real arithmetic, with this client's numbers.
         let range = checkRange(sinceOffset: query.sinceOffset, limit: query.limit)
         // What the history script does with it: XRANGE from `first`, at most `count` (-1: all).
@@ -70,7 +70,7 @@ final class RedisLikeBroker: ForwardingBroker, @unchecked Sendable {
             }
     }
 
-    override func addPresence(channel: String, clients: [ClientInfo], ttl: Double) -> EventLoopFuture<Void> {
+    package override func addPresence(channel: String, clients: [ClientInfo], ttl: Double) -> EventLoopFuture<Void> {
         // What RedisBroker sends as the TTL of the presence keys.
         checkWhole(ttl * 2)
         return self.inner.addPresence(channel: channel, clients: clients, ttl: ttl)
