@@ -1,3 +1,4 @@
+import Foundation
 /// The claim rules a deployment configures, applied to every token after its signature checked out.
 ///
 /// Pure data and pure functions: no clock is read here (the caller passes `now`), so every rule is
@@ -42,6 +43,19 @@ public struct TokenClaimPolicy: Hashable, Sendable {
         guard let s = value.stringValue else { throw .invalid("\(name) is not a string") }
         guard s.utf8.count <= Self.maximumStringClaimBytes else { throw .invalid("\(name) is longer than \(Self.maximumStringClaimBytes) bytes") }
         return s
+    }
+
+    /// The `sub` claim, the user id (empty when absent), which must be in Unicode NFC like a channel
+    /// name: Swift compares strings by canonical equivalence while Redis keys (the cluster-wide
+    /// per-user cap) and user-limited channel lists work on bytes, so two spellings of one name
+    /// would be one user here and two there, and could be used to pass the per-user cap.
+    static func user(_ payload: JSONObject) throws(TokenFailure) -> String {
+        let user = try Self.string(payload, "sub") ?? ""
+        let utf8 = user.utf8
+        if utf8.contains(where: { $0 >= 0x80 }), !user.precomposedStringWithCanonicalMapping.utf8.elementsEqual(utf8) {
+            throw .invalid("sub is not in Unicode NFC")
+        }
+        return user
     }
 
     /// Checks the claims every token shares (`exp`, `nbf`, `iat`, `aud`, `iss`, `expire_at`) and

@@ -26,6 +26,19 @@ struct TokenClaimsTests {
         }
     }
 
+    @Test("sub must be in Unicode NFC: a decomposed spelling of a user is refused, a precomposed one and ASCII pass")
+    func subIsNFC() throws {
+        // "José": precomposed U+00E9, and "e" + U+0301 (the same user to Swift's ==, other bytes to Redis).
+        #expect(try Self.connection(#"{"sub":"Jos\u00e9"}"#).user == "Jos\u{E9}")
+        #expect(try Self.connection(#"{"sub":"alice"}"#).user == "alice")
+        #expect(throws: TokenFailure.invalid("sub is not in Unicode NFC")) { try Self.connection(#"{"sub":"Jose\u0301"}"#) }
+        // A subscription token for the decomposed spelling does not match the precomposed user.
+        let decomposed = try Self.payload(#"{"sub":"Jose\u0301","channel":"$a:1"}"#)
+        #expect(throws: TokenFailure.self) {
+            try SubscriptionTokenClaims(payload: decomposed, user: "Jos\u{E9}", channel: "$a:1", now: Self.now, policy: Self.policy)
+        }
+    }
+
     @Test("nbf ahead of now beyond the leeway is invalid")
     func notBefore() throws {
         #expect(throws: TokenFailure.invalid("nbf is in the future")) { try Self.connection(#"{"sub":"u","nbf":1000006}"#) }
