@@ -34,7 +34,7 @@ public struct ConnectionTokenClaims: Hashable, Sendable {
         self.expiresAt = expiresAt
         self.tokenID = try TokenClaimPolicy.string(object, "jti")
         self.info = try policy.info(object)
-        self.meta = object["meta"].flatMap { $0 == .null ? nil : $0 }
+        self.meta = try policy.meta(object)
         var channels: [String] = []
         if let list = object["channels"], list != .null {
             guard let items = list.arrayValue, items.count <= TokenClaimPolicy.maximumChannels else {

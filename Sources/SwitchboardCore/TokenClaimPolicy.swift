@@ -90,6 +90,13 @@ public struct TokenClaimPolicy: Hashable, Sendable {
     }
 
     /// `info` when present: any JSON value up to `maximumInfoBytes` as text.
+    /// The `meta` claim (server-side data, kept with presence), capped like `info`.
+    func meta(_ payload: JSONObject) throws(TokenFailure) -> JSONValue? {
+        guard let meta = payload["meta"], meta != .null else { return nil }
+        guard meta.jsonString.utf8.count <= self.maximumInfoBytes else { throw .invalid("meta is larger than \(self.maximumInfoBytes) bytes") }
+        return meta
+    }
+
     func info(_ payload: JSONObject) throws(TokenFailure) -> JSONValue? {
         guard let info = payload["info"], info != .null else { return nil }
         guard info.jsonString.utf8.count <= self.maximumInfoBytes else { throw .invalid("info is larger than \(self.maximumInfoBytes) bytes") }

@@ -1,3 +1,4 @@
+import NIOCore
 import SwitchboardCore
 import Testing
 
@@ -37,6 +38,24 @@ struct TokenClaimsTests {
         #expect(throws: TokenFailure.self) {
             try SubscriptionTokenClaims(payload: decomposed, user: "Jos\u{E9}", channel: "$a:1", now: Self.now, policy: Self.policy)
         }
+    }
+
+    @Test("meta is kept as server-side data, capped like info; a client sees info, never meta")
+    func metaIsServerSide() throws {
+        let claims = try Self.connection(#"{"sub":"u","info":{"name":"U"},"meta":{"plan":"pro","secret":7}}"#)
+        #expect(claims.meta == .object(JSONObject([("plan", .string("pro")), ("secret", .number("7"))])))
+        let big = String(repeating: "x", count: Self.policy.maximumInfoBytes)
+        #expect(throws: TokenFailure.invalid("meta is larger than \(Self.policy.maximumInfoBytes) bytes")) {
+            try Self.connection(#"{"sub":"u","meta":"\#(big)"}"#)
+        }
+        let info = ClientInfo(client: "c", user: "u", info: claims.info, meta: claims.meta)
+        var forClients = ByteBuffer()
+        forClients.writeClientInfo(info)
+        #expect(String(buffer: forClients) == #"{"client":"c","user":"u","info":{"name":"U"}}"#)
+        var forBackends = ByteBuffer()
+        forBackends.writeClientInfo(info, includingMeta: true)
+        #expect(String(buffer: forBackends) == #"{"client":"c","user":"u","info":{"name":"U"},"meta":{"plan":"pro","secret":7}}"#)
+        #expect(info.withoutMeta == ClientInfo(client: "c", user: "u", info: claims.info))
     }
 
     @Test("nbf ahead of now beyond the leeway is invalid")
