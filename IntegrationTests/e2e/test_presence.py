@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+
+import pytest
 
 
+from conftest import JOIN_LEAVE_YAML
 from sbclient import TOKEN_SECRET, connect, run, user_token
 
 
@@ -104,3 +108,42 @@ def test_presence_of_empty_channel(node):
     res = node.api_result("presence", {"channel": "nobody"})
     assert res["clients"] == {}
     assert node.api_result("presenceStats", {"channel": "nobody"}) == {"clients": 0, "users": 0}
+
+
+@pytest.mark.parametrize("broker", ["memory", "redis"])
+def test_token_meta_is_for_the_api_only(broker, request):
+    """A token's `meta` claim is server-side data: the HTTP API's presence shows it, while the
+    clients' presence, join pushes and publications never carry it (info they do)."""
+    if broker == "memory":
+        nodes = [request.getfixturevalue("token_node")]
+    else:
+        # Two nodes through Redis: the presence entry and the join cross the broker.
+        nodes = request.getfixturevalue("cluster").start(2, token_secret=TOKEN_SECRET, config_text=JOIN_LEAVE_YAML)
+    meta = {"plan": "pro", "crm_id": 4711}
+
+    async def main():
+        ch = "room:meta"
+        watcher = await connect(nodes[-1], token=user_token(TOKEN_SECRET, "watcher"))
+        await watcher.subscribe(ch)
+        alice = await connect(nodes[0], token=user_token(TOKEN_SECRET, "alice", info={"name": "Alice"}, meta=meta))
+        assert "meta" not in json.dumps(alice.info), alice.info
+        await alice.subscribe(ch)
+        join = await watcher.wait_push(_is_join(alice.id, ch), what="alice's join")
+        assert join["join"].get("info") == {"name": "Alice"} and "meta" not in join["join"], join
+        for node in nodes:
+            api = await node.aapi_result("presence", {"channel": ch})
+            assert api["clients"][alice.id]["meta"] == meta, api
+            assert api["clients"][alice.id]["info"] == {"name": "Alice"}, api
+        for client in (alice, watcher):
+            seen = await client.result("presence", {"channel": ch})
+            assert "meta" not in json.dumps(seen), seen
+            assert seen["clients"][alice.id]["info"] == {"name": "Alice"}, seen
+        await alice.result("publish", {"channel": ch, "data": {"text": "hi"}})
+        pub = await watcher.wait_push(lambda p: p.get("channel") == ch and "pub" in p, what="alice's publication")
+        assert "crm_id" not in json.dumps(pub), pub
+        history = await nodes[-1].aapi_result("history", {"channel": ch})
+        assert "crm_id" not in json.dumps(history), history
+        await alice.close()
+        await watcher.close()
+
+    run(main())

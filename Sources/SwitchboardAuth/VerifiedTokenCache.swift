@@ -57,10 +57,8 @@ public final class VerifiedTokenCache: Sendable {
         let size = token.utf8.count
         guard size <= self.maximumBytes else { return }
         self.storage.withLockedValue { storage in
-            if let old = storage.entries.updateValue(entry, forKey: token) {
-                _ = old
-                return
-            }
+            // The same token again replaces its entry: its bytes are counted already.
+            guard storage.entries.updateValue(entry, forKey: token) == nil else { return }
             storage.bytes += size
             while storage.entries.count > self.maximumEntries || storage.bytes > self.maximumBytes,
                 let victim = storage.entries.first(where: { $0.key != token })

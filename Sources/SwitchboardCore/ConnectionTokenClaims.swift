@@ -30,11 +30,11 @@ public struct ConnectionTokenClaims: Hashable, Sendable {
         guard case .object(let object) = payload else { throw .invalid("payload is not an object") }
         if let channel = object["channel"], channel != .null { throw .invalid("a connection token must not carry channel") }
         let expiresAt = try policy.checkCommonClaims(object, now: now)
-        self.user = try TokenClaimPolicy.string(object, "sub") ?? ""
+        self.user = try TokenClaimPolicy.user(object)
         self.expiresAt = expiresAt
         self.tokenID = try TokenClaimPolicy.string(object, "jti")
         self.info = try policy.info(object)
-        self.meta = object["meta"].flatMap { $0 == .null ? nil : $0 }
+        self.meta = try policy.meta(object)
         var channels: [String] = []
         if let list = object["channels"], list != .null {
             guard let items = list.arrayValue, items.count <= TokenClaimPolicy.maximumChannels else {

@@ -25,7 +25,8 @@ public struct SubscriptionTokenClaims: Hashable, Sendable {
             throw .invalid("a subscription token must carry channel")
         }
         guard tokenChannel == channel else { throw .invalid("channel does not match") }
-        guard (try TokenClaimPolicy.string(object, "sub") ?? "") == user else { throw .invalid("sub does not match the connection's user") }
+        // Bytes, not canonical equivalence: both sides are NFC, so equal users are equal bytes.
+        guard try TokenClaimPolicy.user(object).utf8.elementsEqual(user.utf8) else { throw .invalid("sub does not match the connection's user") }
         self.user = user
         self.channel = channel
         self.expiresAt = expiresAt

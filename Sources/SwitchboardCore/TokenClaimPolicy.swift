@@ -1,3 +1,4 @@
+import Foundation
 /// The claim rules a deployment configures, applied to every token after its signature checked out.
 ///
 /// Pure data and pure functions: no clock is read here (the caller passes `now`), so every rule is
@@ -44,6 +45,19 @@ public struct TokenClaimPolicy: Hashable, Sendable {
         return s
     }
 
+    /// The `sub` claim, the user id (empty when absent), which must be in Unicode NFC like a channel
+    /// name: Swift compares strings by canonical equivalence while Redis keys (the cluster-wide
+    /// per-user cap) and user-limited channel lists work on bytes, so two spellings of one name
+    /// would be one user here and two there, and could be used to pass the per-user cap.
+    static func user(_ payload: JSONObject) throws(TokenFailure) -> String {
+        let user = try Self.string(payload, "sub") ?? ""
+        let utf8 = user.utf8
+        if utf8.contains(where: { $0 >= 0x80 }), !user.precomposedStringWithCanonicalMapping.utf8.elementsEqual(utf8) {
+            throw .invalid("sub is not in Unicode NFC")
+        }
+        return user
+    }
+
     /// Checks the claims every token shares (`exp`, `nbf`, `iat`, `aud`, `iss`, `expire_at`) and
     /// returns the deadline the token gives its connection or subscription (nil: none).
     ///
@@ -76,6 +90,13 @@ public struct TokenClaimPolicy: Hashable, Sendable {
     }
 
     /// `info` when present: any JSON value up to `maximumInfoBytes` as text.
+    /// The `meta` claim (server-side data, kept with presence), capped like `info`.
+    func meta(_ payload: JSONObject) throws(TokenFailure) -> JSONValue? {
+        guard let meta = payload["meta"], meta != .null else { return nil }
+        guard meta.jsonString.utf8.count <= self.maximumInfoBytes else { throw .invalid("meta is larger than \(self.maximumInfoBytes) bytes") }
+        return meta
+    }
+
     func info(_ payload: JSONObject) throws(TokenFailure) -> JSONValue? {
         guard let info = payload["info"], info != .null else { return nil }
         guard info.jsonString.utf8.count <= self.maximumInfoBytes else { throw .invalid("info is larger than \(self.maximumInfoBytes) bytes") }

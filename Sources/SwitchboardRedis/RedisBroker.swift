@@ -211,9 +211,10 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         return text
     }
 
-    static func encodeClientInfo(_ info: ClientInfo) -> ByteBuffer {
+    /// A client's info as stored: with its server-side `meta` for presence, without for publications.
+    static func encodeClientInfo(_ info: ClientInfo, includingMeta: Bool = false) -> ByteBuffer {
         var buffer = ByteBuffer()
-        buffer.writeClientInfo(info)
+        buffer.writeClientInfo(info, includingMeta: includingMeta)
         return buffer
     }
 
@@ -221,7 +222,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         guard let value = try? Self.parser.parse(bytes.readableBytesView),
             let client = value["client"]?.stringValue, let user = value["user"]?.stringValue
         else { return nil }
-        return ClientInfo(client: client, user: user, info: value["info"])
+        return ClientInfo(client: client, user: user, info: value["info"], meta: value["meta"])
     }
 
     // MARK: Publish and history
@@ -232,7 +233,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
                 BrokerError(.invalidRequest, "idempotency key longer than \(self.limits.maximumIdempotencyKeyBytes) bytes"))
         }
         let keepsHistory = request.historySize > 0 && request.historyTTL > 0
-        let info = request.info.map(Self.encodeClientInfo) ?? ByteBuffer()
+        let info = request.info.map { Self.encodeClientInfo($0) } ?? ByteBuffer()
         let keys = [
             Self.streamKey(request.channel),
             Self.metaKey(request.channel),
@@ -355,7 +356,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         arguments.reserveCapacity(4 + clients.count * 2)
         for info in clients {
             arguments.append(.string(info.client))
-            arguments.append(.bytes(Self.encodeClientInfo(info)))
+            arguments.append(.bytes(Self.encodeClientInfo(info, includingMeta: true)))
         }
         return self.client.evaluate(RedisBrokerScripts.addPresence, keys: keys, arguments: arguments).map { _ in }
     }

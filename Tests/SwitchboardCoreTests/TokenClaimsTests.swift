@@ -1,3 +1,4 @@
+import NIOCore
 import SwitchboardCore
 import Testing
 
@@ -24,6 +25,37 @@ struct TokenClaimsTests {
         } else {
             #expect(throws: TokenFailure.expired) { try Self.connection(json) }
         }
+    }
+
+    @Test("sub must be in Unicode NFC: a decomposed spelling of a user is refused, a precomposed one and ASCII pass")
+    func subIsNFC() throws {
+        // "José": precomposed U+00E9, and "e" + U+0301 (the same user to Swift's ==, other bytes to Redis).
+        #expect(try Self.connection(#"{"sub":"Jos\u00e9"}"#).user == "Jos\u{E9}")
+        #expect(try Self.connection(#"{"sub":"alice"}"#).user == "alice")
+        #expect(throws: TokenFailure.invalid("sub is not in Unicode NFC")) { try Self.connection(#"{"sub":"Jose\u0301"}"#) }
+        // A subscription token for the decomposed spelling does not match the precomposed user.
+        let decomposed = try Self.payload(#"{"sub":"Jose\u0301","channel":"$a:1"}"#)
+        #expect(throws: TokenFailure.self) {
+            try SubscriptionTokenClaims(payload: decomposed, user: "Jos\u{E9}", channel: "$a:1", now: Self.now, policy: Self.policy)
+        }
+    }
+
+    @Test("meta is kept as server-side data, capped like info; a client sees info, never meta")
+    func metaIsServerSide() throws {
+        let claims = try Self.connection(#"{"sub":"u","info":{"name":"U"},"meta":{"plan":"pro","secret":7}}"#)
+        #expect(claims.meta == .object(JSONObject([("plan", .string("pro")), ("secret", .number("7"))])))
+        let big = String(repeating: "x", count: Self.policy.maximumInfoBytes)
+        #expect(throws: TokenFailure.invalid("meta is larger than \(Self.policy.maximumInfoBytes) bytes")) {
+            try Self.connection(#"{"sub":"u","meta":"\#(big)"}"#)
+        }
+        let info = ClientInfo(client: "c", user: "u", info: claims.info, meta: claims.meta)
+        var forClients = ByteBuffer()
+        forClients.writeClientInfo(info)
+        #expect(String(buffer: forClients) == #"{"client":"c","user":"u","info":{"name":"U"}}"#)
+        var forBackends = ByteBuffer()
+        forBackends.writeClientInfo(info, includingMeta: true)
+        #expect(String(buffer: forBackends) == #"{"client":"c","user":"u","info":{"name":"U"},"meta":{"plan":"pro","secret":7}}"#)
+        #expect(info.withoutMeta == ClientInfo(client: "c", user: "u", info: claims.info))
     }
 
     @Test("nbf ahead of now beyond the leeway is invalid")

@@ -81,7 +81,7 @@ extension ClientSession {
         let tokenExpiry = claims?.expiresAt.map { Self.deadline(expiresAt: $0, now: Date().timeIntervalSince1970) }
         let slot = self.reserveReply()
         let aggregate = ConnectAggregate(id: id, slot: slot, remaining: 0)
-        self.state = .connecting(ClientInfo(client: client, user: user, info: info), aggregate)
+        self.state = .connecting(ClientInfo(client: client, user: user, info: info, meta: claims?.meta), aggregate)
         self.liveness.didConnect(tokenExpiry: tokenExpiry)
         self.fanout.add(self, client: client)
         self.node.hub.register(client: client, user: user, loopIndex: self.fanout.index, transport: self.output.transport)
@@ -304,7 +304,7 @@ extension ClientSession {
         let request = PublishRequest(
             channel: params.channel,
             data: params.data.bytes,
-            info: self.clientInfo,
+            info: self.clientInfo.withoutMeta,
             historySize: options.historySize,
             historyTTL: options.historyTTL,
             idempotencyKey: params.idempotencyKey,

@@ -63,11 +63,12 @@ enum ResultWriter {
         }
     }
 
-    static func writePresence(_ buffer: inout ByteBuffer, _ clients: [ClientInfo]) {
+    /// `{"clients": {id: info}}`; each client's `meta` only for the HTTP API (`includingMeta`).
+    static func writePresence(_ buffer: inout ByteBuffer, _ clients: [ClientInfo], includingMeta: Bool = false) {
         buffer.writeJSONObject { object in
             object.object("clients") { entries in
                 for client in clients {
-                    entries.field(client.client) { $0.writeClientInfo(client) }
+                    entries.field(client.client) { $0.writeClientInfo(client, includingMeta: includingMeta) }
                 }
             }
         }

@@ -2,6 +2,9 @@ import CoreMetrics
 import Logging
 import NIOCore
 import NIOHTTP1
+import SwitchboardAuth
+import SwitchboardBroker
+import SwitchboardCore
 
 /// Answers plain HTTP requests on the node's port: the demo page and the
 /// browser client, health and readiness, the server API, and the SSE and
@@ -11,35 +14,66 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
+    /// Where the connection is in its request/response cycle.
+    enum State {
+        /// Waiting for a request head, which must be complete by the deadline.
+        case idle(headDeadline: NIODeadline)
+        /// Reading the body of `head`, which must be complete by the deadline.
+        case receiving(HTTPRequestHead, body: ByteBuffer?, deadline: NIODeadline)
+        /// The request is routed; its one response is due.
+        case answering(HTTPRequestHead)
+        /// A poll or `/rpc` session is collecting the answer to `head`.
+        case collecting(HTTPRequestHead, Collecting)
+        /// The connection carries an SSE stream: nothing more is read as requests.
+        case streaming
+        /// The last response said `Connection: close`: what still arrives is dropped.
+        case closing
+
+        /// When the connection times out in this state, if ever.
+        var deadline: NIODeadline? {
+            switch self {
+            case .idle(let at), .receiving(_, _, let at): return at
+            case .answering, .collecting, .streaming, .closing: return nil
+            }
+        }
+
+        /// The request whose response is due, if one is.
+        var openRequest: HTTPRequestHead? {
+            switch self {
+            case .receiving(let head, _, _), .answering(let head), .collecting(let head, _): return head
+            case .idle, .streaming, .closing: return nil
+            }
+        }
+    }
+
+    /// The short-lived session answering a poll or `/rpc` call, and what ends it.
+    struct Collecting {
+        var session: ClientSession
+        var timeout: Scheduled<Void>
+        /// The keys the poll is counted under (nil for `/rpc`).
+        var pollKey: PollKey?
+    }
+
     let node: NodeContext
     private let api: ServerAPI
-    private var head: HTTPRequestHead?
-    private var body: ByteBuffer?
+    private var state: State
     /// Most body bytes the current request may send (by path: the API takes more than transports).
     private var bodyLimit = 0
-    /// The request was answered before its body was read (413): what is left of it is dropped.
-    private var discardingBody = false
     /// The connection's client address, as the per-address caps count it.
     let clientAddress: String
-    /// The deadline the connection is under now: its next request head, or the body of the current one.
-    private var deadline: RequestDeadline
     private var deadlineTimer = RequestDeadlineTimer()
-    /// A request is waiting for its one response (a second response would break the HTTP pipeline).
-    private var requestOpen = false
-    /// The connection carries an SSE stream now: nothing more is read as requests.
-    var streaming = false
-    /// The poll or `/rpc` session answering the current request.
-    var collectingSession: ClientSession?
-    var collectTimeout: Scheduled<Void>?
-    /// The keys the current poll is counted under (its `client` field and address).
-    var pollKey: PollKey?
 
     /// - Parameter headDeadline: when the first request's head must be complete (counted from the accept).
     init(node: NodeContext, clientAddress: String, headDeadline: NIODeadline) {
         self.node = node
         self.api = ServerAPI(node: node)
         self.clientAddress = clientAddress
-        self.deadline = .head(headDeadline)
+        self.state = .idle(headDeadline: headDeadline)
+    }
+
+    /// The checks every client-transport request passes, as the node is now.
+    var requestGuard: TransportRequestGuard {
+        TransportRequestGuard(maximumBodySize: self.node.configuration.maxMessageSize, isDraining: self.node.isDraining)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -51,55 +85,51 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !self.streaming else { return }
-        switch Self.unwrapInboundIn(data) {
-        case .head(let head):
-            self.head = head
-            self.body = nil
-            self.discardingBody = false
-            self.requestOpen = true
-            self.deadline = .body(.now() + .milliseconds(Int64(self.node.configuration.requestTimeout * 1000)))
+        let part = Self.unwrapInboundIn(data)
+        switch (self.state, part) {
+        case (.idle, .head(let head)):
+            let deadline = NIODeadline.now() + .milliseconds(Int64(self.node.configuration.requestTimeout * 1000))
+            self.state = .receiving(head, body: nil, deadline: deadline)
             self.armDeadline(context: context)
             self.bodyLimit = Route(uri: head.uri).bodyLimit(self.node.configuration)
             if let declared = head.headers.first(name: "content-length").flatMap({ Int($0) }), declared > self.bodyLimit {
                 return self.refuseBody(context: context, head: head)
             }
-        case .body(var chunk):
-            guard !self.discardingBody, let head = self.head else { return }
-            if (self.body?.readableBytes ?? 0) + chunk.readableBytes > self.bodyLimit {
+        case (.receiving(let head, var body, let deadline), .body(var chunk)):
+            if (body?.readableBytes ?? 0) + chunk.readableBytes > self.bodyLimit {
                 // Refused as soon as it passes the limit: never buffered past it.
                 return self.refuseBody(context: context, head: head)
             }
-            if self.body == nil {
-                self.body = chunk
+            // Out of the state while it grows, so the buffer is not copied.
+            self.state = .answering(head)
+            if body == nil {
+                body = chunk
             } else {
-                self.body!.writeBuffer(&chunk)
+                body!.writeBuffer(&chunk)
             }
-        case .end:
-            guard !self.discardingBody, let head = self.head else { return }
-            self.head = nil
-            self.deadline = .none
+            self.state = .receiving(head, body: body, deadline: deadline)
+        case (.receiving(let head, let body, _), .end):
+            self.state = .answering(head)
             self.armDeadline(context: context)
-            let body = self.body ?? ByteBuffer()
-            self.body = nil
-            self.route(context: context, head: head, body: body)
+            self.route(context: context, head: head, body: body ?? ByteBuffer())
+        case (.streaming, _), (.closing, _):
+            return
+        case (.idle, .body), (.idle, .end), (.receiving, .head), (.answering, _), (.collecting, _):
+            // NIO's pipelining handler holds the next request back until this one is answered,
+            // and its decoder sends parts in order: none of these can happen.
+            self.node.logger.error("an HTTP request part out of order was dropped", metadata: ["part": "\(part)"])
         }
     }
 
     /// Answers 413 at once and closes; the rest of the body is not read into memory.
     private func refuseBody(context: ChannelHandlerContext, head: HTTPRequestHead) {
-        self.discardingBody = true
-        self.body = nil
-        self.head = nil
-        self.deadline = .none
-        self.armDeadline(context: context)
-        self.respond(context: context, head: head, Self.error(.payloadTooLarge, "request body larger than \(self.bodyLimit) bytes"), close: true)
+        self.respond(context: context, head: head, .error(.payloadTooLarge, "request body larger than \(self.bodyLimit) bytes"), close: true)
     }
 
-    /// Schedules the timer for the current deadline (cancelling the previous one).
+    /// Schedules the timer for the current state's deadline (cancelling the previous one).
     private func armDeadline(context: ChannelHandlerContext) {
         self.deadlineTimer.stop()
-        guard let at = self.deadline.instant else { return }
+        guard let at = self.state.deadline else { return }
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         self.deadlineTimer.arm(at: at, on: context.eventLoop) {
             let (handler, context) = loopBound.value
@@ -109,24 +139,17 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func deadlinePassed(context: ChannelHandlerContext) {
-        switch self.deadline {
-        case .none:
-            return
-        case .head:
+        switch self.state {
+        case .idle:
             // The head never completed (or a kept-alive connection stayed silent): no request to answer.
             self.node.metrics.requestTimeouts.increment()
+            self.state = .closing
             context.close(promise: nil)
-        case .body:
+        case .receiving(let head, _, _):
             self.node.metrics.requestTimeouts.increment()
-            self.deadline = .none
-            self.discardingBody = true
-            self.body = nil
-            if let head = self.head {
-                self.head = nil
-                self.respond(context: context, head: head, Self.error(.requestTimeout, "request body not complete in time"), close: true)
-            } else {
-                context.close(promise: nil)
-            }
+            self.respond(context: context, head: head, .error(.requestTimeout, "request body not complete in time"), close: true)
+        case .answering, .collecting, .streaming, .closing:
+            return
         }
     }
 
@@ -152,16 +175,16 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.respond(context: context, head: head, HTTPResponse(
                 status: .ok, contentType: "text/javascript; charset=utf-8", body: ByteBuffer(bytes: PackageResources.switchboard_js)))
         case (.GET, .eventStream):
-            self.openEventStream(context: context, head: head, body: nil)
+            EventStreamEndpoint(node: self.node).open(on: self, context: context, head: head, body: nil)
         case (.POST, .eventStream) where !HTTPQuery(uri: head.uri).contains("session"):
             // No session named: the body is the connect params of a new stream (a token stays out of the URL).
-            self.openEventStream(context: context, head: head, body: body)
+            EventStreamEndpoint(node: self.node).open(on: self, context: context, head: head, body: body)
         case (.POST, .eventStream):
-            self.postSessionCommands(context: context, head: head, body: body)
+            EventStreamEndpoint(node: self.node).commands(on: self, context: context, head: head, body: body)
         case (.POST, .poll):
-            self.poll(context: context, head: head, body: body)
+            LongPollEndpoint(node: self.node).serve(on: self, context: context, head: head, body: body)
         case (.POST, .rpc):
-            self.rpc(context: context, head: head, body: body)
+            RPCEndpoint(node: self.node).serve(on: self, context: context, head: head, body: body)
         case (.GET, .stats):
             self.stats(context: context, head: head)
         case (_, .eventStream), (_, .poll), (_, .rpc):
@@ -179,10 +202,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 self.respond(context: context, head: head, .json(.ok, #"{"status":"ready"}"#))
             }
         case (.GET, .webSocket), (.GET, .echo):
-            if self.node.isDraining {
-                var response = HTTPResponse.text(.serviceUnavailable, "draining: reconnect to another node")
-                response.headers.append(("Retry-After", "1"))
-                self.respond(context: context, head: head, response, close: true)
+            if let refusal = self.requestGuard.refusal(.startsSession, body: nil) {
+                self.respond(context: context, head: head, refusal.response, close: refusal.closesConnection)
             } else if !route.acceptsUpgrade(echoEnabled: self.node.configuration.echoEndpoint) {
                 self.respond(context: context, head: head, .text(.notFound, "not found"))
             } else {
@@ -199,7 +220,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                     case .success(let response):
                         handler.respond(context: context, head: head, response)
                     case .failure:
-                        handler.respond(context: context, head: head, .json(.internalServerError, #"{"error":{"code":100,"message":"internal error","temporary":true}}"#))
+                        handler.respond(context: context, head: head, .error(.internalServerError, "internal error"))
                     }
                 }
         case (_, .api):
@@ -209,13 +230,17 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    /// Writes the one response to the open request (a second one would break the HTTP pipeline,
+    /// so it is dropped and logged). `close` ends the connection after it.
     func respond(context: ChannelHandlerContext, head: HTTPRequestHead, _ response: HTTPResponse, close: Bool = false) {
-        guard self.requestOpen else {
+        guard self.state.openRequest != nil else {
             self.node.logger.error("a second response to one request was dropped", metadata: ["uri": "\(head.uri)"])
             return
         }
-        self.requestOpen = false
         let keepAlive = head.isKeepAlive && !close
+        // A kept-alive connection has the head deadline again for its next request.
+        self.state = keepAlive ? .idle(headDeadline: .now() + .milliseconds(Int64(self.node.configuration.headTimeout * 1000))) : .closing
+        self.armDeadline(context: context)
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: response.contentType)
         headers.add(name: "Content-Length", value: String(response.body.readableBytes))
@@ -233,22 +258,81 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         let done = context.writeAndFlush(Self.wrapOutboundOut(.end(nil)))
         if !keepAlive {
             done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-        } else if !self.streaming {
-            // A kept-alive connection has the head deadline again for its next request.
-            self.deadline = .head(.now() + .milliseconds(Int64(self.node.configuration.headTimeout * 1000)))
-            self.armDeadline(context: context)
         }
     }
 
-    /// The response is being written some other way (an SSE stream): no deadline any more.
-    func markResponded() {
-        self.requestOpen = false
-        self.deadline = .none
-        self.deadlineTimer.stop()
+    /// Answers with `future`'s response on this connection's loop (500 when it fails).
+    func answerLater(context: ChannelHandlerContext, head: HTTPRequestHead, _ future: EventLoopFuture<HTTPResponse>) {
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        future.hop(to: context.eventLoop).whenComplete { result in
+            let (handler, context) = loopBound.value
+            switch result {
+            case .success(let response): handler.respond(context: context, head: head, response)
+            case .failure: handler.respond(context: context, head: head, .error(.internalServerError, "internal error"))
+            }
+        }
+    }
+
+    /// Writes the head of an SSE stream: the connection is the stream's from now on, and nothing
+    /// more on it is read as a request (or timed out by this handler).
+    func beginStream(context: ChannelHandlerContext, head: HTTPResponseHead) {
+        self.state = .streaming
+        self.armDeadline(context: context)
+        context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
+    }
+
+    /// A 401 answer for a token that does not verify; nil when there is no token or it is good.
+    func tokenRefusal(_ token: String?) -> HTTPResponse? {
+        guard let token else { return nil }
+        guard self.node.enforcesPermissions else { return .error(.unauthorized, "tokens are not accepted by this server") }
+        switch self.node.tokens.verifyConnectionToken(token) {
+        case .success: return nil
+        case .failure(let failure):
+            self.node.metrics.auth.count(failure == .expired ? .tokenExpired : .tokenInvalid)
+            return .error(.unauthorized, failure == .expired ? "token expired" : "invalid token")
+        }
+    }
+
+    /// Runs a short-lived session (a poll or an `/rpc` call) whose objects become the answer to
+    /// `head`; `start` starts it. A poll's `pollKey` is released when it ends, however it ends.
+    func collect(
+        context: ChannelHandlerContext,
+        head: HTTPRequestHead,
+        purpose: CollectOutput.Purpose,
+        timeout: TimeAmount,
+        pollKey: PollKey?,
+        _ start: (ClientSession) -> Void
+    ) {
+        let collector = CollectOutput(purpose: purpose, maximumBytes: self.node.configuration.outboundLimit) { [unowned self] array in
+            guard case .collecting(let head, let collecting) = self.state else { return }
+            self.endCollecting(collecting)
+            self.state = .answering(head)
+            self.respond(context: context, head: head, .json(.ok, array))
+        }
+        let session = ClientSession(node: self.node, fanout: self.node.fanout(for: context.eventLoop), output: collector)
+        let scheduledTimeout = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak session] () -> Void in
+            session?.collectTimedOut()
+        }
+        self.state = .collecting(head, Collecting(session: session, timeout: scheduledTimeout, pollKey: pollKey))
+        start(session)
+    }
+
+    /// Releases what a collecting session holds: its timeout and its poll count.
+    private func endCollecting(_ collecting: Collecting) {
+        collecting.timeout.cancel()
+        if let pollKey = collecting.pollKey { self.node.endPoll(client: pollKey.client, address: pollKey.address) }
+    }
+
+    /// Ends the current poll or `/rpc` session without an answer (the connection is going).
+    private func abandonCollecting() {
+        guard case .collecting(_, let collecting) = self.state else { return }
+        self.state = .closing
+        self.endCollecting(collecting)
+        collecting.session.abandon()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.endCollecting()
+        self.abandonCollecting()
         context.fireChannelInactive()
     }
 
@@ -258,34 +342,25 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         // A refused WebSocket upgrade is reported here before its request arrives as plain HTTP
         // (which answers it): not a reason to close.
         if error is WebSocketUpgrader.UpgradeError { return }
-        self.endCollecting()
+        self.abandonCollecting()
         context.close(promise: nil)
     }
 
+    /// `GET /stats`: nodes and connections in the cluster, from the registry.
+    private func stats(context: ChannelHandlerContext, head: HTTPRequestHead) {
+        let nodeID = self.node.nodeID
+        let answer = self.node.broker.nodes().map { nodes -> HTTPResponse in
+            var body = ByteBuffer()
+            body.writeJSONObject { stats in
+                stats.field("node", string: nodeID)
+                stats.field("nodes", int: nodes.count)
+                stats.field("connections", int: nodes.reduce(0) { $0 + $1.connections })
+            }
+            return .json(.ok, body)
+        }
+        self.answerLater(context: context, head: head, answer)
+    }
 }
 
 @available(*, unavailable)
 extension HTTPHandler: Sendable {}
-
-/// The deadline an HTTP connection is under.
-enum RequestDeadline: Hashable {
-    /// Waiting for a request head, which must be complete by then.
-    case head(NIODeadline)
-    /// Reading a request's body, which must be complete by then.
-    case body(NIODeadline)
-    /// A request is being answered (or the connection is a stream): the answer has its own timeouts.
-    case none
-
-    var instant: NIODeadline? {
-        switch self {
-        case .head(let at), .body(let at): return at
-        case .none: return nil
-        }
-    }
-}
-
-/// What a waiting poll is counted under, against the per-client and per-address caps.
-struct PollKey {
-    var client: String
-    var address: String
-}

@@ -159,7 +159,7 @@ struct ServerAPI: Sendable {
         }
         return self.node.broker.presence(channel: channel).map { clients in
             Self.result { buffer in
-                if statsOnly { ResultWriter.writePresenceStats(&buffer, clients) } else { ResultWriter.writePresence(&buffer, clients) }
+                if statsOnly { ResultWriter.writePresenceStats(&buffer, clients) } else { ResultWriter.writePresence(&buffer, clients, includingMeta: true) }
             }
         }
     }

@@ -209,6 +209,7 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
         var upgrade = false
         var connectionUpgrade = false
         var version = false
+        var emptyBody = false
         var key: Range<Int>?
         while lineStart < head.endIndex {
             guard let cr = head[lineStart...].firstIndex(of: UInt8(ascii: "\r")), cr + 1 < head.endIndex,
@@ -240,8 +241,13 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
             } else if Self.equalsIgnoringCase(name, "origin") {
                 // A browser page: the HTTP path checks `allowedOrigins` (403 before any 101).
                 return nil
+            } else if Self.equalsIgnoringCase(name, "content-length") {
+                // `Content-Length: 0` (NIO's and some other clients send it) says there is no body,
+                // as a handshake must; any other value, or a second one, is the HTTP path's to judge.
+                guard !emptyBody, head[value].elementsEqual("0".utf8) else { return nil }
+                emptyBody = true
             } else if Self.equalsIgnoringCase(name, "sec-websocket-extensions") || Self.equalsIgnoringCase(name, "sec-websocket-protocol")
-                || Self.equalsIgnoringCase(name, "transfer-encoding") || Self.equalsIgnoringCase(name, "content-length") {
+                || Self.equalsIgnoringCase(name, "transfer-encoding") {
                 // Negotiations and bodies are the HTTP path's business.
                 return nil
             }

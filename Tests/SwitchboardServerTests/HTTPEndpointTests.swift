@@ -1,0 +1,157 @@
+import Foundation
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import SwitchboardBroker
+import SwitchboardCore
+@testable import SwitchboardServer
+import SwitchboardServerTesting
+import Testing
+
+@Suite("HTTP endpoints: the request guard, the poll's body, and the connection's request cycle")
+struct HTTPEndpointTests {
+    // MARK: TransportRequestGuard
+
+    @Test("a draining node refuses new sessions (503, Retry-After, close) and still serves commands")
+    func guardDraining() throws {
+        let requestGuard = TransportRequestGuard(maximumBodySize: 100, isDraining: true)
+        let refusal = try #require(requestGuard.refusal(.startsSession, body: ByteBuffer(string: "{}")))
+        #expect(refusal.response.status == .serviceUnavailable)
+        #expect(refusal.closesConnection)
+        #expect(refusal.response.headers.contains { $0.0 == "Retry-After" && $0.1 == "1" })
+        #expect(String(buffer: refusal.response.body).contains(#""code":100"#))
+        #expect(String(buffer: refusal.response.body).contains(#""temporary":true"#))
+        #expect(requestGuard.refusal(.servesRequest, body: ByteBuffer(string: "{}")) == nil)
+        #expect(requestGuard.refusal(.startsSession, body: nil) != nil, "a WebSocket or GET stream has no body and is refused too")
+    }
+
+    @Test("a body over the size is 413 and one that is not UTF-8 is 400, whatever the purpose; the connection stays")
+    func guardBody() throws {
+        let requestGuard = TransportRequestGuard(maximumBodySize: 4, isDraining: false)
+        #expect(requestGuard.refusal(.startsSession, body: ByteBuffer(string: "1234")) == nil)
+        #expect(requestGuard.refusal(.servesRequest, body: nil) == nil)
+        let large = try #require(requestGuard.refusal(.servesRequest, body: ByteBuffer(string: "12345")))
+        #expect(large.response.status == .payloadTooLarge)
+        #expect(String(buffer: large.response.body).contains(#""code":106"#))
+        #expect(!large.closesConnection)
+        let notUTF8 = try #require(requestGuard.refusal(.startsSession, body: ByteBuffer(bytes: [0x22, 0xC3, 0x28, 0x22])))
+        #expect(notUTF8.response.status == .badRequest)
+        #expect(String(buffer: notUTF8.response.body).contains(#""code":107"#))
+    }
+
+    // MARK: LongPollEndpoint.request
+
+    @Test("a poll's body: subs, timeout, client and token, each optional; the body's token wins over the bearer's")
+    func pollRequest() throws {
+        let empty = try LongPollEndpoint.request(body: ByteBuffer(string: "{}"), bearer: nil, maximumSubscriptions: 8).get()
+        #expect(empty == LongPollEndpoint.Request(params: ConnectParams(), timeout: LongPollEndpoint.defaultTimeout, client: ""))
+        let full = try LongPollEndpoint.request(
+            body: ByteBuffer(string: #"{"subs":{"a":{"offset":3,"epoch":"e"},"b":{}},"timeout":0,"client":"c1","token":"t"}"#),
+            bearer: "bearer", maximumSubscriptions: 8
+        ).get()
+        #expect(full.timeout == 0)
+        #expect(full.client == "c1")
+        #expect(full.params.token == "t")
+        #expect(full.params.subs.map(\.channel) == ["a", "b"])
+        #expect(full.params.subs[0].since == StreamPosition(offset: 3, epoch: "e"))
+        let bearer = try LongPollEndpoint.request(body: ByteBuffer(string: "{}"), bearer: "bearer", maximumSubscriptions: 8).get()
+        #expect(bearer.params.token == "bearer")
+    }
+
+    @Test("a poll's body is refused with a reason, never trapped on", arguments: [
+        ("[]", "JSON object"),
+        ("not json", "JSON object"),
+        (#"{"timeout":-1}"#, "timeout"),
+        (#"{"timeout":61}"#, "timeout"),
+        (#"{"timeout":1e308}"#, "timeout"),
+        (#"{"timeout":"5"}"#, "timeout"),
+        (#"{"client":7}"#, "client"),
+        (#"{"subs":{"a":{},"b":{},"c":{}}}"#, "at most 2 channels"),
+        (#"{"subs":{"bad channel\u0000":{}}}"#, ""),
+        (#"{"subs":{"a":{"offset":-1,"epoch":"e"}}}"#, ""),
+    ])
+    func pollRequestRefused(_ body: String, _ reason: String) {
+        switch LongPollEndpoint.request(body: ByteBuffer(string: body), bearer: nil, maximumSubscriptions: 2) {
+        case .success(let request):
+            Issue.record("accepted \(body): \(request)")
+        case .failure(let error):
+            #expect(error.code == .badRequest || error.code == .limitExceeded)
+            #expect(reason.isEmpty || error.message.contains(reason), "\(error.message)")
+        }
+    }
+
+    @Test("a client id over 64 bytes is refused")
+    func pollClientSize() {
+        let long = String(repeating: "x", count: LongPollEndpoint.maximumClientSize + 1)
+        let result = LongPollEndpoint.request(body: ByteBuffer(string: #"{"client":"\#(long)"}"#), bearer: nil, maximumSubscriptions: 2)
+        #expect(throws: SwitchboardError.self) { try result.get() }
+    }
+
+    // MARK: The connection's request cycle, on EmbeddedChannel
+
+    static func exchange(_ channel: EmbeddedChannel, _ node: EmbeddedNode<MemoryBroker>, _ text: String) throws -> String {
+        try channel.writeInbound(ByteBuffer(string: text))
+        node.loop.run()
+        return String(decoding: channel.readAllOutbound(), as: UTF8.self)
+    }
+
+    @Test("kept-alive requests are answered one after the other, a poll among them; Connection: close ends it")
+    func keepAliveCycle() throws {
+        let node = try EmbeddedNode()
+        defer { node.shutdown() }
+        let channel = try node.openHTTP()
+        let first = try Self.exchange(channel, node, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(first.hasPrefix("HTTP/1.1 200 OK\r\n"))
+        let body = #"{"subs":{"chat":{}},"timeout":0}"#
+        let poll = try Self.exchange(channel, node, "POST /poll HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+        #expect(poll.hasPrefix("HTTP/1.1 200 OK\r\n"))
+        #expect(poll.contains(#""chat""#))
+        #expect(channel.isActive)
+        let last = try Self.exchange(channel, node, "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        #expect(last.hasPrefix("HTTP/1.1 200 OK\r\n"))
+        #expect(last.contains("Connection: close"))
+        node.loop.run()
+        #expect(!channel.isActive)
+    }
+
+    /// The position a poll's answer gives `channel` (`{"offset", "epoch"}` anywhere in its objects).
+    static func position(in objects: [[String: Any]], channel: String) -> (offset: Int, epoch: String)? {
+        func find(_ value: Any) -> (offset: Int, epoch: String)? {
+            if let object = value as? [String: Any] {
+                if let offset = object["offset"] as? Int, let epoch = object["epoch"] as? String { return (offset, epoch) }
+                for (_, member) in object { if let found = find(member) { return found } }
+            } else if let array = value as? [Any] {
+                for element in array { if let found = find(element) { return found } }
+            }
+            return nil
+        }
+        return objects.lazy.filter { "\($0)".contains(channel) }.compactMap(find).first
+    }
+
+    @Test("a waiting poll is counted until its connection goes, then the address may poll again")
+    func pollCountReleasedOnClose() throws {
+        var configuration = ServerConfiguration()
+        configuration.maxPollsPerIP = 1
+        let node = try EmbeddedNode(configuration: configuration)
+        defer { node.shutdown() }
+        // A poll without a position is answered at once with the channel's position; one at that
+        // position waits for the next publication.
+        let zero = #"{"subs":{"chat":{}},"timeout":0}"#
+        let first = try Self.exchange(try node.openHTTP(), node, "POST /poll HTTP/1.1\r\nHost: x\r\nContent-Length: \(zero.utf8.count)\r\nConnection: close\r\n\r\n\(zero)")
+        let answer = try #require(first.split(separator: "\r\n\r\n", maxSplits: 1).last)
+        let objects = try #require(try JSONSerialization.jsonObject(with: Data(answer.utf8)) as? [[String: Any]])
+        let position = try #require(Self.position(in: objects, channel: "chat"), "\(answer)")
+        let body = #"{"subs":{"chat":{"offset":\#(position.offset),"epoch":"\#(position.epoch)"}},"timeout":30}"#
+        let request = "POST /poll HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        let waiting = try node.openHTTP()
+        #expect(try Self.exchange(waiting, node, request).isEmpty, "the poll waits")
+        let second = try node.openHTTP()
+        let refused = try Self.exchange(second, node, request)
+        #expect(refused.hasPrefix("HTTP/1.1 429 "))
+        _ = try? waiting.close().wait()
+        node.loop.run()
+        let third = try node.openHTTP()
+        let again = try Self.exchange(third, node, "POST /poll HTTP/1.1\r\nHost: x\r\nContent-Length: \(zero.utf8.count)\r\n\r\n\(zero)")
+        #expect(again.hasPrefix("HTTP/1.1 200 "))
+    }
+}
