@@ -86,6 +86,19 @@ read -r plain_pid plain_port < <(start_node plain)
 read -r keyed_pid keyed_port < <(start_node keyed "$out/keyed.json")
 pids=("$plain_pid" "$keyed_pid")
 
+# Waits (at most 15 s) until the node holds no more than its idle file descriptors: every
+# connection of the last run closed and cleaned up.
+settle() {
+  local i
+  for i in $(seq 150); do
+    (( $(ls "/proc/$1/fd" | wc -l) <= ${idle_fds[$1]} + 2 )) && return 0
+    sleep 0.1
+  done
+  echo "auth-handshakes: node $1 still holds $(ls "/proc/$1/fd" | wc -l) descriptors" >&2
+}
+declare -A idle_fds
+idle_fds[$plain_pid]=$(ls "/proc/$plain_pid/fd" | wc -l)
+idle_fds[$keyed_pid]=$(ls "/proc/$keyed_pid/fd" | wc -l)
 # The node's CPU time (user + system) in clock ticks, from /proc.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 variants=(none hs256 rs256 es256 hs256-reused rs256-reused es256-reused)
@@ -97,11 +110,14 @@ for r in $(seq "$rounds"); do
       *-reused) port=$keyed_port pid=$keyed_pid tok=(--token "${token[${v%-reused}]}") ;;
       *) port=$keyed_port pid=$keyed_pid tok=(--token-file "$out/tokens-$v-$r.txt") ;;
     esac
+    settle "$pid"
     before=$(cpu_ticks "$pid")
     "$bench" connect --url "ws://127.0.0.1:$port/ws" -n "$n" --rate 0 --no-subscribe --hold 0.5 --timeout 120 \
       --server-pid "$pid" --quiet "${pin_load[@]}" "${tok[@]}" --json "$out/$v-$r.json" >"$out/$v-$r.txt" 2>&1 \
       || echo "auth-handshakes: run $v-$r exited $? (see $out/$v-$r.txt)" >&2
-    # Includes the connections' close after --hold: the same work for every variant.
+    # Includes the connections' close after --hold (waited for, so that it is not counted in the
+    # next variant's run on the same node): the same work for every variant.
+    settle "$pid"
     echo "$(( $(cpu_ticks "$pid") - before )) $(getconf CLK_TCK)" >"$out/$v-$r.cpu"
   done
 done
