@@ -64,7 +64,7 @@ start_node() { # start_node BROKER: sets spid sport
     broker=redis://127.0.0.1:$rport
   fi
   sport=$(free_port)
-  "${pin_server[@]}" "$sb" serve --port "$sport" --broker "$broker" --log-level error --commands-per-second 1000000 --command-burst 1000000 >"$out/node-$1.log" 2>&1 &
+  "${pin_server[@]}" "$sb" serve --port "$sport" --broker "$broker" --log-level error --commands-per-second 1000000 --command-burst 1000000 --max-connections-per-ip 1000000 >"$out/node-$1.log" 2>&1 &
   spid=$!
   pids+=("$spid")
   for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$sport") 2>/dev/null && break; sleep 0.1; done
