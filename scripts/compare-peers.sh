@@ -11,10 +11,11 @@
 #   scripts/compare-peers.sh              memory handshake fanout fanout2 (about 25-35 min on 2 shared cores)
 #   scripts/compare-peers.sh STEP...      only these steps:
 #        issue12        the readings issues 11 and 12 are judged by, in one run: pingpong, pingpong-redis,
-#                       latency, connect, memory (about 15 min)
+#                       latency, latency2, connect, memory (about 20 min)
 #        pingpong       1,000 closed loops, 15 s; switchboard with the memory broker, against nats, go, centrifuge
 #        pingpong-redis the same with switchboard on Redis, against go and centrifuge
 #        latency        10k subscribers on one node, one channel: 40 publications at 2/s, then 60 at 5/s (p99)
+#        latency2       the same over 2 nodes (switchboard through Redis, each peer its own way)
 #        connect        15,000 connections unpaced, each subscribing: server CPU per accepted connection
 #        memory         connect -n 19000 -rate 2000 -hold 10 (KB per idle connection, one subscription each)
 #        handshake      connect -n 10000 -rate 0 (handshakes/s)
@@ -43,7 +44,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 steps=("$@")
 ((${#steps[@]})) || steps=(memory handshake fanout fanout2)
-want() { local s; for s in "${steps[@]}"; do [[ $s == "$1" || ($s == issue12 && " pingpong pingpong-redis latency connect memory " == *" $1 "*) ]] && return 0; done; return 1; }
+want() { local s; for s in "${steps[@]}"; do [[ $s == "$1" || ($s == issue12 && " pingpong pingpong-redis latency latency2 connect memory " == *" $1 "*) ]] && return 0; done; return 1; }
 pin=()
 if [[ ${PIN:-1} != 0 ]] && (($(nproc) >= 2)); then pin=(-server-cpus 0 -load-cpus 1); fi
 
@@ -118,6 +119,10 @@ if want latency; then
   # light load: 2 and 5 publications/s to 10k subscribers on one channel (20k and 50k deliveries/s offered)
   run latency-2 fanout -targets switchboard,nats,centrifuge,go -baseline centrifuge -n 10000 -msgs 40 -msg-rate 2 -size 64
   run latency-5 fanout -targets switchboard,nats,centrifuge,go -baseline centrifuge -n 10000 -msgs 60 -msg-rate 5 -size 64
+fi
+if want latency2; then
+  run latency2-2 fanout -nodes 2 -targets switchboard,nats,centrifuge,go -baseline centrifuge -n 10000 -msgs 40 -msg-rate 2 -size 64
+  run latency2-5 fanout -nodes 2 -targets switchboard,nats,centrifuge,go -baseline centrifuge -n 10000 -msgs 60 -msg-rate 5 -size 64
 fi
 if want connect; then
   # server CPU per accepted connection: 15,000 connect + subscribe, unpaced
