@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The JS unit tests, the e2e suite and the browser suite, RUNS times in a row
+# The whole test suite (JS unit tests, Swift tests, e2e, browser, Autobahn), RUNS times in a row
 # (default 3), with a fan-out benchmark running beside them the whole time
 # (a node of its own, `switchboard-bench fanout` again and again, each run
 # bounded by --timeout). Records one line per suite per run in
@@ -8,7 +8,7 @@
 #
 #   scripts/loaded-suite.sh [RUNS]
 #
-# SUITES="e2e browser" picks suites (default: js e2e browser); BENCH=0 runs
+# SUITES="e2e browser" picks suites (default: js swift e2e browser autobahn); BENCH=0 runs
 # no benchmark (for a second instance beside one that does); FIRST_RUN=N
 # numbers the runs from N (to continue a series).
 set -euo pipefail
@@ -22,7 +22,7 @@ export SWITCHBOARD_BIN=$BIN PYTHONDONTWRITEBYTECODE=1
 mkdir -p "$OUT"
 : >> "$OUT/summary.txt"
 
-SUITES=${SUITES:-js e2e browser}
+SUITES=${SUITES:-js swift e2e browser autobahn}
 NODE_PID=
 BENCH_LOOP_PID=
 cleanup() {
@@ -63,13 +63,15 @@ for run in $(seq "$FIRST_RUN" "$((FIRST_RUN + RUNS - 1))"); do
         set +e
         case $suite in
             js) node --test clients/js/test/*.test.mjs > "$OUT/run$run-$suite.log" 2>&1 ;;
+            swift) env SWIFTNIO_STRICT=1 swift test > "$OUT/run$run-$suite.log" 2>&1 ;;
+            autobahn) scripts/autobahn.sh > "$OUT/run$run-$suite.log" 2>&1 ;;
             e2e) "$VENV/bin/python" -m pytest -q -p no:cacheprovider IntegrationTests/e2e > "$OUT/run$run-$suite.log" 2>&1 ;;
             browser) "$VENV/bin/python" -m pytest -q -p no:cacheprovider IntegrationTests/browser > "$OUT/run$run-$suite.log" 2>&1 ;;
         esac
         rc=$?
         set -e
         [ $rc -eq 0 ] || FAILED=1
-        result=$(grep -E '^# (pass|fail) |passed|failed' "$OUT/run$run-$suite.log" | tail -2 | tr '\n' ' ')
+        result=$(grep -E '^# (pass|fail) |passed|failed|Test run with|autobahn: ' "$OUT/run$run-$suite.log" | tail -2 | tr '\n' ' ')
         line="run $run $suite: exit $rc, $((SECONDS - t0)) s, load $load -> $(cut -d' ' -f1 /proc/loadavg): $result"
         echo "$line" | tee -a "$OUT/summary.txt"
     done
