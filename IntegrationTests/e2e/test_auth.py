@@ -612,6 +612,31 @@ def test_command_rate_limit_111_then_3507(node_factory):
     run(main())
 
 
+def test_default_command_rate_is_the_documented_one(node_factory):
+    """With no limits configured a connection gets 100 commands/s with a burst of 200, and
+    `serve --help` says so (it once said 2000 and 4000 while the node enforced 100 and 200)."""
+    help_text = " ".join(subprocess.run([binary_path(), "serve", "--help"], capture_output=True, text=True,
+                                        timeout=30).stdout.split())
+    assert "bucket; default 100)" in help_text, help_text
+    assert "in a burst (default 200)" in help_text, help_text
+    node = node_factory.start(command_limits=True)
+
+    async def main():
+        c = await connect(node)
+        t0 = time.monotonic()
+        futures = [asyncio.ensure_future(c.call("ping", {}, timeout=10)) for _ in range(600)]
+        replies = await asyncio.gather(*futures, return_exceptions=True)
+        elapsed = time.monotonic() - t0
+        ok = [r for r in replies if isinstance(r, dict) and "result" in r]
+        refused = [r for r in replies if isinstance(r, dict) and r.get("error", {}).get("code") == 111]
+        # The burst of 200 (less the connect) passes; refills add at most 100 per second of the run.
+        assert 199 <= len(ok) <= 200 + 100 * elapsed + 5, f"{len(ok)} pings passed in {elapsed:.2f} s"
+        assert len(refused) >= 20, f"{len(refused)} refused with 111"
+        assert await c.wait_closed(timeout=5) == 3507
+
+    run(main())
+
+
 # -- limits that need identity ------------------------------------------------------------------
 
 

@@ -46,10 +46,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Origin a browser page may connect from, such as https://app.example or https://*.example.com (repeatable; default: the node's own origin only).")
     var allowedOrigin: [String] = []
 
-    @Option(help: "Commands per second one connection may send (token bucket; default 2000, twice what switchboard-bench drives). Over it: error 111; more than 20 refusals in 5 s close with 3507.")
+    @Option(help: "Commands per second one connection may send (token bucket; default \(Int(ClientLimits().commandsPerSecond))). Over it: error 111; more than 20 refusals in 5 s close with 3507. Benchmarks that drive one connection harder lift it.")
     var commandsPerSecond: Double?
 
-    @Option(help: "Commands one connection may send in a burst (default 4000).")
+    @Option(help: "Commands one connection may send in a burst (default \(Int(ClientLimits().commandBurst))).")
     var commandBurst: Double?
 
     @Flag(help: "Allow insecure dev mode (no token key: anyone may use any channel) on an address other than loopback.")
