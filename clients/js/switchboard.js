@@ -29,7 +29,11 @@
 //   subscription.js      Subscription
 //   subscriptions.js     the client's subscription handling (subscribe results, retries, long-poll items)
 //   transports/          WebSocketConn, SseConn, LongPollConn (one connection attempt each)
-//   client.js            Switchboard: the connection state machine
+//   ladder.js            TransportLadder: fallback to the next transport, climb back to WebSocket (pure)
+//   connection.js        ConnectionMachine: the connection state machine (lifecycle, ladder, reconnect
+//                        decisions, backoff): pure, its methods return actions
+//   client.js            Switchboard: the shell that runs the machine's actions (transports, timers,
+//                        window/document events, listeners)
 //
 // Unit tests: clients/js/test/ (`node --test clients/js/test/*.test.mjs`), with fake
 // timers and a fake server injected through `options.env`.
@@ -638,6 +642,294 @@ class Subscription extends Emitter {
     this._emit('publication', {channel: this.channel, offset: pub.offset, epoch: this._pos ? this._pos.epoch : undefined,
       data: pub.data, info: pub.info});
     return true;
+  }
+}
+
+// ===========================================================================
+// src/ladder.js
+// ===========================================================================
+
+// TransportLadder: which transport the next connection attempt uses. Pure:
+// no timers, no I/O. The client falls back to the next transport when one
+// cannot open (and never worked) or fails twice running, and climbs back to
+// the first (WebSocket) when a probe shows it works again.
+
+/**
+ * The transports in order of preference and the position on them.
+ * Failures are counted only for attempts that never got a connect reply
+ * while the browser was online: offline, every transport fails and none is
+ * to blame.
+ */
+class TransportLadder {
+  /** @param {string[]} transports  in order of preference, at least one */
+  constructor(transports) {
+    this.transports = transports.slice();
+    this.index = 0;               // transport in use / being tried
+    this.failuresInRow = 0;       // attempts on it that never got a connect reply
+    this.worked = new Set();      // transports that got a connect reply at least once
+  }
+
+  /** The transport in use or to try next. */
+  get current() { return this.transports[this.index]; }
+
+  /** connect() after close(): the failures counted so far no longer count (the position stays). */
+  restart() { this.failuresInRow = 0; }
+
+  /** A connect reply came over `transport`: it works. */
+  connected(transport) {
+    this.failuresInRow = 0;
+    this.worked.add(transport);
+  }
+
+  /**
+   * An attempt or a connection ended. `transport` is null when no transport was tried (getToken failed).
+   * Returns whether the ladder moved to the next transport (`switched`) and whether that wrapped around
+   * to the first one (`wrapped`: then the client waits for the backoff instead of trying at once).
+   * @param {{transport: ?string, opened: boolean, wasConnected: boolean, online: boolean}} end
+   * @returns {{switched: boolean, wrapped: boolean}}
+   */
+  ended({transport, opened, wasConnected, online}) {
+    if (!transport || wasConnected || !online) {
+      this.failuresInRow = 0;
+      return {switched: false, wrapped: false};
+    }
+    this.failuresInRow++;
+    const n = this.transports.length;
+    if (n > 1 && ((!opened && !this.worked.has(transport)) || this.failuresInRow >= 2)) {
+      this.index = (this.index + 1) % n;
+      this.failuresInRow = 0;
+      return {switched: true, wrapped: this.index === 0};
+    }
+    return {switched: false, wrapped: false};
+  }
+
+  /** Whether a client connected over `transport` should probe to climb back to WebSocket. */
+  canClimbBack(transport) {
+    return this.index !== 0 && transport !== this.transports[0] && this.transports[0] === 'websocket';
+  }
+
+  /** The probe opened: the next attempt uses the first transport. */
+  climbBack() {
+    this.index = 0;
+    this.failuresInRow = 0;
+  }
+}
+
+// ===========================================================================
+// src/connection.js
+// ===========================================================================
+
+// ConnectionMachine: the connection lifecycle as a value. Pure: no timers,
+// no env, no I/O, no listeners. client.js (the shell) tells it what happened
+// and runs the action it returns (open a transport, set a timer, emit).
+//
+//   idle --connect()--> connecting --connected()--> connected
+//   connecting/connected --connectionLost()--> waiting --reconnectDue()/online()/visible()/connect()--> connecting
+//   connecting/connected --connectionLost() offline--> suspended (timer: maxReconnectDelay) --online()--> connecting
+//   connecting/connected/waiting/suspended --suspend() (offline, pagehide)--> suspended --online()--> connecting
+//   connected --climbBack() (WebSocket works again)--> connecting
+//   connecting/connected --connectionLost() terminal code / reconnect: false--> closed
+//   any but destroyed --close()--> closed --connect()--> connecting
+//   any --destroy()--> destroyed (connect() refused)
+//
+// The public state is a projection: idle, waiting and suspended are all
+// 'disconnected'; destroyed is 'closed'. `epoch` goes up with every
+// transition: the shell reads it before running listeners and compares
+// after, so that close()/destroy()/connect() from inside a listener win
+// over what the transition was about to do next.
+
+
+const PUBLIC_STATES = {
+  idle: 'disconnected', waiting: 'disconnected', suspended: 'disconnected',
+  connecting: 'connecting', connected: 'connected', closed: 'closed', destroyed: 'closed',
+};
+
+/**
+ * @typedef {Object} ConnectionAction  what the shell does next; every field optional ({} is "nothing")
+ * @property {string} [startAttempt]     open this transport now (the machine is `connecting`)
+ * @property {number} [scheduleReconnect]  ms until reconnectDue() (the machine is `waiting` or `suspended`)
+ * @property {{code: number, reason: string}} [terminal]  the connection ended for good (the machine is `closed`)
+ * @property {string} [close]            close() or destroy(): end everything (the reason)
+ * @property {string} [suspend]          offline or pagehide: end the connection, wait for online (the reason)
+ * @property {boolean} [emitState]       the public state changed: emit `state`
+ * @property {boolean} [disconnected]    (close) emit `disconnected`: the client was not closed already
+ * @property {boolean} [destroy]         (close) the client is destroyed
+ * @property {?number} [probeAfter]      (connected) ms until a probe for WebSocket, null: none
+ * @property {boolean} [checkQuiet]      (visible while connected) check that the connection is not quiet
+ * @property {string} [error]            the call is refused ('destroyed')
+ * @property {number} [code]             (scheduleReconnect) close code, for `disconnected`
+ * @property {string} [reason]           (scheduleReconnect) reason, for `disconnected`
+ * @property {?string} [fellBackTo]      (scheduleReconnect) the ladder moved to this transport
+ */
+
+/**
+ * The lifecycle of a Switchboard client: its state (a value that carries its
+ * data), the transport ladder and the reconnect backoff. Methods are events;
+ * each returns a {@link ConnectionAction}.
+ */
+class ConnectionMachine {
+  /**
+   * @param {{transports: string[], minReconnectDelay: number, maxReconnectDelay: number, upgradeInterval: number,
+   *   renewableToken?: boolean, random?: () => number}} o  renewableToken: getToken() can replace an expired token
+   */
+  constructor(o) {
+    this.ladder = new TransportLadder(o.transports);
+    this.random = o.random || Math.random;
+    this.backoff = new Backoff(o.minReconnectDelay, o.maxReconnectDelay, this.random, true);
+    this.minReconnectDelay = o.minReconnectDelay;
+    this.maxReconnectDelay = o.maxReconnectDelay;
+    this.upgradeInterval = o.upgradeInterval;
+    this.renewableToken = !!o.renewableToken;
+    /** The state and its data: {name: 'idle'|'connecting'|'connected'|'waiting'|'suspended'|'closed'|'destroyed', ...}. */
+    this.phase = {name: 'idle'};
+    /** Bumped by every transition. */
+    this.epoch = 0;
+  }
+
+  /** The public state: 'disconnected' | 'connecting' | 'connected' | 'closed'. */
+  get state() { return PUBLIC_STATES[this.phase.name]; }
+
+  /** connect() was called and no close() since: the client wants a connection. */
+  get active() {
+    const n = this.phase.name;
+    return n === 'connecting' || n === 'connected' || n === 'waiting' || n === 'suspended';
+  }
+
+  get destroyed() { return this.phase.name === 'destroyed'; }
+
+  /** The transport in use or to try next. */
+  get transport() { return this.ladder.current; }
+
+  _go(phase) {
+    const before = this.state;
+    this.phase = phase;
+    this.epoch++;
+    return this.state !== before;
+  }
+
+  _start() {
+    const transport = this.ladder.current;
+    const emitState = this._go({name: 'connecting', transport});
+    return {startAttempt: transport, emitState};
+  }
+
+  /** connect(): start, or reconnect at once from a backoff; nothing while connecting or connected. */
+  connect() {
+    switch (this.phase.name) {
+      case 'destroyed': return {error: 'destroyed'};
+      case 'connecting': case 'connected': return {};
+      case 'waiting': case 'suspended': return this._start();
+      default:  // idle, closed: a fresh start
+        this.backoff.reset();
+        this.ladder.restart();
+        return this._start();
+    }
+  }
+
+  /** The reconnect timer fired. */
+  reconnectDue() {
+    const n = this.phase.name;
+    return n === 'waiting' || n === 'suspended' ? this._start() : {};
+  }
+
+  /** getToken() gave a token while connecting: open the transport now (the state stays `connecting`). */
+  tokenArrived() {
+    return this.phase.name === 'connecting' ? this._start() : {};
+  }
+
+  /** The browser is online again (or the page came back from the back/forward cache): reconnect at once. */
+  online() { return this.reconnectDue(); }
+
+  /** The page became visible: cut a backoff short (not while suspended); when connected, check for a quiet connection. */
+  visible() {
+    if (this.phase.name === 'waiting') return this._start();
+    if (this.phase.name === 'connected') return {checkQuiet: true};
+    return {};
+  }
+
+  /** Offline or pagehide into the back/forward cache: end the connection, do not count a failure, wait for online(). */
+  suspend(reason) {
+    if (!this.active) return {};
+    const emitState = this._go({name: 'suspended', reason, delayMs: null});
+    return {suspend: reason, emitState};
+  }
+
+  /** close(): stop; a later connect() starts afresh. */
+  close(reason) {
+    if (this.destroyed) return {};
+    const was = this.state;
+    const emitState = this._go({name: 'closed', code: 0, reason});
+    return {close: reason, emitState, disconnected: was !== 'closed'};
+  }
+
+  /** destroy(): close() for good. */
+  destroy() {
+    if (this.destroyed) return {};
+    const was = this.state;
+    const emitState = this._go({name: 'destroyed'});
+    return {close: 'destroyed', emitState, disconnected: was !== 'closed', destroy: true};
+  }
+
+  /** A connect reply over `transport`. */
+  connected(transport) {
+    if (this.phase.name !== 'connecting') return {};
+    this.ladder.connected(transport);
+    const emitState = this._go({name: 'connected', transport});
+    return {emitState, probeAfter: this.nextProbe(transport)};
+  }
+
+  /** The connection has lived a while: the backoff starts over. */
+  stable() {
+    if (this.phase.name === 'connected') this.backoff.reset();
+  }
+
+  /** ms until the next probe for WebSocket while connected over `transport` (±25 % of upgradeInterval), or null. */
+  nextProbe(transport) {
+    if (this.phase.name !== 'connected' || !this.upgradeInterval || !this.ladder.canClimbBack(transport)) return null;
+    return this.upgradeInterval * (0.75 + this.random() / 2);
+  }
+
+  /** A probe opened a WebSocket: move back to it. */
+  climbBack() {
+    if (this.phase.name !== 'connected') return {};
+    this.ladder.climbBack();
+    return this._start();
+  }
+
+  /**
+   * An attempt or a connection ended (or getToken() failed: transport null). Decides between
+   * closed (terminal code, `reconnect: false`) and a reconnect after a delay, on this transport or the next.
+   * @param {{transport: ?string, opened?: boolean, wasConnected?: boolean, code?: number, reason?: string,
+   *   serverReconnect?: boolean, online?: boolean}} end
+   */
+  connectionLost({transport = null, opened = false, wasConnected = false, code = 0, reason = '', serverReconnect, online = true}) {
+    if (this.phase.name !== 'connecting' && this.phase.name !== 'connected') return {};
+    code = typeof code === 'number' ? code : 0;
+    // No reconnect for 3500-3999 (and 1002/1007), nor when a `disconnect` push says `reconnect: false`;
+    // but 3503 with getToken() always reconnects: the node says `reconnect: false` because the same
+    // token would be refused, and getToken() gives a new one.
+    const renewable = code === 3503 && this.renewableToken;
+    if (!renewable && (isTerminal(code) || serverReconnect === false)) {
+      const emitState = this._go({name: 'closed', code, reason});
+      return {terminal: {code, reason}, emitState};
+    }
+    const {switched, wrapped} = this.ladder.ended({transport, opened, wasConnected, online});
+    let delay;
+    if (switched && !wrapped) {
+      delay = 0;  // try the next transport at once
+    } else {
+      const floor = code === 3001 || code === 3002 ? 4 * this.minReconnectDelay : 0;
+      delay = this.backoff.next(floor);
+    }
+    let emitState;
+    if (online) {
+      emitState = this._go({name: 'waiting', delayMs: delay, code, reason});
+    } else {
+      // Offline: at online(), or after the longest backoff should that event never come.
+      delay = this.maxReconnectDelay;
+      emitState = this._go({name: 'suspended', reason, delayMs: delay});
+    }
+    return {scheduleReconnect: delay, code, reason, emitState, fellBackTo: switched ? this.ladder.current : null};
   }
 }
 
@@ -1480,16 +1772,19 @@ const TRANSPORT_CLASSES = {websocket: WebSocketConn, sse: SseConn, longpoll: Lon
 // src/client.js
 // ===========================================================================
 
-// The client: Switchboard, the connection state machine. It owns the
-// connection attempts (one transport object each), the reconnect backoff,
-// the transport fallback and the climb back to WebSocket, the page and
-// network lifecycle, and puts the subscriptions and the request queue on
-// whatever connection is up. Its subscription handling is in
+// The client: Switchboard, the shell around the connection state machine.
+// The decisions (the state, the transport ladder with its fallback and climb
+// back to WebSocket, reconnect or stop, the backoff) are in connection.js
+// (ConnectionMachine, pure); this file runs what it decides: the connection
+// attempts (one transport object each), timers, the page and network
+// events, the listeners, and puts the subscriptions and the request queue
+// on whatever connection is up. Its subscription handling is in
 // subscriptions.js (methods installed on Switchboard.prototype below).
 
 
 // ===========================================================================
-// The connection state machine
+// The connection state machine (ConnectionMachine in connection.js; its
+// public projection):
 //
 //   disconnected --connect()--> connecting --connect reply--> connected
 //   connecting/connected --connection over--> disconnected (timer) --> connecting
@@ -1499,7 +1794,8 @@ const TRANSPORT_CLASSES = {websocket: WebSocketConn, sse: SseConn, longpoll: Lon
 //
 // Every transition that runs listeners checks afterwards that no listener
 // changed the state (close(), destroy(), connect() from inside a listener
-// win over what the transition would have done next).
+// win over what the transition would have done next): the machine's
+// `epoch` (this._lc) is read before the listeners and compared after.
 // ===========================================================================
 
 /**
@@ -1558,14 +1854,13 @@ class Switchboard extends Emitter {
     this._opts = o;
     this._urls = endpoints(url);
     this._token = o.token || null;
-    this._tIndex = 0;                // transport in use / being tried
-    this._failuresInRow = 0;         // attempts on this transport that never got a connect reply
-    this._worked = new Set();        // transports that got a connect reply at least once
-    this._state = 'disconnected';
+    // The lifecycle, the transport ladder and the reconnect backoff: decisions only, run here.
+    this._m = new ConnectionMachine({
+      transports: o.transports, minReconnectDelay: o.minReconnectDelay, maxReconnectDelay: o.maxReconnectDelay,
+      upgradeInterval: o.upgradeInterval, renewableToken: !!o.getToken, random: env.random,
+    });
     this._conn = null;
     this._sseLastEventId = null;    // id of the last SSE event seen: Last-Event-ID of the next SSE attempt
-    this._lc = 0;                    // lifecycle counter: bumped by every transition; listeners' effects show here
-    this._backoff = new Backoff(o.minReconnectDelay, o.maxReconnectDelay, env.random, true);
     this._reconnectTimer = null;
     this._watchdog = null;
     this._connectTimer = null;
@@ -1573,9 +1868,6 @@ class Switchboard extends Emitter {
     this._upgradeTimer = null;
     this._refreshTimer = null;
     this._upgradeProbe = null;
-    this._active = false;            // connect() called and no close() since: reconnecting is wanted
-    this._suspended = false;         // offline, or the page is in the back/forward cache
-    this._destroyed = false;
     this._pingMs = 0;
     this._pong = false;
     this._subs = new Map();          // channel -> Subscription
@@ -1591,10 +1883,10 @@ class Switchboard extends Emitter {
   }
 
   /** Current state: 'disconnected' | 'connecting' | 'connected' | 'closed'. */
-  get state() { return this._state; }
+  get state() { return this._m.state; }
 
   /** Name of the active transport ('websocket' | 'sse' | 'longpoll'): the one connected, or being tried. */
-  get transport() { return this._conn ? this._conn.name : this._opts.transports[this._tIndex]; }
+  get transport() { return this._conn ? this._conn.name : this._m.transport; }
 
   /** The last connect result (`client`, `node`, `ping`, ...), or null before the first connect. */
   get connectResult() { return this._connectResult; }
@@ -1604,14 +1896,9 @@ class Switchboard extends Emitter {
 
   /** Start connecting (no-op when already connecting or connected). Reconnects by itself from then on. */
   connect() {
-    if (this._destroyed) throw new SwitchboardError('destroyed', 'client destroyed');
-    if (this._state === 'connecting' || this._state === 'connected') return;
-    if (this._state === 'disconnected' && this._active) { this._reconnectNow(); return; }
-    this._active = true;
-    this._suspended = false;
-    this._backoff.reset();
-    this._failuresInRow = 0;
-    this._startAttempt();
+    const a = this._m.connect();
+    if (a.error) throw new SwitchboardError('destroyed', 'client destroyed');
+    this._run(a);
   }
 
   /**
@@ -1626,9 +1913,9 @@ class Switchboard extends Emitter {
    * listeners and every listener added with on(). The client cannot connect again.
    */
   destroy() {
-    if (this._destroyed) return;
-    this._close('destroyed');
-    this._destroyed = true;
+    const a = this._m.destroy();
+    if (!a.destroy) return;
+    this._closeWith(a);
     for (const sub of [...this._subs.values()]) this._unsubscribe(sub, 0, 'client destroyed', true);
     for (const [target, ev, fn] of this._listeners) {
       try { target.removeEventListener(ev, fn); } catch (e) { /* gone */ }
@@ -1712,23 +1999,37 @@ class Switchboard extends Emitter {
 
   _clear(t) { if (t !== null && t !== undefined) this._env.clearTimeout(t); }
 
-  // Set the state and tell the listeners. Returns the lifecycle count after them, or 0 when a
-  // listener moved the client on meanwhile (then the caller stops: the listener's call won).
-  _setState(state) {
-    if (this._state === state) return this._lc;
-    const lc = ++this._lc;
-    this._state = state;
+  /** The machine's epoch: bumped by every transition; listeners' effects show here. */
+  get _lc() { return this._m.epoch; }
+
+  /** True once destroy() was called (subscriptions.js reads it). */
+  get _destroyed() { return this._m.destroyed; }
+
+  // Tell the listeners about the transition the machine just made (when its action says the public
+  // state changed). Returns the epoch after them, or 0 when a listener moved the client on meanwhile
+  // (then the caller stops: the listener's call won).
+  _announce(a) {
+    const lc = this._lc;
+    if (!a.emitState) return lc;
+    const state = this._m.state;
     this._log('state', state, this.transport);
     this._emit('state', {state, transport: this.transport});
     return this._lc === lc ? lc : 0;
   }
 
+  // Run an action that starts (or cuts short the wait for) an attempt; the others are run where they are asked for.
+  _run(a) {
+    if (a.startAttempt) this._startAttempt(a);
+  }
+
   _emitError(err) { this._emit('error', toError(err)); }
 
-  _close(reason) {
-    if (this._destroyed) return;
-    const was = this._state;
-    this._lc++;
+  _close(reason) { this._closeWith(this._m.close(reason)); }
+
+  // Run a {close: reason} action (close() or destroy()).
+  _closeWith(a) {
+    if (!a.close) return;
+    const reason = a.close;
     this._clear(this._reconnectTimer);
     this._reconnectTimer = null;
     this._stopConnTimers();
@@ -1737,11 +2038,10 @@ class Switchboard extends Emitter {
     this._conn = null;
     if (conn) conn.close();
     const dropped = this._dropSubs(conn);
-    this._active = false;
     this._rejectAll(new SwitchboardError('closed', 'client closed'));
-    const lc = this._setState('closed');
+    const lc = this._announce(a);
     if (!lc) return;
-    if (was !== 'closed') this._emit('disconnected', {code: 0, reason, reconnect: false, transport: conn ? conn.name : this.transport});
+    if (a.disconnected) this._emit('disconnected', {code: 0, reason, reconnect: false, transport: conn ? conn.name : this.transport});
     if (this._lc !== lc) return;
     this._emitSubscribing(dropped, 0, reason);
   }
@@ -1783,22 +2083,22 @@ class Switchboard extends Emitter {
     return p;
   }
 
-  _startAttempt() {
+  // Run a {startAttempt: transport} action: the machine is `connecting` already.
+  _startAttempt(a) {
     this._clear(this._reconnectTimer);
     this._reconnectTimer = null;
     this._stopConnTimers();
     this._stopUpgrade();
     if (this._opts.getToken && !this._token) {
-      this._fetchConnToken();
+      this._fetchConnToken(a);
       return;
     }
-    const name = this._opts.transports[this._tIndex];
+    const name = a.startAttempt;
     const Conn = TRANSPORT_CLASSES[name];
     const conn = new Conn(this, {});
     conn.params = this._connectParams(name, conn);
     this._conn = conn;
-    this._lc++;
-    if (!this._setState('connecting') || this._conn !== conn) return;
+    if (!this._announce(a) || this._conn !== conn) return;
     this._log('connecting over', name);
     this._connectTimer = this._after(this._opts.connectTimeout, () => {
       if (this._conn === conn && !conn.connected) {
@@ -1810,9 +2110,8 @@ class Switchboard extends Emitter {
   }
 
   // getToken() before an attempt: the state is `connecting` meanwhile.
-  _fetchConnToken() {
-    this._lc++;
-    const lc = this._setState('connecting');
+  _fetchConnToken(a) {
+    const lc = this._announce(a);
     if (!lc) return;
     let p;
     try { p = Promise.resolve(this._opts.getToken()); } catch (e) { p = Promise.reject(e); }
@@ -1826,7 +2125,7 @@ class Switchboard extends Emitter {
       this._clear(timer);
       this._emitError(new SwitchboardError('transport', 'getToken failed: ' + (e && e.message || e), true));
       if (this._lc !== lc) return;
-      this._scheduleReconnect(null, 0, 'getToken failed', false);
+      this._afterLoss(this._m.connectionLost({transport: null, code: 0, reason: 'getToken failed', online: this._online()}), this.transport, []);
     };
     p.then(token => {
       if (settled) return;
@@ -1837,18 +2136,12 @@ class Switchboard extends Emitter {
       if (typeof token !== 'string' || token === '') {
         // No token for this user: the connection cannot be made (centrifuge's "unauthorized").
         this._conn = null;
-        this._setTerminal('websocket', 3500, 'getToken gave no token');
+        this._afterLoss(this._m.connectionLost({transport: null, code: 3500, reason: 'getToken gave no token', serverReconnect: false}), 'websocket', []);
         return;
       }
       this._token = token;
-      this._startAttempt();
+      this._run(this._m.tokenArrived());
     }, fail);
-  }
-
-  _reconnectNow() {
-    this._clear(this._reconnectTimer);
-    this._reconnectTimer = null;
-    this._startAttempt();
   }
 
   _connMessage(conn, obj) {
@@ -1914,15 +2207,14 @@ class Switchboard extends Emitter {
     this._pong = !!res.pong;
     // The backoff starts over only once the connection has lived a while: one that dies at once
     // after every connect reply (say, each command POST gets 404) must not reconnect in a tight loop.
-    this._stableTimer = this._after(STABLE_MS, () => { if (this._conn === conn) this._backoff.reset(); });
-    this._failuresInRow = 0;
-    this._worked.add(conn.name);
+    this._stableTimer = this._after(STABLE_MS, () => { if (this._conn === conn) this._m.stable(); });
+    const a = this._m.connected(conn.name);
     this._connectResult = {...res, transport: conn.name};
     if (this._pingMs > 0) this._armWatchdog(conn, this._pingMs + 5000);
     if (res.expires && typeof res.ttl === 'number' && this._opts.getToken) this._scheduleRefresh(conn, res.ttl);
-    this._scheduleUpgrade(conn);
+    this._scheduleUpgrade(conn, a.probeAfter);
     // Listeners run from here on: after each, the connection must still be ours.
-    const lc = this._setState('connected');
+    const lc = this._announce(a);
     if (!lc || this._conn !== conn) return;
     this._emit('connected', this._connectResult);
     if (this._lc !== lc || this._conn !== conn) return;
@@ -1995,14 +2287,13 @@ class Switchboard extends Emitter {
 
   // -- internals: climbing back to the first transport --------------------------
 
-  _scheduleUpgrade(conn) {
+  // Probe for WebSocket after `ms` (the machine's probeAfter / nextProbe; null: no probe).
+  _scheduleUpgrade(conn, ms = this._m.nextProbe(conn.name)) {
     this._stopUpgrade();
-    const ms = this._opts.upgradeInterval;
-    if (!ms || this._tIndex === 0 || conn.name === this._opts.transports[0]) return;
-    if (this._opts.transports[0] !== 'websocket') return;
-    this._upgradeTimer = this._after(ms * (0.75 + this._env.random() / 2), () => {
+    if (ms === null || ms === undefined) return;
+    this._upgradeTimer = this._after(ms, () => {
       this._upgradeTimer = null;
-      if (this._conn !== conn || this._suspended) return;
+      if (this._conn !== conn || this._m.state !== 'connected') return;
       this._probeWebSocket(conn);
     });
   }
@@ -2017,18 +2308,17 @@ class Switchboard extends Emitter {
       end();
       this._upgradeProbe = null;
       if (this._conn !== conn) return;
+      const a = this._m.climbBack();
+      if (!a.startAttempt) return;
       this._log('WebSocket works again: moving back to it');
-      this._lc++;
       conn.close();
       this._conn = null;
       this._stopConnTimers();
       const dropped = this._dropSubs();
       this._requests.detach(conn);
-      this._tIndex = 0;
-      this._failuresInRow = 0;
       const lc = this._lc;
       this._emitSubscribing(dropped, 0, 'moving back to websocket');
-      if (this._lc === lc) this._startAttempt();  // unless a listener closed the client
+      if (this._lc === lc) this._startAttempt(a);  // unless a listener closed the client
     };
     ws.onerror = () => {};
     ws.onclose = () => {
@@ -2049,21 +2339,20 @@ class Switchboard extends Emitter {
   // -- internals: network and page lifecycle ----------------------------------
 
   _onOnline() {
-    this._suspended = false;
-    if (this._destroyed || !this._active) return;
+    if (!this._m.active) return;
     this._log('online');
-    if (this._state === 'disconnected') this._reconnectNow();
+    this._run(this._m.online());
   }
 
   // Offline: end the connection without counting a transport failure, and wait for `online`.
   _onOffline() {
-    if (this._destroyed || !this._active) return;
+    if (!this._m.active) return;
     this._log('offline');
     this._suspend('browser offline');
   }
 
   _onPageHide(e) {
-    if (e && e.persisted && this._active && !this._destroyed) this._suspend('page hidden (back/forward cache)');
+    if (e && e.persisted) this._suspend('page hidden (back/forward cache)');
   }
 
   _onPageShow(e) {
@@ -2074,17 +2363,19 @@ class Switchboard extends Emitter {
   // a pending backoff is cut short.
   _onVisibility() {
     const doc = this._env.document;
-    if (!doc || doc.visibilityState !== 'visible' || this._destroyed || !this._active) return;
-    if (this._state === 'disconnected' && !this._suspended) { this._reconnectNow(); return; }
+    if (!doc || doc.visibilityState !== 'visible') return;
+    const a = this._m.visible();
+    if (a.startAttempt) { this._startAttempt(a); return; }
     const conn = this._conn;
-    if (this._state === 'connected' && conn && this._pingMs > 0 && this._env.now() - conn.lastActivity > this._pingMs + 5000) {
+    if (a.checkQuiet && conn && this._pingMs > 0 && this._env.now() - conn.lastActivity > this._pingMs + 5000) {
       this._failConn(conn, 'quiet while the page was hidden');
     }
   }
 
+  // Offline or pagehide: the machine moves to `suspended` (when it wants a connection); end it without a failure.
   _suspend(reason) {
-    this._suspended = true;
-    this._lc++;
+    const a = this._m.suspend(reason);
+    if (!a.suspend) return;
     this._clear(this._reconnectTimer);
     this._reconnectTimer = null;
     this._stopConnTimers();
@@ -2094,7 +2385,7 @@ class Switchboard extends Emitter {
     if (conn) conn.close();
     const dropped = this._dropSubs();
     this._requests.suspend(reason);
-    const lc = this._setState('disconnected');
+    const lc = this._announce(a);
     if (!lc) return;
     if (conn) this._emit('disconnected', {code: 0, reason, reconnect: true, transport: conn.name});
     if (this._lc !== lc) return;
@@ -2111,8 +2402,8 @@ class Switchboard extends Emitter {
   // A command through the request queue (which refuses one over maxMessageSize): sent now when connected,
   // else when the next connection is up. Connection-scoped commands need a connection and die with it.
   _call(method, params, connScoped = false) {
-    if (this._destroyed) return Promise.reject(new SwitchboardError('destroyed', 'client destroyed'));
-    if (this._state === 'closed' && !connScoped) return Promise.reject(new SwitchboardError('closed', 'client is closed; call connect()'));
+    if (this._m.destroyed) return Promise.reject(new SwitchboardError('destroyed', 'client destroyed'));
+    if (this._m.state === 'closed' && !connScoped) return Promise.reject(new SwitchboardError('closed', 'client is closed; call connect()'));
     const conn = this._conn;
     if (connScoped && !(conn && conn.connected)) return Promise.reject(new SwitchboardError('closed', 'not connected'));
     return this._requests.add(method, params, connScoped, conn && conn.connected ? conn : null);
@@ -2136,64 +2427,34 @@ class Switchboard extends Emitter {
     const dropped = this._dropSubs();
     // An expired token is no reason to stop when getToken() can give a new one.
     if (code === 3503 && this._opts.getToken) this._token = null;
-    // No reconnect for 3500-3999 (and 1002/1007), nor when a `disconnect` push says `reconnect: false`;
-    // but 3503 with getToken() always reconnects: the node says `reconnect: false` because the same
-    // token would be refused, and getToken() gives a new one.
-    const renewable = code === 3503 && !!this._opts.getToken;
-    const terminal = !renewable && (isTerminal(code) || serverReconnect === false);
     this._log('connection over', conn.name, code, reason, wasConnected ? '(was connected)' : '(never connected)');
-    if (terminal) {
-      this._setTerminal(conn.name, code, reason, dropped);
+    const a = this._m.connectionLost({transport: conn.name, opened: !!conn.opened, wasConnected, code, reason, serverReconnect,
+      online: this._online()});
+    this._afterLoss(a, conn.name, dropped);
+  }
+
+  // Run the machine's decision after an attempt or a connection ended: {terminal} (closed) or
+  // {scheduleReconnect: ms} (disconnected, then connecting on this transport or the next).
+  _afterLoss(a, transport, dropped) {
+    if (a.terminal) {
+      const {code, reason} = a.terminal;
+      this._rejectAll(new SwitchboardError('closed', 'disconnected: ' + code + ' ' + reason));
+      const lc = this._announce(a);
+      if (!lc) return;
+      this._emit('disconnected', {code, reason, reconnect: false, transport});
+      if (this._lc !== lc) return;
+      this._emitSubscribing(dropped, code, reason);
       return;
     }
-    this._scheduleReconnect(conn, code, reason, wasConnected, dropped);
-  }
-
-  _setTerminal(transport, code, reason, dropped = []) {
-    this._lc++;
-    this._active = false;
-    this._rejectAll(new SwitchboardError('closed', 'disconnected: ' + code + ' ' + reason));
-    const lc = this._setState('closed');
-    if (!lc) return;
-    this._emit('disconnected', {code, reason, reconnect: false, transport});
-    if (this._lc !== lc) return;
-    this._emitSubscribing(dropped, code, reason);
-  }
-
-  _scheduleReconnect(conn, code, reason, wasConnected, dropped = []) {
-    // Fall back to the next transport when this one cannot open (and never worked) or failed twice running.
-    // Not while the browser is offline: every transport fails then, and none is to blame.
-    let switched = false, wrapped = false;
-    if (conn && !wasConnected && this._online()) {
-      this._failuresInRow++;
-      const n = this._opts.transports.length;
-      if (n > 1 && ((!conn.opened && !this._worked.has(conn.name)) || this._failuresInRow >= 2)) {
-        this._tIndex = (this._tIndex + 1) % n;
-        this._failuresInRow = 0;
-        switched = true;
-        wrapped = this._tIndex === 0;
-        this._log('falling back to', this._opts.transports[this._tIndex]);
-      }
-    } else {
-      this._failuresInRow = 0;
-    }
-    let delay;
-    if (switched && !wrapped) {
-      delay = 0;  // try the next transport at once
-    } else {
-      const floor = code === 3001 || code === 3002 ? 4 * this._opts.minReconnectDelay : 0;
-      delay = this._backoff.next(floor);
-    }
-    // Offline: at `online`, or after the longest backoff should that event never come.
-    const offline = !this._online();
-    if (offline) { this._suspended = true; delay = this._opts.maxReconnectDelay; }
-    this._log('reconnecting in', Math.round(delay), 'ms', offline ? '(offline: or at `online`)' : '');
+    if (a.scheduleReconnect === undefined) return;
+    const {scheduleReconnect: delay, code, reason} = a;
+    if (a.fellBackTo) this._log('falling back to', a.fellBackTo);
+    this._log('reconnecting in', Math.round(delay), 'ms', this._m.phase.name === 'suspended' ? '(offline: or at `online`)' : '');
     // The timer is set before any listener runs, so that close() from a listener cancels it.
-    this._lc++;
-    this._reconnectTimer = this._after(delay, () => { this._reconnectTimer = null; this._startAttempt(); });
-    const lc = this._setState('disconnected');
+    this._reconnectTimer = this._after(delay, () => { this._reconnectTimer = null; this._run(this._m.reconnectDue()); });
+    const lc = this._announce(a);
     if (!lc) return;
-    this._emit('disconnected', {code, reason, reconnect: true, transport: conn ? conn.name : this.transport});
+    this._emit('disconnected', {code, reason, reconnect: true, transport});
     if (this._lc !== lc) return;
     this._emitSubscribing(dropped, code, reason);
   }

@@ -1,14 +1,17 @@
-// The client: Switchboard, the connection state machine. It owns the
-// connection attempts (one transport object each), the reconnect backoff,
-// the transport fallback and the climb back to WebSocket, the page and
-// network lifecycle, and puts the subscriptions and the request queue on
-// whatever connection is up. Its subscription handling is in
+// The client: Switchboard, the shell around the connection state machine.
+// The decisions (the state, the transport ladder with its fallback and climb
+// back to WebSocket, reconnect or stop, the backoff) are in connection.js
+// (ConnectionMachine, pure); this file runs what it decides: the connection
+// attempts (one transport object each), timers, the page and network
+// events, the listeners, and puts the subscriptions and the request queue
+// on whatever connection is up. Its subscription handling is in
 // subscriptions.js (methods installed on Switchboard.prototype below).
 
-import {SwitchboardError, toError, isTerminal} from './errors.js';
+import {SwitchboardError, toError} from './errors.js';
 import {makeEnv} from './env.js';
 import {VERSION, ALL_TRANSPORTS, CONNECT_ID, STABLE_MS, MAX_HELD, randomId, validChannel, endpoints} from './util.js';
 import {Backoff} from './backoff.js';
+import {ConnectionMachine} from './connection.js';
 import {RequestQueue} from './queue.js';
 import {Emitter} from './emitter.js';
 import {Subscription} from './subscription.js';
@@ -16,7 +19,8 @@ import {installSubscriptionMethods} from './subscriptions.js';
 import {TRANSPORT_CLASSES} from './transports/index.js';
 
 // ===========================================================================
-// The connection state machine
+// The connection state machine (ConnectionMachine in connection.js; its
+// public projection):
 //
 //   disconnected --connect()--> connecting --connect reply--> connected
 //   connecting/connected --connection over--> disconnected (timer) --> connecting
@@ -26,7 +30,8 @@ import {TRANSPORT_CLASSES} from './transports/index.js';
 //
 // Every transition that runs listeners checks afterwards that no listener
 // changed the state (close(), destroy(), connect() from inside a listener
-// win over what the transition would have done next).
+// win over what the transition would have done next): the machine's
+// `epoch` (this._lc) is read before the listeners and compared after.
 // ===========================================================================
 
 /**
@@ -85,14 +90,13 @@ export class Switchboard extends Emitter {
     this._opts = o;
     this._urls = endpoints(url);
     this._token = o.token || null;
-    this._tIndex = 0;                // transport in use / being tried
-    this._failuresInRow = 0;         // attempts on this transport that never got a connect reply
-    this._worked = new Set();        // transports that got a connect reply at least once
-    this._state = 'disconnected';
+    // The lifecycle, the transport ladder and the reconnect backoff: decisions only, run here.
+    this._m = new ConnectionMachine({
+      transports: o.transports, minReconnectDelay: o.minReconnectDelay, maxReconnectDelay: o.maxReconnectDelay,
+      upgradeInterval: o.upgradeInterval, renewableToken: !!o.getToken, random: env.random,
+    });
     this._conn = null;
     this._sseLastEventId = null;    // id of the last SSE event seen: Last-Event-ID of the next SSE attempt
-    this._lc = 0;                    // lifecycle counter: bumped by every transition; listeners' effects show here
-    this._backoff = new Backoff(o.minReconnectDelay, o.maxReconnectDelay, env.random, true);
     this._reconnectTimer = null;
     this._watchdog = null;
     this._connectTimer = null;
@@ -100,9 +104,6 @@ export class Switchboard extends Emitter {
     this._upgradeTimer = null;
     this._refreshTimer = null;
     this._upgradeProbe = null;
-    this._active = false;            // connect() called and no close() since: reconnecting is wanted
-    this._suspended = false;         // offline, or the page is in the back/forward cache
-    this._destroyed = false;
     this._pingMs = 0;
     this._pong = false;
     this._subs = new Map();          // channel -> Subscription
@@ -118,10 +119,10 @@ export class Switchboard extends Emitter {
   }
 
   /** Current state: 'disconnected' | 'connecting' | 'connected' | 'closed'. */
-  get state() { return this._state; }
+  get state() { return this._m.state; }
 
   /** Name of the active transport ('websocket' | 'sse' | 'longpoll'): the one connected, or being tried. */
-  get transport() { return this._conn ? this._conn.name : this._opts.transports[this._tIndex]; }
+  get transport() { return this._conn ? this._conn.name : this._m.transport; }
 
   /** The last connect result (`client`, `node`, `ping`, ...), or null before the first connect. */
   get connectResult() { return this._connectResult; }
@@ -131,14 +132,9 @@ export class Switchboard extends Emitter {
 
   /** Start connecting (no-op when already connecting or connected). Reconnects by itself from then on. */
   connect() {
-    if (this._destroyed) throw new SwitchboardError('destroyed', 'client destroyed');
-    if (this._state === 'connecting' || this._state === 'connected') return;
-    if (this._state === 'disconnected' && this._active) { this._reconnectNow(); return; }
-    this._active = true;
-    this._suspended = false;
-    this._backoff.reset();
-    this._failuresInRow = 0;
-    this._startAttempt();
+    const a = this._m.connect();
+    if (a.error) throw new SwitchboardError('destroyed', 'client destroyed');
+    this._run(a);
   }
 
   /**
@@ -153,9 +149,9 @@ export class Switchboard extends Emitter {
    * listeners and every listener added with on(). The client cannot connect again.
    */
   destroy() {
-    if (this._destroyed) return;
-    this._close('destroyed');
-    this._destroyed = true;
+    const a = this._m.destroy();
+    if (!a.destroy) return;
+    this._closeWith(a);
     for (const sub of [...this._subs.values()]) this._unsubscribe(sub, 0, 'client destroyed', true);
     for (const [target, ev, fn] of this._listeners) {
       try { target.removeEventListener(ev, fn); } catch (e) { /* gone */ }
@@ -239,23 +235,37 @@ export class Switchboard extends Emitter {
 
   _clear(t) { if (t !== null && t !== undefined) this._env.clearTimeout(t); }
 
-  // Set the state and tell the listeners. Returns the lifecycle count after them, or 0 when a
-  // listener moved the client on meanwhile (then the caller stops: the listener's call won).
-  _setState(state) {
-    if (this._state === state) return this._lc;
-    const lc = ++this._lc;
-    this._state = state;
+  /** The machine's epoch: bumped by every transition; listeners' effects show here. */
+  get _lc() { return this._m.epoch; }
+
+  /** True once destroy() was called (subscriptions.js reads it). */
+  get _destroyed() { return this._m.destroyed; }
+
+  // Tell the listeners about the transition the machine just made (when its action says the public
+  // state changed). Returns the epoch after them, or 0 when a listener moved the client on meanwhile
+  // (then the caller stops: the listener's call won).
+  _announce(a) {
+    const lc = this._lc;
+    if (!a.emitState) return lc;
+    const state = this._m.state;
     this._log('state', state, this.transport);
     this._emit('state', {state, transport: this.transport});
     return this._lc === lc ? lc : 0;
   }
 
+  // Run an action that starts (or cuts short the wait for) an attempt; the others are run where they are asked for.
+  _run(a) {
+    if (a.startAttempt) this._startAttempt(a);
+  }
+
   _emitError(err) { this._emit('error', toError(err)); }
 
-  _close(reason) {
-    if (this._destroyed) return;
-    const was = this._state;
-    this._lc++;
+  _close(reason) { this._closeWith(this._m.close(reason)); }
+
+  // Run a {close: reason} action (close() or destroy()).
+  _closeWith(a) {
+    if (!a.close) return;
+    const reason = a.close;
     this._clear(this._reconnectTimer);
     this._reconnectTimer = null;
     this._stopConnTimers();
@@ -264,11 +274,10 @@ export class Switchboard extends Emitter {
     this._conn = null;
     if (conn) conn.close();
     const dropped = this._dropSubs(conn);
-    this._active = false;
     this._rejectAll(new SwitchboardError('closed', 'client closed'));
-    const lc = this._setState('closed');
+    const lc = this._announce(a);
     if (!lc) return;
-    if (was !== 'closed') this._emit('disconnected', {code: 0, reason, reconnect: false, transport: conn ? conn.name : this.transport});
+    if (a.disconnected) this._emit('disconnected', {code: 0, reason, reconnect: false, transport: conn ? conn.name : this.transport});
     if (this._lc !== lc) return;
     this._emitSubscribing(dropped, 0, reason);
   }
@@ -310,22 +319,22 @@ export class Switchboard extends Emitter {
     return p;
   }
 
-  _startAttempt() {
+  // Run a {startAttempt: transport} action: the machine is `connecting` already.
+  _startAttempt(a) {
     this._clear(this._reconnectTimer);
     this._reconnectTimer = null;
     this._stopConnTimers();
     this._stopUpgrade();
     if (this._opts.getToken && !this._token) {
-      this._fetchConnToken();
+      this._fetchConnToken(a);
       return;
     }
-    const name = this._opts.transports[this._tIndex];
+    const name = a.startAttempt;
     const Conn = TRANSPORT_CLASSES[name];
     const conn = new Conn(this, {});
     conn.params = this._connectParams(name, conn);
     this._conn = conn;
-    this._lc++;
-    if (!this._setState('connecting') || this._conn !== conn) return;
+    if (!this._announce(a) || this._conn !== conn) return;
     this._log('connecting over', name);
     this._connectTimer = this._after(this._opts.connectTimeout, () => {
       if (this._conn === conn && !conn.connected) {
@@ -337,9 +346,8 @@ export class Switchboard extends Emitter {
   }
 
   // getToken() before an attempt: the state is `connecting` meanwhile.
-  _fetchConnToken() {
-    this._lc++;
-    const lc = this._setState('connecting');
+  _fetchConnToken(a) {
+    const lc = this._announce(a);
     if (!lc) return;
     let p;
     try { p = Promise.resolve(this._opts.getToken()); } catch (e) { p = Promise.reject(e); }
@@ -353,7 +361,7 @@ export class Switchboard extends Emitter {
       this._clear(timer);
       this._emitError(new SwitchboardError('transport', 'getToken failed: ' + (e && e.message || e), true));
       if (this._lc !== lc) return;
-      this._scheduleReconnect(null, 0, 'getToken failed', false);
+      this._afterLoss(this._m.connectionLost({transport: null, code: 0, reason: 'getToken failed', online: this._online()}), this.transport, []);
     };
     p.then(token => {
       if (settled) return;
@@ -364,18 +372,12 @@ export class Switchboard extends Emitter {
       if (typeof token !== 'string' || token === '') {
         // No token for this user: the connection cannot be made (centrifuge's "unauthorized").
         this._conn = null;
-        this._setTerminal('websocket', 3500, 'getToken gave no token');
+        this._afterLoss(this._m.connectionLost({transport: null, code: 3500, reason: 'getToken gave no token', serverReconnect: false}), 'websocket', []);
         return;
       }
       this._token = token;
-      this._startAttempt();
+      this._run(this._m.tokenArrived());
     }, fail);
-  }
-
-  _reconnectNow() {
-    this._clear(this._reconnectTimer);
-    this._reconnectTimer = null;
-    this._startAttempt();
   }
 
   _connMessage(conn, obj) {
@@ -441,15 +443,14 @@ export class Switchboard extends Emitter {
     this._pong = !!res.pong;
     // The backoff starts over only once the connection has lived a while: one that dies at once
     // after every connect reply (say, each command POST gets 404) must not reconnect in a tight loop.
-    this._stableTimer = this._after(STABLE_MS, () => { if (this._conn === conn) this._backoff.reset(); });
-    this._failuresInRow = 0;
-    this._worked.add(conn.name);
+    this._stableTimer = this._after(STABLE_MS, () => { if (this._conn === conn) this._m.stable(); });
+    const a = this._m.connected(conn.name);
     this._connectResult = {...res, transport: conn.name};
     if (this._pingMs > 0) this._armWatchdog(conn, this._pingMs + 5000);
     if (res.expires && typeof res.ttl === 'number' && this._opts.getToken) this._scheduleRefresh(conn, res.ttl);
-    this._scheduleUpgrade(conn);
+    this._scheduleUpgrade(conn, a.probeAfter);
     // Listeners run from here on: after each, the connection must still be ours.
-    const lc = this._setState('connected');
+    const lc = this._announce(a);
     if (!lc || this._conn !== conn) return;
     this._emit('connected', this._connectResult);
     if (this._lc !== lc || this._conn !== conn) return;
@@ -522,14 +523,13 @@ export class Switchboard extends Emitter {
 
   // -- internals: climbing back to the first transport --------------------------
 
-  _scheduleUpgrade(conn) {
+  // Probe for WebSocket after `ms` (the machine's probeAfter / nextProbe; null: no probe).
+  _scheduleUpgrade(conn, ms = this._m.nextProbe(conn.name)) {
     this._stopUpgrade();
-    const ms = this._opts.upgradeInterval;
-    if (!ms || this._tIndex === 0 || conn.name === this._opts.transports[0]) return;
-    if (this._opts.transports[0] !== 'websocket') return;
-    this._upgradeTimer = this._after(ms * (0.75 + this._env.random() / 2), () => {
+    if (ms === null || ms === undefined) return;
+    this._upgradeTimer = this._after(ms, () => {
       this._upgradeTimer = null;
-      if (this._conn !== conn || this._suspended) return;
+      if (this._conn !== conn || this._m.state !== 'connected') return;
       this._probeWebSocket(conn);
     });
   }
@@ -544,18 +544,17 @@ export class Switchboard extends Emitter {
       end();
       this._upgradeProbe = null;
       if (this._conn !== conn) return;
+      const a = this._m.climbBack();
+      if (!a.startAttempt) return;
       this._log('WebSocket works again: moving back to it');
-      this._lc++;
       conn.close();
       this._conn = null;
       this._stopConnTimers();
       const dropped = this._dropSubs();
       this._requests.detach(conn);
-      this._tIndex = 0;
-      this._failuresInRow = 0;
       const lc = this._lc;
       this._emitSubscribing(dropped, 0, 'moving back to websocket');
-      if (this._lc === lc) this._startAttempt();  // unless a listener closed the client
+      if (this._lc === lc) this._startAttempt(a);  // unless a listener closed the client
     };
     ws.onerror = () => {};
     ws.onclose = () => {
@@ -576,21 +575,20 @@ export class Switchboard extends Emitter {
   // -- internals: network and page lifecycle ----------------------------------
 
   _onOnline() {
-    this._suspended = false;
-    if (this._destroyed || !this._active) return;
+    if (!this._m.active) return;
     this._log('online');
-    if (this._state === 'disconnected') this._reconnectNow();
+    this._run(this._m.online());
   }
 
   // Offline: end the connection without counting a transport failure, and wait for `online`.
   _onOffline() {
-    if (this._destroyed || !this._active) return;
+    if (!this._m.active) return;
     this._log('offline');
     this._suspend('browser offline');
   }
 
   _onPageHide(e) {
-    if (e && e.persisted && this._active && !this._destroyed) this._suspend('page hidden (back/forward cache)');
+    if (e && e.persisted) this._suspend('page hidden (back/forward cache)');
   }
 
   _onPageShow(e) {
@@ -601,17 +599,19 @@ export class Switchboard extends Emitter {
   // a pending backoff is cut short.
   _onVisibility() {
     const doc = this._env.document;
-    if (!doc || doc.visibilityState !== 'visible' || this._destroyed || !this._active) return;
-    if (this._state === 'disconnected' && !this._suspended) { this._reconnectNow(); return; }
+    if (!doc || doc.visibilityState !== 'visible') return;
+    const a = this._m.visible();
+    if (a.startAttempt) { this._startAttempt(a); return; }
     const conn = this._conn;
-    if (this._state === 'connected' && conn && this._pingMs > 0 && this._env.now() - conn.lastActivity > this._pingMs + 5000) {
+    if (a.checkQuiet && conn && this._pingMs > 0 && this._env.now() - conn.lastActivity > this._pingMs + 5000) {
       this._failConn(conn, 'quiet while the page was hidden');
     }
   }
 
+  // Offline or pagehide: the machine moves to `suspended` (when it wants a connection); end it without a failure.
   _suspend(reason) {
-    this._suspended = true;
-    this._lc++;
+    const a = this._m.suspend(reason);
+    if (!a.suspend) return;
     this._clear(this._reconnectTimer);
     this._reconnectTimer = null;
     this._stopConnTimers();
@@ -621,7 +621,7 @@ export class Switchboard extends Emitter {
     if (conn) conn.close();
     const dropped = this._dropSubs();
     this._requests.suspend(reason);
-    const lc = this._setState('disconnected');
+    const lc = this._announce(a);
     if (!lc) return;
     if (conn) this._emit('disconnected', {code: 0, reason, reconnect: true, transport: conn.name});
     if (this._lc !== lc) return;
@@ -638,8 +638,8 @@ export class Switchboard extends Emitter {
   // A command through the request queue (which refuses one over maxMessageSize): sent now when connected,
   // else when the next connection is up. Connection-scoped commands need a connection and die with it.
   _call(method, params, connScoped = false) {
-    if (this._destroyed) return Promise.reject(new SwitchboardError('destroyed', 'client destroyed'));
-    if (this._state === 'closed' && !connScoped) return Promise.reject(new SwitchboardError('closed', 'client is closed; call connect()'));
+    if (this._m.destroyed) return Promise.reject(new SwitchboardError('destroyed', 'client destroyed'));
+    if (this._m.state === 'closed' && !connScoped) return Promise.reject(new SwitchboardError('closed', 'client is closed; call connect()'));
     const conn = this._conn;
     if (connScoped && !(conn && conn.connected)) return Promise.reject(new SwitchboardError('closed', 'not connected'));
     return this._requests.add(method, params, connScoped, conn && conn.connected ? conn : null);
@@ -663,64 +663,34 @@ export class Switchboard extends Emitter {
     const dropped = this._dropSubs();
     // An expired token is no reason to stop when getToken() can give a new one.
     if (code === 3503 && this._opts.getToken) this._token = null;
-    // No reconnect for 3500-3999 (and 1002/1007), nor when a `disconnect` push says `reconnect: false`;
-    // but 3503 with getToken() always reconnects: the node says `reconnect: false` because the same
-    // token would be refused, and getToken() gives a new one.
-    const renewable = code === 3503 && !!this._opts.getToken;
-    const terminal = !renewable && (isTerminal(code) || serverReconnect === false);
     this._log('connection over', conn.name, code, reason, wasConnected ? '(was connected)' : '(never connected)');
-    if (terminal) {
-      this._setTerminal(conn.name, code, reason, dropped);
+    const a = this._m.connectionLost({transport: conn.name, opened: !!conn.opened, wasConnected, code, reason, serverReconnect,
+      online: this._online()});
+    this._afterLoss(a, conn.name, dropped);
+  }
+
+  // Run the machine's decision after an attempt or a connection ended: {terminal} (closed) or
+  // {scheduleReconnect: ms} (disconnected, then connecting on this transport or the next).
+  _afterLoss(a, transport, dropped) {
+    if (a.terminal) {
+      const {code, reason} = a.terminal;
+      this._rejectAll(new SwitchboardError('closed', 'disconnected: ' + code + ' ' + reason));
+      const lc = this._announce(a);
+      if (!lc) return;
+      this._emit('disconnected', {code, reason, reconnect: false, transport});
+      if (this._lc !== lc) return;
+      this._emitSubscribing(dropped, code, reason);
       return;
     }
-    this._scheduleReconnect(conn, code, reason, wasConnected, dropped);
-  }
-
-  _setTerminal(transport, code, reason, dropped = []) {
-    this._lc++;
-    this._active = false;
-    this._rejectAll(new SwitchboardError('closed', 'disconnected: ' + code + ' ' + reason));
-    const lc = this._setState('closed');
-    if (!lc) return;
-    this._emit('disconnected', {code, reason, reconnect: false, transport});
-    if (this._lc !== lc) return;
-    this._emitSubscribing(dropped, code, reason);
-  }
-
-  _scheduleReconnect(conn, code, reason, wasConnected, dropped = []) {
-    // Fall back to the next transport when this one cannot open (and never worked) or failed twice running.
-    // Not while the browser is offline: every transport fails then, and none is to blame.
-    let switched = false, wrapped = false;
-    if (conn && !wasConnected && this._online()) {
-      this._failuresInRow++;
-      const n = this._opts.transports.length;
-      if (n > 1 && ((!conn.opened && !this._worked.has(conn.name)) || this._failuresInRow >= 2)) {
-        this._tIndex = (this._tIndex + 1) % n;
-        this._failuresInRow = 0;
-        switched = true;
-        wrapped = this._tIndex === 0;
-        this._log('falling back to', this._opts.transports[this._tIndex]);
-      }
-    } else {
-      this._failuresInRow = 0;
-    }
-    let delay;
-    if (switched && !wrapped) {
-      delay = 0;  // try the next transport at once
-    } else {
-      const floor = code === 3001 || code === 3002 ? 4 * this._opts.minReconnectDelay : 0;
-      delay = this._backoff.next(floor);
-    }
-    // Offline: at `online`, or after the longest backoff should that event never come.
-    const offline = !this._online();
-    if (offline) { this._suspended = true; delay = this._opts.maxReconnectDelay; }
-    this._log('reconnecting in', Math.round(delay), 'ms', offline ? '(offline: or at `online`)' : '');
+    if (a.scheduleReconnect === undefined) return;
+    const {scheduleReconnect: delay, code, reason} = a;
+    if (a.fellBackTo) this._log('falling back to', a.fellBackTo);
+    this._log('reconnecting in', Math.round(delay), 'ms', this._m.phase.name === 'suspended' ? '(offline: or at `online`)' : '');
     // The timer is set before any listener runs, so that close() from a listener cancels it.
-    this._lc++;
-    this._reconnectTimer = this._after(delay, () => { this._reconnectTimer = null; this._startAttempt(); });
-    const lc = this._setState('disconnected');
+    this._reconnectTimer = this._after(delay, () => { this._reconnectTimer = null; this._run(this._m.reconnectDue()); });
+    const lc = this._announce(a);
     if (!lc) return;
-    this._emit('disconnected', {code, reason, reconnect: true, transport: conn ? conn.name : this.transport});
+    this._emit('disconnected', {code, reason, reconnect: true, transport});
     if (this._lc !== lc) return;
     this._emitSubscribing(dropped, code, reason);
   }

@@ -25,7 +25,11 @@
 //   subscription.js      Subscription
 //   subscriptions.js     the client's subscription handling (subscribe results, retries, long-poll items)
 //   transports/          WebSocketConn, SseConn, LongPollConn (one connection attempt each)
-//   client.js            Switchboard: the connection state machine
+//   ladder.js            TransportLadder: fallback to the next transport, climb back to WebSocket (pure)
+//   connection.js        ConnectionMachine: the connection state machine (lifecycle, ladder, reconnect
+//                        decisions, backoff): pure, its methods return actions
+//   client.js            Switchboard: the shell that runs the machine's actions (transports, timers,
+//                        window/document events, listeners)
 //
 // Unit tests: clients/js/test/ (`node --test clients/js/test/*.test.mjs`), with fake
 // timers and a fake server injected through `options.env`.

@@ -10,6 +10,9 @@
 //   connecting/connected --terminal code, reconnect: false, no token--> closed
 //   disconnected/connecting/connected --close()--> closed --connect()--> connecting
 //   any --destroy()--> closed for good (connect() throws)
+//
+// The same transitions on the pure ConnectionMachine, without timers or
+// sockets: connection.test.mjs.
 
 import {test} from 'node:test';
 import assert from 'node:assert/strict';
@@ -259,6 +262,27 @@ test('connected (fallback) -> connecting -> connected: WebSocket works again', a
   server.refuseWs = false;
   await until(() => sb.state === 'connected' && sb.transport === 'websocket', 20000, 'back on WebSocket');
   assert.deepEqual(states, ['connecting', 'connected'], 'straight from connected to connecting over WebSocket');
+});
+
+test('disconnected (offline, no online event) -> connected (fallback): the climb back to WebSocket still runs', async t => {
+  // A connection lost while offline waits maxReconnectDelay (or `online`). When that timer reconnects and no
+  // `online` event ever came, nothing of the offline wait may outlive it: with a Bool `_suspended` flag left
+  // set, the probe for WebSocket was skipped for good.
+  const {server, sb, states} = await setup(t, {transports: ['websocket', 'sse'], upgradeInterval: 10000, maxReconnectDelay: 2000},
+    s => { s.refuseWs = true; });
+  sb.connect();
+  await until(isConnected(sb), 30000, 'connected over SSE');
+  assert.equal(sb.transport, 'sse');
+  server.navigator.onLine = false;
+  server.eventSources[server.eventSources.length - 1].serverEnd();
+  await until(() => sb.state === 'disconnected', 5000, 'disconnected');
+  server.navigator.onLine = true;  // back, but no `online` event
+  await until(isConnected(sb), 5000, 'reconnected over SSE by the maxReconnectDelay timer');
+  assert.equal(sb.transport, 'sse');
+  server.refuseWs = false;
+  states.length = 0;
+  await until(() => sb.state === 'connected' && sb.transport === 'websocket', 20000, 'back on WebSocket');
+  assert.deepEqual(states, ['connecting', 'connected']);
 });
 
 test('any state -> closed for good: destroy()', async t => {
