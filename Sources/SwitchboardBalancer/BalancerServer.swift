@@ -65,12 +65,10 @@ public final class BalancerServer: Sendable {
         let front = try await ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.allowRemoteHalfClosure, value: true)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.writeBufferWaterMark, value: settings.waterMarks)
-            .childChannelOption(.recvAllocator, value: settings.receiveAllocator)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // Synchronously: `childChannelOption` applies each option through a chain of futures.
+                    try FrontSettings.applyTunnelOptions(to: channel, settings: settings)
                     let (settings, tls) = reloadable.withLockedValue { ($0.settings, $0.tls) }
                     let admitted = router.admitClient()
                     if admitted {

@@ -184,12 +184,9 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let nodeHalf = NIOLoopBound(pair.node, eventLoop: context.eventLoop)
         ClientBootstrap(group: context.eventLoop)
             .connectTimeout(self.settings.connectTimeout)
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.writeBufferWaterMark, value: self.settings.waterMarks)
-            .channelOption(.recvAllocator, value: self.settings.receiveAllocator)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
+            .channelInitializer { [settings = self.settings] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try FrontSettings.applyTunnelOptions(to: channel, settings: settings)
                     try channel.pipeline.syncOperations.addHandler(nodeHalf.value)
                 }
             }

@@ -29,3 +29,17 @@ public struct FrontSettings: Sendable {
         self.waterMarks = .init(low: configuration.writeBufferLowWaterMark, high: configuration.writeBufferHighWaterMark)
     }
 }
+
+extension FrontSettings {
+    /// Sets the options of either side of a tunnel (half-closure, no Nagle, the water marks, small
+    /// receive buffers) on a channel that is not registered yet, from its initializer. Synchronous on
+    /// purpose: a bootstrap's `channelOption`s are applied through a chain of futures, a cost paid twice
+    /// per proxied connection.
+    static func applyTunnelOptions(to channel: any Channel, settings: FrontSettings) throws {
+        guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
+        try options.setOption(.allowRemoteHalfClosure, value: true)
+        try options.setOption(.socketOption(.tcp_nodelay), value: 1)
+        try options.setOption(.writeBufferWaterMark, value: settings.waterMarks)
+        try options.setOption(.recvAllocator, value: settings.receiveAllocator)
+    }
+}
