@@ -82,13 +82,17 @@ def test_drain_on_sigterm(node_factory):
 
 
 def test_drain_without_clients_exits_quickly(node_factory):
-    node = node_factory.start(drain_seconds=10)
+    # With no client to wait for, the node exits after the listener's grace (2 s), not at the end of
+    # the 30 s window. The bound is half the window: wide enough for a loaded machine (a debug
+    # node at load 7 once took over 5 s to stop), and still far from waiting the window out.
+    node = node_factory.start(drain_seconds=30)
     assert node.http("GET", "/healthz").status_code == 200
     t0 = time.monotonic()
     node.signal(signal.SIGINT)
-    rc = node.wait_exit(5)
-    assert rc == 0, f"exit status {rc} (None = still running after 5 s)"
-    assert time.monotonic() - t0 < 5
+    rc = node.wait_exit(15)
+    elapsed = time.monotonic() - t0
+    assert rc == 0, f"exit status {rc} (None = still running after 15 s of a 30 s drain window)"
+    assert elapsed < 15, f"took {elapsed:.1f} s"
 
 
 def test_second_signal_exits_at_once(node_factory):
