@@ -33,6 +33,8 @@ final class NodeContext: Sendable {
     /// Connections per user (`limits.connectionsPerUser`), counted at `connect`.
     private let userConnections: NIOLockedValueBox<UserConnectionCounts>
     private let drainingBox = NIOLockedValueBox(false)
+    /// When to return freed heap to the system after the connection count falls (`HeapTrimPolicy`).
+    private let heapTrim = NIOLockedValueBox(HeapTrimPolicy())
     /// Polls waiting now, by `client` field and by client address (entries leave at zero, so
     /// both tables are bounded by the connections the node holds).
     private let polls = NIOLockedValueBox(PollCounts())
@@ -234,6 +236,15 @@ final class NodeContext: Sendable {
 
     /// How often a node refreshes its registry entry.
     static let announceInterval: TimeAmount = .seconds(2)
+
+    /// Returns freed heap memory to the system when the connection count has fallen well below its
+    /// recent peak (after a storm or an attack); called every `announceInterval`.
+    func trimHeapIfConnectionsFell() {
+        let total = self.connections.total
+        if self.heapTrim.withLockedValue({ $0.observe(connections: total) }) {
+            HeapTrimPolicy.releaseFreeMemory()
+        }
+    }
     /// Seconds a node stays in the registry without a refresh (three missed refreshes).
     static let registryTTL: Double = 6
 

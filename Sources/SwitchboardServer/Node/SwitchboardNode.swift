@@ -206,6 +206,7 @@ public final class SwitchboardNode: Sendable {
         ) { _ in
             _ = context.announceSelf()
             context.retryUserReleases()
+            context.trimHeapIfConnectionsFell()
         }
         self.state.withLockedValue { $0.announceTask = task }
     }
