@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -230,6 +231,119 @@ def test_hash_bounded_load_spreads_a_hot_channel(node_factory, balancers):
 # --------------------------------------------------------------------------
 # failures
 # --------------------------------------------------------------------------
+
+
+class FailingNode:
+    """A listener that answers the balancer's health check (`GET /readyz`) with 200 and ends every
+    other connection without a byte once it has read the request head: with a reset (`mode="reset"`,
+    SO_LINGER 0) or a plain FIN (`mode="eof"`). What a node looks like to the balancer when it dies
+    between accepting a connection and answering it. `requests` lists the other request lines."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.requests: list[str] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                head = b""
+                try:
+                    while b"\r\n\r\n" not in head and len(head) < 65536:
+                        got = conn.recv(4096)
+                        if not got:
+                            break
+                        head += got
+                except OSError:
+                    continue
+                line = head.split(b"\r\n", 1)[0].decode("latin-1")
+                if line.startswith("GET /readyz"):
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    continue
+                self.requests.append(line)
+                if self.mode == "reset":
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.listener.close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def failing_nodes():
+    started: list[FailingNode] = []
+
+    def start(mode: str) -> FailingNode:
+        n = FailingNode(mode)
+        started.append(n)
+        return n
+
+    try:
+        yield start
+    finally:
+        for n in started:
+            n.stop()
+
+
+@pytest.mark.parametrize("mode", ["reset", "eof"])
+def test_a_node_that_ends_the_tunnel_before_answering_is_replaced(node_factory, balancers, failing_nodes, mode):
+    """Issue 14: a node that accepts and then resets (or closes) before any byte reached the client is
+    a passive failure; the balancer sends the request to another node instead of closing the client."""
+    failing = failing_nodes(mode)
+    real = node_factory.start(node_name="real")
+    bal = balancers.start([failing, real], "--algorithm", "round-robin")
+    baseline = idle_fds(bal)
+
+    async def body():
+        # Round robin sends one of the first two to the failing node; every client still connects.
+        clients = await open_many(bal, 4)
+        assert {c.info["node"] for c in clients} == {node_id(real)}
+        await close_all(clients)
+
+    run(body())
+    assert len(failing.requests) >= 1 and all(r.startswith("GET /ws ") for r in failing.requests), failing.requests
+    m = metrics(bal)
+    assert m["switchboard_balancer_ended_before_response_total"] == len(failing.requests)
+    assert m['switchboard_balancer_refused_total{reason="connect_failed"}'] == 0
+    wait_clients_gone(bal)
+    wait_fds(bal, baseline)
+
+
+def test_a_request_not_safe_to_repeat_is_not_sent_twice(balancers, failing_nodes):
+    """A POST whose node ends the tunnel before answering may have been acted on: the balancer answers
+    502 itself and does not send it to another node, nor count it against the node (a client must not
+    be able to get nodes ejected). A GET behind the same lone failing node gets 502 after one attempt."""
+    failing = failing_nodes("reset")
+    other = failing_nodes("reset")
+    bal = balancers.start([failing, other], "--algorithm", "round-robin")
+    body = b'{"channel":"chat:x","data":1}'
+    resp, _ = raw_exchange(bal.port, b"POST /api/publish HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+                           + f"Content-Length: {len(body)}\r\n\r\n".encode() + body, timeout=5)
+    assert status_of(resp) == 502, resp[:200]
+    assert failing.requests + other.requests == ["POST /api/publish HTTP/1.1"]
+    m = metrics(bal)
+    assert m['switchboard_balancer_refused_total{reason="no_response"}'] == 1
+    assert m["switchboard_balancer_ended_before_response_total"] == 1
+    # A GET is tried on both nodes (each ends it), then 502.
+    resp, _ = raw_exchange(bal.port, b"GET /ws HTTP/1.1\r\nHost: a\r\n\r\n", timeout=5)
+    assert status_of(resp) == 502, resp[:200]
+    assert sorted(failing.requests + other.requests) == ["GET /ws HTTP/1.1", "GET /ws HTTP/1.1", "POST /api/publish HTTP/1.1"]
+    m = metrics(bal)
+    assert m["switchboard_balancer_ended_before_response_total"] == 3
+    assert m['switchboard_balancer_refused_total{reason="connect_failed"}'] == 1
 
 
 def test_node_sigkill_failover(node_factory, balancers):

@@ -49,6 +49,10 @@ public enum AdminReport {
         out += "switchboard_balancer_accepted_total \(counters.accepted)\n"
         family("switchboard_balancer_tunnels_total", "counter", "Tunnels established to a node.")
         out += "switchboard_balancer_tunnels_total \(counters.tunnels)\n"
+        family(
+            "switchboard_balancer_ended_before_response_total", "counter",
+            "Tunnels a node closed or reset before answering; a GET then goes to another node, anything else gets 502.")
+        out += "switchboard_balancer_ended_before_response_total \(counters.endedBeforeResponse)\n"
         family("switchboard_balancer_tls_handshakes_total", "counter", "Completed TLS handshakes on the client listener.")
         out += "switchboard_balancer_tls_handshakes_total \(counters.tlsHandshakes)\n"
         family("switchboard_balancer_refused_total", "counter", "Clients answered with an error status, by reason.")
@@ -57,6 +61,7 @@ public enum AdminReport {
         out += "switchboard_balancer_refused_total{reason=\"bad_request\"} \(counters.badRequests)\n"
         out += "switchboard_balancer_refused_total{reason=\"no_node\"} \(counters.noNodeAvailable)\n"
         out += "switchboard_balancer_refused_total{reason=\"connect_failed\"} \(counters.connectGaveUp)\n"
+        out += "switchboard_balancer_refused_total{reason=\"no_response\"} \(counters.noResponse)\n"
         family(
             "switchboard_balancer_imbalance_ratio", "gauge",
             "Busiest over emptiest available node: (connections per weight + 1) ratio.")

@@ -6,17 +6,29 @@ import NIOTLS
 
 /// The client side of a connection before it becomes a tunnel: reads and checks the request head within
 /// the header deadline, picks a node, connects to it on this channel's own event loop (retrying other
-/// nodes on a connect failure), forwards the head and any bytes read after it, then replaces itself with
-/// the client half of a `TunnelHandler` pair.
+/// nodes on a connect failure), forwards the head and any bytes read after it, puts the client half of a
+/// `TunnelHandler` pair behind itself, and leaves the pipeline once the node's first byte passes.
+///
+/// Until that first byte the node can still be replaced: a node that resets or closes the tunnel
+/// without answering (it died after its listener accepted, or is going down) counts as a failed connect,
+/// and the head is sent again to another node, within the same `connectAttempts`. Only a request that is
+/// safe to send twice is: `GET`, `HEAD` or `OPTIONS` (WebSocket and SSE handshakes, long-polls) with no
+/// byte from the client after its head and no half-close. Anything else gets `502` and the node is not
+/// blamed: a `POST` may have been acted on, and a client that sent more than a head could have made the
+/// node close on purpose (it must not be able to get healthy nodes ejected).
 ///
 /// Answers itself only before any node byte reached the client: 400 for a malformed head, 408 when the
 /// head is not complete by the deadline, 503 when no node may take connections (or the balancer is
-/// full), 502 when every connect attempt failed. Each answer is followed by a write EOF and a short
+/// full), 502 when every connect attempt failed or the node ended a request that is not sent twice
+/// without answering. Each answer is followed by a write EOF and a short
 /// linger that discards input, so the client reads the status rather than a reset.
 final class FrontHandler {
     private enum State {
         case readingHead
         case connecting
+        /// The tunnel to `node` is open and the node has not answered yet; `clientHalf` is the tunnel's
+        /// client half, behind this handler in the pipeline.
+        case awaitingResponse(node: BackendNode, clientHalf: TunnelHandler)
         case tunnelling
         case refusing
         case closed
@@ -30,6 +42,8 @@ final class FrontHandler {
     private let refuseOnArrival: Bool
     private let sweepers: TunnelSweepers?
     private var state = State.readingHead
+    /// The client's bytes from the first: the head being read, then (while awaiting the node's answer)
+    /// the head a retry would send again; nil when there is nothing to retry.
     private var buffer: ByteBuffer?
     private var parser = RequestHeadParser()
     private var head: RequestHead?
@@ -112,6 +126,9 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .connecting:
             // At most one read arrives here: reads are held back while connecting.
             self.buffer!.writeBuffer(&bytes)
+        case .awaitingResponse:
+            self.buffer = nil  // more than a head: not sent again
+            context.fireChannelRead(data)
         case .tunnelling:
             context.fireChannelRead(data)
         case .refusing, .closed:
@@ -138,6 +155,10 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 context.close(promise: nil)
             case .connecting:
                 self.clientInputClosed = true
+            case .awaitingResponse:
+                self.clientInputClosed = true
+                self.buffer = nil
+                context.fireUserInboundEventTriggered(event)
             case .tunnelling, .closed:
                 context.fireUserInboundEventTriggered(event)
             }
@@ -156,6 +177,53 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         self.logger.debug("client connection error", metadata: ["error": "\(error)"])
         context.close(promise: nil)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        context.write(data, promise: promise)
+        if case .awaitingResponse = self.state {
+            // The node's first byte is on its way to the client: no retry from here on.
+            self.state = .tunnelling
+            self.buffer = nil
+            self.head = nil
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
+    }
+
+    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        guard let event = event as? TunnelHandler.NodeEndedBeforeResponse else {
+            context.triggerUserOutboundEvent(event, promise: promise)
+            return
+        }
+        guard case .awaitingResponse(let node, let clientHalf) = self.state, context.channel.isActive else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        promise?.succeed()
+        context.pipeline.syncOperations.removeHandler(clientHalf, promise: nil)
+        guard self.buffer != nil else {
+            _ = self.router.endedBeforeResponse(node, blame: false)
+            self.logger.info(
+                "node closed the tunnel before answering a request that is not sent twice",
+                metadata: ["node": "\(node.id)", "bytesSent": "\(event.bytesToNode)"])
+            self.router.countRefusal(.noResponse)
+            self.refuse(context: context, status: "502 Bad Gateway", body: "the node closed the connection without answering\n")
+            return
+        }
+        self.state = .connecting
+        let ejection = self.router.endedBeforeResponse(node, blame: true)
+        self.logger.info(
+            "node closed the tunnel before answering; trying another",
+            metadata: [
+                "node": "\(node.id)",
+                "ejected": "\(ejection.map { "\($0.nanoseconds / 1_000_000_000) s" } ?? "no")",
+            ])
+        self.connectNext(context: context)
+    }
+
+    /// Whether a request may be sent to a second node after the first one may have seen it.
+    static func isReplayable(_ head: RequestHead) -> Bool {
+        head.method == "GET" || head.method == "HEAD" || head.method == "OPTIONS"
     }
 
     // MARK: connecting
@@ -213,11 +281,12 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func connected(
         context: ChannelHandlerContext, nodeChannel: any Channel, clientHalf: TunnelHandler, link: TunnelLink
     ) {
-        guard case .connecting = self.state, let head = self.head, var rest = self.buffer else {
+        guard case .connecting = self.state, let head = self.head, let received = self.buffer else {
             nodeChannel.close(promise: nil)
             return
         }
-        self.state = .tunnelling
+        self.state = .awaitingResponse(node: link.node, clientHalf: clientHalf)
+        var rest = received
         rest.moveReaderIndex(forwardBy: head.length)
         var out = nodeChannel.allocator.buffer(capacity: head.length + 128 + rest.readableBytes)
         let proxyProtocol = self.settings.clientAddressForwarding == .proxyProtocol
@@ -232,9 +301,9 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
         head.forwardedHead(
             clientAddress: context.channel.remoteAddress?.ipAddress, proto: self.settings.forwardedProto,
             addForwardedHeaders: !proxyProtocol, into: &out)
+        let onlyHead = rest.readableBytes == 0
         out.writeBuffer(&rest)
-        self.buffer = nil
-        self.head = nil
+        self.buffer = onlyHead && !self.clientInputClosed && Self.isReplayable(head) ? received : nil
         link.bytesToNode &+= UInt64(out.readableBytes)
         nodeChannel.writeAndFlush(out, promise: nil)
         if self.clientInputClosed {
@@ -250,11 +319,9 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if let sweeper = self.sweepers?.sweeper(for: context.eventLoop) {
             link.startIdleTimer(client: context.channel, sweeper: sweeper)
         }
-        let channel = context.channel
-        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-        if self.pendingRead || channel.isActive {
+        if self.pendingRead || context.channel.isActive {
             self.pendingRead = false
-            channel.read()
+            context.channel.read()
         }
     }
 

@@ -16,7 +16,11 @@ public final class NodeRouter: Sendable {
         public var badRequests: UInt64 = 0
         public var noNodeAvailable: UInt64 = 0
         public var connectGaveUp: UInt64 = 0
+        /// 502s for a request not sent again after its node ended the tunnel without answering.
+        public var noResponse: UInt64 = 0
         public var tunnels: UInt64 = 0
+        /// Tunnels a node closed or reset before answering (its request then went to another node, or got 502).
+        public var endedBeforeResponse: UInt64 = 0
         public var tlsHandshakes: UInt64 = 0
         /// Accept to the node's first byte (a WebSocket's `101`), per tunnel.
         public var acceptToFirstByte = LatencyHistogram()
@@ -166,6 +170,17 @@ public final class NodeRouter: Sendable {
         }
     }
 
+    /// A tunnel to `node` ended before the node's first byte (it accepted, then closed or reset).
+    /// `blame`: the request was one the node had no reason to drop, so this is a passive failure like
+    /// a refused connect. The tunnel itself was already settled by `tunnelClosed`. Returns the
+    /// ejection it caused, if any.
+    public func endedBeforeResponse(_ node: BackendNode, blame: Bool, now: NIODeadline = .now()) -> TimeAmount? {
+        self.state.withLockedValue { state in
+            state.counters.endedBeforeResponse &+= 1
+            return blame ? state.table.connectFailed(node.id, at: now) : nil
+        }
+    }
+
     public func connectSucceeded(_ node: BackendNode) {
         self.state.withLockedValue {
             $0.table.connectSucceeded(node.id)
@@ -208,6 +223,7 @@ public final class NodeRouter: Sendable {
             case .badRequest: state.counters.badRequests &+= 1
             case .noNode: state.counters.noNodeAvailable &+= 1
             case .connectGaveUp: state.counters.connectGaveUp &+= 1
+            case .noResponse: state.counters.noResponse &+= 1
             }
         }
     }
@@ -219,7 +235,7 @@ public final class NodeRouter: Sendable {
 
     /// Why a client got an error status instead of a tunnel.
     public enum RefusalKind: Sendable {
-        case headTimeout, badRequest, noNode, connectGaveUp
+        case headTimeout, badRequest, noNode, connectGaveUp, noResponse
     }
 
     /// The member nodes now (for the health checker).

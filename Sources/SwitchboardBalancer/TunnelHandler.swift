@@ -8,10 +8,20 @@ import NIOCore
 /// the low mark, so at most about one water mark plus one read is buffered per direction. A read EOF
 /// becomes a write EOF on the partner (half-close); a channel is fully closed once it has both read and
 /// written EOF, and a close or error on either side closes both.
+///
+/// One exception: a node that ends the tunnel (close, reset or EOF) before sending a byte does not
+/// close the client. The client half passes `NodeEndedBeforeResponse` outbound to the `FrontHandler`
+/// in front of it, which sends the request to another node; only if it cannot (the event's promise
+/// fails) is the client closed.
 final class TunnelHandler {
     enum Side {
         case client
         case node
+    }
+
+    /// Outbound user event from the client half: the node ended the tunnel without answering.
+    struct NodeEndedBeforeResponse {
+        var bytesToNode: UInt64
     }
 
     private let side: Side
@@ -58,6 +68,16 @@ final class TunnelHandler {
         self.context?.close(promise: nil)
     }
 
+    /// The node ended the tunnel before its first byte: ask the front handler to retry elsewhere.
+    private func partnerEndedBeforeResponse() {
+        guard let context = self.context else { return }
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        promise.futureResult.assumeIsolated().whenFailure { _ in
+            context.channel.close(promise: nil)
+        }
+        context.triggerUserOutboundEvent(NodeEndedBeforeResponse(bytesToNode: self.link.bytesToNode), promise: promise)
+    }
+
     private func partnerBecameWritable() {
         if self.pendingRead {
             self.pendingRead = false
@@ -73,7 +93,7 @@ final class TunnelHandler {
 @available(*, unavailable)
 extension TunnelHandler: Sendable {}
 
-extension TunnelHandler: ChannelDuplexHandler {
+extension TunnelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -101,13 +121,25 @@ extension TunnelHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if self.side == .node { self.link.closed() }
+        if self.side == .node {
+            self.link.closed()
+            if self.link.bytesFromNode == 0 {
+                self.partner?.partnerEndedBeforeResponse()
+                context.fireChannelInactive()
+                return
+            }
+        }
         self.partner?.partnerCloseFull()
         context.fireChannelInactive()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, case .inputClosed = event {
+            if self.side == .node && self.link.bytesFromNode == 0 {
+                // An empty answer: end the tunnel as a failure (channelInactive retries elsewhere).
+                context.close(promise: nil)
+                return
+            }
             self.inputClosed = true
             if self.outputClosed {
                 context.close(promise: nil)
@@ -119,7 +151,7 @@ extension TunnelHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        self.partner?.partnerCloseFull()
+        // channelInactive, which follows, settles the partner.
         context.close(promise: nil)
     }
 

@@ -91,6 +91,24 @@ import Testing
         #expect(router.snapshot().counters.refusedOverLimit == 1)
     }
 
+    /// A node that ends a replayable request's tunnel unanswered is ejected like a refused connect; one
+    /// that ends any other request's is not (a client could have made it hang up), though both count.
+    @Test func onlyAnUnansweredReplayableRequestEjectsItsNode() {
+        var configuration = BalancerConfiguration()
+        configuration.nodes = (9...12).map { BackendNode(host: "127.0.0.1", port: $0) }
+        let router = NodeRouter(configuration: configuration)
+        router.setMembers(configuration.nodes)
+        let now = NIODeadline.now()
+        #expect(router.endedBeforeResponse(configuration.nodes[0], blame: false, now: now) == nil)
+        #expect(router.endedBeforeResponse(configuration.nodes[1], blame: true, now: now) == .seconds(5))
+        let snapshot = router.snapshot()
+        #expect(snapshot.counters.endedBeforeResponse == 2)
+        #expect(snapshot.table.entries["127.0.0.1:9"]?.health.isEjected(at: now) == false)
+        #expect(snapshot.table.entries["127.0.0.1:10"]?.health.isEjected(at: now) == true)
+        let metrics = String(buffer: AdminReport.metricsText(table: snapshot.table, counters: snapshot.counters, now: now))
+        #expect(metrics.contains("\nswitchboard_balancer_ended_before_response_total 2\n"))
+    }
+
     @Test func adminReportsListEveryNode() {
         var configuration = BalancerConfiguration()
         configuration.nodes = [BackendNode(host: "127.0.0.1", port: 9), BackendNode(host: "127.0.0.1", port: 10, weight: 2)]
