@@ -615,6 +615,43 @@ def test_nodes_from_the_registry_join_and_leave_without_restart(cluster, balance
     assert bal.pid == pid and bal.alive()
 
 
+def registry_weights(bal) -> dict[int, int]:
+    return {n["port"]: n["weight"] for n in admin_nodes(bal)["nodes"] if n["member"]}
+
+
+def test_registry_nodes_are_weighted_by_what_they_announce(cluster, balancers):
+    """`serve --weight` reaches the balancer through the registry, lowered by the node's load: weight
+    x the free share of its --max-connections (docs/balancer.md)."""
+    big = cluster.start_node("--weight", "3")
+    small = cluster.start_node()
+    bal = balancers.start([], "--registry", cluster.redis.url, "--algorithm", "round-robin")
+    wait_until(lambda: registry_weights(bal) == {big.port: 3, small.port: 1}, 8, "both nodes with their weights")
+
+    async def spread(count: int) -> Counter:
+        clients = await open_many(bal, count)
+        placed = Counter(c.info["node"] for c in clients)
+        await close_all(clients)
+        return placed
+
+    # Smooth weighted round robin: exactly 3 of every 4 on the weight-3 node.
+    assert run(spread(8)) == Counter({node_id(big): 6, node_id(small): 2})
+
+    # A node half full counts half: weight 10, 5 of 10 connections held (directly, not through the balancer).
+    filling = cluster.start_node("--weight", "10", "--max-connections", "10")
+    wait_until(lambda: registry_weights(bal).get(filling.port) == 10, 8, "the new node at its full weight")
+
+    async def hold_then_release():
+        held = [await connect(filling) for _ in range(5)]
+        try:
+            await asyncio.to_thread(wait_until, lambda: registry_weights(bal).get(filling.port) == 5, 8,
+                                    "the weight halved by the load")
+        finally:
+            await close_all(held)
+
+    run(hold_then_release())
+    wait_until(lambda: registry_weights(bal).get(filling.port) == 10, 8, "the full weight back once the load is gone")
+
+
 def test_admin_drain_and_ready(node_factory, balancers):
     nodes = start_nodes(node_factory, 2)
     bal = balancers.start(nodes, "--algorithm", "round-robin")

@@ -61,6 +61,11 @@ public final class NodeRouter: Sendable {
                 maxConnections: configuration.maxConnections))
     }
 
+    /// The algorithm picks are made with.
+    public var algorithm: BalancingAlgorithm {
+        self.state.withLockedValue { $0.picker.algorithm }
+    }
+
     /// Takes a reloaded configuration's algorithm, bounded-load factor and connection limit. The node
     /// table, its counters and open tunnels are untouched; the picker starts afresh only when its
     /// algorithm or factor changed.

@@ -8,7 +8,8 @@ import RedisClient
 /// Reads the broker's node registry from Redis every `interval` and makes static ∪ registry the
 /// router's member set: a node that announces itself takes connections after the next read, one whose
 /// entry expired (TTL 6 s) or that announces `draining` leaves the pick set; open tunnels are never
-/// touched. When Redis is unreachable the last known set stays.
+/// touched. Registry nodes are weighted by what they announce (`RegistryNode.effectiveWeight`), read
+/// again at every read. When Redis is unreachable the last known set stays.
 final class RegistryWatcher: Sendable {
     static let registryKey = "sb:nodes"
     static func nodeKey(_ id: String) -> String { "sb:node:\(id)" }
@@ -22,7 +23,7 @@ final class RegistryWatcher: Sendable {
     private struct State {
         var stopped = false
         var failing = false
-        var lastIDs: [String] = []
+        var lastMembers: [BackendNode] = []
         /// The `--node` list (replaced by a reload) and the last registry read.
         var staticNodes: [BackendNode]
         var lastEntries: [RegistryNode] = []
@@ -46,10 +47,12 @@ final class RegistryWatcher: Sendable {
 
     /// Takes a reloaded `--node` list: the member set becomes it plus the last registry read, at once.
     func setStaticNodes(_ nodes: [BackendNode]) {
+        let usesLoad = self.router.algorithm != .hash
         let members = self.state.withLockedValue { state -> [BackendNode] in
             state.staticNodes = nodes
-            let members = RegistryMembership.members(staticNodes: nodes, registry: state.lastEntries)
-            state.lastIDs = members.map(\.id)
+            let members = RegistryMembership.members(
+                staticNodes: nodes, registry: state.lastEntries, now: Date().timeIntervalSince1970, usesLoad: usesLoad)
+            state.lastMembers = members
             return members
         }
         self.router.setMembers(members)
@@ -77,19 +80,25 @@ final class RegistryWatcher: Sendable {
             .whenComplete { result in
                 switch result {
                 case .success(let entries):
-                    let (members, changed) = self.state.withLockedValue { state -> ([BackendNode], Bool) in
+                    let usesLoad = self.router.algorithm != .hash
+                    let (members, previous) = self.state.withLockedValue { state -> ([BackendNode], [BackendNode]) in
                         if state.failing { self.logger.info("node registry readable again") }
                         state.failing = false
                         state.lastEntries = entries
-                        let members = RegistryMembership.members(staticNodes: state.staticNodes, registry: entries)
-                        let ids = members.map(\.id)
-                        defer { state.lastIDs = ids }
-                        return (members, state.lastIDs != ids)
+                        let members = RegistryMembership.members(
+                            staticNodes: state.staticNodes, registry: entries, now: Date().timeIntervalSince1970,
+                            usesLoad: usesLoad)
+                        defer { state.lastMembers = members }
+                        return (members, state.lastMembers)
                     }
-                    let ids = members.map(\.id)
-                    if changed {
+                    if members != previous {
                         self.router.setMembers(members)
-                        self.logger.info("nodes from the registry", metadata: ["nodes": "\(ids.joined(separator: " "))"])
+                        let described = members.map(\.description).joined(separator: " ")
+                        if members.map(\.id) != previous.map(\.id) {
+                            self.logger.info("nodes from the registry", metadata: ["nodes": "\(described)"])
+                        } else {
+                            self.logger.debug("registry weights changed", metadata: ["nodes": "\(described)"])
+                        }
                     }
                 case .failure(let error):
                     let first = self.state.withLockedValue { state -> Bool in

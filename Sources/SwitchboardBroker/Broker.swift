@@ -197,6 +197,14 @@ public struct NodeInfo: Sendable, Hashable {
     public var channels: Int
     public var uptime: Double
     public var draining: Bool
+    /// The node's share of new connections against other nodes (`serve --weight`, 1-100), for a
+    /// balancer that reads the registry.
+    public var weight: Int
+    /// Most connections the node takes (`--max-connections`, or what its open-files limit allows).
+    public var maxConnections: Int
+    /// When the broker wrote this entry (seconds since 1970, the broker host's clock); nil when read
+    /// from a broker that does not say.
+    public var announcedAt: Double?
 
     public init(
         id: String,
@@ -206,7 +214,10 @@ public struct NodeInfo: Sendable, Hashable {
         subscriptions: Int = 0,
         channels: Int = 0,
         uptime: Double = 0,
-        draining: Bool = false
+        draining: Bool = false,
+        weight: Int = 1,
+        maxConnections: Int = 0,
+        announcedAt: Double? = nil
     ) {
         self.id = id
         self.name = name
@@ -216,6 +227,9 @@ public struct NodeInfo: Sendable, Hashable {
         self.channels = channels
         self.uptime = uptime
         self.draining = draining
+        self.weight = weight
+        self.maxConnections = maxConnections
+        self.announcedAt = announcedAt
     }
 }
 

@@ -388,13 +388,14 @@ public enum BrokerConformance {
             try expect(events == [.join(info), .leave(info)], "presence events \(events)")
         },
         Case(name: "node registry announce, list, remove, expiry") { broker, _ in
-            let a = NodeInfo(id: unique("node"), name: "a", address: "127.0.0.1:1", connections: 3)
+            let a = NodeInfo(id: unique("node"), name: "a", address: "127.0.0.1:1", connections: 3, weight: 7, maxConnections: 500)
             let b = NodeInfo(id: unique("node"), name: "b", address: "127.0.0.1:2")
             try await broker.announce(a, ttl: 30).get()
             try await broker.announce(b, ttl: 1).get()
             var nodes = try await broker.nodes().get()
             try expect(Set(nodes.map(\.id)).isSuperset(of: [a.id, b.id]), "registry misses a node")
-            try expect(nodes.first { $0.id == a.id }?.connections == 3, "figures lost")
+            let listed = nodes.first { $0.id == a.id }
+            try expect(listed?.connections == 3 && listed?.weight == 7 && listed?.maxConnections == 500, "figures lost: \(String(describing: listed))")
             try await Task.sleep(nanoseconds: 1_300_000_000)
             nodes = try await broker.nodes().get()
             try expect(!nodes.contains { $0.id == b.id }, "expired node still listed")

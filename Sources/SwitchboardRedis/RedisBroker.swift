@@ -390,7 +390,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
 
     public func announce(_ node: NodeInfo, ttl: Double) -> EventLoopFuture<Void> {
         var json = ByteBuffer()
-        json.writeJSON(Self.nodeJSON(node))
+        json.writeJSON(Self.nodeJSON(node, at: Self.now()))
         return self.client.send("ZADD", .string(Self.registryKey), .double(Self.now() + ttl), .string(node.id))
             .and(self.client.send("SET", .string(Self.nodeKey(node.id)), .bytes(json), "PX", .integer(Self.whole(ttl * 1000, maximum: Self.maximumSeconds * 1000))))
             .map { _ in }
@@ -507,11 +507,14 @@ public final class RedisBroker: Broker, @unchecked Sendable {
 
     // MARK: Encodings
 
-    static func nodeJSON(_ node: NodeInfo) -> JSONValue {
+    /// A registry entry; `at` is when it is written (`sb:node:<id>` is read by `switchboard balance`
+    /// too: docs/balancer.md names these fields).
+    static func nodeJSON(_ node: NodeInfo, at: Double) -> JSONValue {
         .object(JSONObject([
             ("id", .string(node.id)), ("name", .string(node.name)), ("address", .string(node.address)),
             ("connections", .integer(node.connections)), ("subscriptions", .integer(node.subscriptions)),
             ("channels", .integer(node.channels)), ("uptime", .number(String(node.uptime))), ("draining", .bool(node.draining)),
+            ("weight", .integer(node.weight)), ("maxConnections", .integer(node.maxConnections)), ("at", .number(String(at))),
         ]))
     }
 
@@ -525,7 +528,10 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             subscriptions: json["subscriptions"]?.intValue ?? 0,
             channels: json["channels"]?.intValue ?? 0,
             uptime: json["uptime"]?.doubleValue ?? 0,
-            draining: json["draining"]?.boolValue ?? false
+            draining: json["draining"]?.boolValue ?? false,
+            weight: json["weight"]?.intValue ?? 1,
+            maxConnections: json["maxConnections"]?.intValue ?? 0,
+            announcedAt: json["at"]?.doubleValue
         )
     }
 

@@ -109,6 +109,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Port on --host for HAProxy's agent-check: answers drain, or up and the free share of --max-connections (default: none).")
     var haproxyAgentPort: Int?
 
+    @Option(help: "This node's share of new connections against other nodes, 1-100 (default 1), announced in the registry: `switchboard balance --registry` weighs the node by it, lowered as the node fills up.")
+    var weight: Int?
+
     @Option(help: "Long-polls one client address may have waiting at once (default 16).")
     var maxPollsPerIp: Int?
 
@@ -260,6 +263,7 @@ struct Serve: AsyncParsableCommand {
         if let maxConnectionsPerIp { try configuration.set("maxConnectionsPerIP", .number(Double(maxConnectionsPerIp))) }
         if !trustedProxy.isEmpty { try configuration.set("trustedProxies", .list(trustedProxy)) }
         if let haproxyAgentPort { try configuration.set("haproxyAgentPort", .number(Double(haproxyAgentPort))) }
+        if let weight { try configuration.set("weight", .number(Double(weight))) }
         if let tlsCert { configuration.tlsCertificateFile = tlsCert }
         if let tlsKey { configuration.tlsKeyFile = tlsKey }
         if let maxPollsPerIp { try configuration.set("maxPollsPerIP", .number(Double(maxPollsPerIp))) }

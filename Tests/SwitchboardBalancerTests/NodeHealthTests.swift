@@ -119,6 +119,52 @@ import Testing
         #expect(RegistryNode.parse(Array("not json".utf8)) == nil)
     }
 
+    @Test func parsesAnnouncedWeightAndLoad() {
+        let entry = RegistryNode.parse(
+            Array(#"{"id":"n1","address":"127.0.0.1:8001","connections":30,"maxConnections":100,"weight":10,"at":1000.5}"#.utf8))
+        #expect(
+            entry
+                == RegistryNode(
+                    id: "n1", node: BackendNode(host: "127.0.0.1", port: 8001, weight: 10), draining: false, connections: 30,
+                    maxConnections: 100, announcedAt: 1000.5))
+        // Out-of-range weights are clamped, nonsense counts read as 0, a non-finite time as none.
+        let odd = RegistryNode.parse(
+            Array(#"{"id":"n1","address":"127.0.0.1:8001","connections":-5,"maxConnections":-1,"weight":0,"at":1e999}"#.utf8))
+        #expect(odd?.node.weight == 1 && odd?.connections == 0 && odd?.maxConnections == 0 && odd?.announcedAt == nil)
+        #expect(RegistryNode.parse(Array(#"{"id":"n1","address":"127.0.0.1:8001","weight":5000}"#.utf8))?.node.weight == 100)
+        #expect(RegistryNode.parse(Array(#"{"id":"n1","address":"127.0.0.1:8001","weight":99999999999999999999999}"#.utf8))?.node.weight == 1)
+    }
+
+    @Test(arguments: [
+        // (connections, maxConnections, seconds since the report, uses load) -> weight, for an announced weight of 10
+        (0, 100, 1.0, true, 10), (50, 100, 1.0, true, 5), (90, 100, 1.0, true, 1), (95, 100, 1.0, true, 1),
+        (100, 100, 1.0, true, 1), (500, 100, 1.0, true, 1), (24, 100, 0.0, true, 8),
+        (50, 100, 5.1, true, 10),  // stale: missed two announces
+        (50, 100, -5.1, true, 10),  // from the future: clocks disagree
+        (50, 0, 1.0, true, 10),  // no capacity said
+        (50, 100, 1.0, false, 10),  // hashing: announced weight only
+    ])
+    func effectiveWeightFollowsFreeShare(connections: Int, maximum: Int, age: Double, usesLoad: Bool, expected: Int) {
+        let entry = RegistryNode(
+            id: "n", node: BackendNode(host: "127.0.0.1", port: 1, weight: 10), draining: false, connections: connections,
+            maxConnections: maximum, announcedAt: 1000)
+        #expect(entry.effectiveWeight(now: 1000 + age, usesLoad: usesLoad) == expected)
+    }
+
+    @Test func membersCarryEffectiveWeightsAndStaticWeightsStand() {
+        let a = BackendNode(host: "127.0.0.1", port: 8001, weight: 3)
+        let registry = [
+            RegistryNode(
+                id: "y", node: BackendNode(host: "127.0.0.1", port: 8001, weight: 9), draining: false, connections: 0,
+                maxConnections: 10, announcedAt: 50),
+            RegistryNode(
+                id: "z", node: BackendNode(host: "127.0.0.1", port: 8002, weight: 8), draining: false, connections: 5,
+                maxConnections: 10, announcedAt: 50),
+        ]
+        let members = RegistryMembership.members(staticNodes: [a], registry: registry, now: 51, usesLoad: true)
+        #expect(members == [a, BackendNode(host: "127.0.0.1", port: 8002, weight: 4)])
+    }
+
     @Test func staticNodesFirstDrainingOut() {
         let a = BackendNode(host: "127.0.0.1", port: 8001)
         let b = BackendNode(host: "127.0.0.1", port: 8002)

@@ -22,6 +22,18 @@ struct ConfigurationSourcesTests {
         #expect(configuration.maxConnections == 5000)
     }
 
+    @Test("the weight a node announces is 1-100, anything else refused with the option's name")
+    func weightRange() throws {
+        var configuration = ServerConfiguration()
+        #expect(configuration.weight == 1)
+        try configuration.set("weight", .number(20))
+        #expect(configuration.weight == 20)
+        for bad in [0, -3, 101, 1e12, 2.5, .nan] {
+            #expect(throws: ConfigurationError.self) { try configuration.set("weight", .number(bad)) }
+        }
+        #expect(configuration.weight == 20)
+    }
+
     @Test("the three sources agree: the same value from a flag, a variable and a file gives the same configuration")
     func sourcesAgree() throws {
         var fromFlag = ServerConfiguration()

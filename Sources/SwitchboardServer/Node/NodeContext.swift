@@ -259,7 +259,9 @@ final class NodeContext: Sendable {
                 subscriptions: stats.subscriptions,
                 channels: stats.channels,
                 uptime: Double((NIODeadline.now() - self.startedAt).nanoseconds) / 1e9,
-                draining: self.isDraining
+                draining: self.isDraining,
+                weight: self.configuration.weight,
+                maxConnections: self.connections.maximum
             )
             return self.broker.announce(info, ttl: Self.registryTTL)
         }

@@ -20,7 +20,7 @@ extension ServerConfiguration {
         "eventLoopThreads", "presenceTTL", "idempotencyWindow", "requestTimeout", "maxRequestBodySize",
         "headTimeout", "maxConnections", "maxConnectionsPerIP", "maxPollsPerIP", "maxCommandsPerRequest", "maxHistoryLimit", "trustedProxies",
         "apiKeyFile", "tokenSecretFile", "allowedOrigins", "insecure",
-        "haproxyAgentPort", "tlsCert", "tlsKey",
+        "haproxyAgentPort", "tlsCert", "tlsKey", "weight",
         "rebalance", "rebalanceTolerance", "rebalanceHold", "rebalanceWindow", "rebalanceRate", "rebalanceMinAge",
     ]
 
@@ -213,6 +213,12 @@ extension ServerConfiguration {
             let port = try integer()
             guard port <= 65535 else { throw ConfigurationError("haproxyAgentPort must be at most 65535") }
             self.haproxyAgentPort = port
+        case "weight":
+            let weight = try integer()
+            guard (1...Self.maximumWeight).contains(weight) else {
+                throw ConfigurationError("weight must be within 1-\(Self.maximumWeight)")
+            }
+            self.weight = weight
         case "tlsCert":
             let path = try string()
             self.tlsCertificateFile = path.isEmpty ? nil : path

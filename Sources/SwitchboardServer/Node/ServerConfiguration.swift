@@ -61,6 +61,11 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var tlsKeyFile: String?
     /// Port of the HAProxy `agent-check` listener on `host` (answers `drain` or `up N%`); 0 = none.
     public var haproxyAgentPort: Int = 0
+    /// This node's share of new connections against other nodes (1-100), announced in the registry:
+    /// `switchboard balance --registry` weighs the node by it (a machine twice the size: twice the weight).
+    public var weight: Int = 1
+    /// Largest `weight`.
+    public static let maximumWeight = 100
     /// Long-polls one client address may have waiting at once.
     public var maxPollsPerIP: Int = 16
     /// Commands in one `/rpc` or SSE `POST` body.
