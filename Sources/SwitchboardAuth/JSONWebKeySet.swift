@@ -1,5 +1,5 @@
 import Crypto
-import _CryptoExtras
+import CryptoExtras
 import SwitchboardCore
 
 /// Reads a JWK Set (RFC 7517) into verification keys: RSA (`n`, `e`), EC P-256 and P-384 (`x`, `y`).

@@ -1,14 +1,12 @@
 public import Crypto
-public import _CryptoExtras
+public import CryptoExtras
 
 /// One key a token may be signed with: its material, its `kid` (optional), where it came from
 /// (so a JWKS's `kid` never matches a configured key's by accident), and the algorithms it allows,
 /// all of one family.
 public struct VerificationKey: Sendable {
     /// The key material; the family follows from it.
-    public enum Material: @unchecked Sendable {
-        // Unchecked: swift-crypto 3.x does not mark `SymmetricKey` and the EC public keys Sendable
-        // on Linux, but they are immutable values (copy-on-write storage never written after init).
+    public enum Material: Sendable {
         case hmac(SymmetricKey)
         case rsa(_RSA.Signing.PublicKey)
         case p256(P256.Signing.PublicKey)

@@ -6,7 +6,7 @@ import NIOPosix
 import SwitchboardAuth
 import SwitchboardCore
 import Testing
-import _CryptoExtras
+import CryptoExtras
 
 @Suite("JWKS")
 struct JWKSTests {

@@ -1,6 +1,6 @@
 import Crypto
 import SwitchboardCore
-import _CryptoExtras
+import CryptoExtras
 
 /// Signs tokens in tests with any header (including lies about `alg`).
 enum TokenMinter {
@@ -53,7 +53,6 @@ enum TokenMinter {
 enum TestKeys {
     static let secret = Array("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".utf8)
     static let rsa = try! _RSA.Signing.PrivateKey(keySize: .bits2048)
-    // Immutable after first use; swift-crypto 3.x does not mark EC private keys Sendable on Linux.
-    nonisolated(unsafe) static let p256 = P256.Signing.PrivateKey()
-    nonisolated(unsafe) static let p384 = P384.Signing.PrivateKey()
+    static let p256 = P256.Signing.PrivateKey()
+    static let p384 = P384.Signing.PrivateKey()
 }

@@ -2,7 +2,7 @@ import Crypto
 import SwitchboardAuth
 import SwitchboardCore
 import Testing
-import _CryptoExtras
+import CryptoExtras
 
 @Suite("VerifiedTokenCache")
 struct VerifiedTokenCacheTests {
