@@ -1,0 +1,94 @@
+import NIOCore
+import NIOEmbedded
+import SwitchboardBroker
+import SwitchboardBrokerTesting
+@_spi(Harness) import SwitchboardServer
+@_spi(Harness) import SwitchboardServerTesting
+import Testing
+
+/// A node that served requests, good or malformed, leaves nothing behind once its connections are
+/// closed and it is stopped: no reference cycle keeps its parts (hub, sessions, broker) alive. A
+/// cycle here is memory a running node never gets back, once per request of that kind.
+@Suite("Node teardown")
+struct NodeTeardownTests {
+    static func request(_ method: String, _ target: String, body: String = "") -> ByteBuffer {
+        var head = "\(method) \(target) HTTP/1.1\r\nHost: t\r\n"
+        if method == "POST" { head += "Content-Length: \(body.utf8.count)\r\nContent-Type: application/json\r\n" }
+        return ByteBuffer(string: head + "\r\n" + body)
+    }
+
+    @Test(
+        "no part of the node outlives it after any of these requests",
+        arguments: [
+            ("GET", "/sse", ""), ("GET", "/sse?connect=%7B", ""), ("POST", "/rpc", "{"), ("POST", "/poll", "{"),
+            ("POST", "/sse", "{"), ("POST", "/rpc", #"[{"id":1,"ping":{}}]"#),
+        ])
+    func nothingOutlivesTheNode(method: String, target: String, body: String) throws {
+        weak var harness: NodeHarness?
+        weak var broker: MemoryBroker?
+        do {
+            let node = try EmbeddedNode()
+            harness = node.harness
+            broker = node.broker
+            let channel = try node.openHTTP()
+            _ = try? channel.writeInbound(Self.request(method, target, body: body))
+            node.loop.run()
+            _ = channel.readAllOutbound()
+            _ = try? channel.finish(acceptAlreadyClosed: true)
+            node.shutdown()
+        }
+        #expect(harness == nil, "the node's harness outlived it")
+        #expect(broker == nil, "the broker outlived the node")
+    }
+
+    /// The fuzz target's sequence (`Fuzz/Sources/FuzzHTTPBodies`), where LeakSanitizer found the node
+    /// kept alive: a live SSE stream, then `body` posted to it, to `/rpc` and to `/poll`, and a stream
+    /// opened with `body` as its `connect`.
+    @Test("no part of the node outlives it after the fuzz target's sequence", arguments: ["{", "{}", ""])
+    func nothingOutlivesTheFuzzSequence(body: String) throws {
+        weak var harness: NodeHarness?
+        do {
+            let node = try EmbeddedNode()
+            harness = node.harness
+            var channels: [EmbeddedChannel] = []
+            func exchange(_ bytes: ByteBuffer) throws -> String {
+                let channel = try node.openHTTP()
+                channels.append(channel)
+                _ = try? channel.writeInbound(bytes)
+                node.loop.run()
+                return String(decoding: channel.readAllOutbound(), as: UTF8.self)
+            }
+            let opened = try exchange(Self.request("GET", "/sse"))
+            let session = try #require(opened.split(separator: "\"session\":\"").dropFirst().first?.split(separator: "\"").first)
+            _ = try exchange(Self.request("POST", "/sse?session=\(session)", body: body))
+            _ = try exchange(Self.request("POST", "/rpc", body: body))
+            _ = try exchange(Self.request("POST", "/poll", body: body))
+            node.advance(by: .seconds(61))
+            _ = try exchange(Self.request("GET", "/sse?connect=\(body.isEmpty ? "" : "%7B")"))
+            node.advance(by: .seconds(1))
+            for channel in channels { _ = try? channel.finish(acceptAlreadyClosed: true) }
+            node.shutdown()
+        }
+        #expect(harness == nil, "the node's harness outlived it")
+    }
+
+    /// The fake broker the fuzz targets, benchmarks and hub tests build nodes on kept the node's event
+    /// handler after its shutdown, so each of those nodes stayed alive (LeakSanitizer, FuzzHTTPBodies).
+    @Test("a node on the forwarding test broker is let go after its shutdown")
+    func forwardingBrokerLetsGo() throws {
+        weak var harness: NodeHarness?
+        weak var broker: ForwardingBroker?
+        do {
+            let node = try EmbeddedNode(makeBroker: { ForwardingBroker(eventLoop: $0) })
+            harness = node.harness
+            broker = node.broker
+            let channel = try node.openHTTP()
+            _ = try? channel.writeInbound(Self.request("GET", "/sse"))
+            node.loop.run()
+            _ = try? channel.finish(acceptAlreadyClosed: true)
+            node.shutdown()
+        }
+        #expect(harness == nil, "the node's harness outlived it")
+        #expect(broker == nil, "the broker outlived the node")
+    }
+}
