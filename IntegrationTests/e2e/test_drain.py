@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
 import time
 
 import requests
 from websockets.exceptions import InvalidStatus
 
 from sbclient import connect, open_ws, run
+from sbproc import binary_path
 
 
 async def _readyz_until_503(node, deadline: float) -> tuple[int, dict]:
@@ -93,6 +96,33 @@ def test_drain_without_clients_exits_quickly(node_factory):
     elapsed = time.monotonic() - t0
     assert rc == 0, f"exit status {rc} (None = still running after 15 s of a 30 s drain window)"
     assert elapsed < 15, f"took {elapsed:.1f} s"
+
+
+def test_a_signal_right_after_the_listening_line_drains(tmp_path):
+    """A supervisor may send SIGTERM the moment the node says it listens. The node used to trap its
+    signals only after that line, in two places: a signal in between reached one of them, the node
+    did not drain, and the next signal cut it short (exit 1). Seen as a 15 s hang on a loaded run.
+    Each round reads the line unbuffered and signals at once; every node must drain and exit 0."""
+    for round_ in range(5):
+        log = open(tmp_path / f"node{round_}.log", "w")
+        proc = subprocess.Popen(
+            [binary_path(), "serve", "--host", "127.0.0.1", "--port", "0", "--api-key", "k", "--drain-seconds", "30"],
+            stdout=subprocess.PIPE, stderr=log, bufsize=0)
+        try:
+            deadline = time.monotonic() + 30
+            line = b""
+            while b"listening" not in line and time.monotonic() < deadline:
+                line = proc.stdout.readline()
+                assert line, "the node exited before it listened"
+            os.kill(proc.pid, signal.SIGTERM)
+            rc = proc.wait(timeout=15)
+            assert rc == 0, f"round {round_}: exit {rc} (1 = a second signal was needed)"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+            log.close()
+        assert "draining" in (tmp_path / f"node{round_}.log").read_text()
 
 
 def test_second_signal_exits_at_once(node_factory):

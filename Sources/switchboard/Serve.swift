@@ -167,6 +167,12 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "switchboard")
+        // Signals are trapped before the node says it listens: a supervisor (or a test) may send
+        // SIGTERM the moment the line appears. The group's own signal handling was installed only
+        // inside `run()`, after the line, and a signal in between reached this process's second-signal
+        // counter but not the group: the node ignored it and cut its drain short at the next one.
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
 
         let node = try SwitchboardNode(
             configuration: configuration, logger: logger,
@@ -179,17 +185,9 @@ struct Serve: AsyncParsableCommand {
         if generatedKey {
             FileHandle.standardError.write(Data("api key: \(configuration.apiKey)\n".utf8))
         }
-        // The first SIGTERM/SIGINT drains the node (the group's graceful shutdown); a second one
-        // cancels the group, which cuts the drain short.
-        let services = ServiceGroup(
-            configuration: ServiceGroupConfiguration(
-                services: [node],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger
-            )
-        )
-        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
-        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        // The first SIGTERM/SIGINT drains the node (the group's graceful shutdown, triggered below);
+        // a second one cancels the group, which cuts the drain short.
+        let services = ServiceGroup(configuration: ServiceGroupConfiguration(services: [node], logger: logger))
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await services.run() }
             // SIGHUP: the TLS certificate and key are read again; open connections keep theirs.
@@ -211,7 +209,11 @@ struct Serve: AsyncParsableCommand {
                 var caught = 0
                 for await _ in signals {
                     caught += 1
-                    if caught == 2 { return }
+                    if caught == 1 {
+                        await services.triggerGracefulShutdown()
+                    } else {
+                        return
+                    }
                 }
             }
             // Whichever ends first (the drained group, or the second signal) cancels the others.
