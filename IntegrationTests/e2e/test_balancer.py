@@ -237,11 +237,14 @@ class FailingNode:
     """A listener that answers the balancer's health check (`GET /readyz`) with 200 and ends every
     other connection without a byte once it has read the request head: with a reset (`mode="reset"`,
     SO_LINGER 0) or a plain FIN (`mode="eof"`). What a node looks like to the balancer when it dies
-    between accepting a connection and answering it. `requests` lists the other request lines."""
+    between accepting a connection and answering it. `requests` lists the other request lines.
+    `mode="record"` is a healthy node instead: it reads each request's `Content-Length` body, keeps it
+    in `bodies` and answers 200."""
 
     def __init__(self, mode: str):
         self.mode = mode
         self.requests: list[str] = []
+        self.bodies: list[bytes] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.2)
         self.port = self.listener.getsockname()[1]
@@ -273,6 +276,21 @@ class FailingNode:
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                     continue
                 self.requests.append(line)
+                if self.mode == "record":
+                    head, _, body = head.partition(b"\r\n\r\n")
+                    length = next((int(h.split(b":", 1)[1]) for h in head.split(b"\r\n")[1:]
+                                   if h.lower().startswith(b"content-length:")), 0)
+                    try:
+                        while len(body) < length:
+                            got = conn.recv(65536)
+                            if not got:
+                                break
+                            body += got
+                    except OSError:
+                        continue
+                    self.bodies.append(body)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    continue
                 if self.mode == "reset":
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
@@ -320,6 +338,20 @@ def test_a_node_that_ends_the_tunnel_before_answering_is_replaced(node_factory, 
     assert m['switchboard_balancer_refused_total{reason="connect_failed"}'] == 0
     wait_clients_gone(bal)
     wait_fds(bal, baseline)
+
+
+def test_a_body_sent_with_the_head_reaches_the_node_whole(balancers, failing_nodes):
+    """A client that sends its head and a large body at once: what arrives while the balancer connects to
+    the node is held (up to a cap, then reads wait for the tunnel) and forwarded after the head, byte for
+    byte, in order."""
+    node = failing_nodes("record")
+    bal = balancers.start([node])
+    body = bytes((i * 7 + i // 251) % 256 for i in range(200_000))
+    head = f"POST /api/publish HTTP/1.1\r\nHost: a\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    resp, _ = raw_exchange(bal.port, head + body, timeout=10)
+    assert status_of(resp) == 200, resp[:200]
+    assert node.requests == ["POST /api/publish HTTP/1.1"]
+    assert len(node.bodies) == 1 and node.bodies[0] == body
 
 
 def test_a_request_not_safe_to_repeat_is_not_sent_twice(balancers, failing_nodes):

@@ -4,9 +4,12 @@
 /// node that leaves and comes back under the same address finds its open connections still counted.
 public struct BackendNode: Hashable, Sendable, CustomStringConvertible {
     /// Host name or IP address to connect to (IPv6 without brackets).
-    public var host: String
+    public let host: String
     /// TCP port, 1-65535.
-    public var port: Int
+    public let port: Int
+    /// `host:port`, with IPv6 hosts in brackets: the node's identity. Made once: tables are keyed by it
+    /// several times per proxied connection.
+    public let id: String
     /// Relative share of new connections, 1-100 (default 1).
     public var weight: Int
 
@@ -17,11 +20,7 @@ public struct BackendNode: Hashable, Sendable, CustomStringConvertible {
         self.host = host
         self.port = port
         self.weight = weight
-    }
-
-    /// `host:port`, with IPv6 hosts in brackets: the node's identity.
-    public var id: String {
-        self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
+        self.id = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
 
     public var description: String { self.weight == 1 ? self.id : "\(self.id),weight=\(self.weight)" }

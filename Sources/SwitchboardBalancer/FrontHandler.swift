@@ -124,7 +124,8 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 self.connectNext(context: context)
             }
         case .connecting:
-            // At most one read arrives here: reads are held back while connecting.
+            // Reads go on while connecting (holding them back costs two `epoll_ctl` calls per
+            // connection) until `maximumBufferedWhileConnecting` bytes are held; see `read`.
             self.buffer!.writeBuffer(&bytes)
         case .awaitingResponse:
             self.buffer = nil  // more than a head: not sent again
@@ -138,12 +139,16 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func read(context: ChannelHandlerContext) {
         switch self.state {
-        case .connecting:
+        case .connecting where (self.buffer?.readableBytes ?? 0) >= Self.maximumBufferedWhileConnecting:
             self.pendingRead = true
         default:
             context.read()
         }
     }
+
+    /// Most bytes of a client held while its node is being connected (the head included); past it the
+    /// client's reads wait for the tunnel, whose water marks bound what follows.
+    static let maximumBufferedWhileConnecting = RequestHeadParser.maximumBytes + 16 * 1024
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? TLSUserEvent, case .handshakeCompleted = event {
@@ -230,7 +235,9 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func connectNext(context: ChannelHandlerContext) {
         guard let head = self.head else { return }
-        let key = head.hashKey(self.settings.hashKey, clientAddress: context.channel.remoteAddress?.ipAddress)
+        let key =
+            self.settings.picksByKey
+            ? head.hashKey(self.settings.hashKey, clientAddress: context.channel.remoteAddress?.ipAddress) : nil
         guard self.attempts < self.settings.connectAttempts,
             let (node, address) = self.router.pick(key: key, excluding: self.tried)
         else {
@@ -319,7 +326,7 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if let sweeper = self.sweepers?.sweeper(for: context.eventLoop) {
             link.startIdleTimer(client: context.channel, sweeper: sweeper)
         }
-        if self.pendingRead || context.channel.isActive {
+        if self.pendingRead {
             self.pendingRead = false
             context.channel.read()
         }

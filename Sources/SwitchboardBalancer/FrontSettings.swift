@@ -7,6 +7,8 @@ public struct FrontSettings: Sendable {
     public var tunnelIdleTimeout: TimeAmount
     public var connectAttempts: Int
     public var hashKey: HashKeySource
+    /// Whether picks use a key at all (`--algorithm hash`); other algorithms never read the request's key.
+    public var picksByKey: Bool
     public var forwardedProto: String
     /// `X-Forwarded-For`/`-Proto` headers or a PROXY protocol v2 header.
     public var clientAddressForwarding: ClientAddressForwarding
@@ -24,6 +26,7 @@ public struct FrontSettings: Sendable {
         self.tunnelIdleTimeout = configuration.tunnelIdleTimeout
         self.connectAttempts = max(1, configuration.connectAttempts)
         self.hashKey = configuration.hashKey
+        self.picksByKey = configuration.algorithm == .hash
         self.forwardedProto = configuration.forwardedProto
         self.clientAddressForwarding = configuration.clientAddressForwarding
         self.waterMarks = .init(low: configuration.writeBufferLowWaterMark, high: configuration.writeBufferHighWaterMark)

@@ -6,6 +6,9 @@ public struct RequestHead: Sendable, Hashable {
     /// One header line as received.
     public struct Header: Sendable, Hashable {
         public var name: String
+        /// `name` in ASCII lower case (header names are tokens: ASCII only), made once by the parser so
+        /// that lookups and the forwarding filter compare without lowercasing per call.
+        public var lowercasedName: String
         /// Value without surrounding whitespace.
         public var value: String
         /// The whole line as received, without its CRLF (forwarded byte for byte).
@@ -32,7 +35,14 @@ public struct RequestHead: Sendable, Hashable {
 
     /// The first value of header `name` (case-insensitive).
     public func header(_ name: String) -> String? {
-        self.headers.first { $0.name.lowercased() == name.lowercased() }?.value
+        let wanted = Self.asciiLowercased(name)
+        return self.headers.first { $0.lowercasedName == wanted }?.value
+    }
+
+    /// `text` with ASCII upper-case letters lowered; the text itself when it has none (no copy).
+    static func asciiLowercased(_ text: String) -> String {
+        guard text.utf8.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") }) else { return text }
+        return String(decoding: text.utf8.map { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") ? $0 | 0x20 : $0 }, as: UTF8.self)
     }
 
     /// The percent-decoded value of query parameter `name`, if present, valid UTF-8 and at most
@@ -51,7 +61,7 @@ public struct RequestHead: Sendable, Hashable {
     /// True for a WebSocket (or other protocol) upgrade request.
     public var isUpgrade: Bool {
         guard let upgrade = self.header("upgrade"), !upgrade.isEmpty else { return false }
-        return self.header("connection")?.lowercased().split(separator: ",").contains {
+        return self.header("connection").map(Self.asciiLowercased)?.split(separator: ",").contains {
             $0.trimmingSpaces == "upgrade"
         } ?? false
     }
@@ -79,11 +89,12 @@ public struct RequestHead: Sendable, Hashable {
     }
 
     /// The hashing key for `source`, or nil when the request carries none.
-    public func hashKey(_ source: HashKeySource, clientAddress: String?) -> String? {
+    /// `clientAddress` is only evaluated for `.client` (formatting an address costs an `inet_ntop`).
+    public func hashKey(_ source: HashKeySource, clientAddress: @autoclosure () -> String?) -> String? {
         switch source {
         case .channel: return self.queryValue("channel").flatMap { $0.isEmpty ? nil : $0 }
         case .user: return self.unverifiedSubject
-        case .client: return clientAddress
+        case .client: return clientAddress()
         }
     }
 
@@ -104,7 +115,7 @@ public struct RequestHead: Sendable, Hashable {
         buffer.writeBytes(self.requestLine)
         buffer.writeStaticString("\r\n")
         for header in self.headers {
-            let lower = header.name.lowercased()
+            let lower = header.lowercasedName
             if Self.strippedHeaders.contains(lower) { continue }
             if !upgrade && (lower == "connection" || lower == "keep-alive") { continue }
             buffer.writeBytes(header.rawLine)

@@ -69,7 +69,7 @@ public struct RequestHeadParser: Sendable {
         guard parts.count == 3, !parts[0].isEmpty, parts[0].allSatisfy(Self.isTokenByte),
             !parts[1].isEmpty, parts[1].allSatisfy({ $0 > 0x20 && $0 < 0x7F })
         else { return .invalid(.badRequestLine) }
-        guard Array(parts[2]) == Array("HTTP/1.1".utf8) || Array(parts[2]) == Array("HTTP/1.0".utf8) else {
+        guard parts[2].elementsEqual("HTTP/1.1".utf8) || parts[2].elementsEqual("HTTP/1.0".utf8) else {
             return .invalid(.unsupportedVersion)
         }
         var headers: [RequestHead.Header] = []
@@ -88,10 +88,11 @@ public struct RequestHeadParser: Sendable {
             }
             while let f = value.first, f == 0x20 || f == 0x09 { value = value.dropFirst() }
             while let l = value.last, l == 0x20 || l == 0x09 { value = value.dropLast() }
+            let nameText = String(decoding: name, as: UTF8.self)
             headers.append(
                 RequestHead.Header(
-                    name: String(decoding: name, as: UTF8.self), value: String(decoding: value, as: UTF8.self),
-                    rawLine: Array(line)))
+                    name: nameText, lowercasedName: RequestHead.asciiLowercased(nameText),
+                    value: String(decoding: value, as: UTF8.self), rawLine: Array(line)))
         }
         return .complete(
             RequestHead(
@@ -107,8 +108,12 @@ public struct RequestHeadParser: Sendable {
         case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
             UInt8(ascii: "0")...UInt8(ascii: "9"):
             return true
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"),
+            UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."),
+            UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+            return true
         default:
-            return Array("!#$%&'*+-.^_`|~".utf8).contains(byte)
+            return false
         }
     }
 }
