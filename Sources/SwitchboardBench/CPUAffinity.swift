@@ -97,15 +97,6 @@ public enum CPUAffinity {
 
     /// Thread ids of this process, from `/proc/self/task`.
     static func threadIDs() -> [Int32] {
-        guard let directory = opendir("/proc/self/task") else { return [] }
-        defer { closedir(directory) }
-        var ids: [Int32] = []
-        while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-            }
-            if let id = Int32(name) { ids.append(id) }
-        }
-        return ids
+        DirectoryNames.list("/proc/self/task").compactMap { Int32($0) }
     }
 }

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 @testable import SwitchboardServer
 import Testing
 
@@ -96,4 +99,27 @@ import Testing
     func commitLabelIsBounded(input: String, expected: String) {
         #expect(NodeMetrics.validCommit(input) == expected)
     }
+
+    #if os(Linux)
+    /// A node with thousands of sockets open is scraped: the `/proc/self/fd` listing fills the C
+    /// library's buffer, whose last entries end close to its end. Reading each name by copying a whole
+    /// `dirent` read past that end and crashed a node (SIGSEGV in a loaded run; AddressSanitizer calls it
+    /// a heap-buffer-overflow). Listings of every length from 3,000 files down, each counted.
+    @Test func openFilesAreCountedWithThousandsOpen() throws {
+        var opened: [Int32] = []
+        defer { for fd in opened { close(fd) } }
+        for _ in 0..<3000 {
+            let fd = open("/dev/null", O_RDONLY)
+            try #require(fd >= 0)
+            opened.append(fd)
+        }
+        let full = try #require(ProcessMetrics.countOpenFDs())
+        #expect(full >= 3000)
+        while opened.count > 1500 {
+            close(opened.removeLast())
+            _ = ProcessMetrics.countOpenFDs()
+        }
+        #expect(try #require(ProcessMetrics.countOpenFDs()) >= 1500)
+    }
+    #endif
 }
