@@ -826,3 +826,31 @@ def test_tls_termination(node_factory, balancers, tmp_path, kind):
     m = metrics(bal)
     assert m["switchboard_balancer_tls_handshakes_total"] >= 3
     wait_clients_gone(bal)
+
+
+def test_a_registry_node_may_advertise_a_host_name(cluster, balancers):
+    """`serve --advertise localhost` announces a host name instead of the bound address (as a node
+    bound to all interfaces or behind NAT must); the balancer resolves it off its event loops and
+    sends clients there. A name that does not resolve takes no connections, and the other node still
+    does."""
+    named = cluster.start_node("--advertise", "localhost")
+    lost = cluster.start_node("--advertise", "no-such-node.invalid")
+    plain = cluster.start_node()
+    bal = balancers.start([], "--registry", cluster.redis.url, "--algorithm", "round-robin")
+
+    def members():
+        return {n["id"] for n in admin_nodes(bal)["nodes"] if n["member"]}
+
+    wait_until(lambda: members() == {f"localhost:{named.port}", f"127.0.0.1:{plain.port}"}, 10,
+               "the named node and the plain one as members, not the unresolvable one")
+    info = cluster.nodes[0].api_result("info", {})
+    assert f"localhost:{named.port}" in [n["address"] for n in info["nodes"]], info
+
+    async def placed():
+        clients = await open_many(bal, 6)
+        where = Counter(c.info["node"] for c in clients)
+        await close_all(clients)
+        return where
+
+    assert run(placed()) == Counter({node_id(named): 3, node_id(plain): 3})
+    assert node_id(lost) not in run(placed())

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 import RESP
 import RedisClient
 
@@ -9,7 +10,10 @@ import RedisClient
 /// router's member set: a node that announces itself takes connections after the next read, one whose
 /// entry expired (TTL 6 s) or that announces `draining` leaves the pick set; open tunnels are never
 /// touched. Registry nodes are weighted by what they announce (`RegistryNode.effectiveWeight`), read
-/// again at every read. When Redis is unreachable the last known set stays.
+/// again at every read. When Redis is unreachable the last known set stays. A node announcing a host
+/// name (`serve --advertise name:port`) is looked up on NIO's thread pool, never on an event loop, and
+/// takes connections once it resolves; its address is looked up again every
+/// `HostNameResolver.timeToLive`.
 final class RegistryWatcher: Sendable {
     static let registryKey = "sb:nodes"
     static func nodeKey(_ id: String) -> String { "sb:node:\(id)" }
@@ -27,6 +31,11 @@ final class RegistryWatcher: Sendable {
         /// The `--node` list (replaced by a reload) and the last registry read.
         var staticNodes: [BackendNode]
         var lastEntries: [RegistryNode] = []
+        /// Addresses of registry nodes named by host, by node id, with when they were looked up; only
+        /// current members are kept.
+        var resolved: [String: (address: SocketAddress, at: NIODeadline)] = [:]
+        /// Members whose host name did not resolve, warned about once.
+        var unresolved: Set<String> = []
     }
 
     init(
@@ -80,26 +89,7 @@ final class RegistryWatcher: Sendable {
             .whenComplete { result in
                 switch result {
                 case .success(let entries):
-                    let usesLoad = self.router.algorithm != .hash
-                    let (members, previous) = self.state.withLockedValue { state -> ([BackendNode], [BackendNode]) in
-                        if state.failing { self.logger.info("node registry readable again") }
-                        state.failing = false
-                        state.lastEntries = entries
-                        let members = RegistryMembership.members(
-                            staticNodes: state.staticNodes, registry: entries, now: Date().timeIntervalSince1970,
-                            usesLoad: usesLoad)
-                        defer { state.lastMembers = members }
-                        return (members, state.lastMembers)
-                    }
-                    if members != previous {
-                        self.router.setMembers(members)
-                        let described = members.map(\.description).joined(separator: " ")
-                        if members.map(\.id) != previous.map(\.id) {
-                            self.logger.info("nodes from the registry", metadata: ["nodes": "\(described)"])
-                        } else {
-                            self.logger.debug("registry weights changed", metadata: ["nodes": "\(described)"])
-                        }
-                    }
+                    self.take(entries)
                 case .failure(let error):
                     let first = self.state.withLockedValue { state -> Bool in
                         defer { state.failing = true }
@@ -109,8 +99,83 @@ final class RegistryWatcher: Sendable {
                         self.logger.warning(
                             "node registry unreadable, keeping the last known nodes", metadata: ["error": "\(error)"])
                     }
+                    self.scheduleNextPoll()
                 }
-                self.client.eventLoop.scheduleTask(in: self.interval) { self.poll() }
             }
+    }
+
+    private func scheduleNextPoll() {
+        self.client.eventLoop.scheduleTask(in: self.interval) { self.poll() }
+    }
+
+    /// Makes a registry read the member set, once the host names in it are resolved.
+    private func take(_ entries: [RegistryNode]) {
+        let usesLoad = self.router.algorithm != .hash
+        let now = NIODeadline.now()
+        let (members, previous, known, due) = self.state.withLockedValue {
+            state -> ([BackendNode], [BackendNode], [String: SocketAddress], [BackendNode]) in
+            if state.failing { self.logger.info("node registry readable again") }
+            state.failing = false
+            state.lastEntries = entries
+            let members = RegistryMembership.members(
+                staticNodes: state.staticNodes, registry: entries, now: Date().timeIntervalSince1970, usesLoad: usesLoad)
+            let previous = state.lastMembers
+            state.lastMembers = members
+            let named = members.filter { !HostNameResolver.isIPLiteral($0.host) }
+            let ids = Set(named.map(\.id))
+            state.resolved = state.resolved.filter { ids.contains($0.key) }
+            state.unresolved.formIntersection(ids)
+            var known: [String: SocketAddress] = [:]
+            var due: [BackendNode] = []
+            for node in named {
+                if let hit = state.resolved[node.id], now - hit.at < HostNameResolver.timeToLive {
+                    known[node.id] = hit.address
+                } else if due.count < HostNameResolver.maximumLookupsPerRead {
+                    due.append(node)
+                }
+            }
+            return (members, previous, known, due)
+        }
+        guard !due.isEmpty else {
+            self.apply(members, previous: previous, resolved: known)
+            self.scheduleNextPoll()
+            return
+        }
+        NIOThreadPool.singleton.runIfActive(eventLoop: self.client.eventLoop) {
+            due.map { node in (node, try? HostNameResolver.resolve(host: node.host, port: node.port)) }
+        }.whenComplete { result in
+            var resolved = known
+            let looked = (try? result.get()) ?? []
+            let newlyUnresolved = self.state.withLockedValue { state -> [String] in
+                var newly: [String] = []
+                for (node, address) in looked {
+                    if let address {
+                        state.resolved[node.id] = (address, now)
+                        state.unresolved.remove(node.id)
+                    } else if state.unresolved.insert(node.id).inserted {
+                        newly.append(node.id)
+                    }
+                }
+                return newly
+            }
+            for case (let node, let address?) in looked { resolved[node.id] = address }
+            for id in newlyUnresolved {
+                self.logger.warning("a registry node's host name does not resolve; it takes no connections", metadata: ["node": "\(id)"])
+            }
+            self.apply(members, previous: previous, resolved: resolved)
+            self.scheduleNextPoll()
+        }
+    }
+
+    private func apply(_ members: [BackendNode], previous: [BackendNode], resolved: [String: SocketAddress]) {
+        guard members != previous || !resolved.isEmpty else { return }
+        self.router.setMembers(members, resolved: resolved)
+        guard members != previous else { return }
+        let described = members.map(\.description).joined(separator: " ")
+        if members.map(\.id) != previous.map(\.id) {
+            self.logger.info("nodes from the registry", metadata: ["nodes": "\(described)"])
+        } else {
+            self.logger.debug("registry weights changed", metadata: ["nodes": "\(described)"])
+        }
     }
 }

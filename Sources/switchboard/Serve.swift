@@ -112,6 +112,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "This node's share of new connections against other nodes, 1-100 (default 1), announced in the registry: `switchboard balance --registry` weighs the node by it, lowered as the node fills up.")
     var weight: Int?
 
+    @Option(help: "The address announced in the registry, HOST or HOST:PORT (an IP address or a host name balancers resolve; default: the bound address and port). For a node bound to 0.0.0.0 or behind NAT.")
+    var advertise: String?
+
     @Option(help: "Long-polls one client address may have waiting at once (default 16).")
     var maxPollsPerIp: Int?
 
@@ -266,6 +269,7 @@ struct Serve: AsyncParsableCommand {
         if !trustedProxy.isEmpty { try configuration.set("trustedProxies", .list(trustedProxy)) }
         if let haproxyAgentPort { try configuration.set("haproxyAgentPort", .number(Double(haproxyAgentPort))) }
         if let weight { try configuration.set("weight", .number(Double(weight))) }
+        if let advertise { try configuration.set("advertise", .string(advertise)) }
         if let tlsCert { configuration.tlsCertificateFile = tlsCert }
         if let tlsKey { configuration.tlsKeyFile = tlsKey }
         if let maxPollsPerIp { try configuration.set("maxPollsPerIP", .number(Double(maxPollsPerIp))) }

@@ -20,7 +20,7 @@ extension ServerConfiguration {
         "eventLoopThreads", "presenceTTL", "idempotencyWindow", "requestTimeout", "maxRequestBodySize",
         "headTimeout", "maxConnections", "maxConnectionsPerIP", "maxPollsPerIP", "maxCommandsPerRequest", "maxHistoryLimit", "trustedProxies",
         "apiKeyFile", "tokenSecretFile", "allowedOrigins", "insecure",
-        "haproxyAgentPort", "tlsCert", "tlsKey", "weight",
+        "haproxyAgentPort", "tlsCert", "tlsKey", "weight", "advertise",
         "rebalance", "rebalanceTolerance", "rebalanceHold", "rebalanceWindow", "rebalanceRate", "rebalanceMinAge",
     ]
 
@@ -219,6 +219,9 @@ extension ServerConfiguration {
                 throw ConfigurationError("weight must be within 1-\(Self.maximumWeight)")
             }
             self.weight = weight
+        case "advertise":
+            let text = try string()
+            self.advertise = text.isEmpty ? nil : try AdvertisedAddress.parse(text)
         case "tlsCert":
             let path = try string()
             self.tlsCertificateFile = path.isEmpty ? nil : path

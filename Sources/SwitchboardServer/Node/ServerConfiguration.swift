@@ -66,6 +66,9 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var weight: Int = 1
     /// Largest `weight`.
     public static let maximumWeight = 100
+    /// Announced in the registry in place of the bound address (`--advertise HOST[:PORT]`); nil: the
+    /// bound address. See ``AdvertisedAddress``.
+    public var advertise: AdvertisedAddress?
     /// Long-polls one client address may have waiting at once.
     public var maxPollsPerIP: Int = 16
     /// Commands in one `/rpc` or SSE `POST` body.

@@ -199,7 +199,16 @@ public final class SwitchboardNode: Sendable {
 
     private func startAnnouncing(address: SocketAddress) {
         let context = self.context
-        context.advertisedAddress = "\(address.ipAddress ?? "?"):\(address.port ?? 0)"
+        if let advertise = context.configuration.advertise {
+            context.advertisedAddress = advertise.registryAddress(boundPort: address.port ?? 0)
+        } else {
+            let ip = address.ipAddress ?? "?"
+            context.advertisedAddress = ip.contains(":") ? "[\(ip)]:\(address.port ?? 0)" : "\(ip):\(address.port ?? 0)"
+            if ip == "0.0.0.0" || ip == "::" {
+                context.logger.warning(
+                    "bound to all interfaces: the registry entry names \(context.advertisedAddress), which balancers skip; set --advertise HOST[:PORT]")
+            }
+        }
         _ = context.announceSelf()
         let task = context.hub.eventLoop.scheduleRepeatedTask(
             initialDelay: NodeContext.announceInterval, delay: NodeContext.announceInterval
