@@ -68,7 +68,7 @@ public enum AdminReport {
         out += "switchboard_balancer_imbalance_ratio \(Self.decimal(NodePicker.spread(of: table.candidates(at: now))))\n"
         family(
             "switchboard_balancer_rebalance_picks_total", "counter",
-            "Picks made by least connections because the imbalance ratio was over 1.25 or POST /admin/rebalance asked for it.")
+            "Picks made by least connections because the imbalance ratio was over --rebalance-spread (default 1.25) or POST /admin/rebalance asked for it.")
         out += "switchboard_balancer_rebalance_picks_total \(counters.rebalancePicks)\n"
         family("switchboard_balancer_rebalance_requests_total", "counter", "POST /admin/rebalance requests.")
         out += "switchboard_balancer_rebalance_requests_total \(counters.rebalanceRequests)\n"

@@ -9,7 +9,7 @@ extension BalancerConfiguration {
     public static let optionKeys = [
         "listen", "nodes", "registry", "algorithm", "hashKey", "hashBalanceFactor", "admin", "tlsCert", "tlsKey",
         "maxConnections", "headerTimeout", "connectTimeout", "tunnelIdleTimeout", "checkInterval", "checkTimeout",
-        "rise", "fall", "drainSeconds", "logLevel", "threads", "forwardClientAddress", "checkWebSocket",
+        "rise", "fall", "drainSeconds", "logLevel", "threads", "forwardClientAddress", "checkWebSocket", "rebalanceSpread",
     ]
 
     /// Options that take effect only at start: a SIGHUP that changes one keeps the running value and
@@ -102,6 +102,11 @@ extension BalancerConfiguration {
                 throw BalancerConfigurationError("hashBalanceFactor must be within 100-1000 (percent)")
             }
             self.hashBalanceFactor = percent / 100
+        case "rebalanceSpread":
+            guard let percent = Double(text), percent.isFinite, (101...1000).contains(percent) else {
+                throw BalancerConfigurationError("rebalanceSpread must be within 101-1000 (percent)")
+            }
+            self.rebalanceSpread = percent / 100
         case "tlsCert": self.tlsCertificatePath = text.isEmpty ? nil : text
         case "tlsKey": self.tlsKeyPath = text.isEmpty ? nil : text
         case "maxConnections": self.maxConnections = try integer(1...1_000_000)

@@ -15,6 +15,9 @@ public struct BalancerConfiguration: Sendable {
     public var hashKey = HashKeySource.channel
     /// Bounded-load factor for `hash` (1.25 = 125%).
     public var hashBalanceFactor = 1.25
+    /// Spread of the nodes' connections per weight (max ÷ min, see `NodePicker.spread`) above which
+    /// non-hash picks go by least connections (1.25 = 125%); see `NodePicker.rebalanceSpread`.
+    public var rebalanceSpread = NodePicker.defaultRebalanceSpread
     /// Admin listener (`/admin/nodes`, `/metrics`); nil = none.
     public var adminHost: String?
     public var adminPort: Int?
@@ -75,6 +78,9 @@ public struct BalancerConfiguration: Sendable {
         guard self.nodes.count <= 1000 else { throw BalancerConfigurationError("at most 1000 nodes") }
         guard self.hashBalanceFactor.isFinite, (1.0...10.0).contains(self.hashBalanceFactor) else {
             throw BalancerConfigurationError("--hash-balance-factor must be within 100%-1000%")
+        }
+        guard self.rebalanceSpread.isFinite, (1.01...10.0).contains(self.rebalanceSpread) else {
+            throw BalancerConfigurationError("--rebalance-spread must be within 101%-1000%")
         }
         guard (1...1_000_000).contains(self.maxConnections) else {
             throw BalancerConfigurationError("--max-connections must be within 1-1000000")

@@ -157,7 +157,8 @@ public final class BalancerServer: Sendable {
         }
         let tls = try Self.makeTLSContext(applied)
         self.router.reconfigure(
-            algorithm: applied.algorithm, hashBalanceFactor: applied.hashBalanceFactor, maxConnections: applied.maxConnections)
+            algorithm: applied.algorithm, hashBalanceFactor: applied.hashBalanceFactor, maxConnections: applied.maxConnections,
+            rebalanceSpread: applied.rebalanceSpread)
         if let watcher = self.watcher.withLockedValue({ $0 }) {
             self.router.setMembers(applied.nodes, resolved: addresses)
             watcher.setStaticNodes(applied.nodes)

@@ -6,6 +6,15 @@ public struct NodePicker: Sendable {
     public let algorithm: BalancingAlgorithm
     /// Bounded-load factor of `hash` (1.25 = 125%).
     public let hashBalanceFactor: Double
+    /// Above this spread (``spread(of:)``) round robin, power of two choices and least response time
+    /// pick by least connections, so that clients moved by node-side rebalancing (close 3002) after
+    /// scale-out land on the emptier nodes; hashing keeps its keys (its bounded load evens it out).
+    /// `--rebalance-spread`, default ``defaultRebalanceSpread``.
+    public let rebalanceSpread: Double
+    /// Once picking by least connections for the spread, the router keeps at it until the spread is
+    /// down to this (the nodes' own target, 1.10, or the threshold itself when that is lower), so it
+    /// does not flip back at the threshold and undo the last moves.
+    public var rebalancedSpread: Double { min(Self.nodesTargetSpread, self.rebalanceSpread) }
     private var roundRobin = SmoothWeightedRoundRobin()
     private var leastConnections = LeastConnectionsPicker()
     private var leastTime = LeastTimePicker()
@@ -21,17 +30,15 @@ public struct NodePicker: Sendable {
         return ((loads.max() ?? 0) + 1) / ((loads.min() ?? 0) + 1)
     }
 
-    /// Above this spread (``spread(of:)``) round robin, power of two choices and least response time
-    /// pick by least connections, so that clients moved by node-side rebalancing (close 3002) after
-    /// scale-out land on the emptier nodes; hashing keeps its keys (its bounded load evens it out).
-    public static let rebalanceSpread = 1.25
-    /// Once picking by least connections for the spread, the router keeps at it until the spread is
-    /// down to this (the nodes' own target), so it does not flip back at 1.25 and undo the last moves.
-    public static let rebalancedSpread = 1.10
+    /// The default of ``rebalanceSpread``.
+    public static let defaultRebalanceSpread = 1.25
+    /// The spread nodes rebalance to by themselves (their `rebalanceTolerance` of 0.10).
+    public static let nodesTargetSpread = 1.10
 
-    public init(algorithm: BalancingAlgorithm, hashBalanceFactor: Double = 1.25) {
+    public init(algorithm: BalancingAlgorithm, hashBalanceFactor: Double = 1.25, rebalanceSpread: Double = Self.defaultRebalanceSpread) {
         self.algorithm = algorithm
         self.hashBalanceFactor = hashBalanceFactor
+        self.rebalanceSpread = rebalanceSpread
         self.hashing = BoundedLoadHashPicker(balanceFactor: hashBalanceFactor)
     }
 
@@ -41,7 +48,7 @@ public struct NodePicker: Sendable {
     public func picksLeastConnectionsToRebalance(_ candidates: [PickCandidate], rebalancing: Bool = false) -> Bool {
         switch self.algorithm {
         case .hash, .leastConnections: false
-        case .roundRobin, .powerOfTwoChoices, .leastTime: rebalancing || Self.spread(of: candidates) > Self.rebalanceSpread
+        case .roundRobin, .powerOfTwoChoices, .leastTime: rebalancing || Self.spread(of: candidates) > self.rebalanceSpread
         }
     }
 

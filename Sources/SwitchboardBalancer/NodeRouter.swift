@@ -57,8 +57,15 @@ public final class NodeRouter: Sendable {
         self.state = NIOLockedValueBox(
             State(
                 table: NodeTable(nodes: configuration.nodes, healthPolicy: policy),
-                picker: NodePicker(algorithm: configuration.algorithm, hashBalanceFactor: configuration.hashBalanceFactor),
+                picker: NodePicker(
+                    algorithm: configuration.algorithm, hashBalanceFactor: configuration.hashBalanceFactor,
+                    rebalanceSpread: configuration.rebalanceSpread),
                 maxConnections: configuration.maxConnections))
+    }
+
+    /// The spread above which non-hash picks go by least connections (`--rebalance-spread`).
+    public var rebalanceSpread: Double {
+        self.state.withLockedValue { $0.picker.rebalanceSpread }
     }
 
     /// The algorithm picks are made with.
@@ -69,10 +76,15 @@ public final class NodeRouter: Sendable {
     /// Takes a reloaded configuration's algorithm, bounded-load factor and connection limit. The node
     /// table, its counters and open tunnels are untouched; the picker starts afresh only when its
     /// algorithm or factor changed.
-    public func reconfigure(algorithm: BalancingAlgorithm, hashBalanceFactor: Double, maxConnections: Int) {
+    public func reconfigure(
+        algorithm: BalancingAlgorithm, hashBalanceFactor: Double, maxConnections: Int,
+        rebalanceSpread: Double = NodePicker.defaultRebalanceSpread
+    ) {
         self.state.withLockedValue { state in
-            if state.picker.algorithm != algorithm || state.picker.hashBalanceFactor != hashBalanceFactor {
-                state.picker = NodePicker(algorithm: algorithm, hashBalanceFactor: hashBalanceFactor)
+            if state.picker.algorithm != algorithm || state.picker.hashBalanceFactor != hashBalanceFactor
+                || state.picker.rebalanceSpread != rebalanceSpread
+            {
+                state.picker = NodePicker(algorithm: algorithm, hashBalanceFactor: hashBalanceFactor, rebalanceSpread: rebalanceSpread)
             }
             state.maxConnections = maxConnections
         }
@@ -103,9 +115,9 @@ public final class NodeRouter: Sendable {
         self.state.withLockedValue { state in
             let candidates = state.table.candidates(at: now, excluding: excluding)
             let spread = NodePicker.spread(of: candidates)
-            if spread > NodePicker.rebalanceSpread {
+            if spread > state.picker.rebalanceSpread {
                 state.rebalancingBySpread = true
-            } else if spread <= NodePicker.rebalancedSpread {
+            } else if spread <= state.picker.rebalancedSpread {
                 state.rebalancingBySpread = false
             }
             let rebalancing = state.rebalancingBySpread || (state.rebalanceUntil.map { now < $0 } ?? false)

@@ -42,6 +42,9 @@ struct Balance: AsyncParsableCommand {
     @Option(help: "Bounded load for hash, in percent of the mean (default 125).")
     var hashBalanceFactor: String?
 
+    @Option(help: "Spread of the nodes' connections per weight (max over min, in percent) above which round-robin, p2c and least-time pick by least connections until it is back to 110 (default 125).")
+    var rebalanceSpread: String?
+
     @Option(help: "HOST:PORT for GET /admin/nodes and /metrics (default: no admin listener).")
     var admin: String?
 
@@ -170,6 +173,7 @@ struct Balance: AsyncParsableCommand {
         let flags: [(String, String?)] = [
             ("listen", self.listen), ("registry", self.registry), ("algorithm", self.algorithm),
             ("hashKey", self.hashKey), ("hashBalanceFactor", self.hashBalanceFactor), ("admin", self.admin),
+            ("rebalanceSpread", self.rebalanceSpread),
             ("tlsCert", self.tlsCert), ("tlsKey", self.tlsKey), ("forwardClientAddress", self.forwardClientAddress),
             ("maxConnections", self.maxConnections), ("headerTimeout", self.headerTimeout),
             ("connectTimeout", self.connectTimeout), ("tunnelIdleTimeout", self.tunnelIdleTimeout),

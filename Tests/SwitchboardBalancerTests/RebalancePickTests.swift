@@ -32,9 +32,29 @@ import Testing
         #expect(counts == [300, 300, 150, 150])
     }
 
+    @Test func theSpreadThresholdIsAnOption() throws {
+        // 200 and 140 connections: spread 201/141 = 1.43.
+        let uneven = [PickCandidate(id: "a", weight: 1, active: 200), PickCandidate(id: "b", weight: 1, active: 140)]
+        #expect(NodePicker(algorithm: .powerOfTwoChoices).picksLeastConnectionsToRebalance(uneven))
+        #expect(!NodePicker(algorithm: .powerOfTwoChoices, rebalanceSpread: 1.5).picksLeastConnectionsToRebalance(uneven))
+        #expect(NodePicker(algorithm: .powerOfTwoChoices, rebalanceSpread: 1.05).rebalancedSpread == 1.05)
+        #expect(NodePicker(algorithm: .powerOfTwoChoices).rebalancedSpread == 1.10)
+        var configuration = BalancerConfiguration()
+        try configuration.set("rebalanceSpread", text: "150")
+        #expect(configuration.rebalanceSpread == 1.5)
+        for bad in ["100", "1001", "abc", "nan", "-5"] {
+            #expect(throws: BalancerConfigurationError.self) { try configuration.set("rebalanceSpread", text: bad) }
+        }
+        // The router follows a reload's threshold.
+        configuration.nodes = [BackendNode(host: "127.0.0.1", port: 1)]
+        let router = NodeRouter(configuration: configuration)
+        router.reconfigure(algorithm: .roundRobin, hashBalanceFactor: 1.25, maxConnections: 10, rebalanceSpread: 2)
+        #expect(router.rebalanceSpread == 2)
+    }
+
     @Test func underTheSpreadTheAlgorithmPicks() {
         let even = (0..<4).map { PickCandidate(id: "n\($0)", weight: 1, active: 100 + $0 * 5) }
-        #expect(NodePicker.spread(of: even) <= NodePicker.rebalanceSpread)
+        #expect(NodePicker.spread(of: even) <= NodePicker.defaultRebalanceSpread)
         var roundRobin = NodePicker(algorithm: .roundRobin)
         #expect(!roundRobin.picksLeastConnectionsToRebalance(even))
         // Round robin keeps its order (least connections would pick n0 four times).
