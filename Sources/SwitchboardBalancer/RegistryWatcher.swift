@@ -34,8 +34,11 @@ final class RegistryWatcher: Sendable {
         /// Addresses of registry nodes named by host, by node id, with when they were looked up; only
         /// current members are kept.
         var resolved: [String: (address: SocketAddress, at: NIODeadline)] = [:]
-        /// Members whose host name did not resolve, warned about once.
-        var unresolved: Set<String> = []
+        /// Members whose host name did not resolve, with when (tried again after
+        /// `HostNameResolver.timeToLive`; warned about once).
+        var unresolved: [String: NIODeadline] = [:]
+        /// Names being looked up now (a lookup is never started twice).
+        var lookingUp: Set<String> = []
     }
 
     init(
@@ -108,7 +111,9 @@ final class RegistryWatcher: Sendable {
         self.client.eventLoop.scheduleTask(in: self.interval) { self.poll() }
     }
 
-    /// Makes a registry read the member set, once the host names in it are resolved.
+    /// Makes a registry read the member set at once; host names not looked up yet (or due again) are
+    /// looked up on the thread pool, and the member set is applied again when they answer. A read never
+    /// waits for a lookup, so a slow resolver cannot hold up membership (draining, new nodes).
     private func take(_ entries: [RegistryNode]) {
         let usesLoad = self.router.algorithm != .hash
         let now = NIODeadline.now()
@@ -124,46 +129,45 @@ final class RegistryWatcher: Sendable {
             let named = members.filter { !HostNameResolver.isIPLiteral($0.host) }
             let ids = Set(named.map(\.id))
             state.resolved = state.resolved.filter { ids.contains($0.key) }
-            state.unresolved.formIntersection(ids)
-            var known: [String: SocketAddress] = [:]
+            state.unresolved = state.unresolved.filter { ids.contains($0.key) }
             var due: [BackendNode] = []
-            for node in named {
-                if let hit = state.resolved[node.id], now - hit.at < HostNameResolver.timeToLive {
-                    known[node.id] = hit.address
-                } else if due.count < HostNameResolver.maximumLookupsPerRead {
+            for node in named where due.count < HostNameResolver.maximumLookupsPerRead {
+                let fresh = state.resolved[node.id].map { now - $0.at < HostNameResolver.timeToLive } ?? false
+                let failedLately = state.unresolved[node.id].map { now - $0 < HostNameResolver.timeToLive } ?? false
+                if !fresh && !failedLately && state.lookingUp.insert(node.id).inserted {
                     due.append(node)
                 }
             }
-            return (members, previous, known, due)
+            return (members, previous, state.resolved.mapValues(\.address), due)
         }
-        guard !due.isEmpty else {
-            self.apply(members, previous: previous, resolved: known)
-            self.scheduleNextPoll()
-            return
-        }
+        self.apply(members, previous: previous, resolved: known)
+        self.scheduleNextPoll()
+        guard !due.isEmpty else { return }
         NIOThreadPool.singleton.runIfActive(eventLoop: self.client.eventLoop) {
             due.map { node in (node, try? HostNameResolver.resolve(host: node.host, port: node.port)) }
         }.whenComplete { result in
-            var resolved = known
-            let looked = (try? result.get()) ?? []
-            let newlyUnresolved = self.state.withLockedValue { state -> [String] in
+            let looked = (try? result.get()) ?? due.map { ($0, nil) }
+            let answered = NIODeadline.now()
+            let (members, known, newlyUnresolved) = self.state.withLockedValue {
+                state -> ([BackendNode], [String: SocketAddress], [String]) in
                 var newly: [String] = []
                 for (node, address) in looked {
+                    state.lookingUp.remove(node.id)
                     if let address {
-                        state.resolved[node.id] = (address, now)
-                        state.unresolved.remove(node.id)
-                    } else if state.unresolved.insert(node.id).inserted {
-                        newly.append(node.id)
+                        state.resolved[node.id] = (address, answered)
+                        state.unresolved[node.id] = nil
+                    } else {
+                        if state.unresolved[node.id] == nil { newly.append(node.id) }
+                        state.unresolved[node.id] = answered
                     }
                 }
-                return newly
+                return (state.lastMembers, state.resolved.mapValues(\.address), newly)
             }
-            for case (let node, let address?) in looked { resolved[node.id] = address }
             for id in newlyUnresolved {
-                self.logger.warning("a registry node's host name does not resolve; it takes no connections", metadata: ["node": "\(id)"])
+                self.logger.warning(
+                    "a registry node's host name does not resolve; it takes no connections", metadata: ["node": "\(id)"])
             }
-            self.apply(members, previous: previous, resolved: resolved)
-            self.scheduleNextPoll()
+            self.router.setMembers(members, resolved: known)
         }
     }
 
