@@ -128,4 +128,32 @@ import Testing
         plain.forwardedHead(clientAddress: "10.1.2.3", proto: "http", into: &out2)
         #expect(String(buffer: out2) == "GET /api HTTP/1.1\r\nHost: a\r\nConnection: close\r\nX-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: http\r\n\r\n")
     }
+
+    @Test func headerNamesMatchInAnyCase() throws {
+        let head = try self.head(
+            "GET /ws HTTP/1.1\r\nHOST: a\r\nupgrade: WebSocket\r\nCONNECTION: Keep-Alive, UPGRADE\r\n"
+                + "X-FORWARDED-FOR: 6.6.6.6\r\nforwarded: for=6.6.6.6\r\nAuthorization: Bearer t\r\n\r\n")
+        #expect(head.isUpgrade)
+        #expect(head.header("Host") == "a")
+        #expect(head.header("UPGRADE") == "WebSocket")
+        #expect(head.header("authorization") == "Bearer t")
+        #expect(head.headers.map(\.lowercasedName) == ["host", "upgrade", "connection", "x-forwarded-for", "forwarded", "authorization"])
+        var out = ByteBuffer()
+        head.forwardedHead(clientAddress: "10.1.2.3", proto: "http", into: &out)
+        let text = String(buffer: out)
+        #expect(!text.contains("6.6.6.6"))
+        #expect(text.contains("CONNECTION: Keep-Alive, UPGRADE\r\n"))
+    }
+
+    @Test func headerNamesAreTokens() throws {
+        // Every RFC 9110 tchar is allowed in a name; separators are not.
+        let head = try self.head("GET / HTTP/1.1\r\nX!#$%&'*+-.^_`|~9: v\r\n\r\n")
+        #expect(head.headers.first?.name == "X!#$%&'*+-.^_`|~9")
+        for separator in ["(", ")", ",", "/", ";", "<", "=", ">", "?", "@", "[", "\\", "]", "{", "}", "\""] {
+            #expect(self.error(Array("GET / HTTP/1.1\r\nX\(separator)Y: v\r\n\r\n".utf8)) == .badHeaderName, "\(separator)")
+        }
+        #expect(self.error(Array("GE(T / HTTP/1.1\r\n\r\n".utf8)) == .badRequestLine)
+        #expect(self.error(Array("GET / HTTP/1.2\r\n\r\n".utf8)) == .unsupportedVersion)
+        #expect(try self.head("GET / HTTP/1.0\r\n\r\n").version == "HTTP/1.0")
+    }
 }
