@@ -31,14 +31,8 @@ final class RegistryWatcher: Sendable {
         /// The `--node` list (replaced by a reload) and the last registry read.
         var staticNodes: [BackendNode]
         var lastEntries: [RegistryNode] = []
-        /// Addresses of registry nodes named by host, by node id, with when they were looked up; only
-        /// current members are kept.
-        var resolved: [String: (address: SocketAddress, at: NIODeadline)] = [:]
-        /// Members whose host name did not resolve, with when (tried again after
-        /// `HostNameResolver.timeToLive`; warned about once).
-        var unresolved: [String: NIODeadline] = [:]
-        /// Names being looked up now (a lookup is never started twice).
-        var lookingUp: Set<String> = []
+        /// Host names of registry nodes: what to look up, what they resolved to.
+        var lookups = HostNameLookups()
     }
 
     init(
@@ -126,19 +120,8 @@ final class RegistryWatcher: Sendable {
                 staticNodes: state.staticNodes, registry: entries, now: Date().timeIntervalSince1970, usesLoad: usesLoad)
             let previous = state.lastMembers
             state.lastMembers = members
-            let named = members.filter { !HostNameResolver.isIPLiteral($0.host) }
-            let ids = Set(named.map(\.id))
-            state.resolved = state.resolved.filter { ids.contains($0.key) }
-            state.unresolved = state.unresolved.filter { ids.contains($0.key) }
-            var due: [BackendNode] = []
-            for node in named where due.count < HostNameResolver.maximumLookupsPerRead {
-                let fresh = state.resolved[node.id].map { now - $0.at < HostNameResolver.timeToLive } ?? false
-                let failedLately = state.unresolved[node.id].map { now - $0 < HostNameResolver.timeToLive } ?? false
-                if !fresh && !failedLately && state.lookingUp.insert(node.id).inserted {
-                    due.append(node)
-                }
-            }
-            return (members, previous, state.resolved.mapValues(\.address), due)
+            let due = state.lookups.due(members: members, now: now)
+            return (members, previous, state.lookups.addresses, due)
         }
         self.apply(members, previous: previous, resolved: known)
         self.scheduleNextPoll()
@@ -150,18 +133,8 @@ final class RegistryWatcher: Sendable {
             let answered = NIODeadline.now()
             let (members, known, newlyUnresolved) = self.state.withLockedValue {
                 state -> ([BackendNode], [String: SocketAddress], [String]) in
-                var newly: [String] = []
-                for (node, address) in looked {
-                    state.lookingUp.remove(node.id)
-                    if let address {
-                        state.resolved[node.id] = (address, answered)
-                        state.unresolved[node.id] = nil
-                    } else {
-                        if state.unresolved[node.id] == nil { newly.append(node.id) }
-                        state.unresolved[node.id] = answered
-                    }
-                }
-                return (state.lastMembers, state.resolved.mapValues(\.address), newly)
+                let newly = state.lookups.answered(looked.map { (node: $0.0, address: $0.1) }, at: answered)
+                return (state.lastMembers, state.lookups.addresses, newly)
             }
             for id in newlyUnresolved {
                 self.logger.warning(

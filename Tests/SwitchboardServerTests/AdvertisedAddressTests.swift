@@ -22,7 +22,7 @@ import Testing
     }
 
     @Test(arguments: [
-        "", "0.0.0.0", "0.0.0.0:7000", "[::]:7000", "::", "host:0", "host:65536", "host:-1", "host:", ":7000",
+        "", "0.0.0.0", "0.0.0.0:7000", "[::]:7000", "::", "::0", "[0:0:0:0:0:0:0:0]:7000", "fd00:::1", "1::2::3", "host:0", "host:65536", "host:-1", "host:", ":7000",
         "host:7000:1", "-bad.example", "bad-.example", "a..b", "sp ace", "ünicode.example", "host/path", "[fd00::1",
         "[fd00::1]x", "[host]:7000", "1.2.3.4.5.6", String(repeating: "a", count: 64) + ".example",
         String(repeating: "a.", count: 130) + "b", "999.1.1.1",

@@ -1,3 +1,5 @@
+import NIOCore
+
 /// The address a node announces in the broker's registry, from `serve --advertise HOST[:PORT]`, in
 /// place of the address it is bound to.
 ///
@@ -41,10 +43,10 @@ public struct AdvertisedAddress: Sendable, Hashable, CustomStringConvertible {
             port = p
         }
         let name = String(host)
-        guard name.contains(":") ? Self.isIPv6Literal(name) : (Self.isIPv4Literal(name) || Self.isHostName(name)) else {
-            throw bad
-        }
-        guard !["0.0.0.0", "::", "0:0:0:0:0:0:0:0"].contains(name) else {
+        // IP literals as the system parses them (inet_pton), so `::0` is seen to be `::`.
+        let literal = (try? SocketAddress(ipAddress: name, port: 0))?.ipAddress
+        guard literal != nil || (!name.contains(":") && Self.isHostName(name)) else { throw bad }
+        guard literal != "0.0.0.0" && literal != "::" else {
             throw ConfigurationError("advertise: \(name) is a wildcard address, which no balancer can connect to")
         }
         return AdvertisedAddress(host: name, port: port)
@@ -59,21 +61,6 @@ public struct AdvertisedAddress: Sendable, Hashable, CustomStringConvertible {
     public var description: String {
         guard let port else { return self.host.contains(":") ? "[\(self.host)]" : self.host }
         return self.registryAddress(boundPort: port)
-    }
-
-    private static func isIPv4Literal(_ text: String) -> Bool {
-        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-        return parts.count == 4
-            && parts.allSatisfy { $0.count >= 1 && $0.count <= 3 && $0.allSatisfy(\.isASCIIDigit) && Int($0)! <= 255 }
-    }
-
-    private static func isIPv6Literal(_ text: String) -> Bool {
-        let hexDigitsColonsAndDots = text.utf8.allSatisfy { byte in
-            (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "f"))
-                || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "F")) || byte == UInt8(ascii: ":") || byte == UInt8(ascii: ".")
-        }
-        let colons = text.filter { $0 == ":" }.count
-        return text.utf8.count <= 45 && hexDigitsColonsAndDots && (text.contains("::") || colons == 7) && colons <= 7
     }
 
     private static func isHostName(_ text: String) -> Bool {
