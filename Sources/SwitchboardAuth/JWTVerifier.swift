@@ -62,38 +62,61 @@ public struct JWTVerifier: Sendable {
         {
             return hit.verified
         }
-        var dots: [String.UTF8View.Index] = []
-        for index in utf8.indices where utf8[index] == UInt8(ascii: ".") {
-            dots.append(index)
-            if dots.count > 2 { throw .invalid("not three segments") }
+        let result: Result<(Verified, VerificationKey), Refusal>
+        if let contiguous = token.utf8.withContiguousStorageIfAvailable({ self.verify($0, extraKeys: extraKeys) }) {
+            result = contiguous
+        } else {
+            result = Array(token.utf8).withUnsafeBufferPointer { self.verify($0, extraKeys: extraKeys) }
         }
-        guard dots.count == 2 else { throw .invalid("not three segments") }
-        let headerText = Substring(token[..<dots[0]])
-        let payloadText = Substring(token[token.index(after: dots[0])..<dots[1]])
-        let signatureText = Substring(token[token.index(after: dots[1])...])
+        let (verified, key) = try result.get()
+        self.cache?.store(.init(verified: verified, keyFingerprint: key.fingerprint), for: token)
+        return verified
+    }
+
+    /// Verifies the token's UTF-8 bytes in place: segments are decoded from slices of `token` and
+    /// the signature covers a slice of it, with no copy of the text.
+    private func verify(_ token: UnsafeBufferPointer<UInt8>, extraKeys: [VerificationKey]) -> Result<(Verified, VerificationKey), Refusal> {
+        var firstDot = -1
+        var secondDot = -1
+        for index in 0..<token.count where token[index] == UInt8(ascii: ".") {
+            if firstDot < 0 {
+                firstDot = index
+            } else if secondDot < 0 {
+                secondDot = index
+            } else {
+                return .failure(.invalid("not three segments"))
+            }
+        }
+        guard secondDot >= 0 else { return .failure(.invalid("not three segments")) }
+        let headerText = UnsafeBufferPointer(rebasing: token[..<firstDot])
+        let payloadText = UnsafeBufferPointer(rebasing: token[(firstDot + 1)..<secondDot])
+        let signatureText = UnsafeBufferPointer(rebasing: token[(secondDot + 1)...])
         guard let headerBytes = Base64URL.decode(headerText), UTF8Validation.isValid(headerBytes),
             let header = try? Self.headerParser.parse(headerBytes), case .object(let headerObject) = header
-        else { throw .invalid("header is not base64url JSON") }
+        else { return .failure(.invalid("header is not base64url JSON")) }
         guard let algName = headerObject["alg"]?.stringValue, let algorithm = JWTAlgorithm(header: algName) else {
-            throw .invalid("alg is missing or not supported")
+            return .failure(.invalid("alg is missing or not supported"))
         }
-        if let crit = headerObject["crit"], crit != .null { throw .invalid("crit extensions are not supported") }
+        if let crit = headerObject["crit"], crit != .null { return .failure(.invalid("crit extensions are not supported")) }
         let kid: String?
         switch headerObject["kid"] {
         case nil, .null?: kid = nil
         case .string(let s)? where s.utf8.count <= 256: kid = s
-        default: throw .invalid("kid is not a string")
+        default: return .failure(.invalid("kid is not a string"))
         }
-        let key = try self.pickKey(kid: kid, algorithm: algorithm, extraKeys: extraKeys)
-        guard let signature = Base64URL.decode(signatureText), !signature.isEmpty else { throw .invalid("signature is not base64url") }
-        let signingInput = Array(token.utf8[..<dots[1]])
-        guard key.isValidSignature(signature, of: signingInput, algorithm: algorithm) else { throw .invalid("bad signature") }
+        let key: VerificationKey
+        do {
+            key = try self.pickKey(kid: kid, algorithm: algorithm, extraKeys: extraKeys)
+        } catch {
+            return .failure(error)
+        }
+        guard let signature = Base64URL.decode(signatureText), !signature.isEmpty else { return .failure(.invalid("signature is not base64url")) }
+        let signingInput = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(token)[..<secondDot])
+        guard key.isValidSignature(signature, of: signingInput, algorithm: algorithm) else { return .failure(.invalid("bad signature")) }
         guard let payloadBytes = Base64URL.decode(payloadText), UTF8Validation.isValid(payloadBytes),
             let payload = try? Self.payloadParser.parse(payloadBytes)
-        else { throw .invalid("payload is not base64url JSON") }
-        let verified = Verified(algorithm: algorithm, kid: kid, payload: payload)
-        self.cache?.store(.init(verified: verified, keyFingerprint: key.fingerprint), for: token)
-        return verified
+        else { return .failure(.invalid("payload is not base64url JSON")) }
+        return .success((Verified(algorithm: algorithm, kid: kid, payload: payload), key))
     }
 
     /// The key a header picks; see the type's documentation for the rules.

@@ -29,6 +29,22 @@ public struct VerificationKey: Sendable {
     /// SHA-256 of the key material: two keys with one fingerprint verify the same signatures. A
     /// cached verification is reused only while the key it was made with is still the one picked.
     public let fingerprint: [UInt8]
+    /// For an HMAC key: the hash states with the key already absorbed (RFC 2104's inner and outer
+    /// pads), so that verifying a token hashes the token only, not the key again.
+    private let keyedHMACs: KeyedHMACs?
+
+    private struct KeyedHMACs: Sendable {
+        var sha256: HMAC<SHA256>
+        var sha384: HMAC<SHA384>
+        var sha512: HMAC<SHA512>
+
+        init?(_ material: Material) {
+            guard case .hmac(let key) = material else { return nil }
+            self.sha256 = HMAC(key: key)
+            self.sha384 = HMAC(key: key)
+            self.sha512 = HMAC(key: key)
+        }
+    }
 
     /// Shortest RSA modulus accepted, in bits.
     public static let minimumRSABits = 2048
@@ -62,6 +78,7 @@ public struct VerificationKey: Sendable {
         self.source = source
         self.algorithms = Set(algorithms)
         self.fingerprint = Self.fingerprint(of: self.material)
+        self.keyedHMACs = KeyedHMACs(self.material)
     }
 
     /// A public key from PEM (`BEGIN PUBLIC KEY` or `BEGIN RSA PUBLIC KEY`): RSA (2048 bits or more),
@@ -102,6 +119,7 @@ public struct VerificationKey: Sendable {
         self.source = source
         self.algorithms = Set(allowed)
         self.fingerprint = Self.fingerprint(of: material)
+        self.keyedHMACs = KeyedHMACs(material)
     }
 
     private static func fingerprint(of material: Material) -> [UInt8] {
@@ -126,14 +144,25 @@ public struct VerificationKey: Sendable {
     /// Whether `signature` is this key's signature of `input` under `algorithm`.
     /// False whenever the algorithm is not one the key allows (the header cannot pick the family).
     public func isValidSignature(_ signature: [UInt8], of input: [UInt8], algorithm: JWTAlgorithm) -> Bool {
+        input.withUnsafeBytes { self.isValidSignature(signature, of: $0, algorithm: algorithm) }
+    }
+
+    /// Whether `signature` is this key's signature of the bytes `input` under `algorithm`.
+    public func isValidSignature(_ signature: [UInt8], of input: UnsafeRawBufferPointer, algorithm: JWTAlgorithm) -> Bool {
         guard self.algorithms.contains(algorithm) else { return false }
         switch (self.material, algorithm) {
-        case (.hmac(let key), .hs256):
-            return HMAC<SHA256>.isValidAuthenticationCode(signature, authenticating: input, using: key)
-        case (.hmac(let key), .hs384):
-            return HMAC<SHA384>.isValidAuthenticationCode(signature, authenticating: input, using: key)
-        case (.hmac(let key), .hs512):
-            return HMAC<SHA512>.isValidAuthenticationCode(signature, authenticating: input, using: key)
+        case (.hmac, .hs256):
+            guard var mac = self.keyedHMACs?.sha256 else { return false }
+            mac.update(data: input)
+            return mac.finalize() == signature  // constant time for a signature of the right length
+        case (.hmac, .hs384):
+            guard var mac = self.keyedHMACs?.sha384 else { return false }
+            mac.update(data: input)
+            return mac.finalize() == signature
+        case (.hmac, .hs512):
+            guard var mac = self.keyedHMACs?.sha512 else { return false }
+            mac.update(data: input)
+            return mac.finalize() == signature
         case (.rsa(let key), .rs256):
             return key.isValidSignature(_RSA.Signing.RSASignature(rawRepresentation: signature), for: SHA256.hash(data: input), padding: .insecurePKCS1v1_5)
         case (.rsa(let key), .rs384):

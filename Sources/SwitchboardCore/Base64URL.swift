@@ -14,34 +14,50 @@ public enum Base64URL {
     /// bits left over in the last character). A table lookup per byte, no Foundation: it runs for
     /// every token segment.
     public static func decode(_ text: Substring) -> [UInt8]? {
-        var utf8 = text.utf8[...]
-        guard utf8.count <= 1 << 20 else { return nil }
+        if let decoded = text.utf8.withContiguousStorageIfAvailable({ Self.decode($0) }) { return decoded }
+        return Array(text.utf8).withUnsafeBufferPointer { Self.decode($0) }
+    }
+
+    /// Decodes the base64url text in `text` (UTF-8 bytes), as ``decode(_:)-(Substring)`` does.
+    public static func decode(_ text: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+        guard text.count <= 1 << 20 else { return nil }
         // Up to two `=` of padding, only where padding can be.
+        var count = text.count
         var padding = 0
-        while utf8.last == UInt8(ascii: "="), padding < 2 {
-            utf8 = utf8.dropLast()
+        while count > 0, text[count - 1] == UInt8(ascii: "="), padding < 2 {
+            count -= 1
             padding += 1
         }
-        if padding > 0, (utf8.count + padding) % 4 != 0 { return nil }
-        guard utf8.count % 4 != 1 else { return nil }
-        var output: [UInt8] = []
-        output.reserveCapacity(utf8.count * 3 / 4)
-        var accumulator: UInt32 = 0
-        var bits = 0
-        for byte in utf8 {
-            let value = Self.decodeTable[Int(byte)]
-            guard value != 0xFF else { return nil }
-            accumulator = (accumulator << 6) | UInt32(value)
-            bits += 6
-            if bits >= 8 {
-                bits -= 8
-                output.append(UInt8(truncatingIfNeeded: accumulator >> UInt32(bits)))
-                accumulator &= (1 << UInt32(bits)) - 1
+        if padding > 0, (count + padding) % 4 != 0 { return nil }
+        guard count % 4 != 1 else { return nil }
+        let capacity = count * 3 / 4
+        var valid = true
+        let output = [UInt8](unsafeUninitializedCapacity: capacity) { output, initialized in
+            var accumulator: UInt32 = 0
+            var bits = 0
+            var written = 0
+            Self.decodeTable.withUnsafeBufferPointer { table in
+                for index in 0..<count {
+                    let value = table[Int(text[index])]
+                    guard value != 0xFF else {
+                        valid = false
+                        return
+                    }
+                    accumulator = (accumulator << 6) | UInt32(value)
+                    bits += 6
+                    if bits >= 8 {
+                        bits -= 8
+                        output[written] = UInt8(truncatingIfNeeded: accumulator >> UInt32(bits))
+                        written += 1
+                        accumulator &= (1 << UInt32(bits)) - 1
+                    }
+                }
             }
+            // Leftover bits must be zero (one canonical spelling per byte string).
+            if accumulator != 0 { valid = false }
+            initialized = written
         }
-        // Leftover bits must be zero (one canonical spelling per byte string).
-        guard accumulator == 0 else { return nil }
-        return output
+        return valid ? output : nil
     }
 
     private static let decodeTable: [UInt8] = {

@@ -54,6 +54,27 @@ struct JWTVerifierTests {
         #expect(throws: TokenFailure.invalid("bad signature")) { try JWTVerifier(keys: [key]).verifyConnectionToken(parts.joined(separator: "."), now: Self.now) }
     }
 
+    @Test("one HMAC key verifies token after token for each algorithm it allows; a truncated MAC is refused")
+    func hmacKeyVerifiesInARow() throws {
+        // The key's hash states are prepared once; each verification must start from them afresh.
+        let key = try Self.hmacKey(algorithms: [.hs256, .hs384, .hs512])
+        let verifier = JWTVerifier(keys: [key])  // no cache: every token is verified in full
+        var tokens: [(String, String)] = []
+        for round in 0..<3 {
+            for algorithm in [JWTAlgorithm.hs256, .hs384, .hs512] {
+                let user = "user\(round)-\(algorithm.rawValue)"
+                let payload = #"{"sub":"\#(user)","exp":1700000600}"#
+                tokens.append((user, try TokenMinter.mint(header: TokenMinter.header(algorithm.rawValue), payload: payload, signer: .hmac(TestKeys.secret), algorithm: algorithm.rawValue)))
+            }
+        }
+        for (user, token) in tokens + tokens.reversed() {
+            #expect(try verifier.verifyConnectionToken(token, now: Self.now).user == user)
+        }
+        var parts = tokens[0].1.split(separator: ".").map(String.init)
+        parts[2] = Base64URL.encode(Array(Base64URL.decode(Substring(parts[2]))!.prefix(16)))
+        #expect(throws: TokenFailure.invalid("bad signature")) { try verifier.verifyConnectionToken(parts.joined(separator: "."), now: Self.now) }
+    }
+
     @Test("alg none in any spelling never passes", arguments: ["none", "None", "NONE", "nOnE", ""])
     func algNone(_ alg: String) throws {
         let verifier = JWTVerifier(keys: [try Self.hmacKey()])
