@@ -27,9 +27,10 @@ import os
 import time
 
 from balancerlib import BalancerFactory, proxy_binary
-from sbclient import ApiPublisher, ResilientSubscriber, run, stream_problems
+from sbclient import ApiPublisher, ResilientSubscriber, connect, run, stream_problems
 
 import pytest
+import requests
 
 from test_deploy_proxies import haproxy_command, proxies  # noqa: F401  (the fixture)
 
@@ -258,3 +259,56 @@ def test_rebalance_after_scale_out_behind_haproxy(cluster, proxies):  # noqa: F8
                 assert "rror" not in out and "nknown" not in out, (command, out)
 
     _scale_out_and_check(cluster, old, lambda i: [proxy.ws_url], None, "HAProxy leastconn", added=add)
+
+
+def test_admin_rebalance_reaches_the_nodes_with_their_api_key(cluster, balancer_factory, tmp_path):
+    """`switchboard balance --node-api-key-file FILE`: `POST /admin/rebalance` asks every available node to
+    rebalance now (`POST /api/rebalance` with the key). The node over its share starts a round at once
+    instead of after its hold (600 s here), and asks its excess to move (3002). Without a key the nodes
+    are not asked; with a wrong one each node answers 401 and nothing moves."""
+    nodes = cluster.start(2, "--rebalance-hold", "600", "--rebalance-window", "2", "--rebalance-rate", "200",
+                          "--rebalance-min-age", "1")
+    good_key = tmp_path / "node-api-key"
+    good_key.write_text(cluster.api_key + "\n")
+    wrong_key = tmp_path / "wrong-api-key"
+    wrong_key.write_text("e2e-not-the-nodes-key\n")
+    with_key = balancer_factory.start(nodes, "--node-api-key-file", str(good_key))
+    without_key = balancer_factory.start(nodes)
+    with_wrong_key = balancer_factory.start(nodes, "--node-api-key-file", str(wrong_key))
+
+    def post_rebalance(balancer) -> dict:
+        with requests.Session() as s:
+            s.trust_env = False
+            r = s.post(balancer.admin_url + "/admin/rebalance", timeout=10)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    async def main():
+        clients = [await connect(nodes[0]) for _ in range(20)]
+        # Both nodes announced with their counts (20 and 0: the first is over 1.10 x the mean of 10),
+        # and the clients old enough to be moved (--rebalance-min-age 1).
+        await _wait(lambda: _registry_lists(nodes[0], 2), 15, "both nodes in the registry")
+        await asyncio.sleep(2.5)
+        moved = lambda: _metric(nodes[0], "switchboard_rebalance_moved_clients_total")  # noqa: E731
+        assert moved() == 0, "a round ran before any request (the hold is 600 s)"
+
+        answer = post_rebalance(without_key)
+        assert answer["nodesAsked"] is False and "nodes" not in answer, answer
+        answer = post_rebalance(with_wrong_key)
+        assert answer["nodesAsked"] is True, answer
+        assert sorted(n["node"] for n in answer["nodes"]) == sorted(f"127.0.0.1:{n.port}" for n in nodes), answer
+        assert all(n.get("status") == 401 for n in answer["nodes"]), answer
+        await asyncio.sleep(2)
+        assert moved() == 0, "a node rebalanced without being asked with its key"
+        assert all(c.close_code is None and not c.closed.is_set() for c in clients)
+
+        answer = post_rebalance(with_key)
+        assert answer["nodesAsked"] is True and all(n.get("status") == 200 for n in answer["nodes"]), answer
+        await _wait(lambda: moved() >= 1, 10, "the node over its share asking clients to move")
+        await asyncio.sleep(3)  # the round's window (2 s) is over
+        closed = [c.close_code for c in clients if c.closed.is_set()]
+        assert closed and set(closed) == {3002}, closed
+        # Only the excess moves: 20 on one node and 0 on the other, mean 10, at most 10 asked.
+        assert 1 <= len(closed) <= 10 and moved() == len(closed), (closed, moved())
+
+    run(main(), timeout=90)

@@ -11,6 +11,10 @@ final class AdminHandler: ChannelInboundHandler {
 
     private let router: NodeRouter
     private let headerTimeout: TimeAmount
+    /// With a key, `POST /admin/rebalance` also asks the available nodes to rebalance (`/api/rebalance`).
+    private let nodeAPIKey: NodeAPIKey?
+    /// How long each of those node requests may take.
+    private let nodeRequestTimeout: TimeAmount
     private var buffer: ByteBuffer?
     private var parser = RequestHeadParser()
     private var deadline: Scheduled<Void>?
@@ -20,9 +24,11 @@ final class AdminHandler: ChannelInboundHandler {
     /// default rebalancing hold and window (10 s + 30 s) and then some.
     static let rebalanceDuration = TimeAmount.seconds(60)
 
-    init(router: NodeRouter, headerTimeout: TimeAmount) {
+    init(router: NodeRouter, headerTimeout: TimeAmount, nodeAPIKey: NodeAPIKey? = nil, nodeRequestTimeout: TimeAmount = .seconds(2)) {
         self.router = router
         self.headerTimeout = headerTimeout
+        self.nodeAPIKey = nodeAPIKey
+        self.nodeRequestTimeout = nodeRequestTimeout
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -70,16 +76,29 @@ final class AdminHandler: ChannelInboundHandler {
                 }
             case ("POST", "/admin/rebalance"):
                 let spread = self.router.startRebalance(for: Self.rebalanceDuration, now: now)
-                var body = ByteBuffer()
-                body.writeJSON(
-                    .object(
-                        JSONObject([
-                            ("rebalancing", .bool(true)),
-                            ("seconds", .number(String(Self.rebalanceDuration.nanoseconds / 1_000_000_000))),
-                            ("imbalance", .number(String(spread))),
-                        ])))
-                body.writeStaticString("\n")
-                self.respond(context: context, status: "200 OK", type: "application/json", body: body)
+                var answer: [(String, JSONValue)] = [
+                    ("rebalancing", .bool(true)),
+                    ("seconds", .number(String(Self.rebalanceDuration.nanoseconds / 1_000_000_000))),
+                    ("imbalance", .number(String(spread))),
+                ]
+                guard let key = self.nodeAPIKey else {
+                    // Without the nodes' key only the picks change; the nodes rebalance on their own after their hold.
+                    answer.append(("nodesAsked", .bool(false)))
+                    return self.respond(context: context, status: "200 OK", json: .object(JSONObject(answer)))
+                }
+                // The deadline guards the head only; the answer waits for the nodes (each bounded by its own).
+                // Bytes that come meanwhile are ignored, as after any answer.
+                self.answered = true
+                self.deadline?.cancel()
+                let nodes = self.router.availableAddresses(at: now)
+                let context = NIOLoopBound(context, eventLoop: context.eventLoop)
+                NodeRebalanceRequest.ask(nodes, key: key, timeout: self.nodeRequestTimeout, on: context.value.eventLoop)
+                    .assumeIsolated()
+                    .whenSuccess { outcomes in
+                        answer.append(("nodesAsked", .bool(true)))
+                        answer.append(("nodes", .array(outcomes.map { Self.json(node: $0.node, $0.outcome) })))
+                        self.respond(context: context.value, status: "200 OK", json: .object(JSONObject(answer)))
+                    }
             case ("GET", "/healthz"):
                 self.respond(context: context, status: "200 OK", type: "text/plain", body: ByteBuffer(string: "ok\n"))
             default:
@@ -90,6 +109,21 @@ final class AdminHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
+    }
+
+    private func respond(context: ChannelHandlerContext, status: String, json: JSONValue) {
+        var body = ByteBuffer()
+        body.writeJSON(json)
+        body.writeStaticString("\n")
+        self.respond(context: context, status: status, type: "application/json", body: body)
+    }
+
+    /// One node's line in the answer of `POST /admin/rebalance`: `{"node", "status"}` or `{"node", "error"}`.
+    static func json(node: String, _ outcome: NodeRebalanceRequest.Outcome) -> JSONValue {
+        switch outcome {
+        case .status(let code): .object(JSONObject([("node", .string(node)), ("status", .number(String(code)))]))
+        case .failed(let reason): .object(JSONObject([("node", .string(node)), ("error", .string(reason))]))
+        }
     }
 
     private func respond(context: ChannelHandlerContext, status: String, type: String, body: ByteBuffer) {

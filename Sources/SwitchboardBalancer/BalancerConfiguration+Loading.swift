@@ -10,6 +10,7 @@ extension BalancerConfiguration {
         "listen", "nodes", "registry", "algorithm", "hashKey", "hashBalanceFactor", "admin", "tlsCert", "tlsKey",
         "maxConnections", "headerTimeout", "connectTimeout", "tunnelIdleTimeout", "checkInterval", "checkTimeout",
         "rise", "fall", "drainSeconds", "logLevel", "threads", "forwardClientAddress", "checkWebSocket", "rebalanceSpread",
+        "nodeApiKeyFile",
     ]
 
     /// Options that take effect only at start: a SIGHUP that changes one keeps the running value and
@@ -56,7 +57,8 @@ extension BalancerConfiguration {
 
     /// Sets one option from text (environment variables, flags, file values). `nodes` takes node specs
     /// separated by spaces or semicolons (a spec may hold a comma: `HOST:PORT,weight=N`); an empty
-    /// `registry`, `admin`, `tlsCert` or `tlsKey` unsets it.
+    /// `registry`, `admin`, `tlsCert`, `tlsKey` or `nodeApiKeyFile` unsets it. `nodeApiKeyFile` is read
+    /// here (so a SIGHUP reads it again: a rotated key takes effect without a restart).
     public mutating func set(_ key: String, text: String) throws(BalancerConfigurationError) {
         func seconds() throws(BalancerConfigurationError) -> TimeAmount {
             guard let value = Self.seconds(text) else {
@@ -107,6 +109,7 @@ extension BalancerConfiguration {
                 throw BalancerConfigurationError("rebalanceSpread must be within 101-1000 (percent)")
             }
             self.rebalanceSpread = percent / 100
+        case "nodeApiKeyFile": self.nodeAPIKey = text.isEmpty ? nil : try NodeAPIKey.read(file: text)
         case "tlsCert": self.tlsCertificatePath = text.isEmpty ? nil : text
         case "tlsKey": self.tlsKeyPath = text.isEmpty ? nil : text
         case "maxConnections": self.maxConnections = try integer(1...1_000_000)

@@ -63,6 +63,9 @@ public struct BalancerConfiguration: Sendable {
     /// How a node learns the client's address: `X-Forwarded-For`/`-Proto` headers or a PROXY protocol v2
     /// header in front of the forwarded bytes.
     public var clientAddressForwarding = ClientAddressForwarding.forwardedHeaders
+    /// The nodes' API key (`--node-api-key-file`): with it, `POST /admin/rebalance` also asks every
+    /// available node to rebalance now (`POST /api/rebalance`); without it, only the balancer's picks change.
+    public var nodeAPIKey: NodeAPIKey?
 
     public init() {}
 

@@ -93,7 +93,10 @@ public final class BalancerServer: Sendable {
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(AdminHandler(router: router, headerTimeout: timeout))
+                        // The key and the check timeout as of now: a SIGHUP may have changed them.
+                        let (key, checkTimeout) = reloadable.withLockedValue { ($0.configuration.nodeAPIKey, $0.configuration.checkTimeout) }
+                        try channel.pipeline.syncOperations.addHandler(
+                            AdminHandler(router: router, headerTimeout: timeout, nodeAPIKey: key, nodeRequestTimeout: checkTimeout))
                     }
                 }
                 .bind(host: adminHost, port: port)

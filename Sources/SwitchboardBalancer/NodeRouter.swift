@@ -172,6 +172,17 @@ public final class NodeRouter: Sendable {
         self.state.withLockedValue { $0.table.setDrained(id, drained) }
     }
 
+    /// Members that may take a new connection now (up, not ejected, not drained), with their
+    /// addresses: the nodes `POST /admin/rebalance` asks to rebalance.
+    public func availableAddresses(at now: NIODeadline = .now()) -> [(node: BackendNode, address: SocketAddress)] {
+        self.state.withLockedValue { state in
+            state.table.candidates(at: now).compactMap { candidate in
+                guard let node = state.table.entries[candidate.id]?.node, let address = state.addresses[candidate.id] else { return nil }
+                return (node, address)
+            }
+        }
+    }
+
     /// Members with their addresses (for the health checker).
     public var memberAddresses: [(node: BackendNode, address: SocketAddress)] {
         self.state.withLockedValue { state in

@@ -48,6 +48,9 @@ struct Balance: AsyncParsableCommand {
     @Option(help: "HOST:PORT for GET /admin/nodes and /metrics (default: no admin listener).")
     var admin: String?
 
+    @Option(help: "File holding the nodes' API key: POST /admin/rebalance then also asks every available node to rebalance now (POST /api/rebalance). Re-read on SIGHUP.")
+    var nodeApiKeyFile: String?
+
     @Option(help: "PEM certificate chain (RSA or ECDSA) for TLS on --listen; needs --tls-key. TLS 1.2 and 1.3, ALPN http/1.1. Re-read on SIGHUP.")
     var tlsCert: String?
 
@@ -173,7 +176,7 @@ struct Balance: AsyncParsableCommand {
         let flags: [(String, String?)] = [
             ("listen", self.listen), ("registry", self.registry), ("algorithm", self.algorithm),
             ("hashKey", self.hashKey), ("hashBalanceFactor", self.hashBalanceFactor), ("admin", self.admin),
-            ("rebalanceSpread", self.rebalanceSpread),
+            ("rebalanceSpread", self.rebalanceSpread), ("nodeApiKeyFile", self.nodeApiKeyFile),
             ("tlsCert", self.tlsCert), ("tlsKey", self.tlsKey), ("forwardClientAddress", self.forwardClientAddress),
             ("maxConnections", self.maxConnections), ("headerTimeout", self.headerTimeout),
             ("connectTimeout", self.connectTimeout), ("tunnelIdleTimeout", self.tunnelIdleTimeout),
