@@ -94,4 +94,27 @@ struct VerifiedTokenCacheTests {
         }
         #expect(small.count > 0 && small.count * 100 <= 1024)  // each token is over 100 bytes
     }
+
+    @Test("when full, the oldest tokens go first: the newest ones are still answered from the cache")
+    func oldestGoFirst() throws {
+        let cache = VerifiedTokenCache(maximumEntries: 5, maximumBytes: 1 << 20)
+        let key = try VerificationKey(hmacSecret: TestKeys.secret, kid: nil, algorithms: [.hs256])
+        let verifier = JWTVerifier(keys: [key], cache: cache)
+        let tokens = try (0..<300).map { i in
+            try TokenMinter.mint(
+                header: TokenMinter.header("HS256"), payload: #"{"sub":"u\#(i)","exp":\#(Int(Self.now) + 600)}"#, signer: .hmac(TestKeys.secret),
+                algorithm: "HS256")
+        }
+        for token in tokens { _ = try verifier.verifyConnectionToken(token, now: Self.now) }
+        #expect(cache.count == 5)
+        // The last five are held (hits); the one before them is gone (a miss, verified and stored again).
+        let before = cache.statistics
+        for token in tokens.suffix(5) { _ = try verifier.verifyConnectionToken(token, now: Self.now) }
+        #expect(cache.statistics.hits == before.hits + 5)
+        _ = try verifier.verifyConnectionToken(tokens[294], now: Self.now)
+        #expect(cache.statistics.misses == before.misses + 1)
+        // Presented again, a held token keeps its age: it does not push a newer one out early.
+        _ = try verifier.verifyConnectionToken(tokens[296], now: Self.now)  // held: a hit, no new entry
+        #expect(cache.count == 5)
+    }
 }
