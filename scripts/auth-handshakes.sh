@@ -16,8 +16,8 @@
 # the node's CPU µs per handshake (from /proc, connect and close), and both as ratios to the no-auth
 # baseline of the same run.
 #
-#   scripts/auth-handshakes.sh                4,000 connections per run, 3 rounds (about 3 min)
-#   N=8000 ROUNDS=5 scripts/auth-handshakes.sh
+#   scripts/auth-handshakes.sh                8,000 connections per run, 5 rounds (about 5 min)
+#   N=4000 ROUNDS=3 scripts/auth-handshakes.sh   a quicker, noisier look
 #
 # Needs .build-release (swift build -c release --build-path .build-release) and the e2e venv
 # (.venv-e2e, with PyJWT and cryptography). The node runs on CPU 0 and the load on CPU 1 when there
@@ -29,8 +29,8 @@ cd "$repo"
 bin=${SWITCHBOARD_BIN:-$repo/.build-release/release/switchboard}
 bench=${SWITCHBOARD_BENCH:-$repo/.build-release/release/switchboard-bench}
 py=$repo/.venv-e2e/bin/python
-n=${N:-4000}
-rounds=${ROUNDS:-3}
+n=${N:-8000}
+rounds=${ROUNDS:-5}
 for f in "$bin" "$bench" "$py"; do [[ -x $f ]] || { echo "auth-handshakes: $f missing (see the header)" >&2; exit 2; }; done
 out=$repo/reports/auth-handshakes/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"
