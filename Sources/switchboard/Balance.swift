@@ -111,7 +111,7 @@ struct Balance: AsyncParsableCommand {
         }
         let logger = Logger(label: "switchboard.balancer")
         let threads = configuration.eventLoopThreads
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads == 0 ? System.coreCount : threads)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads == 0 ? UsableCores.count() : threads)
         let server: BalancerServer
         do {
             server = try BalancerServer(configuration: configuration, group: group, logger: logger)

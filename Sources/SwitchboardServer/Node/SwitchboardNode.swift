@@ -52,7 +52,7 @@ public final class SwitchboardNode: Sendable {
         SecurityPosture.announce(configuration, logger: logger)
         self.nodeID = Self.makeNodeID()
         self.tls = try NodeTLS(configuration: configuration)
-        let threads = configuration.eventLoopThreads > 0 ? configuration.eventLoopThreads : System.coreCount
+        let threads = configuration.eventLoopThreads > 0 ? configuration.eventLoopThreads : UsableCores.count()
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let loops = Array(self.group.makeIterator())
         let broker: any Broker
