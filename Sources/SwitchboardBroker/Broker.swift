@@ -25,6 +25,12 @@ public protocol Broker: AnyObject, Sendable {
     /// The returned position is the publication's (offset 0 and empty epoch when history is off).
     func publish(_ request: PublishRequest) -> EventLoopFuture<PublishResult>
 
+    /// Publishes as `publish` does, at once, when the channel's state lives on the calling loop
+    /// (the memory broker's shard): the result instead of a future, so the hot path of a publication
+    /// made on its channel's loop allocates no promise. nil when it cannot (another loop, a network
+    /// broker): the caller then uses `publish`. The default is nil.
+    func publishNow(_ request: PublishRequest) -> Result<PublishResult, any Error>?
+
     /// Delivers a join or leave to every node subscribed to `channel` (not stored).
     func publishPresenceEvent(_ event: PresenceEvent, channel: String) -> EventLoopFuture<Void>
 
@@ -79,6 +85,11 @@ public protocol Broker: AnyObject, Sendable {
 }
 
 extension Broker {
+    /// Only a broker with state on the caller's loop can publish without a future.
+    public func publishNow(_ request: PublishRequest) -> Result<PublishResult, any Error>? {
+        nil
+    }
+
     /// Unsharded brokers deliver every channel's events on `eventLoop`.
     public func eventLoop(forChannel channel: String) -> any EventLoop {
         self.eventLoop

@@ -22,6 +22,24 @@ struct ChannelHistory {
         (self.top == 0 || self.isStale(now: now, metaTTL: metaTTL)) && self.idempotency.isEmpty
     }
 
+    /// Stores `publication` under the next offset and returns its position. A stale record starts
+    /// over (meta, history and idempotency keys forgotten); a record's first publication takes
+    /// `newEpoch`.
+    mutating func append(
+        _ publication: Publication, expiresAt: Double, maximumCount: Int, now: Double, metaTTL: Double,
+        newEpoch: @autoclosure () -> String
+    ) -> StreamPosition {
+        if self.isStale(now: now, metaTTL: metaTTL) { self = ChannelHistory() }
+        if self.top == 0 { self.epoch = newEpoch() }
+        self.top &+= 1
+        var stored = publication
+        stored.offset = self.top
+        self.entries.append(.init(publication: stored, expiresAt: expiresAt))
+        self.trim(maximumCount: maximumCount, now: now)
+        self.lastPublish = now
+        return StreamPosition(offset: self.top, epoch: self.epoch)
+    }
+
     mutating func trim(maximumCount: Int, now: Double) {
         self.entries.dropExpired(now: now)
         if self.entries.count > maximumCount {

@@ -119,15 +119,30 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
     }
 
     public func publish(_ request: PublishRequest) -> EventLoopFuture<PublishResult> {
-        if let key = request.idempotencyKey, key.utf8.count > self.limits.maximumIdempotencyKeyBytes {
-            return self.shard(request.channel).eventLoop.makeFailedFuture(
-                BrokerError(.invalidRequest, "idempotency key longer than \(self.limits.maximumIdempotencyKeyBytes) bytes"))
+        if let error = self.refusal(of: request) {
+            return self.shard(request.channel).eventLoop.makeFailedFuture(error)
         }
         return self.onShard(request.channel) { self.publish(request, on: $0) }
     }
 
+    /// On the channel's shard loop the publication is made right here, without a future.
+    public func publishNow(_ request: PublishRequest) -> Result<PublishResult, any Error>? {
+        let shard = self.shard(request.channel)
+        guard shard.eventLoop.inEventLoop else { return nil }
+        if let error = self.refusal(of: request) { return .failure(error) }
+        return .success(self.publish(request, on: shard))
+    }
+
+    private func refusal(of request: PublishRequest) -> BrokerError? {
+        if let key = request.idempotencyKey, key.utf8.count > self.limits.maximumIdempotencyKeyBytes {
+            return BrokerError(.invalidRequest, "idempotency key longer than \(self.limits.maximumIdempotencyKeyBytes) bytes")
+        }
+        return nil
+    }
+
     /// Orders, stores and delivers one publication. The channel's record is mutated in place in
-    /// `channels`: copying it out and back would copy its whole history on every publish.
+    /// `channels` (`subscript(_:default:)` yields it): copying it out and back would copy its whole
+    /// history on every publish.
     private func publish(_ request: PublishRequest, on shard: Shard) -> PublishResult {
         let now = self.clock()
         let name = request.channel
@@ -138,26 +153,17 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
         var publication = Publication(offset: 0, data: request.data, info: request.info, time: request.time)
         var position = StreamPosition(offset: 0, epoch: "")
         if keepsHistory {
-            if shard.channels[name]?.isStale(now: now, metaTTL: self.metaTTL) ?? true {
-                shard.channels[name] = ChannelHistory()
-            }
-            if shard.channels[name]!.top == 0 {
-                shard.channels[name]!.epoch = self.unbornEpoch(name, now: now)
-            }
-            shard.channels[name]!.top &+= 1
-            publication.offset = shard.channels[name]!.top
-            shard.channels[name]!.entries.append(.init(publication: publication, expiresAt: now + request.historyTTL))
-            shard.channels[name]!.trim(maximumCount: request.historySize, now: now)
-            shard.channels[name]!.lastPublish = now
-            position = StreamPosition(offset: publication.offset, epoch: shard.channels[name]!.epoch)
+            position = shard.channels[name, default: ChannelHistory()].append(
+                publication, expiresAt: now + request.historyTTL, maximumCount: request.historySize,
+                now: now, metaTTL: self.metaTTL, newEpoch: self.unbornEpoch(name, now: now))
+            publication.offset = position.offset
         }
         if let key = request.idempotencyKey {
-            if shard.channels[name] == nil { shard.channels[name] = ChannelHistory() }
-            shard.channels[name]!.idempotency.remember(
+            shard.channels[name, default: ChannelHistory()].idempotency.remember(
                 key, position: position, expiresAt: now + request.idempotencyWindow, now: now,
                 capacity: self.limits.maximumIdempotencyKeysPerChannel)
         }
-        if shard.subscribed.contains(name), let handler = shard.handler {
+        if let handler = shard.handler, shard.subscribed.contains(name) {
             handler(.publication(channel: name, publication, epoch: position.epoch))
         }
         return PublishResult(position: position)

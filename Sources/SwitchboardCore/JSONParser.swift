@@ -269,6 +269,7 @@ private struct Cursor {
             self.index += 1
             return .object(JSONObject(members))
         }
+        members.reserveCapacity(4)  // one allocation for the usual small object instead of one per doubling
         while true {
             self.skipWhitespace()
             guard !self.atEnd, self.bytes[self.index] == UInt8(ascii: "\"") else {

@@ -47,6 +47,22 @@ struct WebSocketFrameHandlerTests {
         #expect(collector.messages[0].isText)
     }
 
+    @Test(
+        "every payload length and masking key unmasks to the bytes the client sent",
+        arguments: [[0x12, 0x34, 0x56, 0x78], [0xFF, 0x00, 0xA5, 0x3C]] as [[UInt8]])
+    func unmasking(key: [UInt8]) throws {
+        // Lengths around the eight-byte steps of the unmasking loop, and past the 7-bit length.
+        let lengths = Array(0...19) + [125, 126, 1000]
+        for length in lengths {
+            let payload = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
+            try send(TestFrames.client(opcode: 0x2, payload, key: key))
+        }
+        #expect(collector.messages.map { Array($0.data.readableBytesView) } == lengths.map { length in
+            (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
+        })
+        #expect(collector.messages.allSatisfy { !$0.isText })
+    }
+
     @Test("fragments join into one message; a ping in between is answered")
     func fragments() throws {
         try send(TestFrames.text("hel", fin: false))

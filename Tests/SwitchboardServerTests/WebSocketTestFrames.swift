@@ -2,7 +2,10 @@ import NIOCore
 
 /// Client frames as a browser would send them (masked), and a reader for server frames.
 enum TestFrames {
-    static func client(opcode: UInt8, _ payload: [UInt8], fin: Bool = true, masked: Bool = true, rsv: UInt8 = 0) -> [UInt8] {
+    static func client(
+        opcode: UInt8, _ payload: [UInt8], fin: Bool = true, masked: Bool = true, rsv: UInt8 = 0,
+        key: [UInt8] = [0x12, 0x34, 0x56, 0x78]
+    ) -> [UInt8] {
         var bytes: [UInt8] = [(fin ? 0x80 : 0) | (rsv << 4) | opcode]
         let maskBit: UInt8 = masked ? 0x80 : 0
         if payload.count < 126 {
@@ -16,7 +19,6 @@ enum TestFrames {
             for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8((payload.count >> shift) & 0xFF)) }
         }
         if masked {
-            let key: [UInt8] = [0x12, 0x34, 0x56, 0x78]
             bytes += key
             bytes += payload.enumerated().map { $0.element ^ key[$0.offset % 4] }
         } else {

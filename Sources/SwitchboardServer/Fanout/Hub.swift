@@ -126,7 +126,11 @@ final class Hub: @unchecked Sendable {
         switch event {
         case .publication(let name, _, _), .presence(let name, _):
             let shard = self.shard(for: name)
-            shard.run { shard.handle(event) }
+            if shard.eventLoop.inEventLoop {
+                shard.handle(event)  // no closure: the memory broker delivers on the shard's loop
+            } else {
+                shard.eventLoop.execute { shard.handle(event) }
+            }
         case .control(let message):
             if self.eventLoop.inEventLoop {
                 self.handleControl(message)
@@ -175,22 +179,34 @@ final class Hub: @unchecked Sendable {
     /// goes straight to the session's loop. The callback marks its session dirty; whoever runs it
     /// flushes.
     func publish(_ request: PublishRequest, loop: Int, callback: @escaping PublishCompletion.Callback) {
-        let fanout = self.fanouts[loop]
-        let bound = NIOLoopBound(callback, eventLoop: fanout.eventLoop)
+        let bound = NIOLoopBound(callback, eventLoop: self.fanouts[loop].eventLoop)
         let shard = self.shard(for: request.channel)
-        shard.run {
-            self.broker.publish(request).whenComplete { result in
-                let completion = PublishCompletion(callback: bound, result: result)
-                if shard.eventLoop.inEventLoop {
-                    shard.enqueue(.publishResult(completion), loop: loop)
-                } else if fanout.eventLoop.inEventLoop {
+        if shard.eventLoop.inEventLoop {
+            self.publish(request, on: shard, loop: loop, callback: bound)
+        } else {
+            shard.eventLoop.execute { self.publish(request, on: shard, loop: loop, callback: bound) }
+        }
+    }
+
+    /// On `shard`'s loop. A broker with the channel's state here answers at once (no future, no
+    /// closure); another answers through its future.
+    private func publish(_ request: PublishRequest, on shard: HubShard, loop: Int, callback: NIOLoopBound<PublishCompletion.Callback>) {
+        if let result = self.broker.publishNow(request) {
+            shard.enqueue(.publishResult(PublishCompletion(callback: callback, result: result)), loop: loop)
+            return
+        }
+        let fanout = self.fanouts[loop]
+        self.broker.publish(request).whenComplete { result in
+            let completion = PublishCompletion(callback: callback, result: result)
+            if shard.eventLoop.inEventLoop {
+                shard.enqueue(.publishResult(completion), loop: loop)
+            } else if fanout.eventLoop.inEventLoop {
+                completion.run()
+                fanout.flushDirty()
+            } else {
+                fanout.eventLoop.execute {
                     completion.run()
                     fanout.flushDirty()
-                } else {
-                    fanout.eventLoop.execute {
-                        completion.run()
-                        fanout.flushDirty()
-                    }
                 }
             }
         }

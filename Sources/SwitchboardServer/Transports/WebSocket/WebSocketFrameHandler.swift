@@ -40,7 +40,7 @@ final class WebSocketFrameHandler: ChannelDuplexHandler {
             self.unparsed!.writeBuffer(&incoming)
         }
         while self.unparsed != nil {
-            let frame: WebSocketFrame?
+            let frame: WebSocketFrameParser.Frame?
             do throws(WebSocketFrameParser.Failure) {
                 frame = try WebSocketFrameParser.next(&self.unparsed!, maximumLength: self.maximumMessageSize)
             } catch {
@@ -63,10 +63,10 @@ final class WebSocketFrameHandler: ChannelDuplexHandler {
         }
     }
 
-    private func handleFrame(context: ChannelHandlerContext, _ frame: WebSocketFrame) {
+    private func handleFrame(context: ChannelHandlerContext, _ frame: WebSocketFrameParser.Frame) {
         guard !self.closeSent || frame.opcode == .connectionClose else { return }
         guard frame.maskKey != nil else { return self.fail(context: context, code: 1002, reason: "unmasked client frame") }
-        guard !frame.rsv1, !frame.rsv2, !frame.rsv3 else {
+        guard frame.reservedBits == 0 else {
             return self.fail(context: context, code: 1002, reason: "reserved bits set")
         }
         switch frame.opcode {
@@ -74,10 +74,10 @@ final class WebSocketFrameHandler: ChannelDuplexHandler {
             guard self.partial == nil else {
                 return self.fail(context: context, code: 1002, reason: "new message inside a fragmented message")
             }
-            guard frame.length <= self.maximumMessageSize else {
+            guard frame.payload.readableBytes <= self.maximumMessageSize else {
                 return self.fail(context: context, code: 1009, reason: "message too big")
             }
-            let payload = frame.unmaskedData
+            let payload = frame.unmaskedPayload(allocator: context.channel.allocator)
             if frame.fin {
                 self.deliver(context: context, isText: frame.opcode == .text, payload)
             } else {
@@ -88,12 +88,12 @@ final class WebSocketFrameHandler: ChannelDuplexHandler {
             guard var partial = self.partial else {
                 return self.fail(context: context, code: 1002, reason: "continuation without a message")
             }
-            guard partial.readableBytes + frame.length <= self.maximumMessageSize else {
+            guard partial.readableBytes + frame.payload.readableBytes <= self.maximumMessageSize else {
                 self.partial = nil
                 return self.fail(context: context, code: 1009, reason: "message too big")
             }
             self.partial = nil  // keep the buffer uniquely referenced while appending
-            var payload = frame.unmaskedData
+            var payload = frame.unmaskedPayload(allocator: context.channel.allocator)
             partial.writeBuffer(&payload)
             if frame.fin {
                 self.deliver(context: context, isText: self.partialIsText, partial)
@@ -101,7 +101,7 @@ final class WebSocketFrameHandler: ChannelDuplexHandler {
                 self.partial = partial
             }
         case .ping:
-            var payload = frame.unmaskedData
+            var payload = frame.unmaskedPayload(allocator: context.channel.allocator)
             let pong = WebSocketFrameBuilder.frame(opcode: .pong, allocator: context.channel.allocator, capacity: payload.readableBytes) {
                 $0.writeBuffer(&payload)
             }
@@ -109,7 +109,7 @@ final class WebSocketFrameHandler: ChannelDuplexHandler {
         case .pong:
             break
         case .connectionClose:
-            self.receivedClose(context: context, payload: frame.unmaskedData)
+            self.receivedClose(context: context, payload: frame.unmaskedPayload(allocator: context.channel.allocator))
         default:
             self.fail(context: context, code: 1002, reason: "unknown opcode")
         }
