@@ -3,16 +3,25 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
-/// Active health checks: every node gets `GET /readyz` every check interval, jittered by ±10% so many
-/// balancers (or many nodes) do not fall into step. Results go to the router's table, where rise/fall
-/// decides whether the node takes new connections. Each check has its own connection and deadline.
+/// Active health checks: every node gets `GET <checkPath>` (or, with `checkWebSocket`, a WebSocket
+/// upgrade and ping on `/ws`) every check interval, jittered by ±10% so many balancers (or many nodes)
+/// do not fall into step. Results go to the router's table, where rise/fall decides whether the node
+/// takes new connections. Each check has its own connection and deadline.
 final class HealthChecker: Sendable {
+    /// What a check asks.
+    enum Mode: Sendable, Hashable {
+        /// `GET <path>`: the node is up only when it answers `200`.
+        case http
+        /// A WebSocket upgrade and a ping: the node is up only when it takes the upgrade and pongs.
+        case webSocket
+    }
+
     private let router: NodeRouter
     private let group: any EventLoopGroup
     private let interval: TimeAmount
     private let timeout: TimeAmount
     private let path: String
-    private let mode: HealthCheckHandler.Mode
+    private let mode: Mode
     private let logger: Logger
     private let stopped = NIOLockedValueBox(false)
     /// Nodes whose check has not finished: a round skips them, so a slow node never has two checks.
@@ -75,7 +84,7 @@ final class HealthChecker: Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        HealthCheckHandler(path: path, host: node.id, mode: mode, promise: promise))
+                        Self.handler(mode, path: path, host: node.id, promise: promise))
                 }
             }
             .connect(to: address)
@@ -94,6 +103,27 @@ final class HealthChecker: Sendable {
                 case .cameUp: self.logger.info("node up (health check)", metadata: ["node": "\(node.id)"])
                 }
             }
+        }
+    }
+
+    /// The request of an HTTP check: the node id as `Host`, and `Connection: close` since one status line
+    /// is all the check reads.
+    static func httpRequest(path: String, host: String) -> ByteBuffer {
+        ByteBuffer(string: "GET \(path) HTTP/1.1\r\nHost: \(host)\r\nUser-Agent: switchboard-balancer\r\nConnection: close\r\n\r\n")
+    }
+
+    /// The handler of one check's connection; it completes `promise` with whether the node is up.
+    static func handler(_ mode: Mode, path: String, host: String, promise: EventLoopPromise<Bool>) -> any ChannelHandler {
+        switch mode {
+        case .http:
+            let status = promise.futureResult.eventLoop.makePromise(of: HTTPStatusLineHandler.Outcome.self)
+            promise.completeWith(status.futureResult.map { $0 == .status(200) })
+            // A check can end without the handler answering (refused connect, deadline): `status` is then
+            // completed here, or its pending `map` would keep it alive for good, one leak per such check.
+            promise.futureResult.whenComplete { _ in status.succeed(.failed("the check is over")) }
+            return HTTPStatusLineHandler(request: Self.httpRequest(path: path, host: host), promise: status)
+        case .webSocket:
+            return WebSocketHealthCheckHandler(path: path, host: host, promise: promise)
         }
     }
 }

@@ -7,13 +7,9 @@ import SwitchboardCore
 /// its share then starts a rebalancing round at its next tick without waiting for its hold; the
 /// others answer and do nothing. Outcomes are reported per node, never retried.
 enum NodeRebalanceRequest {
-    /// What one node answered.
-    enum Outcome: Sendable, Hashable {
-        /// The HTTP status the node answered (200: asked; 401: the key is not the node's).
-        case status(Int)
-        /// No answer: refused, reset, closed early or past the deadline.
-        case failed(String)
-    }
+    /// What one node answered: its status (200: asked; 401: the key is not the node's), or why there is
+    /// none (refused, reset, closed early or past the deadline).
+    typealias Outcome = HTTPStatusLineHandler.Outcome
 
     /// Asks every node in `nodes`; the future holds one outcome per node, in order, by `timeout` at the latest.
     static func ask(
@@ -43,7 +39,7 @@ enum NodeRebalanceRequest {
             .connectTimeout(timeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(StatusLineHandler(request: request, promise: promise))
+                    try channel.pipeline.syncOperations.addHandler(HTTPStatusLineHandler(request: request, promise: promise))
                 }
             }
             .connect(to: address)

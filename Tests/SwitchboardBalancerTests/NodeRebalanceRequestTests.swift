@@ -6,7 +6,7 @@ import Testing
 @testable import SwitchboardBalancer
 
 /// `POST /admin/rebalance` reaching the nodes: the key file, the request each node gets and how its
-/// answer is read, on an embedded channel.
+/// answer is read (`HTTPStatusLineHandler`), on an embedded channel.
 @Suite struct NodeRebalanceRequestTests {
     static func keyFile(_ content: String) throws -> String {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("sb-node-key-\(UUID().uuidString)").path
@@ -55,15 +55,15 @@ import Testing
         #expect(text.hasSuffix("\r\nConnection: close\r\n\r\n"))
     }
 
-    /// Runs the handler on an embedded channel: what it wrote, and the outcome after `replies` (then a close when asked).
-    static func exchange(_ replies: [String], closeAfter: Bool = false) throws -> (written: String, outcome: NodeRebalanceRequest.Outcome?) {
+    /// Runs `HTTPStatusLineHandler` on an embedded channel: what it wrote, and the outcome after `replies` (then a close when asked).
+    static func exchange(_ replies: [String], closeAfter: Bool = false) throws -> (written: String, outcome: HTTPStatusLineHandler.Outcome?) {
         let channel = EmbeddedChannel()
-        let promise = channel.eventLoop.makePromise(of: NodeRebalanceRequest.Outcome.self)
-        final class Box: @unchecked Sendable { var value: NodeRebalanceRequest.Outcome? }
+        let promise = channel.eventLoop.makePromise(of: HTTPStatusLineHandler.Outcome.self)
+        final class Box: @unchecked Sendable { var value: HTTPStatusLineHandler.Outcome? }
         let outcome = Box()
         promise.futureResult.whenSuccess { outcome.value = $0 }
         try channel.pipeline.syncOperations.addHandler(
-            NodeRebalanceRequest.StatusLineHandler(request: ByteBuffer(string: "REQUEST"), promise: promise))
+            HTTPStatusLineHandler(request: ByteBuffer(string: "REQUEST"), promise: promise))
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         let written = try channel.readOutbound(as: ByteBuffer.self).map { String(buffer: $0) } ?? ""
         for reply in replies where channel.isActive {

@@ -1,44 +1,31 @@
 import NIOCore
 
-/// One active health check on its own connection. `http`: sends `GET <path>` and succeeds only on a
-/// `200` status line. `webSocket`: sends a WebSocket upgrade for `<path>`, and after the `101` a masked
-/// ping, and succeeds only when the first frame back is the pong (a draining node refuses the upgrade).
-/// At most 1 KB is read; anything else (another status, another frame, EOF, error) is a failure.
-final class HealthCheckHandler: ChannelInboundHandler {
+/// One WebSocket health check on its own connection: sends a WebSocket upgrade for `<path>`, and after
+/// the `101` a masked ping, and succeeds only when the first frame back is the pong. This checks what
+/// clients use (a draining node refuses the upgrade), which a plain HTTP check does not. At most 1 KB
+/// is read before the `101`; anything else (another status, another frame, EOF, error) is a failure.
+final class WebSocketHealthCheckHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    /// What a check asks.
-    enum Mode: Sendable, Hashable {
-        case http
-        case webSocket
-    }
-
     private let request: ByteBuffer
-    private let mode: Mode
     private let promise: EventLoopPromise<Bool>
     private var received: ByteBuffer?
-    /// WebSocket mode: the `101` was read and the ping sent.
+    /// The `101` was read and the ping sent.
     private var upgraded = false
 
-    /// The ping a WebSocket check sends: FIN + ping, masked, 4-byte payload "sbhc".
+    /// The ping a check sends: FIN + ping, masked, 4-byte payload "sbhc".
     static let pingFrame: [UInt8] = {
         let mask: [UInt8] = [0x5A, 0x17, 0xC3, 0x9E]
         let payload = Array("sbhc".utf8)
         return [0x89, 0x80 | UInt8(payload.count)] + mask + payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
     }()
 
-    init(path: String, host: String, mode: Mode = .http, promise: EventLoopPromise<Bool>) {
-        switch mode {
-        case .http:
-            self.request = ByteBuffer(
-                string: "GET \(path) HTTP/1.1\r\nHost: \(host)\r\nUser-Agent: switchboard-balancer\r\nConnection: close\r\n\r\n")
-        case .webSocket:
-            self.request = ByteBuffer(
-                string: "GET \(path) HTTP/1.1\r\nHost: \(host)\r\nUser-Agent: switchboard-balancer\r\nUpgrade: websocket\r\n"
-                    + "Connection: Upgrade\r\nSec-WebSocket-Key: c3dpdGNoYm9hcmQtY2hlY2s=\r\nSec-WebSocket-Version: 13\r\n\r\n")
-        }
-        self.mode = mode
+    /// `promise` gets whether the node is up.
+    init(path: String, host: String, promise: EventLoopPromise<Bool>) {
+        self.request = ByteBuffer(
+            string: "GET \(path) HTTP/1.1\r\nHost: \(host)\r\nUser-Agent: switchboard-balancer\r\nUpgrade: websocket\r\n"
+                + "Connection: Upgrade\r\nSec-WebSocket-Key: c3dpdGNoYm9hcmQtY2hlY2s=\r\nSec-WebSocket-Version: 13\r\n\r\n")
         self.promise = promise
     }
 
@@ -51,20 +38,6 @@ final class HealthCheckHandler: ChannelInboundHandler {
         var bytes = self.unwrapInboundIn(data)
         if self.received == nil { self.received = bytes } else { self.received!.writeBuffer(&bytes) }
         guard let received = self.received else { return }
-        if self.mode == .webSocket { return self.readWebSocket(context: context, received) }
-        let view = received.readableBytesView
-        if let lineEnd = view.firstIndex(of: UInt8(ascii: "\n")) {
-            let line = view[view.startIndex..<lineEnd]
-            let ok = line.starts(with: "HTTP/1.1 200 ".utf8) || line.starts(with: "HTTP/1.0 200 ".utf8)
-            self.promise.succeed(ok)
-            context.close(promise: nil)
-        } else if received.readableBytes > 1024 {
-            self.promise.succeed(false)
-            context.close(promise: nil)
-        }
-    }
-
-    private func readWebSocket(context: ChannelHandlerContext, _ received: ByteBuffer) {
         let view = received.readableBytesView
         if !self.upgraded {
             guard let end = Self.headEnd(view) else {
@@ -111,4 +84,4 @@ final class HealthCheckHandler: ChannelInboundHandler {
 }
 
 @available(*, unavailable)
-extension HealthCheckHandler: Sendable {}
+extension WebSocketHealthCheckHandler: Sendable {}
