@@ -6,10 +6,21 @@ extension ByteBuffer {
     ///
     /// - Returns: The number of bytes written.
     @discardableResult
+    public mutating func writeRESPCommand(_ arguments: [RESPArgument]) -> Int {
+        var written = self.writeRESPLine(RESPType.array.rawValue, Int64(arguments.count))
+        for argument in arguments {
+            written += self.writeRESPBulkString(argument)
+        }
+        return written
+    }
+
+    /// Writes a command as a RESP array of bulk strings straight into the buffer:
+    /// `*N\r\n$len\r\n...\r\n`.
+    ///
+    /// - Returns: The number of bytes written.
+    @discardableResult
     public mutating func writeRESPCommand(_ arguments: some Collection<RESPArgument>) -> Int {
-        var written = self.writeInteger(RESPType.array.rawValue)
-        written += self.writeRESPDecimal(arguments.count)
-        written += self.writeStaticString("\r\n")
+        var written = self.writeRESPLine(RESPType.array.rawValue, Int64(arguments.count))
         for argument in arguments {
             written += self.writeRESPBulkString(argument)
         }
@@ -26,45 +37,54 @@ extension ByteBuffer {
     }
 
     private mutating func writeRESPBulkString(_ argument: RESPArgument) -> Int {
-        var written = self.writeInteger(RESPType.bulkString.rawValue)
+        let bulk = RESPType.bulkString.rawValue
         switch argument {
         case .string(let string):
-            written += self.writeRESPDecimal(string.utf8.count)
-            written += self.writeStaticString("\r\n")
-            written += self.writeString(string)
+            let written = self.writeRESPLine(bulk, Int64(string.utf8.count)) + self.writeString(string)
+            return written + self.writeStaticString("\r\n")
         case .bytes(let bytes):
-            written += self.writeRESPDecimal(bytes.readableBytes)
-            written += self.writeStaticString("\r\n")
-            written += self.writeImmutableBuffer(bytes)
+            let written = self.writeRESPLine(bulk, Int64(bytes.readableBytes)) + self.writeImmutableBuffer(bytes)
+            return written + self.writeStaticString("\r\n")
         case .integer(let integer):
-            written += self.writeRESPDecimal(Self.decimalLength(of: integer))
-            written += self.writeStaticString("\r\n")
-            written += self.writeRESPDecimal(integer)
+            // `$<digits>\r\n<integer>\r\n`: the integer is a line of its own without a type byte.
+            let digits = Self.decimalLength(of: integer)
+            return self.writeRESPLine(bulk, Int64(digits)) + self.writeRESPLine(nil, integer)
         case .double(let double):
             let string = "\(double)"
-            written += self.writeRESPDecimal(string.utf8.count)
-            written += self.writeStaticString("\r\n")
-            written += self.writeString(string)
+            let written = self.writeRESPLine(bulk, Int64(string.utf8.count)) + self.writeString(string)
+            return written + self.writeStaticString("\r\n")
         }
-        written += self.writeStaticString("\r\n")
-        return written
     }
 
-    /// Writes `value` in decimal ASCII, without allocating.
-    private mutating func writeRESPDecimal(_ value: some FixedWidthInteger) -> Int {
-        let length = Self.decimalLength(of: value)
-        var magnitude = UInt64(value.magnitude)
-        self.writeRepeatingByte(UInt8(ascii: "-"), count: length)
-        var index = self.writerIndex
-        repeat {
-            index -= 1
-            self.setInteger(UInt8(ascii: "0") + UInt8(magnitude % 10), at: index)
-            magnitude /= 10
-        } while magnitude > 0
-        // Any byte not overwritten by a digit is the leading minus sign.
-        return length
+    /// Writes `<type byte><value in decimal>\r\n` (no type byte when nil) in one step: one capacity
+    /// check and one index move for the whole line, where a byte at a time costs a check each.
+    private mutating func writeRESPLine(_ type: UInt8?, _ value: Int64) -> Int {
+        // A type byte, a sign, Int64's 19 digits and CRLF fit in 23 bytes.
+        self.writeWithUnsafeMutableBytes(minimumWritableBytes: 24) { line in
+            var length = 0
+            if let type {
+                line[0] = type
+                length = 1
+            }
+            if value < 0 {
+                line[length] = UInt8(ascii: "-")
+                length += 1
+            }
+            var magnitude = value.magnitude
+            length += Self.decimalLength(of: magnitude)
+            var index = length
+            repeat {
+                index -= 1
+                line[index] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: magnitude % 10)
+                magnitude /= 10
+            } while magnitude > 0
+            line[length] = UInt8(ascii: "\r")
+            line[length + 1] = UInt8(ascii: "\n")
+            return length + 2
+        }
     }
 
+    /// Characters of `value` in decimal, with its sign.
     private static func decimalLength(of value: some FixedWidthInteger) -> Int {
         var magnitude = UInt64(value.magnitude)
         var length = value < 0 ? 2 : 1

@@ -56,13 +56,27 @@ public final class RedisClient: @unchecked Sendable {
 
     /// Runs a script by SHA, loading it with `EVAL` when the server does not know it (`NOSCRIPT`).
     public func evaluate(_ script: RedisScript, keys: [String], arguments: [RESPArgument]) -> EventLoopFuture<RESPToken> {
-        let tail: [RESPArgument] = [.integer(Int64(keys.count))] + keys.map { .string($0) } + arguments
-        return self.send(["EVALSHA", .string(script.sha1)] + tail).flatMapError { error in
+        let command = Self.scriptCommand("EVALSHA", .string(script.sha1), keys: keys, arguments: arguments)
+        return self.send(command).flatMapError { error in
             guard let redisError = error as? RedisError, redisError.isNoScript else {
                 return self.eventLoop.makeFailedFuture(error)
             }
-            return self.send(["EVAL", .string(script.source)] + tail)
+            return self.send(Self.scriptCommand("EVAL", .string(script.source), keys: keys, arguments: arguments))
         }
+    }
+
+    /// `EVALSHA sha1 numkeys key... arg...` (or `EVAL`), built in one array: every publish is one.
+    private static func scriptCommand(
+        _ name: RESPArgument, _ script: RESPArgument, keys: [String], arguments: [RESPArgument]
+    ) -> [RESPArgument] {
+        var command: [RESPArgument] = []
+        command.reserveCapacity(3 + keys.count + arguments.count)
+        command.append(name)
+        command.append(script)
+        command.append(.integer(Int64(keys.count)))
+        for key in keys { command.append(.string(key)) }
+        command.append(contentsOf: arguments)
+        return command
     }
 
     /// Closes the connection; later commands fail.

@@ -60,7 +60,31 @@ extension ByteBuffer {
 
     /// Writes a decimal integer.
     public mutating func writeDecimal<T: BinaryInteger>(_ value: T) {
-        self.writeString(String(value))
+        guard let magnitude = UInt64(exactly: value.magnitude) else {
+            self.writeString(String(value))
+            return
+        }
+        if value < 0 { self.writeInteger(UInt8(ascii: "-")) }
+        self.writeDecimalDigits(magnitude)
+    }
+
+    /// The digits of `value`, written straight into the buffer (no `String` in between: offsets and
+    /// ids are written into every reply and publication).
+    private mutating func writeDecimalDigits(_ value: UInt64) {
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // room for UInt64.max's 20 digits
+        let count = withUnsafeMutableBytes(of: &digits) { room -> Int in
+            var remaining = value
+            var index = room.count
+            repeat {
+                index -= 1
+                room[index] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: remaining % 10)
+                remaining /= 10
+            } while remaining > 0
+            return room.count - index
+        }
+        _ = withUnsafeBytes(of: &digits) { room in
+            self.writeBytes(UnsafeRawBufferPointer(rebasing: room[(room.count - count)...]))
+        }
     }
 
     /// Writes `"key":` (the key is trusted to need no escaping).

@@ -10,6 +10,21 @@ struct JSONObjectWriterTests {
         return String(buffer: buffer)
     }
 
+    @Test("integers are written as Swift spells them, at both ends of every width")
+    func decimals() {
+        func decimal(_ value: some BinaryInteger) -> String {
+            var buffer = ByteBuffer()
+            buffer.writeDecimal(value)
+            return String(buffer: buffer)
+        }
+        for value: Int64 in [0, 7, 9, 10, 99, 100, -1, -10, 1_234_567_890_123, .max, .min] {
+            #expect(decimal(value) == String(value))
+        }
+        for value: UInt64 in [0, 1, 10_000_000_000_000_000_000, .max] { #expect(decimal(value) == String(value)) }
+        #expect(decimal(Int8.min) == "-128")
+        #expect(decimal(UInt32.max) == "4294967295")
+    }
+
     @Test("commas go between members only, at every level")
     func commas() {
         #expect(self.written { _ in } == "{}")

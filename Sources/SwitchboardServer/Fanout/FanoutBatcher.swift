@@ -49,13 +49,14 @@ struct FanoutBatcher {
         var taken: [(loop: Int, ops: [FanoutOp])] = []
         guard self.waiting > 0 else { return taken }
         for index in self.opsByLoop.indices where !self.opsByLoop[index].isEmpty || !self.resultsByLoop[index].isEmpty {
-            if self.resultsByLoop[index].isEmpty {
-                taken.append((index, self.opsByLoop[index]))
-            } else {
-                taken.append((index, self.opsByLoop[index] + self.resultsByLoop[index]))
+            // Moved out, not copied: a copy of the list would retain and release every operation.
+            var ops: [FanoutOp] = []
+            swap(&ops, &self.opsByLoop[index])
+            if !self.resultsByLoop[index].isEmpty {
+                ops.append(contentsOf: self.resultsByLoop[index])
                 self.resultsByLoop[index] = []
             }
-            self.opsByLoop[index] = []
+            taken.append((index, ops))
         }
         self.waiting = 0
         return taken

@@ -153,7 +153,8 @@ extension ClientSession {
         let requester = ChannelRequester(
             user: self.clientInfo.user,
             hasSubscriptionToken: tokenGranted,
-            isSubscribed: self.subscriptions[channel] != nil
+            // Read only where permissions are enforced: a lookup per publish otherwise spent for nothing.
+            isSubscribed: self.node.enforcesPermissions && self.subscriptions[channel] != nil
         )
         let refusal = ChannelPermission.check(action, channel: channel, options: options, requester: requester, enforcing: self.node.enforcesPermissions)
         if refusal != nil { self.node.metrics.auth.count(.permission) }

@@ -16,7 +16,9 @@ final class WebSocketOutput: SessionOutput {
     var answersPings: Bool { true }
     var takesCombinedMessages: Bool { true }
     var closeCarriesCode: Bool { true }
-    var allocator: ByteBufferAllocator { self.context?.channel.allocator ?? ByteBufferAllocator() }
+    /// The default allocator, which is every node channel's (the node sets no other): asking the
+    /// channel for it costs a call into NIO per reply.
+    var allocator: ByteBufferAllocator { ByteBufferAllocator() }
 
     func attach(_ context: ChannelHandlerContext) {
         self.context = context
