@@ -14,6 +14,8 @@
 #                       latency, latency2, connect, memory (about 20 min)
 #        pingpong       1,000 closed loops, 15 s; switchboard with the memory broker, against nats, go, centrifuge
 #        pingpong-redis the same with switchboard on Redis, against go and centrifuge
+#        pingpong-redis-nohistory
+#                       the same with history off (scripts/no-history.json), the go peer's work
 #        latency        10k subscribers on one node, one channel: 40 publications at 2/s, then 60 at 5/s (p99)
 #        latency2       the same over 2 nodes (switchboard through Redis, each peer its own way)
 #        connect        15,000 connections unpaced, each subscribing: server CPU per accepted connection
@@ -114,6 +116,11 @@ if want pingpong; then
 fi
 if want pingpong-redis; then
   run pingpong-redis pingpong -targets switchboard,go,centrifuge -baseline go -n 1000 -duration 15
+fi
+if want pingpong-redis-nohistory; then
+  # the same work as the go peer: no history, so the Redis script is a PUBLISH (no offsets, no recovery)
+  SWITCHBOARD_CMD="$sb serve --port {port} --broker {redis} --config $repo/scripts/no-history.json --log-level error --api-key bench --commands-per-second 1000000 --command-burst 1000000 --max-connections-per-ip 1000000" \
+    run pingpong-redis-nohistory pingpong -targets switchboard,go -baseline go -n 1000 -duration 15
 fi
 if want latency; then
   # light load: 2 and 5 publications/s to 10k subscribers on one channel (20k and 50k deliveries/s offered)
