@@ -43,7 +43,7 @@ class BalancerFactory:
 
     def start(self, nodes: list[Node], *extra: str, check_interval: float = 0.2,
               log_level: str = "info", drain_seconds: float = 2, tls: bool = False,
-              env: dict[str, str] | None = None) -> Node:
+              env: dict[str, str] | None = None, user: str | None = None) -> Node:
         args = [binary_path(), "balance", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
                 "--check-interval", str(check_interval), "--log-level", log_level,
                 "--drain-seconds", str(drain_seconds)]
@@ -51,7 +51,7 @@ class BalancerFactory:
             args += ["--node", f"127.0.0.1:{n.port}"]
         args += list(extra)
         log_path = str(self.tmp_path / f"balancer{len(self.balancers)}.log")
-        b = (TLSBalancer if tls else Node)(args, api_key="", log_path=log_path, env=env)
+        b = (TLSBalancer if tls else Node)(args, api_key="", log_path=log_path, env=env, user=user)
         self.balancers.append(b)
         m = ADMIN_RE.search(b.listen_line)
         assert m, f"no admin address in {b.listen_line!r}"

@@ -76,7 +76,7 @@ class NodeFactory:
               config_text: str | None = None, config_name: str = "switchboard.yaml",
               drain_seconds: float | None = 2, node_name: str | None = None,
               log_level: str = "info", env: dict[str, str] | None = None,
-              open_permissions: bool = True, command_limits: bool = False) -> Node:
+              open_permissions: bool = True, command_limits: bool = False, user: str | None = None) -> Node:
         api_key = api_key or "e2e-" + secrets.token_hex(8)
         args = [binary_path(), "serve", "--host", "127.0.0.1", "--port", "0",
                 "--api-key", api_key, "--log-level", log_level]
@@ -100,7 +100,7 @@ class NodeFactory:
             args += ["--commands-per-second", "1000000", "--command-burst", "1000000"]
         args += list(extra)
         log_path = str(self.tmp_path / f"node{len(self.nodes)}.log")
-        node = Node(args, api_key=api_key, log_path=log_path, env=env)
+        node = Node(args, api_key=api_key, log_path=log_path, env=env, user=user)
         self.nodes.append(node)
         _ALL_NODES.append(node)
         return node

@@ -56,7 +56,7 @@ class Node:
     """One running `switchboard serve` process."""
 
     def __init__(self, args: list[str], api_key: str, log_path: str, env: dict[str, str] | None = None,
-                 start_timeout: float = 30.0):
+                 start_timeout: float = 30.0, user: str | None = None):
         self.api_key = api_key
         self.log_path = log_path
         self.args = args
@@ -66,6 +66,11 @@ class Node:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
         # The server must not pick up proxies or anything else from the caller.
         full_env.update(env or {})
+        # `user`: run as that (unprivileged) account, with its group and no other.
+        identity: dict[str, Any] = {}
+        if user is not None:
+            import pwd
+            identity = {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
         self.process = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
@@ -73,6 +78,7 @@ class Node:
             stderr=self._log,
             env=full_env,
             cwd=REPO_ROOT,
+            **identity,
         )
         self.pid = self.process.pid
         self._reader = threading.Thread(target=self._read_stdout, daemon=True)

@@ -21,7 +21,7 @@ enum RedisConnector {
         let serverName = SocketAddressKind.isIPAddress(configuration.host) ? nil : configuration.host
         return ClientBootstrap(group: eventLoop)
             .connectTimeout(configuration.connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls {

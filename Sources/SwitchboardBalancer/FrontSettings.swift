@@ -41,7 +41,7 @@ extension FrontSettings {
     static func applyTunnelOptions(to channel: any Channel, settings: FrontSettings) throws {
         guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
         try options.setOption(.allowRemoteHalfClosure, value: true)
-        try options.setOption(.socketOption(.tcp_nodelay), value: 1)
+        try options.setOption(.tcpOption(.tcp_nodelay), value: 1)
         try options.setOption(.writeBufferWaterMark, value: settings.waterMarks)
         try options.setOption(.recvAllocator, value: settings.receiveAllocator)
     }

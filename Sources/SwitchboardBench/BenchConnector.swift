@@ -54,7 +54,7 @@ final class BenchConnector: Sendable {
     private func bootstrap(loop: any EventLoop, index: Int, url: BenchURL) -> ClientBootstrap {
         var bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(.milliseconds(Int64(self.configuration.handshakeTimeout * 1000)))
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
         if !url.isIPv6 {
             bootstrap = bootstrap
                 .channelOption(Self.bindAddressNoPort, value: 1)

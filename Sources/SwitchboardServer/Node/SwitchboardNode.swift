@@ -115,7 +115,7 @@ public final class SwitchboardNode: Sendable {
                     // Set here, synchronously: `childChannelOption` applies each option through a chain of
                     // futures, a cost every accepted connection paid (about 5 % of a handshake's CPU).
                     guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
-                    try options.setOption(.socketOption(.tcp_nodelay), value: 1)
+                    try options.setOption(.tcpOption(.tcp_nodelay), value: 1)
                     try options.setOption(.writeBufferWaterMark, value: waterMarks)
                     try options.setOption(.maxMessagesPerRead, value: 4)
                     // Small first reads: an idle connection keeps its last receive buffer (NIO's default starts at 2 KB).
