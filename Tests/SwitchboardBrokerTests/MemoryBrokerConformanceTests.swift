@@ -40,6 +40,41 @@ struct MemoryBrokerTests {
         try await group.shutdownGracefully()
     }
 
+    @Test("publishNow publishes on the channel's loop as publish does, in one offset sequence, and refuses elsewhere")
+    func publishNow() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        let broker = MemoryBroker(eventLoop: loop)
+        final class Delivered: @unchecked Sendable { var offsets: [UInt64] = [] }  // touched on `loop` only
+        let delivered = Delivered()
+        try await broker.start { event in
+            if case .publication(_, let publication, _) = event { delivered.offsets.append(publication.offset) }
+        }.get()
+        try await broker.subscribe(channel: "c").get()
+        let request = PublishRequest(channel: "c", data: ByteBuffer(string: "1"), historySize: 10, historyTTL: 1000)
+        // Off the channel's loop there is no answer without a hop: the caller must use `publish`.
+        #expect(broker.publishNow(request) == nil)
+        let first = try await broker.publish(request).get()
+        let now = try await loop.submit { try broker.publishNow(request)?.get() }.get()
+        let third = try await broker.publish(request).get()
+        #expect(first.position.offset == 1)
+        #expect(now?.position == StreamPosition(offset: 2, epoch: first.position.epoch))
+        #expect(third.position.offset == 3)
+        #expect(try await loop.submit { delivered.offsets }.get() == [1, 2, 3])
+        let stored = try await broker.history(HistoryQuery(channel: "c", sinceOffset: 0, limit: -1, reverse: false)).get()
+        #expect(stored.publications.map(\.offset) == [1, 2, 3])
+        // A refusal comes back as a failure, as `publish`'s would.
+        var overLong = request
+        overLong.idempotencyKey = String(repeating: "k", count: broker.limits.maximumIdempotencyKeyBytes + 1)
+        let tooLong = overLong
+        let refused = try await loop.submit { broker.publishNow(tooLong) }.get()
+        guard case .failure = refused else {
+            Issue.record("an over-long idempotency key was not refused: \(String(describing: refused))")
+            return
+        }
+        try await group.shutdownGracefully()
+    }
+
     @Test("idempotency keys expire after their window")
     func idempotencyWindow() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
