@@ -299,6 +299,19 @@ public enum BrokerConformance {
             let history = try await broker.history(HistoryQuery(channel: channel, limit: -1)).get()
             try expect(history.publications.map(\.offset) == (6...15).map { UInt64($0) }, "history must keep exactly the last 10")
             try expect(history.position.offset == 15, "top offset \(history.position.offset)")
+            // Past several stream nodes (Redis trims whole nodes of about 100 entries), reads still see exactly the last 10.
+            for i in 16...260 { _ = try await broker.publish(request(channel, "\(i)", size: 10)).get() }
+            let all = try await broker.history(HistoryQuery(channel: channel, limit: -1)).get()
+            try expect(all.publications.map(\.offset) == (251...260).map { UInt64($0) }, "after 260: \(all.publications.map(\.offset))")
+            try expect(all.publications.map { String(buffer: $0.data) } == (251...260).map { "\($0)" }, "data of the last 10")
+            let sinceOld = try await broker.history(HistoryQuery(channel: channel, sinceOffset: 3, limit: 4)).get()
+            try expect(sinceOld.publications.map(\.offset) == [251, 252, 253, 254], "since 3, limit 4: \(sinceOld.publications.map(\.offset))")
+            let newest = try await broker.history(HistoryQuery(channel: channel, sinceOffset: 100, limit: -1, reverse: true)).get()
+            try expect(newest.publications.map(\.offset) == (251...260).reversed().map { UInt64($0) }, "reverse since 100: \(newest.publications.map(\.offset))")
+            // A smaller size applies from the next publication on.
+            _ = try await broker.publish(request(channel, "261", size: 5)).get()
+            let shrunk = try await broker.history(HistoryQuery(channel: channel, limit: -1)).get()
+            try expect(shrunk.publications.map(\.offset) == (257...261).map { UInt64($0) }, "size 5: \(shrunk.publications.map(\.offset))")
         },
         Case(name: "history since an offset, with limit and reverse") { broker, _ in
             let channel = unique("conf")

@@ -25,6 +25,12 @@ enum RedisBrokerScripts {
     /// ARGV: pub/sub channel, history size, history TTL (s), meta key TTL (s), epoch period (the meta TTL, s),
     /// idempotency TTL (s), data, info, time (ns).
     /// Returns {offset, epoch, duplicate}.
+    ///
+    /// The stream is trimmed approximately (`MAXLEN ~`: whole stream nodes, about 2.5 µs less Redis CPU per
+    /// publication than an exact trim, which rewrites the head node every time); the history size is kept in
+    /// the meta hash (`s`) so that reads return only the newest `size` offsets, as an exact trim would.
+    /// The lives count is written at births only: two births of one period are at most one period apart,
+    /// so its TTL of two periods keeps every count of a period distinct (see `unbornEpoch`).
     static let publish = RedisScript(
         unbornEpoch + "\n" + """
         local stream, meta, idem = KEYS[1], KEYS[2], KEYS[3]
@@ -35,21 +41,23 @@ enum RedisBrokerScripts {
             return {tonumber(string.sub(previous, 1, space - 1)), string.sub(previous, space + 1), 1}
           end
         end
-        local size = tonumber(ARGV[2])
+        local size = ARGV[2]
         local offset = 0
         local epoch = ''
-        if size > 0 then
-          epoch = redis.call('HGET', meta, 'e')
+        if size ~= '0' then
+          local stored = redis.call('HMGET', meta, 'e', 's')
+          epoch = stored[1]
           if not epoch then
             local lives = redis.call('GET', KEYS[4]) or '0'
             epoch = unborn_epoch(meta, ARGV[5], lives)
-            redis.call('HSET', meta, 'e', epoch)
-            redis.call('SET', KEYS[4], tonumber(lives) + 1)
+            redis.call('HSET', meta, 'e', epoch, 's', size)
+            redis.call('SET', KEYS[4], tonumber(lives) + 1, 'EX', 2 * tonumber(ARGV[4]))
+          elseif stored[2] ~= size then
+            redis.call('HSET', meta, 's', size)
           end
-          redis.call('EXPIRE', KEYS[4], 2 * tonumber(ARGV[4]))
           offset = redis.call('HINCRBY', meta, 't', 1)
           if offset == 1 then redis.call('DEL', stream) end
-          redis.call('XADD', stream, 'MAXLEN', ARGV[2], offset .. '-0', 'd', ARGV[7], 'i', ARGV[8])
+          redis.call('XADD', stream, 'MAXLEN', '~', size, offset .. '-0', 'd', ARGV[7], 'i', ARGV[8])
           redis.call('EXPIRE', stream, ARGV[3])
           redis.call('EXPIRE', meta, ARGV[4])
         end
@@ -70,11 +78,20 @@ enum RedisBrokerScripts {
         if not epoch then
           return {unborn_epoch(meta, ARGV[1], redis.call('GET', KEYS[3]) or '0'), 0, {}}
         end
-        local top = tonumber(redis.call('HGET', meta, 't') or '0')
+        local stored = redis.call('HMGET', meta, 't', 's')
+        local top = tonumber(stored[1] or '0')
         -- Counts go to Redis as given (a Lua number past 2^53 would print as 9.2e+18, which Redis refuses).
         local count = tonumber(ARGV[3])
         local entries = {}
         if count ~= 0 then
+          -- The stream is trimmed approximately: nothing older than the newest `size` offsets is history.
+          -- (Lua prints integers exactly below 1e14; past that, which no channel reaches, reads are not clamped.)
+          local size = tonumber(stored[2] or '0')
+          if size > 0 and top > size and top < 1e14 then
+            local oldest = top - size + 1
+            local first = ARGV[2] == '-' and 0 or tonumber(string.sub(ARGV[2], 1, -3))
+            if first < oldest then ARGV[2] = oldest .. '-0' end
+          end
           if ARGV[4] == '1' then
             if count > 0 then
               entries = redis.call('XREVRANGE', stream, '+', ARGV[2], 'COUNT', ARGV[3])
