@@ -40,10 +40,15 @@ final class HubChannel {
     }
 }
 
+/// A subscription in a channel's member table: one per subscribed connection, so kept small
+/// (the two flags its leave needs, not the namespace's whole options).
 struct Member {
     var loopIndex: Int
     var client: ClientInfo
-    var options: NamespaceOptions
+    /// The channel's namespace keeps presence: the member's entry is written and refreshed.
+    var presence: Bool
+    /// The namespace pushes joins and leaves.
+    var joinLeave: Bool
 }
 
 struct PendingJoin {

@@ -240,7 +240,8 @@ final class HubShard: @unchecked Sendable {
 
     func activate(_ request: JoinRequest, activation: SubscriptionActivation) {
         guard let channel = self.channels[request.channel] else { return }
-        channel.members[request.id] = Member(loopIndex: request.loopIndex, client: request.client, options: request.options)
+        channel.members[request.id] = Member(
+            loopIndex: request.loopIndex, client: request.client, presence: request.options.presence, joinLeave: request.options.joinLeave)
         channel.loopCounts[request.loopIndex] += 1
         self.enqueue(.activate(activation), loop: request.loopIndex)
         if request.options.presence {
@@ -262,11 +263,11 @@ final class HubShard: @unchecked Sendable {
         }
         guard let member = channel.members.removeValue(forKey: id) else { return }
         channel.loopCounts[member.loopIndex] -= 1
-        if member.options.presence {
+        if member.presence {
             self.presence.cancel(client: member.client.client, channel: name)
             _ = self.broker.removePresence(channel: name, client: member.client.client)
         }
-        if member.options.joinLeave {
+        if member.joinLeave {
             _ = self.broker.publishPresenceEvent(.leave(member.client), channel: name)
         }
         self.dropIfUnused(name)
@@ -357,13 +358,23 @@ final class HubShard: @unchecked Sendable {
     // MARK: Presence refresh and figures
 
     /// Refreshes presence entries a slice at a time (every second), so each entry is refreshed
-    /// about every third of its TTL without a burst of broker calls.
+    /// about every third of its TTL without a burst of broker calls, and without holding more
+    /// than a slice of entries in memory: a big channel is refreshed a part per tick.
     func refreshPresence() {
-        for name in self.presence.nextRefresh(channels: { Array(self.channels.keys) }) {
-            guard let channel = self.channels[name] else { continue }
-            let present = channel.members.values.compactMap { $0.options.presence ? $0.client : nil }
-            for batch in PresenceSchedule.batches(present) {
-                _ = self.broker.addPresence(channel: name, clients: batch, ttl: self.presenceTTL)
+        let parts = self.presence.nextRefresh(channels: { self.channels.lazy.map { ($0.key, $0.value.members.count) } })
+        for part in parts {
+            guard let channel = self.channels[part.channel] else { continue }
+            var batch: [ClientInfo] = []
+            batch.reserveCapacity(min(PresenceSchedule.batchSize, channel.members.count))
+            for (id, member) in channel.members where member.presence && part.contains(id) {
+                batch.append(member.client)
+                if batch.count == PresenceSchedule.batchSize {
+                    _ = self.broker.addPresence(channel: part.channel, clients: batch, ttl: self.presenceTTL)
+                    batch.removeAll(keepingCapacity: true)
+                }
+            }
+            if !batch.isEmpty {
+                _ = self.broker.addPresence(channel: part.channel, clients: batch, ttl: self.presenceTTL)
             }
         }
     }
