@@ -6,9 +6,11 @@ checks that the balancer's open file descriptors return to what they were before
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import struct
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -682,6 +684,93 @@ def test_registry_nodes_are_weighted_by_what_they_announce(cluster, balancers):
 
     run(hold_then_release())
     wait_until(lambda: registry_weights(bal).get(filling.port) == 10, 8, "the full weight back once the load is gone")
+
+
+def redis_cli(redis, *args: str) -> str:
+    out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(redis.port), *args],
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_nodes_announce_cpu_and_loop_lag(cluster):
+    """Every registry entry carries the node's CPU share (0-1) and event-loop lag (seconds) from its
+    second announce on, and they move with the node's work."""
+    node = cluster.start_node()
+    key = f"sb:node:{node_id(node)}"
+
+    def entry() -> dict:
+        text = redis_cli(cluster.redis, "GET", key)
+        return json.loads(text) if text else {}
+
+    wait_until(lambda: "cpu" in entry() and "lag" in entry(), 8, "cpu and lag in the registry entry")
+    idle = entry()
+    assert 0 <= idle["cpu"] <= 1 and 0 <= idle["lag"] < 1, idle
+
+    async def busy():
+        # Keep the node's loops busy for a few announces: 100 clients publishing as fast as they can.
+        clients = [await connect(node) for _ in range(100)]
+        stop = time.monotonic() + 6
+        seen = []
+
+        async def publish(c):
+            while time.monotonic() < stop:
+                await c.call("publish", {"channel": "load:x", "data": {"n": 1}})
+                await asyncio.sleep(0.02)  # 50 commands/s each, under the node's per-connection limit
+
+        async def watch():
+            while time.monotonic() < stop:
+                seen.append(entry().get("cpu", 0))
+                await asyncio.sleep(0.5)
+
+        await asyncio.gather(watch(), *(publish(c) for c in clients))
+        await close_all(clients)
+        return seen
+
+    seen = run(busy())
+    assert max(seen) > idle["cpu"] and max(seen) > 0.05, f"idle {idle['cpu']}, busy {seen}"
+
+
+def test_registry_weights_follow_cpu_and_loop_lag(node_factory, redis_server, balancers):
+    """The balancer lowers a registry node's weight by its announced CPU share above half its cores
+    and its event-loop lag above 25 ms (docs/balancer.md). The entries are written here, for three
+    real nodes that announce nothing themselves, and refreshed as a node would."""
+    nodes = start_nodes(node_factory, 3)
+    figures = {0: {"cpu": 0.75, "lag": 0.001}, 1: {"cpu": 0.1, "lag": 0.1375}, 2: {"cpu": 0.1, "lag": 0.002}}
+    done = threading.Event()
+
+    def announce():
+        while not done.is_set():
+            now = time.time()
+            for i, n in enumerate(nodes):
+                body = {"id": f"fake{i}", "name": f"fake{i}", "address": f"127.0.0.1:{n.port}", "connections": 0,
+                        "draining": False, "weight": 8, "maxConnections": 1000, "at": now, **figures[i]}
+                redis_cli(redis_server, "ZADD", "sb:nodes", str(now + 6), f"fake{i}")
+                redis_cli(redis_server, "SET", f"sb:node:fake{i}", json.dumps(body), "PX", "6000")
+            done.wait(0.5)
+
+    writer = threading.Thread(target=announce, daemon=True)
+    writer.start()
+    try:
+        bal = balancers.start([], "--registry", redis_server.url, "--algorithm", "round-robin")
+        ports = [n.port for n in nodes]
+        # cpu 0.75 halves weight 8; lag 137.5 ms (half way from 25 to 250 ms) halves it; the third is unhurried.
+        wait_until(lambda: registry_weights(bal) == {ports[0]: 4, ports[1]: 4, ports[2]: 8}, 8, "weights from the figures")
+
+        async def spread(count: int) -> Counter:
+            clients = await open_many(bal, count)
+            placed = Counter(c.info["node"] for c in clients)
+            await close_all(clients)
+            return placed
+
+        assert run(spread(16)) == Counter({node_id(nodes[0]): 4, node_id(nodes[1]): 4, node_id(nodes[2]): 8})
+        # The figures move, the weights follow: the first node calms down, the third falls behind.
+        figures[0] = {"cpu": 0.3, "lag": 0.001}
+        figures[2] = {"cpu": 0.1, "lag": 0.5}
+        wait_until(lambda: registry_weights(bal) == {ports[0]: 8, ports[1]: 4, ports[2]: 1}, 8, "weights after the change")
+    finally:
+        done.set()
+        writer.join(5)
 
 
 def test_admin_drain_and_ready(node_factory, balancers):

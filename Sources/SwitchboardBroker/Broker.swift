@@ -216,6 +216,12 @@ public struct NodeInfo: Sendable, Hashable {
     /// When the broker wrote this entry (seconds since 1970, the broker host's clock); nil when read
     /// from a broker that does not say.
     public var announcedAt: Double?
+    /// How busy the node's usable cores were over the last announce interval, 0-1 (process CPU
+    /// time ÷ wall time ÷ cores); nil when not measured (the first announce, no `/proc`).
+    public var cpu: Double?
+    /// How late a task queued on the node's most loaded event loop ran, in seconds, at the last
+    /// probe: a node whose loops fall behind answers everything late, whatever its CPU figure.
+    public var loopLag: Double?
 
     public init(
         id: String,
@@ -228,7 +234,9 @@ public struct NodeInfo: Sendable, Hashable {
         draining: Bool = false,
         weight: Int = 1,
         maxConnections: Int = 0,
-        announcedAt: Double? = nil
+        announcedAt: Double? = nil,
+        cpu: Double? = nil,
+        loopLag: Double? = nil
     ) {
         self.id = id
         self.name = name
@@ -241,6 +249,8 @@ public struct NodeInfo: Sendable, Hashable {
         self.weight = weight
         self.maxConnections = maxConnections
         self.announcedAt = announcedAt
+        self.cpu = cpu
+        self.loopLag = loopLag
     }
 }
 

@@ -510,12 +510,15 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     /// A registry entry; `at` is when it is written (`sb:node:<id>` is read by `switchboard balance`
     /// too: docs/balancer.md names these fields).
     static func nodeJSON(_ node: NodeInfo, at: Double) -> JSONValue {
-        .object(JSONObject([
+        var members: [(key: String, value: JSONValue)] = [
             ("id", .string(node.id)), ("name", .string(node.name)), ("address", .string(node.address)),
             ("connections", .integer(node.connections)), ("subscriptions", .integer(node.subscriptions)),
             ("channels", .integer(node.channels)), ("uptime", .number(String(node.uptime))), ("draining", .bool(node.draining)),
             ("weight", .integer(node.weight)), ("maxConnections", .integer(node.maxConnections)), ("at", .number(String(at))),
-        ]))
+        ]
+        if let cpu = node.cpu, cpu.isFinite { members.append(("cpu", .number(String(cpu)))) }
+        if let lag = node.loopLag, lag.isFinite { members.append(("lag", .number(String(lag)))) }
+        return .object(JSONObject(members))
     }
 
     static func node(fromJSON json: JSONValue) -> NodeInfo? {
@@ -531,7 +534,9 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             draining: json["draining"]?.boolValue ?? false,
             weight: json["weight"]?.intValue ?? 1,
             maxConnections: json["maxConnections"]?.intValue ?? 0,
-            announcedAt: json["at"]?.doubleValue
+            announcedAt: json["at"]?.doubleValue,
+            cpu: json["cpu"]?.doubleValue,
+            loopLag: json["lag"]?.doubleValue
         )
     }
 

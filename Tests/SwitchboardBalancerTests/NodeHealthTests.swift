@@ -151,6 +151,44 @@ import Testing
         #expect(entry.effectiveWeight(now: 1000 + age, usesLoad: usesLoad) == expected)
     }
 
+    @Test func parsesCPUAndLoopLagWithinRange() {
+        let entry = RegistryNode.parse(Array(#"{"id":"n1","address":"127.0.0.1:8001","cpu":0.42,"lag":0.013}"#.utf8))
+        #expect(entry?.cpu == 0.42 && entry?.loopLag == 0.013)
+        let odd = RegistryNode.parse(Array(#"{"id":"n1","address":"127.0.0.1:8001","cpu":7,"lag":1e300}"#.utf8))
+        #expect(odd?.cpu == 1 && odd?.loopLag == 3600)
+        let negative = RegistryNode.parse(Array(#"{"id":"n1","address":"127.0.0.1:8001","cpu":-3,"lag":-1}"#.utf8))
+        #expect(negative?.cpu == 0 && negative?.loopLag == 0)
+        let junk = RegistryNode.parse(Array(#"{"id":"n1","address":"127.0.0.1:8001","cpu":"high","lag":1e999}"#.utf8))
+        #expect(junk != nil && junk?.cpu == nil && junk?.loopLag == nil)
+    }
+
+    @Test(arguments: [
+        // (connections of 100, cpu, lag s, seconds since the report) -> weight, for an announced weight of 10
+        (0, 0.5, nil, 1.0, 10),  // up to half the cores busy: CPU does not count
+        (0, 0.75, nil, 1.0, 5),  // three quarters: half the weight
+        (0, 0.95, nil, 1.0, 1), (0, 1.0, nil, 1.0, 1),
+        (50, 0.6, nil, 1.0, 5),  // the busier figure counts: connections
+        (20, 0.85, nil, 1.0, 3),  // ... or CPU
+        (0, 0.0, 0.1375, 1.0, 5),  // loops half way between 25 ms and 250 ms late
+        (0, 0.1, 0.25, 1.0, 1), (0, 0.1, 30.0, 1.0, 1),
+        (0, 0.0, 0.02, 1.0, 10),  // 20 ms is a burst, not a node falling behind
+        (0, 0.99, 0.25, 6.0, 10),  // stale: none of it counts
+    ] as [(Int, Double, Double?, Double, Int)])
+    func effectiveWeightCountsCPUAndLoopLag(connections: Int, cpu: Double, lag: Double?, age: Double, expected: Int) {
+        let entry = RegistryNode(
+            id: "n", node: BackendNode(host: "127.0.0.1", port: 1, weight: 10), draining: false, connections: connections,
+            maxConnections: 100, announcedAt: 1000, cpu: cpu, loopLag: lag)
+        #expect(entry.effectiveWeight(now: 1000 + age, usesLoad: true) == expected)
+        #expect(entry.effectiveWeight(now: 1000 + age, usesLoad: false) == 10, "hashing ignores load")
+    }
+
+    @Test func cpuCountsWithoutAConnectionLimit() {
+        let entry = RegistryNode(
+            id: "n", node: BackendNode(host: "127.0.0.1", port: 1, weight: 10), draining: false, connections: 5,
+            maxConnections: 0, announcedAt: 1000, cpu: 0.8)
+        #expect(entry.effectiveWeight(now: 1001, usesLoad: true) == 4)
+    }
+
     @Test func membersCarryEffectiveWeightsAndStaticWeightsStand() {
         let a = BackendNode(host: "127.0.0.1", port: 8001, weight: 3)
         let registry = [

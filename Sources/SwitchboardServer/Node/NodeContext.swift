@@ -35,6 +35,8 @@ final class NodeContext: Sendable {
     private let drainingBox = NIOLockedValueBox(false)
     /// When to return freed heap to the system after the connection count falls (`HeapTrimPolicy`).
     private let heapTrim = NIOLockedValueBox(HeapTrimPolicy())
+    /// CPU share and event-loop lag for the registry entry (`NodeLoad`), updated at each announce.
+    private let load = NIOLockedValueBox(NodeLoad(cores: UsableCores.count()))
     /// Polls waiting now, by `client` field and by client address (entries leave at zero, so
     /// both tables are bounded by the connections the node holds).
     private let polls = NIOLockedValueBox(PollCounts())
@@ -250,7 +252,8 @@ final class NodeContext: Sendable {
 
     /// Writes this node's current figures to the broker's registry, for `registryTTL` seconds.
     func announceSelf() -> EventLoopFuture<Void> {
-        self.hub.statistics().flatMap { stats in
+        let (cpu, lag) = self.measureLoad()
+        return self.hub.statistics().flatMap { stats in
             let info = NodeInfo(
                 id: self.nodeID,
                 name: self.nodeName,
@@ -261,10 +264,35 @@ final class NodeContext: Sendable {
                 uptime: Double((NIODeadline.now() - self.startedAt).nanoseconds) / 1e9,
                 draining: self.isDraining,
                 weight: self.configuration.weight,
-                maxConnections: self.connections.maximum
+                maxConnections: self.connections.maximum,
+                cpu: cpu,
+                loopLag: lag
             )
             return self.broker.announce(info, ttl: Self.registryTTL)
         }
+    }
+
+    /// The CPU share since the last announce and the event-loop lag to announce now; starts the
+    /// next lag probe (a task queued on every loop, timed when it runs).
+    private func measureLoad() -> (cpu: Double?, lag: Double?) {
+        let now = Double(NIODeadline.now().uptimeNanoseconds) / 1e9
+        let cpuSeconds = ProcessMetrics.cpuSecondsNow()
+        let (cpu, lag, probing) = self.load.withLockedValue { load in
+            (
+                load.cpuShare(cpuSeconds: cpuSeconds, wallSeconds: now), load.lagToAnnounce(wallSeconds: now),
+                load.startProbe(loops: self.fanouts.count, wallSeconds: now)
+            )
+        }
+        if probing {
+            let queued = NIODeadline.now()
+            for fanout in self.fanouts {
+                fanout.eventLoop.execute {
+                    let lag = Double((NIODeadline.now() - queued).nanoseconds) / 1e9
+                    self.load.withLockedValue { $0.recordLag(lag) }
+                }
+            }
+        }
+        return (cpu, lag)
     }
 
     /// The fan-out of the loop a channel runs on.

@@ -44,6 +44,13 @@ struct ProcessMetrics: Equatable {
         return metrics
     }
 
+    /// This process's user plus system CPU time in seconds (one small file read); nil without `/proc`.
+    static func cpuSecondsNow() -> Double? {
+        let ticks = Self.clockTicksPerSecond()
+        guard ticks > 0, let stat = Self.readSmallFile("/proc/self/stat"), let fields = Self.statFields(stat) else { return nil }
+        return Self.cpuSeconds(statFields: fields, ticksPerSecond: ticks)
+    }
+
     /// The process start time in seconds since the epoch: the start tick in
     /// `/proc/self/stat` plus the boot time in `/proc/stat`; nil without `/proc`.
     static func startTime() -> Double? {
