@@ -25,6 +25,31 @@ struct IdentityLimitsTests {
         #expect(open.connectsThisSecond.isEmpty)
     }
 
+    @Test("an address is shed once it has had its allowance and as many refusals with an answer, until the next second; never a trusted proxy")
+    func shedding() {
+        var counts = ConnectionCounts(maximum: 1000, maximumPerAddress: 1000, connectsPerAddressPerSecond: 3)
+        var answers: [ConnectionCounts.Admission] = []
+        for _ in 0..<6 {
+            let shed = counts.sheds(address: "a", second: 7)
+            #expect(!shed, "not before 3 admitted and 3 refused with an answer")
+            answers.append(counts.admit(address: "a", second: 7))
+        }
+        #expect(answers == [.admitted, .admitted, .admitted, .addressRate, .addressRate, .addressRate])
+        let flooding = counts.sheds(address: "a", second: 7)
+        #expect(flooding)
+        let other = counts.sheds(address: "b", second: 7)
+        #expect(!other, "another address is not held back")
+        let proxy = counts.sheds(address: "a", capped: false, second: 7)
+        #expect(!proxy, "a trusted proxy is never shed")
+        let nextSecond = counts.sheds(address: "a", second: 8)
+        #expect(!nextSecond, "the next second starts afresh")
+        #expect(counts.refusedThisSecond.isEmpty && counts.connectsThisSecond.isEmpty)
+        var unlimited = ConnectionCounts(maximum: 1000, maximumPerAddress: 1000)
+        for _ in 0..<100 { _ = unlimited.admit(address: "a", second: 1) }
+        let never = unlimited.sheds(address: "a", second: 1)
+        #expect(!never, "no connect rate: nothing is shed")
+    }
+
     @Test("connections per user: the one over the cap is refused, a close makes room, anonymous users and a cap of 0 are not counted")
     func perUser() {
         var users = UserConnectionCounts(maximumPerUser: 2)

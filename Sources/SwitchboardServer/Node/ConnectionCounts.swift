@@ -30,6 +30,8 @@ struct ConnectionCounts: Sendable, Hashable {
     /// The second `connectsThisSecond` counts (uptime seconds).
     private var rateSecond: UInt64 = 0
     private(set) var connectsThisSecond: [String: Int] = [:]
+    /// Connections refused for the rate this second, by address (`sheds` reads it).
+    private(set) var refusedThisSecond: [String: Int] = [:]
 
     init(maximum: Int, maximumPerAddress: Int, connectsPerAddressPerSecond: Int = 0) {
         self.maximum = max(1, maximum)
@@ -45,12 +47,12 @@ struct ConnectionCounts: Sendable, Hashable {
         let limitsRate = capped && self.connectsPerAddressPerSecond > 0
         var connects = 0
         if limitsRate {
-            if second != self.rateSecond {
-                self.rateSecond = second
-                self.connectsThisSecond.removeAll()
-            }
+            self.roll(to: second)
             connects = self.connectsThisSecond[address, default: 0]
-            guard connects < self.connectsPerAddressPerSecond else { return .addressRate }
+            guard connects < self.connectsPerAddressPerSecond else {
+                self.refusedThisSecond[address, default: 0] += 1
+                return .addressRate
+            }
         }
         let current = self.byAddress[address, default: 0]
         guard !capped || current < self.maximumPerAddress else { return .addressFull }
@@ -58,6 +60,25 @@ struct ConnectionCounts: Sendable, Hashable {
         self.byAddress[address] = current + 1
         self.total += 1
         return .admitted
+    }
+
+    /// Whether a connection from `address` should be dropped as it is accepted, unread and unanswered:
+    /// the address has opened its allowance of connections this second and been refused as many again
+    /// with an answer (`addressRate`: a 503 or close 3504 with a reason), so what it opens now is a
+    /// flood, and answering each connection would cost the node more than the flood costs its source.
+    /// Never for a trusted proxy's address (`capped` false) or without a connect rate.
+    mutating func sheds(address: String, capped: Bool = true, second: UInt64 = 0) -> Bool {
+        guard capped, self.connectsPerAddressPerSecond > 0 else { return false }
+        self.roll(to: second)
+        return self.refusedThisSecond[address, default: 0] >= self.connectsPerAddressPerSecond
+    }
+
+    /// Starts the per-second counts afresh when `second` is a new one.
+    private mutating func roll(to second: UInt64) {
+        guard second != self.rateSecond else { return }
+        self.rateSecond = second
+        self.connectsThisSecond.removeAll()
+        self.refusedThisSecond.removeAll()
     }
 
     /// An admitted connection closed.

@@ -16,6 +16,12 @@ final class ConnectionLimiter: Sendable {
         return self.counts.withLockedValue { $0.admit(address: address, capped: capped, second: second) }
     }
 
+    /// Whether to drop a connection from `address` as it is accepted (`ConnectionCounts.sheds`).
+    func sheds(address: String, capped: Bool = true) -> Bool {
+        let second = NIODeadline.now().uptimeNanoseconds / 1_000_000_000
+        return self.counts.withLockedValue { $0.sheds(address: address, capped: capped, second: second) }
+    }
+
     func release(address: String) {
         self.counts.withLockedValue { $0.release(address: address) }
     }

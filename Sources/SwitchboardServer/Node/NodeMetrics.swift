@@ -40,6 +40,9 @@ final class NodeMetrics: Sendable {
     /// Connections refused over `limits.connectsPerIPPerSecond` (`reason="rate"`) and per-user caps (`reason="user"`).
     let refusedConnectionsRate: CoreMetrics.Counter
     let refusedConnectionsUser: CoreMetrics.Counter
+    /// Connections dropped unanswered as they were accepted, from an address flooding the node
+    /// past its connect rate (`reason="shed"`, see `AcceptShedder`).
+    let refusedConnectionsShed: CoreMetrics.Counter
     /// Connections admitted on this node's per-user count alone because the broker could not
     /// answer (`limits.connectionsPerUser` fails open to per-node counting).
     let userLimitUnchecked: CoreMetrics.Counter
@@ -112,7 +115,8 @@ final class NodeMetrics: Sendable {
             factory: factory.describing("HTTP requests closed because their head or body did not arrive in time."))
         let refusedHelp = factory.describing(
             "Connections refused over a cap, by reason: node (--max-connections), address (--max-connections-per-ip), "
-                + "rate (limits.connectsPerIPPerSecond) or user (limits.connectionsPerUser).")
+                + "rate (limits.connectsPerIPPerSecond), shed (dropped unanswered: an address past twice that rate) "
+                + "or user (limits.connectionsPerUser).")
         self.refusedConnectionsNode = CoreMetrics.Counter(
             label: "switchboard_refused_connections_total", dimensions: [("reason", "node")], factory: refusedHelp)
         self.refusedConnectionsAddress = CoreMetrics.Counter(
@@ -121,6 +125,8 @@ final class NodeMetrics: Sendable {
             label: "switchboard_refused_connections_total", dimensions: [("reason", "rate")], factory: refusedHelp)
         self.refusedConnectionsUser = CoreMetrics.Counter(
             label: "switchboard_refused_connections_total", dimensions: [("reason", "user")], factory: refusedHelp)
+        self.refusedConnectionsShed = CoreMetrics.Counter(
+            label: "switchboard_refused_connections_total", dimensions: [("reason", "shed")], factory: refusedHelp)
         self.userLimitUnchecked = CoreMetrics.Counter(
             label: "switchboard_user_limit_unchecked_total",
             factory: factory.describing(

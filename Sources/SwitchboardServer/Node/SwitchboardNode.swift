@@ -110,6 +110,12 @@ public final class SwitchboardNode: Sendable {
         let bootstrap = ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        AcceptShedder(connections: context.connections, trustedProxies: trustedProxies, shed: context.metrics.refusedConnectionsShed))
+                }
+            }
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     // Set here, synchronously: `childChannelOption` applies each option through a chain of
