@@ -576,7 +576,7 @@ def test_connection_caps(node_factory):
     fds_back_to(node, base_fds)
     # Room again once they are gone.
     wait_for(lambda: node.http("GET", "/healthz", timeout=5).status_code == 200, 5, "connections admitted again")
-    assert node.http("GET", "/metrics").text.count('switchboard_refused_connections_total{reason="') == 4  # node, address, rate, user
+    assert node.http("GET", "/metrics").text.count('switchboard_refused_connections_total{reason="') == 5  # node, address, rate, shed, user
 
 
 def test_a_flood_of_bad_frames_does_not_touch_other_clients(target):
