@@ -9,6 +9,10 @@ import NIOPosix
 /// As a worker (`configuration.worker` set) it reports phases over its
 /// `WorkerLink` and waits for the coordinator where the phases meet; alone,
 /// it also samples the server processes itself.
+///
+/// About 530 lines: one run's phases in the order they happen (open, pace,
+/// wait, close), each bounded by the same run deadline; split, the deadlines
+/// would be hard to follow.
 final class BenchRunner {
     let configuration: BenchConfiguration
     private let link: WorkerLink?

@@ -15,6 +15,9 @@ import NIOConcurrencyHelpers
 ///     try await check.run(using: { MemoryBroker(eventLoop: loop) })
 /// }
 /// ```
+///
+/// About 530 lines: the contract as one list of cases, so that a broker's author
+/// reads everything it must keep in one place.
 public enum BrokerConformance {
     /// A broken promise of the contract.
     public struct Failure: Error, CustomStringConvertible {

@@ -9,8 +9,9 @@ public import SwitchboardCore
 
 /// The broker across processes: Redis (DESIGN.md "Redis data model").
 ///
-/// Publish is one Lua script per channel (epoch, offset, exact-length stream,
-/// expiries, PUBLISH, idempotency); history reads the stream; presence is a
+/// Publish is one Lua script per channel (epoch, offset, a stream trimmed to about
+/// its size, expiries, PUBLISH, idempotency); history reads the stream's newest
+/// `size` offsets; presence is a
 /// hash plus a sorted set of expiries; the registry a sorted set plus a key
 /// per node; control messages a pub/sub channel per node. Every channel's keys
 /// share a hash tag, so the same scripts run on Redis Cluster.
@@ -19,6 +20,10 @@ public import SwitchboardCore
 /// probe published to this node's own channel every `probeInterval` must come
 /// back through it; when it does not, the subscriber connection is rebuilt and
 /// the node told (`.deliveryInterrupted`) so it can refill from history.
+///
+/// About 600 lines, on purpose: each `Broker` requirement sits next to the key
+/// names and the encodings it uses, in the protocol's order, so the data model
+/// reads in one place; the Lua is in `RedisBrokerScripts.swift`.
 public final class RedisBroker: Broker, @unchecked Sendable {
     // @unchecked: the `var`s are touched only on `eventLoop` (`subscriber` is set once in `init`, before sharing).
     public let eventLoop: any EventLoop

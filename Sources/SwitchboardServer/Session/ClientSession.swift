@@ -17,6 +17,11 @@ import SwitchboardCore
 /// channel handler after the HTTP handler, fed commands by POST; for a
 /// long-poll or an `/rpc` call it lives only as long as one HTTP answer. It
 /// lives on one event loop and is touched nowhere else.
+///
+/// About 530 lines: the session's life from handshake to close, read top to
+/// bottom. Its commands are in `ClientSession+Commands.swift`, tokens in
+/// `+Auth`, the HTTP transports in `+HTTP`, and its state in the value types
+/// beside it (`ReplyQueue`, `SessionLiveness`, `SessionSubscriptions`).
 final class ClientSession: ChannelInboundHandler {
     typealias InboundIn = WebSocketMessage
 
