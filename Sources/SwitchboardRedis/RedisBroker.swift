@@ -540,8 +540,8 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             weight: json["weight"]?.intValue ?? 1,
             maxConnections: json["maxConnections"]?.intValue ?? 0,
             announcedAt: json["at"]?.doubleValue,
-            cpu: json["cpu"]?.doubleValue,
-            loopLag: json["lag"]?.doubleValue
+            cpu: json["cpu"]?.doubleValue.flatMap { $0.isFinite ? min(1, max(0, $0)) : nil },
+            loopLag: json["lag"]?.doubleValue.flatMap { $0.isFinite ? min(3600, max(0, $0)) : nil }
         )
     }
 

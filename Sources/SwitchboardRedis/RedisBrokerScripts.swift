@@ -79,14 +79,14 @@ enum RedisBrokerScripts {
           return {unborn_epoch(meta, ARGV[1], redis.call('GET', KEYS[3]) or '0'), 0, {}}
         end
         local stored = redis.call('HMGET', meta, 't', 's')
-        local top = tonumber(stored[1] or '0')
+        local top = tonumber(stored[1] or '0') or 0
         -- Counts go to Redis as given (a Lua number past 2^53 would print as 9.2e+18, which Redis refuses).
         local count = tonumber(ARGV[3])
         local entries = {}
         if count ~= 0 then
           -- The stream is trimmed approximately: nothing older than the newest `size` offsets is history.
           -- (Lua prints integers exactly below 1e14; past that, which no channel reaches, reads are not clamped.)
-          local size = tonumber(stored[2] or '0')
+          local size = tonumber(stored[2] or '0') or 0
           if size > 0 and top > size and top < 1e14 then
             local oldest = top - size + 1
             local first = ARGV[2] == '-' and 0 or tonumber(string.sub(ARGV[2], 1, -3))
