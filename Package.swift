@@ -295,6 +295,7 @@ let package = Package(
                 "SwitchboardServer",
                 "SwitchboardServerTesting",
                 "SwitchboardBrokerTesting",
+                "SwitchboardBalancer",
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -34,14 +34,16 @@ public struct FrontSettings: Sendable {
 }
 
 extension FrontSettings {
-    /// Sets the options of either side of a tunnel (half-closure, no Nagle, the water marks, small
+    /// Sets the options of either side of a tunnel (half-closure, the water marks, small
     /// receive buffers) on a channel that is not registered yet, from its initializer. Synchronous on
     /// purpose: a bootstrap's `channelOption`s are applied through a chain of futures, a cost paid twice
     /// per proxied connection.
     static func applyTunnelOptions(to channel: any Channel, settings: FrontSettings) throws {
         guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
         try options.setOption(.allowRemoteHalfClosure, value: true)
-        try options.setOption(.tcpOption(.tcp_nodelay), value: 1)
+        // No TCP_NODELAY here: an accepted socket inherits it from the listener (ServerBootstrap sets it
+        // there) and ClientBootstrap sets it on the node side. Setting it again cost two system calls
+        // per socket (NIO reads the local address first), four per tunnel.
         try options.setOption(.writeBufferWaterMark, value: settings.waterMarks)
         try options.setOption(.recvAllocator, value: settings.receiveAllocator)
     }

@@ -120,8 +120,9 @@ public final class SwitchboardNode: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     // Set here, synchronously: `childChannelOption` applies each option through a chain of
                     // futures, a cost every accepted connection paid (about 5 % of a handshake's CPU).
+                    // No TCP_NODELAY: the socket inherits it from the listener, where ServerBootstrap sets
+                    // it (setting it again is two system calls: NIO reads the local address first).
                     guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
-                    try options.setOption(.tcpOption(.tcp_nodelay), value: 1)
                     try options.setOption(.writeBufferWaterMark, value: waterMarks)
                     try options.setOption(.maxMessagesPerRead, value: 4)
                     // Small first reads: an idle connection keeps its last receive buffer (NIO's default starts at 2 KB).
