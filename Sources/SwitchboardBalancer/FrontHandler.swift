@@ -262,6 +262,7 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
             .channelInitializer { [settings = self.settings] channel in
                 channel.eventLoop.makeCompletedFuture {
                     try FrontSettings.applyTunnelOptions(to: channel, settings: settings)
+                    try FrontSettings.delayAckOfConnect(on: channel)
                     try channel.pipeline.syncOperations.addHandler(nodeHalf.value)
                 }
             }

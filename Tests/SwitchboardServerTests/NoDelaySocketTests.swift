@@ -53,14 +53,12 @@ import Glibc
             guard fd >= 0 else { throw ChannelError.connectPending }
             var timeout = timeval(tv_sec: 5, tv_usec: 0)
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                }
+            // sockaddr_in as bytes: family (host order), port and address (network order), zeros.
+            var address = [UInt8](repeating: 0, count: 16)
+            withUnsafeBytes(of: UInt16(AF_INET)) { address.replaceSubrange(0..<2, with: $0) }
+            address.replaceSubrange(2..<8, with: [UInt8(port >> 8), UInt8(port & 0xff), 127, 0, 0, 1])
+            let connected = address.withUnsafeBytes {
+                connect(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(address.count))
             }
             let request = Array(
                 ("GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -95,16 +93,16 @@ import Glibc
     /// The local or peer port of an IPv4 or IPv6 socket (a node listening on `::` holds IPv4 clients
     /// as IPv6 sockets); nil for anything else or a socket with no peer.
     static func port(of fd: Int32, peer: Bool) -> Int? {
-        var address = sockaddr_in6()
-        var length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-        let result = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                peer ? getpeername(fd, $0, &length) : getsockname(fd, $0, &length)
-            }
+        // Read as bytes: the family (host order) first, then the port (network order), at the same
+        // offsets in sockaddr_in and sockaddr_in6.
+        var address = [UInt8](repeating: 0, count: 128)
+        var length = socklen_t(address.count)
+        let result = address.withUnsafeMutableBytes {
+            let pointer = $0.baseAddress!.assumingMemoryBound(to: sockaddr.self)
+            return peer ? getpeername(fd, pointer, &length) : getsockname(fd, pointer, &length)
         }
-        // `sin_port` and `sin6_port` are at the same offset.
-        guard result == 0, address.sin6_family == sa_family_t(AF_INET) || address.sin6_family == sa_family_t(AF_INET6)
-        else { return nil }
-        return Int(UInt16(bigEndian: address.sin6_port))
+        let family = address.withUnsafeBytes { $0.load(as: UInt16.self) }
+        guard result == 0, family == UInt16(AF_INET) || family == UInt16(AF_INET6) else { return nil }
+        return Int(address[2]) << 8 | Int(address[3])
     }
 }
