@@ -27,7 +27,10 @@ memory: at most 10 % above).
 SWITCHBOARD_BIN picks the binary (default .build-release/release/switchboard, then
 .build/debug/switchboard). With two or more CPUs the node runs on CPU 0 and this script and
 its attackers on the others (attackers SCHED_IDLE, so the watcher is not starved by its own
-side; --nice-attackers for nice 10, as before 2026-12-04). Loopback only; every phase is bounded; the node and the attackers are stopped on exit.
+side; --nice-attackers for nice 10, as before 2026-12-04). The attackers are started, lowered and
+ready before the attack phase begins (until 2026-12-04 16:20 UTC they started inside it, and their
+interpreters' start-up on the measuring side's core was measured as latency under attack).
+Loopback only; every phase is bounded; the node and the attackers are stopped on exit.
 Prints a table and writes reports/combined-attack/<UTC time>.json; exits 1 when a target is
 missed.
 """
@@ -272,7 +275,8 @@ async def attack_bad_tokens(port: int, until: float, stats: dict) -> None:
 ATTACKS = {"slow": attack_slow, "commands": attack_commands, "storm": attack_storm, "badtokens": attack_bad_tokens}
 
 
-def attacker_main(name: str, port: int, seconds: float, cpus: list[int] | None, secret: str, out, idle: bool = True) -> None:
+def attacker_main(name: str, port: int, seconds: float, cpus: list[int] | None, secret: str, out, idle: bool = True,
+                  ready=None, go=None) -> None:
     global SECRET
     SECRET = secret  # a spawned process imports this module afresh, with a secret of its own
     if cpus:
@@ -287,6 +291,14 @@ def attacker_main(name: str, port: int, seconds: float, cpus: list[int] | None, 
         os.nice(10)
     from collections import Counter
     stats: Counter = Counter()
+    # Started before the attack phase and held here: a spawned interpreter's start-up (imports,
+    # unpickling) runs at normal priority on the measuring side's core, and must not be measured
+    # as the node's latency under attack.
+    if ready is not None and go is not None:
+        ready.put(name)
+        if not go.wait(120):
+            out.put((name, {"never_started": 1}))
+            return
     until = time.monotonic() + seconds
 
     async def run() -> None:
@@ -394,17 +406,26 @@ async def measure(node: Node, args) -> dict:
     await asyncio.sleep(args.quiet_seconds)
     baseline = {"fds": proc_fds(node.pid), "rss_kb": proc_rss_kb(node.pid)}
 
-    # The attack.
-    phase = "attack"
+    # The attackers start (samples of this phase count for loss and order, not latency), lower their
+    # priority and wait; the attack phase begins when all are ready and their start-up has settled.
+    phase = "starting"
     ctx = multiprocessing.get_context("spawn")
-    results = ctx.Queue()
+    results, ready, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     cpus = sorted(os.sched_getaffinity(0))
-    procs = [ctx.Process(target=attacker_main, args=(name, node.port, args.attack_seconds, cpus, SECRET, results, not args.nice_attackers),
+    procs = [ctx.Process(target=attacker_main, args=(name, node.port, args.attack_seconds, cpus, SECRET, results,
+                                                     not args.nice_attackers, ready, go),
                          daemon=True)
              for name in ATTACKS]
-    cpu_at_start = proc_cpu_seconds(node.pid)
     for p in procs:
         p.start()
+    for _ in procs:
+        await asyncio.to_thread(ready.get, True, 60)
+    await asyncio.sleep(1)
+
+    # The attack.
+    phase = "attack"
+    cpu_at_start = proc_cpu_seconds(node.pid)
+    go.set()
     stop_probe = asyncio.Event()
     probe_task = asyncio.create_task(prober(stop_probe))
     peak = dict(baseline)
