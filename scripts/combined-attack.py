@@ -28,7 +28,7 @@ SWITCHBOARD_BIN picks the binary (default .build-release/release/switchboard, th
 .build/debug/switchboard). With two or more CPUs the node runs on CPU 0 and this script and
 its attackers on the others (attackers SCHED_IDLE, so the watcher is not starved by its own
 side; --nice-attackers for nice 10, as before 2026-12-04). The attackers are started, lowered and
-ready before the attack phase begins (until 2026-12-04 16:20 UTC they started inside it, and their
+ready before the attack phase begins (until 2026-12-04 16:05 UTC they started inside it, and their
 interpreters' start-up on the measuring side's core was measured as latency under attack).
 Loopback only; every phase is bounded; the node and the attackers are stopped on exit.
 Prints a table and writes reports/combined-attack/<UTC time>.json; exits 1 when a target is
