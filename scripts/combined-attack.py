@@ -412,6 +412,8 @@ async def measure(node: Node, args) -> dict:
     ctx = multiprocessing.get_context("spawn")
     results, ready, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     cpus = sorted(os.sched_getaffinity(0))
+    if args.attackers_on_node_cpu and args.node_cpu is not None:
+        cpus = [args.node_cpu]
     procs = [ctx.Process(target=attacker_main, args=(name, node.port, args.attack_seconds, cpus, SECRET, results,
                                                      not args.nice_attackers, ready, go),
                          daemon=True)
@@ -502,6 +504,9 @@ def main() -> int:
     ap.add_argument("--quiet-seconds", type=float, default=30,
                     help="the quiet baseline; 30 s = 600 samples at 20/s, so its p99 is not one stray sample")
     ap.add_argument("--attack-seconds", type=float, default=20)
+    ap.add_argument("--attackers-on-node-cpu", action="store_true",
+                    help="run the attackers (SCHED_IDLE or nice) on the node's core instead of the measuring side's, "
+                         "so the watcher and publisher have a core to themselves")
     ap.add_argument("--nice-attackers", action="store_true",
                     help="run the attackers at nice 10 (as before 2026-12-04) instead of SCHED_IDLE")
     args = ap.parse_args()
@@ -524,9 +529,11 @@ def main() -> int:
     api_key = "attack-" + secrets.token_hex(8)
     cmd = [binary, "serve", "--host", "127.0.0.1", "--port", "0", "--config", str(Path(workdir, "attack.json")),
            "--api-key", api_key, "--log-level", "warning"]
+    args.node_cpu = None
     if len(cpus) >= 2:
         cmd = ["taskset", "-c", str(cpus[0])] + cmd
         os.sched_setaffinity(0, cpus[1:])
+        args.node_cpu = cpus[0]
     node = Node(cmd, api_key=api_key, log_path=str(Path(workdir, "node.log")))  # taskset execs: node.pid is the node's
     try:
         result = asyncio.run(asyncio.wait_for(measure(node, args), args.quiet_seconds + args.attack_seconds + 120))
@@ -554,7 +561,8 @@ def main() -> int:
     ]
     print(f"combined attack, {result['when']}, {binary}")
     print(f"  node CPU during the attack: {result['node_cpu_share_attack'] * 100:.0f} % of its core; attackers "
-          f"{'at nice 10' if args.nice_attackers else 'SCHED_IDLE'} on the measuring side's core")
+          f"{'at nice 10' if args.nice_attackers else 'SCHED_IDLE'} on the "
+          f"{'node' if args.attackers_on_node_cpu and args.node_cpu is not None else 'measuring side'}'s core")
     for name, st in sorted(result["attacks"].items()):
         print(f"  attack {name}: {json.dumps(st, sort_keys=True)}")
     for k, v in sorted(result["node_counters"].items()):
