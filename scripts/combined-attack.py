@@ -42,6 +42,7 @@ import asyncio
 import base64
 import json
 import multiprocessing
+import queue
 import os
 import secrets
 import signal
@@ -421,7 +422,10 @@ async def measure(node: Node, args) -> dict:
     for p in procs:
         p.start()
     for _ in procs:
-        await asyncio.to_thread(ready.get, True, 60)
+        try:
+            await asyncio.to_thread(ready.get, True, 60)
+        except queue.Empty:
+            raise RuntimeError("an attacker process did not start within 60 s") from None
     await asyncio.sleep(1)
 
     # The attack.

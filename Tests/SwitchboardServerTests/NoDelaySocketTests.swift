@@ -50,7 +50,7 @@ import Glibc
     static func requestThroughTunnel(port: Int) async throws -> (fd: Int32, localPort: Int) {
         for _ in 0..<50 {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            guard fd >= 0 else { throw ChannelError.connectPending }
+            guard fd >= 0 else { throw TunnelNotOpened(reason: "socket() failed, errno \(errno)") }
             var timeout = timeval(tv_sec: 5, tv_usec: 0)
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
             // sockaddr_in as bytes: family (host order), port and address (network order), zeros.
@@ -66,14 +66,21 @@ import Glibc
             var reply = [UInt8](repeating: 0, count: 512)
             if connected == 0, send(fd, request, request.count, 0) == request.count {
                 let count = recv(fd, &reply, reply.count, 0)
-                if count > 0, String(decoding: reply[..<count], as: UTF8.self).hasPrefix("HTTP/1.1 101") {
-                    return (fd, Self.port(of: fd, peer: false) ?? 0)
+                if count > 0, String(decoding: reply[..<count], as: UTF8.self).hasPrefix("HTTP/1.1 101"),
+                    let localPort = Self.port(of: fd, peer: false)
+                {
+                    return (fd, localPort)
                 }
             }
             close(fd)
             try await Task.sleep(for: .milliseconds(100))
         }
-        throw ChannelError.connectTimeout(.seconds(5))
+        throw TunnelNotOpened(reason: "no 101 through the balancer in 50 attempts")
+    }
+
+    struct TunnelNotOpened: Error, CustomStringConvertible {
+        var reason: String
+        var description: String { "no WebSocket through the balancer: \(self.reason)" }
     }
 
     /// Every connected TCP socket this process holds, with its ports and `TCP_NODELAY`.
