@@ -15,7 +15,15 @@ publish-to-deliver latency quiet, then while four attacks run at once, then afte
   badtokens  a stream of bad tokens (wrong signature, `alg: none`, 100 KB) from 10 addresses
              (127.0.0.31-40), 32 at a time.
 
-and, every second of the attack, a fresh client (127.0.0.50) that connects with a valid token.
+and, every second of the attack, a fresh client (127.0.0.50) that connects with a valid token (from
+a monitor process of its own, which also samples the node's open files and memory: in the
+watcher's process, that work would hold up deliveries of the attack phase only).
+
+When `tcpdump` is installed and may capture on `lo`, the watcher's traffic is captured too, and
+the node's own latency (the publish request's arrival to the delivery's departure, as the kernel
+saw them) is reported beside the watcher's: the rest of a sample is the measuring side's (this
+script's event loop, the `websockets` client, the core they share). The share of each CPU the
+hypervisor took (steal, /proc/stat) is reported per phase.
 
 Targets (issue 13): the watcher loses nothing and gets nothing twice; its p99 under attack is
 within 2x of quiet; every fresh client connects within 1 s; the node's open files and resident
@@ -44,9 +52,13 @@ import json
 import multiprocessing
 import queue
 import os
+import re
 import secrets
+import shutil
 import signal
+import socket
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -61,6 +73,7 @@ from sbws import connect  # noqa: E402
 
 SECRET = "combined-attack-" + secrets.token_hex(24)
 CHANNEL = "chat:watch"
+PUBLISHER_ADDRESS = "127.0.0.60"
 
 
 # -- raw WebSocket, enough for attackers ------------------------------------------------------
@@ -312,6 +325,63 @@ def attacker_main(name: str, port: int, seconds: float, cpus: list[int] | None, 
     out.put((name, dict(stats)))
 
 
+# -- the monitor: fresh clients and the node's files and memory, beside the watcher --------------
+
+async def probe_fresh_clients(port: int, until: float, probes: list[float], failures: list[str]) -> None:
+    """Every second, a fresh client (127.0.0.50) connects with a valid token; the time to its
+    `connect` result, or what went wrong."""
+    while time.monotonic() < until:
+        t0 = time.monotonic()
+        try:
+            reader, writer, status = await open_ws(port, "127.0.0.50", timeout=5)
+            if status != 101:
+                failures.append(f"HTTP {status}")
+            else:
+                writer.write(client_frame(json.dumps({"id": 1, "connect": {"token": user_token(SECRET, 'fresh')}})))
+                line = await asyncio.wait_for(reader.read(65536), 5)
+                if b'"result"' not in line:
+                    failures.append(f"no connect result: {line[:200]!r}")
+                else:
+                    probes.append(time.monotonic() - t0)
+            close_quietly(writer)
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as e:
+            failures.append(f"{type(e).__name__} after {time.monotonic() - t0:.2f} s")
+        await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - t0)))
+
+
+def monitor_main(port: int, node_pid: int, seconds: float, secret: str, out, ready, go) -> None:
+    """The attack phase's probes and samples, in a process of their own: listing the node's 2,000-odd
+    open files takes about a millisecond and a fresh client's handshake a few, and in the watcher's
+    process they would hold up deliveries of the attack phase only (the quiet phase has neither)."""
+    global SECRET
+    SECRET = secret
+    if hasattr(os, "SCHED_IDLE"):  # gives way to the watcher the moment it wakes, as the attackers do
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    ready.put("monitor")
+    if not go.wait(120):
+        out.put(("monitor", {"never_started": 1}))
+        return
+    until = time.monotonic() + seconds
+    probes: list[float] = []
+    failures: list[str] = []
+    peak = {"fds": 0, "rss_kb": 0}
+
+    async def sample() -> None:
+        while time.monotonic() < until:
+            await asyncio.sleep(0.5)
+            peak["fds"] = max(peak["fds"], proc_fds(node_pid))
+            peak["rss_kb"] = max(peak["rss_kb"], proc_rss_kb(node_pid))
+
+    async def run() -> None:
+        await asyncio.wait_for(asyncio.gather(probe_fresh_clients(port, until, probes, failures), sample()), seconds + 15)
+
+    try:
+        asyncio.run(run())
+    except asyncio.TimeoutError:
+        failures.append("the monitor overran")
+    out.put(("monitor", {"probes": probes, "failures": failures, "peak": peak}))
+
+
 # -- the node and the watcher --------------------------------------------------------------------
 
 def proc_fds(pid: int) -> int:
@@ -347,20 +417,112 @@ def metric_lines(node: Node, prefixes: tuple[str, ...]) -> dict[str, float]:
     return out
 
 
+class WireCapture:
+    """The watcher's traffic as the kernel saw it (`tcpdump` on `lo`, when it is installed and may
+    capture): the time each publish request reached the node and the time its delivery left it. The
+    difference is the node's own latency; the rest of a sample is the measuring side's (this
+    script's event loop, the `websockets` client, its core)."""
+
+    def __init__(self, path: str, node_port: int, watcher_port: int):
+        self.path = path
+        flt = (f"tcp and ((src host {PUBLISHER_ADDRESS} and dst port {node_port}) or "
+               f"(src port {node_port} and dst port {watcher_port}))")
+        self.process = subprocess.Popen(["tcpdump", "-i", "lo", "-n", "-U", "-s", "256", "-w", path, flt],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.clock_offsets = [time.time() - time.monotonic()]
+
+    @staticmethod
+    def start(workdir: str, node_port: int, watcher_port: int) -> "WireCapture | None":
+        if shutil.which("tcpdump") is None:
+            return None
+        capture = WireCapture(str(Path(workdir, "watcher.pcap")), node_port, watcher_port)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not os.path.exists(capture.path):
+            if capture.process.poll() is not None:
+                return None  # no permission to capture, or no `lo`
+            time.sleep(0.05)
+        return capture if os.path.exists(capture.path) else capture.stop() or None
+
+    def stop(self) -> None:
+        self.clock_offsets.append(time.time() - time.monotonic())
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def times(self) -> tuple[dict[int, float], dict[int, float]]:
+        """For each publication number: when its request reached the node, and when its delivery
+        left it, on the `time.monotonic()` clock."""
+        offset = sum(self.clock_offsets) / len(self.clock_offsets)
+        arrived: dict[int, float] = {}
+        delivered: dict[int, float] = {}
+        data = Path(self.path).read_bytes() if os.path.exists(self.path) else b""
+        if len(data) < 24:
+            return arrived, delivered
+        magic = struct.unpack("<I", data[:4])[0]
+        endian = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+        fraction = 1e-9 if magic in (0xA1B23C4D, 0x4D3CB2A1) else 1e-6
+        link = struct.unpack(endian + "I", data[20:24])[0]
+        link_header = {1: 14, 113: 16, 276: 20}.get(link)
+        if link_header is None:
+            return arrived, delivered
+        at = 24
+        while at + 16 <= len(data):
+            seconds, frac, captured, _ = struct.unpack(endian + "IIII", data[at:at + 16])
+            packet = data[at + 16:at + 16 + captured]
+            at += 16 + captured
+            ip = packet[link_header:]
+            if len(ip) < 20 or ip[0] >> 4 != 4:
+                continue
+            tcp = ip[(ip[0] & 0x0F) * 4:]
+            if len(tcp) < 20:
+                continue
+            payload = tcp[(tcp[12] >> 4) * 4:]
+            t = seconds + frac * fraction - offset
+            target = arrived if ip[12:16] == socket.inet_aton(PUBLISHER_ADDRESS) else delivered
+            for match in re.finditer(rb'"n": ?(\d+)', payload):
+                target.setdefault(int(match.group(1)), t)
+        return arrived, delivered
+
+
+def steal_ticks(cpus: list[int]) -> dict[int, tuple[int, int]]:
+    """Per CPU: (ticks stolen by the hypervisor, all ticks), from /proc/stat."""
+    out = {}
+    try:
+        for line in open("/proc/stat"):
+            name, *fields = line.split()
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                values = [int(v) for v in fields[:8]]
+                out[int(name[3:])] = (values[7], sum(values))
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+def steal_share(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]) -> dict[int, float]:
+    return {cpu: (after[cpu][0] - before[cpu][0]) / max(1, after[cpu][1] - before[cpu][1])
+            for cpu in before if cpu in after}
+
+
 async def measure(node: Node, args) -> dict:
     watcher = await connect(node, token=user_token(SECRET, "watcher"))
     assert (await watcher.call("subscribe", {"channel": CHANNEL})).get("result") is not None
+    capture = None if args.no_capture else await asyncio.to_thread(
+        WireCapture.start, args.workdir, node.port, watcher.ws.local_address[1])
+    steal_cpus = sorted(os.sched_getaffinity(0) | ({args.node_cpu} if args.node_cpu is not None else set()))
+    steal: dict[str, dict[int, float]] = {}
     sent: dict[int, float] = {}
     phase_of: dict[int, str] = {}
     phase = "warmup"
     seq = 0
-    probes: list[float] = []
-    probe_failures: list[str] = []
 
     async def publisher(stop: asyncio.Event) -> None:
         # A backend's publisher: one keep-alive HTTP connection to the API, 20 publications/s.
         nonlocal seq
-        reader, writer = await asyncio.open_connection("127.0.0.1", node.port, local_addr=("127.0.0.60", 0))
+        reader, writer = await asyncio.open_connection("127.0.0.1", node.port, local_addr=(PUBLISHER_ADDRESS, 0))
         try:
             while not stop.is_set():
                 seq += 1
@@ -381,30 +543,13 @@ async def measure(node: Node, args) -> dict:
         finally:
             close_quietly(writer)
 
-    async def prober(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            t0 = time.monotonic()
-            try:
-                reader, writer, status = await open_ws(node.port, "127.0.0.50", timeout=5)
-                if status != 101:
-                    probe_failures.append(f"HTTP {status}")
-                else:
-                    writer.write(client_frame(json.dumps({"id": 1, "connect": {"token": user_token(SECRET, 'fresh')}})))
-                    line = await asyncio.wait_for(reader.read(65536), 5)
-                    if b'"result"' not in line:
-                        probe_failures.append(f"no connect result: {line[:200]!r}")
-                    else:
-                        probes.append(time.monotonic() - t0)
-                close_quietly(writer)
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as e:
-                probe_failures.append(f"{type(e).__name__} after {time.monotonic() - t0:.2f} s")
-            await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - t0)))
-
     stop_pub = asyncio.Event()
     pub_task = asyncio.create_task(publisher(stop_pub))
     await asyncio.sleep(2)
     phase = "quiet"
+    stat_quiet = steal_ticks(steal_cpus)
     await asyncio.sleep(args.quiet_seconds)
+    steal["quiet"] = steal_share(stat_quiet, steal_ticks(steal_cpus))
     baseline = {"fds": proc_fds(node.pid), "rss_kb": proc_rss_kb(node.pid)}
 
     # The attackers start (samples of this phase count for loss and order, not latency), lower their
@@ -419,6 +564,8 @@ async def measure(node: Node, args) -> dict:
                                                      not args.nice_attackers, ready, go),
                          daemon=True)
              for name in ATTACKS]
+    procs.append(ctx.Process(target=monitor_main, args=(node.port, node.pid, args.attack_seconds, SECRET, results, ready, go),
+                             daemon=True))
     for p in procs:
         p.start()
     for _ in procs:
@@ -431,25 +578,22 @@ async def measure(node: Node, args) -> dict:
     # The attack.
     phase = "attack"
     cpu_at_start = proc_cpu_seconds(node.pid)
+    stat_attack = steal_ticks(steal_cpus)
     go.set()
-    stop_probe = asyncio.Event()
-    probe_task = asyncio.create_task(prober(stop_probe))
-    peak = dict(baseline)
     t_attack = time.monotonic()
-    while time.monotonic() - t_attack < args.attack_seconds:
-        await asyncio.sleep(0.5)
-        peak["fds"] = max(peak["fds"], proc_fds(node.pid))
-        peak["rss_kb"] = max(peak["rss_kb"], proc_rss_kb(node.pid))
+    await asyncio.sleep(args.attack_seconds)
     node_cpu_share = (proc_cpu_seconds(node.pid) - cpu_at_start) / (time.monotonic() - t_attack)
-    stop_probe.set()
-    await probe_task
+    steal["attack"] = steal_share(stat_attack, steal_ticks(steal_cpus))
     attack_stats = {}
     for _ in procs:
         try:
             name, st = await asyncio.to_thread(results.get, True, 30)
             attack_stats[name] = st
-        except Exception:
+        except queue.Empty:
             break
+    monitor = attack_stats.pop("monitor", None) or {"failures": ["the monitor sent nothing"]}
+    probes, probe_failures = monitor.get("probes", []), monitor.get("failures", [])
+    peak = {k: max(baseline[k], (monitor.get("peak") or {}).get(k, 0)) for k in baseline}
     for p in procs:
         p.join(5)
         if p.is_alive():
@@ -489,12 +633,32 @@ async def measure(node: Node, args) -> dict:
         if ph in latencies:
             latencies[ph].append((t - sent[n]) * 1000)
     await watcher.close()
+    # The node's own share of each sample: request in to delivery out, as the kernel saw them.
+    node_latencies: dict[str, list[float]] = {"quiet": [], "attack": [], "after": []}
+    slowest: list[tuple[float, float, float]] = []  # (s into the attack, node ms, watcher ms)
+    if capture is not None:
+        capture.stop()
+        arrived, delivered = capture.times()
+        Path(capture.path).unlink(missing_ok=True)
+        for n, t in received:
+            ph = phase_of.get(n)
+            if ph in node_latencies and n in arrived and n in delivered:
+                node_latencies[ph].append((delivered[n] - arrived[n]) * 1000)
+                if ph == "attack":
+                    slowest.append((round(sent[n] - t_attack, 3), round((delivered[n] - arrived[n]) * 1000, 3),
+                                    round((t - sent[n]) * 1000, 3)))
+        slowest = sorted(slowest, key=lambda x: -x[2])[:12]
     return {
         "published": seq, "received": len(ns), "lost": sorted(set(range(1, seq + 1)) - set(ns))[:20],
         "duplicates": len(ns) - len(set(ns)), "in_order": ns == sorted(ns),
         "p50_ms": {k: percentile(v, 0.5) for k, v in latencies.items()},
         "p99_ms": {k: percentile(v, 0.99) for k, v in latencies.items()},
         "samples": {k: len(v) for k, v in latencies.items()},
+        "node_p50_ms": {k: percentile(v, 0.5) for k, v in node_latencies.items()} if capture else None,
+        "node_p99_ms": {k: percentile(v, 0.99) for k, v in node_latencies.items()} if capture else None,
+        "node_samples": {k: len(v) for k, v in node_latencies.items()} if capture else None,
+        "attack_slowest": slowest,
+        "steal": {ph: {str(cpu): share for cpu, share in shares.items()} for ph, shares in steal.items()},
         "fresh_connect_s": probes, "fresh_connect_failures": probe_failures,
         "baseline": baseline, "peak": peak, "back_after_s": back, "recovery_trace": trace[-5:],
         "attacks": attack_stats, "node_cpu_share_attack": node_cpu_share,
@@ -511,6 +675,9 @@ def main() -> int:
     ap.add_argument("--attackers-on-node-cpu", action="store_true",
                     help="run the attackers (SCHED_IDLE or nice) on the node's core instead of the measuring side's, "
                          "so the watcher and publisher have a core to themselves")
+    ap.add_argument("--no-capture", action="store_true",
+                    help="do not capture the watcher's traffic with tcpdump (by default, when tcpdump is installed "
+                         "and may capture, the node's own latency is reported beside the watcher's)")
     ap.add_argument("--nice-attackers", action="store_true",
                     help="run the attackers at nice 10 (as before 2026-12-04) instead of SCHED_IDLE")
     args = ap.parse_args()
@@ -524,6 +691,7 @@ def main() -> int:
     os.environ["SWITCHBOARD_BIN"] = binary
     cpus = sorted(os.sched_getaffinity(0))
     workdir = tempfile.mkdtemp(prefix="combined-attack-")
+    args.workdir = workdir
     config = {
         "tokens": {"hmac": [{"secret": SECRET, "algorithms": ["HS256"]}]},
         "limits": {"connectionsPerUser": 3, "connectsPerIPPerSecond": 50, "commandsPerSecond": 100, "commandBurst": 200},
@@ -544,6 +712,7 @@ def main() -> int:
         result["alive_after"] = node.alive()
     finally:
         node.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     result.update({"binary": binary, "load1_at_end": os.getloadavg()[0], "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
     p99q, p99a = result["p99_ms"]["quiet"], result["p99_ms"]["attack"]
     worst_probe = max(result["fresh_connect_s"], default=float("inf"))
@@ -567,6 +736,16 @@ def main() -> int:
     print(f"  node CPU during the attack: {result['node_cpu_share_attack'] * 100:.0f} % of its core; attackers "
           f"{'at nice 10' if args.nice_attackers else 'SCHED_IDLE'} on the "
           f"{'node' if args.attackers_on_node_cpu and args.node_cpu is not None else 'measuring side'}'s core")
+    if result["node_p99_ms"]:
+        nq, na = result["node_p99_ms"]["quiet"], result["node_p99_ms"]["attack"]
+        print(f"  the node's own latency (request in to delivery out, on the wire): p99 quiet {nq:.2f} ms "
+              f"({result['node_samples']['quiet']}), attack {na:.2f} ms ({result['node_samples']['attack']}): "
+              f"{na / nq:.2f}x; p50 {result['node_p50_ms']['quiet']:.2f} -> {result['node_p50_ms']['attack']:.2f} ms")
+    else:
+        print("  the node's own latency: not measured (no tcpdump, or it may not capture; --no-capture)")
+    for ph, shares in result["steal"].items():
+        print(f"  CPU time stolen by the hypervisor, {ph}: "
+              + ", ".join(f"CPU {cpu} {share * 100:.2f} %" for cpu, share in sorted(shares.items())))
     for name, st in sorted(result["attacks"].items()):
         print(f"  attack {name}: {json.dumps(st, sort_keys=True)}")
     for k, v in sorted(result["node_counters"].items()):
