@@ -428,7 +428,7 @@ class WireCapture:
         flt = (f"tcp and ((src host {PUBLISHER_ADDRESS} and dst port {node_port}) or "
                f"(src port {node_port} and dst port {watcher_port}))")
         self.process = subprocess.Popen(["tcpdump", "-i", "lo", "-n", "-U", "-s", "256", "-w", path, flt],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.clock_offsets = [time.time() - time.monotonic()]
 
     @staticmethod
@@ -437,11 +437,12 @@ class WireCapture:
             return None
         capture = WireCapture(str(Path(workdir, "watcher.pcap")), node_port, watcher_port)
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not os.path.exists(capture.path):
-            if capture.process.poll() is not None:
-                return None  # no permission to capture, or no `lo`
+        while not os.path.exists(capture.path):
+            if capture.process.poll() is not None or time.monotonic() > deadline:
+                capture.stop()  # no permission to capture, no `lo`, or no start within 5 s
+                return None
             time.sleep(0.05)
-        return capture if os.path.exists(capture.path) else capture.stop() or None
+        return capture
 
     def stop(self) -> None:
         self.clock_offsets.append(time.time() - time.monotonic())
