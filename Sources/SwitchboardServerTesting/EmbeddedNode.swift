@@ -61,6 +61,16 @@ public struct EmbeddedNode<NodeBroker: Broker> {
         return channel
     }
 
+    /// A connected client as a running node accepts it: the handshake router first, which answers
+    /// a plain `/ws` handshake itself and hands anything else to the HTTP pipeline. `headDeadline`
+    /// as for `openHTTP`.
+    public func openAccepted(headDeadline: NIODeadline = .now() + .seconds(10)) throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel(loop: self.loop)
+        try channel.connect(to: Self.clientAddress).wait()
+        try self.harness.addAcceptedConnectionHandlers(to: channel, headDeadline: headDeadline)
+        return channel
+    }
+
     /// Moves the loop's clock and runs what falls due (timeouts, sweeps).
     public func advance(by amount: TimeAmount) {
         self.loop.advanceTime(by: amount)

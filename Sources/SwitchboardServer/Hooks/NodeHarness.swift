@@ -73,6 +73,19 @@ public final class NodeHarness {
         try self.context.addHTTPHandlers(to: channel, upgrader: self.upgrader, headDeadline: headDeadline)
     }
 
+    /// What an admitted connection starts with on a running node: the handshake router, which
+    /// answers a plain `/ws` handshake from the bytes itself and hands anything else to the HTTP
+    /// pipeline. Add it to an active channel.
+    public func addAcceptedConnectionHandlers(to channel: any Channel, headDeadline: NIODeadline) throws {
+        let context = self.context
+        let upgrader = self.upgrader
+        let router = HandshakeRouter(
+            node: context, admission: .admitted, headDeadline: headDeadline,
+            installHTTP: { channel, headDeadline in try context.addHTTPHandlers(to: channel, upgrader: upgrader, headDeadline: headDeadline) },
+            installWebSocket: { channel in try context.addWebSocketHandlers(to: channel) })
+        try channel.pipeline.syncOperations.addHandler(router)
+    }
+
     /// The server's WebSocket frame handler alone: it passes `WebSocketMessage`s on.
     public static func addWebSocketFrameHandler(to channel: any Channel, maximumMessageSize: Int = 65_536) throws {
         try channel.pipeline.syncOperations.addHandler(WebSocketFrameHandler(maximumMessageSize: maximumMessageSize))
