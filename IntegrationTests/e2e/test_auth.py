@@ -474,6 +474,23 @@ def test_origins_configured_patterns(node_factory):
     assert raw_upgrade(node, "http://app.example") == 403
     assert raw_upgrade(node, "null") == 403
     assert raw_upgrade(node, None) == 101
+    # Not what a browser sends, and refused (the first was admitted until a fuzz run found it):
+    # userinfo, a signed or zero-led port.
+    assert raw_upgrade(node, "https://evil.net@a.example.com") == 403
+    assert raw_upgrade(node, "https://a.example.com:+443") == 403
+    assert raw_upgrade(node, "https://a.example.com:0443") == 403
+    assert raw_upgrade(node, "https://a.example.com:443") == 101
+
+
+def test_origin_patterns_that_match_nothing_are_refused_at_start(tmp_path):
+    """A pattern the node could never match (here with userinfo) stops the start with a message,
+    rather than silently admitting nothing."""
+    config = tmp_path / "bad-origins.json"
+    config.write_text(json.dumps({"allowedOrigins": ["https://user@app.example"]}))
+    proc = subprocess.run([binary_path(), "serve", "--config", str(config), "--port", "0"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "allowedOrigins: https://user@app.example is not scheme://host[:port]" in proc.stderr + proc.stdout
 
 
 # -- refresh ------------------------------------------------------------------------------------

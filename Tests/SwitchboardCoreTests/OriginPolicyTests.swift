@@ -20,9 +20,29 @@ struct OriginPolicyTests {
         ("http://localhost", false),
         ("null", false),
         ("https://app.example/path", false),
+        // Not what a browser sends: userinfo, a signed or empty port, bytes outside a host name.
+        // (The first two were admitted before a fuzz run found the userinfo case.)
+        ("https://evil.net@a.example.com", false),
+        ("https://a.b.exe\u{FFFD}@x.example.com", false),
+        ("https://a.example.com:+443", false),
+        ("https://a.example.com:", false),
+        ("https://a.example.com:0443", false),
+        ("https://a\u{00E9}.example.com", false),
+        ("https://a example.com", false),
+        ("https://[::1", false),
     ])
     func patterns(_ origin: String, _ admitted: Bool) {
         #expect(Self.configured.admits(origin: origin, host: "node.internal:8000") == admitted)
+    }
+
+    @Test("patterns are checked the way origins are read")
+    func validPatterns() {
+        for pattern in ["*", "https://app.example", "HTTPS://*.Example.com", "http://localhost:3000", "http://[::1]:8000"] {
+            #expect(OriginPolicy.isValidPattern(pattern), "\(pattern)")
+        }
+        for pattern in ["https://app.example/", "https://app.example:0", "https://user@app.example", "https://*", "ftp://app.example", "app.example"] {
+            #expect(!OriginPolicy.isValidPattern(pattern), "\(pattern)")
+        }
     }
 
     @Test("without Origin (not a browser) every policy admits")
@@ -41,6 +61,9 @@ struct OriginPolicyTests {
         ("https://node.example", "node.example:80", false),
         ("http://[::1]:8000", "[::1]:8000", true),
         ("http://127.0.0.1:8000", nil, false),
+        ("http://[::1]:8000", "[::1]:8000:1", false),
+        ("http://[zz]:8000", "[zz]:8000", false),
+        ("http://a:b:8000", "a:b:8000", false),
     ] as [(String, String?, Bool)])
     func sameOrigin(_ origin: String, _ host: String?, _ admitted: Bool) {
         #expect(OriginPolicy([]).admits(origin: origin, host: host) == admitted)

@@ -174,7 +174,7 @@ extension ServerConfiguration {
             guard let origins = value.listValue, origins.count <= 1000
             else { throw ConfigurationError("allowedOrigins must be a list of origins such as https://app.example") }
             for origin in origins where origin != "*" {
-                guard origin.hasPrefix("http://") || origin.hasPrefix("https://"), !origin.dropFirst(8).contains("/") else {
+                guard origin.hasPrefix("http://") || origin.hasPrefix("https://"), OriginPolicy.isValidPattern(origin) else {
                     throw ConfigurationError("allowedOrigins: \(origin) is not scheme://host[:port] (http or https, no path)")
                 }
             }
