@@ -65,6 +65,38 @@ struct HandshakeRouterTests {
         #expect(throws: (any Error).self) { try channel.pipeline.syncOperations.handler(type: HandshakeRouter.self) }
     }
 
+    /// NIO's upgrade handler hands every request with an `Upgrade` header to the upgrader; the
+    /// upgrader must hold it to what the short path holds a handshake to (RFC 6455 4.2.1). Before
+    /// 2026-12-04 the HTTP path upgraded an HTTP/1.0 request, one without `Connection: upgrade`, and
+    /// malformed keys (`FuzzNodeHandshake`). `Origin` sends each one down the HTTP path.
+    @Test("the HTTP path upgrades only what the short path would", arguments: [
+        ("GET /ws HTTP/1.1", "Connection: Upgrade", "dGhlIHNhbXBsZSBub25jZQ==", true),
+        ("GET /ws HTTP/1.1", "Connection: keep-alive, upgrade", "dGhlIHNhbXBsZSBub25jZQ==", true),
+        ("GET /ws HTTP/1.0", "Connection: Upgrade", "dGhlIHNhbXBsZSBub25jZQ==", false),
+        ("GET /ws HTTP/1.1", "Connection: keep-alive", "dGhlIHNhbXBsZSBub25jZQ==", false),
+        ("GET /ws HTTP/1.1", "X-No-Connection: upgrade", "dGhlIHNhbXBsZSBub25jZQ==", false),
+        ("GET /ws HTTP/1.1", "Connection: Upgrade", "short", false),
+        ("GET /ws HTTP/1.1", "Connection: Upgrade", "dGhlIHNhbXBsZSBub25jZQ=!", false),
+        ("POST /ws HTTP/1.1", "Connection: Upgrade", "dGhlIHNhbXBsZSBub25jZQ==", false),
+    ])
+    func httpPathUpgradesOnlyHandshakes(_ requestLine: String, _ connection: String, _ key: String, _ upgrades: Bool) throws {
+        let node = try EmbeddedNode()
+        let channel = try node.openHTTP()
+        let head = "\(requestLine)\r\nHost: 127.0.0.1\r\nOrigin: http://127.0.0.1\r\nUpgrade: websocket\r\n\(connection)\r\n"
+            + "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        _ = try? channel.writeInbound(ByteBuffer(string: head))
+        node.loop.run()
+        let answer = String(decoding: channel.readAllOutbound(), as: UTF8.self)
+        if upgrades {
+            #expect(answer.hasPrefix("HTTP/1.1 101 "), "\(answer)")
+        } else {
+            #expect(!answer.contains(" 101 "), "\(answer)")
+            #expect(answer.hasPrefix("HTTP/1.1 4") || answer.hasPrefix("HTTP/1.0 4"), "\(answer)")
+        }
+        _ = try? channel.finish(acceptAlreadyClosed: true)
+        node.shutdown()
+    }
+
     @Test("header names in any case, a query, and token lists take the short path", arguments: [
         "GET /ws?token=abc HTTP/1.1\r\nhost: x\r\nupgrade: WebSocket\r\nconnection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n",
         "GET /ws HTTP/1.1\r\nUPGRADE:websocket\r\nConnection:  keep-alive ,  upgrade \r\nSEC-WEBSOCKET-KEY: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version:13\r\n\r\n",

@@ -50,7 +50,7 @@ struct NodeTeardownTests {
         "no part of the node outlives a handshake that announces a body and never sends it",
         arguments: [
             ("Content-Length: 5\r\n", true), ("Transfer-Encoding: chunked\r\n", true), ("Content-Length: 5\r\n", false),
-            ("Connection: upgrade\r\nContent-Length: 5\r\n", true), ("Content-Length: 0\r\n", true),
+            ("Connection: upgrade\r\nContent-Length: 5\r\n", true), ("Connection: upgrade\r\nContent-Length: 0\r\n", true),
         ])
     func nothingOutlivesAnAbandonedHandshakeBody(bodyHeaders: String, throughRouter: Bool) throws {
         weak var harness: NodeHarness?
@@ -75,7 +75,7 @@ struct NodeTeardownTests {
         #expect(pipeline == nil, "the connection's pipeline outlived a handshake abandoned mid-body")
         #expect(harness == nil, "the node outlived a handshake abandoned mid-body")
         // Without a body (`Content-Length: 0`) the handshake still succeeds.
-        if bodyHeaders == "Content-Length: 0\r\n" {
+        if bodyHeaders.hasSuffix("Content-Length: 0\r\n") {
             #expect(answer.hasPrefix("HTTP/1.1 101 "), "\(answer)")
         } else {
             #expect(!answer.hasPrefix("HTTP/1.1 101 "), "\(answer)")

@@ -302,7 +302,8 @@ extension HandshakeRouter: Sendable {}
 
 extension HandshakeRouter {
     /// Whether a `Sec-WebSocket-Key` is the base64 of 16 bytes (RFC 6455 section 4.1).
-    fileprivate static func isWebSocketKey(_ key: ByteBufferView.SubSequence) -> Bool {
+    /// A `Sec-WebSocket-Key`: 16 bytes in base64 (RFC 6455 4.1), 24 characters ending in `==`.
+    static func isWebSocketKey<Bytes: Collection<UInt8>>(_ key: Bytes) -> Bool {
         guard key.count == 24, key.suffix(2).elementsEqual("==".utf8) else { return false }
         return key.dropLast(2).allSatisfy { byte in
             (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || (byte >= 0x30 && byte <= 0x39)
