@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "SwitchboardServer", targets: ["SwitchboardServer"]),
         .library(name: "SwitchboardServerTesting", targets: ["SwitchboardServerTesting"]),
         .library(name: "SwitchboardAuth", targets: ["SwitchboardAuth"]),
+        .library(name: "SwitchboardBalancer", targets: ["SwitchboardBalancer"]),
         .library(name: "RESP", targets: ["RESP"]),
         .library(name: "RedisClient", targets: ["RedisClient"]),
         .library(name: "SwitchboardRedis", targets: ["SwitchboardRedis"]),

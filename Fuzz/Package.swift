@@ -9,6 +9,7 @@ let package = Package(
     dependencies: [
         .package(name: "switchboard", path: ".."),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
     ],
     targets: [
         .executableTarget(
@@ -46,6 +47,31 @@ let package = Package(
                 .product(name: "SwitchboardServerTesting", package: "switchboard"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
+            name: "FuzzTokens",
+            dependencies: [
+                .product(name: "SwitchboardAuth", package: "switchboard"),
+                .product(name: "SwitchboardCore", package: "switchboard"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .executableTarget(
+            name: "FuzzBalancerHead",
+            dependencies: [
+                .product(name: "SwitchboardBalancer", package: "switchboard"),
+                .product(name: "SwitchboardCore", package: "switchboard"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
+            name: "FuzzNodeHandshake",
+            dependencies: [
+                .product(name: "SwitchboardServerTesting", package: "switchboard"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         // RedisLikeBroker and the Redis arithmetic checks of FuzzHTTPBodies. A library, because a

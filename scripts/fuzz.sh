@@ -2,7 +2,8 @@
 # Fuzz the decoders that read network bytes (JSON commands, RESP, WebSocket
 # frames through a real session, the SSE/long-polling HTTP inputs, and the
 # /poll, /rpc and SSE bodies through a whole node on a broker with the Redis
-# broker's offset arithmetic) with libFuzzer + AddressSanitizer, a bounded
+# broker's offset arithmetic, tokens and JWK Sets, the balancer's request heads,
+# PROXY protocol headers and origins) with libFuzzer + AddressSanitizer, a bounded
 # number of runs each. The recipe and its traps: FUZZING.md in the shared
 # notes next to this repository; the targets and results: Fuzz/README.md.
 #
@@ -20,7 +21,7 @@ RUNS=${1:-200000}
 shift || true
 TARGETS=("$@")
 if [ "${#TARGETS[@]}" -eq 0 ]; then
-    TARGETS=(FuzzJSONCommand FuzzRESP FuzzWebSocketFrames FuzzHTTPTransport FuzzHTTPBodies)
+    TARGETS=(FuzzJSONCommand FuzzRESP FuzzWebSocketFrames FuzzHTTPTransport FuzzHTTPBodies FuzzTokens FuzzBalancerHead)
 fi
 case "$RUNS" in
     '' | *[!0-9]*) echo "fuzz: RUNS must be a number, not '$RUNS'" >&2; exit 2 ;;
