@@ -23,9 +23,10 @@ final class WebSocketHealthCheckHandler: ChannelInboundHandler {
 
     /// `promise` gets whether the node is up.
     init(path: String, host: String, promise: EventLoopPromise<Bool>) {
+        // The key is 16 bytes in base64 ("switchboard-chk!"), as RFC 6455 asks and a node checks.
         self.request = ByteBuffer(
             string: "GET \(path) HTTP/1.1\r\nHost: \(host)\r\nUser-Agent: switchboard-balancer\r\nUpgrade: websocket\r\n"
-                + "Connection: Upgrade\r\nSec-WebSocket-Key: c3dpdGNoYm9hcmQtY2hlY2s=\r\nSec-WebSocket-Version: 13\r\n\r\n")
+                + "Connection: Upgrade\r\nSec-WebSocket-Key: c3dpdGNoYm9hcmQtY2hrIQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
         self.promise = promise
     }
 

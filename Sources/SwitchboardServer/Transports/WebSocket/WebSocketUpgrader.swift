@@ -38,13 +38,15 @@ final class WebSocketUpgrader: HTTPServerProtocolUpgrader, Sendable {
     ) -> EventLoopFuture<HTTPHeaders> {
         let keys = upgradeRequest.headers[canonicalForm: "sec-websocket-key"]
         let versions = upgradeRequest.headers[canonicalForm: "sec-websocket-version"]
-        guard keys.count == 1, versions.count == 1, versions[0] == "13", HandshakeRouter.isWebSocketKey(keys[0].utf8) else {
+        guard keys.count == 1, versions.count == 1, versions[0] == "13" else {
             return channel.eventLoop.makeFailedFuture(UpgradeError.invalidHeaders)
         }
         // NIO's upgrade handler calls this for any request with an `Upgrade` header. RFC 6455 4.2.1
         // asks for an HTTP/1.1 GET with `Connection: upgrade` too, as the router's shortcut does: a
         // proxy in front that did not see those would not know the connection changed protocols,
-        // and would go on reading WebSocket frames as HTTP requests.
+        // and would go on reading WebSocket frames as HTTP requests. (A key that is not 16 bytes of
+        // base64 is still taken here, as before: harmless, and balancers of earlier releases
+        // health-check with a 17-byte one.)
         guard upgradeRequest.method == .GET, upgradeRequest.version.major == 1, upgradeRequest.version.minor >= 1,
             upgradeRequest.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "upgrade" })
         else {
