@@ -98,6 +98,31 @@ struct HandshakeRouterTests {
         node.shutdown()
     }
 
+    /// The head's end is searched incrementally (only new bytes at each read, so a head trickled
+    /// a byte at a time costs O(size)): it must be found wherever the reads cut it, the blank line
+    /// itself included, and one byte at a time.
+    @Test("the head's end is found wherever the reads cut it")
+    func headEndAcrossReads() throws {
+        let bytes = Array(Self.handshake.utf8)
+        for cut in 1..<bytes.count {
+            let node = try EmbeddedNode()
+            let routes = Routes()
+            let channel = try Self.channel(node, routes)
+            try channel.writeInbound(ByteBuffer(bytes: bytes[..<cut]))
+            #expect(routes.taken == nil, "cut at \(cut)")
+            try channel.writeInbound(ByteBuffer(bytes: bytes[cut...]))
+            #expect(routes.taken == "websocket", "cut at \(cut)")
+        }
+        let node = try EmbeddedNode()
+        let routes = Routes()
+        let channel = try Self.channel(node, routes)
+        for (index, byte) in bytes.enumerated() {
+            try channel.writeInbound(ByteBuffer(bytes: [byte]))
+            #expect((routes.taken == nil) == (index < bytes.count - 1))
+        }
+        #expect(routes.taken == "websocket")
+    }
+
     @Test("header names in any case, a query, and token lists take the short path", arguments: [
         "GET /ws?token=abc HTTP/1.1\r\nhost: x\r\nupgrade: WebSocket\r\nconnection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n",
         "GET /ws HTTP/1.1\r\nUPGRADE:websocket\r\nConnection:  keep-alive ,  upgrade \r\nSEC-WEBSOCKET-KEY: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version:13\r\n\r\n",

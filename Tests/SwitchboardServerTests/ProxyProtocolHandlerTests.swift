@@ -64,6 +64,28 @@ struct ProxyProtocolHandlerTests {
         _ = try channel.finish()
     }
 
+    /// The head's end is searched incrementally (only new bytes at each read): it must be found
+    /// wherever the reads cut it, the blank line itself included, and one byte at a time.
+    @Test func headEndIsFoundWhereverTheReadsCutIt() throws {
+        let head = "GET /ws HTTP/1.1\r\nX-Forwarded-For: 192.0.2.1\r\n\r\nrest"
+        let bytes = Array(head.utf8)
+        for cut in 1..<bytes.count {
+            let resolution = Resolution()
+            let channel = try Self.channel(resolution)
+            try channel.writeInbound(ByteBuffer(bytes: bytes[..<cut]))
+            try channel.writeInbound(ByteBuffer(bytes: bytes[cut...]))
+            #expect(resolution.addresses == ["192.0.2.1"], "cut at \(cut)")
+            #expect(resolution.sink.received == bytes, "cut at \(cut)")
+            _ = try channel.finish()
+        }
+        let resolution = Resolution()
+        let channel = try Self.channel(resolution)
+        for byte in bytes { try channel.writeInbound(ByteBuffer(bytes: [byte])) }
+        #expect(resolution.addresses == ["192.0.2.1"])
+        #expect(resolution.sink.received == bytes)
+        _ = try channel.finish()
+    }
+
     @Test func noClientNamedKeepsTheProxyAddress() throws {
         let resolution = Resolution()
         let channel = try Self.channel(resolution)

@@ -28,6 +28,8 @@ final class ProxyProtocolHandler: ChannelInboundHandler {
     private var isResolved = false
     private let headDeadline: NIODeadline
     private var deadlineTimer = RequestDeadlineTimer()
+    /// How far the search for the head's end has got (see `HandshakeRouter.searchedBytes`).
+    private var searchedBytes = 0
     private let resolved: (ChannelHandlerContext, String) throws -> Void
 
     init(proxyAddress: String, headDeadline: NIODeadline, resolved: @escaping (ChannelHandlerContext, String) throws -> Void) {
@@ -73,13 +75,15 @@ final class ProxyProtocolHandler: ChannelInboundHandler {
             if !header.isLocal { self.clientUsedTLS = header.clientUsedTLS }
             self.resolve(context: context)
         case .notProxyProtocol:
-            if let end = Self.headEnd(bytes) {
+            if let end = Self.headEnd(bytes, from: self.searchedBytes) {
                 let (address, proto) = Self.forwardedFor(bytes[bytes.startIndex..<end])
                 if let address { self.clientAddress = address }
                 if let proto { self.clientUsedTLS = proto == "https" }
                 self.resolve(context: context)
             } else if bytes.count > Self.maximumHeadSize {
                 self.resolve(context: context)
+            } else {
+                self.searchedBytes = bytes.count
             }
         }
     }
@@ -107,9 +111,10 @@ final class ProxyProtocolHandler: ChannelInboundHandler {
         }
     }
 
-    /// The index just past the blank line that ends the head, if it has arrived.
-    static func headEnd(_ bytes: ByteBufferView) -> Int? {
-        var i = bytes.startIndex
+    /// The index just past the blank line that ends the head, if it has arrived; the first
+    /// `searched` bytes were searched before (the last three are looked at again).
+    static func headEnd(_ bytes: ByteBufferView, from searched: Int = 0) -> Int? {
+        var i = bytes.startIndex + max(0, searched - 3)
         while let cr = bytes[i...].firstIndex(of: UInt8(ascii: "\r")) {
             guard cr + 3 < bytes.endIndex else { return nil }
             if bytes[cr + 1] == UInt8(ascii: "\n") && bytes[cr + 2] == UInt8(ascii: "\r") && bytes[cr + 3] == UInt8(ascii: "\n") {

@@ -25,6 +25,9 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
     /// When the request head must be complete, however slowly it trickles in.
     private let headDeadline: NIODeadline
     private var deadlineTimer = RequestDeadlineTimer()
+    /// How far the search for the head's end has got: a head trickled in one byte per read is
+    /// searched once in all (O(size)), not again from its start at every read (O(size²)).
+    private var searchedBytes = 0
 
     init(
         node: NodeContext,
@@ -73,7 +76,8 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
         guard Self.webSocketPrefix.starts(with: prefix.prefix(7)), prefix.count < 8 || prefix.last == UInt8(ascii: " ") || prefix.last == UInt8(ascii: "?") else {
             return self.handOver(context: context)
         }
-        guard let headEnd = Self.headEnd(bytes) else {
+        guard let headEnd = Self.headEnd(bytes, from: self.searchedBytes) else {
+            self.searchedBytes = bytes.count
             if bytes.count > Self.maximumHeadSize { self.handOver(context: context) }
             return
         }
@@ -90,7 +94,8 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
     /// 3504 (a browser sees a code, not a failed handshake); anything else gets 503.
     private func refuse(context: ChannelHandlerContext) {
         let bytes = self.buffer!.readableBytesView
-        guard let headEnd = Self.headEnd(bytes) else {
+        guard let headEnd = Self.headEnd(bytes, from: self.searchedBytes) else {
+            self.searchedBytes = bytes.count
             if bytes.count > Self.maximumHeadSize { self.answerAndClose(context: context, Self.serviceUnavailable) }
             return
         }
@@ -183,9 +188,11 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
 
     private static let webSocketPrefix = Array("GET \(Route.webSocketPath)".utf8)
 
-    /// The index just past the blank line that ends the head, if it has arrived.
-    static func headEnd(_ bytes: ByteBufferView) -> Int? {
-        var i = bytes.startIndex
+    /// The index just past the blank line that ends the head, if it has arrived. `searched` bytes
+    /// at the start were searched before without finding it (the last three are looked at again:
+    /// the blank line may straddle two reads).
+    static func headEnd(_ bytes: ByteBufferView, from searched: Int = 0) -> Int? {
+        var i = bytes.startIndex + max(0, searched - 3)
         let end = bytes.endIndex
         while i + 3 < end {
             if bytes[i + 3] != UInt8(ascii: "\n") {
@@ -302,8 +309,7 @@ extension HandshakeRouter: Sendable {}
 
 extension HandshakeRouter {
     /// Whether a `Sec-WebSocket-Key` is the base64 of 16 bytes (RFC 6455 section 4.1).
-    /// A `Sec-WebSocket-Key`: 16 bytes in base64 (RFC 6455 4.1), 24 characters ending in `==`.
-    static func isWebSocketKey<Bytes: Collection<UInt8>>(_ key: Bytes) -> Bool {
+    fileprivate static func isWebSocketKey(_ key: ByteBufferView.SubSequence) -> Bool {
         guard key.count == 24, key.suffix(2).elementsEqual("==".utf8) else { return false }
         return key.dropLast(2).allSatisfy { byte in
             (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || (byte >= 0x30 && byte <= 0x39)
