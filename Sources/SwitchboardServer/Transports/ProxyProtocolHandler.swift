@@ -75,7 +75,7 @@ final class ProxyProtocolHandler: ChannelInboundHandler {
             if !header.isLocal { self.clientUsedTLS = header.clientUsedTLS }
             self.resolve(context: context)
         case .notProxyProtocol:
-            if let end = Self.headEnd(bytes, from: self.searchedBytes) {
+            if let end = HandshakeRouter.headEnd(bytes, from: self.searchedBytes) {
                 let (address, proto) = Self.forwardedFor(bytes[bytes.startIndex..<end])
                 if let address { self.clientAddress = address }
                 if let proto { self.clientUsedTLS = proto == "https" }
@@ -109,20 +109,6 @@ final class ProxyProtocolHandler: ChannelInboundHandler {
             context.fireChannelRead(Self.wrapInboundOut(rest))
             context.fireChannelReadComplete()
         }
-    }
-
-    /// The index just past the blank line that ends the head, if it has arrived; the first
-    /// `searched` bytes were searched before (the last three are looked at again).
-    static func headEnd(_ bytes: ByteBufferView, from searched: Int = 0) -> Int? {
-        var i = bytes.startIndex + max(0, searched - 3)
-        while let cr = bytes[i...].firstIndex(of: UInt8(ascii: "\r")) {
-            guard cr + 3 < bytes.endIndex else { return nil }
-            if bytes[cr + 1] == UInt8(ascii: "\n") && bytes[cr + 2] == UInt8(ascii: "\r") && bytes[cr + 3] == UInt8(ascii: "\n") {
-                return cr + 4
-            }
-            i = cr + 1
-        }
-        return nil
     }
 
     /// The last `X-Forwarded-For` entry (an IP literal, else nil) and the last `X-Forwarded-Proto` of a head.
