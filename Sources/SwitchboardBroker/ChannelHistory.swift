@@ -34,7 +34,7 @@ struct ChannelHistory {
         self.top &+= 1
         var stored = publication
         stored.offset = self.top
-        self.entries.append(.init(publication: stored, expiresAt: expiresAt))
+        self.entries.append(stored, expiresAt: expiresAt)
         self.trim(maximumCount: maximumCount, now: now)
         self.lastPublish = now
         return StreamPosition(offset: self.top, epoch: self.epoch)
@@ -50,7 +50,7 @@ struct ChannelHistory {
     /// Publications after `since` (all when nil), oldest or newest first, at most `limit` (negative: all).
     /// Costs what it returns: stored offsets are consecutive, so the start is computed, not searched.
     func read(since: UInt64?, limit: Int, reverse: Bool) -> [Publication] {
-        guard limit != 0, let oldest = self.entries.first?.publication.offset else { return [] }
+        guard limit != 0, let oldest = self.entries.firstOffset else { return [] }
         var start = 0
         if let since {
             guard since < self.top else { return [] }
@@ -63,10 +63,10 @@ struct ChannelHistory {
         publications.reserveCapacity(count)
         if reverse {
             for i in stride(from: self.entries.count - 1, to: self.entries.count - 1 - count, by: -1) {
-                publications.append(self.entries[i].publication)
+                publications.append(self.entries[i])
             }
         } else {
-            for i in start..<(start + count) { publications.append(self.entries[i].publication) }
+            for i in start..<(start + count) { publications.append(self.entries[i]) }
         }
         return publications
     }

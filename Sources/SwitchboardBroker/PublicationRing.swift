@@ -4,20 +4,21 @@ import SwitchboardCore
 /// the oldest are O(1) and reuse the same storage, so a publish into a full history of any size
 /// moves nothing (an `Array` with `removeFirst` shifts every entry on every publish). The
 /// capacity is a power of two, so a slot is found with a mask rather than a division.
+///
+/// Expiry times live in an array of their own, beside the publications: the check every publish
+/// makes ("has the oldest expired?") reads one `Double` from a dense array, instead of the oldest
+/// publication's slot (a cache miss per channel, and a copy of its payload and client info).
 struct PublicationRing {
-    struct Entry {
-        var publication: Publication
-        var expiresAt: Double
-    }
-
-    private var storage: ContiguousArray<Entry?> = []
+    private var storage: ContiguousArray<Publication?> = []
+    /// `expiries[slot]` is when the publication in `storage[slot]` expires.
+    private var expiries: ContiguousArray<Double> = []
     private var head = 0
     private(set) var count = 0
 
     var isEmpty: Bool { self.count == 0 }
 
-    /// The entry `index` places after the oldest.
-    subscript(index: Int) -> Entry {
+    /// The publication `index` places after the oldest.
+    subscript(index: Int) -> Publication {
         precondition(index >= 0 && index < self.count, "index out of range")
         return self.storage[self.slot(index)]!
     }
@@ -28,11 +29,14 @@ struct PublicationRing {
         (self.head &+ index) & (self.storage.count &- 1)
     }
 
-    var first: Entry? { self.isEmpty ? nil : self[0] }
+    /// The offset of the oldest publication (read in place, not copied out).
+    var firstOffset: UInt64? { self.isEmpty ? nil : self.storage[self.head]?.offset }
 
-    mutating func append(_ entry: Entry) {
+    mutating func append(_ publication: Publication, expiresAt: Double) {
         if self.count == self.storage.count { self.grow() }
-        self.storage[self.slot(self.count)] = entry
+        let slot = self.slot(self.count)
+        self.storage[slot] = publication
+        self.expiries[slot] = expiresAt
         self.count += 1
     }
 
@@ -47,23 +51,31 @@ struct PublicationRing {
         if self.count == 0 {
             self.head = 0
             // An emptied history gives its memory back.
-            if self.storage.count > 16 { self.storage = [] }
+            if self.storage.count > 16 {
+                self.storage = []
+                self.expiries = []
+            }
         }
     }
 
     /// Drops the oldest entries whose time is up (entries expire in order: one TTL per channel).
     mutating func dropExpired(now: Double) {
         var expired = 0
-        // Reads the one field in place: copying an entry out would retain and release its payload.
-        while expired < self.count, !((self.storage[self.slot(expired)]?.expiresAt ?? .infinity) > now) { expired += 1 }
-        self.removeFirst(expired)
+        while expired < self.count, !(self.expiries[self.slot(expired)] > now) { expired += 1 }
+        if expired > 0 { self.removeFirst(expired) }
     }
 
     private mutating func grow() {
         let capacity = max(8, self.storage.count * 2)  // stays a power of two
-        var bigger = ContiguousArray<Entry?>(repeating: nil, count: capacity)
-        for i in 0..<self.count { bigger[i] = self.storage[self.slot(i)] }
+        var bigger = ContiguousArray<Publication?>(repeating: nil, count: capacity)
+        var biggerExpiries = ContiguousArray<Double>(repeating: 0, count: capacity)
+        for i in 0..<self.count {
+            let slot = self.slot(i)
+            swap(&bigger[i], &self.storage[slot])  // moved, not copied
+            biggerExpiries[i] = self.expiries[slot]
+        }
         self.storage = bigger
+        self.expiries = biggerExpiries
         self.head = 0
     }
 

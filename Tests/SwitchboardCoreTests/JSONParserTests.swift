@@ -69,5 +69,11 @@ struct JSONParserTests {
         var buffer = ByteBuffer()
         buffer.writeJSONString("a\"b\\c\u{01}\n")
         #expect(String(buffer: buffer) == #""a\"b\\c\u0001\n""#)
+        // Strings that need no escaping are written whole (quotes, UTF-8 and DEL as they are).
+        for plain in ["", "chat:room-1", "héllo ✓ \u{7F}", String(repeating: "x", count: 300)] {
+            var written = ByteBuffer(string: "[")
+            written.writeJSONString(plain)
+            #expect(String(buffer: written) == "[\"" + plain + "\"")
+        }
     }
 }
