@@ -29,6 +29,17 @@ struct WebSocketFrameHandlerTests {
         try channel.pipeline.syncOperations.addHandler(collector)
     }
 
+    @Test("a message is no larger than its buffer, so NIOAny carries it without a heap box")
+    func messageFitsInline() {
+        // NIOAny keeps a value of up to three words inline; a larger one costs an allocation per message.
+        #expect(MemoryLayout<WebSocketMessage>.size <= MemoryLayout<ByteBuffer>.size)
+        #expect(MemoryLayout<WebSocketMessage>.size <= 3 * MemoryLayout<Int>.size)
+        let text = WebSocketMessage(isText: true, data: ByteBuffer(string: "t"))
+        let binary = WebSocketMessage(isText: false, data: ByteBuffer(string: "b"))
+        #expect(text.isText && !binary.isText)
+        #expect(String(buffer: text.data) == "t" && String(buffer: binary.data) == "b")
+    }
+
     func send(_ bytes: [UInt8]) throws {
         try channel.writeInbound(ByteBuffer(bytes: bytes))
     }

@@ -178,26 +178,28 @@ final class Hub: @unchecked Sendable {
     /// reply and the echo reach the socket in one flush and one hop; an answer from elsewhere (Redis)
     /// goes straight to the session's loop. The callback marks its session dirty; whoever runs it
     /// flushes.
-    func publish(_ request: PublishRequest, loop: Int, callback: @escaping PublishCompletion.Callback) {
-        let bound = NIOLoopBound(callback, eventLoop: self.fanouts[loop].eventLoop)
+    func publish(_ request: PublishRequest, loop: Int, session: ClientSession, ticket: PublishTicket) {
+        let bound = NIOLoopBound(session, eventLoop: self.fanouts[loop].eventLoop)
         let shard = self.shard(for: request.channel)
         if shard.eventLoop.inEventLoop {
-            self.publish(request, on: shard, loop: loop, callback: bound)
+            self.publish(request, on: shard, loop: loop, session: bound, ticket: ticket)
         } else {
-            shard.eventLoop.execute { self.publish(request, on: shard, loop: loop, callback: bound) }
+            shard.eventLoop.execute { self.publish(request, on: shard, loop: loop, session: bound, ticket: ticket) }
         }
     }
 
     /// On `shard`'s loop. A broker with the channel's state here answers at once (no future, no
     /// closure); another answers through its future.
-    private func publish(_ request: PublishRequest, on shard: HubShard, loop: Int, callback: NIOLoopBound<PublishCompletion.Callback>) {
+    private func publish(
+        _ request: PublishRequest, on shard: HubShard, loop: Int, session: NIOLoopBound<ClientSession>, ticket: PublishTicket
+    ) {
         if let result = self.broker.publishNow(request) {
-            shard.enqueue(.publishResult(PublishCompletion(callback: callback, result: result)), loop: loop)
+            shard.enqueue(.publishResult(PublishCompletion(session: session, ticket: ticket, result: result)), loop: loop)
             return
         }
         let fanout = self.fanouts[loop]
         self.broker.publish(request).whenComplete { result in
-            let completion = PublishCompletion(callback: callback, result: result)
+            let completion = PublishCompletion(session: session, ticket: ticket, result: result)
             if shard.eventLoop.inEventLoop {
                 shard.enqueue(.publishResult(completion), loop: loop)
             } else if fanout.eventLoop.inEventLoop {

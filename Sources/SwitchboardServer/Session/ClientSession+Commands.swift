@@ -311,21 +311,23 @@ extension ClientSession {
             idempotencyWindow: self.node.configuration.idempotencyWindow,
             time: UInt64(NIODeadline.wallClockNanoseconds)
         )
-        let slot = self.reserveReply()
+        let ticket = PublishTicket(id: id, slot: self.reserveReply(), started: .now())
         self.fanout.counters.publications += 1
-        let started = NIODeadline.now()
         // Through the channel's hub shard: the reply comes in the same batch (and flush) as the echo when it can.
-        self.node.hub.publish(request, loop: self.fanout.index) { result in
-            self.node.metrics.brokerPublishDuration.recordNanoseconds((NIODeadline.now() - started).nanoseconds)
-            switch result {
-            case .success(let published):
-                let message = self.replyMessage(id: id) { ResultWriter.writePublishResult(&$0, published) }
-                self.completeReply(slot, message)
-            case .failure:
-                self.completeReply(slot, self.errorMessage(id: id, .internalError))
-            }
-            self.fanout.markDirty(self)
+        self.node.hub.publish(request, loop: self.fanout.index, session: self, ticket: ticket)
+    }
+
+    /// The broker's answer to a publish of this session (on its loop): the reply, in its slot.
+    func completePublish(_ ticket: PublishTicket, _ result: Result<PublishResult, any Error>) {
+        self.node.metrics.brokerPublishDuration.recordNanoseconds((NIODeadline.now() - ticket.started).nanoseconds)
+        switch result {
+        case .success(let published):
+            let message = self.replyMessage(id: ticket.id) { ResultWriter.writePublishResult(&$0, published) }
+            self.completeReply(ticket.slot, message)
+        case .failure:
+            self.completeReply(ticket.slot, self.errorMessage(id: ticket.id, .internalError))
         }
+        self.fanout.markDirty(self)
     }
 
     func presence(id: UInt32, channel: String, statsOnly: Bool) {

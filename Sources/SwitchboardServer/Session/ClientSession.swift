@@ -120,13 +120,12 @@ final class ClientSession: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.isClosed else { return }
-        let message = Self.unwrapInboundIn(data)
-        guard message.isText else { return self.disconnect(.unsupportedData, push: false) }
-        self.fanout.counters.bytesIn += message.data.readableBytes
+        guard case .text(let text) = Self.unwrapInboundIn(data) else { return self.disconnect(.unsupportedData, push: false) }
+        self.fanout.counters.bytesIn += text.readableBytes
         self.liveness.didReceive()
         let values: [JSONValue]
         do {
-            values = try message.data.withUnsafeReadableBytes { bytes throws(JSONParser.Error) in
+            values = try text.withUnsafeReadableBytes { bytes throws(JSONParser.Error) in
                 try Self.parser.parseSequence(UnsafeBufferPointer(start: bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), count: bytes.count))
             }
         } catch {
