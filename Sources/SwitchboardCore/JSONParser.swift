@@ -90,7 +90,8 @@ public struct JSONParser: Sendable {
     }
 }
 
-private struct Cursor {
+/// The parser's position in a document, with its limits; shared with `ClientMessage.parsePublish`.
+struct Cursor {
     let bytes: UnsafeBufferPointer<UInt8>
     let maximumDepth: Int
     let maximumValues: Int

@@ -123,6 +123,11 @@ final class ClientSession: ChannelInboundHandler {
         guard case .text(let text) = Self.unwrapInboundIn(data) else { return self.disconnect(.unsupportedData, push: false) }
         self.fanout.counters.bytesIn += text.readableBytes
         self.liveness.didReceive()
+        // A lone publish of the plain shape is read without building a tree; anything else, valid or not, below.
+        let publish = text.withUnsafeReadableBytes { bytes in
+            ClientMessage.parsePublish(UnsafeBufferPointer(start: bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), count: bytes.count), parser: Self.parser)
+        }
+        if let publish { return self.handle(publish) }
         let values: [JSONValue]
         do {
             values = try text.withUnsafeReadableBytes { bytes throws(JSONParser.Error) in
