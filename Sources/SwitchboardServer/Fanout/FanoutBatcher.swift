@@ -26,8 +26,9 @@ struct FanoutBatcher {
             self.resultsByLoop[loop].append(op)
             return wasEmpty
         }
-        if case .publication(let name, let offset, let time, let message) = op, let last = self.opsByLoop[loop].last {
-            switch last {
+        if case .publication(let name, let offset, let time, let message) = op, let lastIndex = self.opsByLoop[loop].indices.last {
+            // Read in place: `.last` would copy the operation out (a retain and a release of its payload).
+            switch self.opsByLoop[loop][lastIndex] {
             case .publication(let lastName, let lastOffset, let lastTime, let lastMessage) where lastName == name:
                 let batch = PublicationBatch(channel: name, first: (lastOffset, lastTime, lastMessage))
                 if batch.append(offset: offset, time: time, message: message) {
@@ -44,19 +45,19 @@ struct FanoutBatcher {
         return wasEmpty
     }
 
-    /// Takes every loop's operations (loops with none are left out).
-    mutating func take() -> [(loop: Int, ops: [FanoutOp])] {
-        var taken: [(loop: Int, ops: [FanoutOp])] = []
+    /// Takes every loop's operations and, apart, its publish answers, which go after them (loops
+    /// with neither are left out).
+    mutating func take() -> [(loop: Int, ops: [FanoutOp], results: [FanoutOp])] {
+        var taken: [(loop: Int, ops: [FanoutOp], results: [FanoutOp])] = []
         guard self.waiting > 0 else { return taken }
         for index in self.opsByLoop.indices where !self.opsByLoop[index].isEmpty || !self.resultsByLoop[index].isEmpty {
-            // Moved out, not copied: a copy of the list would retain and release every operation.
+            // Moved out, not copied: a copy of a list (or one list appended to the other) would
+            // retain and release every operation.
             var ops: [FanoutOp] = []
+            var results: [FanoutOp] = []
             swap(&ops, &self.opsByLoop[index])
-            if !self.resultsByLoop[index].isEmpty {
-                ops.append(contentsOf: self.resultsByLoop[index])
-                self.resultsByLoop[index] = []
-            }
-            taken.append((index, ops))
+            swap(&results, &self.resultsByLoop[index])
+            taken.append((index, ops, results))
         }
         self.waiting = 0
         return taken

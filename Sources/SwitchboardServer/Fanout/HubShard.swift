@@ -331,12 +331,12 @@ final class HubShard: @unchecked Sendable {
     }
 
     func flush() {
-        for (index, ops) in self.batcher.take() {
+        for (index, ops, results) in self.batcher.take() {
             let fanout = self.fanouts[index]
             if fanout.eventLoop === self.eventLoop {
-                fanout.apply(ops)
+                fanout.apply(ops, then: results)
             } else {
-                fanout.eventLoop.execute { fanout.apply(ops) }
+                fanout.eventLoop.execute { fanout.apply(ops, then: results) }
             }
         }
     }

@@ -138,68 +138,75 @@ final class LoopFanout: @unchecked Sendable {
 
     // MARK: Batches from the hub
 
-    func apply(_ ops: [FanoutOp]) {
+    /// Applies `ops`, then `results` (the answers to publishes, kept apart by the hub so that
+    /// they follow the publications of the same tick without being copied into one list), then
+    /// flushes every session written to.
+    func apply(_ ops: [FanoutOp], then results: [FanoutOp] = []) {
         self.eventLoop.assertInEventLoop()
-        for op in ops {
-            switch op {
-            case .publication(let name, let offset, let time, let message):
-                guard let channel = self.channels[name] else { continue }
-                // Iterate over a snapshot: a delivery may end a subscription (gap, slow consumer).
-                let subscribers = channel.subscribers
-                for subscription in subscribers {
-                    subscription.session.deliver(message, offset: offset, subscription: subscription)
-                }
-                self.counters.deliveries += subscribers.count
-                self.counters.bytesOut += subscribers.count * message.byteCount
-                if time > 0, let metrics = self.metrics {
-                    let now = UInt64(max(0, NIODeadline.wallClockNanoseconds))
-                    if now > time { metrics.publishToDeliver.recordNanoseconds(Int64(now - time)) }
-                }
-            case .batch(let batch):
-                guard let channel = self.channels[batch.channel] else { continue }
-                let combined = batch.combinedMessage(allocator: self.allocator)
-                let subscribers = channel.subscribers
-                for subscription in subscribers {
-                    subscription.session.deliver(batch, combined: combined, subscription: subscription)
-                }
-                self.counters.deliveries += subscribers.count * batch.parts.count
-                self.counters.bytesOut += subscribers.count * combined.byteCount
-                if let metrics = self.metrics {
-                    let now = UInt64(max(0, NIODeadline.wallClockNanoseconds))
-                    for part in batch.parts where part.time > 0 && now > part.time {
-                        metrics.publishToDeliver.recordNanoseconds(Int64(now - part.time))
-                    }
-                }
-            case .push(let name, let message):
-                guard let channel = self.channels[name] else { continue }
-                let subscribers = channel.subscribers
-                for subscription in subscribers {
-                    subscription.session.deliver(message, offset: 0, subscription: subscription)
-                }
-            case .activate(let activation):
-                guard let subscription = self.pending.removeValue(forKey: activation.id) else {
-                    // The session left before the subscription was ready.
-                    self.hub?.leave(channel: activation.channel, id: activation.id)
-                    continue
-                }
-                subscription.session.activate(subscription, activation)
-            case .reject(let id, let error):
-                guard let subscription = self.pending.removeValue(forKey: id) else { continue }
-                subscription.session.rejectSubscription(subscription, error)
-            case .unsubscribeChannel(let name, let code):
-                guard let channel = self.channels[name] else { continue }
-                for subscription in channel.subscribers {
-                    subscription.session.serverUnsubscribe(subscription.channel, code)
-                }
-            case .disconnect(let client, let code):
-                self.sessions[client]?.disconnect(code, push: true)
-            case .unsubscribeClient(let client, let channel, let code):
-                self.sessions[client]?.serverUnsubscribe(channel, code)
-            case .publishResult(let completion):
-                completion.run()
-            }
-        }
+        // By index: `for op in ops` copies each operation out (a retain and a release of every payload).
+        for index in ops.indices { self.apply(ops, at: index) }
+        for index in results.indices { self.apply(results, at: index) }
         self.flushDirty()
+    }
+
+    private func apply(_ ops: [FanoutOp], at index: Int) {
+        switch ops[index] {
+        case .publication(let name, let offset, let time, let message):
+            guard let channel = self.channels[name] else { return }
+            // Iterate over a snapshot: a delivery may end a subscription (gap, slow consumer).
+            let subscribers = channel.subscribers
+            for subscription in subscribers {
+                subscription.session.deliver(message, offset: offset, subscription: subscription)
+            }
+            self.counters.deliveries += subscribers.count
+            self.counters.bytesOut += subscribers.count * message.byteCount
+            if time > 0, let metrics = self.metrics {
+                let now = UInt64(max(0, NIODeadline.wallClockNanoseconds))
+                if now > time { metrics.publishToDeliver.recordNanoseconds(Int64(now - time)) }
+            }
+        case .batch(let batch):
+            guard let channel = self.channels[batch.channel] else { return }
+            let combined = batch.combinedMessage(allocator: self.allocator)
+            let subscribers = channel.subscribers
+            for subscription in subscribers {
+                subscription.session.deliver(batch, combined: combined, subscription: subscription)
+            }
+            self.counters.deliveries += subscribers.count * batch.parts.count
+            self.counters.bytesOut += subscribers.count * combined.byteCount
+            if let metrics = self.metrics {
+                let now = UInt64(max(0, NIODeadline.wallClockNanoseconds))
+                for part in batch.parts where part.time > 0 && now > part.time {
+                    metrics.publishToDeliver.recordNanoseconds(Int64(now - part.time))
+                }
+            }
+        case .push(let name, let message):
+            guard let channel = self.channels[name] else { return }
+            let subscribers = channel.subscribers
+            for subscription in subscribers {
+                subscription.session.deliver(message, offset: 0, subscription: subscription)
+            }
+        case .activate(let activation):
+            guard let subscription = self.pending.removeValue(forKey: activation.id) else {
+                // The session left before the subscription was ready.
+                self.hub?.leave(channel: activation.channel, id: activation.id)
+                return
+            }
+            subscription.session.activate(subscription, activation)
+        case .reject(let id, let error):
+            guard let subscription = self.pending.removeValue(forKey: id) else { return }
+            subscription.session.rejectSubscription(subscription, error)
+        case .unsubscribeChannel(let name, let code):
+            guard let channel = self.channels[name] else { return }
+            for subscription in channel.subscribers {
+                subscription.session.serverUnsubscribe(subscription.channel, code)
+            }
+        case .disconnect(let client, let code):
+            self.sessions[client]?.disconnect(code, push: true)
+        case .unsubscribeClient(let client, let channel, let code):
+            self.sessions[client]?.serverUnsubscribe(channel, code)
+        case .publishResult(let completion):
+            completion.run()
+        }
     }
 
     func flushDirty() {
