@@ -68,6 +68,7 @@ let package = Package(
         .executableTarget(
             name: "FuzzNodeHandshake",
             dependencies: [
+                .product(name: "SwitchboardServer", package: "switchboard"),
                 .product(name: "SwitchboardServerTesting", package: "switchboard"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -71,6 +71,17 @@ public struct EmbeddedNode<NodeBroker: Broker> {
         return channel
     }
 
+    /// A connection from a trusted proxy at `clientAddress` as a running node accepts it: the
+    /// PROXY protocol handler first (a PROXY v2 header, or the first head's `X-Forwarded-For`),
+    /// then the caps by the client it names and the handshake router. The node's configuration
+    /// should trust `127.0.0.1`. `headDeadline` as for `openHTTP`.
+    public func openFromTrustedProxy(headDeadline: NIODeadline = .now() + .seconds(10)) throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel(loop: self.loop)
+        try channel.connect(to: Self.clientAddress).wait()
+        try self.harness.addTrustedProxyConnectionHandlers(to: channel, proxyAddress: "127.0.0.1", headDeadline: headDeadline)
+        return channel
+    }
+
     /// Moves the loop's clock and runs what falls due (timeouts, sweeps).
     public func advance(by amount: TimeAmount) {
         self.loop.advanceTime(by: amount)

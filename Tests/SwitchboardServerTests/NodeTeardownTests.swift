@@ -2,6 +2,7 @@ import NIOCore
 import NIOEmbedded
 import SwitchboardBroker
 import SwitchboardBrokerTesting
+import SwitchboardCore
 @_spi(Harness) import SwitchboardServer
 @_spi(Harness) import SwitchboardServerTesting
 import Testing
@@ -80,6 +81,44 @@ struct NodeTeardownTests {
         } else {
             #expect(!answer.hasPrefix("HTTP/1.1 101 "), "\(answer)")
         }
+    }
+
+    /// A connection from a trusted proxy goes through `ProxyProtocolHandler` before the router: the
+    /// handshake behind a PROXY v2 header or with an `X-Forwarded-For` is answered, one cut off in
+    /// the middle of the head is not, and neither leaves any part of the node behind.
+    @Test(
+        "through a trusted proxy, a handshake is answered and nothing outlives the node",
+        arguments: [(true, true), (false, true), (true, false), (false, false)])
+    func trustedProxyConnections(proxyHeader: Bool, complete: Bool) throws {
+        weak var harness: NodeHarness?
+        weak var pipeline: ChannelPipeline?
+        var answer = ""
+        do {
+            var configuration = ServerConfiguration()
+            configuration.trustedProxies = ["127.0.0.1"]
+            let node = try EmbeddedNode(configuration: configuration)
+            harness = node.harness
+            let channel = try node.openFromTrustedProxy()
+            pipeline = channel.pipeline
+            var bytes = ByteBuffer()
+            if proxyHeader {
+                ProxyProtocolHeader(
+                    sourceAddress: "198.51.100.9", sourcePort: 4000, destinationAddress: "10.0.0.2", destinationPort: 80, clientUsedTLS: false
+                ).write(into: &bytes)
+            }
+            let head =
+                "GET /ws HTTP/1.1\r\nHost: t\r\n" + (proxyHeader ? "" : "X-Forwarded-For: 198.51.100.9\r\n")
+                + "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            bytes.writeString(complete ? head : String(head.prefix(40)))
+            _ = try? channel.writeInbound(bytes)
+            node.loop.run()
+            answer = String(decoding: channel.readAllOutbound(), as: UTF8.self)
+            _ = try? channel.finish(acceptAlreadyClosed: true)
+            node.shutdown()
+        }
+        #expect(answer.hasPrefix("HTTP/1.1 101 ") == complete, "\(answer)")
+        #expect(pipeline == nil, "the connection's pipeline outlived it")
+        #expect(harness == nil, "the node outlived a connection from a trusted proxy")
     }
 
     /// The fuzz target's sequence (`Fuzz/Sources/FuzzHTTPBodies`), where LeakSanitizer found the node

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
+import SwitchboardServer
 import SwitchboardServerTesting
 
 /// The first bytes of a connection to a node, as a running node accepts it: `HandshakeRouter`,
@@ -9,7 +10,10 @@ import SwitchboardServerTesting
 /// WebSocket client takes that path), and hands anything else to NIO's HTTP pipeline, the upgrader
 /// and `HTTPHandler`; bytes after the head go on to the WebSocket session or the next request.
 ///
-/// The first input byte picks how the rest is cut into reads. Each input gets a fresh node on the
+/// The first input byte picks how the rest is cut into reads, and (its top bit) whether the
+/// connection comes from a trusted proxy: then the node's `ProxyProtocolHandler` reads a PROXY v2
+/// header or the first head's `X-Forwarded-For` first, as for a `--trusted-proxy` address, and the
+/// checks below apply to the bytes after a PROXY header. Each input gets a fresh node on the
 /// memory broker. Checked beyond "no crash, no leak":
 /// - whatever the node writes first is an HTTP/1.1 (or, to an HTTP/1.0 request, 1.0) status line with
 ///   a three-digit status;
@@ -23,8 +27,9 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     let bytes = UnsafeRawBufferPointer(start: start, count: count)
     guard let cutSeed = bytes.first else { return 0 }
     let input = Array(bytes.dropFirst())
-    let node = try! EmbeddedNode()
-    let channel = try! node.openAccepted()
+    let viaProxy = cutSeed & 0x80 != 0
+    let node = try! EmbeddedNode(configuration: viaProxy ? proxyConfiguration : ServerConfiguration())
+    let channel = try! viaProxy ? node.openFromTrustedProxy() : node.openAccepted()
     var state = UInt32(cutSeed) | 0x100
     var offset = 0
     while offset < input.count, channel.isActive {
@@ -39,11 +44,27 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
         node.loop.run()
     }
     let output = channel.readAllOutbound()
-    check(output: output, input: input)
+    check(output: output, input: viaProxy ? afterProxyHeader(input) : input)
     _ = try? channel.finish()
     node.loop.run()
     node.shutdown()
     return 0
+}
+
+/// A node that trusts the connections' address (127.0.0.1) as a proxy.
+let proxyConfiguration: ServerConfiguration = {
+    var configuration = ServerConfiguration()
+    configuration.trustedProxies = ["127.0.0.1"]
+    return configuration
+}()
+
+/// The bytes after a PROXY v2 header, if the input starts with a complete one (the reference:
+/// signature, then the length in bytes 14-15); the input otherwise.
+func afterProxyHeader(_ input: [UInt8]) -> [UInt8] {
+    let signature: [UInt8] = [0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A]
+    guard input.count >= 16, input.starts(with: signature) else { return input }
+    let length = 16 + Int(input[14]) << 8 + Int(input[15])
+    return input.count >= length ? Array(input[length...]) : []
 }
 
 func check(output: [UInt8], input: [UInt8]) {

@@ -86,6 +86,19 @@ public final class NodeHarness {
         try channel.pipeline.syncOperations.addHandler(router)
     }
 
+    /// What a connection from a trusted proxy (`proxyAddress`, which should be among the
+    /// configuration's trusted proxies) starts with on a running node: the PROXY protocol handler,
+    /// which reads a PROXY v2 header or the first head's `X-Forwarded-For`, then the caps by the
+    /// named client's address and the handshake router, exactly as the node installs them.
+    public func addTrustedProxyConnectionHandlers(to channel: any Channel, proxyAddress: String, headDeadline: NIODeadline) throws {
+        let context = self.context
+        let upgrader = self.upgrader
+        try SwitchboardNode.admitFromTrustedProxy(
+            channel, proxyAddress: proxyAddress, headDeadline: headDeadline, context: context, tls: nil,
+            installHTTP: { channel, headDeadline in try context.addHTTPHandlers(to: channel, upgrader: upgrader, headDeadline: headDeadline) },
+            installWebSocket: { channel in try context.addWebSocketHandlers(to: channel) })
+    }
+
     /// The server's WebSocket frame handler alone: it passes `WebSocketMessage`s on.
     public static func addWebSocketFrameHandler(to channel: any Channel, maximumMessageSize: Int = 65_536) throws {
         try channel.pipeline.syncOperations.addHandler(WebSocketFrameHandler(maximumMessageSize: maximumMessageSize))

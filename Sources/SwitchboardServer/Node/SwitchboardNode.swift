@@ -134,14 +134,9 @@ public final class SwitchboardNode: Sendable {
                             channel, address: address, capped: true, headDeadline: headDeadline, context: context, tls: tls,
                             installHTTP: installHTTP, installWebSocket: installWebSocket)
                     }
-                    // A trusted proxy names the client (PROXY v2 or X-Forwarded-For) before the caps apply.
-                    try channel.pipeline.syncOperations.addHandler(
-                        ProxyProtocolHandler(proxyAddress: address, headDeadline: headDeadline) { handlerContext, client in
-                            try Self.admit(
-                                handlerContext.channel, address: client, capped: client != address && !trustedProxies.contains(client),
-                                headDeadline: headDeadline, context: context, tls: tls, installHTTP: installHTTP,
-                                installWebSocket: installWebSocket, after: handlerContext.handler)
-                        })
+                    try Self.admitFromTrustedProxy(
+                        channel, proxyAddress: address, headDeadline: headDeadline, context: context, tls: tls,
+                        installHTTP: installHTTP, installWebSocket: installWebSocket)
                 }
             }
         let channel = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
@@ -163,6 +158,23 @@ public final class SwitchboardNode: Sendable {
     /// configured) and the handshake router, first in the pipeline or after `after` (the PROXY
     /// protocol handler: a proxy's header comes before the TLS bytes). The TLS handshake runs
     /// inside the head deadline, whose timer the router holds from now on.
+    /// A connection from a trusted proxy: the proxy names the client (PROXY v2 or
+    /// `X-Forwarded-For`) before the caps apply, then the connection is admitted as the client's.
+    static func admitFromTrustedProxy(
+        _ channel: any Channel, proxyAddress: String, headDeadline: NIODeadline, context: NodeContext, tls: NodeTLS?,
+        installHTTP: @escaping @Sendable (any Channel, NIODeadline) throws -> Void,
+        installWebSocket: @escaping @Sendable (any Channel) throws -> Void
+    ) throws {
+        let trustedProxies = context.trustedProxies
+        try channel.pipeline.syncOperations.addHandler(
+            ProxyProtocolHandler(proxyAddress: proxyAddress, headDeadline: headDeadline) { handlerContext, client in
+                try Self.admit(
+                    handlerContext.channel, address: client, capped: client != proxyAddress && !trustedProxies.contains(client),
+                    headDeadline: headDeadline, context: context, tls: tls, installHTTP: installHTTP,
+                    installWebSocket: installWebSocket, after: handlerContext.handler)
+            })
+    }
+
     private static func admit(
         _ channel: any Channel, address: String, capped: Bool, headDeadline: NIODeadline, context: NodeContext, tls: NodeTLS?,
         installHTTP: @escaping @Sendable (any Channel, NIODeadline) throws -> Void,
