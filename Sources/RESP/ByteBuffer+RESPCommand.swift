@@ -39,12 +39,10 @@ extension ByteBuffer {
     private mutating func writeRESPBulkString(_ argument: RESPArgument) -> Int {
         let bulk = RESPType.bulkString.rawValue
         switch argument {
-        case .string(let string):
-            let written = self.writeRESPLine(bulk, Int64(string.utf8.count)) + self.writeString(string)
-            return written + self.writeStaticString("\r\n")
+        case .string(var string):
+            return string.withUTF8 { self.writeRESPBulk(UnsafeRawBufferPointer($0)) }
         case .bytes(let bytes):
-            let written = self.writeRESPLine(bulk, Int64(bytes.readableBytes)) + self.writeImmutableBuffer(bytes)
-            return written + self.writeStaticString("\r\n")
+            return bytes.withUnsafeReadableBytes { self.writeRESPBulk($0) }
         case .integer(let integer):
             // `$<digits>\r\n<integer>\r\n`: the integer is a line of its own without a type byte.
             let digits = Self.decimalLength(of: integer)
@@ -53,6 +51,35 @@ extension ByteBuffer {
             let string = "\(double)"
             let written = self.writeRESPLine(bulk, Int64(string.utf8.count)) + self.writeString(string)
             return written + self.writeStaticString("\r\n")
+        }
+    }
+
+    /// Writes `$<length>\r\n<bytes>\r\n` in one step (one capacity check and one index move):
+    /// a command such as the publish script's `EVALSHA` has a dozen of these.
+    private mutating func writeRESPBulk(_ bytes: UnsafeRawBufferPointer) -> Int {
+        self.writeWithUnsafeMutableBytes(minimumWritableBytes: 24 + bytes.count) { room in
+            var length = 1
+            room[0] = RESPType.bulkString.rawValue
+            let digits = Self.decimalLength(of: bytes.count)
+            var magnitude = bytes.count
+            var index = length + digits
+            repeat {
+                index -= 1
+                room[index] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: magnitude % 10)
+                magnitude /= 10
+            } while magnitude > 0
+            length += digits
+            room[length] = UInt8(ascii: "\r")
+            room[length + 1] = UInt8(ascii: "\n")
+            length += 2
+            if let base = bytes.baseAddress, bytes.count > 0 {
+                UnsafeMutableRawBufferPointer(rebasing: room[length..<(length + bytes.count)]).copyMemory(
+                    from: UnsafeRawBufferPointer(start: base, count: bytes.count))
+            }
+            length += bytes.count
+            room[length] = UInt8(ascii: "\r")
+            room[length + 1] = UInt8(ascii: "\n")
+            return length + 2
         }
     }
 

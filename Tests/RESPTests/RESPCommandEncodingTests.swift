@@ -16,6 +16,8 @@ struct RESPCommandEncodingTests {
         ([], "*0\r\n"),
         (["SET", "k", ""], "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n"),
         (["SET", "clé", "ü"], "*3\r\n$3\r\nSET\r\n$4\r\nclé\r\n$2\r\nü\r\n"),
+        (["SET", "k", .string(String(repeating: "x", count: 12_345))], "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$12345\r\n" + String(repeating: "x", count: 12_345) + "\r\n"),
+        ([.bytes(ByteBuffer(repeating: 0x7A, count: 100))], "*1\r\n$100\r\n" + String(repeating: "z", count: 100) + "\r\n"),
         ([.string("EXPIRE"), .string("k"), .integer(60)], "*3\r\n$6\r\nEXPIRE\r\n$1\r\nk\r\n$2\r\n60\r\n"),
         ([.integer(0), .integer(-1), .integer(1234567890)], "*3\r\n$1\r\n0\r\n$2\r\n-1\r\n$10\r\n1234567890\r\n"),
         ([.integer(.max), .integer(.min)], "*2\r\n$19\r\n9223372036854775807\r\n$20\r\n-9223372036854775808\r\n"),
