@@ -36,9 +36,15 @@ final class WebSocketUpgrader: HTTPServerProtocolUpgrader, Sendable {
         upgradeRequest: HTTPRequestHead,
         initialResponseHeaders: HTTPHeaders
     ) -> EventLoopFuture<HTTPHeaders> {
+        // Exactly one of each, counted as fields: the canonical form drops empty values, so a head
+        // with an empty `Sec-WebSocket-Key:` and a real one read as one key here while a proxy in
+        // front could take the empty one (found by `FuzzNodeHandshake`). It also splits on commas,
+        // so one field holding two keys is refused too.
         let keys = upgradeRequest.headers[canonicalForm: "sec-websocket-key"]
         let versions = upgradeRequest.headers[canonicalForm: "sec-websocket-version"]
-        guard keys.count == 1, versions.count == 1, versions[0] == "13" else {
+        guard keys.count == 1, versions.count == 1, versions[0] == "13",
+            upgradeRequest.headers["sec-websocket-key"].count == 1, upgradeRequest.headers["sec-websocket-version"].count == 1
+        else {
             return channel.eventLoop.makeFailedFuture(UpgradeError.invalidHeaders)
         }
         // NIO's upgrade handler calls this for any request with an `Upgrade` header. RFC 6455 4.2.1
