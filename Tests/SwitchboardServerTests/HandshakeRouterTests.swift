@@ -79,13 +79,15 @@ struct HandshakeRouterTests {
         // health-check with one).
         ("GET /ws HTTP/1.1", "Connection: Upgrade", "c3dpdGNoYm9hcmQtY2hlY2s=", true),
         ("POST /ws HTTP/1.1", "Connection: Upgrade", "dGhlIHNhbXBsZSBub25jZQ==", false),
-        // One key field, counted as fields: an empty `Sec-WebSocket-Key:` beside a real one (the
+        // One key field, read as written: an empty `Sec-WebSocket-Key:` beside a real one (the
         // canonical form drops it: 101 before 2026-12-05, `FuzzNodeHandshake`), two keys in one
         // field, an empty second version field.
         ("GET /ws HTTP/1.1", "Connection: Upgrade", "\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", false),
         ("GET /ws HTTP/1.1", "Connection: Upgrade", "dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key:", false),
         ("GET /ws HTTP/1.1", "Connection: Upgrade", "dGhlIHNhbXBsZSBub25jZQ==, dGhlIHNhbXBsZSBub25jZQ==", false),
         ("GET /ws HTTP/1.1", "Connection: Upgrade", "dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version:", false),
+        // A key with a trailing comma: the canonical form read it as the key without it.
+        ("GET /ws HTTP/1.1", "Connection: Upgrade", "dGhlIHNhbXBsZSBub25jZQ==,", false),
     ])
     func httpPathUpgradesOnlyHandshakes(_ requestLine: String, _ connection: String, _ key: String, _ upgrades: Bool) throws {
         let node = try EmbeddedNode()

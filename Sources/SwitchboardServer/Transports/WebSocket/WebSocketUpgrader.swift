@@ -36,15 +36,19 @@ final class WebSocketUpgrader: HTTPServerProtocolUpgrader, Sendable {
         upgradeRequest: HTTPRequestHead,
         initialResponseHeaders: HTTPHeaders
     ) -> EventLoopFuture<HTTPHeaders> {
-        // Exactly one of each, counted as fields: the canonical form drops empty values, so a head
-        // with an empty `Sec-WebSocket-Key:` and a real one read as one key here while a proxy in
-        // front could take the empty one (found by `FuzzNodeHandshake`). It also splits on commas,
-        // so one field holding two keys is refused too.
-        let keys = upgradeRequest.headers[canonicalForm: "sec-websocket-key"]
-        let versions = upgradeRequest.headers[canonicalForm: "sec-websocket-version"]
-        guard keys.count == 1, versions.count == 1, versions[0] == "13",
-            upgradeRequest.headers["sec-websocket-key"].count == 1, upgradeRequest.headers["sec-websocket-version"].count == 1
+        // Exactly one field of each, read as written (not in NIO's canonical form, which splits on
+        // commas and drops empty parts: `Sec-WebSocket-Key: k,` or an empty key field beside a real
+        // one read as the one key `k` there, while a proxy in front sees another value; both found
+        // by `FuzzNodeHandshake`). A key is a token, never a list: one with a comma is refused.
+        let keyFields = upgradeRequest.headers["sec-websocket-key"]
+        let versionFields = upgradeRequest.headers["sec-websocket-version"]
+        guard keyFields.count == 1, versionFields.count == 1,
+            Self.trimmingWhitespace(versionFields[0]) == "13"
         else {
+            return channel.eventLoop.makeFailedFuture(UpgradeError.invalidHeaders)
+        }
+        let key = Self.trimmingWhitespace(keyFields[0])
+        guard !key.isEmpty, !key.contains(",") else {
             return channel.eventLoop.makeFailedFuture(UpgradeError.invalidHeaders)
         }
         // NIO's upgrade handler calls this for any request with an `Upgrade` header. RFC 6455 4.2.1
@@ -72,7 +76,7 @@ final class WebSocketUpgrader: HTTPServerProtocolUpgrader, Sendable {
         var headers = initialResponseHeaders
         headers.replaceOrAdd(name: "Upgrade", value: "websocket")
         headers.replaceOrAdd(name: "Connection", value: "upgrade")
-        headers.add(name: "Sec-WebSocket-Accept", value: Self.acceptValue(forKey: String(keys[0])))
+        headers.add(name: "Sec-WebSocket-Accept", value: Self.acceptValue(forKey: key))
         return channel.eventLoop.makeSucceededFuture(headers)
     }
 
@@ -88,6 +92,16 @@ final class WebSocketUpgrader: HTTPServerProtocolUpgrader, Sendable {
     static func announcesBody(_ headers: HTTPHeaders) -> Bool {
         if headers.contains(name: "transfer-encoding") { return true }
         return headers[canonicalForm: "content-length"].contains { $0 != "0" }
+    }
+
+    /// A field value without the spaces and tabs around it (RFC 9110 5.5: only those).
+    static func trimmingWhitespace(_ value: String) -> String {
+        let isWhitespace: (UInt8) -> Bool = { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
+        let bytes = Array(value.utf8)
+        guard let first = bytes.firstIndex(where: { !isWhitespace($0) }), let last = bytes.lastIndex(where: { !isWhitespace($0) }) else {
+            return ""
+        }
+        return String(decoding: bytes[first...last], as: UTF8.self)
     }
 
     /// `Sec-WebSocket-Accept` for a client key (RFC 6455 section 4.2.2).
