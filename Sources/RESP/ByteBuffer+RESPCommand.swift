@@ -58,20 +58,7 @@ extension ByteBuffer {
     /// a command such as the publish script's `EVALSHA` has a dozen of these.
     private mutating func writeRESPBulk(_ bytes: UnsafeRawBufferPointer) -> Int {
         self.writeWithUnsafeMutableBytes(minimumWritableBytes: 24 + bytes.count) { room in
-            var length = 1
-            room[0] = RESPType.bulkString.rawValue
-            let digits = Self.decimalLength(of: bytes.count)
-            var magnitude = bytes.count
-            var index = length + digits
-            repeat {
-                index -= 1
-                room[index] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: magnitude % 10)
-                magnitude /= 10
-            } while magnitude > 0
-            length += digits
-            room[length] = UInt8(ascii: "\r")
-            room[length + 1] = UInt8(ascii: "\n")
-            length += 2
+            var length = Self.writeLine(into: room, RESPType.bulkString.rawValue, Int64(bytes.count))
             if let base = bytes.baseAddress, bytes.count > 0 {
                 UnsafeMutableRawBufferPointer(rebasing: room[length..<(length + bytes.count)]).copyMemory(
                     from: UnsafeRawBufferPointer(start: base, count: bytes.count))
@@ -87,28 +74,31 @@ extension ByteBuffer {
     /// check and one index move for the whole line, where a byte at a time costs a check each.
     private mutating func writeRESPLine(_ type: UInt8?, _ value: Int64) -> Int {
         // A type byte, a sign, Int64's 19 digits and CRLF fit in 23 bytes.
-        self.writeWithUnsafeMutableBytes(minimumWritableBytes: 24) { line in
-            var length = 0
-            if let type {
-                line[0] = type
-                length = 1
-            }
-            if value < 0 {
-                line[length] = UInt8(ascii: "-")
-                length += 1
-            }
-            var magnitude = value.magnitude
-            length += Self.decimalLength(of: magnitude)
-            var index = length
-            repeat {
-                index -= 1
-                line[index] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: magnitude % 10)
-                magnitude /= 10
-            } while magnitude > 0
-            line[length] = UInt8(ascii: "\r")
-            line[length + 1] = UInt8(ascii: "\n")
-            return length + 2
+        self.writeWithUnsafeMutableBytes(minimumWritableBytes: 24) { Self.writeLine(into: $0, type, value) }
+    }
+
+    /// `<type byte><value in decimal>\r\n` at the start of `room` (at least 24 bytes); its length.
+    private static func writeLine(into room: UnsafeMutableRawBufferPointer, _ type: UInt8?, _ value: Int64) -> Int {
+        var length = 0
+        if let type {
+            room[0] = type
+            length = 1
         }
+        if value < 0 {
+            room[length] = UInt8(ascii: "-")
+            length += 1
+        }
+        var magnitude = value.magnitude
+        length += Self.decimalLength(of: magnitude)
+        var index = length
+        repeat {
+            index -= 1
+            room[index] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: magnitude % 10)
+            magnitude /= 10
+        } while magnitude > 0
+        room[length] = UInt8(ascii: "\r")
+        room[length + 1] = UInt8(ascii: "\n")
+        return length + 2
     }
 
     /// Characters of `value` in decimal, with its sign.
