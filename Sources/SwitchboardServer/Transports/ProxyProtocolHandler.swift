@@ -121,10 +121,10 @@ final class ProxyProtocolHandler: ChannelInboundHandler {
             let name = line[..<colon].lowercased()
             let value = line[line.index(after: colon)...]
             if name == "x-forwarded-for" {
-                let last = value.split(separator: ",").last.map { $0.trimmingCharacters(in: " \t") } ?? ""
+                let last = value.split(separator: ",").last.map { $0.trimmingFieldWhitespace() } ?? ""
                 address = ProxyProtocolHeader.addressBytes(last) != nil ? last : nil
             } else if name == "x-forwarded-proto" {
-                proto = value.trimmingCharacters(in: " \t").lowercased()
+                proto = value.trimmingFieldWhitespace().lowercased()
             }
         }
         return (address, proto)
@@ -133,12 +133,3 @@ final class ProxyProtocolHandler: ChannelInboundHandler {
 
 @available(*, unavailable)
 extension ProxyProtocolHandler: Sendable {}
-
-extension Substring {
-    fileprivate func trimmingCharacters(in set: String) -> String {
-        var s = self
-        while let f = s.first, set.contains(f) { s = s.dropFirst() }
-        while let l = s.last, set.contains(l) { s = s.dropLast() }
-        return String(s)
-    }
-}

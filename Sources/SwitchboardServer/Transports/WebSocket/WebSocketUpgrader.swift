@@ -43,11 +43,11 @@ final class WebSocketUpgrader: HTTPServerProtocolUpgrader, Sendable {
         let keyFields = upgradeRequest.headers["sec-websocket-key"]
         let versionFields = upgradeRequest.headers["sec-websocket-version"]
         guard keyFields.count == 1, versionFields.count == 1,
-            Self.trimmingWhitespace(versionFields[0]) == "13"
+            versionFields[0].trimmingFieldWhitespace() == "13"
         else {
             return channel.eventLoop.makeFailedFuture(UpgradeError.invalidHeaders)
         }
-        let key = Self.trimmingWhitespace(keyFields[0])
+        let key = keyFields[0].trimmingFieldWhitespace()
         guard !key.isEmpty, !key.contains(",") else {
             return channel.eventLoop.makeFailedFuture(UpgradeError.invalidHeaders)
         }
@@ -92,16 +92,6 @@ final class WebSocketUpgrader: HTTPServerProtocolUpgrader, Sendable {
     static func announcesBody(_ headers: HTTPHeaders) -> Bool {
         if headers.contains(name: "transfer-encoding") { return true }
         return headers[canonicalForm: "content-length"].contains { $0 != "0" }
-    }
-
-    /// A field value without the spaces and tabs around it (RFC 9110 5.5: only those).
-    static func trimmingWhitespace(_ value: String) -> String {
-        let isWhitespace: (UInt8) -> Bool = { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
-        let bytes = Array(value.utf8)
-        guard let first = bytes.firstIndex(where: { !isWhitespace($0) }), let last = bytes.lastIndex(where: { !isWhitespace($0) }) else {
-            return ""
-        }
-        return String(decoding: bytes[first...last], as: UTF8.self)
     }
 
     /// `Sec-WebSocket-Accept` for a client key (RFC 6455 section 4.2.2).
