@@ -28,6 +28,9 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     // @unchecked: the `var`s are touched only on `eventLoop` (`subscriber` is set once in `init`, before sharing).
     public let eventLoop: any EventLoop
     public let nodeID: String
+    /// Which of a node's brokers this is (`ShardedRedisBroker` runs one per event loop): shard 0
+    /// receives the control messages; each shard probes its own subscriber on a channel of its own.
+    public let shard: Int
     private let client: RedisClient
     private var subscriber: RedisSubscriber!
     private let logger: Logger
@@ -52,10 +55,12 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         logger: Logger,
         metaTTL: Double = 86_400,
         probeInterval: TimeAmount = .seconds(2),
-        limits: BrokerLimits = BrokerLimits()
+        limits: BrokerLimits = BrokerLimits(),
+        shard: Int = 0
     ) {
         self.eventLoop = eventLoop
         self.nodeID = nodeID
+        self.shard = shard
         self.logger = logger
         self.metaTTL = metaTTL.isFinite ? min(max(metaTTL, 1), Double(Self.maximumSeconds)) : 86_400
         self.limits = limits
@@ -93,7 +98,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     @_spi(Harness) public static let userConnectionsTTL: Int64 = 86_400
     static let controlAll = "sb:ctl"
     static func controlChannel(_ node: String) -> String { "sb:ctl:\(node)" }
-    var probeChannel: String { "sb:probe:\(self.nodeID)" }
+    var probeChannel: String { self.shard == 0 ? "sb:probe:\(self.nodeID)" : "sb:probe:\(self.nodeID):\(self.shard)" }
 
     static func now() -> Double { Date().timeIntervalSince1970 }
 
@@ -116,14 +121,8 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         self.eventLoop.submit {
             self.handler = eventHandler
         }.flatMap {
-            EventLoopFuture.andAllSucceed(
-                [
-                    self.subscriber.subscribe(Self.controlAll),
-                    self.subscriber.subscribe(Self.controlChannel(self.nodeID)),
-                    self.subscriber.subscribe(self.probeChannel),
-                ],
-                on: self.eventLoop
-            )
+            let channels = self.shard == 0 ? [Self.controlAll, Self.controlChannel(self.nodeID), self.probeChannel] : [self.probeChannel]
+            return EventLoopFuture.andAllSucceed(channels.map { self.subscriber.subscribe($0) }, on: self.eventLoop)
         }.map {
             self.probeTask = self.eventLoop.scheduleRepeatedTask(initialDelay: self.probeInterval, delay: self.probeInterval) { _ in
                 self.probe()

@@ -20,7 +20,7 @@ enum BrokerChoice {
             throw ConfigurationError("--broker: \(error.message)")
         }
         return { eventLoops, nodeID in
-            RedisBroker(configuration: redis, nodeID: nodeID, eventLoop: eventLoops[0], logger: logger)
+            ShardedRedisBroker(configuration: redis, nodeID: nodeID, eventLoops: eventLoops, logger: logger)
         }
     }
 }

@@ -40,4 +40,33 @@ struct RedisBrokerConformanceTests {
             try await admin.close().get()
         }
     }
+
+    /// The same contract through `ShardedRedisBroker` on two loops: channels on both shards,
+    /// node-wide work (registry, control, connections per user) on shard 0.
+    @Test(arguments: BrokerConformance.cases)
+    func shardedConformance(_ check: BrokerConformance.Case) async throws {
+        let redis = try RedisServerProcess()
+        defer { redis.kill() }
+        try await withEventLoopGroup(threads: 2) { group in
+            let loops = Array(group.makeIterator())
+            let admin = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: loops[0], logger: Logger(label: "admin"))
+            try await check.run(
+                using: { limits in
+                    ShardedRedisBroker(
+                        configuration: RedisConfiguration(port: redis.port),
+                        nodeID: "n\(UInt32.random(in: 0...UInt32.max))",
+                        eventLoops: loops,
+                        logger: Logger(label: "test"),
+                        limits: limits
+                    )
+                },
+                footprint: { _ in
+                    let keys = try await admin.send("KEYS", "*").get().array?.compactMap(\.string).sorted() ?? []
+                    let size = try await admin.send("DBSIZE").get().int64 ?? -1
+                    return "dbsize \(size): \(keys.prefix(20))"
+                }
+            )
+            try await admin.close().get()
+        }
+    }
 }
