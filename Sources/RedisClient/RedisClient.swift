@@ -24,7 +24,7 @@ public final class RedisClient: @unchecked Sendable {
     }
     private var state: State = .disconnected
     private var outgoing = ByteBuffer()
-    private var outgoingPromises: [EventLoopPromise<RESPToken>] = []
+    private var outgoingReplies: [RedisPendingReply] = []
     private var flushScheduled = false
     private var failures = 0
     /// Commands enqueued and not yet answered, and their encoded size (bounded by the configuration).
@@ -41,12 +41,16 @@ public final class RedisClient: @unchecked Sendable {
     /// Sends one command; the future holds its reply (an error reply fails it with `.server`).
     public func send(_ arguments: [RESPArgument]) -> EventLoopFuture<RESPToken> {
         let promise = self.eventLoop.makePromise(of: RESPToken.self)
-        if self.eventLoop.inEventLoop {
-            self.enqueue(arguments, promise)
-        } else {
-            self.eventLoop.execute { self.enqueue(arguments, promise) }
-        }
+        self.submit(arguments, RedisPendingReply(receiver: .promise(promise)))
         return promise.futureResult
+    }
+
+    private func submit(_ arguments: [RESPArgument], _ reply: RedisPendingReply) {
+        if self.eventLoop.inEventLoop {
+            self.enqueue(arguments, reply)
+        } else {
+            self.eventLoop.execute { self.enqueue(arguments, reply) }
+        }
     }
 
     /// Sends one command.
@@ -56,13 +60,23 @@ public final class RedisClient: @unchecked Sendable {
 
     /// Runs a script by SHA, loading it with `EVAL` when the server does not know it (`NOSCRIPT`).
     public func evaluate(_ script: RedisScript, keys: [String], arguments: [RESPArgument]) -> EventLoopFuture<RESPToken> {
+        let promise = self.eventLoop.makePromise(of: RESPToken.self)
+        self.evaluate(script, keys: keys, arguments: arguments, receiver: .promise(promise))
+        return promise.futureResult
+    }
+
+    /// Runs a script as `evaluate(_:keys:arguments:)` does and hands the reply to `onReply` on
+    /// `eventLoop`: for the hot path (every publish is a script), which then needs no future chain.
+    public func evaluate(
+        _ script: RedisScript, keys: [String], arguments: [RESPArgument],
+        onReply: @escaping @Sendable (Result<RESPToken, RedisError>) -> Void
+    ) {
+        self.evaluate(script, keys: keys, arguments: arguments, receiver: .callback(onReply))
+    }
+
+    private func evaluate(_ script: RedisScript, keys: [String], arguments: [RESPArgument], receiver: RedisPendingReply.Receiver) {
         let command = Self.scriptCommand("EVALSHA", .string(script.sha1), keys: keys, arguments: arguments)
-        return self.send(command).flatMapError { error in
-            guard let redisError = error as? RedisError, redisError.isNoScript else {
-                return self.eventLoop.makeFailedFuture(error)
-            }
-            return self.send(Self.scriptCommand("EVAL", .string(script.source), keys: keys, arguments: arguments))
-        }
+        self.submit(command, RedisPendingReply(receiver: receiver, evalFallback: RedisEvalFallback(script: script, command: command)))
     }
 
     /// `EVALSHA sha1 numkeys key... arg...` (or `EVAL`), built in one array: every publish is one.
@@ -89,14 +103,14 @@ public final class RedisClient: @unchecked Sendable {
         }
     }
 
-    private func enqueue(_ arguments: [RESPArgument], _ promise: EventLoopPromise<RESPToken>) {
+    private func enqueue(_ arguments: [RESPArgument], _ reply: RedisPendingReply) {
         self.eventLoop.assertInEventLoop()
         if case .closed = self.state {
-            promise.fail(RedisError(.connectionClosed, "client closed"))
+            reply.receiver.complete(.failure(RedisError(.connectionClosed, "client closed")))
             return
         }
         guard self.pendingCommands < self.configuration.maximumPendingCommands else {
-            promise.fail(RedisError(.overloaded, "\(self.pendingCommands) commands already waiting for Redis"))
+            reply.receiver.complete(.failure(RedisError(.overloaded, "\(self.pendingCommands) commands already waiting for Redis")))
             return
         }
         let start = self.outgoing.writerIndex
@@ -104,35 +118,46 @@ public final class RedisClient: @unchecked Sendable {
         let size = self.outgoing.writerIndex - start
         if self.pendingCommands > 0, self.pendingBytes + size > self.configuration.maximumPendingBytes {
             self.outgoing.moveWriterIndex(to: start)
-            promise.fail(RedisError(.overloaded, "\(self.pendingBytes) bytes of commands already waiting for Redis"))
+            reply.receiver.complete(.failure(RedisError(.overloaded, "\(self.pendingBytes) bytes of commands already waiting for Redis")))
             return
         }
         self.pendingCommands += 1
         self.pendingBytes += size
-        // Completion callbacks of this promise run on `eventLoop`, where the counters live.
-        promise.futureResult.whenComplete { _ in
-            self.pendingCommands -= 1
-            self.pendingBytes -= size
-        }
-        self.outgoingPromises.append(promise)
+        var reply = reply
+        reply.budgetedBytes = size
+        self.outgoingReplies.append(reply)
         if !self.flushScheduled {
             self.flushScheduled = true
             self.eventLoop.execute { self.flush() }
         }
     }
 
+    /// Where every command ends, on `eventLoop`: its budget is given back, a `NOSCRIPT` answer to
+    /// an `EVALSHA` becomes an `EVAL` of the same command, anything else goes to the receiver.
+    private func complete(_ reply: RedisPendingReply, _ result: Result<RESPToken, RedisError>) {
+        if let bytes = reply.budgetedBytes {
+            self.pendingCommands -= 1
+            self.pendingBytes -= bytes
+        }
+        if case .failure(let error) = result, error.isNoScript, let fallback = reply.evalFallback {
+            self.enqueue(fallback.evalCommand, RedisPendingReply(receiver: reply.receiver))
+            return
+        }
+        reply.receiver.complete(result)
+    }
+
     private func flush() {
         self.flushScheduled = false
-        guard !self.outgoingPromises.isEmpty else { return }
+        guard !self.outgoingReplies.isEmpty else { return }
         switch self.state {
         case .connected(let channel):
-            let promises = self.outgoingPromises
-            let batch = RedisCommandBatch(bytes: self.outgoing, promises: promises)
+            let replies = self.outgoingReplies
+            let batch = RedisCommandBatch(bytes: self.outgoing, replies: replies)
             self.outgoing = ByteBuffer()
-            self.outgoingPromises.removeAll(keepingCapacity: true)
+            self.outgoingReplies.removeAll(keepingCapacity: true)
             // A batch that never reaches the handler (the channel closed meanwhile) fails here.
             channel.writeAndFlush(batch).whenFailure { error in
-                for promise in promises { promise.fail(RedisError(.connectionClosed, "connection lost: \(error)")) }
+                for reply in replies { self.complete(reply, .failure(RedisError(.connectionClosed, "connection lost: \(error)"))) }
             }
         case .connecting:
             break  // flushed when the connection is ready
@@ -148,17 +173,20 @@ public final class RedisClient: @unchecked Sendable {
     }
 
     private func failOutgoing(_ error: RedisError) {
-        let promises = self.outgoingPromises
+        let replies = self.outgoingReplies
         self.outgoing.clear()
-        self.outgoingPromises.removeAll()
-        for promise in promises { promise.fail(error) }
+        self.outgoingReplies.removeAll()
+        for reply in replies { self.complete(reply, .failure(error)) }
     }
 
     private func connect() {
         self.state = .connecting
         let commandTimeout = self.configuration.commandTimeout
         RedisConnector.connect(configuration: self.configuration, eventLoop: self.eventLoop) { channel in
-            try channel.pipeline.syncOperations.addHandler(RedisCommandHandler(commandTimeout: commandTimeout))
+            // The handler completes every command through `complete`, on this loop.
+            let client = NIOLoopBound(self, eventLoop: channel.eventLoop)
+            try channel.pipeline.syncOperations.addHandler(
+                RedisCommandHandler(commandTimeout: commandTimeout) { reply, result in client.value.complete(reply, result) })
         }.flatMap { channel in
             self.handshake(channel).map { channel }
         }.whenComplete { result in
@@ -193,7 +221,7 @@ public final class RedisClient: @unchecked Sendable {
                 var bytes = channel.allocator.buffer(capacity: 64)
                 bytes.writeRESPCommand(command)
                 let promise = channel.eventLoop.makePromise(of: RESPToken.self)
-                channel.writeAndFlush(RedisCommandBatch(bytes: bytes, promises: [promise])).whenFailure { error in
+                channel.writeAndFlush(RedisCommandBatch(bytes: bytes, replies: [RedisPendingReply(receiver: .promise(promise))])).whenFailure { error in
                     promise.fail(RedisError(.connectionClosed, "connection lost: \(error)"))
                 }
                 return promise.futureResult.map { _ in }
@@ -206,7 +234,7 @@ public final class RedisClient: @unchecked Sendable {
         guard case .connected(let current) = self.state, current === channel else { return }
         self.state = .disconnected
         self.logger.warning("redis connection lost")
-        if !self.outgoingPromises.isEmpty { self.flush() }
+        if !self.outgoingReplies.isEmpty { self.flush() }
     }
 }
 

@@ -1,24 +1,29 @@
 import NIOCore
 import RESP
 
-/// A batch of encoded commands and the promises for their replies, in order.
+/// A batch of encoded commands and what waits for their replies, in order.
 struct RedisCommandBatch {
     var bytes: ByteBuffer
-    var promises: [EventLoopPromise<RESPToken>]
+    var replies: [RedisPendingReply]
 }
 
 /// Matches replies to commands on one pipelined connection (replies come in command order).
+///
+/// Every command ends exactly once in `onCompletion`, on the channel's event loop: with its reply, an
+/// error reply (`.server`), or a failure when the connection goes or a reply is overdue.
 final class RedisCommandHandler: ChannelDuplexHandler {
     typealias InboundIn = RESPToken
     typealias OutboundIn = RedisCommandBatch
     typealias OutboundOut = ByteBuffer
 
-    private var pending = CircularBuffer<(promise: EventLoopPromise<RESPToken>, sentAt: NIODeadline)>(initialCapacity: 16)
+    private var pending = CircularBuffer<(reply: RedisPendingReply, sentAt: NIODeadline)>(initialCapacity: 16)
     private let commandTimeout: TimeAmount
+    private let onCompletion: (RedisPendingReply, Result<RESPToken, RedisError>) -> Void
     private var timeoutTask: RepeatedTask?
 
-    init(commandTimeout: TimeAmount) {
+    init(commandTimeout: TimeAmount, onCompletion: @escaping (RedisPendingReply, Result<RESPToken, RedisError>) -> Void) {
         self.commandTimeout = commandTimeout
+        self.onCompletion = onCompletion
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -36,11 +41,11 @@ final class RedisCommandHandler: ChannelDuplexHandler {
     }
 
     /// The write promise succeeds once the batch is accepted here: from then on this handler
-    /// completes its reply promises (with replies, or failures when the connection goes).
+    /// completes its replies (with replies, or failures when the connection goes).
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let batch = Self.unwrapOutboundIn(data)
         let now = NIODeadline.now()
-        for p in batch.promises { self.pending.append((p, now)) }
+        for reply in batch.replies { self.pending.append((reply, now)) }
         context.write(Self.wrapOutboundOut(batch.bytes), promise: nil)
         promise?.succeed()
     }
@@ -54,9 +59,9 @@ final class RedisCommandHandler: ChannelDuplexHandler {
             return
         }
         if let message = token.errorMessage {
-            head.promise.fail(RedisError(.server, message))
+            self.onCompletion(head.reply, .failure(RedisError(.server, message)))
         } else {
-            head.promise.succeed(token)
+            self.onCompletion(head.reply, .success(token))
         }
     }
 
@@ -80,7 +85,7 @@ final class RedisCommandHandler: ChannelDuplexHandler {
     }
 
     private func failAll(_ error: RedisError) {
-        while let head = self.pending.popFirst() { head.promise.fail(error) }
+        while let head = self.pending.popFirst() { self.onCompletion(head.reply, .failure(error)) }
     }
 }
 

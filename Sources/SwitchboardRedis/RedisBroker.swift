@@ -255,12 +255,20 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             .bytes(info),
             .string(String(request.time)),
         ]
-        return self.client.evaluate(RedisBrokerScripts.publish, keys: keys, arguments: arguments).flatMapThrowing { token in
-            guard let reply = token.array, reply.count == 3, let offset = reply[0].int64.flatMap({ UInt64(exactly: $0) }), let epoch = reply[1].string,
-                let duplicate = reply[2].int64
-            else { throw RedisError(.protocolError, "unexpected publish reply") }
-            return PublishResult(position: StreamPosition(offset: offset, epoch: epoch), duplicate: duplicate == 1)
+        // One promise and one callback per publish (no future chain): every publication is one.
+        let promise = self.eventLoop.makePromise(of: PublishResult.self)
+        self.client.evaluate(RedisBrokerScripts.publish, keys: keys, arguments: arguments) { reply in
+            switch reply {
+            case .success(let token):
+                guard let reply = token.array, reply.count == 3, let offset = reply[0].int64.flatMap({ UInt64(exactly: $0) }),
+                    let epoch = reply[1].string, let duplicate = reply[2].int64
+                else { return promise.fail(RedisError(.protocolError, "unexpected publish reply")) }
+                promise.succeed(PublishResult(position: StreamPosition(offset: offset, epoch: epoch), duplicate: duplicate == 1))
+            case .failure(let error):
+                promise.fail(error)
+            }
         }
+        return promise.futureResult
     }
 
     public func publishPresenceEvent(_ event: PresenceEvent, channel: String) -> EventLoopFuture<Void> {

@@ -48,6 +48,18 @@ struct RedisClientTests {
             #expect(try await client.evaluate(script, keys: ["n"], arguments: [.integer(3)]).get().int64 == 5)
             _ = try await client.send("SCRIPT", "FLUSH").get()
             #expect(try await client.evaluate(script, keys: ["n"], arguments: [.integer(1)]).get().int64 == 6)
+            // The callback form, three in one pipeline after another flush: each answered once, in order.
+            _ = try await client.send("SCRIPT", "FLUSH").get()
+            let replies = (Int64(1)...3).map { increment in
+                let promise = client.eventLoop.makePromise(of: Int64.self)
+                client.evaluate(script, keys: ["n"], arguments: [.integer(increment)]) { result in
+                    promise.completeWith(result.map { $0.int64 ?? -1 }.mapError { $0 as any Error })
+                }
+                return promise.futureResult
+            }
+            var values: [Int64] = []
+            for reply in replies { values.append(try await reply.get()) }
+            #expect(values == [7, 9, 12])
             try await client.close().get()
         }
     }
