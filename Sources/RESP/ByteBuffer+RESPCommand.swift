@@ -36,7 +36,8 @@ extension ByteBuffer {
         self.writeRESPCommand(arguments)
     }
 
-    private mutating func writeRESPBulkString(_ argument: RESPArgument) -> Int {
+    @discardableResult
+    mutating func writeRESPBulkString(_ argument: RESPArgument) -> Int {
         let bulk = RESPType.bulkString.rawValue
         switch argument {
         case .string(var string):
@@ -72,7 +73,8 @@ extension ByteBuffer {
 
     /// Writes `<type byte><value in decimal>\r\n` (no type byte when nil) in one step: one capacity
     /// check and one index move for the whole line, where a byte at a time costs a check each.
-    private mutating func writeRESPLine(_ type: UInt8?, _ value: Int64) -> Int {
+    @discardableResult
+    mutating func writeRESPLine(_ type: UInt8?, _ value: Int64) -> Int {
         // A type byte, a sign, Int64's 19 digits and CRLF fit in 23 bytes.
         self.writeWithUnsafeMutableBytes(minimumWritableBytes: 24) { Self.writeLine(into: $0, type, value) }
     }

@@ -41,15 +41,15 @@ public final class RedisClient: @unchecked Sendable {
     /// Sends one command; the future holds its reply (an error reply fails it with `.server`).
     public func send(_ arguments: [RESPArgument]) -> EventLoopFuture<RESPToken> {
         let promise = self.eventLoop.makePromise(of: RESPToken.self)
-        self.submit(arguments, RedisPendingReply(receiver: .promise(promise)))
+        self.submit(.arguments(arguments), RedisPendingReply(receiver: .promise(promise)))
         return promise.futureResult
     }
 
-    private func submit(_ arguments: [RESPArgument], _ reply: RedisPendingReply) {
+    private func submit(_ command: RedisCommand, _ reply: RedisPendingReply) {
         if self.eventLoop.inEventLoop {
-            self.enqueue(arguments, reply)
+            self.enqueue(command, reply)
         } else {
-            self.eventLoop.execute { self.enqueue(arguments, reply) }
+            self.eventLoop.execute { self.enqueue(command, reply) }
         }
     }
 
@@ -60,37 +60,30 @@ public final class RedisClient: @unchecked Sendable {
 
     /// Runs a script by SHA, loading it with `EVAL` when the server does not know it (`NOSCRIPT`).
     public func evaluate(_ script: RedisScript, keys: [String], arguments: [RESPArgument]) -> EventLoopFuture<RESPToken> {
+        var tail = RESPArgumentList()
+        tail.append(.integer(Int64(keys.count)))
+        for key in keys { tail.append(.string(key)) }
+        for argument in arguments { tail.append(argument) }
         let promise = self.eventLoop.makePromise(of: RESPToken.self)
-        self.evaluate(script, keys: keys, arguments: arguments, receiver: .promise(promise))
+        self.evaluate(script, tail, receiver: .promise(promise))
         return promise.futureResult
     }
 
     /// Runs a script as `evaluate(_:keys:arguments:)` does and hands the reply to `onReply` on
-    /// `eventLoop`: for the hot path (every publish is a script), which then needs no future chain.
+    /// `eventLoop`: for the hot path (every publish is a script), which then needs no future chain
+    /// and no array of arguments.
+    ///
+    /// - Parameter keysAndArguments: the number of keys, the keys, then the arguments.
     public func evaluate(
-        _ script: RedisScript, keys: [String], arguments: [RESPArgument],
+        _ script: RedisScript, _ keysAndArguments: RESPArgumentList,
         onReply: @escaping @Sendable (Result<RESPToken, RedisError>) -> Void
     ) {
-        self.evaluate(script, keys: keys, arguments: arguments, receiver: .callback(onReply))
+        self.evaluate(script, keysAndArguments, receiver: .callback(onReply))
     }
 
-    private func evaluate(_ script: RedisScript, keys: [String], arguments: [RESPArgument], receiver: RedisPendingReply.Receiver) {
-        let command = Self.scriptCommand("EVALSHA", .string(script.sha1), keys: keys, arguments: arguments)
-        self.submit(command, RedisPendingReply(receiver: receiver, evalFallback: RedisEvalFallback(script: script, command: command)))
-    }
-
-    /// `EVALSHA sha1 numkeys key... arg...` (or `EVAL`), built in one array: every publish is one.
-    private static func scriptCommand(
-        _ name: RESPArgument, _ script: RESPArgument, keys: [String], arguments: [RESPArgument]
-    ) -> [RESPArgument] {
-        var command: [RESPArgument] = []
-        command.reserveCapacity(3 + keys.count + arguments.count)
-        command.append(name)
-        command.append(script)
-        command.append(.integer(Int64(keys.count)))
-        for key in keys { command.append(.string(key)) }
-        command.append(contentsOf: arguments)
-        return command
+    private func evaluate(_ script: RedisScript, _ tail: RESPArgumentList, receiver: RedisPendingReply.Receiver) {
+        let command = RedisCommand.script(script, tail, bySHA: true)
+        self.submit(command, RedisPendingReply(receiver: receiver, noScriptFallback: command.byScriptSource))
     }
 
     /// Closes the connection; later commands fail.
@@ -103,7 +96,7 @@ public final class RedisClient: @unchecked Sendable {
         }
     }
 
-    private func enqueue(_ arguments: [RESPArgument], _ reply: RedisPendingReply) {
+    private func enqueue(_ command: RedisCommand, _ reply: RedisPendingReply) {
         self.eventLoop.assertInEventLoop()
         if case .closed = self.state {
             reply.receiver.complete(.failure(RedisError(.connectionClosed, "client closed")))
@@ -114,8 +107,7 @@ public final class RedisClient: @unchecked Sendable {
             return
         }
         let start = self.outgoing.writerIndex
-        self.outgoing.writeRESPCommand(arguments)
-        let size = self.outgoing.writerIndex - start
+        let size = command.write(into: &self.outgoing)
         if self.pendingCommands > 0, self.pendingBytes + size > self.configuration.maximumPendingBytes {
             self.outgoing.moveWriterIndex(to: start)
             reply.receiver.complete(.failure(RedisError(.overloaded, "\(self.pendingBytes) bytes of commands already waiting for Redis")))
@@ -139,8 +131,8 @@ public final class RedisClient: @unchecked Sendable {
             self.pendingCommands -= 1
             self.pendingBytes -= bytes
         }
-        if case .failure(let error) = result, error.isNoScript, let fallback = reply.evalFallback {
-            self.enqueue(fallback.evalCommand, RedisPendingReply(receiver: reply.receiver))
+        if case .failure(let error) = result, error.isNoScript, let fallback = reply.noScriptFallback {
+            self.enqueue(fallback, RedisPendingReply(receiver: reply.receiver))
             return
         }
         reply.receiver.complete(result)

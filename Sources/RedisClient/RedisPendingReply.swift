@@ -26,20 +26,6 @@ struct RedisPendingReply: Sendable {
     /// Encoded bytes counted against the client's budget of pending commands; nil for the
     /// connection's handshake commands, which never enter that budget.
     var budgetedBytes: Int?
-    /// An `EVALSHA` to send again as `EVAL` if the server answers `NOSCRIPT`.
-    var evalFallback: RedisEvalFallback?
-}
-
-/// What an `EVALSHA` needs to be sent again as `EVAL`: the script and the command as sent.
-struct RedisEvalFallback: Sendable {
-    var script: RedisScript
-    var command: [RESPArgument]
-
-    /// `EVAL source numkeys ...`: the same command with the script's source for its SHA.
-    var evalCommand: [RESPArgument] {
-        var command = self.command
-        command[0] = .string("EVAL")
-        command[1] = .string(self.script.source)
-        return command
-    }
+    /// The command to send instead if the server answers `NOSCRIPT` (a script call by source).
+    var noScriptFallback: RedisCommand?
 }

@@ -78,15 +78,15 @@ public final class RedisBroker: Broker, @unchecked Sendable {
 
     // MARK: Keys
 
-    static func streamKey(_ channel: String) -> String { "sb:{\(channel)}:s" }
-    static func metaKey(_ channel: String) -> String { "sb:{\(channel)}:m" }
+    static let streamKey = RedisChannelKey(prefix: "sb:{", suffix: "}:s")
+    static let metaKey = RedisChannelKey(prefix: "sb:{", suffix: "}:m")
     /// How many lives (births after deletion) a channel had: kept past its meta, so a channel
     /// whose keys were deleted is born again in a new epoch.
-    static func livesKey(_ channel: String) -> String { "sb:{\(channel)}:g" }
+    static let livesKey = RedisChannelKey(prefix: "sb:{", suffix: "}:g")
     static func presenceHashKey(_ channel: String) -> String { "sb:{\(channel)}:p" }
     static func presenceSetKey(_ channel: String) -> String { "sb:{\(channel)}:z" }
     static func idempotencyKey(_ channel: String, _ key: String) -> String { "sb:{\(channel)}:i:\(key)" }
-    static func pubsubChannel(_ channel: String) -> String { "sb:c:\(channel)" }
+    static let pubsubChannel = RedisChannelKey(prefix: "sb:c:", suffix: "")
     static let pubsubPrefix = "sb:c:"
     static let registryKey = "sb:nodes"
     static func nodeKey(_ id: String) -> String { "sb:node:\(id)" }
@@ -238,26 +238,25 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         }
         let keepsHistory = request.historySize > 0 && request.historyTTL > 0
         let info = request.info.map { Self.encodeClientInfo($0) } ?? ByteBuffer()
-        let keys = [
-            Self.streamKey(request.channel),
-            Self.metaKey(request.channel),
-            request.idempotencyKey.map { Self.idempotencyKey(request.channel, $0) } ?? "",
-            Self.livesKey(request.channel),
-        ]
-        let arguments: [RESPArgument] = [
-            .string(Self.pubsubChannel(request.channel)),
-            .integer(Int64(keepsHistory ? request.historySize : 0)),
-            .integer(Self.whole(request.historyTTL)),
-            .integer(Self.whole(max(self.metaTTL, request.historyTTL))),
-            .integer(Self.whole(self.metaTTL)),
-            .integer(Self.whole(request.idempotencyWindow)),
-            .bytes(request.data),
-            .bytes(info),
-            .string(String(request.time)),
-        ]
+        // Written as they are added: no array of arguments, no key made a `String` first.
+        var command = RESPArgumentList(capacity: 192 + request.data.readableBytes + info.readableBytes)
+        command.append(.integer(4))
+        command.append(Self.streamKey, request.channel)
+        command.append(Self.metaKey, request.channel)
+        command.append(.string(request.idempotencyKey.map { Self.idempotencyKey(request.channel, $0) } ?? ""))
+        command.append(Self.livesKey, request.channel)
+        command.append(Self.pubsubChannel, request.channel)
+        command.append(.integer(Int64(keepsHistory ? request.historySize : 0)))
+        command.append(.integer(Self.whole(request.historyTTL)))
+        command.append(.integer(Self.whole(max(self.metaTTL, request.historyTTL))))
+        command.append(.integer(Self.whole(self.metaTTL)))
+        command.append(.integer(Self.whole(request.idempotencyWindow)))
+        command.append(.bytes(request.data))
+        command.append(.bytes(info))
+        command.append(.integer(Int64(clamping: request.time)))
         // One promise and one callback per publish (no future chain): every publication is one.
         let promise = self.eventLoop.makePromise(of: PublishResult.self)
-        self.client.evaluate(RedisBrokerScripts.publish, keys: keys, arguments: arguments) { reply in
+        self.client.evaluate(RedisBrokerScripts.publish, command) { reply in
             switch reply {
             case .success(let token):
                 guard let reply = token.array, reply.count == 3, let offset = reply[0].int64.flatMap({ UInt64(exactly: $0) }),

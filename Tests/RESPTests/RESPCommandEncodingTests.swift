@@ -87,4 +87,26 @@ struct RESPCommandEncodingTests {
         #expect(arguments[4].bytes == payload)
         #expect(arguments[5].string == "")
     }
+
+    @Test("an argument list writes the bytes the array form writes, every command of the table", arguments: Self.commands.filter { $0.0.count >= 2 })
+    func argumentList(_ arguments: [RESPArgument], _ expected: String) {
+        var tail = RESPArgumentList(capacity: 8)
+        for argument in arguments.dropFirst(2) { tail.append(argument) }
+        var buffer = ByteBuffer(string: "before")
+        let written = buffer.writeRESPCommand(arguments[0], arguments[1], tail)
+        #expect(String(buffer: buffer) == "before" + expected)
+        #expect(written == expected.utf8.count)
+        #expect(tail.count == arguments.count - 2)
+    }
+
+    @Test("an argument from parts is one bulk string of the parts together, whatever the middle holds")
+    func argumentFromParts() {
+        var tail = RESPArgumentList()
+        tail.append("sb:{", "chat:clé", "}:s")
+        tail.append("sb:c:", "", "")
+        tail.append("", "a\r\nb", "")
+        var buffer = ByteBuffer()
+        buffer.writeRESPCommand("EVALSHA", "x", tail)
+        #expect(String(buffer: buffer) == "*5\r\n$7\r\nEVALSHA\r\n$1\r\nx\r\n$16\r\nsb:{chat:clé}:s\r\n$5\r\nsb:c:\r\n$4\r\na\r\nb\r\n")
+    }
 }

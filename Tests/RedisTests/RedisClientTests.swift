@@ -52,7 +52,11 @@ struct RedisClientTests {
             _ = try await client.send("SCRIPT", "FLUSH").get()
             let replies = (Int64(1)...3).map { increment in
                 let promise = client.eventLoop.makePromise(of: Int64.self)
-                client.evaluate(script, keys: ["n"], arguments: [.integer(increment)]) { result in
+                var keysAndArguments = RESPArgumentList()
+                keysAndArguments.append(.integer(1))
+                keysAndArguments.append("n")
+                keysAndArguments.append(.integer(increment))
+                client.evaluate(script, keysAndArguments) { result in
                     promise.completeWith(result.map { $0.int64 ?? -1 }.mapError { $0 as any Error })
                 }
                 return promise.futureResult
