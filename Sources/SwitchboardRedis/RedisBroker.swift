@@ -223,10 +223,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     }
 
     static func decodeClientInfo(_ bytes: ByteBuffer) -> ClientInfo? {
-        guard let value = try? Self.parser.parse(bytes.readableBytesView),
-            let client = value["client"]?.stringValue, let user = value["user"]?.stringValue
-        else { return nil }
-        return ClientInfo(client: client, user: user, info: value["info"], meta: value["meta"])
+        ClientInfo.decode(bytes, parser: Self.parser)
     }
 
     // MARK: Publish and history
