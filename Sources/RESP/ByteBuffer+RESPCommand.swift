@@ -45,9 +45,13 @@ extension ByteBuffer {
         case .bytes(let bytes):
             return bytes.withUnsafeReadableBytes { self.writeRESPBulk($0) }
         case .integer(let integer):
-            // `$<digits>\r\n<integer>\r\n`: the integer is a line of its own without a type byte.
+            // `$<digits>\r\n<integer>\r\n`: the integer is a line of its own without a type byte; both
+            // lines in one step (each fits in 24 bytes).
             let digits = Self.decimalLength(of: integer)
-            return self.writeRESPLine(bulk, Int64(digits)) + self.writeRESPLine(nil, integer)
+            return self.writeWithUnsafeMutableBytes(minimumWritableBytes: 48) { room in
+                let length = Self.writeLine(into: room, bulk, Int64(digits))
+                return length + Self.writeLine(into: UnsafeMutableRawBufferPointer(rebasing: room[length...]), nil, integer)
+            }
         case .double(let double):
             let string = "\(double)"
             let written = self.writeRESPLine(bulk, Int64(string.utf8.count)) + self.writeString(string)
@@ -58,13 +62,22 @@ extension ByteBuffer {
     /// Writes `$<length>\r\n<bytes>\r\n` in one step (one capacity check and one index move):
     /// a command such as the publish script's `EVALSHA` has a dozen of these.
     private mutating func writeRESPBulk(_ bytes: UnsafeRawBufferPointer) -> Int {
-        self.writeWithUnsafeMutableBytes(minimumWritableBytes: 24 + bytes.count) { room in
-            var length = Self.writeLine(into: room, RESPType.bulkString.rawValue, Int64(bytes.count))
-            if let base = bytes.baseAddress, bytes.count > 0 {
-                UnsafeMutableRawBufferPointer(rebasing: room[length..<(length + bytes.count)]).copyMemory(
-                    from: UnsafeRawBufferPointer(start: base, count: bytes.count))
+        self.writeRESPBulk(bytes, UnsafeRawBufferPointer(start: nil, count: 0), UnsafeRawBufferPointer(start: nil, count: 0))
+    }
+
+    /// Writes one bulk string of `first`, `second` and `third` together, in one step.
+    mutating func writeRESPBulk(_ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer, _ third: UnsafeRawBufferPointer) -> Int {
+        let count = first.count + second.count + third.count
+        return self.writeWithUnsafeMutableBytes(minimumWritableBytes: 24 + count) { room in
+            var length = Self.writeLine(into: room, RESPType.bulkString.rawValue, Int64(count))
+            func copy(_ part: UnsafeRawBufferPointer) {
+                guard part.count > 0 else { return }
+                UnsafeMutableRawBufferPointer(rebasing: room[length..<(length + part.count)]).copyMemory(from: part)
+                length += part.count
             }
-            length += bytes.count
+            copy(first)
+            copy(second)
+            copy(third)
             room[length] = UInt8(ascii: "\r")
             room[length + 1] = UInt8(ascii: "\n")
             return length + 2

@@ -25,12 +25,10 @@ public struct RESPArgumentList: Sendable, Hashable {
     public mutating func append(_ prefix: StaticString, _ middle: String, _ suffix: StaticString) {
         var middle = middle
         middle.withUTF8 { middle in
-            let length = prefix.utf8CodeUnitCount + middle.count + suffix.utf8CodeUnitCount
-            self.bytes.writeRESPBulkLength(length)
-            self.bytes.writeStaticString(prefix)
-            self.bytes.writeBytes(UnsafeRawBufferPointer(middle))
-            self.bytes.writeStaticString(suffix)
-            self.bytes.writeStaticString("\r\n")
+            _ = self.bytes.writeRESPBulk(
+                UnsafeRawBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount),
+                UnsafeRawBufferPointer(middle),
+                UnsafeRawBufferPointer(start: suffix.utf8Start, count: suffix.utf8CodeUnitCount))
         }
         self.count += 1
     }
@@ -47,10 +45,5 @@ extension ByteBuffer {
         written += self.writeRESPBulkString(second)
         var bytes = tail.bytes
         return written + self.writeBuffer(&bytes)
-    }
-
-    /// `$<length>\r\n`, the start of a bulk string whose bytes follow.
-    mutating func writeRESPBulkLength(_ length: Int) {
-        self.writeRESPLine(RESPType.bulkString.rawValue, Int64(length))
     }
 }
