@@ -14,6 +14,13 @@ import Testing
 /// never stopped, and outlived every `swift test` run).
 @Suite("RedisBroker conformance", .serialized, .timeLimit(.minutes(5)))
 struct RedisBrokerConformanceTests {
+    /// Every key, not only the count: a read that swapped one key for another must show.
+    static func footprint(_ admin: RedisClient) async throws -> String {
+        let keys = try await admin.send("KEYS", "*").get().array?.compactMap(\.string).sorted() ?? []
+        let size = try await admin.send("DBSIZE").get().int64 ?? -1
+        return "dbsize \(size): \(keys.prefix(20))"
+    }
+
     @Test(arguments: BrokerConformance.cases)
     func conformance(_ check: BrokerConformance.Case) async throws {
         let redis = try RedisServerProcess()
@@ -30,12 +37,7 @@ struct RedisBrokerConformanceTests {
                         limits: limits
                     )
                 },
-                footprint: { _ in
-                    // Every key, not only the count: a read that swapped one key for another must show.
-                    let keys = try await admin.send("KEYS", "*").get().array?.compactMap(\.string).sorted() ?? []
-                    let size = try await admin.send("DBSIZE").get().int64 ?? -1
-                    return "dbsize \(size): \(keys.prefix(20))"
-                }
+                footprint: { _ in try await Self.footprint(admin) }
             )
             try await admin.close().get()
         }
@@ -60,11 +62,7 @@ struct RedisBrokerConformanceTests {
                         limits: limits
                     )
                 },
-                footprint: { _ in
-                    let keys = try await admin.send("KEYS", "*").get().array?.compactMap(\.string).sorted() ?? []
-                    let size = try await admin.send("DBSIZE").get().int64 ?? -1
-                    return "dbsize \(size): \(keys.prefix(20))"
-                }
+                footprint: { _ in try await Self.footprint(admin) }
             )
             try await admin.close().get()
         }
