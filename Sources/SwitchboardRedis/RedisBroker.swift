@@ -83,11 +83,11 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     /// How many lives (births after deletion) a channel had: kept past its meta, so a channel
     /// whose keys were deleted is born again in a new epoch.
     static let livesKey = RedisChannelKey(prefix: "sb:{", suffix: "}:g")
-    static func presenceHashKey(_ channel: String) -> String { "sb:{\(channel)}:p" }
-    static func presenceSetKey(_ channel: String) -> String { "sb:{\(channel)}:z" }
+    static let presenceHashKey = RedisChannelKey(prefix: "sb:{", suffix: "}:p")
+    static let presenceSetKey = RedisChannelKey(prefix: "sb:{", suffix: "}:z")
     static func idempotencyKey(_ channel: String, _ key: String) -> String { "sb:{\(channel)}:i:\(key)" }
     static let pubsubChannel = RedisChannelKey(prefix: "sb:c:", suffix: "")
-    static let pubsubPrefix = "sb:c:"
+    static let pubsubPrefix = "\(pubsubChannel.prefix)"
     static let registryKey = "sb:nodes"
     static func nodeKey(_ id: String) -> String { "sb:node:\(id)" }
     /// A user's connections (`acquireUserConnection`: connection id → node id); the user is the
