@@ -46,8 +46,8 @@ public protocol Broker: AnyObject, Sendable {
     /// Adds or refreshes clients' presence in `channel` for `ttl` seconds (one round trip for all of them).
     func addPresence(channel: String, clients: [ClientInfo], ttl: Double) -> EventLoopFuture<Void>
 
-    /// Removes a client's presence in `channel`.
-    func removePresence(channel: String, client: String) -> EventLoopFuture<Void>
+    /// Removes clients' presence in `channel` (one round trip for all of them; absent ones are ignored).
+    func removePresence(channel: String, clients: [String]) -> EventLoopFuture<Void>
 
     /// Clients present in `channel` (expired entries dropped).
     func presence(channel: String) -> EventLoopFuture<[ClientInfo]>

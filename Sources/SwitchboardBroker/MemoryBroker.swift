@@ -229,9 +229,9 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
         }
     }
 
-    public func removePresence(channel: String, client: String) -> EventLoopFuture<Void> {
+    public func removePresence(channel: String, clients: [String]) -> EventLoopFuture<Void> {
         self.onShard(channel) { shard in
-            shard.presenceByChannel[channel]?[client] = nil
+            for client in clients { shard.presenceByChannel[channel]?[client] = nil }
             if shard.presenceByChannel[channel]?.isEmpty == true { shard.presenceByChannel[channel] = nil }
         }
     }

@@ -172,7 +172,7 @@ public enum BrokerConformance {
                             _ = try await broker.history(HistoryQuery(channel: channel, limit: -1)).get()
                             _ = try await broker.history(HistoryQuery(channel: channel, sinceOffset: .max, limit: 0)).get()
                             _ = try await broker.presence(channel: channel).get()
-                            try await broker.removePresence(channel: channel, client: "c").get()
+                            try await broker.removePresence(channel: channel, clients: ["c"]).get()
                         }
                     }
                     try await group.waitForAll()
@@ -220,10 +220,17 @@ public enum BrokerConformance {
             var present = try await broker.presence(channel: channel).get()
             try expect(present.map(\.client) == ["p0", "p1", "p2", "p3", "p4"], "capped presence \(present.map(\.client))")
             try await broker.addPresence(channel: channel, clients: [clients[0]], ttl: 60).get()
-            try await broker.removePresence(channel: channel, client: "p1").get()
+            try await broker.removePresence(channel: channel, clients: ["p1"]).get()
             try await broker.addPresence(channel: channel, clients: [clients[7]], ttl: 60).get()
             present = try await broker.presence(channel: channel).get()
             try expect(present.map(\.client) == ["p0", "p2", "p3", "p4", "p7"], "after a leave: \(present.map(\.client))")
+            // Several leaves in one call, one of them a client that is not present.
+            try await broker.removePresence(channel: channel, clients: ["p2", "p9", "p4"]).get()
+            present = try await broker.presence(channel: channel).get()
+            try expect(present.map(\.client) == ["p0", "p3", "p7"], "after three leaves in one call: \(present.map(\.client))")
+            try await broker.removePresence(channel: channel, clients: []).get()
+            present = try await broker.presence(channel: channel).get()
+            try expect(present.map(\.client) == ["p0", "p3", "p7"], "after no leave: \(present.map(\.client))")
         },
         Case(name: "offsets start at 1 and grow by one, with one epoch") { broker, _ in
             let channel = unique("conf")
@@ -370,7 +377,7 @@ public enum BrokerConformance {
             try await broker.addPresence(channel: channel, info: ClientInfo(client: "c3", user: ""), ttl: 1).get()
             var present = try await broker.presence(channel: channel).get()
             try expect(Set(present.map(\.client)) == ["c1", "c2", "c3"], "presence \(present.map(\.client))")
-            try await broker.removePresence(channel: channel, client: "c1").get()
+            try await broker.removePresence(channel: channel, clients: ["c1"]).get()
             try await Task.sleep(nanoseconds: 1_300_000_000)
             present = try await broker.presence(channel: channel).get()
             try expect(present.map(\.client) == ["c2"], "after remove and expiry: \(present.map(\.client))")

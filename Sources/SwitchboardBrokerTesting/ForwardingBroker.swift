@@ -41,8 +41,8 @@ open class ForwardingBroker: Broker, @unchecked Sendable {
     open func addPresence(channel: String, clients: [ClientInfo], ttl: Double) -> EventLoopFuture<Void> {
         self.inner.addPresence(channel: channel, clients: clients, ttl: ttl)
     }
-    open func removePresence(channel: String, client: String) -> EventLoopFuture<Void> {
-        self.inner.removePresence(channel: channel, client: client)
+    open func removePresence(channel: String, clients: [String]) -> EventLoopFuture<Void> {
+        self.inner.removePresence(channel: channel, clients: clients)
     }
     open func presence(channel: String) -> EventLoopFuture<[ClientInfo]> { self.inner.presence(channel: channel) }
     open func announce(_ node: NodeInfo, ttl: Double) -> EventLoopFuture<Void> { self.inner.announce(node, ttl: ttl) }

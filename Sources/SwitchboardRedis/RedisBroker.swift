@@ -369,9 +369,11 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         return self.client.evaluate(RedisBrokerScripts.addPresence, keys: keys, arguments: arguments).map { _ in }
     }
 
-    public func removePresence(channel: String, client: String) -> EventLoopFuture<Void> {
-        self.client.send("HDEL", .string(Self.presenceHashKey(channel)), .string(client))
-            .and(self.client.send("ZREM", .string(Self.presenceSetKey(channel)), .string(client)))
+    public func removePresence(channel: String, clients: [String]) -> EventLoopFuture<Void> {
+        guard !clients.isEmpty else { return self.eventLoop.makeSucceededVoidFuture() }
+        let names = clients.map { RESPArgument.string($0) }
+        return self.client.send([.string("HDEL"), .string(Self.presenceHashKey(channel))] + names)
+            .and(self.client.send([.string("ZREM"), .string(Self.presenceSetKey(channel))] + names))
             .map { _ in }
     }
 

@@ -91,8 +91,8 @@ public final class ShardedRedisBroker: Broker, Sendable {
         self.shard(channel).addPresence(channel: channel, clients: clients, ttl: ttl)
     }
 
-    public func removePresence(channel: String, client: String) -> EventLoopFuture<Void> {
-        self.shard(channel).removePresence(channel: channel, client: client)
+    public func removePresence(channel: String, clients: [String]) -> EventLoopFuture<Void> {
+        self.shard(channel).removePresence(channel: channel, clients: clients)
     }
 
     public func presence(channel: String) -> EventLoopFuture<[ClientInfo]> {

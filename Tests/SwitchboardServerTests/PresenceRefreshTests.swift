@@ -4,24 +4,38 @@ import NIOEmbedded
 import SwitchboardBroker
 import SwitchboardBrokerTesting
 import SwitchboardCore
-@testable import SwitchboardServer
-import SwitchboardServerTesting
+@_spi(Harness) @testable import SwitchboardServer
+@_spi(Harness) import SwitchboardServerTesting
 import Testing
 
 /// A memory broker that records every presence write the node makes.
 final class PresenceRecordingBroker: ForwardingBroker, @unchecked Sendable {
     /// One entry per `addPresence` call: the channel and the client ids written.
     let writes = NIOLockedValueBox<[(channel: String, clients: [String])]>([])
+    /// One entry per `removePresence` call.
+    let removals = NIOLockedValueBox<[(channel: String, clients: [String])]>([])
 
     override func addPresence(channel: String, clients: [ClientInfo], ttl: Double) -> EventLoopFuture<Void> {
         self.writes.withLockedValue { $0.append((channel, clients.map(\.client))) }
         return super.addPresence(channel: channel, clients: clients, ttl: ttl)
     }
 
+    override func removePresence(channel: String, clients: [String]) -> EventLoopFuture<Void> {
+        self.removals.withLockedValue { $0.append((channel, clients)) }
+        return super.removePresence(channel: channel, clients: clients)
+    }
+
     func take() -> [(channel: String, clients: [String])] {
         self.writes.withLockedValue { writes in
             defer { writes = [] }
             return writes
+        }
+    }
+
+    func takeRemovals() -> [(channel: String, clients: [String])] {
+        self.removals.withLockedValue { removals in
+            defer { removals = [] }
+            return removals
         }
     }
 }
@@ -87,8 +101,11 @@ struct PresenceRefreshTests {
             clients.insert(client)
         }
         #expect(clients.count == 1_200)
+        #expect(node.broker.take().isEmpty, "joins are gathered for the write delay")
+        node.advance(by: PresenceSchedule.writeDelay)
         let joined = node.broker.take()
         #expect(Set(joined.flatMap(\.clients)) == clients, "every subscriber's entry is written when it joins")
+        #expect(joined.count == 3, "1,200 joins within the delay are 3 calls of at most 500, not \(joined.count)")
 
         var refreshed: [String] = []
         for tick in 1...3 {
@@ -104,5 +121,127 @@ struct PresenceRefreshTests {
         node.advance(by: .seconds(3))
         #expect(Set(node.broker.take().flatMap(\.clients)) == clients, "and again in the next round")
         for channel in channels { _ = try? channel.close().wait() }
+    }
+
+    /// Connects and subscribes a client to `channel`; answers its client id.
+    static func join(_ node: EmbeddedNode<PresenceRecordingBroker>, _ channel: String) throws -> (TestSession, String) {
+        let session = try TestSession(channel: node.openWebSocket(), loop: node.loop)
+        try session.send(#"{"id":1,"connect":{}}"#)
+        try session.send(#"{"id":2,"subscribe":{"channel":"\#(channel)"}}"#)
+        let replies = try session.messages()
+        let client = try #require(replies.first { $0["id"]?.intValue == 1 }?["result"]?["client"]?.stringValue)
+        #expect(replies.contains { $0["id"]?.intValue == 2 && $0["result"] != nil }, "subscribed to \(channel)")
+        return (session, client)
+    }
+
+    @Test("joins and leaves within the write delay are one broker call each; a client that joined and left within it is only removed")
+    func joinsAndLeavesAreGathered() throws {
+        let node = try EmbeddedNode(makeBroker: { PresenceRecordingBroker(eventLoop: $0) })
+        defer { node.shutdown() }
+        let (a, clientA) = try Self.join(node, "room")
+        let (b, clientB) = try Self.join(node, "room")
+        let (c, clientC) = try Self.join(node, "room")
+        _ = try c.channel.close().wait()
+        node.loop.run()
+        #expect(node.broker.take().isEmpty && node.broker.takeRemovals().isEmpty, "nothing is written before the delay")
+        node.advance(by: PresenceSchedule.writeDelay)
+        let added = node.broker.take()
+        #expect(added.count == 1 && added.first?.channel == "room")
+        #expect(Set(added.flatMap(\.clients)) == [clientA, clientB], "the client that left is not added: \(added)")
+        let removed = node.broker.takeRemovals()
+        #expect(removed.map(\.clients) == [[clientC]], "its entry is removed (a refresh may have written it): \(removed)")
+
+        _ = try a.channel.close().wait()
+        _ = try b.channel.close().wait()
+        node.loop.run()
+        #expect(node.broker.takeRemovals().isEmpty)
+        node.advance(by: PresenceSchedule.writeDelay)
+        let left = node.broker.takeRemovals()
+        #expect(left.count == 1 && Set(left.flatMap(\.clients)) == [clientA, clientB], "two leaves, one call: \(left)")
+        #expect(node.broker.take().isEmpty)
+        let present = try node.broker.presence(channel: "room").wait()
+        #expect(present.isEmpty, "nobody is left: \(present.map(\.client))")
+    }
+
+    @Test("a client that asks for presence right after it subscribed finds itself, before the write delay has passed")
+    func presenceReadsItsOwnJoin() throws {
+        let node = try EmbeddedNode(makeBroker: { PresenceRecordingBroker(eventLoop: $0) })
+        defer { node.shutdown() }
+        let (other, otherClient) = try Self.join(node, "room")
+        let (session, client) = try Self.join(node, "room")
+        try session.send(#"{"id":3,"presence":{"channel":"room"}}"#)
+        let reply = try #require(try session.messages().first { $0["id"]?.intValue == 3 })
+        guard case .object(let entries)? = reply["result"]?["clients"] else {
+            Issue.record("no clients in \(reply)")
+            return
+        }
+        #expect(Set(entries.members.map(\.key)) == [client, otherClient], "presence read at once: \(entries.members.map(\.key))")
+        #expect(Set(node.broker.take().flatMap(\.clients)) == [client, otherClient], "the read wrote the gathered joins first")
+        node.advance(by: PresenceSchedule.writeDelay)
+        #expect(node.broker.take().isEmpty, "and nothing twice")
+        _ = try other.channel.close().wait()
+        _ = try session.channel.close().wait()
+    }
+
+    @Test("a stopping node writes the leaves it gathered at once")
+    func stopWritesGatheredLeaves() throws {
+        let node = try EmbeddedNode(makeBroker: { PresenceRecordingBroker(eventLoop: $0) })
+        let (session, client) = try Self.join(node, "room")
+        node.advance(by: PresenceSchedule.writeDelay)
+        _ = node.broker.take()
+        _ = try session.channel.close().wait()
+        node.loop.run()
+        #expect(node.broker.takeRemovals().isEmpty)
+        node.harness.stop()
+        node.loop.run()
+        #expect(node.broker.takeRemovals().map(\.clients) == [[client]], "the leave is written when the node stops")
+        node.shutdown()
+    }
+
+    @Test("a schedule keeps a client in one list: a leave cancels its join, a join its leave, and each channel is taken alone")
+    func scheduleKeepsTheLastChange() {
+        var schedule = PresenceSchedule(ttl: 60)
+        #expect(!schedule.hasPendingWrites)
+        let a = ClientInfo(client: "a", user: "u")
+        let b = ClientInfo(client: "b", user: "u")
+        schedule.add(a, channel: "x")
+        schedule.add(b, channel: "x")
+        schedule.remove(client: "a", channel: "x")
+        schedule.remove(client: "c", channel: "x")
+        schedule.remove(client: "d", channel: "y")
+        schedule.add(ClientInfo(client: "d", user: "v"), channel: "y")
+        #expect(schedule.hasPendingWrites)
+        #expect(schedule.takeWrites(channel: "y") == [.add(channel: "y", clients: [ClientInfo(client: "d", user: "v")])])
+        #expect(schedule.takeWrites(channel: "y").isEmpty)
+        #expect(schedule.takeWrites() == [.remove(channel: "x", clients: ["a", "c"]), .add(channel: "x", clients: [b])])
+        #expect(!schedule.hasPendingWrites && schedule.takeWrites().isEmpty)
+
+        // A joined client's info is replaced by a later join of the same id.
+        schedule.add(ClientInfo(client: "a", user: "old"), channel: "x")
+        schedule.add(ClientInfo(client: "a", user: "new"), channel: "x")
+        #expect(schedule.takeWrites() == [.add(channel: "x", clients: [ClientInfo(client: "a", user: "new")])])
+    }
+
+    @Test("gathered changes go in calls of at most 500 clients, joins and leaves alike")
+    func gatheredWritesAreBatched() {
+        var schedule = PresenceSchedule(ttl: 60)
+        for i in 0..<1_201 { schedule.add(ClientInfo(client: "j\(i)", user: ""), channel: "x") }
+        for i in 0..<501 { schedule.remove(client: "l\(i)", channel: "x") }
+        let writes = schedule.takeWrites()
+        var added: [String] = []
+        var removed: [String] = []
+        for write in writes {
+            switch write {
+            case .add(let channel, let clients):
+                #expect(channel == "x" && clients.count <= PresenceSchedule.batchSize)
+                added += clients.map(\.client)
+            case .remove(let channel, let clients):
+                #expect(channel == "x" && clients.count <= PresenceSchedule.batchSize)
+                removed += clients
+            }
+        }
+        #expect(writes.count == 5, "3 calls of joins, 2 of leaves: \(writes.count)")
+        #expect(added.count == 1_201 && Set(added).count == 1_201)
+        #expect(removed.count == 501 && Set(removed).count == 501)
     }
 }

@@ -170,6 +170,16 @@ final class Hub: @unchecked Sendable {
         shard.run { shard.leave(channel: name, id: id) }
     }
 
+    /// The clients present in `channel`, read after the owning shard's changes to it not yet
+    /// written (`HubShard.presence(channel:)`).
+    func presence(channel: String) -> EventLoopFuture<[ClientInfo]> {
+        let shard = self.shard(for: channel)
+        guard shard.eventLoop.inEventLoop else {
+            return shard.eventLoop.flatSubmit { shard.presence(channel: channel) }
+        }
+        return shard.presence(channel: channel)
+    }
+
     /// Publishes for a session on loop `loop`; `callback` runs on that loop with the broker's answer.
     ///
     /// The publish runs on the channel's shard (inline when that is the session's loop: the memory

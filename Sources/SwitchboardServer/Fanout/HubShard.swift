@@ -41,6 +41,17 @@ final class HubShard: @unchecked Sendable {
     let allocator = ByteBufferAllocator()
     /// When presence entries are written and refreshed.
     var presence: PresenceSchedule
+    /// Whether gathered presence changes have a write scheduled.
+    var presenceWrites = PresenceWriteTimer.idle
+
+    /// The timer of the next presence write: none, one scheduled `PresenceSchedule.writeDelay`
+    /// after the first change gathered since the last write, or none ever again once the shard
+    /// stopped (changes are then written at once: nothing is left for a timer that never runs).
+    enum PresenceWriteTimer {
+        case idle
+        case scheduled(Scheduled<Void>)
+        case stopped
+    }
 
     init(
         eventLoop: any EventLoop,
@@ -77,6 +88,9 @@ final class HubShard: @unchecked Sendable {
 
     func stop() {
         self.eventLoop.execute {
+            if case .scheduled(let timer) = self.presenceWrites { timer.cancel() }
+            self.presenceWrites = .stopped
+            self.writePresence()
             self.presenceTimer?.cancel()
             self.presenceTimer = nil
             self.positionTimer?.cancel()
@@ -229,13 +243,47 @@ final class HubShard: @unchecked Sendable {
     }
 
     func queuePresence(_ client: ClientInfo, channel: String) {
-        guard self.presence.add(client, channel: channel) else { return }
-        // One broker call per channel for everyone who joined within this tick.
-        self.eventLoop.execute {
-            for call in self.presence.flush() {
-                _ = self.broker.addPresence(channel: call.channel, clients: call.clients, ttl: self.presenceTTL)
-            }
+        self.presence.add(client, channel: channel)
+        self.schedulePresenceWrite()
+    }
+
+    /// Writes the gathered presence changes `PresenceSchedule.writeDelay` from now (one call per
+    /// channel for everyone who joined or left by then), unless a write is scheduled already.
+    private func schedulePresenceWrite() {
+        switch self.presenceWrites {
+        case .idle:
+            self.presenceWrites = .scheduled(
+                self.eventLoop.scheduleTask(in: PresenceSchedule.writeDelay) {
+                    self.presenceWrites = .idle
+                    self.writePresence()
+                })
+        case .scheduled:
+            break
+        case .stopped:
+            self.writePresence()
         }
+    }
+
+    /// Sends every gathered presence change to the broker.
+    func writePresence() {
+        for write in self.presence.takeWrites() { self.send(write) }
+    }
+
+    private func send(_ write: PresenceSchedule.Write) {
+        switch write {
+        case .add(let channel, let clients):
+            _ = self.broker.addPresence(channel: channel, clients: clients, ttl: self.presenceTTL)
+        case .remove(let channel, let clients):
+            _ = self.broker.removePresence(channel: channel, clients: clients)
+        }
+    }
+
+    /// The clients present in `channel` (on this shard's loop), after this shard's changes to it
+    /// not yet written: the broker keeps one channel's calls in order, so a client that just
+    /// joined sees itself.
+    func presence(channel: String) -> EventLoopFuture<[ClientInfo]> {
+        for write in self.presence.takeWrites(channel: channel) { self.send(write) }
+        return self.broker.presence(channel: channel)
     }
 
     func activate(_ request: JoinRequest, activation: SubscriptionActivation) {
@@ -264,8 +312,8 @@ final class HubShard: @unchecked Sendable {
         guard let member = channel.members.removeValue(forKey: id) else { return }
         channel.loopCounts[member.loopIndex] -= 1
         if member.presence {
-            self.presence.cancel(client: member.client.client, channel: name)
-            _ = self.broker.removePresence(channel: name, client: member.client.client)
+            self.presence.remove(client: member.client.client, channel: name)
+            self.schedulePresenceWrite()
         }
         if member.joinLeave {
             _ = self.broker.publishPresenceEvent(.leave(member.client), channel: name)

@@ -1,16 +1,36 @@
+import NIOCore
 import SwitchboardCore
 
-/// When the hub writes presence to the broker: entries of clients that joined
-/// within one tick go as one call per channel, and every channel's entries are
-/// refreshed a slice per second so that each is refreshed about every third of
-/// its TTL, without a burst of broker calls. A plain value owned by the hub.
+/// When the hub writes presence to the broker: the joins and leaves of a
+/// channel gathered over `writeDelay` go as one call each (a connect storm of
+/// thousands of clients a second is a few dozen broker calls, not one per
+/// client), and every channel's entries are refreshed a slice per second so
+/// that each is refreshed about every third of its TTL, without a burst of
+/// broker calls. A plain value owned by a hub shard, which writes a channel's
+/// gathered changes before it reads that channel's presence, so a client sees
+/// its own join at once.
 struct PresenceSchedule {
     /// Most entries in one broker call.
     static let batchSize = 500
+    /// How long joins and leaves are gathered before they are written: short
+    /// beside any presence TTL, long enough to turn a storm into batches.
+    static let writeDelay: TimeAmount = .milliseconds(10)
+
+    /// A broker call that writes gathered changes of one channel.
+    enum Write: Equatable {
+        case add(channel: String, clients: [ClientInfo])
+        case remove(channel: String, clients: [String])
+    }
+
+    /// The changes of one channel not yet written: a client is in at most one of the two.
+    private struct PendingChanges {
+        var additions: [String: ClientInfo] = [:]
+        var removals: Set<String> = []
+    }
 
     private let ttl: Double
-    /// Entries to add, by channel, since the last flush.
-    private var pending: [String: [ClientInfo]] = [:]
+    /// Changes by channel since the last write.
+    private var pending: [String: PendingChanges] = [:]
     /// Parts of channels still to refresh in this round.
     private var refreshQueue: [RefreshPart] = []
     private var refreshPerTick = 1
@@ -33,26 +53,43 @@ struct PresenceSchedule {
         self.ttl = ttl
     }
 
-    /// A client joined `channel`; returns true when this is the first entry since the last flush
-    /// (schedule one).
-    mutating func add(_ client: ClientInfo, channel: String) -> Bool {
-        let first = self.pending.isEmpty
-        self.pending[channel, default: []].append(client)
-        return first
+    /// Whether any change waits to be written.
+    var hasPendingWrites: Bool { !self.pending.isEmpty }
+
+    /// A client joined `channel`: its entry is to be written (a leave of the same client not yet
+    /// written is dropped: the entry it would remove is written again).
+    mutating func add(_ client: ClientInfo, channel: String) {
+        self.pending[channel, default: PendingChanges()].removals.remove(client.client)
+        self.pending[channel, default: PendingChanges()].additions[client.client] = client
     }
 
-    /// A client left before its entry was written.
-    mutating func cancel(client: String, channel: String) {
-        guard var entries = self.pending[channel] else { return }
-        entries.removeAll { $0.client == client }
-        self.pending[channel] = entries.isEmpty ? nil : entries
+    /// A client left `channel`: its entry is to be removed, and a join not yet written is dropped.
+    /// The removal is written even then, as an entry may have been written before (a refresh).
+    mutating func remove(client: String, channel: String) {
+        self.pending[channel, default: PendingChanges()].additions[client] = nil
+        self.pending[channel, default: PendingChanges()].removals.insert(client)
     }
 
-    /// The broker calls for what was added since the last flush, at most `batchSize` entries each.
-    mutating func flush() -> [(channel: String, clients: [ClientInfo])] {
+    /// The broker calls for every change since the last write, at most `batchSize` clients each,
+    /// removals first, clients in id order (any order is correct: a client is in one list only).
+    mutating func takeWrites() -> [Write] {
         let pending = self.pending
         self.pending = [:]
-        return pending.flatMap { channel, clients in Self.batches(clients).map { (channel, $0) } }
+        return pending.sorted { $0.key < $1.key }.flatMap { Self.writes(channel: $0.key, $0.value) }
+    }
+
+    /// The broker calls for the changes of `channel` only (before reading its presence).
+    mutating func takeWrites(channel: String) -> [Write] {
+        guard let changes = self.pending.removeValue(forKey: channel) else { return [] }
+        return Self.writes(channel: channel, changes)
+    }
+
+    private static func writes(channel: String, _ changes: PendingChanges) -> [Write] {
+        let removals = changes.removals.sorted()
+        let additions = changes.additions.values.sorted { $0.client < $1.client }
+        return stride(from: 0, to: removals.count, by: Self.batchSize).map {
+            .remove(channel: channel, clients: Array(removals[$0..<min(removals.count, $0 + Self.batchSize)]))
+        } + Self.batches(additions).map { .add(channel: channel, clients: $0) }
     }
 
     /// The parts to refresh this second; `channels` lists every channel with its entry count when

@@ -337,7 +337,7 @@ extension ClientSession {
             return self.reply(id: id, error: refusal)
         }
         let slot = self.reserveReply()
-        self.node.broker.presence(channel: channel).hop(to: self.fanout.eventLoop).assumeIsolated().whenComplete { result in
+        self.node.hub.presence(channel: channel).hop(to: self.fanout.eventLoop).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let clients):
                 let message = self.replyMessage(id: id) { buffer in

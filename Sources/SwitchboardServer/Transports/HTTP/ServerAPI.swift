@@ -157,7 +157,7 @@ struct ServerAPI: Sendable {
         guard self.node.configuration.namespaces.options(for: channel).presence else {
             throw SwitchboardError(.notAvailable, "presence is off for this channel")
         }
-        return self.node.broker.presence(channel: channel).map { clients in
+        return self.node.hub.presence(channel: channel).map { clients in
             Self.result { buffer in
                 if statsOnly { ResultWriter.writePresenceStats(&buffer, clients) } else { ResultWriter.writePresence(&buffer, clients, includingMeta: true) }
             }
