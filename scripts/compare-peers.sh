@@ -13,6 +13,8 @@
 #        issue12        the readings issues 11 and 12 are judged by, in one run: pingpong, pingpong-redis,
 #                       latency, latency2, connect, memory (about 20 min)
 #        pingpong       1,000 closed loops, 15 s; switchboard with the memory broker, against nats, go, centrifuge
+#        pingpong-nohistory
+#                       the memory broker with history off (scripts/no-history.json), NATS's work, against nats
 #        pingpong-redis the same with switchboard on Redis, against go and centrifuge
 #        pingpong-redis-nohistory
 #                       the same with history off (scripts/no-history.json), the go peer's work
@@ -113,6 +115,11 @@ if want pingpong; then
   # the memory broker: one node has no need of Redis (nats has none either); go and centrifuge use Redis
   SWITCHBOARD_CMD="$sb serve --port {port} --broker memory --log-level error --api-key bench --commands-per-second 1000000 --command-burst 1000000 --max-connections-per-ip 1000000" \
     run pingpong pingpong -targets switchboard,nats,go,centrifuge -baseline nats -n 1000 -duration 15
+fi
+if want pingpong-nohistory; then
+  # the memory broker with NATS's work: no history (no offsets, nothing stored per publication)
+  SWITCHBOARD_CMD="$sb serve --port {port} --broker memory --config $repo/scripts/no-history.json --log-level error --api-key bench --commands-per-second 1000000 --command-burst 1000000 --max-connections-per-ip 1000000" \
+    run pingpong-nohistory pingpong -targets switchboard,nats -baseline nats -n 1000 -duration 15
 fi
 if want pingpong-redis; then
   run pingpong-redis pingpong -targets switchboard,go,centrifuge -baseline go -n 1000 -duration 15
