@@ -237,7 +237,7 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard let head = self.head else { return }
         let key =
             self.settings.picksByKey
-            ? head.hashKey(self.settings.hashKey, clientAddress: context.channel.remoteAddress?.ipAddress) : nil
+            ? head.hashKey(self.settings.hashKey, clientAddress: context.channel.remoteAddress?.ipText) : nil
         guard self.attempts < self.settings.connectAttempts,
             let (node, address) = self.router.pick(key: key, excluding: self.tried)
         else {
@@ -300,14 +300,14 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let proxyProtocol = self.settings.clientAddressForwarding == .proxyProtocol
         if proxyProtocol {
             ProxyProtocolHeader(
-                sourceAddress: context.channel.remoteAddress?.ipAddress, sourcePort: context.channel.remoteAddress?.port ?? 0,
-                destinationAddress: context.channel.localAddress?.ipAddress,
+                sourceAddress: context.channel.remoteAddress?.ipText, sourcePort: context.channel.remoteAddress?.port ?? 0,
+                destinationAddress: context.channel.localAddress?.ipText,
                 destinationPort: context.channel.localAddress?.port ?? 0,
                 clientUsedTLS: self.settings.forwardedProto == "https"
             ).write(into: &out)
         }
         head.forwardedHead(
-            clientAddress: context.channel.remoteAddress?.ipAddress, proto: self.settings.forwardedProto,
+            clientAddress: context.channel.remoteAddress?.ipText, proto: self.settings.forwardedProto,
             addForwardedHeaders: !proxyProtocol, into: &out)
         let onlyHead = rest.readableBytes == 0
         out.writeBuffer(&rest)

@@ -5,6 +5,7 @@ import Darwin
 #endif
 import CoreMetrics
 import NIOCore
+import SwitchboardCore
 
 /// First on the listening socket's pipeline: drops an accepted connection from an address that
 /// floods the node with connects (`ConnectionCounts.sheds`: it has opened its allowance this second
@@ -30,7 +31,7 @@ final class AcceptShedder: ChannelInboundHandler, Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let child = Self.unwrapInboundIn(data)
-        let address = child.remoteAddress?.ipAddress ?? ""
+        let address = child.remoteAddress?.ipText ?? ""
         guard self.connections.sheds(address: address, capped: !self.trustedProxies.contains(address)) else {
             context.fireChannelRead(data)
             return

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import SwitchboardCore
 
 // The handlers a node puts on a connection once it knows what the connection is. Written once,
 // used by the listener (`SwitchboardNode`: the handshake router and the HTTP upgrader) and by
@@ -37,7 +38,7 @@ extension NodeContext {
     func addHTTPHandlers(to channel: any Channel, upgrader: WebSocketUpgrader, headDeadline: NIODeadline) throws {
         // Behind a trusted proxy the client's address is the one the proxy named.
         let clientAddress = (try? channel.pipeline.syncOperations.handler(type: ProxyProtocolHandler.self))?.clientAddress
-            ?? channel.remoteAddress?.ipAddress ?? ""
+            ?? channel.remoteAddress?.ipText ?? ""
         let httpHandler = HTTPHandler(node: self, clientAddress: clientAddress, headDeadline: headDeadline)
         let boundHTTPHandler = NIOLoopBound(httpHandler, eventLoop: channel.eventLoop)
         var limits = NIOHTTPDecoderLimitConfiguration()

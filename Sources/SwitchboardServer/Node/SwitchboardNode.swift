@@ -127,7 +127,7 @@ public final class SwitchboardNode: Sendable {
                     try options.setOption(.maxMessagesPerRead, value: 4)
                     // Small first reads: an idle connection keeps its last receive buffer (NIO's default starts at 2 KB).
                     try options.setOption(.recvAllocator, value: receiveAllocator)
-                    let address = channel.remoteAddress?.ipAddress ?? ""
+                    let address = channel.remoteAddress?.ipText ?? ""
                     let headDeadline = NIODeadline.now() + .milliseconds(Int64(configuration.headTimeout * 1000))
                     guard trustedProxies.contains(address) else {
                         return try Self.admit(
