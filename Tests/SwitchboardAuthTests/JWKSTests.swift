@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Crypto
 import Foundation
 import Logging
@@ -91,15 +94,35 @@ struct JWKSTests {
     @Test("a fetch against a closed port fails as refused, without waiting for the deadline")
     func fetchAgainstAClosedPortIsRefused() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        // Bind and close to get a port nobody listens on.
-        let channel = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
-        let port = channel.localAddress!.port!
-        try await channel.close()
+        // A port bound but not listening: connects to it are refused, and while it is held nothing
+        // else (a test running alongside) can take it, as it could a port bound and closed again.
+        let held = try Self.boundNotListening()
+        defer { close(held.descriptor) }
+        let port = held.port
         // A deadline far beyond any test: the failure must come from the refused connect.
         let fetcher = try JWKSFetcher(url: "http://127.0.0.1:\(port)/jwks.json", timeout: .seconds(600))
         let error = await #expect(throws: JWKSFetcher.Error.self) { try await fetcher.fetch(on: group.next()).get() }
         #expect(error?.description.contains("cannot connect") == true)
         try await group.shutdownGracefully()
+    }
+
+    /// A TCP socket bound to a free loopback port, never listening.
+    static func boundNotListening() throws -> (descriptor: Int32, port: Int) {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { throw IOError(errnoCode: errno, reason: "socket") }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) == 0 && getsockname(descriptor, $0, &length) == 0 }
+        }
+        guard bound else {
+            close(descriptor)
+            throw IOError(errnoCode: errno, reason: "bind")
+        }
+        return (descriptor, Int(UInt16(bigEndian: address.sin_port)))
     }
 
     @Test("a server that accepts and never answers is given up at the fetch deadline", .timeLimit(.minutes(1)))
