@@ -49,4 +49,47 @@ struct PublicationRingTests {
         #expect(ring.firstOffset == nil)
         #expect(ring.capacity == 0)
     }
+
+    @Test("a slot keeps data, info and time, not a whole publication, and gives them back with their offsets")
+    func slotsAreSmallAndLoseNothing() throws {
+        #expect(PublicationRing.slotStride <= 40, "a slot takes \(PublicationRing.slotStride) bytes")
+        var ring = PublicationRing()
+        let ann = ClientInfo(client: "c-ann-0123456789abcdef", user: "ann", info: .object(JSONObject([("name", .string("Ann"))])))
+        let bob = ClientInfo(client: "c-bob-0123456789abcdef", user: "bob")
+        let annAgain = ClientInfo(client: "c-ann-0123456789abcdef", user: "ann", info: .object(JSONObject([("name", .string("Ann B"))])))
+        let infos: [ClientInfo?] = [ann, ann, nil, bob, ann, ann, annAgain, annAgain, nil, nil]
+        for (i, info) in infos.enumerated() {
+            let offset = UInt64(41 + i)
+            ring.append(Publication(offset: offset, data: ByteBuffer(string: "p\(offset)"), info: info, time: offset * 1_000), expiresAt: 100)
+        }
+        #expect(ring.firstOffset == 41)
+        for (i, info) in infos.enumerated() {
+            let offset = UInt64(41 + i)
+            #expect(ring[i] == Publication(offset: offset, data: ByteBuffer(string: "p\(offset)"), info: info, time: offset * 1_000))
+        }
+        // Consecutive entries of one client hold one info; a different client, a gap or changed info do not.
+        #expect(ring.infoIdentity(0) != nil && ring.infoIdentity(0) == ring.infoIdentity(1))
+        #expect(ring.infoIdentity(2) == nil)
+        #expect(ring.infoIdentity(4) != ring.infoIdentity(1), "no entry between them shares: a new one after nil and bob")
+        #expect(ring.infoIdentity(4) == ring.infoIdentity(5))
+        #expect(ring.infoIdentity(6) != ring.infoIdentity(5), "the same client id with other info is not shared")
+        #expect(ring.infoIdentity(6) == ring.infoIdentity(7))
+    }
+
+    @Test("offsets follow the oldest entry through removal, expiry and emptying, and a refilled ring starts where it is told")
+    func offsetsFollowTheOldest() {
+        var ring = PublicationRing()
+        for offset in UInt64(7)...12 { ring.append(self.publication(offset), expiresAt: Double(offset)) }
+        ring.removeFirst(2)
+        #expect(ring.firstOffset == 9)
+        #expect(self.offsets(ring) == Array(UInt64(9)...12))
+        ring.dropExpired(now: 10)
+        #expect(self.offsets(ring) == [11, 12])
+        #expect(ring[1].data == ByteBuffer(string: "12"))
+        ring.removeFirst(5)
+        #expect(ring.isEmpty && ring.firstOffset == nil)
+        for offset in UInt64(500)...502 { ring.append(self.publication(offset), expiresAt: 1_000) }
+        #expect(self.offsets(ring) == [500, 501, 502])
+        #expect(ring[0].data == ByteBuffer(string: "500"))
+    }
 }
