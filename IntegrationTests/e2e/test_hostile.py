@@ -556,16 +556,23 @@ def test_handshakes_abandoned_mid_body_leave_nothing_behind(target):
             s.sendall((head + extra + "\r\n").encode())
             s.close()
 
+    def grown_over_2000() -> int:
+        before = rss_kib(target.pid)
+        abandon(1000, "Content-Length: 5\r\n")
+        abandon(1000, "Transfer-Encoding: chunked\r\n")
+        fds_back_to(target, base_fds)
+        time.sleep(0.5)
+        return rss_kib(target.pid) - before
+
     base_fds = fd_count(target.pid)
     abandon(300, "Content-Length: 5\r\n")  # warm-up: the allocator's pools, NIO's buffers
     fds_back_to(target, base_fds)
-    before = rss_kib(target.pid)
-    abandon(1000, "Content-Length: 5\r\n")
-    abandon(1000, "Transfer-Encoding: chunked\r\n")
-    fds_back_to(target, base_fds)
-    time.sleep(0.5)
-    grown = rss_kib(target.pid) - before
-    assert grown * 1024 / 2000 < 1024, f"the node grew {grown} KiB over 2,000 abandoned handshakes"
+    grown = grown_over_2000()
+    if grown * 1024 / 2000 >= 1024:
+        # A leak grows the node again in a second round; a one-off step (an allocator arena grown
+        # for something else the shared node did meanwhile, seen once in CI: 2.3 MB) does not.
+        grown = min(grown, grown_over_2000())
+    assert grown * 1024 / 2000 < 1024, f"the node grew {grown} KiB over 2,000 abandoned handshakes, twice"
     out, _ = raw_http(target.port, (head + "Connection: Upgrade\r\nContent-Length: 0\r\n\r\n").encode(), timeout=1)
     assert out.startswith(b"HTTP/1.1 101 "), out[:100]
     out, _ = raw_http(target.port, (head + "Connection: Upgrade\r\nContent-Length: 5\r\n\r\nabcde").encode(), timeout=3)
