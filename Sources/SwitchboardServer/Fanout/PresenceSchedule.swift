@@ -26,6 +26,16 @@ struct PresenceSchedule {
     private struct PendingChanges {
         var additions: [String: ClientInfo] = [:]
         var removals: Set<String> = []
+
+        mutating func join(_ client: ClientInfo) {
+            self.removals.remove(client.client)
+            self.additions[client.client] = client
+        }
+
+        mutating func leave(_ client: String) {
+            self.additions[client] = nil
+            self.removals.insert(client)
+        }
     }
 
     private let ttl: Double
@@ -59,15 +69,13 @@ struct PresenceSchedule {
     /// A client joined `channel`: its entry is to be written (a leave of the same client not yet
     /// written is dropped: the entry it would remove is written again).
     mutating func add(_ client: ClientInfo, channel: String) {
-        self.pending[channel, default: PendingChanges()].removals.remove(client.client)
-        self.pending[channel, default: PendingChanges()].additions[client.client] = client
+        self.pending[channel, default: PendingChanges()].join(client)
     }
 
     /// A client left `channel`: its entry is to be removed, and a join not yet written is dropped.
     /// The removal is written even then, as an entry may have been written before (a refresh).
     mutating func remove(client: String, channel: String) {
-        self.pending[channel, default: PendingChanges()].additions[client] = nil
-        self.pending[channel, default: PendingChanges()].removals.insert(client)
+        self.pending[channel, default: PendingChanges()].leave(client)
     }
 
     /// The broker calls for every change since the last write, at most `batchSize` clients each,
