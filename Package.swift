@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "SwitchboardServerTesting", targets: ["SwitchboardServerTesting"]),
         .library(name: "SwitchboardAuth", targets: ["SwitchboardAuth"]),
         .library(name: "SwitchboardBalancer", targets: ["SwitchboardBalancer"]),
+        .library(name: "SwitchboardClient", targets: ["SwitchboardClient"]),
         .library(name: "RESP", targets: ["RESP"]),
         .library(name: "RedisClient", targets: ["RedisClient"]),
         .library(name: "SwitchboardRedis", targets: ["SwitchboardRedis"]),
@@ -203,6 +204,32 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: upcoming
+        ),
+        // The Swift client library: one WebSocket connection kept up, subscriptions recovered.
+        .target(
+            name: "SwitchboardClient",
+            dependencies: [
+                "SwitchboardCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: upcoming
+        ),
+        .testTarget(
+            name: "SwitchboardClientTests",
+            dependencies: [
+                "SwitchboardClient",
+                "SwitchboardCore",
+                "SwitchboardServer",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: upcoming
         ),

@@ -1,0 +1,563 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import NIOWebSocket
+import SwitchboardCore
+
+/// The client's state and I/O, confined to its event loop: a thin shell that opens connections,
+/// sends commands, routes what the node sends, and does what `ConnectionStateMachine` and
+/// `SubscriptionTable` decide.
+final class ClientDriver {
+    /// A command sent on the current connection, waiting for its answer.
+    private enum InFlight {
+        case connect
+        /// A subscribe of the table's entry `serial` for `channel` (a later entry for the same
+        /// channel, after an unsubscribe, does not take its answer).
+        case subscribe(channel: String, serial: UInt64)
+        /// An `unsubscribe` (its answer changes nothing) or a ping answer.
+        case ignored
+        /// A request of the app, by its key in `requests`.
+        case request(UInt64)
+    }
+
+    /// A request of the app: sent when connected, answered or failed once.
+    private struct PendingRequest {
+        var command: OutgoingCommand
+        var promise: EventLoopPromise<JSONObject>
+        var timeout: Scheduled<Void>?
+    }
+
+    let eventLoop: any EventLoop
+    let configuration: SwitchboardClientConfiguration
+    let logger: Logger
+    private var machine: ConnectionStateMachine
+    private var subscriptions = SubscriptionTable()
+    private var streams: [String: AsyncStream<SubscriptionEvent>.Continuation] = [:]
+    private var observers: [UInt64: AsyncStream<ConnectionState>.Continuation] = [:]
+    private var nextObserver: UInt64 = 0
+    private(set) var state = ConnectionState.disconnected(code: nil, reason: "")
+
+    /// Counts connection attempts; callbacks of an older one are ignored.
+    private var generation: UInt64 = 0
+    private var connection: (any Channel)?
+    private var nextID: UInt64 = 1
+    private var inFlight: [UInt64: InFlight] = [:]
+    private var requests: [UInt64: PendingRequest] = [:]
+    /// Keys of requests waiting for a connection, oldest first.
+    private var queue: [UInt64] = []
+    private var nextRequestKey: UInt64 = 0
+    private var connectedWaiters: [EventLoopPromise<ConnectResult>] = []
+    private var expectsPong = false
+    /// What the node's `disconnect` push said about the connection that is ending.
+    private var serverReconnect: Bool?
+    private var reconnectTimer: Scheduled<Void>?
+    private var connectDeadline: Scheduled<Void>?
+    private var livenessCheck: Scheduled<Void>?
+    private var lastReceived = NIODeadline.now()
+    private var sslContext: NIOSSLContext?
+
+    init(eventLoop: any EventLoop, configuration: SwitchboardClientConfiguration, logger: Logger) {
+        self.eventLoop = eventLoop
+        self.configuration = configuration
+        self.logger = logger
+        self.machine = ConnectionStateMachine(
+            backoff: ReconnectBackoff(
+                minimumNanoseconds: configuration.minimumReconnectDelay.nanoseconds,
+                maximumNanoseconds: configuration.maximumReconnectDelay.nanoseconds),
+            renewsTokens: configuration.getToken != nil)
+    }
+
+    // MARK: the app's calls
+
+    func connect() {
+        if case .closed = self.machine.state {
+            self.machine.backoff.reset()
+        }
+        guard case .openConnection = self.machine.start() else { return }
+        self.reconnectTimer?.cancel()
+        self.reconnectTimer = nil
+        self.openConnection()
+    }
+
+    func waitUntilConnected() -> EventLoopFuture<ConnectResult> {
+        switch self.state {
+        case .connected(let result):
+            return self.eventLoop.makeSucceededFuture(result)
+        case .closed(let code, let reason):
+            return self.eventLoop.makeFailedFuture(ClientError.closed(code: code, reason: reason))
+        case .disconnected, .connecting:
+            let promise = self.eventLoop.makePromise(of: ConnectResult.self)
+            self.connectedWaiters.append(promise)
+            return promise.futureResult
+        }
+    }
+
+    func close() {
+        guard self.machine.close() else { return }
+        self.stop(code: nil, reason: "closed by the client")
+    }
+
+    func observeState() -> AsyncStream<ConnectionState> {
+        let (stream, continuation) = AsyncStream.makeStream(of: ConnectionState.self, bufferingPolicy: .bufferingNewest(64))
+        let key = self.nextObserver
+        self.nextObserver += 1
+        continuation.yield(self.state)
+        self.observers[key] = continuation
+        return stream
+    }
+
+    func subscribe(_ channel: String, since: StreamPosition?) throws(ClientError) -> AsyncStream<SubscriptionEvent> {
+        do {
+            try ChannelName.validate(channel)
+        } catch {
+            throw .invalidRequest("invalid channel name: \(error.message)")
+        }
+        guard self.subscriptions.add(channel, since: since) else {
+            throw .invalidRequest(self.subscriptions.entry(channel) == nil ? "too many subscriptions" : "already subscribed to \(channel)")
+        }
+        let (stream, continuation) = AsyncStream.makeStream(of: SubscriptionEvent.self)
+        self.streams[channel] = continuation
+        if case .connected = self.state {
+            self.sendSubscribe(channel)
+        }
+        return stream
+    }
+
+    func unsubscribe(_ channel: String) {
+        guard self.subscriptions.remove(channel) else { return }
+        self.streams.removeValue(forKey: channel)?.finishEnded(code: 0, reason: "unsubscribed")
+        if case .connected = self.state {
+            self.send(.unsubscribe(channel: channel), as: .ignored)
+            self.connection?.flush()
+        }
+    }
+
+    /// Sends `command` once connected; its result, or why there is none.
+    func request(_ command: OutgoingCommand) -> EventLoopFuture<JSONObject> {
+        if case .closed(let code, let reason) = self.state {
+            return self.eventLoop.makeFailedFuture(ClientError.closed(code: code, reason: reason))
+        }
+        var sizeCheck = ByteBuffer()
+        command.write(id: UInt64(UInt32.max), into: &sizeCheck)
+        guard sizeCheck.readableBytes <= self.configuration.maximumMessageSize else {
+            return self.eventLoop.makeFailedFuture(
+                ClientError.invalidRequest("\(sizeCheck.readableBytes) bytes, over maximumMessageSize (\(self.configuration.maximumMessageSize))"))
+        }
+        guard self.requests.count < self.configuration.maximumQueuedRequests else {
+            return self.eventLoop.makeFailedFuture(ClientError.invalidRequest("too many requests waiting"))
+        }
+        let key = self.nextRequestKey
+        self.nextRequestKey += 1
+        let promise = self.eventLoop.makePromise(of: JSONObject.self)
+        let timeout = self.eventLoop.assumeIsolated().scheduleTask(in: self.configuration.requestTimeout) {
+            self.finishRequest(key, .failure(ClientError.timedOut))
+        }
+        self.requests[key] = PendingRequest(command: command, promise: promise, timeout: timeout)
+        if case .connected = self.state {
+            self.sendRequest(key)
+            self.connection?.flush()
+        } else {
+            self.queue.append(key)
+        }
+        return promise.futureResult
+    }
+
+    // MARK: connections
+
+    private func setState(_ state: ConnectionState) {
+        self.state = state
+        for (key, observer) in self.observers {
+            if case .terminated = observer.yield(state) { self.observers[key] = nil }
+        }
+    }
+
+    private func openConnection() {
+        self.generation &+= 1
+        let generation = self.generation
+        self.setState(.connecting)
+        self.serverReconnect = nil
+        self.connectDeadline?.cancel()
+        self.connectDeadline = self.eventLoop.assumeIsolated().scheduleTask(in: self.configuration.connectTimeout) {
+            guard self.generation == generation else { return }
+            self.logger.debug("no connect reply in time")
+            if let connection = self.connection {
+                connection.close(promise: nil)
+            } else {
+                self.connectionClosed(code: nil, reason: "connect timed out", generation: generation)
+            }
+        }
+        if let getToken = self.configuration.getToken {
+            let loop = self.eventLoop
+            let bound = NIOLoopBound(self, eventLoop: loop)
+            Task {
+                let token: Result<String, any Error>
+                do {
+                    token = .success(try await getToken())
+                } catch {
+                    token = .failure(error)
+                }
+                loop.execute {
+                    let driver = bound.value
+                    guard driver.generation == generation, case .connecting = driver.machine.state else { return }
+                    switch token {
+                    case .success(let token):
+                        driver.dial(generation: generation, token: token)
+                    case .failure(let error):
+                        driver.connectionClosed(code: nil, reason: "getToken failed: \(error)", generation: generation)
+                    }
+                }
+            }
+        } else {
+            self.dial(generation: generation, token: self.configuration.token)
+        }
+    }
+
+    private func dial(generation: UInt64, token: String?) {
+        let endpoint = self.configuration.endpoint
+        let sslContext: NIOSSLContext?
+        do {
+            sslContext = try self.tlsContext()
+        } catch {
+            self.connectionClosed(code: nil, reason: "TLS configuration: \(error)", generation: generation)
+            return
+        }
+        self.pendingToken = token
+        let maximumFrameSize = self.configuration.maximumIncomingMessageSize
+        let bound = NIOLoopBound(self, eventLoop: self.eventLoop)
+        ClientBootstrap(group: self.eventLoop)
+            .connectTimeout(self.configuration.connectTimeout)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let driver = bound.value
+                    let sync = channel.pipeline.syncOperations
+                    if let sslContext {
+                        let serverHostname = endpoint.host.contains(":") || endpoint.host.allSatisfy({ $0.isNumber || $0 == "." }) ? nil : endpoint.host
+                        try sync.addHandler(NIOSSLClientHandler(context: sslContext, serverHostname: serverHostname))
+                    }
+                    let request = UpgradeRequestHandler(endpoint: endpoint, driver: driver, generation: generation)
+                    let boundRequest = NIOLoopBound(request, eventLoop: channel.eventLoop)
+                    let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: maximumFrameSize, automaticErrorHandling: true) { channel, _ in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(
+                                NIOWebSocketFrameAggregator(
+                                    minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1 << 16, maxAccumulatedFrameSize: maximumFrameSize))
+                            try channel.pipeline.syncOperations.addHandler(WebSocketConnectionHandler(driver: bound.value, generation: generation))
+                        }
+                    }
+                    try sync.addHTTPClientHandlers(
+                        leftOverBytesStrategy: .forwardBytes,
+                        withClientUpgrade: (
+                            upgraders: [upgrader],
+                            completionHandler: { context in
+                                context.pipeline.syncOperations.removeHandler(boundRequest.value, promise: nil)
+                            }
+                        ))
+                    try sync.addHandler(request)
+                }
+            }
+            .connect(host: endpoint.host, port: endpoint.port)
+            .assumeIsolated()
+            .whenComplete { result in
+                switch result {
+                case .success(let channel):
+                    guard self.generation == generation, case .connecting = self.machine.state else {
+                        channel.close(promise: nil)
+                        return
+                    }
+                    self.connection = channel
+                case .failure(let error):
+                    self.connectionClosed(code: nil, reason: "\(error)", generation: generation)
+                }
+            }
+    }
+
+    /// The token of the attempt under way (kept until its `connect` is written).
+    private var pendingToken: String?
+
+    private func tlsContext() throws -> NIOSSLContext? {
+        guard self.configuration.endpoint.usesTLS else { return nil }
+        if let context = self.sslContext { return context }
+        let context = try NIOSSLContext(configuration: self.configuration.tls)
+        self.sslContext = context
+        return context
+    }
+
+    /// The WebSocket handshake is done: send `connect` with every subscription and its position.
+    func connectionOpened(_ channel: any Channel, generation: UInt64) {
+        guard generation == self.generation, case .connecting = self.machine.state else {
+            channel.close(promise: nil)
+            return
+        }
+        self.connection = channel
+        self.lastReceived = .now()
+        self.nextID = 1
+        let subs = self.subscriptions.startConnect()
+        self.send(.connect(token: self.pendingToken, name: self.configuration.name, subs: subs), as: .connect)
+        self.pendingToken = nil
+        channel.flush()
+    }
+
+    /// The connection (or the attempt) ended.
+    func connectionClosed(code: UInt16?, reason: String, generation: UInt64) {
+        guard generation == self.generation else { return }
+        self.connection = nil
+        self.connectDeadline?.cancel()
+        self.connectDeadline = nil
+        self.livenessCheck?.cancel()
+        self.livenessCheck = nil
+        self.failInFlight()
+        self.subscriptions.connectionLost()
+        let action = self.machine.lost(
+            code: code, reason: reason, serverReconnect: self.serverReconnect, random: Double.random(in: 0..<1))
+        switch action {
+        case .scheduleReconnect(let nanoseconds):
+            self.logger.debug("connection lost", metadata: ["code": "\(code.map(String.init) ?? "none")", "reason": "\(reason)", "retryMs": "\(nanoseconds / 1_000_000)"])
+            self.setState(.disconnected(code: code, reason: reason))
+            self.reconnectTimer = self.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(nanoseconds)) {
+                self.reconnectTimer = nil
+                if case .openConnection = self.machine.timerFired() { self.openConnection() }
+            }
+        case .stop(let code, let reason):
+            self.logger.debug("connection ended for good", metadata: ["code": "\(code)", "reason": "\(reason)"])
+            self.stop(code: code, reason: reason)
+        case .none:
+            break
+        }
+    }
+
+    /// The client is closed: nothing waits any more and every subscription ends.
+    private func stop(code: UInt16?, reason: String) {
+        self.generation &+= 1
+        self.reconnectTimer?.cancel()
+        self.reconnectTimer = nil
+        self.connectDeadline?.cancel()
+        self.connectDeadline = nil
+        self.livenessCheck?.cancel()
+        self.livenessCheck = nil
+        self.connection?.close(promise: nil)
+        self.connection = nil
+        self.failInFlight()
+        let error = ClientError.closed(code: code, reason: reason)
+        for key in self.queue { self.finishRequest(key, .failure(error)) }
+        self.queue = []
+        for waiter in self.connectedWaiters { waiter.fail(error) }
+        self.connectedWaiters = []
+        for channel in Array(self.subscriptions.channels) { self.subscriptions.remove(channel) }
+        for stream in self.streams.values { stream.finishEnded(code: Int(code ?? 0), reason: reason) }
+        self.streams = [:]
+        self.setState(.closed(code: code, reason: reason))
+    }
+
+    private func failInFlight() {
+        let inFlight = self.inFlight
+        self.inFlight = [:]
+        for case .request(let key) in inFlight.values {
+            self.finishRequest(key, .failure(ClientError.connectionLost))
+        }
+    }
+
+    private func finishRequest(_ key: UInt64, _ result: Result<JSONObject, any Error>) {
+        guard let request = self.requests.removeValue(forKey: key) else { return }
+        request.timeout?.cancel()
+        if let index = self.queue.firstIndex(of: key) { self.queue.remove(at: index) }
+        request.promise.completeWith(result)
+    }
+
+    // MARK: sending
+
+    @discardableResult
+    private func send(_ command: OutgoingCommand, as kind: InFlight) -> UInt64? {
+        guard let connection = self.connection else { return nil }
+        let id = self.nextID
+        self.nextID = self.nextID >= UInt64(UInt32.max) ? 1 : self.nextID + 1
+        var buffer = connection.allocator.buffer(capacity: 128)
+        command.write(id: id, into: &buffer)
+        self.inFlight[id] = kind
+        connection.write(WebSocketFrame(fin: true, opcode: .text, maskKey: .random(), data: buffer), promise: nil)
+        return id
+    }
+
+    private func sendRequest(_ key: UInt64) {
+        guard let command = self.requests[key]?.command else { return }
+        self.send(command, as: .request(key))
+    }
+
+    private func sendSubscribe(_ channel: String) {
+        guard case .some(let since) = self.subscriptions.startSubscribe(channel), let serial = self.subscriptions.entry(channel)?.serial
+        else { return }
+        self.send(.subscribe(channel: channel, since: since), as: .subscribe(channel: channel, serial: serial))
+        self.connection?.flush()
+    }
+
+    // MARK: receiving
+
+    func received(_ frame: ByteBuffer, generation: UInt64) {
+        guard generation == self.generation else { return }
+        self.lastReceived = .now()
+        let messages: [ServerMessage]
+        do {
+            messages = try ServerMessage.decode(frame: frame.readableBytesView)
+        } catch {
+            self.logger.warning("node sent invalid JSON; reconnecting", metadata: ["error": "\(error)"])
+            self.connection?.close(promise: nil)
+            return
+        }
+        for message in messages {
+            guard generation == self.generation else { return }  // a message can end the connection
+            self.handle(message)
+        }
+        self.connection?.flush()
+    }
+
+    private func handle(_ message: ServerMessage) {
+        switch message {
+        case .result(let id, let result):
+            self.answer(id, .success(result))
+        case .error(let id, let error):
+            self.answer(id, .failure(error))
+        case .publication(let channel, let publication):
+            switch self.subscriptions.publication(channel, publication) {
+            case .deliver:
+                self.streams[channel]?.yield(.publication(publication))
+            case .duplicate:
+                self.logger.trace("duplicate dropped", metadata: ["channel": "\(channel)", "offset": "\(publication.offset ?? 0)"])
+            case .ignore:
+                break
+            }
+        case .join(let channel, let info):
+            if self.subscriptions.entry(channel)?.phase == .live { self.streams[channel]?.yield(.join(info)) }
+        case .leave(let channel, let info):
+            if self.subscriptions.entry(channel)?.phase == .live { self.streams[channel]?.yield(.leave(info)) }
+        case .unsubscribed(let channel, let code, let reason):
+            switch self.subscriptions.unsubscribed(channel, code: code) {
+            case .resubscribe(let since, let serial):
+                self.send(.subscribe(channel: channel, since: since), as: .subscribe(channel: channel, serial: serial))
+            case .ended:
+                self.streams.removeValue(forKey: channel)?.finishEnded(code: code, reason: reason)
+            case .ignore:
+                break
+            }
+        case .disconnect(_, _, let reconnect):
+            self.serverReconnect = reconnect
+        case .ping:
+            if self.expectsPong, let connection = self.connection {
+                var pong = connection.allocator.buffer(capacity: 2)
+                pong.writeStaticString("{}")
+                connection.write(WebSocketFrame(fin: true, opcode: .text, maskKey: .random(), data: pong), promise: nil)
+            }
+        case .unknown:
+            break
+        }
+    }
+
+    private func answer(_ id: UInt64, _ result: Result<JSONObject, SwitchboardError>) {
+        guard let kind = self.inFlight.removeValue(forKey: id) else { return }
+        switch kind {
+        case .connect:
+            switch result {
+            case .success(let object):
+                self.connectReplied(object)
+            case .failure(let error):
+                // The node closes the connection after a refused connect (3500, 3503): its close
+                // code decides whether to come back.
+                self.logger.debug("connect refused", metadata: ["error": "\(error)"])
+                if error.code.rawValue == SwitchboardError.Code.tokenExpired.rawValue {
+                    self.connection?.close(promise: nil)
+                }
+            }
+        case .subscribe(let channel, let serial):
+            guard self.subscriptions.entry(channel)?.serial == serial else { return }
+            switch result {
+            case .success(let object):
+                self.subscribed(channel, object)
+            case .failure(let error):
+                self.subscriptionRefused(channel, error)
+            }
+        case .ignored:
+            break
+        case .request(let key):
+            self.finishRequest(key, result.mapError { ClientError.server($0) as any Error })
+        }
+    }
+
+    private func connectReplied(_ object: JSONObject) {
+        guard self.machine.connected() else { return }
+        self.connectDeadline?.cancel()
+        self.connectDeadline = nil
+        let result = ConnectResult(json: object)
+        self.expectsPong = result.pong
+        self.startLivenessCheck(pingInterval: result.pingInterval)
+        self.setState(.connected(result))
+        for waiter in self.connectedWaiters { waiter.succeed(result) }
+        self.connectedWaiters = []
+        let subs = object["subs"]?.objectValue
+        for channel in Array(self.subscriptions.channels) where self.subscriptions.entry(channel)?.phase == .subscribing {
+            guard let answer = subs?[channel]?.objectValue else {
+                // Not in the answer: subscribed after the connect went out.
+                self.sendSubscribe(channel)
+                continue
+            }
+            if let error = answer["error"]?.objectValue {
+                self.subscriptionRefused(channel, ServerMessage.error(error))
+            } else {
+                self.subscribed(channel, answer)
+            }
+        }
+        for channel in Array(self.subscriptions.channels) where self.subscriptions.entry(channel)?.phase == .waiting {
+            self.sendSubscribe(channel)
+        }
+        let queue = self.queue
+        self.queue = []
+        for key in queue { self.sendRequest(key) }
+    }
+
+    private func subscribed(_ channel: String, _ object: JSONObject) {
+        for event in self.subscriptions.subscribed(channel, SubscribeResult(json: object)) {
+            self.streams[channel]?.yield(event)
+        }
+    }
+
+    private func subscriptionRefused(_ channel: String, _ error: SwitchboardError) {
+        if error.code.isTemporary {
+            // Tried again on the next connection.
+            self.logger.debug("subscribe failed, temporary", metadata: ["channel": "\(channel)", "error": "\(error)"])
+            return
+        }
+        self.subscriptions.remove(channel)
+        self.streams.removeValue(forKey: channel)?.finishEnded(code: error.code.rawValue, reason: error.message)
+    }
+
+    /// The node pings every `pingInterval` seconds when it has sent nothing else: a connection
+    /// silent for that long plus 10 s is dead, whatever TCP says.
+    private func startLivenessCheck(pingInterval: Double) {
+        self.livenessCheck?.cancel()
+        guard pingInterval > 0, pingInterval.isFinite else { return }
+        let limit = TimeAmount.nanoseconds(Int64(min(pingInterval, 3600) * 1e9)) + .seconds(10)
+        self.scheduleLivenessCheck(limit: limit, generation: self.generation)
+    }
+
+    private func scheduleLivenessCheck(limit: TimeAmount, generation: UInt64) {
+        self.livenessCheck = self.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) {
+            guard self.generation == generation else { return }
+            if NIODeadline.now() - self.lastReceived > limit {
+                self.logger.debug("nothing from the node for too long; reconnecting")
+                self.connection?.close(promise: nil)
+            } else {
+                self.scheduleLivenessCheck(limit: limit, generation: generation)
+            }
+        }
+    }
+}
+
+@available(*, unavailable)
+extension ClientDriver: Sendable {}
+
+extension AsyncStream<SubscriptionEvent>.Continuation {
+    func finishEnded(code: Int, reason: String) {
+        self.yield(.ended(code: code, reason: reason))
+        self.finish()
+    }
+}

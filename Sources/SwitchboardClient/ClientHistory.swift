@@ -1,0 +1,17 @@
+public import SwitchboardCore
+
+/// A page of a channel's history.
+public struct ClientHistory: Sendable, Hashable {
+    /// Oldest first (newest first when asked `reverse`).
+    public var publications: [ClientPublication]
+    /// The channel's position now.
+    public var position: StreamPosition?
+}
+
+/// A channel's presence counts.
+public struct PresenceStats: Sendable, Hashable {
+    /// Connections subscribed.
+    public var clients: Int
+    /// Distinct users among them.
+    public var users: Int
+}

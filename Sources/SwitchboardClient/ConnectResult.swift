@@ -1,0 +1,37 @@
+import SwitchboardCore
+
+/// What a node said when it took a connection.
+public struct ConnectResult: Sendable, Hashable {
+    /// The id the node gave this connection (a new one on every connection).
+    public var client: String
+    /// The node's id.
+    public var node: String
+    /// The user of the connection token; empty for an anonymous client.
+    public var user: String
+    /// The node's version.
+    public var version: String
+    /// Seconds between the node's pings (0: it does not ping).
+    public var pingInterval: Double
+    /// Whether the node expects an answer to its pings.
+    public var pong: Bool
+
+    init(json: JSONObject) {
+        self.client = json["client"]?.stringValue ?? ""
+        self.node = json["node"]?.stringValue ?? ""
+        self.user = json["user"]?.stringValue ?? ""
+        self.version = json["version"]?.stringValue ?? ""
+        self.pingInterval = json["ping"]?.doubleValue ?? 0
+        self.pong = json["pong"]?.boolValue ?? false
+    }
+}
+
+/// Where a client's connection stands.
+public enum ConnectionState: Sendable, Hashable {
+    /// Not connected: before `connect()`, or between attempts (`code`: why the last one ended; nil
+    /// when the network failed without a close code).
+    case disconnected(code: UInt16?, reason: String)
+    case connecting
+    case connected(ConnectResult)
+    /// Ended for good: by `close()` (code nil), or by a node's code that forbids reconnecting.
+    case closed(code: UInt16?, reason: String)
+}

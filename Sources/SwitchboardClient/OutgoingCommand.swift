@@ -1,0 +1,68 @@
+import NIOCore
+import SwitchboardCore
+
+/// A command this client sends, written with its id when it goes out (ids are per connection,
+/// so a command queued while disconnected gets its id on the connection that carries it).
+enum OutgoingCommand: Sendable {
+    case connect(token: String?, name: String, subs: [(channel: String, since: StreamPosition?)])
+    case subscribe(channel: String, since: StreamPosition?)
+    case unsubscribe(channel: String)
+    case publish(channel: String, data: RawJSON, idempotencyKey: String?)
+    case history(channel: String, since: StreamPosition?, limit: Int?, reverse: Bool)
+    case presence(channel: String)
+    case presenceStats(channel: String)
+    case ping
+
+    func write(id: UInt64, into buffer: inout ByteBuffer) {
+        buffer.writeJSONObject { command in
+            command.field("id", int: id)
+            switch self {
+            case .connect(let token, let name, let subs):
+                command.object("connect") { params in
+                    if let token { params.field("token", string: token) }
+                    params.field("name", string: name)
+                    params.field("version", string: SwitchboardVersion.current)
+                    if !subs.isEmpty {
+                        params.object("subs") { object in
+                            for sub in subs {
+                                object.object(sub.channel) { Self.writePosition(sub.since, into: &$0) }
+                            }
+                        }
+                    }
+                }
+            case .subscribe(let channel, let since):
+                command.object("subscribe") { params in
+                    params.field("channel", string: channel)
+                    if let since { params.object("since") { Self.writePosition(since, into: &$0) } }
+                }
+            case .unsubscribe(let channel):
+                command.object("unsubscribe") { $0.field("channel", string: channel) }
+            case .publish(let channel, let data, let idempotencyKey):
+                command.object("publish") { params in
+                    params.field("channel", string: channel)
+                    params.field("data", raw: data)
+                    if let idempotencyKey { params.field("idempotencyKey", string: idempotencyKey) }
+                }
+            case .history(let channel, let since, let limit, let reverse):
+                command.object("history") { params in
+                    params.field("channel", string: channel)
+                    if let since { params.object("since") { Self.writePosition(since, into: &$0) } }
+                    if let limit { params.field("limit", int: limit) }
+                    if reverse { params.field("reverse", bool: true) }
+                }
+            case .presence(let channel):
+                command.object("presence") { $0.field("channel", string: channel) }
+            case .presenceStats(let channel):
+                command.object("presenceStats") { $0.field("channel", string: channel) }
+            case .ping:
+                command.object("ping") { _ in }
+            }
+        }
+    }
+
+    private static func writePosition(_ position: StreamPosition?, into object: inout JSONObjectWriter) {
+        guard let position else { return }
+        object.field("offset", int: position.offset)
+        object.field("epoch", string: position.epoch)
+    }
+}

@@ -1,0 +1,153 @@
+import SwitchboardCore
+
+/// The client's subscriptions: for each channel, whether the node has it and the position of the
+/// last publication delivered. A plain value: the driver feeds it what the node sends and does
+/// what it answers, and the rules (each publication once, in order; recovery from the last
+/// position) are tested without a socket.
+struct SubscriptionTable {
+    enum Phase: Equatable {
+        /// To be sent once connected.
+        case waiting
+        /// Sent (in `connect.subs` or as `subscribe`), no answer yet.
+        case subscribing
+        /// The node has it: pushes are delivered.
+        case live
+    }
+
+    struct Entry: Equatable {
+        /// Tells this entry from an earlier one for the same channel (unsubscribed since): an
+        /// answer to the earlier one's subscribe is not this one's.
+        var serial: UInt64
+        var phase: Phase = .waiting
+        /// The last publication delivered (or the position the subscription started from).
+        var position: StreamPosition?
+    }
+
+    /// What to do with a publication push.
+    enum PublicationDecision: Equatable {
+        /// Deliver it (the position moved to its offset).
+        case deliver
+        /// Already delivered (a recovery list and the live stream overlap): drop it.
+        case duplicate
+        /// Not live (being subscribed or unknown): the subscribe answer brings what matters.
+        case ignore
+    }
+
+    /// What to do after an `unsubscribe` push.
+    enum UnsubscribeDecision: Equatable {
+        /// Subscribe again from `since` (code 2500 and up: the node lost track, recover).
+        case resubscribe(since: StreamPosition?, serial: UInt64)
+        /// The subscription is over (the backend removed it: do not subscribe again).
+        case ended
+        /// Not a channel of ours.
+        case ignore
+    }
+
+    private(set) var entries: [String: Entry] = [:]
+    private var nextSerial: UInt64 = 0
+
+    /// Most channels a client follows; the node's own limit (`maxSubscriptions`) is usually lower.
+    static let maximumChannels = 10_000
+
+    var channels: Dictionary<String, Entry>.Keys { self.entries.keys }
+
+    func entry(_ channel: String) -> Entry? { self.entries[channel] }
+
+    /// Follows `channel` from `since` (nil: from now). False when it is already followed or the
+    /// table is full.
+    mutating func add(_ channel: String, since: StreamPosition?) -> Bool {
+        guard self.entries[channel] == nil, self.entries.count < Self.maximumChannels else { return false }
+        self.nextSerial += 1
+        self.entries[channel] = Entry(serial: self.nextSerial, phase: .waiting, position: since)
+        return true
+    }
+
+    /// Stops following `channel`; whether it was followed.
+    @discardableResult
+    mutating func remove(_ channel: String) -> Bool {
+        self.entries.removeValue(forKey: channel) != nil
+    }
+
+    /// A connection opens: every channel goes in its `connect`, with its position to recover from.
+    mutating func startConnect() -> [(channel: String, since: StreamPosition?)] {
+        var subs: [(channel: String, since: StreamPosition?)] = []
+        for (channel, entry) in self.entries {
+            self.entries[channel]!.phase = .subscribing
+            subs.append((channel, entry.position))
+        }
+        return subs.sorted { $0.channel < $1.channel }
+    }
+
+    /// A channel is to be subscribed on a connection that is up: its `since`.
+    mutating func startSubscribe(_ channel: String) -> StreamPosition?? {
+        guard let entry = self.entries[channel] else { return .none }
+        self.entries[channel]!.phase = .subscribing
+        return .some(entry.position)
+    }
+
+    /// The connection ended: every channel waits for the next one, keeping its position.
+    mutating func connectionLost() {
+        for channel in self.entries.keys {
+            self.entries[channel]!.phase = .waiting
+        }
+    }
+
+    /// The node took `channel`: the events for the subscriber, recovered publications included
+    /// (each once, after the position).
+    mutating func subscribed(_ channel: String, _ result: SubscribeResult) -> [SubscriptionEvent] {
+        guard var entry = self.entries[channel], entry.phase == .subscribing else { return [] }
+        var events: [SubscriptionEvent] = []
+        let recovered: Bool?
+        if let wasRecovered = result.recovered, entry.position != nil {
+            recovered = wasRecovered
+            if wasRecovered {
+                for publication in result.publications {
+                    if let offset = publication.offset, let position = entry.position {
+                        guard offset > position.offset else { continue }
+                        entry.position = StreamPosition(offset: offset, epoch: position.epoch)
+                    }
+                    events.append(.publication(publication))
+                }
+                // The node's position can be past the list's last entry (nothing is lost: the list
+                // ends at the newest publication when it was answered).
+                if let now = result.position, let position = entry.position, now.epoch == position.epoch,
+                    now.offset > position.offset
+                {
+                    entry.position = now
+                }
+            } else {
+                entry.position = result.position
+                events.append(.unrecovered(position: result.position))
+            }
+        } else {
+            recovered = nil
+            entry.position = result.position
+        }
+        entry.phase = .live
+        self.entries[channel] = entry
+        events.insert(.subscribed(position: entry.position, recovered: recovered), at: 0)
+        return events
+    }
+
+    /// A publication push for `channel`.
+    mutating func publication(_ channel: String, _ publication: ClientPublication) -> PublicationDecision {
+        guard let entry = self.entries[channel], entry.phase == .live else { return .ignore }
+        guard let offset = publication.offset else { return .deliver }
+        if let position = entry.position {
+            guard offset > position.offset else { return .duplicate }
+            self.entries[channel]!.position = StreamPosition(offset: offset, epoch: position.epoch)
+        }
+        return .deliver
+    }
+
+    /// The node removed `channel` with `code`.
+    mutating func unsubscribed(_ channel: String, code: Int) -> UnsubscribeDecision {
+        guard let entry = self.entries[channel] else { return .ignore }
+        if code >= 2500 {
+            self.entries[channel]!.phase = .subscribing
+            return .resubscribe(since: entry.position, serial: entry.serial)
+        }
+        self.entries.removeValue(forKey: channel)
+        return .ended
+    }
+}

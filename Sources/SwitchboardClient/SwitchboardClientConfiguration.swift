@@ -1,0 +1,46 @@
+public import NIOCore
+public import NIOSSL
+
+/// How a `SwitchboardClient` connects and behaves.
+public struct SwitchboardClientConfiguration: Sendable {
+    /// The node or balancer to connect to.
+    public var endpoint: ClientEndpoint
+    /// The connection token (`connect.token`); nil for an anonymous client.
+    public var token: String?
+    /// Asked for a connection token before every connection attempt, when set (and then `token` is
+    /// not used). With it, an expired token (close 3503) makes the client reconnect with a new one
+    /// instead of stopping. A thrown error counts as a failed attempt (retried after the backoff).
+    public var getToken: (@Sendable () async throws -> String)?
+    /// The client's name, sent in `connect`.
+    public var name = "switchboard-swift"
+    /// The first reconnect delay's cap (attempt n waits a random time below min(max, min × 2ⁿ)).
+    public var minimumReconnectDelay: TimeAmount = .milliseconds(500)
+    /// The largest reconnect delay.
+    public var maximumReconnectDelay: TimeAmount = .seconds(20)
+    /// An attempt with no connect reply by then has failed.
+    public var connectTimeout: TimeAmount = .seconds(10)
+    /// How long a request (publish, history, presence, …) may wait for its answer, time spent
+    /// waiting for a connection included.
+    public var requestTimeout: TimeAmount = .seconds(20)
+    /// The node's `maxMessageSize`: a command larger than this is refused before it is sent (the
+    /// node would close the connection with 1009).
+    public var maximumMessageSize = 65_536
+    /// The largest message accepted from the node (a history answer can be large).
+    public var maximumIncomingMessageSize = 16 << 20
+    /// Most requests waiting for a connection; more fail at once (`invalidRequest`).
+    public var maximumQueuedRequests = 10_000
+    /// TLS settings for `wss` endpoints (the host name is verified against the certificate).
+    public var tls = TLSConfiguration.makeClientConfiguration()
+
+    /// A configuration for `url` (`ws://127.0.0.1:8000/ws`, or a node's base `http(s)://` URL).
+    public init(url: String, token: String? = nil) throws {
+        guard let endpoint = ClientEndpoint(url) else { throw ClientError.invalidRequest("not a ws, wss, http or https URL: \(url)") }
+        self.endpoint = endpoint
+        self.token = token
+    }
+
+    public init(endpoint: ClientEndpoint, token: String? = nil) {
+        self.endpoint = endpoint
+        self.token = token
+    }
+}
