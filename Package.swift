@@ -221,12 +221,29 @@ let package = Package(
             ],
             swiftSettings: upcoming
         ),
+        // Real programs and files the tests start and make: redis-server, throwaway certificates.
+        .target(
+            name: "TestProcesses",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: upcoming
+        ),
         .testTarget(
             name: "SwitchboardClientTests",
             dependencies: [
                 "SwitchboardClient",
                 "SwitchboardCore",
                 "SwitchboardServer",
+                "SwitchboardRedis",
+                "SwitchboardBalancer",
+                "RedisClient",
+                "SwitchboardAuth",
+                "TestProcesses",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -299,6 +316,7 @@ let package = Package(
         .testTarget(
             name: "RedisTests",
             dependencies: [
+                "TestProcesses",
                 "SwitchboardCore",
                 "RedisClient",
                 "RESP",

@@ -18,6 +18,8 @@ final class ClientDriver {
         case subscribe(channel: String, serial: UInt64)
         /// An `unsubscribe` (its answer changes nothing) or a ping answer.
         case ignored
+        /// A new connection token.
+        case refresh
         /// A request of the app, by its key in `requests`.
         case request(UInt64)
     }
@@ -55,6 +57,7 @@ final class ClientDriver {
     private var reconnectTimer: Scheduled<Void>?
     private var connectDeadline: Scheduled<Void>?
     private var livenessCheck: Scheduled<Void>?
+    private var tokenRefresh: Scheduled<Void>?
     private var lastReceived = NIODeadline.now()
     private var sslContext: NIOSSLContext?
 
@@ -87,6 +90,8 @@ final class ClientDriver {
             return self.eventLoop.makeSucceededFuture(result)
         case .closed(let code, let reason):
             return self.eventLoop.makeFailedFuture(ClientError.closed(code: code, reason: reason))
+        case .disconnected where self.machine.state == .idle:
+            return self.eventLoop.makeFailedFuture(ClientError.invalidRequest("connect() was not called"))
         case .disconnected, .connecting:
             let promise = self.eventLoop.makePromise(of: ConnectResult.self)
             self.connectedWaiters.append(promise)
@@ -308,6 +313,8 @@ final class ClientDriver {
         self.connectDeadline = nil
         self.livenessCheck?.cancel()
         self.livenessCheck = nil
+        self.tokenRefresh?.cancel()
+        self.tokenRefresh = nil
         self.failInFlight()
         self.subscriptions.connectionLost()
         let action = self.machine.lost(
@@ -337,6 +344,8 @@ final class ClientDriver {
         self.connectDeadline = nil
         self.livenessCheck?.cancel()
         self.livenessCheck = nil
+        self.tokenRefresh?.cancel()
+        self.tokenRefresh = nil
         self.connection?.close(promise: nil)
         self.connection = nil
         self.failInFlight()
@@ -478,6 +487,15 @@ final class ClientDriver {
             }
         case .ignored:
             break
+        case .refresh:
+            switch result {
+            case .success(let object):
+                if object["expires"]?.boolValue == true, let ttl = object["ttl"]?.intValue { self.scheduleTokenRefresh(ttl: ttl) }
+            case .failure(let error):
+                // The old token holds until its expiry and the node's grace period; try again soon.
+                self.logger.debug("token refresh refused", metadata: ["error": "\(error)"])
+                if error.code.isTemporary { self.scheduleTokenRefresh(ttl: 2) }
+            }
         case .request(let key):
             self.finishRequest(key, result.mapError { ClientError.server($0) as any Error })
         }
@@ -490,6 +508,7 @@ final class ClientDriver {
         let result = ConnectResult(json: object)
         self.expectsPong = result.pong
         self.startLivenessCheck(pingInterval: result.pingInterval)
+        if let ttl = result.tokenTTL { self.scheduleTokenRefresh(ttl: ttl) }
         self.setState(.connected(result))
         for waiter in self.connectedWaiters { waiter.succeed(result) }
         self.connectedWaiters = []
@@ -528,6 +547,34 @@ final class ClientDriver {
         }
         self.subscriptions.remove(channel)
         self.streams.removeValue(forKey: channel)?.finishEnded(code: error.code.rawValue, reason: error.message)
+    }
+
+    /// With `getToken`, a new connection token goes to the node (`refresh`) when four fifths of
+    /// `ttl` seconds have passed, so the connection outlives its token; without it, the node closes
+    /// the connection at expiry (3503) and the client stops.
+    private func scheduleTokenRefresh(ttl: Int) {
+        self.tokenRefresh?.cancel()
+        guard let getToken = self.configuration.getToken else { return }
+        let generation = self.generation
+        let delay = TimeAmount.milliseconds(Int64(max(500, min(ttl, 86_400 * 365) * 800)))
+        self.tokenRefresh = self.eventLoop.assumeIsolated().scheduleTask(in: delay) {
+            let loop = self.eventLoop
+            let bound = NIOLoopBound(self, eventLoop: loop)
+            Task {
+                let token = try? await getToken()
+                loop.execute {
+                    let driver = bound.value
+                    guard driver.generation == generation, case .connected = driver.state else { return }
+                    guard let token, !token.isEmpty else {
+                        driver.logger.debug("getToken failed for a refresh; trying again in 1 s")
+                        driver.scheduleTokenRefresh(ttl: 1)
+                        return
+                    }
+                    driver.send(.refresh(token: token), as: .refresh)
+                    driver.connection?.flush()
+                }
+            }
+        }
     }
 
     /// The node pings every `pingInterval` seconds when it has sent nothing else: a connection

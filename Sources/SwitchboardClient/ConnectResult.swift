@@ -14,6 +14,9 @@ public struct ConnectResult: Sendable, Hashable {
     public var pingInterval: Double
     /// Whether the node expects an answer to its pings.
     public var pong: Bool
+    /// Seconds until the connection token expires (nil: it does not). With `getToken`, the client
+    /// sends a new token (`refresh`) before then.
+    public var tokenTTL: Int?
 
     init(json: JSONObject) {
         self.client = json["client"]?.stringValue ?? ""
@@ -22,6 +25,7 @@ public struct ConnectResult: Sendable, Hashable {
         self.version = json["version"]?.stringValue ?? ""
         self.pingInterval = json["ping"]?.doubleValue ?? 0
         self.pong = json["pong"]?.boolValue ?? false
+        self.tokenTTL = json["expires"]?.boolValue == true ? json["ttl"]?.intValue : nil
     }
 }
 

@@ -12,6 +12,7 @@ enum OutgoingCommand: Sendable {
     case presence(channel: String)
     case presenceStats(channel: String)
     case ping
+    case refresh(token: String)
 
     func write(id: UInt64, into buffer: inout ByteBuffer) {
         buffer.writeJSONObject { command in
@@ -56,6 +57,8 @@ enum OutgoingCommand: Sendable {
                 command.object("presenceStats") { $0.field("channel", string: channel) }
             case .ping:
                 command.object("ping") { _ in }
+            case .refresh(let token):
+                command.object("refresh") { $0.field("token", string: token) }
             }
         }
     }

@@ -1,3 +1,4 @@
+import TestProcesses
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore

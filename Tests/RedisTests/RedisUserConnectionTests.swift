@@ -1,3 +1,4 @@
+import TestProcesses
 import Logging
 import NIOCore
 import NIOPosix

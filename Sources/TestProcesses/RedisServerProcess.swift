@@ -3,15 +3,15 @@ import NIOCore
 import NIOPosix
 
 /// A real `redis-server` on a free loopback port, stopped by PID.
-final class RedisServerProcess: @unchecked Sendable {
-    private(set) var port: Int
+public final class RedisServerProcess: @unchecked Sendable {
+    public private(set) var port: Int
     private var process: Process?
     /// Server certificate, key and the authority for client certificates: with them Redis listens
     /// for TLS only (`--port 0 --tls-port`), and asks clients for certificates when `requireClientCertificates`.
     private let tls: (certificates: TestCertificates, requireClientCertificates: Bool)?
 
     /// Starts on a free port; if another process took the port first (suites run in parallel), tries another.
-    init(tls: TestCertificates? = nil, requireClientCertificates: Bool = false) throws {
+    public init(tls: TestCertificates? = nil, requireClientCertificates: Bool = false) throws {
         self.tls = tls.map { ($0, requireClientCertificates) }
         self.port = try Self.freePort()
         for attempt in 1...5 {
@@ -24,7 +24,7 @@ final class RedisServerProcess: @unchecked Sendable {
         }
     }
 
-    static func freePort() throws -> Int {
+    public static func freePort() throws -> Int {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         defer { try? group.syncShutdownGracefully() }
         let channel = try ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).wait()
@@ -33,14 +33,14 @@ final class RedisServerProcess: @unchecked Sendable {
         return port
     }
 
-    static var executable: String? {
+    public static var executable: String? {
         for path in ["/usr/bin/redis-server", "/usr/local/bin/redis-server"] where FileManager.default.isExecutableFile(atPath: path) {
             return path
         }
         return nil
     }
 
-    func start() throws {
+    public func start() throws {
         guard let executable = Self.executable else {
             throw TestFailure("redis-server is not installed (scripts/test.sh installs it with apt-get)")
         }
@@ -80,7 +80,7 @@ final class RedisServerProcess: @unchecked Sendable {
         throw TestFailure("redis-server did not start on port \(self.port)")
     }
 
-    static func canConnect(port: Int) -> Bool {
+    public static func canConnect(port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
@@ -95,19 +95,19 @@ final class RedisServerProcess: @unchecked Sendable {
 
     /// SIGSTOP: Redis stays connected and answers nothing (a stalled server). Undo with `resume()`;
     /// `kill()` and `stop()` resume it first.
-    func pause() {
+    public func pause() {
         guard let process = self.process else { return }
         Foundation.kill(process.processIdentifier, SIGSTOP)
     }
 
     /// SIGCONT after `pause()`.
-    func resume() {
+    public func resume() {
         guard let process = self.process else { return }
         Foundation.kill(process.processIdentifier, SIGCONT)
     }
 
     /// SIGKILL, as a crash would.
-    func kill() {
+    public func kill() {
         guard let process = self.process else { return }
         Foundation.kill(process.processIdentifier, SIGCONT)
         Foundation.kill(process.processIdentifier, SIGKILL)
@@ -117,7 +117,7 @@ final class RedisServerProcess: @unchecked Sendable {
 
     /// SIGTERM, then SIGKILL if it is still running after 2 s (a child started from the test
     /// runner may inherit a mask that blocks SIGTERM; waiting unbounded would hang the run).
-    func stop() {
+    public func stop() {
         guard let process = self.process else { return }
         Foundation.kill(process.processIdentifier, SIGCONT)
         process.terminate()
@@ -133,10 +133,10 @@ final class RedisServerProcess: @unchecked Sendable {
     }
 }
 
-struct TestFailure: Error, CustomStringConvertible {
-    var description: String
-    var portTaken = false
-    init(_ description: String, portTaken: Bool = false) {
+public struct TestFailure: Error, CustomStringConvertible {
+    public var description: String
+    public var portTaken = false
+    public init(_ description: String, portTaken: Bool = false) {
         self.description = description
         self.portTaken = portTaken
     }

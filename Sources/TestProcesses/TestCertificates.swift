@@ -1,19 +1,19 @@
-import Foundation
+public import Foundation
 
 /// A throwaway certificate authority and a server certificate it signed for 127.0.0.1 and
 /// localhost (and a client certificate for mutual TLS), made with the openssl CLI in a fresh
 /// temporary directory that `remove()` deletes.
-struct TestCertificates {
-    let directory: URL
-    var caCertificate: String { self.directory.appendingPathComponent("ca.pem").path }
-    var serverCertificate: String { self.directory.appendingPathComponent("server.pem").path }
-    var serverKey: String { self.directory.appendingPathComponent("server.key").path }
-    var clientCertificate: String { self.directory.appendingPathComponent("client.pem").path }
-    var clientKey: String { self.directory.appendingPathComponent("client.key").path }
+public struct TestCertificates: Sendable {
+    public let directory: URL
+    public var caCertificate: String { self.directory.appendingPathComponent("ca.pem").path }
+    public var serverCertificate: String { self.directory.appendingPathComponent("server.pem").path }
+    public var serverKey: String { self.directory.appendingPathComponent("server.key").path }
+    public var clientCertificate: String { self.directory.appendingPathComponent("client.pem").path }
+    public var clientKey: String { self.directory.appendingPathComponent("client.key").path }
     /// A second authority that signed nothing here: trusting only it must fail verification.
-    var otherCACertificate: String { self.directory.appendingPathComponent("other-ca.pem").path }
+    public var otherCACertificate: String { self.directory.appendingPathComponent("other-ca.pem").path }
 
-    init() throws {
+    public init() throws {
         self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("sb-tls-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
         do {
@@ -35,7 +35,7 @@ struct TestCertificates {
         }
     }
 
-    func remove() {
+    public func remove() {
         try? FileManager.default.removeItem(at: self.directory)
     }
 

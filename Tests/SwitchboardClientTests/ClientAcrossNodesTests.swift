@@ -1,0 +1,247 @@
+import Crypto
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import NIOSSL
+import RedisClient
+import SwitchboardAuth
+import SwitchboardBalancer
+import SwitchboardCore
+import SwitchboardRedis
+import SwitchboardServer
+import TestProcesses
+import Testing
+
+@testable import SwitchboardClient
+
+/// The client where it matters most: TLS, tokens that expire while connected, and a node that goes
+/// away with the client's subscriptions picked up on another node (two nodes on a real Redis,
+/// behind `switchboard balance`).
+@Suite("Swift client: TLS, token refresh, another node", .serialized, .timeLimit(.minutes(3)))
+struct ClientAcrossNodesTests {
+    static func startNode(_ configure: (inout ServerConfiguration) -> Void = { _ in }, broker: SwitchboardNode.BrokerFactory? = nil)
+        async throws -> (SwitchboardNode, Int)
+    {
+        var configuration = ServerConfiguration()
+        configuration.port = 0
+        configuration.apiKey = "test-key"
+        configuration.logLevel = "error"
+        configuration.rebalance = false
+        configuration.drainSeconds = 0.2
+        configure(&configuration)
+        let logger = Logger(label: "client-test-node")
+        let node =
+            if let broker {
+                try SwitchboardNode(configuration: configuration, logger: logger, makeBroker: broker)
+            } else {
+                try SwitchboardNode(configuration: configuration, logger: logger)
+            }
+        return (node, try await node.start())
+    }
+
+    static func offsets(_ events: [SubscriptionEvent]) -> [UInt64] {
+        events.compactMap { if case .publication(let p) = $0 { p.offset } else { nil } }
+    }
+
+    // MARK: TLS
+
+    @Test("wss: the client verifies the node's certificate against the roots it is given, and refuses one it cannot verify")
+    func tls() async throws {
+        let certificates = try TestCertificates()
+        defer { certificates.remove() }
+        let (node, port) = try await Self.startNode {
+            $0.tlsCertificateFile = certificates.serverCertificate
+            $0.tlsKeyFile = certificates.serverKey
+        }
+        do {
+            var trusting = try SwitchboardClientConfiguration(url: "wss://127.0.0.1:\(port)/ws")
+            trusting.tls.trustRoots = .file(certificates.caCertificate)
+            let client = SwitchboardClient(configuration: trusting)
+            client.connect()
+            try await client.connected()
+            #expect(try await client.publish("secure", json: #"{"ok":true}"#)?.offset == 1)
+            await client.close()
+
+            var other = try SwitchboardClientConfiguration(url: "wss://127.0.0.1:\(port)/ws")
+            other.tls.trustRoots = .file(certificates.otherCACertificate)
+            other.minimumReconnectDelay = .milliseconds(50)
+            let refused = SwitchboardClient(configuration: other)
+            let states = await refused.stateUpdates()
+            refused.connect()
+            var attempted = false
+            for await state in states {
+                #expect(state.isConnected == false, "connected to a node whose certificate it cannot verify")
+                if case .connecting = state { attempted = true }
+                if attempted, case .disconnected = state { break }
+            }
+            await refused.close()
+        } catch {
+            await node.stop()
+            throw error
+        }
+        await node.stop()
+    }
+
+    // MARK: tokens
+
+    static let secret = "a-test-secret-of-at-least-thirty-two-bytes"
+
+    static func token(user: String, expiresIn seconds: Double) -> String {
+        func base64URL(_ data: Data) -> String {
+            data.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+                .replacingOccurrences(of: "=", with: "")
+        }
+        let header = base64URL(Data(#"{"alg":"HS256","typ":"JWT"}"#.utf8))
+        let exp = Int(Date().timeIntervalSince1970 + seconds)
+        let payload = base64URL(Data(#"{"sub":"\#(user)","exp":\#(exp)}"#.utf8))
+        let signature = HMAC<SHA256>.authenticationCode(for: Data("\(header).\(payload)".utf8), using: SymmetricKey(data: Data(Self.secret.utf8)))
+        return "\(header).\(payload).\(base64URL(Data(signature)))"
+    }
+
+    @Test("with getToken, a connection outlives its token: the client sends a new one before expiry and stays on the same connection")
+    func tokenRefresh() async throws {
+        let (node, port) = try await Self.startNode {
+            $0.tokenSecret = Self.secret
+            $0.tokens.refreshGrace = 0
+            $0.tokens.leeway = 0
+        }
+        do {
+            let calls = Counter()
+            var configuration = try SwitchboardClientConfiguration(url: "ws://127.0.0.1:\(port)/ws")
+            configuration.getToken = {
+                calls.increment()
+                return Self.token(user: "ann", expiresIn: 2)
+            }
+            let client = SwitchboardClient(configuration: configuration)
+            client.connect()
+            let first = try await client.connected()
+            #expect(first.user == "ann")
+            #expect(first.tokenTTL != nil)
+            // Three token lifetimes: without a refresh the node closes at about 2 s (3503).
+            try await Task.sleep(for: .milliseconds(5_500))
+            guard case .connected(let now) = await client.state else {
+                Issue.record("not connected after the first token expired: \(await client.state)")
+                await client.close()
+                await node.stop()
+                return
+            }
+            #expect(now.client == first.client, "the same connection, not a reconnect")
+            #expect(calls.value >= 3)
+            try await client.ping()
+            await client.close()
+        } catch {
+            await node.stop()
+            throw error
+        }
+        await node.stop()
+    }
+
+    @Test("without getToken, an expired token ends the client (3503) and it does not come back")
+    func tokenExpiry() async throws {
+        let (node, port) = try await Self.startNode {
+            $0.tokenSecret = Self.secret
+            $0.tokens.refreshGrace = 0
+            $0.tokens.leeway = 0
+        }
+        do {
+            let configuration = try SwitchboardClientConfiguration(
+                url: "ws://127.0.0.1:\(port)/ws", token: Self.token(user: "bob", expiresIn: 1))
+            let client = SwitchboardClient(configuration: configuration)
+            let states = await client.stateUpdates()
+            client.connect()
+            for await state in states {
+                if case .closed(let code, _) = state {
+                    #expect(code == 3503)
+                    break
+                }
+            }
+            await #expect(throws: ClientError.self) { try await client.connected() }
+        } catch {
+            await node.stop()
+            throw error
+        }
+        await node.stop()
+    }
+
+    // MARK: another node
+
+    @Test("a node goes away: through the balancer the client lands on the other node and recovers from Redis every publication, once, in order")
+    func recoversOnAnotherNode() async throws {
+        let redis = try RedisServerProcess()
+        defer { redis.stop() }
+        let redisConfiguration = try RedisConfiguration(url: "redis://127.0.0.1:\(redis.port)")
+        let broker: SwitchboardNode.BrokerFactory = { loops, nodeID in
+            ShardedRedisBroker(configuration: redisConfiguration, nodeID: nodeID, eventLoops: loops, logger: Logger(label: "redis"))
+        }
+        let (nodeA, portA) = try await Self.startNode(broker: broker)
+        let (nodeB, portB) = try await Self.startNode(broker: broker)
+        var balancerConfiguration = BalancerConfiguration()
+        balancerConfiguration.port = 0
+        balancerConfiguration.nodes = [BackendNode(host: "127.0.0.1", port: portA), BackendNode(host: "127.0.0.1", port: portB)]
+        balancerConfiguration.algorithm = .roundRobin
+        balancerConfiguration.checkInterval = .milliseconds(200)
+        balancerConfiguration.logLevel = "error"
+        let balancer = try BalancerServer(
+            configuration: balancerConfiguration, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "balancer"))
+        let balancerPort = try await balancer.start().port
+        var stopped: Set<String> = []
+        func stopAll() async {
+            await balancer.stop()
+            if !stopped.contains(nodeA.nodeID) { await nodeA.stop() }
+            if !stopped.contains(nodeB.nodeID) { await nodeB.stop() }
+        }
+        do {
+            var readerConfiguration = try SwitchboardClientConfiguration(url: "http://127.0.0.1:\(balancerPort)")
+            readerConfiguration.minimumReconnectDelay = .milliseconds(100)
+            readerConfiguration.maximumReconnectDelay = .milliseconds(400)
+            let reader = SwitchboardClient(configuration: readerConfiguration)
+            reader.connect()
+            let firstNode = try await reader.connected().node
+            let (gone, stays, staysPort) = firstNode == nodeA.nodeID ? (nodeA, nodeB, portB) : (nodeB, nodeA, portA)
+            let writer = SwitchboardClient(configuration: try SwitchboardClientConfiguration(url: "ws://127.0.0.1:\(staysPort)/ws"))
+            writer.connect()
+            try await writer.connected()
+            let subscription = try await reader.subscribe("room")
+            _ = try await reader.presence("room")  // the subscribe is answered
+            for i in 1...5 { try await writer.publish("room", json: "\(i)") }
+
+            stopped.insert(gone.nodeID)
+            let stopping = Task { await gone.stop() }
+            for i in 6...30 { try await writer.publish("room", json: "\(i)") }
+            await stopping.value
+
+            var events: [SubscriptionEvent] = []
+            let deadline = ContinuousClock.now + .seconds(15)
+            for await event in subscription {
+                events.append(event)
+                if Self.offsets(events).count >= 30 || ContinuousClock.now > deadline { break }
+            }
+            #expect(Self.offsets(events) == Array(1...30))
+            let recoveries = events.compactMap { if case .subscribed(_, let recovered) = $0 { recovered } else { nil } }
+            #expect(recoveries == [true])
+            #expect(try await reader.connected().node == stays.nodeID)
+            await reader.close()
+            await writer.close()
+        } catch {
+            await stopAll()
+            throw error
+        }
+        await stopAll()
+    }
+}
+
+extension ConnectionState {
+    var isConnected: Bool {
+        if case .connected = self { return true }
+        return false
+    }
+}
+
+/// A count shared with a `@Sendable` closure.
+final class Counter: Sendable {
+    private let storage = NIOLockedValueBox(0)
+    func increment() { self.storage.withLockedValue { $0 += 1 } }
+    var value: Int { self.storage.withLockedValue { $0 } }
+}
