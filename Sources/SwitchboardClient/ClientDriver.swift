@@ -309,12 +309,7 @@ final class ClientDriver {
     func connectionClosed(code: UInt16?, reason: String, generation: UInt64) {
         guard generation == self.generation else { return }
         self.connection = nil
-        self.connectDeadline?.cancel()
-        self.connectDeadline = nil
-        self.livenessCheck?.cancel()
-        self.livenessCheck = nil
-        self.tokenRefresh?.cancel()
-        self.tokenRefresh = nil
+        self.cancelConnectionTimers()
         self.failInFlight()
         self.subscriptions.connectionLost()
         let action = self.machine.lost(
@@ -335,17 +330,22 @@ final class ClientDriver {
         }
     }
 
-    /// The client is closed: nothing waits any more and every subscription ends.
-    private func stop(code: UInt16?, reason: String) {
-        self.generation &+= 1
-        self.reconnectTimer?.cancel()
-        self.reconnectTimer = nil
+    /// The timers of one connection: its connect deadline, liveness check and token refresh.
+    private func cancelConnectionTimers() {
         self.connectDeadline?.cancel()
         self.connectDeadline = nil
         self.livenessCheck?.cancel()
         self.livenessCheck = nil
         self.tokenRefresh?.cancel()
         self.tokenRefresh = nil
+    }
+
+    /// The client is closed: nothing waits any more and every subscription ends.
+    private func stop(code: UInt16?, reason: String) {
+        self.generation &+= 1
+        self.reconnectTimer?.cancel()
+        self.reconnectTimer = nil
+        self.cancelConnectionTimers()
         self.connection?.close(promise: nil)
         self.connection = nil
         self.failInFlight()

@@ -21,26 +21,6 @@ import Testing
 /// behind `switchboard balance`).
 @Suite("Swift client: TLS, token refresh, another node", .serialized, .timeLimit(.minutes(3)))
 struct ClientAcrossNodesTests {
-    static func startNode(_ configure: (inout ServerConfiguration) -> Void = { _ in }, broker: SwitchboardNode.BrokerFactory? = nil)
-        async throws -> (SwitchboardNode, Int)
-    {
-        var configuration = ServerConfiguration()
-        configuration.port = 0
-        configuration.apiKey = "test-key"
-        configuration.logLevel = "error"
-        configuration.rebalance = false
-        configuration.drainSeconds = 0.2
-        configure(&configuration)
-        let logger = Logger(label: "client-test-node")
-        let node =
-            if let broker {
-                try SwitchboardNode(configuration: configuration, logger: logger, makeBroker: broker)
-            } else {
-                try SwitchboardNode(configuration: configuration, logger: logger)
-            }
-        return (node, try await node.start())
-    }
-
     static func offsets(_ events: [SubscriptionEvent]) -> [UInt64] {
         events.compactMap { if case .publication(let p) = $0 { p.offset } else { nil } }
     }
@@ -51,11 +31,10 @@ struct ClientAcrossNodesTests {
     func tls() async throws {
         let certificates = try TestCertificates()
         defer { certificates.remove() }
-        let (node, port) = try await Self.startNode {
+        try await TestNode.with({
             $0.tlsCertificateFile = certificates.serverCertificate
             $0.tlsKeyFile = certificates.serverKey
-        }
-        do {
+        }) { port in
             var trusting = try SwitchboardClientConfiguration(url: "wss://127.0.0.1:\(port)/ws")
             trusting.tls.trustRoots = .file(certificates.caCertificate)
             let client = SwitchboardClient(configuration: trusting)
@@ -77,16 +56,19 @@ struct ClientAcrossNodesTests {
                 if attempted, case .disconnected = state { break }
             }
             await refused.close()
-        } catch {
-            await node.stop()
-            throw error
         }
-        await node.stop()
     }
 
     // MARK: tokens
 
     static let secret = "a-test-secret-of-at-least-thirty-two-bytes"
+
+    /// HS256 tokens with `secret`, closed at expiry (no grace, no leeway).
+    static func expiringTokens(_ configuration: inout ServerConfiguration) {
+        configuration.tokenSecret = Self.secret
+        configuration.tokens.refreshGrace = 0
+        configuration.tokens.leeway = 0
+    }
 
     static func token(user: String, expiresIn seconds: Double) -> String {
         func base64URL(_ data: Data) -> String {
@@ -102,12 +84,7 @@ struct ClientAcrossNodesTests {
 
     @Test("with getToken, a connection outlives its token: the client sends a new one before expiry and stays on the same connection")
     func tokenRefresh() async throws {
-        let (node, port) = try await Self.startNode {
-            $0.tokenSecret = Self.secret
-            $0.tokens.refreshGrace = 0
-            $0.tokens.leeway = 0
-        }
-        do {
+        try await TestNode.with(Self.expiringTokens) { port in
             let calls = Counter()
             var configuration = try SwitchboardClientConfiguration(url: "ws://127.0.0.1:\(port)/ws")
             configuration.getToken = {
@@ -124,28 +101,18 @@ struct ClientAcrossNodesTests {
             guard case .connected(let now) = await client.state else {
                 Issue.record("not connected after the first token expired: \(await client.state)")
                 await client.close()
-                await node.stop()
                 return
             }
             #expect(now.client == first.client, "the same connection, not a reconnect")
             #expect(calls.value >= 3)
             try await client.ping()
             await client.close()
-        } catch {
-            await node.stop()
-            throw error
         }
-        await node.stop()
     }
 
     @Test("without getToken, an expired token ends the client (3503) and it does not come back")
     func tokenExpiry() async throws {
-        let (node, port) = try await Self.startNode {
-            $0.tokenSecret = Self.secret
-            $0.tokens.refreshGrace = 0
-            $0.tokens.leeway = 0
-        }
-        do {
+        try await TestNode.with(Self.expiringTokens) { port in
             let configuration = try SwitchboardClientConfiguration(
                 url: "ws://127.0.0.1:\(port)/ws", token: Self.token(user: "bob", expiresIn: 1))
             let client = SwitchboardClient(configuration: configuration)
@@ -158,11 +125,7 @@ struct ClientAcrossNodesTests {
                 }
             }
             await #expect(throws: ClientError.self) { try await client.connected() }
-        } catch {
-            await node.stop()
-            throw error
         }
-        await node.stop()
     }
 
     // MARK: another node
@@ -175,8 +138,8 @@ struct ClientAcrossNodesTests {
         let broker: SwitchboardNode.BrokerFactory = { loops, nodeID in
             ShardedRedisBroker(configuration: redisConfiguration, nodeID: nodeID, eventLoops: loops, logger: Logger(label: "redis"))
         }
-        let (nodeA, portA) = try await Self.startNode(broker: broker)
-        let (nodeB, portB) = try await Self.startNode(broker: broker)
+        let (nodeA, portA) = try await TestNode.start(broker: broker)
+        let (nodeB, portB) = try await TestNode.start(broker: broker)
         var balancerConfiguration = BalancerConfiguration()
         balancerConfiguration.port = 0
         balancerConfiguration.nodes = [BackendNode(host: "127.0.0.1", port: portA), BackendNode(host: "127.0.0.1", port: portB)]

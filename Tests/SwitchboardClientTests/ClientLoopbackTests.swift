@@ -10,27 +10,6 @@ import Testing
 /// The client against a real node in this process, over loopback sockets.
 @Suite("Swift client against a node", .serialized, .timeLimit(.minutes(3)))
 struct ClientLoopbackTests {
-    static func withNode(
-        _ configure: (inout ServerConfiguration) -> Void = { _ in },
-        _ body: (Int) async throws -> Void
-    ) async throws {
-        var configuration = ServerConfiguration()
-        configuration.port = 0
-        configuration.apiKey = "test-key"
-        configuration.logLevel = "error"
-        configuration.rebalance = false
-        configure(&configuration)
-        let node = try SwitchboardNode(configuration: configuration, logger: Logger(label: "client-test-node"))
-        let port = try await node.start()
-        do {
-            try await body(port)
-        } catch {
-            await node.stop()
-            throw error
-        }
-        await node.stop()
-    }
-
     static func client(port: Int, _ configure: (inout SwitchboardClientConfiguration) -> Void = { _ in }) throws -> SwitchboardClient {
         var configuration = try SwitchboardClientConfiguration(url: "ws://127.0.0.1:\(port)/ws")
         configuration.minimumReconnectDelay = .milliseconds(100)
@@ -70,7 +49,7 @@ struct ClientLoopbackTests {
 
     @Test("subscribe, publish from another client, receive each publication once in order with its info")
     func publishAndReceive() async throws {
-        try await Self.withNode { port in
+        try await TestNode.with { port in
             let reader = try Self.client(port: port)
             let writer = try Self.client(port: port)
             reader.connect()
@@ -102,7 +81,7 @@ struct ClientLoopbackTests {
 
     @Test("history, presence, presence stats and ping answer as the node says")
     func requests() async throws {
-        try await Self.withNode { port in
+        try await TestNode.with { port in
             let client = try Self.client(port: port)
             client.connect()
             let me = try await client.connected().client
@@ -111,8 +90,7 @@ struct ClientLoopbackTests {
             let page = try await client.history("notes", limit: 2, reverse: true)
             #expect(page.publications.map(\.offset) == [3, 2])
             #expect(page.position?.offset == 3)
-            let subscription = try await client.subscribe("notes")
-            _ = subscription
+            _ = try await client.subscribe("notes")
             #expect(try await client.presence("notes").keys.sorted() == [me])
             #expect(try await client.presenceStats("notes") == PresenceStats(clients: 1, users: 1))
             try await client.ping()
@@ -122,7 +100,7 @@ struct ClientLoopbackTests {
 
     @Test("requests made before the connection are sent once it is up")
     func queuedUntilConnected() async throws {
-        try await Self.withNode { port in
+        try await TestNode.with { port in
             let client = try Self.client(port: port)
             let published = Task { try await client.publish("early", json: "1") }
             try await Task.sleep(for: .milliseconds(100))
@@ -134,7 +112,7 @@ struct ClientLoopbackTests {
 
     @Test("refused requests: the node's errors come back with their code, bad data and oversize never leave the client")
     func refusals() async throws {
-        try await Self.withNode { port in
+        try await TestNode.with { port in
             let client = try Self.client(port: port) { $0.maximumMessageSize = 1_000 }
             client.connect()
             try await client.connected()
@@ -158,7 +136,7 @@ struct ClientLoopbackTests {
 
     @Test("after the node drops the connection (3001), the client comes back and recovers every publication it missed, once, in order")
     func recoversAfterDisconnect() async throws {
-        try await Self.withNode { port in
+        try await TestNode.with { port in
             let reader = try Self.client(port: port)
             let writer = try Self.client(port: port)
             reader.connect()
@@ -193,7 +171,7 @@ struct ClientLoopbackTests {
 
     @Test("a code that forbids reconnecting closes the client: requests fail, subscriptions end")
     func terminalCode() async throws {
-        try await Self.withNode { port in
+        try await TestNode.with { port in
             let client = try Self.client(port: port)
             client.connect()
             let id = try await client.connected().client
