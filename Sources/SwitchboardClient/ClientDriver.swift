@@ -20,8 +20,18 @@ final class ClientDriver {
         case ignored
         /// A new connection token.
         case refresh
+        /// A new subscription token for the table's entry `serial` of `channel`.
+        case subRefresh(channel: String, serial: UInt64)
         /// A request of the app, by its key in `requests`.
         case request(UInt64)
+    }
+
+    /// Where a channel's subscription tokens come from, the last one it gave, and the timer that
+    /// asks for the next before it expires.
+    private struct TokenSource {
+        var getToken: @Sendable (String) async throws -> String
+        var token: String?
+        var refresh: Scheduled<Void>?
     }
 
     /// A request of the app: sent when connected, answered or failed once.
@@ -37,6 +47,7 @@ final class ClientDriver {
     private var machine: ConnectionStateMachine
     private var subscriptions = SubscriptionTable()
     private var streams: [String: AsyncStream<SubscriptionEvent>.Continuation] = [:]
+    private var tokenSources: [String: TokenSource] = [:]
     private var observers: [UInt64: AsyncStream<ConnectionState>.Continuation] = [:]
     private var nextObserver: UInt64 = 0
     private(set) var state = ConnectionState.disconnected(code: nil, reason: "")
@@ -113,17 +124,20 @@ final class ClientDriver {
         return stream
     }
 
-    func subscribe(_ channel: String, since: StreamPosition?) throws(ClientError) -> AsyncStream<SubscriptionEvent> {
+    func subscribe(
+        _ channel: String, since: StreamPosition?, getToken: (@Sendable (String) async throws -> String)?
+    ) throws(ClientError) -> AsyncStream<SubscriptionEvent> {
         do {
             try ChannelName.validate(channel)
         } catch {
             throw .invalidRequest("invalid channel name: \(error.message)")
         }
-        guard self.subscriptions.add(channel, since: since) else {
+        guard self.subscriptions.add(channel, since: since, usesToken: getToken != nil) else {
             throw .invalidRequest(self.subscriptions.entry(channel) == nil ? "too many subscriptions" : "already subscribed to \(channel)")
         }
         let (stream, continuation) = AsyncStream.makeStream(of: SubscriptionEvent.self)
         self.streams[channel] = continuation
+        if let getToken { self.tokenSources[channel] = TokenSource(getToken: getToken) }
         if case .connected = self.state {
             self.sendSubscribe(channel)
         }
@@ -133,6 +147,7 @@ final class ClientDriver {
     func unsubscribe(_ channel: String) {
         guard self.subscriptions.remove(channel) else { return }
         self.streams.removeValue(forKey: channel)?.finishEnded(code: 0, reason: "unsubscribed")
+        self.tokenSources.removeValue(forKey: channel)?.refresh?.cancel()
         if case .connected = self.state {
             self.send(.unsubscribe(channel: channel), as: .ignored)
             self.connection?.flush()
@@ -338,6 +353,10 @@ final class ClientDriver {
         self.livenessCheck = nil
         self.tokenRefresh?.cancel()
         self.tokenRefresh = nil
+        for channel in self.tokenSources.keys {
+            self.tokenSources[channel]?.refresh?.cancel()
+            self.tokenSources[channel]?.refresh = nil
+        }
     }
 
     /// The client is closed: nothing waits any more and every subscription ends.
@@ -357,6 +376,7 @@ final class ClientDriver {
         for channel in Array(self.subscriptions.channels) { self.subscriptions.remove(channel) }
         for stream in self.streams.values { stream.finishEnded(code: Int(code ?? 0), reason: reason) }
         self.streams = [:]
+        self.tokenSources = [:]
         self.setState(.closed(code: code, reason: reason))
     }
 
@@ -397,8 +417,49 @@ final class ClientDriver {
     private func sendSubscribe(_ channel: String) {
         guard case .some(let since) = self.subscriptions.startSubscribe(channel), let serial = self.subscriptions.entry(channel)?.serial
         else { return }
-        self.send(.subscribe(channel: channel, since: since), as: .subscribe(channel: channel, serial: serial))
-        self.connection?.flush()
+        guard let source = self.tokenSources[channel], source.token == nil else {
+            self.send(.subscribe(channel: channel, since: since, token: self.tokenSources[channel]?.token), as: .subscribe(channel: channel, serial: serial))
+            self.connection?.flush()
+            return
+        }
+        self.fetchSubscriptionToken(channel, serial: serial, from: source) { driver, token in
+            driver.tokenSources[channel]?.token = token
+            driver.send(.subscribe(channel: channel, since: since, token: token), as: .subscribe(channel: channel, serial: serial))
+            driver.connection?.flush()
+        }
+    }
+
+    /// Asks `source` for a token for `channel` and, if the subscription is still the same on the
+    /// same connection when it comes, hands it to `use`; a failed or empty answer is asked again
+    /// after a second.
+    private func fetchSubscriptionToken(
+        _ channel: String, serial: UInt64, from source: TokenSource, use: @escaping (ClientDriver, String) -> Void
+    ) {
+        let generation = self.generation
+        let loop = self.eventLoop
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        let getToken = source.getToken
+        let useBound = NIOLoopBound(use, eventLoop: loop)
+        Task {
+            let token = try? await getToken(channel)
+            loop.execute {
+                let driver = bound.value
+                guard driver.generation == generation, case .connected = driver.state,
+                    driver.subscriptions.entry(channel)?.serial == serial
+                else { return }
+                guard let token, !token.isEmpty else {
+                    driver.logger.debug("no subscription token; asking again in 1 s", metadata: ["channel": "\(channel)"])
+                    _ = driver.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) {
+                        guard driver.generation == generation, driver.subscriptions.entry(channel)?.serial == serial,
+                            let source = driver.tokenSources[channel]
+                        else { return }
+                        driver.fetchSubscriptionToken(channel, serial: serial, from: source, use: useBound.value)
+                    }
+                    return
+                }
+                useBound.value(driver, token)
+            }
+        }
     }
 
     // MARK: receiving
@@ -442,10 +503,12 @@ final class ClientDriver {
             if self.subscriptions.entry(channel)?.phase == .live { self.streams[channel]?.yield(.leave(info)) }
         case .unsubscribed(let channel, let code, let reason):
             switch self.subscriptions.unsubscribed(channel, code: code) {
-            case .resubscribe(let since, let serial):
-                self.send(.subscribe(channel: channel, since: since), as: .subscribe(channel: channel, serial: serial))
+            case .resubscribe:
+                if code == 2501 { self.tokenSources[channel]?.token = nil }  // expired: ask for a new one
+                self.sendSubscribe(channel)
             case .ended:
                 self.streams.removeValue(forKey: channel)?.finishEnded(code: code, reason: reason)
+                self.tokenSources.removeValue(forKey: channel)?.refresh?.cancel()
             case .ignore:
                 break
             }
@@ -496,6 +559,11 @@ final class ClientDriver {
                 self.logger.debug("token refresh refused", metadata: ["error": "\(error)"])
                 if error.code.isTemporary { self.scheduleTokenRefresh(ttl: 2) }
             }
+        case .subRefresh(let channel, let serial):
+            guard self.subscriptions.entry(channel)?.serial == serial else { return }
+            if case .success(let object) = result, object["expires"]?.boolValue == true, let ttl = object["ttl"]?.intValue {
+                self.scheduleSubscriptionTokenRefresh(channel, ttl: ttl)
+            }
         case .request(let key):
             self.finishRequest(key, result.mapError { ClientError.server($0) as any Error })
         }
@@ -537,9 +605,39 @@ final class ClientDriver {
         for event in self.subscriptions.subscribed(channel, SubscribeResult(json: object)) {
             self.streams[channel]?.yield(event)
         }
+        if object["expires"]?.boolValue == true, let ttl = object["ttl"]?.intValue {
+            self.scheduleSubscriptionTokenRefresh(channel, ttl: ttl)
+        }
+    }
+
+    /// A new subscription token goes to the node (`subRefresh`) at four fifths of `ttl` seconds;
+    /// one not refreshed in time gets the subscription removed with 2501, and then the client
+    /// subscribes again from its position with a new token.
+    private func scheduleSubscriptionTokenRefresh(_ channel: String, ttl: Int) {
+        guard let serial = self.subscriptions.entry(channel)?.serial, self.tokenSources[channel] != nil else { return }
+        self.tokenSources[channel]?.refresh?.cancel()
+        let generation = self.generation
+        self.tokenSources[channel]?.refresh = self.eventLoop.assumeIsolated().scheduleTask(in: Self.refreshDelay(ttl: ttl)) {
+            guard self.generation == generation, let source = self.tokenSources[channel] else { return }
+            self.fetchSubscriptionToken(channel, serial: serial, from: source) { driver, token in
+                driver.tokenSources[channel]?.token = token
+                driver.send(.subRefresh(channel: channel, token: token), as: .subRefresh(channel: channel, serial: serial))
+                driver.connection?.flush()
+            }
+        }
+    }
+
+    /// Four fifths of a token's `ttl` seconds (at least half a second, at most a year).
+    static func refreshDelay(ttl: Int) -> TimeAmount {
+        .milliseconds(Int64(max(500, min(ttl, 86_400 * 365) * 800)))
     }
 
     private func subscriptionRefused(_ channel: String, _ error: SwitchboardError) {
+        if error.code.rawValue == SwitchboardError.Code.tokenExpired.rawValue, self.tokenSources[channel] != nil {
+            self.tokenSources[channel]?.token = nil
+            self.sendSubscribe(channel)
+            return
+        }
         if error.code.isTemporary {
             // Tried again on the next connection.
             self.logger.debug("subscribe failed, temporary", metadata: ["channel": "\(channel)", "error": "\(error)"])
@@ -547,6 +645,7 @@ final class ClientDriver {
         }
         self.subscriptions.remove(channel)
         self.streams.removeValue(forKey: channel)?.finishEnded(code: error.code.rawValue, reason: error.message)
+        self.tokenSources.removeValue(forKey: channel)?.refresh?.cancel()
     }
 
     /// With `getToken`, a new connection token goes to the node (`refresh`) when four fifths of
@@ -556,8 +655,7 @@ final class ClientDriver {
         self.tokenRefresh?.cancel()
         guard let getToken = self.configuration.getToken else { return }
         let generation = self.generation
-        let delay = TimeAmount.milliseconds(Int64(max(500, min(ttl, 86_400 * 365) * 800)))
-        self.tokenRefresh = self.eventLoop.assumeIsolated().scheduleTask(in: delay) {
+        self.tokenRefresh = self.eventLoop.assumeIsolated().scheduleTask(in: Self.refreshDelay(ttl: ttl)) {
             let loop = self.eventLoop
             let bound = NIOLoopBound(self, eventLoop: loop)
             Task {

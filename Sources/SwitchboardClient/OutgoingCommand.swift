@@ -5,7 +5,8 @@ import SwitchboardCore
 /// so a command queued while disconnected gets its id on the connection that carries it).
 enum OutgoingCommand: Sendable {
     case connect(token: String?, name: String, subs: [(channel: String, since: StreamPosition?)])
-    case subscribe(channel: String, since: StreamPosition?)
+    case subscribe(channel: String, since: StreamPosition?, token: String?)
+    case subRefresh(channel: String, token: String)
     case unsubscribe(channel: String)
     case publish(channel: String, data: RawJSON, idempotencyKey: String?)
     case history(channel: String, since: StreamPosition?, limit: Int?, reverse: Bool)
@@ -31,10 +32,16 @@ enum OutgoingCommand: Sendable {
                         }
                     }
                 }
-            case .subscribe(let channel, let since):
+            case .subscribe(let channel, let since, let token):
                 command.object("subscribe") { params in
                     params.field("channel", string: channel)
                     if let since { params.object("since") { Self.writePosition(since, into: &$0) } }
+                    if let token { params.field("token", string: token) }
+                }
+            case .subRefresh(let channel, let token):
+                command.object("subRefresh") { params in
+                    params.field("channel", string: channel)
+                    params.field("token", string: token)
                 }
             case .unsubscribe(let channel):
                 command.object("unsubscribe") { $0.field("channel", string: channel) }

@@ -19,6 +19,9 @@ struct SubscriptionTable {
         /// answer to the earlier one's subscribe is not this one's.
         var serial: UInt64
         var phase: Phase = .waiting
+        /// Whether a subscription token is sent with each subscribe: such a channel is not in a
+        /// `connect` (whose `subs` carry no tokens), it is subscribed once the connection is up.
+        var usesToken = false
         /// The last publication delivered (or the position the subscription started from).
         var position: StreamPosition?
     }
@@ -55,10 +58,10 @@ struct SubscriptionTable {
 
     /// Follows `channel` from `since` (nil: from now). False when it is already followed or the
     /// table is full.
-    mutating func add(_ channel: String, since: StreamPosition?) -> Bool {
+    mutating func add(_ channel: String, since: StreamPosition?, usesToken: Bool = false) -> Bool {
         guard self.entries[channel] == nil, self.entries.count < Self.maximumChannels else { return false }
         self.nextSerial += 1
-        self.entries[channel] = Entry(serial: self.nextSerial, phase: .waiting, position: since)
+        self.entries[channel] = Entry(serial: self.nextSerial, phase: .waiting, usesToken: usesToken, position: since)
         return true
     }
 
@@ -68,10 +71,11 @@ struct SubscriptionTable {
         self.entries.removeValue(forKey: channel) != nil
     }
 
-    /// A connection opens: every channel goes in its `connect`, with its position to recover from.
+    /// A connection opens: every channel without a token goes in its `connect`, with its position to
+    /// recover from (the others wait for the connect reply).
     mutating func startConnect() -> [(channel: String, since: StreamPosition?)] {
         var subs: [(channel: String, since: StreamPosition?)] = []
-        for (channel, entry) in self.entries {
+        for (channel, entry) in self.entries where !entry.usesToken {
             self.entries[channel]!.phase = .subscribing
             subs.append((channel, entry.position))
         }
@@ -140,10 +144,12 @@ struct SubscriptionTable {
         return .deliver
     }
 
-    /// The node removed `channel` with `code`.
+    /// The node removed `channel` with `code`: 2500 (insufficient state) subscribes again from the
+    /// position, and so does 2501 (subscription token expired) for a channel with a token source;
+    /// any other code ends the subscription.
     mutating func unsubscribed(_ channel: String, code: Int) -> UnsubscribeDecision {
         guard let entry = self.entries[channel] else { return .ignore }
-        if code >= 2500 {
+        if code == 2500 || (code == 2501 && entry.usesToken) {
             self.entries[channel]!.phase = .subscribing
             return .resubscribe(since: entry.position, serial: entry.serial)
         }

@@ -81,10 +81,15 @@ public final class SwitchboardClient: Sendable {
 
     /// Subscribes to `channel` (now, or when connected). `since`: a position this program saved
     /// earlier, to receive what came after it first (then `.subscribed` says whether all of it did).
-    /// Throws `ClientError.invalidRequest` for an invalid channel name or a channel already followed.
-    public func subscribe(_ channel: String, since: StreamPosition? = nil) async throws -> ClientSubscription {
+    /// `getToken`: for channels that need a subscription token (`$` channels, namespaces that ask for
+    /// one), called with the channel's name before each subscribe and before the token expires
+    /// (then sent with `subRefresh`). Throws `ClientError.invalidRequest` for an invalid channel name
+    /// or a channel already followed.
+    public func subscribe(
+        _ channel: String, since: StreamPosition? = nil, getToken: (@Sendable (_ channel: String) async throws -> String)? = nil
+    ) async throws -> ClientSubscription {
         let events = try await self.eventLoop.submit { () throws -> AsyncStream<SubscriptionEvent> in
-            try self.driver.value.subscribe(channel, since: since)
+            try self.driver.value.subscribe(channel, since: since, getToken: getToken)
         }.get()
         return ClientSubscription(channel: channel, events: events)
     }

@@ -70,14 +70,15 @@ struct ClientAcrossNodesTests {
         configuration.tokens.leeway = 0
     }
 
-    static func token(user: String, expiresIn seconds: Double) -> String {
+    static func token(user: String, expiresIn seconds: Double, channel: String? = nil) -> String {
         func base64URL(_ data: Data) -> String {
             data.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
                 .replacingOccurrences(of: "=", with: "")
         }
         let header = base64URL(Data(#"{"alg":"HS256","typ":"JWT"}"#.utf8))
         let exp = Int(Date().timeIntervalSince1970 + seconds)
-        let payload = base64URL(Data(#"{"sub":"\#(user)","exp":\#(exp)}"#.utf8))
+        let channelClaim = channel.map { #","channel":"\#($0)""# } ?? ""
+        let payload = base64URL(Data(#"{"sub":"\#(user)","exp":\#(exp)\#(channelClaim)}"#.utf8))
         let signature = HMAC<SHA256>.authenticationCode(for: Data("\(header).\(payload)".utf8), using: SymmetricKey(data: Data(Self.secret.utf8)))
         return "\(header).\(payload).\(base64URL(Data(signature)))"
     }
@@ -106,6 +107,38 @@ struct ClientAcrossNodesTests {
             #expect(now.client == first.client, "the same connection, not a reconnect")
             #expect(calls.value >= 3)
             try await client.ping()
+            await client.close()
+        }
+    }
+
+    @Test("a channel that needs a subscription token: subscribed with one from getToken, kept past its expiry with subRefresh")
+    func subscriptionTokens() async throws {
+        try await TestNode.with(Self.expiringTokens) { port in
+            let configuration = try SwitchboardClientConfiguration(
+                url: "ws://127.0.0.1:\(port)/ws", token: Self.token(user: "ann", expiresIn: 3600))
+            let client = SwitchboardClient(configuration: configuration)
+            client.connect()
+            try await client.connected()
+            let refused = try await client.subscribe("$no-token")
+            var last: SubscriptionEvent?
+            for await event in refused { last = event }
+            #expect(last == .ended(code: 103, reason: "channels starting with $ need a subscription token"))
+            let calls = Counter()
+            let room = try await client.subscribe("$room") { channel in
+                calls.increment()
+                return Self.token(user: "ann", expiresIn: 2, channel: channel)
+            }
+            var events: [SubscriptionEvent] = []
+            var iterator = room.makeAsyncIterator()
+            events.append(await iterator.next()!)
+            #expect(events.first.map { if case .subscribed = $0 { true } else { false } } == true)
+            // Three token lifetimes: without subRefresh the node removes the subscription (2501) at about 2 s.
+            try await Task.sleep(for: .milliseconds(5_500))
+            let (status, _) = try await APIRequest.post(port: port, method: "publish", body: #"{"channel":"$room","data":"late"}"#)
+            #expect(status == 200)
+            events.append(await iterator.next()!)
+            #expect(events.last.map { if case .publication(let p) = $0 { p.json == #""late""# } else { false } } == true, "\(events)")
+            #expect(calls.value >= 3)
             await client.close()
         }
     }

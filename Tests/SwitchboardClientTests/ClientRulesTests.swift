@@ -184,6 +184,21 @@ struct ClientRulesTests {
         #expect(table.unsubscribed("c", code: 2000) == .ignore)
     }
 
+    @Test("2501 (subscription token expired) subscribes again only a channel with a token source; other codes end it")
+    func tokenExpiredPush() {
+        var table = SubscriptionTable()
+        _ = table.add("$t", since: nil, usesToken: true)
+        _ = table.add("plain", since: nil)
+        _ = table.add("other", since: nil, usesToken: true)
+        #expect(table.startConnect().map(\.channel) == ["plain"], "token channels are not in connect.subs")
+        #expect(table.startSubscribe("$t") == .some(nil))
+        _ = table.subscribed("$t", SubscribeResult(position: StreamPosition(offset: 1, epoch: "e"), recoverable: true))
+        let serial = table.entry("$t")!.serial
+        #expect(table.unsubscribed("$t", code: 2501) == .resubscribe(since: StreamPosition(offset: 1, epoch: "e"), serial: serial))
+        #expect(table.unsubscribed("plain", code: 2501) == .ended)
+        #expect(table.unsubscribed("other", code: 2502) == .ended)
+    }
+
     @Test("a channel without history delivers every publication (no offsets to compare)")
     func noHistory() {
         var table = SubscriptionTable()
