@@ -7,11 +7,3 @@ public struct ClientHistory: Sendable, Hashable {
     /// The channel's position now.
     public var position: StreamPosition?
 }
-
-/// A channel's presence counts.
-public struct PresenceStats: Sendable, Hashable {
-    /// Connections subscribed.
-    public var clients: Int
-    /// Distinct users among them.
-    public var users: Int
-}

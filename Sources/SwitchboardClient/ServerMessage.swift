@@ -87,11 +87,3 @@ enum ServerMessage: Equatable, Sendable {
         return SwitchboardError(SwitchboardError.Code(code, message ?? "error \(code)", temporary: temporary), message)
     }
 }
-
-extension ClientInfo {
-    /// A client as a node describes it (`{"client":…,"user":…,"info":…}`).
-    init?(json: JSONValue) {
-        guard let client = json["client"]?.stringValue else { return nil }
-        self.init(client: client, user: json["user"]?.stringValue ?? "", info: json["info"], meta: json["meta"])
-    }
-}
