@@ -159,11 +159,10 @@ final class ClientDriver {
         if case .closed(let code, let reason) = self.state {
             return self.eventLoop.makeFailedFuture(ClientError.closed(code: code, reason: reason))
         }
-        var sizeCheck = ByteBuffer()
-        command.write(id: UInt64(UInt32.max), into: &sizeCheck)
-        guard sizeCheck.readableBytes <= self.configuration.maximumMessageSize else {
+        let size = command.encodedSize
+        guard size <= self.configuration.maximumMessageSize else {
             return self.eventLoop.makeFailedFuture(
-                ClientError.invalidRequest("\(sizeCheck.readableBytes) bytes, over maximumMessageSize (\(self.configuration.maximumMessageSize))"))
+                ClientError.invalidRequest("\(size) bytes, over maximumMessageSize (\(self.configuration.maximumMessageSize))"))
         }
         guard self.requests.count < self.configuration.maximumQueuedRequests else {
             return self.eventLoop.makeFailedFuture(ClientError.invalidRequest("too many requests waiting"))
@@ -314,8 +313,14 @@ final class ClientDriver {
         self.connection = channel
         self.lastReceived = .now()
         self.nextID = 1
-        let subs = self.subscriptions.startConnect()
-        self.send(.connect(token: self.pendingToken, name: self.configuration.name, subs: subs), as: .connect)
+        var connect = OutgoingCommand.connect(
+            token: self.pendingToken, name: self.configuration.name, subs: self.subscriptions.startConnect())
+        if case .connect(_, _, let subs) = connect, !subs.isEmpty, connect.encodedSize > self.configuration.maximumMessageSize {
+            // Too many channels for one message: they are subscribed one by one after the reply.
+            self.subscriptions.connectionLost()
+            connect = .connect(token: self.pendingToken, name: self.configuration.name, subs: [])
+        }
+        self.send(connect, as: .connect)
         self.pendingToken = nil
         channel.flush()
     }

@@ -70,6 +70,13 @@ enum OutgoingCommand: Sendable {
         }
     }
 
+    /// The command's size on the wire with the longest id, to check against the node's limit.
+    var encodedSize: Int {
+        var buffer = ByteBuffer()
+        self.write(id: UInt64(UInt32.max), into: &buffer)
+        return buffer.readableBytes
+    }
+
     private static func writePosition(_ position: StreamPosition?, into object: inout JSONObjectWriter) {
         guard let position else { return }
         object.field("offset", int: position.offset)

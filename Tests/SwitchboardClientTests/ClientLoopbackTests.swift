@@ -110,6 +110,23 @@ struct ClientLoopbackTests {
         }
     }
 
+    @Test("channels too many for one connect message are subscribed one by one after it (the node's size limit holds)")
+    func connectTooLargeForOneMessage() async throws {
+        try await TestNode.with({ $0.maxMessageSize = 400 }) { port in
+            let client = try Self.client(port: port) { $0.maximumMessageSize = 400 }
+            var subscriptions: [ClientSubscription] = []
+            for i in 0..<30 { subscriptions.append(try await client.subscribe("a-longer-channel-name-\(i)")) }
+            client.connect()
+            for subscription in subscriptions {
+                var iterator = subscription.makeAsyncIterator()
+                let first = await iterator.next()
+                #expect(first.map { if case .subscribed = $0 { true } else { false } } == true, "\(subscription.channel): \(String(describing: first))")
+            }
+            #expect(try await client.presenceStats("a-longer-channel-name-29") == PresenceStats(clients: 1, users: 1))
+            await client.close()
+        }
+    }
+
     @Test("refused requests: the node's errors come back with their code, bad data and oversize never leave the client")
     func refusals() async throws {
         try await TestNode.with { port in
