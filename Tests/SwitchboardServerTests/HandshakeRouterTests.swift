@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import NIOCore
 import NIOEmbedded
@@ -8,6 +9,17 @@ import Testing
 
 @Suite("Handshake router")
 struct HandshakeRouterTests {
+    @Test("Sec-WebSocket-Accept: the RFC's example, and 2,000 random keys of every length up to 40 against Foundation's base64 of the SHA-1")
+    func acceptValues() {
+        #expect(WebSocketUpgrader.acceptValue(forKey: "dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        let characters = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+        for n in 0..<2_000 {
+            let key = String((0..<(n % 41)).map { _ in characters.randomElement()! })
+            let expected = Data(Insecure.SHA1.hash(data: Array((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").utf8))).base64EncodedString()
+            #expect(WebSocketUpgrader.acceptValue(forKey: key) == expected, "key \(key)")
+        }
+    }
+
     static let handshake = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
         + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 

@@ -110,7 +110,7 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
         }
         var response = context.channel.allocator.buffer(capacity: 200)
         response.writeStaticString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Accept: ")
-        response.writeString(WebSocketUpgrader.acceptValue(forKey: key))
+        WebSocketUpgrader.writeAcceptValue(forKey: key, into: &response)
         response.writeStaticString("\r\n\r\n")
         var close = WebSocketFrameBuilder.closeFrame(code: DisconnectCode.connectionLimit.rawValue, reason: DisconnectCode.connectionLimit.reason, allocator: context.channel.allocator)
         response.writeBuffer(&close)
@@ -146,7 +146,7 @@ final class HandshakeRouter: ChannelInboundHandler, RemovableChannelHandler {
         self.deadlineTimer.stop()
         var response = context.channel.allocator.buffer(capacity: 160)
         response.writeStaticString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Accept: ")
-        response.writeString(WebSocketUpgrader.acceptValue(forKey: key))
+        WebSocketUpgrader.writeAcceptValue(forKey: key, into: &response)
         response.writeStaticString("\r\n\r\n")
         context.writeAndFlush(NIOAny(response), promise: nil)
         var rest = self.buffer!

@@ -1,5 +1,4 @@
 import Crypto
-import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOWebSocket
@@ -96,7 +95,44 @@ final class WebSocketUpgrader: HTTPServerProtocolUpgrader, Sendable {
 
     /// `Sec-WebSocket-Accept` for a client key (RFC 6455 section 4.2.2).
     static func acceptValue(forKey key: String) -> String {
-        let digest = Insecure.SHA1.hash(data: Array((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").utf8))
-        return Data(digest).base64EncodedString()
+        var buffer = ByteBuffer()
+        Self.writeAcceptValue(forKey: key, into: &buffer)
+        return String(buffer: buffer)
+    }
+
+    private static let acceptGUID: StaticString = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+    private static let base64Alphabet: StaticString = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+    /// Writes `Sec-WebSocket-Accept` for `key` (base64 of SHA-1 of the key and the RFC's GUID)
+    /// straight into `buffer`: every WebSocket connection makes one, so no string is joined, no
+    /// array or `Data` made, and no base64 string built on the way.
+    static func writeAcceptValue(forKey key: String, into buffer: inout ByteBuffer) {
+        var sha1 = Insecure.SHA1()
+        var key = key
+        key.withUTF8 { sha1.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+        sha1.update(bufferPointer: UnsafeRawBufferPointer(start: Self.acceptGUID.utf8Start, count: Self.acceptGUID.utf8CodeUnitCount))
+        let digest = sha1.finalize()
+        let alphabet = UnsafeBufferPointer(start: Self.base64Alphabet.utf8Start, count: 64)
+        digest.withUnsafeBytes { bytes in
+            // 20 bytes: six groups of three, then two bytes and one `=`.
+            buffer.reserveCapacity(minimumWritableBytes: 28)
+            var i = 0
+            while i + 3 <= bytes.count {
+                let n = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2])
+                buffer.writeMultipleIntegers(
+                    alphabet[Int(n >> 18 & 63)], alphabet[Int(n >> 12 & 63)], alphabet[Int(n >> 6 & 63)], alphabet[Int(n & 63)])
+                i += 3
+            }
+            switch bytes.count - i {
+            case 1:
+                let n = UInt32(bytes[i]) << 16
+                buffer.writeMultipleIntegers(alphabet[Int(n >> 18 & 63)], alphabet[Int(n >> 12 & 63)], UInt8(ascii: "="), UInt8(ascii: "="))
+            case 2:
+                let n = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8
+                buffer.writeMultipleIntegers(alphabet[Int(n >> 18 & 63)], alphabet[Int(n >> 12 & 63)], alphabet[Int(n >> 6 & 63)], UInt8(ascii: "="))
+            default:
+                break
+            }
+        }
     }
 }
