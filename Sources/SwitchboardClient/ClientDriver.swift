@@ -681,16 +681,21 @@ final class ClientDriver {
     }
 
     /// The node pings every `pingInterval` seconds when it has sent nothing else: a connection
-    /// silent for that long plus 10 s is dead, whatever TCP says.
+    /// silent for that long plus `silenceGrace` is dead, whatever TCP says.
     private func startLivenessCheck(pingInterval: Double) {
         self.livenessCheck?.cancel()
         guard pingInterval > 0, pingInterval.isFinite else { return }
-        let limit = TimeAmount.nanoseconds(Int64(min(pingInterval, 3600) * 1e9)) + .seconds(10)
+        let limit = TimeAmount.nanoseconds(Int64(min(pingInterval, 3600) * 1e9)) + max(self.configuration.silenceGrace, .zero)
         self.scheduleLivenessCheck(limit: limit, generation: self.generation)
     }
 
+    /// Checked four times per `limit`, at most every second, at least every 50 ms.
+    static func livenessCheckInterval(_ limit: TimeAmount) -> TimeAmount {
+        .nanoseconds(min(max(limit.nanoseconds / 4, 50_000_000), 1_000_000_000))
+    }
+
     private func scheduleLivenessCheck(limit: TimeAmount, generation: UInt64) {
-        self.livenessCheck = self.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) {
+        self.livenessCheck = self.eventLoop.assumeIsolated().scheduleTask(in: Self.livenessCheckInterval(limit)) {
             guard self.generation == generation else { return }
             if NIODeadline.now() - self.lastReceived > limit {
                 self.logger.debug("nothing from the node for too long; reconnecting")

@@ -22,6 +22,10 @@ public struct SwitchboardClientConfiguration: Sendable {
     /// How long a request (publish, history, presence, …) may wait for its answer, time spent
     /// waiting for a connection included.
     public var requestTimeout: TimeAmount = .seconds(20)
+    /// How long past the node's ping interval (its connect result's `ping`) a connection may stay
+    /// silent before the client takes it for dead and reconnects (a node or network that stalled
+    /// without closing anything).
+    public var silenceGrace: TimeAmount = .seconds(10)
     /// The node's `maxMessageSize`: a command larger than this is refused before it is sent (the
     /// node would close the connection with 1009).
     public var maximumMessageSize = 65_536

@@ -47,14 +47,14 @@ struct ClientAcrossNodesTests {
             other.tls.trustRoots = .file(certificates.otherCACertificate)
             other.minimumReconnectDelay = .milliseconds(50)
             let refused = SwitchboardClient(configuration: other)
-            let states = await refused.stateUpdates()
-            refused.connect()
             var attempted = false
-            for await state in states {
-                #expect(state.isConnected == false, "connected to a node whose certificate it cannot verify")
+            let states = await refused.watchStates(after: { refused.connect() }) { state in
                 if case .connecting = state { attempted = true }
-                if attempted, case .disconnected = state { break }
+                if attempted, case .disconnected = state { return true }
+                return false
             }
+            #expect(!states.contains { $0.isConnected }, "connected to a node whose certificate it cannot verify")
+            #expect(states.last.map { if case .disconnected = $0 { true } else { false } } == true)
             await refused.close()
         }
     }
@@ -149,14 +149,10 @@ struct ClientAcrossNodesTests {
             let configuration = try SwitchboardClientConfiguration(
                 url: "ws://127.0.0.1:\(port)/ws", token: Self.token(user: "bob", expiresIn: 1))
             let client = SwitchboardClient(configuration: configuration)
-            let states = await client.stateUpdates()
-            client.connect()
-            for await state in states {
-                if case .closed(let code, _) = state {
-                    #expect(code == 3503)
-                    break
-                }
+            let states = await client.watchStates(after: { client.connect() }) { state in
+                if case .closed = state { true } else { false }
             }
+            #expect(states.last == .closed(code: 3503, reason: "token expired"))
             await #expect(throws: ClientError.self) { try await client.connected() }
         }
     }

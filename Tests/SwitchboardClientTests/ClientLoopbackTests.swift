@@ -165,7 +165,6 @@ struct ClientLoopbackTests {
             let subscription = try await reader.subscribe("feed")
             _ = try await reader.presence("feed")  // the subscribe is answered
             for i in 1...5 { try await writer.publish("feed", json: "\(i)") }
-            let states = await reader.stateUpdates()
             let (status, body) = try await APIRequest.post(
                 port: port, method: "disconnect", body: #"{"client":"\#(readerID)","code":3001,"reason":"test"}"#)
             #expect(status == 200, "\(body)")
@@ -175,14 +174,8 @@ struct ClientLoopbackTests {
             #expect(Self.offsets(events) == Array(1...20))
             let subscribes = events.compactMap { if case .subscribed(_, let recovered) = $0 { recovered } else { nil } }
             #expect(subscribes == [true], "the second subscribe recovered")
-            var sawDisconnect = false
-            for await state in states {
-                if case .disconnected(let code, _) = state, code == 3001 { sawDisconnect = true }
-                if sawDisconnect, case .connected(let result) = state {
-                    #expect(result.client != readerID)
-                    break
-                }
-            }
+            // By now the reader is connected again (it recovered): on another connection.
+            #expect(try await reader.connected().client != readerID)
             await reader.close()
             await writer.close()
         }
@@ -209,6 +202,24 @@ struct ClientLoopbackTests {
         }
     }
 
+    @Test("a connection that goes silent (a stalled node) is taken for dead after the node's ping interval and the grace, and the client connects again")
+    func silentConnection() async throws {
+        let node = try await SilentNode(ping: 0.2)
+        let client = try Self.client(port: node.port) { $0.silenceGrace = .milliseconds(300) }
+        let started = ContinuousClock.now
+        let states = await client.watchStates(after: { client.connect() }) { state in
+            if case .connected(let result) = state { result.client == "silent-2" } else { false }
+        }
+        let elapsed = ContinuousClock.now - started
+        let clients = states.compactMap { if case .connected(let result) = $0 { result.client } else { nil } }
+        let lostWithoutCode = states.contains { if case .disconnected(nil, _) = $0 { true } else { false } }
+        #expect(clients == ["silent-1", "silent-2"])
+        #expect(lostWithoutCode)
+        #expect(elapsed >= .milliseconds(500), "not before ping + grace")
+        await client.close()
+        await node.stop()
+    }
+
     @Test("a node that is not there: the client keeps trying and close() stops it; waiting requests fail as closed")
     func noNode() async throws {
         // A port with no listener: bound, never listening.
@@ -217,20 +228,19 @@ struct ClientLoopbackTests {
         let port = socket.localAddress!.port!
         try await socket.close()
         let client = try Self.client(port: port)
-        let states = await client.stateUpdates()
-        client.connect()
         let request = Task { try await client.ping() }
         // Three attempts, each refused, each followed by a wait (the first state is the one before connect()).
         var disconnects = 0
         var attempted = false
-        for await state in states {
+        _ = await client.watchStates(after: { client.connect() }) { state in
             if case .connecting = state { attempted = true }
             if attempted, case .disconnected(nil, _) = state {
                 disconnects += 1
                 attempted = false
             }
-            if disconnects == 3 { break }
+            return disconnects == 3
         }
+        #expect(disconnects == 3)
         await client.close()
         await #expect(throws: ClientError.self) { try await request.value }
         #expect(await client.state == .closed(code: nil, reason: "closed by the client"))
