@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOPosix
@@ -218,6 +219,28 @@ struct ClientLoopbackTests {
         #expect(elapsed >= .milliseconds(500), "not before ping + grace")
         await client.close()
         await node.stop()
+    }
+
+    @Test("200 clients connected, subscribed and closed leave no socket open, in the client or the node")
+    func closingLeavesNothing() async throws {
+        try await TestNode.with { port in
+            var clients: [SwitchboardClient] = []
+            for _ in 0..<200 {
+                let client = try Self.client(port: port)
+                client.connect()
+                clients.append(client)
+            }
+            for client in clients {
+                try await client.connected()
+                _ = try await client.subscribe("crowd")
+            }
+            #expect(try await clients[0].presenceStats("crowd").clients == 200)
+            #expect(OpenSockets.count(port: port) == 400, "both ends of 200 connections")
+            for client in clients { await client.close() }
+            let deadline = ContinuousClock.now + .seconds(5)
+            while OpenSockets.count(port: port) > 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(OpenSockets.count(port: port) == 0)
+        }
     }
 
     @Test("a node that is not there: the client keeps trying and close() stops it; waiting requests fail as closed")
