@@ -232,7 +232,9 @@ struct ClientLoopbackTests {
             }
             for client in clients {
                 try await client.connected()
-                _ = try await client.subscribe("crowd")
+                let subscription = try await client.subscribe("crowd")
+                let first = await Self.collect(subscription, publications: 0).first  // the node took it
+                #expect(first.map { if case .subscribed = $0 { true } else { false } } == true)
             }
             #expect(try await clients[0].presenceStats("crowd").clients == 200)
             #expect(OpenSockets.count(port: port) == 400, "both ends of 200 connections")
