@@ -159,10 +159,10 @@ final class ClientDriver {
         if case .closed(let code, let reason) = self.state {
             return self.eventLoop.makeFailedFuture(ClientError.closed(code: code, reason: reason))
         }
-        let size = command.encodedSize
-        guard size <= self.configuration.maximumMessageSize else {
+        guard command.fits(self.configuration.maximumMessageSize) else {
             return self.eventLoop.makeFailedFuture(
-                ClientError.invalidRequest("\(size) bytes, over maximumMessageSize (\(self.configuration.maximumMessageSize))"))
+                ClientError.invalidRequest(
+                    "\(command.encodedSize) bytes, over maximumMessageSize (\(self.configuration.maximumMessageSize))"))
         }
         guard self.requests.count < self.configuration.maximumQueuedRequests else {
             return self.eventLoop.makeFailedFuture(ClientError.invalidRequest("too many requests waiting"))
@@ -315,7 +315,7 @@ final class ClientDriver {
         self.nextID = 1
         var connect = OutgoingCommand.connect(
             token: self.pendingToken, name: self.configuration.name, subs: self.subscriptions.startConnect())
-        if case .connect(_, _, let subs) = connect, !subs.isEmpty, connect.encodedSize > self.configuration.maximumMessageSize {
+        if case .connect(_, _, let subs) = connect, !subs.isEmpty, !connect.fits(self.configuration.maximumMessageSize) {
             // Too many channels for one message: they are subscribed one by one after the reply.
             self.subscriptions.connectionLost()
             connect = .connect(token: self.pendingToken, name: self.configuration.name, subs: [])

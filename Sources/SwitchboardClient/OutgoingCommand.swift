@@ -77,6 +77,37 @@ enum OutgoingCommand: Sendable {
         return buffer.readableBytes
     }
 
+    /// Whether the command, with any id, is at most `limit` bytes: a cheap bound first (each string
+    /// byte at most six when escaped), the command written out only when the bound is over it.
+    func fits(_ limit: Int) -> Bool {
+        self.sizeBound <= limit || self.encodedSize <= limit
+    }
+
+    private var sizeBound: Int {
+        func text(_ string: String?) -> Int { string.map { 6 * $0.utf8.count + 2 } ?? 0 }
+        func position(_ position: StreamPosition?) -> Int { position.map { 40 + text($0.epoch) } ?? 0 }
+        let overhead = 128
+        switch self {
+        case .connect(let token, let name, let subs):
+            return overhead + text(token) + text(name) + text(SwitchboardVersion.current)
+                + subs.reduce(0) { $0 + 8 + text($1.channel) + position($1.since) }
+        case .subscribe(let channel, let since, let token):
+            return overhead + text(channel) + position(since) + text(token)
+        case .subRefresh(let channel, let token):
+            return overhead + text(channel) + text(token)
+        case .unsubscribe(let channel), .presence(let channel), .presenceStats(let channel):
+            return overhead + text(channel)
+        case .publish(let channel, let data, let idempotencyKey):
+            return overhead + text(channel) + data.bytes.readableBytes + text(idempotencyKey)
+        case .history(let channel, let since, _, _):
+            return overhead + 40 + text(channel) + position(since)
+        case .ping:
+            return overhead
+        case .refresh(let token):
+            return overhead + text(token)
+        }
+    }
+
     private static func writePosition(_ position: StreamPosition?, into object: inout JSONObjectWriter) {
         guard let position else { return }
         object.field("offset", int: position.offset)

@@ -219,6 +219,30 @@ struct ClientRulesTests {
         #expect(table.entry("c")!.serial != first)
     }
 
+    // MARK: what the client sends
+
+    @Test("a command fits a limit exactly when its longest-id encoding does (the cheap bound is never below it)")
+    func commandSizes() throws {
+        let nasty = String(repeating: "\u{01}\"\\é", count: 50)
+        let position = StreamPosition(offset: UInt64(Int64.max), epoch: nasty)
+        let data = try RawJSON(validating: Array(#"{"a":[1,2,3],"b":"\u0001"}"#.utf8))
+        let commands: [OutgoingCommand] = [
+            .connect(token: nasty, name: nasty, subs: [("c", nil), (nasty, position)]),
+            .connect(token: nil, name: "n", subs: []),
+            .subscribe(channel: nasty, since: position, token: nasty),
+            .subRefresh(channel: nasty, token: nasty),
+            .unsubscribe(channel: nasty), .presence(channel: "p"), .presenceStats(channel: nasty),
+            .publish(channel: nasty, data: data, idempotencyKey: nasty),
+            .history(channel: nasty, since: position, limit: Int.max, reverse: true),
+            .ping, .refresh(token: nasty),
+        ]
+        for command in commands {
+            let size = command.encodedSize
+            #expect(command.fits(size))
+            #expect(!command.fits(size - 1), "\(command)")
+        }
+    }
+
     // MARK: what the node sends
 
     @Test("a frame of several objects: replies, errors, pushes, pings; data kept byte for byte")
