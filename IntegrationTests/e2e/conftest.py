@@ -13,9 +13,10 @@ import subprocess
 import pytest
 
 from sbclient import OPEN_PERMISSIONS_YAML, Node, RedisServer, RedisStartError, binary_path, redis_binary, start_redis
+from sbrediscluster import RedisCluster, redis_cli_binary, start_redis_cluster
 
 _ALL_NODES: list[Node] = []
-_ALL_REDIS: list[RedisServer] = []
+_ALL_REDIS: list[RedisServer | RedisCluster] = []  # each gets stop(timeout=2) in _stop_all
 
 
 def _stop_all() -> None:
@@ -181,6 +182,41 @@ def redis_server(tmp_path, request):
         rep = getattr(request.node, "rep_call", None)
         if rep is not None and rep.failed:
             print(f"\n--- redis-server port {server.port} pids {server.pids}; log tail:\n{server.log_tail()}")
+
+
+def _redis_cluster(tmp_path, request, name: str, replicas: int):
+    """A fresh Redis Cluster (3 masters, `replicas` replicas each) for one test; stopped
+    by PID at teardown, its nodes' log tails printed when the test failed."""
+    for binary in (redis_binary(), redis_cli_binary()):
+        if shutil.which(binary) is None:
+            pytest.fail(f"{binary} not found: scripts/test.sh installs Debian's redis-server "
+                        "(apt-get install redis-server, which brings redis-cli)")
+    try:
+        rc = start_redis_cluster(str(tmp_path / name), masters=3, replicas=replicas, registry=_ALL_REDIS)
+    except RedisStartError as e:
+        pytest.fail(str(e))
+    try:
+        yield rc
+    finally:
+        rc.stop()
+        if rc in _ALL_REDIS:
+            _ALL_REDIS.remove(rc)
+        rep = getattr(request.node, "rep_call", None)
+        if rep is not None and rep.failed:
+            print(f"\n--- redis cluster {rc.url} pids {rc.pids}; log tails:\n{rc.log_tail()}")
+
+
+@pytest.fixture
+def redis_cluster(tmp_path, request):
+    """A Redis Cluster of 3 masters, no replicas (`.url` is `redis+cluster://...` with
+    every node; see sbrediscluster.RedisCluster)."""
+    yield from _redis_cluster(tmp_path, request, "redis-cluster", replicas=0)
+
+
+@pytest.fixture
+def redis_cluster_with_replicas(tmp_path, request):
+    """A Redis Cluster of 3 masters with 1 replica each, for failover tests."""
+    yield from _redis_cluster(tmp_path, request, "redis-cluster-replicas", replicas=1)
 
 
 @functools.lru_cache(maxsize=None)

@@ -9,7 +9,7 @@ public import RESP
 /// were. A lost connection fails the commands in flight, and the next command
 /// reconnects (after a capped exponential backoff with full jitter, during
 /// which commands fail fast so callers can report "temporarily unavailable").
-public final class RedisClient: @unchecked Sendable {
+public final class RedisClient: RedisCommandSender, @unchecked Sendable {
     // @unchecked: the `var`s are touched only on `eventLoop` (`send` hops there; `enqueue` asserts it).
     public let eventLoop: any EventLoop
     public let configuration: RedisConfiguration
@@ -45,17 +45,17 @@ public final class RedisClient: @unchecked Sendable {
         return promise.futureResult
     }
 
+    /// Queues `command` for `receiver` (a script call by SHA falls back to its source on `NOSCRIPT`).
+    func submit(_ command: RedisCommand, receiver: RedisPendingReply.Receiver) {
+        self.submit(command, RedisPendingReply(receiver: receiver, noScriptFallback: command.byScriptSource))
+    }
+
     private func submit(_ command: RedisCommand, _ reply: RedisPendingReply) {
         if self.eventLoop.inEventLoop {
             self.enqueue(command, reply)
         } else {
             self.eventLoop.execute { self.enqueue(command, reply) }
         }
-    }
-
-    /// Sends one command.
-    public func send(_ arguments: RESPArgument...) -> EventLoopFuture<RESPToken> {
-        self.send(arguments)
     }
 
     /// Runs a script by SHA, loading it with `EVAL` when the server does not know it (`NOSCRIPT`).
@@ -81,9 +81,16 @@ public final class RedisClient: @unchecked Sendable {
         self.evaluate(script, keysAndArguments, receiver: .callback(onReply))
     }
 
+    /// The same, for a `RedisCommandSender`: one server has no slots, so `slot` is never asked.
+    public func evaluate(
+        _ script: RedisScript, _ keysAndArguments: RESPArgumentList, slot: () -> UInt16,
+        onReply: @escaping @Sendable (Result<RESPToken, RedisError>) -> Void
+    ) {
+        self.evaluate(script, keysAndArguments, receiver: .callback(onReply))
+    }
+
     private func evaluate(_ script: RedisScript, _ tail: RESPArgumentList, receiver: RedisPendingReply.Receiver) {
-        let command = RedisCommand.script(script, tail, bySHA: true)
-        self.submit(command, RedisPendingReply(receiver: receiver, noScriptFallback: command.byScriptSource))
+        self.submit(.script(script, tail, bySHA: true), receiver: receiver)
     }
 
     /// Closes the connection; later commands fail.
@@ -164,7 +171,10 @@ public final class RedisClient: @unchecked Sendable {
         }
     }
 
+    /// Fails the commands not yet written (none of them reached Redis).
     private func failOutgoing(_ error: RedisError) {
+        var error = error
+        error.wasNotSent = true
         let replies = self.outgoingReplies
         self.outgoing.clear()
         self.outgoingReplies.removeAll()

@@ -36,6 +36,21 @@ public struct RedisConfiguration: Sendable, Hashable {
     /// Most bytes of such commands per client (a single larger command is still sent when nothing
     /// else is pending). Default 64 MiB.
     public var maximumPendingBytes: Int
+    /// The nodes of a Redis Cluster to start from (`redis+cluster://`), `host` and `port` being the
+    /// first; empty for a single server. The client learns the rest of the cluster from them
+    /// (`CLUSTER SLOTS`); list several, so that a node can start while one of them is down.
+    public var clusterNodes: [RedisNodeAddress] = []
+
+    /// Whether this names a Redis Cluster.
+    public var isCluster: Bool { !self.clusterNodes.isEmpty }
+
+    /// The same settings (credentials, TLS, timeouts, limits) for the server at `address`.
+    public func node(_ address: RedisNodeAddress) -> RedisConfiguration {
+        var configuration = self
+        configuration.host = address.host
+        configuration.port = address.port
+        return configuration
+    }
 
     public init(
         host: String = "127.0.0.1",
@@ -70,6 +85,10 @@ public struct RedisConfiguration: Sendable, Hashable {
     /// Parses `redis://[[user]:password@]host[:port][/db]`, and `rediss://` for TLS with the
     /// optional query parameters `ssl_ca_certs`, `ssl_certfile` and `ssl_keyfile` (file paths,
     /// named as redis-py names them). There is no switch that turns certificate checks off.
+    ///
+    /// A Redis Cluster is `redis+cluster://[[user]:password@]host[:port][,host[:port]...]` (or
+    /// `rediss+cluster://`): the nodes to start from, every node sharing the credentials and TLS
+    /// settings; no database index (a cluster has only 0).
     public init(url: String) throws(RedisError) {
         self.init()
         var rest = Substring(url)
@@ -88,14 +107,12 @@ public struct RedisConfiguration: Sendable, Hashable {
                 }
             }
         }
-        if rest.hasPrefix("redis://") {
-            rest = rest.dropFirst("redis://".count)
-        } else if rest.hasPrefix("rediss://") {
-            rest = rest.dropFirst("rediss://".count)
-            self.useTLS = true
-        } else {
-            throw RedisError(.invalidConfiguration, "a Redis URL starts with redis:// or rediss://")
+        let schemes = [("redis://", false, false), ("rediss://", true, false), ("redis+cluster://", false, true), ("rediss+cluster://", true, true)]
+        guard let (scheme, tls, cluster) = schemes.first(where: { rest.hasPrefix($0.0) }) else {
+            throw RedisError(.invalidConfiguration, "a Redis URL starts with redis://, rediss://, redis+cluster:// or rediss+cluster://")
         }
+        rest = rest.dropFirst(scheme.count)
+        self.useTLS = tls
         if let at = rest.lastIndex(of: "@") {
             let credentials = rest[..<at]
             rest = rest[rest.index(after: at)...]
@@ -112,26 +129,25 @@ public struct RedisConfiguration: Sendable, Hashable {
             rest = rest[..<slash]
             if !db.isEmpty {
                 guard let index = Int(db), index >= 0 else { throw RedisError(.invalidConfiguration, "bad database index in \(url)") }
+                guard !cluster || index == 0 else { throw RedisError(.invalidConfiguration, "a Redis Cluster has only database 0 (\(url))") }
                 self.database = index
             }
         }
-        if rest.hasPrefix("["), let close = rest.firstIndex(of: "]") {
-            self.host = String(rest[rest.index(after: rest.startIndex)..<close])
-            rest = rest[rest.index(after: close)...]
-            if rest.hasPrefix(":") {
-                guard let port = Int(rest.dropFirst()), (1...65535).contains(port) else { throw RedisError(.invalidConfiguration, "bad port in \(url)") }
-                self.port = port
+        if cluster {
+            let hosts = rest.split(separator: ",", omittingEmptySubsequences: false)
+            guard hosts.count <= 64 else { throw RedisError(.invalidConfiguration, "more than 64 Redis Cluster nodes in \(url)") }
+            for host in hosts {
+                guard !host.isEmpty else { throw RedisError(.invalidConfiguration, "an empty Redis Cluster node in \(url)") }
+                let address = try Self.address(host, defaultPort: 6379, url: url)
+                if !self.clusterNodes.contains(address) { self.clusterNodes.append(address) }
             }
-        } else if let colon = rest.lastIndex(of: ":") {
-            self.host = String(rest[..<colon])
-            guard let port = Int(rest[rest.index(after: colon)...]), (1...65535).contains(port) else {
-                throw RedisError(.invalidConfiguration, "bad port in \(url)")
-            }
-            self.port = port
-        } else if !rest.isEmpty {
-            self.host = String(rest)
+            self.host = self.clusterNodes[0].host
+            self.port = self.clusterNodes[0].port
+        } else {
+            let address = try Self.address(rest, defaultPort: 6379, url: url)
+            self.host = address.host
+            self.port = address.port
         }
-        guard !self.host.isEmpty else { throw RedisError(.invalidConfiguration, "no host in \(url)") }
         let usesTLSFiles = self.tlsCAFile != nil || self.tlsCertificateFile != nil || self.tlsKeyFile != nil
         guard self.useTLS || !usesTLSFiles else {
             throw RedisError(.invalidConfiguration, "ssl_* parameters need a rediss:// URL")
@@ -139,6 +155,34 @@ public struct RedisConfiguration: Sendable, Hashable {
         guard (self.tlsCertificateFile == nil) == (self.tlsKeyFile == nil) else {
             throw RedisError(.invalidConfiguration, "ssl_certfile and ssl_keyfile go together")
         }
+    }
+
+    /// `host`, `host:port`, `[v6]` or `[v6]:port` of a URL; an empty host is 127.0.0.1 for a single
+    /// server (as redis-cli takes it) and an error in a list of cluster nodes.
+    private static func address(_ text: Substring, defaultPort: Int, url: String) throws(RedisError) -> RedisNodeAddress {
+        var rest = text
+        var host = "127.0.0.1"
+        var port = defaultPort
+        if rest.hasPrefix("["), let close = rest.firstIndex(of: "]") {
+            host = String(rest[rest.index(after: rest.startIndex)..<close])
+            rest = rest[rest.index(after: close)...]
+            if rest.hasPrefix(":") {
+                guard let value = Int(rest.dropFirst()), (1...65535).contains(value) else { throw RedisError(.invalidConfiguration, "bad port in \(url)") }
+                port = value
+            } else if !rest.isEmpty {
+                throw RedisError(.invalidConfiguration, "bad host in \(url)")
+            }
+        } else if let colon = rest.lastIndex(of: ":") {
+            host = String(rest[..<colon])
+            guard let value = Int(rest[rest.index(after: colon)...]), (1...65535).contains(value) else {
+                throw RedisError(.invalidConfiguration, "bad port in \(url)")
+            }
+            port = value
+        } else if !rest.isEmpty {
+            host = String(rest)
+        }
+        guard !host.isEmpty else { throw RedisError(.invalidConfiguration, "no host in \(url)") }
+        return RedisNodeAddress(host: host, port: port)
     }
 }
 

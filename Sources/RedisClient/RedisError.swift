@@ -21,6 +21,9 @@ public struct RedisError: Error, Hashable, Sendable, CustomStringConvertible {
 
     public var code: Code
     public var message: String
+    /// Whether the command never left this process (no connection to write it on, or the client
+    /// closed): sending it again, elsewhere, cannot run it twice.
+    public internal(set) var wasNotSent = false
 
     public init(_ code: Code, _ message: String) {
         self.code = code
@@ -32,7 +35,7 @@ public struct RedisError: Error, Hashable, Sendable, CustomStringConvertible {
     /// Whether trying again later may succeed (Redis unreachable, slow or overloaded), as opposed to
     /// a refusal of the command itself. Servers report these as "temporarily unavailable" (error 100).
     public var isRetryable: Bool {
-        self.code == .connectionClosed || self.code == .timeout || self.code == .overloaded
+        self.code == .connectionClosed || self.code == .timeout || self.code == .overloaded || self.isClusterUnavailable
     }
 
     /// Whether this is a `NOSCRIPT` reply (the script cache was flushed or never loaded).

@@ -4,6 +4,9 @@ import RESP
 
 /// A dedicated pub/sub connection.
 ///
+/// On a Redis Cluster it connects to one of the configured nodes, moving to the next after a
+/// failed or lost connection: classic `PUBLISH` reaches the subscribers of every node.
+///
 /// Keeps, per channel, a `RedisChannelStateMachine` that matches what Redis holds; after any reconnect (capped exponential
 /// backoff with full jitter) it subscribes to all of them again and then tells
 /// its owner, because messages published while it was away are gone and the
@@ -34,19 +37,26 @@ public final class RedisSubscriber: @unchecked Sendable {
     private var closed = false
     private var everConnected = false
     private var failures = 0
+    /// On a Redis Cluster, which of `configuration.clusterNodes` to connect to: the next one after
+    /// each failed or lost connection (any node of a cluster delivers every PUBLISH).
+    private var nodeIndex = 0
     private var handshakePending: [EventLoopPromise<RESPToken>] = []
 
     /// - Parameters:
+    ///   - firstNode: on a Redis Cluster, which configured node to try first (subscribers of one
+    ///     process spread over the nodes).
     ///   - onMessage: a message on a subscribed channel.
     ///   - onResubscribed: the connection was lost and is back, subscribed again: messages may have been missed.
     public init(
         configuration: RedisConfiguration,
         eventLoop: any EventLoop,
         logger: Logger,
+        firstNode: Int = 0,
         onMessage: @escaping @Sendable (String, ByteBuffer) -> Void,
         onResubscribed: @escaping @Sendable () -> Void
     ) {
         self.configuration = configuration
+        self.nodeIndex = max(firstNode, 0) % max(configuration.clusterNodes.count, 1)
         self.eventLoop = eventLoop
         self.logger = logger
         self.onMessage = onMessage
@@ -161,7 +171,11 @@ public final class RedisSubscriber: @unchecked Sendable {
         guard self.channel == nil, !self.connecting, !self.closed else { return }
         self.connecting = true
         let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
-        RedisConnector.connect(configuration: self.configuration, eventLoop: self.eventLoop) { channel in
+        var target = self.configuration
+        if target.isCluster {
+            target = target.node(target.clusterNodes[self.nodeIndex % target.clusterNodes.count])
+        }
+        RedisConnector.connect(configuration: target, eventLoop: self.eventLoop) { channel in
             let handler = RedisSubscriberHandler { event in loopBound.value.handle(event) }
             try channel.pipeline.syncOperations.addHandler(handler)
         }.flatMap { channel in
@@ -247,6 +261,7 @@ public final class RedisSubscriber: @unchecked Sendable {
 
     private func scheduleReconnect() {
         guard !self.closed else { return }
+        self.nodeIndex = (self.nodeIndex + 1) % max(self.configuration.clusterNodes.count, 1)
         let delay = RedisConnector.backoff(attempt: self.failures, configuration: self.configuration)
         self.eventLoop.scheduleTask(in: delay) { self.connectIfNeeded() }
     }

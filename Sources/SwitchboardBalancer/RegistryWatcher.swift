@@ -18,7 +18,7 @@ final class RegistryWatcher: Sendable {
     static let registryKey = "sb:nodes"
     static func nodeKey(_ id: String) -> String { "sb:node:\(id)" }
 
-    private let client: RedisClient
+    private let client: any RedisCommandSender
     private let router: NodeRouter
     private let interval: TimeAmount
     private let logger: Logger
@@ -39,7 +39,7 @@ final class RegistryWatcher: Sendable {
         configuration: RedisConfiguration, eventLoop: any EventLoop, router: NodeRouter, staticNodes: [BackendNode],
         interval: TimeAmount, logger: Logger
     ) {
-        self.client = RedisClient(configuration: configuration, eventLoop: eventLoop, logger: logger)
+        self.client = configuration.makeCommandSender(eventLoop: eventLoop, logger: logger)
         self.router = router
         self.state = NIOLockedValueBox(State(staticNodes: staticNodes))
         self.interval = interval
@@ -77,9 +77,9 @@ final class RegistryWatcher: Sendable {
             .flatMap { token -> EventLoopFuture<[RegistryNode]> in
                 let ids = (token.array ?? []).compactMap(\.string)
                 guard !ids.isEmpty else { return self.client.eventLoop.makeSucceededFuture([]) }
-                return self.client.send(["MGET"] + ids.map { .string(Self.nodeKey($0)) }).map { values in
-                    (values.array ?? []).compactMap { value in
-                        value.bytes.flatMap { RegistryNode.parse($0.readableBytesView) }
+                return self.client.values(of: ids.map(Self.nodeKey)).map { values in
+                    values.compactMap { value in
+                        value.flatMap { RegistryNode.parse($0.readableBytesView) }
                     }
                 }
             }

@@ -31,7 +31,9 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     /// Which of a node's brokers this is (`ShardedRedisBroker` runs one per event loop): shard 0
     /// receives the control messages; each shard probes its own subscriber on a channel of its own.
     public let shard: Int
-    private let client: RedisClient
+    private let client: any RedisCommandSender
+    /// Whether Redis is a cluster (PUBLISH answers count only the subscribers of the node asked).
+    private let isCluster: Bool
     private var subscriber: RedisSubscriber!
     private let logger: Logger
     private let metaTTL: Double
@@ -65,12 +67,14 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         self.metaTTL = metaTTL.isFinite ? min(max(metaTTL, 1), Double(Self.maximumSeconds)) : 86_400
         self.limits = limits
         self.probeInterval = probeInterval
-        self.client = RedisClient(configuration: configuration, eventLoop: eventLoop, logger: logger)
+        self.client = configuration.makeCommandSender(eventLoop: eventLoop, logger: logger)
+        self.isCluster = configuration.isCluster
         self.subscriber = nil
         self.subscriber = RedisSubscriber(
             configuration: configuration,
             eventLoop: eventLoop,
             logger: logger,
+            firstNode: shard,
             onMessage: { [unowned self] channel, payload in self.received(channel: channel, payload: payload) },
             onResubscribed: { [unowned self] in self.handler?(.deliveryInterrupted) }
         )
@@ -85,7 +89,13 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     static let livesKey = RedisChannelKey(prefix: "sb:{", suffix: "}:g")
     static let presenceHashKey = RedisChannelKey(prefix: "sb:{", suffix: "}:p")
     static let presenceSetKey = RedisChannelKey(prefix: "sb:{", suffix: "}:z")
-    static func idempotencyKey(_ channel: String, _ key: String) -> String { "sb:{\(channel)}:i:\(key)" }
+    static func idempotencyKey(_ channel: String, _ key: String) -> String {
+        "sb:{\(RedisChannelKey.tagged(channel, after: "sb:{"))}:i:\(key)"
+    }
+    /// Every key a channel can have, for tests of the Cluster rule (all in one slot).
+    @_spi(Harness) public static func keys(ofChannel channel: String) -> [String] {
+        [streamKey, metaKey, livesKey, presenceHashKey, presenceSetKey].map { $0(channel) } + [idempotencyKey(channel, "k")]
+    }
     static let pubsubChannel = RedisChannelKey(prefix: "sb:c:", suffix: "")
     static let pubsubPrefix = "\(pubsubChannel.prefix)"
     static let registryKey = "sb:nodes"
@@ -155,7 +165,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         let sequence = self.probeSent
         self.probeSentAt = .now()
         self.client.send("PUBLISH", .string(self.probeChannel), .integer(Int64(sequence))).whenComplete { result in
-            if case .success(let receivers) = result, receivers.int64 == 0 {
+            if case .success(let receivers) = result, receivers.int64 == 0, !self.isCluster {
                 // Redis has no subscription of ours at all.
                 self.logger.warning("redis has no subscriber for this node; reconnecting it")
                 self.subscriber.reconnect()
@@ -237,11 +247,11 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         let info = request.info.map { Self.encodeClientInfo($0) } ?? ByteBuffer()
         // Written as they are added: no array of arguments, no key made a `String` first.
         var command = RESPArgumentList(capacity: 192 + request.data.readableBytes + info.readableBytes)
-        command.append(.integer(4))
+        command.append(.integer(request.idempotencyKey == nil ? 3 : 4))
         command.append(Self.streamKey, request.channel)
         command.append(Self.metaKey, request.channel)
-        command.append(.string(request.idempotencyKey.map { Self.idempotencyKey(request.channel, $0) } ?? ""))
         command.append(Self.livesKey, request.channel)
+        if let key = request.idempotencyKey { command.append(.string(Self.idempotencyKey(request.channel, key))) }
         command.append(Self.pubsubChannel, request.channel)
         command.append(.integer(Int64(keepsHistory ? request.historySize : 0)))
         command.append(.integer(Self.whole(request.historyTTL)))
@@ -253,7 +263,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         command.append(.integer(Int64(clamping: request.time)))
         // One promise and one callback per publish (no future chain): every publication is one.
         let promise = self.eventLoop.makePromise(of: PublishResult.self)
-        self.client.evaluate(RedisBrokerScripts.publish, command) { reply in
+        self.client.evaluate(RedisBrokerScripts.publish, command, slot: { RedisHashSlot.slot(of: Self.streamKey(request.channel)) }) { reply in
             switch reply {
             case .success(let token):
                 guard let reply = token.array, reply.count == 3, let offset = reply[0].int64.flatMap({ UInt64(exactly: $0) }),
@@ -418,9 +428,9 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         }.flatMap { token in
             let ids = (token.array ?? []).compactMap(\.string)
             guard !ids.isEmpty else { return self.eventLoop.makeSucceededFuture([]) }
-            return self.client.send(["MGET"] + ids.map { .string(Self.nodeKey($0)) }).map { values in
-                (values.array ?? []).compactMap { value -> NodeInfo? in
-                    guard let bytes = value.bytes, let json = try? Self.parser.parse(bytes.readableBytesView) else { return nil }
+            return self.client.values(of: ids.map(Self.nodeKey)).map { values in
+                values.compactMap { value -> NodeInfo? in
+                    guard let bytes = value, let json = try? Self.parser.parse(bytes.readableBytesView) else { return nil }
                     return Self.node(fromJSON: json)
                 }.sorted { $0.id < $1.id }
             }

@@ -21,7 +21,8 @@ enum RedisBrokerScripts {
         end
         """
 
-    /// KEYS: stream, meta, idempotency key ("" for none), lives.
+    /// KEYS: stream, meta, lives, then the idempotency key when there is one (no empty key, which a
+    /// Redis Cluster would place in slot 0 and refuse beside the others).
     /// ARGV: pub/sub channel, history size, history TTL (s), meta key TTL (s), epoch period (the meta TTL, s),
     /// idempotency TTL (s), data, info, time (ns).
     /// Returns {offset, epoch, duplicate}.
@@ -33,7 +34,7 @@ enum RedisBrokerScripts {
     /// so its TTL of two periods keeps every count of a period distinct (see `unbornEpoch`).
     static let publish = RedisScript(
         unbornEpoch + "\n" + """
-        local stream, meta, idem = KEYS[1], KEYS[2], KEYS[3]
+        local stream, meta, lives, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4] or ''
         if idem ~= '' then
           local previous = redis.call('GET', idem)
           if previous then
@@ -48,10 +49,10 @@ enum RedisBrokerScripts {
           local stored = redis.call('HMGET', meta, 'e', 's')
           epoch = stored[1]
           if not epoch then
-            local lives = redis.call('GET', KEYS[4]) or '0'
-            epoch = unborn_epoch(meta, ARGV[5], lives)
+            local count = redis.call('GET', lives) or '0'
+            epoch = unborn_epoch(meta, ARGV[5], count)
             redis.call('HSET', meta, 'e', epoch, 's', size)
-            redis.call('SET', KEYS[4], tonumber(lives) + 1, 'EX', 2 * tonumber(ARGV[4]))
+            redis.call('SET', lives, tonumber(count) + 1, 'EX', 2 * tonumber(ARGV[4]))
           elseif stored[2] ~= size then
             redis.call('HSET', meta, 's', size)
           end

@@ -1,0 +1,98 @@
+import NIOCore
+import RESP
+import RedisClient
+@_spi(Harness) import SwitchboardRedis
+import Testing
+
+/// The Redis Cluster rules as values, without a server: slots, redirections, the slot map, URLs.
+@Suite("Redis Cluster rules")
+struct RedisClusterRulesTests {
+    @Test("key slots: CRC16 (XMODEM) of the hash tag or the whole key, as the cluster specification's examples")
+    func slots() {
+        #expect(RedisHashSlot.slot(of: "123456789") == 0x31C3 % 16_384)  // the specification's CRC16 check value
+        #expect(RedisHashSlot.slot(of: "foo") == 12_182)
+        #expect(RedisHashSlot.slot(of: "{user1000}.following") == RedisHashSlot.slot(of: "{user1000}.followers"))
+        #expect(RedisHashSlot.slot(of: "{user1000}.following") == RedisHashSlot.slot(of: "user1000"))
+        // An empty tag hashes the whole key; the first "{" and the first "}" after it decide.
+        #expect(RedisHashSlot.slot(of: "foo{}{bar}") != RedisHashSlot.slot(of: "bar"))
+        #expect(RedisHashSlot.slot(of: "foo{{bar}}zap") == RedisHashSlot.slot(of: "{bar"))
+        #expect(RedisHashSlot.slot(of: "foo{bar}{zap}") == RedisHashSlot.slot(of: "bar"))
+        #expect(RedisHashSlot.slot(of: "") == 0)
+    }
+
+    @Test("every key of a channel shares one slot, whatever braces the channel name holds")
+    func channelKeysShareASlot() {
+        var slots = Set<UInt16>()
+        for channel in ["chat:lobby", "a}b", "{x}", "}", "}{", "}}x", "{", "{}", "emoji 🎉", String(repeating: "}", count: 255)] {
+            let keys = RedisBroker.keys(ofChannel: channel)
+            #expect(Set(keys.map { RedisHashSlot.slot(of: $0) }).count == 1, "\(channel): \(keys)")
+            #expect(keys[0].contains(channel))
+            slots.insert(RedisHashSlot.slot(of: keys[0]))
+        }
+        #expect(slots.count > 3)  // channels spread over slots
+    }
+
+    @Test("MOVED and ASK replies parse; anything else, or out of range, does not")
+    func redirections() {
+        #expect(RedisRedirection(errorMessage: "MOVED 3999 127.0.0.1:6381")
+            == RedisRedirection(kind: .moved, slot: 3999, address: RedisNodeAddress(host: "127.0.0.1", port: 6381)))
+        #expect(RedisRedirection(errorMessage: "ASK 16383 ::1:7000")
+            == RedisRedirection(kind: .ask, slot: 16_383, address: RedisNodeAddress(host: "::1", port: 7000)))
+        #expect(RedisRedirection(errorMessage: "MOVED 12 :7001")?.address == RedisNodeAddress(host: "", port: 7001))
+        for bad in ["MOVED 16384 h:1", "MOVED -1 h:1", "MOVED 1 h:0", "MOVED 1 h:65536", "MOVED 1 h", "MOVED 1", "NOSCRIPT x y",
+            "ASK 99999999999999999999 h:1", "CLUSTERDOWN The cluster is down", "MOVED 1 h:1 extra"]
+        {
+            #expect(RedisRedirection(errorMessage: bad) == nil, "\(bad)")
+        }
+    }
+
+    @Test("a CLUSTER SLOTS reply becomes a map; MOVED corrects one slot; unknown endpoints are the answering host")
+    func slotMap() throws {
+        func bulk(_ s: String) -> String { "$\(s.utf8.count)\r\n\(s)\r\n" }
+        let wire = "*3\r\n"
+            + "*4\r\n:0\r\n:5460\r\n*3\r\n\(bulk("127.0.0.1")):7000\r\n\(bulk("id-a"))*3\r\n\(bulk("127.0.0.1")):7003\r\n\(bulk("id-d"))"
+            + "*3\r\n:5461\r\n:10922\r\n*3\r\n\(bulk("")):7001\r\n\(bulk("id-b"))"
+            + "*3\r\n:10923\r\n:16383\r\n*3\r\n\(bulk("?")):7002\r\n\(bulk("id-c"))"
+        let answeredBy = RedisNodeAddress(host: "10.0.0.9", port: 7001)
+        var map = try RedisClusterSlotMap(slotsReply: RESPToken(validated: ByteBuffer(string: wire)), answeredBy: answeredBy)
+        #expect(map.coversAllSlots)
+        #expect(map.nodes.count == 3)
+        #expect(map.node(forSlot: 0) == RedisNodeAddress(host: "127.0.0.1", port: 7000))
+        #expect(map.node(forSlot: 5460) == RedisNodeAddress(host: "127.0.0.1", port: 7000))
+        #expect(map.node(forSlot: 5461) == RedisNodeAddress(host: "10.0.0.9", port: 7001))
+        #expect(map.node(forSlot: 16_383) == RedisNodeAddress(host: "10.0.0.9", port: 7002))
+        #expect(map.node(forSlot: 16_384) == nil)
+        map.assign(100, to: RedisNodeAddress(host: "127.0.0.1", port: 7002))
+        #expect(map.node(forSlot: 100) == RedisNodeAddress(host: "127.0.0.1", port: 7002))
+        #expect(map.node(forSlot: 99) == RedisNodeAddress(host: "127.0.0.1", port: 7000))
+
+        let partial = try RedisClusterSlotMap(
+            slotsReply: RESPToken(validated: ByteBuffer(string: "*1\r\n*3\r\n:0\r\n:99\r\n*2\r\n\(bulk("h")):1\r\n")), answeredBy: answeredBy)
+        #expect(!partial.coversAllSlots)
+        #expect(partial.node(forSlot: 100) == nil)
+        for bad in ["*1\r\n*3\r\n:10\r\n:5\r\n*2\r\n\(bulk("h")):1\r\n", "*1\r\n*3\r\n:0\r\n:16384\r\n*2\r\n\(bulk("h")):1\r\n",
+            "*1\r\n*3\r\n:0\r\n:1\r\n*2\r\n\(bulk("h")):0\r\n", ":1\r\n", "*1\r\n*2\r\n:0\r\n:1\r\n"]
+        {
+            #expect(throws: RedisError.self) { try RedisClusterSlotMap(slotsReply: RESPToken(validated: ByteBuffer(string: bad)), answeredBy: answeredBy) }
+        }
+    }
+
+    @Test("redis+cluster:// URLs list the nodes to start from, with shared credentials and TLS")
+    func urls() throws {
+        let cluster = try RedisConfiguration(url: "redis+cluster://:pw@127.0.0.1:7000,127.0.0.1:7001,[::1]:7002,h")
+        #expect(cluster.isCluster)
+        #expect(cluster.clusterNodes == [
+            RedisNodeAddress(host: "127.0.0.1", port: 7000), RedisNodeAddress(host: "127.0.0.1", port: 7001),
+            RedisNodeAddress(host: "::1", port: 7002), RedisNodeAddress(host: "h", port: 6379),
+        ])
+        #expect(cluster.host == "127.0.0.1" && cluster.port == 7000 && cluster.password == "pw" && !cluster.useTLS)
+        #expect(cluster.node(RedisNodeAddress(host: "x", port: 9)).password == "pw")
+        #expect(try RedisConfiguration(url: "rediss+cluster://a:1").useTLS)
+        #expect(try !RedisConfiguration(url: "redis://a:1").isCluster)
+        for bad in ["redis+cluster://a:1/3", "redis+cluster://a:1,,b:2", "redis+cluster://a:0", "redis+cluster://", "rediscluster://a:1",
+            "redis+cluster://" + Array(repeating: "h:1", count: 65).joined(separator: ",")]
+        {
+            #expect(throws: RedisError.self, "\(bad)") { try RedisConfiguration(url: bad) }
+        }
+    }
+}

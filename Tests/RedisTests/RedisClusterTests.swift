@@ -1,0 +1,179 @@
+import Logging
+import NIOCore
+import NIOPosix
+import RESP
+import RedisClient
+import SwitchboardBroker
+import SwitchboardBrokerTesting
+import SwitchboardCore
+import SwitchboardRedis
+import TestProcesses
+import Testing
+
+/// The cluster client and the broker against a real Redis Cluster (three masters started by the
+/// test, with replicas where a failover is tested).
+@Suite("Redis Cluster against real redis-servers", .serialized, .timeLimit(.minutes(5)))
+struct RedisClusterTests {
+    let logger = Logger(label: "test")
+
+    func clusterClient(_ cluster: RedisClusterProcess, on loop: any EventLoop) throws -> RedisClusterClient {
+        RedisClusterClient(configuration: try RedisConfiguration(url: cluster.url), eventLoop: loop, logger: self.logger)
+    }
+
+    func plainClient(port: Int, on loop: any EventLoop) -> RedisClient {
+        RedisClient(configuration: RedisConfiguration(port: port), eventLoop: loop, logger: self.logger)
+    }
+
+    @Test("each command reaches the master of its key's slot; our slots are Redis's own (CLUSTER KEYSLOT)")
+    func routing() async throws {
+        let cluster = try RedisClusterProcess()
+        defer { cluster.stop() }
+        try await withEventLoopGroup { group in
+            let loop = group.next()
+            let client = try self.clusterClient(cluster, on: loop)
+            let keys = (0..<300).map { "k\($0)" } + ["{tag}a", "{tag}b", "sb:{chat:lobby}:s", "}{", "{}x"]
+            for (i, key) in keys.enumerated() { _ = try await client.send("SET", .string(key), .string("v\(i)")).get() }
+            var masters = Set<Int>()
+            var direct: [Int: RedisClient] = [:]
+            for (i, key) in keys.enumerated() {
+                let slot = RedisHashSlot.slot(of: key)
+                let master = try cluster.masterPort(forSlot: Int(slot))
+                masters.insert(master)
+                let owner = direct[master] ?? self.plainClient(port: master, on: loop)
+                direct[master] = owner
+                // The owner has it (any other master would answer MOVED).
+                #expect(try await owner.send("GET", .string(key)).get().string == "v\(i)", "\(key)")
+                #expect(try await client.send("GET", .string(key)).get().string == "v\(i)")
+            }
+            #expect(masters.count == 3)
+            // Slots computed here match the server's for keys with and without hash tags.
+            let any = direct.values.first!
+            var generator = SystemRandomNumberGenerator()
+            for n in 0..<500 {
+                let alphabet = Array("ab{}:xyz01🎉")
+                let key = String((0..<Int.random(in: 0...12, using: &generator)).map { _ in alphabet.randomElement(using: &generator)! }) + "\(n)"
+                let expected = try await any.send("CLUSTER", "KEYSLOT", .string(key)).get().int64
+                #expect(expected == Int64(RedisHashSlot.slot(of: key)), "\(key)")
+            }
+            for owner in direct.values { try await owner.close().get() }
+            try await client.close().get()
+        }
+    }
+
+    @Test("after a slot moves to another master (MOVED), commands follow it and the client's map is corrected")
+    func moved() async throws {
+        let cluster = try RedisClusterProcess()
+        defer { cluster.stop() }
+        try await withEventLoopGroup { group in
+            let client = try self.clusterClient(cluster, on: group.next())
+            let key = "sb:{moving}:s"
+            let slot = Int(RedisHashSlot.slot(of: key))
+            _ = try await client.send("SET", .string(key), "before").get()
+            let source = try cluster.masterPort(forSlot: slot)
+            let target = cluster.masterPorts.first { $0 != source }!
+            try cluster.migrateSlot(slot, from: source, to: target)
+            #expect(try await client.send("GET", .string(key)).get().string == "before")
+            _ = try await client.send("SET", .string(key), "after").get()
+            #expect(try await client.slotMap.get()?.node(forSlot: UInt16(slot))?.port == target)
+            let owner = self.plainClient(port: target, on: group.next())
+            #expect(try await owner.send("GET", .string(key)).get().string == "after")
+            try await owner.close().get()
+            try await client.close().get()
+        }
+    }
+
+    @Test("during a migration a key already moved is reached through ASK and ASKING, scripts too")
+    func ask() async throws {
+        let cluster = try RedisClusterProcess()
+        defer { cluster.stop() }
+        try await withEventLoopGroup { group in
+            let client = try self.clusterClient(cluster, on: group.next())
+            let moved = "{asking}moved"
+            let stays = "{asking}stays"
+            let slot = Int(RedisHashSlot.slot(of: moved))
+            _ = try await client.send("SET", .string(moved), "m").get()
+            _ = try await client.send("SET", .string(stays), "s").get()
+            let source = try cluster.masterPort(forSlot: slot)
+            let target = cluster.masterPorts.first { $0 != source }!
+            try cluster.beginMigration(slot, from: source, to: target)
+            try cluster.migrateKey(moved, from: source, to: target)
+            #expect(try await client.send("GET", .string(moved)).get().string == "m")
+            #expect(try await client.send("GET", .string(stays)).get().string == "s")
+            let script = RedisScript("return redis.call('GET', KEYS[1]) .. ARGV[1]")
+            #expect(try await client.evaluate(script, keys: [moved], arguments: ["!"]).get().string == "m!")
+            // ASK is for one command: the map still names the source.
+            #expect(try await client.slotMap.get()?.node(forSlot: UInt16(slot))?.port == source)
+            try cluster.finishMigration(slot, to: target)
+            try await client.close().get()
+        }
+    }
+
+    /// Every key on every master, sorted, and their count: a read that wrote must show.
+    static func footprint(_ cluster: RedisClusterProcess) throws -> String {
+        var keys: [String] = []
+        for port in cluster.masterPorts {
+            keys += try cluster.redisCLI(port: port, "--raw", "KEYS", "*").split(separator: "\n").map(String.init)
+        }
+        return "\(keys.count) keys: \(keys.sorted().prefix(20))"
+    }
+
+    @Test("the broker contract holds on a cluster: every conformance case, two event loops, one cluster flushed between cases")
+    func conformance() async throws {
+        let cluster = try RedisClusterProcess()
+        defer { cluster.stop() }
+        let configuration = try RedisConfiguration(url: cluster.url)
+        for check in BrokerConformance.cases {
+            for port in cluster.masterPorts { _ = try cluster.redisCLI(port: port, "FLUSHALL") }
+            try await withEventLoopGroup(threads: 2) { group in
+                let loops = Array(group.makeIterator())
+                try await check.run(
+                    using: { limits in
+                        ShardedRedisBroker(
+                            configuration: configuration, nodeID: "n\(UInt32.random(in: 0...UInt32.max))", eventLoops: loops,
+                            logger: Logger(label: "test"), limits: limits)
+                    },
+                    footprint: { _ in try Self.footprint(cluster) }
+                )
+            }
+        }
+    }
+
+    @Test("a master dies: its replica takes over, and the first publication after the failover goes through and reaches the other node")
+    func failover() async throws {
+        let cluster = try RedisClusterProcess(masters: 3, replicasPerMaster: 1)
+        defer { cluster.stop() }
+        let configuration = try RedisConfiguration(url: cluster.url)
+        try await withEventLoopGroup(threads: 2) { group in
+            let loops = Array(group.makeIterator())
+            let publisher = ShardedRedisBroker(configuration: configuration, nodeID: "pub", eventLoops: loops, logger: self.logger)
+            let receiver = ShardedRedisBroker(configuration: configuration, nodeID: "sub", eventLoops: loops, logger: self.logger)
+            let events = BrokerConformance.EventRecorder()
+            try await publisher.start { _ in }.get()
+            try await receiver.start { events.record($0) }.get()
+            let channel = "failover:\(UInt32.random(in: 0...UInt32.max))"
+            let slot = Int(RedisHashSlot.slot(of: "sb:{\(channel)}:s"))
+            try await receiver.subscribe(channel: channel).get()
+            func publish(_ text: String) async throws -> PublishResult {
+                try await publisher.publish(PublishRequest(channel: channel, data: ByteBuffer(string: text), historySize: 100, historyTTL: 600)).get()
+            }
+            let first = try await publish("one")
+            #expect(first.position.offset == 1)
+            try await events.wait { $0.publications(in: channel).count == 1 }
+
+            let master = try cluster.masterPort(forSlot: slot)
+            cluster.kill(port: master)
+            let promoted = try cluster.waitForFailover(ofMasterPort: master, timeout: 30)
+            #expect(promoted != master)
+            // The first publish after the failover succeeds: it could not reach the dead master,
+            // so it waited for a fresh slot map and went to the promoted replica.
+            let second = try await publish("two")
+            // The replica had the stream: the offset continues in the same epoch (or a new epoch is announced).
+            if second.position.epoch == first.position.epoch { #expect(second.position.offset == 2) }
+            try await events.wait(seconds: 15) { recorder in
+                recorder.publications(in: channel).contains { String(buffer: $0.0.data) == "two" }
+            }
+            try await publisher.shutdown().get()
+            try await receiver.shutdown().get()
+        }
+    }
+}
