@@ -167,6 +167,27 @@ struct RedisChannelStateMachine<Waiter> {
         }
     }
 
+    /// Redis refused the SUBSCRIBE (a Redis Cluster node that does not serve the channel's slot
+    /// answers `MOVED` to `SSUBSCRIBE`): nothing is held, and its callers fail.
+    mutating func subscribeRefused() -> Actions {
+        switch self.state {
+        case .subscribing(let entries), .subscribingThenUnsubscribe(let entries):
+            self.state = .unsubscribed
+            return Actions(send: nil, fail: entries.map(\.waiter))
+        case .unsubscribed, .pending, .subscribed, .unsubscribing, .unsubscribingThenSubscribe:
+            return .none
+        }
+    }
+
+    /// Redis dropped a confirmed subscription on its own (a Redis Cluster node whose slot moved
+    /// away sends `sunsubscribe` unasked). Returns whether messages were being delivered, so the
+    /// owner subscribes it where the slot is now.
+    mutating func droppedByServer() -> Bool {
+        guard case .subscribed = self.state else { return false }
+        self.state = .unsubscribed
+        return true
+    }
+
     /// The connection is gone, and with it every subscription at Redis.
     mutating func connectionLost() -> Actions {
         switch self.state {

@@ -51,6 +51,7 @@ public final class RedisClusterClient: RedisCommandSender, @unchecked Sendable {
     private var waiting: [Routed] = []
     private var refresh: Refresh = .idle(lastStarted: nil)
     private var closed = false
+    private var observers: [(RedisClusterSlotMap) -> Void] = []
 
     /// - Parameter configuration: a cluster configuration (`clusterNodes` not empty); its
     ///   credentials, TLS settings, timeouts and limits apply to every node.
@@ -101,6 +102,41 @@ public final class RedisClusterClient: RedisCommandSender, @unchecked Sendable {
     /// The slot map as last read or corrected (nil before the first read), for tests.
     public var slotMap: EventLoopFuture<RedisClusterSlotMap?> {
         self.eventLoop.submit { self.map }
+    }
+
+    /// The slot map now, on `eventLoop` (nil before the first read).
+    var currentSlotMap: RedisClusterSlotMap? {
+        self.eventLoop.assertInEventLoop()
+        return self.map
+    }
+
+    /// Calls `observer` on `eventLoop` with every new map (after a read that changed it, and after
+    /// a `MOVED` correction).
+    func observeSlotMap(_ observer: @escaping (RedisClusterSlotMap) -> Void) {
+        self.eventLoop.assertInEventLoop()
+        self.observers.append(observer)
+    }
+
+    /// Reads the slot map again soon (at most once a second), e.g. after a subscriber lost its node.
+    func refreshSlotMap() {
+        self.eventLoop.assertInEventLoop()
+        self.refreshSlots()
+    }
+
+    /// Records a `MOVED` heard elsewhere (by a subscriber) and reads the map again soon.
+    func noteMoved(_ redirection: RedisRedirection) {
+        self.eventLoop.assertInEventLoop()
+        self.moved(redirection)
+    }
+
+    private func moved(_ redirection: RedisRedirection) {
+        guard var map = self.map, map.node(forSlot: redirection.slot) != redirection.address else {
+            return self.refreshSlots()
+        }
+        map.assign(redirection.slot, to: redirection.address)
+        self.map = map
+        self.refreshSlots()
+        for observer in self.observers { observer(map) }
     }
 
     /// The slot of a command's first key; nil for a command without keys.
@@ -160,8 +196,7 @@ public final class RedisClusterClient: RedisCommandSender, @unchecked Sendable {
             next.redirections += 1
             switch redirection.kind {
             case .moved:
-                self.map?.assign(redirection.slot, to: redirection.address)
-                self.refreshSlots()
+                self.moved(redirection)
                 self.send(next, to: redirection.address, command: routed.command)
             case .ask:
                 // Only this command goes there, right after ASKING on the same connection; a script
@@ -250,7 +285,8 @@ public final class RedisClusterClient: RedisCommandSender, @unchecked Sendable {
 
     private func installed(_ map: RedisClusterSlotMap, started: NIODeadline) {
         guard !self.closed else { return }
-        if self.map != map {
+        let changed = self.map != map
+        if changed {
             self.logger.debug("redis cluster slot map", metadata: ["masters": "\(map.nodes.map(\.description))", "complete": "\(map.coversAllSlots)"])
         }
         self.map = map
@@ -263,6 +299,9 @@ public final class RedisClusterClient: RedisCommandSender, @unchecked Sendable {
         let waiting = self.waiting
         self.waiting.removeAll()
         for routed in waiting { self.route(routed) }
+        if changed {
+            for observer in self.observers { observer(map) }
+        }
     }
 }
 

@@ -18,6 +18,12 @@ public final class RedisSubscriber: @unchecked Sendable {
     private let logger: Logger
     private let onMessage: @Sendable (String, ByteBuffer) -> Void
     private let onResubscribed: @Sendable () -> Void
+    /// `SSUBSCRIBE` (Redis Cluster shard channels, on the master of their slot) instead of `SUBSCRIBE`.
+    private let sharded: Bool
+    /// Sharded: a confirmed subscription Redis dropped unasked (its slot moved elsewhere).
+    private let onDropped: @Sendable (String) -> Void
+    /// A connection failed or was lost (on a cluster, the slot map may have changed).
+    private let onConnectionProblem: @Sendable () -> Void
 
     /// Who waits for a channel's SUBSCRIBE to be confirmed.
     enum Waiter {
@@ -46,16 +52,26 @@ public final class RedisSubscriber: @unchecked Sendable {
     ///   - firstNode: on a Redis Cluster, which configured node to try first (subscribers of one
     ///     process spread over the nodes).
     ///   - onMessage: a message on a subscribed channel.
+    ///   - sharded: subscribe with `SSUBSCRIBE` (a Redis Cluster's shard channels); `configuration`
+    ///     then names the one node to connect to.
     ///   - onResubscribed: the connection was lost and is back, subscribed again: messages may have been missed.
+    ///   - onDropped: sharded: Redis dropped a confirmed subscription unasked (its slot moved).
+    ///   - onConnectionProblem: a connect failed or the connection was lost.
     public init(
         configuration: RedisConfiguration,
         eventLoop: any EventLoop,
         logger: Logger,
         firstNode: Int = 0,
+        sharded: Bool = false,
         onMessage: @escaping @Sendable (String, ByteBuffer) -> Void,
-        onResubscribed: @escaping @Sendable () -> Void
+        onResubscribed: @escaping @Sendable () -> Void,
+        onDropped: @escaping @Sendable (String) -> Void = { _ in },
+        onConnectionProblem: @escaping @Sendable () -> Void = {}
     ) {
         self.configuration = configuration
+        self.sharded = sharded
+        self.onDropped = onDropped
+        self.onConnectionProblem = onConnectionProblem
         self.nodeIndex = max(firstNode, 0) % max(configuration.clusterNodes.count, 1)
         self.eventLoop = eventLoop
         self.logger = logger
@@ -106,16 +122,22 @@ public final class RedisSubscriber: @unchecked Sendable {
     private var isReady: Bool { self.channel != nil && !self.connecting }
 
     /// Runs one transition of `name`'s machine and performs its actions.
-    private func apply(_ name: String, _ transition: (inout RedisChannelStateMachine<Waiter>) -> RedisChannelStateMachine<Waiter>.Actions) {
+    private func apply(
+        _ name: String, failure: RedisError? = nil,
+        _ transition: (inout RedisChannelStateMachine<Waiter>) -> RedisChannelStateMachine<Waiter>.Actions
+    ) {
         var machine = self.channels.removeValue(forKey: name) ?? RedisChannelStateMachine()
         let actions = transition(&machine)
         if !machine.isUnsubscribed { self.channels[name] = machine }
-        self.perform(actions, channel: name)
+        self.perform(actions, channel: name, failure: failure)
     }
 
-    private func perform(_ actions: RedisChannelStateMachine<Waiter>.Actions, channel name: String) {
+    private var subscribeCommand: RESPArgument { self.sharded ? "SSUBSCRIBE" : "SUBSCRIBE" }
+    private var unsubscribeCommand: RESPArgument { self.sharded ? "SUNSUBSCRIBE" : "UNSUBSCRIBE" }
+
+    private func perform(_ actions: RedisChannelStateMachine<Waiter>.Actions, channel name: String, failure: RedisError? = nil) {
         if let command = actions.send, let channel = self.channel, !self.connecting {
-            self.write([command == .subscribe ? "SUBSCRIBE" : "UNSUBSCRIBE", .string(name)], on: channel)
+            self.write([command == .subscribe ? self.subscribeCommand : self.unsubscribeCommand, .string(name)], on: channel)
         }
         for waiter in actions.succeed {
             switch waiter {
@@ -124,7 +146,7 @@ public final class RedisSubscriber: @unchecked Sendable {
             }
         }
         if !actions.fail.isEmpty {
-            let error = RedisError(.timeout, "SUBSCRIBE \(name) not confirmed (timed out, withdrawn, or the connection was lost)")
+            let error = failure ?? RedisError(.timeout, "SUBSCRIBE \(name) not confirmed (timed out, withdrawn, or the connection was lost)")
             for waiter in actions.fail {
                 if case .caller(let promise) = waiter { promise.fail(error) }
             }
@@ -172,7 +194,7 @@ public final class RedisSubscriber: @unchecked Sendable {
         self.connecting = true
         let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
         var target = self.configuration
-        if target.isCluster {
+        if target.isCluster, !self.sharded {
             target = target.node(target.clusterNodes[self.nodeIndex % target.clusterNodes.count])
         }
         RedisConnector.connect(configuration: target, eventLoop: self.eventLoop) { channel in
@@ -195,6 +217,7 @@ public final class RedisSubscriber: @unchecked Sendable {
             case .failure(let error):
                 self.failures += 1
                 self.logger.warning("redis subscriber connect failed", metadata: ["error": "\(error)"])
+                self.onConnectionProblem()
                 self.scheduleReconnect()
             }
         }
@@ -226,7 +249,12 @@ public final class RedisSubscriber: @unchecked Sendable {
             if self.channels[name]!.connected(adding: extra) { names.append(name) }
         }
         self.resubscribesOutstanding = wasReconnect ? names.count : 0
-        if !names.isEmpty { self.write(["SUBSCRIBE"] + names.map { .string($0) }, on: channel) }
+        if self.sharded {
+            // One slot per SSUBSCRIBE.
+            for name in names { self.write([self.subscribeCommand, .string(name)], on: channel) }
+        } else if !names.isEmpty {
+            self.write(["SUBSCRIBE"] + names.map { .string($0) }, on: channel)
+        }
         if wasReconnect, names.isEmpty { self.onResubscribed() }
     }
 
@@ -238,10 +266,32 @@ public final class RedisSubscriber: @unchecked Sendable {
         case .subscribed(let name):
             self.apply(name) { $0.subscribeConfirmed() }
         case .unsubscribed(let name):
-            self.apply(name) { $0.unsubscribeConfirmed() }
+            var dropped = false
+            self.apply(name) { machine in
+                dropped = machine.droppedByServer()
+                return dropped ? .none : machine.unsubscribeConfirmed()
+            }
+            if dropped { self.onDropped(name) }
         case .reply(let token):
-            guard !self.handshakePending.isEmpty else { return }
-            self.handshakePending.removeFirst().succeed(token)
+            if !self.handshakePending.isEmpty {
+                self.handshakePending.removeFirst().succeed(token)
+            } else if let message = token.errorMessage {
+                self.refused(message)
+            }
+        }
+    }
+
+    /// An error reply outside the handshake: a refused (S)SUBSCRIBE. A redirection names the slot,
+    /// so the subscriptions of that slot not yet confirmed fail with it (the caller goes where it says).
+    private func refused(_ message: String) {
+        let error = RedisError(.server, message)
+        self.logger.debug("redis subscriber command refused", metadata: ["error": "\(message)"])
+        guard let redirection = RedisRedirection(errorMessage: message) else {
+            self.onConnectionProblem()
+            return
+        }
+        for name in Array(self.channels.keys) where RedisHashSlot.slot(of: name) == redirection.slot {
+            self.apply(name, failure: error) { $0.subscribeRefused() }
         }
     }
 
@@ -255,6 +305,7 @@ public final class RedisSubscriber: @unchecked Sendable {
         for name in Array(self.channels.keys) { self.apply(name) { $0.connectionLost() } }
         guard !self.closed else { return }
         self.logger.warning("redis subscriber connection lost")
+        self.onConnectionProblem()
         self.failures += 1
         self.scheduleReconnect()
     }

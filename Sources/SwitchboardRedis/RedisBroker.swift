@@ -21,6 +21,12 @@ public import SwitchboardCore
 /// back through it; when it does not, the subscriber connection is rebuilt and
 /// the node told (`.deliveryInterrupted`) so it can refill from history.
 ///
+/// On a Redis Cluster (`redis+cluster://`) commands go to the master of their key's slot
+/// (`RedisClusterClient`), and publications are shard messages (`SPUBLISH` to `sb:{channel}:c`,
+/// in the channel's slot) received through a subscription on that master (`RedisClusterSubscriber`):
+/// a publication touches one master, whatever the size of the cluster. Control messages and probes
+/// stay classic `PUBLISH`, which the cluster carries to every node.
+///
 /// About 600 lines, on purpose: each `Broker` requirement sits next to the key
 /// names and the encodings it uses, in the protocol's order, so the data model
 /// reads in one place; the Lua is in `RedisBrokerScripts.swift`.
@@ -35,6 +41,9 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     /// Whether Redis is a cluster (PUBLISH answers count only the subscribers of the node asked).
     private let isCluster: Bool
     private var subscriber: RedisSubscriber!
+    /// On a Redis Cluster: the channels' subscriptions, each on the master of its slot (`SSUBSCRIBE`);
+    /// `subscriber` then carries only the node's control and probe channels.
+    private var shardSubscriber: RedisClusterSubscriber?
     private let logger: Logger
     private let metaTTL: Double
     private let probeInterval: TimeAmount
@@ -67,9 +76,21 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         self.metaTTL = metaTTL.isFinite ? min(max(metaTTL, 1), Double(Self.maximumSeconds)) : 86_400
         self.limits = limits
         self.probeInterval = probeInterval
-        self.client = configuration.makeCommandSender(eventLoop: eventLoop, logger: logger)
         self.isCluster = configuration.isCluster
         self.subscriber = nil
+        self.shardSubscriber = nil
+        if configuration.isCluster {
+            let cluster = RedisClusterClient(configuration: configuration, eventLoop: eventLoop, logger: logger)
+            self.client = cluster
+            self.shardSubscriber = RedisClusterSubscriber(
+                client: cluster,
+                logger: logger,
+                onMessage: { [unowned self] channel, payload in self.received(channel: channel, payload: payload) },
+                onResubscribed: { [unowned self] in self.handler?(.deliveryInterrupted) }
+            )
+        } else {
+            self.client = RedisClient(configuration: configuration, eventLoop: eventLoop, logger: logger)
+        }
         self.subscriber = RedisSubscriber(
             configuration: configuration,
             eventLoop: eventLoop,
@@ -98,6 +119,17 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     }
     static let pubsubChannel = RedisChannelKey(prefix: "sb:c:", suffix: "")
     static let pubsubPrefix = "\(pubsubChannel.prefix)"
+    /// A channel's shard channel on a Redis Cluster (`SPUBLISH`, `SSUBSCRIBE`): in its keys' slot.
+    static let shardChannel = RedisChannelKey(prefix: "sb:{", suffix: "}:c")
+
+    /// The channel a message's pub/sub channel belongs to, nil for any other.
+    static func channel(ofPubSubName name: String) -> String? {
+        if name.hasPrefix(Self.pubsubPrefix) { return String(name.dropFirst(Self.pubsubPrefix.count)) }
+        guard name.hasPrefix("sb:{"), name.hasSuffix("}:c"), name.utf8.count >= 7 else { return nil }
+        var channel = name.dropFirst(4).dropLast(3)
+        if channel.first == "\u{1}" { channel = channel.dropFirst() }
+        return String(channel)
+    }
     static let registryKey = "sb:nodes"
     static func nodeKey(_ id: String) -> String { "sb:node:\(id)" }
     /// A user's connections (`acquireUserConnection`: connection id → node id); the user is the
@@ -147,7 +179,8 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             self.probeTask = nil
             self.handler = nil
         }.flatMap {
-            self.subscriber.close().and(self.client.close()).map { _ in }
+            let shards = self.shardSubscriber?.close() ?? self.eventLoop.makeSucceededVoidFuture()
+            return self.subscriber.close().and(self.client.close()).and(shards).map { _ in }
         }
     }
 
@@ -181,8 +214,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
 
     private func received(channel: String, payload: ByteBuffer) {
         guard let handler = self.handler else { return }
-        if channel.hasPrefix(Self.pubsubPrefix) {
-            let name = String(channel.dropFirst(Self.pubsubPrefix.count))
+        if let name = Self.channel(ofPubSubName: channel) {
             guard let event = Self.decodeChannelMessage(name, payload) else {
                 self.logger.error("undecodable message", metadata: ["channel": "\(name)"])
                 return
@@ -252,7 +284,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         command.append(Self.metaKey, request.channel)
         command.append(Self.livesKey, request.channel)
         if let key = request.idempotencyKey { command.append(.string(Self.idempotencyKey(request.channel, key))) }
-        command.append(Self.pubsubChannel, request.channel)
+        command.append(self.isCluster ? Self.shardChannel : Self.pubsubChannel, request.channel)
         command.append(.integer(Int64(keepsHistory ? request.historySize : 0)))
         command.append(.integer(Self.whole(request.historyTTL)))
         command.append(.integer(Self.whole(max(self.metaTTL, request.historyTTL))))
@@ -261,6 +293,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         command.append(.bytes(request.data))
         command.append(.bytes(info))
         command.append(.integer(Int64(clamping: request.time)))
+        if self.isCluster { command.append("SPUBLISH") }
         // One promise and one callback per publish (no future chain): every publication is one.
         let promise = self.eventLoop.makePromise(of: PublishResult.self)
         self.client.evaluate(RedisBrokerScripts.publish, command, slot: { RedisHashSlot.slot(of: Self.streamKey(request.channel)) }) { reply in
@@ -287,15 +320,20 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             payload.writeInteger(UInt8(ascii: "l"))
             payload.writeClientInfo(info)
         }
+        if self.isCluster {
+            return self.client.send("SPUBLISH", .string(Self.shardChannel(channel)), .bytes(payload)).map { _ in }
+        }
         return self.client.send("PUBLISH", .string(Self.pubsubChannel(channel)), .bytes(payload)).map { _ in }
     }
 
     public func subscribe(channel: String) -> EventLoopFuture<Void> {
-        self.subscriber.subscribe(Self.pubsubChannel(channel))
+        if let shards = self.shardSubscriber { return shards.subscribe(Self.shardChannel(channel)) }
+        return self.subscriber.subscribe(Self.pubsubChannel(channel))
     }
 
     public func unsubscribe(channel: String) -> EventLoopFuture<Void> {
-        self.subscriber.unsubscribe(Self.pubsubChannel(channel))
+        if let shards = self.shardSubscriber { return shards.unsubscribe(Self.shardChannel(channel)) }
+        return self.subscriber.unsubscribe(Self.pubsubChannel(channel))
     }
 
     /// Reads create no key: an unknown channel reports offset 0 and the epoch its first publication

@@ -24,7 +24,8 @@ enum RedisBrokerScripts {
     /// KEYS: stream, meta, lives, then the idempotency key when there is one (no empty key, which a
     /// Redis Cluster would place in slot 0 and refuse beside the others).
     /// ARGV: pub/sub channel, history size, history TTL (s), meta key TTL (s), epoch period (the meta TTL, s),
-    /// idempotency TTL (s), data, info, time (ns).
+    /// idempotency TTL (s), data, info, time (ns), and the publishing command (`SPUBLISH` on a Redis
+    /// Cluster, where the pub/sub channel is a shard channel in the keys' slot; `PUBLISH` when absent).
     /// Returns {offset, epoch, duplicate}.
     ///
     /// The stream is trimmed approximately (`MAXLEN ~`: whole stream nodes, about 2.5 µs less Redis CPU per
@@ -62,7 +63,7 @@ enum RedisBrokerScripts {
           redis.call('EXPIRE', stream, ARGV[3])
           redis.call('EXPIRE', meta, ARGV[4])
         end
-        redis.call('PUBLISH', ARGV[1], 'p' .. offset .. ' ' .. epoch .. ' ' .. ARGV[9] .. ' ' .. string.len(ARGV[8]) .. ' ' .. ARGV[8] .. ARGV[7])
+        redis.call(ARGV[10] or 'PUBLISH', ARGV[1], 'p' .. offset .. ' ' .. epoch .. ' ' .. ARGV[9] .. ' ' .. string.len(ARGV[8]) .. ' ' .. ARGV[8] .. ARGV[7])
         if idem ~= '' then
           redis.call('SET', idem, offset .. ' ' .. epoch, 'EX', ARGV[6])
         end

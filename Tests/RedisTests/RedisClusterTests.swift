@@ -138,7 +138,49 @@ struct RedisClusterTests {
         }
     }
 
-    @Test("a master dies: its replica takes over, and the first publication after the failover goes through and reaches the other node")
+    @Test("a resharding moves a subscribed channel's slot: the subscription follows it (Redis drops it at the old master) and publications arrive live again, none lost from history")
+    func reshardingMovesSubscriptions() async throws {
+        let cluster = try RedisClusterProcess()
+        defer { cluster.stop() }
+        let configuration = try RedisConfiguration(url: cluster.url)
+        try await withEventLoopGroup(threads: 2) { group in
+            let loops = Array(group.makeIterator())
+            let publisher = ShardedRedisBroker(configuration: configuration, nodeID: "pub", eventLoops: loops, logger: self.logger)
+            let receiver = ShardedRedisBroker(configuration: configuration, nodeID: "sub", eventLoops: loops, logger: self.logger)
+            let events = BrokerConformance.EventRecorder()
+            try await publisher.start { _ in }.get()
+            try await receiver.start { events.record($0) }.get()
+            let channel = "moving:\(UInt32.random(in: 0...UInt32.max))"
+            let slot = Int(RedisHashSlot.slot(of: "sb:{\(channel)}:s"))
+            try await receiver.subscribe(channel: channel).get()
+            func publish(_ text: String) async throws {
+                _ = try await publisher.publish(PublishRequest(channel: channel, data: ByteBuffer(string: text), historySize: 100, historyTTL: 600)).get()
+            }
+            try await publish("before")
+            try await events.wait { $0.publications(in: channel).count == 1 }
+            let source = try cluster.masterPort(forSlot: slot)
+            let target = cluster.masterPorts.first { $0 != source }!
+            try cluster.migrateSlot(slot, from: source, to: target)
+            // Publications reach the receiver live again within a bounded time.
+            var attempt = 0
+            var live = false
+            let deadline = NIODeadline.now() + .seconds(10)
+            while !live, NIODeadline.now() < deadline {
+                attempt += 1
+                let text = "probe \(attempt)"
+                try await publish(text)
+                try? await events.wait(seconds: 1) { $0.publications(in: channel).contains { String(buffer: $0.0.data) == text } }
+                live = events.publications(in: channel).contains { String(buffer: $0.0.data) == text }
+            }
+            #expect(live, "no publication arrived live within 10 s of the resharding")
+            let history = try await receiver.history(HistoryQuery(channel: channel, sinceOffset: 0, limit: -1)).get()
+            #expect(history.publications.map { String(buffer: $0.data) } == ["before"] + (1...attempt).map { "probe \($0)" })
+            try await publisher.shutdown().get()
+            try await receiver.shutdown().get()
+        }
+    }
+
+    @Test("a master dies: its replica takes over; the first publication after it goes through, the other node's subscription moves there (saying deliveries were interrupted), and publications arrive live again")
     func failover() async throws {
         let cluster = try RedisClusterProcess(masters: 3, replicasPerMaster: 1)
         defer { cluster.stop() }
@@ -169,8 +211,31 @@ struct RedisClusterTests {
             let second = try await publish("two")
             // The replica had the stream: the offset continues in the same epoch (or a new epoch is announced).
             if second.position.epoch == first.position.epoch { #expect(second.position.offset == 2) }
-            try await events.wait(seconds: 15) { recorder in
-                recorder.publications(in: channel).contains { String(buffer: $0.0.data) == "two" }
+            // The receiver's subscription moves to the promoted master: within a bounded time a
+            // publication arrives live again, and from then on every one does.
+            var live: String?
+            let deadline = NIODeadline.now() + .seconds(15)
+            var attempt = 0
+            while live == nil, NIODeadline.now() < deadline {
+                attempt += 1
+                let text = "probe \(attempt)"
+                _ = try await publish(text)
+                try? await events.wait(seconds: 1) { $0.publications(in: channel).contains { String(buffer: $0.0.data) == text } }
+                if events.publications(in: channel).contains(where: { String(buffer: $0.0.data) == text }) { live = text }
+            }
+            #expect(live != nil, "no publication arrived live within 15 s of the failover")
+            let texts = (1...5).map { "after \($0)" }
+            for text in texts { _ = try await publish(text) }
+            try await events.wait(seconds: 5) { recorder in
+                let seen = Set(recorder.publications(in: channel).map { String(buffer: $0.0.data) })
+                return texts.allSatisfy(seen.contains)
+            }
+            // Deliveries were interrupted (a node then refills its clients from history, where "two" is).
+            #expect(events.all.contains { if case .deliveryInterrupted = $0 { return true } else { return false } })
+            let history = try await receiver.history(HistoryQuery(channel: channel, sinceOffset: 0, limit: -1)).get()
+            let stored = history.publications.map { String(buffer: $0.data) }
+            if history.position.epoch == first.position.epoch {
+                #expect(stored == ["one", "two"] + (1...attempt).map { "probe \($0)" } + texts)
             }
             try await publisher.shutdown().get()
             try await receiver.shutdown().get()
