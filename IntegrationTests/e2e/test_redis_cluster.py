@@ -18,8 +18,9 @@ import time
 
 import pytest
 
+from balancerlib import BalancerFactory, admin_nodes, node_id, wait_until
 from conftest import Cluster, require_broker_option
-from sbclient import ApiPublisher, ResilientSubscriber, connect, run, stream_problems
+from sbclient import ApiPublisher, ResilientSubscriber, connect, connect_url, run, stream_problems
 from sbrediscluster import RedisCluster
 
 
@@ -286,3 +287,44 @@ def test_master_failover(sb_replicas):
 
     run(main(), timeout=90)
     assert a.alive() and b.alive(), "a node exited after the failover"
+
+
+# --------------------------------------------------------------------------
+# The balancer reads the node registry from the cluster
+# --------------------------------------------------------------------------
+
+
+def test_balancer_takes_nodes_from_the_cluster_registry(sb, tmp_path, request):
+    """`switchboard balance --registry redis+cluster://...` finds the nodes that announce
+    themselves on the cluster (registry keys on different slots, read one GET each), adds a node
+    that joins, and routes clients to all of them; a publication through one node reaches a
+    client the balancer placed on another."""
+    a, b = sb.start(2)
+    balancers = BalancerFactory(tmp_path, request)
+    try:
+        bal = balancers.start([], "--registry", sb.redis.url, "--algorithm", "round-robin")
+
+        def members() -> set[int]:
+            return {n["port"] for n in admin_nodes(bal)["nodes"] if n["member"]}
+
+        wait_until(lambda: members() == {a.port, b.port}, 8, "both nodes taken from the cluster's registry")
+        c = sb.start_node()
+        wait_until(lambda: members() == {a.port, b.port, c.port}, 8, "the third node taken from the registry")
+
+        async def main():
+            clients = [await connect_url(f"ws://127.0.0.1:{bal.port}/ws") for _ in range(6)]
+            placed = {cl.info["node"] for cl in clients}
+            assert placed == {node_id(n) for n in (a, b, c)}, placed
+            for cl in clients:
+                await cl.subscribe("via-balancer")
+            res = await a.apublish("via-balancer", {"hello": "cluster"})
+            for cl in clients:
+                pub = await cl.wait_pub("via-balancer", timeout=10)
+                assert pub["data"] == {"hello": "cluster"} and pub["offset"] == res["offset"], pub
+            for cl in clients:
+                await cl.close()
+
+        run(main(), timeout=60)
+        assert bal.alive()
+    finally:
+        balancers.stop_all()
