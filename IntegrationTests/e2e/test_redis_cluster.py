@@ -20,6 +20,7 @@ import pytest
 
 from balancerlib import BalancerFactory, admin_nodes, node_id, wait_until
 from conftest import Cluster, require_broker_option
+from test_cluster import _eventually
 from sbclient import ApiPublisher, ResilientSubscriber, connect, connect_url, run, stream_problems
 from sbrediscluster import RedisCluster
 
@@ -68,18 +69,6 @@ def channels_on_every_master(rc: RedisCluster, per_master: int, prefix: str, lim
 
 def _offsets(pubs):
     return [p["offset"] for p in pubs]
-
-
-async def _eventually(fn, check, timeout, what, interval=0.1):
-    """Call `fn()` (async) until `check(value)`; bounded by `timeout`. Returns the last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await fn()
-        if check(value):
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {value!r}")
-        await asyncio.sleep(interval)
 
 
 # --------------------------------------------------------------------------

@@ -81,6 +81,12 @@ public final class RedisServerProcess: @unchecked Sendable {
     }
 
     public static func canConnect(port: Int) -> Bool {
+        self.withLoopbackSocket(port: port) { fd, address, length in connect(fd, address, length) == 0 }
+    }
+
+    /// Runs `body` with a new TCP socket and the address 127.0.0.1:`port` (false when no socket
+    /// can be made); the socket is closed after.
+    static func withLoopbackSocket(port: Int, _ body: (Int32, UnsafePointer<sockaddr>, socklen_t) -> Bool) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
@@ -89,7 +95,7 @@ public final class RedisServerProcess: @unchecked Sendable {
         address.sin_port = in_port_t(UInt16(port).bigEndian)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
     }
 

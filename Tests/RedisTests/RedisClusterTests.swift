@@ -138,45 +138,82 @@ struct RedisClusterTests {
         }
     }
 
+    /// Two brokers on `cluster` (one publishes, one receives), a channel the receiver subscribes to,
+    /// and the moves a test makes with them; shut down when `body` returns.
+    struct TwoNodes {
+        let publisher: ShardedRedisBroker
+        let receiver: ShardedRedisBroker
+        let events = BrokerConformance.EventRecorder()
+        let channel = "moving:\(UInt32.random(in: 0...UInt32.max))"
+        var slot: Int { Int(RedisHashSlot.slot(of: "sb:{\(self.channel)}:s")) }
+
+        @discardableResult
+        func publish(_ text: String) async throws -> PublishResult {
+            try await self.publisher.publish(
+                PublishRequest(channel: self.channel, data: ByteBuffer(string: text), historySize: 100, historyTTL: 600)
+            ).get()
+        }
+
+        func received(_ text: String) -> Bool {
+            self.events.publications(in: self.channel).contains { String(buffer: $0.0.data) == text }
+        }
+
+        /// Publishes "probe 1", "probe 2", ... until one arrives live (at most `seconds`); returns how
+        /// many were published, nil when none arrived.
+        func publishUntilLive(seconds: Int64) async throws -> Int? {
+            let deadline = NIODeadline.now() + .seconds(seconds)
+            var attempt = 0
+            while NIODeadline.now() < deadline {
+                attempt += 1
+                let text = "probe \(attempt)"
+                try await self.publish(text)
+                try? await self.events.wait(seconds: 1) { _ in self.received(text) }
+                if self.received(text) { return attempt }
+            }
+            return nil
+        }
+
+        func stored() async throws -> (texts: [String], epoch: String) {
+            let history = try await self.receiver.history(HistoryQuery(channel: self.channel, sinceOffset: 0, limit: -1)).get()
+            return (history.publications.map { String(buffer: $0.data) }, history.position.epoch)
+        }
+    }
+
+    func withTwoNodes(on cluster: RedisClusterProcess, _ body: (TwoNodes) async throws -> Void) async throws {
+        let configuration = try RedisConfiguration(url: cluster.url)
+        try await withEventLoopGroup(threads: 2) { group in
+            let loops = Array(group.makeIterator())
+            let nodes = TwoNodes(
+                publisher: ShardedRedisBroker(configuration: configuration, nodeID: "pub", eventLoops: loops, logger: self.logger),
+                receiver: ShardedRedisBroker(configuration: configuration, nodeID: "sub", eventLoops: loops, logger: self.logger))
+            try await nodes.publisher.start { _ in }.get()
+            try await nodes.receiver.start { nodes.events.record($0) }.get()
+            do {
+                try await nodes.receiver.subscribe(channel: nodes.channel).get()
+                try await body(nodes)
+            } catch {
+                try? await nodes.publisher.shutdown().get()
+                try? await nodes.receiver.shutdown().get()
+                throw error
+            }
+            try await nodes.publisher.shutdown().get()
+            try await nodes.receiver.shutdown().get()
+        }
+    }
+
     @Test("a resharding moves a subscribed channel's slot: the subscription follows it (Redis drops it at the old master) and publications arrive live again, none lost from history")
     func reshardingMovesSubscriptions() async throws {
         let cluster = try RedisClusterProcess()
         defer { cluster.stop() }
-        let configuration = try RedisConfiguration(url: cluster.url)
-        try await withEventLoopGroup(threads: 2) { group in
-            let loops = Array(group.makeIterator())
-            let publisher = ShardedRedisBroker(configuration: configuration, nodeID: "pub", eventLoops: loops, logger: self.logger)
-            let receiver = ShardedRedisBroker(configuration: configuration, nodeID: "sub", eventLoops: loops, logger: self.logger)
-            let events = BrokerConformance.EventRecorder()
-            try await publisher.start { _ in }.get()
-            try await receiver.start { events.record($0) }.get()
-            let channel = "moving:\(UInt32.random(in: 0...UInt32.max))"
-            let slot = Int(RedisHashSlot.slot(of: "sb:{\(channel)}:s"))
-            try await receiver.subscribe(channel: channel).get()
-            func publish(_ text: String) async throws {
-                _ = try await publisher.publish(PublishRequest(channel: channel, data: ByteBuffer(string: text), historySize: 100, historyTTL: 600)).get()
-            }
-            try await publish("before")
-            try await events.wait { $0.publications(in: channel).count == 1 }
-            let source = try cluster.masterPort(forSlot: slot)
+        try await self.withTwoNodes(on: cluster) { nodes in
+            try await nodes.publish("before")
+            try await nodes.events.wait { _ in nodes.received("before") }
+            let source = try cluster.masterPort(forSlot: nodes.slot)
             let target = cluster.masterPorts.first { $0 != source }!
-            try cluster.migrateSlot(slot, from: source, to: target)
-            // Publications reach the receiver live again within a bounded time.
-            var attempt = 0
-            var live = false
-            let deadline = NIODeadline.now() + .seconds(10)
-            while !live, NIODeadline.now() < deadline {
-                attempt += 1
-                let text = "probe \(attempt)"
-                try await publish(text)
-                try? await events.wait(seconds: 1) { $0.publications(in: channel).contains { String(buffer: $0.0.data) == text } }
-                live = events.publications(in: channel).contains { String(buffer: $0.0.data) == text }
-            }
-            #expect(live, "no publication arrived live within 10 s of the resharding")
-            let history = try await receiver.history(HistoryQuery(channel: channel, sinceOffset: 0, limit: -1)).get()
-            #expect(history.publications.map { String(buffer: $0.data) } == ["before"] + (1...attempt).map { "probe \($0)" })
-            try await publisher.shutdown().get()
-            try await receiver.shutdown().get()
+            try cluster.migrateSlot(nodes.slot, from: source, to: target)
+            let probes = try await nodes.publishUntilLive(seconds: 10)
+            let attempts = try #require(probes, "no publication arrived live within 10 s of the resharding")
+            #expect(try await nodes.stored().texts == ["before"] + (1...attempts).map { "probe \($0)" })
         }
     }
 
@@ -184,61 +221,33 @@ struct RedisClusterTests {
     func failover() async throws {
         let cluster = try RedisClusterProcess(masters: 3, replicasPerMaster: 1)
         defer { cluster.stop() }
-        let configuration = try RedisConfiguration(url: cluster.url)
-        try await withEventLoopGroup(threads: 2) { group in
-            let loops = Array(group.makeIterator())
-            let publisher = ShardedRedisBroker(configuration: configuration, nodeID: "pub", eventLoops: loops, logger: self.logger)
-            let receiver = ShardedRedisBroker(configuration: configuration, nodeID: "sub", eventLoops: loops, logger: self.logger)
-            let events = BrokerConformance.EventRecorder()
-            try await publisher.start { _ in }.get()
-            try await receiver.start { events.record($0) }.get()
-            let channel = "failover:\(UInt32.random(in: 0...UInt32.max))"
-            let slot = Int(RedisHashSlot.slot(of: "sb:{\(channel)}:s"))
-            try await receiver.subscribe(channel: channel).get()
-            func publish(_ text: String) async throws -> PublishResult {
-                try await publisher.publish(PublishRequest(channel: channel, data: ByteBuffer(string: text), historySize: 100, historyTTL: 600)).get()
-            }
-            let first = try await publish("one")
+        try await self.withTwoNodes(on: cluster) { nodes in
+            let first = try await nodes.publish("one")
             #expect(first.position.offset == 1)
-            try await events.wait { $0.publications(in: channel).count == 1 }
+            try await nodes.events.wait { _ in nodes.received("one") }
 
-            let master = try cluster.masterPort(forSlot: slot)
+            let master = try cluster.masterPort(forSlot: nodes.slot)
             cluster.kill(port: master)
             let promoted = try cluster.waitForFailover(ofMasterPort: master, timeout: 30)
             #expect(promoted != master)
             // The first publish after the failover succeeds: it could not reach the dead master,
             // so it waited for a fresh slot map and went to the promoted replica.
-            let second = try await publish("two")
+            let second = try await nodes.publish("two")
             // The replica had the stream: the offset continues in the same epoch (or a new epoch is announced).
             if second.position.epoch == first.position.epoch { #expect(second.position.offset == 2) }
             // The receiver's subscription moves to the promoted master: within a bounded time a
             // publication arrives live again, and from then on every one does.
-            var live: String?
-            let deadline = NIODeadline.now() + .seconds(15)
-            var attempt = 0
-            while live == nil, NIODeadline.now() < deadline {
-                attempt += 1
-                let text = "probe \(attempt)"
-                _ = try await publish(text)
-                try? await events.wait(seconds: 1) { $0.publications(in: channel).contains { String(buffer: $0.0.data) == text } }
-                if events.publications(in: channel).contains(where: { String(buffer: $0.0.data) == text }) { live = text }
-            }
-            #expect(live != nil, "no publication arrived live within 15 s of the failover")
+            let probes = try await nodes.publishUntilLive(seconds: 15)
+            let attempts = try #require(probes, "no publication arrived live within 15 s of the failover")
             let texts = (1...5).map { "after \($0)" }
-            for text in texts { _ = try await publish(text) }
-            try await events.wait(seconds: 5) { recorder in
-                let seen = Set(recorder.publications(in: channel).map { String(buffer: $0.0.data) })
-                return texts.allSatisfy(seen.contains)
-            }
+            for text in texts { try await nodes.publish(text) }
+            try await nodes.events.wait(seconds: 5) { _ in texts.allSatisfy(nodes.received) }
             // Deliveries were interrupted (a node then refills its clients from history, where "two" is).
-            #expect(events.all.contains { if case .deliveryInterrupted = $0 { return true } else { return false } })
-            let history = try await receiver.history(HistoryQuery(channel: channel, sinceOffset: 0, limit: -1)).get()
-            let stored = history.publications.map { String(buffer: $0.data) }
-            if history.position.epoch == first.position.epoch {
-                #expect(stored == ["one", "two"] + (1...attempt).map { "probe \($0)" } + texts)
+            #expect(nodes.events.all.contains { if case .deliveryInterrupted = $0 { return true } else { return false } })
+            let stored = try await nodes.stored()
+            if stored.epoch == first.position.epoch {
+                #expect(stored.texts == ["one", "two"] + (1...attempts).map { "probe \($0)" } + texts)
             }
-            try await publisher.shutdown().get()
-            try await receiver.shutdown().get()
         }
     }
 }
