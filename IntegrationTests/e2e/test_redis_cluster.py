@@ -317,3 +317,32 @@ def test_balancer_takes_nodes_from_the_cluster_registry(sb, tmp_path, request):
         assert bal.alive()
     finally:
         balancers.stop_all()
+
+
+# --------------------------------------------------------------------------
+# The multi-node suite's behaviours, run again with the nodes on a cluster
+# --------------------------------------------------------------------------
+
+import test_cluster  # noqa: E402
+import test_longpoll  # noqa: E402
+import test_sse  # noqa: E402
+
+ON_ONE_REDIS = [
+    test_cluster.test_publications_reach_every_node_in_offset_order,
+    test_cluster.test_presence_is_cluster_wide,
+    test_cluster.test_api_disconnect_and_unsubscribe_reach_other_nodes,
+    test_cluster.test_node_sigkill_during_publishing_loses_nothing,
+    test_sse.test_sse_resume_across_cluster,
+    test_sse.test_sse_commands_alternating_nodes_keep_order,
+    test_sse.test_sse_post_for_a_dead_node,
+    test_longpoll.test_poll_alternating_nodes_cluster,
+]
+
+
+@pytest.mark.parametrize("body", ON_ONE_REDIS, ids=[f.__name__ for f in ON_ONE_REDIS])
+def test_multi_node_behaviour_on_a_redis_cluster(sb, body):
+    """The tests of nodes sharing one Redis (cross-node fan-out in offset order, presence, API
+    disconnect/unsubscribe through control messages, a node SIGKILLed while publishing, SSE commands
+    forwarded to the stream's node and resumed elsewhere, long-polls alternating nodes), each run
+    unchanged with the nodes on a three-master cluster."""
+    body(sb)
