@@ -14,11 +14,16 @@ public final class RedisClusterProcess: @unchecked Sendable {
     /// Slots a node served when `kill(port:)` took it down: `waitForFailover` looks for their new master.
     private var killedSlots: [Int: [ClosedRange<Int>]] = [:]
     private let directory: URL
+    /// With certificates, every node speaks TLS only, to clients and on the cluster bus.
+    private let tls: TestCertificates?
 
     /// `masters` (at least 3, as `redis-cli --cluster create` requires) with `replicasPerMaster` each.
     /// Returns once every node answers `cluster_state:ok`, all agree on the slot owners in CLUSTER SLOTS,
     /// and every master has its replicas listed there.
-    public init(masters: Int = 3, replicasPerMaster: Int = 0) throws {
+    /// With `tls`, every node listens for TLS only (clients and cluster bus) with the server
+    /// certificate, and `url` is a `rediss+cluster://` URL trusting the test authority.
+    public init(masters: Int = 3, replicasPerMaster: Int = 0, tls: TestCertificates? = nil) throws {
+        self.tls = tls
         self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("sb-redis-cluster-\(UUID().uuidString)")
         guard masters >= 3, replicasPerMaster >= 0 else {
             throw TestFailure("a Redis Cluster needs at least 3 masters (asked for \(masters), \(replicasPerMaster) replicas each)")
@@ -26,7 +31,8 @@ public final class RedisClusterProcess: @unchecked Sendable {
         do {
             try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
             for _ in 0..<(masters * (1 + replicasPerMaster)) { try self.startNode() }
-            let create = try self.run(["--cluster", "create"] + self.ports.map { "127.0.0.1:\($0)" }
+            let tlsArguments = tls.map { ["--tls", "--cacert", $0.caCertificate] } ?? []
+            let create = try self.run(tlsArguments + ["--cluster", "create"] + self.ports.map { "127.0.0.1:\($0)" }
                 + ["--cluster-replicas", "\(replicasPerMaster)", "--cluster-yes"], timeout: 30)
             guard create.status == 0, create.output.contains("All 16384 slots covered") else {
                 throw TestFailure("redis-cli --cluster create failed (exit \(create.status)):\n\(create.output)\(create.error)")
@@ -53,7 +59,11 @@ public final class RedisClusterProcess: @unchecked Sendable {
     }
 
     /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...`, every node as a seed.
-    public var url: String { "redis+cluster://" + self.ports.map { "127.0.0.1:\($0)" }.joined(separator: ",") }
+    public var url: String {
+        let nodes = self.ports.map { "127.0.0.1:\($0)" }.joined(separator: ",")
+        guard let tls = self.tls else { return "redis+cluster://" + nodes }
+        return "rediss+cluster://\(nodes)?ssl_ca_certs=\(tls.caCertificate)"
+    }
 
     /// The ports of the masters serving slots now, from CLUSTER SLOTS on a live node (sorted; empty
     /// when no live node answers).
@@ -180,12 +190,20 @@ public final class RedisClusterProcess: @unchecked Sendable {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: executable)
             process.currentDirectoryURL = directory
-            process.arguments = [
+            var arguments = [
                 "--port", "\(port)", "--dir", directory.path, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", "1000", "--save", "", "--appendonly", "no", "--bind", "127.0.0.1",
                 "--daemonize", "no", "--loglevel", "warning", "--enable-debug-command", "local",
                 "--repl-diskless-sync-delay", "0", "--logfile", directory.appendingPathComponent("redis.log").path,
             ]
+            if let tls = self.tls {
+                arguments[1] = "0"
+                arguments += [
+                    "--tls-port", "\(port)", "--tls-cluster", "yes", "--tls-replication", "yes", "--tls-auth-clients", "no",
+                    "--tls-cert-file", tls.serverCertificate, "--tls-key-file", tls.serverKey, "--tls-ca-cert-file", tls.caCertificate,
+                ]
+            }
+            process.arguments = arguments
             process.standardInput = FileHandle.nullDevice
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
@@ -321,6 +339,7 @@ public final class RedisClusterProcess: @unchecked Sendable {
     @discardableResult
     private func cli(port: Int, _ arguments: [String], json: Bool = false, timeout: TimeInterval = 5) throws -> String {
         var command = ["-e"]
+        if let tls = self.tls { command += ["--tls", "--cacert", tls.caCertificate] }
         if json { command += ["-2", "--json"] }
         command += ["-h", "127.0.0.1", "-p", "\(port)"] + arguments
         let result = try self.run(command, timeout: timeout)

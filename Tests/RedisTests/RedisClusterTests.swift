@@ -60,6 +60,33 @@ struct RedisClusterTests {
         }
     }
 
+    @Test("rediss+cluster://: TLS to every master (certificates verified), a broker publishes and receives across nodes on it")
+    func tls() async throws {
+        let certificates = try TestCertificates()
+        defer { certificates.remove() }
+        let cluster = try RedisClusterProcess(tls: certificates)
+        defer { cluster.stop() }
+        #expect(cluster.url.hasPrefix("rediss+cluster://"))
+        try await withEventLoopGroup { group in
+            let client = try self.clusterClient(cluster, on: group.next())
+            let keys = (0..<60).map { "tls\($0)" }
+            for key in keys { _ = try await client.send("SET", .string(key), .string(key)).get() }
+            for key in keys { #expect(try await client.send("GET", .string(key)).get().string == key) }
+            #expect(Set(try await client.slotMap.get()?.nodes.map(\.port) ?? []) == Set(cluster.masterPorts))
+            try await client.close().get()
+            // Without the test authority the certificates cannot be verified: nothing is sent.
+            var untrusted = try RedisConfiguration(url: cluster.url)
+            untrusted.tlsCAFile = certificates.otherCACertificate
+            let refused = RedisClusterClient(configuration: untrusted, eventLoop: group.next(), logger: self.logger)
+            await #expect(throws: RedisError.self) { try await refused.send("GET", "tls1").get() }
+            try await refused.close().get()
+        }
+        try await self.withTwoNodes(on: cluster) { nodes in
+            try await nodes.publish("over tls")
+            try await nodes.events.wait { _ in nodes.received("over tls") }
+        }
+    }
+
     @Test("after a slot moves to another master (MOVED), commands follow it and the client's map is corrected")
     func moved() async throws {
         let cluster = try RedisClusterProcess()
