@@ -43,6 +43,11 @@ public protocol Broker: AnyObject, Sendable {
     /// Publications after `since` (or the latest ones), with the channel's current position.
     func history(_ query: HistoryQuery) -> EventLoopFuture<HistoryResult>
 
+    /// Gives `channel` a new epoch if it is still in `epoch`: a node saw the broker reuse an offset
+    /// in that epoch (it lost its newest publications but kept the channel, as a promoted replica
+    /// or a restore from an older snapshot does), so positions in it must stop recovering.
+    func renewEpoch(channel: String, ifStill epoch: String) -> EventLoopFuture<Void>
+
     /// Adds or refreshes clients' presence in `channel` for `ttl` seconds (one round trip for all of them).
     func addPresence(channel: String, clients: [ClientInfo], ttl: Double) -> EventLoopFuture<Void>
 
@@ -85,6 +90,12 @@ public protocol Broker: AnyObject, Sendable {
 }
 
 extension Broker {
+    /// A broker that never loses publications it acknowledged (the memory broker) never reuses an
+    /// offset: nothing to renew.
+    public func renewEpoch(channel: String, ifStill epoch: String) -> EventLoopFuture<Void> {
+        self.eventLoop.makeSucceededVoidFuture()
+    }
+
     /// Only a broker with state on the caller's loop can publish without a future.
     public func publishNow(_ request: PublishRequest) -> Result<PublishResult, any Error>? {
         nil

@@ -38,6 +38,9 @@ open class ForwardingBroker: Broker, @unchecked Sendable {
     open func subscribe(channel: String) -> EventLoopFuture<Void> { self.inner.subscribe(channel: channel) }
     open func unsubscribe(channel: String) -> EventLoopFuture<Void> { self.inner.unsubscribe(channel: channel) }
     open func history(_ query: HistoryQuery) -> EventLoopFuture<HistoryResult> { self.inner.history(query) }
+    open func renewEpoch(channel: String, ifStill epoch: String) -> EventLoopFuture<Void> {
+        self.inner.renewEpoch(channel: channel, ifStill: epoch)
+    }
     open func addPresence(channel: String, clients: [ClientInfo], ttl: Double) -> EventLoopFuture<Void> {
         self.inner.addPresence(channel: channel, clients: clients, ttl: ttl)
     }

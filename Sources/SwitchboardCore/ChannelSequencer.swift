@@ -21,6 +21,10 @@ public struct ChannelSequencer: Hashable, Sendable {
         /// The epoch changed: history was lost. Subscribers must be told (2500); the
         /// publication is the new baseline and is not delivered.
         case resync
+        /// The last delivered offset came again as another publication (another `time`): the broker
+        /// lost its newest publications and reuses their offsets in the same epoch. The epoch must
+        /// be renewed and subscribers told (2500); the next publication becomes the baseline.
+        case reused
     }
 
     /// The last publication delivered here, in order; gaps are measured from it. Nil until the
@@ -28,34 +32,52 @@ public struct ChannelSequencer: Hashable, Sendable {
     public private(set) var lastLive: StreamPosition?
     /// Missed publications are being read from history.
     public private(set) var isRefilling = false
+    /// The publishing time of the publication at `lastLive` (nanoseconds; 0 when unknown, as for
+    /// one read from history): a repeat of it has the same time, a reuse of its offset another.
+    public private(set) var lastLiveTime: UInt64 = 0
 
     public init(lastLive: StreamPosition? = nil) {
         self.lastLive = lastLive
     }
 
     /// A publication with history (offset > 0) arrived from the broker.
-    public mutating func receive(offset: UInt64, epoch: String) -> Decision {
+    ///
+    /// - Parameter time: its publishing time (nanoseconds, 0 when unknown).
+    public mutating func receive(offset: UInt64, epoch: String, time: UInt64 = 0) -> Decision {
         if self.isRefilling { return .hold }
         guard let last = self.lastLive else {
-            self.lastLive = StreamPosition(offset: offset, epoch: epoch)
+            self.deliver(offset, epoch, time)
             return .deliver
         }
         if last.epoch != epoch {
-            self.lastLive = StreamPosition(offset: offset, epoch: epoch)
+            self.deliver(offset, epoch, time)
             return .resync
+        }
+        if offset == last.offset, time != 0, self.lastLiveTime != 0, time != self.lastLiveTime {
+            self.lastLive = nil
+            self.lastLiveTime = 0
+            return .reused
         }
         if offset <= last.offset { return .ignore }
         if offset > last.offset + 1 {
             self.isRefilling = true
             return .refill(from: last)
         }
-        self.lastLive = StreamPosition(offset: offset, epoch: epoch)
+        self.deliver(offset, epoch, time)
         return .deliver
+    }
+
+    private mutating func deliver(_ offset: UInt64, _ epoch: String, _ time: UInt64) {
+        self.lastLive = StreamPosition(offset: offset, epoch: epoch)
+        self.lastLiveTime = time
     }
 
     /// Sets the baseline if there is none yet (the first subscriber's position from history).
     public mutating func adoptBaseline(_ position: StreamPosition) {
-        if self.lastLive == nil { self.lastLive = position }
+        if self.lastLive == nil {
+            self.lastLive = position
+            self.lastLiveTime = 0
+        }
     }
 
     /// A refill of everything after `baseline` starts outside `receive` (after a broker
@@ -69,12 +91,14 @@ public struct ChannelSequencer: Hashable, Sendable {
     /// and the next publication becomes the baseline.
     public mutating func finishRefill(baseline: StreamPosition, recovered: Bool) {
         self.isRefilling = false
+        if !recovered || self.lastLive != baseline { self.lastLiveTime = 0 }
         self.lastLive = recovered ? baseline : nil
     }
 
     /// Forgets everything (the channel was not followed for a while).
     public mutating func reset() {
         self.lastLive = nil
+        self.lastLiveTime = 0
         self.isRefilling = false
     }
 }

@@ -376,6 +376,10 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         }
     }
 
+    public func renewEpoch(channel: String, ifStill epoch: String) -> EventLoopFuture<Void> {
+        self.client.evaluate(RedisBrokerScripts.renewEpoch, keys: [Self.metaKey(channel)], arguments: [.string(epoch)]).map { _ in }
+    }
+
     /// The stream range a history read asks Redis for: the first entry id (`-` for the start) and
     /// the count (-1: no limit). Offsets are signed 64-bit in Redis: after `Int64.max` nothing can
     /// follow, so the count is 0 (a client's offset never reaches `+ 1` there). Pure; the fuzz target

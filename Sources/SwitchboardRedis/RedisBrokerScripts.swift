@@ -71,6 +71,21 @@ enum RedisBrokerScripts {
         """
     )
 
+    /// KEYS: meta. ARGV: the epoch to leave. When the channel is still in it, a new epoch (a hash of
+    /// the old one, this Redis's run id and the time) replaces it; offsets go on from the top.
+    /// Returns the channel's epoch after the call (nil when it has no meta).
+    static let renewEpoch = RedisScript(
+        """
+        local current = redis.call('HGET', KEYS[1], 'e')
+        if current ~= ARGV[1] then return current end
+        local now = redis.call('TIME')
+        local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
+        local epoch = string.sub(redis.sha1hex(current .. ' ' .. run .. ' ' .. now[1] .. ' ' .. now[2]), 1, 8)
+        redis.call('HSET', KEYS[1], 'e', epoch)
+        return epoch
+        """
+    )
+
     /// KEYS: stream, meta, lives. ARGV: epoch period (the meta TTL, s), first id ("-" or "N-0"), count (-1 all, 0 none),
     /// reverse ("1"/"0"). Returns {epoch, top, entries}. Writes nothing: an unknown channel stays unknown.
     static let history = RedisScript(

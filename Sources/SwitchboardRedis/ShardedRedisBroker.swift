@@ -75,6 +75,10 @@ public final class ShardedRedisBroker: Broker, Sendable {
         self.shard(channel).publishPresenceEvent(event, channel: channel)
     }
 
+    public func renewEpoch(channel: String, ifStill epoch: String) -> EventLoopFuture<Void> {
+        self.shard(channel).renewEpoch(channel: channel, ifStill: epoch)
+    }
+
     public func subscribe(channel: String) -> EventLoopFuture<Void> {
         self.shard(channel).subscribe(channel: channel)
     }

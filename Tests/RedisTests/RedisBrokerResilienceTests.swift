@@ -95,4 +95,30 @@ struct RedisBrokerResilienceTests {
             try await broker.shutdown().get()
         }
     }
+
+    @Test("renewing a channel's epoch: only from the epoch named, offsets go on, the old epoch's positions no longer recover")
+    func renewEpoch() async throws {
+        let redis = try RedisServerProcess()
+        try await withEventLoopGroup { group in
+            let broker = makeBroker(port: redis.port, group: group)
+            try await broker.start { _ in }.get()
+            let request = PublishRequest(channel: "renew", data: ByteBuffer(string: "x"), historySize: 10, historyTTL: 60)
+            _ = try await broker.publish(request).get()
+            let before = try await broker.publish(request).get().position
+            try await broker.renewEpoch(channel: "renew", ifStill: "not-its-epoch").get()
+            #expect(try await broker.history(HistoryQuery(channel: "renew", limit: 0)).get().position == before)
+            try await broker.renewEpoch(channel: "renew", ifStill: before.epoch).get()
+            let renewed = try await broker.history(HistoryQuery(channel: "renew", limit: 0)).get().position
+            #expect(renewed.epoch != before.epoch && renewed.offset == before.offset)
+            let next = try await broker.publish(request).get().position
+            #expect(next == StreamPosition(offset: before.offset + 1, epoch: renewed.epoch))
+            // A second renewal from the old epoch (another node saw the same reuse) changes nothing.
+            try await broker.renewEpoch(channel: "renew", ifStill: before.epoch).get()
+            #expect(try await broker.history(HistoryQuery(channel: "renew", limit: 0)).get().position == next)
+            // A channel that was never published to has nothing to renew and gets no key.
+            try await broker.renewEpoch(channel: "never", ifStill: "e").get()
+            #expect(try await broker.history(HistoryQuery(channel: "never", limit: 0)).get().position.offset == 0)
+            try await broker.shutdown().get()
+        }
+    }
 }

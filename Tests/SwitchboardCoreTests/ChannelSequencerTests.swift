@@ -77,4 +77,27 @@ struct ChannelSequencerTests {
         #expect(sequencer.receive(offset: top, epoch: Self.e) == .deliver)
         #expect(sequencer.receive(offset: top, epoch: Self.e) == .ignore)
     }
+
+    @Test("the last offset again with another publishing time: the broker reused it (lost publications); a repeat of the same one, or one whose time is unknown, is ignored")
+    func reusedOffset() {
+        var sequencer = ChannelSequencer(lastLive: StreamPosition(offset: 3, epoch: Self.e))
+        #expect(sequencer.receive(offset: 4, epoch: Self.e, time: 400) == .deliver)
+        #expect(sequencer.receive(offset: 5, epoch: Self.e, time: 500) == .deliver)
+        #expect(sequencer.receive(offset: 5, epoch: Self.e, time: 500) == .ignore, "a repeat")
+        #expect(sequencer.receive(offset: 5, epoch: Self.e, time: 0) == .ignore, "time unknown")
+        #expect(sequencer.receive(offset: 4, epoch: Self.e, time: 999) == .ignore, "older offsets cannot be told apart")
+        #expect(sequencer.receive(offset: 5, epoch: Self.e, time: 777) == .reused)
+        #expect(sequencer.lastLive == nil, "the next publication becomes the baseline")
+        #expect(sequencer.receive(offset: 6, epoch: "e2", time: 800) == .deliver)
+
+        // A baseline read from history has no time: a later repeat of it cannot be judged.
+        var fromHistory = ChannelSequencer()
+        fromHistory.adoptBaseline(StreamPosition(offset: 9, epoch: Self.e))
+        #expect(fromHistory.receive(offset: 9, epoch: Self.e, time: 123) == .ignore)
+        fromHistory.beginRefill()
+        fromHistory.finishRefill(baseline: StreamPosition(offset: 9, epoch: Self.e), recovered: true)
+        #expect(fromHistory.lastLiveTime == 0)
+        #expect(fromHistory.receive(offset: 10, epoch: Self.e, time: 1000) == .deliver)
+        #expect(fromHistory.lastLiveTime == 1000)
+    }
 }

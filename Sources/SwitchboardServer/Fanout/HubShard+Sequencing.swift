@@ -11,7 +11,7 @@ extension HubShard {
     func handlePublication(_ name: String, _ publication: Publication, epoch: String) {
         guard let channel = self.channels[name] else { return }
         if publication.offset > 0 {
-            switch channel.sequencer.receive(offset: publication.offset, epoch: epoch) {
+            switch channel.sequencer.receive(offset: publication.offset, epoch: epoch, time: publication.time) {
             case .deliver:
                 if channel.fastPosition == nil || channel.fastPosition!.offset < publication.offset || channel.fastPosition!.epoch != epoch {
                     channel.fastPosition = channel.sequencer.lastLive
@@ -34,6 +34,21 @@ extension HubShard {
                 self.logger.warning("channel epoch changed", metadata: ["channel": "\(name)"])
                 self.insufficientState(name)
                 channel.fastPosition = channel.sequencer.lastLive
+                return
+            case .reused:
+                // The broker lost its newest publications and reuses their offsets in the same
+                // epoch: positions in it would "recover" without them. The epoch is renewed first,
+                // so that the subscribers told now (2500) resubscribe into `recovered: false`.
+                self.logger.warning("broker reused an offset; renewing the channel's epoch", metadata: [
+                    "channel": "\(name)", "offset": "\(publication.offset)", "epoch": "\(epoch)",
+                ])
+                channel.fastPosition = nil
+                self.broker.renewEpoch(channel: name, ifStill: epoch).hop(to: self.eventLoop).whenComplete { result in
+                    if case .failure(let error) = result {
+                        self.logger.warning("epoch renewal failed", metadata: ["channel": "\(name)", "error": "\(error)"])
+                    }
+                    self.insufficientState(name)
+                }
                 return
             }
         }
