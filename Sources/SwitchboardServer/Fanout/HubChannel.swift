@@ -24,6 +24,8 @@ final class HubChannel {
     /// What the last position check saw when the broker was ahead.
     var suspectTop: UInt64?
     var suspectEpoch: String?
+    /// The last delivered position when the last position check found the broker's top below it.
+    var suspectLost: StreamPosition?
 
     init(loopCount: Int) {
         self.loopCounts = Array(repeating: 0, count: loopCount)
@@ -37,6 +39,7 @@ final class HubChannel {
         self.refillBuffer = []
         self.suspectTop = nil
         self.suspectEpoch = nil
+        self.suspectLost = nil
     }
 }
 

@@ -36,19 +36,7 @@ extension HubShard {
                 channel.fastPosition = channel.sequencer.lastLive
                 return
             case .reused:
-                // The broker lost its newest publications and reuses their offsets in the same
-                // epoch: positions in it would "recover" without them. The epoch is renewed first,
-                // so that the subscribers told now (2500) resubscribe into `recovered: false`.
-                self.logger.warning("broker reused an offset; renewing the channel's epoch", metadata: [
-                    "channel": "\(name)", "offset": "\(publication.offset)", "epoch": "\(epoch)",
-                ])
-                channel.fastPosition = nil
-                self.broker.renewEpoch(channel: name, ifStill: epoch).hop(to: self.eventLoop).whenComplete { result in
-                    if case .failure(let error) = result {
-                        self.logger.warning("epoch renewal failed", metadata: ["channel": "\(name)", "error": "\(error)"])
-                    }
-                    self.insufficientState(name)
-                }
+                self.brokerLostPublications(name, epoch: epoch, seen: "offset \(publication.offset) again")
                 return
             }
         }
@@ -92,6 +80,25 @@ extension HubShard {
         }
     }
 
+    /// The broker lost its newest publications of the channel but kept it (a promoted replica, an
+    /// old snapshot): offsets are reused in the same epoch, and positions in it would "recover"
+    /// without what was lost. The epoch is renewed first, so that the subscribers told then (2500)
+    /// resubscribe into `recovered: false`; the next publication becomes the baseline.
+    func brokerLostPublications(_ name: String, epoch: String, seen: String) {
+        guard let channel = self.channels[name] else { return }
+        self.logger.warning("the broker lost publications of a channel; renewing its epoch", metadata: [
+            "channel": "\(name)", "epoch": "\(epoch)", "seen": "\(seen)",
+        ])
+        channel.fastPosition = nil
+        channel.sequencer.reset()
+        self.broker.renewEpoch(channel: name, ifStill: epoch).hop(to: self.eventLoop).whenComplete { result in
+            if case .failure(let error) = result {
+                self.logger.warning("epoch renewal failed", metadata: ["channel": "\(name)", "error": "\(error)"])
+            }
+            self.insufficientState(name)
+        }
+    }
+
     /// Every local subscriber of the channel loses its subscription with 2500 and resubscribes with its position.
     func insufficientState(_ name: String) {
         guard let channel = self.channels[name] else { return }
@@ -100,7 +107,8 @@ extension HubShard {
     }
 
     /// Compares each channel's position at the broker with what was delivered here; a channel that
-    /// stays behind for two checks in a row missed something (a silent broker link) and is refilled.
+    /// stays behind for two checks in a row missed something (a silent broker link) and is refilled;
+    /// a broker whose top stays below what was delivered lost publications (its epoch is renewed).
     func checkPositions() {
         // A bounded number of channels per interval, round robin, so that many channels never
         // turn into a burst of broker calls that stalls this loop (the probe watches the link as a whole).
@@ -129,6 +137,17 @@ extension HubShard {
                     return
                 }
                 channel.suspectEpoch = nil
+                if history.position.offset < current.offset {
+                    // The broker's top is below what was delivered here: it lost publications.
+                    if channel.suspectLost == current {
+                        channel.suspectLost = nil
+                        self.brokerLostPublications(name, epoch: current.epoch, seen: "top \(history.position.offset) below \(current.offset)")
+                    } else {
+                        channel.suspectLost = current
+                    }
+                    return
+                }
+                channel.suspectLost = nil
                 if history.position.offset > current.offset {
                     if let suspect = channel.suspectTop, suspect <= history.position.offset, current.offset < suspect, current == last {
                         channel.suspectTop = nil
