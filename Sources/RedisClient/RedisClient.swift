@@ -60,10 +60,7 @@ public final class RedisClient: RedisCommandSender, @unchecked Sendable {
 
     /// Runs a script by SHA, loading it with `EVAL` when the server does not know it (`NOSCRIPT`).
     public func evaluate(_ script: RedisScript, keys: [String], arguments: [RESPArgument]) -> EventLoopFuture<RESPToken> {
-        var tail = RESPArgumentList()
-        tail.append(.integer(Int64(keys.count)))
-        for key in keys { tail.append(.string(key)) }
-        for argument in arguments { tail.append(argument) }
+        let tail = RESPArgumentList.script(keys: keys, arguments: arguments)
         let promise = self.eventLoop.makePromise(of: RESPToken.self)
         self.evaluate(script, tail, receiver: .promise(promise))
         return promise.futureResult

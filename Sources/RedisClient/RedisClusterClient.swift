@@ -72,10 +72,7 @@ public final class RedisClusterClient: RedisCommandSender, @unchecked Sendable {
     }
 
     public func evaluate(_ script: RedisScript, keys: [String], arguments: [RESPArgument]) -> EventLoopFuture<RESPToken> {
-        var tail = RESPArgumentList()
-        tail.append(.integer(Int64(keys.count)))
-        for key in keys { tail.append(.string(key)) }
-        for argument in arguments { tail.append(argument) }
+        let tail = RESPArgumentList.script(keys: keys, arguments: arguments)
         let promise = self.eventLoop.makePromise(of: RESPToken.self)
         let slot = keys.first.map { RedisHashSlot.slot(of: $0) }
         self.submit(Routed(command: .script(script, tail, bySHA: true), slot: slot, receiver: .promise(promise)))

@@ -47,6 +47,17 @@ extension RedisCommandSender {
     }
 }
 
+extension RESPArgumentList {
+    /// The tail of a script call (`EVALSHA sha` + this): the number of keys, the keys, the arguments.
+    static func script(keys: [String], arguments: [RESPArgument]) -> RESPArgumentList {
+        var tail = RESPArgumentList()
+        tail.append(.integer(Int64(keys.count)))
+        for key in keys { tail.append(.string(key)) }
+        for argument in arguments { tail.append(argument) }
+        return tail
+    }
+}
+
 extension RedisConfiguration {
     /// A client for commands: a `RedisClusterClient` for a `redis+cluster://` configuration,
     /// else a `RedisClient`.
