@@ -177,4 +177,49 @@ struct RedisChannelStateMachineTests {
         let closed = back.close()
         #expect(closed == ["b"] && back.isUnsubscribed)
     }
+
+    @Test("a refused SSUBSCRIBE (MOVED) fails its callers and holds nothing; in any other state it changes nothing")
+    func subscribeRefused() {
+        var m = Machine()
+        _ = m.subscribe(id: 1, waiter: "a", connected: true)
+        _ = m.subscribe(id: 2, waiter: "b", connected: true)
+        var a = m.subscribeRefused()
+        #expect(a.fail == ["a", "b"] && a.send == nil && m.isUnsubscribed)
+
+        _ = m.subscribe(id: 3, waiter: "c", connected: true)
+        _ = m.unsubscribe()
+        a = m.subscribeRefused()  // subscribingThenUnsubscribe: nothing to UNSUBSCRIBE after a refusal
+        #expect(a.fail == ["c"] && a.send == nil && m.isUnsubscribed)
+
+        for (state, setUp) in [
+            ("pending[\"d\"]", { (m: inout Machine) in _ = m.subscribe(id: 4, waiter: "d", connected: false) }),
+            ("subscribed", { (m: inout Machine) in _ = m.subscribe(id: 4, waiter: "d", connected: true); _ = m.subscribeConfirmed() }),
+        ] {
+            var other = Machine()
+            setUp(&other)
+            let none = other.subscribeRefused()
+            #expect(none.fail.isEmpty && none.send == nil && name(other) == state)
+        }
+    }
+
+    @Test("Redis dropping a confirmed subscription unasked (slot moved) leaves nothing held; a confirmation of our own UNSUBSCRIBE is not a drop")
+    func droppedByServer() {
+        var m = Machine()
+        _ = m.subscribe(id: 1, waiter: "a", connected: true)
+        let early = m.droppedByServer()
+        #expect(!early, "not confirmed yet: nothing delivered, nothing dropped")
+        #expect(name(m) == "subscribing[\"a\"]")
+        _ = m.subscribeConfirmed()
+        let dropped = m.droppedByServer()
+        #expect(dropped && m.isUnsubscribed && !m.isDelivering)
+
+        var ours = Machine()
+        _ = ours.subscribe(id: 1, waiter: "a", connected: true)
+        _ = ours.subscribeConfirmed()
+        _ = ours.unsubscribe()
+        let confirmation = ours.droppedByServer()
+        #expect(!confirmation && name(ours) == "unsubscribing")
+        _ = ours.unsubscribeConfirmed()
+        #expect(ours.isUnsubscribed)
+    }
 }
