@@ -54,7 +54,7 @@ final class ClientDriver {
 
     /// Counts connection attempts; callbacks of an older one are ignored.
     private var generation: UInt64 = 0
-    private var connection: (any Channel)?
+    private var connection: (any ClientConnection)?
     private var nextID: UInt64 = 1
     private var inFlight: [UInt64: InFlight] = [:]
     private var requests: [UInt64: PendingRequest] = [:]
@@ -63,8 +63,12 @@ final class ClientDriver {
     private var nextRequestKey: UInt64 = 0
     private var connectedWaiters: [EventLoopPromise<ConnectResult>] = []
     private var expectsPong = false
-    /// What the node's `disconnect` push said about the connection that is ending.
-    private var serverReconnect: Bool?
+    /// What the node's `disconnect` push said about the connection that is ending (SSE has no close
+    /// frame: its code comes from here).
+    private var serverDisconnect: (code: UInt16, reason: String, reconnect: Bool)?
+    /// While connected over a fallback transport: the next WebSocket probe, or the probe under way.
+    private var climbBackProbe: Scheduled<Void>?
+    private var probeChannel: (any Channel)?
     private var reconnectTimer: Scheduled<Void>?
     private var connectDeadline: Scheduled<Void>?
     private var livenessCheck: Scheduled<Void>?
@@ -80,7 +84,7 @@ final class ClientDriver {
             backoff: ReconnectBackoff(
                 minimumNanoseconds: configuration.minimumReconnectDelay.nanoseconds,
                 maximumNanoseconds: configuration.maximumReconnectDelay.nanoseconds),
-            renewsTokens: configuration.getToken != nil)
+            renewsTokens: configuration.getToken != nil, transports: configuration.transports)
     }
 
     // MARK: the app's calls
@@ -196,13 +200,13 @@ final class ClientDriver {
         self.generation &+= 1
         let generation = self.generation
         self.setState(.connecting)
-        self.serverReconnect = nil
+        self.serverDisconnect = nil
         self.connectDeadline?.cancel()
         self.connectDeadline = self.eventLoop.assumeIsolated().scheduleTask(in: self.configuration.connectTimeout) {
             guard self.generation == generation else { return }
             self.logger.debug("no connect reply in time")
             if let connection = self.connection {
-                connection.close(promise: nil)
+                connection.close()
             } else {
                 self.connectionClosed(code: nil, reason: "connect timed out", generation: generation)
             }
@@ -234,7 +238,6 @@ final class ClientDriver {
     }
 
     private func dial(generation: UInt64, token: String?) {
-        let endpoint = self.configuration.endpoint
         let sslContext: NIOSSLContext?
         do {
             sslContext = try self.tlsContext()
@@ -243,6 +246,16 @@ final class ClientDriver {
             return
         }
         self.pendingToken = token
+        switch self.machine.transport {
+        case .webSocket:
+            self.dialWebSocket(generation: generation, sslContext: sslContext)
+        case .sse:
+            self.dialEventStream(generation: generation, sslContext: sslContext)
+        }
+    }
+
+    private func dialWebSocket(generation: UInt64, sslContext: NIOSSLContext?) {
+        let endpoint = self.configuration.endpoint
         let maximumFrameSize = self.configuration.maximumIncomingMessageSize
         let bound = NIOLoopBound(self, eventLoop: self.eventLoop)
         ClientBootstrap(group: self.eventLoop)
@@ -252,11 +265,10 @@ final class ClientDriver {
                 channel.eventLoop.makeCompletedFuture {
                     let driver = bound.value
                     let sync = channel.pipeline.syncOperations
-                    if let sslContext {
-                        let serverHostname = endpoint.host.contains(":") || endpoint.host.allSatisfy({ $0.isNumber || $0 == "." }) ? nil : endpoint.host
-                        try sync.addHandler(NIOSSLClientHandler(context: sslContext, serverHostname: serverHostname))
+                    try endpoint.addTLS(sslContext, to: channel)
+                    let request = UpgradeRequestHandler(endpoint: endpoint) { reason in
+                        driver.connectionClosed(code: nil, reason: reason, generation: generation)
                     }
-                    let request = UpgradeRequestHandler(endpoint: endpoint, driver: driver, generation: generation)
                     let boundRequest = NIOLoopBound(request, eventLoop: channel.eventLoop)
                     let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: maximumFrameSize, automaticErrorHandling: true) { channel, _ in
                         channel.eventLoop.makeCompletedFuture {
@@ -286,11 +298,145 @@ final class ClientDriver {
                         channel.close(promise: nil)
                         return
                     }
-                    self.connection = channel
+                    if self.connection == nil { self.connection = WebSocketClientConnection(channel: channel) }
                 case .failure(let error):
                     self.connectionClosed(code: nil, reason: "\(error)", generation: generation)
                 }
             }
+    }
+
+    /// Opens `POST /sse`; `SSEStreamHandler` asks `streamOpening` for the body once connected.
+    private func dialEventStream(generation: UInt64, sslContext: NIOSSLContext?) {
+        let endpoint = self.configuration.endpoint
+        let connection = SSEClientConnection(
+            endpoint: endpoint, sslContext: sslContext, eventLoop: self.eventLoop, requestTimeout: self.configuration.requestTimeout,
+            maximumBodySize: self.configuration.maximumMessageSize)
+        let maximumEventSize = self.configuration.maximumIncomingMessageSize
+        let bound = NIOLoopBound(self, eventLoop: self.eventLoop)
+        let boundConnection = NIOLoopBound(connection, eventLoop: self.eventLoop)
+        ClientBootstrap(group: self.eventLoop)
+            .connectTimeout(self.configuration.connectTimeout)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try endpoint.addTLS(sslContext, to: channel)
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(
+                        SSEStreamHandler(
+                            driver: bound.value, connection: boundConnection.value, generation: generation, maximumEventSize: maximumEventSize))
+                }
+            }
+            .connect(host: endpoint.host, port: endpoint.port)
+            .assumeIsolated()
+            .whenComplete { result in
+                if case .failure(let error) = result {
+                    self.connectionClosed(code: nil, reason: "\(error)", generation: generation)
+                }
+            }
+    }
+
+    // MARK: climbing back to WebSocket
+
+    /// While connected over a fallback transport, a bare WebSocket handshake every `upgradeInterval`
+    /// (±25 %, so that clients that fell back together do not probe together).
+    private func scheduleClimbBackProbe() {
+        self.climbBackProbe?.cancel()
+        self.climbBackProbe = nil
+        let interval = self.configuration.upgradeInterval.nanoseconds
+        guard interval > 0, self.machine.probesForClimbBack else { return }
+        let generation = self.generation
+        let delay = TimeAmount.nanoseconds(Int64(Double(interval) * Double.random(in: 0.75..<1.25)))
+        self.climbBackProbe = self.eventLoop.assumeIsolated().scheduleTask(in: delay) {
+            guard self.generation == generation, self.machine.probesForClimbBack else { return }
+            self.probeWebSocket(generation: generation)
+        }
+    }
+
+    /// Opens a WebSocket to the endpoint and closes it as soon as the `101` comes; if it came while
+    /// the fallback connection is still the one in use, that connection ends and the client
+    /// reconnects over WebSocket (its subscriptions resume from their positions).
+    private func probeWebSocket(generation: UInt64) {
+        let endpoint = self.configuration.endpoint
+        let sslContext: NIOSSLContext?
+        do {
+            sslContext = try self.tlsContext()
+        } catch {
+            return
+        }
+        let bound = NIOLoopBound(self, eventLoop: self.eventLoop)
+        ClientBootstrap(group: self.eventLoop)
+            .connectTimeout(self.configuration.connectTimeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try endpoint.addTLS(sslContext, to: channel)
+                    let request = UpgradeRequestHandler(endpoint: endpoint) { _ in
+                        bound.value.probeEnded(opened: false, generation: generation)
+                    }
+                    let boundRequest = NIOLoopBound(request, eventLoop: channel.eventLoop)
+                    let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: 1 << 14, automaticErrorHandling: true) { channel, _ in
+                        bound.value.probeEnded(opened: true, generation: generation)
+                        return channel.close()
+                    }
+                    try sync.addHTTPClientHandlers(
+                        leftOverBytesStrategy: .dropBytes,
+                        withClientUpgrade: (
+                            upgraders: [upgrader],
+                            completionHandler: { context in
+                                context.pipeline.syncOperations.removeHandler(boundRequest.value, promise: nil)
+                            }
+                        ))
+                    try sync.addHandler(request)
+                }
+            }
+            .connect(host: endpoint.host, port: endpoint.port)
+            .assumeIsolated()
+            .whenComplete { result in
+                switch result {
+                case .success(let channel):
+                    if self.generation == generation, self.machine.probesForClimbBack {
+                        self.probeChannel = channel
+                    } else {
+                        channel.close(promise: nil)
+                    }
+                case .failure:
+                    self.probeEnded(opened: false, generation: generation)
+                }
+            }
+    }
+
+    /// The probe's handshake ended: opened (`101`) or not.
+    private func probeEnded(opened: Bool, generation: UInt64) {
+        self.probeChannel = nil
+        guard self.generation == generation else { return }
+        guard opened else {
+            self.scheduleClimbBackProbe()
+            return
+        }
+        guard self.machine.climbBack() else { return }
+        self.logger.debug("WebSocket works again; leaving the fallback transport")
+        self.connection?.close()
+    }
+
+    /// The SSE stream's connection is up: the body of its `POST /sse` is the connect command's
+    /// params (with every subscription and its position), and its first event the connect reply,
+    /// with id 1. Nil: the attempt is stale.
+    func streamOpening(_ connection: SSEClientConnection, generation: UInt64) -> ByteBuffer? {
+        guard generation == self.generation, case .connecting = self.machine.state else { return nil }
+        self.connection = connection
+        self.lastReceived = .now()
+        let connect = self.makeConnectCommand()
+        var body = ByteBuffer()
+        connect.writeConnectParams(into: &body)
+        self.inFlight[1] = .connect
+        self.nextID = 2
+        return body
+    }
+
+    /// The attempt's transport opened (the SSE stream's `200`).
+    func transportOpened(generation: UInt64) {
+        guard generation == self.generation else { return }
+        self.machine.opened()
     }
 
     /// The token of the attempt under way (kept until its `connect` is written).
@@ -310,9 +456,17 @@ final class ClientDriver {
             channel.close(promise: nil)
             return
         }
-        self.connection = channel
+        self.machine.opened()
+        let connection = WebSocketClientConnection(channel: channel)
+        self.connection = connection
         self.lastReceived = .now()
         self.nextID = 1
+        self.send(self.makeConnectCommand(), as: .connect)
+        connection.flush()
+    }
+
+    /// `connect` with every subscription and its position, and the attempt's token (used once).
+    private func makeConnectCommand() -> OutgoingCommand {
         var connect = OutgoingCommand.connect(
             token: self.pendingToken, name: self.configuration.name, subs: self.subscriptions.startConnect())
         if case .connect(_, _, let subs) = connect, !subs.isEmpty, !connect.fits(self.configuration.maximumMessageSize) {
@@ -320,9 +474,8 @@ final class ClientDriver {
             self.subscriptions.connectionLost()
             connect = .connect(token: self.pendingToken, name: self.configuration.name, subs: [])
         }
-        self.send(connect, as: .connect)
         self.pendingToken = nil
-        channel.flush()
+        return connect
     }
 
     /// The connection (or the attempt) ended.
@@ -332,8 +485,14 @@ final class ClientDriver {
         self.cancelConnectionTimers()
         self.failInFlight()
         self.subscriptions.connectionLost()
+        var code = code
+        var reason = reason
+        if code == nil, let disconnect = self.serverDisconnect {
+            code = disconnect.code
+            reason = disconnect.reason
+        }
         let action = self.machine.lost(
-            code: code, reason: reason, serverReconnect: self.serverReconnect, random: Double.random(in: 0..<1))
+            code: code, reason: reason, serverReconnect: self.serverDisconnect?.reconnect, random: Double.random(in: 0..<1))
         switch action {
         case .scheduleReconnect(let nanoseconds):
             self.logger.debug("connection lost", metadata: ["code": "\(code.map(String.init) ?? "none")", "reason": "\(reason)", "retryMs": "\(nanoseconds / 1_000_000)"])
@@ -358,6 +517,10 @@ final class ClientDriver {
         self.livenessCheck = nil
         self.tokenRefresh?.cancel()
         self.tokenRefresh = nil
+        self.climbBackProbe?.cancel()
+        self.climbBackProbe = nil
+        self.probeChannel?.close(promise: nil)
+        self.probeChannel = nil
         for channel in self.tokenSources.keys {
             self.tokenSources[channel]?.refresh?.cancel()
             self.tokenSources[channel]?.refresh = nil
@@ -370,7 +533,7 @@ final class ClientDriver {
         self.reconnectTimer?.cancel()
         self.reconnectTimer = nil
         self.cancelConnectionTimers()
-        self.connection?.close(promise: nil)
+        self.connection?.close()
         self.connection = nil
         self.failInFlight()
         let error = ClientError.closed(code: code, reason: reason)
@@ -410,7 +573,7 @@ final class ClientDriver {
         var buffer = connection.allocator.buffer(capacity: 128)
         command.write(id: id, into: &buffer)
         self.inFlight[id] = kind
-        connection.write(WebSocketFrame(fin: true, opcode: .text, maskKey: .random(), data: buffer), promise: nil)
+        connection.send(buffer)
         return id
     }
 
@@ -477,7 +640,7 @@ final class ClientDriver {
             messages = try ServerMessage.decode(frame: frame.readableBytesView)
         } catch {
             self.logger.warning("node sent invalid JSON; reconnecting", metadata: ["error": "\(error)"])
-            self.connection?.close(promise: nil)
+            self.connection?.close()
             return
         }
         for message in messages {
@@ -517,13 +680,13 @@ final class ClientDriver {
             case .ignore:
                 break
             }
-        case .disconnect(_, _, let reconnect):
-            self.serverReconnect = reconnect
+        case .disconnect(let code, let reason, let reconnect):
+            self.serverDisconnect = (code, reason, reconnect)
         case .ping:
             if self.expectsPong, let connection = self.connection {
                 var pong = connection.allocator.buffer(capacity: 2)
                 pong.writeStaticString("{}")
-                connection.write(WebSocketFrame(fin: true, opcode: .text, maskKey: .random(), data: pong), promise: nil)
+                connection.send(pong)
             }
         case .unknown:
             break
@@ -542,7 +705,7 @@ final class ClientDriver {
                 // code decides whether to come back.
                 self.logger.debug("connect refused", metadata: ["error": "\(error)"])
                 if error.code.rawValue == SwitchboardError.Code.tokenExpired.rawValue {
-                    self.connection?.close(promise: nil)
+                    self.connection?.close()
                 }
             }
         case .subscribe(let channel, let serial):
@@ -578,7 +741,9 @@ final class ClientDriver {
         guard self.machine.connected() else { return }
         self.connectDeadline?.cancel()
         self.connectDeadline = nil
-        let result = ConnectResult(json: object)
+        let result = ConnectResult(json: object, transport: self.machine.transport)
+        self.connection?.connectReplied(session: object["session"]?.stringValue)
+        self.scheduleClimbBackProbe()
         self.expectsPong = result.pong
         self.startLivenessCheck(pingInterval: result.pingInterval)
         if let ttl = result.tokenTTL { self.scheduleTokenRefresh(ttl: ttl) }
@@ -699,7 +864,7 @@ final class ClientDriver {
             guard self.generation == generation else { return }
             if NIODeadline.now() - self.lastReceived > limit {
                 self.logger.debug("nothing from the node for too long; reconnecting")
-                self.connection?.close(promise: nil)
+                self.connection?.close()
             } else {
                 self.scheduleLivenessCheck(limit: limit, generation: generation)
             }

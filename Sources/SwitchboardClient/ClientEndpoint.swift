@@ -2,6 +2,7 @@
 ///
 /// `ws://host[:port]/path` and `wss://…` are taken as they are; `http(s)://host[:port][/prefix]`
 /// is a node's base URL, whose WebSocket endpoint is `prefix/ws` (what the browser client takes).
+/// The SSE stream is at `sse` beside the WebSocket endpoint (`prefix/sse`).
 public struct ClientEndpoint: Sendable, Hashable, CustomStringConvertible {
     /// The host name or address (IPv6 without brackets).
     public var host: String
@@ -10,12 +11,25 @@ public struct ClientEndpoint: Sendable, Hashable, CustomStringConvertible {
     public var path: String
     /// Whether the connection uses TLS (`wss`, `https`).
     public var usesTLS: Bool
+    /// The path of the SSE stream and its command POSTs (`/sse`): by default `sse` in place of the
+    /// WebSocket path's last segment `ws`, or under the path when it ends otherwise.
+    public var ssePath: String
 
-    public init(host: String, port: Int, path: String = "/ws", usesTLS: Bool = false) {
+    /// `ssePath` nil: derived from `path`.
+    public init(host: String, port: Int, path: String = "/ws", usesTLS: Bool = false, ssePath: String? = nil) {
         self.host = host
         self.port = port
         self.path = path
         self.usesTLS = usesTLS
+        self.ssePath = ssePath ?? Self.ssePath(besideWebSocketPath: path)
+    }
+
+    /// `/ws` -> `/sse`, `/app/ws?x=1` -> `/app/sse`, `/` -> `/sse`, `/socket` -> `/socket/sse`.
+    static func ssePath(besideWebSocketPath path: String) -> String {
+        var base = path.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+        if base == "/ws" || base.hasSuffix("/ws") { base.removeLast(2) }
+        while base.hasSuffix("/") { base.removeLast() }
+        return base + "/sse"
     }
 
     /// Parses `url`; nil when it is not a `ws`, `wss`, `http` or `https` URL with a host.
@@ -67,6 +81,7 @@ public struct ClientEndpoint: Sendable, Hashable, CustomStringConvertible {
             while prefix.hasSuffix("/") { prefix.removeLast() }
             self.path = prefix + "/ws"
         }
+        self.ssePath = Self.ssePath(besideWebSocketPath: self.path)
     }
 
     /// The `Host` header: the host, bracketed when IPv6, with the port when it is not the default.

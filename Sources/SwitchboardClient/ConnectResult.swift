@@ -17,8 +17,11 @@ public struct ConnectResult: Sendable, Hashable {
     /// Seconds until the connection token expires (nil: it does not). With `getToken`, the client
     /// sends a new token (`refresh`) before then.
     public var tokenTTL: Int?
+    /// The transport this connection uses (WebSocket, or the fallback the client moved to).
+    public var transport: ClientTransport
 
-    init(json: JSONObject) {
+    init(json: JSONObject, transport: ClientTransport = .webSocket) {
+        self.transport = transport
         self.client = json["client"]?.stringValue ?? ""
         self.node = json["node"]?.stringValue ?? ""
         self.user = json["user"]?.stringValue ?? ""

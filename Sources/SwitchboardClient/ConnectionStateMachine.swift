@@ -8,6 +8,9 @@ import SwitchboardCore
 ///     connecting/connected --lost (reconnect)--> waiting --timerFired--> connecting
 ///     connecting/connected --lost (terminal code)--> closed
 ///     any --close--> closed
+///
+/// It also keeps the transport ladder: an attempt that ends without a connect reply may move the
+/// next attempt to the next transport, at once rather than after the backoff.
 struct ConnectionStateMachine {
     enum State: Equatable {
         case idle
@@ -35,24 +38,39 @@ struct ConnectionStateMachine {
 
     private(set) var state = State.idle
     var backoff: ReconnectBackoff
+    private(set) var ladder: TransportLadder
+    /// Whether the transport of the attempt under way opened (the `101`, the stream's `200`).
+    private(set) var attemptOpened = false
     /// Whether the app can give a new token (then 3503 and error 109 reconnect instead of stopping).
     let renewsTokens: Bool
 
-    init(backoff: ReconnectBackoff, renewsTokens: Bool) {
+    init(backoff: ReconnectBackoff, renewsTokens: Bool, transports: [ClientTransport] = [.webSocket]) {
         self.backoff = backoff
         self.renewsTokens = renewsTokens
+        self.ladder = TransportLadder(transports)
     }
+
+    /// The transport the attempt under way (or the next one) uses.
+    var transport: ClientTransport { self.ladder.current }
 
     /// `connect()`: from idle or closed, open a connection; nothing while one is open or opening.
     /// While waiting, the attempt starts now.
     mutating func start() -> StartAction {
         switch self.state {
         case .idle, .closed, .waiting:
+            if case .closed = self.state { self.ladder.restart() }
             self.state = .connecting
+            self.attemptOpened = false
             return .openConnection
         case .connecting, .connected:
             return .none
         }
+    }
+
+    /// The attempt's transport opened; its connect reply is next.
+    mutating func opened() {
+        guard case .connecting = self.state else { return }
+        self.attemptOpened = true
     }
 
     /// The connect reply arrived.
@@ -60,16 +78,34 @@ struct ConnectionStateMachine {
         guard case .connecting = self.state else { return false }
         self.state = .connected
         self.backoff.reset()
+        self.ladder.connected()
         return true
+    }
+
+    /// A probe found the first transport (WebSocket) working while connected over a fallback: the
+    /// next connection uses it (the driver then ends the fallback connection).
+    mutating func climbBack() -> Bool {
+        guard case .connected = self.state, self.ladder.canClimbBack else { return false }
+        self.ladder.climbBack()
+        return true
+    }
+
+    /// Whether to probe WebSocket while connected over a fallback transport.
+    var probesForClimbBack: Bool {
+        guard case .connected = self.state else { return false }
+        return self.ladder.canClimbBack
     }
 
     /// The connection, or the attempt to make one, ended with `code` (nil: no close code, a network
     /// failure) after the node said `serverReconnect` in a `disconnect` push (nil: it said nothing).
     /// `random` in `0..<1` is the backoff's jitter.
     mutating func lost(code: UInt16?, reason: String, serverReconnect: Bool?, random: Double) -> LostAction {
+        let wasConnected: Bool
         switch self.state {
-        case .connecting, .connected:
-            break
+        case .connecting:
+            wasConnected = false
+        case .connected:
+            wasConnected = true
         case .idle, .waiting, .closed:
             return .none
         }
@@ -79,7 +115,9 @@ struct ConnectionStateMachine {
             return .stop(code: code, reason: reason)
         }
         let drain = code == DisconnectCode.shutdown.rawValue || code == DisconnectCode.rebalance.rawValue
+        let move = self.ladder.ended(opened: self.attemptOpened, wasConnected: wasConnected)
         self.state = .waiting
+        if move == .next { return .scheduleReconnect(nanoseconds: 0) }  // the next transport, at once
         return .scheduleReconnect(nanoseconds: self.backoff.next(random: random, drain: drain))
     }
 
@@ -87,6 +125,7 @@ struct ConnectionStateMachine {
     mutating func timerFired() -> StartAction {
         guard case .waiting = self.state else { return .none }
         self.state = .connecting
+        self.attemptOpened = false
         return .openConnection
     }
 

@@ -15,23 +15,34 @@ enum OutgoingCommand: Sendable {
     case ping
     case refresh(token: String)
 
+    /// A `connect`'s params alone, as one JSON object: the body of `POST /sse`, which stands for the
+    /// connect command (its reply comes as the stream's first event, with id 1). Other commands write nothing.
+    func writeConnectParams(into buffer: inout ByteBuffer) {
+        guard case .connect(let token, let name, let subs) = self else { return }
+        buffer.writeJSONObject { Self.writeConnectParams(token: token, name: name, subs: subs, into: &$0) }
+    }
+
+    private static func writeConnectParams(
+        token: String?, name: String, subs: [(channel: String, since: StreamPosition?)], into params: inout JSONObjectWriter
+    ) {
+        if let token { params.field("token", string: token) }
+        params.field("name", string: name)
+        params.field("version", string: SwitchboardVersion.current)
+        if !subs.isEmpty {
+            params.object("subs") { object in
+                for sub in subs {
+                    object.object(sub.channel) { Self.writePosition(sub.since, into: &$0) }
+                }
+            }
+        }
+    }
+
     func write(id: UInt64, into buffer: inout ByteBuffer) {
         buffer.writeJSONObject { command in
             command.field("id", int: id)
             switch self {
             case .connect(let token, let name, let subs):
-                command.object("connect") { params in
-                    if let token { params.field("token", string: token) }
-                    params.field("name", string: name)
-                    params.field("version", string: SwitchboardVersion.current)
-                    if !subs.isEmpty {
-                        params.object("subs") { object in
-                            for sub in subs {
-                                object.object(sub.channel) { Self.writePosition(sub.since, into: &$0) }
-                            }
-                        }
-                    }
-                }
+                command.object("connect") { Self.writeConnectParams(token: token, name: name, subs: subs, into: &$0) }
             case .subscribe(let channel, let since, let token):
                 command.object("subscribe") { params in
                     params.field("channel", string: channel)

@@ -33,6 +33,14 @@ public struct SwitchboardClientConfiguration: Sendable {
     public var maximumIncomingMessageSize = 16 << 20
     /// Most requests waiting for a connection; more fail at once (`invalidRequest`).
     public var maximumQueuedRequests = 10_000
+    /// The transports to use, in order of preference: the client falls back to the next when one
+    /// cannot open (a proxy refuses the WebSocket upgrade) or fails twice in a row without a connect
+    /// reply, and keeps the one that worked. Long-polling is not built in this client.
+    public var transports: [ClientTransport] = [.webSocket, .sse]
+    /// While connected over a fallback transport, how often (±25 %) the client tries a bare
+    /// WebSocket handshake; when it opens, the client reconnects over WebSocket (subscriptions resume
+    /// from their positions). Zero: never.
+    public var upgradeInterval: TimeAmount = .seconds(60)
     /// TLS settings for `wss` endpoints (the host name is verified against the certificate).
     public var tls = TLSConfiguration.makeClientConfiguration()
 

@@ -2,20 +2,19 @@ import NIOCore
 import NIOHTTP1
 
 /// Sends the WebSocket handshake request and, when the node answers anything but `101`, ends the
-/// attempt. Removed once the upgrade is done; until then, it reports the connection's end.
+/// attempt. Removed once the upgrade is done; until then, it reports the connection's end to
+/// `onEnd` (with why).
 final class UpgradeRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
 
     private let endpoint: ClientEndpoint
-    private let driver: ClientDriver
-    private let generation: UInt64
+    private let onEnd: (String) -> Void
     private var refusal: String?
 
-    init(endpoint: ClientEndpoint, driver: ClientDriver, generation: UInt64) {
+    init(endpoint: ClientEndpoint, onEnd: @escaping (String) -> Void) {
         self.endpoint = endpoint
-        self.driver = driver
-        self.generation = generation
+        self.onEnd = onEnd
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -37,7 +36,7 @@ final class UpgradeRequestHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.driver.connectionClosed(code: nil, reason: self.refusal ?? "closed during the WebSocket handshake", generation: self.generation)
+        self.onEnd(self.refusal ?? "closed during the WebSocket handshake")
         context.fireChannelInactive()
     }
 

@@ -1,0 +1,182 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+
+/// A connection over server-sent events: the node's messages come on the stream (`SSEStreamHandler`),
+/// commands go as `POST /sse?session=…` requests, one at a time so that they arrive in the order
+/// they were sent, each batch at most `maximumBodySize` bytes (the node's `maxMessageSize`: a larger
+/// body is refused with 413). A command POST that fails or is refused ends the connection (the
+/// session is gone, or its node cannot be reached): the driver reconnects, and requests in flight
+/// fail with `connectionLost`, as on a WebSocket that drops.
+final class SSEClientConnection: ClientConnection {
+    private enum PostState {
+        case idle
+        case posting(any Channel)
+        case posted
+        case closed
+    }
+
+    let endpoint: ClientEndpoint
+    private let sslContext: NIOSSLContext?
+    private let eventLoop: any EventLoop
+    private let requestTimeout: TimeAmount
+    private let maximumBodySize: Int
+    /// The stream's channel, once connected.
+    var stream: (any Channel)?
+    private var session: String?
+    /// Commands waiting for a POST, oldest first.
+    private var waiting: [ByteBuffer] = []
+    private var waitingIndex = 0
+    private var state = PostState.idle
+    /// Why the connection ended, when it was a command POST (reported with the stream's end).
+    private(set) var failure: String?
+    let allocator = ByteBufferAllocator()
+
+    init(endpoint: ClientEndpoint, sslContext: NIOSSLContext?, eventLoop: any EventLoop, requestTimeout: TimeAmount, maximumBodySize: Int) {
+        self.endpoint = endpoint
+        self.sslContext = sslContext
+        self.eventLoop = eventLoop
+        self.requestTimeout = requestTimeout
+        self.maximumBodySize = maximumBodySize
+    }
+
+    func send(_ command: ByteBuffer) {
+        if case .closed = self.state { return }
+        self.waiting.append(command)
+    }
+
+    func flush() {
+        guard case .idle = self.state, let session = self.session, self.waitingIndex < self.waiting.count else { return }
+        var body = ByteBuffer()
+        while self.waitingIndex < self.waiting.count {
+            let command = self.waiting[self.waitingIndex]
+            let size = command.readableBytes + (body.readableBytes > 0 ? 1 : 0)
+            // A command alone over the limit still goes (the node answers 413): the client checks
+            // sizes before a command gets here, so it would be a bug, not a loop.
+            guard body.readableBytes == 0 || body.readableBytes + size <= self.maximumBodySize else { break }
+            if body.readableBytes > 0 { body.writeInteger(UInt8(ascii: "\n")) }
+            body.writeImmutableBuffer(command)
+            self.waitingIndex += 1
+        }
+        if self.waitingIndex == self.waiting.count {
+            self.waiting.removeAll(keepingCapacity: true)
+            self.waitingIndex = 0
+        }
+        self.post(body, session: session)
+    }
+
+    func close() {
+        if case .posting(let channel) = self.state { channel.close(promise: nil) }
+        self.state = .closed
+        self.waiting = []
+        self.stream?.close(promise: nil)
+    }
+
+    func connectReplied(session: String?) {
+        self.session = session
+        guard session != nil else {
+            self.fail("the connect reply carried no session")
+            return
+        }
+        self.flush()
+    }
+
+    /// The path of a command POST: the stream's path with the session in its query.
+    var commandTarget: String {
+        let session = self.session ?? ""
+        let encoded = session.addingPercentEncodingForQuery()
+        return self.endpoint.ssePath + (self.endpoint.ssePath.contains("?") ? "&" : "?") + "session=" + encoded
+    }
+
+    private func post(_ body: ByteBuffer, session: String) {
+        let bound = NIOLoopBound(self, eventLoop: self.eventLoop)
+        let endpoint = self.endpoint
+        let sslContext = self.sslContext
+        let target = self.commandTarget
+        let timeout = self.requestTimeout
+        self.state = .posted
+        ClientBootstrap(group: self.eventLoop)
+            .connectTimeout(timeout)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try endpoint.addTLS(sslContext, to: channel)
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(
+                        SSECommandPostHandler(connection: bound.value, target: target, body: body, timeout: timeout))
+                }
+            }
+            .connect(host: endpoint.host, port: endpoint.port)
+            .assumeIsolated()
+            .whenComplete { result in
+                switch result {
+                case .success(let channel):
+                    guard case .posted = self.state else {
+                        channel.close(promise: nil)
+                        return
+                    }
+                    self.state = .posting(channel)
+                case .failure(let error):
+                    self.postFailed("command POST failed: \(error)")
+                }
+            }
+    }
+
+    /// The node answered a command POST.
+    func postAnswered(status: UInt, body: String) {
+        switch self.state {
+        case .posting, .posted:
+            break
+        case .idle, .closed:
+            return
+        }
+        guard status == 202 || status == 200 else {
+            // 404: the session is gone (its node died or ended it); 503: its node did not answer.
+            self.fail("command POST answered \(status)\(body.isEmpty ? "" : ": " + body)")
+            return
+        }
+        self.state = .idle
+        self.flush()
+    }
+
+    /// A command POST could not be made or got no answer.
+    func postFailed(_ reason: String) {
+        switch self.state {
+        case .posting, .posted:
+            self.fail(reason)
+        case .idle, .closed:
+            break
+        }
+    }
+
+    private func fail(_ reason: String) {
+        guard self.failure == nil else { return }
+        self.failure = reason
+        self.close()
+    }
+}
+
+@available(*, unavailable)
+extension SSEClientConnection: Sendable {}
+
+extension String {
+    /// Percent-encodes everything but unreserved characters (RFC 3986), for a query value.
+    func addingPercentEncodingForQuery() -> String {
+        var out = ""
+        for byte in self.utf8 {
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+                out.unicodeScalars.append(Unicode.Scalar(byte))
+            default:
+                let hex = Array("0123456789ABCDEF".utf8)
+                out.unicodeScalars.append("%")
+                out.unicodeScalars.append(Unicode.Scalar(hex[Int(byte >> 4)]))
+                out.unicodeScalars.append(Unicode.Scalar(hex[Int(byte & 0xF)]))
+            }
+        }
+        return out
+    }
+}
