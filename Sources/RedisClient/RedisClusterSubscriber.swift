@@ -1,5 +1,6 @@
 public import Logging
 public import NIOCore
+import RESP
 
 /// Shard channels of a Redis Cluster (`SSUBSCRIBE`), each subscribed on the master serving its
 /// slot, so that a publication (`SPUBLISH`) travels to that master only instead of to every node
@@ -11,6 +12,10 @@ public import NIOCore
 /// moved), the channels whose master changed are subscribed where the map now says and, once they
 /// are confirmed, the owner is told (`onResubscribed`), because publications made meanwhile were
 /// missed. A subscriber that loses its node asks for a fresh map.
+///
+/// With `startProbing`, each master's subscriber connection that carries channels is checked: a probe
+/// published (`SPUBLISH`) on a shard channel of that master every interval must come back through it
+/// (`RedisShardProbe`); a connection that stays open but delivers nothing is rebuilt, and the owner told.
 public final class RedisClusterSubscriber: @unchecked Sendable {
     // @unchecked: the `var`s are touched only on `eventLoop` (every entry point hops there).
     public let eventLoop: any EventLoop
@@ -41,6 +46,10 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
     /// Retries channels that wait for a master (their slot unserved in the map, or a subscribe that
     /// failed), once a second while there are any.
     private var retryTask: Scheduled<Void>?
+    /// The probe of each master's connection, while probing; `probePrefix` names their channels.
+    private var probes: [RedisNodeAddress: RedisShardProbe] = [:]
+    private var probePrefix: String?
+    private var probeTask: RepeatedTask?
 
     /// - Parameters:
     ///   - client: the cluster client whose slot map places the channels (on the same loop).
@@ -88,12 +97,25 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
         }
     }
 
-    /// Channels confirmed by their masters now, for tests.
+    /// Channels confirmed by their masters now (probe channels left out), for tests.
     public var subscribedChannels: EventLoopFuture<[String: RedisNodeAddress]> {
         self.eventLoop.submit {
             var confirmed: [String: RedisNodeAddress] = [:]
-            for (name, entry) in self.wanted where entry.confirmed { confirmed[name] = entry.node }
+            for (name, entry) in self.wanted where entry.confirmed && !self.isProbe(name) { confirmed[name] = entry.node }
             return confirmed
+        }
+    }
+
+    /// Checks every master's subscriber connection that carries channels every `interval`, on
+    /// channels named `prefix:{tag}` (a prefix of this subscriber's own: other subscribers' probes
+    /// must not reach it).
+    public func startProbing(prefix: String, every interval: TimeAmount) {
+        self.eventLoop.execute {
+            guard !self.closed, self.probeTask == nil else { return }
+            self.probePrefix = prefix
+            self.probeTask = self.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+                self.probeTick(interval: interval)
+            }
         }
     }
 
@@ -102,6 +124,9 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
             self.closed = true
             self.retryTask?.cancel()
             self.retryTask = nil
+            self.probeTask?.cancel()
+            self.probeTask = nil
+            self.probes = [:]
             let error = RedisError(.connectionClosed, "subscriber closed")
             for entry in self.wanted.values { for waiter in entry.waiters { waiter.fail(error) } }
             self.wanted.removeAll()
@@ -207,6 +232,57 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
         }
     }
 
+    // MARK: Probing
+
+    private func isProbe(_ name: String) -> Bool {
+        guard let prefix = self.probePrefix else { return false }
+        return name.hasPrefix(prefix) && name.utf8.dropFirst(prefix.utf8.count).first == UInt8(ascii: ":")
+    }
+
+    private func probeTick(interval: TimeAmount) {
+        guard !self.closed, let prefix = self.probePrefix, let map = self.client.currentSlotMap else { return }
+        var carrying: Set<RedisNodeAddress> = []
+        for (name, entry) in self.wanted where entry.confirmed && !self.isProbe(name) {
+            if let node = entry.node { carrying.insert(node) }
+        }
+        // Masters that carry nothing now are not probed.
+        for (node, probe) in self.probes where !carrying.contains(node) {
+            self.probes[node] = nil
+            self.withdrawProbe(probe.channel)
+        }
+        let now = NIODeadline.now()
+        for node in carrying {
+            if let probe = self.probes[node], map.node(forSlot: RedisHashSlot.slot(of: probe.channel)) != node {
+                self.probes[node] = nil  // its slot moved: another channel for this master
+                self.withdrawProbe(probe.channel)
+            }
+            guard let probe = self.probes[node] else {
+                guard
+                    let channel = RedisShardProbe.channel(prefix: prefix, where: { map.node(forSlot: $0) == node })
+                else { continue }
+                self.probes[node] = RedisShardProbe(channel: channel)
+                self.wanted[channel] = Wanted()
+                self.place(channel)
+                continue
+            }
+            guard self.wanted[probe.channel]?.confirmed == true else { continue }
+            switch self.probes[node]!.tick(now: now, interval: interval) {
+            case .reconnect:
+                self.logger.warning("redis shard subscriber delivered no probe; reconnecting it", metadata: ["node": "\(node)"])
+                self.subscribers[node]?.reconnect()
+            case .publish(let sequence):
+                self.client.send(["SPUBLISH", .string(probe.channel), .integer(Int64(truncatingIfNeeded: sequence))]).whenFailure { _ in
+                    self.probes[node]?.publishFailed(sequence: sequence)
+                }
+            }
+        }
+    }
+
+    private func withdrawProbe(_ channel: String) {
+        guard let entry = self.wanted.removeValue(forKey: channel) else { return }
+        if let node = entry.node { _ = self.subscribers[node]?.unsubscribe(channel) }
+    }
+
     private func subscriber(_ node: RedisNodeAddress) -> RedisSubscriber {
         if let subscriber = self.subscribers[node] { return subscriber }
         let subscriber = RedisSubscriber(
@@ -216,6 +292,10 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
             sharded: true,
             onMessage: { [weak self] name, payload in
                 guard let self, self.wanted[name]?.node == node else { return }
+                if self.isProbe(name) {
+                    if self.probes[node]?.channel == name { self.probes[node]?.delivered(payload) }
+                    return
+                }
                 self.onMessage(name, payload)
             },
             onResubscribed: { [weak self] in self?.onResubscribed() },

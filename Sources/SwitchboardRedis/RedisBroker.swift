@@ -24,8 +24,9 @@ public import SwitchboardCore
 /// On a Redis Cluster (`redis+cluster://`) commands go to the master of their key's slot
 /// (`RedisClusterClient`), and publications are shard messages (`SPUBLISH` to `sb:{channel}:c`,
 /// in the channel's slot) received through a subscription on that master (`RedisClusterSubscriber`):
-/// a publication touches one master, whatever the size of the cluster. Control messages and probes
-/// stay classic `PUBLISH`, which the cluster carries to every node.
+/// a publication touches one master, whatever the size of the cluster. Control messages and the
+/// probe of the classic subscriber stay classic `PUBLISH`, which the cluster carries to every node;
+/// each master's shard subscriber connection is probed on a shard channel of that master.
 ///
 /// About 600 lines, on purpose: each `Broker` requirement sits next to the key
 /// names and the encodings it uses, in the protocol's order, so the data model
@@ -169,6 +170,8 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             self.probeTask = self.eventLoop.scheduleRepeatedTask(initialDelay: self.probeInterval, delay: self.probeInterval) { _ in
                 self.probe()
             }
+            // Each master's shard subscriber connection has a probe of its own.
+            self.shardSubscriber?.startProbing(prefix: "\(self.probeChannel):shard", every: self.probeInterval)
         }
     }
 

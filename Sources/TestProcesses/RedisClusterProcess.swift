@@ -278,6 +278,17 @@ public final class RedisClusterProcess: @unchecked Sendable {
         }.sorted { $0.slots.lowerBound < $1.slots.lowerBound }
     }
 
+    /// Makes the node on `port` announce `announced` as its client port (`cluster-announce-port`; its
+    /// cluster bus stays where it is), so that clients reading the slot map reach it through
+    /// whatever listens there (a test proxy). Returns once every live node lists it so.
+    public func announce(port: Int, as announced: Int) throws {
+        _ = try self.cli(port: port, ["CONFIG", "SET", "cluster-announce-bus-port", "\(port + 10_000)"])
+        _ = try self.cli(port: port, ["CONFIG", "SET", "cluster-announce-port", "\(announced)"])
+        _ = try self.waitForAgreement("127.0.0.1:\(port) to be announced as port \(announced)") { view in
+            guard view.contains(where: { $0.master == announced }) else { throw TestFailure("port \(announced) not listed yet") }
+        }
+    }
+
     /// Polls (bounded) until every live node but `excluded` answers `cluster_state:ok` with every slot
     /// served, all list the same slot owners, and `accept` takes each node's view. Returns the view.
     private func waitForAgreement(_ what: String, timeout: TimeInterval = 20, excluding excluded: Int? = nil,

@@ -1,6 +1,6 @@
 import NIOCore
 import RESP
-import RedisClient
+@testable import RedisClient
 @_spi(Harness) import SwitchboardRedis
 import Testing
 
@@ -94,5 +94,44 @@ struct RedisClusterRulesTests {
         {
             #expect(throws: RedisError.self, "\(bad)") { try RedisConfiguration(url: bad) }
         }
+    }
+
+    @Test("a shard probe publishes each interval and asks for a rebuild only when the last one, a full interval old, never came back")
+    func shardProbe() {
+        var probe = RedisShardProbe(channel: "p:{1}")
+        let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        let second = TimeAmount.seconds(1)
+        var action = probe.tick(now: start, interval: second)
+        #expect(action == .publish(sequence: 1))
+        probe.delivered(ByteBuffer(string: "1"))
+        action = probe.tick(now: start + second, interval: second)
+        #expect(action == .publish(sequence: 2), "the first came back")
+        // The second does not come back: not a full interval yet, then a rebuild.
+        action = probe.tick(now: start + second + .milliseconds(500), interval: second)
+        #expect(action == .publish(sequence: 3), "sent half an interval ago: another probe, no verdict")
+        action = probe.tick(now: start + second * 3, interval: second)
+        #expect(action == .reconnect)
+        // After the rebuild the count starts over: the next tick probes again.
+        action = probe.tick(now: start + second * 4, interval: second)
+        #expect(action == .publish(sequence: 4))
+        // A publish that failed (master unreachable) does not count against the connection.
+        probe.publishFailed(sequence: 4)
+        action = probe.tick(now: start + second * 6, interval: second)
+        #expect(action == .publish(sequence: 5))
+        // Garbage payloads change nothing; a late, older sequence does not move the count back.
+        probe.delivered(ByteBuffer(string: "5"))
+        probe.delivered(ByteBuffer(string: "x"))
+        probe.delivered(ByteBuffer(string: "2"))
+        #expect(probe.received == 5)
+    }
+
+    @Test("a probe channel is found for any master, in its own slots, however few it serves")
+    func shardProbeChannel() throws {
+        for range in [0...5460, 16383...16383, 100...100, 5461...10922] {
+            let name = try #require(RedisShardProbe.channel(prefix: "sb:probe:n1:0:shard", where: { range.contains(Int($0)) }))
+            #expect(range.contains(Int(RedisHashSlot.slot(of: name))), "\(name)")
+            #expect(name.hasPrefix("sb:probe:n1:0:shard:{"))
+        }
+        #expect(RedisShardProbe.channel(prefix: "p", attempts: 1_000, where: { _ in false }) == nil)
     }
 }

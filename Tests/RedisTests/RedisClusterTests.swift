@@ -277,4 +277,41 @@ struct RedisClusterTests {
             }
         }
     }
+
+    @Test("a shard subscriber connection that stays open but delivers nothing is found by its master's probe and rebuilt: the node is told and deliveries resume")
+    func shardSubscriberSilent() async throws {
+        let cluster = try RedisClusterProcess()
+        defer { cluster.stop() }
+        let channel = "quiet:\(UInt32.random(in: 0...UInt32.max))"
+        let master = try cluster.masterPort(forSlot: Int(RedisHashSlot.slot(of: "sb:{\(channel)}:c")))
+        // Clients reach that master through the proxy (the slot map says so), which can silence a connection.
+        let proxy = try await FreezableTCPProxy(targetPort: master)
+        try cluster.announce(port: master, as: proxy.port)
+        try await withEventLoopGroup { group in
+            let broker = RedisBroker(
+                configuration: try RedisConfiguration(url: cluster.url), nodeID: "n\(UInt32.random(in: 0...UInt32.max))",
+                eventLoop: group.next(), logger: self.logger, probeInterval: .milliseconds(300))
+            let recorder = BrokerConformance.EventRecorder()
+            try await broker.start { recorder.record($0) }.get()
+            try await broker.subscribe(channel: channel).get()
+            func publish(_ text: String) async throws {
+                _ = try await broker.publish(
+                    PublishRequest(channel: channel, data: ByteBuffer(string: text), historySize: 10, historyTTL: 60)
+                ).get()
+            }
+            @Sendable func received(_ text: String) -> Bool { recorder.publications(in: channel).contains { String(buffer: $0.0.data) == text } }
+            try await publish("1")
+            try await recorder.wait(seconds: 10) { _ in received("1") }
+            try await Task.sleep(for: .seconds(1))
+            #expect(!recorder.all.contains(BrokerEvent.deliveryInterrupted), "probes come back while the connection works")
+            #expect(try await proxy.freezeConnections(thatSent: "SSUBSCRIBE") == 1)
+            try await publish("2")
+            try await recorder.wait(seconds: 10) { $0.all.contains(BrokerEvent.deliveryInterrupted) }
+            try await publish("3")
+            try await recorder.wait(seconds: 10) { _ in received("3") }
+            #expect(!received("2"), "published into the silent connection: the node refills it from history")
+            try await broker.shutdown().get()
+        }
+        await proxy.stop()
+    }
 }
