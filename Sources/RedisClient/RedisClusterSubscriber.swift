@@ -11,7 +11,8 @@ import RESP
 /// resharding, a `MOVED` answer to `SSUBSCRIBE`, or a subscription Redis dropped because its slot
 /// moved), the channels whose master changed are subscribed where the map now says and, once they
 /// are confirmed, the owner is told (`onResubscribed`), because publications made meanwhile were
-/// missed. A subscriber that loses its node asks for a fresh map.
+/// missed. A subscriber that loses its node asks for a fresh map. Those rules are
+/// `RedisShardPlacement`'s, a value; this class performs its actions.
 ///
 /// With `startProbing`, each master's subscriber connection that carries channels is checked: a probe
 /// published (`SPUBLISH`) on a shard channel of that master every interval must come back through it
@@ -24,25 +25,11 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
     private let onMessage: @Sendable (String, ByteBuffer) -> Void
     private let onResubscribed: @Sendable () -> Void
 
-    /// Attempts to place one channel before its callers fail.
-    static let maximumAttempts = 5
-
-    /// A channel that is wanted, and where.
-    private struct Wanted {
-        /// The master it is subscribed (or being subscribed) on; nil while it waits for a map.
-        var node: RedisNodeAddress?
-        var confirmed = false
-        var waiters: [EventLoopPromise<Void>] = []
-        var attempts = 0
-    }
-
     // Confined to `eventLoop`.
-    private var wanted: [String: Wanted] = [:]
+    private var placement = RedisShardPlacement<EventLoopPromise<Void>>()
     private var subscribers: [RedisNodeAddress: RedisSubscriber] = [:]
     private var observing = false
     private var closed = false
-    /// Channels were moved after messages may have been missed: tell the owner once all are confirmed.
-    private var interrupted = false
     /// Retries channels that wait for a master (their slot unserved in the map, or a subscribe that
     /// failed), once a second while there are any.
     private var retryTask: Scheduled<Void>?
@@ -75,14 +62,7 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
         self.eventLoop.execute {
             guard !self.closed else { return promise.fail(RedisError(.connectionClosed, "subscriber closed")) }
             self.observeIfNeeded()
-            if var entry = self.wanted[name] {
-                if entry.confirmed { return promise.succeed() }
-                entry.waiters.append(promise)
-                self.wanted[name] = entry
-                return
-            }
-            self.wanted[name] = Wanted(waiters: [promise])
-            self.place(name)
+            self.perform(self.placement.subscribe(name, waiter: promise, owner: self.owner(of: name)))
         }
         return promise.futureResult
     }
@@ -90,19 +70,14 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
     /// Unsubscribes (completes at once; later messages for the channel are not delivered).
     public func unsubscribe(_ name: String) -> EventLoopFuture<Void> {
         self.eventLoop.submit {
-            guard let entry = self.wanted.removeValue(forKey: name) else { return }
-            let error = RedisError(.connectionClosed, "SSUBSCRIBE \(name) withdrawn")
-            for waiter in entry.waiters { waiter.fail(error) }
-            if let node = entry.node { _ = self.subscribers[node]?.unsubscribe(name) }
+            self.perform(self.placement.unsubscribe(name), failure: RedisError(.connectionClosed, "SSUBSCRIBE \(name) withdrawn"))
         }
     }
 
     /// Channels confirmed by their masters now (probe channels left out), for tests.
     public var subscribedChannels: EventLoopFuture<[String: RedisNodeAddress]> {
         self.eventLoop.submit {
-            var confirmed: [String: RedisNodeAddress] = [:]
-            for (name, entry) in self.wanted where entry.confirmed && !self.isProbe(name) { confirmed[name] = entry.node }
-            return confirmed
+            self.placement.subscribed.filter { !self.isProbe($0.key) }
         }
     }
 
@@ -128,8 +103,7 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
             self.probeTask = nil
             self.probes = [:]
             let error = RedisError(.connectionClosed, "subscriber closed")
-            for entry in self.wanted.values { for waiter in entry.waiters { waiter.fail(error) } }
-            self.wanted.removeAll()
+            for waiter in self.placement.close() { waiter.fail(error) }
             let subscribers = Array(self.subscribers.values)
             self.subscribers.removeAll()
             return EventLoopFuture.andAllComplete(subscribers.map { $0.close() }, on: self.eventLoop)
@@ -144,88 +118,64 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
         self.client.observeSlotMap { [weak self] map in self?.slotMapChanged(map) }
     }
 
-    /// Subscribes `name` where the map says, or asks for a map and waits for it.
-    private func place(_ name: String) {
-        guard !self.closed, var entry = self.wanted[name] else { return }
-        guard let node = self.client.currentSlotMap?.node(forSlot: RedisHashSlot.slot(of: name)) else {
-            entry.node = nil
-            self.wanted[name] = entry
-            self.client.refreshSlotMap()  // the observer places it, or the retry
-            self.scheduleRetry()
-            return
-        }
-        entry.node = node
-        entry.confirmed = false
-        self.wanted[name] = entry
-        self.subscriber(node).subscribe(name).whenComplete { result in
-            self.placed(name, on: node, result)
+    /// The master of `name`'s slot in the map now (nil before the first map, or when no master serves it).
+    private func owner(of name: String) -> RedisNodeAddress? {
+        self.client.currentSlotMap?.node(forSlot: RedisHashSlot.slot(of: name))
+    }
+
+    /// Does what the placement decided. `failure`: the error waiters fail with.
+    private func perform(
+        _ actions: [RedisShardPlacement<EventLoopPromise<Void>>.Action],
+        failure: @autoclosure () -> any Error = RedisError(.connectionClosed, "SSUBSCRIBE failed")
+    ) {
+        for action in actions {
+            switch action {
+            case .subscribe(let name, let node):
+                self.subscriber(node).subscribe(name).whenComplete { result in
+                    self.placed(name, on: node, result)
+                }
+            case .unsubscribe(let name, let node):
+                _ = self.subscribers[node]?.unsubscribe(name)
+            case .succeed(let waiters):
+                for waiter in waiters { waiter.succeed() }
+            case .fail(let waiters):
+                let error = failure()
+                for waiter in waiters { waiter.fail(error) }
+            case .refreshMapAndRetry:
+                self.client.refreshSlotMap()  // the observer places them, or the retry
+                self.scheduleRetry()
+            case .followRedirection(let redirection, let name):
+                self.client.noteMoved(redirection)  // may place it already, through the observer
+                if self.placement.isWaiting(name) { self.perform(self.placement.place(name, owner: self.owner(of: name))) }
+            case .tellResubscribed:
+                self.onResubscribed()
+            }
         }
     }
 
     private func placed(_ name: String, on node: RedisNodeAddress, _ result: Result<Void, any Error>) {
-        guard var entry = self.wanted[name], entry.node == node, !self.closed else { return }  // withdrawn or moved meanwhile
+        guard !self.closed else { return }
         switch result {
         case .success:
-            let waiters = entry.waiters
-            entry.confirmed = true
-            entry.attempts = 0
-            entry.waiters = []
-            self.wanted[name] = entry
-            for waiter in waiters { waiter.succeed() }
-            if self.interrupted, !self.wanted.values.contains(where: { !$0.confirmed }) {
-                self.interrupted = false
-                self.onResubscribed()
-            }
+            self.perform(self.placement.confirmed(name, on: node))
         case .failure(let error):
-            entry.attempts += 1
-            entry.node = nil
-            guard entry.attempts < Self.maximumAttempts else {
-                self.wanted[name] = nil
-                for waiter in entry.waiters { waiter.fail(error) }
-                return
-            }
-            self.wanted[name] = entry
-            if let error = error as? RedisError, let redirection = RedisRedirection(errorMessage: error.message) {
-                self.client.noteMoved(redirection)  // may place it already, through the observer
-                if self.wanted[name]?.node == nil { self.place(name) }
-            } else {
-                self.client.refreshSlotMap()
-                self.scheduleRetry()
-            }
+            let redirection = (error as? RedisError).flatMap { RedisRedirection(errorMessage: $0.message) }
+            self.perform(self.placement.refused(name, on: node, redirection: redirection), failure: error)
         }
-    }
-
-    /// Redis dropped a confirmed subscription unasked: its slot moved. It goes where a fresh map says.
-    private func dropped(_ name: String, on node: RedisNodeAddress) {
-        guard var entry = self.wanted[name], entry.node == node else { return }
-        entry.node = nil
-        entry.confirmed = false
-        self.wanted[name] = entry
-        self.interrupted = true
-        self.client.refreshSlotMap()
-        self.scheduleRetry()
     }
 
     private func scheduleRetry() {
         guard self.retryTask == nil, !self.closed else { return }
         self.retryTask = self.eventLoop.scheduleTask(in: .seconds(1)) {
             self.retryTask = nil
-            for (name, entry) in self.wanted where entry.node == nil { self.place(name) }
+            self.perform(self.placement.retry(owner: self.owner(of:)))
         }
     }
 
     /// Moves every channel whose master changed; closes subscribers of nodes that serve nothing now.
     private func slotMapChanged(_ map: RedisClusterSlotMap) {
         guard !self.closed else { return }
-        for (name, entry) in self.wanted {
-            let owner = map.node(forSlot: RedisHashSlot.slot(of: name))
-            guard owner != entry.node else { continue }
-            if let old = entry.node {
-                _ = self.subscribers[old]?.unsubscribe(name)
-                if entry.confirmed { self.interrupted = true }
-            }
-            self.place(name)  // with no master for its slot now, it waits (and is retried)
-        }
+        self.perform(self.placement.mapChanged { map.node(forSlot: RedisHashSlot.slot(of: $0)) })
         for (node, subscriber) in self.subscribers where !map.nodes.contains(node) {
             self.subscribers[node] = nil
             _ = subscriber.close()
@@ -242,9 +192,7 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
     private func probeTick(interval: TimeAmount) {
         guard !self.closed, let prefix = self.probePrefix, let map = self.client.currentSlotMap else { return }
         var carrying: Set<RedisNodeAddress> = []
-        for (name, entry) in self.wanted where entry.confirmed && !self.isProbe(name) {
-            if let node = entry.node { carrying.insert(node) }
-        }
+        for (name, node) in self.placement.subscribed where !self.isProbe(name) { carrying.insert(node) }
         // Masters that carry nothing now are not probed.
         for (node, probe) in self.probes where !carrying.contains(node) {
             self.probes[node] = nil
@@ -261,11 +209,10 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
                     let channel = RedisShardProbe.channel(prefix: prefix, where: { map.node(forSlot: $0) == node })
                 else { continue }
                 self.probes[node] = RedisShardProbe(channel: channel)
-                self.wanted[channel] = Wanted()
-                self.place(channel)
+                self.perform(self.placement.subscribe(channel, waiter: nil, owner: node))
                 continue
             }
-            guard self.wanted[probe.channel]?.confirmed == true else { continue }
+            guard self.placement.channels[probe.channel]?.phase == .subscribed(node) else { continue }
             switch self.probes[node]!.tick(now: now, interval: interval) {
             case .reconnect:
                 self.logger.warning("redis shard subscriber delivered no probe; reconnecting it", metadata: ["node": "\(node)"])
@@ -279,8 +226,7 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
     }
 
     private func withdrawProbe(_ channel: String) {
-        guard let entry = self.wanted.removeValue(forKey: channel) else { return }
-        if let node = entry.node { _ = self.subscribers[node]?.unsubscribe(channel) }
+        self.perform(self.placement.unsubscribe(channel))
     }
 
     private func subscriber(_ node: RedisNodeAddress) -> RedisSubscriber {
@@ -291,7 +237,7 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
             logger: self.logger,
             sharded: true,
             onMessage: { [weak self] name, payload in
-                guard let self, self.wanted[name]?.node == node else { return }
+                guard let self, self.placement.node(of: name) == node else { return }
                 if self.isProbe(name) {
                     if self.probes[node]?.channel == name { self.probes[node]?.delivered(payload) }
                     return
@@ -299,7 +245,10 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
                 self.onMessage(name, payload)
             },
             onResubscribed: { [weak self] in self?.onResubscribed() },
-            onDropped: { [weak self] name in self?.dropped(name, on: node) },
+            onDropped: { [weak self] name in
+                guard let self else { return }
+                self.perform(self.placement.dropped(name, on: node))
+            },
             onConnectionProblem: { [weak self] in self?.client.refreshSlotMap() }
         )
         self.subscribers[node] = subscriber

@@ -134,4 +134,118 @@ struct RedisClusterRulesTests {
         }
         #expect(RedisShardProbe.channel(prefix: "p", attempts: 1_000, where: { _ in false }) == nil)
     }
+
+    // MARK: shard channel placement
+
+    typealias Placement = RedisShardPlacement<Int>
+    static let a = RedisNodeAddress(host: "127.0.0.1", port: 7000)
+    static let b = RedisNodeAddress(host: "127.0.0.1", port: 7001)
+
+    /// The actions as text, for tables.
+    static func text(_ actions: [Placement.Action]) -> [String] {
+        actions.map { action in
+            switch action {
+            case .subscribe(let name, let node): "subscribe \(name) on \(node.port)"
+            case .unsubscribe(let name, let node): "unsubscribe \(name) from \(node.port)"
+            case .succeed(let waiters): "succeed \(waiters)"
+            case .fail(let waiters): "fail \(waiters)"
+            case .refreshMapAndRetry: "refresh map"
+            case .followRedirection(let redirection, let name): "follow \(redirection.address.port) for \(name)"
+            case .tellResubscribed: "tell resubscribed"
+            }
+        }
+    }
+
+    @Test("a channel is subscribed on its slot's master; callers wait for the confirmation, later ones succeed at once")
+    func placementSubscribe() {
+        var placement = Placement()
+        #expect(Self.text(placement.subscribe("c", waiter: 1, owner: Self.a)) == ["subscribe c on 7000"])
+        #expect(Self.text(placement.subscribe("c", waiter: 2, owner: Self.a)).isEmpty, "one SSUBSCRIBE for both")
+        #expect(Self.text(placement.confirmed("c", on: Self.b)).isEmpty, "a confirmation from elsewhere changes nothing")
+        #expect(Self.text(placement.confirmed("c", on: Self.a)) == ["succeed [1, 2]"])
+        #expect(Self.text(placement.subscribe("c", waiter: 3, owner: Self.a)) == ["succeed [3]"])
+        #expect(placement.subscribed == ["c": Self.a])
+        #expect(Self.text(placement.unsubscribe("c")) == ["unsubscribe c from 7000"])
+        #expect(placement.channels.isEmpty)
+    }
+
+    @Test("no master for the slot yet: the channel waits for a map and is placed by the retry")
+    func placementWaitsForMap() {
+        var placement = Placement()
+        #expect(Self.text(placement.subscribe("c", waiter: 1, owner: nil)) == ["refresh map"])
+        #expect(placement.isWaiting("c"))
+        #expect(Self.text(placement.retry { _ in nil }) == ["refresh map"])
+        #expect(Self.text(placement.retry { _ in Self.a }) == ["subscribe c on 7000"])
+        #expect(Self.text(placement.confirmed("c", on: Self.a)) == ["succeed [1]"])
+        #expect(!placement.owesResubscribedNotice, "nothing was lost: a first subscription is no interruption")
+    }
+
+    @Test("refusals: a MOVED answer is followed, others refresh the map; the fifth failure in a row gives up and fails the callers")
+    func placementRefused() throws {
+        var placement = Placement()
+        _ = placement.subscribe("c", waiter: 1, owner: Self.a)
+        let moved = try #require(RedisRedirection(errorMessage: "MOVED 42 127.0.0.1:7001"))
+        #expect(Self.text(placement.refused("c", on: Self.a, redirection: moved)) == ["follow 7001 for c"])
+        #expect(placement.isWaiting("c"))
+        #expect(Self.text(placement.refused("c", on: Self.a, redirection: nil)).isEmpty, "not subscribing there: stale")
+        for attempt in 2...4 {
+            #expect(Self.text(placement.place("c", owner: Self.b)) == ["subscribe c on 7001"])
+            #expect(Self.text(placement.refused("c", on: Self.b, redirection: nil)) == ["refresh map"], "attempt \(attempt)")
+        }
+        _ = placement.place("c", owner: Self.b)
+        #expect(Self.text(placement.refused("c", on: Self.b, redirection: nil)) == ["fail [1]"])
+        #expect(placement.channels.isEmpty)
+        // A success in between starts the count over.
+        _ = placement.subscribe("d", waiter: 2, owner: Self.a)
+        for _ in 1...4 {
+            _ = placement.refused("d", on: Self.a, redirection: nil)
+            _ = placement.place("d", owner: Self.a)
+        }
+        _ = placement.confirmed("d", on: Self.a)
+        #expect(placement.channels["d"]?.attempts == 0)
+    }
+
+    @Test("a map change moves only the channels whose master changed, and the owner hears once all are back")
+    func placementMapChange() {
+        var placement = Placement()
+        _ = placement.subscribe("moves", waiter: nil, owner: Self.a)
+        _ = placement.subscribe("stays", waiter: nil, owner: Self.a)
+        _ = placement.confirmed("moves", on: Self.a)
+        _ = placement.confirmed("stays", on: Self.a)
+        let actions = placement.mapChanged { $0 == "moves" ? Self.b : Self.a }
+        #expect(Self.text(actions) == ["unsubscribe moves from 7000", "subscribe moves on 7001"])
+        #expect(placement.owesResubscribedNotice)
+        #expect(Self.text(placement.confirmed("moves", on: Self.b)) == ["tell resubscribed"])
+        #expect(!placement.owesResubscribedNotice)
+        // A slot with no master now: the channel leaves the old one and waits.
+        #expect(Self.text(placement.mapChanged { $0 == "moves" ? nil : Self.a }) == ["unsubscribe moves from 7001", "refresh map"])
+        #expect(placement.isWaiting("moves"))
+    }
+
+    @Test("Redis dropping a subscription unasked sends it where a fresh map says; the notice waits until every channel is back")
+    func placementDropped() {
+        var placement = Placement()
+        for name in ["x", "y"] {
+            _ = placement.subscribe(name, waiter: nil, owner: Self.a)
+            _ = placement.confirmed(name, on: Self.a)
+        }
+        #expect(Self.text(placement.dropped("x", on: Self.b)).isEmpty, "not there: nothing")
+        #expect(Self.text(placement.dropped("x", on: Self.a)) == ["refresh map"])
+        #expect(Self.text(placement.dropped("y", on: Self.a)) == ["refresh map"])
+        let retried = placement.retry { _ in Self.b }
+        #expect(Set(Self.text(retried)) == ["subscribe x on 7001", "subscribe y on 7001"])
+        #expect(Self.text(placement.confirmed("x", on: Self.b)).isEmpty, "y is not back yet")
+        #expect(Self.text(placement.confirmed("y", on: Self.b)) == ["tell resubscribed"])
+    }
+
+    @Test("closing fails every waiter and forgets every channel; a withdrawn channel fails its own waiters")
+    func placementClose() {
+        var placement = Placement()
+        _ = placement.subscribe("a", waiter: 1, owner: Self.a)
+        _ = placement.subscribe("b", waiter: 2, owner: nil)
+        _ = placement.subscribe("b", waiter: 3, owner: nil)
+        #expect(Self.text(placement.unsubscribe("b")) == ["fail [2, 3]"], "waiting: nothing to unsubscribe at Redis")
+        #expect(placement.close() == [1])
+        #expect(placement.channels.isEmpty)
+    }
 }
