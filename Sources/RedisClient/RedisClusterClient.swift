@@ -39,17 +39,11 @@ public final class RedisClusterClient: RedisCommandSender, @unchecked Sendable {
         var redirections = 0
     }
 
-    private enum Refresh {
-        case idle(lastStarted: NIODeadline?)
-        case running
-        case scheduled
-    }
-
     // Confined to `eventLoop`.
     private var map: RedisClusterSlotMap?
     private var clients: [RedisNodeAddress: RedisClient] = [:]
     private var waiting: [Routed] = []
-    private var refresh: Refresh = .idle(lastStarted: nil)
+    private var refresh = RedisSlotMapRefresh(minimumInterval: RedisClusterClient.minimumRefreshInterval)
     private var closed = false
     private var observers: [(RedisClusterSlotMap) -> Void] = []
 
@@ -239,31 +233,30 @@ public final class RedisClusterClient: RedisCommandSender, @unchecked Sendable {
     /// Reads the slot map now, or once `minimumRefreshInterval` has passed since the last read began.
     private func refreshSlots() {
         guard !self.closed else { return }
-        switch self.refresh {
-        case .running, .scheduled:
-            return
-        case .idle(let lastStarted):
-            let now = NIODeadline.now()
-            if let lastStarted, now - lastStarted < Self.minimumRefreshInterval {
-                self.refresh = .scheduled
-                self.eventLoop.scheduleTask(deadline: lastStarted + Self.minimumRefreshInterval) {
-                    self.refresh = .idle(lastStarted: nil)
-                    self.refreshSlots()
-                }
-                return
+        self.perform(self.refresh.requested(now: .now()))
+    }
+
+    private func perform(_ action: RedisSlotMapRefresh.Action) {
+        switch action {
+        case .none:
+            break
+        case .schedule(let deadline):
+            self.eventLoop.scheduleTask(deadline: deadline) {
+                guard !self.closed else { return }
+                self.perform(self.refresh.timerFired(now: .now()))
             }
-            self.refresh = .running
+        case .read:
             var candidates = self.map?.nodes ?? []
             for node in self.configuration.clusterNodes where !candidates.contains(node) { candidates.append(node) }
-            self.readSlots(from: candidates[...], started: now, lastError: nil)
+            self.readSlots(from: candidates[...], lastError: nil)
         }
     }
 
     /// Asks each candidate in turn until one answers.
-    private func readSlots(from candidates: ArraySlice<RedisNodeAddress>, started: NIODeadline, lastError: (any Error)?) {
+    private func readSlots(from candidates: ArraySlice<RedisNodeAddress>, lastError: (any Error)?) {
         guard !self.closed else { return }
         guard let address = candidates.first else {
-            self.refresh = .idle(lastStarted: started)
+            self.refresh.finished()
             let error = RedisError(.connectionClosed, "no Redis Cluster node answered CLUSTER SLOTS (\(lastError.map { "\($0)" } ?? "none listed"))")
             self.logger.warning("redis cluster slot map not read", metadata: ["error": "\(error.message)"])
             self.failWaiting(error)
@@ -273,21 +266,21 @@ public final class RedisClusterClient: RedisCommandSender, @unchecked Sendable {
             do {
                 let map = try RedisClusterSlotMap(slotsReply: result.get(), answeredBy: address)
                 guard !map.nodes.isEmpty else { throw RedisError(.server, "CLUSTER SLOTS: no slot served") }
-                self.installed(map, started: started)
+                self.installed(map)
             } catch {
-                self.readSlots(from: candidates.dropFirst(), started: started, lastError: error)
+                self.readSlots(from: candidates.dropFirst(), lastError: error)
             }
         })
     }
 
-    private func installed(_ map: RedisClusterSlotMap, started: NIODeadline) {
+    private func installed(_ map: RedisClusterSlotMap) {
         guard !self.closed else { return }
         let changed = self.map != map
         if changed {
             self.logger.debug("redis cluster slot map", metadata: ["masters": "\(map.nodes.map(\.description))", "complete": "\(map.coversAllSlots)"])
         }
         self.map = map
-        self.refresh = .idle(lastStarted: started)
+        self.refresh.finished()
         // Connections to nodes that serve nothing now (and are not configured) are closed.
         for (address, client) in self.clients where !map.nodes.contains(address) && !self.configuration.clusterNodes.contains(address) {
             self.clients[address] = nil

@@ -248,4 +248,32 @@ struct RedisClusterRulesTests {
         #expect(placement.close() == [1])
         #expect(placement.channels.isEmpty)
     }
+
+    @Test("the slot map is read at most once a second however often it is asked for; a request meanwhile is one scheduled read")
+    func slotMapRefresh() {
+        var refresh = RedisSlotMapRefresh(minimumInterval: .seconds(1))
+        let t0 = NIODeadline.uptimeNanoseconds(5_000_000_000)
+        var action = refresh.requested(now: t0)
+        #expect(action == .read)
+        action = refresh.requested(now: t0 + .milliseconds(10))
+        #expect(action == RedisSlotMapRefresh.Action.none, "a read is under way")
+        refresh.finished()
+        action = refresh.requested(now: t0 + .milliseconds(300))
+        #expect(action == .schedule(deadline: t0 + .seconds(1)), "the last read began 300 ms ago")
+        for ms in [400, 500, 900] {
+            action = refresh.requested(now: t0 + .milliseconds(Int64(ms)))
+            #expect(action == RedisSlotMapRefresh.Action.none, "one scheduled read covers every request")
+        }
+        action = refresh.timerFired(now: t0 + .seconds(1))
+        #expect(action == .read)
+        action = refresh.timerFired(now: t0 + .seconds(1))
+        #expect(action == RedisSlotMapRefresh.Action.none, "a stray timer reads nothing")
+        refresh.finished()
+        // Long enough after the last read began: at once.
+        action = refresh.requested(now: t0 + .seconds(2))
+        #expect(action == .read)
+        // A read that failed everywhere counts like one that succeeded.
+        refresh.finished()
+        #expect(refresh.state == .idle(lastStarted: t0 + .seconds(2)))
+    }
 }
