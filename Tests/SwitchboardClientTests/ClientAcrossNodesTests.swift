@@ -159,8 +159,10 @@ struct ClientAcrossNodesTests {
 
     // MARK: another node
 
-    @Test("a node goes away: through the balancer the client lands on the other node and recovers from Redis every publication, once, in order")
-    func recoversOnAnotherNode() async throws {
+    @Test(
+        "a node goes away: through the balancer the client lands on the other node and recovers from Redis every publication, once, in order",
+        arguments: [ClientTransport.webSocket, .sse])
+    func recoversOnAnotherNode(transport: ClientTransport) async throws {
         let redis = try RedisServerProcess()
         defer { redis.stop() }
         let redisConfiguration = try RedisConfiguration(url: "redis://127.0.0.1:\(redis.port)")
@@ -188,16 +190,21 @@ struct ClientAcrossNodesTests {
             var readerConfiguration = try SwitchboardClientConfiguration(url: "http://127.0.0.1:\(balancerPort)")
             readerConfiguration.minimumReconnectDelay = .milliseconds(100)
             readerConfiguration.maximumReconnectDelay = .milliseconds(400)
+            readerConfiguration.transports = [transport]
             let reader = SwitchboardClient(configuration: readerConfiguration)
             reader.connect()
-            let firstNode = try await reader.connected().node
+            let first = try await reader.connected()
+            #expect(first.transport == transport)
+            let firstNode = first.node
             let (gone, stays, staysPort) = firstNode == nodeA.nodeID ? (nodeA, nodeB, portB) : (nodeB, nodeA, portA)
             let writer = SwitchboardClient(configuration: try SwitchboardClientConfiguration(url: "ws://127.0.0.1:\(staysPort)/ws"))
             writer.connect()
             try await writer.connected()
             let subscription = try await reader.subscribe("room")
             _ = try await reader.presence("room")  // the subscribe is answered
-            for i in 1...5 { try await writer.publish("room", json: "\(i)") }
+            // Over SSE each command is a POST the balancer sends to either node; one that lands on
+            // the other node is forwarded to the session's node.
+            for i in 1...5 { try await (i.isMultiple(of: 2) ? writer : reader).publish("room", json: "\(i)") }
 
             stopped.insert(gone.nodeID)
             let stopping = Task { await gone.stop() }
