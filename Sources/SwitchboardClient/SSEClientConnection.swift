@@ -1,4 +1,4 @@
-import Logging
+import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -13,8 +13,7 @@ import NIOSSL
 final class SSEClientConnection: ClientConnection {
     private enum PostState {
         case idle
-        case posting(any Channel)
-        case posted
+        case posting(HTTPExchange)
         case closed
     }
 
@@ -68,7 +67,7 @@ final class SSEClientConnection: ClientConnection {
     }
 
     func close() {
-        if case .posting(let channel) = self.state { channel.close(promise: nil) }
+        if case .posting(let exchange) = self.state { exchange.cancel() }
         self.state = .closed
         self.waiting = []
         self.stream?.close(promise: nil)
@@ -91,47 +90,24 @@ final class SSEClientConnection: ClientConnection {
     }
 
     private func post(_ body: ByteBuffer, session: String) {
-        let bound = NIOLoopBound(self, eventLoop: self.eventLoop)
-        let endpoint = self.endpoint
-        let sslContext = self.sslContext
-        let target = self.commandTarget
-        let timeout = self.requestTimeout
-        self.state = .posted
-        ClientBootstrap(group: self.eventLoop)
-            .connectTimeout(timeout)
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try endpoint.addTLS(sslContext, to: channel)
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(
-                        SSECommandPostHandler(connection: bound.value, target: target, body: body, timeout: timeout))
-                }
+        let exchange = HTTPExchange { result in
+            switch result {
+            case .success(let answer):
+                self.postAnswered(status: answer.status, body: String(buffer: answer.body).trimmingCharacters(in: .whitespacesAndNewlines))
+            case .failure(let failure):
+                self.postFailed("command POST failed: \(failure)")
             }
-            .connect(host: endpoint.host, port: endpoint.port)
-            .assumeIsolated()
-            .whenComplete { result in
-                switch result {
-                case .success(let channel):
-                    guard case .posted = self.state else {
-                        channel.close(promise: nil)
-                        return
-                    }
-                    self.state = .posting(channel)
-                case .failure(let error):
-                    self.postFailed("command POST failed: \(error)")
-                }
-            }
+        }
+        self.state = .posting(exchange)
+        exchange.start(
+            endpoint: self.endpoint, sslContext: self.sslContext, eventLoop: self.eventLoop, method: .POST,
+            target: self.commandTarget, headers: [("Content-Type", "text/plain; charset=utf-8")], body: body,
+            maximumBodySize: 4096, timeout: self.requestTimeout)
     }
 
     /// The node answered a command POST.
     func postAnswered(status: UInt, body: String) {
-        switch self.state {
-        case .posting, .posted:
-            break
-        case .idle, .closed:
-            return
-        }
+        guard case .posting = self.state else { return }
         guard status == 202 || status == 200 else {
             // 404: the session is gone (its node died or ended it); 503: its node did not answer.
             self.fail("command POST answered \(status)\(body.isEmpty ? "" : ": " + body)")
@@ -143,12 +119,8 @@ final class SSEClientConnection: ClientConnection {
 
     /// A command POST could not be made or got no answer.
     func postFailed(_ reason: String) {
-        switch self.state {
-        case .posting, .posted:
-            self.fail(reason)
-        case .idle, .closed:
-            break
-        }
+        guard case .posting = self.state else { return }
+        self.fail(reason)
     }
 
     private func fail(_ reason: String) {
