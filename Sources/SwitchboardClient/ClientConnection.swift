@@ -1,4 +1,5 @@
 import NIOCore
+import NIOHTTP1
 import NIOSSL
 import NIOWebSocket
 
@@ -50,5 +51,32 @@ extension ClientEndpoint {
         guard let context else { return }
         let isAddress = self.host.contains(":") || self.host.allSatisfy({ $0.isNumber || $0 == "." })
         try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: isAddress ? nil : self.host))
+    }
+}
+
+extension ClientEndpoint {
+    /// Sets `channel` up for a WebSocket handshake to this endpoint: TLS when `sslContext` is given,
+    /// the upgrade request, then `upgraded` once the `101` came (the HTTP handlers gone), or
+    /// `refused` with why the connection ended before.
+    func addWebSocketHandshake(
+        to channel: any Channel, sslContext: NIOSSLContext?, maximumFrameSize: Int, refused: @escaping (String) -> Void,
+        upgraded: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
+    ) throws {
+        let sync = channel.pipeline.syncOperations
+        try self.addTLS(sslContext, to: channel)
+        let request = UpgradeRequestHandler(endpoint: self, onEnd: refused)
+        let boundRequest = NIOLoopBound(request, eventLoop: channel.eventLoop)
+        let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: maximumFrameSize, automaticErrorHandling: true) { channel, _ in
+            upgraded(channel)
+        }
+        try sync.addHTTPClientHandlers(
+            leftOverBytesStrategy: .forwardBytes,
+            withClientUpgrade: (
+                upgraders: [upgrader],
+                completionHandler: { context in
+                    context.pipeline.syncOperations.removeHandler(boundRequest.value, promise: nil)
+                }
+            ))
+        try sync.addHandler(request)
     }
 }

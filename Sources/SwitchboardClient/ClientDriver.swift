@@ -52,6 +52,9 @@ final class ClientDriver {
     private var nextObserver: UInt64 = 0
     private(set) var state = ConnectionState.disconnected(code: nil, reason: "")
 
+    /// Long-polling's `client`: picked once, sent with every poll (a node holds at most two polls per id).
+    let pollClientID = String((0..<12).map { _ in "abcdefghijklmnopqrstuvwxyz0123456789".randomElement()! })
+
     /// Counts connection attempts; callbacks of an older one are ignored.
     private var generation: UInt64 = 0
     private var connection: (any ClientConnection)?
@@ -153,6 +156,10 @@ final class ClientDriver {
         self.streams.removeValue(forKey: channel)?.finishEnded(code: 0, reason: "unsubscribed")
         self.tokenSources.removeValue(forKey: channel)?.refresh?.cancel()
         if case .connected = self.state {
+            if let poller = self.connection as? LongPollClientConnection {
+                poller.restartPoll()  // the next poll leaves it out
+                return
+            }
             self.send(.unsubscribe(channel: channel), as: .ignored)
             self.connection?.flush()
         }
@@ -251,7 +258,133 @@ final class ClientDriver {
             self.dialWebSocket(generation: generation, sslContext: sslContext)
         case .sse:
             self.dialEventStream(generation: generation, sslContext: sslContext)
+        case .longPolling:
+            self.dialLongPoll(generation: generation, sslContext: sslContext)
         }
+    }
+
+    /// Opens a long-polling connection: its handshake's answer is the connect reply (id 1), and
+    /// its subscriptions are made by polling (`pollRequest`), not by `connect` or `subscribe`.
+    private func dialLongPoll(generation: UInt64, sslContext: NIOSSLContext?) {
+        let connection = LongPollClientConnection(
+            driver: self, generation: generation, endpoint: self.configuration.endpoint, sslContext: sslContext,
+            eventLoop: self.eventLoop, token: self.pendingToken, requestTimeout: self.configuration.requestTimeout,
+            maximumBodySize: self.configuration.maximumMessageSize, maximumAnswerSize: self.configuration.maximumIncomingMessageSize)
+        self.pendingToken = nil
+        self.connection = connection
+        self.lastReceived = .now()
+        self.inFlight[1] = .connect
+        self.nextID = 2
+        connection.open(timeout: self.configuration.connectTimeout)
+    }
+
+    /// What the next long-poll asks for.
+    struct PollRequest {
+        var body: ByteBuffer
+        /// Channels polled for the first time (no position yet): the poll asks with `timeout: 0`.
+        var probe: [String]
+        var timeoutSeconds: Int
+    }
+
+    /// The body of the next poll: every channel followed and its position. A channel polled from a
+    /// position counts as subscribed (recovered) from now on; a `position` answer with
+    /// `recovered: false` says otherwise. Nil when nothing is followed (no poll until one is).
+    func pollRequest(generation: UInt64) -> PollRequest? {
+        guard generation == self.generation, case .connected = self.state else { return nil }
+        var probe: [String] = []
+        var subs: [(channel: String, since: StreamPosition?)] = []
+        for channel in self.subscriptions.channels.sorted() {
+            guard let entry = self.subscriptions.entry(channel) else { continue }
+            if entry.phase == .subscribing {
+                if let position = entry.position {
+                    for event in self.subscriptions.subscribed(channel, SubscribeResult(position: position, recoverable: true, recovered: true)) {
+                        self.streams[channel]?.yield(event)
+                    }
+                } else {
+                    probe.append(channel)
+                }
+            }
+            if self.subscriptions.entry(channel)?.phase != .waiting { subs.append((channel, entry.position)) }
+        }
+        guard !subs.isEmpty else { return nil }
+        let seconds = probe.isEmpty ? Int(min(max(self.configuration.pollTimeout.nanoseconds / 1_000_000_000, 0), 60)) : 0
+        var body = ByteBuffer()
+        body.writeJSONObject { object in
+            object.object("subs") { channels in
+                for sub in subs { channels.object(sub.channel) { OutgoingCommand.writePosition(sub.since, into: &$0) } }
+            }
+            object.field("timeout", int: seconds)
+            object.field("client", string: self.pollClientID)
+        }
+        return PollRequest(body: body, probe: probe, timeoutSeconds: seconds)
+    }
+
+    /// A poll's answer: publications, positions and refusals per channel, and what a push would
+    /// carry (`unsubscribe`, `disconnect`). Returns how many items it held (nil: not a JSON array).
+    func pollAnswered(_ body: ByteBuffer, probe: [String], generation: UInt64) -> Int? {
+        guard generation == self.generation else { return 0 }
+        guard case .array(let items) = try? ServerMessage.arrayParser.parse(body.readableBytesView) else { return nil }
+        self.lastReceived = .now()
+        for item in items {
+            guard generation == self.generation else { return items.count }  // an item can end the connection
+            guard case .object(let object) = item, let channel = object["channel"]?.stringValue else {
+                let message = ServerMessage(json: item)
+                self.handle(message)
+                if case .disconnect = message {
+                    self.connection?.close()  // with the disconnect's code
+                    return items.count
+                }
+                continue
+            }
+            if let position = object["position"]?.objectValue {
+                self.polledPosition(channel, position)
+            } else if let error = object["error"]?.objectValue {
+                if self.subscriptions.entry(channel) != nil { self.subscriptionRefused(channel, ServerMessage.error(error)) }
+            } else {
+                self.handle(ServerMessage(json: item))
+            }
+        }
+        // A first poll that brought no position: the channel keeps no history; it is followed as is.
+        for channel in probe where self.subscriptions.entry(channel)?.phase == .subscribing && self.subscriptions.entry(channel)?.position == nil {
+            for event in self.subscriptions.subscribed(channel, SubscribeResult(position: nil, recoverable: false)) {
+                self.streams[channel]?.yield(event)
+            }
+        }
+        return items.count
+    }
+
+    private func polledPosition(_ channel: String, _ object: JSONObject) {
+        guard let entry = self.subscriptions.entry(channel) else { return }
+        var position: StreamPosition?
+        if let offset = object["offset"]?.uint64Value, let epoch = object["epoch"]?.stringValue {
+            position = StreamPosition(offset: offset, epoch: epoch)
+        }
+        let events: [SubscriptionEvent]
+        switch entry.phase {
+        case .subscribing:
+            events = self.subscriptions.subscribed(channel, SubscribeResult(position: position, recoverable: position != nil))
+        case .live where object["recovered"]?.boolValue == false:
+            events = self.subscriptions.unrecovered(channel, position: position)
+        case .live, .waiting:
+            events = []
+        }
+        for event in events { self.streams[channel]?.yield(event) }
+    }
+
+    /// The replies of one `/rpc` request, in command order.
+    func rpcAnswered(_ body: ByteBuffer, generation: UInt64) {
+        guard generation == self.generation else { return }
+        guard case .array(let replies) = try? ServerMessage.arrayParser.parse(body.readableBytesView) else {
+            self.logger.warning("node sent an rpc answer that is not a JSON array; reconnecting")
+            self.connection?.close()
+            return
+        }
+        self.lastReceived = .now()
+        for reply in replies {
+            guard generation == self.generation else { return }
+            self.handle(ServerMessage(json: reply))
+        }
+        self.connection?.flush()
     }
 
     private func dialWebSocket(generation: UInt64, sslContext: NIOSSLContext?) {
@@ -264,29 +397,17 @@ final class ClientDriver {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let driver = bound.value
-                    let sync = channel.pipeline.syncOperations
-                    try endpoint.addTLS(sslContext, to: channel)
-                    let request = UpgradeRequestHandler(endpoint: endpoint) { reason in
-                        driver.connectionClosed(code: nil, reason: reason, generation: generation)
-                    }
-                    let boundRequest = NIOLoopBound(request, eventLoop: channel.eventLoop)
-                    let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: maximumFrameSize, automaticErrorHandling: true) { channel, _ in
-                        channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(
-                                NIOWebSocketFrameAggregator(
-                                    minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1 << 16, maxAccumulatedFrameSize: maximumFrameSize))
-                            try channel.pipeline.syncOperations.addHandler(WebSocketConnectionHandler(driver: bound.value, generation: generation))
-                        }
-                    }
-                    try sync.addHTTPClientHandlers(
-                        leftOverBytesStrategy: .forwardBytes,
-                        withClientUpgrade: (
-                            upgraders: [upgrader],
-                            completionHandler: { context in
-                                context.pipeline.syncOperations.removeHandler(boundRequest.value, promise: nil)
+                    try endpoint.addWebSocketHandshake(
+                        to: channel, sslContext: sslContext, maximumFrameSize: maximumFrameSize,
+                        refused: { reason in driver.connectionClosed(code: nil, reason: reason, generation: generation) },
+                        upgraded: { channel in
+                            channel.eventLoop.makeCompletedFuture {
+                                try channel.pipeline.syncOperations.addHandler(
+                                    NIOWebSocketFrameAggregator(
+                                        minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1 << 16, maxAccumulatedFrameSize: maximumFrameSize))
+                                try channel.pipeline.syncOperations.addHandler(WebSocketConnectionHandler(driver: bound.value, generation: generation))
                             }
-                        ))
-                    try sync.addHandler(request)
+                        })
                 }
             }
             .connect(host: endpoint.host, port: endpoint.port)
@@ -368,25 +489,13 @@ final class ClientDriver {
             .connectTimeout(self.configuration.connectTimeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    try endpoint.addTLS(sslContext, to: channel)
-                    let request = UpgradeRequestHandler(endpoint: endpoint) { _ in
-                        bound.value.probeEnded(opened: false, generation: generation)
-                    }
-                    let boundRequest = NIOLoopBound(request, eventLoop: channel.eventLoop)
-                    let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: 1 << 14, automaticErrorHandling: true) { channel, _ in
-                        bound.value.probeEnded(opened: true, generation: generation)
-                        return channel.close()
-                    }
-                    try sync.addHTTPClientHandlers(
-                        leftOverBytesStrategy: .dropBytes,
-                        withClientUpgrade: (
-                            upgraders: [upgrader],
-                            completionHandler: { context in
-                                context.pipeline.syncOperations.removeHandler(boundRequest.value, promise: nil)
-                            }
-                        ))
-                    try sync.addHandler(request)
+                    try endpoint.addWebSocketHandshake(
+                        to: channel, sslContext: sslContext, maximumFrameSize: 1 << 14,
+                        refused: { _ in bound.value.probeEnded(opened: false, generation: generation) },
+                        upgraded: { channel in
+                            bound.value.probeEnded(opened: true, generation: generation)
+                            return channel.close()
+                        })
                 }
             }
             .connect(host: endpoint.host, port: endpoint.port)
@@ -583,6 +692,12 @@ final class ClientDriver {
     }
 
     private func sendSubscribe(_ channel: String) {
+        if let poller = self.connection as? LongPollClientConnection {
+            // Long-polling has no subscribe: the channel is in the next poll.
+            guard case .some = self.subscriptions.startSubscribe(channel) else { return }
+            poller.restartPoll()
+            return
+        }
         guard case .some(let since) = self.subscriptions.startSubscribe(channel), let serial = self.subscriptions.entry(channel)?.serial
         else { return }
         guard let source = self.tokenSources[channel], source.token == nil else {

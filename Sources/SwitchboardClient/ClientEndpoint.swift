@@ -24,6 +24,16 @@ public struct ClientEndpoint: Sendable, Hashable, CustomStringConvertible {
         self.ssePath = ssePath ?? Self.ssePath(besideWebSocketPath: path)
     }
 
+    /// Long-polling's poll path: `poll` beside the SSE stream (`/sse` -> `/poll`).
+    var pollPath: String { Self.sibling(of: self.ssePath, named: "poll") }
+
+    /// Long-polling's command path: `rpc` beside the SSE stream (`/sse` -> `/rpc`).
+    var rpcPath: String { Self.sibling(of: self.ssePath, named: "rpc") }
+
+    static func sibling(of ssePath: String, named name: String) -> String {
+        ssePath.hasSuffix("/sse") ? String(ssePath.dropLast(3)) + name : ssePath + "/" + name
+    }
+
     /// `/ws` -> `/sse`, `/app/ws?x=1` -> `/app/sse`, `/` -> `/sse`, `/socket` -> `/socket/sse`.
     static func ssePath(besideWebSocketPath path: String) -> String {
         var base = path.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""

@@ -7,4 +7,9 @@ public enum ClientTransport: String, Sendable, Hashable, CaseIterable {
     /// go as `POST /sse?session=…` requests (any node takes them). For networks whose proxies
     /// refuse or cut WebSocket upgrades but pass a streamed HTTP response.
     case sse
+    /// Long-polling: `POST /poll` with every channel and its position, answered with what is new
+    /// (or after a timeout), and commands as `POST /rpc`; nothing is kept on a node between polls.
+    /// For proxies that buffer whole responses (which defeats SSE). Presence does not list such a
+    /// client, and channels without history may lose publications between polls.
+    case longPolling = "longpoll"
 }

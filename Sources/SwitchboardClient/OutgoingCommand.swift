@@ -119,7 +119,7 @@ enum OutgoingCommand: Sendable {
         }
     }
 
-    private static func writePosition(_ position: StreamPosition?, into object: inout JSONObjectWriter) {
+    static func writePosition(_ position: StreamPosition?, into object: inout JSONObjectWriter) {
         guard let position else { return }
         object.field("offset", int: position.offset)
         object.field("epoch", string: position.epoch)

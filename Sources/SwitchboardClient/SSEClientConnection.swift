@@ -21,13 +21,11 @@ final class SSEClientConnection: ClientConnection {
     private let sslContext: NIOSSLContext?
     private let eventLoop: any EventLoop
     private let requestTimeout: TimeAmount
-    private let maximumBodySize: Int
     /// The stream's channel, once connected.
     var stream: (any Channel)?
     private var session: String?
     /// Commands waiting for a POST, oldest first.
-    private var waiting: [ByteBuffer] = []
-    private var waitingIndex = 0
+    private var waiting: CommandBatches
     private var state = PostState.idle
     /// Why the connection ended, when it was a command POST (reported with the stream's end).
     private(set) var failure: String?
@@ -38,7 +36,7 @@ final class SSEClientConnection: ClientConnection {
         self.sslContext = sslContext
         self.eventLoop = eventLoop
         self.requestTimeout = requestTimeout
-        self.maximumBodySize = maximumBodySize
+        self.waiting = CommandBatches(maximumBodySize: maximumBodySize)
     }
 
     func send(_ command: ByteBuffer) {
@@ -47,29 +45,14 @@ final class SSEClientConnection: ClientConnection {
     }
 
     func flush() {
-        guard case .idle = self.state, let session = self.session, self.waitingIndex < self.waiting.count else { return }
-        var body = ByteBuffer()
-        while self.waitingIndex < self.waiting.count {
-            let command = self.waiting[self.waitingIndex]
-            let size = command.readableBytes + (body.readableBytes > 0 ? 1 : 0)
-            // A command alone over the limit still goes (the node answers 413): the client checks
-            // sizes before a command gets here, so it would be a bug, not a loop.
-            guard body.readableBytes == 0 || body.readableBytes + size <= self.maximumBodySize else { break }
-            if body.readableBytes > 0 { body.writeInteger(UInt8(ascii: "\n")) }
-            body.writeImmutableBuffer(command)
-            self.waitingIndex += 1
-        }
-        if self.waitingIndex == self.waiting.count {
-            self.waiting.removeAll(keepingCapacity: true)
-            self.waitingIndex = 0
-        }
+        guard case .idle = self.state, let session = self.session, let body = self.waiting.nextBatch() else { return }
         self.post(body, session: session)
     }
 
     func close() {
         if case .posting(let exchange) = self.state { exchange.cancel() }
         self.state = .closed
-        self.waiting = []
+        self.waiting.removeAll()
         self.stream?.close(promise: nil)
     }
 

@@ -29,6 +29,13 @@ enum ServerMessage: Equatable, Sendable {
             .init(key: "data", depth: 2), .init(key: "data", depth: 4), .init(key: "data", depth: 6),
         ])
 
+    /// For the JSON arrays of long-polling's answers: a poll's items (a publication's `data` at
+    /// depth 3) and `/rpc`'s replies (a history result's publications at 5).
+    static let arrayParser = JSONParser(
+        maximumDepth: 64,
+        maximumValues: 1_000_000,
+        rawMembers: [.init(key: "data", depth: 3), .init(key: "data", depth: 5)])
+
     /// The messages of one text frame (objects separated by `\n`).
     static func decode(frame: some Collection<UInt8>) throws(JSONParser.Error) -> [ServerMessage] {
         try Self.parser.parseSequence(frame).map(Self.init(json:))

@@ -133,6 +133,14 @@ struct SubscriptionTable {
         return events
     }
 
+    /// A long-poll said a live channel's position can no longer be recovered (its epoch changed, or
+    /// the history moved past it): what was missed is lost; the subscription goes on from `position`.
+    mutating func unrecovered(_ channel: String, position: StreamPosition?) -> [SubscriptionEvent] {
+        guard let entry = self.entries[channel], entry.phase == .live else { return [] }
+        self.entries[channel]!.position = position
+        return [.unrecovered(position: position)]
+    }
+
     /// A publication push for `channel`.
     mutating func publication(_ channel: String, _ publication: ClientPublication) -> PublicationDecision {
         guard let entry = self.entries[channel], entry.phase == .live else { return .ignore }

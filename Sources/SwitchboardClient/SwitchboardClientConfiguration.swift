@@ -35,8 +35,10 @@ public struct SwitchboardClientConfiguration: Sendable {
     public var maximumQueuedRequests = 10_000
     /// The transports to use, in order of preference: the client falls back to the next when one
     /// cannot open (a proxy refuses the WebSocket upgrade) or fails twice in a row without a connect
-    /// reply, and keeps the one that worked. Long-polling is not built in this client.
-    public var transports: [ClientTransport] = [.webSocket, .sse]
+    /// reply, and keeps the one that worked.
+    public var transports: [ClientTransport] = [.webSocket, .sse, .longPolling]
+    /// How long a long-poll waits on the node when there is nothing new (0 to 60 s).
+    public var pollTimeout: TimeAmount = .seconds(25)
     /// While connected over a fallback transport, how often (±25 %) the client tries a bare
     /// WebSocket handshake; when it opens, the client reconnects over WebSocket (subscriptions resume
     /// from their positions). Zero: never.

@@ -161,4 +161,129 @@ struct ClientFallbackTests {
         #expect(reasons.contains { $0.hasPrefix("stream refused: HTTP 404") }, "\(states)")
         await client.close()
     }
+
+    // MARK: long-polling
+
+    @Test("long-polling only: subscribe, publish (rpc), history, every publication once and in order, across many polls")
+    func longPollingOnly() async throws {
+        try await TestNode.with { port in
+            let reader = try Loopback.client(port: port) {
+                $0.transports = [.longPolling]
+                $0.pollTimeout = .seconds(2)
+            }
+            let writer = try Loopback.client(port: port)
+            reader.connect()
+            writer.connect()
+            let result = try await reader.connected()
+            #expect(result.transport == .longPolling)
+            try await writer.connected()
+            let subscription = try await reader.subscribe("feed")
+            // The first event: subscribed, from the channel's position (none published yet).
+            let first = await Loopback.collect(subscription, publications: 0)
+            guard case .subscribed(let position, let recovered) = first.first else {
+                Issue.record("first event: \(first)")
+                return
+            }
+            #expect(position?.offset == 0 && recovered == nil, "a first subscribe: the channel's position, nothing to recover")
+            for i in 1...20 {
+                if i.isMultiple(of: 2) {
+                    try await writer.publish("feed", json: #"{"n":\#(i)}"#)
+                } else {
+                    #expect(try await reader.publish("feed", json: #"{"n":\#(i)}"#)?.offset == UInt64(i))  // over /rpc
+                }
+                if i.isMultiple(of: 5) { try await Task.sleep(for: .milliseconds(50)) }  // some land between polls
+            }
+            let events = await Loopback.collect(subscription, publications: 20)
+            #expect(Loopback.offsets(events) == Array(1...20), "\(events)")
+            #expect(events.compactMap { if case .publication(let p) = $0 { p.json } else { nil } } == (1...20).map { #"{"n":\#($0)}"# })
+            let history = try await reader.history("feed", limit: 3, reverse: true)
+            #expect(history.publications.map(\.offset) == [20, 19, 18])
+            // A channel subscribed while a poll waits: the poll starts over with it.
+            let second = try await reader.subscribe("second")
+            _ = await Loopback.collect(second, publications: 0)
+            try await writer.publish("second", json: "1")
+            #expect(Loopback.offsets(await Loopback.collect(second, publications: 1)) == [1])
+            await reader.close()
+            await writer.close()
+            let deadline = ContinuousClock.now + .seconds(5)
+            while OpenSockets.count(port: port) > 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(OpenSockets.count(port: port) == 0, "no poll or rpc request left open")
+        }
+    }
+
+    @Test("long-polling with a bad token: 401 closes the client with 3500; a valid one connects")
+    func longPollingBadToken() async throws {
+        try await TestNode.with(ClientAcrossNodesTests.expiringTokens) { port in
+            try await Self.expectTokenRules(port: port)
+        }
+    }
+
+    static func expectTokenRules(port: Int) async throws {
+        let client = try Loopback.client(port: port) {
+            $0.transports = [.longPolling]
+            $0.token = "not-a-token"
+        }
+        client.connect()
+        let states = try await client.watchStates(limit: .seconds(10)) { state in
+            if case .closed = state { true } else { false }
+        }
+        #expect(states.last.map { if case .closed(let code, _) = $0 { code == 3500 } else { false } } == true, "\(states)")
+        let valid = try Loopback.client(port: port) {
+            $0.transports = [.longPolling]
+            $0.token = ClientAcrossNodesTests.token(user: "lp", expiresIn: 3600)
+        }
+        valid.connect()
+        let result = try await valid.connected()
+        #expect(result.transport == .longPolling)
+        try await valid.ping()  // over /rpc, with the token
+        await valid.close()
+    }
+
+    @Test("behind a proxy that forbids WebSocket and SSE the client falls to long-polling at once, and climbs back to WebSocket when it passes, losing and doubling nothing")
+    func fallbackToLongPolling() async throws {
+        let (node, port) = try await TestNode.start()
+        let proxy = try await UpgradeBlockingProxy(nodePort: port, blockedPaths: ["/ws", "/sse"])
+        do {
+            let reader = try Loopback.client(port: proxy.port) {
+                $0.upgradeInterval = .milliseconds(500)
+                $0.pollTimeout = .seconds(1)
+                $0.minimumReconnectDelay = .seconds(5)
+                $0.maximumReconnectDelay = .seconds(5)
+            }
+            let writer = try Loopback.client(port: port)
+            reader.connect()
+            writer.connect()
+            let started = ContinuousClock.now
+            #expect(try await reader.connected().transport == .longPolling)
+            #expect(ContinuousClock.now - started < .seconds(3), "two fallbacks without the 5 s backoff")
+            #expect(proxy.refused == 2, "one WebSocket upgrade and one SSE stream refused")
+            try await writer.connected()
+            let subscription = try await reader.subscribe("feed")
+            _ = await Loopback.collect(subscription, publications: 0)
+            for i in 1...10 { try await writer.publish("feed", json: "\(i)") }
+            proxy.blocking = false
+            let publishing = Task {
+                for i in 11...40 {
+                    try await writer.publish("feed", json: "\(i)")
+                    try await Task.sleep(for: .milliseconds(40))
+                }
+            }
+            let states = try await reader.watchStates(limit: .seconds(15)) { state in
+                if case .connected(let result) = state { return result.transport == .webSocket }
+                return false
+            }
+            #expect(states.last.map { if case .connected(let r) = $0 { r.transport == .webSocket } else { false } } == true, "\(states)")
+            try await publishing.value
+            let events = await Loopback.collect(subscription, publications: 40)
+            #expect(Loopback.offsets(events) == Array(1...40))
+            await reader.close()
+            await writer.close()
+        } catch {
+            await proxy.stop()
+            await node.stop()
+            throw error
+        }
+        await proxy.stop()
+        await node.stop()
+    }
 }

@@ -145,4 +145,34 @@ struct TransportRulesTests {
         #expect(object["subs"]?.objectValue?["b"]?.objectValue?.isEmpty == true)
         #expect("a.b-c_d~e/f+g h&é".addingPercentEncodingForQuery() == "a.b-c_d~e%2Ff%2Bg%20h%26%C3%A9")
     }
+
+    @Test("command bodies: whole commands, one per line, each body within the node's message size, oldest first")
+    func commandBatches() {
+        var batches = CommandBatches(maximumBodySize: 20)
+        #expect(batches.nextBatch() == nil)
+        for text in ["aaaaaaaa", "bbbbbbbb", "cccccccc", String(repeating: "d", count: 30), "e"] {
+            batches.append(ByteBuffer(string: text))
+        }
+        var bodies: [String] = []
+        while let body = batches.nextBatch() { bodies.append(String(buffer: body)) }
+        #expect(bodies == ["aaaaaaaa\nbbbbbbbb", "cccccccc", String(repeating: "d", count: 30), "e"], "an oversize command goes alone")
+        #expect(batches.isEmpty)
+    }
+
+    @Test("long-polling's paths sit beside the SSE stream's")
+    func longPollingPaths() throws {
+        let base = try #require(ClientEndpoint("http://h:8000/app"))
+        #expect(base.ssePath == "/app/sse" && base.pollPath == "/app/poll" && base.rpcPath == "/app/rpc")
+        let custom = ClientEndpoint(host: "h", port: 1, path: "/ws", ssePath: "/events")
+        #expect(custom.pollPath == "/events/poll" && custom.rpcPath == "/events/rpc")
+    }
+
+    @Test("the default ladder: WebSocket, then SSE, then long-polling, each at once when the one before cannot open")
+    func defaultLadder() throws {
+        var ladder = TransportLadder(try SwitchboardClientConfiguration(url: "ws://h/ws").transports)
+        #expect(ladder.transports == [.webSocket, .sse, .longPolling])
+        var moves: [TransportLadder.Move] = []
+        for _ in 0..<3 { moves.append(ladder.ended(opened: false, wasConnected: false)) }
+        #expect(moves == [.next, .next, .wrapped])
+    }
 }

@@ -3,8 +3,8 @@ import NIOCore
 import NIOPosix
 
 /// A TCP proxy on a loopback port in front of a node that, while `blocking`, answers `403` to every
-/// request for the WebSocket path (as a corporate proxy that forbids upgrades does) and passes
-/// everything else through byte for byte.
+/// request for one of `blockedPaths` (by default the WebSocket path, as a corporate proxy that
+/// forbids upgrades does) and passes everything else through byte for byte.
 final class UpgradeBlockingProxy: Sendable {
     let port: Int
     private let channel: any Channel
@@ -19,7 +19,7 @@ final class UpgradeBlockingProxy: Sendable {
 
     var refused: Int { self.refusals.withLockedValue { $0 } }
 
-    init(nodePort: Int, webSocketPath: String = "/ws", blocking: Bool = true) async throws {
+    init(nodePort: Int, blockedPaths: Set<String> = ["/ws"], blocking: Bool = true) async throws {
         let state = NIOLockedValueBox(blocking)
         let refusals = self.refusals
         self.state = state
@@ -30,9 +30,9 @@ final class UpgradeBlockingProxy: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
                         Front(node: node, refuse: { line in
-                            guard line.hasPrefix("GET \(webSocketPath) ") || line.hasPrefix("GET \(webSocketPath)?"),
-                                state.withLockedValue({ $0 })
-                            else { return false }
+                            let target = line.split(separator: " ").dropFirst().first ?? ""
+                            let path = String(target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
+                            guard blockedPaths.contains(path), state.withLockedValue({ $0 }) else { return false }
                             refusals.withLockedValue { $0 += 1 }
                             return true
                         }))
@@ -74,7 +74,7 @@ final class UpgradeBlockingProxy: Sendable {
             self.decided = true
             let line = String(decoding: self.buffered.readableBytesView[..<end], as: UTF8.self)
             if self.refuse(line) {
-                let answer = "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 21\r\nConnection: close\r\n\r\nWebSockets forbidden\n"
+                let answer = "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 10\r\nConnection: close\r\n\r\nforbidden\n"
                 context.writeAndFlush(Self.wrapOutboundOut(ByteBuffer(string: answer))).assumeIsolated().whenComplete { _ in
                     context.close(promise: nil)
                 }
