@@ -47,25 +47,7 @@ struct RedisBrokerResilienceTests {
         let proxy = try await FreezableTCPProxy(targetPort: redis.port)
         try await withEventLoopGroup { group in
             let broker = makeBroker(port: proxy.port, group: group)
-            let recorder = BrokerConformance.EventRecorder()
-            try await broker.start { recorder.record($0) }.get()
-            try await broker.subscribe(channel: "c").get()
-            func publish(_ text: String) async throws {
-                _ = try await broker.publish(PublishRequest(channel: "c", data: ByteBuffer(string: text), historySize: 10, historyTTL: 60)).get()
-            }
-            @Sendable func received(_ text: String) -> Bool { recorder.publications(in: "c").contains { String(buffer: $0.0.data) == text } }
-            try await publish("1")
-            try await recorder.wait(seconds: 10) { _ in received("1") }
-            // Probes come back while the connection works: no rebuild.
-            try await Task.sleep(for: .seconds(1))
-            #expect(!recorder.all.contains(BrokerEvent.deliveryInterrupted))
-            #expect(try await proxy.freezeConnections(thatSent: "SUBSCRIBE") == 1, "the subscriber connection, not the command one")
-            try await publish("2")
-            try await recorder.wait(seconds: 10) { $0.all.contains(BrokerEvent.deliveryInterrupted) }
-            try await publish("3")
-            try await recorder.wait(seconds: 10) { _ in received("3") }
-            #expect(!received("2"), "published into the silent connection: the node refills it from history")
-            try await broker.shutdown().get()
+            try await SilentSubscriberCheck.run(broker: broker, channel: "c", proxy: proxy, marker: "SUBSCRIBE")
         }
         await proxy.stop()
     }

@@ -291,26 +291,7 @@ struct RedisClusterTests {
             let broker = RedisBroker(
                 configuration: try RedisConfiguration(url: cluster.url), nodeID: "n\(UInt32.random(in: 0...UInt32.max))",
                 eventLoop: group.next(), logger: self.logger, probeInterval: .milliseconds(300))
-            let recorder = BrokerConformance.EventRecorder()
-            try await broker.start { recorder.record($0) }.get()
-            try await broker.subscribe(channel: channel).get()
-            func publish(_ text: String) async throws {
-                _ = try await broker.publish(
-                    PublishRequest(channel: channel, data: ByteBuffer(string: text), historySize: 10, historyTTL: 60)
-                ).get()
-            }
-            @Sendable func received(_ text: String) -> Bool { recorder.publications(in: channel).contains { String(buffer: $0.0.data) == text } }
-            try await publish("1")
-            try await recorder.wait(seconds: 10) { _ in received("1") }
-            try await Task.sleep(for: .seconds(1))
-            #expect(!recorder.all.contains(BrokerEvent.deliveryInterrupted), "probes come back while the connection works")
-            #expect(try await proxy.freezeConnections(thatSent: "SSUBSCRIBE") == 1)
-            try await publish("2")
-            try await recorder.wait(seconds: 10) { $0.all.contains(BrokerEvent.deliveryInterrupted) }
-            try await publish("3")
-            try await recorder.wait(seconds: 10) { _ in received("3") }
-            #expect(!received("2"), "published into the silent connection: the node refills it from history")
-            try await broker.shutdown().get()
+            try await SilentSubscriberCheck.run(broker: broker, channel: channel, proxy: proxy, marker: "SSUBSCRIBE")
         }
         await proxy.stop()
     }

@@ -12,6 +12,47 @@ import Testing
 struct ClientFallbackTests {
     typealias Loopback = ClientLoopbackTests
 
+    /// Runs `body` with a node and a proxy in front of it that forbids `blockedPaths`; stops both.
+    static func withProxiedNode(blockedPaths: Set<String>, _ body: (_ nodePort: Int, UpgradeBlockingProxy) async throws -> Void) async throws {
+        let (node, port) = try await TestNode.start()
+        let proxy = try await UpgradeBlockingProxy(nodePort: port, blockedPaths: blockedPaths)
+        do {
+            try await body(port, proxy)
+        } catch {
+            await proxy.stop()
+            await node.stop()
+            throw error
+        }
+        await proxy.stop()
+        await node.stop()
+    }
+
+    /// Lets the proxy pass everything, publishes `range` (one every 40 ms) and checks that `reader` climbs
+    /// back to WebSocket meanwhile and that `subscription` gets offsets 1 to the end of `range`, once, in order.
+    static func expectClimbBack(
+        reader: SwitchboardClient, writer: SwitchboardClient, proxy: UpgradeBlockingProxy, subscription: ClientSubscription,
+        publishing range: ClosedRange<Int>
+    ) async throws {
+        proxy.blocking = false
+        let publishing = Task {
+            for i in range {
+                try await writer.publish("feed", json: "\(i)")
+                try await Task.sleep(for: .milliseconds(40))
+            }
+        }
+        let states = try await reader.watchStates(limit: .seconds(15)) { state in
+            if case .connected(let result) = state { return result.transport == .webSocket }
+            return false
+        }
+        let climbed = states.last.flatMap { if case .connected(let result) = $0 { result } else { nil } }
+        #expect(climbed?.transport == .webSocket, "\(states)")
+        try await publishing.value
+        let events = await Loopback.collect(subscription, publications: range.upperBound)
+        #expect(Loopback.offsets(events) == Array(1...UInt64(range.upperBound)))
+        await reader.close()
+        await writer.close()
+    }
+
     @Test("SSE only: subscribe, publish (command POSTs), history and presence, every publication once and in order")
     func sseOnly() async throws {
         try await TestNode.with { port in
@@ -86,9 +127,7 @@ struct ClientFallbackTests {
 
     @Test("behind a proxy that forbids WebSocket the client falls back to SSE at once, then climbs back when WebSocket passes again, losing and doubling nothing")
     func fallbackAndClimbBack() async throws {
-        let (node, port) = try await TestNode.start()
-        let proxy = try await UpgradeBlockingProxy(nodePort: port)
-        do {
+        try await Self.withProxiedNode(blockedPaths: ["/ws"]) { port, proxy in
             let reader = try Loopback.client(port: proxy.port) {
                 $0.upgradeInterval = .milliseconds(400)
                 $0.minimumReconnectDelay = .seconds(5)  // the fallback must not wait for the backoff
@@ -110,31 +149,8 @@ struct ClientFallbackTests {
             try await Task.sleep(for: .milliseconds(1_200))
             #expect(proxy.refused >= 2)
             #expect(try await reader.connected().client == first.client)
-            proxy.blocking = false
-            let publishing = Task {
-                for i in 11...60 {
-                    try await writer.publish("feed", json: "\(i)")
-                    try await Task.sleep(for: .milliseconds(40))
-                }
-            }
-            let states = try await reader.watchStates(limit: .seconds(15)) { state in
-                if case .connected(let result) = state { return result.transport == .webSocket }
-                return false
-            }
-            let climbed = states.last.flatMap { if case .connected(let result) = $0 { result } else { nil } }
-            #expect(climbed?.transport == .webSocket, "\(states)")
-            try await publishing.value
-            let events = await Loopback.collect(subscription, publications: 60)
-            #expect(Loopback.offsets(events) == Array(1...60))
-            await reader.close()
-            await writer.close()
-        } catch {
-            await proxy.stop()
-            await node.stop()
-            throw error
+            try await Self.expectClimbBack(reader: reader, writer: writer, proxy: proxy, subscription: subscription, publishing: 11...60)
         }
-        await proxy.stop()
-        await node.stop()
     }
 
     @Test("a stream refused with an error status is a failed attempt with the status in its reason, and the client keeps trying")
@@ -241,9 +257,7 @@ struct ClientFallbackTests {
 
     @Test("behind a proxy that forbids WebSocket and SSE the client falls to long-polling at once, and climbs back to WebSocket when it passes, losing and doubling nothing")
     func fallbackToLongPolling() async throws {
-        let (node, port) = try await TestNode.start()
-        let proxy = try await UpgradeBlockingProxy(nodePort: port, blockedPaths: ["/ws", "/sse"])
-        do {
+        try await Self.withProxiedNode(blockedPaths: ["/ws", "/sse"]) { port, proxy in
             let reader = try Loopback.client(port: proxy.port) {
                 $0.upgradeInterval = .milliseconds(500)
                 $0.pollTimeout = .seconds(1)
@@ -261,29 +275,7 @@ struct ClientFallbackTests {
             let subscription = try await reader.subscribe("feed")
             _ = await Loopback.collect(subscription, publications: 0)
             for i in 1...10 { try await writer.publish("feed", json: "\(i)") }
-            proxy.blocking = false
-            let publishing = Task {
-                for i in 11...40 {
-                    try await writer.publish("feed", json: "\(i)")
-                    try await Task.sleep(for: .milliseconds(40))
-                }
-            }
-            let states = try await reader.watchStates(limit: .seconds(15)) { state in
-                if case .connected(let result) = state { return result.transport == .webSocket }
-                return false
-            }
-            #expect(states.last.map { if case .connected(let r) = $0 { r.transport == .webSocket } else { false } } == true, "\(states)")
-            try await publishing.value
-            let events = await Loopback.collect(subscription, publications: 40)
-            #expect(Loopback.offsets(events) == Array(1...40))
-            await reader.close()
-            await writer.close()
-        } catch {
-            await proxy.stop()
-            await node.stop()
-            throw error
+            try await Self.expectClimbBack(reader: reader, writer: writer, proxy: proxy, subscription: subscription, publishing: 11...40)
         }
-        await proxy.stop()
-        await node.stop()
     }
 }
