@@ -28,8 +28,18 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
     // Confined to `eventLoop`.
     private var placement = RedisShardPlacement<EventLoopPromise<Void>>()
     private var subscribers: [RedisNodeAddress: RedisSubscriber] = [:]
-    private var observing = false
-    private var closed = false
+    /// `idle` until the first subscribe registers for slot map changes; `closed` for good.
+    private enum Lifecycle {
+        case idle
+        case observing
+        case closed
+    }
+
+    private var lifecycle = Lifecycle.idle
+    private var closed: Bool {
+        if case .closed = self.lifecycle { return true }
+        return false
+    }
     /// Retries channels that wait for a master (their slot unserved in the map, or a subscribe that
     /// failed), once a second while there are any.
     private var retryTask: Scheduled<Void>?
@@ -96,7 +106,7 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
 
     public func close() -> EventLoopFuture<Void> {
         self.eventLoop.flatSubmit {
-            self.closed = true
+            self.lifecycle = .closed
             self.retryTask?.cancel()
             self.retryTask = nil
             self.probeTask?.cancel()
@@ -113,8 +123,8 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
     // MARK: Placing channels
 
     private func observeIfNeeded() {
-        guard !self.observing else { return }
-        self.observing = true
+        guard case .idle = self.lifecycle else { return }
+        self.lifecycle = .observing
         self.client.observeSlotMap { [weak self] map in self?.slotMapChanged(map) }
     }
 

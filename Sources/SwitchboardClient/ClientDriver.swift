@@ -11,7 +11,7 @@ import SwitchboardCore
 /// `SubscriptionTable` decide.
 final class ClientDriver {
     /// A command sent on the current connection, waiting for its answer.
-    private enum InFlight {
+    enum InFlight {
         case connect
         /// A subscribe of the table's entry `serial` for `channel` (a later entry for the same
         /// channel, after an unsubscribe, does not take its answer).
@@ -44,9 +44,9 @@ final class ClientDriver {
     let eventLoop: any EventLoop
     let configuration: SwitchboardClientConfiguration
     let logger: Logger
-    private var machine: ConnectionStateMachine
-    private var subscriptions = SubscriptionTable()
-    private var streams: [String: AsyncStream<SubscriptionEvent>.Continuation] = [:]
+    var machine: ConnectionStateMachine
+    var subscriptions = SubscriptionTable()
+    var streams: [String: AsyncStream<SubscriptionEvent>.Continuation] = [:]
     private var tokenSources: [String: TokenSource] = [:]
     private var observers: [UInt64: AsyncStream<ConnectionState>.Continuation] = [:]
     private var nextObserver: UInt64 = 0
@@ -56,10 +56,10 @@ final class ClientDriver {
     let pollClientID = String((0..<12).map { _ in "abcdefghijklmnopqrstuvwxyz0123456789".randomElement()! })
 
     /// Counts connection attempts; callbacks of an older one are ignored.
-    private var generation: UInt64 = 0
-    private var connection: (any ClientConnection)?
-    private var nextID: UInt64 = 1
-    private var inFlight: [UInt64: InFlight] = [:]
+    var generation: UInt64 = 0
+    var connection: (any ClientConnection)?
+    var nextID: UInt64 = 1
+    var inFlight: [UInt64: InFlight] = [:]
     private var requests: [UInt64: PendingRequest] = [:]
     /// Keys of requests waiting for a connection, oldest first.
     private var queue: [UInt64] = []
@@ -70,13 +70,13 @@ final class ClientDriver {
     /// frame: its code comes from here).
     private var serverDisconnect: (code: UInt16, reason: String, reconnect: Bool)?
     /// While connected over a fallback transport: the next WebSocket probe, or the probe under way.
-    private var climbBackProbe: Scheduled<Void>?
-    private var probeChannel: (any Channel)?
+    var climbBackProbe: Scheduled<Void>?
+    var probeChannel: (any Channel)?
     private var reconnectTimer: Scheduled<Void>?
     private var connectDeadline: Scheduled<Void>?
     private var livenessCheck: Scheduled<Void>?
     private var tokenRefresh: Scheduled<Void>?
-    private var lastReceived = NIODeadline.now()
+    var lastReceived = NIODeadline.now()
     private var sslContext: NIOSSLContext?
 
     init(eventLoop: any EventLoop, configuration: SwitchboardClientConfiguration, logger: Logger) {
@@ -263,295 +263,10 @@ final class ClientDriver {
         }
     }
 
-    /// Opens a long-polling connection: its handshake's answer is the connect reply (id 1), and
-    /// its subscriptions are made by polling (`pollRequest`), not by `connect` or `subscribe`.
-    private func dialLongPoll(generation: UInt64, sslContext: NIOSSLContext?) {
-        let connection = LongPollClientConnection(
-            driver: self, generation: generation, endpoint: self.configuration.endpoint, sslContext: sslContext,
-            eventLoop: self.eventLoop, token: self.pendingToken, requestTimeout: self.configuration.requestTimeout,
-            maximumBodySize: self.configuration.maximumMessageSize, maximumAnswerSize: self.configuration.maximumIncomingMessageSize)
-        self.pendingToken = nil
-        self.connection = connection
-        self.lastReceived = .now()
-        self.inFlight[1] = .connect
-        self.nextID = 2
-        connection.open(timeout: self.configuration.connectTimeout)
-    }
-
-    /// What the next long-poll asks for.
-    struct PollRequest {
-        var body: ByteBuffer
-        /// Channels polled for the first time (no position yet): the poll asks with `timeout: 0`.
-        var probe: [String]
-        var timeoutSeconds: Int
-    }
-
-    /// The body of the next poll: every channel followed and its position. A channel polled from a
-    /// position counts as subscribed (recovered) from now on; a `position` answer with
-    /// `recovered: false` says otherwise. Nil when nothing is followed (no poll until one is).
-    func pollRequest(generation: UInt64) -> PollRequest? {
-        guard generation == self.generation, case .connected = self.state else { return nil }
-        var probe: [String] = []
-        var subs: [(channel: String, since: StreamPosition?)] = []
-        for channel in self.subscriptions.channels.sorted() {
-            guard let entry = self.subscriptions.entry(channel) else { continue }
-            if entry.phase == .subscribing {
-                if let position = entry.position {
-                    for event in self.subscriptions.subscribed(channel, SubscribeResult(position: position, recoverable: true, recovered: true)) {
-                        self.streams[channel]?.yield(event)
-                    }
-                } else {
-                    probe.append(channel)
-                }
-            }
-            if self.subscriptions.entry(channel)?.phase != .waiting { subs.append((channel, entry.position)) }
-        }
-        guard !subs.isEmpty else { return nil }
-        let seconds = probe.isEmpty ? Int(min(max(self.configuration.pollTimeout.nanoseconds / 1_000_000_000, 0), 60)) : 0
-        var body = ByteBuffer()
-        body.writeJSONObject { object in
-            object.object("subs") { channels in
-                for sub in subs { channels.object(sub.channel) { OutgoingCommand.writePosition(sub.since, into: &$0) } }
-            }
-            object.field("timeout", int: seconds)
-            object.field("client", string: self.pollClientID)
-        }
-        return PollRequest(body: body, probe: probe, timeoutSeconds: seconds)
-    }
-
-    /// A poll's answer: publications, positions and refusals per channel, and what a push would
-    /// carry (`unsubscribe`, `disconnect`). Returns how many items it held (nil: not a JSON array).
-    func pollAnswered(_ body: ByteBuffer, probe: [String], generation: UInt64) -> Int? {
-        guard generation == self.generation else { return 0 }
-        guard case .array(let items) = try? ServerMessage.arrayParser.parse(body.readableBytesView) else { return nil }
-        self.lastReceived = .now()
-        for item in items {
-            guard generation == self.generation else { return items.count }  // an item can end the connection
-            guard case .object(let object) = item, let channel = object["channel"]?.stringValue else {
-                let message = ServerMessage(json: item)
-                self.handle(message)
-                if case .disconnect = message {
-                    self.connection?.close()  // with the disconnect's code
-                    return items.count
-                }
-                continue
-            }
-            if let position = object["position"]?.objectValue {
-                self.polledPosition(channel, position)
-            } else if let error = object["error"]?.objectValue {
-                if self.subscriptions.entry(channel) != nil { self.subscriptionRefused(channel, ServerMessage.error(error)) }
-            } else {
-                self.handle(ServerMessage(json: item))
-            }
-        }
-        // A first poll that brought no position: the channel keeps no history; it is followed as is.
-        for channel in probe where self.subscriptions.entry(channel)?.phase == .subscribing && self.subscriptions.entry(channel)?.position == nil {
-            for event in self.subscriptions.subscribed(channel, SubscribeResult(position: nil, recoverable: false)) {
-                self.streams[channel]?.yield(event)
-            }
-        }
-        return items.count
-    }
-
-    private func polledPosition(_ channel: String, _ object: JSONObject) {
-        guard let entry = self.subscriptions.entry(channel) else { return }
-        var position: StreamPosition?
-        if let offset = object["offset"]?.uint64Value, let epoch = object["epoch"]?.stringValue {
-            position = StreamPosition(offset: offset, epoch: epoch)
-        }
-        let events: [SubscriptionEvent]
-        switch entry.phase {
-        case .subscribing:
-            events = self.subscriptions.subscribed(channel, SubscribeResult(position: position, recoverable: position != nil))
-        case .live where object["recovered"]?.boolValue == false:
-            events = self.subscriptions.unrecovered(channel, position: position)
-        case .live, .waiting:
-            events = []
-        }
-        for event in events { self.streams[channel]?.yield(event) }
-    }
-
-    /// The replies of one `/rpc` request, in command order.
-    func rpcAnswered(_ body: ByteBuffer, generation: UInt64) {
-        guard generation == self.generation else { return }
-        guard case .array(let replies) = try? ServerMessage.arrayParser.parse(body.readableBytesView) else {
-            self.logger.warning("node sent an rpc answer that is not a JSON array; reconnecting")
-            self.connection?.close()
-            return
-        }
-        self.lastReceived = .now()
-        for reply in replies {
-            guard generation == self.generation else { return }
-            self.handle(ServerMessage(json: reply))
-        }
-        self.connection?.flush()
-    }
-
-    private func dialWebSocket(generation: UInt64, sslContext: NIOSSLContext?) {
-        let endpoint = self.configuration.endpoint
-        let maximumFrameSize = self.configuration.maximumIncomingMessageSize
-        let bound = NIOLoopBound(self, eventLoop: self.eventLoop)
-        ClientBootstrap(group: self.eventLoop)
-            .connectTimeout(self.configuration.connectTimeout)
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let driver = bound.value
-                    try endpoint.addWebSocketHandshake(
-                        to: channel, sslContext: sslContext, maximumFrameSize: maximumFrameSize,
-                        refused: { reason in driver.connectionClosed(code: nil, reason: reason, generation: generation) },
-                        upgraded: { channel in
-                            channel.eventLoop.makeCompletedFuture {
-                                try channel.pipeline.syncOperations.addHandler(
-                                    NIOWebSocketFrameAggregator(
-                                        minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1 << 16, maxAccumulatedFrameSize: maximumFrameSize))
-                                try channel.pipeline.syncOperations.addHandler(WebSocketConnectionHandler(driver: bound.value, generation: generation))
-                            }
-                        })
-                }
-            }
-            .connect(host: endpoint.host, port: endpoint.port)
-            .assumeIsolated()
-            .whenComplete { result in
-                switch result {
-                case .success(let channel):
-                    guard self.generation == generation, case .connecting = self.machine.state else {
-                        channel.close(promise: nil)
-                        return
-                    }
-                    if self.connection == nil { self.connection = WebSocketClientConnection(channel: channel) }
-                case .failure(let error):
-                    self.connectionClosed(code: nil, reason: "\(error)", generation: generation)
-                }
-            }
-    }
-
-    /// Opens `POST /sse`; `SSEStreamHandler` asks `streamOpening` for the body once connected.
-    private func dialEventStream(generation: UInt64, sslContext: NIOSSLContext?) {
-        let endpoint = self.configuration.endpoint
-        let connection = SSEClientConnection(
-            endpoint: endpoint, sslContext: sslContext, eventLoop: self.eventLoop, requestTimeout: self.configuration.requestTimeout,
-            maximumBodySize: self.configuration.maximumMessageSize)
-        let maximumEventSize = self.configuration.maximumIncomingMessageSize
-        let bound = NIOLoopBound(self, eventLoop: self.eventLoop)
-        let boundConnection = NIOLoopBound(connection, eventLoop: self.eventLoop)
-        ClientBootstrap(group: self.eventLoop)
-            .connectTimeout(self.configuration.connectTimeout)
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try endpoint.addTLS(sslContext, to: channel)
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(
-                        SSEStreamHandler(
-                            driver: bound.value, connection: boundConnection.value, generation: generation, maximumEventSize: maximumEventSize))
-                }
-            }
-            .connect(host: endpoint.host, port: endpoint.port)
-            .assumeIsolated()
-            .whenComplete { result in
-                if case .failure(let error) = result {
-                    self.connectionClosed(code: nil, reason: "\(error)", generation: generation)
-                }
-            }
-    }
-
-    // MARK: climbing back to WebSocket
-
-    /// While connected over a fallback transport, a bare WebSocket handshake every `upgradeInterval`
-    /// (±25 %, so that clients that fell back together do not probe together).
-    private func scheduleClimbBackProbe() {
-        self.climbBackProbe?.cancel()
-        self.climbBackProbe = nil
-        let interval = self.configuration.upgradeInterval.nanoseconds
-        guard interval > 0, self.machine.probesForClimbBack else { return }
-        let generation = self.generation
-        let delay = TimeAmount.nanoseconds(Int64(Double(interval) * Double.random(in: 0.75..<1.25)))
-        self.climbBackProbe = self.eventLoop.assumeIsolated().scheduleTask(in: delay) {
-            guard self.generation == generation, self.machine.probesForClimbBack else { return }
-            self.probeWebSocket(generation: generation)
-        }
-    }
-
-    /// Opens a WebSocket to the endpoint and closes it as soon as the `101` comes; if it came while
-    /// the fallback connection is still the one in use, that connection ends and the client
-    /// reconnects over WebSocket (its subscriptions resume from their positions).
-    private func probeWebSocket(generation: UInt64) {
-        let endpoint = self.configuration.endpoint
-        let sslContext: NIOSSLContext?
-        do {
-            sslContext = try self.tlsContext()
-        } catch {
-            return
-        }
-        let bound = NIOLoopBound(self, eventLoop: self.eventLoop)
-        ClientBootstrap(group: self.eventLoop)
-            .connectTimeout(self.configuration.connectTimeout)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try endpoint.addWebSocketHandshake(
-                        to: channel, sslContext: sslContext, maximumFrameSize: 1 << 14,
-                        refused: { _ in bound.value.probeEnded(opened: false, generation: generation) },
-                        upgraded: { channel in
-                            bound.value.probeEnded(opened: true, generation: generation)
-                            return channel.close()
-                        })
-                }
-            }
-            .connect(host: endpoint.host, port: endpoint.port)
-            .assumeIsolated()
-            .whenComplete { result in
-                switch result {
-                case .success(let channel):
-                    if self.generation == generation, self.machine.probesForClimbBack {
-                        self.probeChannel = channel
-                    } else {
-                        channel.close(promise: nil)
-                    }
-                case .failure:
-                    self.probeEnded(opened: false, generation: generation)
-                }
-            }
-    }
-
-    /// The probe's handshake ended: opened (`101`) or not.
-    private func probeEnded(opened: Bool, generation: UInt64) {
-        self.probeChannel = nil
-        guard self.generation == generation else { return }
-        guard opened else {
-            self.scheduleClimbBackProbe()
-            return
-        }
-        guard self.machine.climbBack() else { return }
-        self.logger.debug("WebSocket works again; leaving the fallback transport")
-        self.connection?.close()
-    }
-
-    /// The SSE stream's connection is up: the body of its `POST /sse` is the connect command's
-    /// params (with every subscription and its position), and its first event the connect reply,
-    /// with id 1. Nil: the attempt is stale.
-    func streamOpening(_ connection: SSEClientConnection, generation: UInt64) -> ByteBuffer? {
-        guard generation == self.generation, case .connecting = self.machine.state else { return nil }
-        self.connection = connection
-        self.lastReceived = .now()
-        let connect = self.makeConnectCommand()
-        var body = ByteBuffer()
-        connect.writeConnectParams(into: &body)
-        self.inFlight[1] = .connect
-        self.nextID = 2
-        return body
-    }
-
-    /// The attempt's transport opened (the SSE stream's `200`).
-    func transportOpened(generation: UInt64) {
-        guard generation == self.generation else { return }
-        self.machine.opened()
-    }
-
     /// The token of the attempt under way (kept until its `connect` is written).
-    private var pendingToken: String?
+    var pendingToken: String?
 
-    private func tlsContext() throws -> NIOSSLContext? {
+    func tlsContext() throws -> NIOSSLContext? {
         guard self.configuration.endpoint.usesTLS else { return nil }
         if let context = self.sslContext { return context }
         let context = try NIOSSLContext(configuration: self.configuration.tls)
@@ -575,7 +290,7 @@ final class ClientDriver {
     }
 
     /// `connect` with every subscription and its position, and the attempt's token (used once).
-    private func makeConnectCommand() -> OutgoingCommand {
+    func makeConnectCommand() -> OutgoingCommand {
         var connect = OutgoingCommand.connect(
             token: self.pendingToken, name: self.configuration.name, subs: self.subscriptions.startConnect())
         if case .connect(_, _, let subs) = connect, !subs.isEmpty, !connect.fits(self.configuration.maximumMessageSize) {
@@ -765,7 +480,7 @@ final class ClientDriver {
         self.connection?.flush()
     }
 
-    private func handle(_ message: ServerMessage) {
+    func handle(_ message: ServerMessage) {
         switch message {
         case .result(let id, let result):
             self.answer(id, .success(result))
@@ -917,7 +632,7 @@ final class ClientDriver {
         .milliseconds(Int64(max(500, min(ttl, 86_400 * 365) * 800)))
     }
 
-    private func subscriptionRefused(_ channel: String, _ error: SwitchboardError) {
+    func subscriptionRefused(_ channel: String, _ error: SwitchboardError) {
         if error.code.rawValue == SwitchboardError.Code.tokenExpired.rawValue, self.tokenSources[channel] != nil {
             self.tokenSources[channel]?.token = nil
             self.sendSubscribe(channel)
