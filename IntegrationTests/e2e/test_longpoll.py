@@ -528,6 +528,37 @@ def test_poll_tokens(token_node):
     assert rep["result"]["offset"] == 1, rep
 
 
+def test_poll_presence(token_node):
+    """A poller that names its `client` is in presence between polls, under `lp-` and a hash of its user
+    and client id (another user's poller with the same id gets an entry of its own, so no one can write
+    over someone else's entry), with its user; a poll without `client` is not listed; a poller that
+    stops polling drops out after its wait plus 10 s."""
+    node = token_node
+    ch = "lp:present"
+    bob = user_token(TOKEN_SECRET, "bob")
+    eve = user_token(TOKEN_SECRET, "eve")
+    poll(node, {ch: {}}, timeout=0, token=bob)
+    assert node.api_result("presence", {"channel": ch})["clients"] == {}, "a poll without client is not listed"
+    started = time.monotonic()
+    for token in (bob, bob, eve):
+        poll(node, {ch: {}}, timeout=0, client="tab-1", token=token)
+    clients = node.api_result("presence", {"channel": ch})["clients"]
+    assert len(clients) == 2 and all(k.startswith("lp-") and v["client"] == k for k, v in clients.items()), clients
+    assert sorted(v["user"] for v in clients.values()) == ["bob", "eve"], clients
+    assert node.api_result("presenceStats", {"channel": ch}) == {"clients": 2, "users": 2}
+
+    async def seen_by_websocket():
+        c = await connect(node, token=bob)
+        reply = await c.call("presence", {"channel": ch})
+        assert set(reply["result"]["clients"]) == set(clients), reply
+        await c.close()
+
+    run(seen_by_websocket())
+    # No more polls: out of presence once the wait (0 s) and the grace (10 s) are over, not before.
+    assert wait_until(lambda: node.api_result("presence", {"channel": ch})["clients"] == {}, timeout=20)
+    assert time.monotonic() - started >= 9, "dropped before the grace was over"
+
+
 def test_poll_three_concurrent_for_one_client(node):
     ch = "lp:limit"
     epoch = publish(node, ch, 0)["epoch"]

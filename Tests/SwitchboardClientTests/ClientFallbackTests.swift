@@ -201,6 +201,9 @@ struct ClientFallbackTests {
                 return
             }
             #expect(position?.offset == 0 && recovered == nil, "a first subscribe: the channel's position, nothing to recover")
+            // Between polls the poller is in presence, under an id of its own.
+            let present = try await writer.presence("feed")
+            #expect(present.count == 1 && present.keys.allSatisfy { $0.hasPrefix("lp-") }, "\(present)")
             for i in 1...20 {
                 if i.isMultiple(of: 2) {
                     try await writer.publish("feed", json: #"{"n":\#(i)}"#)

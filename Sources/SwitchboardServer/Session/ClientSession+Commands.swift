@@ -123,6 +123,7 @@ extension ClientSession {
         if let collector = self.collector {
             if collector.purpose == .poll {
                 self.collectConnectResults(aggregate, into: collector)
+                self.enterPollPresence(aggregate, clientInfo, collector)
                 collector.isReady = true  // an `/rpc` call is ready once its commands ran
                 self.hasUnflushedWrites = true  // the next flush decides whether to answer
             }

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -151,6 +152,31 @@ extension ClientSession {
             }
             collector.appendPosition(object)
         }
+    }
+
+    /// A poll that named its poller lists it in the presence of every channel it may follow (where
+    /// the namespace keeps presence) until its wait and a grace are over: the next poll refreshes
+    /// the entry, a poller that stops polling drops out. No join or leave is announced for it (a
+    /// poll is a moment; the entry outlives it). The entry's id is `lp-` and a hash of the user and
+    /// the poller's `client`, so one client cannot write over another user's entry.
+    func enterPollPresence(_ aggregate: ConnectAggregate, _ clientInfo: ClientInfo, _ collector: CollectOutput) {
+        guard let presence = collector.pollPresence else { return }
+        let info = ClientInfo(
+            client: Self.pollPresenceID(user: clientInfo.user, client: presence.client), user: clientInfo.user,
+            info: clientInfo.info, meta: clientInfo.meta)
+        for result in aggregate.results {
+            guard case .success = result.outcome, self.node.configuration.namespaces.options(for: result.channel).presence else { continue }
+            _ = self.node.broker.addPresence(channel: result.channel, clients: [info], ttl: presence.ttl)
+        }
+    }
+
+    /// `lp-` and the first 16 hex digits of SHA-256(user, NUL, client).
+    static func pollPresenceID(user: String, client: String) -> String {
+        var bytes = Array(user.utf8)
+        bytes.append(0)
+        bytes += client.utf8
+        let digest = SHA256.hash(data: bytes)
+        return "lp-" + digest.prefix(8).map { String(format: "%02x", $0) }.joined()
     }
 
     /// Every subscription's position now, sorted by channel: what an SSE resume id holds (`ResumeID`).

@@ -14,7 +14,16 @@ final class CollectOutput: SessionOutput {
         case rpc
     }
 
+    /// A long-poll's entry in presence: under `client` (the poller's own id, hashed with its user, so
+    /// no client can write over another's entry), for `ttl` seconds from each poll.
+    struct PollPresence {
+        var client: String
+        var ttl: Double
+    }
+
     let purpose: Purpose
+    /// Set for a poll that named its `client`: its channels list it in presence.
+    var pollPresence: PollPresence?
     private(set) var objects: [ByteBuffer] = []
     /// Bytes the answer may still grow by (it starts at the node's outbound limit).
     private(set) var remainingBytes: Int

@@ -301,6 +301,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         purpose: CollectOutput.Purpose,
         timeout: TimeAmount,
         pollKey: PollKey?,
+        presence: CollectOutput.PollPresence? = nil,
         _ start: (ClientSession) -> Void
     ) {
         let collector = CollectOutput(purpose: purpose, maximumBytes: self.node.configuration.outboundLimit) { [unowned self] array in
@@ -309,6 +310,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.state = .answering(head)
             self.respond(context: context, head: head, .json(.ok, array))
         }
+        collector.pollPresence = presence
         let session = ClientSession(node: self.node, fanout: self.node.fanout(for: context.eventLoop), output: collector)
         let scheduledTimeout = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak session] () -> Void in
             session?.collectTimedOut()

@@ -12,6 +12,8 @@ struct LongPollEndpoint {
     static let defaultTimeout: Double = 25
     /// Most `client` bytes (the key of the per-client cap).
     static let maximumClientSize = 64
+    /// How long past a poll's wait its poller stays in presence: the time to make the next poll.
+    static let presenceGrace: Double = 10
 
     private static let parser = JSONParser(maximumDepth: 16, maximumValues: 20_000)
 
@@ -77,8 +79,12 @@ struct LongPollEndpoint {
         if let refusal = self.node.beginPoll(client: pollKey.client, address: pollKey.address) {
             return handler.respond(context: context, head: head, .error(.tooManyRequests, refusal))
         }
+        // A poller that names itself stays in presence between polls: for the poll's wait and a grace.
+        let presence = request.client.isEmpty
+            ? nil : CollectOutput.PollPresence(client: request.client, ttl: request.timeout + Self.presenceGrace)
         handler.collect(
-            context: context, head: head, purpose: .poll, timeout: .milliseconds(Int64(request.timeout * 1000)), pollKey: pollKey
+            context: context, head: head, purpose: .poll, timeout: .milliseconds(Int64(request.timeout * 1000)), pollKey: pollKey,
+            presence: presence
         ) { session in
             session.start(request.params)
         }
