@@ -30,6 +30,8 @@ final class LoopFanout: @unchecked Sendable {
     var metrics: NodeMetrics?
     /// Counted here without locks, flushed into `metrics` by the sweep.
     var counters = LoopCounters()
+    /// Long-poll presence entries written from this loop lately (one write per half entry life).
+    var pollPresence = PollPresenceThrottle()
 
     init(eventLoop: any EventLoop, index: Int, sweepInterval: TimeAmount = .seconds(1)) {
         self.eventLoop = eventLoop
@@ -227,6 +229,7 @@ final class LoopFanout: @unchecked Sendable {
         }
         self.flushDirty()
         if let metrics = self.metrics { self.counters.flush(into: metrics) }
+        if self.pollPresence.count > 0 { self.pollPresence.dropExpired(now: now) }
     }
 
     /// Asks up to `count` sessions here, chosen at random among those that hold a lasting

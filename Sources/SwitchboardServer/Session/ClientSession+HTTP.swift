@@ -157,15 +157,21 @@ extension ClientSession {
     /// A poll that named its poller lists it in the presence of every channel it may follow (where
     /// the namespace keeps presence) until its wait and a grace are over: the next poll refreshes
     /// the entry, a poller that stops polling drops out. No join or leave is announced for it (a
-    /// poll is a moment; the entry outlives it). The entry's id is `lp-` and a hash of the user and
+    /// poll is a moment; the entry outlives it). A loop writes an entry again only once half its time
+    /// is used up (`PollPresenceThrottle`): a poller answered at once by a busy channel polls often.
+    /// The entry's id is `lp-` and a hash of the user and
     /// the poller's `client`, so one client cannot write over another user's entry.
     func enterPollPresence(_ aggregate: ConnectAggregate, _ clientInfo: ClientInfo, _ collector: CollectOutput) {
         guard let presence = collector.pollPresence else { return }
         let info = ClientInfo(
             client: Self.pollPresenceID(user: clientInfo.user, client: presence.client), user: clientInfo.user,
             info: clientInfo.info, meta: clientInfo.meta)
+        let now = NIODeadline.now()
+        let ttl = TimeAmount.milliseconds(Int64(presence.ttl * 1000))
         for result in aggregate.results {
-            guard case .success = result.outcome, self.node.configuration.namespaces.options(for: result.channel).presence else { continue }
+            guard case .success = result.outcome, self.node.configuration.namespaces.options(for: result.channel).presence,
+                self.fanout.pollPresence.shouldWrite(channel: result.channel, poller: info.client, ttl: ttl, now: now)
+            else { continue }
             _ = self.node.broker.addPresence(channel: result.channel, clients: [info], ttl: presence.ttl)
         }
     }
