@@ -559,6 +559,25 @@ def test_poll_presence(token_node):
     assert time.monotonic() - started >= 9, "dropped before the grace was over"
 
 
+def test_poll_presence_across_nodes(cluster):
+    """With Redis, a poller's presence entry written by the node that took its poll is read on any node,
+    by the HTTP API and by a WebSocket client there."""
+    nodes = cluster.start(2)
+    ch = "lp:present-x"
+    poll(nodes[0], {ch: {}}, timeout=0, client="tab-x")
+    wait_until(lambda: len(nodes[1].api_result("presence", {"channel": ch})["clients"]) == 1, timeout=10)
+    (entry,) = nodes[1].api_result("presence", {"channel": ch})["clients"].values()
+    assert entry["client"].startswith("lp-") and entry.get("user", "") == "", entry
+
+    async def from_websocket():
+        c = await connect(nodes[1])
+        reply = await c.call("presence", {"channel": ch})
+        assert list(reply["result"]["clients"]) == [entry["client"]], reply
+        await c.close()
+
+    run(from_websocket())
+
+
 def test_poll_three_concurrent_for_one_client(node):
     ch = "lp:limit"
     epoch = publish(node, ch, 0)["epoch"]
