@@ -27,8 +27,10 @@ struct ClientAcrossNodesTests {
 
     // MARK: TLS
 
-    @Test("wss: the client verifies the node's certificate against the roots it is given, and refuses one it cannot verify")
-    func tls() async throws {
+    @Test(
+        "wss/https: the client verifies the node's certificate against the roots it is given, and refuses one it cannot verify",
+        arguments: [ClientTransport.webSocket, .sse, .longPolling])
+    func tls(transport: ClientTransport) async throws {
         let certificates = try TestCertificates()
         defer { certificates.remove() }
         try await TestNode.with({
@@ -37,14 +39,16 @@ struct ClientAcrossNodesTests {
         }) { port in
             var trusting = try SwitchboardClientConfiguration(url: "wss://127.0.0.1:\(port)/ws")
             trusting.tls.trustRoots = .file(certificates.caCertificate)
+            trusting.transports = [transport]
             let client = SwitchboardClient(configuration: trusting)
             client.connect()
-            try await client.connected()
+            #expect(try await client.connected().transport == transport)
             #expect(try await client.publish("secure", json: #"{"ok":true}"#)?.offset == 1)
             await client.close()
 
             var other = try SwitchboardClientConfiguration(url: "wss://127.0.0.1:\(port)/ws")
             other.tls.trustRoots = .file(certificates.otherCACertificate)
+            other.transports = [transport]
             other.minimumReconnectDelay = .milliseconds(50)
             let refused = SwitchboardClient(configuration: other)
             var attempted = false
