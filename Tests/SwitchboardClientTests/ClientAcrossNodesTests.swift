@@ -87,11 +87,14 @@ struct ClientAcrossNodesTests {
         return "\(header).\(payload).\(base64URL(Data(signature)))"
     }
 
-    @Test("with getToken, a connection outlives its token: the client sends a new one before expiry and stays on the same connection")
-    func tokenRefresh() async throws {
+    @Test(
+        "with getToken, a connection outlives its token: the client sends a new one before expiry and stays on the same connection",
+        arguments: [ClientTransport.webSocket, .sse])
+    func tokenRefresh(transport: ClientTransport) async throws {
         try await TestNode.with(Self.expiringTokens) { port in
             let calls = Counter()
             var configuration = try SwitchboardClientConfiguration(url: "ws://127.0.0.1:\(port)/ws")
+            configuration.transports = [transport]
             configuration.getToken = {
                 calls.increment()
                 return Self.token(user: "ann", expiresIn: 2)
