@@ -6,6 +6,29 @@ import NIOSSL
 import NIOWebSocket
 import SwitchboardCore
 
+/// Where the climb back to WebSocket stands while connected over a fallback transport.
+enum ClimbBackProbe {
+    case idle
+    /// The next probe is due when the timer fires.
+    case waiting(Scheduled<Void>)
+    /// A probe's TCP connect is under way (bounded by the connect timeout).
+    case connecting
+    /// The probe's handshake was sent; `deadline` closes it if no answer comes in time (a proxy that
+    /// takes the connection and never answers must not stop the probing, nor keep a socket).
+    case handshaking(any Channel, deadline: Scheduled<Void>)
+
+    /// Cancels the timer or closes the probe, whichever there is.
+    func end() {
+        switch self {
+        case .idle, .connecting: break
+        case .waiting(let timer): timer.cancel()
+        case .handshaking(let channel, let deadline):
+            deadline.cancel()
+            channel.close(promise: nil)
+        }
+    }
+}
+
 /// Opening WebSocket and SSE connections, and the probes that climb back to WebSocket from a fallback.
 extension ClientDriver {
     func dialWebSocket(generation: UInt64, sslContext: NIOSSLContext?) {
@@ -82,16 +105,18 @@ extension ClientDriver {
     /// While connected over a fallback transport, a bare WebSocket handshake every `upgradeInterval`
     /// (±25 %, so that clients that fell back together do not probe together).
     func scheduleClimbBackProbe() {
-        self.climbBackProbe?.cancel()
-        self.climbBackProbe = nil
+        self.climbBackProbe.end()
+        self.climbBackProbe = .idle
         let interval = self.configuration.upgradeInterval.nanoseconds
         guard interval > 0, self.machine.probesForClimbBack else { return }
         let generation = self.generation
         let delay = TimeAmount.nanoseconds(Int64(Double(interval) * Double.random(in: 0.75..<1.25)))
-        self.climbBackProbe = self.eventLoop.assumeIsolated().scheduleTask(in: delay) {
-            guard self.generation == generation, self.machine.probesForClimbBack else { return }
-            self.probeWebSocket(generation: generation)
-        }
+        self.climbBackProbe = .waiting(
+            self.eventLoop.assumeIsolated().scheduleTask(in: delay) {
+                self.climbBackProbe = .idle
+                guard self.generation == generation, self.machine.probesForClimbBack else { return }
+                self.probeWebSocket(generation: generation)
+            })
     }
 
     /// Opens a WebSocket to the endpoint and closes it as soon as the `101` comes; if it came while
@@ -106,6 +131,7 @@ extension ClientDriver {
             return
         }
         let bound = NIOLoopBound(self, eventLoop: self.eventLoop)
+        self.climbBackProbe = .connecting
         ClientBootstrap(group: self.eventLoop)
             .connectTimeout(self.configuration.connectTimeout)
             .channelInitializer { channel in
@@ -124,11 +150,15 @@ extension ClientDriver {
             .whenComplete { result in
                 switch result {
                 case .success(let channel):
-                    if self.generation == generation, self.machine.probesForClimbBack {
-                        self.probeChannel = channel
-                    } else {
+                    guard self.generation == generation, self.machine.probesForClimbBack, case .connecting = self.climbBackProbe else {
+                        channel.close(promise: nil)
+                        return
+                    }
+                    // Closing it ends the handshake as refused: the next probe is scheduled.
+                    let deadline = self.eventLoop.assumeIsolated().scheduleTask(in: self.configuration.connectTimeout) {
                         channel.close(promise: nil)
                     }
+                    self.climbBackProbe = .handshaking(channel, deadline: deadline)
                 case .failure:
                     self.probeEnded(opened: false, generation: generation)
                 }
@@ -137,8 +167,9 @@ extension ClientDriver {
 
     /// The probe's handshake ended: opened (`101`) or not.
     func probeEnded(opened: Bool, generation: UInt64) {
-        self.probeChannel = nil
         guard self.generation == generation else { return }
+        if case .handshaking(_, let deadline) = self.climbBackProbe { deadline.cancel() }
+        self.climbBackProbe = .idle
         guard opened else {
             self.scheduleClimbBackProbe()
             return

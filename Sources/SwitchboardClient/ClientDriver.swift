@@ -70,8 +70,7 @@ final class ClientDriver {
     /// frame: its code comes from here).
     private var serverDisconnect: (code: UInt16, reason: String, reconnect: Bool)?
     /// While connected over a fallback transport: the next WebSocket probe, or the probe under way.
-    var climbBackProbe: Scheduled<Void>?
-    var probeChannel: (any Channel)?
+    var climbBackProbe = ClimbBackProbe.idle
     private var reconnectTimer: Scheduled<Void>?
     private var connectDeadline: Scheduled<Void>?
     private var livenessCheck: Scheduled<Void>?
@@ -341,10 +340,8 @@ final class ClientDriver {
         self.livenessCheck = nil
         self.tokenRefresh?.cancel()
         self.tokenRefresh = nil
-        self.climbBackProbe?.cancel()
-        self.climbBackProbe = nil
-        self.probeChannel?.close(promise: nil)
-        self.probeChannel = nil
+        self.climbBackProbe.end()
+        self.climbBackProbe = .idle
         for channel in self.tokenSources.keys {
             self.tokenSources[channel]?.refresh?.cancel()
             self.tokenSources[channel]?.refresh = nil

@@ -281,4 +281,25 @@ struct ClientFallbackTests {
             try await Self.expectClimbBack(reader: reader, writer: writer, proxy: proxy, subscription: subscription, publishing: 11...40)
         }
     }
+
+    @Test("a climb-back probe that a proxy takes and never answers is cut at the connect timeout, and probing goes on")
+    func stalledProbe() async throws {
+        try await Self.withProxiedNode(blockedPaths: ["/ws"]) { port, proxy in
+            proxy.stalls = true
+            let client = try Loopback.client(port: proxy.port) {
+                $0.transports = [.webSocket, .sse]  // the first WebSocket attempt stalls too, then SSE
+                $0.upgradeInterval = .milliseconds(100)
+                $0.connectTimeout = .milliseconds(300)
+            }
+            client.connect()
+            let first = try await client.connected()
+            #expect(first.transport == .sse)
+            // Without a deadline the first probe would hang forever and no other would follow.
+            let deadline = ContinuousClock.now + .seconds(10)
+            while proxy.refused < 4, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(proxy.refused >= 4, "the stalled attempt and probes after stalled ones: \(proxy.refused)")
+            #expect(try await client.connected().client == first.client, "the SSE connection stays")
+            await client.close()
+        }
+    }
 }

@@ -175,4 +175,15 @@ struct TransportRulesTests {
         for _ in 0..<3 { moves.append(ladder.ended(opened: false, wasConnected: false)) }
         #expect(moves == [.next, .next, .wrapped])
     }
+
+    @Test("long-polling: which answers end the connection, and with what code", arguments: [
+        (200, "", nil, false), (401, #"{"error":{"code":101,"message":"bad token"}}"#, 3500, true),
+        (401, #"{"error":{"code":109,"message":"token expired"}}"#, 3503, true), (503, "", 3001, true),
+        (404, "", nil, true), (500, "x", nil, true),
+    ] as [(UInt, String, UInt16?, Bool)])
+    func longPollEndings(status: UInt, body: String, code: UInt16?, ends: Bool) {
+        let ending = LongPollClientConnection.ending(HTTPExchange.Answer(status: status, body: ByteBuffer(string: body)), request: "poll")
+        #expect((ending != nil) == ends)
+        #expect(ending?.0 == code)
+    }
 }

@@ -9,6 +9,13 @@ final class UpgradeBlockingProxy: Sendable {
     let port: Int
     private let channel: any Channel
     private let state: NIOLockedValueBox<Bool>
+    /// While set, a blocked request is held open and never answered (a proxy that stalls) instead of 403.
+    private let stalling = NIOLockedValueBox(false)
+
+    var stalls: Bool {
+        get { self.stalling.withLockedValue { $0 } }
+        set { self.stalling.withLockedValue { $0 = newValue } }
+    }
     /// WebSocket requests refused so far.
     private let refusals = NIOLockedValueBox(0)
 
@@ -22,6 +29,7 @@ final class UpgradeBlockingProxy: Sendable {
     init(nodePort: Int, blockedPaths: Set<String> = ["/ws"], blocking: Bool = true) async throws {
         let state = NIOLockedValueBox(blocking)
         let refusals = self.refusals
+        let stalling = self.stalling
         self.state = state
         let node = try SocketAddress(ipAddress: "127.0.0.1", port: nodePort)
         self.channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -29,7 +37,7 @@ final class UpgradeBlockingProxy: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        Front(node: node, refuse: { line in
+                        Front(node: node, stall: { stalling.withLockedValue { $0 } }, refuse: { line in
                             let target = line.split(separator: " ").dropFirst().first ?? ""
                             let path = String(target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
                             guard blockedPaths.contains(path), state.withLockedValue({ $0 }) else { return false }
@@ -52,13 +60,15 @@ final class UpgradeBlockingProxy: Sendable {
         typealias OutboundOut = ByteBuffer
 
         private let node: SocketAddress
+        private let stall: @Sendable () -> Bool
         private let refuse: @Sendable (String) -> Bool
         private var buffered = ByteBuffer()
         private var partner: (any Channel)?
         private var decided = false
 
-        init(node: SocketAddress, refuse: @escaping @Sendable (String) -> Bool) {
+        init(node: SocketAddress, stall: @escaping @Sendable () -> Bool, refuse: @escaping @Sendable (String) -> Bool) {
             self.node = node
+            self.stall = stall
             self.refuse = refuse
         }
 
@@ -74,6 +84,7 @@ final class UpgradeBlockingProxy: Sendable {
             self.decided = true
             let line = String(decoding: self.buffered.readableBytesView[..<end], as: UTF8.self)
             if self.refuse(line) {
+                if self.stall() { return }  // held open, never answered
                 let answer = "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 10\r\nConnection: close\r\n\r\nforbidden\n"
                 context.writeAndFlush(Self.wrapOutboundOut(ByteBuffer(string: answer))).assumeIsolated().whenComplete { _ in
                     context.close(promise: nil)
