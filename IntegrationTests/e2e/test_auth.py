@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from websockets.exceptions import InvalidStatus
 
-from sbclient import ClosedBeforeReply, Node, binary_path, connect, connect_expect_close, run
+from sbclient import ClosedBeforeReply, Node, SSEStream, binary_path, connect, connect_expect_close, lp_poll, run
 
 HMAC_SECRET = "e2e-hmac-secret-0123456789abcdef-0123456789abcdef"
 AUDIENCE = "switchboard"
@@ -270,6 +270,62 @@ def test_subscription_tokens(auth_node):
         assert await alice.result("ping", {}) == {}
 
     run(main())
+
+
+def test_subscription_tokens_in_connect_subs_polls_and_sse(auth_node):
+    """A channel that needs a subscription token can be subscribed by `connect` and followed by a poll,
+    its token in the `subs` entry, checked like a `subscribe`'s (103 for another user's or channel's,
+    109 expired, the others unaffected); a GET /sse carrying one in its URL is refused unread."""
+    alice = hs(claims("alice"))
+    good = hs(claims("alice", channel="$orders:alice"))
+    for_bob = hs(claims("bob", channel="$orders:alice"))
+    expired = hs(claims("alice", ttl=-60, channel="$orders:alice"))
+
+    async def main():
+        c = await connect(auth_node, token=alice, subs={
+            "$orders:alice": {"token": good}, "$orders:none": {}, "$orders:bob": {"token": for_bob}, "open:a": {}})
+        subs = c.info["subs"]
+        assert "error" not in subs["$orders:alice"] and subs["$orders:alice"]["offset"] == 0, subs
+        assert subs["$orders:none"]["error"]["code"] == 103, subs
+        assert subs["$orders:bob"]["error"]["code"] == 103, subs
+        assert "error" not in subs["open:a"], subs
+        c2 = await connect(auth_node, token=alice, subs={"$orders:alice": {"token": expired}})
+        assert c2.info["subs"]["$orders:alice"]["error"]["code"] == 109, c2.info
+        await auth_node.apublish("$orders:alice", {"n": 1})
+        assert (await c.wait_pub("$orders:alice"))["data"] == {"n": 1}
+        assert c2.pubs("$orders:alice") == []
+
+    run(main())
+
+    def poll(subs, timeout=1):
+        r = lp_poll(auth_node, {"subs": subs, "timeout": timeout}, token=alice)
+        assert r.status_code == 200, (r.status_code, r.text[:300])
+        return {it["channel"]: it for it in r.json()}
+
+    by = poll({"$orders:alice": {"token": good}, "$orders:none": {}})
+    assert by["$orders:alice"]["position"]["offset"] == 1, by
+    assert by["$orders:none"]["error"]["code"] == 103, by
+    epoch = by["$orders:alice"]["position"]["epoch"]
+    assert poll({"$orders:alice": {"offset": 0, "epoch": epoch, "token": for_bob}})["$orders:alice"]["error"]["code"] == 103
+    assert poll({"$orders:alice": {"offset": 0, "epoch": epoch, "token": expired}})["$orders:alice"]["error"]["code"] == 109
+    assert poll({"$orders:alice": {"offset": 0, "epoch": epoch}})["$orders:alice"]["error"]["code"] == 103
+    by = poll({"$orders:alice": {"offset": 0, "epoch": epoch, "token": good}})
+    assert by["$orders:alice"]["pub"]["data"] == {"n": 1}, by
+    r = lp_poll(auth_node, {"subs": {"$orders:alice": {"token": 42}}, "timeout": 0}, token=alice)
+    assert r.status_code == 400, (r.status_code, r.text[:200])
+
+    # SSE: in a POST body like any connect; never in a URL.
+    stream = SSEStream(auth_node, connect={"token": alice, "subs": {"$orders:alice": {"token": good}}}, post=True)
+    try:
+        reply = stream.wait_connected()
+        assert reply["subs"]["$orders:alice"]["offset"] == 1, reply
+    finally:
+        stream.close()
+    stream = SSEStream(auth_node, connect={"subs": {"$orders:alice": {"token": good}}})
+    try:
+        assert stream.status == 400 and "URL" in stream.body.decode(), (stream.status, stream.body[:200])
+    finally:
+        stream.close()
 
 
 def test_connection_token_channels_are_server_side_subscriptions(auth_node):

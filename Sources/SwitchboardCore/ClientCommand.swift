@@ -49,16 +49,24 @@ public struct ConnectParams: Sendable, Hashable {
     public var version: String?
     /// Channels to subscribe to as part of connecting, with positions to recover from.
     public var subs: [(channel: String, since: StreamPosition?)]
+    /// Subscription tokens given in `subs` (`{channel: {offset?, epoch?, token}}`), by channel: how a
+    /// channel that needs one is subscribed by `connect` and followed by a poll, which has no
+    /// `subscribe` command to carry it.
+    public var subTokens: [String: String]
 
-    public init(token: String? = nil, name: String? = nil, version: String? = nil, subs: [(channel: String, since: StreamPosition?)] = []) {
+    public init(
+        token: String? = nil, name: String? = nil, version: String? = nil, subs: [(channel: String, since: StreamPosition?)] = [],
+        subTokens: [String: String] = [:]
+    ) {
         self.token = token
         self.name = name
         self.version = version
         self.subs = subs
+        self.subTokens = subTokens
     }
 
     public static func == (lhs: ConnectParams, rhs: ConnectParams) -> Bool {
-        lhs.token == rhs.token && lhs.name == rhs.name && lhs.version == rhs.version
+        lhs.token == rhs.token && lhs.name == rhs.name && lhs.version == rhs.version && lhs.subTokens == rhs.subTokens
             && lhs.subs.count == rhs.subs.count
             && zip(lhs.subs, rhs.subs).allSatisfy { $0.channel == $1.channel && $0.since == $1.since }
     }
@@ -238,8 +246,22 @@ extension ConnectParams {
             token: try ClientMessage.optionalString(params, "token"),
             name: try ClientMessage.optionalString(params, "name"),
             version: try ClientMessage.optionalString(params, "version"),
-            subs: try params["subs"].map { v throws(SwitchboardError) in try Self.parseSubs(v) } ?? []
+            subs: try params["subs"].map { v throws(SwitchboardError) in try Self.parseSubs(v) } ?? [],
+            subTokens: try params["subs"].map { v throws(SwitchboardError) in try Self.parseSubTokens(v) } ?? [:]
         )
+    }
+
+    /// The `token` members of a `subs` object's entries, by channel (entries without one are
+    /// left out). A token that is not a string is refused; its size is the verifier's to check.
+    public static func parseSubTokens(_ value: JSONValue) throws(SwitchboardError) -> [String: String] {
+        guard case .object(let subsObject) = value else { throw .badRequest("subs must be an object") }
+        var tokens: [String: String] = [:]
+        for member in subsObject.members {
+            guard case .object(let entry) = member.value, let token = entry["token"], token != .null else { continue }
+            guard let text = token.stringValue else { throw .badRequest("a token in subs must be a string") }
+            tokens[member.key] = text
+        }
+        return tokens
     }
 
     /// Parses a `subs` object: `{channel: {offset?, epoch?}}`, `{}` meaning no position.

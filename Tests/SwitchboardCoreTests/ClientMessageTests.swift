@@ -16,6 +16,9 @@ struct ClientMessageTests {
     func methods() throws {
         #expect(try message(#"{"id":1,"connect":{"token":"t","subs":{"a":{"offset":3,"epoch":"e"},"b":{}}}}"#)
             == .command(ClientCommand(id: 1, method: .connect(ConnectParams(token: "t", subs: [("a", StreamPosition(offset: 3, epoch: "e")), ("b", nil)])))))
+        #expect(try message(#"{"id":1,"connect":{"subs":{"$a":{"offset":3,"epoch":"e","token":"ta"},"$b":{"token":"tb"},"c":{}}}}"#)
+            == .command(ClientCommand(id: 1, method: .connect(ConnectParams(
+                subs: [("$a", StreamPosition(offset: 3, epoch: "e")), ("$b", nil), ("c", nil)], subTokens: ["$a": "ta", "$b": "tb"])))))
         #expect(try message(#"{"id":2,"subscribe":{"channel":"chat:x","since":{"offset":5,"epoch":"ab"}}}"#)
             == .command(ClientCommand(id: 2, method: .subscribe(SubscribeParams(channel: "chat:x", since: StreamPosition(offset: 5, epoch: "ab"))))))
         #expect(try message(#"{"id":3,"unsubscribe":{"channel":"c"}}"#) == .command(ClientCommand(id: 3, method: .unsubscribe(channel: "c"))))

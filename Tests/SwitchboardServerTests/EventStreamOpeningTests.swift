@@ -18,6 +18,8 @@ struct EventStreamOpeningTests {
         #"{"token":""}"#,
         #"{"subs":{"chat":{}},"token":"x.y.z"}"#,
         #"{"token":{"nested":1}}"#,
+        #"{"subs":{"$orders":{"token":"x.y.z"}}}"#,
+        #"{"subs":{"chat":{},"$orders":{"offset":1,"epoch":"e","token":"t"}}}"#,
     ])
     func getRefusesTokens(_ connect: String) {
         #expect(EventStreamOpening.query(connect: connect, lastEventID: nil) == .failure(.tokenInURL))

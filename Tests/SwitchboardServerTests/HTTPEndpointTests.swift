@@ -46,14 +46,15 @@ struct HTTPEndpointTests {
         let empty = try LongPollEndpoint.request(body: ByteBuffer(string: "{}"), bearer: nil, maximumSubscriptions: 8).get()
         #expect(empty == LongPollEndpoint.Request(params: ConnectParams(), timeout: LongPollEndpoint.defaultTimeout, client: ""))
         let full = try LongPollEndpoint.request(
-            body: ByteBuffer(string: #"{"subs":{"a":{"offset":3,"epoch":"e"},"b":{}},"timeout":0,"client":"c1","token":"t"}"#),
+            body: ByteBuffer(string: #"{"subs":{"a":{"offset":3,"epoch":"e","token":"sa"},"b":{},"c":{"token":null}},"timeout":0,"client":"c1","token":"t"}"#),
             bearer: "bearer", maximumSubscriptions: 8
         ).get()
         #expect(full.timeout == 0)
         #expect(full.client == "c1")
         #expect(full.params.token == "t")
-        #expect(full.params.subs.map(\.channel) == ["a", "b"])
+        #expect(full.params.subs.map(\.channel) == ["a", "b", "c"])
         #expect(full.params.subs[0].since == StreamPosition(offset: 3, epoch: "e"))
+        #expect(full.params.subTokens == ["a": "sa"])
         let bearer = try LongPollEndpoint.request(body: ByteBuffer(string: "{}"), bearer: "bearer", maximumSubscriptions: 8).get()
         #expect(bearer.params.token == "bearer")
     }
@@ -69,6 +70,8 @@ struct HTTPEndpointTests {
         (#"{"subs":{"a":{},"b":{},"c":{}}}"#, "at most 2 channels"),
         (#"{"subs":{"bad channel\u0000":{}}}"#, ""),
         (#"{"subs":{"a":{"offset":-1,"epoch":"e"}}}"#, ""),
+        (#"{"subs":{"a":{"token":7}}}"#, "token"),
+        (#"{"subs":{"a":{"token":["t"]}}}"#, "token"),
     ])
     func pollRequestRefused(_ body: String, _ reason: String) {
         switch LongPollEndpoint.request(body: ByteBuffer(string: body), bearer: nil, maximumSubscriptions: 2) {

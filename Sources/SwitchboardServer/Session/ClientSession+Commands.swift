@@ -89,7 +89,16 @@ extension ClientSession {
         for sub in Self.connectSubs(params.subs, serverSide: self.output.transport.isCollected ? [] : claims?.channels ?? []) {
             do {
                 try ChannelName.validate(sub.channel)
-                let subscription = try self.startSubscription(channel: sub.channel, since: sub.since, slot: slot, tokenGranted: sub.granted)
+                var granted = sub.granted
+                var tokenExpiry: NIODeadline?
+                if let token = params.subTokens[sub.channel] {
+                    // Checked as the token of a `subscribe`: it decides alone; expired is 109, invalid 103.
+                    let claims = try self.checkSubscriptionToken(token, channel: sub.channel).get()
+                    granted = true
+                    tokenExpiry = claims.expiresAt.map { Self.deadline(expiresAt: $0, now: Date().timeIntervalSince1970) }
+                }
+                let subscription = try self.startSubscription(
+                    channel: sub.channel, since: sub.since, slot: slot, tokenGranted: granted, tokenExpiry: tokenExpiry)
                 subscriptions.append((subscription, sub.since))
                 aggregate.remaining += 1
             } catch {

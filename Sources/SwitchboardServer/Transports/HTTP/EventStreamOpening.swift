@@ -9,8 +9,8 @@ import SwitchboardCore
 ///
 /// A token is never taken from a URL: request targets end up in proxy and access logs, and
 /// EventSource (the only reason to use GET) cannot send headers or a body. A GET whose `connect`
-/// carries a `token` is refused before the token is looked at, so it reaches no verifier, metric
-/// or log.
+/// carries a `token` (its own, or a subscription token in `subs`) is refused before the token is
+/// looked at, so it reaches no verifier, metric or log.
 struct EventStreamOpening: Hashable {
     /// The connect params, with the `Last-Event-ID` positions merged in (they win over `subs`).
     var params: ConnectParams
@@ -42,6 +42,9 @@ struct EventStreamOpening: Hashable {
         }
         if let token = object["token"], token != .null {
             return .failure(.tokenInURL)
+        }
+        if let subs = object["subs"], (try? ConnectParams.parseSubTokens(subs))?.isEmpty == false {
+            return .failure(.tokenInURL)  // a subscription token is a token too
         }
         return Self.params(object, lastEventID: lastEventID)
     }

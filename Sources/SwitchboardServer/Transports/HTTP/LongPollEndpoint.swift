@@ -28,7 +28,7 @@ struct LongPollEndpoint {
     }
 
     /// Reads a poll's body: `{"subs": {...}, "timeout": s, "client": id, "token": jwt}`, every
-    /// member optional. Pure, so every refusal is tested without sockets.
+    /// member optional; an entry of `subs` may carry the channel's subscription `token`. Pure, so every refusal is tested without sockets.
     static func request(body: ByteBuffer, bearer: String?, maximumSubscriptions: Int) -> Result<Request, SwitchboardError> {
         do throws(SwitchboardError) {
             guard case .object(let object) = try? Self.parser.parse(body.readableBytesView) else {
@@ -40,6 +40,7 @@ struct LongPollEndpoint {
                     throw SwitchboardError.badRequest("at most \(maximumSubscriptions) channels per poll")
                 }
                 params.subs = try ConnectParams.parseSubs(subs)
+                params.subTokens = try ConnectParams.parseSubTokens(subs)
             }
             for sub in params.subs { try ChannelName.validate(sub.channel) }
             var timeout = Self.defaultTimeout
