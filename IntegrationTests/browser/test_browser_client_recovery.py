@@ -166,6 +166,52 @@ def test_token_expiring_while_connected_asks_get_token(transport, node_factory, 
         assert not any(r["path"].startswith("/sse?connect=") for r in logged), logged
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_subscription_token_channel_on_every_transport(transport, node_factory, proxies, browsers):
+    """A `$` channel (it needs a subscription token) followed over each transport with a
+    subscription `getToken()`, whose first token expires after a few seconds. Over WebSocket and
+    SSE the subscribe result says `ttl` and the client sends `subRefresh` in time; over
+    long-polling the token travels in each poll's `subs` entry and, once it lapses (error 109 at a
+    poll, or 2501 in a held one), the client asks `getToken()` again and polls on from its
+    position. Every publication arrives once, in order; no token is in a logged URL."""
+    grace = 1
+    node = node_factory.start("--token-secret", TOKEN_SECRET, config_text=OPEN_PERMISSIONS_YAML + f"tokens:\n  refreshGrace: {grace}\n")
+    proxy = proxies.start([node])
+    page, _ = client_page(browsers, node_factory, proxies, None, origin=proxy.url)
+    ch = "$bt:priv"
+    expires_at = int(time.time() + 5)
+    short = user_token(TOKEN_SECRET, "tess", ttl=expires_at - time.time(), channel=ch)
+    long = user_token(TOKEN_SECRET, "tess", ttl=3600, channel=ch)
+    conn_token = user_token(TOKEN_SECRET, "tess", ttl=3600)
+    page.js("""
+        const [conn, subTokens] = arguments[0];
+        window.rec.subTokenCalls = 0;
+        window.connToken = () => Promise.resolve(conn);
+        window.subToken = () => { window.rec.subTokenCalls++; return Promise.resolve(subTokens.length > 1 ? subTokens.shift() : subTokens[0]); };
+    """, [conn_token, [short, long]])
+    page.js(REMAKE_JS, {"transports": [transport], "getToken": "connToken"})
+    page.js("window.follow(arguments[0], {getToken: window.subToken}); window.t.connect()", ch)
+    page.wait(lambda: "subscribed" in rec(page)["subEvents"][ch], 20, "subscribed: " + str(rec(page)["subEvents"].get(ch)) + str(page.js("const s = window.t.getSubscription(arguments[0]); return [s && s.state, window.rec.subTokenCalls, window.t.state, window.rec.states, window.rec.disconnected]", ch)))
+    publish(node, ch, "before")
+    page.wait(lambda: rec(page)["pubs"][ch] == ["before"], 15, "the first publication")
+    page.wait(lambda: rec(page)["subTokenCalls"] >= 2, 30, "the subscription's getToken() asked again: "
+              + str({k: rec(page)[k] for k in ("states", "disconnected", "subTokenCalls")} | {"events": rec(page)["subEvents"][ch]}))
+    page.wait(lambda: time.time() > expires_at + grace + 2, 20, "the first token's expiry + grace")
+    publish(node, ch, "after")
+    publish(node, ch, "sentinel")
+    page.wait(lambda: "sentinel" in rec(page)["pubs"][ch], 20, "the sentinel")
+    r = rec(page)
+    assert r["pubs"][ch] == ["before", "after", "sentinel"], r["pubs"]
+    assert "unsubscribed" not in " ".join(r["subEvents"][ch]), r["subEvents"][ch]
+    assert page.js("return window.t.getSubscription(arguments[0]).state", ch) == "subscribed"
+    assert r["states"].count("connecting") == 1, f"the connection was remade: {r['states']}"
+    logged = proxy.requests()
+    assert logged, "HAProxy logged no request: the check below would prove nothing"
+    for token in (short, long, conn_token):
+        leaks = [x["path"] for x in logged if token in x["path"] or token[-20:] in x["path"]]
+        assert not leaks, f"a token in a logged URL: {leaks[:3]}"
+
+
 def test_climbs_back_to_websocket_after_a_fallback(node_factory, proxies, browsers):
     """WebSocket cannot connect (every attempt fails at the network level): the client falls back
     to SSE; once WebSocket works again, the periodic probe (`upgradeInterval`) takes it back to

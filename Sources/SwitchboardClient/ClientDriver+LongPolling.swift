@@ -38,9 +38,15 @@ extension ClientDriver {
     func pollRequest(generation: UInt64) -> PollRequest? {
         guard generation == self.generation, case .connected = self.state else { return nil }
         var probe: [String] = []
-        var subs: [(channel: String, since: StreamPosition?)] = []
+        var subs: [(channel: String, since: StreamPosition?, token: String?)] = []
         for channel in self.subscriptions.channels.sorted() {
             guard let entry = self.subscriptions.entry(channel) else { continue }
+            let token: String?
+            switch self.subscriptionToken(channel) {
+            case .notNeeded: token = nil
+            case .awaited: continue  // polled once its token came
+            case .held(let held): token = held
+            }
             if entry.phase == .subscribing {
                 if let position = entry.position {
                     for event in self.subscriptions.subscribed(channel, SubscribeResult(position: position, recoverable: true, recovered: true)) {
@@ -50,14 +56,19 @@ extension ClientDriver {
                     probe.append(channel)
                 }
             }
-            if self.subscriptions.entry(channel)?.phase != .waiting { subs.append((channel, entry.position)) }
+            if self.subscriptions.entry(channel)?.phase != .waiting { subs.append((channel, entry.position, token)) }
         }
         guard !subs.isEmpty else { return nil }
         let seconds = probe.isEmpty ? Int(min(max(self.configuration.pollTimeout.nanoseconds / 1_000_000_000, 0), 60)) : 0
         var body = ByteBuffer()
         body.writeJSONObject { object in
             object.object("subs") { channels in
-                for sub in subs { channels.object(sub.channel) { OutgoingCommand.writePosition(sub.since, into: &$0) } }
+                for sub in subs {
+                    channels.object(sub.channel) { entry in
+                        OutgoingCommand.writePosition(sub.since, into: &entry)
+                        if let token = sub.token { entry.field("token", string: token) }
+                    }
+                }
             }
             object.field("timeout", int: seconds)
             object.field("client", string: self.pollClientID)

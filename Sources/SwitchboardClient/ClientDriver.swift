@@ -405,9 +405,18 @@ final class ClientDriver {
 
     private func sendSubscribe(_ channel: String) {
         if let poller = self.connection as? LongPollClientConnection {
-            // Long-polling has no subscribe: the channel is in the next poll.
+            // Long-polling has no subscribe: the channel is in the next poll, with its token when it
+            // needs one (left out of the polls until the token came).
             guard case .some = self.subscriptions.startSubscribe(channel) else { return }
-            poller.restartPoll()
+            guard let source = self.tokenSources[channel], source.token == nil, let serial = self.subscriptions.entry(channel)?.serial
+            else {
+                poller.restartPoll()
+                return
+            }
+            self.fetchSubscriptionToken(channel, serial: serial, from: source) { driver, token in
+                driver.tokenSources[channel]?.token = token
+                (driver.connection as? LongPollClientConnection)?.restartPoll()
+            }
             return
         }
         guard case .some(let since) = self.subscriptions.startSubscribe(channel), let serial = self.subscriptions.entry(channel)?.serial
@@ -629,10 +638,33 @@ final class ClientDriver {
         .milliseconds(Int64(max(500, min(ttl, 86_400 * 365) * 800)))
     }
 
+    /// Whether `channel` needs a subscription token, and the one it holds: a long-poll carries
+    /// the token in the channel's entry, and leaves out a channel whose token is still being fetched.
+    enum SubscriptionTokenState: Equatable {
+        case notNeeded
+        case awaited
+        case held(String)
+    }
+
+    func subscriptionToken(_ channel: String) -> SubscriptionTokenState {
+        guard let source = self.tokenSources[channel] else { return .notNeeded }
+        return source.token.map { .held($0) } ?? .awaited
+    }
+
     func subscriptionRefused(_ channel: String, _ error: SwitchboardError) {
         if error.code.rawValue == SwitchboardError.Code.tokenExpired.rawValue, self.tokenSources[channel] != nil {
             self.tokenSources[channel]?.token = nil
-            self.sendSubscribe(channel)
+            guard self.connection is LongPollClientConnection, let serial = self.subscriptions.entry(channel)?.serial else {
+                self.sendSubscribe(channel)
+                return
+            }
+            // A poll found the token expired: a new one after a second (a getToken that keeps giving
+            // expired tokens must not make a loop of polls), then polled on from the same position.
+            let generation = self.generation
+            _ = self.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) {
+                guard self.generation == generation, self.subscriptions.entry(channel)?.serial == serial else { return }
+                self.sendSubscribe(channel)
+            }
             return
         }
         if error.code.isTemporary {

@@ -207,16 +207,67 @@ export class SubscriptionMethods {
     sub._emit('unsubscribed', {channel: sub.channel, code, reason});
   }
 
+  // Long-polling: the subscription tokens the next poll carries, asked of each
+  // subscription's getToken that has none (all at once, each within
+  // requestTimeout). A subscription whose getToken fails or times out is left
+  // out of the polls and tried again after its backoff; one that gives no
+  // token ends, as over WebSocket.
+  async _pollTokens() {
+    const need = [];
+    for (const sub of this._subs.values()) {
+      if (sub.state !== 'unsubscribed' && sub._getToken && !sub._token && !sub._retry) need.push(sub);
+    }
+    if (!need.length) return;
+    const limit = (this._opts && this._opts.requestTimeout) || 10000;
+    await Promise.all(need.map(async sub => {
+      const gen = sub._gen;
+      let timer = null, token;
+      try {
+        token = await Promise.race([
+          Promise.resolve().then(() => sub._getToken({channel: sub.channel})),
+          new Promise((_, reject) => { timer = this._after(limit, () => reject(new Error('no token within ' + limit + ' ms'))); }),
+        ]);
+      } catch (e) {
+        if (sub._gen === gen && sub.state !== 'unsubscribed') {
+          this._pollRetryLater(sub, new SwitchboardError('transport', 'getToken failed: ' + (e && e.message || e), true));
+        }
+        return;
+      } finally {
+        this._clear(timer);
+      }
+      if (sub._gen !== gen || sub.state === 'unsubscribed') return;
+      if (typeof token !== 'string' || !token) { this._unsubscribe(sub, 'unauthorized', 'getToken gave no token', true); return; }
+      sub._token = token;
+    }));
+  }
+
+  // Long-polling: a subscription that could not be polled now (no token, or
+  // one the node found expired) waits for its backoff, then polls again.
+  _pollRetryLater(sub, err) {
+    sub._emit('error', err);
+    if (sub.state === 'unsubscribed') return;
+    const delay = sub._backoff.next();
+    this._log('poll of', sub.channel, 'failed (' + err.code + '): again in', Math.round(delay), 'ms');
+    this._clear(sub._retry);
+    sub._retry = this._after(delay, () => {
+      sub._retry = null;
+      if (sub.state !== 'unsubscribed') this._kickSubscribe(sub);  // on whichever connection is current
+    });
+  }
+
   // Long-polling: the `subs` of the next poll, and the subscriptions that have
   // no position yet (`probe`). Subscriptions with a position count as
   // (re)subscribed once polled from it (a `position` with recovered: false
-  // says otherwise); new ones wait for their `position`.
+  // says otherwise); new ones wait for their `position`. A subscription that
+  // needs a token and has none yet is left out until it has one.
   _pollSubs(conn) {
     const subs = {}, probe = [], now = [];
     for (const sub of this._subs.values()) {
       if (sub.state === 'unsubscribed') continue;
+      if (sub._getToken && !sub._token) continue;
       const pos = this._posFor(sub);
-      subs[sub.channel] = pos || {};
+      subs[sub.channel] = pos ? {...pos} : {};
+      if (sub._token) subs[sub.channel].token = sub._token;
       if (sub.state === 'subscribing' && sub._lpConn !== conn) {
         sub._lpConn = conn;
         sub._since = pos;
@@ -243,6 +294,7 @@ export class SubscriptionMethods {
   _pollItem(conn, sub, item) {
     if (item.position) {
       const p = item.position;
+      sub._backoff.reset();
       const had = this._posFor(sub);
       const gen = sub._gen;
       sub._pos = typeof p.offset === 'number' ? {offset: p.offset, epoch: p.epoch} : null;
@@ -262,27 +314,43 @@ export class SubscriptionMethods {
       }
     } else if (item.pub) {
       if (sub.state === 'subscribing') sub.state = 'subscribed';
+      sub._backoff.reset();
       sub._deliver(item.pub);
     } else if (item.error) {
       const err = toError(item.error);
+      if (err.code === 109 && sub._getToken) {
+        // Its token expired: poll again, from the same position, with a new one, after the backoff
+        // (a getToken that keeps giving expired tokens must not make a poll loop).
+        sub._token = null;
+        this._pollResubscribe(sub, 109, err.message);
+        this._pollRetryLater(sub, new SwitchboardError(109, err.message, true));
+        return;
+      }
       sub._emit('error', err);
       this._unsubscribe(sub, err.code, err.message, true);
     } else if (item.unsubscribe) {
       const u = item.unsubscribe;
-      if (u.code === 2500) {
-        // Insufficient state (e.g. the channel's epoch changed under a held poll): as over WebSocket,
-        // subscribe again from our position, which here is the next poll: its `position` says
-        // `recovered: false` (then `unrecovered`), or its publications continue the stream.
+      if (u.code === 2500 || (u.code === 2501 && sub._getToken)) {
+        // 2500 insufficient state (e.g. the channel's epoch changed under a held poll): as over
+        // WebSocket, subscribe again from our position, which here is the next poll: its `position`
+        // says `recovered: false` (then `unrecovered`), or its publications continue the stream.
+        // 2501 token expired during the poll: the same, with a new token.
         this._log('resubscribe after', u.code, sub.channel);
-        const was = sub.state;
-        sub.state = 'subscribing';
-        sub._gen++;
-        sub._lpConn = null;
-        if (was === 'subscribed') sub._emit('subscribing', {channel: sub.channel, code: u.code, reason: u.reason || ''});
+        if (u.code === 2501) sub._token = null;
+        this._pollResubscribe(sub, u.code, u.reason || '');
       } else {
         this._unsubscribe(sub, u.code, u.reason || 'unsubscribed by server', true);
       }
     }
+  }
+
+  // Long-polling: back to `subscribing`; the next poll that carries it makes it `subscribed` again.
+  _pollResubscribe(sub, code, reason) {
+    const was = sub.state;
+    sub.state = 'subscribing';
+    sub._gen++;
+    sub._lpConn = null;
+    if (was === 'subscribed') sub._emit('subscribing', {channel: sub.channel, code, reason});
   }
 }
 

@@ -171,3 +171,56 @@ test('long-polling: a new channel is probed (timeout 0); no position in the answ
   c._kickSubscribe(c.add('b'));
   assert.equal(c._conn.restarts, 1, 'a subscribe while long-polling restarts the poll');
 });
+
+test('long-polling: a channel that needs a token is polled with it once getToken gave one; 109 and 2501 ask again, from the same position, 109 after the backoff', async () => {
+  const c = new StubClient('longpoll');
+  let n = 0;
+  const sub = c.add('$p', {since: {offset: 3, epoch: 'e'}, getToken: async ({channel}) => channel + '-t' + (++n)});
+  const ev = record(sub);
+  assert.deepEqual(c._pollSubs(c._conn).subs, {}, 'no token yet: left out of the poll');
+  await c._pollTokens();
+  assert.deepEqual(c._pollSubs(c._conn).subs, {'$p': {offset: 3, epoch: 'e', token: '$p-t1'}});
+  c._pollItem(c._conn, sub, {channel: '$p', error: {code: 109, message: 'token expired'}});
+  assert.equal(sub.state, 'subscribing');
+  assert.deepEqual(c._pollSubs(c._conn).subs, {}, 'no token during the backoff');
+  await c._pollTokens();
+  assert.equal(n, 1, 'getToken is not asked again before the backoff is over');
+  c.clock.tick(100);
+  assert.equal(c._conn.restarts, 1, 'the backoff over, the poll restarts');
+  await c._pollTokens();
+  assert.deepEqual(c._pollSubs(c._conn).subs, {'$p': {offset: 3, epoch: 'e', token: '$p-t2'}});
+  c._pollItem(c._conn, sub, {channel: '$p', pub: {offset: 4}});
+  c._pollItem(c._conn, sub, {channel: '$p', unsubscribe: {code: 2501, reason: 'token expired'}});
+  await c._pollTokens();
+  assert.deepEqual(c._pollSubs(c._conn).subs, {'$p': {offset: 4, epoch: 'e', token: '$p-t3'}});
+  assert.deepEqual(ev, ['subscribed', 'subscribing', 'error 109', 'subscribed', 'pub 4', 'subscribing', 'subscribed']);
+  // Another refusal ends it, as over WebSocket.
+  c._pollItem(c._conn, sub, {channel: '$p', error: {code: 103, message: 'permission denied'}});
+  assert.equal(sub.state, 'unsubscribed');
+});
+
+test('long-polling: a getToken that fails or hangs leaves its channel out and is asked again after the backoff; no token ends it', async () => {
+  const c = new StubClient('longpoll');
+  c._opts = {requestTimeout: 500};
+  const answers = [() => Promise.reject(new Error('backend down')), () => new Promise(() => {}), async () => 't', async () => ''];
+  let n = 0;
+  const sub = c.add('$p', {getToken: () => answers[n++]()});
+  const other = c.add('open');
+  const ev = record(sub);
+  await c._pollTokens();
+  assert.deepEqual(c._pollSubs(c._conn).subs, {open: {}}, 'the others are polled meanwhile');
+  c.clock.tick(100);
+  const pending = c._pollTokens();
+  await flush();
+  c.clock.tick(500);
+  await pending;
+  assert.deepEqual(Object.keys(c._pollSubs(c._conn).subs), ['open'], 'a getToken that hangs times out');
+  c.clock.tick(200);
+  await c._pollTokens();
+  assert.deepEqual(c._pollSubs(c._conn).subs, {'$p': {token: 't'}, open: {}});
+  sub._token = null;
+  await c._pollTokens();
+  assert.equal(sub.state, 'unsubscribed');
+  assert.deepEqual(ev, ['error transport', 'error transport', 'unsubscribed']);
+  assert.equal(other.state, 'subscribing');
+});

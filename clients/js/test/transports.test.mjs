@@ -27,6 +27,7 @@ function host(over = {}) {
     _emitError(err) { h.errors.push(err.code); },
     _pollSubs: () => ({subs: {a: {offset: 1, epoch: 'e'}}, probe: []}),
     _pollProbed(probe) { h.probed.push(probe); },
+    _pollTokens: async () => {},
   };
   return h;
 }

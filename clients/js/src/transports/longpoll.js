@@ -85,7 +85,7 @@ export class LongPollConn {
     this.env.clearTimeout(this.restartTimer);
     this.restartTimer = this.env.setTimeout(() => {  // a burst of subscribe() calls makes one new poll
       if (this.done) return;
-      if (this.polling && this.pollCtrl) { this.restart = true; this.pollCtrl.abort(); }
+      if (this.polling) { this.restart = true; if (this.pollCtrl) this.pollCtrl.abort(); }
       else this._loop();
     }, 5);
   }
@@ -100,6 +100,10 @@ export class LongPollConn {
     try {
       for (;;) {
         if (this.done) return;
+        this.restart = false;
+        await this.client._pollTokens();  // subscription tokens, for channels that need them
+        if (this.done) return;
+        if (this.restart) continue;  // the channels changed meanwhile
         const {subs, probe} = this.client._pollSubs(this);
         if (this.done) return;
         if (Object.keys(subs).length === 0) return;  // nothing to follow: idle until subscribe()
@@ -107,7 +111,6 @@ export class LongPollConn {
         // (or nothing, when it keeps no history); then poll as usual.
         const timeout = probe.length ? 0 : Math.max(0, Math.min(60, Math.round(opts.pollTimeout / 1000)));
         const body = {subs, timeout, client: this.client._pollClient};
-        this.restart = false;
         this.pollCtrl = new this.env.AbortController();
         const started = this.env.now();
         let resp;
