@@ -251,14 +251,24 @@ extension ConnectParams {
         )
     }
 
+    /// Most subscription tokens one `connect`, poll or stream opening may carry. Each is a
+    /// signature check (up to ~35 µs for ES256) that no command bucket paces, so one request may
+    /// not ask for thousands; 64 private channels per client is far more than chat or dashboard
+    /// clients follow.
+    public static let maximumSubTokens = 64
+
     /// The `token` members of a `subs` object's entries, by channel (entries without one are
-    /// left out). A token that is not a string is refused; its size is the verifier's to check.
+    /// left out). A token that is not a string is refused, as are more than `maximumSubTokens`
+    /// (106); a token's size is the verifier's to check.
     public static func parseSubTokens(_ value: JSONValue) throws(SwitchboardError) -> [String: String] {
         guard case .object(let subsObject) = value else { throw .badRequest("subs must be an object") }
         var tokens: [String: String] = [:]
         for member in subsObject.members {
             guard case .object(let entry) = member.value, let token = entry["token"], token != .null else { continue }
             guard let text = token.stringValue else { throw .badRequest("a token in subs must be a string") }
+            guard tokens.count < Self.maximumSubTokens else {
+                throw .limitExceeded("at most \(Self.maximumSubTokens) subscription tokens in subs")
+            }
             tokens[member.key] = text
         }
         return tokens

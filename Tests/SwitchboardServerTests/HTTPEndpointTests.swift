@@ -59,6 +59,20 @@ struct HTTPEndpointTests {
         #expect(bearer.params.token == "bearer")
     }
 
+    @Test("a poll carries at most ConnectParams.maximumSubTokens subscription tokens: each is a signature check no bucket paces")
+    func pollSubscriptionTokenCap() throws {
+        func body(_ count: Int) -> ByteBuffer {
+            ByteBuffer(string: "{\"subs\":{" + (0..<count).map { #""c\#($0)":{"token":"t\#($0)"}"# }.joined(separator: ",") + ",\"plain\":{}}}")
+        }
+        let most = ConnectParams.maximumSubTokens
+        let taken = try LongPollEndpoint.request(body: body(most), bearer: nil, maximumSubscriptions: 1000).get()
+        #expect(taken.params.subTokens.count == most && taken.params.subs.count == most + 1)
+        switch LongPollEndpoint.request(body: body(most + 1), bearer: nil, maximumSubscriptions: 1000) {
+        case .success: Issue.record("\(most + 1) subscription tokens taken")
+        case .failure(let error): #expect(error.message.contains("at most \(most) subscription tokens"), "\(error.message)")
+        }
+    }
+
     @Test("a poll's body is refused with a reason, never trapped on", arguments: [
         ("[]", "JSON object"),
         ("not json", "JSON object"),
