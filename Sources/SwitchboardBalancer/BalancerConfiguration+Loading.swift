@@ -50,7 +50,8 @@ extension BalancerConfiguration {
     /// Applies `SWITCHBOARD_BALANCE_*` variables from `environment`.
     public mutating func apply(environment: [String: String]) throws(BalancerConfigurationError) {
         for key in Self.optionKeys {
-            guard let text = environment[Self.environmentName(for: key)] else { continue }
+            guard let text = ConfigurationKey.environmentNames(for: key, prefix: Self.environmentPrefix).lazy.compactMap({ environment[$0] }).first
+            else { continue }
             try self.set(key, text: text)
         }
     }

@@ -30,7 +30,7 @@ struct Balance: AsyncParsableCommand {
     @Option(help: "A node, HOST:PORT or HOST:PORT,weight=N (1-100); repeat for each node.")
     var node: [String] = []
 
-    @Option(help: "redis://[[user]:password@]host:port[/db] (or rediss:// for TLS) of the nodes' broker: nodes announced in its registry are added and removed at run time.")
+    @Option(help: "redis://[[user]:password@]host:port[/db] (or rediss:// for TLS, redis+cluster://host:port[,...] for a Redis Cluster) of the nodes' broker: nodes announced in its registry are added and removed at run time.")
     var registry: String?
 
     @Option(help: "round-robin, least-conn, p2c, least-time or hash (default p2c).")

@@ -28,7 +28,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Config file, JSON or YAML (also SWITCHBOARD_CONFIG).")
     var config: String?
 
-    @Option(help: "memory (one node, the default), or redis://[[user]:password@]host:port[/db] to join nodes through Redis (rediss:// for TLS, with ?ssl_ca_certs=FILE, &ssl_certfile=FILE&ssl_keyfile=FILE).")
+    @Option(help: "memory (one node, the default), or redis://[[user]:password@]host:port[/db] to join nodes through Redis (rediss:// for TLS, with ?ssl_ca_certs=FILE, &ssl_certfile=FILE&ssl_keyfile=FILE), or redis+cluster://host:port[,host:port...] for a Redis Cluster (rediss+cluster:// with TLS).")
     var broker: String?
 
     @Option(help: "Key for the HTTP server API; generated and printed when not set.")

@@ -54,6 +54,29 @@ struct ConfigurationSourcesTests {
         #expect(fromFlag == fromFile)
     }
 
+    @Test("environment names: a run of capitals is one word (..._PER_IP, ..._PRESENCE_TTL); the old ..._PER_I_P spelling still reads, the new one wins")
+    func environmentNamesOfAcronyms() throws {
+        #expect(ServerConfiguration.environmentName(for: "maxConnectionsPerIP") == "SWITCHBOARD_MAX_CONNECTIONS_PER_IP")
+        #expect(ServerConfiguration.environmentName(for: "presenceTTL") == "SWITCHBOARD_PRESENCE_TTL")
+        #expect(ServerConfiguration.environmentName(for: "tlsCert") == "SWITCHBOARD_TLS_CERT")
+        #expect(ConfigurationKey.environmentName(for: "maxIPCount", prefix: "P_") == "P_MAX_IP_COUNT")
+        #expect(ConfigurationKey.environmentName(for: "http2Port", prefix: "P_") == "P_HTTP2_PORT")
+        // Every option's name is a distinct variable, and upper case letters, digits and `_` only.
+        let names = ServerConfiguration.optionKeys.map { ServerConfiguration.environmentName(for: $0) }
+        #expect(Set(names).count == names.count)
+        #expect(names.allSatisfy { $0.allSatisfy { $0.isUppercase || $0.isNumber || $0 == "_" } })
+
+        var configuration = ServerConfiguration()
+        try configuration.apply(environment: ["SWITCHBOARD_MAX_CONNECTIONS_PER_IP": "7", "SWITCHBOARD_MAX_POLLS_PER_IP": "3", "SWITCHBOARD_PRESENCE_TTL": "9"])
+        #expect(configuration.maxConnectionsPerIP == 7 && configuration.maxPollsPerIP == 3 && configuration.presenceTTL == 9)
+        var legacy = ServerConfiguration()
+        try legacy.apply(environment: ["SWITCHBOARD_MAX_CONNECTIONS_PER_I_P": "8"])
+        #expect(legacy.maxConnectionsPerIP == 8)
+        var both = ServerConfiguration()
+        try both.apply(environment: ["SWITCHBOARD_MAX_CONNECTIONS_PER_I_P": "8", "SWITCHBOARD_MAX_CONNECTIONS_PER_IP": "9"])
+        #expect(both.maxConnectionsPerIP == 9)
+    }
+
     @Test("a file's value of the wrong kind is refused with the option's own message")
     func wrongKinds() {
         var configuration = ServerConfiguration()

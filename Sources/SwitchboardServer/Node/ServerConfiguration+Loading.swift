@@ -109,7 +109,8 @@ extension ServerConfiguration {
     /// Applies `SWITCHBOARD_*` variables from `environment`.
     public mutating func apply(environment: [String: String]) throws {
         for key in Self.optionKeys {
-            guard let text = environment[Self.environmentName(for: key)] else { continue }
+            guard let text = ConfigurationKey.environmentNames(for: key, prefix: Self.environmentPrefix).lazy.compactMap({ environment[$0] }).first
+            else { continue }
             try self.set(key, text: text)
         }
     }
