@@ -75,8 +75,25 @@ class SwitchboardError extends Error {
 
 function toError(e) {
   if (e instanceof SwitchboardError) return e;
-  if (e && typeof e === 'object' && 'code' in e) return new SwitchboardError(e.code, e.message, e.temporary);
-  return new SwitchboardError('transport', String(e && e.message || e));
+  if (e && typeof e === 'object' && 'code' in e) {
+    // From the network: only a number or a string is taken as code or message (an object there
+    // could throw while being turned into a string, inside the client's own handlers).
+    const code = typeof e.code === 'number' || typeof e.code === 'string' ? e.code : 'protocol';
+    const message = typeof e.message === 'string' ? e.message : typeof e.message === 'number' ? String(e.message) : '';
+    return new SwitchboardError(code, message, e.temporary === true);
+  }
+  if (e instanceof Error) return new SwitchboardError('transport', e.message);
+  return new SwitchboardError('transport', typeof e === 'string' ? e : 'unknown error');
+}
+
+/**
+ * The delay before a refresh of a token whose `ttl` (seconds, from the node) is left: four fifths
+ * of it, at least 1 s, and never past what a timer can hold (2^31 - 1 ms: a longer delay fires at
+ * once in browsers and Node, which would make a refresh loop). Null when `ttl` is not a number.
+ */
+function refreshDelay(ttl) {
+  if (typeof ttl !== 'number' || Number.isNaN(ttl)) return null;
+  return Math.min(Math.max(1000, ttl * 800), 2147483647);
 }
 
 /**
@@ -1068,7 +1085,7 @@ class SubscriptionMethods {
       if (sub.state === 'unsubscribed' || gen !== sub._gen) return;
     }
     if (recovered) {
-      for (const pub of res.publications || []) {
+      for (const pub of Array.isArray(res.publications) ? res.publications : []) {
         sub._deliver(pub, res.epoch);
         if (sub.state === 'unsubscribed' || gen !== sub._gen) return;
       }
@@ -1088,7 +1105,9 @@ class SubscriptionMethods {
   _scheduleSubRefresh(sub, gen, ttl) {
     this._clear(sub._refreshTimer);
     const conn = this._conn;
-    sub._refreshTimer = this._after(Math.max(1000, ttl * 800), async () => {
+    const ms = refreshDelay(ttl);
+    if (ms === null) return;
+    sub._refreshTimer = this._after(ms, async () => {
       sub._refreshTimer = null;
       if (sub._gen !== gen || this._conn !== conn) return;
       try {
@@ -1229,6 +1248,8 @@ class SubscriptionMethods {
     }
   }
 
+  // One item of a poll answer. Sets `_pollMoved` when it changed anything (a publication delivered,
+  // a position or state that moved, a refusal): a quick answer that moved nothing is not polled again at once.
   _pollItem(conn, sub, item) {
     if (item.position) {
       const p = item.position;
@@ -1236,6 +1257,9 @@ class SubscriptionMethods {
       const had = this._posFor(sub);
       const gen = sub._gen;
       sub._pos = typeof p.offset === 'number' ? {offset: p.offset, epoch: p.epoch} : null;
+      if (sub.state === 'subscribing' || p.recovered === false || !had || !sub._pos || had.offset !== sub._pos.offset || had.epoch !== sub._pos.epoch) {
+        this._pollMoved = true;
+      }
       if (had && p.recovered === false) {
         sub.unrecovered = true;
         sub._emit('unrecovered', {channel: sub.channel, offset: p.offset, epoch: p.epoch});
@@ -1253,8 +1277,9 @@ class SubscriptionMethods {
     } else if (item.pub) {
       if (sub.state === 'subscribing') sub.state = 'subscribed';
       sub._backoff.reset();
-      sub._deliver(item.pub);
+      if (sub._deliver(item.pub)) this._pollMoved = true;
     } else if (item.error) {
+      this._pollMoved = true;
       const err = toError(item.error);
       if (err.code === 109 && sub._getToken) {
         // Its token expired: poll again, from the same position, with a new one, after the backoff
@@ -1267,6 +1292,7 @@ class SubscriptionMethods {
       sub._emit('error', err);
       this._unsubscribe(sub, err.code, err.message, true);
     } else if (item.unsubscribe) {
+      this._pollMoved = true;
       const u = item.unsubscribe;
       if (u.code === 2500 || (u.code === 2501 && sub._getToken)) {
         // 2500 insufficient state (e.g. the channel's epoch changed under a held poll): as over
@@ -1557,7 +1583,7 @@ class SseConn {
     if (this.done) { this._cancel(resp); return; }
     if (resp.status !== 200 || !resp.body || typeof resp.body.getReader !== 'function') {
       let detail = '';
-      try { detail = ' ' + String(await resp.text()).slice(0, 200).trim(); } catch (e) { /* no body */ }
+      try { detail = ' ' + (await this._head(resp)).slice(0, 200).trim(); } catch (e) { /* no body */ }
       this._cancel(resp);
       this._end(0, 'cannot open: HTTP ' + resp.status + detail);
       return;
@@ -1613,6 +1639,21 @@ class SseConn {
       return;
     }
     this.client._rejectCommands(batch, errorFromBody(resp.text, resp.status, resp.status === 400 ? 107 : 'transport'));
+  }
+
+  // The first few KB of a refusal's body, for the reason: a body that never ends must not fill memory.
+  async _head(resp) {
+    if (!resp.body || typeof resp.body.getReader !== 'function') return String(await resp.text());
+    const reader = resp.body.getReader();
+    const dec = new TextDecoder();
+    let text = '';
+    while (text.length < 4096) {
+      const {done, value} = await reader.read();
+      if (done) break;
+      text += dec.decode(value, {stream: true});
+    }
+    try { reader.cancel().catch(() => {}); } catch (e) { /* gone */ }
+    return text;
   }
 
   _cancel(resp) {
@@ -1789,14 +1830,15 @@ class LongPollConn {
         if (resp.status !== 200) { this._end(0, 'poll answered HTTP ' + resp.status); return; }
         const items = jsonOrNull(resp.text);
         if (!Array.isArray(items)) { this._end(0, 'poll answer is not a JSON array'); return; }
+        this.client._pollMoved = false;
         for (const item of items) {
           if (this.done) return;
           if (item && typeof item === 'object') this.client._connMessage(this, item);
         }
         if (this.done) return;
         if (probe.length) { this.client._pollProbed(probe); continue; }
-        if (items.length === 0 && this.env.now() - started < 200 && !this.restart) {
-          await this._sleep(500);  // never spin on a node that answers [] at once
+        if (!this.client._pollMoved && this.env.now() - started < 200 && !this.restart) {
+          await this._sleep(500);  // never spin on a node that answers at once with nothing new
         }
       }
     } finally {
@@ -2216,6 +2258,16 @@ class Switchboard extends Emitter {
   }
 
   _connMessage(conn, obj) {
+    // A message the client cannot handle (a node or proxy sending nonsense) ends the connection like
+    // any transport failure, with a reconnect: an exception must not leave it half-handled.
+    try {
+      this._handleMessage(conn, obj);
+    } catch (e) {
+      this._failConn(conn, 'bad message from the node: ' + (e && e.message || e));
+    }
+  }
+
+  _handleMessage(conn, obj) {
     if (conn !== this._conn || conn.done) return;
     conn.lastActivity = this._env.now();
     if (Object.keys(obj).length === 0) {  // server ping
@@ -2274,7 +2326,9 @@ class Switchboard extends Emitter {
     conn.connected = true;
     conn.subsSettled = false;
     conn.lastActivity = env.now();
-    this._pingMs = (typeof res.ping === 'number' ? res.ping : 0) * 1000;
+    // Seconds between the node's pings (0: none), taken as at most an hour, as the Swift client does:
+    // a huge or infinite value would overflow the watchdog's timer and make it spin.
+    this._pingMs = typeof res.ping === 'number' && Number.isFinite(res.ping) && res.ping > 0 ? Math.min(res.ping, 3600) * 1000 : 0;
     this._pong = !!res.pong;
     // The backoff starts over only once the connection has lived a while: one that dies at once
     // after every connect reply (say, each command POST gets 404) must not reconnect in a tight loop.
@@ -2340,7 +2394,8 @@ class Switchboard extends Emitter {
   // Connection token refresh (protocol 1.1 `refresh`): ask getToken() before the token expires.
   _scheduleRefresh(conn, ttl) {
     this._clear(this._refreshTimer);
-    const ms = Math.max(1000, ttl * 1000 * 0.8);
+    const ms = refreshDelay(ttl);
+    if (ms === null) return;
     this._refreshTimer = this._after(ms, async () => {
       this._refreshTimer = null;
       if (this._conn !== conn) return;
@@ -2374,7 +2429,20 @@ class Switchboard extends Emitter {
     let ws;
     try { ws = new this._env.WebSocket(this._urls.ws); } catch (e) { this._scheduleUpgrade(conn); return; }
     this._upgradeProbe = ws;
-    const end = () => { ws.onopen = ws.onclose = ws.onerror = ws.onmessage = null; try { ws.close(1000); } catch (e) { /* closed */ } };
+    const end = () => {
+      ws.onopen = ws.onclose = ws.onerror = ws.onmessage = null;
+      try { ws.close(1000); } catch (e) { /* closed */ }
+      this._clear(this._upgradeTimer);
+      this._upgradeTimer = null;
+    };
+    // A probe that a proxy takes and never answers is cut at the connect timeout, and probing goes on.
+    this._upgradeTimer = this._after(this._opts.connectTimeout, () => {
+      this._upgradeTimer = null;
+      if (this._upgradeProbe !== ws) return;
+      end();
+      this._upgradeProbe = null;
+      if (this._conn === conn) this._scheduleUpgrade(conn);
+    });
     ws.onopen = () => {
       end();
       this._upgradeProbe = null;

@@ -7,7 +7,7 @@
 // on whatever connection is up. Its subscription handling is in
 // subscriptions.js (methods installed on Switchboard.prototype below).
 
-import {SwitchboardError, toError} from './errors.js';
+import {SwitchboardError, toError, refreshDelay} from './errors.js';
 import {makeEnv} from './env.js';
 import {VERSION, ALL_TRANSPORTS, CONNECT_ID, STABLE_MS, MAX_HELD, randomId, validChannel, endpoints} from './util.js';
 import {Backoff} from './backoff.js';
@@ -381,6 +381,16 @@ export class Switchboard extends Emitter {
   }
 
   _connMessage(conn, obj) {
+    // A message the client cannot handle (a node or proxy sending nonsense) ends the connection like
+    // any transport failure, with a reconnect: an exception must not leave it half-handled.
+    try {
+      this._handleMessage(conn, obj);
+    } catch (e) {
+      this._failConn(conn, 'bad message from the node: ' + (e && e.message || e));
+    }
+  }
+
+  _handleMessage(conn, obj) {
     if (conn !== this._conn || conn.done) return;
     conn.lastActivity = this._env.now();
     if (Object.keys(obj).length === 0) {  // server ping
@@ -439,7 +449,9 @@ export class Switchboard extends Emitter {
     conn.connected = true;
     conn.subsSettled = false;
     conn.lastActivity = env.now();
-    this._pingMs = (typeof res.ping === 'number' ? res.ping : 0) * 1000;
+    // Seconds between the node's pings (0: none), taken as at most an hour, as the Swift client does:
+    // a huge or infinite value would overflow the watchdog's timer and make it spin.
+    this._pingMs = typeof res.ping === 'number' && Number.isFinite(res.ping) && res.ping > 0 ? Math.min(res.ping, 3600) * 1000 : 0;
     this._pong = !!res.pong;
     // The backoff starts over only once the connection has lived a while: one that dies at once
     // after every connect reply (say, each command POST gets 404) must not reconnect in a tight loop.
@@ -505,7 +517,8 @@ export class Switchboard extends Emitter {
   // Connection token refresh (protocol 1.1 `refresh`): ask getToken() before the token expires.
   _scheduleRefresh(conn, ttl) {
     this._clear(this._refreshTimer);
-    const ms = Math.max(1000, ttl * 1000 * 0.8);
+    const ms = refreshDelay(ttl);
+    if (ms === null) return;
     this._refreshTimer = this._after(ms, async () => {
       this._refreshTimer = null;
       if (this._conn !== conn) return;
@@ -539,7 +552,20 @@ export class Switchboard extends Emitter {
     let ws;
     try { ws = new this._env.WebSocket(this._urls.ws); } catch (e) { this._scheduleUpgrade(conn); return; }
     this._upgradeProbe = ws;
-    const end = () => { ws.onopen = ws.onclose = ws.onerror = ws.onmessage = null; try { ws.close(1000); } catch (e) { /* closed */ } };
+    const end = () => {
+      ws.onopen = ws.onclose = ws.onerror = ws.onmessage = null;
+      try { ws.close(1000); } catch (e) { /* closed */ }
+      this._clear(this._upgradeTimer);
+      this._upgradeTimer = null;
+    };
+    // A probe that a proxy takes and never answers is cut at the connect timeout, and probing goes on.
+    this._upgradeTimer = this._after(this._opts.connectTimeout, () => {
+      this._upgradeTimer = null;
+      if (this._upgradeProbe !== ws) return;
+      end();
+      this._upgradeProbe = null;
+      if (this._conn === conn) this._scheduleUpgrade(conn);
+    });
     ws.onopen = () => {
       end();
       this._upgradeProbe = null;

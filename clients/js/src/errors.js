@@ -29,8 +29,25 @@ export class SwitchboardError extends Error {
 
 export function toError(e) {
   if (e instanceof SwitchboardError) return e;
-  if (e && typeof e === 'object' && 'code' in e) return new SwitchboardError(e.code, e.message, e.temporary);
-  return new SwitchboardError('transport', String(e && e.message || e));
+  if (e && typeof e === 'object' && 'code' in e) {
+    // From the network: only a number or a string is taken as code or message (an object there
+    // could throw while being turned into a string, inside the client's own handlers).
+    const code = typeof e.code === 'number' || typeof e.code === 'string' ? e.code : 'protocol';
+    const message = typeof e.message === 'string' ? e.message : typeof e.message === 'number' ? String(e.message) : '';
+    return new SwitchboardError(code, message, e.temporary === true);
+  }
+  if (e instanceof Error) return new SwitchboardError('transport', e.message);
+  return new SwitchboardError('transport', typeof e === 'string' ? e : 'unknown error');
+}
+
+/**
+ * The delay before a refresh of a token whose `ttl` (seconds, from the node) is left: four fifths
+ * of it, at least 1 s, and never past what a timer can hold (2^31 - 1 ms: a longer delay fires at
+ * once in browsers and Node, which would make a refresh loop). Null when `ttl` is not a number.
+ */
+export function refreshDelay(ttl) {
+  if (typeof ttl !== 'number' || Number.isNaN(ttl)) return null;
+  return Math.min(Math.max(1000, ttl * 800), 2147483647);
 }
 
 /**

@@ -10,7 +10,7 @@
 // null), `_call` (the request queue), `_failConn`, `_destroyed`, `_log`,
 // `_after`/`_clear` (timers) and `transport`.
 
-import {SwitchboardError, toError} from './errors.js';
+import {SwitchboardError, toError, refreshDelay} from './errors.js';
 
 /** Subscription handling, installed on Switchboard.prototype (see installSubscriptionMethods). */
 export class SubscriptionMethods {
@@ -130,7 +130,7 @@ export class SubscriptionMethods {
       if (sub.state === 'unsubscribed' || gen !== sub._gen) return;
     }
     if (recovered) {
-      for (const pub of res.publications || []) {
+      for (const pub of Array.isArray(res.publications) ? res.publications : []) {
         sub._deliver(pub, res.epoch);
         if (sub.state === 'unsubscribed' || gen !== sub._gen) return;
       }
@@ -150,7 +150,9 @@ export class SubscriptionMethods {
   _scheduleSubRefresh(sub, gen, ttl) {
     this._clear(sub._refreshTimer);
     const conn = this._conn;
-    sub._refreshTimer = this._after(Math.max(1000, ttl * 800), async () => {
+    const ms = refreshDelay(ttl);
+    if (ms === null) return;
+    sub._refreshTimer = this._after(ms, async () => {
       sub._refreshTimer = null;
       if (sub._gen !== gen || this._conn !== conn) return;
       try {
@@ -291,6 +293,8 @@ export class SubscriptionMethods {
     }
   }
 
+  // One item of a poll answer. Sets `_pollMoved` when it changed anything (a publication delivered,
+  // a position or state that moved, a refusal): a quick answer that moved nothing is not polled again at once.
   _pollItem(conn, sub, item) {
     if (item.position) {
       const p = item.position;
@@ -298,6 +302,9 @@ export class SubscriptionMethods {
       const had = this._posFor(sub);
       const gen = sub._gen;
       sub._pos = typeof p.offset === 'number' ? {offset: p.offset, epoch: p.epoch} : null;
+      if (sub.state === 'subscribing' || p.recovered === false || !had || !sub._pos || had.offset !== sub._pos.offset || had.epoch !== sub._pos.epoch) {
+        this._pollMoved = true;
+      }
       if (had && p.recovered === false) {
         sub.unrecovered = true;
         sub._emit('unrecovered', {channel: sub.channel, offset: p.offset, epoch: p.epoch});
@@ -315,8 +322,9 @@ export class SubscriptionMethods {
     } else if (item.pub) {
       if (sub.state === 'subscribing') sub.state = 'subscribed';
       sub._backoff.reset();
-      sub._deliver(item.pub);
+      if (sub._deliver(item.pub)) this._pollMoved = true;
     } else if (item.error) {
+      this._pollMoved = true;
       const err = toError(item.error);
       if (err.code === 109 && sub._getToken) {
         // Its token expired: poll again, from the same position, with a new one, after the backoff
@@ -329,6 +337,7 @@ export class SubscriptionMethods {
       sub._emit('error', err);
       this._unsubscribe(sub, err.code, err.message, true);
     } else if (item.unsubscribe) {
+      this._pollMoved = true;
       const u = item.unsubscribe;
       if (u.code === 2500 || (u.code === 2501 && sub._getToken)) {
         // 2500 insufficient state (e.g. the channel's epoch changed under a held poll): as over

@@ -264,6 +264,21 @@ test('connected (fallback) -> connecting -> connected: WebSocket works again', a
   assert.deepEqual(states, ['connecting', 'connected'], 'straight from connected to connecting over WebSocket');
 });
 
+test('connected (fallback): a climb-back probe that never answers is cut at connectTimeout, and probing goes on', async t => {
+  const {server, sb} = await setup(t, {transports: ['websocket', 'longpoll'], upgradeInterval: 10000, connectTimeout: 3000},
+    s => { s.refuseWs = true; });
+  sb.connect();
+  await until(isConnected(sb), 30000, 'connected over long-polling');
+  server.refuseWs = false;
+  server.stallWs = true;
+  const before = server.sockets.length;
+  await until(() => server.sockets.length === before + 2, 40000, 'a second probe after the first one stalled');
+  assert.equal(server.sockets[before].session, null, 'the stalled probe never opened');
+  assert.equal(server.sockets[before].readyState, 3, 'the client closed the stalled probe');
+  server.stallWs = false;
+  await until(() => sb.state === 'connected' && sb.transport === 'websocket', 30000, 'back on WebSocket');
+});
+
 test('disconnected (offline, no online event) -> connected (fallback): the climb back to WebSocket still runs', async t => {
   // A connection lost while offline waits maxReconnectDelay (or `online`). When that timer reconnects and no
   // `online` event ever came, nothing of the offline wait may outlive it: with a Bool `_suspended` flag left

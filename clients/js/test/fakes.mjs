@@ -104,6 +104,7 @@ export class FakeServer {
     this.sessions = [];
     this.hold = new Set();
     this.refuseWs = false;
+    this.stallWs = false;
     this.refuseSse = false;
     this.ping = 25;
     this.maxMessageSize = 65536;
@@ -284,6 +285,7 @@ export class FakeWebSocket {
     queueMicrotask(() => {
       if (this.readyState !== 0) return;
       if (server.refuseWs) { this._closed(1006, ''); return; }
+      if (server.stallWs) return;  // a proxy that takes the handshake and never answers: stays CONNECTING
       this.readyState = 1;
       this.session = new Session(server, 'websocket', text => { if (this.readyState === 1 && this.onmessage) this.onmessage({data: text}); });
       if (this.onopen) this.onopen({});

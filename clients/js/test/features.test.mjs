@@ -300,3 +300,34 @@ test('options given as undefined take their defaults', async t => {
   assert.equal(sb.transport, 'websocket');
   assert.equal(sb._opts.requestTimeout, 20000);
 });
+
+test('hostile answers cost nothing: an error whose message is an object reconnects; a huge ping or ttl does not spin a timer', async t => {
+  const server = new FakeServer();
+  const env = server.install();
+  // Timers longer than 2^31 - 1 ms fire at once in browsers and Node (not in the fake clock): none may be asked for.
+  const delays = [];
+  const setTimeout = env.setTimeout;
+  env.setTimeout = (fn, ms, ...rest) => { delays.push(ms); return setTimeout(fn, ms, ...rest); };
+  const mod = await loadClient();
+  const sb = new mod.Switchboard('http://127.0.0.1:9', {env, minReconnectDelay: 100, maxReconnectDelay: 2000, getToken: async () => 'tok'});
+  t.after(() => { try { sb.close(); } catch (e) { /* destroyed */ } server.uninstall(); });
+  const handle = server.handle.bind(server);
+  let hostile = 1;
+  server.handle = (session, cmd) => {
+    if (cmd.connect && hostile-- > 0) return {id: cmd.id, error: {code: {toString: 0}, message: {toString: 0}}};
+    return handle(session, cmd);
+  };
+  const errors = [];
+  sb.on('error', e => errors.push(e.code));
+  server.ping = 1e300;  // seconds: as milliseconds, past what a timer can hold
+  server.tokenTTL = 365 * 86400;  // a year: four fifths of it is past what a timer can hold
+  sb.connect();
+  await until(() => sb.state === 'connected', 10000, 'connected after the hostile refusal');
+  assert.equal(server.sockets.length, 2, 'the refused attempt was followed by a new one');
+  assert.deepEqual(errors, ['protocol']);
+  await advance(3000);
+  const refreshes = sentCommands(server.sockets[1]).filter(c => c.refresh);
+  assert.equal(refreshes.length, 0, 'a year-long token is not refreshed at once');
+  assert.equal(sb.state, 'connected', 'no watchdog fired');
+  assert.ok(delays.length > 0 && delays.every(ms => !(ms > 2147483647)), `a timer past 2^31 - 1 ms: ${delays.filter(ms => !(ms <= 2147483647))}`);
+});

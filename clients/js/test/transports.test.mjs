@@ -120,7 +120,9 @@ function sseFetch(commands = () => Promise.resolve(answer(202, '')), status = 20
     s.fail = e => s.ctrl.error(e);
     init.signal.addEventListener('abort', () => { s.aborted = true; });
     streams.push(s);
-    return Promise.resolve({status, body: s.body, text: async () => '{"error":{"code":107,"message":"nope"}}'});
+    const refusal = '{"error":{"code":107,"message":"nope"}}';
+    if (status !== 200) { s.push(refusal); s.end(); }  // a refusal's body, as a real answer carries it
+    return Promise.resolve({status, body: s.body, text: async () => refusal});
   };
   return {fetch, streams, get last() { return streams[streams.length - 1]; }};
 }
@@ -363,4 +365,34 @@ test('longpoll: 429 is retried after a pause, at most ten times running', async 
   await flush();
   assert.equal(n, 11);
   assert.deepEqual(h.closed, [[0, 'poll refused with 429 ten times']]);
+});
+
+test('longpoll: a quick answer that moved nothing ([0], a publication seen already) waits 500 ms before the next poll; one that moved something does not', async () => {
+  for (const moves of [false, true]) {
+    let n = 0;
+    const h = host({env: {fetch: () => { n++; return n > 40 ? new Promise(() => {}) : Promise.resolve(answer(200, [0, {channel: 'a', pub: {offset: 1}}])); }}});
+    h._connMessage = (conn, obj) => { if (moves && obj.pub) h._pollMoved = true; };
+    const c = new LongPollConn(h, {});
+    c.connected = true;
+    c.restartPoll();
+    h.clock.tick(5);
+    for (let i = 0; i < 20; i++) { await flush(); h.clock.tick(100); }
+    if (moves) assert.equal(n, 41, 'answers that delivered something are followed at once');
+    else assert.ok(n >= 3 && n <= 6, `${n} polls in 2 s of answers that moved nothing`);
+    c.close();
+  }
+});
+
+test('sse: a refusal whose body never ends is read for its first 4 KB only, then cancelled', async () => {
+  let pulled = 0, cancelled = false;
+  const body = new ReadableStream({
+    pull: c => { pulled++; c.enqueue(new TextEncoder().encode('x'.repeat(1024))); },
+    cancel: () => { cancelled = true; },
+  });
+  const h = host({env: {fetch: () => Promise.resolve({status: 503, body, text: () => new Promise(() => {})})}});
+  new SseConn(h, {}).open();
+  for (let i = 0; i < 20 && !h.closed.length; i++) await flush();
+  assert.match(h.closed[0][1], /^cannot open: HTTP 503 x+$/);
+  assert.ok(cancelled, 'the body was cancelled');
+  assert.ok(pulled <= 8, `${pulled} KB read`);
 });

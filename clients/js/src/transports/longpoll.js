@@ -148,14 +148,15 @@ export class LongPollConn {
         if (resp.status !== 200) { this._end(0, 'poll answered HTTP ' + resp.status); return; }
         const items = jsonOrNull(resp.text);
         if (!Array.isArray(items)) { this._end(0, 'poll answer is not a JSON array'); return; }
+        this.client._pollMoved = false;
         for (const item of items) {
           if (this.done) return;
           if (item && typeof item === 'object') this.client._connMessage(this, item);
         }
         if (this.done) return;
         if (probe.length) { this.client._pollProbed(probe); continue; }
-        if (items.length === 0 && this.env.now() - started < 200 && !this.restart) {
-          await this._sleep(500);  // never spin on a node that answers [] at once
+        if (!this.client._pollMoved && this.env.now() - started < 200 && !this.restart) {
+          await this._sleep(500);  // never spin on a node that answers at once with nothing new
         }
       }
     } finally {

@@ -68,7 +68,7 @@ export class SseConn {
     if (this.done) { this._cancel(resp); return; }
     if (resp.status !== 200 || !resp.body || typeof resp.body.getReader !== 'function') {
       let detail = '';
-      try { detail = ' ' + String(await resp.text()).slice(0, 200).trim(); } catch (e) { /* no body */ }
+      try { detail = ' ' + (await this._head(resp)).slice(0, 200).trim(); } catch (e) { /* no body */ }
       this._cancel(resp);
       this._end(0, 'cannot open: HTTP ' + resp.status + detail);
       return;
@@ -124,6 +124,21 @@ export class SseConn {
       return;
     }
     this.client._rejectCommands(batch, errorFromBody(resp.text, resp.status, resp.status === 400 ? 107 : 'transport'));
+  }
+
+  // The first few KB of a refusal's body, for the reason: a body that never ends must not fill memory.
+  async _head(resp) {
+    if (!resp.body || typeof resp.body.getReader !== 'function') return String(await resp.text());
+    const reader = resp.body.getReader();
+    const dec = new TextDecoder();
+    let text = '';
+    while (text.length < 4096) {
+      const {done, value} = await reader.read();
+      if (done) break;
+      text += dec.decode(value, {stream: true});
+    }
+    try { reader.cancel().catch(() => {}); } catch (e) { /* gone */ }
+    return text;
   }
 
   _cancel(resp) {
