@@ -559,6 +559,28 @@ def test_poll_presence(token_node):
     assert time.monotonic() - started >= 9, "dropped before the grace was over"
 
 
+def test_poll_presence_pollers_per_address_are_capped(node_factory):
+    """One address naming a new `client` in every poll lists at most 4 x maxPollsPerIP pollers in a
+    channel's presence (here 4 x 4); the polls past that are still answered; the node stays healthy."""
+    node = node_factory.start("--max-polls-per-ip", "4")
+    ch = "lp:flood"
+    for i in range(40):
+        arr = poll(node, {ch: {}}, timeout=0, client=f"made-up-{i}")
+        assert arr and arr[0]["channel"] == ch and "position" in arr[0], arr
+    clients = node.api_result("presence", {"channel": ch})["clients"]
+    # Each event loop lists its share of the 16; polls spread over the loops, so 8-16 are listed.
+    assert 8 <= len(clients) <= 16 and all(k.startswith("lp-") for k in clients), len(clients)
+    # A WebSocket client still gets in, and sees the capped list.
+    async def joins():
+        c = await connect(node)
+        await c.subscribe(ch)
+        reply = await c.call("presence", {"channel": ch})
+        assert len(reply["result"]["clients"]) == len(clients) + 1, len(reply["result"]["clients"])
+        await c.close()
+
+    run(joins())
+
+
 def test_poll_presence_across_nodes(cluster):
     """With Redis, a poller's presence entry written by the node that took its poll is read on any node,
     by the HTTP API and by a WebSocket client there."""

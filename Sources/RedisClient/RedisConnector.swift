@@ -6,6 +6,9 @@ import RESP
 
 /// Opens a TCP (or TLS, for `rediss://`) connection to Redis with the RESP decoder in its pipeline and runs the handshake.
 enum RedisConnector {
+    /// Most bytes the decoder holds for one incomplete reply.
+    static let maximumReplyBytes = 1 << 30
+
     static func connect(
         configuration: RedisConfiguration,
         eventLoop: any EventLoop,
@@ -27,7 +30,12 @@ enum RedisConnector {
                     if let tls {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverName))
                     }
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(RESPTokenDecoder()))
+                    // A reply still incomplete past 1 GiB ends the connection: the limits of one value
+                    // (RESPLimits) do not bound a reply of many, and a server that never ends one must
+                    // not grow the node without bound. No real reply comes near (1,000 history entries
+                    // of 64 KB are 64 MB).
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(RESPTokenDecoder(), maximumBufferSize: Self.maximumReplyBytes))
                     try handler(channel)
                 }
             }

@@ -40,6 +40,8 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
         var channels: [String: ChannelHistory] = [:]
         var subscribed: Set<String> = []
         var presenceByChannel: [String: [String: (info: ClientInfo, expiresAt: Double)]] = [:]
+        /// For a channel whose presence is full: no entry of it expires before this time.
+        var presenceSweepAfter: [String: Double] = [:]
         var sweepTask: RepeatedTask?
 
         init(eventLoop: any EventLoop) {
@@ -220,7 +222,14 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
             var entries = shard.presenceByChannel.removeValue(forKey: channel) ?? [:]
             for info in clients {
                 if entries[info.client] == nil, entries.count >= capacity {
-                    entries = entries.filter { $0.value.expiresAt > now }
+                    // A full channel is swept for expired entries only once its earliest expiry is
+                    // past: a stream of new clients into a full channel must not cost a pass over
+                    // all its entries each.
+                    if now >= shard.presenceSweepAfter[channel] ?? 0 {
+                        entries = entries.filter { $0.value.expiresAt > now }
+                        shard.presenceSweepAfter[channel] =
+                            entries.count >= capacity ? entries.values.lazy.map(\.expiresAt).min() : nil
+                    }
                     if entries.count >= capacity { continue }
                 }
                 entries[info.client] = (info, expiry)
@@ -232,6 +241,7 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
     public func removePresence(channel: String, clients: [String]) -> EventLoopFuture<Void> {
         self.onShard(channel) { shard in
             for client in clients { shard.presenceByChannel[channel]?[client] = nil }
+            shard.presenceSweepAfter[channel] = nil  // no longer full
             if shard.presenceByChannel[channel]?.isEmpty == true { shard.presenceByChannel[channel] = nil }
         }
     }
@@ -242,6 +252,7 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
             guard var entries = shard.presenceByChannel[channel] else { return [] }
             entries = entries.filter { $0.value.expiresAt > now }
             shard.presenceByChannel[channel] = entries.isEmpty ? nil : entries
+            if entries.count < self.limits.maximumPresencePerChannel { shard.presenceSweepAfter[channel] = nil }
             return entries.values.map(\.info).sorted { $0.client < $1.client }
         }
     }
@@ -392,7 +403,10 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
         for (channel, entries) in shard.presenceByChannel {
             let live = entries.filter { $0.value.expiresAt > now }
             shard.presenceByChannel[channel] = live.isEmpty ? nil : live
+            if live.count < self.limits.maximumPresencePerChannel { shard.presenceSweepAfter[channel] = nil }
         }
+        // (A channel whose presence is gone keeps no sweep time either.)
+        shard.presenceSweepAfter = shard.presenceSweepAfter.filter { shard.presenceByChannel[$0.key] != nil }
         if shard.eventLoop === self.eventLoop {
             self.registry = self.registry.filter { $0.value.expiresAt > now }
         }

@@ -263,10 +263,12 @@ extension ConnectParams {
     public static func parseSubTokens(_ value: JSONValue) throws(SwitchboardError) -> [String: String] {
         guard case .object(let subsObject) = value else { throw .badRequest("subs must be an object") }
         var tokens: [String: String] = [:]
+        var count = 0  // entries with a token, duplicates included: each would be a signature check
         for member in subsObject.members {
             guard case .object(let entry) = member.value, let token = entry["token"], token != .null else { continue }
             guard let text = token.stringValue else { throw .badRequest("a token in subs must be a string") }
-            guard tokens.count < Self.maximumSubTokens else {
+            count += 1
+            guard count <= Self.maximumSubTokens else {
                 throw .limitExceeded("at most \(Self.maximumSubTokens) subscription tokens in subs")
             }
             tokens[member.key] = text
@@ -276,11 +278,15 @@ extension ConnectParams {
 
     /// Parses a `subs` object: `{channel: {offset?, epoch?}}`, `{}` meaning no position.
     /// At most `maximumSubs` channels (the caller's subscription limit); more is refused with 106.
+    /// A channel named twice is refused (107): JSON objects may repeat a member, and each repeat
+    /// would be another subscription attempt (and another token check) for one channel.
     public static func parseSubs(_ value: JSONValue, maximumSubs: Int = 10_000) throws(SwitchboardError) -> [(channel: String, since: StreamPosition?)] {
         guard case .object(let subsObject) = value else { throw .badRequest("subs must be an object") }
         guard subsObject.members.count <= maximumSubs else { throw .limitExceeded("at most \(maximumSubs) channels in subs") }
         var subs: [(channel: String, since: StreamPosition?)] = []
+        var seen = Set<String>(minimumCapacity: subsObject.members.count)
         for member in subsObject.members {
+            guard seen.insert(member.key).inserted else { throw .badRequest("a channel is named more than once in subs") }
             subs.append((member.key, try ClientMessage.position(member.value, allowEmpty: true)))
         }
         return subs

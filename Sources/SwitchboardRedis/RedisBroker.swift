@@ -235,7 +235,8 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         guard let kind = payload.readInteger(as: UInt8.self) else { return nil }
         switch kind {
         case UInt8(ascii: "p"):
-            guard let offset = readField(&payload).flatMap({ UInt64($0) }),
+            // Offsets above Int64.max are refused like any malformed message: the sequencer adds to them.
+            guard let offset = readField(&payload).flatMap({ UInt64($0) }), offset <= StreamPosition.maximumOffset,
                 let epoch = readField(&payload),
                 let time = readField(&payload).flatMap({ UInt64($0) }),
                 let infoLength = readField(&payload).flatMap({ Int($0) }), infoLength >= 0,
@@ -400,9 +401,10 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         return (first, count)
     }
 
-    /// The offset in a stream entry id (`<offset>-0`), nil when it is not one.
+    /// The offset in a stream entry id (`<offset>-0`), nil when it is not one or is above
+    /// `StreamPosition.maximumOffset` (a stream written by something else than a node).
     @_spi(Harness) public static func offset(ofStreamID id: String) -> UInt64? {
-        id.split(separator: "-").first.flatMap { UInt64($0) }
+        id.split(separator: "-").first.flatMap { UInt64($0) }.flatMap { $0 <= StreamPosition.maximumOffset ? $0 : nil }
     }
 
     // MARK: Presence
@@ -586,20 +588,24 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         return .object(JSONObject(members))
     }
 
+    /// A registry entry. Whatever can write to Redis can write one, so every number is clamped to
+    /// a sane range here: nodes add counts up and turn times into integers.
     static func node(fromJSON json: JSONValue) -> NodeInfo? {
         guard let id = json["id"]?.stringValue else { return nil }
+        func count(_ key: String) -> Int { json[key]?.intValue.map { min(max($0, 0), 1_000_000_000) } ?? 0 }
+        func seconds(_ key: String) -> Double? { json[key]?.doubleValue.flatMap { $0.isFinite ? min(max($0, 0), 1e11) : nil } }
         return NodeInfo(
             id: id,
             name: json["name"]?.stringValue ?? id,
             address: json["address"]?.stringValue ?? "",
-            connections: json["connections"]?.intValue ?? 0,
-            subscriptions: json["subscriptions"]?.intValue ?? 0,
-            channels: json["channels"]?.intValue ?? 0,
-            uptime: json["uptime"]?.doubleValue ?? 0,
+            connections: count("connections"),
+            subscriptions: count("subscriptions"),
+            channels: count("channels"),
+            uptime: seconds("uptime") ?? 0,
             draining: json["draining"]?.boolValue ?? false,
-            weight: json["weight"]?.intValue ?? 1,
-            maxConnections: json["maxConnections"]?.intValue ?? 0,
-            announcedAt: json["at"]?.doubleValue,
+            weight: json["weight"]?.intValue.map { min(max($0, 1), 100) } ?? 1,
+            maxConnections: count("maxConnections"),
+            announcedAt: seconds("at"),
             cpu: json["cpu"]?.doubleValue.flatMap { $0.isFinite ? min(1, max(0, $0)) : nil },
             loopLag: json["lag"]?.doubleValue.flatMap { $0.isFinite ? min(3600, max(0, $0)) : nil }
         )

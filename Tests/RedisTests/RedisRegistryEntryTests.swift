@@ -1,7 +1,7 @@
 import NIOCore
 import SwitchboardBroker
 import SwitchboardCore
-@testable import SwitchboardRedis
+@_spi(Harness) @testable import SwitchboardRedis
 import Testing
 
 @Suite("Redis registry entries")
@@ -22,5 +22,27 @@ struct RedisRegistryEntryTests {
         let junk = try JSONParser().parse(Array(#"{"id":"n1","cpu":"busy","lag":1e999}"#.utf8))
         let none = try #require(RedisBroker.node(fromJSON: junk))
         #expect(none.cpu == nil && none.loopLag == nil)
+    }
+
+    @Test("whatever wrote the registry, its numbers come back in range: counts that sum without overflow, finite times")
+    func hostileEntries() throws {
+        let hostile = try JSONParser().parse(Array(
+            #"{"id":"n1","connections":9223372036854775807,"subscriptions":-5,"channels":1e400,"uptime":1e400,"weight":100000,"maxConnections":-1,"at":-1e300}"#.utf8))
+        let node = try #require(RedisBroker.node(fromJSON: hostile))
+        #expect(node.connections == 1_000_000_000 && node.subscriptions == 0 && node.channels == 0)
+        #expect(node.uptime == 0 && node.weight == 100 && node.maxConnections == 0 && node.announcedAt == 0)
+        #expect([node, node, node].reduce(0) { $0 + $1.connections } == 3_000_000_000)
+    }
+
+    @Test("offsets a node never writes (above Int64.max) are refused where they are read: a stream id, a publication message")
+    func offsetsAboveInt64() {
+        #expect(RedisBroker.offset(ofStreamID: "9223372036854775807-0") == 9_223_372_036_854_775_807)
+        #expect(RedisBroker.offset(ofStreamID: "9223372036854775808-0") == nil)
+        #expect(RedisBroker.offset(ofStreamID: "18446744073709551615-0") == nil)
+        for (offset, accepted) in [("9223372036854775807", true), ("18446744073709551615", false)] {
+            var payload = ByteBuffer(string: "p\(offset) ep 1 0 ")
+            payload.writeString("\"x\"")
+            #expect((RedisBroker.decodeChannelMessage("c", payload) != nil) == accepted, "\(offset)")
+        }
     }
 }

@@ -58,6 +58,7 @@ struct ClientMessageTests {
 
     @Test("bad parameters are answered, not fatal", arguments: [
         (#"{"id":1,"subscribe":{}}"#, 107),
+        (#"{"id":1,"connect":{"subs":{"c":{"token":"t"},"c":{},"c":{}}}}"#, 107),
         (#"{"id":1,"subscribe":{"channel":""}}"#, 107),
         (#"{"id":1,"subscribe":{"channel":"a\u0001b"}}"#, 107),
         (#"{"id":1,"subscribe":{"channel":"c","since":{"offset":"x","epoch":"e"}}}"#, 107),

@@ -86,6 +86,7 @@ struct HTTPEndpointTests {
         (#"{"subs":{"a":{"offset":-1,"epoch":"e"}}}"#, ""),
         (#"{"subs":{"a":{"token":7}}}"#, "token"),
         (#"{"subs":{"a":{"token":["t"]}}}"#, "token"),
+        (#"{"subs":{"a":{},"a":{"token":"t"}}}"#, "more than once"),
     ])
     func pollRequestRefused(_ body: String, _ reason: String) {
         switch LongPollEndpoint.request(body: ByteBuffer(string: body), bearer: nil, maximumSubscriptions: 2) {

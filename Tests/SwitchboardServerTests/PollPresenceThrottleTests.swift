@@ -32,4 +32,23 @@ struct PollPresenceThrottleTests {
         throttle.dropExpired(now: self.t0 + .seconds(2))
         #expect(throttle.count == 2, "the 1 s entry is gone, the 20 s ones stay")
     }
+
+    @Test("an address lists at most `most` live pollers; one listed already is refreshed; an expired one frees a place; bounded overall")
+    func pollersPerAddress() {
+        var throttle = PollPresenceThrottle(capacity: 50)
+        for i in 0..<4 {
+            let admitted = throttle.admitsPoller("lp-\(i)", address: "10.0.0.1", most: 4, ttl: self.ttl, now: self.t0)
+            #expect(admitted)
+        }
+        do { let admitted = throttle.admitsPoller("lp-new", address: "10.0.0.1", most: 4, ttl: self.ttl, now: self.t0); #expect(!admitted) }
+        do { let admitted = throttle.admitsPoller("lp-2", address: "10.0.0.1", most: 4, ttl: self.ttl, now: self.t0 + .seconds(5)); #expect(admitted) }
+        do { let admitted = throttle.admitsPoller("lp-other", address: "10.0.0.2", most: 4, ttl: self.ttl, now: self.t0); #expect(admitted) }
+        // lp-0, 1 and 3 expire at t0 + 20 s; lp-2 (refreshed) at t0 + 25 s.
+        do { let admitted = throttle.admitsPoller("lp-new", address: "10.0.0.1", most: 4, ttl: self.ttl, now: self.t0 + .seconds(21)); #expect(admitted) }
+        #expect(throttle.pollers == 3, "lp-2, lp-new, lp-other")
+        throttle.dropExpired(now: self.t0 + .seconds(60))
+        #expect(throttle.pollers == 0)
+        for i in 0..<200 { _ = throttle.admitsPoller("lp-\(i)", address: "10.1.\(i).1", most: 4, ttl: self.ttl, now: self.t0) }
+        #expect(throttle.pollers <= 50)
+    }
 }

@@ -61,9 +61,11 @@ extension HubShard {
             var recovered = false
             if case .success(let history) = result, history.position.epoch == baseline.epoch {
                 missed = history.publications
-                let contiguous = missed.enumerated().allSatisfy { $0.element.offset == baseline.offset + 1 + UInt64($0.offset) }
+                // Wrapping arithmetic: offsets come from the broker (at most Int64.max from ours, but
+                // whatever wrote to Redis), and a trap here would take the node down.
+                let contiguous = missed.enumerated().allSatisfy { $0.element.offset == baseline.offset &+ 1 &+ UInt64($0.offset) }
                 let reachesBuffer = buffered.first.map { first in
-                    (missed.last?.offset ?? baseline.offset) + 1 >= first.0.offset
+                    (missed.last?.offset ?? baseline.offset) >= first.0.offset &- 1 || first.0.offset == 0
                 } ?? true
                 recovered = contiguous && reachesBuffer && history.position.offset >= (missed.last?.offset ?? baseline.offset)
             }

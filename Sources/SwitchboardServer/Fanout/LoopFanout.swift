@@ -229,7 +229,7 @@ final class LoopFanout: @unchecked Sendable {
         }
         self.flushDirty()
         if let metrics = self.metrics { self.counters.flush(into: metrics) }
-        if self.pollPresence.count > 0 { self.pollPresence.dropExpired(now: now) }
+        if self.pollPresence.count > 0 || self.pollPresence.pollers > 0 { self.pollPresence.dropExpired(now: now) }
     }
 
     /// Asks up to `count` sessions here, chosen at random among those that hold a lasting

@@ -32,8 +32,43 @@ struct PollPresenceThrottle {
         return true
     }
 
+    /// Pollers listed in presence from this loop, by address, and when each one's entries expire.
+    private var pollersByAddress: [String: [String: NIODeadline]] = [:]
+    private var pollerCount = 0
+
+    /// Whether `poller` (from `address`) may be listed in presence: it is listed already, or its
+    /// address lists fewer than `most` pollers whose entries are still alive. A true answer lists
+    /// it until `now + ttl`. Bounded like the entries: past `capacity` pollers it forgets them all.
+    mutating func admitsPoller(_ poller: String, address: String, most: Int, ttl: TimeAmount, now: NIODeadline) -> Bool {
+        var pollers = self.pollersByAddress.removeValue(forKey: address) ?? [:]
+        defer { if !pollers.isEmpty { self.pollersByAddress[address] = pollers } }
+        if pollers[poller] == nil, pollers.count >= most {
+            let before = pollers.count
+            pollers = pollers.filter { $0.value > now }
+            self.pollerCount -= before - pollers.count
+            if pollers.count >= most { return false }
+        }
+        if pollers[poller] == nil {
+            if self.pollerCount >= self.capacity {
+                self.pollersByAddress.removeAll(keepingCapacity: true)
+                self.pollerCount = pollers.count
+            }
+            self.pollerCount += 1
+        }
+        pollers[poller] = max(pollers[poller] ?? now, now + ttl)
+        return true
+    }
+
+    /// Pollers listed from this loop now.
+    var pollers: Int { self.pollerCount }
+
     /// Forgets entries that expired (the loop's sweep calls it).
     mutating func dropExpired(now: NIODeadline) {
         self.expiries = self.expiries.filter { $0.value > now }
+        self.pollersByAddress = self.pollersByAddress.compactMapValues { pollers in
+            let live = pollers.filter { $0.value > now }
+            return live.isEmpty ? nil : live
+        }
+        self.pollerCount = self.pollersByAddress.values.reduce(0) { $0 + $1.count }
     }
 }

@@ -91,7 +91,8 @@ extension ClientSession {
                 try ChannelName.validate(sub.channel)
                 var granted = sub.granted
                 var tokenExpiry: NIODeadline?
-                if let token = params.subTokens[sub.channel] {
+                // (A channel subscribed already is refused below without a token check.)
+                if self.subscriptions[sub.channel] == nil, let token = params.subTokens[sub.channel] {
                     // Checked as the token of a `subscribe`: it decides alone; expired is 109, invalid 103.
                     let claims = try self.checkSubscriptionToken(token, channel: sub.channel).get()
                     granted = true

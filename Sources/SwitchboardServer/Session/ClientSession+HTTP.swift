@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Logging
 import NIOCore
 import NIOHTTP1
 import SwitchboardBroker
@@ -168,6 +169,14 @@ extension ClientSession {
             info: clientInfo.info, meta: clientInfo.meta)
         let now = NIODeadline.now()
         let ttl = TimeAmount.milliseconds(Int64(presence.ttl * 1000))
+        // An address lists a bounded number of pollers, 4 x maxPollsPerIP on the node (each loop
+        // its share): a stream of polls each naming a new `client` must not fill a channel's
+        // presence with made-up entries. The polls are still answered.
+        let pollersPerAddress = max(1, self.node.configuration.maxPollsPerIP * 4 / max(1, self.node.fanouts.count))
+        guard self.fanout.pollPresence.admitsPoller(info.client, address: presence.address, most: pollersPerAddress, ttl: ttl, now: now) else {
+            self.node.logger.debug("poller not listed in presence: its address lists enough", metadata: ["address": "\(presence.address)"])
+            return
+        }
         for result in aggregate.results {
             guard case .success = result.outcome, self.node.configuration.namespaces.options(for: result.channel).presence,
                 self.fanout.pollPresence.shouldWrite(channel: result.channel, poller: info.client, ttl: ttl, now: now)

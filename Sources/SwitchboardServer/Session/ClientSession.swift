@@ -243,7 +243,7 @@ final class ClientSession: ChannelInboundHandler {
     func deliver(_ message: OutboundMessage, offset: UInt64, subscription: SessionSubscription) {
         if offset > 0 {
             if offset <= subscription.lastOffset { return }  // seen already (seam or broker repeat)
-            if offset != subscription.lastOffset + 1 {
+            if offset != subscription.lastOffset &+ 1 {
                 // A hole the hub did not refill: never deliver past it silently.
                 self.serverUnsubscribe(subscription.channel, .insufficientState)
                 return
@@ -268,7 +268,7 @@ final class ClientSession: ChannelInboundHandler {
     /// duplicates and holes are handled.
     func deliver(_ batch: PublicationBatch, combined: OutboundMessage, subscription: SessionSubscription) {
         let first = batch.firstOffset
-        if self.output.takesCombinedMessages, first == 0 || subscription.lastOffset + 1 == first {
+        if self.output.takesCombinedMessages, first == 0 || subscription.lastOffset &+ 1 == first {
             if first > 0 { subscription.lastOffset = batch.lastOffset }
             switch subscription.state {
             case .live:

@@ -19,6 +19,8 @@ final class CollectOutput: SessionOutput {
     struct PollPresence {
         var client: String
         var ttl: Double
+        /// The poller's address: each address has a bounded number of pollers in presence.
+        var address: String = ""
     }
 
     let purpose: Purpose

@@ -82,7 +82,7 @@ struct LongPollEndpoint {
         }
         // A poller that names itself stays in presence between polls: for the poll's wait and a grace.
         let presence = request.client.isEmpty
-            ? nil : CollectOutput.PollPresence(client: request.client, ttl: request.timeout + Self.presenceGrace)
+            ? nil : CollectOutput.PollPresence(client: request.client, ttl: request.timeout + Self.presenceGrace, address: pollKey.address)
         handler.collect(
             context: context, head: head, purpose: .poll, timeout: .milliseconds(Int64(request.timeout * 1000)), pollKey: pollKey,
             presence: presence
