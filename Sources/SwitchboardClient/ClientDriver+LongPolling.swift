@@ -76,20 +76,29 @@ extension ClientDriver {
         return PollRequest(body: body, probe: probe, timeoutSeconds: seconds)
     }
 
+    /// What a poll's answer did: whether anything moved (a publication delivered, a position, a
+    /// channel refused or ended). A quick answer that moved nothing is not polled again at once,
+    /// however many items it held: a node (or proxy) answering nonsense must not make a poll loop.
+    struct PollOutcome {
+        var moved: Bool
+    }
+
     /// A poll's answer: publications, positions and refusals per channel, and what a push would
-    /// carry (`unsubscribe`, `disconnect`). Returns how many items it held (nil: not a JSON array).
-    func pollAnswered(_ body: ByteBuffer, probe: [String], generation: UInt64) -> Int? {
-        guard generation == self.generation else { return 0 }
+    /// carry (`unsubscribe`, `disconnect`). Nil when it is not a JSON array.
+    func pollAnswered(_ body: ByteBuffer, probe: [String], generation: UInt64) -> PollOutcome? {
+        guard generation == self.generation else { return PollOutcome(moved: false) }
         guard case .array(let items) = try? ServerMessage.arrayParser.parse(body.readableBytesView) else { return nil }
         self.lastReceived = .now()
+        let before = (self.subscriptions.entries, self.publicationsDelivered)
+        var moved: Bool { self.subscriptions.entries != before.0 || self.publicationsDelivered != before.1 }
         for item in items {
-            guard generation == self.generation else { return items.count }  // an item can end the connection
+            guard generation == self.generation else { return PollOutcome(moved: moved) }  // an item can end the connection
             guard case .object(let object) = item, let channel = object["channel"]?.stringValue else {
                 let message = ServerMessage(json: item)
                 self.handle(message)
                 if case .disconnect = message {
                     self.connection?.close()  // with the disconnect's code
-                    return items.count
+                    return PollOutcome(moved: moved)
                 }
                 continue
             }
@@ -107,7 +116,7 @@ extension ClientDriver {
                 self.streams[channel]?.yield(event)
             }
         }
-        return items.count
+        return PollOutcome(moved: moved)
     }
 
     func polledPosition(_ channel: String, _ object: JSONObject) {

@@ -76,6 +76,8 @@ final class ClientDriver {
     private var livenessCheck: Scheduled<Void>?
     private var tokenRefresh: Scheduled<Void>?
     var lastReceived = NIODeadline.now()
+    /// Publications handed to subscribers so far: whether a long-poll answer brought anything.
+    var publicationsDelivered: UInt64 = 0
     private var sslContext: NIOSSLContext?
 
     init(eventLoop: any EventLoop, configuration: SwitchboardClientConfiguration, logger: Logger) {
@@ -495,6 +497,7 @@ final class ClientDriver {
         case .publication(let channel, let publication):
             switch self.subscriptions.publication(channel, publication) {
             case .deliver:
+                self.publicationsDelivered &+= 1
                 self.streams[channel]?.yield(.publication(publication))
             case .duplicate:
                 self.logger.trace("duplicate dropped", metadata: ["channel": "\(channel)", "offset": "\(publication.offset ?? 0)"])
@@ -577,6 +580,10 @@ final class ClientDriver {
         guard self.machine.connected() else { return }
         self.connectDeadline?.cancel()
         self.connectDeadline = nil
+        let generation = self.generation
+        _ = self.eventLoop.assumeIsolated().scheduleTask(in: Self.stableAfter) {
+            if self.generation == generation { self.machine.stable() }
+        }
         let result = ConnectResult(json: object, transport: self.machine.transport)
         self.connection?.connectReplied(session: object["session"]?.stringValue)
         self.scheduleClimbBackProbe()
@@ -586,9 +593,13 @@ final class ClientDriver {
         self.setState(.connected(result))
         for waiter in self.connectedWaiters { waiter.succeed(result) }
         self.connectedWaiters = []
-        let subs = object["subs"]?.objectValue
+        // One pass over the answer (a linear lookup per channel would be quadratic in what the node sends).
+        var subs: [String: JSONValue] = [:]
+        for member in object["subs"]?.objectValue?.members ?? [] where self.subscriptions.entry(member.key) != nil {
+            subs[member.key] = member.value
+        }
         for channel in Array(self.subscriptions.channels) where self.subscriptions.entry(channel)?.phase == .subscribing {
-            guard let answer = subs?[channel]?.objectValue else {
+            guard let answer = subs[channel]?.objectValue else {
                 // Not in the answer: subscribed after the connect went out.
                 self.sendSubscribe(channel)
                 continue
@@ -634,8 +645,11 @@ final class ClientDriver {
     }
 
     /// Four fifths of a token's `ttl` seconds (at least half a second, at most a year).
+    /// How long a connection must live before the reconnect backoff starts over.
+    static let stableAfter = TimeAmount.seconds(5)
+
     static func refreshDelay(ttl: Int) -> TimeAmount {
-        .milliseconds(Int64(max(500, min(ttl, 86_400 * 365) * 800)))
+        .milliseconds(Int64(max(500, min(max(ttl, 0), 86_400 * 365) * 800)))  // `ttl` is the node's: clamped before any arithmetic
     }
 
     /// Whether `channel` needs a subscription token, and the one it holds: a long-poll carries
@@ -652,29 +666,36 @@ final class ClientDriver {
     }
 
     func subscriptionRefused(_ channel: String, _ error: SwitchboardError) {
+        let polling = self.connection is LongPollClientConnection
         if error.code.rawValue == SwitchboardError.Code.tokenExpired.rawValue, self.tokenSources[channel] != nil {
+            // The token expired: a new one, after a second (a getToken that keeps giving expired
+            // tokens must not make a loop of subscribes or polls), then on from the same position.
             self.tokenSources[channel]?.token = nil
-            guard self.connection is LongPollClientConnection, let serial = self.subscriptions.entry(channel)?.serial else {
-                self.sendSubscribe(channel)
-                return
-            }
-            // A poll found the token expired: a new one after a second (a getToken that keeps giving
-            // expired tokens must not make a loop of polls), then polled on from the same position.
-            let generation = self.generation
-            _ = self.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) {
-                guard self.generation == generation, self.subscriptions.entry(channel)?.serial == serial else { return }
-                self.sendSubscribe(channel)
-            }
+            self.subscribeAgainLater(channel, pausingPolls: polling)
             return
         }
         if error.code.isTemporary {
-            // Tried again on the next connection.
+            // Over a connection: tried again on the next one. Over long-polling, where the next poll
+            // would ask at once: left out of the polls for a second.
             self.logger.debug("subscribe failed, temporary", metadata: ["channel": "\(channel)", "error": "\(error)"])
+            if polling { self.subscribeAgainLater(channel, pausingPolls: true) }
             return
         }
         self.subscriptions.remove(channel)
         self.streams.removeValue(forKey: channel)?.finishEnded(code: error.code.rawValue, reason: error.message)
         self.tokenSources.removeValue(forKey: channel)?.refresh?.cancel()
+    }
+
+    /// Subscribes `channel` again in a second, if it is still the same subscription on the same
+    /// connection; over long-polling it is left out of the polls until then.
+    private func subscribeAgainLater(_ channel: String, pausingPolls: Bool) {
+        guard let serial = self.subscriptions.entry(channel)?.serial else { return }
+        if pausingPolls { self.subscriptions.pause(channel) }
+        let generation = self.generation
+        _ = self.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) {
+            guard self.generation == generation, self.subscriptions.entry(channel)?.serial == serial else { return }
+            self.sendSubscribe(channel)
+        }
     }
 
     /// With `getToken`, a new connection token goes to the node (`refresh`) when four fifths of

@@ -77,9 +77,16 @@ struct ConnectionStateMachine {
     mutating func connected() -> Bool {
         guard case .connecting = self.state else { return false }
         self.state = .connected
-        self.backoff.reset()
         self.ladder.connected()
         return true
+    }
+
+    /// The connection has lived a while (the driver's `stableAfter`): the backoff starts over. Not
+    /// at the connect reply: a connection that ends right after every connect reply (a node or
+    /// proxy that answers and then drops it, each command POST refused) must keep backing off.
+    mutating func stable() {
+        guard case .connected = self.state else { return }
+        self.backoff.reset()
     }
 
     /// A probe found the first transport (WebSocket) working while connected over a fallback: the

@@ -190,11 +190,11 @@ final class LongPollClientConnection: ClientConnection {
             return self.end(code: DisconnectCode.badRequest.rawValue, reason: "poll refused: \(Self.errorMessage(answer))")
         }
         if let (code, reason) = Self.ending(answer, request: "poll") { return self.end(code: code, reason: reason) }
-        let items = self.driver.pollAnswered(answer.body, probe: probe, generation: self.generation)
+        let outcome = self.driver.pollAnswered(answer.body, probe: probe, generation: self.generation)
         guard case .open = self.state else { return }
-        guard let items else { return self.end(code: nil, reason: "the poll answer is not a JSON array") }
-        if items == 0, probe.isEmpty, NIODeadline.now() - started < .milliseconds(200) {
-            return self.pause(.milliseconds(500))  // never spin on a node that answers [] at once
+        guard let outcome else { return self.end(code: nil, reason: "the poll answer is not a JSON array") }
+        if !outcome.moved, probe.isEmpty, NIODeadline.now() - started < .milliseconds(200) {
+            return self.pause(.milliseconds(500))  // never spin on a node that answers at once with nothing new
         }
         self.poll()
     }

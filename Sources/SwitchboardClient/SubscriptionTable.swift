@@ -89,6 +89,12 @@ struct SubscriptionTable {
         return .some(entry.position)
     }
 
+    /// `channel` waits (keeping its position) until it is subscribed again: over long-polling,
+    /// a channel the node refused for now is left out of the polls for a while.
+    mutating func pause(_ channel: String) {
+        self.entries[channel]?.phase = .waiting
+    }
+
     /// The connection ended: every channel waits for the next one, keeping its position.
     mutating func connectionLost() {
         for channel in self.entries.keys {

@@ -1,3 +1,4 @@
+import NIOCore
 import SwitchboardCore
 import Testing
 
@@ -80,7 +81,7 @@ struct ClientRulesTests {
         #expect(told.lost(code: 3000, reason: "", serverReconnect: false, random: 0.5) == .stop(code: 3000, reason: ""))
     }
 
-    @Test("the backoff grows over failed attempts and starts again after a connect reply")
+    @Test("the backoff grows over failed attempts and starts again once a connection lived `stableAfter`, not at its connect reply")
     func backoffResetsOnConnect() {
         var machine = Self.connected()
         var delays: [Int64] = []
@@ -93,9 +94,25 @@ struct ClientRulesTests {
             _ = machine.timerFired()
         }
         #expect(delays == [500, 1_000, 2_000, 4_000])
-        let connected = machine.connected()
-        #expect(connected)
+        // A connection that ends right after its connect reply (a node that answers, then drops it)
+        // keeps backing off: no tight loop of reconnects.
+        do { let connected = machine.connected(); #expect(connected) }
+        #expect(machine.lost(code: nil, reason: "", serverReconnect: nil, random: 0.5) == .scheduleReconnect(nanoseconds: 4_000))
+        _ = machine.timerFired()
+        do { let connected = machine.connected(); #expect(connected) }
+        machine.stable()
         #expect(machine.lost(code: nil, reason: "", serverReconnect: nil, random: 0.5) == .scheduleReconnect(nanoseconds: 500))
+        machine.stable()  // not connected: nothing to reset
+        #expect(ClientDriver.stableAfter == .seconds(5))
+    }
+
+    @Test("a token ttl from the node becomes a refresh delay without trapping, whatever its value")
+    func refreshDelays() {
+        #expect(ClientDriver.refreshDelay(ttl: 10) == .milliseconds(8_000))
+        #expect(ClientDriver.refreshDelay(ttl: 0) == .milliseconds(500))
+        #expect(ClientDriver.refreshDelay(ttl: -99_999_999_999_999_999) == .milliseconds(500))
+        #expect(ClientDriver.refreshDelay(ttl: .min) == .milliseconds(500))
+        #expect(ClientDriver.refreshDelay(ttl: .max) == .milliseconds(Int64(86_400 * 365 * 800)))
     }
 
     @Test("close ends any state once; a loss after close changes nothing; connect() while waiting tries now")

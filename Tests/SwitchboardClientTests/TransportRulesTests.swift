@@ -81,6 +81,7 @@ struct TransportRulesTests {
         do { let result = machine.timerFired(); #expect(result == .openConnection) }
         #expect(!machine.probesForClimbBack, "not while connecting")
         do { let result = machine.connected(); #expect(result) }
+        machine.stable()  // a probe comes after upgradeInterval: the connection has lived a while
         do { let result = machine.climbBack(); #expect(result) }
         #expect(machine.transport == .webSocket)
         do { let again = machine.climbBack(); #expect(!again, "once") }
