@@ -1221,6 +1221,7 @@ class SubscriptionMethods {
     const subs = {}, probe = [], now = [];
     for (const sub of this._subs.values()) {
       if (sub.state === 'unsubscribed') continue;
+      if (sub._retry) continue;  // refused for now (or no token yet): polled again after its backoff
       if (sub._getToken && !sub._token) continue;
       const pos = this._posFor(sub);
       subs[sub.channel] = pos ? {...pos} : {};
@@ -1287,6 +1288,13 @@ class SubscriptionMethods {
         sub._token = null;
         this._pollResubscribe(sub, 109, err.message);
         this._pollRetryLater(sub, new SwitchboardError(109, err.message, true));
+        return;
+      }
+      if (err.temporary || err.code === 100 || err.code === 111) {
+        // Refused for now (the node's broker, a rate limit): out of the polls for the backoff, then
+        // on from the same position, as a subscribe is retried over WebSocket.
+        this._pollResubscribe(sub, err.code, err.message);
+        this._pollRetryLater(sub, new SwitchboardError(err.code, err.message, true));
         return;
       }
       sub._emit('error', err);
@@ -2177,7 +2185,10 @@ class Switchboard extends Emitter {
     if (this._token) p.token = this._token;
     if (this._opts.name) p.name = this._opts.name;
     conn.connectSubs = new Map();  // channel -> {sub, gen}: what the connect request subscribes
-    if (name !== 'longpoll') {
+    if (name === 'longpoll') {
+      // Retries pending from an earlier connection do not hold a channel out of this one's polls.
+      for (const sub of this._subs.values()) { this._clear(sub._retry); sub._retry = null; }
+    } else {
       const subs = {};
       for (const sub of this._subs.values()) {
         if (sub.state === 'unsubscribed') continue;

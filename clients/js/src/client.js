@@ -300,7 +300,10 @@ export class Switchboard extends Emitter {
     if (this._token) p.token = this._token;
     if (this._opts.name) p.name = this._opts.name;
     conn.connectSubs = new Map();  // channel -> {sub, gen}: what the connect request subscribes
-    if (name !== 'longpoll') {
+    if (name === 'longpoll') {
+      // Retries pending from an earlier connection do not hold a channel out of this one's polls.
+      for (const sub of this._subs.values()) { this._clear(sub._retry); sub._retry = null; }
+    } else {
       const subs = {};
       for (const sub of this._subs.values()) {
         if (sub.state === 'unsubscribed') continue;

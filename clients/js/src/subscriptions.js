@@ -266,6 +266,7 @@ export class SubscriptionMethods {
     const subs = {}, probe = [], now = [];
     for (const sub of this._subs.values()) {
       if (sub.state === 'unsubscribed') continue;
+      if (sub._retry) continue;  // refused for now (or no token yet): polled again after its backoff
       if (sub._getToken && !sub._token) continue;
       const pos = this._posFor(sub);
       subs[sub.channel] = pos ? {...pos} : {};
@@ -332,6 +333,13 @@ export class SubscriptionMethods {
         sub._token = null;
         this._pollResubscribe(sub, 109, err.message);
         this._pollRetryLater(sub, new SwitchboardError(109, err.message, true));
+        return;
+      }
+      if (err.temporary || err.code === 100 || err.code === 111) {
+        // Refused for now (the node's broker, a rate limit): out of the polls for the backoff, then
+        // on from the same position, as a subscribe is retried over WebSocket.
+        this._pollResubscribe(sub, err.code, err.message);
+        this._pollRetryLater(sub, new SwitchboardError(err.code, err.message, true));
         return;
       }
       sub._emit('error', err);

@@ -224,3 +224,19 @@ test('long-polling: a getToken that fails or hangs leaves its channel out and is
   assert.deepEqual(ev, ['error transport', 'error transport', 'unsubscribed']);
   assert.equal(other.state, 'subscribing');
 });
+
+test('long-polling: a channel refused for now (111, 100, temporary) leaves the polls for its backoff and comes back from its position; 103 ends it', () => {
+  const c = new StubClient('longpoll');
+  const sub = c.add('a', {since: {offset: 4, epoch: 'e'}});
+  const ev = record(sub);
+  assert.deepEqual(c._pollSubs(c._conn).subs, {a: {offset: 4, epoch: 'e'}});
+  c._pollItem(c._conn, sub, {channel: 'a', error: {code: 111, message: 'too many requests'}});
+  assert.equal(sub.state, 'subscribing');
+  assert.deepEqual(c._pollSubs(c._conn).subs, {}, 'out of the polls during the backoff');
+  c.clock.tick(100);
+  assert.equal(c._conn.restarts, 1);
+  assert.deepEqual(c._pollSubs(c._conn).subs, {a: {offset: 4, epoch: 'e'}});
+  c._pollItem(c._conn, sub, {channel: 'a', error: {code: 103, message: 'permission denied'}});
+  assert.equal(sub.state, 'unsubscribed');
+  assert.deepEqual(ev, ['subscribed', 'subscribing', 'error 111', 'subscribed', 'error 103', 'unsubscribed']);
+});
