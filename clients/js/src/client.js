@@ -304,7 +304,7 @@ export class Switchboard extends Emitter {
       // Retries pending from an earlier connection do not hold a channel out of this one's polls.
       for (const sub of this._subs.values()) { this._clear(sub._retry); sub._retry = null; }
     } else {
-      const subs = {};
+      const subs = Object.create(null);  // a channel may be named `__proto__`
       for (const sub of this._subs.values()) {
         if (sub.state === 'unsubscribed') continue;
         sub.state = 'subscribing';
@@ -476,7 +476,7 @@ export class Switchboard extends Emitter {
       const results = res.subs || {};
       for (const [ch, {sub, gen}] of conn.connectSubs) {
         if (this._conn !== conn) return;
-        const r = results[ch];
+        const r = Object.prototype.hasOwnProperty.call(results, ch) ? results[ch] : undefined;
         const live = this._subs.get(ch) === sub && sub.state === 'subscribing' && sub._gen === gen;
         if (!live) {
           // Unsubscribed (or remade) while connecting: the connect request subscribed it anyway.

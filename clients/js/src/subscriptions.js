@@ -263,7 +263,7 @@ export class SubscriptionMethods {
   // says otherwise); new ones wait for their `position`. A subscription that
   // needs a token and has none yet is left out until it has one.
   _pollSubs(conn) {
-    const subs = {}, probe = [], now = [];
+    const subs = Object.create(null), probe = [], now = [];  // a channel may be named `__proto__`
     for (const sub of this._subs.values()) {
       if (sub.state === 'unsubscribed') continue;
       if (sub._retry) continue;  // refused for now (or no token yet): polled again after its backoff

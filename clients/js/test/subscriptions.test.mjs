@@ -148,7 +148,7 @@ test('long-polling: a position with recovered: false fires unrecovered, then sub
   const sub = c.add('a', {since: {offset: 3, epoch: 'e1'}});
   const ev = record(sub);
   const {subs, probe} = c._pollSubs(c._conn);
-  assert.deepEqual(subs, {a: {offset: 3, epoch: 'e1'}});
+  assert.deepEqual({...subs}, {a: {offset: 3, epoch: 'e1'}});
   assert.deepEqual(probe, []);
   assert.equal(sub.state, 'subscribed', 'polled from its position');
   c._pollItem(c._conn, sub, {channel: 'a', position: {offset: 9, epoch: 'e2', recovered: false}});
@@ -163,7 +163,7 @@ test('long-polling: a new channel is probed (timeout 0); no position in the answ
   const sub = c.add('a');
   const ev = record(sub);
   const {subs, probe} = c._pollSubs(c._conn);
-  assert.deepEqual(subs, {a: {}});
+  assert.deepEqual({...subs}, {a: {}});
   assert.deepEqual(probe, [sub]);
   c._pollProbed(probe);
   assert.deepEqual(ev, ['subscribed']);
@@ -177,22 +177,22 @@ test('long-polling: a channel that needs a token is polled with it once getToken
   let n = 0;
   const sub = c.add('$p', {since: {offset: 3, epoch: 'e'}, getToken: async ({channel}) => channel + '-t' + (++n)});
   const ev = record(sub);
-  assert.deepEqual(c._pollSubs(c._conn).subs, {}, 'no token yet: left out of the poll');
+  assert.deepEqual({...c._pollSubs(c._conn).subs}, {}, 'no token yet: left out of the poll');
   await c._pollTokens();
-  assert.deepEqual(c._pollSubs(c._conn).subs, {'$p': {offset: 3, epoch: 'e', token: '$p-t1'}});
+  assert.deepEqual({...c._pollSubs(c._conn).subs}, {'$p': {offset: 3, epoch: 'e', token: '$p-t1'}});
   c._pollItem(c._conn, sub, {channel: '$p', error: {code: 109, message: 'token expired'}});
   assert.equal(sub.state, 'subscribing');
-  assert.deepEqual(c._pollSubs(c._conn).subs, {}, 'no token during the backoff');
+  assert.deepEqual({...c._pollSubs(c._conn).subs}, {}, 'no token during the backoff');
   await c._pollTokens();
   assert.equal(n, 1, 'getToken is not asked again before the backoff is over');
   c.clock.tick(100);
   assert.equal(c._conn.restarts, 1, 'the backoff over, the poll restarts');
   await c._pollTokens();
-  assert.deepEqual(c._pollSubs(c._conn).subs, {'$p': {offset: 3, epoch: 'e', token: '$p-t2'}});
+  assert.deepEqual({...c._pollSubs(c._conn).subs}, {'$p': {offset: 3, epoch: 'e', token: '$p-t2'}});
   c._pollItem(c._conn, sub, {channel: '$p', pub: {offset: 4}});
   c._pollItem(c._conn, sub, {channel: '$p', unsubscribe: {code: 2501, reason: 'token expired'}});
   await c._pollTokens();
-  assert.deepEqual(c._pollSubs(c._conn).subs, {'$p': {offset: 4, epoch: 'e', token: '$p-t3'}});
+  assert.deepEqual({...c._pollSubs(c._conn).subs}, {'$p': {offset: 4, epoch: 'e', token: '$p-t3'}});
   assert.deepEqual(ev, ['subscribed', 'subscribing', 'error 109', 'subscribed', 'pub 4', 'subscribing', 'subscribed']);
   // Another refusal ends it, as over WebSocket.
   c._pollItem(c._conn, sub, {channel: '$p', error: {code: 103, message: 'permission denied'}});
@@ -208,7 +208,7 @@ test('long-polling: a getToken that fails or hangs leaves its channel out and is
   const other = c.add('open');
   const ev = record(sub);
   await c._pollTokens();
-  assert.deepEqual(c._pollSubs(c._conn).subs, {open: {}}, 'the others are polled meanwhile');
+  assert.deepEqual({...c._pollSubs(c._conn).subs}, {open: {}}, 'the others are polled meanwhile');
   c.clock.tick(100);
   const pending = c._pollTokens();
   await flush();
@@ -217,7 +217,7 @@ test('long-polling: a getToken that fails or hangs leaves its channel out and is
   assert.deepEqual(Object.keys(c._pollSubs(c._conn).subs), ['open'], 'a getToken that hangs times out');
   c.clock.tick(200);
   await c._pollTokens();
-  assert.deepEqual(c._pollSubs(c._conn).subs, {'$p': {token: 't'}, open: {}});
+  assert.deepEqual({...c._pollSubs(c._conn).subs}, {'$p': {token: 't'}, open: {}});
   sub._token = null;
   await c._pollTokens();
   assert.equal(sub.state, 'unsubscribed');
@@ -229,14 +229,21 @@ test('long-polling: a channel refused for now (111, 100, temporary) leaves the p
   const c = new StubClient('longpoll');
   const sub = c.add('a', {since: {offset: 4, epoch: 'e'}});
   const ev = record(sub);
-  assert.deepEqual(c._pollSubs(c._conn).subs, {a: {offset: 4, epoch: 'e'}});
+  assert.deepEqual({...c._pollSubs(c._conn).subs}, {a: {offset: 4, epoch: 'e'}});
   c._pollItem(c._conn, sub, {channel: 'a', error: {code: 111, message: 'too many requests'}});
   assert.equal(sub.state, 'subscribing');
-  assert.deepEqual(c._pollSubs(c._conn).subs, {}, 'out of the polls during the backoff');
+  assert.deepEqual({...c._pollSubs(c._conn).subs}, {}, 'out of the polls during the backoff');
   c.clock.tick(100);
   assert.equal(c._conn.restarts, 1);
-  assert.deepEqual(c._pollSubs(c._conn).subs, {a: {offset: 4, epoch: 'e'}});
+  assert.deepEqual({...c._pollSubs(c._conn).subs}, {a: {offset: 4, epoch: 'e'}});
   c._pollItem(c._conn, sub, {channel: 'a', error: {code: 103, message: 'permission denied'}});
   assert.equal(sub.state, 'unsubscribed');
   assert.deepEqual(ev, ['subscribed', 'subscribing', 'error 111', 'subscribed', 'error 103', 'unsubscribed']);
+});
+
+test('long-polling: a channel named __proto__ is polled like any other', () => {
+  const c = new StubClient('longpoll');
+  c.add('__proto__', {since: {offset: 2, epoch: 'e'}});
+  const {subs} = c._pollSubs(c._conn);
+  assert.equal(JSON.stringify({subs}), '{"subs":{"__proto__":{"offset":2,"epoch":"e"}}}');
 });
