@@ -534,6 +534,50 @@ def test_slow_body_gets_408_and_large_bodies_413_at_once(target):
     assert_alive(target)
 
 
+def test_api_without_the_key_is_refused_from_the_head(target):
+    """A `POST /api/...` without the key is answered 401 from its head: a body of up to
+    maxRequestBodySize is neither read nor held for the request deadline."""
+    out, took = raw_http(target.port, b"POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: apikey wrong\r\n"
+                         b"Content-Length: 1000000\r\n\r\n", timeout=5)
+    assert out.startswith(b"HTTP/1.1 401"), out[:100]
+    assert took < 2, f"answered after {took:.1f} s: it waited for the body"
+    out, took = raw_http(target.port, b"POST /api/info HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n", timeout=5)
+    assert out.startswith(b"HTTP/1.1 401") and took < 2, (out[:100], took)
+    # With the key, the API still works.
+    assert target.api_result("info", {})["nodes"], "the API with its key"
+    assert_alive(target)
+
+
+def test_a_response_that_is_never_read_does_not_hold_the_socket(node_factory):
+    """A client that asks for a large answer (a poll of 100 stored publications of 60 KB, 6 MB,
+    under an outbound limit of 16 MB, so the slow-consumer cut does not apply) with
+    `Connection: close` and never reads it (a zero window) holds its socket no longer than the
+    head timeout (2 s) after the response: the node closes it with the answer unsent."""
+    target = node_factory.start("--head-timeout", "2", "--outbound-limit", "16777216")
+    ch = "big:history"
+    blob = "x" * 60_000
+    for _ in range(100):
+        target.api_result("publish", {"channel": ch, "data": blob})
+    baseline = fd_count(target.pid)
+    socks = []
+    body = json.dumps({"subs": {ch: {"offset": 0, "epoch": target.api_result("history", {"channel": ch, "limit": 0})["epoch"]}},
+                       "timeout": 0}).encode()
+    try:
+        for _ in range(5):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+            s.connect(("127.0.0.1", target.port))
+            s.sendall(f"POST /poll HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+            socks.append(s)
+        time.sleep(1)
+        assert fd_count(target.pid) >= baseline + 5, "the answers were taken whole by the kernel: nothing to test"
+        fds_back_to(target, baseline, timeout=6)
+    finally:
+        for s in socks:
+            s.close()
+    assert_alive(target)
+
+
 def test_bare_cr_in_a_head_is_refused(target):
     for path in ("/healthz", "/ws"):
         out, took = raw_http(target.port, f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nX: a\rB: c\r\n\r\n".encode(),

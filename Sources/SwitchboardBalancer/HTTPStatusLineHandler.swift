@@ -57,9 +57,11 @@ final class HTTPStatusLineHandler: ChannelInboundHandler {
         context.close(promise: nil)
     }
 
-    /// `HTTP/1.1 200 OK` -> 200; anything else is a failure.
+    /// `HTTP/1.1 200 OK` -> 200 (the line's CR, if any, is not part of it, so a line without a
+    /// reason phrase, `HTTP/1.1 200`, reads as 200 too); anything else is a failure.
     static func status(of line: ByteBufferView) -> Outcome {
-        let text = String(decoding: line, as: UTF8.self)
+        var text = Substring(String(decoding: line, as: UTF8.self))
+        if text.hasSuffix("\r") { text = text.dropLast() }
         let parts = text.split(separator: " ", maxSplits: 2)
         guard parts.count >= 2, parts[0] == "HTTP/1.1" || parts[0] == "HTTP/1.0", parts[1].utf8.count == 3,
             let code = Int(parts[1]), (100...599).contains(code)

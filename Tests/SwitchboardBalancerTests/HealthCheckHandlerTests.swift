@@ -70,6 +70,10 @@ import Testing
         #expect(written == [HealthChecker.httpRequest(path: "/readyz", host: "n")])
         #expect(try Self.http([Array("HTTP/1.1 503 Service Unavailable\r\n".utf8)]).0 == false)
         #expect(try Self.http([Array("HTTP/1.1 204 No Content\r\n".utf8)]).0 == false)
+        // No reason phrase (lenient servers send it so), with CRLF or a bare LF.
+        #expect(try Self.http([Array("HTTP/1.1 200\r\n".utf8)]).0 == true)
+        #expect(try Self.http([Array("HTTP/1.0 200\n".utf8)]).0 == true)
+        #expect(try Self.http([Array("HTTP/1.1 2000\r\n".utf8)]).0 == false)
         // Not HTTP, and EOF before the status line.
         #expect(try Self.http([Array("SSH-2.0-OpenSSH\r\n".utf8)]).0 == false)
         #expect(try Self.http([Array("HTTP/1.1 20".utf8)]).0 == false)

@@ -91,7 +91,13 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             let deadline = NIODeadline.now() + .milliseconds(Int64(self.node.configuration.requestTimeout * 1000))
             self.state = .receiving(head, body: nil, deadline: deadline)
             self.armDeadline(context: context)
-            self.bodyLimit = Route(uri: head.uri).bodyLimit(self.node.configuration)
+            let route = Route(uri: head.uri)
+            self.bodyLimit = route.bodyLimit(self.node.configuration)
+            if case .api = route, head.method == .POST, !self.api.isAuthorized(head.headers.first(name: "authorization")) {
+                // Refused from the head: a body of up to `maxRequestBodySize` is not read (nor held
+                // for the request deadline) for a request without the key.
+                return self.respond(context: context, head: head, ServerAPI.unauthorized, close: true)
+            }
             if let declared = head.headers.first(name: "content-length").flatMap({ Int($0) }), declared > self.bodyLimit {
                 return self.refuseBody(context: context, head: head)
             }
@@ -257,7 +263,15 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         let done = context.writeAndFlush(Self.wrapOutboundOut(.end(nil)))
         if !keepAlive {
-            done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            // A peer that never reads must not hold the socket: the last response gets the head
+            // timeout to leave, then the connection is closed whatever is still unsent.
+            let cutoff = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(self.node.configuration.headTimeout * 1000))) {
+                context.close(promise: nil)
+            }
+            done.assumeIsolated().whenComplete { _ in
+                cutoff.cancel()
+                context.close(promise: nil)
+            }
         }
     }
 

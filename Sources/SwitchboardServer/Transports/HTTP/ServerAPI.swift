@@ -18,7 +18,7 @@ struct ServerAPI: Sendable {
     func handle(method: String, authorization: String?, body: ByteBuffer) -> EventLoopFuture<HTTPResponse> {
         let loop = self.node.hub.eventLoop
         guard self.isAuthorized(authorization) else {
-            return loop.makeSucceededFuture(.json(.unauthorized, Self.errorBody(SwitchboardError(.unauthorized, "missing or wrong api key"))))
+            return loop.makeSucceededFuture(Self.unauthorized)
         }
         let params: JSONObject
         if body.readableBytes == 0 {
@@ -61,7 +61,13 @@ struct ServerAPI: Sendable {
         }
     }
 
-    private func isAuthorized(_ header: String?) -> Bool {
+    /// The answer to a request without the right key.
+    static var unauthorized: HTTPResponse {
+        .json(.unauthorized, Self.errorBody(SwitchboardError(.unauthorized, "missing or wrong api key")))
+    }
+
+    /// Whether an `Authorization` header carries the API key (`apikey <key>`), compared in constant time.
+    func isAuthorized(_ header: String?) -> Bool {
         guard let header else { return false }
         let parts = header.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "apikey" else { return false }
