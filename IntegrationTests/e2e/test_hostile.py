@@ -13,6 +13,7 @@ import collections
 import hashlib
 import hmac
 import json
+import math
 import os
 import socket
 import struct
@@ -545,6 +546,28 @@ def test_api_without_the_key_is_refused_from_the_head(target):
     assert out.startswith(b"HTTP/1.1 401") and took < 2, (out[:100], took)
     # With the key, the API still works.
     assert target.api_result("info", {})["nodes"], "the API with its key"
+    assert_alive(target)
+
+
+def zrange_calls(redis_port: int) -> int:
+    for line in redis_command(redis_port, "INFO", "commandstats").decode().splitlines():
+        if line.startswith("cmdstat_zrange:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+def test_stats_reads_the_registry_at_most_once_a_second(target):
+    """`GET /stats` needs no key: 200 requests at once cost the registry a read or two (each is a
+    scan in Redis), not 200; and the answer is still the cluster's."""
+    before = zrange_calls(target.redis.port) if target.redis else 0
+    started = time.monotonic()
+    for _ in range(200):
+        r = target.http("GET", "/stats", timeout=5)
+        assert r.status_code == 200 and r.json()["nodes"] >= 1, (r.status_code, r.text[:200])
+    took = time.monotonic() - started
+    if target.redis:
+        reads = zrange_calls(target.redis.port) - before
+        assert reads <= math.ceil(took) + 4, f"{reads} registry reads for 200 requests in {took:.1f} s (the node reads it for itself too)"
     assert_alive(target)
 
 

@@ -33,6 +33,8 @@ final class NodeContext: Sendable {
     /// Connections per user (`limits.connectionsPerUser`), counted at `connect`.
     private let userConnections: NIOLockedValueBox<UserConnectionCounts>
     private let drainingBox = NIOLockedValueBox(false)
+    /// The last registry read for `recentNodes()`, and when it started.
+    private let recentNodesBox = NIOLockedValueBox<(startedAt: NIODeadline, nodes: EventLoopFuture<[NodeInfo]>)?>(nil)
     /// When to return freed heap to the system after the connection count falls (`HeapTrimPolicy`).
     private let heapTrim = NIOLockedValueBox(HeapTrimPolicy())
     /// CPU share and event-loop lag for the registry entry (`NodeLoad`), updated at each announce.
@@ -299,5 +301,16 @@ final class NodeContext: Sendable {
     func fanout(for eventLoop: any EventLoop) -> LoopFanout {
         for fanout in self.fanouts where fanout.eventLoop === eventLoop { return fanout }
         preconditionFailure("event loop outside the node's group")
+    }
+
+    /// The registry's nodes, read from the broker at most once a second whatever the number of
+    /// callers: `GET /stats` needs no key, and each read is a scan of the registry in Redis.
+    func recentNodes(now: NIODeadline = .now()) -> EventLoopFuture<[NodeInfo]> {
+        self.recentNodesBox.withLockedValue { last in
+            if let last, now - last.startedAt < .seconds(1) { return last.nodes }
+            let nodes = self.broker.nodes()
+            last = (now, nodes)
+            return nodes
+        }
     }
 }

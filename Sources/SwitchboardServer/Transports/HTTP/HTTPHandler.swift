@@ -362,10 +362,10 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.close(promise: nil)
     }
 
-    /// `GET /stats`: nodes and connections in the cluster, from the registry.
+    /// `GET /stats`: nodes and connections in the cluster, from the registry (read at most once a second).
     private func stats(context: ChannelHandlerContext, head: HTTPRequestHead) {
         let nodeID = self.node.nodeID
-        let answer = self.node.broker.nodes().map { nodes -> HTTPResponse in
+        let answer = self.node.recentNodes().map { nodes -> HTTPResponse in
             var body = ByteBuffer()
             body.writeJSONObject { stats in
                 stats.field("node", string: nodeID)
