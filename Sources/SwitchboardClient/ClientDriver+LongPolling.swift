@@ -50,7 +50,7 @@ extension ClientDriver {
             if entry.phase == .subscribing {
                 if let position = entry.position {
                     for event in self.subscriptions.subscribed(channel, SubscribeResult(position: position, recoverable: true, recovered: true)) {
-                        self.streams[channel]?.yield(event)
+                        self.deliver(event, to: channel)
                     }
                 } else {
                     probe.append(channel)
@@ -113,7 +113,7 @@ extension ClientDriver {
         // A first poll that brought no position: the channel keeps no history; it is followed as is.
         for channel in probe where self.subscriptions.entry(channel)?.phase == .subscribing && self.subscriptions.entry(channel)?.position == nil {
             for event in self.subscriptions.subscribed(channel, SubscribeResult(position: nil, recoverable: false)) {
-                self.streams[channel]?.yield(event)
+                self.deliver(event, to: channel)
             }
         }
         return PollOutcome(moved: moved)
@@ -134,7 +134,7 @@ extension ClientDriver {
         case .live, .waiting:
             events = []
         }
-        for event in events { self.streams[channel]?.yield(event) }
+        for event in events { self.deliver(event, to: channel) }
     }
 
     /// The replies of one `/rpc` request, in command order.

@@ -143,7 +143,9 @@ final class ClientDriver {
         guard self.subscriptions.add(channel, since: since, usesToken: getToken != nil) else {
             throw .invalidRequest(self.subscriptions.entry(channel) == nil ? "too many subscriptions" : "already subscribed to \(channel)")
         }
-        let (stream, continuation) = AsyncStream.makeStream(of: SubscriptionEvent.self)
+        // Two above the limit: the event past the limit still fits, and `.ended` after it.
+        let (stream, continuation) = AsyncStream.makeStream(
+            of: SubscriptionEvent.self, bufferingPolicy: .bufferingOldest(max(1, self.configuration.maximumBufferedEvents) + 2))
         self.streams[channel] = continuation
         if let getToken { self.tokenSources[channel] = TokenSource(getToken: getToken) }
         if case .connected = self.state {
@@ -498,16 +500,16 @@ final class ClientDriver {
             switch self.subscriptions.publication(channel, publication) {
             case .deliver:
                 self.publicationsDelivered &+= 1
-                self.streams[channel]?.yield(.publication(publication))
+                self.deliver(.publication(publication), to: channel)
             case .duplicate:
                 self.logger.trace("duplicate dropped", metadata: ["channel": "\(channel)", "offset": "\(publication.offset ?? 0)"])
             case .ignore:
                 break
             }
         case .join(let channel, let info):
-            if self.subscriptions.entry(channel)?.phase == .live { self.streams[channel]?.yield(.join(info)) }
+            if self.subscriptions.entry(channel)?.phase == .live { self.deliver(.join(info), to: channel) }
         case .leave(let channel, let info):
-            if self.subscriptions.entry(channel)?.phase == .live { self.streams[channel]?.yield(.leave(info)) }
+            if self.subscriptions.entry(channel)?.phase == .live { self.deliver(.leave(info), to: channel) }
         case .unsubscribed(let channel, let code, let reason):
             switch self.subscriptions.unsubscribed(channel, code: code) {
             case .resubscribe:
@@ -620,7 +622,7 @@ final class ClientDriver {
 
     private func subscribed(_ channel: String, _ object: JSONObject) {
         for event in self.subscriptions.subscribed(channel, SubscribeResult(json: object)) {
-            self.streams[channel]?.yield(event)
+            self.deliver(event, to: channel)
         }
         if object["expires"]?.boolValue == true, let ttl = object["ttl"]?.intValue {
             self.scheduleSubscriptionTokenRefresh(channel, ttl: ttl)
@@ -754,6 +756,30 @@ final class ClientDriver {
 
 @available(*, unavailable)
 extension ClientDriver: Sendable {}
+
+extension ClientDriver {
+    /// Hands `event` to the subscription's reader. When the reader has left more than
+    /// `maximumBufferedEvents` unread, the subscription ends there (unsubscribed from the node) rather
+    /// than holding without bound what a stalled reader leaves.
+    func deliver(_ event: SubscriptionEvent, to channel: String) {
+        guard let stream = self.streams[channel] else { return }
+        switch stream.yield(event) {
+        case .enqueued(let remaining) where remaining > 1:
+            return
+        case .terminated:
+            return
+        case .enqueued, .dropped:
+            self.logger.warning("subscription ended: events not read", metadata: ["channel": "\(channel)"])
+            // The reader's sequence ends now (later events of the channel find no stream); the node is
+            // told on the next turn of the loop, not from inside the message or poll being handled.
+            self.streams.removeValue(forKey: channel)?.finishEnded(
+                code: ClientSubscription.unreadEventsCode, reason: "more than \(self.configuration.maximumBufferedEvents) events not read")
+            self.eventLoop.assumeIsolated().execute { self.unsubscribe(channel) }
+        @unknown default:
+            return
+        }
+    }
+}
 
 extension AsyncStream<SubscriptionEvent>.Continuation {
     func finishEnded(code: Int, reason: String) {

@@ -33,6 +33,11 @@ public struct SwitchboardClientConfiguration: Sendable {
     public var maximumIncomingMessageSize = 16 << 20
     /// Most requests waiting for a connection; more fail at once (`invalidRequest`).
     public var maximumQueuedRequests = 10_000
+    /// Most events a subscription holds for the app before it reads them. One more ends the
+    /// subscription with `.ended(code: ClientSubscription.unreadEventsCode, …)` (after the events
+    /// already held) instead of holding without bound what a stalled reader leaves; subscribe again
+    /// `since:` the last position read to get the rest from the channel's history.
+    public var maximumBufferedEvents = 10_000
     /// The transports to use, in order of preference: the client falls back to the next when one
     /// cannot open (a proxy refuses the WebSocket upgrade) or fails twice in a row without a connect
     /// reply, and keeps the one that worked.

@@ -100,6 +100,39 @@ struct ClientLoopbackTests {
         }
     }
 
+    @Test("a subscription whose reader leaves more than maximumBufferedEvents unread ends (4100) and leaves the node; subscribing again from the last position read recovers the rest")
+    func unreadEventsEndTheSubscription() async throws {
+        try await TestNode.with { port in
+            let reader = try Self.client(port: port) { $0.maximumBufferedEvents = 5 }
+            let writer = try Self.client(port: port)
+            reader.connect()
+            writer.connect()
+            let readerID = try await reader.connected().client
+            _ = try await writer.connected()
+            let subscription = try await reader.subscribe("unread")
+            #expect(try await reader.presence("unread").keys.contains(readerID))
+            for i in 1...10 { _ = try await writer.publish("unread", json: "\(i)") }
+            // Nothing read yet: the node no longer has the reader on the channel.
+            var present = true
+            for _ in 0..<50 where present {
+                present = try await writer.presence("unread").keys.contains(readerID)
+                if present { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(!present)
+            let events = await Self.collect(subscription, publications: 10)
+            #expect(Self.offsets(events) == [1, 2, 3, 4, 5])
+            #expect(events.last == .ended(code: ClientSubscription.unreadEventsCode, reason: "more than 5 events not read"))
+            guard case .subscribed(let first?, _) = events.first else {
+                Issue.record("no position in \(events.first.map { "\($0)" } ?? "nothing")")
+                return
+            }
+            let again = try await reader.subscribe("unread", since: StreamPosition(offset: 5, epoch: first.epoch))
+            #expect(Self.offsets(await Self.collect(again, publications: 5)) == [6, 7, 8, 9, 10])
+            await reader.close()
+            await writer.close()
+        }
+    }
+
     @Test("requests made before the connection are sent once it is up")
     func queuedUntilConnected() async throws {
         try await TestNode.with { port in
