@@ -101,10 +101,30 @@ public enum AdminReport {
         for (name, type, help, value) in perNode {
             family(name, type, help)
             for (id, entry) in rows {
-                out += "\(name){node=\"\(id)\"} \(value(entry))\n"
+                out += "\(name){node=\"\(Self.labelValue(id))\"} \(value(entry))\n"
             }
         }
         return ByteBuffer(string: out)
+    }
+
+    /// A label value as the exposition format writes it: backslash, double quote and line feed escaped.
+    /// Node ids come from the registry, and one with a quote or a line break would otherwise end the
+    /// label early and make the whole page unreadable to Prometheus.
+    static func labelValue(_ value: String) -> String {
+        guard value.utf8.contains(where: { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\n") }) else {
+            return value
+        }
+        var escaped = ""
+        escaped.reserveCapacity(value.utf8.count + 8)
+        for character in value.unicodeScalars {
+            switch character {
+            case "\\": escaped += "\\\\"
+            case "\"": escaped += "\\\""
+            case "\n": escaped += "\\n"
+            default: escaped.unicodeScalars.append(character)
+            }
+        }
+        return escaped
     }
 
     private static func decimal(_ value: Double) -> String {

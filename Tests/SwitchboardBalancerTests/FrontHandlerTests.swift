@@ -125,6 +125,23 @@ import Testing
         let picks = metrics.split(separator: "\n").filter { $0.hasPrefix("switchboard_balancer_node_picks_total{") }
         #expect(picks.map { $0.split(separator: " ").last! }.sorted() == ["0", "1"])
     }
+
+    /// A node id read from the registry is the registry writer's text: a quote or a line break in it must
+    /// not end the label early, or end the line and start a metric of the writer's choosing.
+    @Test func nodeIdsAreEscapedInMetricLabels() throws {
+        var configuration = BalancerConfiguration()
+        configuration.nodes = [BackendNode(host: "evil\"} 1\nfake_metric{a=\"\\", port: 9)]
+        let router = NodeRouter(configuration: configuration)
+        let address = try SocketAddress(ipAddress: "127.0.0.1", port: 9)
+        #expect(router.setMembers(configuration.nodes, resolved: [configuration.nodes[0].id: address]).count == 1)
+        let snapshot = router.snapshot()
+        let metrics = String(buffer: AdminReport.metricsText(table: snapshot.table, counters: snapshot.counters, now: .now()))
+        let lines = metrics.split(separator: "\n")
+        #expect(!lines.contains { $0.hasPrefix("fake_metric") })
+        let picks = lines.filter { $0.hasPrefix("switchboard_balancer_node_picks_total{") }
+        #expect(picks == [#"switchboard_balancer_node_picks_total{node="evil\"} 1\nfake_metric{a=\"\\:9"} 0"#])
+        #expect(AdminReport.labelValue("127.0.0.1:9") == "127.0.0.1:9")
+    }
 }
 
 @Suite struct TunnelSweeperTests {
