@@ -15,6 +15,8 @@ final class AdminHandler: ChannelInboundHandler {
     private let nodeAPIKey: NodeAPIKey?
     /// How long each of those node requests may take.
     private let nodeRequestTimeout: TimeAmount
+    /// Shared by the admin listener's connections: one round of node requests at a time.
+    private let rebalanceRound: NodeRebalanceRound
     private var buffer: ByteBuffer?
     private var parser = RequestHeadParser()
     private var deadline: Scheduled<Void>?
@@ -24,8 +26,12 @@ final class AdminHandler: ChannelInboundHandler {
     /// default rebalancing hold and window (10 s + 30 s) and then some.
     static let rebalanceDuration = TimeAmount.seconds(60)
 
-    init(router: NodeRouter, headerTimeout: TimeAmount, nodeAPIKey: NodeAPIKey? = nil, nodeRequestTimeout: TimeAmount = .seconds(2)) {
+    init(
+        router: NodeRouter, headerTimeout: TimeAmount, nodeAPIKey: NodeAPIKey? = nil, nodeRequestTimeout: TimeAmount = .seconds(2),
+        rebalanceRound: NodeRebalanceRound
+    ) {
         self.router = router
+        self.rebalanceRound = rebalanceRound
         self.headerTimeout = headerTimeout
         self.nodeAPIKey = nodeAPIKey
         self.nodeRequestTimeout = nodeRequestTimeout
@@ -90,9 +96,10 @@ final class AdminHandler: ChannelInboundHandler {
                 // Bytes that come meanwhile are ignored, as after any answer.
                 self.answered = true
                 self.deadline?.cancel()
-                let nodes = self.router.availableAddresses(at: now)
+                let router = self.router
                 let context = NIOLoopBound(context, eventLoop: context.eventLoop)
-                NodeRebalanceRequest.ask(nodes, key: key, timeout: self.nodeRequestTimeout, on: context.value.eventLoop)
+                self.rebalanceRound.ask(
+                    router.availableAddresses(at: now), key: key, timeout: self.nodeRequestTimeout, on: context.value.eventLoop)
                     .assumeIsolated()
                     .whenSuccess { outcomes in
                         answer.append(("nodesAsked", .bool(true)))

@@ -89,6 +89,7 @@ public final class BalancerServer: Sendable {
         var adminPort: Int?
         if let adminHost = self.configuration.adminHost, let port = self.configuration.adminPort {
             let timeout = self.configuration.headerTimeout
+            let rebalanceRound = NodeRebalanceRound()
             let admin = try await ServerBootstrap(group: self.group)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelInitializer { channel in
@@ -96,7 +97,9 @@ public final class BalancerServer: Sendable {
                         // The key and the check timeout as of now: a SIGHUP may have changed them.
                         let (key, checkTimeout) = reloadable.withLockedValue { ($0.configuration.nodeAPIKey, $0.configuration.checkTimeout) }
                         try channel.pipeline.syncOperations.addHandler(
-                            AdminHandler(router: router, headerTimeout: timeout, nodeAPIKey: key, nodeRequestTimeout: checkTimeout))
+                            AdminHandler(
+                                router: router, headerTimeout: timeout, nodeAPIKey: key, nodeRequestTimeout: checkTimeout,
+                                rebalanceRound: rebalanceRound))
                     }
                 }
                 .bind(host: adminHost, port: port)

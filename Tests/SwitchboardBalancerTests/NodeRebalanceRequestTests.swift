@@ -1,6 +1,8 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
+import NIOPosix
 import Testing
 
 @testable import SwitchboardBalancer
@@ -94,5 +96,34 @@ import Testing
             return
         }
         #expect(reason == "closed before answering")
+    }
+
+    @Test("requests that come while the nodes are being asked share that round: one connection per node, not one per request")
+    func concurrentRebalancesShareOneRound() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let accepted = NIOLockedValueBox(0)
+        // A node that takes the connection and never answers, so the round lasts its whole deadline.
+        let silentNode = try await ServerBootstrap(group: group)
+            .childChannelInitializer { channel in
+                accepted.withLockedValue { $0 += 1 }
+                return channel.eventLoop.makeSucceededVoidFuture()
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let port = silentNode.localAddress!.port!
+        let nodes = [(node: try BackendNode.parse("127.0.0.1:\(port)"), address: try SocketAddress(ipAddress: "127.0.0.1", port: port))]
+        let round = NodeRebalanceRound()
+        let loop = group.next()
+        let asks = (0..<5).map { _ in round.ask(nodes, key: NodeAPIKey("k"), timeout: .milliseconds(300), on: loop) }
+        for ask in asks {
+            let answers = try await ask.get()
+            #expect(answers.map(\.node) == ["127.0.0.1:\(port)"])
+            #expect(answers.first?.outcome == .failed("no answer within the deadline"))
+        }
+        #expect(accepted.withLockedValue { $0 } == 1)
+        // The round is over: the next request asks again.
+        _ = try await round.ask(nodes, key: NodeAPIKey("k"), timeout: .milliseconds(300), on: loop).get()
+        #expect(accepted.withLockedValue { $0 } == 2)
+        try await silentNode.close()
+        try await group.shutdownGracefully()
     }
 }
