@@ -131,6 +131,17 @@ def node_factory(tmp_path, request):
         f.stop_all()
 
 
+@pytest.fixture
+def balancers(tmp_path, request):
+    """`start(nodes, ...)` launches a `switchboard balance` in front of them; all are stopped at teardown."""
+    from balancerlib import BalancerFactory
+    f = BalancerFactory(tmp_path, request)
+    try:
+        yield f
+    finally:
+        f.stop_all()
+
+
 # Join/leave pushes are off by default (they cost O(subscribers) per join);
 # the tests that watch them use the `room:` namespace, which turns them on.
 JOIN_LEAVE_YAML = """\

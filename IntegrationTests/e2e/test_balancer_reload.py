@@ -14,18 +14,11 @@ import time
 
 import pytest
 
-from balancerlib import BalancerFactory, admin_nodes, make_certificate, node_id, wait_until
+from balancerlib import admin_nodes, make_certificate, node_id, wait_until
 from sbclient import Client, connect_url, open_ws, run
 from sbwire import OP_CLOSE, OP_TEXT, close_code, parse_frame, ws_frame
 
 
-@pytest.fixture
-def balancers(tmp_path, request):
-    f = BalancerFactory(tmp_path, request)
-    try:
-        yield f
-    finally:
-        f.stop_all()
 
 
 def write_config(path, **options) -> None:

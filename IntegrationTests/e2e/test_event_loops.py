@@ -8,8 +8,10 @@ for the other loop's time slice. Checked by counting the node's `NIO-ELT-*` thre
 from __future__ import annotations
 
 import os
+import subprocess
 
 from sbclient import run, connect
+from sbproc import binary_path
 
 
 def _event_loop_threads(pid: int) -> int:
@@ -21,6 +23,21 @@ def _event_loop_threads(pid: int) -> int:
                     count += 1
         except FileNotFoundError:
             pass
+    return count
+
+
+def _listening_sockets(port: int) -> int:
+    """Sockets in LISTEN state on `port`, from /proc/net/tcp and tcp6 (every process's)."""
+    count = 0
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    count += 1
     return count
 
 
@@ -53,3 +70,37 @@ def test_a_node_pinned_to_one_cpu_runs_one_event_loop(node_factory):
         assert pub["data"] == {"n": 1}
 
     run(main(), timeout=30)
+
+
+def test_every_loop_listens_on_the_port_and_a_second_process_cannot_join_it(node_factory, balancers):
+    """The node and the balancer listen with one socket per event loop on one port (SO_REUSEPORT), so
+    each connection is served by the loop that accepted it. The kernel would let a second process of
+    the same user join such a port and take a share of the connections: both commands refuse to start
+    on a port already listened on, as any server would."""
+    node = node_factory.start()
+    loops = _event_loop_threads(node.pid)
+    assert loops >= 1 and _listening_sockets(node.port) == loops
+
+    async def main():
+        # Connections work whichever listener took them (source ports differ, so do the listeners).
+        clients = [await connect(node) for _ in range(8)]
+        for i, c in enumerate(clients):
+            await c.subscribe(f"listeners:{i}")
+            node.api_result("publish", {"channel": f"listeners:{i}", "data": i})
+            assert (await c.wait_pub(f"listeners:{i}"))["data"] == i
+            await c.close()
+
+    run(main(), timeout=30)
+    bal = balancers.start([node])
+    assert _listening_sockets(bal.port) == _event_loop_threads(bal.pid)
+    for args, option in (
+        (["serve", "--host", "127.0.0.1", "--port", str(node.port)], "--port"),
+        (["balance", "--listen", f"127.0.0.1:{bal.port}", "--node", f"127.0.0.1:{node.port}"], "--listen"),
+    ):
+        port = node.port if option == "--port" else bal.port
+        before = _listening_sockets(port)
+        second = subprocess.run([binary_path(), *args], capture_output=True, text=True, timeout=30)
+        assert second.returncode != 0, second.stdout
+        assert f"{option}: cannot listen on 127.0.0.1:{port}: Address already in use" in second.stderr, second.stderr
+        assert _listening_sockets(port) == before
+    assert node.alive() and bal.alive()

@@ -18,7 +18,6 @@ import uuid
 import pytest
 import requests
 
-from balancerlib import BalancerFactory
 from sbclient import binary_path, connect, run
 
 UNPRIVILEGED = "nobody"
@@ -47,13 +46,6 @@ def binary_for_anyone(monkeypatch):
         yield copy
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture
-def balancers(tmp_path, request):
-    f = BalancerFactory(tmp_path, request)
-    yield f
-    f.stop_all()
 
 
 def _is_unprivileged(pid: int) -> bool:

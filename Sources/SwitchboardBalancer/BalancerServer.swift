@@ -5,7 +5,13 @@ import NIOPosix
 import NIOSSL
 import RedisClient
 
-/// `switchboard balance` as a library: the client listener, the optional admin listener and the health
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// `switchboard balance` as a library: the client listeners, the optional admin listener and the health
 /// checker around one `NodeRouter`.
 ///
 /// Every accepted connection gets a `FrontHandler` (head, pick, connect on the same event loop), then a
@@ -18,7 +24,9 @@ public final class BalancerServer: Sendable {
     public let router: NodeRouter
     private let group: any EventLoopGroup
     private let logger: Logger
-    private let listeners = NIOLockedValueBox<[any Channel]>([])
+    /// The client listeners, one per event loop on one port.
+    private let frontListeners = NIOLockedValueBox<[any Channel]>([])
+    private let adminListeners = NIOLockedValueBox<[any Channel]>([])
     private let checker = NIOLockedValueBox<HealthChecker?>(nil)
     private let watcher = NIOLockedValueBox<RegistryWatcher?>(nil)
     /// What a reload may change for new connections: read once per accepted connection.
@@ -62,30 +70,46 @@ public final class BalancerServer: Sendable {
         let sweepers = try await TunnelSweepers.start(on: self.group, idleTimeout: self.configuration.tunnelIdleTimeout)
         let router = self.router
         let logger = self.logger
-        let front = try await ServerBootstrap(group: self.group)
-            .serverChannelOption(.backlog, value: 1024)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    // Synchronously: `childChannelOption` applies each option through a chain of futures.
-                    try FrontSettings.applyTunnelOptions(to: channel, settings: settings)
-                    let (settings, tls) = reloadable.withLockedValue { ($0.settings, $0.tls) }
-                    let admitted = router.admitClient()
-                    if admitted {
-                        channel.closeFuture.whenComplete { _ in router.clientClosed() }
+        // One listener per event loop on the same port (SO_REUSEPORT): the kernel spreads connections
+        // over them and each is served whole by the loop that accepted it, with no hand-over to another
+        // loop (a wake-up of another thread per connection, as one shared listener makes).
+        var port = self.configuration.port
+        var fronts: [any Channel] = []
+        do {
+            for loop in self.group.makeIterator() {
+                let front = try await ServerBootstrap(group: loop, childGroup: loop)
+                    .serverChannelOption(.backlog, value: 1024)
+                    .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                    .serverChannelOption(.socket(SocketOptionLevel(SOL_SOCKET), SO_REUSEPORT), value: 1)
+                    .childChannelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            // Synchronously: `childChannelOption` applies each option through a chain of futures.
+                            try FrontSettings.applyTunnelOptions(to: channel, settings: settings)
+                            let (settings, tls) = reloadable.withLockedValue { ($0.settings, $0.tls) }
+                            let admitted = router.admitClient()
+                            if admitted {
+                                channel.closeFuture.whenComplete { _ in router.clientClosed() }
+                            }
+                            if let tls {
+                                try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                            }
+                            try channel.pipeline.syncOperations.addHandler(
+                                FrontHandler(
+                                    settings: settings, router: router, logger: logger, refuseOnArrival: !admitted,
+                                    sweepers: sweepers))
+                        }
                     }
-                    if let tls {
-                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
-                    }
-                    try channel.pipeline.syncOperations.addHandler(
-                        FrontHandler(
-                            settings: settings, router: router, logger: logger, refuseOnArrival: !admitted,
-                            sweepers: sweepers))
-                }
+                    .bind(host: self.configuration.host, port: port)
+                    .get()
+                fronts.append(front)
+                // Port 0 asks for any free port: the other loops' listeners take the one the first got.
+                port = front.localAddress?.port ?? port
             }
-            .bind(host: self.configuration.host, port: self.configuration.port)
-            .get()
-        self.listeners.withLockedValue { $0.append(front) }
+        } catch {
+            for front in fronts { try? await front.close() }
+            throw error
+        }
+        self.frontListeners.withLockedValue { $0 = fronts }
         var adminPort: Int?
         if let adminHost = self.configuration.adminHost, let port = self.configuration.adminPort {
             let timeout = self.configuration.headerTimeout
@@ -104,7 +128,7 @@ public final class BalancerServer: Sendable {
                 }
                 .bind(host: adminHost, port: port)
                 .get()
-            self.listeners.withLockedValue { $0.append(admin) }
+            self.adminListeners.withLockedValue { $0.append(admin) }
             adminPort = admin.localAddress?.port
         }
         if let redis {
@@ -117,7 +141,7 @@ public final class BalancerServer: Sendable {
         let checker = HealthChecker(router: router, group: self.group, configuration: self.configuration, logger: logger)
         self.checker.withLockedValue { $0 = checker }
         checker.start()
-        return (front.localAddress?.port ?? self.configuration.port, adminPort)
+        return (port, adminPort)
     }
 
     /// Applies a re-read configuration (SIGHUP) without touching a tunnel: the node list and weights,
@@ -220,8 +244,13 @@ public final class BalancerServer: Sendable {
     /// Closes the client listener: no new connections; open tunnels, the admin listener, health checks
     /// and the registry go on (the first step of a drain).
     public func stopAccepting() async {
-        let front = self.listeners.withLockedValue { $0.first }
-        try? await front?.close()
+        let fronts = self.frontListeners.withLockedValue { channels in
+            defer { channels = [] }
+            return channels
+        }
+        for front in fronts {
+            try? await front.close()
+        }
     }
 
     /// Client connections open now.
@@ -233,12 +262,13 @@ public final class BalancerServer: Sendable {
         if let watcher = self.watcher.withLockedValue({ $0 }) {
             try? await watcher.stop().get()
         }
-        let listeners = self.listeners.withLockedValue { channels in
+        let listeners = self.adminListeners.withLockedValue { channels in
             defer { channels = [] }
             return channels
         }
         for listener in listeners {
             try? await listener.close()
         }
+        await self.stopAccepting()
     }
 }

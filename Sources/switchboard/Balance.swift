@@ -122,6 +122,7 @@ struct Balance: AsyncParsableCommand {
         // process's descriptors from the moment the listening line appears.
         let signals = SignalDrain.signalStream()
         let hangups = Self.reloadOnHangup(server: server, flags: self.givenFlags, logger: logger)
+        try ListenPortCheck.ensureFree(host: configuration.host, port: configuration.port, option: "--listen")
         let (port, adminPort) = try await server.start()
         let host = configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host
         let (ws, http) = configuration.tlsCertificatePath == nil ? ("ws", "http") : ("wss", "https")

@@ -180,6 +180,7 @@ struct Serve: AsyncParsableCommand {
         let node = try SwitchboardNode(
             configuration: configuration, logger: logger,
             makeBroker: BrokerChoice.factory(for: configuration.broker, logger: logger))
+        try ListenPortCheck.ensureFree(host: configuration.host, port: configuration.port, option: "--port")
         let port = try await node.start()
         let host = configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host
         let (http, ws) = node.usesTLS ? ("https", "wss") : ("http", "ws")

@@ -6,6 +6,12 @@ public import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOWebSocket
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 public import SwitchboardBroker
 import SwitchboardCore
 import SwitchboardAuth
@@ -25,7 +31,8 @@ public final class SwitchboardNode: Sendable {
     private let tls: NodeTLS?
 
     private struct RunState {
-        var serverChannel: (any Channel)?
+        /// The listeners, one per event loop on one port.
+        var serverChannels: [any Channel] = []
         var agentChannel: (any Channel)?
         var announceTask: RepeatedTask?
         var drainStarted = false
@@ -107,9 +114,13 @@ public final class SwitchboardNode: Sendable {
         }
         let waterMarks = ChannelOptions.Types.WriteBufferWaterMark(low: configuration.outboundLimit / 2, high: configuration.outboundLimit)
         let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65_536)
-        let bootstrap = ServerBootstrap(group: self.group)
+        // One listener per event loop on the same port (SO_REUSEPORT): the kernel spreads connections
+        // over them and each is served by the loop that accepted it, with no hand-over to another loop
+        // (a wake-up of another thread per connection, as one shared listener makes).
+        let bootstrap = { (loop: any EventLoop) in ServerBootstrap(group: loop, childGroup: loop)
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(.socket(SocketOptionLevel(SOL_SOCKET), SO_REUSEPORT), value: 1)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
@@ -139,9 +150,22 @@ public final class SwitchboardNode: Sendable {
                         installHTTP: installHTTP, installWebSocket: installWebSocket)
                 }
             }
-        let channel = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
-        let address = channel.localAddress!
-        self.state.withLockedValue { $0.serverChannel = channel }
+        }
+        var listeners: [any Channel] = []
+        var address: SocketAddress?
+        do {
+            for loop in self.group.makeIterator() {
+                // Port 0 asks for any free port: the other loops' listeners take the one the first got.
+                let channel = try await bootstrap(loop).bind(host: configuration.host, port: address?.port ?? configuration.port).get()
+                listeners.append(channel)
+                address = address ?? channel.localAddress
+            }
+        } catch {
+            for listener in listeners { try? await listener.close() }
+            throw error
+        }
+        guard let address else { throw ChannelError.operationUnsupported }
+        self.state.withLockedValue { $0.serverChannels = listeners }
         if configuration.haproxyAgentPort > 0 {
             let agent = try await HAProxyAgent.start(group: self.group, host: configuration.host, port: configuration.haproxyAgentPort) {
                 HAProxyAgent.reply(
@@ -253,8 +277,7 @@ public final class SwitchboardNode: Sendable {
         let window = max(0, self.configuration.drainSeconds)
         self.logger.info("draining", metadata: ["seconds": "\(window)"])
         let grace = min(2.0, window / 2)
-        let serverChannel = self.state.withLockedValue { $0.serverChannel }
-        if let serverChannel {
+        for serverChannel in self.state.withLockedValue({ $0.serverChannels }) {
             serverChannel.eventLoop.scheduleTask(in: .milliseconds(Int64(grace * 1000))) {
                 serverChannel.close(promise: nil)
             }
@@ -273,8 +296,8 @@ public final class SwitchboardNode: Sendable {
         if remaining > .zero { try? await Task.sleep(for: remaining) }
     }
 
-    /// Whether `start()` bound the listener.
-    var isStarted: Bool { self.state.withLockedValue { $0.serverChannel != nil } }
+    /// Whether `start()` bound the listeners.
+    var isStarted: Bool { self.state.withLockedValue { !$0.serverChannels.isEmpty } }
 
     /// Whether a drain was cut short by cancellation (a second signal): the process should exit non-zero.
     public var drainWasCutShort: Bool { self.state.withLockedValue { $0.drainCutShort } }
@@ -298,10 +321,10 @@ public final class SwitchboardNode: Sendable {
     /// Stops everything: listener, timers, broker, threads.
     public func stop() async {
         self.context.tokens.stop()
-        let (serverChannel, agentChannel, task) = self.state.withLockedValue { ($0.serverChannel, $0.agentChannel, $0.announceTask) }
+        let (serverChannels, agentChannel, task) = self.state.withLockedValue { ($0.serverChannels, $0.agentChannel, $0.announceTask) }
         task?.cancel()
         self.rebalancer?.stop()
-        try? await serverChannel?.close()
+        for serverChannel in serverChannels { try? await serverChannel.close() }
         try? await agentChannel?.close()
         _ = try? await self.context.broker.removeNode(id: self.nodeID).get()
         // Sessions still open (no drain, or one cut short) are closed while every loop still runs,
