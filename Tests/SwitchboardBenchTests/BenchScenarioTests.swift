@@ -18,6 +18,10 @@ struct BenchScenarioTests {
         configuration.port = 0
         configuration.apiKey = "test-key"
         configuration.logLevel = "error"
+        // As compare-peers.sh starts it: a benchmark connection sends far more than the default 100
+        // commands/s (pingpong on a fast machine: about 180 per connection), which would be refused 111.
+        configuration.limits.commandsPerSecond = 1_000_000
+        configuration.limits.commandBurst = 1_000_000
         configure(&configuration)
         let node = try SwitchboardNode(configuration: configuration, logger: Logger(label: "bench-test"))
         let port = try await node.start()

@@ -209,7 +209,7 @@ struct PingPongScenarioTests {
             #expect(p.roundTrips == p.sent)  // every send came back, matched
             #expect(p.lost == 0 && p.timeouts == 0)
             #expect(p.duplicates == 0 && p.late == 0 && p.unexpected == 0 && p.foreign == 0)
-            #expect(p.offsetGaps == 0 && p.publishErrors == 0)
+            #expect(p.offsetGaps == 0 && p.publishErrors == 0, "\(result.errorSamples)")
             #expect(p.latencyMs.count == UInt64(p.roundTrips))
             #expect(p.latencyMs.min > 0 && p.latencyMs.p50 <= p.latencyMs.p99 && p.latencyMs.p99 <= p.latencyMs.max)
             #expect((p.serverCPUSeconds ?? 0) > 0)
