@@ -18,6 +18,7 @@ import os
 import socket
 import struct
 import time
+import urllib.parse
 from typing import Any
 
 import pytest
@@ -108,6 +109,15 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The process's peak resident memory so far (VmHWM)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
 
 
 def wait_for(condition, timeout: float, what: str) -> None:
@@ -751,3 +761,106 @@ def test_trusted_proxy_is_not_held_to_the_address_cap(node_factory):
     finally:
         for ws in held:
             ws.close()
+
+
+# --------------------------------------------------------------------------
+# Peers that stop reading, or never start: every socket has a deadline
+# --------------------------------------------------------------------------
+
+
+def test_pipelined_requests_whose_answers_are_never_read_do_not_pile_up(node_factory):
+    """HTTP/1.1 lets a client send requests without waiting for answers. One that sends thousands
+    (here `GET /metrics`, each answer tens of KB) and reads none must not make the node queue every
+    answer in memory (NIO hands over the next request once an answer is written, not sent): past the
+    outbound limit the node ends the connection."""
+    target = node_factory.start("--head-timeout", "2", "--outbound-limit", "262144")
+    # (Asked on a connection that closes, so that the baseline below holds no kept-alive one.)
+    answer = len(raw_http(target.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[0])
+    count = min(20_000, (400 << 20) // max(answer, 1) + 1)  # 400 MB of answers if all were queued
+    baseline_fds = fd_count(target.pid)
+    before = peak_rss_kib(target.pid)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", target.port))
+    try:
+        request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+        try:
+            for _ in range(count // 100):
+                s.sendall(request * 100)
+        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+            pass  # the node closed the connection (or stopped reading it): what is asked of it
+        fds_back_to(target, baseline_fds, slack=0, timeout=10)
+        # The peak: the node gives memory back once the connection is gone.
+        grown = (peak_rss_kib(target.pid) - before) / 1024
+        assert grown < 64, f"the node's peak grew by {grown:.0f} MB for {count} unread answers of {answer} B"
+    finally:
+        s.close()
+    assert_alive(target)
+
+
+def test_a_websocket_that_never_sends_connect_is_closed(node_factory):
+    """An upgraded WebSocket that sends nothing is closed with 3501 at the connect deadline (10 s),
+    not held for good."""
+    target = node_factory.start()
+    baseline = fd_count(target.pid)
+    ws = RawWS("127.0.0.1", target.port, timeout=20)
+    try:
+        started = time.monotonic()
+        how, code, _ = ws.read_until_close(timeout=20)
+        took = time.monotonic() - started
+        assert (how, code) == ("close", 3501), (how, code)
+        assert 8 < took < 16, f"closed after {took:.1f} s"
+    finally:
+        ws.sock.close()
+    fds_back_to(target, baseline, slack=1, timeout=10)
+    assert_alive(target)
+
+
+def test_a_websocket_close_behind_unread_data_does_not_hold_the_socket(node_factory):
+    """A client that stops reading with data queued for it (under the slow-consumer limit), then
+    sends a Close: the node's reply waits behind the data, and the socket is closed after the close
+    timeout anyway."""
+    target = node_factory.start("--outbound-limit", "16777216")
+    baseline = fd_count(target.pid)
+    ws = RawWS("127.0.0.1", target.port, rcvbuf=4096, timeout=10)
+    try:
+        assert "result" in ws.call("connect", {})
+        assert "result" in ws.call("subscribe", {"channel": "unread:ws"})
+        blob = "x" * 50_000
+        # 8 MB queued: above what the kernel takes on loopback (a send buffer grows to 4 MB), below
+        # the 16 MB limit, so the node holds the rest and its close waits behind it.
+        for _ in range(160):
+            target.api_result("publish", {"channel": "unread:ws", "data": blob})
+        time.sleep(0.5)
+        assert fd_count(target.pid) >= baseline + 1
+        ws.send_frame(OP_CLOSE, struct.pack("!H", 1000))
+        fds_back_to(target, baseline, slack=0, timeout=8)
+    finally:
+        ws.sock.close()
+    assert_alive(target)
+
+
+def test_an_sse_stream_ended_while_unread_does_not_hold_the_socket(node_factory):
+    """An SSE client that stops reading is ended as a slow consumer; the end of its response cannot
+    leave either, and the socket is closed after the head timeout anyway."""
+    target = node_factory.start("--head-timeout", "2", "--outbound-limit", "262144")
+    baseline = fd_count(target.pid)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", target.port))
+    try:
+        connect = urllib.parse.quote(json.dumps({"subs": {"unread:sse": {}}}))
+        s.sendall(f"GET /sse?connect={connect} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
+        assert s.recv(64).startswith(b"HTTP/1.1 200"), "no stream"
+        time.sleep(0.5)  # subscribed
+        blob = "x" * 50_000
+        # 6 MB: past what the kernel takes on loopback (4 MB) and then the 256 KB outbound limit, so
+        # the stream is ended as a slow consumer, and its end cannot leave either.
+        for _ in range(120):
+            target.api_result("publish", {"channel": "unread:sse", "data": blob})
+        fds_back_to(target, baseline, slack=0, timeout=8)
+    finally:
+        s.close()
+    assert_alive(target)

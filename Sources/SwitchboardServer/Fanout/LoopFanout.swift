@@ -18,6 +18,9 @@ final class LoopFanout: @unchecked Sendable {
     private var channels: [String: LocalChannel] = [:]
     private var pending: [SubscriptionID: SessionSubscription] = [:]
     private var sessions: [String: ClientSession] = [:]
+    /// WebSocket sessions not connected yet, swept like the others so the connect deadline applies
+    /// to them (a socket upgraded and then silent is closed with 3501). At most one per connection.
+    private var awaitingConnect: [ObjectIdentifier: ClientSession] = [:]
     private var dirty: [ClientSession] = []
     private var nextClientNumber: UInt64 = 0
     private var nextSubscriptionNumber: UInt64 = 0
@@ -86,6 +89,20 @@ final class LoopFanout: @unchecked Sendable {
     }
 
     var sessionCount: Int { self.sessions.count }
+
+    /// A WebSocket session waiting for its `connect` (until it connects or closes).
+    func addAwaitingConnect(_ session: ClientSession) {
+        self.eventLoop.assertInEventLoop()
+        self.awaitingConnect[ObjectIdentifier(session)] = session
+    }
+
+    func removeAwaitingConnect(_ session: ClientSession) {
+        self.eventLoop.assertInEventLoop()
+        self.awaitingConnect[ObjectIdentifier(session)] = nil
+    }
+
+    /// Sessions waiting for their `connect` here.
+    var awaitingConnectCount: Int { self.awaitingConnect.count }
 
     /// Hands POSTed commands to the SSE session `client` here, if `secret` is its secret.
     func sessionCommands(client: String, secret: String, body: ByteBuffer) -> SessionCommandOutcome {
@@ -226,6 +243,9 @@ final class LoopFanout: @unchecked Sendable {
         let now = NIODeadline.now()
         for session in self.sessions.values {
             session.tick(now: now)
+        }
+        if !self.awaitingConnect.isEmpty {
+            for session in Array(self.awaitingConnect.values) { session.tick(now: now) }
         }
         self.flushDirty()
         if let metrics = self.metrics { self.counters.flush(into: metrics) }

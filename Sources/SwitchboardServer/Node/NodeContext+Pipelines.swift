@@ -11,6 +11,9 @@ extension NodeContext {
     func addWebSocketHandlers(to channel: any Channel, echo: Bool = false) throws {
         let pipeline = channel.pipeline.syncOperations
         if echo {
+            // A peer that sends and never reads: reading stops while its echoes cannot be written, so
+            // they cannot pile up (the echo has no session, hence no slow-consumer cut).
+            try pipeline.addHandler(BackPressureHandler())
             try pipeline.addHandler(WebSocketFrameHandler(maximumMessageSize: self.configuration.echoMaxMessageSize))
             try pipeline.addHandler(EchoHandler())
         } else {

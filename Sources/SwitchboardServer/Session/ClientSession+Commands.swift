@@ -83,6 +83,7 @@ extension ClientSession {
         let aggregate = ConnectAggregate(id: id, slot: slot, remaining: 0)
         self.state = .connecting(ClientInfo(client: client, user: user, info: info, meta: claims?.meta), aggregate)
         self.liveness.didConnect(tokenExpiry: tokenExpiry)
+        self.fanout.removeAwaitingConnect(self)
         self.fanout.add(self, client: client)
         self.node.hub.register(client: client, user: user, loopIndex: self.fanout.index, transport: self.output.transport)
         var subscriptions: [(SessionSubscription, since: StreamPosition?)] = []

@@ -109,6 +109,8 @@ final class ClientSession: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.output.attach(context)
+        // In the pipeline: a WebSocket session, whose `connect` is still to come.
+        if case .awaitingConnect = self.state { self.fanout.addAwaitingConnect(self) }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -419,6 +421,7 @@ final class ClientSession: ChannelInboundHandler {
         case .connecting(let info, _), .connected(let info): client = info
         }
         self.state = .closed
+        self.fanout.removeAwaitingConnect(self)
         let release = self.userSlot.end()
         if release.local { self.node.releaseUser(self.userSlot.user) }
         if release.broker { self.node.releaseUserInBroker(self.userSlot.user, connection: self.userSlot.connection) }

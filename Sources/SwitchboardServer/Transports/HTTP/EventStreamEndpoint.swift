@@ -75,7 +75,10 @@ struct EventStreamEndpoint {
             let hub = self.node.hub
             let from = self.node.nodeID
             let commands = String(buffer: body)
-            outcome = self.node.broker.nodes().flatMap { nodes in
+            // The registry as read at most a second ago: a made-up node name costs no Redis read
+            // per request (a node started within that second may be taken for gone: 404, and the
+            // client opens a new stream).
+            outcome = self.node.recentNodes().flatMap { nodes in
                 guard nodes.contains(where: { $0.id == id.node }) else {
                     return hub.eventLoop.makeSucceededFuture(.rejected(status: 404, message: "unknown session (its node is gone)"))
                 }

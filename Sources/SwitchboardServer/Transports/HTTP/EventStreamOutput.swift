@@ -55,10 +55,18 @@ final class EventStreamOutput: SessionOutput {
     }
 
     /// Ends the response, then the connection (SSE has no close codes: the `disconnect` event said why).
+    /// A peer that stopped reading (the slow consumer this often ends) never lets the end go out: the
+    /// connection is closed after the head timeout whatever is still unsent.
     func end(_ code: DisconnectCode, from session: ClientSession) {
         guard let context = self.context else { return }
         let channel = context.channel
-        context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        let cutoff = context.eventLoop.scheduleTask(in: .milliseconds(Int64(session.node.configuration.headTimeout * 1000))) {
+            channel.close(promise: nil)
+        }
+        context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).whenComplete { _ in
+            cutoff.cancel()
+            channel.close(promise: nil)
+        }
     }
 }
 

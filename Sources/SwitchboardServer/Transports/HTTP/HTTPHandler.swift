@@ -71,6 +71,10 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         self.state = .idle(headDeadline: headDeadline)
     }
 
+    /// The static files, made once: every answer shares these bytes instead of copying them.
+    private static let demoPage = ByteBuffer(bytes: PackageResources.demo_html)
+    private static let clientScript = ByteBuffer(bytes: PackageResources.switchboard_js)
+
     /// The checks every client-transport request passes, as the node is now.
     var requestGuard: TransportRequestGuard {
         TransportRequestGuard(maximumBodySize: self.node.configuration.maxMessageSize, isDraining: self.node.isDraining)
@@ -87,7 +91,17 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = Self.unwrapInboundIn(data)
         switch (self.state, part) {
-        case (.idle, .head(let head)):
+        case (.idle, .head):
+            guard context.channel.isWritable else {
+                // The peer sends requests without reading the answers (NIO's pipelining handler hands
+                // over the next request once an answer is written, not once it is sent): past the
+                // outbound limit the connection ends, so answers cannot pile up in memory without
+                // bound. A client that reads its answers never gets here.
+                self.node.fanout(for: context.eventLoop).counters.slowConsumers += 1
+                self.state = .closing
+                return context.close(promise: nil)
+            }
+            guard case .head(let head) = part else { return }
             let deadline = NIODeadline.now() + .milliseconds(Int64(self.node.configuration.requestTimeout * 1000))
             self.state = .receiving(head, body: nil, deadline: deadline)
             self.armDeadline(context: context)
@@ -175,11 +189,10 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             response.headers.append(("Access-Control-Max-Age", "600"))
             self.respond(context: context, head: head, response)
         case (.GET, .demoPage):
-            self.respond(context: context, head: head, HTTPResponse(
-                status: .ok, contentType: "text/html; charset=utf-8", body: ByteBuffer(bytes: PackageResources.demo_html)))
+            self.respond(context: context, head: head, HTTPResponse(status: .ok, contentType: "text/html; charset=utf-8", body: Self.demoPage))
         case (.GET, .clientScript):
             self.respond(context: context, head: head, HTTPResponse(
-                status: .ok, contentType: "text/javascript; charset=utf-8", body: ByteBuffer(bytes: PackageResources.switchboard_js)))
+                status: .ok, contentType: "text/javascript; charset=utf-8", body: Self.clientScript))
         case (.GET, .eventStream):
             EventStreamEndpoint(node: self.node).open(on: self, context: context, head: head, body: nil)
         case (.POST, .eventStream) where !HTTPQuery(uri: head.uri).contains("session"):

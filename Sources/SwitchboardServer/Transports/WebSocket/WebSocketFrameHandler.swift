@@ -148,6 +148,12 @@ final class WebSocketFrameHandler: ChannelDuplexHandler {
         context.writeAndFlush(Self.wrapOutboundOut(frame)).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)
         }
+        // Our close waits behind whatever the peer left unread: a peer that stops reading must not
+        // hold the socket, so it is closed after the close timeout if the reply is still unsent.
+        let channel = context.channel
+        self.closeTimer = context.eventLoop.scheduleTask(in: self.closeTimeout) {
+            channel.close(promise: nil)
+        }
     }
 
     /// Close codes a peer may send (RFC 6455 section 7.4).
