@@ -525,6 +525,38 @@ def test_max_connections_refuses_cleanly(node_factory, balancers):
     wait_fds(bal, baseline)
 
 
+def test_a_full_tls_balancer_does_not_hold_the_connections_it_refuses(node_factory, balancers, tmp_path):
+    """Past --max-connections a connection is answered 503 and closed; with TLS that answer waits for
+    a handshake the client may never start. Such connections (not counted against the limit) are
+    closed after the header timeout anyway, so they cannot pile up to the process's file limit."""
+    from balancerlib import make_certificate
+
+    cert, key = make_certificate(tmp_path, "ecdsa")
+    nodes = start_nodes(node_factory, 1)
+    bal = balancers.start(nodes, "--tls-cert", cert, "--tls-key", key, "--max-connections", "2",
+                          "--header-timeout", "3", tls=True)
+    baseline = idle_fds(bal)
+    held = [socket.create_connection(("127.0.0.1", bal.port), timeout=5) for _ in range(2)]
+    refused: list[socket.socket] = []
+    try:
+        wait_until(lambda: admin_nodes(bal)["clients"] == 2, 5, "2 clients held")
+        refused = [socket.create_connection(("127.0.0.1", bal.port), timeout=8) for _ in range(5)]
+        started = time.monotonic()
+        for s in refused:
+            try:
+                assert s.recv(4096) == b"", "no ClientHello was sent: nothing can come but the end"
+            except ConnectionResetError:
+                pass
+            except socket.timeout:
+                raise AssertionError(f"a refused connection was still open after {time.monotonic() - started:.1f} s")
+        assert metrics(bal)['switchboard_balancer_refused_total{reason="max_connections"}'] == 5
+    finally:
+        for s in held + refused:
+            s.close()
+    wait_clients_gone(bal)
+    wait_fds(bal, baseline)
+
+
 def test_half_close_is_propagated(node_factory, balancers):
     nodes = start_nodes(node_factory, 1)
     bal = balancers.start(nodes)

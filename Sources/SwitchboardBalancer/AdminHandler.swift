@@ -141,7 +141,13 @@ final class AdminHandler: ChannelInboundHandler {
         var body = body
         out.writeBuffer(&body)
         let channel = context.channel
-        context.writeAndFlush(self.wrapOutboundOut(out)).whenComplete { _ in channel.close(promise: nil) }
+        // A peer that never reads the answer (a large /metrics) must not hold the socket: closed after
+        // the header timeout whatever is unsent.
+        let cutoff = context.eventLoop.scheduleTask(in: self.headerTimeout) { channel.close(promise: nil) }
+        context.writeAndFlush(self.wrapOutboundOut(out)).whenComplete { _ in
+            cutoff.cancel()
+            channel.close(promise: nil)
+        }
     }
 }
 

@@ -349,6 +349,12 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
             context.writeAndFlush(self.wrapOutboundOut(out)).assumeIsolated().whenComplete { _ in
                 channel.close(promise: nil)
             }
+            // The answer may never leave (a TLS client that sends no ClientHello holds it in NIOSSL, a
+            // peer that does not read holds it in the socket): the connection, not counted against
+            // `--max-connections`, is closed after the header timeout whatever is unsent.
+            self.linger = context.eventLoop.assumeIsolated().scheduleTask(in: self.settings.headerTimeout) {
+                channel.close(promise: nil)
+            }
             return
         }
         context.writeAndFlush(self.wrapOutboundOut(out)).assumeIsolated().whenComplete { _ in
