@@ -187,7 +187,12 @@ public final class RedisClient: RedisCommandSender, @unchecked Sendable {
             try channel.pipeline.syncOperations.addHandler(
                 RedisCommandHandler(commandTimeout: commandTimeout) { reply, result in client.value.complete(reply, result) })
         }.flatMap { channel in
-            self.handshake(channel).map { channel }
+            self.handshake(channel).map { channel }.flatMapErrorThrowing { error in
+                // A refused AUTH or HELLO (a rotated password): this connection is done; the next
+                // attempt opens another.
+                channel.close(promise: nil)
+                throw error
+            }
         }.whenComplete { result in
             switch result {
             case .success(let channel):

@@ -47,6 +47,8 @@ public final class RedisSubscriber: @unchecked Sendable {
     /// each failed or lost connection (any node of a cluster delivers every PUBLISH).
     private var nodeIndex = 0
     private var handshakePending: [EventLoopPromise<RESPToken>] = []
+    /// The connection whose handshake is under way, if one is.
+    private var handshaking: (any Channel)?
 
     /// - Parameters:
     ///   - firstNode: on a Redis Cluster, which configured node to try first (subscribers of one
@@ -197,13 +199,29 @@ public final class RedisSubscriber: @unchecked Sendable {
         if target.isCluster, !self.sharded {
             target = target.node(target.clusterNodes[self.nodeIndex % target.clusterNodes.count])
         }
+        let handshakeTimeout = target.commandTimeout
         RedisConnector.connect(configuration: target, eventLoop: self.eventLoop) { channel in
             let handler = RedisSubscriberHandler { event in loopBound.value.handle(event) }
             try channel.pipeline.syncOperations.addHandler(handler)
         }.flatMap { channel in
-            self.handshake(channel).map { channel }
+            // The handshake has the command timeout, and a connection that drops during it fails it
+            // (the handler says nothing of a close): a Redis that accepts and never answers HELLO or
+            // AUTH must not leave the subscriber connecting for good. A failed handshake's
+            // connection is closed, not left open behind the next attempt.
+            self.handshaking = channel
+            channel.closeFuture.whenComplete { _ in
+                let subscriber = loopBound.value
+                guard subscriber.handshaking === channel else { return }
+                subscriber.failHandshake(RedisError(.connectionClosed, "connection lost during the handshake"))
+            }
+            let deadline = channel.eventLoop.scheduleTask(in: handshakeTimeout) { channel.close(promise: nil) }
+            return self.handshake(channel).map { channel }.flatMapErrorThrowing { error in
+                channel.close(promise: nil)
+                throw error
+            }.always { _ in deadline.cancel() }
         }.whenComplete { result in
             self.connecting = false
+            self.handshaking = nil
             switch result {
             case .success(let channel):
                 if self.closed {
@@ -293,6 +311,12 @@ public final class RedisSubscriber: @unchecked Sendable {
         for name in Array(self.channels.keys) where RedisHashSlot.slot(of: name) == redirection.slot {
             self.apply(name, failure: error) { $0.subscribeRefused() }
         }
+    }
+
+    private func failHandshake(_ error: RedisError) {
+        let pending = self.handshakePending
+        self.handshakePending.removeAll()
+        for promise in pending { promise.fail(error) }
     }
 
     private func lost(_ channel: any Channel) {

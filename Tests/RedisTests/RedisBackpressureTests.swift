@@ -170,3 +170,37 @@ struct RedisBackpressureTests {
         }
     }
 }
+
+/// A Redis that takes the subscriber's connection and then never answers its handshake (AUTH).
+@Suite("Redis subscriber handshake against a silent server", .timeLimit(.minutes(1)))
+struct RedisSubscriberHandshakeTests {
+    @Test("the handshake times out, its socket is closed, and the subscriber tries again (it was left connecting for good)")
+    func silentHandshakeIsRetried() async throws {
+        try await withEventLoopGroup { group in
+            let accepted = NIOLockedValueBox(0)
+            let open = NIOLockedValueBox(0)
+            let server = try await ServerBootstrap(group: group)
+                .childChannelInitializer { channel in
+                    accepted.withLockedValue { $0 += 1 }
+                    open.withLockedValue { $0 += 1 }
+                    channel.closeFuture.whenComplete { _ in open.withLockedValue { $0 -= 1 } }
+                    return channel.eventLoop.makeSucceededVoidFuture()
+                }
+                .bind(host: "127.0.0.1", port: 0).get()
+            let problems = NIOLockedValueBox(0)
+            let subscriber = RedisSubscriber(
+                configuration: RedisConfiguration(port: server.localAddress!.port!, password: "secret", commandTimeout: .milliseconds(200)),
+                eventLoop: group.next(), logger: Logger(label: "test"),
+                onMessage: { _, _ in }, onResubscribed: {}, onConnectionProblem: { problems.withLockedValue { $0 += 1 } }
+            )
+            subscriber.start()
+            try await waitUntilAsync(seconds: 10) { accepted.withLockedValue { $0 } >= 3 }
+            #expect(problems.withLockedValue { $0 } >= 2)
+            // Each timed-out attempt's socket was closed: at most the one in its handshake now is open.
+            try await waitUntilAsync(seconds: 2) { open.withLockedValue { $0 } <= 1 }
+            #expect(try await subscriber.isConnected.get() == false)
+            try await subscriber.close().get()
+            try await server.close()
+        }
+    }
+}
