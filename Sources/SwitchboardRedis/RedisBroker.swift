@@ -648,7 +648,10 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             else { return nil }
             return .sessionCommands(session: session, commands: commands, replyTo: replyTo, correlation: UInt64(truncatingIfNeeded: correlation))
         case "cmdResult":
-            guard let correlation = json["corr"]?.intValue, let status = json["status"]?.intValue else { return nil }
+            // The status becomes an HTTP status line: anything outside 100-599 is not one (NIO traps on a negative one).
+            guard let correlation = json["corr"]?.intValue, let status = json["status"]?.intValue, (100...599).contains(status) else {
+                return nil
+            }
             return .sessionCommandsResult(
                 correlation: UInt64(truncatingIfNeeded: correlation), status: status,
                 accepted: json["accepted"]?.intValue ?? 0, message: json["message"]?.stringValue ?? "")

@@ -45,4 +45,19 @@ struct RedisRegistryEntryTests {
             #expect((RedisBroker.decodeChannelMessage("c", payload) != nil) == accepted, "\(offset)")
         }
     }
+
+    @Test("a forwarded SSE command's result whose status is no HTTP status is dropped (a negative one trapped the node answering it)")
+    func controlResultStatus() {
+        func decode(_ status: String) -> ControlMessage? {
+            RedisBroker.decodeControl(ByteBuffer(string: #"{"t":"cmdResult","corr":7,"status":\#(status),"accepted":1}"#))
+        }
+        guard case .sessionCommandsResult(let correlation, let status, _, _)? = decode("202") else {
+            Issue.record("a 202 result was not read")
+            return
+        }
+        #expect(correlation == 7 && status == 202)
+        for bad in ["-1", "0", "99", "600", "9223372036854775807", "-9223372036854775808"] {
+            #expect(decode(bad) == nil, "\(bad)")
+        }
+    }
 }

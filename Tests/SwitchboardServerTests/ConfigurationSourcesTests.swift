@@ -18,6 +18,11 @@ struct ConfigurationSourcesTests {
             #expect(throws: ConfigurationError.self) { try configuration.set("maxConnections", .number(bad)) }
         }
         #expect(throws: ConfigurationError.self) { try configuration.set("port", .number(70_000)) }
+        // A drain window past a day overflowed the drain's arithmetic; thousands of loops trap in NIO at start.
+        try configuration.set("drainSeconds", .number(86_400))
+        #expect(throws: ConfigurationError.self) { try configuration.set("drainSeconds", .number(86_401)) }
+        try configuration.set("eventLoopThreads", .number(1024))
+        #expect(throws: ConfigurationError.self) { try configuration.set("eventLoopThreads", .number(1025)) }
         #expect(throws: ConfigurationError.self) { try configuration.set("maxConnections", .string("5000")) }
         #expect(configuration.maxConnections == 5000)
     }

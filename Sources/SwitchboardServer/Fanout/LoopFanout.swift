@@ -284,7 +284,8 @@ final class LoopFanout: @unchecked Sendable {
             let batches = min(maximumBatches, clients.count)
             for batch in 0..<batches {
                 let members = Array(clients[(clients.count * batch / batches)..<(clients.count * (batch + 1) / batches)])
-                let delay = TimeAmount.nanoseconds(window.nanoseconds * Int64(batch) / Int64(batches))
+                // Divided first: the window times the batch number could pass Int64.
+                let delay = TimeAmount.nanoseconds(window.nanoseconds / Int64(batches) * Int64(batch))
                 self.eventLoop.scheduleTask(in: delay) {
                     for client in members { self.sessions[client]?.disconnect(code, push: true) }
                     self.flushDirty()

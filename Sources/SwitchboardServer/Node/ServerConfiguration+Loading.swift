@@ -180,7 +180,11 @@ extension ServerConfiguration {
                 }
             }
             self.allowedOrigins = origins
-        case "drainSeconds": self.drainSeconds = try number()
+        case "drainSeconds":
+            // A day at most, as the balancer's: the drain spreads its batches over the window.
+            let seconds = try number()
+            guard seconds <= 86_400 else { throw ConfigurationError("drainSeconds must be at most 86400 (a day)") }
+            self.drainSeconds = seconds
         case "echoEndpoint":
             guard let b = value.boolValue else { throw ConfigurationError("echoEndpoint must be true or false") }
             self.echoEndpoint = b
@@ -199,7 +203,11 @@ extension ServerConfiguration {
         case "pongTimeout": self.pongTimeout = try number()
         case "logLevel": self.logLevel = try string()
         case "nodeName": self.nodeName = try string()
-        case "eventLoopThreads": self.eventLoopThreads = try integer()
+        case "eventLoopThreads":
+            // Each loop is a thread with two descriptors: thousands would fail to start (NIO traps).
+            let threads = try integer()
+            guard threads <= 1024 else { throw ConfigurationError("eventLoopThreads must be from 0 to 1024") }
+            self.eventLoopThreads = threads
         case "presenceTTL": self.presenceTTL = max(1, try number())
         case "idempotencyWindow": self.idempotencyWindow = try number()
         case "requestTimeout": self.requestTimeout = max(1, try number())

@@ -92,7 +92,7 @@ struct EventStreamEndpoint {
                 body.writeJSONObject { $0.field("accepted", int: count) }
                 return .json(.accepted, body)
             case .rejected(let status, let message):
-                return .error(HTTPResponseStatus(statusCode: status), message)
+                return .error(HTTPResponseStatus(statusCode: (100...599).contains(status) ? status : 502), message)
             }
         })
     }
