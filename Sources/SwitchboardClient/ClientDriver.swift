@@ -76,6 +76,8 @@ final class ClientDriver {
     private var livenessCheck: Scheduled<Void>?
     private var tokenRefresh: Scheduled<Void>?
     var lastReceived = NIODeadline.now()
+    /// When the client last sent a `ping` of its own (the node sending none).
+    private var lastClientPing = NIODeadline.uptimeNanoseconds(0)
     /// Publications handed to subscribers so far: whether a long-poll answer brought anything.
     var publicationsDelivered: UInt64 = 0
     private var sslContext: NIOSSLContext?
@@ -731,9 +733,16 @@ final class ClientDriver {
     /// silent for that long plus `silenceGrace` is dead, whatever TCP says.
     private func startLivenessCheck(pingInterval: Double) {
         self.livenessCheck?.cancel()
-        guard pingInterval > 0, pingInterval.isFinite else { return }
-        let limit = TimeAmount.nanoseconds(Int64(min(pingInterval, 3600) * 1e9)) + max(self.configuration.silenceGrace, .zero)
-        self.scheduleLivenessCheck(limit: limit, generation: self.generation)
+        let grace = max(self.configuration.silenceGrace, .zero)
+        if pingInterval > 0, pingInterval.isFinite {
+            let limit = TimeAmount.nanoseconds(Int64(min(pingInterval, 3600) * 1e9)) + grace
+            return self.scheduleLivenessCheck(limit: limit, pingAfter: nil, generation: self.generation)
+        }
+        // No pings from the node: the client asks itself, where a ping command has a connection to
+        // answer on (a long-poll is answered at its own timeout, which may be longer).
+        let idle = self.configuration.idlePingInterval
+        guard idle > .zero, !(self.connection is LongPollClientConnection) else { return }
+        self.scheduleLivenessCheck(limit: idle + grace, pingAfter: idle, generation: self.generation)
     }
 
     /// Checked four times per `limit`, at most every second, at least every 50 ms.
@@ -741,15 +750,23 @@ final class ClientDriver {
         .nanoseconds(min(max(limit.nanoseconds / 4, 50_000_000), 1_000_000_000))
     }
 
-    private func scheduleLivenessCheck(limit: TimeAmount, generation: UInt64) {
+    /// - Parameter pingAfter: when the client pings (the node does not): after this long without
+    ///   hearing from the node, one `ping` command per silence.
+    private func scheduleLivenessCheck(limit: TimeAmount, pingAfter: TimeAmount?, generation: UInt64) {
         self.livenessCheck = self.eventLoop.assumeIsolated().scheduleTask(in: Self.livenessCheckInterval(limit)) {
             guard self.generation == generation else { return }
-            if NIODeadline.now() - self.lastReceived > limit {
+            let now = NIODeadline.now()
+            if now - self.lastReceived > limit {
                 self.logger.debug("nothing from the node for too long; reconnecting")
                 self.connection?.close()
-            } else {
-                self.scheduleLivenessCheck(limit: limit, generation: generation)
+                return
             }
+            if let pingAfter, now - self.lastReceived > pingAfter, self.lastClientPing < self.lastReceived {
+                self.lastClientPing = now
+                self.send(.ping, as: .ignored)
+                self.connection?.flush()
+            }
+            self.scheduleLivenessCheck(limit: limit, pingAfter: pingAfter, generation: generation)
         }
     }
 }

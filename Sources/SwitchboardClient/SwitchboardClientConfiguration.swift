@@ -26,6 +26,11 @@ public struct SwitchboardClientConfiguration: Sendable {
     /// silent before the client takes it for dead and reconnects (a node or network that stalled
     /// without closing anything).
     public var silenceGrace: TimeAmount = .seconds(10)
+    /// When the node sends no pings (its `ping` is 0), the client asks (a `ping` command) after this
+    /// long without hearing from it, over WebSocket and SSE, and takes the connection for dead when
+    /// nothing comes within `silenceGrace`: a hung node or network is found without the node's
+    /// pings too. Zero turns it off.
+    public var idlePingInterval: TimeAmount = .seconds(25)
     /// The node's `maxMessageSize`: a command larger than this is refused before it is sent (the
     /// node would close the connection with 1009).
     public var maximumMessageSize = 65_536

@@ -254,6 +254,37 @@ struct ClientLoopbackTests {
         await node.stop()
     }
 
+    @Test("with a node that sends no pings (ping 0), the client pings after idlePingInterval: a stalled node is taken for dead after it and the grace; a live one answers and the connection stays")
+    func silentConnectionWithoutNodePings() async throws {
+        let node = try await SilentNode(ping: 0)
+        let client = try Self.client(port: node.port) {
+            $0.idlePingInterval = .milliseconds(200)
+            $0.silenceGrace = .milliseconds(300)
+        }
+        let started = ContinuousClock.now
+        let states = await client.watchStates(after: { client.connect() }) { state in
+            if case .connected(let result) = state { result.client == "silent-2" } else { false }
+        }
+        let elapsed = ContinuousClock.now - started
+        let clients = states.compactMap { if case .connected(let result) = $0 { result.client } else { nil } }
+        #expect(clients == ["silent-1", "silent-2"])
+        #expect(elapsed >= .milliseconds(500), "not before the idle ping interval + grace")
+        await client.close()
+        await node.stop()
+
+        try await TestNode.with({ $0.pingInterval = 0 }) { port in
+            let live = try Self.client(port: port) {
+                $0.idlePingInterval = .milliseconds(200)
+                $0.silenceGrace = .milliseconds(300)
+            }
+            live.connect()
+            let first = try await live.connected().client
+            try await Task.sleep(for: .milliseconds(1500))  // three times interval + grace: the pings were answered
+            #expect(try await live.connected().client == first)
+            await live.close()
+        }
+    }
+
     @Test("200 clients connected, subscribed and closed leave no socket open, in the client or the node")
     func closingLeavesNothing() async throws {
         try await TestNode.with { port in
