@@ -47,6 +47,9 @@ import {TRANSPORT_CLASSES} from './transports/index.js';
  * @property {number} [connectTimeout]  ms to wait for the connect reply, default 10000
  * @property {number} [requestTimeout]  ms a publish/history/presence call may take, reconnects included, default 20000
  * @property {number} [maxMessageSize]  bytes: no frame or request body is larger (the node's limit), default 65536
+ * @property {number} [idlePing]  ms: with a node that sends no pings (its `ping` is 0), the client sends a `ping`
+ *   after this long without hearing from it (WebSocket, SSE) and reconnects when nothing comes within 5 s more,
+ *   default 25000 (0: never)
  * @property {number} [upgradeInterval]  ms between attempts to climb back to the first transport after a fallback,
  *   default 60000 (0: never)
  * @property {SwitchboardEnv} [env]  replace browser objects (tests)
@@ -74,7 +77,7 @@ export class Switchboard extends Emitter {
     const o = Object.assign({
       transports: ALL_TRANSPORTS.slice(), token: undefined, getToken: undefined, name: undefined,
       minReconnectDelay: 500, maxReconnectDelay: 20000, pollTimeout: 25000,
-      connectTimeout: 10000, requestTimeout: 20000, maxMessageSize: 65536, upgradeInterval: 60000, debug: false,
+      connectTimeout: 10000, requestTimeout: 20000, maxMessageSize: 65536, upgradeInterval: 60000, idlePing: 25000, debug: false,
     }, Object.fromEntries(Object.entries(options || {}).filter(([, v]) => v !== undefined)));  // undefined: the default
     this._env = makeEnv(o.env);
     const env = this._env;
@@ -461,7 +464,14 @@ export class Switchboard extends Emitter {
     this._stableTimer = this._after(STABLE_MS, () => { if (this._conn === conn) this._m.stable(); });
     const a = this._m.connected(conn.name);
     this._connectResult = {...res, transport: conn.name};
-    if (this._pingMs > 0) this._armWatchdog(conn, this._pingMs + 5000);
+    if (this._pingMs > 0) {
+      this._armWatchdog(conn, this._pingMs + 5000);
+    } else if (conn.name !== 'longpoll' && Number.isFinite(this._opts.idlePing) && this._opts.idlePing > 0) {
+      // No pings from the node: ask it, so a hung node or network is still found (a long-poll is
+      // answered at its own timeout instead).
+      const idle = Math.min(this._opts.idlePing, 3600000);
+      this._armWatchdog(conn, idle + 5000, idle);
+    }
     if (res.expires && typeof res.ttl === 'number' && this._opts.getToken) this._scheduleRefresh(conn, res.ttl);
     this._scheduleUpgrade(conn, a.probeAfter);
     // Listeners run from here on: after each, the connection must still be ours.
@@ -502,19 +512,27 @@ export class Switchboard extends Emitter {
     this._requests.sendUnsent(conn);
   }
 
-  _armWatchdog(conn, limit) {
+  // `pingAfter`: the client pings (the node does not), once per silence of that many ms.
+  _armWatchdog(conn, limit, pingAfter = 0) {
+    let pingedAt = -Infinity;
     const check = () => {
       this._watchdog = null;
       if (this._conn !== conn) return;
-      const quiet = this._env.now() - conn.lastActivity;
+      const now = this._env.now();
+      const quiet = now - conn.lastActivity;
       if (quiet > limit) {
         this._log('nothing from the server for', limit, 'ms: reconnecting');
         this._failConn(conn, 'no ping from server');
         return;
       }
-      this._watchdog = this._after(Math.max(250, limit - quiet + 10), check);
+      if (pingAfter > 0 && quiet > pingAfter && pingedAt < conn.lastActivity) {
+        pingedAt = now;
+        this._call('ping', {}, true).catch(() => {});
+      }
+      const next = pingAfter > 0 && quiet <= pingAfter ? pingAfter - quiet : limit - quiet;
+      this._watchdog = this._after(Math.max(250, next + 10), check);
     };
-    this._watchdog = this._after(limit + 10, check);
+    this._watchdog = this._after((pingAfter > 0 ? pingAfter : limit) + 10, check);
   }
 
   // Connection token refresh (protocol 1.1 `refresh`): ask getToken() before the token expires.

@@ -141,6 +141,26 @@ test('connected -> disconnected: the watchdog ends a connection quiet for ping +
   await until(isConnected(sb), 30000, 'reconnected');
 });
 
+test('connected: with a server that sends no pings (ping 0), the client pings after idlePing; answered, the connection stays; silent, it ends idlePing + 5 s after the last message', async t => {
+  const {server, env, sb, states} = await setup(t, {idlePing: 3000}, s => { s.ping = 0; });
+  let lastPingAt = 0;
+  server.onCommand = (session, cmd) => { if (cmd.ping !== undefined) lastPingAt = env.now(); };
+  await connectedOnce(sb, states);
+  const pings = () => server.log.filter(e => e.cmd.ping !== undefined).length;
+  await advance(3100);
+  await until(() => pings() === 1, 1000, 'a ping after 3 s of silence');
+  await advance(20000);  // each answer is new activity: a ping per 3 s of silence, the connection kept
+  assert.deepEqual(states, [], 'answered pings keep the connection');
+  assert.ok(pings() >= 5, `${pings()} pings in 23 s`);
+  server.sockets[0].session.closed = true;  // the server goes silent, the socket stays open
+  // The last answer came with the last ping: the end is due 8 s after it, not before.
+  await advance(lastPingAt + 7900 - env.now());
+  assert.deepEqual(states, [], 'nothing before idlePing + 5 s after the last message');
+  await advance(600);
+  await until(() => states.length >= 1, 1000, 'watchdog fired');
+  assert.equal(states[0], 'disconnected');
+});
+
 test('connected -> closed: a terminal close code (no reconnect)', async t => {
   const {server, sb, states, disconnects} = await setup(t);
   await connectedOnce(sb, states);
