@@ -52,7 +52,15 @@ final class RedisCommandHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let token = Self.unwrapInboundIn(data)
-        if case .push = token.value { return }  // RESP3 pushes (client tracking etc.) are not replies
+        switch token.value {
+        case .push, .attribute:
+            // RESP3 pushes (client tracking etc.) are not replies; an attribute is metadata before
+            // the reply it belongs to. Either taken as a reply would shift every later reply onto
+            // the wrong command.
+            return
+        default:
+            break
+        }
         guard let head = self.pending.popFirst() else {
             context.fireErrorCaught(RedisError(.protocolError, "reply without a command"))
             context.close(promise: nil)

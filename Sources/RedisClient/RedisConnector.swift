@@ -6,8 +6,10 @@ import RESP
 
 /// Opens a TCP (or TLS, for `rediss://`) connection to Redis with the RESP decoder in its pipeline and runs the handshake.
 enum RedisConnector {
-    /// Most bytes the decoder holds for one incomplete reply.
-    static let maximumReplyBytes = 1 << 30
+    /// Most bytes the decoder holds for one incomplete reply (its buffer may grow to twice this before
+    /// the check, per connection): far above a whole default history of 64 KB messages, low enough
+    /// that a Redis sending an endless reply on every connection of a node cannot exhaust memory.
+    static let maximumReplyBytes = 256 << 20
 
     static func connect(
         configuration: RedisConfiguration,

@@ -25,6 +25,8 @@ final class RedisSubscriberHandler: ChannelInboundHandler {
         switch token.value {
         case .array(let array), .push(let array):
             elements = Array(array)
+        case .attribute:
+            return  // metadata before the reply it belongs to, not a reply (it would answer the handshake)
         default:
             self.onEvent(.reply(token))
             return

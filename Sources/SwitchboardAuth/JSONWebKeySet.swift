@@ -10,6 +10,8 @@ import SwitchboardCore
 public enum JSONWebKeySet {
     /// Most keys read from one set.
     public static let maximumKeys = 64
+    /// Most entries looked at for them: junk entries before the good ones do not hide them.
+    public static let maximumEntries = 1024
 
     /// Why a document is not a JWK Set at all.
     public struct Error: Swift.Error, Hashable, Sendable, CustomStringConvertible {
@@ -17,14 +19,18 @@ public enum JSONWebKeySet {
     }
 
     /// The keys of a set; `source` names where it came from (the file or URL), part of each key's identity.
+    /// A set with no usable key is an error, not an empty set: a JWKS endpoint answering `{"keys":[]}`
+    /// (or only keys this server cannot use) would otherwise replace the last good set and refuse
+    /// every token.
     public static func parse(_ bytes: [UInt8], source: String) throws(Error) -> [VerificationKey] {
         guard UTF8Validation.isValid(bytes), let document = try? JSONParser(maximumDepth: 8, maximumValues: 10_000).parse(bytes),
             let list = document["keys"]?.arrayValue
         else { throw Error(description: "\(source): not a JWK Set (an object with a keys list)") }
         var keys: [VerificationKey] = []
-        for entry in list.prefix(Self.maximumKeys) {
+        for entry in list.prefix(Self.maximumEntries) where keys.count < Self.maximumKeys {
             if let key = Self.key(entry, source: source) { keys.append(key) }
         }
+        guard !keys.isEmpty else { throw Error(description: "\(source): no usable key in the set (\(list.count) entries)") }
         return keys
     }
 

@@ -469,9 +469,14 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             .map { _ in }
     }
 
+    /// Most registry entries read: a fleet larger than this is not a Switchboard deployment.
+    public static let maximumRegistryNodes = 1000
+
     public func nodes() -> EventLoopFuture<[NodeInfo]> {
         self.client.send("ZREMRANGEBYSCORE", .string(Self.registryKey), "-inf", .double(Self.now())).flatMap { _ in
-            self.client.send("ZRANGE", .string(Self.registryKey), "0", "-1")
+            // At most the first `maximumRegistryNodes`: a registry that someone filled with entries
+            // costs one GET each, on the connection publications use too.
+            self.client.send("ZRANGE", .string(Self.registryKey), "0", .string(String(Self.maximumRegistryNodes - 1)))
         }.flatMap { token in
             let ids = (token.array ?? []).compactMap(\.string)
             guard !ids.isEmpty else { return self.eventLoop.makeSucceededFuture([]) }

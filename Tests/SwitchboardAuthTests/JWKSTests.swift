@@ -37,6 +37,16 @@ struct JWKSTests {
         #expect(throws: JSONWebKeySet.Error.self) { try JSONWebKeySet.parse(Array("[1,2]".utf8), source: "test") }
     }
 
+    @Test("junk entries before the good keys do not hide them; a set with no usable key is an error (the last good set stays), not an empty set")
+    func junkAndEmptySets() throws {
+        let junk = Array(repeating: #"{"kty":"oct","kid":"h","k":"AAAA"}"#, count: 100).joined(separator: ",")
+        let keys = try JSONWebKeySet.parse(Array(#"{"keys":[\#(junk),\#(Self.ecJWK(kid: "e1"))]}"#.utf8), source: "t")
+        #expect(keys.map(\.kid) == ["e1"])
+        for empty in [#"{"keys":[]}"#, #"{"keys":[\#(junk)]}"#] {
+            #expect(throws: JSONWebKeySet.Error.self) { try JSONWebKeySet.parse(Array(empty.utf8), source: "t") }
+        }
+    }
+
     @Test("a key's alg narrows it; an alg of the wrong family drops the key")
     func algNarrowing() throws {
         let keys = try JSONWebKeySet.parse(Array(#"{"keys":[\#(Self.rsaJWK(kid: "a", alg: "RS384")),\#(Self.rsaJWK(kid: "b", alg: "ES256"))]}"#.utf8), source: "t")

@@ -73,7 +73,7 @@ final class NodeRebalancer: @unchecked Sendable {
         let nodeID = self.context.nodeID
         let peersFuture: EventLoopFuture<[Int]?> =
             readRegistry
-            ? self.context.broker.nodes().map { nodes -> [Int]? in
+            ? self.context.recentNodes().map { nodes -> [Int]? in
                 nodes.filter { $0.id != nodeID && !$0.draining }.map(\.connections)
             }.recover { _ in nil }.hop(to: self.eventLoop)
             : self.eventLoop.makeSucceededFuture(nil)
