@@ -557,6 +557,51 @@ def test_a_full_tls_balancer_does_not_hold_the_connections_it_refuses(node_facto
     wait_fds(bal, baseline)
 
 
+class _HoldingNode:
+    """A node that answers its health check and holds every other request without sending a byte."""
+
+    def __init__(self):
+        import http.server
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                if self.path == "/readyz":
+                    body = b'{"status":"ready"}'
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                else:
+                    time.sleep(20)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_node_that_never_answers_gets_504_at_the_response_deadline(balancers):
+    """A node that takes the request and never answers must not hold the client until the tunnel's
+    idle timeout (an hour): past --response-timeout the client gets 504 and the node is blamed."""
+    node = _HoldingNode()
+    try:
+        bal = balancers.start([node], "--response-timeout", "1")
+        resp, first = raw_exchange(bal.port, b"GET /held HTTP/1.1\r\nHost: a\r\n\r\n", timeout=10)
+        assert status_of(resp) == 504, resp[:200]
+        assert first is not None and 0.9 < first < 5, first
+        assert metrics(bal)['switchboard_balancer_refused_total{reason="no_response"}'] >= 1
+        wait_clients_gone(bal)
+    finally:
+        node.stop()
+
+
 def test_half_close_is_propagated(node_factory, balancers):
     nodes = start_nodes(node_factory, 1)
     bal = balancers.start(nodes)

@@ -8,7 +8,7 @@ extension BalancerConfiguration {
     /// Option names (config file keys), each also settable as `SWITCHBOARD_BALANCE_<UPPER_SNAKE>`.
     public static let optionKeys = [
         "listen", "nodes", "registry", "algorithm", "hashKey", "hashBalanceFactor", "admin", "tlsCert", "tlsKey",
-        "maxConnections", "headerTimeout", "connectTimeout", "tunnelIdleTimeout", "checkInterval", "checkTimeout",
+        "maxConnections", "headerTimeout", "connectTimeout", "responseTimeout", "tunnelIdleTimeout", "checkInterval", "checkTimeout",
         "rise", "fall", "drainSeconds", "logLevel", "threads", "forwardClientAddress", "checkWebSocket", "rebalanceSpread",
         "nodeApiKeyFile",
     ]
@@ -116,6 +116,7 @@ extension BalancerConfiguration {
         case "maxConnections": self.maxConnections = try integer(1...1_000_000)
         case "headerTimeout": self.headerTimeout = try seconds()
         case "connectTimeout": self.connectTimeout = try seconds()
+        case "responseTimeout": self.responseTimeout = try seconds()
         case "tunnelIdleTimeout": self.tunnelIdleTimeout = try seconds()
         case "checkInterval": self.checkInterval = try seconds()
         case "checkTimeout": self.checkTimeout = try seconds()

@@ -28,6 +28,9 @@ public struct BalancerConfiguration: Sendable {
     public var headerTimeout = TimeAmount.seconds(5)
     /// Deadline for each connect to a node.
     public var connectTimeout = TimeAmount.seconds(3)
+    /// Deadline for the node's first byte once the request went to it (then 504, and the node is
+    /// blamed like one that closed without answering). Above the longest long-poll a node holds (60 s).
+    public var responseTimeout = TimeAmount.seconds(75)
     /// A tunnel with no byte either way for this long is closed on both sides.
     public var tunnelIdleTimeout = TimeAmount.seconds(3600)
     /// Active health check period (rounds jittered by ±10%), each check's timeout (a node whose check is
@@ -90,6 +93,7 @@ public struct BalancerConfiguration: Sendable {
         }
         for (name, value) in [
             ("--header-timeout", self.headerTimeout), ("--connect-timeout", self.connectTimeout),
+            ("--response-timeout", self.responseTimeout),
             ("--tunnel-idle-timeout", self.tunnelIdleTimeout), ("--check-interval", self.checkInterval),
             ("--check-timeout", self.checkTimeout),
         ] where value <= .zero {

@@ -48,6 +48,8 @@ final class FrontHandler {
     private var parser = RequestHeadParser()
     private var head: RequestHead?
     private var deadline: Scheduled<Void>?
+    /// The node's first byte is due by then (`--response-timeout`), while awaiting it.
+    private var responseDeadline: Scheduled<Void>?
     private var linger: Scheduled<Void>?
     private var tried: Set<String> = []
     private var attempts = 0
@@ -89,6 +91,8 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         self.deadline?.cancel()
         self.deadline = nil
+        self.responseDeadline?.cancel()
+        self.responseDeadline = nil
         self.linger?.cancel()
         self.linger = nil
     }
@@ -188,6 +192,8 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.write(data, promise: promise)
         if case .awaitingResponse = self.state {
             // The node's first byte is on its way to the client: no retry from here on.
+            self.responseDeadline?.cancel()
+            self.responseDeadline = nil
             self.state = .tunnelling
             self.buffer = nil
             self.head = nil
@@ -205,6 +211,8 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         promise?.succeed()
+        self.responseDeadline?.cancel()
+        self.responseDeadline = nil
         context.pipeline.syncOperations.removeHandler(clientHalf, promise: nil)
         guard self.buffer != nil else {
             _ = self.router.endedBeforeResponse(node, blame: false)
@@ -294,6 +302,17 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         self.state = .awaitingResponse(node: link.node, clientHalf: clientHalf)
+        // A node that takes the request and never answers must not hold the client (and a slot) until
+        // the idle timeout: past the response deadline the client gets 504 and the node is blamed.
+        self.responseDeadline = context.eventLoop.assumeIsolated().scheduleTask(in: self.settings.responseTimeout) {
+            guard case .awaitingResponse(let node, let clientHalf) = self.state else { return }
+            context.pipeline.syncOperations.removeHandler(clientHalf, promise: nil)
+            nodeChannel.close(promise: nil)
+            _ = self.router.endedBeforeResponse(node, blame: true)
+            self.router.countRefusal(.noResponse)
+            self.logger.info("node did not answer in time", metadata: ["node": "\(node.id)"])
+            self.refuse(context: context, status: "504 Gateway Timeout", body: "the node did not answer in time\n")
+        }
         var rest = received
         rest.moveReaderIndex(forwardBy: head.length)
         var out = nodeChannel.allocator.buffer(capacity: head.length + 128 + rest.readableBytes)
@@ -339,6 +358,8 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.state = .refusing
         self.deadline?.cancel()
         self.deadline = nil
+        self.responseDeadline?.cancel()
+        self.responseDeadline = nil
         self.buffer = nil
         var out = context.channel.allocator.buffer(capacity: 128 + body.utf8.count)
         out.writeString(

@@ -8,6 +8,7 @@ import Glibc
 public struct FrontSettings: Sendable {
     public var headerTimeout: TimeAmount
     public var connectTimeout: TimeAmount
+    public var responseTimeout: TimeAmount
     public var tunnelIdleTimeout: TimeAmount
     public var connectAttempts: Int
     public var hashKey: HashKeySource
@@ -27,6 +28,7 @@ public struct FrontSettings: Sendable {
     public init(configuration: BalancerConfiguration) {
         self.headerTimeout = configuration.headerTimeout
         self.connectTimeout = configuration.connectTimeout
+        self.responseTimeout = configuration.responseTimeout
         self.tunnelIdleTimeout = configuration.tunnelIdleTimeout
         self.connectAttempts = max(1, configuration.connectAttempts)
         self.hashKey = configuration.hashKey

@@ -69,6 +69,9 @@ struct Balance: AsyncParsableCommand {
     @Option(help: "Seconds for each connect to a node (default 3).")
     var connectTimeout: String?
 
+    @Option(help: "Seconds for the node's first byte once the request is sent to it (default 75); then 504.")
+    var responseTimeout: String?
+
     @Option(help: "Seconds without a byte either way before a tunnel is closed (default 3600).")
     var tunnelIdleTimeout: String?
 
@@ -180,7 +183,8 @@ struct Balance: AsyncParsableCommand {
             ("rebalanceSpread", self.rebalanceSpread), ("nodeApiKeyFile", self.nodeApiKeyFile),
             ("tlsCert", self.tlsCert), ("tlsKey", self.tlsKey), ("forwardClientAddress", self.forwardClientAddress),
             ("maxConnections", self.maxConnections), ("headerTimeout", self.headerTimeout),
-            ("connectTimeout", self.connectTimeout), ("tunnelIdleTimeout", self.tunnelIdleTimeout),
+            ("connectTimeout", self.connectTimeout), ("responseTimeout", self.responseTimeout),
+            ("tunnelIdleTimeout", self.tunnelIdleTimeout),
             ("checkInterval", self.checkInterval), ("checkTimeout", self.checkTimeout), ("rise", self.rise),
             ("fall", self.fall), ("drainSeconds", self.drainSeconds), ("logLevel", self.logLevel),
             ("threads", self.threads),
