@@ -7,9 +7,11 @@
 public struct HashRing: Sendable {
     /// Points per unit of weight when the ring is small; never fewer than `minimumPointsPerWeight`.
     public static let preferredPointsPerWeight = 1000
-    /// The floor: at least 100 points per weight unit.
+    /// At least 100 points per weight unit, while the total stays within `maximumPoints`.
     public static let minimumPointsPerWeight = 100
-    /// Bound on the total number of points (memory and build time), reached only with many heavy nodes.
+    /// Bound on the total number of points (memory and build time), which wins over the floor: a
+    /// registry listing 1,000 nodes of weight 100 would otherwise make a ring of 10 million points
+    /// (160 MB, seconds to sort) on every change of the candidate set.
     public static let maximumPoints = 400_000
 
     /// Node identities, indexed by the `node` of each point.
@@ -20,9 +22,8 @@ public struct HashRing: Sendable {
     public init(nodes: [(id: String, weight: Int)]) {
         self.nodes = nodes.map(\.id)
         let totalWeight = nodes.reduce(0) { $0 + max(1, $1.weight) }
-        let perWeight = max(
-            Self.minimumPointsPerWeight,
-            min(Self.preferredPointsPerWeight, Self.maximumPoints / max(1, totalWeight)))
+        let affordable = Self.maximumPoints / max(1, totalWeight)
+        let perWeight = max(1, min(Self.preferredPointsPerWeight, affordable))
         var points: [(hash: UInt64, node: Int32)] = []
         points.reserveCapacity(totalWeight * perWeight)
         for (index, node) in nodes.enumerated() {

@@ -80,6 +80,17 @@ import Testing
         #expect(worstDeviation(counts, weights: weights) <= 0.10, "counts \(counts)")
     }
 
+    /// A registry may list up to 1,000 nodes of weight 100: the ring stays within its point budget
+    /// (it was 10 million points, rebuilt on every change of the candidate set), with every node on it.
+    @Test func aHugeRegistryKeepsTheRingWithinItsBudget() {
+        let nodes = (0..<1000).map { (id: "10.0.\($0 / 250).\($0 % 250):8001", weight: 100) }
+        let ring = HashRing(nodes: nodes)
+        #expect(ring.pointCount <= HashRing.maximumPoints)
+        #expect(ring.pointCount >= nodes.count * 100)
+        let owners = Set((0..<20_000).compactMap { ring.owner(of: HashRing.hash("k\($0)".utf8)) })
+        #expect(owners.count > 900, "\(owners.count) nodes own keys")
+    }
+
     @Test func addingAFifthNodeMovesAtMostAFifthPlusFivePercent() {
         let four = (0..<4).map { (id: "127.0.0.1:\(8001 + $0)", weight: 1) }
         let five = four + [(id: "127.0.0.1:8005", weight: 1)]
