@@ -24,6 +24,9 @@ struct HostNameLookups {
         let ids = Set(named.map(\.id))
         self.resolved = self.resolved.filter { ids.contains($0.key) }
         self.failed = self.failed.filter { ids.contains($0.key) }
+        // One batch at a time: with a slow resolver and names that keep changing, batches would
+        // otherwise pile up on the shared thread pool, a new one every read.
+        guard self.inFlight.isEmpty else { return [] }
         var due: [BackendNode] = []
         for node in named where due.count < self.maximumPerRead {
             let fresh = self.resolved[node.id].map { now - $0.at < self.timeToLive } ?? false

@@ -72,6 +72,15 @@ import Testing
         #expect(lookups.addresses.isEmpty)
     }
 
+    @Test func oneBatchOfLookupsAtATimeWhateverTheRegistryLists() {
+        var lookups = HostNameLookups()
+        #expect(lookups.due(members: [Self.named], now: Self.t0) == [Self.named])
+        // The registry now lists other names: nothing more starts until the batch in flight answers.
+        #expect(lookups.due(members: [Self.named, Self.other], now: Self.t0 + .seconds(1)).isEmpty)
+        _ = lookups.answered([(Self.named, Self.address)], at: Self.t0 + .seconds(2))
+        #expect(lookups.due(members: [Self.named, Self.other], now: Self.t0 + .seconds(2)) == [Self.other])
+    }
+
     @Test func onlyMembersAreKeptAndLookupsPerReadAreBounded() {
         var lookups = HostNameLookups()
         lookups.maximumPerRead = 1
