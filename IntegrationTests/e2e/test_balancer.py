@@ -574,6 +574,10 @@ class _HoldingNode:
                 else:
                     time.sleep(20)
 
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                time.sleep(20)
+
             def log_message(self, *args):
                 pass
 
@@ -597,6 +601,21 @@ def test_a_node_that_never_answers_gets_504_at_the_response_deadline(balancers):
         assert status_of(resp) == 504, resp[:200]
         assert first is not None and 0.9 < first < 5, first
         assert metrics(bal)['switchboard_balancer_refused_total{reason="no_response"}'] >= 1
+        # A body still trickling in is not the node's delay: the deadline counts from the last byte.
+        s = socket.create_connection(("127.0.0.1", bal.port), timeout=10)
+        try:
+            started = time.monotonic()
+            s.sendall(b"POST /held HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\n\r\n")
+            for _ in range(8):
+                time.sleep(0.4)
+                s.sendall(b"x")
+            last_byte = time.monotonic() - started
+            answer = s.recv(4096)
+            answered = time.monotonic() - started
+            assert status_of(answer) == 504, answer[:200]
+            assert answered >= last_byte + 0.9, f"504 after {answered:.1f} s, the body's last byte at {last_byte:.1f} s"
+        finally:
+            s.close()
         wait_clients_gone(bal)
     finally:
         node.stop()

@@ -127,6 +127,20 @@ def wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def settled_fd_count(pid: int, quiet: float = 0.3, timeout: float = 5.0) -> int:
+    """The process's descriptor count once it held still for `quiet` seconds (the API connections of
+    the set-up, closed by the client, are gone on the node's side too)."""
+    deadline = time.monotonic() + timeout
+    count = fd_count(pid)
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = fd_count(pid)
+        if now == count:
+            return count
+        count = now
+    return count
+
+
 def fds_back_to(node, baseline: int, slack: int = 3, timeout: float = 10.0) -> None:
     wait_for(lambda: fd_count(node.pid) <= baseline + slack, timeout,
              f"file descriptors back to {baseline} (+{slack}); now {fd_count(node.pid)}")
@@ -591,10 +605,10 @@ def test_a_response_that_is_never_read_does_not_hold_the_socket(node_factory):
     blob = "x" * 60_000
     for _ in range(100):
         target.api_result("publish", {"channel": ch, "data": blob})
-    baseline = fd_count(target.pid)
-    socks = []
     body = json.dumps({"subs": {ch: {"offset": 0, "epoch": target.api_result("history", {"channel": ch, "limit": 0})["epoch"]}},
                        "timeout": 0}).encode()
+    baseline = settled_fd_count(target.pid)
+    socks = []
     try:
         for _ in range(5):
             s = socket.socket()
@@ -817,20 +831,29 @@ def test_a_websocket_that_never_sends_connect_is_closed(node_factory):
     assert_alive(target)
 
 
+def _loopback_send_buffer_max() -> int:
+    """The most a TCP send buffer grows to here (the kernel takes that much unread data off a node)."""
+    try:
+        return int(open("/proc/sys/net/ipv4/tcp_wmem").read().split()[2])
+    except (OSError, ValueError, IndexError):
+        return 4 << 20
+
+
 def test_a_websocket_close_behind_unread_data_does_not_hold_the_socket(node_factory):
     """A client that stops reading with data queued for it (under the slow-consumer limit), then
     sends a Close: the node's reply waits behind the data, and the socket is closed after the close
     timeout anyway."""
-    target = node_factory.start("--outbound-limit", "16777216")
+    queued = _loopback_send_buffer_max() + (4 << 20)
+    target = node_factory.start("--outbound-limit", str(queued + (8 << 20)))
     baseline = fd_count(target.pid)
     ws = RawWS("127.0.0.1", target.port, rcvbuf=4096, timeout=10)
     try:
         assert "result" in ws.call("connect", {})
         assert "result" in ws.call("subscribe", {"channel": "unread:ws"})
         blob = "x" * 50_000
-        # 8 MB queued: above what the kernel takes on loopback (a send buffer grows to 4 MB), below
-        # the 16 MB limit, so the node holds the rest and its close waits behind it.
-        for _ in range(160):
+        # More than the kernel takes on loopback (a send buffer grows to tcp_wmem's maximum), less
+        # than the outbound limit, so the node holds the rest and its close waits behind it.
+        for _ in range(queued // 50_000 + 1):
             target.api_result("publish", {"channel": "unread:ws", "data": blob})
         time.sleep(0.5)
         assert fd_count(target.pid) >= baseline + 1
@@ -856,9 +879,9 @@ def test_an_sse_stream_ended_while_unread_does_not_hold_the_socket(node_factory)
         assert s.recv(64).startswith(b"HTTP/1.1 200"), "no stream"
         time.sleep(0.5)  # subscribed
         blob = "x" * 50_000
-        # 6 MB: past what the kernel takes on loopback (4 MB) and then the 256 KB outbound limit, so
-        # the stream is ended as a slow consumer, and its end cannot leave either.
-        for _ in range(120):
+        # Past what the kernel takes on loopback (tcp_wmem's maximum) and then the 256 KB outbound
+        # limit, so the stream is ended as a slow consumer, and its end cannot leave either.
+        for _ in range((_loopback_send_buffer_max() + (2 << 20)) // 50_000 + 1):
             target.api_result("publish", {"channel": "unread:sse", "data": blob})
         fds_back_to(target, baseline, slack=0, timeout=8)
     finally:

@@ -7,9 +7,9 @@ import RESP
 /// Opens a TCP (or TLS, for `rediss://`) connection to Redis with the RESP decoder in its pipeline and runs the handshake.
 enum RedisConnector {
     /// Most bytes the decoder holds for one incomplete reply (its buffer may grow to twice this before
-    /// the check, per connection): far above a whole default history of 64 KB messages, low enough
-    /// that a Redis sending an endless reply on every connection of a node cannot exhaust memory.
-    static let maximumReplyBytes = 256 << 20
+    /// the check, per connection). Recovery reads a channel's whole history in one reply (`historySize`
+    /// × message size: 5,000 messages of 64 KB are 320 MB), so the cap stays far above that.
+    static let maximumReplyBytes = 1 << 30
 
     static func connect(
         configuration: RedisConfiguration,

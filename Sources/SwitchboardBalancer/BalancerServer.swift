@@ -76,7 +76,7 @@ public final class BalancerServer: Sendable {
         var port = self.configuration.port
         var fronts: [any Channel] = []
         do {
-            for loop in self.group.makeIterator() {
+            for loop in Self.listenerGroups(self.group) {
                 let front = try await ServerBootstrap(group: loop, childGroup: loop)
                     .serverChannelOption(.backlog, value: 1024)
                     .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -239,6 +239,17 @@ public final class BalancerServer: Sendable {
         } catch {
             throw BalancerConfigurationError("TLS certificate or key unusable: \(error)")
         }
+    }
+
+    /// The groups to give a listener each: every loop where the kernel spreads connections over sockets
+    /// sharing a port (Linux); elsewhere (the last socket bound would take them all) one listener
+    /// whose connections go to the loops in turn.
+    static func listenerGroups(_ group: any EventLoopGroup) -> [any EventLoopGroup] {
+        #if os(Linux)
+        Array(group.makeIterator())
+        #else
+        [group]
+        #endif
     }
 
     /// Closes the client listener: no new connections; open tunnels, the admin listener, health checks

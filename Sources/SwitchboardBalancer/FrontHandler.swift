@@ -50,6 +50,8 @@ final class FrontHandler {
     private var deadline: Scheduled<Void>?
     /// The node's first byte is due by then (`--response-timeout`), while awaiting it.
     private var responseDeadline: Scheduled<Void>?
+    /// When the client last sent a byte while its request was with the node.
+    private var lastClientByte = NIODeadline.uptimeNanoseconds(0)
     private var linger: Scheduled<Void>?
     private var tried: Set<String> = []
     private var attempts = 0
@@ -133,6 +135,7 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
             self.buffer!.writeBuffer(&bytes)
         case .awaitingResponse:
             self.buffer = nil  // more than a head: not sent again
+            self.lastClientByte = .now()  // a body still coming: the node answers after its end
             context.fireChannelRead(data)
         case .tunnelling:
             context.fireChannelRead(data)
@@ -234,6 +237,25 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.connectNext(context: context)
     }
 
+    /// A node that takes the request and never answers must not hold the client (and a slot) until the
+    /// idle timeout: `--response-timeout` after the client's last byte (a node answers once the body is
+    /// complete), the client gets 504 and the node is blamed.
+    private func armResponseDeadline(context: ChannelHandlerContext, nodeChannel: any Channel, in delay: TimeAmount) {
+        self.responseDeadline = context.eventLoop.assumeIsolated().scheduleTask(in: delay) {
+            guard case .awaitingResponse(let node, let clientHalf) = self.state else { return }
+            let quiet = NIODeadline.now() - self.lastClientByte
+            guard quiet >= self.settings.responseTimeout else {
+                return self.armResponseDeadline(context: context, nodeChannel: nodeChannel, in: self.settings.responseTimeout - quiet)
+            }
+            context.pipeline.syncOperations.removeHandler(clientHalf, promise: nil)
+            nodeChannel.close(promise: nil)
+            _ = self.router.endedBeforeResponse(node, blame: true)
+            self.router.countRefusal(.noResponse)
+            self.logger.info("node did not answer in time", metadata: ["node": "\(node.id)"])
+            self.refuse(context: context, status: "504 Gateway Timeout", body: "the node did not answer in time\n")
+        }
+    }
+
     /// Whether a request may be sent to a second node after the first one may have seen it.
     static func isReplayable(_ head: RequestHead) -> Bool {
         head.method == "GET" || head.method == "HEAD" || head.method == "OPTIONS"
@@ -302,17 +324,8 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         self.state = .awaitingResponse(node: link.node, clientHalf: clientHalf)
-        // A node that takes the request and never answers must not hold the client (and a slot) until
-        // the idle timeout: past the response deadline the client gets 504 and the node is blamed.
-        self.responseDeadline = context.eventLoop.assumeIsolated().scheduleTask(in: self.settings.responseTimeout) {
-            guard case .awaitingResponse(let node, let clientHalf) = self.state else { return }
-            context.pipeline.syncOperations.removeHandler(clientHalf, promise: nil)
-            nodeChannel.close(promise: nil)
-            _ = self.router.endedBeforeResponse(node, blame: true)
-            self.router.countRefusal(.noResponse)
-            self.logger.info("node did not answer in time", metadata: ["node": "\(node.id)"])
-            self.refuse(context: context, status: "504 Gateway Timeout", body: "the node did not answer in time\n")
-        }
+        self.lastClientByte = .now()
+        self.armResponseDeadline(context: context, nodeChannel: nodeChannel, in: self.settings.responseTimeout)
         var rest = received
         rest.moveReaderIndex(forwardBy: head.length)
         var out = nodeChannel.allocator.buffer(capacity: head.length + 128 + rest.readableBytes)

@@ -113,7 +113,7 @@ import Testing
         let nodes = [(node: try BackendNode.parse("127.0.0.1:\(port)"), address: try SocketAddress(ipAddress: "127.0.0.1", port: port))]
         let round = NodeRebalanceRound()
         let loop = group.next()
-        let asks = (0..<5).map { _ in round.ask(nodes, key: NodeAPIKey("k"), timeout: .milliseconds(300), on: loop) }
+        let asks = (0..<5).map { _ in round.ask(nodes, key: NodeAPIKey("k"), timeout: .seconds(2), on: loop) }
         for ask in asks {
             let answers = try await ask.get()
             #expect(answers.map(\.node) == ["127.0.0.1:\(port)"])
@@ -121,7 +121,7 @@ import Testing
         }
         #expect(accepted.withLockedValue { $0 } == 1)
         // The round is over: the next request asks again.
-        _ = try await round.ask(nodes, key: NodeAPIKey("k"), timeout: .milliseconds(300), on: loop).get()
+        _ = try await round.ask(nodes, key: NodeAPIKey("k"), timeout: .seconds(2), on: loop).get()
         #expect(accepted.withLockedValue { $0 } == 2)
         try await silentNode.close()
         try await group.shutdownGracefully()

@@ -2410,7 +2410,8 @@ class Switchboard extends Emitter {
         this._failConn(conn, 'no ping from server');
         return;
       }
-      if (pingAfter > 0 && quiet > pingAfter && pingedAt < conn.lastActivity) {
+      // (<=: an answer within the same millisecond as the ping is activity after it.)
+      if (pingAfter > 0 && quiet > pingAfter && pingedAt <= conn.lastActivity) {
         pingedAt = now;
         this._call('ping', {}, true).catch(() => {});
       }

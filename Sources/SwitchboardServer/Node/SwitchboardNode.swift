@@ -117,7 +117,7 @@ public final class SwitchboardNode: Sendable {
         // One listener per event loop on the same port (SO_REUSEPORT): the kernel spreads connections
         // over them and each is served by the loop that accepted it, with no hand-over to another loop
         // (a wake-up of another thread per connection, as one shared listener makes).
-        let bootstrap = { (loop: any EventLoop) in ServerBootstrap(group: loop, childGroup: loop)
+        let bootstrap = { (loop: any EventLoopGroup) in ServerBootstrap(group: loop, childGroup: loop)
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.socket(SocketOptionLevel(SOL_SOCKET), SO_REUSEPORT), value: 1)
@@ -154,7 +154,14 @@ public final class SwitchboardNode: Sendable {
         var listeners: [any Channel] = []
         var address: SocketAddress?
         do {
-            for loop in self.group.makeIterator() {
+            // Linux spreads connections over sockets sharing a port; elsewhere the last socket bound
+            // would take them all: one listener there, its connections handed to the loops in turn.
+            #if os(Linux)
+            let groups: [any EventLoopGroup] = Array(self.group.makeIterator())
+            #else
+            let groups: [any EventLoopGroup] = [self.group]
+            #endif
+            for loop in groups {
                 // Port 0 asks for any free port: the other loops' listeners take the one the first got.
                 let channel = try await bootstrap(loop).bind(host: configuration.host, port: address?.port ?? configuration.port).get()
                 listeners.append(channel)

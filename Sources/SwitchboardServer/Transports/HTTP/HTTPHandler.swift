@@ -62,6 +62,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// The connection's client address, as the per-address caps count it.
     let clientAddress: String
     private var deadlineTimer = RequestDeadlineTimer()
+    /// Requests taken in a row while the outbound limit was passed (pipelined, answers unread).
+    private var answersWhileUnwritable = 0
+    static let maximumAnswersWhileUnwritable = 4
 
     /// - Parameter headDeadline: when the first request's head must be complete (counted from the accept).
     init(node: NodeContext, clientAddress: String, headDeadline: NIODeadline) {
@@ -92,11 +95,13 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         let part = Self.unwrapInboundIn(data)
         switch (self.state, part) {
         case (.idle, .head):
-            guard context.channel.isWritable else {
-                // The peer sends requests without reading the answers (NIO's pipelining handler hands
-                // over the next request once an answer is written, not once it is sent): past the
-                // outbound limit the connection ends, so answers cannot pile up in memory without
-                // bound. A client that reads its answers never gets here.
+            // The peer sends requests without reading the answers (NIO's pipelining handler hands
+            // over the next request once an answer is written, not once it is sent): past the
+            // outbound limit, a few more answers may queue (one answer can be larger than the limit
+            // on its own), then the connection ends, so answers cannot pile up in memory without
+            // bound. A client that reads its answers before asking again never gets here.
+            self.answersWhileUnwritable = context.channel.isWritable ? 0 : self.answersWhileUnwritable + 1
+            guard self.answersWhileUnwritable <= Self.maximumAnswersWhileUnwritable else {
                 self.node.fanout(for: context.eventLoop).counters.slowConsumers += 1
                 self.state = .closing
                 return context.close(promise: nil)
