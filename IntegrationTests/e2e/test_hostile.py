@@ -782,6 +782,15 @@ def test_trusted_proxy_is_not_held_to_the_address_cap(node_factory):
 # --------------------------------------------------------------------------
 
 
+def non_reading_socket(port: int, rcvbuf: int = 4096) -> socket.socket:
+    """A connection to the node whose receive window stays small: the test never reads from it."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
+    return s
+
+
 def test_pipelined_requests_whose_answers_are_never_read_do_not_pile_up(node_factory):
     """HTTP/1.1 lets a client send requests without waiting for answers. One that sends thousands
     (here `GET /metrics`, each answer tens of KB) and reads none must not make the node queue every
@@ -793,10 +802,7 @@ def test_pipelined_requests_whose_answers_are_never_read_do_not_pile_up(node_fac
     count = min(20_000, (400 << 20) // max(answer, 1) + 1)  # 400 MB of answers if all were queued
     baseline_fds = fd_count(target.pid)
     before = peak_rss_kib(target.pid)
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.settimeout(10)
-    s.connect(("127.0.0.1", target.port))
+    s = non_reading_socket(target.port)
     try:
         request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
         try:
@@ -869,10 +875,7 @@ def test_an_sse_stream_ended_while_unread_does_not_hold_the_socket(node_factory)
     leave either, and the socket is closed after the head timeout anyway."""
     target = node_factory.start("--head-timeout", "2", "--outbound-limit", "262144")
     baseline = fd_count(target.pid)
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.settimeout(10)
-    s.connect(("127.0.0.1", target.port))
+    s = non_reading_socket(target.port)
     try:
         connect = urllib.parse.quote(json.dumps({"subs": {"unread:sse": {}}}))
         s.sendall(f"GET /sse?connect={connect} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
