@@ -621,6 +621,72 @@ def test_a_node_that_never_answers_gets_504_at_the_response_deadline(balancers):
         node.stop()
 
 
+class _ErrorNode:
+    """A node whose health check passes but which answers every other request at once with
+    `status` and closes: a "black hole" that, holding no connections, least connections favours."""
+
+    def __init__(self, status: int):
+        import http.server
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                ready = self.path == "/readyz"
+                body = b'{"status":"ready"}' if ready else b"broken\n"
+                self.send_response(200 if ready else status)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(body)
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_node_answering_server_errors_is_ejected(node_factory, balancers):
+    """A node that answers every request with 500 at once (its /readyz still passes) would take a
+    share of the clients forever, more under least connections since it holds none: five 500s in a
+    row eject it passively, like connect errors do. 503 (a draining or full node, or a client over
+    its limits) never does."""
+    good = start_nodes(node_factory, 1)[0]
+    broken = _ErrorNode(500)
+    busy = _ErrorNode(503)
+    try:
+        bal = balancers.start([good, broken], "--algorithm", "least-conn")
+        statuses = Counter()
+        for _ in range(40):
+            resp, _ = raw_exchange(bal.port, b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n", timeout=5)
+            statuses[status_of(resp)] += 1
+        # Ejected for 5 s after its fifth error, well after these 40 requests (a fraction of a second).
+        assert statuses[500] == 5, statuses
+        assert statuses[200] == 35, statuses
+        row = next(n for n in admin_nodes(bal)["nodes"] if n["port"] == broken.port)
+        assert row["ejected"] and row["serverErrors"] == 5 and row["ejections"] == 1, row
+        m = metrics(bal)
+        assert m[f'switchboard_balancer_node_server_errors_total{{node="127.0.0.1:{broken.port}"}}'] == 5
+
+        bal503 = balancers.start([good, busy], "--algorithm", "round-robin")
+        statuses = Counter()
+        for _ in range(20):
+            resp, _ = raw_exchange(bal503.port, b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n", timeout=5)
+            statuses[status_of(resp)] += 1
+        assert statuses[503] == 10, statuses
+        row = next(n for n in admin_nodes(bal503)["nodes"] if n["port"] == busy.port)
+        assert not row["ejected"] and row["serverErrors"] == 0, row
+    finally:
+        broken.stop()
+        busy.stop()
+
+
 def test_half_close_is_propagated(node_factory, balancers):
     nodes = start_nodes(node_factory, 1)
     bal = balancers.start(nodes)
@@ -697,7 +763,8 @@ def test_stalled_node_bounds_balancer_memory(node_factory, balancers):
 
 
 def registry_members(bal) -> set[int]:
-    return {n["port"] for n in admin_nodes(bal)["nodes"] if n["member"]}
+    """Members that take new connections: a node that joins a running balancer does after a good check."""
+    return {n["port"] for n in admin_nodes(bal)["nodes"] if n["member"] and n["available"]}
 
 
 def test_nodes_from_the_registry_join_and_leave_without_restart(cluster, balancers):
@@ -714,7 +781,8 @@ def test_nodes_from_the_registry_join_and_leave_without_restart(cluster, balance
 
     assert set(run(spread(4))) == {node_id(n) for n in nodes}
 
-    # A node that announces itself takes connections within about 2 s.
+    # A node that announces itself takes connections within about 2 s (read from the registry, then
+    # one good health check).
     t0 = time.monotonic()
     third = cluster.start_node()
     wait_until(lambda: third.port in registry_members(bal), 5, "the new node in the pick set")
@@ -739,7 +807,7 @@ def test_nodes_from_the_registry_join_and_leave_without_restart(cluster, balance
 
 
 def registry_weights(bal) -> dict[int, int]:
-    return {n["port"]: n["weight"] for n in admin_nodes(bal)["nodes"] if n["member"]}
+    return {n["port"]: n["weight"] for n in admin_nodes(bal)["nodes"] if n["member"] and n["available"]}
 
 
 def test_registry_nodes_are_weighted_by_what_they_announce(cluster, balancers):
@@ -1018,10 +1086,10 @@ def test_a_registry_node_may_advertise_a_host_name(cluster, balancers):
     bal = balancers.start([], "--registry", cluster.redis.url, "--algorithm", "round-robin")
 
     def members():
-        return {n["id"] for n in admin_nodes(bal)["nodes"] if n["member"]}
+        return {n["id"] for n in admin_nodes(bal)["nodes"] if n["member"] and n["available"]}
 
     wait_until(lambda: members() == {f"localhost:{named.port}", f"127.0.0.1:{plain.port}"}, 10,
-               "the named node and the plain one as members, not the unresolvable one")
+               "the named node and the plain one taking connections, not the unresolvable one")
     info = cluster.nodes[0].api_result("info", {})
     assert f"localhost:{named.port}" in [n["address"] for n in info["nodes"]], info
 

@@ -294,7 +294,7 @@ def test_balancer_takes_nodes_from_the_cluster_registry(sb, tmp_path, request):
         bal = balancers.start([], "--registry", sb.redis.url, "--algorithm", "round-robin")
 
         def members() -> set[int]:
-            return {n["port"] for n in admin_nodes(bal)["nodes"] if n["member"]}
+            return {n["port"] for n in admin_nodes(bal)["nodes"] if n["member"] and n["available"]}
 
         wait_until(lambda: members() == {a.port, b.port}, 8, "both nodes taken from the cluster's registry")
         c = sb.start_node()

@@ -19,7 +19,8 @@ public enum AdminReport {
                 ("drained", .bool(entry.drained)),
                 ("available", .bool(entry.isMember && !entry.drained && entry.health.isAvailable(at: now))),
                 ("active", .integer(entry.active)), ("picks", .integer(entry.picks)),
-                ("connectFailures", .integer(entry.connectFailures)), ("ejections", .integer(entry.ejections)),
+                ("connectFailures", .integer(entry.connectFailures)), ("serverErrors", .integer(entry.serverErrors)),
+                ("ejections", .integer(entry.ejections)),
                 ("checksFailed", .integer(entry.checksFailed)),
                 ("bytesToNode", .integer(entry.bytesToNode)), ("bytesFromNode", .integer(entry.bytesFromNode)),
             ]
@@ -83,11 +84,14 @@ public enum AdminReport {
         let perNode: [(String, String, String, (NodeTable.Entry) -> String)] = [
             ("switchboard_balancer_node_connections", "gauge", "Connections open or opening to the node.", { "\($0.active)" }),
             ("switchboard_balancer_node_up", "gauge", "1 when the active health check says up.", { $0.health.isUp ? "1" : "0" }),
-            ("switchboard_balancer_node_ejected", "gauge", "1 while passively ejected after connect errors.", {
+            ("switchboard_balancer_node_ejected", "gauge", "1 while passively ejected after connect or server errors.", {
                 $0.health.isEjected(at: now) ? "1" : "0"
             }),
             ("switchboard_balancer_node_picks_total", "counter", "Connections sent to the node.", { "\($0.picks)" }),
             ("switchboard_balancer_node_connect_errors_total", "counter", "Failed connects to the node.", { "\($0.connectFailures)" }),
+            ("switchboard_balancer_node_server_errors_total", "counter", "First answers that were server errors (5xx but 501, 503, 505).", {
+                "\($0.serverErrors)"
+            }),
             ("switchboard_balancer_node_ejections_total", "counter", "Passive ejections of the node.", { "\($0.ejections)" }),
             ("switchboard_balancer_node_check_failures_total", "counter", "Failed active health checks.", { "\($0.checksFailed)" }),
             ("switchboard_balancer_node_sent_bytes_total", "counter", "Bytes sent to the node by closed tunnels.", { "\($0.bytesToNode)" }),

@@ -284,7 +284,7 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.tried.insert(node.id)
         let link = TunnelLink(
             node: node, router: self.router, acceptedAt: self.acceptedAt, connectStarted: .now(),
-            idleTimeout: self.settings.tunnelIdleTimeout)
+            idleTimeout: self.settings.tunnelIdleTimeout, logger: self.logger)
         let pair = TunnelHandler.matchedPair(link: link)
         let nodeHalf = NIOLoopBound(pair.node, eventLoop: context.eventLoop)
         ClientBootstrap(group: context.eventLoop)

@@ -1,12 +1,15 @@
 public import NIOCore
 
-/// One node's health: the active check's rise/fall state and passive ejection after connect failures.
+/// One node's health: the active check's rise/fall state and passive ejection after connect failures
+/// and server errors.
 ///
-/// Active: the node starts up; `fall` consecutive failed checks take it down, `rise` consecutive good
-/// ones bring it back (HAProxy's `rise 2 fall 2`). A down node gets no new connections; its open tunnels
-/// are left alone. Passive: a connect error ejects the node for 5 s, doubling with each ejection in a row
-/// up to 60 s; a successful connect resets the doubling. Whether an ejection is allowed at all (never
-/// more than half the nodes) is the table's decision, since it needs every node's state.
+/// Active: a node starts up, or (one that joins a running balancer) waiting for its first good check;
+/// `fall` consecutive failed checks take it down, `rise` consecutive good ones bring it back (HAProxy's
+/// `rise 2 fall 2`). A down node gets no new connections; its open tunnels are left alone. Passive: a
+/// connect error, or `serverErrorLimit` first answers in a row that are server errors (Envoy's
+/// `consecutive_5xx`), ejects the node for 5 s, doubling with each ejection in a row up to 60 s; a
+/// successful connect resets the doubling. Whether an ejection is allowed at all (never more than half
+/// the nodes) is the table's decision, since it needs every node's state.
 public struct NodeHealth: Sendable, Hashable {
     /// Thresholds and durations; the defaults are the issue's.
     public struct Policy: Sendable, Hashable {
@@ -14,12 +17,16 @@ public struct NodeHealth: Sendable, Hashable {
         public var fall: Int
         public var ejectionBase: TimeAmount
         public var ejectionMaximum: TimeAmount
+        /// Server errors in a row (first answers on tunnels) that eject the node.
+        public var serverErrorLimit: Int
 
         public init(
-            rise: Int = 2, fall: Int = 2, ejectionBase: TimeAmount = .seconds(5), ejectionMaximum: TimeAmount = .seconds(60)
+            rise: Int = 2, fall: Int = 2, ejectionBase: TimeAmount = .seconds(5), ejectionMaximum: TimeAmount = .seconds(60),
+            serverErrorLimit: Int = 5
         ) {
             self.rise = max(1, rise)
             self.fall = max(1, fall)
+            self.serverErrorLimit = max(1, serverErrorLimit)
             self.ejectionBase = ejectionBase
             self.ejectionMaximum = max(ejectionBase, ejectionMaximum)
         }
@@ -36,14 +43,19 @@ public struct NodeHealth: Sendable, Hashable {
     public private(set) var isUp = true
     private var successesInARow = 0
     private var failuresInARow = 0
+    private var serverErrorsInARow = 0
     /// End of the current passive ejection, if any.
     public private(set) var ejectedUntil: NIODeadline?
     /// Length of the next passive ejection.
     public private(set) var nextEjection: TimeAmount
 
-    public init(policy: Policy = Policy()) {
+    /// `awaitingFirstCheck`: the node joined a running balancer (a registry entry, a reload); it takes
+    /// connections once one check has passed, not at once (a registry can list a node that is not up yet,
+    /// and one that left and came back must show it answers again).
+    public init(policy: Policy = Policy(), awaitingFirstCheck: Bool = false) {
         self.policy = policy
         self.nextEjection = policy.ejectionBase
+        if awaitingFirstCheck { self.awaitFirstCheck() }
     }
 
     /// Records a good active check; `.cameUp` when this one completes `rise`.
@@ -66,6 +78,39 @@ public struct NodeHealth: Sendable, Hashable {
         self.isUp = false
         self.failuresInARow = 0
         return .wentDown
+    }
+
+    /// Records the status of the node's first answer on a tunnel; true when this one completes
+    /// `serverErrorLimit` server errors in a row (the caller ejects the node, if the table allows).
+    ///
+    /// A node that answers every request at once with an error holds no connections, so least
+    /// connections would send it more and more clients (a "black hole"); only the active check would
+    /// notice, and only if the check's path fails too. Only faults of the node count: 501 and 505 are
+    /// answers about the request, and 503 is also what a healthy node answers a client over its
+    /// per-address limits (a client must not be able to get a healthy node ejected); a node that is
+    /// draining or full answers 503 to the check as well.
+    public mutating func answered(status: Int) -> Bool {
+        guard Self.isServerFault(status) else {
+            self.serverErrorsInARow = 0
+            return false
+        }
+        self.serverErrorsInARow += 1
+        guard self.serverErrorsInARow >= self.policy.serverErrorLimit else { return false }
+        self.serverErrorsInARow = 0
+        return true
+    }
+
+    /// Whether an answer's status blames the node (see `answered(status:)`).
+    static func isServerFault(_ status: Int) -> Bool {
+        (500...599).contains(status) && status != 501 && status != 503 && status != 505
+    }
+
+    /// The node (re-)joined a running balancer: it takes connections again after one good check. Its
+    /// ejection, if any, stays.
+    public mutating func awaitFirstCheck() {
+        self.isUp = false
+        self.failuresInARow = 0
+        self.successesInARow = self.policy.rise - 1
     }
 
     /// True while a passive ejection lasts.

@@ -217,11 +217,17 @@ public final class NodeRouter: Sendable {
     }
 
     /// The node's first byte on a tunnel: `seconds` since the connect started (its response time),
-    /// `sinceAccept` since the client was accepted (the histogram).
-    public func firstResponse(_ node: BackendNode, seconds: Double, sinceAccept: Double? = nil) {
+    /// `sinceAccept` since the client was accepted (the histogram), `status` the answer's HTTP status when
+    /// it starts with one (a run of server errors ejects the node). Returns the ejection it caused, if any.
+    @discardableResult
+    public func firstResponse(
+        _ node: BackendNode, seconds: Double, sinceAccept: Double? = nil, status: Int? = nil, now: NIODeadline = .now()
+    ) -> TimeAmount? {
         self.state.withLockedValue {
             $0.table.recordResponseTime(node.id, seconds: seconds)
             if let sinceAccept { $0.counters.acceptToFirstByte.observe(sinceAccept) }
+            guard let status else { return nil }
+            return $0.table.recordAnswer(node.id, status: status, at: now)
         }
     }
 

@@ -19,6 +19,8 @@ public struct NodeTable: Sendable {
         /// Counters since the balancer started.
         public var picks: UInt64 = 0
         public var connectFailures: UInt64 = 0
+        /// First answers that were server errors (`NodeHealth.isServerFault`).
+        public var serverErrors: UInt64 = 0
         public var ejections: UInt64 = 0
         public var bytesToNode: UInt64 = 0
         public var bytesFromNode: UInt64 = 0
@@ -42,27 +44,44 @@ public struct NodeTable: Sendable {
         self.setMembers(nodes)
     }
 
+    /// Departed nodes kept only to remember an ejection, at most.
+    public static let maximumDepartedKept = 1_024
+
     /// Makes `nodes` the member set. Known identities keep their counters and health (a changed weight is
-    /// taken); new ones start up with zero counts; removed ones leave the pick set at once and the table
-    /// when their last connection closes.
-    public mutating func setMembers(_ nodes: [BackendNode]) {
+    /// taken). New ones take connections after their first good check while a node that stays in the set
+    /// can take them meanwhile; otherwise (the balancer is starting, or a reload replaced every node) they
+    /// start up, since nothing else could take the clients. Removed ones leave the pick set at once and the
+    /// table when their last connection closes; one removed while passively ejected is remembered until
+    /// the ejection ends, so leaving and re-joining the registry does not clear it, and a re-joining node
+    /// waits for a good check like a new one.
+    public mutating func setMembers(_ nodes: [BackendNode], at now: NIODeadline = .now()) {
+        let othersServe = nodes.contains { node in
+            guard let entry = self.entries[node.id] else { return false }
+            return entry.isMember && !entry.drained && entry.health.isAvailable(at: now)
+        }
         var order: [String] = []
         var seen = Set<String>()
         for node in nodes where seen.insert(node.id).inserted {
             order.append(node.id)
             if var entry = self.entries[node.id] {
+                if !entry.isMember && entry.active == 0 && othersServe { entry.health.awaitFirstCheck() }
                 entry.node = node
                 entry.isMember = true
                 self.entries[node.id] = entry
             } else {
-                self.entries[node.id] = Entry(node: node, isMember: true, health: NodeHealth(policy: self.healthPolicy))
+                self.entries[node.id] = Entry(
+                    node: node, isMember: true, health: NodeHealth(policy: self.healthPolicy, awaitingFirstCheck: othersServe))
             }
         }
+        var departedKept = 0
         for (id, entry) in self.entries where !seen.contains(id) {
-            if entry.active == 0 {
-                self.entries[id] = nil
-            } else {
+            if entry.active > 0 {
                 self.entries[id]?.isMember = false
+            } else if entry.health.isEjected(at: now) && departedKept < Self.maximumDepartedKept {
+                departedKept += 1
+                self.entries[id]?.isMember = false
+            } else {
+                self.entries[id] = nil
             }
         }
         self.memberOrder = order
@@ -93,7 +112,7 @@ public struct NodeTable: Sendable {
         entry.active = max(0, entry.active - 1)
         entry.bytesToNode &+= bytesToNode
         entry.bytesFromNode &+= bytesFromNode
-        if !entry.isMember && entry.active == 0 {
+        if !entry.isMember && entry.active == 0 && !entry.health.isEjected(at: .now()) {
             self.entries[id] = nil
         } else {
             self.entries[id] = entry
@@ -105,13 +124,28 @@ public struct NodeTable: Sendable {
     /// there was one.
     @discardableResult
     public mutating func connectFailed(_ id: String, at now: NIODeadline) -> TimeAmount? {
-        guard var entry = self.entries[id] else { return nil }
-        entry.connectFailures &+= 1
-        defer { self.entries[id] = entry }
-        guard entry.isMember, !entry.health.isEjected(at: now) else { return nil }
+        guard self.entries[id] != nil else { return nil }
+        self.entries[id]!.connectFailures &+= 1
+        return self.ejectIfAllowed(id, at: now)
+    }
+
+    /// The node's first answer on a tunnel had this status. Ejects it passively (as a failed connect
+    /// does) when this completes its run of server errors (`NodeHealth.answered(status:)`); returns the
+    /// ejection's length if there was one.
+    @discardableResult
+    public mutating func recordAnswer(_ id: String, status: Int, at now: NIODeadline) -> TimeAmount? {
+        guard self.entries[id] != nil else { return nil }
+        if NodeHealth.isServerFault(status) { self.entries[id]!.serverErrors &+= 1 }
+        guard self.entries[id]!.health.answered(status: status) else { return nil }
+        return self.ejectIfAllowed(id, at: now)
+    }
+
+    private mutating func ejectIfAllowed(_ id: String, at now: NIODeadline) -> TimeAmount? {
+        guard var entry = self.entries[id], entry.isMember, !entry.health.isEjected(at: now) else { return nil }
         let ejected = self.memberOrder.reduce(0) { $0 + (self.entries[$1]?.health.isEjected(at: now) == true ? 1 : 0) }
         guard (ejected + 1) * 2 <= self.memberOrder.count else { return nil }
         entry.ejections &+= 1
+        defer { self.entries[id] = entry }
         return entry.health.eject(at: now)
     }
 

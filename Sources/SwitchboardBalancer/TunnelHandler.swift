@@ -108,10 +108,9 @@ extension TunnelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let count = self.unwrapInboundIn(data).readableBytes
         switch self.side {
-        case .client: self.link.clientSent(count)
-        case .node: self.link.nodeSent(count)
+        case .client: self.link.clientSent(self.unwrapInboundIn(data).readableBytes)
+        case .node: self.link.nodeSent(self.unwrapInboundIn(data))
         }
         self.partner?.partnerWrite(data)
     }

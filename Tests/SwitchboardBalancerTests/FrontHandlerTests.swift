@@ -158,7 +158,8 @@ import Testing
             let channel = EmbeddedChannel(loop: loop)
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
             let link = TunnelLink(
-                node: configuration.nodes[0], router: router, acceptedAt: start, connectStarted: start, idleTimeout: .seconds(1))
+                node: configuration.nodes[0], router: router, acceptedAt: start, connectStarted: start, idleTimeout: .seconds(1),
+                logger: Logger(label: "test"))
             link.startIdleTimer(client: channel, sweeper: sweeper)
             channels.append(channel)
             links.append(link)

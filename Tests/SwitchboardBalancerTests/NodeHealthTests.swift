@@ -35,6 +35,56 @@ import Testing
     }
 }
 
+@Suite struct NodeHealthAnswerTests {
+    @Test func fiveServerErrorsInARowEject() {
+        var health = NodeHealth()
+        for _ in 0..<4 { #expect(!(health.answered(status: 500) as Bool)) }
+        #expect(!(health.answered(status: 101) as Bool))  // a good answer resets the run
+        for _ in 0..<4 { #expect(!(health.answered(status: 502) as Bool)) }
+        #expect((health.answered(status: 504) as Bool))
+        // The run starts over after the verdict.
+        for _ in 0..<4 { #expect(!(health.answered(status: 500) as Bool)) }
+        #expect((health.answered(status: 500) as Bool))
+    }
+
+    @Test func answersAboutTheRequestOrItsCapsDoNotCount() {
+        var health = NodeHealth(policy: .init(serverErrorLimit: 2))
+        for status in [503, 501, 505, 503, 404, 400, 429, 200, 101, 503] {
+            #expect(!(health.answered(status: status) as Bool), "status \(status)")
+        }
+        #expect(!(health.answered(status: 500) as Bool))
+        #expect(!(health.answered(status: 503) as Bool))  // not a fault, but it breaks the run
+        #expect(!(health.answered(status: 500) as Bool))
+        #expect((health.answered(status: 500) as Bool))
+    }
+
+    @Test func aStatusIsReadFromTheFirstBytesOnly() {
+        func status(_ text: String) -> Int? { TunnelLink.status(ofFirstBytes: ByteBuffer(string: text)) }
+        #expect(status("HTTP/1.1 502 Bad Gateway\r\n") == 502)
+        #expect(status("HTTP/1.0 500\r\n") == 500)
+        #expect(status("HTTP/1.1 500") == 500)
+        #expect(status("HTTP/1.1 101 Switching Protocols\r\n") == 101)
+        #expect(status("HTTP/1.1 50") == nil)  // not whole yet
+        #expect(status("HTTP/1.1 5000 x") == nil)
+        #expect(status("HTTP/1.1 5x0 x") == nil)
+        #expect(status("HTTP/2.0 500 x") == nil)
+        #expect(status("\u{81}\u{05}hello") == nil)  // not HTTP at all
+    }
+
+    @Test func aJoiningNodeWaitsForOneGoodCheck() {
+        var health = NodeHealth(policy: .init(rise: 3), awaitingFirstCheck: true)
+        #expect(!health.isUp)
+        #expect(health.checkSucceeded() == .cameUp)
+        #expect(health.isUp)
+        // One that fails its first check is down like any other: `rise` good checks bring it up.
+        var failing = NodeHealth(policy: .init(rise: 3), awaitingFirstCheck: true)
+        #expect(failing.checkFailed() == nil)
+        #expect(failing.checkSucceeded() == nil)
+        #expect(failing.checkSucceeded() == nil)
+        #expect(failing.checkSucceeded() == .cameUp)
+    }
+}
+
 @Suite struct NodeTableTests {
     static let nodes = (1...4).map { BackendNode(host: "127.0.0.1", port: 8000 + $0) }
     static let now = NIODeadline.uptimeNanoseconds(10_000_000_000)
@@ -48,6 +98,10 @@ import Testing
         table.setMembers(Self.nodes + [BackendNode(host: "127.0.0.1", port: 8005)])
         #expect(table.entries["127.0.0.1:8001"]?.active == 2)
         #expect(table.entries["127.0.0.1:8005"]?.active == 0)
+        // It joined a running balancer: it takes connections after its first good check.
+        #expect(!table.candidates(at: Self.now).contains { $0.id == "127.0.0.1:8005" })
+        table.recordCheck("127.0.0.1:8005", succeeded: true)
+        #expect(table.candidates(at: Self.now).contains { $0.id == "127.0.0.1:8005" })
         // 8001 leaves with tunnels open: not pickable, still counted, back with its count.
         table.setMembers(Array(Self.nodes.dropFirst()))
         #expect(!table.candidates(at: Self.now).contains { $0.id == "127.0.0.1:8001" })
@@ -76,6 +130,61 @@ import Testing
         var single = NodeTable(nodes: [Self.nodes[0]])
         #expect(single.connectFailed("127.0.0.1:8001", at: Self.now) == nil)  // a lone node is never ejected
         #expect(single.candidates(at: Self.now).count == 1)
+    }
+
+    @Test func aRunOfServerErrorsEjectsWithinThePanicThreshold() {
+        var table = NodeTable(nodes: Self.nodes)
+        for _ in 0..<4 { #expect(table.recordAnswer("127.0.0.1:8001", status: 502, at: Self.now) == nil) }
+        #expect(table.recordAnswer("127.0.0.1:8001", status: 502, at: Self.now) == .seconds(5))
+        #expect(table.entries["127.0.0.1:8001"]?.serverErrors == 5)
+        #expect(!table.candidates(at: Self.now).contains { $0.id == "127.0.0.1:8001" })
+        #expect(table.connectFailed("127.0.0.1:8002", at: Self.now) != nil)
+        // A third ejected node of four would pass the panic threshold.
+        for _ in 0..<5 { #expect(table.recordAnswer("127.0.0.1:8003", status: 500, at: Self.now) == nil) }
+        #expect(table.candidates(at: Self.now).contains { $0.id == "127.0.0.1:8003" })
+        // 503 (draining, full, a client over its limits) never ejects.
+        for _ in 0..<20 { #expect(table.recordAnswer("127.0.0.1:8004", status: 503, at: Self.now + .seconds(60)) == nil) }
+    }
+
+    @Test func anEjectionOutlastsLeavingAndRejoining() {
+        var table = NodeTable(nodes: Self.nodes)
+        #expect(table.connectFailed("127.0.0.1:8001", at: Self.now) == .seconds(5))
+        table.setMembers(Array(Self.nodes.dropFirst()), at: Self.now + .seconds(1))
+        #expect(table.entries["127.0.0.1:8001"]?.isMember == false)  // remembered while ejected
+        table.setMembers(Self.nodes, at: Self.now + .seconds(2))
+        #expect(!table.candidates(at: Self.now + .seconds(2)).contains { $0.id == "127.0.0.1:8001" })
+        // Once the ejection is over it still needs a good check, since nobody checked it while it was gone.
+        #expect(!table.candidates(at: Self.now + .seconds(6)).contains { $0.id == "127.0.0.1:8001" })
+        table.recordCheck("127.0.0.1:8001", succeeded: true)
+        #expect(table.candidates(at: Self.now + .seconds(6)).contains { $0.id == "127.0.0.1:8001" })
+        // The next ejection is twice as long: the backoff was kept too.
+        #expect(table.connectFailed("127.0.0.1:8001", at: Self.now + .seconds(7)) == .seconds(10))
+        // A node that left after its ejection ended is forgotten.
+        table.setMembers(Array(Self.nodes.dropFirst()), at: Self.now + .seconds(30))
+        #expect(table.entries["127.0.0.1:8001"] == nil)
+    }
+
+    @Test func newNodesStartUpWhenNoneOfTheOthersCouldTakeClients() {
+        var table = NodeTable(nodes: Array(Self.nodes.prefix(2)))
+        #expect(table.candidates(at: Self.now).count == 2)  // starting: up at once
+        // A reload that replaces every node: the new ones take clients at once.
+        table.setMembers(Array(Self.nodes.suffix(2)), at: Self.now)
+        #expect(table.candidates(at: Self.now).map(\.id) == ["127.0.0.1:8003", "127.0.0.1:8004"])
+        // Both down: a node joining then is up at once too (it is all there is).
+        table.recordCheck("127.0.0.1:8003", succeeded: false)
+        table.recordCheck("127.0.0.1:8003", succeeded: false)
+        table.recordCheck("127.0.0.1:8004", succeeded: false)
+        table.recordCheck("127.0.0.1:8004", succeeded: false)
+        table.setMembers(Array(Self.nodes.suffix(3)), at: Self.now)
+        #expect(table.candidates(at: Self.now).map(\.id) == ["127.0.0.1:8002"])
+    }
+
+    @Test func departedNodesRememberedForTheirEjectionAreBounded() {
+        let many = (0..<2_400).map { BackendNode(host: "127.0.0.1", port: 10_000 + $0) }
+        var table = NodeTable(nodes: many)
+        for node in many.prefix(1_100) { #expect(table.connectFailed(node.id, at: Self.now) != nil) }
+        table.setMembers(Array(many.dropFirst(1_100)), at: Self.now)
+        #expect(table.entries.count == 1_300 + NodeTable.maximumDepartedKept)
     }
 
     @Test func downNodesAreNotCandidatesButKeepTheirTunnels() {
