@@ -6,12 +6,16 @@ import SwitchboardCore
 ///
 /// Keys for encryption (`use: enc`), of other types (`oct`: a JWKS never carries HMAC secrets here),
 /// of other curves, without a `kid`, or malformed are skipped, not fatal: one odd key must not take
-/// the whole set down. An `alg` on a key narrows it to that algorithm, which must fit the key.
+/// the whole set down. An `alg` on a key narrows it to that algorithm, which must fit the key. RSA keys
+/// are 2,048 to 4,096 bits: a larger one (the set is fetched from elsewhere) would make every token
+/// that names it cost several times the CPU to check, forged ones included.
 public enum JSONWebKeySet {
     /// Most keys read from one set.
     public static let maximumKeys = 64
     /// Most entries looked at for them: junk entries before the good ones do not hide them.
     public static let maximumEntries = 1024
+    /// Largest RSA modulus taken from a set, in bits.
+    public static let maximumRSABits = 4096
 
     /// Why a document is not a JWK Set at all.
     public struct Error: Swift.Error, Hashable, Sendable, CustomStringConvertible {
@@ -50,7 +54,7 @@ public enum JSONWebKeySet {
         switch jwk["kty"]?.stringValue {
         case "RSA":
             guard let n = bytes("n"), let e = bytes("e"), !n.isEmpty, !e.isEmpty, e.count <= 8,
-                let key = try? _RSA.Signing.PublicKey(n: n, e: e)
+                let key = try? _RSA.Signing.PublicKey(n: n, e: e), key.keySizeInBits <= Self.maximumRSABits
             else { return nil }
             material = .rsa(key)
         case "EC":

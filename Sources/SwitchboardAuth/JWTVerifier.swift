@@ -91,18 +91,11 @@ public struct JWTVerifier: Sendable {
         let headerText = UnsafeBufferPointer(rebasing: token[..<firstDot])
         let payloadText = UnsafeBufferPointer(rebasing: token[(firstDot + 1)..<secondDot])
         let signatureText = UnsafeBufferPointer(rebasing: token[(secondDot + 1)...])
-        guard let headerBytes = Base64URL.decode(headerText), UTF8Validation.isValid(headerBytes),
-            let header = try? Self.headerParser.parse(headerBytes), case .object(let headerObject) = header
-        else { return .failure(.invalid("header is not base64url JSON")) }
-        guard let algName = headerObject["alg"]?.stringValue, let algorithm = JWTAlgorithm(header: algName) else {
-            return .failure(.invalid("alg is missing or not supported"))
-        }
-        if let crit = headerObject["crit"], crit != .null { return .failure(.invalid("crit extensions are not supported")) }
+        let algorithm: JWTAlgorithm
         let kid: String?
-        switch headerObject["kid"] {
-        case nil, .null?: kid = nil
-        case .string(let s)? where s.utf8.count <= 256: kid = s
-        default: return .failure(.invalid("kid is not a string"))
+        switch Self.parseHeader(headerText) {
+        case .success(let header): (algorithm, kid) = header
+        case .failure(let refusal): return .failure(refusal)
         }
         let key: VerificationKey
         do {
@@ -117,6 +110,39 @@ public struct JWTVerifier: Sendable {
             let payload = try? Self.payloadParser.parse(payloadBytes)
         else { return .failure(.invalid("payload is not base64url JSON")) }
         return .success((Verified(algorithm: algorithm, kid: kid, payload: payload), key))
+    }
+
+    /// The algorithm and `kid` of a token's header segment.
+    private static func parseHeader(_ headerText: UnsafeBufferPointer<UInt8>) -> Result<(JWTAlgorithm, String?), Refusal> {
+        guard let headerBytes = Base64URL.decode(headerText), UTF8Validation.isValid(headerBytes),
+            let header = try? Self.headerParser.parse(headerBytes), case .object(let headerObject) = header
+        else { return .failure(.invalid("header is not base64url JSON")) }
+        guard let algName = headerObject["alg"]?.stringValue, let algorithm = JWTAlgorithm(header: algName) else {
+            return .failure(.invalid("alg is missing or not supported"))
+        }
+        if let crit = headerObject["crit"], crit != .null { return .failure(.invalid("crit extensions are not supported")) }
+        switch headerObject["kid"] {
+        case nil, .null?: return .success((algorithm, nil))
+        case .string(let s)? where s.utf8.count <= 256: return .success((algorithm, s))
+        default: return .failure(.invalid("kid is not a string"))
+        }
+    }
+
+    /// Whether the token's header names a `kid` no key has (so a JWKS fetch could help). Reads the
+    /// header only: a token refused for any other reason is not verified a second time to find out.
+    public func namesUnknownKey(_ token: String, extraKeys: [VerificationKey] = []) -> Bool {
+        let utf8 = token.utf8
+        guard utf8.count <= self.maximumTokenBytes else { return false }
+        let header = Array(utf8.prefix { $0 != UInt8(ascii: ".") })
+        guard header.count < utf8.count, case .success(let (algorithm, kid)) = header.withUnsafeBufferPointer(Self.parseHeader)
+        else { return false }
+        do {
+            _ = try self.pickKey(kid: kid, algorithm: algorithm, extraKeys: extraKeys)
+            return false
+        } catch {
+            if case .unknownKey = error { return true }
+            return false
+        }
     }
 
     /// The key a header picks; see the type's documentation for the rules.

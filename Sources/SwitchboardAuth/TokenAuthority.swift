@@ -131,13 +131,7 @@ public final class TokenAuthority: Sendable {
 
     private func namesUnknownKid(_ token: String) -> Bool {
         guard self.fetcher != nil else { return false }
-        do {
-            _ = try self.verifier.verifySignature(token, extraKeys: self.jwksKeys)
-            return false
-        } catch {
-            if case .unknownKey = error { return true }
-            return false
-        }
+        return self.verifier.namesUnknownKey(token, extraKeys: self.jwksKeys)
     }
 
     private func verify<Claims: Sendable>(

@@ -65,6 +65,26 @@ struct JWKSTests {
         #expect(try verifier.verifyConnectionToken(rs, now: 0, extraKeys: keys).user == "alice")
         #expect(try verifier.verifyConnectionToken(es, now: 0, extraKeys: keys).user == "alice")
         #expect(throws: JWTVerifier.Refusal.unknownKey("e2")) { try verifier.verifySignature(unknown, extraKeys: keys) }
+        // Whether a refused token is worth a fetch is read from its header alone: a forged signature
+        // under a known kid is not (and is not verified a second time to find out).
+        let forged = String(rs.dropLast(4)) + "AAAA"
+        #expect(verifier.namesUnknownKey(unknown, extraKeys: keys))
+        #expect(!verifier.namesUnknownKey(forged, extraKeys: keys))
+        #expect(!verifier.namesUnknownKey(rs, extraKeys: keys))
+        #expect(!verifier.namesUnknownKey("no dots at all", extraKeys: keys))
+        #expect(!verifier.namesUnknownKey(String(repeating: "a", count: 9000) + ".b.c", extraKeys: keys))
+    }
+
+    @Test("an RSA key over 4,096 bits in a set is skipped (each token naming it would cost several times the CPU)")
+    func oversizeRSAKeysAreSkipped() throws {
+        // An odd 6,144-bit number: a public key BoringSSL takes (it does not factor moduli).
+        var modulus = [UInt8](repeating: 0xA7, count: 768)
+        modulus[0] = 0xC3
+        modulus[767] = 0x01
+        let big = #"{"kty":"RSA","kid":"big","n":"\#(Base64URL.encode(modulus))","e":"AQAB"}"#
+        #expect((try? _RSA.Signing.PublicKey(n: modulus, e: [1, 0, 1]))?.keySizeInBits == 6144)
+        let keys = try JSONWebKeySet.parse(Array(#"{"keys":[\#(big),\#(Self.rsaJWK(kid: "r1"))]}"#.utf8), source: "t")
+        #expect(keys.map(\.kid) == ["r1"])
     }
 
     @Test("fetch timing: unknown kid at most once per 30 s, refresh every 5 min, last good set kept")
