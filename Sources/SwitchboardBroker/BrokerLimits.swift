@@ -14,15 +14,21 @@ public struct BrokerLimits: Sendable, Hashable {
     /// Longest user name counted per user (`acquireUserConnection`), in UTF-8 bytes: a user name
     /// comes from a token's `sub` (at most 256 bytes there) and names a key or table entry here.
     public var maximumUserBytes: Int
+    /// Channel records (epoch, offset, history, idempotency keys) the memory broker holds; past it
+    /// the ones published to longest ago are forgotten, channels without subscribers on the node
+    /// first (Redis is bounded by its own `maxmemory` instead).
+    public var maximumChannelRecords: Int
 
     /// Defaults: keys of 128 bytes, 10,000 idempotency keys and 10,000 presence entries per
-    /// channel, user names of 256 bytes.
+    /// channel, user names of 256 bytes, a million channel records.
     public init(
         maximumIdempotencyKeyBytes: Int = 128,
         maximumIdempotencyKeysPerChannel: Int = 10_000,
         maximumPresencePerChannel: Int = 10_000,
-        maximumUserBytes: Int = 256
+        maximumUserBytes: Int = 256,
+        maximumChannelRecords: Int = 1_000_000
     ) {
+        self.maximumChannelRecords = max(1, maximumChannelRecords)
         self.maximumIdempotencyKeyBytes = maximumIdempotencyKeyBytes
         self.maximumIdempotencyKeysPerChannel = maximumIdempotencyKeysPerChannel
         self.maximumPresencePerChannel = maximumPresencePerChannel

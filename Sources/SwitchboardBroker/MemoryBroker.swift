@@ -154,6 +154,11 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
         }
         var publication = Publication(offset: 0, data: request.data, info: request.info, time: request.time)
         var position = StreamPosition(offset: 0, epoch: "")
+        if shard.channels.count >= self.channelRecordsPerShard && (keepsHistory || request.idempotencyKey != nil)
+            && shard.channels[name] == nil
+        {
+            self.forgetOldestChannels(shard)
+        }
         if keepsHistory {
             position = shard.channels[name, default: ChannelHistory()].append(
                 publication, expiresAt: now + request.historyTTL, maximumCount: request.historySize,
@@ -169,6 +174,35 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
             handler(.publication(channel: name, publication, epoch: position.epoch))
         }
         return PublishResult(position: position)
+    }
+
+    /// A shard's share of `limits.maximumChannelRecords`.
+    private var channelRecordsPerShard: Int { max(1, self.limits.maximumChannelRecords / self.shards.count) }
+
+    /// The shard's table is full: forgets the records published to longest ago, down to nine tenths of
+    /// the cap (so the next pass is a tenth of the cap of new channels away, and each costs O(records)
+    /// once per that many publications). Channels no local subscriber follows go first; a forgotten
+    /// channel's next publication starts a new epoch, as after `metaTTL`, so a recovering client is told
+    /// it missed publications rather than given wrong ones.
+    private func forgetOldestChannels(_ shard: Shard) {
+        let target = self.channelRecordsPerShard - self.channelRecordsPerShard / 10 - 1
+        var excess = shard.channels.count - max(0, target)
+        guard excess > 0 else { return }
+        var unwatched: [(name: String, lastPublish: Double)] = []
+        var watched: [(name: String, lastPublish: Double)] = []
+        for (name, record) in shard.channels {
+            if shard.subscribed.contains(name) {
+                watched.append((name, record.lastPublish))
+            } else {
+                unwatched.append((name, record.lastPublish))
+            }
+        }
+        for group in [unwatched, watched] where excess > 0 {
+            for name in ChannelEviction.oldest(min(excess, group.count), of: group) {
+                shard.channels[name] = nil
+                excess -= 1
+            }
+        }
     }
 
     /// The epoch of a channel that has no stored meta: the one its first publication will get.

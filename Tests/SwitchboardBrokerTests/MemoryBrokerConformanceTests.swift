@@ -40,6 +40,57 @@ struct MemoryBrokerTests {
         try await group.shutdownGracefully()
     }
 
+    @Test("past maximumChannelRecords the channels published to longest ago are forgotten, unsubscribed ones first")
+    func channelRecordsAreCapped() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        let clock = Clock()
+        let broker = MemoryBroker(eventLoop: loop, limits: BrokerLimits(maximumChannelRecords: 100), clock: { clock.now })
+        try await broker.start { _ in }.get()
+        try await broker.subscribe(channel: "watched").get()
+        func publish(_ channel: String) async throws -> PublishResult {
+            try await loop.submit { clock.now += 1 }.get()
+            return try await broker.publish(
+                PublishRequest(channel: channel, data: ByteBuffer(string: "x"), historySize: 10, historyTTL: 100_000)
+            ).get()
+        }
+        let watched = try await publish("watched")  // the oldest of all, but followed on this node
+        for index in 0..<1_000 { _ = try await publish("c\(index)") }
+        let footprint = try await broker.footprint().get()
+        #expect(footprint.channels <= 100)
+        // The newest ones keep their history; the oldest unwatched ones were forgotten.
+        #expect(try await broker.history(HistoryQuery(channel: "c999", limit: -1)).get().publications.count == 1)
+        #expect(try await broker.history(HistoryQuery(channel: "c0", limit: -1)).get().publications.isEmpty)
+        let again = try await publish("watched")
+        #expect(again.position.epoch == watched.position.epoch && again.position.offset == 2)
+        // A forgotten channel starts a new epoch: a client recovering from the old one is told it missed some.
+        let restarted = try await publish("c0")
+        #expect(restarted.position.offset == 1)
+        try await broker.shutdown().get()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("the records to forget are the oldest, picked without sorting the table")
+    func oldestRecords() {
+        var generator = SystemRandomNumberGenerator()
+        for size in [1, 2, 10, 1_000, 5_000] {
+            let records = (0..<size).map { (name: "c\($0)", lastPublish: Double(Int.random(in: 0..<(size / 3 + 1), using: &generator))) }
+            let sorted = records.sorted { $0.lastPublish < $1.lastPublish }
+            for count in Set([0, 1, size / 2, size - 1, size, size + 5]) {
+                let picked = ChannelEviction.oldest(count, of: records)
+                #expect(picked.count == min(count, size))
+                #expect(Set(picked).count == picked.count)
+                guard count > 0, count < size else { continue }
+                // Every record left is at least as recent as every record picked.
+                let pickedTimes = Set(picked).map { name in records.first { $0.name == name }!.lastPublish }
+                #expect(pickedTimes.max()! <= sorted[count].lastPublish)
+            }
+        }
+        // All records at one instant, or at infinities, still give the count asked for.
+        #expect(ChannelEviction.oldest(3, of: (0..<10).map { ("c\($0)", 5.0) }).count == 3)
+        #expect(ChannelEviction.oldest(2, of: [("a", -.infinity), ("b", .infinity), ("c", 0), ("d", .nan)]).count == 2)
+    }
+
     @Test("publishNow publishes on the channel's loop as publish does, in one offset sequence, and refuses elsewhere")
     func publishNow() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
