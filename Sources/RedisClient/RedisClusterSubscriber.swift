@@ -24,6 +24,7 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
     private let logger: Logger
     private let onMessage: @Sendable (String, ByteBuffer) -> Void
     private let onResubscribed: @Sendable () -> Void
+    private let holdReads: (@Sendable () -> Bool)?
 
     // Confined to `eventLoop`.
     private var placement = RedisShardPlacement<EventLoopPromise<Void>>()
@@ -57,8 +58,10 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
         client: RedisClusterClient,
         logger: Logger,
         onMessage: @escaping @Sendable (String, ByteBuffer) -> Void,
-        onResubscribed: @escaping @Sendable () -> Void
+        onResubscribed: @escaping @Sendable () -> Void,
+        holdReads: (@Sendable () -> Bool)? = nil
     ) {
+        self.holdReads = holdReads
         self.client = client
         self.eventLoop = client.eventLoop
         self.logger = logger
@@ -201,6 +204,12 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
 
     private func probeTick(interval: TimeAmount) {
         guard !self.closed, let prefix = self.probePrefix, let map = self.client.currentSlotMap else { return }
+        // While reads are held back on purpose a probe cannot come back: no verdict until they resume.
+        if self.holdReads?() == true {
+            let now = NIODeadline.now()
+            for node in Array(self.probes.keys) { self.probes[node]?.readsHeld(now: now) }
+            return
+        }
         var carrying: Set<RedisNodeAddress> = []
         for (name, node) in self.placement.subscribed where !self.isProbe(name) { carrying.insert(node) }
         // Masters that carry nothing now are not probed.
@@ -259,7 +268,8 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
                 guard let self else { return }
                 self.perform(self.placement.dropped(name, on: node))
             },
-            onConnectionProblem: { [weak self] in self?.client.refreshSlotMap() }
+            onConnectionProblem: { [weak self] in self?.client.refreshSlotMap() },
+            holdReads: self.holdReads
         )
         self.subscribers[node] = subscriber
         return subscriber

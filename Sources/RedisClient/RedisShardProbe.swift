@@ -36,6 +36,12 @@ struct RedisShardProbe: Equatable {
         return .publish(sequence: self.sent)
     }
 
+    /// Reads on the connection are held back on purpose (the owner is behind): the probe out now
+    /// cannot come back yet, so its time starts over; no verdict until reads resume.
+    mutating func readsHeld(now: NIODeadline) {
+        if self.sentAt != nil { self.sentAt = now }
+    }
+
     /// A probe came back (its payload: the sequence number as text; anything else is ignored).
     mutating func delivered(_ payload: ByteBuffer) {
         guard let sequence = UInt64(String(buffer: payload)) else { return }

@@ -24,6 +24,8 @@ public final class RedisSubscriber: @unchecked Sendable {
     private let onDropped: @Sendable (String) -> Void
     /// A connection failed or was lost (on a cluster, the slot map may have changed).
     private let onConnectionProblem: @Sendable () -> Void
+    /// True while the owner wants no more messages for now: reads wait (`RedisReadThrottle`).
+    private let holdReads: (@Sendable () -> Bool)?
 
     /// Who waits for a channel's SUBSCRIBE to be confirmed.
     enum Waiter {
@@ -59,6 +61,8 @@ public final class RedisSubscriber: @unchecked Sendable {
     ///   - onResubscribed: the connection was lost and is back, subscribed again: messages may have been missed.
     ///   - onDropped: sharded: Redis dropped a confirmed subscription unasked (its slot moved).
     ///   - onConnectionProblem: a connect failed or the connection was lost.
+    ///   - holdReads: asked before each read from the socket; while true, nothing more is read (the
+    ///     messages wait at Redis), so an owner that cannot keep up is not flooded.
     public init(
         configuration: RedisConfiguration,
         eventLoop: any EventLoop,
@@ -68,8 +72,10 @@ public final class RedisSubscriber: @unchecked Sendable {
         onMessage: @escaping @Sendable (String, ByteBuffer) -> Void,
         onResubscribed: @escaping @Sendable () -> Void,
         onDropped: @escaping @Sendable (String) -> Void = { _ in },
-        onConnectionProblem: @escaping @Sendable () -> Void = {}
+        onConnectionProblem: @escaping @Sendable () -> Void = {},
+        holdReads: (@Sendable () -> Bool)? = nil
     ) {
+        self.holdReads = holdReads
         self.configuration = configuration
         self.sharded = sharded
         self.onDropped = onDropped
@@ -200,9 +206,14 @@ public final class RedisSubscriber: @unchecked Sendable {
             target = target.node(target.clusterNodes[self.nodeIndex % target.clusterNodes.count])
         }
         let handshakeTimeout = target.commandTimeout
+        let holdReads = self.holdReads
+        let logger = self.logger
         RedisConnector.connect(configuration: target, eventLoop: self.eventLoop) { channel in
             let handler = RedisSubscriberHandler { event in loopBound.value.handle(event) }
             try channel.pipeline.syncOperations.addHandler(handler)
+            if let holdReads {
+                try channel.pipeline.syncOperations.addHandler(RedisReadThrottle(holdReads: holdReads, logger: logger), position: .first)
+            }
         }.flatMap { channel in
             // The handshake has the command timeout, and a connection that drops during it fails it
             // (the handler says nothing of a close): a Redis that accepts and never answers HELLO or

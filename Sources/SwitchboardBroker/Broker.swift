@@ -87,9 +87,16 @@ public protocol Broker: AnyObject, Sendable {
 
     /// Releases connections and timers.
     func shutdown() -> EventLoopFuture<Void>
+
+    /// Where the node counts the deliveries it queued between its loops, so that a network broker
+    /// stops reading while they pile up (`DeliveryBacklog`). Nil (the default) for a broker that
+    /// delivers on the caller's loops and reads from no network.
+    var deliveryBacklog: DeliveryBacklog? { get }
 }
 
 extension Broker {
+    public var deliveryBacklog: DeliveryBacklog? { nil }
+
     /// A broker that never loses publications it acknowledged (the memory broker) never reuses an
     /// offset: nothing to renew.
     public func renewEpoch(channel: String, ifStill epoch: String) -> EventLoopFuture<Void> {

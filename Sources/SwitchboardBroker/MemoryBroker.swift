@@ -31,6 +31,7 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
     public let metaTTL: Double
     /// Caps on tables keyed by client input.
     public let limits: BrokerLimits
+    public let deliveryBacklog: DeliveryBacklog?
 
     /// One loop's share of the channels. Everything in it is touched only on `eventLoop`.
     private final class Shard: @unchecked Sendable {
@@ -66,12 +67,16 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
 
     /// A broker sharded over `eventLoops` (the node's loops, in the order the hub's shards use),
     /// so that a channel's broker shard and hub shard are on the same loop.
+    /// - Parameter deliveryBacklog: one for the node to count its queued deliveries in (tests of that
+    ///   counting): the memory broker reads from no network, so it holds nothing back itself.
     public init(
         eventLoops: [any EventLoop],
         metaTTL: Double = 86_400,
         limits: BrokerLimits = BrokerLimits(),
-        clock: @escaping @Sendable () -> Double = MemoryBroker.systemClock
+        clock: @escaping @Sendable () -> Double = MemoryBroker.systemClock,
+        deliveryBacklog: DeliveryBacklog? = nil
     ) {
+        self.deliveryBacklog = deliveryBacklog
         precondition(!eventLoops.isEmpty, "a broker needs an event loop")
         self.eventLoop = eventLoops[0]
         self.shards = eventLoops.map { Shard(eventLoop: $0) }

@@ -60,6 +60,9 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     private var probeSentAt: NIODeadline?
     private var shutDown = false
 
+    /// Deliveries the node has queued between its loops: the subscriber reads nothing while it is over its limit.
+    public let deliveryBacklog: DeliveryBacklog?
+
     public init(
         configuration: RedisConfiguration,
         nodeID: String,
@@ -68,8 +71,11 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         metaTTL: Double = 86_400,
         probeInterval: TimeAmount = .seconds(2),
         limits: BrokerLimits = BrokerLimits(),
-        shard: Int = 0
+        shard: Int = 0,
+        deliveryBacklog: DeliveryBacklog = DeliveryBacklog()
     ) {
+        self.deliveryBacklog = deliveryBacklog
+        let holdReads: @Sendable () -> Bool = { deliveryBacklog.isOverLimit }
         self.eventLoop = eventLoop
         self.nodeID = nodeID
         self.shard = shard
@@ -87,7 +93,8 @@ public final class RedisBroker: Broker, @unchecked Sendable {
                 client: cluster,
                 logger: logger,
                 onMessage: { [unowned self] channel, payload in self.received(channel: channel, payload: payload) },
-                onResubscribed: { [unowned self] in self.handler?(.deliveryInterrupted) }
+                onResubscribed: { [unowned self] in self.handler?(.deliveryInterrupted) },
+                holdReads: holdReads
             )
         } else {
             self.client = RedisClient(configuration: configuration, eventLoop: eventLoop, logger: logger)
@@ -98,7 +105,8 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             logger: logger,
             firstNode: shard,
             onMessage: { [unowned self] channel, payload in self.received(channel: channel, payload: payload) },
-            onResubscribed: { [unowned self] in self.handler?(.deliveryInterrupted) }
+            onResubscribed: { [unowned self] in self.handler?(.deliveryInterrupted) },
+            holdReads: holdReads
         )
     }
 
@@ -189,6 +197,12 @@ public final class RedisBroker: Broker, @unchecked Sendable {
 
     /// Publishes a probe through Redis; if the previous one never came back through the subscriber, rebuild it.
     private func probe() {
+        // While the node is behind, its subscriber reads nothing on purpose: a probe that has not come
+        // back says nothing, and a reconnect would only add a refill. The probe waits for the backlog.
+        if self.deliveryBacklog?.isOverLimit == true {
+            if self.probeSentAt != nil { self.probeSentAt = .now() }
+            return
+        }
         if let sentAt = self.probeSentAt, self.probeReceived < self.probeSent,
             NIODeadline.now() - sentAt >= self.probeInterval
         {

@@ -19,6 +19,8 @@ public import SwitchboardCore
 public final class ShardedRedisBroker: Broker, Sendable {
     /// One broker per event loop, in the loops' order.
     public let shards: [RedisBroker]
+    /// Shared by every shard's subscriber: the node's loops are behind whichever shard's channels they deliver.
+    public let deliveryBacklog: DeliveryBacklog?
 
     /// - Parameter eventLoops: the node's loops, in the order of its hub shards (at least one).
     public init(
@@ -31,6 +33,8 @@ public final class ShardedRedisBroker: Broker, Sendable {
         limits: BrokerLimits = BrokerLimits()
     ) {
         precondition(!eventLoops.isEmpty, "a broker needs an event loop")
+        let backlog = DeliveryBacklog()
+        self.deliveryBacklog = backlog
         self.shards = eventLoops.enumerated().map { index, loop in
             RedisBroker(
                 configuration: configuration,
@@ -40,7 +44,8 @@ public final class ShardedRedisBroker: Broker, Sendable {
                 metaTTL: metaTTL,
                 probeInterval: probeInterval,
                 limits: limits,
-                shard: index
+                shard: index,
+                deliveryBacklog: backlog
             )
         }
     }

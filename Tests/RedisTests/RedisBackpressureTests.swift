@@ -117,6 +117,51 @@ struct RedisBackpressureTests {
         }
     }
 
+    @Test("while its owner is behind the subscriber reads nothing more: messages wait at Redis, then all arrive in order")
+    func heldReads() async throws {
+        let redis = try RedisServerProcess()
+        defer { redis.kill() }
+        try await withEventLoopGroup { group in
+            let loop = group.next()
+            let behind = NIOLockedValueBox(false)
+            let received = NIOLockedValueBox<[Int]>([])
+            let subscriber = RedisSubscriber(
+                configuration: RedisConfiguration(port: redis.port), eventLoop: loop, logger: logger,
+                onMessage: { _, payload in
+                    received.withLockedValue { $0.append(Int(String(buffer: payload).prefix { $0 != " " }) ?? -1) }
+                },
+                onResubscribed: {},
+                holdReads: { behind.withLockedValue { $0 } }
+            )
+            let admin = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: group.next(), logger: logger)
+            try await subscriber.subscribe("flood").get()
+            _ = try await admin.send("PUBLISH", "flood", "0").get()
+            try await waitUntil { received.withLockedValue { $0 } == [0] }
+            behind.withLockedValue { $0 = true }
+            // 12 MB: more than the kernel's socket buffers hold, so the rest waits in Redis's output buffer.
+            let filler = String(repeating: "x", count: 4_000)
+            let count = 3_000
+            for start in stride(from: 1, through: count, by: 500) {
+                let batch = (start..<min(start + 500, count + 1)).map { admin.send("PUBLISH", "flood", .string("\($0) \(filler)")) }
+                for future in batch { _ = try await future.get() }
+            }
+            try await Task.sleep(nanoseconds: 300_000_000)
+            let whileBehind = received.withLockedValue { $0.count }
+            try await Task.sleep(nanoseconds: 300_000_000)
+            #expect(received.withLockedValue { $0.count } == whileBehind, "nothing more is read while the owner is behind")
+            #expect(whileBehind < count / 2, "\(whileBehind) of \(count) read while the owner was behind")
+            let clients = try await admin.send("CLIENT", "LIST").get().string ?? ""
+            let waiting = clients.split(separator: "\n").first { $0.contains("sub=1") }?
+                .split(separator: " ").first { $0.hasPrefix("omem=") }.flatMap { Int($0.dropFirst(5)) } ?? 0
+            #expect(waiting > 1_000_000, "the messages wait in Redis's output buffer (omem \(waiting))")
+            behind.withLockedValue { $0 = false }
+            try await waitUntil { received.withLockedValue { $0.count } == count + 1 }
+            #expect(received.withLockedValue { $0 } == Array(0...count))
+            try await subscriber.close().get()
+            try await admin.close().get()
+        }
+    }
+
     @Test("a subscribe that times out while Redis is stalled is withdrawn: Redis does not keep it once it wakes")
     func timedOutSubscribeWithdrawn() async throws {
         let redis = try RedisServerProcess()

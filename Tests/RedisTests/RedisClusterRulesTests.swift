@@ -96,6 +96,19 @@ struct RedisClusterRulesTests {
         }
     }
 
+    @Test("a probe out while reads are held on purpose gets no verdict: its time starts over when they resume")
+    func shardProbeWhileReadsHeld() {
+        var probe = RedisShardProbe(channel: "p:{1}")
+        let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        let second = TimeAmount.seconds(1)
+        #expect(probe.tick(now: start, interval: second) == .publish(sequence: 1))
+        // Held for ten seconds (the node behind on deliveries): no verdict however long.
+        for held in 1...10 { probe.readsHeld(now: start + second * Int64(held)) }
+        #expect(probe.tick(now: start + second * 10 + .milliseconds(500), interval: second) == .publish(sequence: 2))
+        // Once reads resume a silent connection is still found.
+        #expect(probe.tick(now: start + second * 12, interval: second) == .reconnect)
+    }
+
     @Test("a shard probe publishes each interval and asks for a rebuild only when the last one, a full interval old, never came back")
     func shardProbe() {
         var probe = RedisShardProbe(channel: "p:{1}")

@@ -1,6 +1,8 @@
 import Foundation
 import NIOCore
+import Logging
 import NIOPosix
+import SwitchboardBroker
 import SwitchboardCore
 @testable import SwitchboardServer
 import Testing
@@ -71,7 +73,17 @@ struct ShardedNodeLoopbackTests {
     func everyShard() async throws {
         #expect(Set(Self.channels.map { ChannelShard.index(of: $0, count: Self.loops) }).count == Self.loops)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let (node, port) = try await NodeLoopbackTests.startNode { $0.eventLoopThreads = Self.loops }
+        // The broker lends the node a backlog to count deliveries handed between loops in (a network
+        // broker reads no more while it is over its limit): it must come back to zero.
+        let backlog = DeliveryBacklog()
+        var configuration = ServerConfiguration()
+        configuration.port = 0
+        configuration.apiKey = "test-key"
+        configuration.eventLoopThreads = Self.loops
+        let node = try SwitchboardNode(configuration: configuration, logger: Logger(label: "test")) { loops, _ in
+            MemoryBroker(eventLoops: loops, deliveryBacklog: backlog)
+        }
+        let port = try await node.start()
         // The kernel spreads connections over the loops' listeners by their addresses: connect until
         // every loop has a client (subscribers and publishers on every one), keeping six or more.
         var clients: [Client] = []
@@ -157,6 +169,11 @@ struct ShardedNodeLoopbackTests {
                 #expect(clients[i].offsets[channel] == Array(1...(total + missed + 1)), "client \(i + 1), \(channel)")
             }
         }
+        // Every delivery handed to another loop was counted, and uncounted once that loop ran it.
+        #expect(backlog.totalAdded > 0)
+        let deadline = NIODeadline.now() + .seconds(5)
+        while backlog.weight != 0 && NIODeadline.now() < deadline { try await Task.sleep(nanoseconds: 10_000_000) }
+        #expect(backlog.weight == 0)
         await node.stop()
         try await group.shutdownGracefully()
     }

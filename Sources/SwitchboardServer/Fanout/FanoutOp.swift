@@ -2,6 +2,33 @@ import NIOCore
 import SwitchboardBroker
 import SwitchboardCore
 
+extension FanoutOp {
+    /// What an operation weighs in a `DeliveryBacklog` beyond its message bytes.
+    static let baseWeight = 64
+
+    /// About the bytes `ops` hold (messages and bookkeeping), for the broker's delivery backlog.
+    static func weight(of ops: [FanoutOp]) -> Int {
+        var total = 0
+        for index in ops.indices {
+            switch ops[index] {
+            case .publication(_, _, _, let message), .push(_, let message): total &+= message.byteCount
+            case .batch(let batch): total &+= batch.bytes
+            default: break
+            }
+            total &+= Self.baseWeight
+        }
+        return total
+    }
+}
+
+extension BrokerEvent {
+    /// Bytes of the event's payload (a publication's data), for the delivery backlog.
+    var payloadBytes: Int {
+        if case .publication(_, let publication, _) = self { return publication.data.readableBytes }
+        return 0
+    }
+}
+
 /// Identifies one subscription of one session (unique within a node).
 typealias SubscriptionID = UInt64
 

@@ -128,6 +128,13 @@ final class Hub: @unchecked Sendable {
             let shard = self.shard(for: name)
             if shard.eventLoop.inEventLoop {
                 shard.handle(event)  // no closure: the memory broker delivers on the shard's loop
+            } else if let backlog = shard.backlog {
+                let weight = FanoutOp.baseWeight + event.payloadBytes
+                backlog.add(weight)
+                shard.eventLoop.execute {
+                    shard.handle(event)
+                    backlog.remove(weight)
+                }
             } else {
                 shard.eventLoop.execute { shard.handle(event) }
             }

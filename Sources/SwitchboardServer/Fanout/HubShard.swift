@@ -20,6 +20,8 @@ final class HubShard: @unchecked Sendable {
     let eventLoop: any EventLoop
     let index: Int
     let broker: any Broker
+    /// The broker's count of deliveries queued between loops (nil: the broker needs none).
+    let backlog: DeliveryBacklog?
     let logger: Logger
     let presenceTTL: Double
     var fanouts: [LoopFanout] = []
@@ -64,6 +66,7 @@ final class HubShard: @unchecked Sendable {
         self.eventLoop = eventLoop
         self.index = index
         self.broker = broker
+        self.backlog = broker.deliveryBacklog
         self.presenceTTL = presenceTTL
         self.presence = PresenceSchedule(ttl: presenceTTL)
         self.positionCheckInterval = positionCheckInterval
@@ -383,6 +386,14 @@ final class HubShard: @unchecked Sendable {
             let fanout = self.fanouts[index]
             if fanout.eventLoop === self.eventLoop {
                 fanout.apply(ops, then: results)
+            } else if let backlog = self.backlog {
+                // Counted until the loop has run it: a network broker reads no more while loops are behind.
+                let weight = FanoutOp.weight(of: ops) + results.count * FanoutOp.baseWeight
+                backlog.add(weight)
+                fanout.eventLoop.execute {
+                    fanout.apply(ops, then: results)
+                    backlog.remove(weight)
+                }
             } else {
                 fanout.eventLoop.execute { fanout.apply(ops, then: results) }
             }

@@ -1,0 +1,54 @@
+import Logging
+import NIOCore
+
+/// Holds back reads on a subscriber connection while its owner says it is behind: NIO asks for the
+/// next read after each read cycle, and this handler passes the request on only when `holdReads`
+/// is false, asking again every 5 ms meanwhile. Unread messages wait in the kernel and then in
+/// Redis's output buffer for the connection, not in the node's memory.
+final class RedisReadThrottle: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = Never
+
+    static let recheckInterval = TimeAmount.milliseconds(5)
+    /// At most one log line per this long.
+    static let logInterval = TimeAmount.seconds(10)
+
+    private let holdReads: @Sendable () -> Bool
+    private let logger: Logger
+    private var recheck: Scheduled<Void>?
+    private var lastLogged: NIODeadline?
+
+    init(holdReads: @escaping @Sendable () -> Bool, logger: Logger) {
+        self.holdReads = holdReads
+        self.logger = logger
+    }
+
+    func read(context: ChannelHandlerContext) {
+        guard self.recheck == nil else { return }  // already waiting; the recheck reads
+        guard self.holdReads() else { return context.read() }
+        let now = NIODeadline.now()
+        if self.lastLogged.map({ now - $0 >= Self.logInterval }) ?? true {
+            self.lastLogged = now
+            self.logger.warning("the node is behind on deliveries; reading from Redis waits")
+        }
+        self.scheduleRecheck(context: context)
+    }
+
+    private func scheduleRecheck(context: ChannelHandlerContext) {
+        self.recheck = context.eventLoop.assumeIsolated().scheduleTask(in: Self.recheckInterval) {
+            guard self.holdReads() else {
+                self.recheck = nil
+                context.read()
+                return
+            }
+            self.scheduleRecheck(context: context)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.recheck?.cancel()
+        self.recheck = nil
+    }
+}
+
+@available(*, unavailable)
+extension RedisReadThrottle: Sendable {}
