@@ -557,26 +557,34 @@ def test_a_full_tls_balancer_does_not_hold_the_connections_it_refuses(node_facto
     wait_fds(bal, baseline)
 
 
-class _HoldingNode:
-    """A node that answers its health check and holds every other request without sending a byte."""
+class _FakeNode:
+    """A node whose health check passes; every other request gets `status` at once and the
+    connection closes, or, with `status` None, is held without a byte for 20 s."""
 
-    def __init__(self):
+    def __init__(self, status: int | None = None):
         import http.server
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                if self.path == "/readyz":
-                    body = b'{"status":"ready"}'
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                else:
+            def answer(self):
+                ready = self.path == "/readyz"
+                if not ready and status is None:
                     time.sleep(20)
+                    return
+                body = b'{"status":"ready"}' if ready else b"broken\n"
+                self.send_response(200 if ready else status)
+                self.send_header("Content-Length", str(len(body)))
+                if not ready:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):  # noqa: N802
+                self.answer()
 
             def do_POST(self):  # noqa: N802
                 self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                time.sleep(20)
+                self.answer()
 
             def log_message(self, *args):
                 pass
@@ -594,7 +602,7 @@ class _HoldingNode:
 def test_a_node_that_never_answers_gets_504_at_the_response_deadline(balancers):
     """A node that takes the request and never answers must not hold the client until the tunnel's
     idle timeout (an hour): past --response-timeout the client gets 504 and the node is blamed."""
-    node = _HoldingNode()
+    node = _FakeNode()
     try:
         bal = balancers.start([node], "--response-timeout", "1")
         resp, first = raw_exchange(bal.port, b"GET /held HTTP/1.1\r\nHost: a\r\n\r\n", timeout=10)
@@ -621,45 +629,14 @@ def test_a_node_that_never_answers_gets_504_at_the_response_deadline(balancers):
         node.stop()
 
 
-class _ErrorNode:
-    """A node whose health check passes but which answers every other request at once with
-    `status` and closes: a "black hole" that, holding no connections, least connections favours."""
-
-    def __init__(self, status: int):
-        import http.server
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                ready = self.path == "/readyz"
-                body = b'{"status":"ready"}' if ready else b"broken\n"
-                self.send_response(200 if ready else status)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.wfile.write(body)
-                self.close_connection = True
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_a_node_answering_server_errors_is_ejected(node_factory, balancers):
     """A node that answers every request with 500 at once (its /readyz still passes) would take a
     share of the clients forever, more under least connections since it holds none: five 500s in a
     row eject it passively, like connect errors do. 503 (a draining or full node, or a client over
     its limits) never does."""
     good = start_nodes(node_factory, 1)[0]
-    broken = _ErrorNode(500)
-    busy = _ErrorNode(503)
+    broken = _FakeNode(500)
+    busy = _FakeNode(503)
     try:
         bal = balancers.start([good, broken], "--algorithm", "least-conn")
         statuses = Counter()

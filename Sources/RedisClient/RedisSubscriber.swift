@@ -206,14 +206,9 @@ public final class RedisSubscriber: @unchecked Sendable {
             target = target.node(target.clusterNodes[self.nodeIndex % target.clusterNodes.count])
         }
         let handshakeTimeout = target.commandTimeout
-        let holdReads = self.holdReads
-        let logger = self.logger
         RedisConnector.connect(configuration: target, eventLoop: self.eventLoop) { channel in
             let handler = RedisSubscriberHandler { event in loopBound.value.handle(event) }
             try channel.pipeline.syncOperations.addHandler(handler)
-            if let holdReads {
-                try channel.pipeline.syncOperations.addHandler(RedisReadThrottle(holdReads: holdReads, logger: logger), position: .first)
-            }
         }.flatMap { channel in
             // The handshake has the command timeout, and a connection that drops during it fails it
             // (the handler says nothing of a close): a Redis that accepts and never answers HELLO or
@@ -238,6 +233,16 @@ public final class RedisSubscriber: @unchecked Sendable {
                 if self.closed {
                     channel.close(promise: nil)
                     return
+                }
+                if let holdReads = self.holdReads {
+                    // After the handshake, which must not wait for the node's deliveries.
+                    let throttle = RedisReadThrottle(holdReads: holdReads, logger: self.logger)
+                    guard (try? channel.pipeline.syncOperations.addHandler(throttle, position: .first)) != nil else {
+                        channel.close(promise: nil)
+                        self.failures += 1
+                        self.scheduleReconnect()
+                        return
+                    }
                 }
                 self.failures = 0
                 self.channel = channel
