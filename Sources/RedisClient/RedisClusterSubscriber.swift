@@ -24,7 +24,7 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
     private let logger: Logger
     private let onMessage: @Sendable (String, ByteBuffer) -> Void
     private let onResubscribed: @Sendable () -> Void
-    private let holdReads: (@Sendable () -> Bool)?
+    private let readHold: RedisReadHold?
 
     // Confined to `eventLoop`.
     private var placement = RedisShardPlacement<EventLoopPromise<Void>>()
@@ -59,9 +59,9 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
         logger: Logger,
         onMessage: @escaping @Sendable (String, ByteBuffer) -> Void,
         onResubscribed: @escaping @Sendable () -> Void,
-        holdReads: (@Sendable () -> Bool)? = nil
+        readHold: RedisReadHold? = nil
     ) {
-        self.holdReads = holdReads
+        self.readHold = readHold
         self.client = client
         self.eventLoop = client.eventLoop
         self.logger = logger
@@ -204,11 +204,10 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
 
     private func probeTick(interval: TimeAmount) {
         guard !self.closed, let prefix = self.probePrefix, let map = self.client.currentSlotMap else { return }
-        // While reads are held back on purpose a probe cannot come back: no verdict until they resume.
-        if self.holdReads?() == true {
-            let now = NIODeadline.now()
-            for node in Array(self.probes.keys) { self.probes[node]?.readsHeld(now: now) }
-            return
+        // A probe sent before reads were held back on purpose may be waiting behind the held
+        // messages: its time counts from the last hold.
+        for node in Array(self.probes.keys) {
+            if let held = self.subscribers[node]?.lastHeldRead { self.probes[node]?.readsHeld(at: held) }
         }
         var carrying: Set<RedisNodeAddress> = []
         for (name, node) in self.placement.subscribed where !self.isProbe(name) { carrying.insert(node) }
@@ -269,7 +268,7 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
                 self.perform(self.placement.dropped(name, on: node))
             },
             onConnectionProblem: { [weak self] in self?.client.refreshSlotMap() },
-            holdReads: self.holdReads
+            readHold: self.readHold
         )
         self.subscribers[node] = subscriber
         return subscriber

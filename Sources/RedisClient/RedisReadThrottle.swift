@@ -2,9 +2,11 @@ import Logging
 import NIOCore
 
 /// Holds back reads on a subscriber connection while its owner says it is behind: NIO asks for the
-/// next read after each read cycle, and this handler passes the request on only when `holdReads`
-/// is false, asking again every 5 ms meanwhile. Unread messages wait in the kernel and then in
-/// Redis's output buffer for the connection, not in the node's memory.
+/// next read after each read cycle, and this handler passes the request on unless `hold.shouldHold`;
+/// once holding, it asks `hold.mayResume` every 5 ms and reads again when it agrees. Unread messages
+/// wait in the kernel and then in Redis's output buffer for the connection, not in the node's
+/// memory. `onHold` hears each moment reads are held (at the start and at every check that keeps
+/// holding), so the subscriber's timers know that replies were kept back on purpose.
 final class RedisReadThrottle: ChannelOutboundHandler, RemovableChannelHandler {
     typealias OutboundIn = Never
 
@@ -12,20 +14,23 @@ final class RedisReadThrottle: ChannelOutboundHandler, RemovableChannelHandler {
     /// At most one log line per this long.
     static let logInterval = TimeAmount.seconds(10)
 
-    private let holdReads: @Sendable () -> Bool
+    private let hold: RedisReadHold
+    private let onHold: (NIODeadline) -> Void
     private let logger: Logger
     private var recheck: Scheduled<Void>?
     private var lastLogged: NIODeadline?
 
-    init(holdReads: @escaping @Sendable () -> Bool, logger: Logger) {
-        self.holdReads = holdReads
+    init(hold: RedisReadHold, logger: Logger, onHold: @escaping (NIODeadline) -> Void) {
+        self.hold = hold
+        self.onHold = onHold
         self.logger = logger
     }
 
     func read(context: ChannelHandlerContext) {
         guard self.recheck == nil else { return }  // already waiting; the recheck reads
-        guard self.holdReads() else { return context.read() }
+        guard self.hold.shouldHold() else { return context.read() }
         let now = NIODeadline.now()
+        self.onHold(now)
         if self.lastLogged.map({ now - $0 >= Self.logInterval }) ?? true {
             self.lastLogged = now
             self.logger.warning("the node is behind on deliveries; reading from Redis waits")
@@ -35,11 +40,12 @@ final class RedisReadThrottle: ChannelOutboundHandler, RemovableChannelHandler {
 
     private func scheduleRecheck(context: ChannelHandlerContext) {
         self.recheck = context.eventLoop.assumeIsolated().scheduleTask(in: Self.recheckInterval) {
-            guard self.holdReads() else {
+            guard !self.hold.mayResume() else {
                 self.recheck = nil
                 context.read()
                 return
             }
+            self.onHold(.now())
             self.scheduleRecheck(context: context)
         }
     }

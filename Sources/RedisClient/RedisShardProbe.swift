@@ -36,10 +36,10 @@ struct RedisShardProbe: Equatable {
         return .publish(sequence: self.sent)
     }
 
-    /// Reads on the connection are held back on purpose (the owner is behind): the probe out now
-    /// cannot come back yet, so its time starts over; no verdict until reads resume.
-    mutating func readsHeld(now: NIODeadline) {
-        if self.sentAt != nil { self.sentAt = now }
+    /// Reads on the connection were held back on purpose (the owner is behind) at `time`: a probe
+    /// sent before then may be waiting behind the held messages, so its time counts from `time`.
+    mutating func readsHeld(at time: NIODeadline) {
+        if let sentAt = self.sentAt, time > sentAt { self.sentAt = time }
     }
 
     /// A probe came back (its payload: the sequence number as text; anything else is ignored).

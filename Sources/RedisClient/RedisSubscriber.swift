@@ -24,8 +24,8 @@ public final class RedisSubscriber: @unchecked Sendable {
     private let onDropped: @Sendable (String) -> Void
     /// A connection failed or was lost (on a cluster, the slot map may have changed).
     private let onConnectionProblem: @Sendable () -> Void
-    /// True while the owner wants no more messages for now: reads wait (`RedisReadThrottle`).
-    private let holdReads: (@Sendable () -> Bool)?
+    /// When the owner wants no more messages for now: reads wait (`RedisReadThrottle`).
+    private let readHold: RedisReadHold?
 
     /// Who waits for a channel's SUBSCRIBE to be confirmed.
     enum Waiter {
@@ -51,6 +51,9 @@ public final class RedisSubscriber: @unchecked Sendable {
     private var handshakePending: [EventLoopPromise<RESPToken>] = []
     /// The connection whose handshake is under way, if one is.
     private var handshaking: (any Channel)?
+    /// The last moment reads were held back on purpose (`readHold`): replies due before it may be
+    /// waiting behind the held messages.
+    private var lastReadHold: NIODeadline?
 
     /// - Parameters:
     ///   - firstNode: on a Redis Cluster, which configured node to try first (subscribers of one
@@ -61,7 +64,7 @@ public final class RedisSubscriber: @unchecked Sendable {
     ///   - onResubscribed: the connection was lost and is back, subscribed again: messages may have been missed.
     ///   - onDropped: sharded: Redis dropped a confirmed subscription unasked (its slot moved).
     ///   - onConnectionProblem: a connect failed or the connection was lost.
-    ///   - holdReads: asked before each read from the socket; while true, nothing more is read (the
+    ///   - readHold: asked before each read from the socket; while it holds, nothing more is read (the
     ///     messages wait at Redis), so an owner that cannot keep up is not flooded.
     public init(
         configuration: RedisConfiguration,
@@ -73,9 +76,9 @@ public final class RedisSubscriber: @unchecked Sendable {
         onResubscribed: @escaping @Sendable () -> Void,
         onDropped: @escaping @Sendable (String) -> Void = { _ in },
         onConnectionProblem: @escaping @Sendable () -> Void = {},
-        holdReads: (@Sendable () -> Bool)? = nil
+        readHold: RedisReadHold? = nil
     ) {
-        self.holdReads = holdReads
+        self.readHold = readHold
         self.configuration = configuration
         self.sharded = sharded
         self.onDropped = onDropped
@@ -100,14 +103,30 @@ public final class RedisSubscriber: @unchecked Sendable {
             guard !self.closed else { return promise.fail(RedisError(.connectionClosed, "subscriber closed")) }
             self.nextWaiterID &+= 1
             let id = self.nextWaiterID
-            let timeout = self.eventLoop.scheduleTask(in: self.configuration.commandTimeout) {
-                self.apply(name) { $0.timedOut(id: id) }
-            }
-            promise.futureResult.whenComplete { _ in timeout.cancel() }
+            self.armSubscribeTimeout(name, id: id, promise: promise, from: .now())
             self.apply(name) { $0.subscribe(id: id, waiter: .caller(promise), connected: self.isReady) }
             self.connectIfNeeded()
         }
         return promise.futureResult
+    }
+
+    /// The subscribe `id` fails after the command timeout, counted again from the last time reads were
+    /// held back on purpose (its confirmation may be waiting behind the held messages).
+    private func armSubscribeTimeout(_ name: String, id: UInt64, promise: EventLoopPromise<Void>, from start: NIODeadline) {
+        let timeout = self.eventLoop.scheduleTask(deadline: start + self.configuration.commandTimeout) {
+            if let held = self.lastReadHold, held > start {
+                return self.armSubscribeTimeout(name, id: id, promise: promise, from: held)
+            }
+            self.apply(name) { $0.timedOut(id: id) }
+        }
+        promise.futureResult.whenComplete { _ in timeout.cancel() }
+    }
+
+    /// The last moment reads were held back on purpose, if ever (a reply due before it may be
+    /// waiting behind the held messages). On `eventLoop`.
+    public var lastHeldRead: NIODeadline? {
+        self.eventLoop.assertInEventLoop()
+        return self.lastReadHold
     }
 
     /// Unsubscribes (completes at once; later messages for the channel are not delivered).
@@ -234,9 +253,11 @@ public final class RedisSubscriber: @unchecked Sendable {
                     channel.close(promise: nil)
                     return
                 }
-                if let holdReads = self.holdReads {
+                if let readHold = self.readHold {
                     // After the handshake, which must not wait for the node's deliveries.
-                    let throttle = RedisReadThrottle(holdReads: holdReads, logger: self.logger)
+                    let throttle = RedisReadThrottle(hold: readHold, logger: self.logger) { [weak self] at in
+                        self?.lastReadHold = at
+                    }
                     guard (try? channel.pipeline.syncOperations.addHandler(throttle, position: .first)) != nil else {
                         channel.close(promise: nil)
                         self.failures += 1

@@ -48,6 +48,8 @@ public struct NodeHealth: Sendable, Hashable {
     public private(set) var ejectedUntil: NIODeadline?
     /// Length of the next passive ejection.
     public private(set) var nextEjection: TimeAmount
+    /// What the last passive ejection was for (nil once its kind of failure stopped).
+    private var lastEjectionCause: EjectionCause?
 
     /// `awaitingFirstCheck`: the node joined a running balancer (a registry entry, a reload); it takes
     /// connections once one check has passed, not at once (a registry can list a node that is not up yet,
@@ -92,6 +94,11 @@ public struct NodeHealth: Sendable, Hashable {
     public mutating func answered(status: Int) -> Bool {
         guard Self.isServerFault(status) else {
             self.serverErrorsInARow = 0
+            if self.lastEjectionCause == .serverErrors, !Self.isServerOverloaded(status) {
+                // Answering well again: the server-error backoff starts over.
+                self.lastEjectionCause = nil
+                self.nextEjection = self.policy.ejectionBase
+            }
             return false
         }
         self.serverErrorsInARow += 1
@@ -99,6 +106,9 @@ public struct NodeHealth: Sendable, Hashable {
         self.serverErrorsInARow = 0
         return true
     }
+
+    /// 503: neither a fault nor an answer that shows the node well again.
+    static func isServerOverloaded(_ status: Int) -> Bool { status == 503 }
 
     /// Whether an answer's status blames the node (see `answered(status:)`).
     static func isServerFault(_ status: Int) -> Bool {
@@ -122,10 +132,18 @@ public struct NodeHealth: Sendable, Hashable {
     /// Whether new connections may go to the node now.
     public func isAvailable(at now: NIODeadline) -> Bool { self.isUp && !self.isEjected(at: now) }
 
+    /// What a passive ejection was for: the backoff starts over only when that kind of failure stops
+    /// (a node that answers every request with 500 accepts every connect).
+    public enum EjectionCause: Sendable, Hashable {
+        case connectFailures
+        case serverErrors
+    }
+
     /// Ejects the node from `now` for the current backoff and doubles the next one (capped); returns the
     /// ejection's length.
     @discardableResult
-    public mutating func eject(at now: NIODeadline) -> TimeAmount {
+    public mutating func eject(at now: NIODeadline, cause: EjectionCause = .connectFailures) -> TimeAmount {
+        self.lastEjectionCause = cause
         let length = self.nextEjection
         self.ejectedUntil = now + length
         let doubled = TimeAmount.nanoseconds(min(length.nanoseconds, Int64.max / 2) * 2)
@@ -133,8 +151,10 @@ public struct NodeHealth: Sendable, Hashable {
         return length
     }
 
-    /// A connection to the node succeeded: the ejection backoff starts over at its base.
+    /// A connection to the node succeeded: the ejection backoff starts over at its base, unless the
+    /// last ejection was for server errors (those come on connections that succeed).
     public mutating func connectSucceeded() {
+        guard self.lastEjectionCause != .serverErrors else { return }
         self.nextEjection = self.policy.ejectionBase
     }
 }

@@ -137,16 +137,18 @@ public struct NodeTable: Sendable {
         guard self.entries[id] != nil else { return nil }
         if NodeHealth.isServerFault(status) { self.entries[id]!.serverErrors &+= 1 }
         guard self.entries[id]!.health.answered(status: status) else { return nil }
-        return self.ejectIfAllowed(id, at: now)
+        return self.ejectIfAllowed(id, at: now, cause: .serverErrors)
     }
 
-    private mutating func ejectIfAllowed(_ id: String, at now: NIODeadline) -> TimeAmount? {
+    private mutating func ejectIfAllowed(
+        _ id: String, at now: NIODeadline, cause: NodeHealth.EjectionCause = .connectFailures
+    ) -> TimeAmount? {
         guard var entry = self.entries[id], entry.isMember, !entry.health.isEjected(at: now) else { return nil }
         let ejected = self.memberOrder.reduce(0) { $0 + (self.entries[$1]?.health.isEjected(at: now) == true ? 1 : 0) }
         guard (ejected + 1) * 2 <= self.memberOrder.count else { return nil }
         entry.ejections &+= 1
         defer { self.entries[id] = entry }
-        return entry.health.eject(at: now)
+        return entry.health.eject(at: now, cause: cause)
     }
 
     /// A connect to `id` succeeded: its ejection backoff starts over.

@@ -8,7 +8,8 @@ import Synchronization
 /// the publications wait in Redis's output buffer for the connection instead, and past Redis's
 /// `client-output-buffer-limit pubsub` Redis closes the connection: the node reconnects and refills
 /// its channels from history, as after any interruption. The node adds what it hands from one loop
-/// to another and removes it once run; the broker checks the total before each read.
+/// to another and removes it once run; the broker checks the total before each read, and reads
+/// again once it is down to half the limit.
 public final class DeliveryBacklog: Sendable {
     /// Weight (about bytes) above which reads from the network are held back.
     public let limit: Int
@@ -41,4 +42,7 @@ public final class DeliveryBacklog: Sendable {
 
     /// Whether reads from the network should wait.
     public var isOverLimit: Bool { self.pending.load(ordering: .relaxed) > self.limit }
+
+    /// Whether reads held back may resume: at half the limit, so they do not flap around it.
+    public var isBelowResumeMark: Bool { self.pending.load(ordering: .relaxed) <= self.limit / 2 }
 }

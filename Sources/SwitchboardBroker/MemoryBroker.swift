@@ -44,6 +44,8 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
         /// For a channel whose presence is full: no entry of it expires before this time.
         var presenceSweepAfter: [String: Double] = [:]
         var sweepTask: RepeatedTask?
+        /// Times channels were forgotten to stay within the cap (part of unborn epochs).
+        var forgettingPasses: UInt64 = 0
 
         init(eventLoop: any EventLoop) {
             self.eventLoop = eventLoop
@@ -167,7 +169,7 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
         if keepsHistory {
             position = shard.channels[name, default: ChannelHistory()].append(
                 publication, expiresAt: now + request.historyTTL, maximumCount: request.historySize,
-                now: now, metaTTL: self.metaTTL, newEpoch: self.unbornEpoch(name, now: now))
+                now: now, metaTTL: self.metaTTL, newEpoch: self.unbornEpoch(name, now: now, shard: shard))
             publication.offset = position.offset
         }
         if let key = request.idempotencyKey {
@@ -202,6 +204,9 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
                 unwatched.append((name, record.lastPublish))
             }
         }
+        // The channels forgotten now get new epochs in their next lives (`StreamEpoch`): the same
+        // name's epoch would otherwise come back within the same `metaTTL` period.
+        shard.forgettingPasses &+= 1
         for group in [unwatched, watched] where excess > 0 {
             for name in ChannelEviction.oldest(min(excess, group.count), of: group) {
                 shard.channels[name] = nil
@@ -211,8 +216,8 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
     }
 
     /// The epoch of a channel that has no stored meta: the one its first publication will get.
-    private func unbornEpoch(_ channel: String, now: Double) -> String {
-        StreamEpoch.unborn(seed: self.epochSeed, channel: channel, now: now, metaTTL: self.metaTTL)
+    private func unbornEpoch(_ channel: String, now: Double, shard: Shard) -> String {
+        StreamEpoch.unborn(seed: self.epochSeed, channel: channel, now: now, metaTTL: self.metaTTL, generation: shard.forgettingPasses)
     }
 
     public func publishPresenceEvent(_ event: PresenceEvent, channel: String) -> EventLoopFuture<Void> {
@@ -240,7 +245,7 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
             // No local copy of the record: it would share (and so force a copy of) its storage below.
             guard let top = shard.channels[name]?.top, top > 0, shard.channels[name]?.isStale(now: now, metaTTL: self.metaTTL) == false
             else {
-                return HistoryResult(publications: [], position: StreamPosition(offset: 0, epoch: self.unbornEpoch(name, now: now)))
+                return HistoryResult(publications: [], position: StreamPosition(offset: 0, epoch: self.unbornEpoch(name, now: now, shard: shard)))
             }
             shard.channels[name]!.entries.dropExpired(now: now)
             let position = StreamPosition(offset: top, epoch: shard.channels[name]!.epoch)

@@ -6,14 +6,17 @@
 /// stored meta is derived, not drawn: a hash of a per-store seed, the channel name and the
 /// current period of `metaTTL` seconds. Two lives of a channel are at least `metaTTL` apart
 /// (meta is forgotten that long after the last publication), so they fall in different periods
-/// and get different epochs; a new seed (a restarted store) gives new epochs at once.
+/// and get different epochs; a new seed (a restarted store) gives new epochs at once. A store that
+/// forgets channels before `metaTTL` (the memory broker over its channel cap) passes a `generation`
+/// it raises on each such pass, so a forgotten channel's next life gets a new epoch too.
 enum StreamEpoch {
     private static let alphabet = Array("abcdefghijklmnopqrstuvwxyz0123456789".utf8)
 
     /// The epoch a channel without stored meta has at `now`.
-    static func unborn(seed: UInt64, channel: String, now: Double, metaTTL: Double) -> String {
+    static func unborn(seed: UInt64, channel: String, now: Double, metaTTL: Double, generation: UInt64 = 0) -> String {
         var hasher = Hasher()
         hasher.combine(seed)
+        hasher.combine(generation)
         hasher.combine(channel)
         hasher.combine(self.period(now: now, length: metaTTL))
         var value = UInt64(bitPattern: Int64(hasher.finalize()))

@@ -75,7 +75,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         deliveryBacklog: DeliveryBacklog = DeliveryBacklog()
     ) {
         self.deliveryBacklog = deliveryBacklog
-        let holdReads: @Sendable () -> Bool = { deliveryBacklog.isOverLimit }
+        let readHold = RedisReadHold(shouldHold: { deliveryBacklog.isOverLimit }, mayResume: { deliveryBacklog.isBelowResumeMark })
         self.eventLoop = eventLoop
         self.nodeID = nodeID
         self.shard = shard
@@ -94,7 +94,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
                 logger: logger,
                 onMessage: { [unowned self] channel, payload in self.received(channel: channel, payload: payload) },
                 onResubscribed: { [unowned self] in self.handler?(.deliveryInterrupted) },
-                holdReads: holdReads
+                readHold: readHold
             )
         } else {
             self.client = RedisClient(configuration: configuration, eventLoop: eventLoop, logger: logger)
@@ -106,7 +106,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             firstNode: shard,
             onMessage: { [unowned self] channel, payload in self.received(channel: channel, payload: payload) },
             onResubscribed: { [unowned self] in self.handler?(.deliveryInterrupted) },
-            holdReads: holdReads
+            readHold: readHold
         )
     }
 
@@ -197,11 +197,11 @@ public final class RedisBroker: Broker, @unchecked Sendable {
 
     /// Publishes a probe through Redis; if the previous one never came back through the subscriber, rebuild it.
     private func probe() {
-        // While the node is behind, its subscriber reads nothing on purpose: a probe that has not come
-        // back says nothing, and a reconnect would only add a refill. The probe waits for the backlog.
-        if self.deliveryBacklog?.isOverLimit == true {
-            if self.probeSentAt != nil { self.probeSentAt = .now() }
-            return
+        // While the node is behind, its subscriber reads nothing on purpose: a probe sent before the
+        // last hold may be waiting behind the held messages, so its time counts from that hold (a
+        // reconnect would only add a refill).
+        if let sentAt = self.probeSentAt, let held = self.subscriber.lastHeldRead, held > sentAt {
+            self.probeSentAt = held
         }
         if let sentAt = self.probeSentAt, self.probeReceived < self.probeSent,
             NIODeadline.now() - sentAt >= self.probeInterval

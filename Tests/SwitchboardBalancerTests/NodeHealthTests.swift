@@ -146,6 +146,27 @@ import Testing
         for _ in 0..<20 { #expect(table.recordAnswer("127.0.0.1:8004", status: 503, at: Self.now + .seconds(60)) == nil) }
     }
 
+    @Test func serverErrorEjectionsDoubleThoughConnectsSucceed() {
+        var table = NodeTable(nodes: Self.nodes)
+        var lengths: [Int64] = []
+        var now = Self.now
+        for _ in 0..<4 {
+            for _ in 0..<5 {
+                table.connectSucceeded("127.0.0.1:8001")  // a node answering 500 accepts every connect
+                if let ejection = table.recordAnswer("127.0.0.1:8001", status: 500, at: now) {
+                    lengths.append(ejection.nanoseconds / 1_000_000_000)
+                    now = now + ejection
+                }
+            }
+        }
+        #expect(lengths == [5, 10, 20, 40])
+        // Good answers again (a 503 is not one): the backoff starts over.
+        table.recordAnswer("127.0.0.1:8001", status: 503, at: now)
+        table.recordAnswer("127.0.0.1:8001", status: 101, at: now)
+        for _ in 0..<4 { table.recordAnswer("127.0.0.1:8001", status: 502, at: now) }
+        #expect(table.recordAnswer("127.0.0.1:8001", status: 502, at: now) == .seconds(5))
+    }
+
     @Test func anEjectionOutlastsLeavingAndRejoining() {
         var table = NodeTable(nodes: Self.nodes)
         #expect(table.connectFailed("127.0.0.1:8001", at: Self.now) == .seconds(5))

@@ -55,7 +55,11 @@ struct MemoryBrokerTests {
             ).get()
         }
         let watched = try await publish("watched")  // the oldest of all, but followed on this node
-        for index in 0..<1_000 { _ = try await publish("c\(index)") }
+        var first: PublishResult?
+        for index in 0..<1_000 {
+            let result = try await publish("c\(index)")
+            if index == 0 { first = result }
+        }
         let footprint = try await broker.footprint().get()
         #expect(footprint.channels <= 100)
         // The newest ones keep their history; the oldest unwatched ones were forgotten.
@@ -66,6 +70,7 @@ struct MemoryBrokerTests {
         // A forgotten channel starts a new epoch: a client recovering from the old one is told it missed some.
         let restarted = try await publish("c0")
         #expect(restarted.position.offset == 1)
+        #expect(restarted.position.epoch != first?.position.epoch, "the same epoch with offsets restarted would hide the loss")
         try await broker.shutdown().get()
         try await group.shutdownGracefully()
     }

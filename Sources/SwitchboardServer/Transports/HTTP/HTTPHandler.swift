@@ -244,7 +244,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                     case .success(let response):
                         handler.respond(context: context, head: head, response)
                     case .failure:
-                        handler.respond(context: context, head: head, .error(.internalServerError, "internal error"))
+                        handler.respond(context: context, head: head, .error(.serviceUnavailable, "temporarily unavailable, try again"))
                     }
                 }
         case (_, .api):
@@ -300,7 +300,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             let (handler, context) = loopBound.value
             switch result {
             case .success(let response): handler.respond(context: context, head: head, response)
-            case .failure: handler.respond(context: context, head: head, .error(.internalServerError, "internal error"))
+            case .failure: handler.respond(context: context, head: head, .error(.serviceUnavailable, "temporarily unavailable, try again"))
             }
         }
     }
