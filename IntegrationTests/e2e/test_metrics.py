@@ -61,6 +61,7 @@ def test_metrics_count_what_happens(node):
         assert m["switchboard_publish_to_deliver_seconds_count"] >= 5
         assert m["switchboard_broker_publish_seconds_count"] == 5
         assert m["switchboard_draining"] == 0
+        assert m["switchboard_delivery_backlog_bytes"] == 0  # nothing waits between loops once delivered
 
     run(main())
 

@@ -249,6 +249,7 @@ final class Hub: @unchecked Sendable {
         for transport in TransportName.allCases {
             sink.connections[transport.index].record(self.directory.countByTransport[transport.index])
         }
+        sink.deliveryBacklog.record(self.broker.deliveryBacklog?.weight ?? 0)
         self.shardFigures().whenSuccess { figures in
             sink.subscriptions.record(figures.subscriptions)
             sink.channels.record(figures.channels)

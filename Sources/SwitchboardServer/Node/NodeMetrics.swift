@@ -23,6 +23,8 @@ final class NodeMetrics: Sendable {
     let subscriptions: CoreMetrics.Gauge
     let channels: CoreMetrics.Gauge
     let draining: CoreMetrics.Gauge
+    /// Deliveries handed between event loops and not run yet (`DeliveryBacklog`), about bytes.
+    let deliveryBacklog: CoreMetrics.Gauge
     let publications: CoreMetrics.Counter
     let deliveries: CoreMetrics.Counter
     let bytesOut: CoreMetrics.Counter
@@ -83,6 +85,10 @@ final class NodeMetrics: Sendable {
             label: "switchboard_channels", factory: factory.describing("Channels with at least one subscriber on this node."))
         self.draining = CoreMetrics.Gauge(
             label: "switchboard_draining", factory: factory.describing("1 while the node drains (after SIGTERM), else 0."))
+        self.deliveryBacklog = CoreMetrics.Gauge(
+            label: "switchboard_delivery_backlog_bytes",
+            factory: factory.describing(
+                "Deliveries from Redis handed between event loops and not run yet, about bytes; reads from Redis wait above 64 MiB."))
         self.publications = CoreMetrics.Counter(
             label: "switchboard_publications_total",
             factory: factory.describing("Publications accepted by this node (client publish and HTTP API), counted once each."))
