@@ -19,6 +19,8 @@ final class RedisReadThrottle: ChannelOutboundHandler, RemovableChannelHandler {
     private let logger: Logger
     private var recheck: Scheduled<Void>?
     private var lastLogged: NIODeadline?
+    /// When the current hold began.
+    private var heldSince: NIODeadline?
 
     init(hold: RedisReadHold, logger: Logger, onHold: @escaping (NIODeadline) -> Void) {
         self.hold = hold
@@ -30,11 +32,8 @@ final class RedisReadThrottle: ChannelOutboundHandler, RemovableChannelHandler {
         guard self.recheck == nil else { return }  // already waiting; the recheck reads
         guard self.hold.shouldHold() else { return context.read() }
         let now = NIODeadline.now()
-        self.onHold(now)
-        if self.lastLogged.map({ now - $0 >= Self.logInterval }) ?? true {
-            self.lastLogged = now
-            self.logger.warning("the node is behind on deliveries; reading from Redis waits")
-        }
+        self.heldSince = now
+        self.held(at: now)
         self.scheduleRecheck(context: context)
     }
 
@@ -42,12 +41,24 @@ final class RedisReadThrottle: ChannelOutboundHandler, RemovableChannelHandler {
         self.recheck = context.eventLoop.assumeIsolated().scheduleTask(in: Self.recheckInterval) {
             guard !self.hold.mayResume() else {
                 self.recheck = nil
+                self.heldSince = nil
                 context.read()
                 return
             }
-            self.onHold(.now())
+            self.held(at: .now())
             self.scheduleRecheck(context: context)
         }
+    }
+
+    /// Reads are held at `now`: tells the subscriber, and logs at most every `logInterval` (a hold that
+    /// lasts says so again, with its length, so one that never ends is seen).
+    private func held(at now: NIODeadline) {
+        self.onHold(now)
+        guard self.lastLogged.map({ now - $0 >= Self.logInterval }) ?? true else { return }
+        self.lastLogged = now
+        let seconds = self.heldSince.map { (now - $0).nanoseconds / 1_000_000_000 } ?? 0
+        self.logger.warning(
+            "the node is behind on deliveries; reading from Redis waits", metadata: ["heldSeconds": "\(seconds)"])
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {

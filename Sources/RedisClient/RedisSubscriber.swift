@@ -54,6 +54,8 @@ public final class RedisSubscriber: @unchecked Sendable {
     /// The last moment reads were held back on purpose (`readHold`): replies due before it may be
     /// waiting behind the held messages.
     private var lastReadHold: NIODeadline?
+    /// How long past its command timeout a subscribe may wait while reads are held.
+    static let maximumHeldWait = TimeAmount.seconds(60)
 
     /// - Parameters:
     ///   - firstNode: on a Redis Cluster, which configured node to try first (subscribers of one
@@ -103,7 +105,8 @@ public final class RedisSubscriber: @unchecked Sendable {
             guard !self.closed else { return promise.fail(RedisError(.connectionClosed, "subscriber closed")) }
             self.nextWaiterID &+= 1
             let id = self.nextWaiterID
-            self.armSubscribeTimeout(name, id: id, promise: promise, from: .now())
+            let now = NIODeadline.now()
+            self.armSubscribeTimeout(name, id: id, promise: promise, from: now, asked: now)
             self.apply(name) { $0.subscribe(id: id, waiter: .caller(promise), connected: self.isReady) }
             self.connectIfNeeded()
         }
@@ -111,11 +114,14 @@ public final class RedisSubscriber: @unchecked Sendable {
     }
 
     /// The subscribe `id` fails after the command timeout, counted again from the last time reads were
-    /// held back on purpose (its confirmation may be waiting behind the held messages).
-    private func armSubscribeTimeout(_ name: String, id: UInt64, promise: EventLoopPromise<Void>, from start: NIODeadline) {
+    /// held back on purpose (its confirmation may be waiting behind the held messages), but at most
+    /// `maximumHeldWait` after it was `asked`.
+    private func armSubscribeTimeout(
+        _ name: String, id: UInt64, promise: EventLoopPromise<Void>, from start: NIODeadline, asked: NIODeadline
+    ) {
         let timeout = self.eventLoop.scheduleTask(deadline: start + self.configuration.commandTimeout) {
-            if let held = self.lastReadHold, held > start {
-                return self.armSubscribeTimeout(name, id: id, promise: promise, from: held)
+            if let held = self.lastReadHold, held > start, held - asked < Self.maximumHeldWait {
+                return self.armSubscribeTimeout(name, id: id, promise: promise, from: held, asked: asked)
             }
             self.apply(name) { $0.timedOut(id: id) }
         }

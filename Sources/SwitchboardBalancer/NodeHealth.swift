@@ -7,9 +7,10 @@ public import NIOCore
 /// `fall` consecutive failed checks take it down, `rise` consecutive good ones bring it back (HAProxy's
 /// `rise 2 fall 2`). A down node gets no new connections; its open tunnels are left alone. Passive: a
 /// connect error, or `serverErrorLimit` first answers in a row that are server errors (Envoy's
-/// `consecutive_5xx`), ejects the node for 5 s, doubling with each ejection in a row up to 60 s; a
-/// successful connect resets the doubling. Whether an ejection is allowed at all (never more than half
-/// the nodes) is the table's decision, since it needs every node's state.
+/// `consecutive_5xx`), ejects the node for 5 s, doubling with each ejection in a row up to 60 s. A
+/// successful connect resets the doubling, except after a server-error ejection, which only a good
+/// answer resets. Whether an ejection is allowed at all (never more than half the nodes) is the
+/// table's decision, since it needs every node's state.
 public struct NodeHealth: Sendable, Hashable {
     /// Thresholds and durations; the defaults are the issue's.
     public struct Policy: Sendable, Hashable {
@@ -48,8 +49,9 @@ public struct NodeHealth: Sendable, Hashable {
     public private(set) var ejectedUntil: NIODeadline?
     /// Length of the next passive ejection.
     public private(set) var nextEjection: TimeAmount
-    /// What the last passive ejection was for (nil once its kind of failure stopped).
-    private var lastEjectionCause: EjectionCause?
+    /// A server-error ejection happened and no good answer came since: the backoff keeps doubling
+    /// whatever connects succeed (a node that answers 500 accepts every connect).
+    private var serverErrorsUnresolved = false
 
     /// `awaitingFirstCheck`: the node joined a running balancer (a registry entry, a reload); it takes
     /// connections once one check has passed, not at once (a registry can list a node that is not up yet,
@@ -94,9 +96,9 @@ public struct NodeHealth: Sendable, Hashable {
     public mutating func answered(status: Int) -> Bool {
         guard Self.isServerFault(status) else {
             self.serverErrorsInARow = 0
-            if self.lastEjectionCause == .serverErrors, !Self.isServerOverloaded(status) {
+            if self.serverErrorsUnresolved, !Self.isServerOverloaded(status) {
                 // Answering well again: the server-error backoff starts over.
-                self.lastEjectionCause = nil
+                self.serverErrorsUnresolved = false
                 self.nextEjection = self.policy.ejectionBase
             }
             return false
@@ -143,7 +145,7 @@ public struct NodeHealth: Sendable, Hashable {
     /// ejection's length.
     @discardableResult
     public mutating func eject(at now: NIODeadline, cause: EjectionCause = .connectFailures) -> TimeAmount {
-        self.lastEjectionCause = cause
+        if cause == .serverErrors { self.serverErrorsUnresolved = true }
         let length = self.nextEjection
         self.ejectedUntil = now + length
         let doubled = TimeAmount.nanoseconds(min(length.nanoseconds, Int64.max / 2) * 2)
@@ -151,10 +153,10 @@ public struct NodeHealth: Sendable, Hashable {
         return length
     }
 
-    /// A connection to the node succeeded: the ejection backoff starts over at its base, unless the
-    /// last ejection was for server errors (those come on connections that succeed).
+    /// A connection to the node succeeded: the ejection backoff starts over at its base, unless a
+    /// server-error ejection has had no good answer since (those come on connections that succeed).
     public mutating func connectSucceeded() {
-        guard self.lastEjectionCause != .serverErrors else { return }
+        guard !self.serverErrorsUnresolved else { return }
         self.nextEjection = self.policy.ejectionBase
     }
 }

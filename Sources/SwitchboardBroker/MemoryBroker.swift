@@ -46,6 +46,8 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
         var sweepTask: RepeatedTask?
         /// Times channels were forgotten to stay within the cap (part of unborn epochs).
         var forgettingPasses: UInt64 = 0
+        /// Per subscribed channel, the generation its unborn epoch takes (bounded by `subscribed`).
+        var subscribedGenerations: [String: UInt64] = [:]
 
         init(eventLoop: any EventLoop) {
             self.eventLoop = eventLoop
@@ -210,14 +212,18 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
         for group in [unwatched, watched] where excess > 0 {
             for name in ChannelEviction.oldest(min(excess, group.count), of: group) {
                 shard.channels[name] = nil
+                if shard.subscribedGenerations[name] != nil { shard.subscribedGenerations[name] = shard.forgettingPasses }
                 excess -= 1
             }
         }
     }
 
     /// The epoch of a channel that has no stored meta: the one its first publication will get.
+    /// A subscribed channel keeps the generation of its subscription (or of its last forgetting), so a
+    /// quiet one's epoch does not move when other channels are forgotten; the others take the shard's.
     private func unbornEpoch(_ channel: String, now: Double, shard: Shard) -> String {
-        StreamEpoch.unborn(seed: self.epochSeed, channel: channel, now: now, metaTTL: self.metaTTL, generation: shard.forgettingPasses)
+        let generation = shard.subscribedGenerations[channel] ?? shard.forgettingPasses
+        return StreamEpoch.unborn(seed: self.epochSeed, channel: channel, now: now, metaTTL: self.metaTTL, generation: generation)
     }
 
     public func publishPresenceEvent(_ event: PresenceEvent, channel: String) -> EventLoopFuture<Void> {
@@ -229,11 +235,19 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
     }
 
     public func subscribe(channel: String) -> EventLoopFuture<Void> {
-        self.onShard(channel) { _ = $0.subscribed.insert(channel) }
+        self.onShard(channel) { shard in
+            if shard.subscribed.insert(channel).inserted {
+                // Its unborn epoch stays what the subscriber saw, whatever other channels are forgotten.
+                shard.subscribedGenerations[channel] = shard.forgettingPasses
+            }
+        }
     }
 
     public func unsubscribe(channel: String) -> EventLoopFuture<Void> {
-        self.onShard(channel) { _ = $0.subscribed.remove(channel) }
+        self.onShard(channel) { shard in
+            shard.subscribed.remove(channel)
+            shard.subscribedGenerations[channel] = nil
+        }
     }
 
     /// Reads never create a record: an unknown (or forgotten) channel reports offset 0 and the

@@ -160,8 +160,16 @@ import Testing
             }
         }
         #expect(lengths == [5, 10, 20, 40])
-        // Good answers again (a 503 is not one): the backoff starts over.
+        // A 503 is not a good answer, and a connect failure's ejection in between does not clear the
+        // run of server errors either: the backoff keeps doubling.
         table.recordAnswer("127.0.0.1:8001", status: 503, at: now)
+        #expect(table.connectFailed("127.0.0.1:8001", at: now) == .seconds(60))
+        now = now + .seconds(60)
+        table.connectSucceeded("127.0.0.1:8001")
+        for _ in 0..<4 { table.recordAnswer("127.0.0.1:8001", status: 500, at: now) }
+        #expect(table.recordAnswer("127.0.0.1:8001", status: 500, at: now) == .seconds(60))
+        now = now + .seconds(60)
+        // A good answer: the backoff starts over.
         table.recordAnswer("127.0.0.1:8001", status: 101, at: now)
         for _ in 0..<4 { table.recordAnswer("127.0.0.1:8001", status: 502, at: now) }
         #expect(table.recordAnswer("127.0.0.1:8001", status: 502, at: now) == .seconds(5))

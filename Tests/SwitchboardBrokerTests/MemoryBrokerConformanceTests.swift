@@ -48,6 +48,8 @@ struct MemoryBrokerTests {
         let broker = MemoryBroker(eventLoop: loop, limits: BrokerLimits(maximumChannelRecords: 100), clock: { clock.now })
         try await broker.start { _ in }.get()
         try await broker.subscribe(channel: "watched").get()
+        try await broker.subscribe(channel: "quiet").get()
+        let quiet = try await broker.history(HistoryQuery(channel: "quiet", limit: 0)).get().position
         func publish(_ channel: String) async throws -> PublishResult {
             try await loop.submit { clock.now += 1 }.get()
             return try await broker.publish(
@@ -65,6 +67,10 @@ struct MemoryBrokerTests {
         // The newest ones keep their history; the oldest unwatched ones were forgotten.
         #expect(try await broker.history(HistoryQuery(channel: "c999", limit: -1)).get().publications.count == 1)
         #expect(try await broker.history(HistoryQuery(channel: "c0", limit: -1)).get().publications.isEmpty)
+        // A quiet subscribed channel (no record) keeps the epoch its subscriber saw across the passes
+        // that forgot other channels, and its first publication comes in it.
+        #expect(try await broker.history(HistoryQuery(channel: "quiet", limit: 0)).get().position == quiet)
+        #expect(try await publish("quiet").position == StreamPosition(offset: 1, epoch: quiet.epoch))
         let again = try await publish("watched")
         #expect(again.position.epoch == watched.position.epoch && again.position.offset == 2)
         // A forgotten channel starts a new epoch: a client recovering from the old one is told it missed some.

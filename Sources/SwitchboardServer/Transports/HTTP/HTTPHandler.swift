@@ -293,7 +293,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    /// Answers with `future`'s response on this connection's loop (500 when it fails).
+    /// Answers with `future`'s response on this connection's loop (503 when it fails: a broker or registry
+    /// that did not answer, which another try may find back).
     func answerLater(context: ChannelHandlerContext, head: HTTPRequestHead, _ future: EventLoopFuture<HTTPResponse>) {
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         future.hop(to: context.eventLoop).whenComplete { result in
