@@ -629,6 +629,15 @@ def test_a_node_that_never_answers_gets_504_at_the_response_deadline(balancers):
         node.stop()
 
 
+def _statuses(bal, requests: int) -> Counter:
+    """The statuses of `requests` sequential `GET /healthz` through the balancer."""
+    statuses = Counter()
+    for _ in range(requests):
+        resp, _ = raw_exchange(bal.port, b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n", timeout=5)
+        statuses[status_of(resp)] += 1
+    return statuses
+
+
 def test_a_node_answering_server_errors_is_ejected(node_factory, balancers):
     """A node that answers every request with 500 at once (its /readyz still passes) would take a
     share of the clients forever, more under least connections since it holds none: five 500s in a
@@ -639,10 +648,7 @@ def test_a_node_answering_server_errors_is_ejected(node_factory, balancers):
     busy = _FakeNode(503)
     try:
         bal = balancers.start([good, broken], "--algorithm", "least-conn")
-        statuses = Counter()
-        for _ in range(40):
-            resp, _ = raw_exchange(bal.port, b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n", timeout=5)
-            statuses[status_of(resp)] += 1
+        statuses = _statuses(bal, 40)
         # Ejected for 5 s after its fifth error, well after these 40 requests (a fraction of a second).
         assert statuses[500] == 5, statuses
         assert statuses[200] == 35, statuses
@@ -652,10 +658,7 @@ def test_a_node_answering_server_errors_is_ejected(node_factory, balancers):
         assert m[f'switchboard_balancer_node_server_errors_total{{node="127.0.0.1:{broken.port}"}}'] == 5
 
         bal503 = balancers.start([good, busy], "--algorithm", "round-robin")
-        statuses = Counter()
-        for _ in range(20):
-            resp, _ = raw_exchange(bal503.port, b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n", timeout=5)
-            statuses[status_of(resp)] += 1
+        statuses = _statuses(bal503, 20)
         assert statuses[503] == 10, statuses
         row = next(n for n in admin_nodes(bal503)["nodes"] if n["port"] == busy.port)
         assert not row["ejected"] and row["serverErrors"] == 0, row
