@@ -69,8 +69,12 @@ struct ShardedNodeLoopbackTests {
         }
     }
 
-    @Test("every subscriber on every loop gets every publication of channels on every shard once, in order; recovery works")
-    func everyShard() async throws {
+    /// `unshardedBroker`: the broker keeps every channel on the first loop (as a broker that is not
+    /// sharded by the hub's rule would), so its events reach the other hub shards by a hop.
+    @Test(
+        "every subscriber on every loop gets every publication of channels on every shard once, in order; recovery works",
+        arguments: [false, true])
+    func everyShard(unshardedBroker: Bool) async throws {
         #expect(Set(Self.channels.map { ChannelShard.index(of: $0, count: Self.loops) }).count == Self.loops)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         // The broker lends the node a backlog to count deliveries handed between loops in (a network
@@ -81,7 +85,7 @@ struct ShardedNodeLoopbackTests {
         configuration.apiKey = "test-key"
         configuration.eventLoopThreads = Self.loops
         let node = try SwitchboardNode(configuration: configuration, logger: Logger(label: "test")) { loops, _ in
-            MemoryBroker(eventLoops: loops, deliveryBacklog: backlog)
+            MemoryBroker(eventLoops: unshardedBroker ? [loops[0]] : loops, deliveryBacklog: backlog)
         }
         let port = try await node.start()
         // The kernel spreads connections over the loops' listeners by their addresses: connect until
