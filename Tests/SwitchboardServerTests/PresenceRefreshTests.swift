@@ -20,9 +20,22 @@ final class PresenceRecordingBroker: ForwardingBroker, @unchecked Sendable {
         return super.addPresence(channel: channel, clients: clients, ttl: ttl)
     }
 
+    /// While set, `removePresence` answers only when `releaseRemovals()` is called.
+    let holdsRemovals = NIOLockedValueBox(false)
+    private let heldRemovals = NIOLockedValueBox<[EventLoopPromise<Void>]>([])
+
     override func removePresence(channel: String, clients: [String]) -> EventLoopFuture<Void> {
         self.removals.withLockedValue { $0.append((channel, clients)) }
-        return super.removePresence(channel: channel, clients: clients)
+        let removed = super.removePresence(channel: channel, clients: clients)
+        guard self.holdsRemovals.withLockedValue({ $0 }) else { return removed }
+        let answer = removed.eventLoop.makePromise(of: Void.self)
+        self.heldRemovals.withLockedValue { $0.append(answer) }
+        return answer.futureResult
+    }
+
+    /// Answers the removals held so far.
+    func releaseRemovals() {
+        for answer in self.heldRemovals.withLockedValue({ held in defer { held = [] }; return held }) { answer.succeed() }
     }
 
     func take() -> [(channel: String, clients: [String])] {
@@ -183,7 +196,7 @@ struct PresenceRefreshTests {
         _ = try session.channel.close().wait()
     }
 
-    @Test("a stopping node writes the leaves it gathered at once")
+    @Test("a stopping node writes the leaves it gathered at once, and its hub has stopped once the broker answered them")
     func stopWritesGatheredLeaves() throws {
         let node = try EmbeddedNode(makeBroker: { PresenceRecordingBroker(eventLoop: $0) })
         let (session, client) = try Self.join(node, "room")
@@ -192,9 +205,18 @@ struct PresenceRefreshTests {
         _ = try session.channel.close().wait()
         node.loop.run()
         #expect(node.broker.takeRemovals().isEmpty)
-        node.harness.stop()
+        node.broker.holdsRemovals.withLockedValue { $0 = true }
+        let stopped = node.harness.stop()
+        let hubStopped = NIOLockedValueBox(false)
+        stopped.whenComplete { _ in hubStopped.withLockedValue { $0 = true } }
         node.loop.run()
         #expect(node.broker.takeRemovals().map(\.clients) == [[client]], "the leave is written when the node stops")
+        // The node shuts its broker down after the hub's stop: that waits for the broker's answer,
+        // or the write would race the broker's (and its loop's) shutdown.
+        #expect(!hubStopped.withLockedValue { $0 }, "the hub's stop waits for the broker to answer the leave")
+        node.broker.releaseRemovals()
+        node.loop.run()
+        #expect(hubStopped.withLockedValue { $0 })
         node.shutdown()
     }
 

@@ -109,11 +109,15 @@ final class Hub: @unchecked Sendable {
         }
     }
 
-    func stop() {
-        for shard in self.shards { shard.stop() }
-        self.eventLoop.execute {
-            self.gaugeTimer?.cancel()
-            self.gaugeTimer = nil
+    /// Stops the shards and the timers; the future completes once every shard's last presence
+    /// writes were answered by the broker (see `HubShard.stop()`).
+    func stop() -> EventLoopFuture<Void> {
+        let shardsStopped = self.shards.map { $0.stop() }
+        return EventLoopFuture.andAllComplete(shardsStopped, on: self.eventLoop).flatMap {
+            self.eventLoop.submit {
+                self.gaugeTimer?.cancel()
+                self.gaugeTimer = nil
+            }
         }
     }
 

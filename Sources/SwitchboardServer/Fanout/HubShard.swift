@@ -89,15 +89,19 @@ final class HubShard: @unchecked Sendable {
         }
     }
 
-    func stop() {
-        self.eventLoop.execute {
+    /// Stops the timers and hands the presence changes not yet written to the broker. The future
+    /// completes once the broker has answered those writes (or failed them), so whoever stops the
+    /// node shuts the broker and the loops down after them, not under them.
+    func stop() -> EventLoopFuture<Void> {
+        self.eventLoop.flatSubmit {
             if case .scheduled(let timer) = self.presenceWrites { timer.cancel() }
             self.presenceWrites = .stopped
-            self.writePresence()
+            let written = self.writePresence()
             self.presenceTimer?.cancel()
             self.presenceTimer = nil
             self.positionTimer?.cancel()
             self.positionTimer = nil
+            return EventLoopFuture.andAllComplete(written, on: self.eventLoop)
         }
     }
 
@@ -267,17 +271,19 @@ final class HubShard: @unchecked Sendable {
         }
     }
 
-    /// Sends every gathered presence change to the broker.
-    func writePresence() {
-        for write in self.presence.takeWrites() { self.send(write) }
+    /// Sends every gathered presence change to the broker; the futures are its answers.
+    @discardableResult
+    func writePresence() -> [EventLoopFuture<Void>] {
+        self.presence.takeWrites().map { self.send($0) }
     }
 
-    private func send(_ write: PresenceSchedule.Write) {
+    @discardableResult
+    private func send(_ write: PresenceSchedule.Write) -> EventLoopFuture<Void> {
         switch write {
         case .add(let channel, let clients):
-            _ = self.broker.addPresence(channel: channel, clients: clients, ttl: self.presenceTTL)
+            self.broker.addPresence(channel: channel, clients: clients, ttl: self.presenceTTL)
         case .remove(let channel, let clients):
-            _ = self.broker.removePresence(channel: channel, clients: clients)
+            self.broker.removePresence(channel: channel, clients: clients)
         }
     }
 

@@ -55,8 +55,10 @@ public final class NodeHarness {
         self.context.hub.start(fanouts: self.context.fanouts)
     }
 
-    /// Stops the hub's timers (the broker is the caller's to shut down).
-    public func stop() {
+    /// Stops the hub's timers and writes its last presence changes (the broker is the caller's to
+    /// shut down, after this future).
+    @discardableResult
+    public func stop() -> EventLoopFuture<Void> {
         self.context.hub.stop()
     }
 

@@ -341,7 +341,10 @@ public final class SwitchboardNode: Sendable {
         let allGone = EventLoopFuture.andAllComplete(gone, on: hubLoop)
         // Not cancelled with the caller (a second signal): the loops must not be shut under open sessions.
         _ = await Task { await Self.waitForFirst(allGone, orAfter: .seconds(2), on: hubLoop) }.value
-        self.context.hub.stop()
+        // The shards' last presence writes reach the broker before it (and the loops it runs on)
+        // shut down; bounded like the sessions' close above.
+        let hubStopped = self.context.hub.stop()
+        _ = await Task { await Self.waitForFirst(hubStopped, orAfter: .seconds(2), on: hubLoop) }.value
         for fanout in self.context.fanouts { fanout.stop() }
         _ = try? await self.context.broker.shutdown().get()
         try? await self.group.shutdownGracefully()
