@@ -97,15 +97,17 @@ struct ClientAcrossNodesTests {
             configuration.transports = [transport]
             configuration.getToken = {
                 calls.increment()
-                return Self.token(user: "ann", expiresIn: 2)
+                return Self.token(user: "ann", expiresIn: 5)
             }
             let client = SwitchboardClient(configuration: configuration)
             client.connect()
             let first = try await client.connected()
             #expect(first.user == "ann")
             #expect(first.tokenTTL != nil)
-            // Three token lifetimes: without a refresh the node closes at about 2 s (3503).
-            try await Task.sleep(for: .milliseconds(5_500))
+            // Over two token lifetimes: without a refresh the node closes at 4-5 s (3503). The client
+            // refreshes at four fifths of the TTL the node reports (whole seconds, 4 or 5 here), so a
+            // refresh has at least 0.8 s to land; 2 s tokens left 0.2 s, missed on a loaded machine.
+            try await Task.sleep(for: .milliseconds(12_000))
             guard case .connected(let now) = await client.state else {
                 Issue.record("not connected after the first token expired: \(await client.state)")
                 await client.close()
@@ -140,14 +142,15 @@ struct ClientAcrossNodesTests {
             let calls = Counter()
             let room = try await client.subscribe("$room") { channel in
                 calls.increment()
-                return Self.token(user: "ann", expiresIn: 2, channel: channel)
+                return Self.token(user: "ann", expiresIn: 5, channel: channel)
             }
             var events: [SubscriptionEvent] = []
             var iterator = room.makeAsyncIterator()
             events.append(await iterator.next()!)
             #expect(events.first.map { if case .subscribed = $0 { true } else { false } } == true)
-            // Three token lifetimes: without subRefresh the node removes the subscription (2501) at about 2 s.
-            try await Task.sleep(for: .milliseconds(5_500))
+            // Over two token lifetimes: without subRefresh the node removes the subscription (2501) at
+            // 4-5 s. (5 s tokens leave a refresh at least 0.8 s to land; see `tokenRefresh`.)
+            try await Task.sleep(for: .milliseconds(12_000))
             let (status, _) = try await APIRequest.post(port: port, method: "publish", body: #"{"channel":"$room","data":"late"}"#)
             #expect(status == 200)
             // Over long-polling a lapsed token shows as the subscription made again from its position
