@@ -50,6 +50,8 @@ final class HealthChecker: Sendable {
         guard !self.stopped.withLockedValue({ $0 }) else { return }
         let loop = self.group.next()
         loop.scheduleTask(in: delay) {
+            // Stopped since: the loops are shutting down, and a check scheduled now could land on one closed.
+            guard !self.stopped.withLockedValue({ $0 }) else { return }
             let spread = max(1, self.interval.nanoseconds / 10)
             for (node, address) in self.router.memberAddresses {
                 guard self.inFlight.withLockedValue({ $0.insert(node.id).inserted }) else { continue }

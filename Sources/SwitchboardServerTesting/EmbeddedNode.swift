@@ -92,6 +92,7 @@ public struct EmbeddedNode<NodeBroker: Broker> {
     public func shutdown() {
         self.loop.run()
         self.harness.stop()
+        self.loop.run()  // the shards' last presence writes, before the broker shuts down
         _ = self.broker.shutdown()
         self.loop.run()
         try? self.loop.syncShutdownGracefully()

@@ -5,6 +5,7 @@ import NIOCore
 import NIOEmbedded
 import NIOPosix
 import SwitchboardBroker
+import SwitchboardBrokerTesting
 import SwitchboardCore
 @_spi(Harness) @testable import SwitchboardServer
 @_spi(Harness) import SwitchboardServerTesting
@@ -55,6 +56,32 @@ struct HubShardTests {
         }
         #expect(delivered.0, "a publish on the owning loop completes inline")
         #expect(delivered.1, "and on that loop")
+        try await group.shutdownGracefully()
+    }
+
+    /// Sends control messages nowhere: a forwarded command waits for an answer that never comes.
+    final class SilentControlBroker: ForwardingBroker, @unchecked Sendable {
+        override func sendControl(_ message: ControlMessage, to node: String?) -> EventLoopFuture<Void> {
+            self.eventLoop.makeSucceededVoidFuture()
+        }
+    }
+
+    @Test("stopping the hub answers the SSE commands it forwarded and still waits for (503), and forwards no more")
+    func stopAnswersForwardedCommands() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        let broker = SilentControlBroker(eventLoop: loop)
+        let hub = Hub(eventLoops: [loop], broker: broker, presenceTTL: 60, logger: Logger(label: "test"))
+        let fanout = LoopFanout(eventLoop: loop, index: 0)
+        try await hub.start(fanouts: [fanout]).get()
+        // Left waiting, the forward's promise outlived the loops (its 5 s timer never runs once they
+        // are shut down): a hang in release builds, a crash ("leaking promise") in debug ones.
+        let waiting = hub.forwardSessionCommands(session: "s", commands: "[]", to: "other", from: "this", timeout: .seconds(60))
+        try await hub.stop().get()
+        #expect(try await waiting.get() == .rejected(status: 503, message: "node stopping"))
+        let late = hub.forwardSessionCommands(session: "s", commands: "[]", to: "other", from: "this", timeout: .seconds(60))
+        #expect(try await late.get() == .rejected(status: 503, message: "node stopping"))
+        _ = try await broker.shutdown().get()
         try await group.shutdownGracefully()
     }
 }

@@ -56,10 +56,12 @@ struct NodeLoopbackTests {
                 _ = try await apiPublish(port: port, group: group, channel: "m", data: "\(i)")
                 _ = try await ws.readMessage { $0.contains("pub") }
             }
-            // Loops hand their counts over once a second: scrape until they are in (bounded), then check.
+            // Loops hand their counts over, and the hub its gauges, once a second each (on timers of
+            // their own): scrape until all are in (bounded), then check.
             var status = 0
             var body = ""
             var lines = Set<String>()
+            let oneConnection = [#"switchboard_connections{transport="websocket"} 1"#, #"switchboard_connections{transport="websocket"} 1.0"#]
             let deadline = ContinuousClock.now + .seconds(10)
             repeat {
                 if !lines.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
@@ -67,10 +69,10 @@ struct NodeLoopbackTests {
                 try await http.send("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 (status, body) = try await http.readHTTPResponse()
                 lines = Set(body.split(separator: "\n").map(String.init))
-            } while !(lines.contains("switchboard_publications_total 3") && lines.contains("switchboard_deliveries_total 3"))
-                && ContinuousClock.now < deadline
+            } while !(lines.contains("switchboard_publications_total 3") && lines.contains("switchboard_deliveries_total 3")
+                && !lines.isDisjoint(with: oneConnection)) && ContinuousClock.now < deadline
             #expect(status == 200)
-            #expect(lines.contains(#"switchboard_connections{transport="websocket"} 1"#) || lines.contains(#"switchboard_connections{transport="websocket"} 1.0"#))
+            #expect(!lines.isDisjoint(with: oneConnection), "\(lines.filter { $0.hasPrefix("switchboard_connections") })")
             #expect(lines.contains("switchboard_publications_total 3"))
             #expect(lines.contains("switchboard_deliveries_total 3"))
             #expect(body.contains("switchboard_publish_to_deliver_seconds_count"))
@@ -118,6 +120,31 @@ struct NodeLoopbackTests {
             }
             #expect(close?.closeCode == 3001)
             await drain.value
+        }
+    }
+
+    @Test("stop: a connection upgraded but not connected yet gets the disconnect push and close 3001, as a connected one does; stopping again does nothing")
+    func stopClosesSessionsBeforeConnect() async throws {
+        try await LoopbackNode.run { node, port, group in
+            var connected = try await LoopbackClient.connect(port: port, group: group)
+            #expect(try await connected.upgrade() == 101)
+            try await connected.send(TestFrames.text(#"{"id":1,"connect":{}}"#))
+            _ = try await connected.readMessage()
+            var waiting = try await LoopbackClient.connect(port: port, group: group)
+            #expect(try await waiting.upgrade() == 101)
+            // No `connect` from `waiting`: before, the node's stop left it open until the loops shut
+            // down (and a `connect` arriving meanwhile joined a hub already stopped).
+            await node.stop()
+            for var ws in [connected, waiting] {
+                let push = try await ws.readMessage { $0.contains("disconnect") }
+                #expect(push == #"{"disconnect":{"code":3001,"reason":"shutdown","reconnect":true}}"#)
+                var close: TestFrames.ServerFrame?
+                while let frame = try await ws.readFrame() {
+                    if frame.opcode == 0x8 { close = frame; break }
+                }
+                #expect(close?.closeCode == 3001)
+            }
+            await node.stop()  // LoopbackNode.run stops it once more, after the loops are gone
         }
     }
 }

@@ -17,6 +17,7 @@ extension Hub {
     ) -> EventLoopFuture<SessionCommandOutcome> {
         let promise = self.eventLoop.makePromise(of: SessionCommandOutcome.self)
         self.eventLoop.execute {
+            guard self.forwardsCommands else { return promise.succeed(.rejected(status: 503, message: "node stopping")) }
             self.nextCorrelation += 1
             let correlation = self.nextCorrelation
             let timer = self.eventLoop.scheduleTask(in: timeout) { () -> Void in
@@ -32,6 +33,17 @@ extension Hub {
                 }
         }
         return promise.futureResult
+    }
+
+    /// Hub stop: answers every forward still waiting (503) and forwards no more.
+    func stopForwarding() {
+        self.forwardsCommands = false
+        let waiting = self.forwardedCommands
+        self.forwardedCommands.removeAll()
+        for (_, forward) in waiting {
+            forward.timeout.cancel()
+            forward.promise.succeed(.rejected(status: 503, message: "node stopping"))
+        }
     }
 
     func handleControl(_ message: ControlMessage) {

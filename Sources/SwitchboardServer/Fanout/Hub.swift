@@ -45,6 +45,9 @@ final class Hub: @unchecked Sendable {
     var gaugeTimer: RepeatedTask?
     /// SSE commands forwarded to other nodes, waiting for their outcome.
     var forwardedCommands: [UInt64: (promise: EventLoopPromise<SessionCommandOutcome>, timeout: Scheduled<Void>)] = [:]
+    /// Whether SSE commands are still forwarded to other nodes: not once the hub stopped (the
+    /// answers could not arrive, and the timers would not run).
+    var forwardsCommands = true
     var nextCorrelation: UInt64 = 0
 
     /// Where figures go once a second (set before `start`; read by the shards).
@@ -117,6 +120,7 @@ final class Hub: @unchecked Sendable {
             self.eventLoop.submit {
                 self.gaugeTimer?.cancel()
                 self.gaugeTimer = nil
+                self.stopForwarding()
             }
         }
     }

@@ -27,6 +27,9 @@ final class LoopFanout: @unchecked Sendable {
     private var sweepTask: RepeatedTask?
     /// Completed when the last session here is gone, once a drain started.
     private var drained: EventLoopPromise<Void>?
+    /// Whether sessions may still connect here: no longer once the node stops
+    /// (`closeEverySession`), so none joins the hub after its shards stopped.
+    private(set) var acceptsSessions = true
     private let allocator = ByteBufferAllocator()
     weak var hub: Hub?
     /// Where `counters` go once a second (nil in tests that do not look).
@@ -268,6 +271,17 @@ final class LoopFanout: @unchecked Sendable {
         }
         self.flushDirty()
         return asked
+    }
+
+    /// Node stop: disconnects every session here now, those still before their `connect` too, and
+    /// refuses every `connect` from then on; the future completes when the last connected one is gone.
+    func closeEverySession(code: DisconnectCode) -> EventLoopFuture<Void> {
+        self.eventLoop.flatSubmit {
+            self.acceptsSessions = false
+            for session in Array(self.awaitingConnect.values) { session.disconnect(code, push: true) }
+            self.flushDirty()
+            return self.drain(over: .zero, code: code)
+        }
     }
 
     /// Disconnects every session here, spread over `window` (drain); the future completes when

@@ -237,6 +237,8 @@ final class NodeContext: Sendable {
         set { self.addressBox.withLockedValue { $0 = newValue } }
     }
     private let addressBox = NIOLockedValueBox("")
+    /// Set on the hub's loop by `leaveRegistry`, read there by `announceSelf`.
+    private let leftRegistry = NIOLockedValueBox(false)
 
     /// How often a node refreshes its registry entry.
     static let announceInterval: TimeAmount = .seconds(2)
@@ -252,10 +254,14 @@ final class NodeContext: Sendable {
     /// Seconds a node stays in the registry without a refresh (three missed refreshes).
     static let registryTTL: Double = 6
 
-    /// Writes this node's current figures to the broker's registry, for `registryTTL` seconds.
+    /// Writes this node's current figures to the broker's registry, for `registryTTL` seconds;
+    /// nothing once the node left it (`leaveRegistry`).
     func announceSelf() -> EventLoopFuture<Void> {
         let (cpu, lag) = self.measureLoad()
         return self.hub.statistics().flatMap { stats in
+            // On the hub's loop, as `leaveRegistry`: an announce that was under way when the node
+            // stopped is either sent before the removal or not at all, never after it.
+            guard !self.leftRegistry.withLockedValue({ $0 }) else { return self.hub.eventLoop.makeSucceededVoidFuture() }
             let info = NodeInfo(
                 id: self.nodeID,
                 name: self.nodeName,
@@ -271,6 +277,14 @@ final class NodeContext: Sendable {
                 loopLag: lag
             )
             return self.broker.announce(info, ttl: Self.registryTTL)
+        }
+    }
+
+    /// Takes this node out of the broker's registry for good (node stop): later announces send nothing.
+    func leaveRegistry() -> EventLoopFuture<Void> {
+        self.hub.eventLoop.flatSubmit {
+            self.leftRegistry.withLockedValue { $0 = true }
+            return self.broker.removeNode(id: self.nodeID)
         }
     }
 

@@ -37,6 +37,7 @@ public final class SwitchboardNode: Sendable {
         var announceTask: RepeatedTask?
         var drainStarted = false
         var drainCutShort = false
+        var stopStarted = false
     }
 
     /// Makes the node's broker for a node id, given the node's event loops (one hub shard on each,
@@ -325,19 +326,27 @@ public final class SwitchboardNode: Sendable {
         }
     }
 
-    /// Stops everything: listener, timers, broker, threads.
+    /// Stops everything: listener, timers, broker, threads. Only the first call does anything.
     public func stop() async {
+        let first = self.state.withLockedValue { state -> Bool in
+            defer { state.stopStarted = true }
+            return !state.stopStarted
+        }
+        guard first else { return }
+        // Not ready, and no new SSE or long-poll session on connections kept alive.
+        self.context.setDraining()
         self.context.tokens.stop()
         let (serverChannels, agentChannel, task) = self.state.withLockedValue { ($0.serverChannels, $0.agentChannel, $0.announceTask) }
         task?.cancel()
         self.rebalancer?.stop()
         for serverChannel in serverChannels { try? await serverChannel.close() }
         try? await agentChannel?.close()
-        _ = try? await self.context.broker.removeNode(id: self.nodeID).get()
+        _ = try? await self.context.leaveRegistry().get()
         // Sessions still open (no drain, or one cut short) are closed while every loop still runs,
-        // so their leaves reach the hub; waiting is bounded.
+        // so their leaves reach the hub; sessions not connected yet are closed too, and no more
+        // connect; waiting is bounded.
         let hubLoop = self.context.hub.eventLoop
-        let gone = self.context.fanouts.map { $0.drain(over: .zero, code: .shutdown) }
+        let gone = self.context.fanouts.map { $0.closeEverySession(code: .shutdown) }
         let allGone = EventLoopFuture.andAllComplete(gone, on: hubLoop)
         // Not cancelled with the caller (a second signal): the loops must not be shut under open sessions.
         _ = await Task { await Self.waitForFirst(allGone, orAfter: .seconds(2), on: hubLoop) }.value

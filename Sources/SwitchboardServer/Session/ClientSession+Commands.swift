@@ -14,6 +14,7 @@ extension ClientSession {
     /// node (over the cap here: 3504 at once), then in the broker, across the cluster with Redis
     /// (`admitting` until it answers; over the cap: 3504).
     func connect(id: UInt32, _ params: ConnectParams, claims: ConnectionTokenClaims?) {
+        guard self.fanout.acceptsSessions else { return self.disconnect(.shutdown, push: true) }
         let user = claims?.user ?? ""
         guard self.countsUser(user) else {
             return self.connectAdmitted(id: id, params, claims: claims, client: self.fanout.makeClientID(node: self.node.nodeID))
@@ -76,6 +77,8 @@ extension ClientSession {
 
     /// Registers the client and starts the subscriptions of its `connect`.
     private func connectAdmitted(id: UInt32, _ params: ConnectParams, claims: ConnectionTokenClaims?, client: String) {
+        // The node stopped while the broker counted the user: nothing joins the stopped hub.
+        guard self.fanout.acceptsSessions else { return self.disconnect(.shutdown, push: true) }
         let user = claims?.user ?? ""
         let info = claims?.info
         let tokenExpiry = claims?.expiresAt.map { Self.deadline(expiresAt: $0, now: Date().timeIntervalSince1970) }
