@@ -16,6 +16,10 @@ public final class RedisClusterProcess: @unchecked Sendable {
     private let directory: URL
     /// With certificates, every node speaks TLS only, to clients and on the cluster bus.
     private let tls: TestCertificates?
+    /// `cluster-node-timeout`: short with replicas, so a failover test is quick; long without, where no
+    /// failover can help and a node marked failed by loaded peers (missed pings for this long) would
+    /// only take the cluster down mid-test.
+    private let nodeTimeoutMilliseconds: Int
 
     /// `masters` (at least 3, as `redis-cli --cluster create` requires) with `replicasPerMaster` each.
     /// Returns once every node answers `cluster_state:ok`, all agree on the slot owners in CLUSTER SLOTS,
@@ -24,6 +28,7 @@ public final class RedisClusterProcess: @unchecked Sendable {
     /// certificate, and `url` is a `rediss+cluster://` URL trusting the test authority.
     public init(masters: Int = 3, replicasPerMaster: Int = 0, tls: TestCertificates? = nil) throws {
         self.tls = tls
+        self.nodeTimeoutMilliseconds = replicasPerMaster > 0 ? 1_000 : 5_000
         self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("sb-redis-cluster-\(UUID().uuidString)")
         guard masters >= 3, replicasPerMaster >= 0 else {
             throw TestFailure("a Redis Cluster needs at least 3 masters (asked for \(masters), \(replicasPerMaster) replicas each)")
@@ -192,7 +197,7 @@ public final class RedisClusterProcess: @unchecked Sendable {
             process.currentDirectoryURL = directory
             var arguments = [
                 "--port", "\(port)", "--dir", directory.path, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", "1000", "--save", "", "--appendonly", "no", "--bind", "127.0.0.1",
+                "--cluster-node-timeout", "\(self.nodeTimeoutMilliseconds)", "--save", "", "--appendonly", "no", "--bind", "127.0.0.1",
                 "--daemonize", "no", "--loglevel", "warning", "--enable-debug-command", "local",
                 "--repl-diskless-sync-delay", "0", "--logfile", directory.appendingPathComponent("redis.log").path,
             ]

@@ -126,7 +126,7 @@ struct RedisBackpressureTests {
             let behind = NIOLockedValueBox(false)
             let received = NIOLockedValueBox<[Int]>([])
             let subscriber = RedisSubscriber(
-                configuration: RedisConfiguration(port: redis.port, commandTimeout: .milliseconds(300)), eventLoop: loop,
+                configuration: RedisConfiguration(port: redis.port, commandTimeout: .seconds(2)), eventLoop: loop,
                 logger: logger,
                 onMessage: { channel, payload in
                     guard channel == "flood" else { return }
@@ -147,12 +147,13 @@ struct RedisBackpressureTests {
                 let batch = (start..<min(start + 500, count + 1)).map { admin.send("PUBLISH", "flood", .string("\($0) \(filler)")) }
                 for future in batch { _ = try await future.get() }
             }
-            // A subscribe made now is confirmed behind the held messages: its timeout (300 ms) counts
-            // from the last hold, so it does not fail while the owner is behind.
+            // A subscribe made now is confirmed behind the held messages: its timeout (2 s) counts
+            // from the last hold, so it does not fail while the owner is behind (2.5 s here), and
+            // has 2 s after it to read the 12 MB before the confirmation.
             let late = subscriber.subscribe("late")
-            try await Task.sleep(nanoseconds: 300_000_000)
+            try await Task.sleep(nanoseconds: 1_000_000_000)
             let whileBehind = received.withLockedValue { $0.count }
-            try await Task.sleep(nanoseconds: 400_000_000)
+            try await Task.sleep(nanoseconds: 1_500_000_000)
             #expect(received.withLockedValue { $0.count } == whileBehind, "nothing more is read while the owner is behind")
             #expect(whileBehind < count / 2, "\(whileBehind) of \(count) read while the owner was behind")
             let clients = try await admin.send("CLIENT", "LIST").get().string ?? ""
@@ -175,7 +176,7 @@ struct RedisBackpressureTests {
         try await withEventLoopGroup { group in
             let loop = group.next()
             let subscriber = RedisSubscriber(
-                configuration: RedisConfiguration(port: redis.port, commandTimeout: .milliseconds(300)), eventLoop: loop, logger: logger,
+                configuration: RedisConfiguration(port: redis.port, commandTimeout: .seconds(2)), eventLoop: loop, logger: logger,
                 onMessage: { _, _ in }, onResubscribed: {}
             )
             let admin = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: loop, logger: logger)

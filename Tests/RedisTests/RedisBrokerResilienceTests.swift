@@ -46,7 +46,7 @@ struct RedisBrokerResilienceTests {
         let redis = try RedisServerProcess()
         let proxy = try await FreezableTCPProxy(targetPort: redis.port)
         try await withEventLoopGroup { group in
-            let broker = makeBroker(port: proxy.port, group: group)
+            let broker = makeBroker(port: proxy.port, group: group, probe: .seconds(1))
             try await SilentSubscriberCheck.run(broker: broker, channel: "c", proxy: proxy, marker: "SUBSCRIBE")
         }
         await proxy.stop()

@@ -78,14 +78,15 @@ struct RedisClientTests {
             let client = RedisClient(configuration: configuration, eventLoop: group.next(), logger: logger)
             _ = try await client.send("PING").get()
             do {
-                _ = try await client.send("DEBUG", "SLEEP", "1").get()
+                // 3 s against a 300 ms timeout: a loop stalled past the sleep would read the reply first.
+                _ = try await client.send("DEBUG", "SLEEP", "3").get()
                 Issue.record("DEBUG SLEEP returned within the timeout")
             } catch let error as RedisError {
                 #expect(error.code == .timeout)
             }
             // The client goes on once Redis is done sleeping: PING until it answers (bounded), not after a fixed sleep.
             var pong: String?
-            let deadline = NIODeadline.now() + .seconds(10)
+            let deadline = NIODeadline.now() + .seconds(15)
             while pong == nil, NIODeadline.now() < deadline {
                 pong = try? await client.send("PING").get().string
                 if pong == nil { try await Task.sleep(nanoseconds: 50_000_000) }

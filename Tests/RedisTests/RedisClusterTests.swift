@@ -290,7 +290,7 @@ struct RedisClusterTests {
         try await withEventLoopGroup { group in
             let broker = RedisBroker(
                 configuration: try RedisConfiguration(url: cluster.url), nodeID: "n\(UInt32.random(in: 0...UInt32.max))",
-                eventLoop: group.next(), logger: self.logger, probeInterval: .milliseconds(300))
+                eventLoop: group.next(), logger: self.logger, probeInterval: .seconds(1))
             try await SilentSubscriberCheck.run(broker: broker, channel: channel, proxy: proxy, marker: "SSUBSCRIBE")
         }
         await proxy.stop()

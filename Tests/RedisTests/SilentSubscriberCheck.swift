@@ -10,8 +10,9 @@ import Testing
 /// broker's Redis traffic through `proxy`, a subscriber connection silenced there (open, delivering
 /// nothing) is found, rebuilt and reported (`.deliveryInterrupted`), and deliveries resume.
 enum SilentSubscriberCheck {
-    /// Starts `broker`, subscribes `channel`, sees a publication arrive, lets probes run for a second
-    /// (nothing rebuilt), silences the connections that sent `marker` (one), and expects the report
+    /// Starts `broker`, subscribes `channel`, sees a publication arrive, lets probes run for three
+    /// seconds (nothing rebuilt; give the broker a probe interval of a second, so one slow round trip
+    /// on a loaded machine is not taken for silence), silences the connections that sent `marker` (one), and expects the report
     /// and a later publication within 10 s each; shuts `broker` down.
     static func run(broker: RedisBroker, channel: String, proxy: FreezableTCPProxy, marker: String) async throws {
         let recorder = BrokerConformance.EventRecorder()
@@ -27,7 +28,7 @@ enum SilentSubscriberCheck {
         }
         try await publish("1")
         try await recorder.wait(seconds: 10) { _ in received("1") }
-        try await Task.sleep(for: .seconds(1))
+        try await Task.sleep(for: .seconds(3))
         #expect(!recorder.all.contains(BrokerEvent.deliveryInterrupted), "probes come back while the connection works")
         #expect(try await proxy.freezeConnections(thatSent: marker) == 1, "the subscriber connection, not the command one")
         try await publish("2")

@@ -114,10 +114,16 @@ struct PingPongUnitTests {
         try CPUAffinity.pin(to: [first])
         #expect(CPUAffinity.current() == [first])
         // a thread started now inherits the mask
+        // (Waited for by a semaphore, not polled: the whole test process, other tests too, runs on
+        // one CPU until the mask is restored.)
         let seen = TestBox<[Int]?>(nil)
-        let thread = Thread { seen.set(CPUAffinity.current()) }
+        let recorded = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            seen.set(CPUAffinity.current())
+            recorded.signal()
+        }
         thread.start()
-        for _ in 0..<500 where seen.get() == nil { usleep(2_000) }
+        _ = recorded.wait(timeout: .now() + 10)
         try CPUAffinity.pin(to: original)
         #expect(seen.get() == [first])
         #expect(CPUAffinity.current() == original)

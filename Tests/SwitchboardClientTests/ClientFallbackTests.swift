@@ -140,13 +140,16 @@ struct ClientFallbackTests {
             let first = try await reader.connected()
             #expect(first.transport == .sse)
             #expect(ContinuousClock.now - started < .seconds(3), "moved to SSE without the 5 s backoff")
-            #expect(proxy.refused == 1)
+            // Exactly one WebSocket attempt before SSE (the count alone could already hold the first
+            // climb-back probe, 300-500 ms later, when this task runs late).
+            #expect(proxy.requestsUntilFirstPassed == ["/ws refused", "/sse passed"])
             try await writer.connected()
             let subscription = try await reader.subscribe("feed")
             _ = try await reader.presence("feed")
             for i in 1...10 { try await writer.publish("feed", json: "\(i)") }
             // Probes keep being refused while the proxy blocks: the client stays on SSE.
-            try await Task.sleep(for: .milliseconds(1_200))
+            let probed = ContinuousClock.now + .seconds(10)
+            while proxy.refused < 2, ContinuousClock.now < probed { try await Task.sleep(for: .milliseconds(50)) }
             #expect(proxy.refused >= 2)
             #expect(try await reader.connected().client == first.client)
             try await Self.expectClimbBack(reader: reader, writer: writer, proxy: proxy, subscription: subscription, publishing: 11...60)
@@ -273,7 +276,7 @@ struct ClientFallbackTests {
             let started = ContinuousClock.now
             #expect(try await reader.connected().transport == .longPolling)
             #expect(ContinuousClock.now - started < .seconds(3), "two fallbacks without the 5 s backoff")
-            #expect(proxy.refused == 2, "one WebSocket upgrade and one SSE stream refused")
+            #expect(proxy.requestsUntilFirstPassed == ["/ws refused", "/sse refused", "/rpc passed"], "one WebSocket upgrade and one SSE stream refused, then the long-poll connect")
             try await writer.connected()
             let subscription = try await reader.subscribe("feed")
             _ = await Loopback.collect(subscription, publications: 0)

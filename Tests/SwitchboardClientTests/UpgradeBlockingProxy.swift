@@ -18,6 +18,17 @@ final class UpgradeBlockingProxy: Sendable {
     }
     /// WebSocket requests refused so far.
     private let refusals = NIOLockedValueBox(0)
+    /// Every request's path in order of arrival, with " refused" or " passed".
+    private let log = NIOLockedValueBox<[String]>([])
+
+    /// The requests up to and including the first one passed through, e.g. `["/ws refused", "/sse passed"]`:
+    /// what a client tried before it got through, whatever it tried after.
+    var requestsUntilFirstPassed: [String] {
+        self.log.withLockedValue { log in
+            guard let first = log.firstIndex(where: { $0.hasSuffix(" passed") }) else { return log }
+            return Array(log[...first])
+        }
+    }
 
     var blocking: Bool {
         get { self.state.withLockedValue { $0 } }
@@ -29,6 +40,7 @@ final class UpgradeBlockingProxy: Sendable {
     init(nodePort: Int, blockedPaths: Set<String> = ["/ws"], blocking: Bool = true) async throws {
         let state = NIOLockedValueBox(blocking)
         let refusals = self.refusals
+        let log = self.log
         let stalling = self.stalling
         self.state = state
         let node = try SocketAddress(ipAddress: "127.0.0.1", port: nodePort)
@@ -40,8 +52,12 @@ final class UpgradeBlockingProxy: Sendable {
                         Front(node: node, stall: { stalling.withLockedValue { $0 } }, refuse: { line in
                             let target = line.split(separator: " ").dropFirst().first ?? ""
                             let path = String(target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
-                            guard blockedPaths.contains(path), state.withLockedValue({ $0 }) else { return false }
+                            guard blockedPaths.contains(path), state.withLockedValue({ $0 }) else {
+                                log.withLockedValue { $0.append("\(path) passed") }
+                                return false
+                            }
                             refusals.withLockedValue { $0 += 1 }
+                            log.withLockedValue { $0.append("\(path) refused") }
                             return true
                         }))
                 }

@@ -170,10 +170,12 @@ struct EventStreamOpeningTests {
         let node = try EmbeddedNode(configuration: configuration)
         defer { node.shutdown() }
         let channel = try node.openHTTP()
+        let before = NIODeadline.now()
         try channel.writeInbound(ByteBuffer(string: "POST /sse HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"name\""))
         // The handler counts the body deadline on the system clock from when the head arrived; the
-        // embedded loop's clock is moved to just before it, then past it.
-        node.loop.advanceTime(to: .now() + .milliseconds(1500))
+        // embedded loop's clock is moved to just before it (counted from before the write, so a slow
+        // machine cannot carry it past), then past it.
+        node.loop.advanceTime(to: before + .milliseconds(1500))
         node.loop.run()
         #expect(channel.isActive, "not before the deadline")
         node.loop.advanceTime(to: .now() + .seconds(3))
