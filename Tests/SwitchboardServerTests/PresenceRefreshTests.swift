@@ -33,6 +33,14 @@ final class PresenceRecordingBroker: ForwardingBroker, @unchecked Sendable {
         return answer.futureResult
     }
 
+    /// While set, control messages go nowhere (a forwarded command waits for an answer that never comes).
+    let swallowsControl = NIOLockedValueBox(false)
+
+    override func sendControl(_ message: ControlMessage, to node: String?) -> EventLoopFuture<Void> {
+        guard self.swallowsControl.withLockedValue({ $0 }) else { return super.sendControl(message, to: node) }
+        return self.eventLoop.makeSucceededVoidFuture()
+    }
+
     /// Answers the removals held so far.
     func releaseRemovals() {
         for answer in self.heldRemovals.withLockedValue({ held in defer { held = [] }; return held }) { answer.succeed() }
@@ -214,6 +222,34 @@ struct PresenceRefreshTests {
         // The node shuts its broker down after the hub's stop: that waits for the broker's answer,
         // or the write would race the broker's (and its loop's) shutdown.
         #expect(!hubStopped.withLockedValue { $0 }, "the hub's stop waits for the broker to answer the leave")
+        node.broker.releaseRemovals()
+        node.loop.run()
+        #expect(hubStopped.withLockedValue { $0 })
+        node.shutdown()
+    }
+
+    @Test("a stopping hub answers the commands it forwarded at once, without waiting for the broker to answer its last presence writes")
+    func stopAnswersForwardsBeforeTheBroker() throws {
+        let node = try EmbeddedNode(makeBroker: { PresenceRecordingBroker(eventLoop: $0) })
+        let (session, _) = try Self.join(node, "room")
+        node.advance(by: PresenceSchedule.writeDelay)
+        _ = try session.channel.close().wait()
+        node.loop.run()
+        node.broker.holdsRemovals.withLockedValue { $0 = true }
+        node.broker.swallowsControl.withLockedValue { $0 = true }
+        let forward = node.harness.context.hub.forwardSessionCommands(session: "s", commands: "[]", to: "other", from: "this")
+        let answer = NIOLockedValueBox<SessionCommandOutcome?>(nil)
+        forward.whenSuccess { outcome in answer.withLockedValue { $0 = outcome } }
+        node.loop.run()
+        #expect(answer.withLockedValue { $0 } == nil, "waiting for the other node")
+        let stopped = node.harness.stop()
+        let hubStopped = NIOLockedValueBox(false)
+        stopped.whenComplete { _ in hubStopped.withLockedValue { $0 = true } }
+        node.loop.run()
+        #expect(!hubStopped.withLockedValue { $0 }, "the leave's write is still unanswered")
+        // A node that gives up waiting for a slow broker shuts its loops down next: a forward left
+        // waiting then would never be answered (its timer does not run on a closed loop).
+        #expect(answer.withLockedValue { $0 } == .rejected(status: 503, message: "node stopping"))
         node.broker.releaseRemovals()
         node.loop.run()
         #expect(hubStopped.withLockedValue { $0 })

@@ -112,17 +112,17 @@ final class Hub: @unchecked Sendable {
         }
     }
 
-    /// Stops the shards and the timers; the future completes once every shard's last presence
-    /// writes were answered by the broker (see `HubShard.stop()`).
+    /// Stops the shards and the timers, and answers forwarded commands still waiting; the future
+    /// completes once every shard's last presence writes were answered by the broker (see
+    /// `HubShard.stop()`). The hub's own part does not wait for the broker: a node that gives up
+    /// waiting for a slow one must not leave forwards without an answer.
     func stop() -> EventLoopFuture<Void> {
-        let shardsStopped = self.shards.map { $0.stop() }
-        return EventLoopFuture.andAllComplete(shardsStopped, on: self.eventLoop).flatMap {
-            self.eventLoop.submit {
-                self.gaugeTimer?.cancel()
-                self.gaugeTimer = nil
-                self.stopForwarding()
-            }
+        let own = self.eventLoop.submit {
+            self.gaugeTimer?.cancel()
+            self.gaugeTimer = nil
+            self.stopForwarding()
         }
+        return EventLoopFuture.andAllComplete([own] + self.shards.map { $0.stop() }, on: self.eventLoop)
     }
 
     // MARK: Routing

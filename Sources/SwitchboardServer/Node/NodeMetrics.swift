@@ -84,7 +84,7 @@ final class NodeMetrics: Sendable {
         self.channels = CoreMetrics.Gauge(
             label: "switchboard_channels", factory: factory.describing("Channels with at least one subscriber on this node."))
         self.draining = CoreMetrics.Gauge(
-            label: "switchboard_draining", factory: factory.describing("1 while the node drains (after SIGTERM), else 0."))
+            label: "switchboard_draining", factory: factory.describing("1 while the node drains or stops (after SIGTERM), else 0."))
         self.deliveryBacklog = CoreMetrics.Gauge(
             label: "switchboard_delivery_backlog_bytes",
             factory: factory.describing(

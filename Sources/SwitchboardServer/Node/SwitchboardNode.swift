@@ -37,7 +37,8 @@ public final class SwitchboardNode: Sendable {
         var announceTask: RepeatedTask?
         var drainStarted = false
         var drainCutShort = false
-        var stopStarted = false
+        /// The first `stop()`'s work, which later calls wait for.
+        var stopping: Task<Void, Never>?
     }
 
     /// Makes the node's broker for a node id, given the node's event loops (one hub shard on each,
@@ -326,13 +327,20 @@ public final class SwitchboardNode: Sendable {
         }
     }
 
-    /// Stops everything: listener, timers, broker, threads. Only the first call does anything.
+    /// Stops everything: listener, timers, broker, threads. Only the first call does the work;
+    /// every call returns once it is done.
     public func stop() async {
-        let first = self.state.withLockedValue { state -> Bool in
-            defer { state.stopStarted = true }
-            return !state.stopStarted
+        let stopping = self.state.withLockedValue { state in
+            if let stopping = state.stopping { return stopping }
+            // Not cancelled with the caller (a second signal): the loops must not be shut under open sessions.
+            let stopping = Task { await self.stopOnce() }
+            state.stopping = stopping
+            return stopping
         }
-        guard first else { return }
+        await stopping.value
+    }
+
+    private func stopOnce() async {
         // Not ready, and no new SSE or long-poll session on connections kept alive.
         self.context.setDraining()
         self.context.tokens.stop()
@@ -348,12 +356,11 @@ public final class SwitchboardNode: Sendable {
         let hubLoop = self.context.hub.eventLoop
         let gone = self.context.fanouts.map { $0.closeEverySession(code: .shutdown) }
         let allGone = EventLoopFuture.andAllComplete(gone, on: hubLoop)
-        // Not cancelled with the caller (a second signal): the loops must not be shut under open sessions.
-        _ = await Task { await Self.waitForFirst(allGone, orAfter: .seconds(2), on: hubLoop) }.value
+        _ = await Self.waitForFirst(allGone, orAfter: .seconds(2), on: hubLoop)
         // The shards' last presence writes reach the broker before it (and the loops it runs on)
         // shut down; bounded like the sessions' close above.
         let hubStopped = self.context.hub.stop()
-        _ = await Task { await Self.waitForFirst(hubStopped, orAfter: .seconds(2), on: hubLoop) }.value
+        _ = await Self.waitForFirst(hubStopped, orAfter: .seconds(2), on: hubLoop)
         for fanout in self.context.fanouts { fanout.stop() }
         _ = try? await self.context.broker.shutdown().get()
         try? await self.group.shutdownGracefully()
