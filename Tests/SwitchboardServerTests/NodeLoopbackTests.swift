@@ -46,10 +46,7 @@ struct NodeLoopbackTests {
     @Test("/metrics counts connections, publications and deliveries")
     func metrics() async throws {
         try await LoopbackNode.run { node, port, group in
-            var ws = try await LoopbackClient.connect(port: port, group: group)
-            #expect(try await ws.upgrade() == 101)
-            try await ws.send(TestFrames.text(#"{"id":1,"connect":{}}"#))
-            _ = try await ws.readMessage()
+            var ws = try await LoopbackClient.connected(port: port, group: group)
             try await ws.send(TestFrames.text(#"{"id":2,"subscribe":{"channel":"m"}}"#))
             _ = try await ws.readMessage { $0.contains(#""id":2"#) }
             for i in 0..<3 {
@@ -97,10 +94,7 @@ struct NodeLoopbackTests {
     @Test("drain: readiness fails, clients get the disconnect push and close 3001")
     func drain() async throws {
         try await LoopbackNode.run(configure: { $0.drainSeconds = 4 }) { node, port, group in
-            var ws = try await LoopbackClient.connect(port: port, group: group)
-            #expect(try await ws.upgrade() == 101)
-            try await ws.send(TestFrames.text(#"{"id":1,"connect":{}}"#))
-            _ = try await ws.readMessage()
+            var ws = try await LoopbackClient.connected(port: port, group: group)
             let drain = Task { await node.drain() }
             // Readiness turns 503 once the drain has begun: asked until it does (bounded), not after a sleep.
             var ready = 0
@@ -112,13 +106,7 @@ struct NodeLoopbackTests {
                 ready = try await http.readHTTPResponse().status
             } while ready != 503 && ContinuousClock.now < deadline
             #expect(ready == 503)
-            let push = try await ws.readMessage { $0.contains("disconnect") }
-            #expect(push == #"{"disconnect":{"code":3001,"reason":"shutdown","reconnect":true}}"#)
-            var close: TestFrames.ServerFrame?
-            while let frame = try await ws.readFrame() {
-                if frame.opcode == 0x8 { close = frame; break }
-            }
-            #expect(close?.closeCode == 3001)
+            try await ws.expectShutdownDisconnect()
             await drain.value
         }
     }
@@ -126,25 +114,36 @@ struct NodeLoopbackTests {
     @Test("stop: a connection upgraded but not connected yet gets the disconnect push and close 3001, as a connected one does; stopping again does nothing")
     func stopClosesSessionsBeforeConnect() async throws {
         try await LoopbackNode.run { node, port, group in
-            var connected = try await LoopbackClient.connect(port: port, group: group)
-            #expect(try await connected.upgrade() == 101)
-            try await connected.send(TestFrames.text(#"{"id":1,"connect":{}}"#))
-            _ = try await connected.readMessage()
+            let connected = try await LoopbackClient.connected(port: port, group: group)
             var waiting = try await LoopbackClient.connect(port: port, group: group)
             #expect(try await waiting.upgrade() == 101)
             // No `connect` from `waiting`: before, the node's stop left it open until the loops shut
             // down (and a `connect` arriving meanwhile joined a hub already stopped).
             await node.stop()
-            for var ws in [connected, waiting] {
-                let push = try await ws.readMessage { $0.contains("disconnect") }
-                #expect(push == #"{"disconnect":{"code":3001,"reason":"shutdown","reconnect":true}}"#)
-                var close: TestFrames.ServerFrame?
-                while let frame = try await ws.readFrame() {
-                    if frame.opcode == 0x8 { close = frame; break }
-                }
-                #expect(close?.closeCode == 3001)
-            }
+            for var ws in [connected, waiting] { try await ws.expectShutdownDisconnect() }
             await node.stop()  // LoopbackNode.run stops it once more, after the loops are gone
         }
+    }
+}
+
+extension LoopbackClient {
+    /// A WebSocket client past its handshake and `connect` (id 1).
+    static func connected(port: Int, group: any EventLoopGroup) async throws -> LoopbackClient {
+        var ws = try await LoopbackClient.connect(port: port, group: group)
+        #expect(try await ws.upgrade() == 101)
+        try await ws.send(TestFrames.text(#"{"id":1,"connect":{}}"#))
+        _ = try await ws.readMessage()
+        return ws
+    }
+
+    /// Reads on to the node's shutdown push and the close that follows it (3001).
+    mutating func expectShutdownDisconnect() async throws {
+        let push = try await self.readMessage { $0.contains("disconnect") }
+        #expect(push == #"{"disconnect":{"code":3001,"reason":"shutdown","reconnect":true}}"#)
+        var close: TestFrames.ServerFrame?
+        while let frame = try await self.readFrame() {
+            if frame.opcode == 0x8 { close = frame; break }
+        }
+        #expect(close?.closeCode == 3001)
     }
 }
