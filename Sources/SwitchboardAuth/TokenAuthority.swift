@@ -21,7 +21,14 @@ public final class TokenAuthority: Sendable {
     private struct JWKSState {
         var cache = JWKSCache()
         var inFlight: EventLoopFuture<Void>?
-        var refreshTask: RepeatedTask?
+        var lifecycle = Lifecycle.idle
+    }
+
+    /// Whether JWKS fetches may start: before `start`, while refreshing, or never again after `stop`.
+    private enum Lifecycle {
+        case idle
+        case refreshing(RepeatedTask)
+        case stopped
     }
 
     /// Builds the keys: reads PEM and JWKS files, checks HMAC secret lengths (a short secret is a
@@ -154,6 +161,7 @@ public final class TokenAuthority: Sendable {
         let now = NIODeadline.now().uptimeNanoseconds
         let (existing, start) = self.cache.withLockedValue { state -> (EventLoopFuture<Void>?, Bool) in
             if let inFlight = state.inFlight { return (inFlight, false) }
+            if case .stopped = state.lifecycle { return (nil, false) }
             return (nil, state.cache.beginFetchForUnknownKid(now: now))
         }
         if let existing { return existing.hop(to: eventLoop) }
@@ -198,29 +206,41 @@ public final class TokenAuthority: Sendable {
     @discardableResult
     public func start(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         guard let fetcher else { return eventLoop.makeSucceededVoidFuture() }
-        let first: EventLoopFuture<Void>
         let now = NIODeadline.now().uptimeNanoseconds
-        if self.cache.withLockedValue({ $0.cache.beginScheduledRefresh(now: now) }) {
-            first = self.runFetch(fetcher, on: eventLoop)
-        } else {
-            first = eventLoop.makeSucceededVoidFuture()
+        let fetchesNow = self.cache.withLockedValue { state -> Bool? in
+            guard case .idle = state.lifecycle else { return nil }
+            return state.cache.beginScheduledRefresh(now: now)
         }
+        guard let fetchesNow else { return eventLoop.makeSucceededVoidFuture() }
+        let first = fetchesNow ? self.runFetch(fetcher, on: eventLoop) : eventLoop.makeSucceededVoidFuture()
         let task = eventLoop.scheduleRepeatedTask(initialDelay: .seconds(15), delay: .seconds(15)) { _ in
             let now = NIODeadline.now().uptimeNanoseconds
-            if self.cache.withLockedValue({ $0.cache.beginScheduledRefresh(now: now) }) {
-                _ = self.runFetch(fetcher, on: eventLoop)
+            let due = self.cache.withLockedValue { state -> Bool in
+                guard case .refreshing = state.lifecycle else { return false }
+                return state.cache.beginScheduledRefresh(now: now)
             }
+            if due { _ = self.runFetch(fetcher, on: eventLoop) }
         }
-        self.cache.withLockedValue { $0.refreshTask = task }
+        let started = self.cache.withLockedValue { state -> Bool in
+            guard case .idle = state.lifecycle else { return false }
+            state.lifecycle = .refreshing(task)
+            return true
+        }
+        if !started { task.cancel() }
         return first
     }
 
-    /// Stops the JWKS refresh.
-    public func stop() {
-        let task = self.cache.withLockedValue { state -> RepeatedTask? in
-            defer { state.refreshTask = nil }
-            return state.refreshTask
+    /// Stops the JWKS refresh; no fetch starts after this. Returns the fetch under way, if any: its
+    /// answer (and the verifications waiting for it) still need their event loops, so the caller
+    /// keeps them running until it completes (at most the fetch's 2 s deadline).
+    @discardableResult
+    public func stop() -> EventLoopFuture<Void>? {
+        let (task, inFlight) = self.cache.withLockedValue { state -> (RepeatedTask?, EventLoopFuture<Void>?) in
+            defer { state.lifecycle = .stopped }
+            guard case .refreshing(let task) = state.lifecycle else { return (nil, state.inFlight) }
+            return (task, state.inFlight)
         }
         task?.cancel()
+        return inFlight
     }
 }

@@ -126,22 +126,32 @@ final class RegistryWatcher: Sendable {
         self.apply(members, previous: previous, resolved: known)
         self.scheduleNextPoll()
         guard !due.isEmpty else { return }
-        NIOThreadPool.singleton.runIfActive(eventLoop: self.client.eventLoop) {
-            due.map { node in (node, try? HostNameResolver.resolve(host: node.host, port: node.port)) }
-        }.whenComplete { result in
-            let looked = (try? result.get()) ?? due.map { ($0, nil) }
-            let answered = NIODeadline.now()
-            let (members, known, newlyUnresolved) = self.state.withLockedValue {
-                state -> ([BackendNode], [String: SocketAddress], [String]) in
-                let newly = state.lookups.answered(looked.map { (node: $0.0, address: $0.1) }, at: answered)
-                return (state.lastMembers, state.lookups.addresses, newly)
-            }
-            for id in newlyUnresolved {
-                self.logger.warning(
-                    "a registry node's host name does not resolve; it takes no connections", metadata: ["node": "\(id)"])
-            }
-            self.router.setMembers(members, resolved: known)
+        // The answers are taken where the lookup ends, not on an event loop: a lookup can outlast
+        // the balancer's loops (a resolver may take seconds), and a loop shut down under a promise
+        // still to be completed on it is a crash in debug builds and a lost answer in release.
+        Task {
+            let looked =
+                (try? await NIOThreadPool.singleton.runIfActive {
+                    due.map { node in (node, try? HostNameResolver.resolve(host: node.host, port: node.port)) }
+                }) ?? due.map { ($0, nil) }
+            self.takeAnswers(looked, at: NIODeadline.now())
         }
+    }
+
+    /// Takes host-name lookups' answers: the member set is applied again with the addresses known
+    /// now; a name that stopped resolving is reported once. Nothing is applied after `stop()`.
+    private func takeAnswers(_ looked: [(BackendNode, SocketAddress?)], at answered: NIODeadline) {
+        let taken = self.state.withLockedValue { state -> ([BackendNode], [String: SocketAddress], [String])? in
+            let newly = state.lookups.answered(looked.map { (node: $0.0, address: $0.1) }, at: answered)
+            guard !state.stopped else { return nil }
+            return (state.lastMembers, state.lookups.addresses, newly)
+        }
+        guard let (members, known, newlyUnresolved) = taken else { return }
+        for id in newlyUnresolved {
+            self.logger.warning(
+                "a registry node's host name does not resolve; it takes no connections", metadata: ["node": "\(id)"])
+        }
+        self.router.setMembers(members, resolved: known)
     }
 
     private func apply(_ members: [BackendNode], previous: [BackendNode], resolved: [String: SocketAddress]) {

@@ -4,6 +4,7 @@ import Glibc
 import Crypto
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import SwitchboardAuth
@@ -166,6 +167,43 @@ struct JWKSTests {
         #expect(error?.description == "JWKS fetch timed out")
         // Never before the deadline (a lower bound holds however loaded the machine is).
         #expect(ContinuousClock.now - started >= .milliseconds(200))
+        try await silent.close()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("stop hands back the JWKS fetch under way, which the node waits for before shutting its loops; no fetch starts after stop", .timeLimit(.minutes(1)))
+    func stopHandsBackTheFetchUnderWay() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        // Accepts and never answers: a fetch ends only at its 2 s deadline, a timer on the loop.
+        let accepted = NIOLockedValueBox(0)
+        let silent = try await ServerBootstrap(group: group)
+            .childChannelInitializer { channel in
+                accepted.withLockedValue { $0 += 1 }
+                return channel.eventLoop.makeSucceededVoidFuture()
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        var settings = TokenSettings()
+        settings.jwks = .url("http://127.0.0.1:\(silent.localAddress!.port!)/jwks.json")
+        // One key known (with none, no kid is "unknown": nothing could verify anything yet).
+        settings.hmac = [.init(kid: "h1", secret: String(decoding: TestKeys.secret, as: UTF8.self))]
+        let payload = #"{"sub":"alice"}"#
+        let unknown = try TokenMinter.mint(header: TokenMinter.header("ES256", kid: "e9"), payload: payload, signer: .p256(TestKeys.p256), algorithm: "ES256")
+
+        // A token naming an unknown kid waits for a fetch; stop hands that fetch back.
+        let authority = try TokenAuthority(settings: settings, logger: Logger(label: "test"))
+        let waiting = authority.verifyConnectionToken(unknown, on: loop)
+        let underWay = try #require(authority.stop())
+        try? await underWay.get()
+        // Once it has ended, the verification waiting for it has its answer (no key was fetched).
+        await #expect(throws: TokenFailure.self) { try await waiting.get() }
+        #expect(accepted.withLockedValue { $0 } == 1)
+
+        // Stopped before any fetch: an unknown kid is refused at once, with no fetch behind it.
+        let stopped = try TokenAuthority(settings: settings, logger: Logger(label: "test"))
+        #expect(stopped.stop() == nil)
+        await #expect(throws: TokenFailure.self) { try await stopped.verifyConnectionToken(unknown, on: loop).get() }
+        #expect(accepted.withLockedValue { $0 } == 1)
         try await silent.close()
         try await group.shutdownGracefully()
     }

@@ -343,7 +343,8 @@ public final class SwitchboardNode: Sendable {
     private func stopOnce() async {
         // Not ready, and no new SSE or long-poll session on connections kept alive.
         self.context.setDraining()
-        self.context.tokens.stop()
+        // A JWKS fetch under way answers on the loops: they run until it has (its deadline is 2 s).
+        let jwksFetch = self.context.tokens.stop()
         let (serverChannels, agentChannel, task) = self.state.withLockedValue { ($0.serverChannels, $0.agentChannel, $0.announceTask) }
         task?.cancel()
         self.rebalancer?.stop()
@@ -363,6 +364,9 @@ public final class SwitchboardNode: Sendable {
         _ = await Self.waitForFirst(hubStopped, orAfter: .seconds(2), on: hubLoop)
         for fanout in self.context.fanouts { fanout.stop() }
         _ = try? await self.context.broker.shutdown().get()
+        if let jwksFetch {
+            _ = await Self.waitForFirst(jwksFetch, orAfter: .seconds(3), on: hubLoop)
+        }
         try? await self.group.shutdownGracefully()
     }
 }
