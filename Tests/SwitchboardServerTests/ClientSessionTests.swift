@@ -125,6 +125,48 @@ struct ClientSessionTests {
         #expect(messages.compactMap { $0["pub"]?["offset"]?.intValue } == [4])
     }
 
+    @Test("a recovery larger than the reply's room is answered as not recovered (the client resyncs), one that fits as recovered; a connect's subscriptions share the room")
+    func recoveryIsBoundedByTheReplyRoom() throws {
+        var configuration = ServerConfiguration()
+        configuration.outboundLimit = 8192  // a reply's room: 4,096 bytes
+        let node = try EmbeddedNode(configuration: configuration)
+        let payload = ByteBuffer(string: "\"" + String(repeating: "x", count: 500) + "\"")
+        for channel in ["big", "a", "b"] {
+            for _ in 1...10 {
+                _ = node.broker.publish(PublishRequest(channel: channel, data: payload, historySize: 20, historyTTL: 60))
+            }
+        }
+        node.loop.run()
+        let epoch = try node.broker.history(HistoryQuery(channel: "big", limit: 0)).wait().position.epoch
+        let s = try node.session()
+        try s.send(#"{"id":1,"connect":{}}"#)
+        // Ten publications of 500 bytes: more than 4,096 bytes. Not recovered, at the top position.
+        try s.send(#"{"id":2,"subscribe":{"channel":"big","since":{"offset":0,"epoch":"\#(epoch)"}}}"#)
+        // Two of them fit.
+        try s.send(#"{"id":3,"subscribe":{"channel":"a","since":{"offset":8,"epoch":"\#(try node.broker.history(HistoryQuery(channel: "a", limit: 0)).wait().position.epoch)"}}}"#)
+        let messages = try s.messages()
+        let big = try #require(messages.first { $0["id"] == .number("2") }?["result"])
+        #expect(big["recovered"] == .bool(false))
+        #expect(big["publications"]?.arrayValue?.isEmpty == true)
+        #expect(big["offset"]?.intValue == 10)
+        let small = try #require(messages.first { $0["id"] == .number("3") }?["result"])
+        #expect(small["recovered"] == .bool(true))
+        #expect(small["publications"]?.arrayValue?.map { $0["offset"]?.intValue } == [9, 10])
+
+        // A connect recovering six publications on each of two channels: each alone fits
+        // (about 3,600 bytes), both do not; exactly one is recovered, whole.
+        let c = try node.session()
+        let positions = try ["a", "b"].map { try node.broker.history(HistoryQuery(channel: $0, limit: 0)).wait().position.epoch }
+        try c.send(#"{"id":1,"connect":{"subs":{"a":{"offset":4,"epoch":"\#(positions[0])"},"b":{"offset":4,"epoch":"\#(positions[1])"}}}}"#)
+        let subs = try #require(try c.messages().first { $0["id"] == .number("1") }?["result"]?["subs"])
+        let results = [subs["a"], subs["b"]]
+        #expect(results.filter { $0?["recovered"] == .bool(true) }.count == 1)
+        #expect(results.filter { $0?["recovered"] == .bool(false) }.count == 1)
+        for result in results where result?["recovered"] == .bool(true) {
+            #expect(result?["publications"]?.arrayValue?.map { $0["offset"]?.intValue } == Array(5...10))
+        }
+    }
+
     @Test("too many subscriptions: 106; already subscribed: 105; bad channel: 107")
     func limits() throws {
         var configuration = ServerConfiguration()

@@ -240,6 +240,8 @@ extension ClientSession {
             self.node.hub.leave(channel: activation.channel, id: activation.id)
             return
         }
+        var activation = activation
+        self.fitRecovery(&activation, for: subscription)
         subscription.lastOffset = activation.position?.offset ?? 0
         subscription.epoch = activation.position?.epoch
         switch activation.recovered {
@@ -262,6 +264,37 @@ extension ClientSession {
         let message = self.replyMessage(id: subscription.replyID) { ResultWriter.writeSubscribeResult(&$0, activation, ttl: ttl) }
         self.completeReply(subscription.replySlot, message, goLive: [subscription])
         self.fanout.markDirty(self)
+    }
+
+    /// A recovery whose publications would not fit the reply's room (what is left of an HTTP answer,
+    /// or half the outbound limit, shared by all the subscriptions of one connect) is answered as not
+    /// recovered: the client learns it missed publications and resyncs, where a reply of any size
+    /// (a connect naming 128 channels, each with a full history of large publications) would have
+    /// been built in memory first and then cut the connection as a slow consumer.
+    func fitRecovery(_ activation: inout SubscriptionActivation, for subscription: SessionSubscription) {
+        guard activation.recovered == true, !activation.publications.isEmpty else { return }
+        let aggregate = self.connectPending.flatMap { $0.slot == subscription.replySlot ? $0 : nil }
+        let room = self.answerRoom - (aggregate?.recoveredBytes ?? 0)
+        var bytes = 0
+        for publication in activation.publications {
+            bytes += Self.replyBytes(of: publication)
+            guard bytes <= room else {
+                activation.recovered = false
+                activation.publications = []
+                return
+            }
+        }
+        aggregate?.recoveredBytes += bytes
+    }
+
+    /// What `publication` takes in a reply, at most: its data, the fields around it, and its client
+    /// info with the token's `info` counted at its cap.
+    static func replyBytes(of publication: Publication) -> Int {
+        var bytes = publication.data.readableBytes + 96
+        if let info = publication.info {
+            bytes += 64 + info.client.utf8.count + info.user.utf8.count + (info.info == nil ? 0 : TokenClaimPolicy().maximumInfoBytes)
+        }
+        return bytes
     }
 
     func rejectSubscription(_ subscription: SessionSubscription, _ error: SwitchboardError) {

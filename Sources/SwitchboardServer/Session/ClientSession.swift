@@ -524,6 +524,8 @@ final class ConnectAggregate {
     var remaining: Int
     var results: [(channel: String, outcome: Result<SubscriptionActivation, SwitchboardError>)] = []
     var live: [SessionSubscription] = []
+    /// What the recovered publications of the results so far take in the reply (`fitRecovery`).
+    var recoveredBytes = 0
 
     init(id: UInt32, slot: UInt64, remaining: Int) {
         self.id = id
