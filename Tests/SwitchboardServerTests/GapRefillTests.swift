@@ -26,6 +26,50 @@ final class LossyBroker: ForwardingBroker, @unchecked Sendable {
     }
 }
 
+/// A memory broker whose history answers can be held back (computed when asked, handed over when the
+/// test says: a read that loses the race against live deliveries), or rolled back (as a promoted
+/// replica that lacks the newest publications would answer), and which records epoch renewals.
+final class RacingHistoryBroker: ForwardingBroker, @unchecked Sendable {
+    var holdsReads = false
+    var held: [(answer: EventLoopFuture<HistoryResult>, promise: EventLoopPromise<HistoryResult>)] = []
+    var reads = 0
+    /// When set, history answers as if the broker's top were this offset (same epoch).
+    var rolledBackTo: UInt64?
+    var renewals: [String] = []
+    /// When set, history answers in this epoch (as after another node renewed it).
+    var renewedEpoch: String?
+
+    override func history(_ query: HistoryQuery) -> EventLoopFuture<HistoryResult> {
+        self.reads += 1
+        var answer = super.history(query)
+        if let epoch = self.renewedEpoch {
+            answer = answer.map { HistoryResult(publications: [], position: StreamPosition(offset: $0.position.offset, epoch: epoch)) }
+        }
+        if let top = self.rolledBackTo {
+            answer = answer.map { result in
+                HistoryResult(
+                    publications: result.publications.filter { $0.offset <= top },
+                    position: StreamPosition(offset: top, epoch: result.position.epoch))
+            }
+        }
+        guard self.holdsReads else { return answer }
+        let promise = self.eventLoop.makePromise(of: HistoryResult.self)
+        self.held.append((answer, promise))
+        return promise.futureResult
+    }
+
+    func releaseReads() {
+        let held = self.held
+        self.held = []
+        for (answer, promise) in held { answer.cascade(to: promise) }
+    }
+
+    override func renewEpoch(channel: String, ifStill epoch: String) -> EventLoopFuture<Void> {
+        self.renewals.append(epoch)
+        return super.renewEpoch(channel: channel, ifStill: epoch)
+    }
+}
+
 @Suite("Hub gap detection and refill")
 struct GapRefillTests {
     /// A node on a broker that loses chosen deliveries.
@@ -80,6 +124,59 @@ struct GapRefillTests {
         let messages = try s.messages()
         #expect(messages.compactMap { $0["pub"]?["offset"]?.intValue } == [1])
         #expect(messages.contains { $0["unsubscribe"]?["code"] == .number("2500") })
+    }
+
+    @Test("a join whose history read predates an epoch change reads again: the subscriber gets the new epoch, not a position that no longer holds")
+    func joinReadOvertakenByAnEpochChange() throws {
+        let node = try EmbeddedNode(makeBroker: { RacingHistoryBroker(eventLoop: $0) })
+        let publish = { _ = node.broker.publish(PublishRequest(channel: "c", data: ByteBuffer(string: "1"), historySize: 100, historyTTL: 60)) }
+        let first = try node.session()
+        try first.send(#"{"id":1,"connect":{}}"#)
+        try first.send(#"{"id":2,"subscribe":{"channel":"c"}}"#)
+        for _ in 1...3 { publish() }
+        node.loop.run()
+        let old = try node.broker.inner.history(HistoryQuery(channel: "c", limit: 0)).wait().position.epoch
+        // A second subscriber's history read is answered (3 in the old epoch) but held back...
+        node.broker.holdsReads = true
+        let second = try node.session()
+        try second.send(#"{"id":1,"connect":{}}"#)
+        try second.send(#"{"id":2,"subscribe":{"channel":"c","since":{"offset":3,"epoch":"\#(old)"}}}"#)
+        #expect(node.broker.held.count == 1)
+        // ...while another node renews the channel's epoch and a publication in the new one arrives.
+        let new = "renewed"
+        node.broker.renewedEpoch = new
+        node.broker.deliver(.publication(channel: "c", Publication(offset: 1, data: ByteBuffer(string: "2")), epoch: new))
+        node.loop.run()
+        #expect(try first.messages().contains { $0["unsubscribe"]?["code"] == .number("2500") })
+        node.broker.holdsReads = false
+        let readsBefore = node.broker.reads
+        node.broker.releaseReads()
+        node.loop.run()
+        // The stale answer was not used: the join read again and answers in the new epoch.
+        #expect(node.broker.reads > readsBefore)
+        let reply = try #require(try second.messages().first { $0["id"] == .number("2") }?["result"])
+        #expect(reply["epoch"]?.stringValue == new)
+        #expect(reply["recovered"] == .bool(false))
+    }
+
+    @Test("a link interrupted by a failover that lost delivered publications renews the epoch (their offsets would be reused)")
+    func interruptedLinkWithLostPublications() throws {
+        let node = try EmbeddedNode(makeBroker: { RacingHistoryBroker(eventLoop: $0) })
+        let s = try node.session()
+        try s.send(#"{"id":1,"connect":{}}"#)
+        try s.send(#"{"id":2,"subscribe":{"channel":"c"}}"#)
+        for _ in 1...5 {
+            _ = node.broker.publish(PublishRequest(channel: "c", data: ByteBuffer(string: "1"), historySize: 100, historyTTL: 60))
+        }
+        node.loop.run()
+        let epoch = try node.broker.inner.history(HistoryQuery(channel: "c", limit: 0)).wait().position.epoch
+        #expect(try s.messages().compactMap { $0["pub"]?["offset"]?.intValue } == [1, 2, 3, 4, 5])
+        // The promoted replica has only 1...3 of epoch `epoch`; the subscriber link comes back to it.
+        node.broker.rolledBackTo = 3
+        node.broker.deliver(.deliveryInterrupted)
+        node.loop.run()
+        #expect(node.broker.renewals == [epoch])
+        #expect(try s.messages().contains { $0["unsubscribe"]?["code"] == .number("2500") })
     }
 
     @Test("after an interrupted broker link, every channel is refilled from its last position")

@@ -13,6 +13,21 @@ import Testing
 
 @Suite("Hub shards", .timeLimit(.minutes(3)))
 struct HubShardTests {
+    @Test("a join's live publications settle it only when they follow the read's top without a hole, in its epoch")
+    func liveFollowsTheRead() {
+        let top = StreamPosition(offset: 50, epoch: "e")
+        func buffered(_ list: [(UInt64, String)]) -> ArraySlice<BufferedPublication> {
+            ArraySlice(list.map { BufferedPublication(offset: $0.0, epoch: $0.1, message: OutboundMessage(allocator: ByteBufferAllocator()) { $0.writeString("x") }) })
+        }
+        #expect(HubShard.liveFollows(buffered([]), top: top))
+        #expect(HubShard.liveFollows(buffered([(49, "e"), (50, "e"), (51, "e"), (52, "e")]), top: top))
+        #expect(!HubShard.liveFollows(buffered([(52, "e")]), top: top))  // 51 is missing
+        #expect(!HubShard.liveFollows(buffered([(51, "e"), (53, "e")]), top: top))
+        #expect(!HubShard.liveFollows(buffered([(51, "f")]), top: top))  // another epoch
+        #expect(!HubShard.liveFollows(buffered([(1, "f")]), top: top))  // an epoch restarted at 1
+        #expect(HubShard.liveFollows(buffered([(0, ""), (51, "e")]), top: top))  // offset 0: no history
+    }
+
     @Test("a channel belongs to the shard its name hashes to; the memory broker shards by the same rule on the same loops")
     func shardRule() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 4)

@@ -31,6 +31,11 @@ final class HubChannel {
         self.loopCounts = Array(repeating: 0, count: loopCount)
     }
 
+    /// The history reads of joins under way may answer a state that no longer holds: each is read again.
+    func markJoinReadsStale() {
+        for id in self.joins.keys { self.joins[id]?.read = .stale }
+    }
+
     /// Forgets positions and refill state (the channel was not followed for a while).
     func resetSequencing() {
         self.fastPosition = nil
@@ -56,10 +61,25 @@ struct Member {
 
 struct PendingJoin {
     var request: JoinRequest
+    /// Where the live publications that follow its history read start in the channel's buffer.
     var bufferStart: Int
+    /// History reads sent for this join so far.
+    var reads = 0
+    /// What the read under way may answer: `.current`, or `.stale` when the channel's history changed
+    /// under it in a way its answer cannot show (an epoch change, publications the broker lost, an
+    /// interrupted broker link); a stale answer is read again.
+    var read = Read.current
+
+    enum Read {
+        case current
+        case stale
+    }
 }
 
 struct BufferedPublication {
     var offset: UInt64
+    /// The epoch the publication came with: one that differs from the join's history read means the
+    /// read is already out of date.
+    var epoch: String
     var message: OutboundMessage
 }

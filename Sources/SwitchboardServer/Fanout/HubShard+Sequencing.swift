@@ -42,7 +42,7 @@ extension HubShard {
         }
         let message = OutboundMessage.publication(channel: name, publication, allocator: self.allocator)
         if !channel.joins.isEmpty {
-            channel.buffer.append(BufferedPublication(offset: publication.offset, message: message))
+            channel.buffer.append(BufferedPublication(offset: publication.offset, epoch: epoch, message: message))
         }
         self.broadcast(.publication(channel: name, offset: publication.offset, time: publication.time, message), to: channel)
     }
@@ -68,6 +68,17 @@ extension HubShard {
                     (missed.last?.offset ?? baseline.offset) >= first.0.offset &- 1 || first.0.offset == 0
                 } ?? true
                 recovered = contiguous && reachesBuffer && history.position.offset >= (missed.last?.offset ?? baseline.offset)
+            }
+            if case .success(let history) = result, history.position.epoch == baseline.epoch,
+                history.position.offset < baseline.offset
+            {
+                // The broker's top is below what was delivered, in the same epoch: it lost publications
+                // (a promoted replica after a failover, which is how the link came to be interrupted).
+                // Its next offsets would reuse delivered ones; what was held is dropped with them.
+                channel.sequencer.finishRefill(baseline: baseline, recovered: false)
+                self.brokerLostPublications(
+                    name, epoch: baseline.epoch, seen: "top \(history.position.offset) below \(baseline.offset) delivered")
+                return
             }
             channel.sequencer.finishRefill(baseline: baseline, recovered: recovered)
             if recovered {
@@ -101,10 +112,12 @@ extension HubShard {
         }
     }
 
-    /// Every local subscriber of the channel loses its subscription with 2500 and resubscribes with its position.
+    /// Every local subscriber of the channel loses its subscription with 2500 and resubscribes with its
+    /// position; joins under way read history again (what their reads answer may predate the change).
     func insufficientState(_ name: String) {
         guard let channel = self.channels[name] else { return }
         self.metrics.insufficientState += 1
+        channel.markJoinReadsStale()
         self.broadcast(.unsubscribeChannel(channel: name, .insufficientState), to: channel)
     }
 

@@ -194,6 +194,13 @@ final class HubShard: @unchecked Sendable {
         guard request.options.keepsHistory else {
             return self.finishJoin(request, history: nil)
         }
+        if let channel = self.channels[request.channel], var join = channel.joins[request.id] {
+            // What happens from now on, this read may not show.
+            join.reads += 1
+            join.read = .current
+            join.bufferStart = channel.buffer.count
+            channel.joins[request.id] = join
+        }
         let query = HistoryQuery(
             channel: request.channel,
             sinceOffset: request.since?.offset,
@@ -215,8 +222,16 @@ final class HubShard: @unchecked Sendable {
     }
 
     func finishJoin(_ request: JoinRequest, history: HistoryResult?) {
-        guard let channel = self.channels[request.channel], let join = channel.joins.removeValue(forKey: request.id) else { return }
+        guard let channel = self.channels[request.channel], let join = channel.joins[request.id] else { return }
         let buffered = channel.buffer[join.bufferStart...]
+        let settled = history.map { Self.liveFollows(buffered, top: $0.position) && join.read == .current } ?? true
+        if !settled && join.reads < Self.maximumJoinReads {
+            // The channel moved on in a way this answer cannot show (its epoch changed, the broker
+            // lost publications or its link was interrupted, or live publications skip past the
+            // answer's top): answering from it could leave a silent gap. Read again.
+            return self.readHistory(for: request)
+        }
+        channel.joins[request.id] = nil
         if channel.joins.isEmpty { channel.buffer.removeAll(keepingCapacity: false) }
         var activation = SubscriptionActivation(
             id: request.id, channel: request.channel, position: nil, recovered: nil, publications: [], following: [])
@@ -247,6 +262,27 @@ final class HubShard: @unchecked Sendable {
             activation.following = buffered.map { ($0.offset, $0.message) }
         }
         self.activate(request, activation: activation)
+        if !settled {
+            // Still unsettled after every read allowed: everyone here resubscribes (2500), the new
+            // subscriber with them, rather than anyone staying on a position that may not hold.
+            self.insufficientState(request.channel)
+        }
+    }
+
+    /// History reads one join may take before it is answered with a 2500 instead.
+    static let maximumJoinReads = 3
+
+    /// Whether the live publications buffered since a join's history read follow on from the read's
+    /// `top` without a hole and in its epoch (those at or below `top` are in the history already).
+    static func liveFollows(_ buffered: ArraySlice<BufferedPublication>, top: StreamPosition) -> Bool {
+        var next = top.offset &+ 1
+        for publication in buffered {
+            guard publication.epoch == top.epoch || publication.offset == 0 else { return false }
+            if publication.offset == 0 || publication.offset < next { continue }
+            guard publication.offset == next else { return false }
+            next &+= 1
+        }
+        return true
     }
 
     func queuePresence(_ client: ClientInfo, channel: String) {
@@ -369,6 +405,8 @@ final class HubShard: @unchecked Sendable {
                 self.metrics.interruptions += 1
             }
             for (name, channel) in self.channels where channel.link.isSubscribed {
+                // A join whose history read is under way may have been answered before what was missed.
+                channel.markJoinReadsStale()
                 if channel.keepsHistory, let baseline = channel.sequencer.lastLive ?? channel.fastPosition, !baseline.epoch.isEmpty {
                     self.startRefill(name, from: baseline)
                 } else if channel.keepsHistory {
