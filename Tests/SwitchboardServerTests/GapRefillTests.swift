@@ -159,6 +159,35 @@ struct GapRefillTests {
         #expect(reply["recovered"] == .bool(false))
     }
 
+    @Test("a 2500 for a subscription whose reply is queued behind an earlier one follows that reply, never precedes it")
+    func unsubscribeWaitsForTheQueuedReply() throws {
+        let node = try EmbeddedNode(makeBroker: { RacingHistoryBroker(eventLoop: $0) })
+        let first = try node.session()
+        try first.send(#"{"id":1,"connect":{}}"#)
+        try first.send(#"{"id":2,"subscribe":{"channel":"c"}}"#)
+        _ = node.broker.publish(PublishRequest(channel: "c", data: ByteBuffer(string: "1"), historySize: 100, historyTTL: 60))
+        node.loop.run()
+        // The second client's history answer is held; its subscribe (answered at once: the channel is
+        // live here) waits behind it.
+        node.broker.holdsReads = true
+        let second = try node.session()
+        try second.send(#"{"id":1,"connect":{}}"#)
+        try second.send(#"{"id":2,"history":{"channel":"c"}}"#)
+        try second.send(#"{"id":3,"subscribe":{"channel":"c"}}"#)
+        // The channel's epoch changes: every subscriber is told 2500.
+        node.broker.renewedEpoch = "renewed"
+        node.broker.deliver(.publication(channel: "c", Publication(offset: 1, data: ByteBuffer(string: "2")), epoch: "renewed"))
+        node.loop.run()
+        #expect(try first.messages().contains { $0["unsubscribe"]?["code"] == .number("2500") })
+        node.broker.holdsReads = false
+        node.broker.releaseReads()
+        let messages = try second.messages()
+        let reply = try #require(messages.firstIndex { $0["id"] == .number("3") })
+        let push = try #require(messages.firstIndex { $0["unsubscribe"]?["code"] == .number("2500") })
+        #expect(messages.firstIndex { $0["id"] == .number("2") }! < reply)
+        #expect(reply < push)
+    }
+
     @Test("a link interrupted by a failover that lost delivered publications renews the epoch (their offsets would be reused)")
     func interruptedLinkWithLostPublications() throws {
         let node = try EmbeddedNode(makeBroker: { RacingHistoryBroker(eventLoop: $0) })

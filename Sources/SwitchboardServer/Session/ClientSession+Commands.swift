@@ -340,6 +340,15 @@ extension ClientSession {
                 }
             }
         }
+        if case .awaitingReply(var held) = subscription.state {
+            // Its subscribe reply is still queued behind an earlier reply: the push goes out after that
+            // reply and what it held, or the client would take the reply for a live subscription and
+            // never hear that it ended (and miss what follows).
+            subscription.state = .live  // keep the array uniquely referenced
+            held.append(message)
+            subscription.state = .awaitingReply(held)
+            return
+        }
         self.write(message)
         self.fanout.markDirty(self)
     }
