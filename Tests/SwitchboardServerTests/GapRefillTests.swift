@@ -188,6 +188,34 @@ struct GapRefillTests {
         #expect(reply < push)
     }
 
+    @Test("an SSE resume position is never ahead of what the client was sent: a subscription whose reply waits reports where it asked to resume from")
+    func resumePositionWaitsForTheReply() throws {
+        let node = try EmbeddedNode(makeBroker: { RacingHistoryBroker(eventLoop: $0) })
+        let publish = { _ = node.broker.publish(PublishRequest(channel: "c", data: ByteBuffer(string: "1"), historySize: 100, historyTTL: 60)) }
+        let first = try node.session()
+        try first.send(#"{"id":1,"connect":{}}"#)
+        try first.send(#"{"id":2,"subscribe":{"channel":"c"}}"#)
+        publish()
+        node.loop.run()
+        let epoch = try node.broker.inner.history(HistoryQuery(channel: "c", limit: 0)).wait().position.epoch
+        node.broker.holdsReads = true
+        let second = try node.session()
+        try second.send(#"{"id":1,"connect":{}}"#)
+        let client = try #require(try second.messages().first { $0["id"] == .number("1") }?["result"]?["client"]?.stringValue)
+        let session = try #require(node.context.fanouts[0].session(client: client))
+        // The subscribe is made at once (the channel is live here) but its reply waits behind the history's.
+        try second.send(#"{"id":2,"history":{"channel":"c"}}"#)
+        try second.send(#"{"id":3,"subscribe":{"channel":"c"}}"#)
+        publish()
+        node.loop.run()
+        #expect(session.positions.first { $0.channel == "c" }.map { $0.position == nil } == true)
+        node.broker.holdsReads = false
+        node.broker.releaseReads()
+        node.loop.run()
+        #expect(try second.messages().compactMap { $0["pub"]?["offset"]?.intValue } == [2])
+        #expect(session.positions.first { $0.channel == "c" }?.position == StreamPosition(offset: 2, epoch: epoch))
+    }
+
     @Test("a link interrupted by a failover that lost delivered publications renews the epoch (their offsets would be reused)")
     func interruptedLinkWithLostPublications() throws {
         let node = try EmbeddedNode(makeBroker: { RacingHistoryBroker(eventLoop: $0) })

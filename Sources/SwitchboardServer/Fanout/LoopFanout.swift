@@ -82,6 +82,12 @@ final class LoopFanout: @unchecked Sendable {
         self.sessions[client] = session
     }
 
+    /// The session of `client` on this loop, if it is connected here.
+    func session(client: String) -> ClientSession? {
+        self.eventLoop.assertInEventLoop()
+        return self.sessions[client]
+    }
+
     func remove(client: String) {
         self.eventLoop.assertInEventLoop()
         self.sessions[client] = nil
@@ -320,9 +326,17 @@ final class SessionSubscription {
     enum State {
         /// Waiting for the hub.
         case joining
-        /// Ready, but the reply is queued behind earlier replies: messages wait here.
-        case awaitingReply([OutboundMessage])
+        /// Ready, but the reply is queued behind earlier replies: messages wait here. `replyOffset`
+        /// is the position the reply reports.
+        case awaitingReply(replyOffset: UInt64, held: [HeldMessage])
         case live
+    }
+
+    /// A message kept until the subscribe reply is written, with the offset it takes the
+    /// subscriber to (0 for pushes without one).
+    struct HeldMessage {
+        var offset: UInt64
+        var message: OutboundMessage
     }
 
     unowned let session: ClientSession
@@ -341,6 +355,9 @@ final class SessionSubscription {
     var epoch: String?
     /// The position the client asked to resume from (kept for the SSE resume id until the hub answers).
     var requestedSince: StreamPosition?
+    /// While the reply and held messages are being written: the offset the client has been sent so
+    /// far (for the SSE resume id, which must never be ahead of what the client was sent).
+    var writtenOffset: UInt64?
 
     init(session: ClientSession, id: SubscriptionID, channel: String, options: NamespaceOptions) {
         self.session = session

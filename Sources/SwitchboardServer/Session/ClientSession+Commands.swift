@@ -250,7 +250,9 @@ extension ClientSession {
         default: break
         }
         if let last = activation.following.last, last.offset > 0 { subscription.lastOffset = last.offset }
-        subscription.state = .awaitingReply(activation.following.map(\.message))
+        subscription.state = .awaitingReply(
+            replyOffset: activation.position?.offset ?? 0,
+            held: activation.following.map { SessionSubscription.HeldMessage(offset: $0.offset, message: $0.message) })
         self.fanout.addLive(subscription)
         if let aggregate = self.connectPending, aggregate.slot == subscription.replySlot {
             aggregate.results.append((subscription.channel, .success(activation)))
@@ -340,13 +342,13 @@ extension ClientSession {
                 }
             }
         }
-        if case .awaitingReply(var held) = subscription.state {
+        if case .awaitingReply(let replyOffset, var held) = subscription.state {
             // Its subscribe reply is still queued behind an earlier reply: the push goes out after that
             // reply and what it held, or the client would take the reply for a live subscription and
             // never hear that it ended (and miss what follows).
             subscription.state = .live  // keep the array uniquely referenced
-            held.append(message)
-            subscription.state = .awaitingReply(held)
+            held.append(SessionSubscription.HeldMessage(offset: 0, message: message))
+            subscription.state = .awaitingReply(replyOffset: replyOffset, held: held)
             return
         }
         self.write(message)

@@ -194,14 +194,20 @@ extension ClientSession {
         return "lp-" + digest.prefix(8).map { String(format: "%02x", $0) }.joined()
     }
 
-    /// Every subscription's position now, sorted by channel: what an SSE resume id holds (`ResumeID`).
+    /// Every subscription's position as far as the client was sent it, sorted by channel: what an
+    /// SSE resume id holds (`ResumeID`). A subscription whose reply is not written yet reports where
+    /// the client asked to resume from: its position may be ahead, and a stream cut before the reply
+    /// would otherwise resume past publications the client never got.
     var positions: [(channel: String, position: StreamPosition?)] {
         var subs: [(channel: String, position: StreamPosition?)] = []
         subs.reserveCapacity(self.subscriptions.count)
         for subscription in self.subscriptions.values {
-            if let epoch = subscription.epoch {
+            switch (subscription.state, subscription.epoch) {
+            case (.live, let epoch?):
                 subs.append((subscription.channel, StreamPosition(offset: subscription.lastOffset, epoch: epoch)))
-            } else {
+            case (.awaitingReply, let epoch?) where subscription.writtenOffset != nil:
+                subs.append((subscription.channel, StreamPosition(offset: subscription.writtenOffset!, epoch: epoch)))
+            default:
                 subs.append((subscription.channel, subscription.requestedSince))
             }
         }

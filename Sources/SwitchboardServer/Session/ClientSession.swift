@@ -256,10 +256,10 @@ final class ClientSession: ChannelInboundHandler {
         case .live:
             self.write(message)
             self.fanout.markDirty(self)
-        case .awaitingReply(var messages):
+        case .awaitingReply(let replyOffset, var held):
             subscription.state = .live  // keep the array uniquely referenced
-            messages.append(message)
-            subscription.state = .awaitingReply(messages)
+            held.append(SessionSubscription.HeldMessage(offset: offset, message: message))
+            subscription.state = .awaitingReply(replyOffset: replyOffset, held: held)
         case .joining:
             break
         }
@@ -276,10 +276,10 @@ final class ClientSession: ChannelInboundHandler {
             case .live:
                 self.write(combined)
                 self.fanout.markDirty(self)
-            case .awaitingReply(var messages):
+            case .awaitingReply(let replyOffset, var held):
                 subscription.state = .live
-                messages.append(combined)
-                subscription.state = .awaitingReply(messages)
+                held.append(SessionSubscription.HeldMessage(offset: first == 0 ? 0 : batch.lastOffset, message: combined))
+                subscription.state = .awaitingReply(replyOffset: replyOffset, held: held)
             case .joining:
                 break
             }
@@ -305,12 +305,18 @@ final class ClientSession: ChannelInboundHandler {
     func completeReply(_ seq: UInt64, _ message: OutboundMessage?, goLive: [SessionSubscription] = []) {
         self.replies.fill(seq, ReplySlot(message: message, goLive: goLive))
         while let ready = self.replies.popReady() {
+            for subscription in ready.goLive {
+                if case .awaitingReply(let replyOffset, _) = subscription.state { subscription.writtenOffset = replyOffset }
+            }
             if let message = ready.message { self.write(message) }
             for subscription in ready.goLive {
-                if case .awaitingReply(let messages) = subscription.state {
-                    subscription.state = .live
-                    for message in messages { self.write(message) }
+                guard case .awaitingReply(_, let held) = subscription.state else { continue }
+                for item in held {
+                    if item.offset > 0 { subscription.writtenOffset = item.offset }
+                    self.write(item.message)
                 }
+                subscription.state = .live
+                subscription.writtenOffset = nil
             }
         }
     }
