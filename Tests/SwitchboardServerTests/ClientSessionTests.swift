@@ -167,6 +167,23 @@ struct ClientSessionTests {
         }
     }
 
+    @Test("commands the server cannot read count against the command rate like any other")
+    func invalidCommandsAreRateLimited() throws {
+        var configuration = ServerConfiguration()
+        configuration.limits.commandsPerSecond = 1
+        configuration.limits.commandBurst = 3
+        let node = try EmbeddedNode(configuration: configuration)
+        let s = try node.session()
+        try s.send(#"{"id":1,"connect":{}}"#)
+        _ = try s.frames()
+        // A frame of many commands no server knows, each answered with an error.
+        try s.send(Array(repeating: #"{"id":2,"x":1}"#, count: 40).joined(separator: "\n"))
+        let frames = try s.frames()
+        let errors = frames.filter { $0.opcode == 0x1 }.flatMap { (try? JSONParser().parseSequence($0.payload)) ?? [] }.compactMap { $0["error"]?["code"]?.intValue }
+        #expect(errors.contains(111) || frames.contains { $0.closeCode == 3507 })
+        #expect(errors.count < 40)
+    }
+
     @Test("too many subscriptions: 106; already subscribed: 105; bad channel: 107")
     func limits() throws {
         var configuration = ServerConfiguration()

@@ -196,6 +196,8 @@ final class ClientSession: ChannelInboundHandler {
             return
         case .invalid(let id, let error):
             guard self.isConnected else { return self.disconnect(.badRequest, push: false) }
+            // Counted like any command: refusals cost a reply each, so a flood of them is limited too.
+            guard self.admitCommand(id: id) else { return }
             self.reply(id: id, error: error)
         case .command(let command):
             if case .connect(let params) = command.method {
