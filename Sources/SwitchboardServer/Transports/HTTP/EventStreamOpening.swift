@@ -101,10 +101,16 @@ struct EventStreamOpening: Hashable {
             return params
         }
         var params = params
+        // Indexed once: both lists come from the request (thousands of entries each at most), and a
+        // search per resumed channel would make the merge quadratic in them.
+        var index: [String: Int] = [:]
+        index.reserveCapacity(params.subs.count)
+        for (i, sub) in params.subs.enumerated() where index[sub.channel] == nil { index[sub.channel] = i }
         for resumed in resumedSubs {
-            if let i = params.subs.firstIndex(where: { $0.channel == resumed.channel }) {
+            if let i = index[resumed.channel] {
                 params.subs[i].since = resumed.since ?? params.subs[i].since
             } else {
+                index[resumed.channel] = params.subs.count
                 params.subs.append(resumed)
             }
         }
