@@ -86,6 +86,21 @@ struct ProxyProtocolHandlerTests {
         _ = try channel.finish()
     }
 
+    /// A head the handler cannot read to its end is refused: resolving it with the proxy's own
+    /// address would exempt its client from the per-address caps.
+    @Test func headTooLongToReadIsRefusedNotPassedAsTheProxy() throws {
+        let resolution = Resolution()
+        let channel = try Self.channel(resolution)
+        let filler = "X-Filler: " + String(repeating: "a", count: 1000) + "\r\n"
+        try channel.writeInbound(ByteBuffer(string: "GET /ws HTTP/1.1\r\n" + String(repeating: filler, count: 10)))
+        try channel.writeInbound(ByteBuffer(string: String(repeating: filler, count: 10)))
+        #expect(resolution.addresses.isEmpty)
+        let answer = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        #expect(String(buffer: answer).hasPrefix("HTTP/1.1 431 "))
+        #expect(!channel.isActive)
+        _ = try? channel.finish()
+    }
+
     @Test func noClientNamedKeepsTheProxyAddress() throws {
         let resolution = Resolution()
         let channel = try Self.channel(resolution)

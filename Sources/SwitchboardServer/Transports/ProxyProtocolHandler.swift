@@ -16,9 +16,10 @@ final class ProxyProtocolHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
 
-    /// Largest head searched for `X-Forwarded-For` (the router's own limit); past it the proxy's address
-    /// is used.
-    static let maximumHeadSize = 16 * 1024
+    /// Largest head searched for `X-Forwarded-For`: our balancer's own limit (16 KB) and what it
+    /// adds. A longer head gets 431 and is closed: taking it with the proxy's address would exempt
+    /// its client from every per-address cap.
+    static let maximumHeadSize = 17 * 1024
 
     /// The client's address: the proxy's until resolved.
     private(set) var clientAddress: String
@@ -81,7 +82,12 @@ final class ProxyProtocolHandler: ChannelInboundHandler {
                 if let proto { self.clientUsedTLS = proto == "https" }
                 self.resolve(context: context)
             } else if bytes.count > Self.maximumHeadSize {
-                self.resolve(context: context)
+                self.buffer = nil
+                self.deadlineTimer.stop()
+                var response = context.channel.allocator.buffer(capacity: 100)
+                response.writeStaticString(
+                    "HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+                context.writeAndFlush(NIOAny(response)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
             } else {
                 self.searchedBytes = bytes.count
             }
