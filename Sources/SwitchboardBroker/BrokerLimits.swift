@@ -18,17 +18,24 @@ public struct BrokerLimits: Sendable, Hashable {
     /// the ones published to longest ago are forgotten, channels without subscribers on the node
     /// first (Redis is bounded by its own `maxmemory` instead).
     public var maximumChannelRecords: Int
+    /// Bytes of publication data the memory broker keeps in history, all channels together; past
+    /// it the histories of the channels published to longest ago are dropped (channels without
+    /// subscribers on the node first; their positions stay, so recovering from them answers
+    /// `recovered: false`). Redis is bounded by its own `maxmemory` instead.
+    public var maximumHistoryBytes: Int
 
     /// Defaults: keys of 128 bytes, 10,000 idempotency keys and 10,000 presence entries per
-    /// channel, user names of 256 bytes, a million channel records.
+    /// channel, user names of 256 bytes, a million channel records, 1 GiB of history.
     public init(
         maximumIdempotencyKeyBytes: Int = 128,
         maximumIdempotencyKeysPerChannel: Int = 10_000,
         maximumPresencePerChannel: Int = 10_000,
         maximumUserBytes: Int = 256,
-        maximumChannelRecords: Int = 1_000_000
+        maximumChannelRecords: Int = 1_000_000,
+        maximumHistoryBytes: Int = 1 << 30
     ) {
         self.maximumChannelRecords = max(1, maximumChannelRecords)
+        self.maximumHistoryBytes = max(1, maximumHistoryBytes)
         self.maximumIdempotencyKeyBytes = maximumIdempotencyKeyBytes
         self.maximumIdempotencyKeysPerChannel = maximumIdempotencyKeysPerChannel
         self.maximumPresencePerChannel = maximumPresencePerChannel

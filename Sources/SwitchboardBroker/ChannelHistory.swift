@@ -27,8 +27,10 @@ struct ChannelHistory {
     /// `newEpoch`.
     mutating func append(
         _ publication: Publication, expiresAt: Double, maximumCount: Int, now: Double, metaTTL: Double,
-        newEpoch: @autoclosure () -> String
+        newEpoch: @autoclosure () -> String, storedBytesChange: inout Int
     ) -> StreamPosition {
+        let storedBefore = self.entries.bytes
+        defer { storedBytesChange = self.entries.bytes &- storedBefore }
         if self.isStale(now: now, metaTTL: metaTTL) { self = ChannelHistory() }
         if self.top == 0 { self.epoch = newEpoch() }
         self.top &+= 1

@@ -48,6 +48,8 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
         var forgettingPasses: UInt64 = 0
         /// Per subscribed channel, the generation its unborn epoch takes (bounded by `subscribed`).
         var subscribedGenerations: [String: UInt64] = [:]
+        /// Bytes of publication data in this shard's histories (`BrokerLimits.maximumHistoryBytes`).
+        var historyBytes = 0
 
         init(eventLoop: any EventLoop) {
             self.eventLoop = eventLoop
@@ -169,10 +171,14 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
             self.forgetOldestChannels(shard)
         }
         if keepsHistory {
+            var storedBytesChange = 0
             position = shard.channels[name, default: ChannelHistory()].append(
                 publication, expiresAt: now + request.historyTTL, maximumCount: request.historySize,
-                now: now, metaTTL: self.metaTTL, newEpoch: self.unbornEpoch(name, now: now, shard: shard))
+                now: now, metaTTL: self.metaTTL, newEpoch: self.unbornEpoch(name, now: now, shard: shard),
+                storedBytesChange: &storedBytesChange)
             publication.offset = position.offset
+            shard.historyBytes &+= storedBytesChange
+            if shard.historyBytes > self.historyBytesPerShard { self.dropOldestHistories(shard) }
         }
         if let key = request.idempotencyKey {
             shard.channels[name, default: ChannelHistory()].idempotency.remember(
@@ -183,6 +189,32 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
             handler(.publication(channel: name, publication, epoch: position.epoch))
         }
         return PublishResult(position: position)
+    }
+
+    /// A shard's share of `limits.maximumHistoryBytes`.
+    private var historyBytesPerShard: Int { max(1, self.limits.maximumHistoryBytes / self.shards.count) }
+
+    /// The shard's histories hold more than its share of the history budget: drops the histories of
+    /// the channels published to longest ago (unwatched ones first) until they hold nine tenths of it,
+    /// so the next pass is a tenth of the budget of new publications away. Each channel keeps its
+    /// epoch and top offset: a recovery from before answers `recovered: false`, as after a trim.
+    private func dropOldestHistories(_ shard: Shard) {
+        let target = self.historyBytesPerShard - self.historyBytesPerShard / 10
+        var unwatched: [(name: String, lastPublish: Double)] = []
+        var watched: [(name: String, lastPublish: Double)] = []
+        for (name, record) in shard.channels where record.entries.bytes > 0 {
+            if shard.subscribed.contains(name) {
+                watched.append((name, record.lastPublish))
+            } else {
+                unwatched.append((name, record.lastPublish))
+            }
+        }
+        for group in [unwatched, watched] where shard.historyBytes > target {
+            for (name, _) in group.sorted(by: { $0.lastPublish < $1.lastPublish }) where shard.historyBytes > target {
+                shard.historyBytes &-= shard.channels[name]!.entries.bytes
+                shard.channels[name]!.entries.removeFirst(shard.channels[name]!.entries.count)
+            }
+        }
     }
 
     /// A shard's share of `limits.maximumChannelRecords`.
@@ -211,6 +243,7 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
         shard.forgettingPasses &+= 1
         for group in [unwatched, watched] where excess > 0 {
             for name in ChannelEviction.oldest(min(excess, group.count), of: group) {
+                shard.historyBytes &-= shard.channels[name]?.entries.bytes ?? 0
                 shard.channels[name] = nil
                 if shard.subscribedGenerations[name] != nil { shard.subscribedGenerations[name] = shard.forgettingPasses }
                 excess -= 1
@@ -261,7 +294,9 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
             else {
                 return HistoryResult(publications: [], position: StreamPosition(offset: 0, epoch: self.unbornEpoch(name, now: now, shard: shard)))
             }
+            let storedBefore = shard.channels[name]!.entries.bytes
             shard.channels[name]!.entries.dropExpired(now: now)
+            shard.historyBytes &-= storedBefore &- shard.channels[name]!.entries.bytes
             let position = StreamPosition(offset: top, epoch: shard.channels[name]!.epoch)
             let publications = shard.channels[name]!.read(since: query.sinceOffset, limit: query.limit, reverse: query.reverse)
             return HistoryResult(publications: publications, position: position)
@@ -449,6 +484,8 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
     private func sweep(_ shard: Shard) {
         let now = self.clock()
         for name in Array(shard.channels.keys) {
+            let storedBefore = shard.channels[name]!.entries.bytes
+            defer { shard.historyBytes &-= storedBefore &- (shard.channels[name]?.entries.bytes ?? 0) }
             if shard.channels[name]!.isStale(now: now, metaTTL: self.metaTTL) {
                 // Position forgotten; idempotency keys still in their window stay.
                 shard.channels[name]!.top = 0

@@ -26,6 +26,8 @@ struct PublicationRing {
     private var expiries: ContiguousArray<Double> = []
     private var head = 0
     private(set) var count = 0
+    /// The stored publications' data, in bytes (what the broker's history budget counts).
+    private(set) var bytes = 0
     /// The offset of the entry at `head` (meaningful when `count > 0`).
     private var headOffset: UInt64 = 0
 
@@ -70,12 +72,14 @@ struct PublicationRing {
         self.storage[slot] = Slot(data: publication.data, info: info, time: publication.time)
         self.expiries[slot] = expiresAt
         self.count += 1
+        self.bytes &+= publication.data.readableBytes
     }
 
     /// Drops the `n` oldest entries (at most all of them).
     mutating func removeFirst(_ n: Int) {
         let n = min(max(n, 0), self.count)
         for _ in 0..<n {
+            self.bytes &-= self.storage[self.head]?.data.readableBytes ?? 0
             self.storage[self.head] = nil
             self.head = self.slot(1)
         }
@@ -83,6 +87,7 @@ struct PublicationRing {
         self.headOffset &+= UInt64(n)
         if self.count == 0 {
             self.head = 0
+            self.bytes = 0
             // An emptied history gives its memory back.
             if self.storage.count > 16 {
                 self.storage = []

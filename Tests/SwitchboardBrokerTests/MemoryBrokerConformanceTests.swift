@@ -81,6 +81,39 @@ struct MemoryBrokerTests {
         try await group.shutdownGracefully()
     }
 
+    @Test("past maximumHistoryBytes the histories of the channels published to longest ago are dropped, unsubscribed ones first; their positions stay")
+    func historyBytesAreCapped() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        let clock = Clock()
+        let broker = MemoryBroker(eventLoop: loop, limits: BrokerLimits(maximumHistoryBytes: 100_000), clock: { clock.now })
+        try await broker.start { _ in }.get()
+        try await broker.subscribe(channel: "watched").get()
+        let kilobyte = ByteBuffer(string: "\"" + String(repeating: "x", count: 1_022) + "\"")
+        func publish(_ channel: String) async throws {
+            try await loop.submit { clock.now += 1 }.get()
+            _ = try await broker.publish(PublishRequest(channel: channel, data: kilobyte, historySize: 100, historyTTL: 100_000)).get()
+        }
+        try await publish("watched")  // the oldest of all, but followed on this node
+        let channels = (0..<30).map { "c\($0)" }
+        for channel in channels {
+            for _ in 0..<10 { try await publish(channel) }
+        }
+        var stored = 0
+        for channel in channels + ["watched"] {
+            let history = try await broker.history(HistoryQuery(channel: channel, limit: -1)).get()
+            stored += history.publications.reduce(0) { $0 + $1.data.readableBytes }
+        }
+        #expect(stored <= 100_000)
+        #expect(stored >= 80_000)  // dropped down to nine tenths, not emptied
+        // The newest keep their history, the oldest unwatched ones lost it but not their position.
+        #expect(try await broker.history(HistoryQuery(channel: "c29", limit: -1)).get().publications.count == 10)
+        let oldest = try await broker.history(HistoryQuery(channel: "c0", sinceOffset: 5, limit: -1)).get()
+        #expect(oldest.publications.isEmpty && oldest.position.offset == 10)
+        #expect(try await broker.history(HistoryQuery(channel: "watched", limit: -1)).get().publications.count == 1)
+        try await group.shutdownGracefully()
+    }
+
     @Test("the records to forget are the oldest, picked without sorting the table")
     func oldestRecords() {
         var generator = SystemRandomNumberGenerator()
