@@ -214,6 +214,36 @@ struct GapRefillTests {
         node.loop.run()
         #expect(try second.messages().compactMap { $0["pub"]?["offset"]?.intValue } == [2])
         #expect(session.positions.first { $0.channel == "c" }?.position == StreamPosition(offset: 2, epoch: epoch))
+        #expect(session.waitingBytes == 0)  // everything held was written and counted out
+    }
+
+    @Test("deliveries held behind a stalled reply count against the outbound limit: past it the client is a slow consumer (3004), not a growing buffer")
+    func heldDeliveriesAreBounded() throws {
+        var configuration = ServerConfiguration()
+        configuration.outboundLimit = 8192
+        let node = try EmbeddedNode(configuration: configuration, makeBroker: { RacingHistoryBroker(eventLoop: $0) })
+        let kilobyte = ByteBuffer(string: "\"" + String(repeating: "x", count: 1_022) + "\"")
+        let publish = { _ = node.broker.publish(PublishRequest(channel: "c", data: kilobyte, historySize: 100, historyTTL: 60)) }
+        let first = try node.session()
+        try first.send(#"{"id":1,"connect":{}}"#)
+        try first.send(#"{"id":2,"subscribe":{"channel":"c"}}"#)
+        publish()
+        node.loop.run()
+        node.broker.holdsReads = true
+        let second = try node.session()
+        try second.send(#"{"id":1,"connect":{}}"#)
+        try second.send(#"{"id":2,"history":{"channel":"c","limit":0}}"#)  // its answer stalls
+        try second.send(#"{"id":3,"subscribe":{"channel":"c"}}"#)  // made at once, its reply waits
+        _ = try second.frames()
+        for _ in 1...4 { publish() }
+        node.loop.run()
+        #expect(try second.frames().allSatisfy { $0.closeCode == nil })  // 4 KB held: within the limit
+        for _ in 1...6 { publish() }
+        node.loop.run()
+        #expect(try second.frames().contains { $0.closeCode == 3004 })
+        node.broker.holdsReads = false
+        node.broker.releaseReads()
+        node.loop.run()
     }
 
     @Test("a link interrupted by a failover that lost delivered publications renews the epoch (their offsets would be reused)")

@@ -253,6 +253,7 @@ extension ClientSession {
         subscription.state = .awaitingReply(
             replyOffset: activation.position?.offset ?? 0,
             held: activation.following.map { SessionSubscription.HeldMessage(offset: $0.offset, message: $0.message) })
+        for following in activation.following { self.waitingBytes &+= following.message.byteCount }
         self.fanout.addLive(subscription)
         if let aggregate = self.connectPending, aggregate.slot == subscription.replySlot {
             aggregate.results.append((subscription.channel, .success(activation)))
@@ -349,6 +350,7 @@ extension ClientSession {
             subscription.state = .live  // keep the array uniquely referenced
             held.append(SessionSubscription.HeldMessage(offset: 0, message: message))
             subscription.state = .awaitingReply(replyOffset: replyOffset, held: held)
+            self.waitingBytes &+= message.byteCount
             return
         }
         self.write(message)

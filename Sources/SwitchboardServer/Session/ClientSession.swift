@@ -48,6 +48,10 @@ final class ClientSession: ChannelInboundHandler {
     var subscriptions = SessionSubscriptions()
     /// Replies in command order.
     var replies = ReplyQueue<ReplySlot>()
+    /// Bytes waiting in this session rather than in the socket: replies ready but queued behind an
+    /// earlier one, and deliveries held until their subscribe reply. Past the outbound limit the
+    /// client is a slow consumer as surely as one whose socket stopped taking writes.
+    var waitingBytes = 0
     /// Commands of one HTTP body are being run: an `/rpc` answer waits until all have their slots.
     var receivingCommands = false
     var hasUnflushedWrites = false
@@ -262,6 +266,8 @@ final class ClientSession: ChannelInboundHandler {
             subscription.state = .live  // keep the array uniquely referenced
             held.append(SessionSubscription.HeldMessage(offset: offset, message: message))
             subscription.state = .awaitingReply(replyOffset: replyOffset, held: held)
+            self.waitingBytes &+= message.byteCount
+            self.checkWaitingBytes()
         case .joining:
             break
         }
@@ -282,6 +288,8 @@ final class ClientSession: ChannelInboundHandler {
                 subscription.state = .live
                 held.append(SessionSubscription.HeldMessage(offset: first == 0 ? 0 : batch.lastOffset, message: combined))
                 subscription.state = .awaitingReply(replyOffset: replyOffset, held: held)
+                self.waitingBytes &+= combined.byteCount
+                self.checkWaitingBytes()
             case .joining:
                 break
             }
@@ -305,8 +313,11 @@ final class ClientSession: ChannelInboundHandler {
     /// Fills reply slot `seq` with `message` (nil: the slot says nothing) and writes every reply
     /// that is now next in order, each followed by what its subscriptions held back.
     func completeReply(_ seq: UInt64, _ message: OutboundMessage?, goLive: [SessionSubscription] = []) {
-        self.replies.fill(seq, ReplySlot(message: message, goLive: goLive))
+        if self.replies.fill(seq, ReplySlot(message: message, goLive: goLive)) {
+            self.waitingBytes &+= message?.byteCount ?? 0
+        }
         while let ready = self.replies.popReady() {
+            self.waitingBytes &-= ready.message?.byteCount ?? 0
             for subscription in ready.goLive {
                 if case .awaitingReply(let replyOffset, _) = subscription.state { subscription.writtenOffset = replyOffset }
             }
@@ -315,12 +326,22 @@ final class ClientSession: ChannelInboundHandler {
                 guard case .awaitingReply(_, let held) = subscription.state else { continue }
                 for item in held {
                     if item.offset > 0 { subscription.writtenOffset = item.offset }
+                    self.waitingBytes &-= item.message.byteCount
                     self.write(item.message)
                 }
                 subscription.state = .live
                 subscription.writtenOffset = nil
             }
         }
+        self.checkWaitingBytes()
+    }
+
+    /// Ends the connection as a slow consumer when more than the outbound limit waits in the session.
+    func checkWaitingBytes() {
+        guard self.waitingBytes > self.node.configuration.outboundLimit, !self.isClosed else { return }
+        self.node.logger.debug("slow consumer: replies and deliveries waiting", metadata: ["client": "\(self.clientInfo.client)"])
+        self.fanout.counters.slowConsumers += 1
+        self.disconnect(.slowConsumer, push: false)
     }
 
     /// A reply whose size depends on the channel (history, presence): error 106 instead when it

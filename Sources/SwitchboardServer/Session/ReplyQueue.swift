@@ -21,14 +21,16 @@ struct ReplyQueue<Reply> {
         return sequence
     }
 
-    /// Fills a slot (a slot released by `removeAll`, or filled already, is ignored).
-    mutating func fill(_ sequence: UInt64, _ reply: Reply) {
-        guard sequence >= self.firstSequence else { return }
+    /// Fills a slot; returns false (and keeps nothing) for a slot released by `removeAll`, or filled already.
+    @discardableResult
+    mutating func fill(_ sequence: UInt64, _ reply: Reply) -> Bool {
+        guard sequence >= self.firstSequence else { return false }
         let offset = sequence - self.firstSequence
-        guard offset < UInt64(self.slots.count - self.head) else { return }
+        guard offset < UInt64(self.slots.count - self.head) else { return false }
         let index = self.head + Int(offset)
-        guard self.slots[index] == nil else { return }
+        guard self.slots[index] == nil else { return false }
         self.slots[index] = reply
+        return true
     }
 
     /// The next reply whose turn it is, if it is filled.
