@@ -159,21 +159,33 @@ public final class TokenAuthority: Sendable {
     private func fetchForUnknownKid(on eventLoop: any EventLoop) -> EventLoopFuture<Void>? {
         guard let fetcher else { return nil }
         let now = NIODeadline.now().uptimeNanoseconds
-        let (existing, start) = self.cache.withLockedValue { state -> (EventLoopFuture<Void>?, Bool) in
-            if let inFlight = state.inFlight { return (inFlight, false) }
-            if case .stopped = state.lifecycle { return (nil, false) }
-            return (nil, state.cache.beginFetchForUnknownKid(now: now))
+        let (existing, started) = self.cache.withLockedValue { state -> (EventLoopFuture<Void>?, EventLoopPromise<Void>?) in
+            if let inFlight = state.inFlight { return (inFlight, nil) }
+            if case .stopped = state.lifecycle { return (nil, nil) }
+            guard state.cache.beginFetchForUnknownKid(now: now) else { return (nil, nil) }
+            return (nil, Self.markFetch(&state, on: eventLoop))
         }
         if let existing { return existing.hop(to: eventLoop) }
-        guard start else { return nil }
-        return self.runFetch(fetcher, on: eventLoop)
+        guard let started else { return nil }
+        self.runFetch(fetcher, on: eventLoop, completing: started)
+        return started.futureResult
     }
 
-    private func runFetch(_ fetcher: JWKSFetcher, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        let done = fetcher.fetch(on: eventLoop).map { bytes -> Void in
+    /// Records a fetch as under way, in the same locked section that decided to start it: `stop()`
+    /// then always sees it, however the threads interleave.
+    private static func markFetch(_ state: inout JWKSState, on eventLoop: any EventLoop) -> EventLoopPromise<Void> {
+        let promise = eventLoop.makePromise(of: Void.self)
+        state.inFlight = promise.futureResult
+        return promise
+    }
+
+    /// Runs a fetch marked by `markFetch`; `promise` completes once the set is taken or the failure
+    /// recorded.
+    private func runFetch(_ fetcher: JWKSFetcher, on eventLoop: any EventLoop, completing promise: EventLoopPromise<Void>) {
+        fetcher.fetch(on: eventLoop).whenComplete { result in
             let now = NIODeadline.now().uptimeNanoseconds
             do {
-                let keys = try JSONWebKeySet.parse(bytes, source: fetcher.url)
+                let keys = try JSONWebKeySet.parse(try result.get(), source: fetcher.url)
                 self.cache.withLockedValue {
                     $0.cache.fetchSucceeded(keys, now: now)
                     $0.inFlight = nil
@@ -186,17 +198,8 @@ public final class TokenAuthority: Sendable {
                 }
                 self.logger.warning("JWKS fetch failed, keeping the last good set", metadata: ["url": "\(fetcher.url)", "error": "\(error)"])
             }
-        }.recover { error in
-            self.cache.withLockedValue {
-                $0.cache.fetchFailed(now: NIODeadline.now().uptimeNanoseconds)
-                $0.inFlight = nil
-            }
-            self.logger.warning("JWKS fetch failed, keeping the last good set", metadata: ["url": "\(fetcher.url)", "error": "\(error)"])
+            promise.succeed()
         }
-        self.cache.withLockedValue { state in
-            if state.cache.isFetching { state.inFlight = done }
-        }
-        return done
     }
 
     // MARK: Lifecycle
@@ -207,19 +210,26 @@ public final class TokenAuthority: Sendable {
     public func start(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         guard let fetcher else { return eventLoop.makeSucceededVoidFuture() }
         let now = NIODeadline.now().uptimeNanoseconds
-        let fetchesNow = self.cache.withLockedValue { state -> Bool? in
+        let fetchesNow = self.cache.withLockedValue { state -> EventLoopPromise<Void>?? in
             guard case .idle = state.lifecycle else { return nil }
-            return state.cache.beginScheduledRefresh(now: now)
+            guard state.cache.beginScheduledRefresh(now: now) else { return .some(nil) }
+            return .some(Self.markFetch(&state, on: eventLoop))
         }
         guard let fetchesNow else { return eventLoop.makeSucceededVoidFuture() }
-        let first = fetchesNow ? self.runFetch(fetcher, on: eventLoop) : eventLoop.makeSucceededVoidFuture()
+        let first: EventLoopFuture<Void>
+        if let fetch = fetchesNow {
+            self.runFetch(fetcher, on: eventLoop, completing: fetch)
+            first = fetch.futureResult
+        } else {
+            first = eventLoop.makeSucceededVoidFuture()
+        }
         let task = eventLoop.scheduleRepeatedTask(initialDelay: .seconds(15), delay: .seconds(15)) { _ in
             let now = NIODeadline.now().uptimeNanoseconds
-            let due = self.cache.withLockedValue { state -> Bool in
-                guard case .refreshing = state.lifecycle else { return false }
-                return state.cache.beginScheduledRefresh(now: now)
+            let due = self.cache.withLockedValue { state -> EventLoopPromise<Void>? in
+                guard case .refreshing = state.lifecycle, state.cache.beginScheduledRefresh(now: now) else { return nil }
+                return Self.markFetch(&state, on: eventLoop)
             }
-            if due { _ = self.runFetch(fetcher, on: eventLoop) }
+            if let due { self.runFetch(fetcher, on: eventLoop, completing: due) }
         }
         let started = self.cache.withLockedValue { state -> Bool in
             guard case .idle = state.lifecycle else { return false }

@@ -54,14 +54,13 @@ final class RegistryWatcher: Sendable {
     /// Takes a reloaded `--node` list: the member set becomes it plus the last registry read, at once.
     func setStaticNodes(_ nodes: [BackendNode]) {
         let usesLoad = self.router.algorithm != .hash
-        let members = self.state.withLockedValue { state -> [BackendNode] in
+        self.state.withLockedValue { state in
             state.staticNodes = nodes
             let members = RegistryMembership.members(
                 staticNodes: nodes, registry: state.lastEntries, now: Date().timeIntervalSince1970, usesLoad: usesLoad)
             state.lastMembers = members
-            return members
+            self.router.setMembers(members)
         }
-        self.router.setMembers(members)
     }
 
     func stop() -> EventLoopFuture<Void> {
@@ -111,8 +110,9 @@ final class RegistryWatcher: Sendable {
     private func take(_ entries: [RegistryNode]) {
         let usesLoad = self.router.algorithm != .hash
         let now = NIODeadline.now()
-        let (members, previous, known, due) = self.state.withLockedValue {
-            state -> ([BackendNode], [BackendNode], [String: SocketAddress], [BackendNode]) in
+        // The router is told under the watcher's lock, here and when lookups answer (on another
+        // thread): the newest member set is always the one applied last.
+        let due = self.state.withLockedValue { state -> [BackendNode] in
             if state.failing { self.logger.info("node registry readable again") }
             state.failing = false
             state.lastEntries = entries
@@ -121,9 +121,9 @@ final class RegistryWatcher: Sendable {
             let previous = state.lastMembers
             state.lastMembers = members
             let due = state.lookups.due(members: members, now: now)
-            return (members, previous, state.lookups.addresses, due)
+            self.apply(members, previous: previous, resolved: state.lookups.addresses)
+            return due
         }
-        self.apply(members, previous: previous, resolved: known)
         self.scheduleNextPoll()
         guard !due.isEmpty else { return }
         // The answers are taken where the lookup ends, not on an event loop: a lookup can outlast
@@ -141,17 +141,16 @@ final class RegistryWatcher: Sendable {
     /// Takes host-name lookups' answers: the member set is applied again with the addresses known
     /// now; a name that stopped resolving is reported once. Nothing is applied after `stop()`.
     private func takeAnswers(_ looked: [(BackendNode, SocketAddress?)], at answered: NIODeadline) {
-        let taken = self.state.withLockedValue { state -> ([BackendNode], [String: SocketAddress], [String])? in
+        let newlyUnresolved = self.state.withLockedValue { state -> [String] in
             let newly = state.lookups.answered(looked.map { (node: $0.0, address: $0.1) }, at: answered)
-            guard !state.stopped else { return nil }
-            return (state.lastMembers, state.lookups.addresses, newly)
+            guard !state.stopped else { return [] }
+            self.router.setMembers(state.lastMembers, resolved: state.lookups.addresses)
+            return newly
         }
-        guard let (members, known, newlyUnresolved) = taken else { return }
         for id in newlyUnresolved {
             self.logger.warning(
                 "a registry node's host name does not resolve; it takes no connections", metadata: ["node": "\(id)"])
         }
-        self.router.setMembers(members, resolved: known)
     }
 
     private func apply(_ members: [BackendNode], previous: [BackendNode], resolved: [String: SocketAddress]) {

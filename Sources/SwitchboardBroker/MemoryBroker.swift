@@ -209,10 +209,17 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
                 unwatched.append((name, record.lastPublish))
             }
         }
-        for group in [unwatched, watched] where shard.historyBytes > target {
-            for (name, _) in group.sorted(by: { $0.lastPublish < $1.lastPublish }) where shard.historyBytes > target {
-                shard.historyBytes &-= shard.channels[name]!.entries.bytes
-                shard.channels[name]!.entries.removeFirst(shard.channels[name]!.entries.count)
+        for var group in [unwatched, watched] {
+            // Oldest first, a tenth of the group at a time, picked without sorting the table
+            // (`ChannelEviction`): at most ten linear passes, however many channels there are.
+            while shard.historyBytes > target, !group.isEmpty {
+                let oldest = ChannelEviction.oldest(max(1, group.count / 10), of: group)
+                for name in oldest where shard.historyBytes > target {
+                    shard.historyBytes &-= shard.channels[name]!.entries.bytes
+                    shard.channels[name]!.entries.removeFirst(shard.channels[name]!.entries.count)
+                }
+                let taken = Set(oldest)
+                group.removeAll { taken.contains($0.name) }
             }
         }
     }

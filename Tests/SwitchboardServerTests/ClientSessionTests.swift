@@ -167,6 +167,38 @@ struct ClientSessionTests {
         }
     }
 
+    @Test("a recovery's publications are weighed with their client info as written, not at the info's cap")
+    func recoveryWeighsInfoAsWritten() throws {
+        var configuration = ServerConfiguration()
+        configuration.outboundLimit = 4096  // a reply's room: 2,048 bytes
+        let node = try EmbeddedNode(configuration: configuration)
+        let info = ClientInfo(client: "c1", user: "u1", info: .object(JSONObject([("name", .string("al"))])))
+        for _ in 1...5 {
+            _ = node.broker.publish(PublishRequest(channel: "c", data: ByteBuffer(string: "\"" + String(repeating: "x", count: 98) + "\""), info: info, historySize: 20, historyTTL: 60))
+        }
+        node.loop.run()
+        let epoch = try node.broker.history(HistoryQuery(channel: "c", limit: 0)).wait().position.epoch
+        let s = try node.session()
+        try s.send(#"{"id":1,"connect":{}}"#)
+        try s.send(#"{"id":2,"subscribe":{"channel":"c","since":{"offset":0,"epoch":"\#(epoch)"}}}"#)
+        let reply = try #require(try s.messages().first { $0["id"] == .number("2") }?["result"])
+        #expect(reply["recovered"] == .bool(true))
+        #expect(reply["publications"]?.arrayValue?.count == 5)
+    }
+
+    @Test("a subscription ended before the hub made it still gets its reply: later replies are not held behind it")
+    func subscriptionEndedWhileJoining() throws {
+        let node = try EmbeddedNode()
+        let s = try node.session()
+        try s.send(#"{"id":1,"connect":{}}"#)
+        _ = try s.messages()
+        // In one frame: the hub answers the subscribe only after the unsubscribe ended it.
+        try s.send(#"{"id":2,"subscribe":{"channel":"c"}}"# + "\n" + #"{"id":3,"unsubscribe":{"channel":"c"}}"# + "\n" + #"{"id":4,"ping":{}}"#)
+        let messages = try s.messages()
+        #expect(messages.compactMap { $0["id"]?.intValue } == [2, 3, 4])
+        #expect(messages.first { $0["id"] == .number("2") }?["error"]?["code"]?.intValue == 108)
+    }
+
     @Test("commands the server cannot read count against the command rate like any other")
     func invalidCommandsAreRateLimited() throws {
         var configuration = ServerConfiguration()

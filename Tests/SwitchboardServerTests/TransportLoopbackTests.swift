@@ -140,6 +140,24 @@ struct TransportLoopbackTests {
         }
     }
 
+    @Test("a poll behind by more than one answer holds pages through what it missed: as much as fits, then the position of the last one sent")
+    func pollPagesThroughARecoveryLargerThanOneAnswer() async throws {
+        try await LoopbackNode.run(configure: { $0.outboundLimit = 4096 }) { node, port, group in
+            let data = String(repeating: "x", count: 500)
+            for id in 1...10 {
+                _ = try await Self.post(port: port, group: group, path: "/rpc", body: #"{"id":\#(id),"publish":{"channel":"p","data":"\#(data)"}}"#)
+            }
+            let (_, first) = try await Self.post(port: port, group: group, path: "/poll", body: #"{"subs":{"p":{}}}"#)
+            let epoch = String(first.split(separator: "\"")[11])
+            let (status, page) = try await Self.post(port: port, group: group, path: "/poll", body: #"{"subs":{"p":{"offset":0,"epoch":"\#(epoch)"}}}"#)
+            #expect(status == 200)
+            // Not "recovered: false" at the top: the first publications, and where to go on from.
+            #expect(page.contains(#""pub":{"offset":1,"#))
+            #expect(!page.contains(#""recovered":false"#))
+            #expect(!page.contains(#""pub":{"offset":10,"#))
+        }
+    }
+
     @Test("a waiting poll is answered by the next publication; a poll without a position gets one; a quiet poll times out empty")
     func poll() async throws {
         try await LoopbackNode.run { node, port, group in

@@ -274,13 +274,27 @@ extension ClientSession {
     /// recovered: the client learns it missed publications and resyncs, where a reply of any size
     /// (a connect naming 128 channels, each with a full history of large publications) would have
     /// been built in memory first and then cut the connection as a slow consumer.
+    ///
+    /// A poll is the exception: it pages (as many publications as fit its answer, then the position of
+    /// the last one, and the next poll goes on from there), so it loses nothing by taking them all.
     func fitRecovery(_ activation: inout SubscriptionActivation, for subscription: SessionSubscription) {
-        guard activation.recovered == true, !activation.publications.isEmpty else { return }
+        guard activation.recovered == true, !activation.publications.isEmpty, self.collector?.purpose != .poll else { return }
         let aggregate = self.connectPending.flatMap { $0.slot == subscription.replySlot ? $0 : nil }
         let room = self.answerRoom - (aggregate?.recoveredBytes ?? 0)
         var bytes = 0
+        var lastInfo: (info: ClientInfo, bytes: Int)?
         for publication in activation.publications {
-            bytes += Self.replyBytes(of: publication)
+            bytes += publication.data.readableBytes + 96
+            if let info = publication.info {
+                // Consecutive publications of one client share its info: measured once.
+                if let last = lastInfo, last.info == info {
+                    bytes += last.bytes
+                } else {
+                    let measured = Self.replyBytes(of: info)
+                    lastInfo = (info, measured)
+                    bytes += measured
+                }
+            }
             guard bytes <= room else {
                 activation.recovered = false
                 activation.publications = []
@@ -290,14 +304,29 @@ extension ClientSession {
         aggregate?.recoveredBytes += bytes
     }
 
-    /// What `publication` takes in a reply, at most: its data, the fields around it, and its client
-    /// info with the token's `info` counted at its cap.
-    static func replyBytes(of publication: Publication) -> Int {
-        var bytes = publication.data.readableBytes + 96
-        if let info = publication.info {
-            bytes += 64 + info.client.utf8.count + info.user.utf8.count + (info.info == nil ? 0 : TokenClaimPolicy().maximumInfoBytes)
+    /// About what a publication's client info takes in a reply: its fields and its `info` JSON.
+    static func replyBytes(of info: ClientInfo) -> Int {
+        var bytes = 64 + info.client.utf8.count + info.user.utf8.count
+        if let value = info.info {
+            var written = ByteBuffer()
+            written.writeJSON(value)
+            bytes += written.readableBytes
         }
         return bytes
+    }
+
+    static let endedBeforeMade = SwitchboardError(.notAvailable, "unsubscribed before the subscription was made")
+
+    /// Answers the subscribe of a subscription that ended while the hub was still making it.
+    private func answerEndedJoin(_ subscription: SessionSubscription) {
+        guard !self.isClosed else { return }  // the session is ending: nothing more is answered
+        if let aggregate = self.connectPending, aggregate.slot == subscription.replySlot {
+            aggregate.results.append((subscription.channel, .failure(Self.endedBeforeMade)))
+            aggregate.remaining -= 1
+            self.finishConnectIfReady()
+            return
+        }
+        self.completeReply(subscription.replySlot, self.errorMessage(id: subscription.replyID, Self.endedBeforeMade))
     }
 
     func rejectSubscription(_ subscription: SessionSubscription, _ error: SwitchboardError) {
@@ -324,6 +353,9 @@ extension ClientSession {
         self.liveness.setSubscriptionExpiry(subscription.channel, nil)
         if case .joining = subscription.state {
             self.fanout.removePending(subscription.id)
+            // The hub will not answer it now: its reply slot is filled here, or every later reply
+            // (and a connect waiting for it) would wait behind it for good.
+            self.answerEndedJoin(subscription)
         } else {
             self.fanout.removeLive(subscription)
         }

@@ -337,8 +337,9 @@ final class ClientSession: ChannelInboundHandler {
     }
 
     /// Ends the connection as a slow consumer when more than the outbound limit waits in the session.
+    /// Not for HTTP answers (polls, `/rpc`): they are bounded when collected and end on their own.
     func checkWaitingBytes() {
-        guard self.waitingBytes > self.node.configuration.outboundLimit, !self.isClosed else { return }
+        guard self.waitingBytes > self.node.configuration.outboundLimit, self.collector == nil, !self.isClosed else { return }
         self.node.logger.debug("slow consumer: replies and deliveries waiting", metadata: ["client": "\(self.clientInfo.client)"])
         self.fanout.counters.slowConsumers += 1
         self.disconnect(.slowConsumer, push: false)

@@ -26,7 +26,17 @@ final class ProxyProtocolHandler: ChannelInboundHandler {
     /// Whether the client reached the proxy over TLS (PROXY SSL TLV or `X-Forwarded-Proto: https`), when said.
     private(set) var clientUsedTLS: Bool?
     private var buffer: ByteBuffer?
-    private var isResolved = false
+    private var phase = Phase.reading
+
+    private enum Phase {
+        /// Reading the PROXY header or the head.
+        case reading
+        /// Refused (431): what else arrives is dropped until the answer is written and the
+        /// connection closed (the head deadline still stands).
+        case refused
+        /// The client is known: everything passes through.
+        case resolved
+    }
     private let headDeadline: NIODeadline
     private var deadlineTimer = RequestDeadlineTimer()
     /// How far the search for the head's end has got (see `HandshakeRouter.searchedBytes`).
@@ -55,7 +65,11 @@ final class ProxyProtocolHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !self.isResolved else { return context.fireChannelRead(data) }
+        switch self.phase {
+        case .resolved: return context.fireChannelRead(data)
+        case .refused: return
+        case .reading: break
+        }
         var incoming = Self.unwrapInboundIn(data)
         if self.buffer == nil {
             self.buffer = incoming
@@ -82,12 +96,16 @@ final class ProxyProtocolHandler: ChannelInboundHandler {
                 if let proto { self.clientUsedTLS = proto == "https" }
                 self.resolve(context: context)
             } else if bytes.count > Self.maximumHeadSize {
+                self.phase = .refused
                 self.buffer = nil
                 self.deadlineTimer.stop()
                 var response = context.channel.allocator.buffer(capacity: 100)
                 response.writeStaticString(
                     "HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-                context.writeAndFlush(NIOAny(response)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+                // Written (a socket takes a short answer at once) and closed without waiting for the
+                // peer to read it: a peer that does not read must not keep the connection.
+                context.writeAndFlush(NIOAny(response), promise: nil)
+                context.close(promise: nil)
             } else {
                 self.searchedBytes = bytes.count
             }
@@ -100,7 +118,7 @@ final class ProxyProtocolHandler: ChannelInboundHandler {
     }
 
     private func resolve(context: ChannelHandlerContext) {
-        self.isResolved = true
+        self.phase = .resolved
         self.deadlineTimer.stop()
         do {
             try self.resolved(context, self.clientAddress)
