@@ -190,8 +190,9 @@ public final class BalancerServer: Sendable {
             algorithm: applied.algorithm, hashBalanceFactor: applied.hashBalanceFactor, maxConnections: applied.maxConnections,
             rebalanceSpread: applied.rebalanceSpread)
         if let watcher = self.watcher.withLockedValue({ $0 }) {
-            self.router.setMembers(applied.nodes, resolved: addresses)
-            watcher.setStaticNodes(applied.nodes)
+            // One member set, static and registry nodes together: setting the static ones alone
+            // first would drop the registry nodes' entries (drain, health, addresses) for a moment.
+            watcher.setStaticNodes(applied.nodes, resolved: addresses)
         } else {
             self.router.setMembers(applied.nodes, resolved: addresses)
         }

@@ -51,15 +51,16 @@ final class RegistryWatcher: Sendable {
         self.poll()
     }
 
-    /// Takes a reloaded `--node` list: the member set becomes it plus the last registry read, at once.
-    func setStaticNodes(_ nodes: [BackendNode]) {
+    /// Takes a reloaded `--node` list (with the addresses its host names resolved to): the member set
+    /// becomes it plus the last registry read, at once.
+    func setStaticNodes(_ nodes: [BackendNode], resolved: [String: SocketAddress] = [:]) {
         let usesLoad = self.router.algorithm != .hash
         self.state.withLockedValue { state in
             state.staticNodes = nodes
             let members = RegistryMembership.members(
                 staticNodes: nodes, registry: state.lastEntries, now: Date().timeIntervalSince1970, usesLoad: usesLoad)
             state.lastMembers = members
-            self.router.setMembers(members)
+            self.router.setMembers(members, resolved: state.lookups.addresses.merging(resolved) { $1 })
         }
     }
 

@@ -210,8 +210,9 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
             }
         }
         for var group in [unwatched, watched] {
-            // Oldest first, a tenth of the group at a time, picked without sorting the table
-            // (`ChannelEviction`): at most ten linear passes, however many channels there are.
+            // Oldest first, a tenth of what is left of the group at a time, picked without sorting
+            // the table (`ChannelEviction`, linear per pass); each pass drops a batch whole, not
+            // strictly oldest first within it.
             while shard.historyBytes > target, !group.isEmpty {
                 let oldest = ChannelEviction.oldest(max(1, group.count / 10), of: group)
                 for name in oldest where shard.historyBytes > target {

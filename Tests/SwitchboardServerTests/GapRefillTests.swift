@@ -246,6 +246,29 @@ struct GapRefillTests {
         node.loop.run()
     }
 
+    @Test("a subscription that expires or is unsubscribed by the server while still being made: its subscribe is answered (109 for an expired token, which clients refresh and retry), with no push")
+    func serverUnsubscribeWhileJoining() throws {
+        let node = try EmbeddedNode(makeBroker: { RacingHistoryBroker(eventLoop: $0) })
+        node.broker.holdsReads = true
+        let s = try node.session()
+        try s.send(#"{"id":1,"connect":{}}"#)
+        let client = try #require(try s.messages().first { $0["id"] == .number("1") }?["result"]?["client"]?.stringValue)
+        let session = try #require(node.context.fanouts[0].session(client: client))
+        try s.send(#"{"id":2,"subscribe":{"channel":"c","since":{"offset":0,"epoch":"e"}}}"#)
+        try s.send(#"{"id":3,"subscribe":{"channel":"d","since":{"offset":0,"epoch":"e"}}}"#)
+        session.serverUnsubscribe("c", .subscriptionExpired)
+        session.serverUnsubscribe("d", .server)
+        try s.send(#"{"id":4,"ping":{}}"#)
+        let messages = try s.messages()
+        #expect(messages.compactMap { $0["id"]?.intValue } == [2, 3, 4])
+        #expect(messages.first { $0["id"] == .number("2") }?["error"]?["code"]?.intValue == 109)
+        #expect(messages.first { $0["id"] == .number("3") }?["error"]?["code"]?.intValue == 108)
+        #expect(!messages.contains { $0["unsubscribe"] != nil })
+        node.broker.holdsReads = false
+        node.broker.releaseReads()
+        node.loop.run()
+    }
+
     @Test("a link interrupted by a failover that lost delivered publications renews the epoch (their offsets would be reused)")
     func interruptedLinkWithLostPublications() throws {
         let node = try EmbeddedNode(makeBroker: { RacingHistoryBroker(eventLoop: $0) })

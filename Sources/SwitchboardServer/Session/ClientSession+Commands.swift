@@ -318,15 +318,15 @@ extension ClientSession {
     static let endedBeforeMade = SwitchboardError(.notAvailable, "unsubscribed before the subscription was made")
 
     /// Answers the subscribe of a subscription that ended while the hub was still making it.
-    private func answerEndedJoin(_ subscription: SessionSubscription) {
+    private func answerEndedJoin(_ subscription: SessionSubscription, _ error: SwitchboardError) {
         guard !self.isClosed else { return }  // the session is ending: nothing more is answered
         if let aggregate = self.connectPending, aggregate.slot == subscription.replySlot {
-            aggregate.results.append((subscription.channel, .failure(Self.endedBeforeMade)))
+            aggregate.results.append((subscription.channel, .failure(error)))
             aggregate.remaining -= 1
             self.finishConnectIfReady()
             return
         }
-        self.completeReply(subscription.replySlot, self.errorMessage(id: subscription.replyID, Self.endedBeforeMade))
+        self.completeReply(subscription.replySlot, self.errorMessage(id: subscription.replyID, error))
     }
 
     func rejectSubscription(_ subscription: SessionSubscription, _ error: SwitchboardError) {
@@ -349,13 +349,15 @@ extension ClientSession {
         self.endSubscription(subscription)
     }
 
-    func endSubscription(_ subscription: SessionSubscription) {
+    /// Ends a subscription here and at the hub; one still being made gets `answer` as its
+    /// subscribe's reply.
+    func endSubscription(_ subscription: SessionSubscription, answer: SwitchboardError = endedBeforeMade) {
         self.liveness.setSubscriptionExpiry(subscription.channel, nil)
         if case .joining = subscription.state {
             self.fanout.removePending(subscription.id)
             // The hub will not answer it now: its reply slot is filled here, or every later reply
             // (and a connect waiting for it) would wait behind it for good.
-            self.answerEndedJoin(subscription)
+            self.answerEndedJoin(subscription, answer)
         } else {
             self.fanout.removeLive(subscription)
         }
@@ -365,6 +367,12 @@ extension ClientSession {
     /// The server ends one subscription and tells the client (`unsubscribe` push).
     func serverUnsubscribe(_ channel: String, _ code: UnsubscribeCode) {
         guard self.isConnected, let subscription = self.subscriptions.removeValue(forKey: channel) else { return }
+        if case .joining = subscription.state {
+            // Not made yet, so never announced: the subscribe's reply says why, with no push. A token
+            // that expired meanwhile answers 109, which clients take as "refresh and try again".
+            let answer = code == .subscriptionExpired ? SwitchboardError(.tokenExpired) : Self.endedBeforeMade
+            return self.endSubscription(subscription, answer: answer)
+        }
         self.endSubscription(subscription)
         let message = OutboundMessage(allocator: self.allocator) { buffer in
             buffer.writeJSONObject { push in

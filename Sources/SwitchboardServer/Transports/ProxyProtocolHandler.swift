@@ -31,8 +31,8 @@ final class ProxyProtocolHandler: ChannelInboundHandler {
     private enum Phase {
         /// Reading the PROXY header or the head.
         case reading
-        /// Refused (431): what else arrives is dropped until the answer is written and the
-        /// connection closed (the head deadline still stands).
+        /// Refused (431): the answer is written and the connection closed at once; anything that
+        /// arrives meanwhile is dropped.
         case refused
         /// The client is known: everything passes through.
         case resolved
