@@ -195,12 +195,37 @@ public struct HistoryQuery: Sendable, Hashable {
     public var limit: Int
     /// Newest first.
     public var reverse: Bool
+    /// At most about this many bytes of publications (nil: no bound): the read stops before the
+    /// first publication that would take the running total of `bytes(ofData:)` past it, and says
+    /// so (`HistoryResult.truncated`). A subscribe that recovers bounds its read by the room its
+    /// reply has, so that a request naming many channels with large histories does not have them
+    /// all read into memory (from Redis, copied) only to answer "not recovered".
+    public var maximumBytes: Int?
 
-    public init(channel: String, sinceOffset: UInt64? = nil, limit: Int, reverse: Bool = false) {
+    public init(channel: String, sinceOffset: UInt64? = nil, limit: Int, reverse: Bool = false, maximumBytes: Int? = nil) {
         self.channel = channel
         self.sinceOffset = sinceOffset
         self.limit = limit
         self.reverse = reverse
+        self.maximumBytes = maximumBytes
+    }
+
+    /// What a publication with `count` bytes of data counts against `maximumBytes`: its data and
+    /// the least its envelope takes in a reply (a reply's own measure is never below it).
+    public static func bytes(ofData count: Int) -> Int { count &+ Self.envelopeBytes }
+
+    /// The envelope counted per publication by `bytes(ofData:)`.
+    public static let envelopeBytes = 96
+
+    /// How many of `publications` (oldest first) fit `maximumBytes`: all of them when unbounded.
+    public func fittingCount(_ publications: [Publication]) -> Int {
+        guard let maximum = self.maximumBytes else { return publications.count }
+        var total = 0
+        for (index, publication) in publications.enumerated() {
+            total &+= Self.bytes(ofData: publication.data.readableBytes)
+            if total > maximum { return index }
+        }
+        return publications.count
     }
 }
 
@@ -209,10 +234,14 @@ public struct HistoryResult: Sendable, Hashable {
     public var publications: [Publication]
     /// The channel's current position (offset of the newest publication and the epoch).
     public var position: StreamPosition
+    /// The read stopped at the query's `maximumBytes`: `publications` is a prefix of what it asked
+    /// for, and more follow it (up to `position`).
+    public var truncated: Bool
 
-    public init(publications: [Publication], position: StreamPosition) {
+    public init(publications: [Publication], position: StreamPosition, truncated: Bool = false) {
         self.publications = publications
         self.position = position
+        self.truncated = truncated
     }
 }
 

@@ -306,7 +306,12 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
             shard.channels[name]!.entries.dropExpired(now: now)
             shard.historyBytes &-= storedBefore &- shard.channels[name]!.entries.bytes
             let position = StreamPosition(offset: top, epoch: shard.channels[name]!.epoch)
-            let publications = shard.channels[name]!.read(since: query.sinceOffset, limit: query.limit, reverse: query.reverse)
+            var publications = shard.channels[name]!.read(since: query.sinceOffset, limit: query.limit, reverse: query.reverse)
+            let fitting = query.fittingCount(publications)
+            guard fitting == publications.count else {
+                publications.removeSubrange(fitting...)
+                return HistoryResult(publications: publications, position: position, truncated: true)
+            }
             return HistoryResult(publications: publications, position: position)
         }
     }

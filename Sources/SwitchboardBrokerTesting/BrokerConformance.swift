@@ -150,6 +150,20 @@ public enum BrokerConformance {
             }
             try await broker.announce(NodeInfo(id: unique("node"), name: "n", address: "a"), ttl: 1e300).get()
         },
+        Case(name: "a history read bounded in bytes returns the oldest publications that fit and says it stopped short") { broker, _ in
+            let channel = unique("conf")
+            let payload = "\"" + String(repeating: "x", count: 398) + "\""  // 400 bytes: 496 with the envelope
+            for _ in 1...6 { _ = try await broker.publish(request(channel, payload)).get() }
+            let three = try await broker.history(HistoryQuery(channel: channel, sinceOffset: 1, limit: -1, maximumBytes: 3 * 496 + 100)).get()
+            try expect(three.publications.map(\.offset) == [2, 3, 4] && three.truncated, "bounded read: \(three.publications.map(\.offset)), truncated \(three.truncated)")
+            try expect(three.position.offset == 6, "bounded read: position \(three.position)")
+            let exact = try await broker.history(HistoryQuery(channel: channel, sinceOffset: 1, limit: -1, maximumBytes: 5 * 496)).get()
+            try expect(exact.publications.map(\.offset) == [2, 3, 4, 5, 6] && !exact.truncated, "read that fits exactly: \(exact.publications.map(\.offset)), truncated \(exact.truncated)")
+            let none = try await broker.history(HistoryQuery(channel: channel, sinceOffset: 0, limit: -1, maximumBytes: 495)).get()
+            try expect(none.publications.isEmpty && none.truncated, "first one over: \(none.publications.map(\.offset)), truncated \(none.truncated)")
+            let unbounded = try await broker.history(HistoryQuery(channel: channel, sinceOffset: 0, limit: -1)).get()
+            try expect(unbounded.publications.count == 6 && !unbounded.truncated, "unbounded read: \(unbounded.publications.count)")
+        },
         Case(name: "an unknown channel reports, every time, the epoch its first publication gets") { broker, _ in
             let channel = unique("conf")
             let first = try await broker.history(HistoryQuery(channel: channel, limit: -1)).get()

@@ -363,10 +363,13 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             .string(first),
             .integer(limit),
             .string(query.reverse ? "1" : "0"),
+            .integer(query.maximumBytes.map { Int64(clamping: $0) } ?? -1),
+            .integer(Int64(HistoryQuery.envelopeBytes)),
         ]
         let keys = [Self.streamKey(query.channel), Self.metaKey(query.channel), Self.livesKey(query.channel)]
         return self.client.evaluate(RedisBrokerScripts.history, keys: keys, arguments: arguments).flatMapThrowing { token in
-            guard let reply = token.array, reply.count == 3, let epoch = reply[0].string, let top = reply[1].int64.flatMap({ UInt64(exactly: $0) }),
+            guard let reply = token.array, reply.count == 3 || reply.count == 4, let epoch = reply[0].string,
+                let top = reply[1].int64.flatMap({ UInt64(exactly: $0) }),
                 let entries = reply[2].array
             else { throw RedisError(.protocolError, "unexpected history reply") }
             var publications: [Publication] = []
@@ -390,7 +393,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
                 }
                 publications.append(Publication(offset: offset, data: data, info: info))
             }
-            return HistoryResult(publications: publications, position: StreamPosition(offset: top, epoch: epoch))
+            return HistoryResult(publications: publications, position: StreamPosition(offset: top, epoch: epoch), truncated: reply.count == 4)
         }
     }
 

@@ -122,6 +122,26 @@ enum RedisBrokerScripts {
               entries = redis.call('XRANGE', stream, ARGV[2], '+')
             end
           end
+          -- A byte bound (ARGV[5], -1: none): keep the entries, oldest first, while their data and an
+          -- envelope each (ARGV[6]) fit; the fourth element says the read stopped short.
+          local budget = tonumber(ARGV[5] or '-1') or -1
+          if budget >= 0 then
+            local envelope = tonumber(ARGV[6] or '0') or 0
+            local total = 0
+            for i, entry in ipairs(entries) do
+              local fields = entry[2]
+              local size = envelope
+              for j = 1, #fields - 1, 2 do
+                if fields[j] == 'd' then size = size + #fields[j + 1] end
+              end
+              total = total + size
+              if total > budget then
+                local kept = {}
+                for k = 1, i - 1 do kept[k] = entries[k] end
+                return {epoch, top, kept, 1}
+              end
+            end
+          end
         end
         return {epoch, top, entries}
         """

@@ -3,6 +3,7 @@ import NIOCore
 import NIOEmbedded
 import NIOWebSocket
 import SwitchboardBroker
+import SwitchboardBrokerTesting
 import SwitchboardCore
 @_spi(Harness) @testable import SwitchboardServer
 @_spi(Harness) import SwitchboardServerTesting
@@ -14,6 +15,18 @@ extension EmbeddedNode {
 
     func session() throws -> TestSession {
         try TestSession(channel: self.openWebSocket(), loop: self.loop)
+    }
+}
+
+/// A memory broker that records each history read and its answer.
+final class HistoryRecordingBroker: ForwardingBroker, @unchecked Sendable {
+    var reads: [(query: HistoryQuery, result: HistoryResult)] = []
+
+    override func history(_ query: HistoryQuery) -> EventLoopFuture<HistoryResult> {
+        super.history(query).map { result in
+            self.reads.append((query, result))
+            return result
+        }
     }
 }
 
@@ -165,6 +178,32 @@ struct ClientSessionTests {
         for result in results where result?["recovered"] == .bool(true) {
             #expect(result?["publications"]?.arrayValue?.map { $0["offset"]?.intValue } == Array(5...10))
         }
+    }
+
+    @Test("a recovery reads from the broker no more than its reply has room for: a connect naming channels with large histories is not read whole into memory")
+    func recoveryReadIsBoundedByTheReplyRoom() throws {
+        var configuration = ServerConfiguration()
+        configuration.outboundLimit = 8192  // a reply's room: 4,096 bytes
+        let node = try EmbeddedNode(configuration: configuration, makeBroker: { HistoryRecordingBroker(eventLoop: $0) })
+        let payload = ByteBuffer(string: "\"" + String(repeating: "x", count: 998) + "\"")
+        for channel in ["a", "b"] {
+            for _ in 1...20 {
+                _ = node.broker.publish(PublishRequest(channel: channel, data: payload, historySize: 20, historyTTL: 60))
+            }
+        }
+        node.loop.run()
+        let epochs = try ["a", "b"].map { try node.broker.inner.history(HistoryQuery(channel: $0, limit: 0)).wait().position.epoch }
+        let s = try node.session()
+        try s.send(#"{"id":1,"connect":{"subs":{"a":{"offset":0,"epoch":"\#(epochs[0])"},"b":{"offset":0,"epoch":"\#(epochs[1])"}}}}"#)
+        let subs = try #require(try s.messages().first { $0["id"] == .number("1") }?["result"]?["subs"])
+        #expect(subs["a"]?["recovered"] == .bool(false))
+        #expect(subs["b"]?["recovered"] == .bool(false))
+        #expect(subs["a"]?["offset"]?.intValue == 20)
+        // Each read asked for at most the room and got what fits it (three of twenty), not 20 KB.
+        let recovering = node.broker.reads.filter { $0.query.sinceOffset == 0 }
+        #expect(recovering.count == 2)
+        #expect(recovering.allSatisfy { $0.query.maximumBytes == 4096 })
+        #expect(recovering.allSatisfy { $0.result.truncated && $0.result.publications.count == 3 })
     }
 
     @Test("a recovery's publications are weighed with their client info as written, not at the info's cap")

@@ -12,6 +12,9 @@ struct JoinRequest: Sendable {
     var since: StreamPosition?
     var options: NamespaceOptions
     var client: ClientInfo
+    /// The most bytes of publications a recovery can put in the subscriber's reply (nil: no bound):
+    /// the history read stops there (`HistoryQuery.maximumBytes`).
+    var recoveryBytes: Int? = nil
 }
 
 /// The node's hub: one `HubShard` per event loop, each owning the channels

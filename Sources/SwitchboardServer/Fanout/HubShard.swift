@@ -204,7 +204,8 @@ final class HubShard: @unchecked Sendable {
         let query = HistoryQuery(
             channel: request.channel,
             sinceOffset: request.since?.offset,
-            limit: request.since == nil ? 0 : -1
+            limit: request.since == nil ? 0 : -1,
+            maximumBytes: request.since == nil ? nil : request.recoveryBytes
         )
         self.broker.history(query).hop(to: self.eventLoop).whenComplete { result in
             switch result {
@@ -245,6 +246,17 @@ final class HubShard: @unchecked Sendable {
             activation.position = plan.position
             activation.recovered = plan.recovered
             activation.publications = plan.recovered == true ? history.publications : []
+            if history.truncated, let since = request.since {
+                // The read stopped at the reply's room: recovered, as far as it goes, when what it
+                // holds follows on from `since` (the session decides whether its reply can page).
+                let end = StreamPosition(offset: history.publications.last?.offset ?? since.offset, epoch: history.position.epoch)
+                let prefix = RecoveryPlan(since: since, top: end, historyOffsets: history.publications.map(\.offset), bufferedOffsets: [])
+                if prefix.recovered == true, !history.publications.isEmpty {
+                    activation.recovered = true
+                    activation.publications = history.publications
+                    activation.truncated = true
+                }
+            }
             let following = Set(plan.following)
             activation.following = buffered.filter { following.contains($0.offset) }.map { ($0.offset, $0.message) }
             if channel.fastPosition.map({ $0.offset < history.position.offset || $0.epoch != history.position.epoch }) ?? true {

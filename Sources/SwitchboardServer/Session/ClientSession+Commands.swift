@@ -229,7 +229,8 @@ extension ClientSession {
                 channel: subscription.channel,
                 since: subscription.options.keepsHistory ? since : nil,
                 options: subscription.options,
-                client: self.clientInfo
+                client: self.clientInfo,
+                recoveryBytes: self.answerRoom
             )
         )
     }
@@ -241,6 +242,16 @@ extension ClientSession {
             return
         }
         var activation = activation
+        if activation.truncated {
+            if self.pagesRecovery(subscription) {
+                // The poll answers with what was read and goes on from its last one next time: what
+                // arrived live since is past a hole, and nothing more joins this answer.
+                activation.following = []
+            } else {
+                activation.recovered = false
+                activation.publications = []
+            }
+        }
         self.fitRecovery(&activation, for: subscription)
         subscription.lastOffset = activation.position?.offset ?? 0
         subscription.epoch = activation.position?.epoch
@@ -316,6 +327,12 @@ extension ClientSession {
     }
 
     static let endedBeforeMade = SwitchboardError(.notAvailable, "unsubscribed before the subscription was made")
+
+    /// Whether `subscription`'s recovery can be answered in part: a poll's connect pages (its answer
+    /// carries as many as fit, and the next poll goes on from the last of them).
+    func pagesRecovery(_ subscription: SessionSubscription) -> Bool {
+        self.collector?.purpose == .poll && self.connectPending.map { $0.slot == subscription.replySlot } == true
+    }
 
     /// Answers the subscribe of a subscription that ended while the hub was still making it.
     private func answerEndedJoin(_ subscription: SessionSubscription, _ error: SwitchboardError) {

@@ -115,6 +115,9 @@ extension ClientSession {
 
     /// A poll's connect result as poll objects: missed publications, or the position to go on from.
     func collectConnectResults(_ aggregate: ConnectAggregate, into collector: CollectOutput) {
+        // A recovery read short (`truncated`) ends the answer's publications: what comes live after
+        // it would follow a hole.
+        defer { if aggregate.results.contains(where: { (try? $0.outcome.get())?.truncated == true }) { collector.stopTaking() } }
         for result in aggregate.results {
             var object = self.allocator.buffer(capacity: 128)
             switch result.outcome {

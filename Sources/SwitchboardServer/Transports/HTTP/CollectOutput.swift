@@ -112,6 +112,11 @@ final class CollectOutput: SessionOutput {
         return true
     }
 
+    /// Takes no more publications: the answer ends with what it has (its position items still go in).
+    func stopTaking() {
+        self.isFull = true
+    }
+
     /// Adds a small object past the byte limit (a poll's `position` items: one per channel at most).
     func appendPosition(_ json: ByteBuffer) {
         guard !self.isCompleted else { return }
