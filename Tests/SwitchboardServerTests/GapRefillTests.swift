@@ -58,6 +58,13 @@ final class RacingHistoryBroker: ForwardingBroker, @unchecked Sendable {
         return promise.futureResult
     }
 
+    /// Hands over the oldest held answer only.
+    func releaseOldestRead() {
+        guard !self.held.isEmpty else { return }
+        let (answer, promise) = self.held.removeFirst()
+        answer.cascade(to: promise)
+    }
+
     func releaseReads() {
         let held = self.held
         self.held = []
@@ -157,6 +164,49 @@ struct GapRefillTests {
         let reply = try #require(try second.messages().first { $0["id"] == .number("2") }?["result"])
         #expect(reply["epoch"]?.stringValue == new)
         #expect(reply["recovered"] == .bool(false))
+    }
+
+    @Test("joins that overlap without a break (a wave of polls on a busy channel) keep the hub's join buffer to what they still need, and each gets every publication once, in order")
+    func overlappingJoinsTrimTheBuffer() throws {
+        let node = try EmbeddedNode(makeBroker: { RacingHistoryBroker(eventLoop: $0) })
+        let publish = { _ = node.broker.publish(PublishRequest(channel: "c", data: ByteBuffer(string: "1"), historySize: 1000, historyTTL: 60)) }
+        let first = try node.session()
+        try first.send(#"{"id":1,"connect":{}}"#)
+        try first.send(#"{"id":2,"subscribe":{"channel":"c"}}"#)
+        publish()
+        node.loop.run()
+        let epoch = try node.broker.inner.history(HistoryQuery(channel: "c", limit: 0)).wait().position.epoch
+        let shard = try #require(node.context.hub.shards.first { $0.channels["c"] != nil })
+        node.broker.holdsReads = true
+        var sessions: [TestSession] = []
+        var largest = 0
+        // Each round a new subscriber's read is held while ten publications arrive, and the oldest
+        // held read is answered: there is always a join under way.
+        for _ in 1...40 {
+            let s = try node.session()
+            try s.send(#"{"id":1,"connect":{}}"#)
+            try s.send(#"{"id":2,"subscribe":{"channel":"c","since":{"offset":1,"epoch":"\#(epoch)"}}}"#)
+            sessions.append(s)
+            for _ in 1...10 { publish() }
+            node.loop.run()
+            if sessions.count > 2 { node.broker.releaseOldestRead() }
+            node.loop.run()
+            largest = max(largest, shard.channels["c"]?.buffer.count ?? 0)
+        }
+        // Without trimming it would hold all 400 publications.
+        #expect(largest <= 100)
+        node.broker.holdsReads = false
+        node.broker.releaseReads()
+        node.loop.run()
+        #expect(shard.channels["c"]?.buffer.isEmpty == true)
+        for s in sessions {
+            let messages = try s.messages()
+            let reply = try #require(messages.first { $0["id"] == .number("2") }?["result"])
+            #expect(reply["recovered"] == .bool(true))
+            let offsets = (reply["publications"]?.arrayValue ?? []).compactMap { $0["offset"]?.intValue }
+                + messages.compactMap { $0["pub"]?["offset"]?.intValue }
+            #expect(offsets == Array(2...401))
+        }
     }
 
     @Test("a 2500 for a subscription whose reply is queued behind an earlier one follows that reply, never precedes it")

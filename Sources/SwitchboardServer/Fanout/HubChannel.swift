@@ -10,8 +10,11 @@ final class HubChannel {
     var loopCounts: [Int]
     var members: [SubscriptionID: Member] = [:]
     var joins: [SubscriptionID: PendingJoin] = [:]
-    /// Live publications kept while joins are in progress.
+    /// Live publications kept while joins are in progress: from the earliest `bufferStart` of the
+    /// joins under way (`endJoin` drops what no join needs any more).
     var buffer: [BufferedPublication] = []
+    /// Joins ended since `buffer` was last trimmed.
+    private var endedSinceTrim = 0
     /// The node's subscription to the channel at the broker.
     var link = BrokerSubscription()
     /// The newest position the hub knows; lets a subscribe without recovery skip the broker.
@@ -34,6 +37,27 @@ final class HubChannel {
     /// The history reads of joins under way may answer a state that no longer holds: each is read again.
     func markJoinReadsStale() {
         for id in self.joins.keys { self.joins[id]?.read = .stale }
+    }
+
+    /// A join is over (answered, failed or left): it no longer needs the buffer. What no join under
+    /// way needs is dropped: once they are all over, the whole buffer; otherwise the part before the
+    /// earliest start, looked for after a quarter of the joins have ended (so that overlapping joins,
+    /// as a wave of polls on a busy channel is, cannot keep it growing, and ending each of many joins
+    /// does not cost a pass over all of them).
+    func endJoin(_ id: SubscriptionID) {
+        guard self.joins.removeValue(forKey: id) != nil else { return }
+        guard !self.joins.isEmpty else {
+            self.buffer.removeAll(keepingCapacity: false)
+            self.endedSinceTrim = 0
+            return
+        }
+        self.endedSinceTrim += 1
+        guard self.endedSinceTrim >= max(4, self.joins.count / 4) else { return }
+        self.endedSinceTrim = 0
+        let earliest = self.joins.values.lazy.map(\.bufferStart).min() ?? self.buffer.count
+        guard earliest > 0 else { return }
+        self.buffer.removeFirst(earliest)
+        for id in self.joins.keys { self.joins[id]!.bufferStart -= earliest }
     }
 
     /// Forgets positions and refill state (the channel was not followed for a while).

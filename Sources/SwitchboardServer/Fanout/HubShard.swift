@@ -214,8 +214,7 @@ final class HubShard: @unchecked Sendable {
             case .failure(let error):
                 self.logger.error("history read failed", metadata: ["channel": "\(request.channel)", "error": "\(error)"])
                 guard let channel = self.channels[request.channel] else { return }
-                channel.joins[request.id] = nil
-                if channel.joins.isEmpty { channel.buffer = [] }
+                channel.endJoin(request.id)
                 self.enqueue(.reject(request.id, SwitchboardError(.internalError, "history unavailable")), loop: request.loopIndex)
                 self.dropIfUnused(request.channel)
             }
@@ -232,8 +231,7 @@ final class HubShard: @unchecked Sendable {
             // answer's top): answering from it could leave a silent gap. Read again.
             return self.readHistory(for: request)
         }
-        channel.joins[request.id] = nil
-        if channel.joins.isEmpty { channel.buffer.removeAll(keepingCapacity: false) }
+        channel.endJoin(request.id)
         var activation = SubscriptionActivation(
             id: request.id, channel: request.channel, position: nil, recovered: nil, publications: [], following: [])
         if let history {
@@ -360,9 +358,9 @@ final class HubShard: @unchecked Sendable {
     /// A session left a channel (unsubscribe, disconnect, or an activation that found the session gone).
     func leave(channel name: String, id: SubscriptionID) {
         guard let channel = self.channels[name] else { return }
-        if channel.joins.removeValue(forKey: id) != nil {
+        if channel.joins[id] != nil {
             // Live publications are kept only for joins in progress.
-            if channel.joins.isEmpty { channel.buffer = [] }
+            channel.endJoin(id)
             self.dropIfUnused(name)
             return
         }
