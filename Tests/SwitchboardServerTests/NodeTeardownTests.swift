@@ -171,4 +171,32 @@ struct NodeTeardownTests {
         #expect(harness == nil, "the node's harness outlived it")
         #expect(broker == nil, "the broker outlived the node")
     }
+
+    /// A kept-alive HTTP API request waits for the broker, and its client goes meanwhile: the answer,
+    /// when it comes, must not arm the next request's head deadline, whose timer would hold the
+    /// connection's pipeline (and through it the node) until it fires.
+    @Test("an API answer that comes after its client went keeps nothing of the connection")
+    func answerAfterTheClientWent() throws {
+        var configuration = ServerConfiguration()
+        configuration.apiKey = "test-key"
+        let node = try EmbeddedNode(configuration: configuration, makeBroker: { RacingHistoryBroker(eventLoop: $0) })
+        weak var pipeline: ChannelPipeline?
+        do {
+            let channel = try node.openHTTP()
+            pipeline = channel.pipeline
+            node.broker.holdsReads = true
+            let body = #"{"channel":"c"}"#
+            _ = try? channel.writeInbound(ByteBuffer(string:
+                "POST /api/history HTTP/1.1\r\nHost: t\r\nAuthorization: apikey test-key\r\nContent-Type: application/json\r\n"
+                + "Content-Length: \(body.utf8.count)\r\n\r\n\(body)"))
+            node.loop.run()
+            #expect(node.broker.held.count == 1)
+            _ = try? channel.finish(acceptAlreadyClosed: true)
+        }
+        node.broker.holdsReads = false
+        node.broker.releaseReads()
+        node.loop.run()
+        #expect(pipeline == nil, "the connection's pipeline outlived its client")
+        node.shutdown()
+    }
 }

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOEmbedded
 import NIOHTTP1
 import NIOCore
@@ -307,5 +308,37 @@ struct RebalanceOptionsTests {
         #expect(throws: ConfigurationError.self) { try configuration.set("rebalanceHold", text: "-1") }
         #expect(throws: ConfigurationError.self) { try configuration.set("rebalanceRate", text: "1e300") }
         #expect(throws: ConfigurationError.self) { try configuration.set("rebalance", text: "maybe") }
+    }
+
+    @Test("a client that connects while the node drains is told to reconnect elsewhere at once (3001), and the drain does not wait for it")
+    func connectDuringDrainIsAskedToGo() throws {
+        let node = try EmbeddedNode()
+        var early: [TestSession] = []
+        for _ in 0..<2 {
+            let session = try node.session()
+            try session.send(#"{"id":1,"connect":{}}"#)
+            _ = try session.frames()
+            early.append(session)
+        }
+        // A WebSocket opened before the drain, its connect sent after it started.
+        let late = try node.session()
+        node.context.setDraining()
+        // Two clients over 10 s: one asked at once, the other 5 s later.
+        let drained = node.context.fanouts[0].drain(over: .seconds(10), code: .shutdown)
+        let done = NIOLockedValueBox(false)
+        drained.whenSuccess { done.withLockedValue { $0 = true } }
+        node.loop.run()
+        try late.send(#"{"id":1,"connect":{}}"#)
+        let frames = try late.frames()
+        #expect(frames.last?.closeCode == 3001)
+        let messages = frames.filter { $0.opcode == 0x1 }.flatMap { try! JSONParser().parseSequence($0.payload) }
+        #expect(!messages.contains { $0["id"] == .number("1") && $0["result"] != nil })
+        #expect(messages.last?["disconnect"]?["code"] == .number("3001"))
+        // Once the clients the drain found are gone, it is over: it does not wait out its window.
+        #expect(!done.withLockedValue { $0 })
+        node.loop.advanceTime(by: .seconds(6))
+        node.loop.run()
+        #expect(try early.allSatisfy { try $0.frames().last?.closeCode == 3001 })
+        #expect(done.withLockedValue { $0 })
     }
 }

@@ -15,6 +15,10 @@ extension ClientSession {
     /// (`admitting` until it answers; over the cap: 3504).
     func connect(id: UInt32, _ params: ConnectParams, claims: ConnectionTokenClaims?) {
         guard self.fanout.acceptsSessions else { return self.disconnect(.shutdown, push: true) }
+        // Draining: the drain asks the clients it found to go (spread over its window); one that
+        // connects after it started (its WebSocket opened before, its token checked since) is told at
+        // once, or it would be in no batch, and the drain would wait its whole window for it.
+        guard !self.node.isDraining else { return self.disconnect(.shutdown, push: true) }
         let user = claims?.user ?? ""
         guard self.countsUser(user) else {
             return self.connectAdmitted(id: id, params, claims: claims, client: self.fanout.makeClientID(node: self.node.nodeID))
@@ -79,6 +83,10 @@ extension ClientSession {
     private func connectAdmitted(id: UInt32, _ params: ConnectParams, claims: ConnectionTokenClaims?, client: String) {
         // The node stopped while the broker counted the user: nothing joins the stopped hub.
         guard self.fanout.acceptsSessions else { return self.disconnect(.shutdown, push: true) }
+        // Draining: the drain asks the clients it found to go (spread over its window); one that
+        // connects after it started (its WebSocket opened before, its token checked since) is told at
+        // once, or it would be in no batch, and the drain would wait its whole window for it.
+        guard !self.node.isDraining else { return self.disconnect(.shutdown, push: true) }
         let user = claims?.user ?? ""
         let info = claims?.info
         let tokenExpiry = claims?.expiresAt.map { Self.deadline(expiresAt: $0, now: Date().timeIntervalSince1970) }

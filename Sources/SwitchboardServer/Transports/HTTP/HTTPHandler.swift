@@ -257,6 +257,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// Writes the one response to the open request (a second one would break the HTTP pipeline,
     /// so it is dropped and logged). `close` ends the connection after it.
     func respond(context: ChannelHandlerContext, head: HTTPRequestHead, _ response: HTTPResponse, close: Bool = false) {
+        // An answer that waited (the broker, another node) for a client gone meanwhile: nothing to
+        // write, and no deadline to arm for a next request (its timer would keep the pipeline).
+        guard context.channel.isActive else {
+            self.state = .closing
+            return
+        }
         guard self.state.openRequest != nil else {
             self.node.logger.error("a second response to one request was dropped", metadata: ["uri": "\(head.uri)"])
             return
