@@ -209,9 +209,12 @@ struct RedisChannelStateMachine<Waiter> {
     }
 
     /// A new connection is ready: a wanted channel is sent in the batch SUBSCRIBE (returns true).
+    /// `extra` replaces any entry with the same id kept from an earlier connection (the owner's own
+    /// "resubscribed" waiter, added at each reconnect: counted once per connection, it must be here once).
     mutating func connected(adding extra: [Entry] = []) -> Bool {
         guard case .pending(let entries) = self.state else { return false }
-        self.state = .subscribing(entries + extra)
+        let replaced = Set(extra.map(\.id))
+        self.state = .subscribing(entries.filter { !replaced.contains($0.id) } + extra)
         return true
     }
 

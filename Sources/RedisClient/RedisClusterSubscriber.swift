@@ -172,7 +172,9 @@ public final class RedisClusterSubscriber: @unchecked Sendable {
         case .success:
             self.perform(self.placement.confirmed(name, on: node))
         case .failure(let error):
-            let redirection = (error as? RedisError).flatMap { RedisRedirection(errorMessage: $0.message) }
+            var redirection = (error as? RedisError).flatMap { RedisRedirection(errorMessage: $0.message) }
+            // An empty host (`cluster-preferred-endpoint-type unknown-endpoint`) means the node that answered.
+            if redirection?.address.host.isEmpty == true { redirection?.address.host = node.host }
             self.perform(self.placement.refused(name, on: node, redirection: redirection), failure: error)
         }
     }

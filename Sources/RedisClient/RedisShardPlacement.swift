@@ -104,7 +104,8 @@ struct RedisShardPlacement<Waiter> {
         guard let channel = self.channels.removeValue(forKey: name) else { return [] }
         var actions: [Action] = channel.waiters.isEmpty ? [] : [.fail(channel.waiters)]
         if let node = channel.phase.node { actions.append(.unsubscribe(name, from: node)) }
-        return actions
+        // It may have been the last one the owed notice waited for.
+        return actions + self.noticeIfAllSubscribed()
     }
 
     /// `node` confirmed `name`. A confirmation from where the channel no longer goes changes nothing.
@@ -115,23 +116,31 @@ struct RedisShardPlacement<Waiter> {
         let waiters = channel.waiters
         channel.waiters = []
         self.channels[name] = channel
-        var actions: [Action] = waiters.isEmpty ? [] : [.succeed(waiters)]
-        if self.owesResubscribedNotice, self.channels.values.allSatisfy({ if case .subscribed = $0.phase { true } else { false } }) {
-            self.owesResubscribedNotice = false
-            actions.append(.tellResubscribed)
+        let actions: [Action] = waiters.isEmpty ? [] : [.succeed(waiters)]
+        return actions + self.noticeIfAllSubscribed()
+    }
+
+    /// The owed notice, once every channel is subscribed again.
+    private mutating func noticeIfAllSubscribed() -> [Action] {
+        guard self.owesResubscribedNotice, self.channels.values.allSatisfy({ if case .subscribed = $0.phase { true } else { false } }) else {
+            return []
         }
-        return actions
+        self.owesResubscribedNotice = false
+        return [.tellResubscribed]
     }
 
     /// `node` refused `name`, or the attempt failed; `redirection` when Redis said where it goes.
-    /// After `maximumAttempts` in a row the channel is given up and its waiters fail.
+    /// After `maximumAttempts` in a row a channel that callers wait for is given up and they fail
+    /// (they learn it is not subscribed). One no caller waits for (it was subscribed, and its slot
+    /// moved or Redis dropped it) is still wanted by its owner, who believes it subscribed: it is
+    /// never given up, only retried after a map refresh, once a second.
     mutating func refused(_ name: String, on node: RedisNodeAddress, redirection: RedisRedirection?) -> [Action] {
         guard var channel = self.channels[name], channel.phase == .subscribing(node) else { return [] }
-        channel.attempts += 1
+        channel.attempts = min(channel.attempts + 1, self.maximumAttempts)
         channel.phase = .waitingForMaster
-        guard channel.attempts < self.maximumAttempts else {
+        if channel.attempts >= self.maximumAttempts, !channel.waiters.isEmpty {
             self.channels[name] = nil
-            return channel.waiters.isEmpty ? [] : [.fail(channel.waiters)]
+            return [.fail(channel.waiters)] + self.noticeIfAllSubscribed()
         }
         self.channels[name] = channel
         if let redirection { return [.followRedirection(redirection, channel: name)] }

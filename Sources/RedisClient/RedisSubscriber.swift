@@ -180,8 +180,19 @@ public final class RedisSubscriber: @unchecked Sendable {
         }
         if !actions.fail.isEmpty {
             let error = failure ?? RedisError(.timeout, "SUBSCRIBE \(name) not confirmed (timed out, withdrawn, or the connection was lost)")
+            var resubscribeRefused = false
             for waiter in actions.fail {
-                if case .caller(let promise) = waiter { promise.fail(error) }
+                switch waiter {
+                case .caller(let promise): promise.fail(error)
+                case .resubscribe: resubscribeRefused = true
+                }
+            }
+            if resubscribeRefused {
+                // A resubscribe after a reconnect was refused (its slot moved meanwhile): it is no
+                // longer outstanding here, so the others still say "resubscribed" when they are
+                // back; and the channel, which no caller waits for, goes where its slot is now.
+                self.resubscribed()
+                self.onDropped(name)
             }
         }
     }
@@ -348,7 +359,13 @@ public final class RedisSubscriber: @unchecked Sendable {
         let error = RedisError(.server, message)
         self.logger.debug("redis subscriber command refused", metadata: ["error": "\(message)"])
         guard let redirection = RedisRedirection(errorMessage: message) else {
+            // Not a redirection (CLUSTERDOWN, BUSY, NOPERM...): the answer names no channel, so the
+            // SUBSCRIBE it refused would stay unconfirmed for good (a resubscribe has no timeout, and
+            // a later caller only joins it). Starting over on a new connection sends every wanted
+            // channel again, after the reconnect's backoff.
+            self.logger.warning("redis subscriber command refused; reconnecting", metadata: ["error": "\(message)"])
             self.onConnectionProblem()
+            self.channel?.close(promise: nil)
             return
         }
         for name in Array(self.channels.keys) where RedisHashSlot.slot(of: name) == redirection.slot {

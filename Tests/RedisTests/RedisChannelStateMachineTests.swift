@@ -141,6 +141,20 @@ struct RedisChannelStateMachineTests {
         #expect(a.fail == ["a"] && n.isUnsubscribed)
     }
 
+    @Test("a connection lost again before the resubscribe was confirmed: the next one carries the owner's resubscribe waiter once, not once per connection")
+    func resubscribeWaiterOncePerConnection() {
+        var machine = Machine()
+        _ = machine.subscribe(id: 1, waiter: "caller", connected: true)
+        _ = machine.subscribeConfirmed()
+        _ = machine.connectionLost()
+        #expect(machine.connected(adding: [(id: 0, waiter: "resubscribe")]) as Bool)
+        _ = machine.connectionLost()
+        #expect(name(machine) == "pending[\"resubscribe\"]")
+        #expect(machine.connected(adding: [(id: 0, waiter: "resubscribe")]) as Bool)
+        #expect(name(machine) == "subscribing[\"resubscribe\"]")
+        #expect(machine.subscribeConfirmed().succeed == ["resubscribe"])
+    }
+
     @Test("a lost connection: wanted channels wait for the next one, unwanted ones are gone")
     func connectionLost() {
         var subscribed = Machine()

@@ -152,6 +152,41 @@ struct RedisClientTests {
         }
     }
 
+    @Test("a resubscribe refused with an error that names no channel (NOPERM) does not leave the channel stuck: the subscriber starts over, and once it is allowed again the channel is delivered and the owner told")
+    func refusedResubscribeStartsOver() async throws {
+        let redis = try RedisServerProcess()
+        try await withEventLoopGroup { group in
+            let loop = group.next()
+            let admin = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: loop, logger: logger)
+            _ = try await admin.send("ACL", "SETUSER", "sub", "on", ">sub-password", "~*", "&*", "+@all").get()
+            let messages = NIOLockedValueBox<[String]>([])
+            let resubscribed = NIOLockedValueBox(0)
+            let subscriber = RedisSubscriber(
+                configuration: RedisConfiguration(port: redis.port, username: "sub", password: "sub-password"), eventLoop: loop, logger: logger,
+                onMessage: { channel, payload in messages.withLockedValue { $0.append("\(channel)=\(String(buffer: payload))") } },
+                onResubscribed: { resubscribed.withLockedValue { $0 += 1 } }
+            )
+            try await subscriber.subscribe("feed").get()
+            // Its channels withdrawn: Redis drops the subscriber's connection, and the resubscribe on
+            // the next one is refused with NOPERM (an answer that names no channel).
+            _ = try await admin.send("ACL", "SETUSER", "sub", "resetchannels").get()
+            try await waitUntilAsync { (try await admin.send("ACL", "LOG").get().array?.count ?? 0) > 0 }
+            #expect(resubscribed.withLockedValue { $0 } == 0)
+            // Allowed again: the channel is subscribed again (not left waiting for a confirmation
+            // that never comes), its messages arrive, and the owner hears it was resubscribed.
+            _ = try await admin.send("ACL", "SETUSER", "sub", "&*").get()
+            try await waitUntil { resubscribed.withLockedValue { $0 } >= 1 }
+            var receivers: Int64 = 0
+            for _ in 0..<100 where receivers == 0 {
+                receivers = (try? await admin.send("PUBLISH", "feed", "back").get().int64) ?? 0
+                if receivers == 0 { try await Task.sleep(nanoseconds: 50_000_000) }
+            }
+            try await waitUntil { messages.withLockedValue { $0.contains("feed=back") } }
+            try await subscriber.close().get()
+            try await admin.close().get()
+        }
+    }
+
     @Test("RESP3 (HELLO 3): commands, maps and pub/sub pushes")
     func resp3() async throws {
         let redis = try RedisServerProcess()

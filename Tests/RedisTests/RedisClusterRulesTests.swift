@@ -252,6 +252,46 @@ struct RedisClusterRulesTests {
         #expect(Self.text(placement.confirmed("y", on: Self.b)) == ["tell resubscribed"])
     }
 
+    @Test("a channel no caller waits for (its subscription was lost) is never given up: retried however often it is refused, and the notice comes once it is back")
+    func placementKeepsALostChannel() {
+        var placement = Placement()
+        _ = placement.subscribe("x", waiter: nil, owner: Self.a)
+        _ = placement.confirmed("x", on: Self.a)
+        #expect(Self.text(placement.dropped("x", on: Self.a)) == ["refresh map"])
+        for attempt in 1...8 {
+            #expect(Self.text(placement.retry { _ in Self.b }) == ["subscribe x on 7001"], "attempt \(attempt)")
+            #expect(Self.text(placement.refused("x", on: Self.b, redirection: nil)) == ["refresh map"], "attempt \(attempt)")
+            #expect(placement.isWaiting("x"))
+        }
+        _ = placement.retry { _ in Self.b }
+        #expect(Self.text(placement.confirmed("x", on: Self.b)) == ["tell resubscribed"])
+    }
+
+    @Test("the owed notice is not held back by a channel that is withdrawn, or given up, while the others are back")
+    func placementNoticeAfterWithdrawal() {
+        var placement = Placement()
+        for name in ["x", "y"] {
+            _ = placement.subscribe(name, waiter: nil, owner: Self.a)
+            _ = placement.confirmed(name, on: Self.a)
+        }
+        _ = placement.dropped("x", on: Self.a)
+        _ = placement.dropped("y", on: Self.a)
+        _ = placement.retry { _ in Self.b }
+        #expect(Self.text(placement.confirmed("x", on: Self.b)).isEmpty, "y is not back yet")
+        #expect(Self.text(placement.unsubscribe("y")) == ["unsubscribe y from 7001", "tell resubscribed"])
+
+        // A caller's channel given up after its attempts, while the lost one is back already.
+        _ = placement.dropped("x", on: Self.b)
+        _ = placement.subscribe("new", waiter: 1, owner: Self.a)
+        _ = placement.retry { _ in Self.b }
+        #expect(Self.text(placement.confirmed("x", on: Self.b)).isEmpty, "new is not subscribed yet")
+        for _ in 1...4 {
+            _ = placement.refused("new", on: Self.a, redirection: nil)
+            _ = placement.place("new", owner: Self.a)
+        }
+        #expect(Self.text(placement.refused("new", on: Self.a, redirection: nil)) == ["fail [1]", "tell resubscribed"])
+    }
+
     @Test("closing fails every waiter and forgets every channel; a withdrawn channel fails its own waiters")
     func placementClose() {
         var placement = Placement()
