@@ -120,9 +120,15 @@ final class NodeContext: Sendable {
     func releaseUserInBroker(_ user: String, connection: String) {
         self.broker.releaseUserConnection(user: user, connection: connection).whenFailure { error in
             self.logger.debug("per-user connection release failed; will retry", metadata: ["user": "\(user)", "error": "\(error)"])
-            self.failedUserReleases.withLockedValue { failed in
-                guard failed.count < Self.maximumFailedUserReleases else { return }
+            let dropped = self.failedUserReleases.withLockedValue { failed -> Bool in
+                guard failed.count < Self.maximumFailedUserReleases else { return true }
                 failed.append(UserRelease(user: user, connection: connection))
+                return false
+            }
+            if dropped {
+                self.logger.warning(
+                    "per-user connection release dropped (too many waiting to be sent again): it counts against the user until this node stops",
+                    metadata: ["user": "\(user)"])
             }
         }
     }
@@ -159,8 +165,9 @@ final class NodeContext: Sendable {
 
     /// Broker releases waiting to be sent again (the oldest first); bounded.
     private let failedUserReleases = NIOLockedValueBox<[UserRelease]>([])
-    /// Past this many failed releases waiting, more are dropped (they then count until the node
-    /// leaves the registry or the user's hash expires).
+    /// Past this many failed releases waiting, more are dropped and logged: each then counts against
+    /// its user until this node stops and leaves the registry (the broker counts a live node's
+    /// entries as held, and a user who keeps connecting keeps the hash from expiring).
     static let maximumFailedUserReleases = 100_000
     static let userReleasesPerRetry = 1_000
 
