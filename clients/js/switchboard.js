@@ -600,6 +600,7 @@ class Subscription extends Emitter {
     const s = opts && opts.since;
     this._pos = s && typeof s.offset === 'number' && typeof s.epoch === 'string' ? {offset: s.offset, epoch: s.epoch} : null;
     this._since = null;      // position sent with the (re)subscribe in flight
+    this._lpGap = null;      // long-polling after a hole: 'pending' (the next poll asks again from the position), 'polled'
     this._buffer = [];       // pushes that came before the subscribe reply
     this._gen = 0;           // which subscribe request is current
     this._getToken = opts && typeof opts.getToken === 'function' ? opts.getToken : null;
@@ -644,15 +645,21 @@ class Subscription extends Emitter {
     });
   }
 
-  // Deliver one publication unless it was delivered before (offset <= last). Returns true when delivered.
+  // Deliver one publication unless it was delivered before (offset <= last), or it comes after a hole
+  // (offset > last + 1 in the same epoch): that one is not delivered either, and the client makes the
+  // subscription again from the last position (`_onGap`), whose recovery brings the missing
+  // publications and this one, in order. Returns true when delivered.
   _deliver(pub, epoch) {
     if (typeof pub.offset === 'number') {
-      if (this._pos && typeof this._pos.offset === 'number' && pub.offset <= this._pos.offset) {
-        this._client._log('drop duplicate', this.channel, pub.offset, '<=', this._pos.offset);
+      const pos = this._pos;
+      if (pos && typeof pos.offset === 'number' && pub.offset <= pos.offset) {
+        this._client._log('drop duplicate', this.channel, pub.offset, '<=', pos.offset);
         return false;
       }
-      if (this._pos && typeof this._pos.offset === 'number' && pub.offset !== this._pos.offset + 1) {
-        this._client._log('gap in', this.channel, 'after', this._pos.offset, 'got', pub.offset);
+      if (pos && typeof pos.offset === 'number' && pub.offset !== pos.offset + 1 && (epoch === undefined || epoch === pos.epoch)) {
+        this._client._log('gap in', this.channel, 'after', pos.offset, 'got', pub.offset, ': not delivered, recovering');
+        this._client._onGap(this, pub);
+        return false;
       }
       this._pos = {offset: pub.offset, epoch: epoch !== undefined ? epoch : (this._pos ? this._pos.epoch : undefined)};
     }
@@ -978,6 +985,7 @@ class SubscriptionMethods {
       sub.state = 'subscribing';
       sub._gen++;
       sub._buffer = [];
+      sub._lpGap = null;
       this._clear(sub._refreshTimer);
       sub._refreshTimer = null;
     }
@@ -1006,15 +1014,54 @@ class SubscriptionMethods {
         // 2500 insufficient state: subscribe again from our position. 2501 token expired: with a new token.
         this._log('resubscribe after', u.code, sub.channel);
         if (u.code === 2501) sub._token = null;
-        const was = sub.state;
-        sub.state = 'subscribing';
-        sub._gen++;
-        if (was === 'subscribed') sub._emit('subscribing', {channel: sub.channel, code: u.code, reason: u.reason || ''});
-        this._sendSubscribe(sub);
+        this._resubscribeFrom(sub, u.code, u.reason || '');
       } else {
         this._unsubscribe(sub, u.code, u.reason || 'unsubscribed by server', true);
       }
     }
+  }
+
+  // Back to `subscribing`, and a subscribe from the position (its reply: the missed publications, or
+  // `recovered: false`). Pushes that come meanwhile are held until that reply (client.js), which sorts
+  // them out: nothing is delivered twice or out of order.
+  _resubscribeFrom(sub, code, reason) {
+    const was = sub.state;
+    sub.state = 'subscribing';
+    sub._gen++;
+    if (was === 'subscribed') sub._emit('subscribing', {channel: sub.channel, code, reason});
+    this._sendSubscribe(sub);
+  }
+
+  // A live publication past the next offset (Subscription#_deliver did not deliver it): the node let a
+  // hole through. Recovered as after an `unsubscribe` push 2500: the subscription is made again from
+  // the last position delivered (over WebSocket and SSE an `unsubscribe` goes first, since the node
+  // still has the subscription and would refuse a second one with 105; over long-polling the next
+  // poll carries the position). One at a time: while it is being made again the subscription is
+  // `subscribing`, its pushes are held (or, long-polling, the rest of the answer is skipped), and
+  // further holes cost nothing more. A recovery that has the hole too is taken as `recovered: false`
+  // (`unrecovered`, the position jumps), so a node that cannot fill it makes no resubscribe loop.
+  _onGap(sub, pub) {
+    if (sub.state !== 'subscribed') return;  // being made again already: its recovery brings this one too
+    const reason = 'gap: offset ' + pub.offset + ' after ' + (sub._pos && sub._pos.offset);
+    const conn = this._conn;
+    if (conn && conn.name === 'longpoll') { this._pollGap(sub, reason); return; }
+    if (conn && conn.connected) this._call('unsubscribe', {channel: sub.channel}, true).catch(() => {});
+    this._resubscribeFrom(sub, 2500, reason);
+  }
+
+  // A `recovered: true` result must continue the position with no hole: every offset after it, up to
+  // the result's `offset`. One with a hole (the node never sends one: "never a partial list") is taken
+  // as `recovered: false` rather than delivered through.
+  _recoveryHasHole(sub, res) {
+    const pos = this._posFor(sub);
+    if (!pos || (res.epoch !== undefined && res.epoch !== pos.epoch)) return false;
+    let last = pos.offset;
+    for (const pub of Array.isArray(res.publications) ? res.publications : []) {
+      if (!pub || typeof pub.offset !== 'number' || pub.offset <= last) continue;
+      if (pub.offset !== last + 1) return true;
+      last = pub.offset;
+    }
+    return typeof res.offset === 'number' && res.offset > last;
   }
 
   // A subscription to make on the current connection, now or when it is up.
@@ -1075,7 +1122,11 @@ class SubscriptionMethods {
   _onSubscribeResult(sub, gen, since, res) {
     if (sub.state === 'unsubscribed' || gen !== sub._gen) return;
     const recovering = !!since;
-    const recovered = recovering && res.recovered === true;
+    let recovered = recovering && res.recovered === true;
+    if (recovered && this._recoveryHasHole(sub, res)) {
+      this._log('recovery of', sub.channel, 'from', since.offset, 'has a hole: taken as not recovered');
+      recovered = false;
+    }
     sub._backoff.reset();
     if (!recovered) sub._pos = typeof res.offset === 'number' ? {offset: res.offset, epoch: res.epoch} : null;
     // Order: `unrecovered` first, then the recovered publications, `subscribed`, then the held pushes.
@@ -1150,6 +1201,7 @@ class SubscriptionMethods {
     sub.state = 'unsubscribed';
     sub._gen++;
     sub._buffer = [];
+    sub._lpGap = null;
     this._clear(sub._retry);
     sub._retry = null;
     this._clear(sub._refreshTimer);
@@ -1226,6 +1278,9 @@ class SubscriptionMethods {
       const pos = this._posFor(sub);
       subs[sub.channel] = pos ? {...pos} : {};
       if (sub._token) subs[sub.channel].token = sub._token;
+      // After a hole: this poll asks again from the position; its answer settles it (see _pollItem).
+      if (sub._lpGap === 'pending') sub._lpGap = 'polled';
+      else if (sub._lpGap === 'polled') sub._lpGap = null;
       if (sub.state === 'subscribing' && sub._lpConn !== conn) {
         sub._lpConn = conn;
         sub._since = pos;
@@ -1254,8 +1309,17 @@ class SubscriptionMethods {
   _pollItem(conn, sub, item) {
     if (item.position) {
       const p = item.position;
+      if (sub._lpGap === 'pending' && p.recovered !== false) return;  // after a hole in this answer: the next poll asks again
       sub._backoff.reset();
       const had = this._posFor(sub);
+      if (had && p.recovered !== false && typeof p.offset === 'number' && p.epoch === had.epoch && p.offset > had.offset) {
+        // A position past the last publication delivered, and not `recovered: false`: a hole, as a
+        // publication past it would be. Asked again from the position first; a second time, lost for good.
+        if (sub._lpGap === 'polled') this._pollLost(conn, sub, {offset: p.offset, epoch: p.epoch});
+        else this._onGap(sub, {offset: p.offset});
+        return;
+      }
+      if (p.recovered === false) sub._lpGap = null;
       const gen = sub._gen;
       sub._pos = typeof p.offset === 'number' ? {offset: p.offset, epoch: p.epoch} : null;
       if (sub.state === 'subscribing' || p.recovered === false || !had || !sub._pos || had.offset !== sub._pos.offset || had.epoch !== sub._pos.epoch) {
@@ -1276,8 +1340,16 @@ class SubscriptionMethods {
         }
       }
     } else if (item.pub) {
+      if (sub._lpGap === 'pending') return;  // after a hole in this answer: the next poll asks again from the position
       if (sub.state === 'subscribing') sub.state = 'subscribed';
       sub._backoff.reset();
+      const had = this._posFor(sub);
+      if (sub._lpGap === 'polled' && had && typeof item.pub.offset === 'number' && item.pub.offset > had.offset) {
+        // The answer to the poll that asked again from the position: it goes on from there, or it
+        // skips the same hole, which the channel's history does not hold then: lost for good.
+        sub._lpGap = null;
+        if (item.pub.offset > had.offset + 1 && !this._pollLost(conn, sub, {offset: item.pub.offset - 1, epoch: had.epoch})) return;
+      }
       if (sub._deliver(item.pub)) this._pollMoved = true;
     } else if (item.error) {
       this._pollMoved = true;
@@ -1314,6 +1386,30 @@ class SubscriptionMethods {
         this._unsubscribe(sub, u.code, u.reason || 'unsubscribed by server', true);
       }
     }
+  }
+
+  // Long-polling after a hole (_onGap): back to `subscribing` as after 2500; the rest of this answer
+  // is skipped for it and the next poll, at once, asks again from the position.
+  _pollGap(sub, reason) {
+    sub._lpGap = 'pending';
+    this._pollMoved = true;
+    this._pollResubscribe(sub, 2500, reason);
+  }
+
+  // Long-polling: asked again from its position, the node still answers past the hole: what lies in
+  // it is not in the channel's history. As a `position` with `recovered: false`: `unrecovered`, then
+  // `subscribed`, and the subscription goes on from `pos`. False when a listener moved it on meanwhile.
+  _pollLost(conn, sub, pos) {
+    const gen = sub._gen;
+    sub._lpGap = null;
+    sub._pos = {offset: pos.offset, epoch: pos.epoch};
+    sub.unrecovered = true;
+    this._pollMoved = true;
+    sub._emit('unrecovered', {channel: sub.channel, offset: pos.offset, epoch: pos.epoch});
+    if (sub.state === 'unsubscribed' || sub._gen !== gen || this._conn !== conn) return false;
+    sub.state = 'subscribed';
+    sub._emit('subscribed', {channel: sub.channel, recovering: true, recovered: false, offset: pos.offset, epoch: pos.epoch, transport: 'longpoll'});
+    return !(sub.state === 'unsubscribed' || sub._gen !== gen || this._conn !== conn);
   }
 
   // Long-polling: back to `subscribing`; the next poll that carries it makes it `subscribed` again.
@@ -1535,8 +1631,9 @@ function resumeIdPositions(id) {
 // (EventStreamParser): a token never goes into a URL, where proxies and
 // access logs would keep it. EventSource can only GET, so it is not used.
 // The id of the last event seen is kept on the client and sent back as
-// `Last-Event-ID` by the next attempt, so that the node resumes the
-// subscriptions from where the stream was.
+// `Last-Event-ID` by the next attempt only when it holds exactly the
+// positions the client resumes from (`_resumeId`): never ahead of what the
+// app was given.
 
 
 class SseConn {
@@ -1570,19 +1667,25 @@ class SseConn {
     Promise.resolve(started).then(resp => this._read(resp), e => this._end(0, 'cannot open: ' + e));
   }
 
-  // The last event id the client saw, when every channel it names is one this attempt
-  // subscribes with a position in the same epoch: otherwise (a channel unsubscribed meanwhile,
-  // one that subscribes with its own token, a stream reset) the node, for which the id's
-  // positions win over `subs`, would subscribe what the client no longer wants, or from where
-  // it no longer is.
+  // The last event id the client saw, only when every channel it names is one this attempt
+  // subscribes from exactly the position the id holds (same offset, same epoch). The id is the
+  // node's view of the stream: it counts what the node wrote, not what the client delivered, and
+  // the node takes its positions over those of `subs`. So an id that names a channel unsubscribed
+  // meanwhile (or one that subscribes with its own token) would subscribe what the client no longer
+  // wants; one from another epoch (a stream reset), or ahead of the client's position (a
+  // publication written but not delivered: held before a subscribe reply when the stream was cut,
+  // or past a hole), would resume past publications the app never got, a hole; one behind it would
+  // recover again what the app has (and could say `recovered: false` for what it does not miss).
+  // Nothing is lost by leaving it out: `subs` always carries the client's own positions, which the
+  // protocol's recovery is made of (the id's format is the node's, not composed here).
   _resumeId() {
     const id = this.client._sseLastEventId;
     const subs = this.params.subs || {};
     const positions = resumeIdPositions(id);
     if (!positions || !Object.keys(positions).length) return null;
     for (const [ch, pos] of Object.entries(positions)) {
-      const mine = subs[ch];
-      if (!mine || typeof mine.offset !== 'number' || !pos || pos.epoch !== mine.epoch) return null;
+      const mine = Object.prototype.hasOwnProperty.call(subs, ch) ? subs[ch] : undefined;
+      if (!mine || typeof mine.offset !== 'number' || !pos || pos.epoch !== mine.epoch || pos.offset !== mine.offset) return null;
     }
     return id;
   }

@@ -60,6 +60,7 @@ export class Subscription extends Emitter {
     const s = opts && opts.since;
     this._pos = s && typeof s.offset === 'number' && typeof s.epoch === 'string' ? {offset: s.offset, epoch: s.epoch} : null;
     this._since = null;      // position sent with the (re)subscribe in flight
+    this._lpGap = null;      // long-polling after a hole: 'pending' (the next poll asks again from the position), 'polled'
     this._buffer = [];       // pushes that came before the subscribe reply
     this._gen = 0;           // which subscribe request is current
     this._getToken = opts && typeof opts.getToken === 'function' ? opts.getToken : null;
@@ -104,15 +105,21 @@ export class Subscription extends Emitter {
     });
   }
 
-  // Deliver one publication unless it was delivered before (offset <= last). Returns true when delivered.
+  // Deliver one publication unless it was delivered before (offset <= last), or it comes after a hole
+  // (offset > last + 1 in the same epoch): that one is not delivered either, and the client makes the
+  // subscription again from the last position (`_onGap`), whose recovery brings the missing
+  // publications and this one, in order. Returns true when delivered.
   _deliver(pub, epoch) {
     if (typeof pub.offset === 'number') {
-      if (this._pos && typeof this._pos.offset === 'number' && pub.offset <= this._pos.offset) {
-        this._client._log('drop duplicate', this.channel, pub.offset, '<=', this._pos.offset);
+      const pos = this._pos;
+      if (pos && typeof pos.offset === 'number' && pub.offset <= pos.offset) {
+        this._client._log('drop duplicate', this.channel, pub.offset, '<=', pos.offset);
         return false;
       }
-      if (this._pos && typeof this._pos.offset === 'number' && pub.offset !== this._pos.offset + 1) {
-        this._client._log('gap in', this.channel, 'after', this._pos.offset, 'got', pub.offset);
+      if (pos && typeof pos.offset === 'number' && pub.offset !== pos.offset + 1 && (epoch === undefined || epoch === pos.epoch)) {
+        this._client._log('gap in', this.channel, 'after', pos.offset, 'got', pub.offset, ': not delivered, recovering');
+        this._client._onGap(this, pub);
+        return false;
       }
       this._pos = {offset: pub.offset, epoch: epoch !== undefined ? epoch : (this._pos ? this._pos.epoch : undefined)};
     }

@@ -23,6 +23,7 @@ export class SubscriptionMethods {
       sub.state = 'subscribing';
       sub._gen++;
       sub._buffer = [];
+      sub._lpGap = null;
       this._clear(sub._refreshTimer);
       sub._refreshTimer = null;
     }
@@ -51,15 +52,54 @@ export class SubscriptionMethods {
         // 2500 insufficient state: subscribe again from our position. 2501 token expired: with a new token.
         this._log('resubscribe after', u.code, sub.channel);
         if (u.code === 2501) sub._token = null;
-        const was = sub.state;
-        sub.state = 'subscribing';
-        sub._gen++;
-        if (was === 'subscribed') sub._emit('subscribing', {channel: sub.channel, code: u.code, reason: u.reason || ''});
-        this._sendSubscribe(sub);
+        this._resubscribeFrom(sub, u.code, u.reason || '');
       } else {
         this._unsubscribe(sub, u.code, u.reason || 'unsubscribed by server', true);
       }
     }
+  }
+
+  // Back to `subscribing`, and a subscribe from the position (its reply: the missed publications, or
+  // `recovered: false`). Pushes that come meanwhile are held until that reply (client.js), which sorts
+  // them out: nothing is delivered twice or out of order.
+  _resubscribeFrom(sub, code, reason) {
+    const was = sub.state;
+    sub.state = 'subscribing';
+    sub._gen++;
+    if (was === 'subscribed') sub._emit('subscribing', {channel: sub.channel, code, reason});
+    this._sendSubscribe(sub);
+  }
+
+  // A live publication past the next offset (Subscription#_deliver did not deliver it): the node let a
+  // hole through. Recovered as after an `unsubscribe` push 2500: the subscription is made again from
+  // the last position delivered (over WebSocket and SSE an `unsubscribe` goes first, since the node
+  // still has the subscription and would refuse a second one with 105; over long-polling the next
+  // poll carries the position). One at a time: while it is being made again the subscription is
+  // `subscribing`, its pushes are held (or, long-polling, the rest of the answer is skipped), and
+  // further holes cost nothing more. A recovery that has the hole too is taken as `recovered: false`
+  // (`unrecovered`, the position jumps), so a node that cannot fill it makes no resubscribe loop.
+  _onGap(sub, pub) {
+    if (sub.state !== 'subscribed') return;  // being made again already: its recovery brings this one too
+    const reason = 'gap: offset ' + pub.offset + ' after ' + (sub._pos && sub._pos.offset);
+    const conn = this._conn;
+    if (conn && conn.name === 'longpoll') { this._pollGap(sub, reason); return; }
+    if (conn && conn.connected) this._call('unsubscribe', {channel: sub.channel}, true).catch(() => {});
+    this._resubscribeFrom(sub, 2500, reason);
+  }
+
+  // A `recovered: true` result must continue the position with no hole: every offset after it, up to
+  // the result's `offset`. One with a hole (the node never sends one: "never a partial list") is taken
+  // as `recovered: false` rather than delivered through.
+  _recoveryHasHole(sub, res) {
+    const pos = this._posFor(sub);
+    if (!pos || (res.epoch !== undefined && res.epoch !== pos.epoch)) return false;
+    let last = pos.offset;
+    for (const pub of Array.isArray(res.publications) ? res.publications : []) {
+      if (!pub || typeof pub.offset !== 'number' || pub.offset <= last) continue;
+      if (pub.offset !== last + 1) return true;
+      last = pub.offset;
+    }
+    return typeof res.offset === 'number' && res.offset > last;
   }
 
   // A subscription to make on the current connection, now or when it is up.
@@ -120,7 +160,11 @@ export class SubscriptionMethods {
   _onSubscribeResult(sub, gen, since, res) {
     if (sub.state === 'unsubscribed' || gen !== sub._gen) return;
     const recovering = !!since;
-    const recovered = recovering && res.recovered === true;
+    let recovered = recovering && res.recovered === true;
+    if (recovered && this._recoveryHasHole(sub, res)) {
+      this._log('recovery of', sub.channel, 'from', since.offset, 'has a hole: taken as not recovered');
+      recovered = false;
+    }
     sub._backoff.reset();
     if (!recovered) sub._pos = typeof res.offset === 'number' ? {offset: res.offset, epoch: res.epoch} : null;
     // Order: `unrecovered` first, then the recovered publications, `subscribed`, then the held pushes.
@@ -195,6 +239,7 @@ export class SubscriptionMethods {
     sub.state = 'unsubscribed';
     sub._gen++;
     sub._buffer = [];
+    sub._lpGap = null;
     this._clear(sub._retry);
     sub._retry = null;
     this._clear(sub._refreshTimer);
@@ -271,6 +316,9 @@ export class SubscriptionMethods {
       const pos = this._posFor(sub);
       subs[sub.channel] = pos ? {...pos} : {};
       if (sub._token) subs[sub.channel].token = sub._token;
+      // After a hole: this poll asks again from the position; its answer settles it (see _pollItem).
+      if (sub._lpGap === 'pending') sub._lpGap = 'polled';
+      else if (sub._lpGap === 'polled') sub._lpGap = null;
       if (sub.state === 'subscribing' && sub._lpConn !== conn) {
         sub._lpConn = conn;
         sub._since = pos;
@@ -299,8 +347,17 @@ export class SubscriptionMethods {
   _pollItem(conn, sub, item) {
     if (item.position) {
       const p = item.position;
+      if (sub._lpGap === 'pending' && p.recovered !== false) return;  // after a hole in this answer: the next poll asks again
       sub._backoff.reset();
       const had = this._posFor(sub);
+      if (had && p.recovered !== false && typeof p.offset === 'number' && p.epoch === had.epoch && p.offset > had.offset) {
+        // A position past the last publication delivered, and not `recovered: false`: a hole, as a
+        // publication past it would be. Asked again from the position first; a second time, lost for good.
+        if (sub._lpGap === 'polled') this._pollLost(conn, sub, {offset: p.offset, epoch: p.epoch});
+        else this._onGap(sub, {offset: p.offset});
+        return;
+      }
+      if (p.recovered === false) sub._lpGap = null;
       const gen = sub._gen;
       sub._pos = typeof p.offset === 'number' ? {offset: p.offset, epoch: p.epoch} : null;
       if (sub.state === 'subscribing' || p.recovered === false || !had || !sub._pos || had.offset !== sub._pos.offset || had.epoch !== sub._pos.epoch) {
@@ -321,8 +378,16 @@ export class SubscriptionMethods {
         }
       }
     } else if (item.pub) {
+      if (sub._lpGap === 'pending') return;  // after a hole in this answer: the next poll asks again from the position
       if (sub.state === 'subscribing') sub.state = 'subscribed';
       sub._backoff.reset();
+      const had = this._posFor(sub);
+      if (sub._lpGap === 'polled' && had && typeof item.pub.offset === 'number' && item.pub.offset > had.offset) {
+        // The answer to the poll that asked again from the position: it goes on from there, or it
+        // skips the same hole, which the channel's history does not hold then: lost for good.
+        sub._lpGap = null;
+        if (item.pub.offset > had.offset + 1 && !this._pollLost(conn, sub, {offset: item.pub.offset - 1, epoch: had.epoch})) return;
+      }
       if (sub._deliver(item.pub)) this._pollMoved = true;
     } else if (item.error) {
       this._pollMoved = true;
@@ -359,6 +424,30 @@ export class SubscriptionMethods {
         this._unsubscribe(sub, u.code, u.reason || 'unsubscribed by server', true);
       }
     }
+  }
+
+  // Long-polling after a hole (_onGap): back to `subscribing` as after 2500; the rest of this answer
+  // is skipped for it and the next poll, at once, asks again from the position.
+  _pollGap(sub, reason) {
+    sub._lpGap = 'pending';
+    this._pollMoved = true;
+    this._pollResubscribe(sub, 2500, reason);
+  }
+
+  // Long-polling: asked again from its position, the node still answers past the hole: what lies in
+  // it is not in the channel's history. As a `position` with `recovered: false`: `unrecovered`, then
+  // `subscribed`, and the subscription goes on from `pos`. False when a listener moved it on meanwhile.
+  _pollLost(conn, sub, pos) {
+    const gen = sub._gen;
+    sub._lpGap = null;
+    sub._pos = {offset: pos.offset, epoch: pos.epoch};
+    sub.unrecovered = true;
+    this._pollMoved = true;
+    sub._emit('unrecovered', {channel: sub.channel, offset: pos.offset, epoch: pos.epoch});
+    if (sub.state === 'unsubscribed' || sub._gen !== gen || this._conn !== conn) return false;
+    sub.state = 'subscribed';
+    sub._emit('subscribed', {channel: sub.channel, recovering: true, recovered: false, offset: pos.offset, epoch: pos.epoch, transport: 'longpoll'});
+    return !(sub.state === 'unsubscribed' || sub._gen !== gen || this._conn !== conn);
   }
 
   // Long-polling: back to `subscribing`; the next poll that carries it makes it `subscribed` again.

@@ -113,6 +113,8 @@ export class FakeServer {
     this.fetchHook = null;       // (url, init) => Response-like or undefined
     this.onCommand = null;       // (session, cmd) => void, before the command is handled
     this.tokenTTL = null;        // seconds: connect, subscribe, refresh and subRefresh results say {expires, ttl}
+    this.sseResumeIds = false;   // SSE event ids as the node makes them (base64url of the session's positions), and
+                                 // Last-Event-ID taken at a stream's connect (its positions win over `subs`)
     this.nextSession = 1;
   }
 
@@ -188,6 +190,7 @@ export class FakeServer {
         return p.token ? reply(this.tokenTTL !== null ? {expires: true, ttl: this.tokenTTL} : {expires: false}) : error(107, 'token must be a non-empty string');
       case 'unsubscribe':
         session.subs.delete(p.channel);
+        if (session.written) delete session.written[p.channel];
         return reply({});
       case 'publish': {
         const pub = this.publish(p.channel, p.data);
@@ -335,13 +338,33 @@ export class FakeSseStream {
     if (init.signal) init.signal.addEventListener('abort', () => this.close());
     this.session = new Session(server, 'sse', text => {
       if (this.closed) return;
-      this.ctrl.enqueue(new TextEncoder().encode('data: ' + text + '\nid: ' + (++this.eventId) + '\n\n'));
+      const id = server.sseResumeIds ? this._resumeId(JSON.parse(text)) : ++this.eventId;
+      this.ctrl.enqueue(new TextEncoder().encode('data: ' + text + '\nid: ' + id + '\n\n'));
     });
+    this.session.written = Object.create(null);  // channel -> {offset, epoch}: the last position written to the stream
+    const last = this.headers['Last-Event-ID'];
+    if (server.sseResumeIds && last) {
+      // As the node does: the id's positions win over those of `subs`.
+      const resumed = JSON.parse(Buffer.from(last, 'base64url').toString());
+      this.params = {...this.params, subs: {...(this.params.subs || {}), ...resumed}};
+    }
     const r = server.handle(this.session, {id: 1, connect: this.params});
     if (r) this.session.push(r);
   }
 
   response() { return {status: 200, ok: true, body: this.body, text: async () => { throw new Error('a stream'); }}; }
+
+  // The node's resume id at this event: every subscription's position as far as the stream has written it.
+  _resumeId(obj) {
+    const w = this.session.written;
+    if (obj.channel && obj.pub && typeof obj.pub.offset === 'number') w[obj.channel] = {offset: obj.pub.offset, epoch: this.server.channel(obj.channel).epoch};
+    if (obj.result && obj.result.subs) {
+      for (const [ch, r] of Object.entries(obj.result.subs)) if (typeof r.offset === 'number') w[ch] = {offset: r.offset, epoch: r.epoch};
+    }
+    const positions = {};
+    for (const ch of this.session.subs) positions[ch] = w[ch] || {};
+    return Buffer.from(JSON.stringify(positions)).toString('base64url');
+  }
 
   serverEnd() {
     if (this.closed) return;

@@ -331,3 +331,171 @@ test('hostile answers cost nothing: an error whose message is an object reconnec
   assert.equal(sb.state, 'connected', 'no watchdog fired');
   assert.ok(delays.length > 0 && delays.every(ms => !(ms > 2147483647)), `a timer past 2^31 - 1 ms: ${delays.filter(ms => !(ms <= 2147483647))}`);
 });
+
+// -- a publication past a hole -----------------------------------------------------
+
+// A publication the node put in history but never pushed to this client: a hole in its stream.
+function lose(server, name) {
+  const ch = server.channel(name);
+  ch.offset++;
+  ch.pubs.push({offset: ch.offset, data: ch.offset});
+}
+
+const method = cmd => Object.keys(cmd).find(k => k !== 'id');
+
+for (const transport of ['websocket', 'sse']) {
+  test(`${transport}: a publication past a hole is not delivered; one resubscribe from the last position delivered brings the rest once, in order`, async t => {
+    const {server, sb} = await setup(t, {transports: [transport]});
+    const got = [], subscribing = [], subscribed = [];
+    const sub = sb.subscribe('a', {
+      onPublication: p => got.push(p.data),
+      onSubscribing: c => subscribing.push(c.code),
+      onSubscribed: c => subscribed.push(c.recovered),
+    });
+    sb.connect();
+    await until(() => sub.state === 'subscribed', 5000, 'subscribed');
+    server.publish('a', 1);
+    await until(() => got.length === 1, 5000, 'the first publication');
+    const session = server.liveSessions().find(s => s.subs.has('a'));
+    const before = server.log.length;
+    server.hold.add('subscribe');  // the resubscribe stays in flight until the test answers it
+    lose(server, 'a');             // 2
+    server.publish('a', 3);        // pushed: past the hole
+    await until(() => server.log.slice(before).some(e => e.cmd.subscribe), 5000, 'the resubscribe');
+    // Pushes still on their way when the node took the unsubscribe: one in order, one past another hole.
+    lose(server, 'a');             // 4
+    lose(server, 'a');             // 5
+    session.push({channel: 'a', pub: {offset: 5, data: 5}});
+    session.push({channel: 'a', pub: {offset: 4, data: 4}});
+    await advance(2000);
+    assert.deepEqual(got, [1], 'nothing past the hole before the recovery');
+    const cmds = server.log.slice(before).map(e => e.cmd);
+    assert.deepEqual(cmds.map(method), ['unsubscribe', 'subscribe'], 'one resubscribe, no second one for the second hole');
+    assert.deepEqual(cmds[1].subscribe.since, {offset: 1, epoch: 'e1'}, 'from the last position delivered');
+    // The node answers it (the missed ones) and goes on live.
+    server.hold.clear();
+    session.subs.add('a');
+    session.push({id: cmds[1].id, result: server.subscribeResult('a', cmds[1].subscribe.since)});
+    server.publish('a', 6);
+    await until(() => got.length >= 6, 5000, 'the recovery and the next one');
+    await advance(1000);
+    assert.deepEqual(got, [1, 2, 3, 4, 5, 6]);
+    assert.deepEqual(subscribing, [2500]);
+    assert.deepEqual(subscribed, [false, true], 'the second subscribed: recovered');
+    assert.equal(sub.unrecovered, false);
+    assert.deepEqual(server.log.slice(before).map(e => method(e.cmd)), ['unsubscribe', 'subscribe']);
+  });
+
+  test(`${transport}: a hole the node's history lacks: one resubscribe, then unrecovered (the position jumps), no loop`, async t => {
+    const {server, sb} = await setup(t, {transports: [transport]});
+    const got = [], lost = [];
+    const sub = sb.subscribe('a', {onPublication: p => got.push(p.data), onUnrecovered: u => lost.push(u.offset)});
+    sb.connect();
+    await until(() => sub.state === 'subscribed', 5000, 'subscribed');
+    server.publish('a', 1);
+    await until(() => got.length === 1, 5000, 'the first publication');
+    const before = server.log.length;
+    const ch = server.channel('a');
+    ch.offset++;              // 2: in no history, never pushed
+    server.publish('a', 3);   // past the hole
+    await until(() => lost.length === 1, 5000, 'unrecovered');
+    server.publish('a', 4);
+    await until(() => got.length === 2, 5000, 'the next one');
+    await advance(2000);
+    assert.deepEqual(got, [1, 4]);
+    assert.deepEqual(lost, [3], 'the subscription goes on from the channel\'s position');
+    assert.equal(sub.unrecovered, true);
+    assert.deepEqual(server.log.slice(before).map(e => method(e.cmd)).filter(m => m !== 'publish'), ['unsubscribe', 'subscribe']);
+  });
+}
+
+test('longpoll: a poll answer past a hole is not delivered; the next poll asks again from the position, once; the rest comes once, in order', async t => {
+  const {server, sb} = await setup(t, {transports: ['longpoll'], pollTimeout: 5000});
+  const got = [];
+  const sub = sb.subscribe('a', {onPublication: p => got.push(p.data)});
+  sb.connect();
+  await until(() => sub.state === 'subscribed', 30000, 'subscribed');
+  server.publish('a', 1);
+  await until(() => got.length === 1, 30000, 'the first publication');
+  const polls = [];
+  let release = null;
+  server.fetchHook = (url, init) => {
+    if (!url.endsWith('/poll')) return undefined;
+    const since = JSON.parse(init.body).subs.a;
+    polls.push(since.offset);
+    if (polls.length > 20) return new Promise(() => {});  // a poll loop: stopped here, the test fails
+    if (polls.length === 1) {
+      // The held poll, woken: an answer that skips 2, with a second hole and its paging position.
+      const items = [{channel: 'a', pub: {offset: 3, data: 3}}, {channel: 'a', pub: {offset: 5, data: 5}},
+        {channel: 'a', position: {offset: 5, epoch: 'e1'}}];
+      return {status: 200, ok: true, text: async () => JSON.stringify(items)};
+    }
+    if (polls.length === 2) return new Promise(r => { release = r; });  // the poll that asks again, held a while
+    return undefined;
+  };
+  lose(server, 'a');
+  lose(server, 'a');
+  lose(server, 'a');
+  server.publish('a', 5);  // wakes the held poll
+  await until(() => release !== null, 30000, 'the poll that asks again');
+  await advance(1000);
+  assert.deepEqual(got, [1], 'nothing past the hole before the recovery');
+  assert.deepEqual(polls, [1, 1], 'asked again from the last position delivered');
+  release(undefined);  // the fake node answers it from history
+  await until(() => got.length === 5, 30000, 'the recovery');
+  await advance(1000);
+  assert.deepEqual(got, [1, 2, 3, 4, 5]);
+  assert.equal(sub.unrecovered, false);
+  assert.deepEqual(polls.slice(0, 3), [1, 1, 5]);
+});
+
+test('longpoll: a hole the node\'s history lacks: asked again once, then unrecovered, and polling goes on (no poll loop)', async t => {
+  const {server, sb} = await setup(t, {transports: ['longpoll'], pollTimeout: 5000});
+  const got = [], lost = [];
+  const sub = sb.subscribe('a', {onPublication: p => got.push(p.data), onUnrecovered: u => lost.push(u.offset)});
+  sb.connect();
+  await until(() => sub.state === 'subscribed', 30000, 'subscribed');
+  server.publish('a', 1);
+  await until(() => got.length === 1, 30000, 'the first publication');
+  const polls = [];
+  server.fetchHook = (url, init) => {
+    if (!url.endsWith('/poll')) return undefined;
+    polls.push(JSON.parse(init.body).subs.a.offset);
+    return polls.length > 20 ? new Promise(() => {}) : undefined;  // a poll loop: stopped here, the test fails
+  };
+  server.channel('a').offset++;  // 2: in no history
+  server.publish('a', 3);
+  await until(() => got.length === 2, 30000, 'the one after the hole');
+  await advance(3000);
+  assert.deepEqual(got, [1, 3]);
+  assert.deepEqual(lost, [2]);
+  assert.equal(polls.filter(o => o === 1).length, 2, 'the woken poll and one that asked again: ' + polls);
+  assert.ok(polls.slice(2).every(o => o === 3), 'then on from the new position: ' + polls);
+});
+
+test('sse: after a hole, a stream cut before the resubscribe reply does not resume from the event id (ahead of what was delivered)', async t => {
+  const {server, sb} = await setup(t, {transports: ['sse']});
+  server.sseResumeIds = true;
+  const got = [], lost = [];
+  const sub = sb.subscribe('a', {onPublication: p => got.push(p.data), onUnrecovered: u => lost.push(u.offset)});
+  sb.connect();
+  await until(() => sub.state === 'subscribed', 5000, 'subscribed');
+  server.publish('a', 1);
+  await until(() => got.length === 1, 5000, 'the first publication');
+  server.hold.add('unsubscribe');
+  server.hold.add('subscribe');
+  lose(server, 'a');        // 2
+  server.publish('a', 3);   // its event id says a: 3; the client delivered up to 1
+  await until(() => server.log.some(e => e.cmd.subscribe), 5000, 'the resubscribe');
+  server.hold.clear();
+  const first = server.eventSources.length;
+  server.eventSources.at(-1).serverEnd();
+  await until(() => server.eventSources.length > first && sub.state === 'subscribed', 10000, 'subscribed again');
+  server.publish('a', 4);
+  await until(() => got.length >= 4, 5000, 'the rest');
+  await advance(1000);
+  assert.equal(server.eventSources.at(-1).headers['Last-Event-ID'], undefined);
+  assert.deepEqual(server.eventSources.at(-1).params.subs, {a: {offset: 1, epoch: 'e1'}});
+  assert.deepEqual(got, [1, 2, 3, 4]);
+  assert.deepEqual(lost, []);
+});

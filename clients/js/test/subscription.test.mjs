@@ -14,6 +14,7 @@ function stub() {
     _log() {},
     _unsubscribe: (sub, code, reason) => calls.push(['unsubscribe', code, reason]),
     _resubscribe: sub => calls.push(['resubscribe']),
+    _onGap: (sub, pub) => calls.push(['gap', pub.offset, sub.position.offset]),
   };
   return {client, clock, calls};
 }
@@ -41,20 +42,36 @@ test('since: a full position is kept, anything else ignored', () => {
 });
 
 test('_deliver: each offset once, in order; position follows; epoch kept; no-offset publications pass', () => {
-  const {client} = stub();
+  const {client, calls} = stub();
   const got = [];
   const sub = new Subscription(client, 'a', {since: {offset: 2, epoch: 'e1'}, onPublication: p => got.push([p.offset, p.epoch, p.data])});
   assert.equal(sub._deliver({offset: 2, data: 'old'}), false, 'at the position: a duplicate');
   assert.equal(sub._deliver({offset: 3, data: 'c'}), true);
   assert.equal(sub._deliver({offset: 3, data: 'c again'}), false);
-  assert.equal(sub._deliver({offset: 5, data: 'e'}, 'e1'), true, 'a gap is delivered (and logged)');
-  assert.equal(sub._deliver({offset: 4, data: 'late'}), false, 'below the position: dropped');
+  assert.equal(sub._deliver({offset: 4, data: 'd'}, 'e1'), true);
+  assert.equal(sub._deliver({offset: 3, data: 'late'}), false, 'below the position: dropped');
   assert.equal(sub._deliver({data: 'no history'}), true);
-  assert.deepEqual(got, [[3, 'e1', 'c'], [5, 'e1', 'e'], [undefined, 'e1', 'no history']]);
-  assert.deepEqual(sub.position, {offset: 5, epoch: 'e1'});
+  assert.deepEqual(got, [[3, 'e1', 'c'], [4, 'e1', 'd'], [undefined, 'e1', 'no history']]);
+  assert.deepEqual(sub.position, {offset: 4, epoch: 'e1'});
+  assert.deepEqual(calls, []);
   const pos = sub.position;
   pos.offset = 99;
-  assert.equal(sub.position.offset, 5, 'position is a copy');
+  assert.equal(sub.position.offset, 4, 'position is a copy');
+});
+
+test('_deliver: a publication past a hole (same epoch) is not delivered and the position stays; the client is told (_onGap)', () => {
+  const {client, calls} = stub();
+  const got = [];
+  const sub = new Subscription(client, 'a', {since: {offset: 4, epoch: 'e1'}, onPublication: p => got.push(p.offset)});
+  assert.equal(sub._deliver({offset: 6, data: 'f'}), false, 'a live one past the hole');
+  assert.equal(sub._deliver({offset: 7, data: 'g'}, 'e1'), false, 'one of a list in the same epoch');
+  assert.deepEqual(got, []);
+  assert.deepEqual(sub.position, {offset: 4, epoch: 'e1'}, 'the position stays at the last one delivered');
+  assert.deepEqual(calls, [['gap', 6, 4], ['gap', 7, 4]]);
+  assert.equal(sub._deliver({offset: 5, data: 'e'}), true, 'the next one is delivered');
+  assert.equal(sub._deliver({offset: 9, data: 'new epoch'}, 'e2'), true, 'another epoch is no hole: offsets start over');
+  assert.deepEqual(got, [5, 9]);
+  assert.deepEqual(sub.position, {offset: 9, epoch: 'e2'});
 });
 
 test('unsubscribe() and subscribe() go through the client', () => {

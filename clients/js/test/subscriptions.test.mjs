@@ -247,3 +247,121 @@ test('long-polling: a channel named __proto__ is polled like any other', () => {
   const {subs} = c._pollSubs(c._conn);
   assert.equal(JSON.stringify({subs}), '{"subs":{"__proto__":{"offset":2,"epoch":"e"}}}');
 });
+
+// -- holes: a publication past the next offset ----------------------------------
+
+test('a gap: not delivered; one unsubscribe then one subscribe from the last position delivered; the recovery delivers the rest once, in order', async () => {
+  const c = new StubClient();
+  const sub = c.add('a');
+  const ev = record(sub);
+  const why = [];
+  sub.on('subscribing', x => why.push([x.code, x.reason]));
+  c._sendSubscribe(sub);
+  c.calls[0].resolve({offset: 4, epoch: 'e'});
+  await flush();
+  c._channelPush(sub, {channel: 'a', pub: {offset: 5}});
+  c._channelPush(sub, {channel: 'a', pub: {offset: 7}});  // 6 never came
+  assert.deepEqual(c.calls.slice(1).map(x => [x.method, x.params, x.connScoped]), [
+    ['unsubscribe', {channel: 'a'}, true],  // the node still has the subscription: a bare subscribe would be refused (105)
+    ['subscribe', {channel: 'a', since: {offset: 5, epoch: 'e'}}, true],
+  ]);
+  assert.equal(sub.state, 'subscribing');
+  assert.deepEqual(sub.position, {offset: 5, epoch: 'e'});
+  assert.deepEqual(why, [[2500, 'gap: offset 7 after 5']]);
+  // Pushes while it is being made again are held (client.js) and sorted out at the reply.
+  sub._buffer.push({channel: 'a', pub: {offset: 7}}, {channel: 'a', pub: {offset: 8}}, {channel: 'a', pub: {offset: 9}});
+  c.calls[2].resolve({offset: 8, epoch: 'e', recovered: true, publications: [{offset: 6}, {offset: 7}, {offset: 8}]});
+  await flush();
+  assert.deepEqual(ev, ['subscribed', 'pub 5', 'subscribing', 'pub 6', 'pub 7', 'pub 8', 'subscribed', 'pub 9']);
+  assert.equal(c.calls.length, 3);
+  assert.deepEqual(sub.position, {offset: 9, epoch: 'e'});
+});
+
+test('a second gap while the resubscribe is in flight sends nothing more and delivers nothing', async () => {
+  const c = new StubClient();
+  const sub = c.add('a', {since: {offset: 4, epoch: 'e'}});
+  const ev = record(sub);
+  c._sendSubscribe(sub);
+  c.calls[0].resolve({offset: 4, epoch: 'e', recovered: true, publications: []});
+  await flush();
+  c._channelPush(sub, {channel: 'a', pub: {offset: 6}});
+  assert.equal(c.calls.length, 3);
+  c._channelPush(sub, {channel: 'a', pub: {offset: 8}});  // delivered to it directly, past another hole
+  c._onGap(sub, {offset: 9});
+  assert.equal(c.calls.length, 3, 'no second unsubscribe or subscribe');
+  assert.deepEqual(ev, ['subscribed', 'subscribing']);
+  c.calls[2].resolve({offset: 8, epoch: 'e', recovered: true, publications: [{offset: 5}, {offset: 6}, {offset: 7}, {offset: 8}]});
+  await flush();
+  assert.deepEqual(ev, ['subscribed', 'subscribing', 'pub 5', 'pub 6', 'pub 7', 'pub 8', 'subscribed']);
+  assert.equal(c.calls.length, 3);
+});
+
+test('a recovery with a hole (in its list, or short of its offset) is taken as recovered: false: unrecovered, the position jumps, no resubscribe loop', async () => {
+  for (const [res, note] of [
+    [{offset: 7, epoch: 'e', recovered: true, publications: [{offset: 6}, {offset: 7}]}, '5 missing from the list'],
+    [{offset: 7, epoch: 'e', recovered: true, publications: [{offset: 5}]}, 'the list ends before its offset'],
+  ]) {
+    const c = new StubClient();
+    const sub = c.add('a');
+    const ev = record(sub);
+    let ctx = null;
+    sub.on('subscribed', x => { ctx = x; });
+    c._sendSubscribe(sub);
+    c.calls[0].resolve({offset: 4, epoch: 'e'});
+    await flush();
+    c._channelPush(sub, {channel: 'a', pub: {offset: 6}});
+    assert.deepEqual(c.calls[2].params.since, {offset: 4, epoch: 'e'}, note);
+    sub._buffer.push({channel: 'a', pub: {offset: 7}}, {channel: 'a', pub: {offset: 8}});
+    c.calls[2].resolve(res);
+    await flush();
+    assert.deepEqual(ev, ['subscribed', 'subscribing', 'unrecovered', 'subscribed', 'pub 8'], note);
+    assert.equal(ctx.recovered, false, note);
+    assert.equal(sub.unrecovered, true, note);
+    assert.deepEqual(sub.position, {offset: 8, epoch: 'e'}, note);
+    assert.equal(c.calls.length, 3, note + ': no other resubscribe');
+  }
+});
+
+test('long-polling: a gap in a poll answer: the rest of the answer is skipped, the next poll asks again from the position, once; its answer is delivered once, in order', () => {
+  const c = new StubClient('longpoll');
+  const sub = c.add('a', {since: {offset: 4, epoch: 'e'}});
+  const ev = record(sub);
+  c._pollSubs(c._conn);
+  c._pollMoved = false;
+  for (const item of [{pub: {offset: 5}}, {pub: {offset: 7}}, {pub: {offset: 8}}, {position: {offset: 5, epoch: 'e'}}, {pub: {offset: 10}},
+    {position: {offset: 10, epoch: 'e'}}]) {
+    c._pollItem(c._conn, sub, {channel: 'a', ...item});
+  }
+  assert.deepEqual(ev, ['subscribed', 'pub 5', 'subscribing'], 'nothing past the hole; one resubscribe');
+  assert.deepEqual(sub.position, {offset: 5, epoch: 'e'}, 'the paging position past the hole is not taken either');
+  assert.equal(c._pollMoved, true, 'polled again at once');
+  assert.deepEqual({...c._pollSubs(c._conn).subs}, {a: {offset: 5, epoch: 'e'}});
+  for (const o of [6, 7, 8]) c._pollItem(c._conn, sub, {channel: 'a', pub: {offset: o}});
+  assert.deepEqual(ev, ['subscribed', 'pub 5', 'subscribing', 'subscribed', 'pub 6', 'pub 7', 'pub 8']);
+  assert.equal(sub.unrecovered, false);
+  assert.deepEqual(c.calls, [], 'no commands over long-polling');
+});
+
+test('long-polling: a hole the node\'s history lacks: asked again once, then unrecovered and on from there (no poll loop)', () => {
+  const c = new StubClient('longpoll');
+  const sub = c.add('a', {since: {offset: 4, epoch: 'e'}});
+  const ev = record(sub);
+  const lost = [];
+  sub.on('unrecovered', x => lost.push([x.offset, x.epoch]));
+  c._pollSubs(c._conn);
+  c._pollItem(c._conn, sub, {channel: 'a', pub: {offset: 6}});
+  assert.deepEqual({...c._pollSubs(c._conn).subs}, {a: {offset: 4, epoch: 'e'}});
+  c._pollItem(c._conn, sub, {channel: 'a', pub: {offset: 6}});  // the same answer again: 5 is not in history
+  c._pollItem(c._conn, sub, {channel: 'a', pub: {offset: 7}});
+  assert.deepEqual(ev, ['subscribed', 'subscribing', 'subscribed', 'unrecovered', 'subscribed', 'pub 6', 'pub 7']);
+  assert.deepEqual(lost, [[5, 'e']]);
+  assert.equal(sub.unrecovered, true);
+  assert.deepEqual({...c._pollSubs(c._conn).subs}, {a: {offset: 7, epoch: 'e'}});
+  // A position that jumps ahead (not recovered: false) is a hole too: asked again, then taken as lost.
+  c._pollItem(c._conn, sub, {channel: 'a', position: {offset: 9, epoch: 'e'}});
+  assert.equal(sub.state, 'subscribing');
+  assert.deepEqual({...c._pollSubs(c._conn).subs}, {a: {offset: 7, epoch: 'e'}});
+  c._pollItem(c._conn, sub, {channel: 'a', position: {offset: 9, epoch: 'e'}});
+  assert.deepEqual(lost, [[5, 'e'], [9, 'e']]);
+  assert.deepEqual(sub.position, {offset: 9, epoch: 'e'});
+});

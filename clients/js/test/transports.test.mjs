@@ -247,12 +247,14 @@ test('sse: events split anywhere (mid-line, mid CRLF, mid UTF-8) arrive whole; t
   assert.equal(h._sseLastEventId, 'def');
 });
 
-test('sse: Last-Event-ID is sent on a reconnect only when its channels are all subscribed with positions in the same epoch', async () => {
+test('sse: Last-Event-ID is sent on a reconnect only when its channels are all subscribed from exactly its positions (never ahead of what was delivered)', async () => {
   const id = Buffer.from(JSON.stringify({a: {offset: 5, epoch: 'e'}, 'b:é': {offset: 2, epoch: 'f'}})).toString('base64url');
   const cases = [
-    [{a: {offset: 4, epoch: 'e'}, 'b:é': {offset: 2, epoch: 'f'}, c: {}}, id],
-    [{a: {offset: 4, epoch: 'e'}}, undefined],                              // b:é unsubscribed meanwhile
-    [{a: {offset: 4, epoch: 'other'}, 'b:é': {offset: 2, epoch: 'f'}}, undefined],  // a stream reset
+    [{a: {offset: 5, epoch: 'e'}, 'b:é': {offset: 2, epoch: 'f'}, c: {}}, id],  // the same positions (c: not in the id)
+    [{a: {offset: 4, epoch: 'e'}, 'b:é': {offset: 2, epoch: 'f'}, c: {}}, undefined],  // the id is ahead for a: 5 was never delivered
+    [{a: {offset: 6, epoch: 'e'}, 'b:é': {offset: 2, epoch: 'f'}}, undefined],  // the id is behind for a
+    [{a: {offset: 5, epoch: 'e'}}, undefined],                              // b:é unsubscribed meanwhile
+    [{a: {offset: 5, epoch: 'other'}, 'b:é': {offset: 2, epoch: 'f'}}, undefined],  // a stream reset
     [{a: {}, 'b:é': {offset: 2, epoch: 'f'}}, undefined],                    // no position for a
   ];
   for (const [subs, want] of cases) {

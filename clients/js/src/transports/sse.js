@@ -7,8 +7,9 @@
 // (EventStreamParser): a token never goes into a URL, where proxies and
 // access logs would keep it. EventSource can only GET, so it is not used.
 // The id of the last event seen is kept on the client and sent back as
-// `Last-Event-ID` by the next attempt, so that the node resumes the
-// subscriptions from where the stream was.
+// `Last-Event-ID` by the next attempt only when it holds exactly the
+// positions the client resumes from (`_resumeId`): never ahead of what the
+// app was given.
 
 import {errorFromBody} from '../errors.js';
 import {EventStreamParser, resumeIdPositions} from '../eventstream.js';
@@ -47,19 +48,25 @@ export class SseConn {
     Promise.resolve(started).then(resp => this._read(resp), e => this._end(0, 'cannot open: ' + e));
   }
 
-  // The last event id the client saw, when every channel it names is one this attempt
-  // subscribes with a position in the same epoch: otherwise (a channel unsubscribed meanwhile,
-  // one that subscribes with its own token, a stream reset) the node, for which the id's
-  // positions win over `subs`, would subscribe what the client no longer wants, or from where
-  // it no longer is.
+  // The last event id the client saw, only when every channel it names is one this attempt
+  // subscribes from exactly the position the id holds (same offset, same epoch). The id is the
+  // node's view of the stream: it counts what the node wrote, not what the client delivered, and
+  // the node takes its positions over those of `subs`. So an id that names a channel unsubscribed
+  // meanwhile (or one that subscribes with its own token) would subscribe what the client no longer
+  // wants; one from another epoch (a stream reset), or ahead of the client's position (a
+  // publication written but not delivered: held before a subscribe reply when the stream was cut,
+  // or past a hole), would resume past publications the app never got, a hole; one behind it would
+  // recover again what the app has (and could say `recovered: false` for what it does not miss).
+  // Nothing is lost by leaving it out: `subs` always carries the client's own positions, which the
+  // protocol's recovery is made of (the id's format is the node's, not composed here).
   _resumeId() {
     const id = this.client._sseLastEventId;
     const subs = this.params.subs || {};
     const positions = resumeIdPositions(id);
     if (!positions || !Object.keys(positions).length) return null;
     for (const [ch, pos] of Object.entries(positions)) {
-      const mine = subs[ch];
-      if (!mine || typeof mine.offset !== 'number' || !pos || pos.epoch !== mine.epoch) return null;
+      const mine = Object.prototype.hasOwnProperty.call(subs, ch) ? subs[ch] : undefined;
+      if (!mine || typeof mine.offset !== 'number' || !pos || pos.epoch !== mine.epoch || pos.offset !== mine.offset) return null;
     }
     return id;
   }
