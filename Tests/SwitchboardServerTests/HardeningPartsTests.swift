@@ -5,7 +5,7 @@ import NIOEmbedded
 import SwitchboardBroker
 import SwitchboardBrokerTesting
 import SwitchboardCore
-@testable import SwitchboardServer
+@_spi(Harness) @testable import SwitchboardServer
 import SwitchboardServerTesting
 import Testing
 
@@ -218,5 +218,37 @@ struct TrustedProxyTests {
         try configuration.apply(file: JSONObject([("trustedProxies", .array([.string("::1")]))]))
         #expect(configuration.trustedProxies == ["::1"])
         #expect(throws: (any Error).self) { try configuration.apply(file: JSONObject([("trustedProxies", .string("x"))])) }
+    }
+}
+
+@Suite("Echo endpoint")
+struct EchoHandlerTests {
+    @Test("an echo connection that sends nothing for its idle timeout is closed (1001); each message moves the deadline")
+    func idleEchoIsClosed() throws {
+        let loop = EmbeddedEventLoop()
+        let channel = EmbeddedChannel(loop: loop)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let closes = CloseRequestRecorder()
+        try channel.pipeline.syncOperations.addHandler(closes)
+        try channel.pipeline.syncOperations.addHandler(EchoHandler(idleTimeout: .seconds(30)))
+        loop.advanceTime(by: .seconds(20))
+        try channel.writeInbound(WebSocketMessage.text(ByteBuffer(string: "hi")))
+        #expect(try channel.readOutbound(as: ByteBuffer.self) != nil, "echoed")
+        loop.advanceTime(by: .seconds(25))  // 45 s in, 25 s after the message
+        #expect(closes.codes.isEmpty)
+        loop.advanceTime(by: .seconds(6))  // 51 s in, 31 s after it
+        #expect(closes.codes == [1001])
+        _ = try? channel.finish(acceptAlreadyClosed: true)
+    }
+}
+
+/// Records the close requests a handler sends towards the frame handler.
+final class CloseRequestRecorder: ChannelOutboundHandler {
+    typealias OutboundIn = ByteBuffer
+    var codes: [UInt16] = []
+
+    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        if let request = event as? WebSocketCloseRequest { self.codes.append(request.code) }
+        promise?.succeed()
     }
 }

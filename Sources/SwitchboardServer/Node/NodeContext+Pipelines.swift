@@ -15,7 +15,12 @@ extension NodeContext {
             // they cannot pile up (the echo has no session, hence no slow-consumer cut).
             try pipeline.addHandler(BackPressureHandler())
             try pipeline.addHandler(WebSocketFrameHandler(maximumMessageSize: self.configuration.echoMaxMessageSize))
-            try pipeline.addHandler(EchoHandler())
+            // Quiet for a ping interval and its pong timeout: gone, as a session would be (pings off:
+            // five minutes). Both are at most 1e9 s (the configuration's bound): no overflow here.
+            let configuration = self.configuration
+            let seconds = configuration.pingInterval > 0 ? configuration.pingInterval + configuration.pongTimeout : 300
+            let idle = TimeAmount.milliseconds(Int64(max(seconds, 1) * 1000))
+            try pipeline.addHandler(EchoHandler(idleTimeout: idle))
         } else {
             try pipeline.addHandler(WebSocketFrameHandler(maximumMessageSize: self.configuration.maxMessageSize))
             try pipeline.addHandler(ClientSession(node: self, fanout: self.fanout(for: channel.eventLoop)))
