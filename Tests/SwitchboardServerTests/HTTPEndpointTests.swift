@@ -25,6 +25,22 @@ struct HTTPEndpointTests {
         #expect(requestGuard.refusal(.startsSession, body: nil) != nil, "a WebSocket or GET stream has no body and is refused too")
     }
 
+    @Test("an /rpc call is served while the node drains: its commands run (it is not a client to move)")
+    func rpcWhileDraining() throws {
+        let node = try EmbeddedNode()
+        node.context.setDraining()
+        let channel = try node.openHTTP()
+        let body = #"{"id":1,"publish":{"channel":"c","data":1}}"#
+        try channel.writeInbound(ByteBuffer(string:
+            "POST /rpc HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"))
+        node.loop.run()
+        let answer = String(decoding: channel.readAllOutbound(), as: UTF8.self)
+        #expect(answer.hasPrefix("HTTP/1.1 200"), "\(answer)")
+        #expect(answer.contains(#""id":1,"result""#), "\(answer)")
+        #expect(!answer.contains("disconnect"), "\(answer)")
+        _ = try? channel.finish(acceptAlreadyClosed: true)
+    }
+
     @Test("a body over the size is 413 and one that is not UTF-8 is 400, whatever the purpose; the connection stays")
     func guardBody() throws {
         let requestGuard = TransportRequestGuard(maximumBodySize: 4, isDraining: false)

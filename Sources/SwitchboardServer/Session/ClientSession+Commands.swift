@@ -17,8 +17,9 @@ extension ClientSession {
         guard self.fanout.acceptsSessions else { return self.disconnect(.shutdown, push: true) }
         // Draining: the drain asks the clients it found to go (spread over its window); one that
         // connects after it started (its WebSocket opened before, its token checked since) is told at
-        // once, or it would be in no batch, and the drain would wait its whole window for it.
-        guard !self.node.isDraining else { return self.disconnect(.shutdown, push: true) }
+        // once, or it would be in no batch, and the drain would wait its whole window for it. An
+        // `/rpc` call is the exception: a moment, not a client to move, served while the node drains.
+        guard !self.node.isDraining || self.collector?.purpose == .rpc else { return self.disconnect(.shutdown, push: true) }
         let user = claims?.user ?? ""
         guard self.countsUser(user) else {
             return self.connectAdmitted(id: id, params, claims: claims, client: self.fanout.makeClientID(node: self.node.nodeID))
@@ -85,8 +86,9 @@ extension ClientSession {
         guard self.fanout.acceptsSessions else { return self.disconnect(.shutdown, push: true) }
         // Draining: the drain asks the clients it found to go (spread over its window); one that
         // connects after it started (its WebSocket opened before, its token checked since) is told at
-        // once, or it would be in no batch, and the drain would wait its whole window for it.
-        guard !self.node.isDraining else { return self.disconnect(.shutdown, push: true) }
+        // once, or it would be in no batch, and the drain would wait its whole window for it. An
+        // `/rpc` call is the exception: a moment, not a client to move, served while the node drains.
+        guard !self.node.isDraining || self.collector?.purpose == .rpc else { return self.disconnect(.shutdown, push: true) }
         let user = claims?.user ?? ""
         let info = claims?.info
         let tokenExpiry = claims?.expiresAt.map { Self.deadline(expiresAt: $0, now: Date().timeIntervalSince1970) }
