@@ -59,6 +59,28 @@ struct RedisChannelStateMachine<Waiter> {
         return false
     }
 
+    /// Whether a SUBSCRIBE of this channel waits for its confirmation.
+    var awaitsSubscribeConfirmation: Bool {
+        switch self.state {
+        case .subscribing, .subscribingThenUnsubscribe: true
+        default: false
+        }
+    }
+
+    /// Whether a SUBSCRIBE waits for its confirmation and the channel is still wanted.
+    var isSubscribingAndWanted: Bool {
+        if case .subscribing = self.state { return true }
+        return false
+    }
+
+    /// Whether the channel was delivering when the connection was lost: waiting for the next one
+    /// with no caller, or only the owner's resubscribe entry `id` (kept from a connection lost
+    /// again before that entry was confirmed).
+    func wasDelivering(resubscribeID id: UInt64) -> Bool {
+        guard case .pending(let entries) = self.state else { return false }
+        return entries.isEmpty || entries.contains { $0.id == id }
+    }
+
     /// A caller subscribes; `connected` says whether a connection is ready to send on.
     mutating func subscribe(id: UInt64, waiter: Waiter, connected: Bool) -> Actions {
         let entry = (id: id, waiter: waiter)

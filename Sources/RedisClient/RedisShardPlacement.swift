@@ -143,7 +143,10 @@ struct RedisShardPlacement<Waiter> {
             return [.fail(channel.waiters)] + self.noticeIfAllSubscribed()
         }
         self.channels[name] = channel
-        if let redirection { return [.followRedirection(redirection, channel: name)] }
+        // Followed at once, until the attempts run out: then (a channel kept for its owner) only
+        // after the map's refresh and a second, so two nodes that send it to each other mid-failover
+        // do not make a loop at round-trip speed.
+        if let redirection, channel.attempts < self.maximumAttempts { return [.followRedirection(redirection, channel: name)] }
         return [.refreshMapAndRetry]
     }
 

@@ -45,6 +45,10 @@ public final class RedisSubscriber: @unchecked Sendable {
     private var closed = false
     private var everConnected = false
     private var failures = 0
+    /// Error replies that started the subscriber over, since the last confirmed SUBSCRIBE: the
+    /// reconnect backs off by them too (a handshake that succeeds resets `failures`, so a refusal
+    /// that persists, an ACL that denies a channel, must not reconnect at once, forever).
+    private var refusalsInARow = 0
     /// On a Redis Cluster, which of `configuration.clusterNodes` to connect to: the next one after
     /// each failed or lost connection (any node of a cluster delivers every PUBLISH).
     private var nodeIndex = 0
@@ -155,20 +159,24 @@ public final class RedisSubscriber: @unchecked Sendable {
     private var isReady: Bool { self.channel != nil && !self.connecting }
 
     /// Runs one transition of `name`'s machine and performs its actions.
+    /// Returns whether the owner's resubscribe entry failed (was refused or withdrawn).
+    @discardableResult
     private func apply(
         _ name: String, failure: RedisError? = nil,
         _ transition: (inout RedisChannelStateMachine<Waiter>) -> RedisChannelStateMachine<Waiter>.Actions
-    ) {
+    ) -> Bool {
         var machine = self.channels.removeValue(forKey: name) ?? RedisChannelStateMachine()
         let actions = transition(&machine)
         if !machine.isUnsubscribed { self.channels[name] = machine }
-        self.perform(actions, channel: name, failure: failure)
+        return self.perform(actions, channel: name, failure: failure)
     }
 
     private var subscribeCommand: RESPArgument { self.sharded ? "SSUBSCRIBE" : "SUBSCRIBE" }
     private var unsubscribeCommand: RESPArgument { self.sharded ? "SUNSUBSCRIBE" : "UNSUBSCRIBE" }
 
-    private func perform(_ actions: RedisChannelStateMachine<Waiter>.Actions, channel name: String, failure: RedisError? = nil) {
+    /// Returns whether the owner's resubscribe entry failed.
+    @discardableResult
+    private func perform(_ actions: RedisChannelStateMachine<Waiter>.Actions, channel name: String, failure: RedisError? = nil) -> Bool {
         if let command = actions.send, let channel = self.channel, !self.connecting {
             self.write([command == .subscribe ? self.subscribeCommand : self.unsubscribeCommand, .string(name)], on: channel)
         }
@@ -188,13 +196,13 @@ public final class RedisSubscriber: @unchecked Sendable {
                 }
             }
             if resubscribeRefused {
-                // A resubscribe after a reconnect was refused (its slot moved meanwhile): it is no
-                // longer outstanding here, so the others still say "resubscribed" when they are
-                // back; and the channel, which no caller waits for, goes where its slot is now.
+                // The resubscribe after a reconnect is over here (refused: its slot moved meanwhile;
+                // or withdrawn): the others still say "resubscribed" once they are back.
                 self.resubscribed()
-                self.onDropped(name)
+                return true
             }
         }
+        return false
     }
 
     private func resubscribed() {
@@ -316,18 +324,25 @@ public final class RedisSubscriber: @unchecked Sendable {
         let wasReconnect = self.everConnected
         self.everConnected = true
         var names: [String] = []
+        var outstanding = 0
         for name in Array(self.channels.keys) {
-            let extra: [RedisChannelStateMachine<Waiter>.Entry] = wasReconnect ? [(id: 0, waiter: .resubscribe)] : []
-            if self.channels[name]!.connected(adding: extra) { names.append(name) }
+            // Only a channel that was delivering when the connection went is owed a catch-up (one
+            // never confirmed has callers, answered by its confirmation, and no messages missed).
+            let owed = wasReconnect && self.channels[name]!.wasDelivering(resubscribeID: 0)
+            let extra: [RedisChannelStateMachine<Waiter>.Entry] = owed ? [(id: 0, waiter: .resubscribe)] : []
+            if self.channels[name]!.connected(adding: extra) {
+                names.append(name)
+                if owed { outstanding += 1 }
+            }
         }
-        self.resubscribesOutstanding = wasReconnect ? names.count : 0
+        self.resubscribesOutstanding = outstanding
         if self.sharded {
             // One slot per SSUBSCRIBE.
             for name in names { self.write([self.subscribeCommand, .string(name)], on: channel) }
         } else if !names.isEmpty {
             self.write(["SUBSCRIBE"] + names.map { .string($0) }, on: channel)
         }
-        if wasReconnect, names.isEmpty { self.onResubscribed() }
+        if wasReconnect, outstanding == 0 { self.onResubscribed() }
     }
 
     private func handle(_ event: RedisSubscriberEvent) {
@@ -336,6 +351,7 @@ public final class RedisSubscriber: @unchecked Sendable {
         case .message(let name, let payload):
             if self.channels[name]?.isDelivering == true { self.onMessage(name, payload) }
         case .subscribed(let name):
+            self.refusalsInARow = 0
             self.apply(name) { $0.subscribeConfirmed() }
         case .unsubscribed(let name):
             var dropped = false
@@ -359,17 +375,24 @@ public final class RedisSubscriber: @unchecked Sendable {
         let error = RedisError(.server, message)
         self.logger.debug("redis subscriber command refused", metadata: ["error": "\(message)"])
         guard let redirection = RedisRedirection(errorMessage: message) else {
-            // Not a redirection (CLUSTERDOWN, BUSY, NOPERM...): the answer names no channel, so the
-            // SUBSCRIBE it refused would stay unconfirmed for good (a resubscribe has no timeout, and
-            // a later caller only joins it). Starting over on a new connection sends every wanted
-            // channel again, after the reconnect's backoff.
-            self.logger.warning("redis subscriber command refused; reconnecting", metadata: ["error": "\(message)"])
             self.onConnectionProblem()
+            // Not a redirection (CLUSTERDOWN, BUSY, NOPERM...): the answer names no channel. While a
+            // SUBSCRIBE waits for its confirmation, it is the likely one refused, and would wait for
+            // good (a resubscribe has no timeout, and a later caller only joins it): starting over on
+            // a new connection sends every wanted channel again, after a backoff that grows with
+            // each such refusal. (An error to an UNSUBSCRIBE, with nothing waiting, changes nothing.)
+            guard self.channels.values.contains(where: \.awaitsSubscribeConfirmation) else { return }
+            self.refusalsInARow += 1
+            self.logger.warning("redis subscriber command refused; reconnecting", metadata: ["error": "\(message)"])
             self.channel?.close(promise: nil)
             return
         }
         for name in Array(self.channels.keys) where RedisHashSlot.slot(of: name) == redirection.slot {
-            self.apply(name, failure: error) { $0.subscribeRefused() }
+            // Refused while still wanted (not being withdrawn): the channel goes where its slot is
+            // now, when no caller waits for it (a resubscribe: the placement holds it as subscribed).
+            let wanted = self.channels[name]?.isSubscribingAndWanted == true
+            let resubscribeRefused = self.apply(name, failure: error) { $0.subscribeRefused() }
+            if wanted, resubscribeRefused { self.onDropped(name) }
         }
     }
 
@@ -397,7 +420,7 @@ public final class RedisSubscriber: @unchecked Sendable {
     private func scheduleReconnect() {
         guard !self.closed else { return }
         self.nodeIndex = (self.nodeIndex + 1) % max(self.configuration.clusterNodes.count, 1)
-        let delay = RedisConnector.backoff(attempt: self.failures, configuration: self.configuration)
+        let delay = RedisConnector.backoff(attempt: max(self.failures, self.refusalsInARow), configuration: self.configuration)
         self.eventLoop.scheduleTask(in: delay) { self.connectIfNeeded() }
     }
 

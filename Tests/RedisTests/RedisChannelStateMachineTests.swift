@@ -155,6 +155,24 @@ struct RedisChannelStateMachineTests {
         #expect(machine.subscribeConfirmed().succeed == ["resubscribe"])
     }
 
+    @Test("after a lost connection, only a channel that was delivering is owed the owner's catch-up; one awaiting its first confirmation is not")
+    func owedCatchUp() {
+        var delivering = Machine()
+        _ = delivering.subscribe(id: 1, waiter: "a", connected: true)
+        _ = delivering.subscribeConfirmed()
+        _ = delivering.connectionLost()
+        #expect(delivering.wasDelivering(resubscribeID: 0))
+        var unconfirmed = Machine()
+        _ = unconfirmed.subscribe(id: 1, waiter: "a", connected: true)
+        #expect(unconfirmed.awaitsSubscribeConfirmation && unconfirmed.isSubscribingAndWanted)
+        _ = unconfirmed.connectionLost()
+        #expect(!unconfirmed.wasDelivering(resubscribeID: 0))
+        var withdrawn = Machine()
+        _ = withdrawn.subscribe(id: 1, waiter: "a", connected: true)
+        _ = withdrawn.unsubscribe()
+        #expect(withdrawn.awaitsSubscribeConfirmation && !withdrawn.isSubscribingAndWanted)
+    }
+
     @Test("a lost connection: wanted channels wait for the next one, unwanted ones are gone")
     func connectionLost() {
         var subscribed = Machine()

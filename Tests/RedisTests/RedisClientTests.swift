@@ -187,6 +187,49 @@ struct RedisClientTests {
         }
     }
 
+    @Test("one channel refused (NOPERM) costs the others one interruption, not their deliveries: its caller fails, it is not subscribed again, and the reconnects back off")
+    func oneRefusedChannelLeavesTheOthers() async throws {
+        let redis = try RedisServerProcess()
+        try await withEventLoopGroup { group in
+            let loop = group.next()
+            let admin = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: loop, logger: logger)
+            _ = try await admin.send("ACL", "SETUSER", "sub", "on", ">sub-password", "~*", "&ok-*", "+@all").get()
+            let messages = NIOLockedValueBox<[String]>([])
+            let resubscribed = NIOLockedValueBox(0)
+            let subscriber = RedisSubscriber(
+                configuration: RedisConfiguration(port: redis.port, username: "sub", password: "sub-password", commandTimeout: .seconds(1)),
+                eventLoop: loop, logger: logger,
+                onMessage: { channel, payload in messages.withLockedValue { $0.append("\(channel)=\(String(buffer: payload))") } },
+                onResubscribed: { resubscribed.withLockedValue { $0 += 1 } }
+            )
+            try await subscriber.subscribe("ok-feed").get()
+            let connectionsBefore = try await Self.connectionsReceived(admin)
+            await #expect(throws: RedisError.self) { try await subscriber.subscribe("denied").get() }
+            // The connection was started over for the refusal; once the refused caller gave up, the
+            // others are subscribed again, told, and delivered.
+            try await waitUntil { resubscribed.withLockedValue { $0 } >= 1 }
+            var receivers: Int64 = 0
+            for _ in 0..<100 where receivers == 0 {
+                receivers = (try? await admin.send("PUBLISH", "ok-feed", "still").get().int64) ?? 0
+                if receivers == 0 { try await Task.sleep(nanoseconds: 50_000_000) }
+            }
+            try await waitUntil { messages.withLockedValue { $0.contains("ok-feed=still") } }
+            #expect(try await subscriber.subscribedChannels.get() == ["ok-feed"])
+            // Backing off: a handful of connections over the caller's second, not one per round trip.
+            let reconnects = try await Self.connectionsReceived(admin) - connectionsBefore
+            #expect(reconnects <= 12, "\(reconnects) connections")
+            try await subscriber.close().get()
+            try await admin.close().get()
+        }
+    }
+
+    /// `total_connections_received` from INFO stats.
+    static func connectionsReceived(_ client: RedisClient) async throws -> Int {
+        let info = try await client.send("INFO", "stats").get().string ?? ""
+        let line = info.split(whereSeparator: \.isNewline).first { $0.hasPrefix("total_connections_received:") }
+        return line.flatMap { Int($0.split(separator: ":")[1]) } ?? 0
+    }
+
     @Test("RESP3 (HELLO 3): commands, maps and pub/sub pushes")
     func resp3() async throws {
         let redis = try RedisServerProcess()

@@ -267,6 +267,25 @@ struct RedisClusterRulesTests {
         #expect(Self.text(placement.confirmed("x", on: Self.b)) == ["tell resubscribed"])
     }
 
+    @Test("a channel kept for its owner that two nodes keep sending to each other (MOVED) is placed again only after a map refresh once its attempts ran out")
+    func placementMovedPingPong() throws {
+        var placement = Placement()
+        _ = placement.subscribe("x", waiter: nil, owner: Self.a)
+        _ = placement.confirmed("x", on: Self.a)
+        _ = placement.dropped("x", on: Self.a)
+        let toB = try #require(RedisRedirection(errorMessage: "MOVED 42 127.0.0.1:7001"))
+        let toA = try #require(RedisRedirection(errorMessage: "MOVED 42 127.0.0.1:7000"))
+        var answers: [[String]] = []
+        for attempt in 0..<6 {
+            let node = attempt % 2 == 0 ? Self.a : Self.b
+            _ = placement.place("x", owner: node)
+            answers.append(Self.text(placement.refused("x", on: node, redirection: attempt % 2 == 0 ? toB : toA)))
+        }
+        #expect(answers.prefix(4).allSatisfy { $0.first?.hasPrefix("follow") == true }, "\(answers)")
+        #expect(answers.suffix(2).allSatisfy { $0 == ["refresh map"] }, "\(answers)")
+        #expect(placement.isWaiting("x"))
+    }
+
     @Test("the owed notice is not held back by a channel that is withdrawn, or given up, while the others are back")
     func placementNoticeAfterWithdrawal() {
         var placement = Placement()
