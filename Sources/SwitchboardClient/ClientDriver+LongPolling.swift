@@ -91,8 +91,13 @@ extension ClientDriver {
         self.lastReceived = .now()
         let before = (self.subscriptions.entries, self.publicationsDelivered)
         var moved: Bool { self.subscriptions.entries != before.0 || self.publicationsDelivered != before.1 }
+        self.pollSkipping = []
+        defer { self.pollSkipping = [] }
         for item in items {
             guard generation == self.generation else { return PollOutcome(moved: moved) }  // an item can end the connection
+            if let channel = item.objectValue?["channel"]?.stringValue, self.pollSkipping.contains(channel) {
+                continue  // past a hole in this answer: the next poll asks again from the position
+            }
             guard case .object(let object) = item, let channel = object["channel"]?.stringValue else {
                 let message = ServerMessage(json: item)
                 self.handle(message)

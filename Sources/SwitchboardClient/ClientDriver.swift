@@ -39,6 +39,8 @@ final class ClientDriver {
         var command: OutgoingCommand
         var promise: EventLoopPromise<JSONObject>
         var timeout: Scheduled<Void>?
+        /// The id it went out with on the current connection (its answer's key in `inFlight`).
+        var sentID: UInt64?
     }
 
     let eventLoop: any EventLoop
@@ -60,6 +62,9 @@ final class ClientDriver {
     var connection: (any ClientConnection)?
     var nextID: UInt64 = 1
     var inFlight: [UInt64: InFlight] = [:]
+    /// Channels whose subscription is being made again because of a hole in the long-poll answer
+    /// being read: the rest of that answer is not for them (the next poll asks from the position).
+    var pollSkipping: Set<String> = []
     private var requests: [UInt64: PendingRequest] = [:]
     /// Keys of requests waiting for a connection, oldest first.
     private var queue: [UInt64] = []
@@ -386,6 +391,9 @@ final class ClientDriver {
     private func finishRequest(_ key: UInt64, _ result: Result<JSONObject, any Error>) {
         guard let request = self.requests.removeValue(forKey: key) else { return }
         request.timeout?.cancel()
+        // Timed out (or ended) before its answer: the answer's entry goes too, or a node that drops
+        // answers would grow `inFlight` by one per request for the connection's life.
+        if let id = request.sentID, case .request(key) = self.inFlight[id] { self.inFlight[id] = nil }
         if let index = self.queue.firstIndex(of: key) { self.queue.remove(at: index) }
         request.promise.completeWith(result)
     }
@@ -406,7 +414,7 @@ final class ClientDriver {
 
     private func sendRequest(_ key: UInt64) {
         guard let command = self.requests[key]?.command else { return }
-        self.send(command, as: .request(key))
+        self.requests[key]?.sentID = self.send(command, as: .request(key))
     }
 
     private func sendSubscribe(_ channel: String) {
@@ -507,6 +515,18 @@ final class ClientDriver {
                 self.logger.trace("duplicate dropped", metadata: ["channel": "\(channel)", "offset": "\(publication.offset ?? 0)"])
             case .ignore:
                 break
+            case .resubscribe(let since):
+                self.logger.warning(
+                    "hole in a channel's offsets: not delivered past it; subscribing again from the last one delivered",
+                    metadata: ["channel": "\(channel)", "after": "\(since.offset)", "got": "\(publication.offset ?? 0)"])
+                self.subscribeAgainAfterHole(channel)
+            case .deliverAfterLoss(let position):
+                self.logger.warning(
+                    "hole in a channel's offsets that its history no longer holds: delivered as unrecovered",
+                    metadata: ["channel": "\(channel)", "got": "\(publication.offset ?? 0)"])
+                self.publicationsDelivered &+= 1
+                self.deliver(.unrecovered(position: position), to: channel)
+                self.deliver(.publication(publication), to: channel)
             }
         case .join(let channel, let info):
             if self.subscriptions.entry(channel)?.phase == .live { self.deliver(.join(info), to: channel) }
@@ -599,8 +619,14 @@ final class ClientDriver {
         self.connectedWaiters = []
         // One pass over the answer (a linear lookup per channel would be quadratic in what the node sends).
         var subs: [String: JSONValue] = [:]
-        for member in object["subs"]?.objectValue?.members ?? [] where self.subscriptions.entry(member.key) != nil {
-            subs[member.key] = member.value
+        for member in object["subs"]?.objectValue?.members ?? [] {
+            if self.subscriptions.entry(member.key)?.phase == .subscribing {
+                subs[member.key] = member.value
+            } else if member.value.objectValue?["error"] == nil {
+                // Unsubscribed while the connect was out (or unsubscribed and followed again): the
+                // node subscribed it with the connect; it goes (before any new subscribe of it).
+                self.send(.unsubscribe(channel: member.key), as: .ignored)
+            }
         }
         for channel in Array(self.subscriptions.channels) where self.subscriptions.entry(channel)?.phase == .subscribing {
             guard let answer = subs[channel]?.objectValue else {
@@ -669,8 +695,25 @@ final class ClientDriver {
         return source.token.map { .held($0) } ?? .awaited
     }
 
+    /// Makes `channel`'s subscription again from its position after a hole (the table made it
+    /// `subscribing`): over a connection, `unsubscribe` then `subscribe` with `since` (the node still
+    /// has it, and would refuse a second with 105; answers come in order); over long-polling, the
+    /// next poll, at once, asks from the position.
+    private func subscribeAgainAfterHole(_ channel: String) {
+        if let poller = self.connection as? LongPollClientConnection {
+            self.pollSkipping.insert(channel)
+            poller.restartPoll()
+            return
+        }
+        self.send(.unsubscribe(channel: channel), as: .ignored)
+        self.sendSubscribe(channel)
+    }
+
     func subscriptionRefused(_ channel: String, _ error: SwitchboardError) {
         let polling = self.connection is LongPollClientConnection
+        // Over a connection, a refusal answers a subscribe: one for an attempt that is over (the
+        // channel is live again) changes nothing. (A poll's refusal is about the channel as polled.)
+        guard let entry = self.subscriptions.entry(channel), polling || entry.phase != .live else { return }
         if error.code.rawValue == SwitchboardError.Code.tokenExpired.rawValue, self.tokenSources[channel] != nil {
             // The token expired: a new one, after a second (a getToken that keeps giving expired
             // tokens must not make a loop of subscribes or polls), then on from the same position.
@@ -679,10 +722,11 @@ final class ClientDriver {
             return
         }
         if error.code.isTemporary {
-            // Over a connection: tried again on the next one. Over long-polling, where the next poll
-            // would ask at once: left out of the polls for a second.
+            // Tried again later on this connection (a history read that failed in a broker blip,
+            // a command rate refusal), with a growing delay; over long-polling, left out of the
+            // polls until then (the next poll would ask at once).
             self.logger.debug("subscribe failed, temporary", metadata: ["channel": "\(channel)", "error": "\(error)"])
-            if polling { self.subscribeAgainLater(channel, pausingPolls: true) }
+            self.subscribeAgainLater(channel, pausingPolls: polling)
             return
         }
         self.subscriptions.remove(channel)
@@ -696,10 +740,18 @@ final class ClientDriver {
         guard let serial = self.subscriptions.entry(channel)?.serial else { return }
         if pausingPolls { self.subscriptions.pause(channel) }
         let generation = self.generation
-        _ = self.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) {
+        let retries = self.subscriptions.countRetry(channel)
+        _ = self.eventLoop.assumeIsolated().scheduleTask(in: Self.retryDelay(retries: retries, random: Double.random(in: 0...1))) {
             guard self.generation == generation, self.subscriptions.entry(channel)?.serial == serial else { return }
             self.sendSubscribe(channel)
         }
+    }
+
+    /// A second, doubled with each retry in a row up to 30 s, from half to one and a half times
+    /// that (jitter: channels refused together do not come back together).
+    static func retryDelay(retries: Int, random: Double) -> TimeAmount {
+        let base = Double(min(30, 1 << min(max(retries - 1, 0), 5)))
+        return .milliseconds(Int64(base * (0.5 + min(max(random, 0), 1)) * 1000))
     }
 
     /// With `getToken`, a new connection token goes to the node (`refresh`) when four fifths of

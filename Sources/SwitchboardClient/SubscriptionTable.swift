@@ -24,6 +24,11 @@ struct SubscriptionTable {
         var usesToken = false
         /// The last publication delivered (or the position the subscription started from).
         var position: StreamPosition?
+        /// Temporary refusals in a row (the delay before the next subscribe grows with them).
+        var retries = 0
+        /// The position a hole was last seen after (and the subscription made again from): the
+        /// same hole seen again from there is not in the node's history any more.
+        var holeAfter: UInt64?
     }
 
     /// What to do with a publication push.
@@ -34,6 +39,13 @@ struct SubscriptionTable {
         case duplicate
         /// Not live (being subscribed or unknown): the subscribe answer brings what matters.
         case ignore
+        /// Past a hole (its offset skips ahead of the position): not delivered; the subscription
+        /// is made again from `since` (the channel is `subscribing` until the answer), whose
+        /// recovery brings what the hole held and this one, in order.
+        case resubscribe(since: StreamPosition)
+        /// Past the hole it was made again for, seen again: what the hole held is lost. Deliver
+        /// `.unrecovered(position:)` (the position before this one), then this one.
+        case deliverAfterLoss(StreamPosition)
     }
 
     /// What to do after an `unsubscribe` push.
@@ -82,6 +94,13 @@ struct SubscriptionTable {
         return subs.sorted { $0.channel < $1.channel }
     }
 
+    /// One more temporary refusal of `channel` in a row: how many now.
+    mutating func countRetry(_ channel: String) -> Int {
+        guard self.entries[channel] != nil else { return 0 }
+        self.entries[channel]!.retries += 1
+        return self.entries[channel]!.retries
+    }
+
     /// A channel is to be subscribed on a connection that is up: its `since`.
     mutating func startSubscribe(_ channel: String) -> StreamPosition?? {
         guard let entry = self.entries[channel] else { return .none }
@@ -108,9 +127,16 @@ struct SubscriptionTable {
         guard var entry = self.entries[channel], entry.phase == .subscribing else { return [] }
         var events: [SubscriptionEvent] = []
         let recovered: Bool?
-        if let wasRecovered = result.recovered, entry.position != nil {
-            recovered = wasRecovered
-            if wasRecovered {
+        if entry.position != nil {
+            // Asked to recover: an answer without `recovered` (the namespace keeps no history now)
+            // did not, and says so rather than moving on silently.
+            let wasRecovered = result.recovered ?? false
+            // A list with a hole, or one that stops short of the node's position (the node never
+            // sends either: "never a partial list"), is taken as not recovered rather than
+            // delivered through.
+            let whole = wasRecovered && !Self.hasHole(result.publications, after: entry.position, upTo: result.position)
+            recovered = whole
+            if whole {
                 for publication in result.publications {
                     if let offset = publication.offset, let position = entry.position {
                         guard offset > position.offset else { continue }
@@ -118,12 +144,8 @@ struct SubscriptionTable {
                     }
                     events.append(.publication(publication))
                 }
-                // The node's position can be past the list's last entry (nothing is lost: the list
-                // ends at the newest publication when it was answered).
-                if let now = result.position, let position = entry.position, now.epoch == position.epoch,
-                    now.offset > position.offset
-                {
-                    entry.position = now
+                if let now = result.position, let position = entry.position, now.epoch == position.epoch, now.offset > position.offset {
+                    entry.position = now  // (not reached: `hasHole` says so)
                 }
             } else {
                 entry.position = result.position
@@ -134,9 +156,24 @@ struct SubscriptionTable {
             entry.position = result.position
         }
         entry.phase = .live
+        entry.retries = 0
         self.entries[channel] = entry
         events.insert(.subscribed(position: entry.position, recovered: recovered), at: 0)
         return events
+    }
+
+    /// Whether `publications` (oldest first) skip an offset after `position`, or end before
+    /// `top` (in the same epoch): what a recovery must not have.
+    static func hasHole(_ publications: [ClientPublication], after position: StreamPosition?, upTo top: StreamPosition?) -> Bool {
+        guard let position else { return false }
+        var last = position.offset
+        for publication in publications {
+            guard let offset = publication.offset, offset > last else { continue }
+            if offset != last &+ 1 { return true }
+            last = offset
+        }
+        if let top, top.epoch == position.epoch, top.offset > last { return true }
+        return false
     }
 
     /// A long-poll said a live channel's position can no longer be recovered (its epoch changed, or
@@ -147,14 +184,25 @@ struct SubscriptionTable {
         return [.unrecovered(position: position)]
     }
 
-    /// A publication push for `channel`.
+    /// A publication push for `channel`: delivered once, in order, never past a hole. The node
+    /// does not let holes through (it refills them from history first); this is defence in depth.
     mutating func publication(_ channel: String, _ publication: ClientPublication) -> PublicationDecision {
         guard let entry = self.entries[channel], entry.phase == .live else { return .ignore }
         guard let offset = publication.offset else { return .deliver }
-        if let position = entry.position {
-            guard offset > position.offset else { return .duplicate }
+        guard let position = entry.position else { return .deliver }
+        guard offset > position.offset else { return .duplicate }
+        if offset > position.offset &+ 1 {
+            guard entry.holeAfter == position.offset else {
+                self.entries[channel]!.holeAfter = position.offset
+                self.entries[channel]!.phase = .subscribing
+                return .resubscribe(since: position)
+            }
+            // The hole again, from where it was asked for: the node's history no longer holds it.
+            self.entries[channel]!.holeAfter = nil
             self.entries[channel]!.position = StreamPosition(offset: offset, epoch: position.epoch)
+            return .deliverAfterLoss(StreamPosition(offset: offset &- 1, epoch: position.epoch))
         }
+        self.entries[channel]!.position = StreamPosition(offset: offset, epoch: position.epoch)
         return .deliver
     }
 
@@ -164,6 +212,9 @@ struct SubscriptionTable {
     mutating func unsubscribed(_ channel: String, code: Int) -> UnsubscribeDecision {
         guard let entry = self.entries[channel] else { return .ignore }
         if code == 2500 || (code == 2501 && entry.usesToken) {
+            // Being made already (after a hole: the push is for the subscription it replaces): the
+            // subscribe in flight brings the recovery; a second would be refused (105) and end it.
+            guard entry.phase != .subscribing else { return .ignore }
             self.entries[channel]!.phase = .subscribing
             return .resubscribe(since: entry.position, serial: entry.serial)
         }

@@ -187,6 +187,59 @@ struct ClientRulesTests {
         #expect(table.publication("c", Self.publication(4)) == .deliver)
     }
 
+    @Test("a publication past a hole is not delivered: the subscription is made again from the last one delivered; the same hole again is delivered as a loss")
+    func holeInLiveOffsets() {
+        var table = SubscriptionTable()
+        _ = table.add("c", since: nil)
+        _ = table.startConnect()
+        _ = table.subscribed("c", SubscribeResult(position: StreamPosition(offset: 4, epoch: "e"), recoverable: true))
+        #expect(table.publication("c", Self.publication(5)) == .deliver)
+        #expect(table.publication("c", Self.publication(7)) == .resubscribe(since: StreamPosition(offset: 5, epoch: "e")))
+        #expect(table.entry("c")?.phase == .subscribing)
+        #expect(table.publication("c", Self.publication(8)) == .ignore, "nothing delivered until the answer")
+        #expect(table.unsubscribed("c", code: 2500) == .ignore, "a 2500 for the subscription being replaced makes no second subscribe")
+        #expect(table.startSubscribe("c") == .some(StreamPosition(offset: 5, epoch: "e")))
+        // The recovery brings what the hole held, and what followed, once.
+        let events = table.subscribed(
+            "c", SubscribeResult(position: StreamPosition(offset: 8, epoch: "e"), recoverable: true, recovered: true,
+                publications: (6...8).map { Self.publication(UInt64($0)) }))
+        #expect(events.dropFirst() == [.publication(Self.publication(6)), .publication(Self.publication(7)), .publication(Self.publication(8))])
+        // A hole the node cannot fill: asked for once, then delivered as lost (no loop).
+        #expect(table.publication("c", Self.publication(10)) == .resubscribe(since: StreamPosition(offset: 8, epoch: "e")))
+        _ = table.startSubscribe("c")
+        _ = table.subscribed("c", SubscribeResult(position: StreamPosition(offset: 8, epoch: "e"), recoverable: true, recovered: true))
+        #expect(table.publication("c", Self.publication(10)) == .deliverAfterLoss(StreamPosition(offset: 9, epoch: "e")))
+        #expect(table.entry("c")?.position == StreamPosition(offset: 10, epoch: "e"))
+        #expect(table.publication("c", Self.publication(11)) == .deliver)
+    }
+
+    @Test("a recovery with a hole, one that stops short of the node's position, or an answer without recovered is taken as not recovered")
+    func recoveryWithAHole() {
+        for result in [
+            SubscribeResult(position: StreamPosition(offset: 6, epoch: "e"), recoverable: true, recovered: true,
+                publications: [Self.publication(4), Self.publication(6)]),
+            SubscribeResult(position: StreamPosition(offset: 9, epoch: "e"), recoverable: true, recovered: true,
+                publications: (4...6).map { Self.publication(UInt64($0)) }),
+            SubscribeResult(position: StreamPosition(offset: 9, epoch: "e"), recoverable: true),
+        ] {
+            var table = SubscriptionTable()
+            _ = table.add("c", since: StreamPosition(offset: 3, epoch: "e"))
+            _ = table.startConnect()
+            let events = table.subscribed("c", result)
+            #expect(events == [.subscribed(position: result.position, recovered: false), .unrecovered(position: result.position)], "\(result)")
+        }
+    }
+
+    @Test("a temporary refusal is tried again after a second, doubling up to 30 s, with jitter")
+    func retryDelays() {
+        #expect(ClientDriver.retryDelay(retries: 1, random: 0.5) == .seconds(1))
+        #expect(ClientDriver.retryDelay(retries: 2, random: 0.5) == .seconds(2))
+        #expect(ClientDriver.retryDelay(retries: 6, random: 0.5) == .seconds(30))
+        #expect(ClientDriver.retryDelay(retries: 60, random: 0.5) == .seconds(30))
+        #expect(ClientDriver.retryDelay(retries: 60, random: 0) == .seconds(15))
+        #expect(ClientDriver.retryDelay(retries: 1, random: 1) == .milliseconds(1500))
+    }
+
     @Test("an unsubscribe push from 2500 up resubscribes from the position; below it the subscription ends")
     func unsubscribePushes() {
         var table = SubscriptionTable()
