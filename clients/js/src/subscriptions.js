@@ -50,6 +50,13 @@ export class SubscriptionMethods {
       const u = obj.unsubscribe;
       if (u.code === 2500 || (u.code === 2501 && sub._getToken)) {
         // 2500 insufficient state: subscribe again from our position. 2501 token expired: with a new token.
+        if (sub.state === 'subscribing' && sub._sentOn === this._conn) {
+          // A subscribe of ours is in flight on this connection (made again after a hole): the push
+          // is about the subscription it replaces (a reply comes before any push about the one it
+          // makes), and that subscribe brings the recovery; a second would be refused (105).
+          if (u.code === 2501) sub._token = null;
+          return;
+        }
         this._log('resubscribe after', u.code, sub.channel);
         if (u.code === 2501) sub._token = null;
         this._resubscribeFrom(sub, u.code, u.reason || '');

@@ -296,6 +296,23 @@ test('a second gap while the resubscribe is in flight sends nothing more and del
   assert.equal(c.calls.length, 3);
 });
 
+test('a 2500 push for the subscription a gap replaces, arriving while its resubscribe is in flight, sends no second subscribe (the node would refuse it: 105)', async () => {
+  const c = new StubClient();
+  const sub = c.add('a', {since: {offset: 4, epoch: 'e'}});
+  const ev = record(sub);
+  c._sendSubscribe(sub);
+  c.calls[0].resolve({offset: 4, epoch: 'e', recovered: true, publications: []});
+  await flush();
+  c._channelPush(sub, {channel: 'a', pub: {offset: 6}});
+  assert.equal(c.calls.length, 3);
+  c._channelPush(sub, {channel: 'a', unsubscribe: {code: 2500, reason: 'insufficient state'}});
+  assert.equal(c.calls.length, 3, 'no second subscribe');
+  c.calls[2].resolve({offset: 6, epoch: 'e', recovered: true, publications: [{offset: 5}, {offset: 6}]});
+  await flush();
+  assert.equal(sub.state, 'subscribed');
+  assert.deepEqual(ev, ['subscribed', 'subscribing', 'pub 5', 'pub 6', 'subscribed']);
+});
+
 test('a recovery with a hole (in its list, or short of its offset) is taken as recovered: false: unrecovered, the position jumps, no resubscribe loop', async () => {
   for (const [res, note] of [
     [{offset: 7, epoch: 'e', recovered: true, publications: [{offset: 6}, {offset: 7}]}, '5 missing from the list'],
