@@ -140,7 +140,7 @@ struct TransportLoopbackTests {
         }
     }
 
-    @Test("a poll behind by more than one answer holds pages through what it missed: as much as fits, then the position of the last one sent")
+    @Test("a poll behind by more than one answer pages through what it missed: as much as fits each time, and the next poll goes on from the last one sent, until every one came once, in order")
     func pollPagesThroughARecoveryLargerThanOneAnswer() async throws {
         try await LoopbackNode.run(configure: { $0.outboundLimit = 4096 }) { node, port, group in
             let data = String(repeating: "x", count: 500)
@@ -155,6 +155,27 @@ struct TransportLoopbackTests {
             #expect(page.contains(#""pub":{"offset":1,"#))
             #expect(!page.contains(#""recovered":false"#))
             #expect(!page.contains(#""pub":{"offset":10,"#))
+            // Polling on from the last publication each answer held (or the position it gives)
+            // brings every one of them, once, in order, in more than one answer.
+            var offsets: [Int] = []
+            var answer = page
+            var answers = 1
+            while answers <= 20 {
+                for item in try JSONParser().parse(Array(answer.utf8)).arrayValue ?? [] {
+                    if let offset = item["pub"]?["offset"]?.intValue { offsets.append(offset) }
+                    if let offset = item["position"]?["offset"]?.intValue, offset > (offsets.last ?? 0) {
+                        Issue.record("a position past the last publication: \(offset)")
+                    }
+                }
+                guard let last = offsets.last, last < 10 else { break }
+                let (status, next) = try await Self.post(
+                    port: port, group: group, path: "/poll", body: #"{"subs":{"p":{"offset":\#(last),"epoch":"\#(epoch)"}}}"#)
+                #expect(status == 200)
+                answer = next
+                answers += 1
+            }
+            #expect(offsets == Array(1...10))
+            #expect(answers > 1)
         }
     }
 
