@@ -163,6 +163,16 @@ public enum BrokerConformance {
             try expect(none.publications.isEmpty && none.truncated, "first one over: \(none.publications.map(\.offset)), truncated \(none.truncated)")
             let unbounded = try await broker.history(HistoryQuery(channel: channel, sinceOffset: 0, limit: -1)).get()
             try expect(unbounded.publications.count == 6 && !unbounded.truncated, "unbounded read: \(unbounded.publications.count)")
+            // Longer histories (a store may read them in parts): every offset once, in order.
+            let long = unique("conf")
+            for i in 1...80 { _ = try await broker.publish(request(long, "\(i % 10)", size: 100)).get() }
+            let each = HistoryQuery.bytes(ofData: 1)
+            let all = try await broker.history(HistoryQuery(channel: long, sinceOffset: 3, limit: -1, maximumBytes: 1 << 30)).get()
+            try expect(all.publications.map(\.offset) == Array(4...80) && !all.truncated, "bounded read of 77: \(all.publications.map(\.offset))")
+            let cut = try await broker.history(HistoryQuery(channel: long, sinceOffset: 3, limit: -1, maximumBytes: 70 * each)).get()
+            try expect(cut.publications.map(\.offset) == Array(4...73) && cut.truncated, "cut at 70: \(cut.publications.map(\.offset))")
+            let counted = try await broker.history(HistoryQuery(channel: long, sinceOffset: 3, limit: 45, maximumBytes: 1 << 30)).get()
+            try expect(counted.publications.map(\.offset) == Array(4...48) && !counted.truncated, "limit 45: \(counted.publications.map(\.offset))")
         },
         Case(name: "an unknown channel reports, every time, the epoch its first publication gets") { broker, _ in
             let channel = unique("conf")

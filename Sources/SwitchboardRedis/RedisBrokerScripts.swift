@@ -109,7 +109,33 @@ enum RedisBrokerScripts {
             local first = ARGV[2] == '-' and 0 or tonumber(string.sub(ARGV[2], 1, -3))
             if first < oldest then ARGV[2] = oldest .. '-0' end
           end
-          if ARGV[4] == '1' then
+          -- A byte bound (ARGV[5], -1: none) on a forward read: entries are read in chunks, oldest
+          -- first, and kept while their data and an envelope each (ARGV[6]) fit; past it the read
+          -- stops (a fourth element says so), so a large history is not read whole to be cut.
+          local budget = tonumber(ARGV[5] or '-1') or -1
+          if budget >= 0 and ARGV[4] ~= '1' then
+            local envelope = tonumber(ARGV[6] or '0') or 0
+            local total = 0
+            local start = ARGV[2]
+            while true do
+              local want = 32
+              if count > 0 then want = math.min(want, count - #entries) end
+              if want <= 0 then break end
+              local chunk = redis.call('XRANGE', stream, start, '+', 'COUNT', want)
+              for _, entry in ipairs(chunk) do
+                local fields = entry[2]
+                local size = envelope
+                for j = 1, #fields - 1, 2 do
+                  if fields[j] == 'd' then size = size + #fields[j + 1] end
+                end
+                total = total + size
+                if total > budget then return {epoch, top, entries, 1} end
+                entries[#entries + 1] = entry
+              end
+              if #chunk < want then break end
+              start = '(' .. chunk[#chunk][1]
+            end
+          elseif ARGV[4] == '1' then
             if count > 0 then
               entries = redis.call('XREVRANGE', stream, '+', ARGV[2], 'COUNT', ARGV[3])
             else
@@ -120,26 +146,6 @@ enum RedisBrokerScripts {
               entries = redis.call('XRANGE', stream, ARGV[2], '+', 'COUNT', ARGV[3])
             else
               entries = redis.call('XRANGE', stream, ARGV[2], '+')
-            end
-          end
-          -- A byte bound (ARGV[5], -1: none): keep the entries, oldest first, while their data and an
-          -- envelope each (ARGV[6]) fit; the fourth element says the read stopped short.
-          local budget = tonumber(ARGV[5] or '-1') or -1
-          if budget >= 0 then
-            local envelope = tonumber(ARGV[6] or '0') or 0
-            local total = 0
-            for i, entry in ipairs(entries) do
-              local fields = entry[2]
-              local size = envelope
-              for j = 1, #fields - 1, 2 do
-                if fields[j] == 'd' then size = size + #fields[j + 1] end
-              end
-              total = total + size
-              if total > budget then
-                local kept = {}
-                for k = 1, i - 1 do kept[k] = entries[k] end
-                return {epoch, top, kept, 1}
-              end
             end
           end
         end
