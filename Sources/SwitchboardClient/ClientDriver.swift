@@ -568,6 +568,11 @@ final class ClientDriver {
                 // code decides whether to come back.
                 self.logger.debug("connect refused", metadata: ["error": "\(error)"])
                 if error.code.rawValue == SwitchboardError.Code.tokenExpired.rawValue {
+                    // Closed here, before the node's own 3503 can be read: the close is taken as that
+                    // 3503 (without `getToken`, the same token would be refused on every reconnect).
+                    if self.serverDisconnect == nil {
+                        self.serverDisconnect = (DisconnectCode.tokenExpired.rawValue, DisconnectCode.tokenExpired.reason, false)
+                    }
                     self.connection?.close()
                 }
             }

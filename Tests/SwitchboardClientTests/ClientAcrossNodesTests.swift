@@ -181,6 +181,22 @@ struct ClientAcrossNodesTests {
         }
     }
 
+    @Test("without getToken, a token expired before the connect ends the client (3503) on every transport; it does not reconnect with it", arguments: [ClientTransport.webSocket, .sse, .longPolling])
+    func tokenExpiredAtConnect(transport: ClientTransport) async throws {
+        try await TestNode.with(Self.expiringTokens) { port in
+            var configuration = try SwitchboardClientConfiguration(
+                url: "ws://127.0.0.1:\(port)/ws", token: Self.token(user: "bob", expiresIn: -30))
+            configuration.transports = [transport]
+            let client = SwitchboardClient(configuration: configuration)
+            let states = await client.watchStates(after: { client.connect() }) { state in
+                if case .closed = state { true } else { false }
+            }
+            let code: UInt16?? = states.last.flatMap { if case .closed(let code, _) = $0 { code } else { nil } }
+            #expect(code == 3503, "\(states)")
+            #expect(states.filter { $0 == .connecting }.count <= 1, "\(states)")
+        }
+    }
+
     // MARK: another node
 
     @Test(

@@ -328,7 +328,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .success: return nil
         case .failure(let failure):
             self.node.metrics.auth.count(failure == .expired ? .tokenExpired : .tokenInvalid)
-            return .error(.unauthorized, failure == .expired ? "token expired" : "invalid token")
+            // An expired token is 109, as on a WebSocket `connect`: a client that can get a new
+            // token comes back with it, one that cannot stops (3503), neither takes it for a bad one.
+            return failure == .expired ? .error(.unauthorized, "token expired", code: .tokenExpired) : .error(.unauthorized, "invalid token")
         }
     }
 
