@@ -154,19 +154,6 @@ final class ClientDriver {
         let (stream, continuation) = AsyncStream.makeStream(
             of: SubscriptionEvent.self, bufferingPolicy: .bufferingOldest(max(1, self.configuration.maximumBufferedEvents) + 2))
         self.streams[channel] = continuation
-        // A reader that goes (its task cancelled, or the subscription dropped unread) ends the
-        // subscription, at the node too: else it stayed followed, recovered on every reconnect, and
-        // a new `subscribe` of the channel was refused as already subscribed.
-        let serial = self.subscriptions.entry(channel)?.serial
-        let driver = NIOLoopBound(WeakDriver(self), eventLoop: self.eventLoop)
-        let loop = self.eventLoop
-        continuation.onTermination = { termination in
-            guard case .cancelled = termination else { return }
-            loop.execute {
-                guard let driver = driver.value.driver, driver.subscriptions.entry(channel)?.serial == serial else { return }
-                driver.unsubscribe(channel)
-            }
-        }
         if let getToken { self.tokenSources[channel] = TokenSource(getToken: getToken) }
         if case .connected = self.state {
             self.sendSubscribe(channel)
@@ -843,15 +830,6 @@ final class ClientDriver {
 
 @available(*, unavailable)
 extension ClientDriver: Sendable {}
-
-/// The driver, not kept alive by what refers to it this way (a subscription's end handler).
-final class WeakDriver {
-    weak var driver: ClientDriver?
-
-    init(_ driver: ClientDriver) {
-        self.driver = driver
-    }
-}
 
 extension ClientDriver {
     /// Hands `event` to the subscription's reader. When the reader has left more than

@@ -81,40 +81,6 @@ struct ClientLoopbackTests {
         }
     }
 
-    @Test("a subscription whose reader goes (its task cancelled) ends, at the node too: the channel can be subscribed again, and the client is gone from its presence")
-    func cancelledReaderEndsTheSubscription() async throws {
-        try await TestNode.with { port in
-            let client = try Self.client(port: port)
-            client.connect()
-            let me = try await client.connected().client
-            let subscription = try await client.subscribe("room")
-            let started = AsyncStream.makeStream(of: Void.self)
-            let reader = Task {
-                var iterator = subscription.makeAsyncIterator()
-                _ = await iterator.next()  // subscribed
-                started.continuation.yield()
-                while await iterator.next() != nil {}
-            }
-            var signals = started.stream.makeAsyncIterator()
-            _ = await signals.next()
-            #expect(try await client.presence("room").keys.sorted() == [me])
-            reader.cancel()
-            _ = await reader.value
-            // Gone from the node: no longer present, and a new subscribe of it is not "already subscribed".
-            var present = [me]
-            for _ in 0..<100 where !present.isEmpty {
-                try await Task.sleep(for: .milliseconds(20))
-                present = try await client.presence("room").keys.sorted()
-            }
-            #expect(present.isEmpty)
-            let again = try await client.subscribe("room")
-            var events = again.makeAsyncIterator()
-            let first = await events.next()
-            #expect(first.map { if case .subscribed = $0 { true } else { false } } == true, "\(String(describing: first))")
-            await client.close()
-        }
-    }
-
     @Test("history, presence, presence stats and ping answer as the node says")
     func requests() async throws {
         try await TestNode.with { port in
