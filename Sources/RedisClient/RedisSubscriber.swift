@@ -33,6 +33,9 @@ public final class RedisSubscriber: @unchecked Sendable {
         case caller(EventLoopPromise<Void>)
         /// The resubscription after a reconnect, counted to tell the owner once all are back.
         case resubscribe
+        /// A channel the owner follows, subscribed again after Redis refused it: the owner is told
+        /// once it is back (what was published meanwhile was missed).
+        case retry
     }
 
     // Confined to `eventLoop`.
@@ -49,6 +52,14 @@ public final class RedisSubscriber: @unchecked Sendable {
     /// reconnect backs off by them too (a handshake that succeeds resets `failures`, so a refusal
     /// that persists, an ACL that denies a channel, must not reconnect at once, forever).
     private var refusalsInARow = 0
+    /// Set by a refusal: every later (re)connect subscribes one channel per command.
+    private var subscribesOneByOne = false
+    /// The channels of the one-channel (S)SUBSCRIBEs sent on this connection and not yet answered,
+    /// oldest first. Redis answers commands in order, so an error reply that names no channel is
+    /// the oldest one's (empty: a batch SUBSCRIBE is out, whose refusal names none of its channels).
+    private var unansweredSubscribes: [String] = []
+    /// Channels the owner follows that Redis refused (non-sharded): subscribed again after a backoff.
+    private var refusedChannels: Set<String> = []
     /// On a Redis Cluster, which of `configuration.clusterNodes` to connect to: the next one after
     /// each failed or lost connection (any node of a cluster delivers every PUBLISH).
     private var nodeIndex = 0
@@ -142,6 +153,7 @@ public final class RedisSubscriber: @unchecked Sendable {
     /// Unsubscribes (completes at once; later messages for the channel are not delivered).
     public func unsubscribe(_ name: String) -> EventLoopFuture<Void> {
         self.eventLoop.submit {
+            self.refusedChannels.remove(name)
             self.apply(name) { $0.unsubscribe() }
         }
     }
@@ -179,28 +191,31 @@ public final class RedisSubscriber: @unchecked Sendable {
     private func perform(_ actions: RedisChannelStateMachine<Waiter>.Actions, channel name: String, failure: RedisError? = nil) -> Bool {
         if let command = actions.send, let channel = self.channel, !self.connecting {
             self.write([command == .subscribe ? self.subscribeCommand : self.unsubscribeCommand, .string(name)], on: channel)
+            if command == .subscribe { self.unansweredSubscribes.append(name) }
         }
         for waiter in actions.succeed {
             switch waiter {
             case .caller(let promise): promise.succeed()
             case .resubscribe: self.resubscribed()
+            case .retry: self.onResubscribed()
             }
         }
         if !actions.fail.isEmpty {
             let error = failure ?? RedisError(.timeout, "SUBSCRIBE \(name) not confirmed (timed out, withdrawn, or the connection was lost)")
-            var resubscribeRefused = false
+            var ownerRefused = false
             for waiter in actions.fail {
                 switch waiter {
                 case .caller(let promise): promise.fail(error)
-                case .resubscribe: resubscribeRefused = true
+                case .resubscribe:
+                    // The resubscribe after a reconnect is over here (refused: its slot moved
+                    // meanwhile, or an ACL; or withdrawn): the others still say "resubscribed".
+                    self.resubscribed()
+                    ownerRefused = true
+                case .retry:
+                    ownerRefused = true
                 }
             }
-            if resubscribeRefused {
-                // The resubscribe after a reconnect is over here (refused: its slot moved meanwhile;
-                // or withdrawn): the others still say "resubscribed" once they are back.
-                self.resubscribed()
-                return true
-            }
+            return ownerRefused
         }
         return false
     }
@@ -336,9 +351,10 @@ public final class RedisSubscriber: @unchecked Sendable {
             }
         }
         self.resubscribesOutstanding = outstanding
-        if self.sharded {
-            // One slot per SSUBSCRIBE.
+        if self.sharded || self.subscribesOneByOne {
+            // One slot per SSUBSCRIBE (and, after a refusal, one channel per SUBSCRIBE).
             for name in names { self.write([self.subscribeCommand, .string(name)], on: channel) }
+            self.unansweredSubscribes.append(contentsOf: names)
         } else if !names.isEmpty {
             self.write(["SUBSCRIBE"] + names.map { .string($0) }, on: channel)
         }
@@ -351,8 +367,11 @@ public final class RedisSubscriber: @unchecked Sendable {
         case .message(let name, let payload):
             if self.channels[name]?.isDelivering == true { self.onMessage(name, payload) }
         case .subscribed(let name):
-            self.refusalsInARow = 0
+            if let index = self.unansweredSubscribes.firstIndex(of: name) { self.unansweredSubscribes.remove(at: index) }
             self.apply(name) { $0.subscribeConfirmed() }
+            // Started over for a refusal: the backoff starts over once nothing waits to be confirmed
+            // (not at a neighbour's confirmation while the refused one still waits).
+            if !self.channels.values.contains(where: \.awaitsSubscribeConfirmation) { self.refusalsInARow = 0 }
         case .unsubscribed(let name):
             var dropped = false
             self.apply(name) { machine in
@@ -374,8 +393,21 @@ public final class RedisSubscriber: @unchecked Sendable {
     private func refused(_ message: String) {
         let error = RedisError(.server, message)
         self.logger.debug("redis subscriber command refused", metadata: ["error": "\(message)"])
+        // The oldest one-channel SUBSCRIBE unanswered is the one this answers (nil: none, or a batch).
+        let answered = self.unansweredSubscribes.isEmpty ? nil : self.unansweredSubscribes.removeFirst()
         guard let redirection = RedisRedirection(errorMessage: message) else {
             self.onConnectionProblem()
+            if let name = answered, self.channels[name]?.awaitsSubscribeConfirmation == true {
+                // Refused, and known to be this channel's (NOPERM: an ACL that denies it; BUSY): its
+                // callers fail, the owner's catch-up no longer waits for it, the others go on. One the
+                // owner follows is tried again: where its slot is now (sharded), or after a backoff.
+                self.logger.warning("redis refused a subscription", metadata: ["channel": "\(name)", "error": "\(message)"])
+                let wanted = self.channels[name]?.isSubscribingAndWanted == true
+                let ownerRefused = self.apply(name, failure: error) { $0.subscribeRefused() }
+                guard wanted, ownerRefused else { return }
+                if self.sharded { self.onDropped(name) } else { self.retryRefused(name) }
+                return
+            }
             // Not a redirection (CLUSTERDOWN, BUSY, NOPERM...): the answer names no channel. While a
             // SUBSCRIBE waits for its confirmation, it is the likely one refused, and would wait for
             // good (a resubscribe has no timeout, and a later caller only joins it): starting over on
@@ -383,6 +415,9 @@ public final class RedisSubscriber: @unchecked Sendable {
             // each such refusal. (An error to an UNSUBSCRIBE, with nothing waiting, changes nothing.)
             guard self.channels.values.contains(where: \.awaitsSubscribeConfirmation) else { return }
             self.refusalsInARow += 1
+            // From now on one channel per SUBSCRIBE: Redis refuses a batch whole when it denies one
+            // of its channels, so the others are confirmed and delivered between the attempts.
+            self.subscribesOneByOne = true
             self.logger.warning("redis subscriber command refused; reconnecting", metadata: ["error": "\(message)"])
             self.channel?.close(promise: nil)
             return
@@ -396,6 +431,19 @@ public final class RedisSubscriber: @unchecked Sendable {
         }
     }
 
+    /// Subscribes `name` again after a backoff that grows with the refusals in a row, unless the
+    /// owner unsubscribed it meanwhile (or subscribed it again itself).
+    private func retryRefused(_ name: String) {
+        self.refusedChannels.insert(name)
+        self.refusalsInARow += 1
+        let delay = RedisConnector.backoff(attempt: self.refusalsInARow, configuration: self.configuration)
+        self.eventLoop.scheduleTask(in: max(delay, .milliseconds(100))) {
+            guard !self.closed, self.refusedChannels.remove(name) != nil, self.channels[name] == nil else { return }
+            self.apply(name) { $0.subscribe(id: 0, waiter: .retry, connected: self.isReady) }
+            self.connectIfNeeded()
+        }
+    }
+
     private func failHandshake(_ error: RedisError) {
         let pending = self.handshakePending
         self.handshakePending.removeAll()
@@ -405,6 +453,7 @@ public final class RedisSubscriber: @unchecked Sendable {
     private func lost(_ channel: any Channel) {
         guard self.channel === channel else { return }
         self.channel = nil
+        self.unansweredSubscribes.removeAll()
         for p in self.handshakePending { p.fail(RedisError(.connectionClosed, "connection lost")) }
         self.handshakePending.removeAll()
         // Redis dropped every subscription with the connection: wanted channels wait for the next one.

@@ -171,7 +171,6 @@ struct RedisClientTests {
             // the next one is refused with NOPERM (an answer that names no channel).
             _ = try await admin.send("ACL", "SETUSER", "sub", "resetchannels").get()
             try await waitUntilAsync { (try await admin.send("ACL", "LOG").get().array?.count ?? 0) > 0 }
-            #expect(resubscribed.withLockedValue { $0 } == 0)
             // Allowed again: the channel is subscribed again (not left waiting for a confirmation
             // that never comes), its messages arrive, and the owner hears it was resubscribed.
             _ = try await admin.send("ACL", "SETUSER", "sub", "&*").get()
@@ -187,7 +186,7 @@ struct RedisClientTests {
         }
     }
 
-    @Test("one channel refused (NOPERM) costs the others one interruption, not their deliveries: its caller fails, it is not subscribed again, and the reconnects back off")
+    @Test("one channel refused (NOPERM) costs the others nothing: its caller fails, the connection stays, and the channel is not subscribed again")
     func oneRefusedChannelLeavesTheOthers() async throws {
         let redis = try RedisServerProcess()
         try await withEventLoopGroup { group in
@@ -205,9 +204,7 @@ struct RedisClientTests {
             try await subscriber.subscribe("ok-feed").get()
             let connectionsBefore = try await Self.connectionsReceived(admin)
             await #expect(throws: RedisError.self) { try await subscriber.subscribe("denied").get() }
-            // The connection was started over for the refusal; once the refused caller gave up, the
-            // others are subscribed again, told, and delivered.
-            try await waitUntil { resubscribed.withLockedValue { $0 } >= 1 }
+            // The refusal answers the one SUBSCRIBE it is for: nothing else is interrupted.
             var receivers: Int64 = 0
             for _ in 0..<100 where receivers == 0 {
                 receivers = (try? await admin.send("PUBLISH", "ok-feed", "still").get().int64) ?? 0
@@ -215,9 +212,50 @@ struct RedisClientTests {
             }
             try await waitUntil { messages.withLockedValue { $0.contains("ok-feed=still") } }
             #expect(try await subscriber.subscribedChannels.get() == ["ok-feed"])
-            // Backing off: a handful of connections over the caller's second, not one per round trip.
-            let reconnects = try await Self.connectionsReceived(admin) - connectionsBefore
-            #expect(reconnects <= 12, "\(reconnects) connections")
+            #expect(try await Self.connectionsReceived(admin) == connectionsBefore, "the subscriber reconnected")
+            #expect(resubscribed.withLockedValue { $0 } == 0, "an interruption was signalled")
+            try await subscriber.close().get()
+            try await admin.close().get()
+        }
+    }
+
+    @Test("a channel that was delivering and is then denied (ACL) costs the others nothing lasting: they are subscribed again and delivered on one connection, it is tried again alone, and delivered once allowed again")
+    func deliveringChannelDenied() async throws {
+        let redis = try RedisServerProcess()
+        try await withEventLoopGroup { group in
+            let loop = group.next()
+            let admin = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: loop, logger: logger)
+            _ = try await admin.send("ACL", "SETUSER", "sub", "on", ">sub-password", "~*", "&*", "+@all").get()
+            let messages = NIOLockedValueBox<[String]>([])
+            let resubscribed = NIOLockedValueBox(0)
+            let subscriber = RedisSubscriber(
+                configuration: RedisConfiguration(port: redis.port, username: "sub", password: "sub-password"), eventLoop: loop, logger: logger,
+                onMessage: { channel, payload in messages.withLockedValue { $0.append("\(channel)=\(String(buffer: payload))") } },
+                onResubscribed: { resubscribed.withLockedValue { $0 += 1 } }
+            )
+            try await subscriber.subscribe("ok-feed").get()
+            try await subscriber.subscribe("secret").get()
+            // "secret" denied: Redis drops the connection; on the next ones it refuses "secret".
+            _ = try await admin.send("ACL", "SETUSER", "sub", "resetchannels", "&ok-*").get()
+            try await waitUntil { resubscribed.withLockedValue { $0 } >= 1 }
+            func published(_ channel: String, _ text: String) async throws {
+                var receivers: Int64 = 0
+                for _ in 0..<100 where receivers == 0 {
+                    receivers = (try? await admin.send("PUBLISH", .string(channel), .string(text)).get().int64) ?? 0
+                    if receivers == 0 { try await Task.sleep(nanoseconds: 50_000_000) }
+                }
+                try await waitUntil { messages.withLockedValue { $0.contains("\(channel)=\(text)") } }
+            }
+            try await published("ok-feed", "still")
+            // The others stay on one connection while "secret" is tried again alone.
+            let connections = try await Self.connectionsReceived(admin)
+            try await Task.sleep(nanoseconds: 2_500_000_000)
+            #expect(try await Self.connectionsReceived(admin) == connections)
+            #expect(try await subscriber.subscribedChannels.get() == ["ok-feed"])
+            // Allowed again: the retry subscribes it; its messages arrive.
+            _ = try await admin.send("ACL", "SETUSER", "sub", "&*").get()
+            try await published("secret", "back")
+            try await published("ok-feed", "again")
             try await subscriber.close().get()
             try await admin.close().get()
         }
