@@ -49,7 +49,9 @@ extension ClientDriver {
             }
             if entry.phase == .subscribing {
                 if let position = entry.position {
-                    for event in self.subscriptions.subscribed(channel, SubscribeResult(position: position, recoverable: true, recovered: true)) {
+                    for event in self.subscriptions.subscribed(
+                        channel, SubscribeResult(position: position, recoverable: true, recovered: true), settled: false)
+                    {
                         self.deliver(event, to: channel)
                     }
                 } else {
@@ -139,6 +141,8 @@ extension ClientDriver {
         case .live, .waiting:
             events = []
         }
+        // The node answered for the channel: refusals in a row are over.
+        self.subscriptions.clearRetries(channel)
         for event in events { self.deliver(event, to: channel) }
     }
 

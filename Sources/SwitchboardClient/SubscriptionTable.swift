@@ -28,7 +28,7 @@ struct SubscriptionTable {
         var retries = 0
         /// The position a hole was last seen after (and the subscription made again from): the
         /// same hole seen again from there is not in the node's history any more.
-        var holeAfter: UInt64?
+        var holeAfter: StreamPosition?
     }
 
     /// What to do with a publication push.
@@ -101,6 +101,11 @@ struct SubscriptionTable {
         return self.entries[channel]!.retries
     }
 
+    /// The node answered for `channel` (a poll's position, a publication): no refusal in a row now.
+    mutating func clearRetries(_ channel: String) {
+        if self.entries[channel]?.retries != 0 { self.entries[channel]?.retries = 0 }
+    }
+
     /// A channel is to be subscribed on a connection that is up: its `since`.
     mutating func startSubscribe(_ channel: String) -> StreamPosition?? {
         guard let entry = self.entries[channel] else { return .none }
@@ -123,7 +128,10 @@ struct SubscriptionTable {
 
     /// The node took `channel`: the events for the subscriber, recovered publications included
     /// (each once, after the position).
-    mutating func subscribed(_ channel: String, _ result: SubscribeResult) -> [SubscriptionEvent] {
+    ///
+    /// `settled`: false for a long-poll channel taken as subscribed when the poll goes out (the
+    /// node has not answered yet): its count of temporary refusals stays.
+    mutating func subscribed(_ channel: String, _ result: SubscribeResult, settled: Bool = true) -> [SubscriptionEvent] {
         guard var entry = self.entries[channel], entry.phase == .subscribing else { return [] }
         var events: [SubscriptionEvent] = []
         let recovered: Bool?
@@ -156,7 +164,7 @@ struct SubscriptionTable {
             entry.position = result.position
         }
         entry.phase = .live
-        entry.retries = 0
+        if settled { entry.retries = 0 }
         self.entries[channel] = entry
         events.insert(.subscribed(position: entry.position, recovered: recovered), at: 0)
         return events
@@ -192,8 +200,8 @@ struct SubscriptionTable {
         guard let position = entry.position else { return .deliver }
         guard offset > position.offset else { return .duplicate }
         if offset > position.offset &+ 1 {
-            guard entry.holeAfter == position.offset else {
-                self.entries[channel]!.holeAfter = position.offset
+            guard entry.holeAfter == position else {
+                self.entries[channel]!.holeAfter = position
                 self.entries[channel]!.phase = .subscribing
                 return .resubscribe(since: position)
             }
@@ -203,6 +211,7 @@ struct SubscriptionTable {
             return .deliverAfterLoss(StreamPosition(offset: offset &- 1, epoch: position.epoch))
         }
         self.entries[channel]!.position = StreamPosition(offset: offset, epoch: position.epoch)
+        self.entries[channel]!.retries = 0
         return .deliver
     }
 

@@ -230,6 +230,23 @@ struct ClientRulesTests {
         }
     }
 
+    @Test("refusals in a row count until the node answers for the channel: a long-poll channel taken as subscribed when its poll goes out keeps its count")
+    func retriesCountUntilAnswered() {
+        var table = SubscriptionTable()
+        _ = table.add("c", since: StreamPosition(offset: 3, epoch: "e"))
+        _ = table.startConnect()
+        #expect(table.countRetry("c") == 1)
+        #expect(table.countRetry("c") == 2)
+        _ = table.subscribed("c", SubscribeResult(position: StreamPosition(offset: 3, epoch: "e"), recoverable: true, recovered: true), settled: false)
+        #expect(table.entry("c")?.retries == 2)
+        #expect(table.publication("c", Self.publication(4)) == .deliver)
+        #expect(table.entry("c")?.retries == 0)
+        #expect(table.countRetry("c") == 1)
+        _ = table.startSubscribe("c")
+        _ = table.subscribed("c", SubscribeResult(position: StreamPosition(offset: 4, epoch: "e"), recoverable: true, recovered: true))
+        #expect(table.entry("c")?.retries == 0)
+    }
+
     @Test("a temporary refusal is tried again after a second, doubling up to 30 s, with jitter")
     func retryDelays() {
         #expect(ClientDriver.retryDelay(retries: 1, random: 0.5) == .seconds(1))
