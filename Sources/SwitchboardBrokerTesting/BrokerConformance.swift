@@ -171,6 +171,8 @@ public enum BrokerConformance {
             try expect(all.publications.map(\.offset) == Array(4...80) && !all.truncated, "bounded read of 77: \(all.publications.map(\.offset))")
             let cut = try await broker.history(HistoryQuery(channel: long, sinceOffset: 3, limit: -1, maximumBytes: 70 * each)).get()
             try expect(cut.publications.map(\.offset) == Array(4...73) && cut.truncated, "cut at 70: \(cut.publications.map(\.offset))")
+            let newest = try await broker.history(HistoryQuery(channel: long, sinceOffset: 3, limit: -1, reverse: true, maximumBytes: 10 * each)).get()
+            try expect(newest.publications.map(\.offset) == Array((71...80).reversed()) && newest.truncated, "reverse, cut at 10: \(newest.publications.map(\.offset))")
             let counted = try await broker.history(HistoryQuery(channel: long, sinceOffset: 3, limit: 45, maximumBytes: 1 << 30)).get()
             try expect(counted.publications.map(\.offset) == Array(4...48) && !counted.truncated, "limit 45: \(counted.publications.map(\.offset))")
         },

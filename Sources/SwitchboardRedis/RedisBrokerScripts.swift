@@ -133,13 +133,33 @@ enum RedisBrokerScripts {
                 entries[#entries + 1] = entry
               end
               if #chunk < want then break end
-              start = '(' .. chunk[#chunk][1]
+              -- The next chunk starts after the last entry: ids are `<offset>-0`, so `<offset>-1` is
+              -- the first id past it (an exclusive `(id` start needs Redis 6.2).
+              start = string.sub(chunk[#chunk][1], 1, -2) .. '1'
             end
           elseif ARGV[4] == '1' then
             if count > 0 then
               entries = redis.call('XREVRANGE', stream, '+', ARGV[2], 'COUNT', ARGV[3])
             else
               entries = redis.call('XREVRANGE', stream, '+', ARGV[2])
+            end
+            -- A bound on a reverse read: the newest that fit.
+            if budget >= 0 then
+              local envelope = tonumber(ARGV[6] or '0') or 0
+              local total = 0
+              for i, entry in ipairs(entries) do
+                local fields = entry[2]
+                local size = envelope
+                for j = 1, #fields - 1, 2 do
+                  if fields[j] == 'd' then size = size + #fields[j + 1] end
+                end
+                total = total + size
+                if total > budget then
+                  local kept = {}
+                  for k = 1, i - 1 do kept[k] = entries[k] end
+                  return {epoch, top, kept, 1}
+                end
+              end
             end
           else
             if count > 0 then
