@@ -54,12 +54,12 @@ public final class RedisSubscriber: @unchecked Sendable {
     private var refusalsInARow = 0
     /// Set by a refusal: every later (re)connect subscribes one channel per command.
     private var subscribesOneByOne = false
-    /// The channels of the one-channel (S)SUBSCRIBEs sent on this connection and not yet answered,
-    /// oldest first. Redis answers commands in order, so an error reply that names no channel is
-    /// the oldest one's (empty: a batch SUBSCRIBE is out, whose refusal names none of its channels).
-    private var unansweredSubscribes: [String] = []
-    /// Channels the owner follows that Redis refused (non-sharded): subscribed again after a backoff.
-    private var refusedChannels: Set<String> = []
+    /// What was sent on this connection and not yet answered: an error reply names no channel, and
+    /// this says which command it answers.
+    private var sent = RedisSentCommands()
+    /// Channels the owner follows that Redis refused (non-sharded), and their refusals in a row:
+    /// each is subscribed again after a backoff of its own.
+    private var refusedChannels: [String: Int] = [:]
     /// On a Redis Cluster, which of `configuration.clusterNodes` to connect to: the next one after
     /// each failed or lost connection (any node of a cluster delivers every PUBLISH).
     private var nodeIndex = 0
@@ -153,7 +153,7 @@ public final class RedisSubscriber: @unchecked Sendable {
     /// Unsubscribes (completes at once; later messages for the channel are not delivered).
     public func unsubscribe(_ name: String) -> EventLoopFuture<Void> {
         self.eventLoop.submit {
-            self.refusedChannels.remove(name)
+            self.refusedChannels[name] = nil
             self.apply(name) { $0.unsubscribe() }
         }
     }
@@ -191,13 +191,15 @@ public final class RedisSubscriber: @unchecked Sendable {
     private func perform(_ actions: RedisChannelStateMachine<Waiter>.Actions, channel name: String, failure: RedisError? = nil) -> Bool {
         if let command = actions.send, let channel = self.channel, !self.connecting {
             self.write([command == .subscribe ? self.subscribeCommand : self.unsubscribeCommand, .string(name)], on: channel)
-            if command == .subscribe { self.unansweredSubscribes.append(name) }
+            self.sent.sent(command == .subscribe ? .subscribe(name) : .unsubscribe(name))
         }
         for waiter in actions.succeed {
             switch waiter {
             case .caller(let promise): promise.succeed()
             case .resubscribe: self.resubscribed()
-            case .retry: self.onResubscribed()
+            case .retry:
+                self.refusedChannels[name] = nil
+                self.onResubscribed()
             }
         }
         if !actions.fail.isEmpty {
@@ -353,10 +355,13 @@ public final class RedisSubscriber: @unchecked Sendable {
         self.resubscribesOutstanding = outstanding
         if self.sharded || self.subscribesOneByOne {
             // One slot per SSUBSCRIBE (and, after a refusal, one channel per SUBSCRIBE).
-            for name in names { self.write([self.subscribeCommand, .string(name)], on: channel) }
-            self.unansweredSubscribes.append(contentsOf: names)
+            for name in names {
+                self.write([self.subscribeCommand, .string(name)], on: channel)
+                self.sent.sent(.subscribe(name))
+            }
         } else if !names.isEmpty {
             self.write(["SUBSCRIBE"] + names.map { .string($0) }, on: channel)
+            self.sent.sent(.batch(Set(names)))
         }
         if wasReconnect, outstanding == 0 { self.onResubscribed() }
     }
@@ -367,7 +372,7 @@ public final class RedisSubscriber: @unchecked Sendable {
         case .message(let name, let payload):
             if self.channels[name]?.isDelivering == true { self.onMessage(name, payload) }
         case .subscribed(let name):
-            if let index = self.unansweredSubscribes.firstIndex(of: name) { self.unansweredSubscribes.remove(at: index) }
+            self.sent.subscribeConfirmed(name)
             self.apply(name) { $0.subscribeConfirmed() }
             // Started over for a refusal: the backoff starts over once nothing waits to be confirmed
             // (not at a neighbour's confirmation while the refused one still waits).
@@ -378,6 +383,7 @@ public final class RedisSubscriber: @unchecked Sendable {
                 dropped = machine.droppedByServer()
                 return dropped ? .none : machine.unsubscribeConfirmed()
             }
+            if !dropped { self.sent.unsubscribeConfirmed(name) }
             if dropped { self.onDropped(name) }
         case .reply(let token):
             if !self.handshakePending.isEmpty {
@@ -393,11 +399,13 @@ public final class RedisSubscriber: @unchecked Sendable {
     private func refused(_ message: String) {
         let error = RedisError(.server, message)
         self.logger.debug("redis subscriber command refused", metadata: ["error": "\(message)"])
-        // The oldest one-channel SUBSCRIBE unanswered is the one this answers (nil: none, or a batch).
-        let answered = self.unansweredSubscribes.isEmpty ? nil : self.unansweredSubscribes.removeFirst()
-        guard let redirection = RedisRedirection(errorMessage: message) else {
+        let redirection = RedisRedirection(errorMessage: message)
+        let answered = self.sent.refused(redirectedSlot: redirection?.slot, slotOf: RedisHashSlot.slot(of:))
+        guard let redirection else {
             self.onConnectionProblem()
-            if let name = answered, self.channels[name]?.awaitsSubscribeConfirmation == true {
+            if case .subscribe(let name) = answered {
+                // (One no longer awaiting its confirmation, withdrawn and forgotten meanwhile: nothing to do.)
+                guard self.channels[name]?.awaitsSubscribeConfirmation == true else { return }
                 // Refused, and known to be this channel's (NOPERM: an ACL that denies it; BUSY): its
                 // callers fail, the owner's catch-up no longer waits for it, the others go on. One the
                 // owner follows is tried again: where its slot is now (sharded), or after a backoff.
@@ -408,12 +416,12 @@ public final class RedisSubscriber: @unchecked Sendable {
                 if self.sharded { self.onDropped(name) } else { self.retryRefused(name) }
                 return
             }
-            // Not a redirection (CLUSTERDOWN, BUSY, NOPERM...): the answer names no channel. While a
-            // SUBSCRIBE waits for its confirmation, it is the likely one refused, and would wait for
-            // good (a resubscribe has no timeout, and a later caller only joins it): starting over on
-            // a new connection sends every wanted channel again, after a backoff that grows with
-            // each such refusal. (An error to an UNSUBSCRIBE, with nothing waiting, changes nothing.)
-            guard self.channels.values.contains(where: \.awaitsSubscribeConfirmation) else { return }
+            // A SUBSCRIBE of several channels refused whole, an UNSUBSCRIBE refused (BUSY), or an
+            // answer to nothing known: what Redis holds is no longer known. Starting over on a new
+            // connection sends every wanted channel again (after a backoff that grows with each
+            // such refusal); a channel left waiting would wait for good (a resubscribe has no
+            // timeout, and a later caller only joins it).
+            if answered == .nothing, !self.channels.values.contains(where: \.awaitsSubscribeConfirmation) { return }
             self.refusalsInARow += 1
             // From now on one channel per SUBSCRIBE: Redis refuses a batch whole when it denies one
             // of its channels, so the others are confirmed and delivered between the attempts.
@@ -434,11 +442,12 @@ public final class RedisSubscriber: @unchecked Sendable {
     /// Subscribes `name` again after a backoff that grows with the refusals in a row, unless the
     /// owner unsubscribed it meanwhile (or subscribed it again itself).
     private func retryRefused(_ name: String) {
-        self.refusedChannels.insert(name)
-        self.refusalsInARow += 1
-        let delay = RedisConnector.backoff(attempt: self.refusalsInARow, configuration: self.configuration)
+        let refusals = (self.refusedChannels[name] ?? 0) + 1
+        self.refusedChannels[name] = refusals
+        let delay = RedisConnector.backoff(attempt: refusals, configuration: self.configuration)
         self.eventLoop.scheduleTask(in: max(delay, .milliseconds(100))) {
-            guard !self.closed, self.refusedChannels.remove(name) != nil, self.channels[name] == nil else { return }
+            // (Joins a caller's SUBSCRIBE in flight, or succeeds at once when it is subscribed.)
+            guard !self.closed, self.refusedChannels[name] != nil else { return }
             self.apply(name) { $0.subscribe(id: 0, waiter: .retry, connected: self.isReady) }
             self.connectIfNeeded()
         }
@@ -453,7 +462,7 @@ public final class RedisSubscriber: @unchecked Sendable {
     private func lost(_ channel: any Channel) {
         guard self.channel === channel else { return }
         self.channel = nil
-        self.unansweredSubscribes.removeAll()
+        self.sent.removeAll()
         for p in self.handshakePending { p.fail(RedisError(.connectionClosed, "connection lost")) }
         self.handshakePending.removeAll()
         // Redis dropped every subscription with the connection: wanted channels wait for the next one.
