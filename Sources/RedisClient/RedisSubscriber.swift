@@ -373,6 +373,7 @@ public final class RedisSubscriber: @unchecked Sendable {
             if self.channels[name]?.isDelivering == true { self.onMessage(name, payload) }
         case .subscribed(let name):
             self.sent.subscribeConfirmed(name)
+            self.refusedChannels[name] = nil  // back, however it came back: its refusals are over
             self.apply(name) { $0.subscribeConfirmed() }
             // Started over for a refusal: the backoff starts over once nothing waits to be confirmed
             // (not at a neighbour's confirmation while the refused one still waits).
