@@ -658,8 +658,11 @@ def test_a_node_answering_server_errors_is_ejected(node_factory, balancers):
         assert m[f'switchboard_balancer_node_server_errors_total{{node="127.0.0.1:{broken.port}"}}'] == 5
 
         bal503 = balancers.start([good, busy], "--algorithm", "round-robin")
+        wait_until(lambda: all(n["up"] for n in admin_nodes(bal503)["nodes"]), 5, "both nodes up")
         statuses = _statuses(bal503, 20)
-        assert statuses[503] == 10, statuses
+        # About half each (a pick can see the last tunnel to one node not yet closed and take the
+        # other); an ejection after five would leave the busy node with five or six.
+        assert 8 <= statuses[503] <= 12, statuses
         row = next(n for n in admin_nodes(bal503)["nodes"] if n["port"] == busy.port)
         assert not row["ejected"] and row["serverErrors"] == 0, row
     finally:
