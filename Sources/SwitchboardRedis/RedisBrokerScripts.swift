@@ -90,6 +90,15 @@ enum RedisBrokerScripts {
     /// reverse ("1"/"0"). Returns {epoch, top, entries}. Writes nothing: an unknown channel stays unknown.
     static let history = RedisScript(
         unbornEpoch + "\n" + """
+        -- What a stream entry counts against a byte bound: its data ('d') and an envelope.
+        local function entry_size(entry, envelope)
+          local fields = entry[2]
+          local size = envelope
+          for j = 1, #fields - 1, 2 do
+            if fields[j] == 'd' then size = size + #fields[j + 1] end
+          end
+          return size
+        end
         local stream, meta = KEYS[1], KEYS[2]
         local epoch = redis.call('HGET', meta, 'e')
         if not epoch then
@@ -123,12 +132,7 @@ enum RedisBrokerScripts {
               if want <= 0 then break end
               local chunk = redis.call('XRANGE', stream, start, '+', 'COUNT', want)
               for _, entry in ipairs(chunk) do
-                local fields = entry[2]
-                local size = envelope
-                for j = 1, #fields - 1, 2 do
-                  if fields[j] == 'd' then size = size + #fields[j + 1] end
-                end
-                total = total + size
+                total = total + entry_size(entry, envelope)
                 if total > budget then return {epoch, top, entries, 1} end
                 entries[#entries + 1] = entry
               end
@@ -148,12 +152,7 @@ enum RedisBrokerScripts {
               local envelope = tonumber(ARGV[6] or '0') or 0
               local total = 0
               for i, entry in ipairs(entries) do
-                local fields = entry[2]
-                local size = envelope
-                for j = 1, #fields - 1, 2 do
-                  if fields[j] == 'd' then size = size + #fields[j + 1] end
-                end
-                total = total + size
+                total = total + entry_size(entry, envelope)
                 if total > budget then
                   local kept = {}
                   for k = 1, i - 1 do kept[k] = entries[k] end

@@ -152,37 +152,59 @@ struct RedisClientTests {
         }
     }
 
+    /// A subscriber logged in as an ACL user `sub` with `channels` allowed, what it receives
+    /// (`channel=text`), how often it said it was resubscribed, and an admin connection to change the ACL.
+    struct ACLSubscriber {
+        let admin: RedisClient
+        let subscriber: RedisSubscriber
+        let messages = NIOLockedValueBox<[String]>([])
+        let resubscribed = NIOLockedValueBox(0)
+
+        init(port: Int, loop: any EventLoop, channels: String, commandTimeout: TimeAmount = .seconds(5)) async throws {
+            let logger = Logger(label: "test")
+            self.admin = RedisClient(configuration: RedisConfiguration(port: port), eventLoop: loop, logger: logger)
+            _ = try await self.admin.send("ACL", "SETUSER", "sub", "on", ">sub-password", "~*", .string(channels), "+@all").get()
+            let messages = self.messages, resubscribed = self.resubscribed
+            self.subscriber = RedisSubscriber(
+                configuration: RedisConfiguration(port: port, username: "sub", password: "sub-password", commandTimeout: commandTimeout),
+                eventLoop: loop, logger: logger,
+                onMessage: { channel, payload in messages.withLockedValue { $0.append("\(channel)=\(String(buffer: payload))") } },
+                onResubscribed: { resubscribed.withLockedValue { $0 += 1 } }
+            )
+        }
+
+        /// Publishes `text` in `channel` until Redis has a subscriber for it, then waits for it to arrive.
+        func published(_ channel: String, _ text: String) async throws {
+            var receivers: Int64 = 0
+            for _ in 0..<100 where receivers == 0 {
+                receivers = (try? await self.admin.send("PUBLISH", .string(channel), .string(text)).get().int64) ?? 0
+                if receivers == 0 { try await Task.sleep(nanoseconds: 50_000_000) }
+            }
+            try await waitUntil { self.messages.withLockedValue { $0.contains("\(channel)=\(text)") } }
+        }
+
+        func close() async throws {
+            try await self.subscriber.close().get()
+            try await self.admin.close().get()
+        }
+    }
+
     @Test("a resubscribe refused with an error that names no channel (NOPERM) does not leave the channel stuck: the subscriber starts over, and once it is allowed again the channel is delivered and the owner told")
     func refusedResubscribeStartsOver() async throws {
         let redis = try RedisServerProcess()
         try await withEventLoopGroup { group in
-            let loop = group.next()
-            let admin = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: loop, logger: logger)
-            _ = try await admin.send("ACL", "SETUSER", "sub", "on", ">sub-password", "~*", "&*", "+@all").get()
-            let messages = NIOLockedValueBox<[String]>([])
-            let resubscribed = NIOLockedValueBox(0)
-            let subscriber = RedisSubscriber(
-                configuration: RedisConfiguration(port: redis.port, username: "sub", password: "sub-password"), eventLoop: loop, logger: logger,
-                onMessage: { channel, payload in messages.withLockedValue { $0.append("\(channel)=\(String(buffer: payload))") } },
-                onResubscribed: { resubscribed.withLockedValue { $0 += 1 } }
-            )
-            try await subscriber.subscribe("feed").get()
+            let acl = try await ACLSubscriber(port: redis.port, loop: group.next(), channels: "&*")
+            try await acl.subscriber.subscribe("feed").get()
             // Its channels withdrawn: Redis drops the subscriber's connection, and the resubscribe on
             // the next one is refused with NOPERM (an answer that names no channel).
-            _ = try await admin.send("ACL", "SETUSER", "sub", "resetchannels").get()
-            try await waitUntilAsync { (try await admin.send("ACL", "LOG").get().array?.count ?? 0) > 0 }
+            _ = try await acl.admin.send("ACL", "SETUSER", "sub", "resetchannels").get()
+            try await waitUntilAsync { (try await acl.admin.send("ACL", "LOG").get().array?.count ?? 0) > 0 }
             // Allowed again: the channel is subscribed again (not left waiting for a confirmation
             // that never comes), its messages arrive, and the owner hears it was resubscribed.
-            _ = try await admin.send("ACL", "SETUSER", "sub", "&*").get()
-            try await waitUntil { resubscribed.withLockedValue { $0 } >= 1 }
-            var receivers: Int64 = 0
-            for _ in 0..<100 where receivers == 0 {
-                receivers = (try? await admin.send("PUBLISH", "feed", "back").get().int64) ?? 0
-                if receivers == 0 { try await Task.sleep(nanoseconds: 50_000_000) }
-            }
-            try await waitUntil { messages.withLockedValue { $0.contains("feed=back") } }
-            try await subscriber.close().get()
-            try await admin.close().get()
+            _ = try await acl.admin.send("ACL", "SETUSER", "sub", "&*").get()
+            try await waitUntil { acl.resubscribed.withLockedValue { $0 } >= 1 }
+            try await acl.published("feed", "back")
+            try await acl.close()
         }
     }
 
@@ -190,32 +212,16 @@ struct RedisClientTests {
     func oneRefusedChannelLeavesTheOthers() async throws {
         let redis = try RedisServerProcess()
         try await withEventLoopGroup { group in
-            let loop = group.next()
-            let admin = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: loop, logger: logger)
-            _ = try await admin.send("ACL", "SETUSER", "sub", "on", ">sub-password", "~*", "&ok-*", "+@all").get()
-            let messages = NIOLockedValueBox<[String]>([])
-            let resubscribed = NIOLockedValueBox(0)
-            let subscriber = RedisSubscriber(
-                configuration: RedisConfiguration(port: redis.port, username: "sub", password: "sub-password", commandTimeout: .seconds(1)),
-                eventLoop: loop, logger: logger,
-                onMessage: { channel, payload in messages.withLockedValue { $0.append("\(channel)=\(String(buffer: payload))") } },
-                onResubscribed: { resubscribed.withLockedValue { $0 += 1 } }
-            )
-            try await subscriber.subscribe("ok-feed").get()
-            let connectionsBefore = try await Self.connectionsReceived(admin)
-            await #expect(throws: RedisError.self) { try await subscriber.subscribe("denied").get() }
+            let acl = try await ACLSubscriber(port: redis.port, loop: group.next(), channels: "&ok-*", commandTimeout: .seconds(1))
+            try await acl.subscriber.subscribe("ok-feed").get()
+            let connectionsBefore = try await Self.connectionsReceived(acl.admin)
+            await #expect(throws: RedisError.self) { try await acl.subscriber.subscribe("denied").get() }
             // The refusal answers the one SUBSCRIBE it is for: nothing else is interrupted.
-            var receivers: Int64 = 0
-            for _ in 0..<100 where receivers == 0 {
-                receivers = (try? await admin.send("PUBLISH", "ok-feed", "still").get().int64) ?? 0
-                if receivers == 0 { try await Task.sleep(nanoseconds: 50_000_000) }
-            }
-            try await waitUntil { messages.withLockedValue { $0.contains("ok-feed=still") } }
-            #expect(try await subscriber.subscribedChannels.get() == ["ok-feed"])
-            #expect(try await Self.connectionsReceived(admin) == connectionsBefore, "the subscriber reconnected")
-            #expect(resubscribed.withLockedValue { $0 } == 0, "an interruption was signalled")
-            try await subscriber.close().get()
-            try await admin.close().get()
+            try await acl.published("ok-feed", "still")
+            #expect(try await acl.subscriber.subscribedChannels.get() == ["ok-feed"])
+            #expect(try await Self.connectionsReceived(acl.admin) == connectionsBefore, "the subscriber reconnected")
+            #expect(acl.resubscribed.withLockedValue { $0 } == 0, "an interruption was signalled")
+            try await acl.close()
         }
     }
 
@@ -223,41 +229,23 @@ struct RedisClientTests {
     func deliveringChannelDenied() async throws {
         let redis = try RedisServerProcess()
         try await withEventLoopGroup { group in
-            let loop = group.next()
-            let admin = RedisClient(configuration: RedisConfiguration(port: redis.port), eventLoop: loop, logger: logger)
-            _ = try await admin.send("ACL", "SETUSER", "sub", "on", ">sub-password", "~*", "&*", "+@all").get()
-            let messages = NIOLockedValueBox<[String]>([])
-            let resubscribed = NIOLockedValueBox(0)
-            let subscriber = RedisSubscriber(
-                configuration: RedisConfiguration(port: redis.port, username: "sub", password: "sub-password"), eventLoop: loop, logger: logger,
-                onMessage: { channel, payload in messages.withLockedValue { $0.append("\(channel)=\(String(buffer: payload))") } },
-                onResubscribed: { resubscribed.withLockedValue { $0 += 1 } }
-            )
-            try await subscriber.subscribe("ok-feed").get()
-            try await subscriber.subscribe("secret").get()
+            let acl = try await ACLSubscriber(port: redis.port, loop: group.next(), channels: "&*")
+            try await acl.subscriber.subscribe("ok-feed").get()
+            try await acl.subscriber.subscribe("secret").get()
             // "secret" denied: Redis drops the connection; on the next ones it refuses "secret".
-            _ = try await admin.send("ACL", "SETUSER", "sub", "resetchannels", "&ok-*").get()
-            try await waitUntil { resubscribed.withLockedValue { $0 } >= 1 }
-            func published(_ channel: String, _ text: String) async throws {
-                var receivers: Int64 = 0
-                for _ in 0..<100 where receivers == 0 {
-                    receivers = (try? await admin.send("PUBLISH", .string(channel), .string(text)).get().int64) ?? 0
-                    if receivers == 0 { try await Task.sleep(nanoseconds: 50_000_000) }
-                }
-                try await waitUntil { messages.withLockedValue { $0.contains("\(channel)=\(text)") } }
-            }
-            try await published("ok-feed", "still")
+            _ = try await acl.admin.send("ACL", "SETUSER", "sub", "resetchannels", "&ok-*").get()
+            try await waitUntil { acl.resubscribed.withLockedValue { $0 } >= 1 }
+            try await acl.published("ok-feed", "still")
             // The others stay on one connection while "secret" is tried again alone.
-            let connections = try await Self.connectionsReceived(admin)
+            let connections = try await Self.connectionsReceived(acl.admin)
             try await Task.sleep(nanoseconds: 2_500_000_000)
-            #expect(try await Self.connectionsReceived(admin) == connections)
-            #expect(try await subscriber.subscribedChannels.get() == ["ok-feed"])
+            #expect(try await Self.connectionsReceived(acl.admin) == connections)
+            #expect(try await acl.subscriber.subscribedChannels.get() == ["ok-feed"])
             // Allowed again: the retry subscribes it; its messages arrive.
-            _ = try await admin.send("ACL", "SETUSER", "sub", "&*").get()
-            try await published("secret", "back")
-            try await published("ok-feed", "again")
-            try await subscriber.close().get()
-            try await admin.close().get()
+            _ = try await acl.admin.send("ACL", "SETUSER", "sub", "&*").get()
+            try await acl.published("secret", "back")
+            try await acl.published("ok-feed", "again")
+            try await acl.close()
         }
     }
 
