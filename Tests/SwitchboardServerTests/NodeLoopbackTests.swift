@@ -91,6 +91,19 @@ struct NodeLoopbackTests {
         }
     }
 
+    @Test("an API request that is not a POST is answered 405 from its head: a large body is neither awaited nor held")
+    func apiOtherMethodsRefusedFromTheHead() async throws {
+        try await LoopbackNode.run { node, port, group in
+            for (method, key) in [("PUT", ""), ("GET", ""), ("PUT", "Authorization: apikey test-key\r\n")] {
+                var http = try await LoopbackClient.connect(port: port, group: group)
+                // A body of up to `maxRequestBodySize` announced and never sent: answered without it
+                // (before, the node waited for the body until the request deadline, 30 s).
+                try await http.send("\(method) /api/publish HTTP/1.1\r\nHost: x\r\n\(key)Content-Length: 1048575\r\n\r\n{")
+                #expect(try await http.readHTTPResponse().status == 405, "\(method) \(key)")
+            }
+        }
+    }
+
     @Test("drain: readiness fails, clients get the disconnect push and close 3001")
     func drain() async throws {
         try await LoopbackNode.run(configure: { $0.drainSeconds = 4 }) { node, port, group in

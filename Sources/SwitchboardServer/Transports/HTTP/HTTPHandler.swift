@@ -112,10 +112,16 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.armDeadline(context: context)
             let route = Route(uri: head.uri)
             self.bodyLimit = route.bodyLimit(self.node.configuration)
-            if case .api = route, head.method == .POST, !self.api.isAuthorized(head.headers.first(name: "authorization")) {
-                // Refused from the head: a body of up to `maxRequestBodySize` is not read (nor held
-                // for the request deadline) for a request without the key.
-                return self.respond(context: context, head: head, ServerAPI.unauthorized, close: true)
+            if case .api = route {
+                // Refused from the head, whatever the method: a body of up to `maxRequestBodySize` is
+                // read (and held for the request deadline) only for a POST with the key. The
+                // connection is closed, since the unread body would be taken for the next request.
+                guard head.method == .POST else {
+                    return self.respond(context: context, head: head, .text(.methodNotAllowed, "use POST"), close: true)
+                }
+                guard self.api.isAuthorized(head.headers.first(name: "authorization")) else {
+                    return self.respond(context: context, head: head, ServerAPI.unauthorized, close: true)
+                }
             }
             if let declared = head.headers.first(name: "content-length").flatMap({ Int($0) }), declared > self.bodyLimit {
                 return self.refuseBody(context: context, head: head)
