@@ -1,14 +1,52 @@
-import Foundation
+public import NIOCore
 
 /// Base64url without padding (RFC 4648 section 5), as in JWTs and SSE event ids.
 public enum Base64URL {
     /// Encodes bytes.
     public static func encode(_ bytes: [UInt8]) -> String {
-        Data(bytes).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-")
-            .replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
+        var text = ByteBuffer()
+        bytes.withUnsafeBytes { Self.write($0, into: &text) }
+        return String(buffer: text)
     }
+
+    /// Writes the base64url text of `bytes` into `buffer`: a table lookup per character, no
+    /// Foundation and no intermediate string (every SSE event carries a resume id made this way).
+    public static func write(_ bytes: UnsafeRawBufferPointer, into buffer: inout ByteBuffer) {
+        let count = bytes.count
+        guard count > 0 else { return }
+        let length = count / 3 * 4 + [0, 2, 3][count % 3]
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { room in
+            Self.encodeTable.withUnsafeBufferPointer { table in
+                var out = 0
+                var index = 0
+                while index + 3 <= count {
+                    let group = UInt32(bytes[index]) << 16 | UInt32(bytes[index + 1]) << 8 | UInt32(bytes[index + 2])
+                    room[out] = table[Int(group >> 18)]
+                    room[out + 1] = table[Int(group >> 12 & 63)]
+                    room[out + 2] = table[Int(group >> 6 & 63)]
+                    room[out + 3] = table[Int(group & 63)]
+                    out += 4
+                    index += 3
+                }
+                switch count - index {
+                case 1:
+                    let group = UInt32(bytes[index]) << 16
+                    room[out] = table[Int(group >> 18)]
+                    room[out + 1] = table[Int(group >> 12 & 63)]
+                case 2:
+                    let group = UInt32(bytes[index]) << 16 | UInt32(bytes[index + 1]) << 8
+                    room[out] = table[Int(group >> 18)]
+                    room[out + 1] = table[Int(group >> 12 & 63)]
+                    room[out + 2] = table[Int(group >> 6 & 63)]
+                default:
+                    break
+                }
+            }
+            return length
+        }
+    }
+
+    private static let encodeTable: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
 
     /// Decodes text, padded or not; nil when it is not base64url (no `+`, `/`, whitespace, or
     /// bits left over in the last character). A table lookup per byte, no Foundation: it runs for

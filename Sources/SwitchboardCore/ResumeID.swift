@@ -1,4 +1,4 @@
-import NIOCore
+public import NIOCore
 
 /// The SSE event id: the position of every subscription of a session, so that
 /// a reconnecting EventSource (which sends it back as `Last-Event-ID`) resumes
@@ -8,26 +8,46 @@ import NIOCore
 /// command's `subs` format: `{channel: {"offset": N, "epoch": "E"}}`, `{}` for
 /// channels without history.
 public enum ResumeID {
-    /// The id for these subscriptions (nil position: a channel without one yet). Written by hand
-    /// rather than with `JSONObjectWriter`: every SSE event carries one.
-    public static func encode(_ subs: [(channel: String, position: StreamPosition?)]) -> String {
-        var json = ByteBuffer()
-        json.writeInteger(UInt8(ascii: "{"))
+    /// Most bytes of JSON an id holds: its base64url text (4/3 of it) then fits the 8 KB a node
+    /// (and most proxies) take in one header field, so it can come back as `Last-Event-ID`.
+    public static let maximumJSONBytes = 6_000
+
+    /// The id for these subscriptions (nil position: a channel without one yet); nil when its JSON
+    /// would pass `maximumJSONBytes`.
+    public static func encode(_ subs: [(channel: String, position: StreamPosition?)]) -> String? {
+        var text = ByteBuffer()
+        var scratch = ByteBuffer()
+        guard Self.write(subs, into: &text, scratch: &scratch) else { return nil }
+        return String(buffer: text)
+    }
+
+    /// Writes the id for these subscriptions into `buffer`, building its JSON in `scratch` (kept by
+    /// the caller, so the bytes are allocated once per stream, not per event). Returns false, with
+    /// nothing written, as soon as the JSON passes `maximumJSONBytes`: the work per event is bounded
+    /// whatever the subscriptions' names. Written by hand rather than with `JSONObjectWriter`: every
+    /// SSE event carries one.
+    public static func write(
+        _ subs: [(channel: String, position: StreamPosition?)], into buffer: inout ByteBuffer, scratch: inout ByteBuffer
+    ) -> Bool {
+        scratch.clear()
+        scratch.writeInteger(UInt8(ascii: "{"))
         for (i, sub) in subs.enumerated() {
-            if i > 0 { json.writeInteger(UInt8(ascii: ",")) }
-            json.writeJSONString(sub.channel)
+            if i > 0 { scratch.writeInteger(UInt8(ascii: ",")) }
+            scratch.writeJSONString(sub.channel)
             if let position = sub.position {
-                json.writeStaticString(":{\"offset\":")
-                json.writeString(String(position.offset))
-                json.writeStaticString(",\"epoch\":")
-                json.writeJSONString(position.epoch)
-                json.writeInteger(UInt8(ascii: "}"))
+                scratch.writeStaticString(":{\"offset\":")
+                scratch.writeDecimal(position.offset)
+                scratch.writeStaticString(",\"epoch\":")
+                scratch.writeJSONString(position.epoch)
+                scratch.writeInteger(UInt8(ascii: "}"))
             } else {
-                json.writeStaticString(":{}")
+                scratch.writeStaticString(":{}")
             }
+            guard scratch.readableBytes < Self.maximumJSONBytes else { return false }
         }
-        json.writeInteger(UInt8(ascii: "}"))
-        return Base64URL.encode(Array(json.readableBytesView))
+        scratch.writeInteger(UInt8(ascii: "}"))
+        scratch.withUnsafeReadableBytes { Base64URL.write($0, into: &buffer) }
+        return true
     }
 
     /// The subscriptions an id names; throws on anything that is not an id made by `encode`.

@@ -1,3 +1,5 @@
+import Foundation
+import NIOCore
 import SwitchboardCore
 import Testing
 
@@ -5,15 +7,31 @@ import Testing
 struct ResumeIDTests {
     @Test("an id names every subscription's position and reads back the same")
     func roundTrip() throws {
-        let id = ResumeID.encode([
+        let id = try #require(ResumeID.encode([
             ("chat:lobby", StreamPosition(offset: 42, epoch: "abc")),
             ("news", nil),
             ("salle:café \"1\"", StreamPosition(offset: 0, epoch: "e")),
-        ])
+        ]))
         #expect(!id.contains("=") && !id.contains("+") && !id.contains("/") && !id.contains("\n"))
         let subs = try ResumeID.decode(Substring(id))
         #expect(subs.map(\.channel) == ["chat:lobby", "news", "salle:café \"1\""])
         #expect(subs.map(\.since) == [StreamPosition(offset: 42, epoch: "abc"), nil, StreamPosition(offset: 0, epoch: "e")])
+    }
+
+    @Test("an id fits one header field: past 6,000 bytes of JSON none is made, just under it one is (8 KB of text at most)")
+    func bounded() throws {
+        // 255-byte names with quotes, escaped to 2 bytes each: the id would grow by about 500 bytes a channel.
+        let long = (0..<128).map { ("q\($0):" + String(repeating: "\"", count: 250), Optional(StreamPosition(offset: StreamPosition.maximumOffset, epoch: "e"))) }
+        #expect(ResumeID.encode(long) == nil)
+        #expect(ResumeID.encode(Array(long.prefix(11))) == nil)  // 6,040 bytes of JSON
+        let fits = try #require(ResumeID.encode(Array(long.prefix(10))))  // 5,491
+        #expect(fits.utf8.count > 7_000 && fits.utf8.count <= 8_192)
+        #expect(try ResumeID.decode(Substring(fits)).count == 10)
+        // Nothing is written into the event when the id is not made.
+        var event = ByteBuffer(string: "id: ")
+        var scratch = ByteBuffer()
+        #expect(!ResumeID.write(long, into: &event, scratch: &scratch))
+        #expect(String(buffer: event) == "id: ")
     }
 
     @Test("an id that is not base64url, not JSON, or not a subs object is refused", arguments: [
@@ -44,6 +62,16 @@ struct Base64URLTests {
             #expect(Base64URL.decode(Substring(text)) == bytes)
             let padded = text + String(repeating: "=", count: (4 - text.utf8.count % 4) % 4)
             #expect(Base64URL.decode(Substring(padded)) == bytes)
+        }
+    }
+
+    @Test("encoding is standard base64 in the URL alphabet without padding, for every length")
+    func matchesFoundation() {
+        for length in 0..<200 {
+            let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 151 &+ length) }
+            let expected = Data(bytes).base64EncodedString()
+                .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+            #expect(Base64URL.encode(bytes) == expected, "\(length)")
         }
     }
 

@@ -9,7 +9,7 @@ import Testing
 
 @Suite("Opening an SSE stream: connect params from a POST body, never a token from a URL")
 struct EventStreamOpeningTests {
-    static let resumeID = ResumeID.encode([("chat", StreamPosition(offset: 7, epoch: "e"))])
+    static let resumeID = ResumeID.encode([("chat", StreamPosition(offset: 7, epoch: "e"))])!
 
     // MARK: The value type
 
@@ -48,7 +48,7 @@ struct EventStreamOpeningTests {
         let opened = try EventStreamOpening.body(body, lastEventID: nil, bearer: "t2").get()
         #expect(opened.params.token == "t1")
         #expect(opened.params.subs.first?.since == StreamPosition(offset: 7, epoch: "e"))
-        let header = ResumeID.encode([("chat", StreamPosition(offset: 9, epoch: "e"))])
+        let header = try #require(ResumeID.encode([("chat", StreamPosition(offset: 9, epoch: "e"))]))
         #expect(try EventStreamOpening.body(body, lastEventID: header, bearer: nil).get().params.subs.first?.since
             == StreamPosition(offset: 9, epoch: "e"))
         #expect(try EventStreamOpening.body(ByteBuffer(string: #"{"name":"x"}"#), lastEventID: nil, bearer: "t2").get().params.token == "t2")

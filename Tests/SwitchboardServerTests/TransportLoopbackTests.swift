@@ -117,6 +117,27 @@ struct TransportLoopbackTests {
         }
     }
 
+    @Test("a stream whose id would not fit in a Last-Event-ID header gets empty ids (EventSource then sends none), and its events all the same")
+    func oversizeResumeID() async throws {
+        try await LoopbackNode.run { node, port, group in
+            // 30 channels of 250-byte names: about 8 KB of positions, 10 KB as an id.
+            let names = (0..<30).map { "long:\($0)-" + String(repeating: "x", count: 240) }
+            let body = "{\"subs\":{" + names.map { "\"\($0)\":{}" }.joined(separator: ",") + "}}"
+            let client = try await LoopbackClient.connect(port: port, group: group)
+            try await client.send(
+                "POST /sse HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nContent-Type: application/json\r\n"
+                    + "Content-Length: \(body.utf8.count)\r\n\r\n\(body)")
+            var stream = EventStreamReader(client: client)
+            let connected = try #require(try await stream.next())
+            #expect(connected.data.hasPrefix(#"{"id":1,"result":{"client":"#))
+            #expect(connected.id == "")
+            _ = try await Self.post(port: port, group: group, path: "/rpc", body: #"{"id":1,"publish":{"channel":"\#(names[7])","data":1}}"#)
+            let pub = try #require(try await stream.next())
+            #expect(pub.data.hasPrefix(#"{"channel":"\#(names[7])","pub":{"offset":1"#))
+            #expect(pub.id == "")
+        }
+    }
+
     @Test("a new stream with Last-Event-ID gets what was published in between, once, in order")
     func resume() async throws {
         try await LoopbackNode.run { node, port, group in

@@ -12,6 +12,9 @@ final class EventStreamOutput: SessionOutput {
     /// The secret half of the session id (`<client>.<secret>`): 128 random bits in hex.
     let secret: String
     private var context: ChannelHandlerContext?
+    /// Where each event's resume id is built as JSON before its base64url goes into the event:
+    /// one buffer for the stream's life (at most `ResumeID.maximumJSONBytes` and one entry).
+    private var idScratch: ByteBuffer?
 
     init() {
         self.secret = RandomID.hex(bytes: 16)
@@ -36,16 +39,20 @@ final class EventStreamOutput: SessionOutput {
         ConstantTime.equals(self.secret, secret)
     }
 
-    /// One event: the message's JSON and the session's resume id now.
+    /// One event: the message's JSON and the session's resume id now. An id whose JSON would pass
+    /// `ResumeID.maximumJSONBytes` (many channels, long names) is sent empty: it could not come back
+    /// as `Last-Event-ID` (a header field holds 8 KB), and an empty one tells EventSource to send
+    /// none rather than an older one that would deliver again what it has (the browser client
+    /// sends its positions in `subs` anyway).
     func write(_ message: OutboundMessage, from session: ClientSession) {
         guard let context = self.context else { return }
         var payload = message.payload
-        let id = ResumeID.encode(session.positions)
-        var event = context.channel.allocator.buffer(capacity: payload.readableBytes + id.utf8.count + 16)
+        var event = context.channel.allocator.buffer(capacity: payload.readableBytes + 512)
         event.writeStaticString("data: ")
         event.writeBuffer(&payload)
         event.writeStaticString("\nid: ")
-        event.writeString(id)
+        if self.idScratch == nil { self.idScratch = context.channel.allocator.buffer(capacity: 512) }
+        _ = ResumeID.write(session.positions, into: &event, scratch: &self.idScratch!)
         event.writeStaticString("\n\n")
         context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(event))), promise: nil)
     }
