@@ -14,7 +14,8 @@ final class ClientDriver {
     enum InFlight {
         case connect
         /// A subscribe of the table's entry `serial` for `channel` (a later entry for the same
-        /// channel, after an unsubscribe, does not take its answer).
+        /// channel, after an unsubscribe, does not take its answer). Removed at its deadline, so a
+        /// late answer finds nothing here.
         case subscribe(channel: String, serial: UInt64)
         /// An `unsubscribe` (its answer changes nothing) or a ping answer.
         case ignored
@@ -80,6 +81,10 @@ final class ClientDriver {
     private var connectDeadline: Scheduled<Void>?
     private var livenessCheck: Scheduled<Void>?
     private var tokenRefresh: Scheduled<Void>?
+    /// Per channel being subscribed on the current connection, its one timer: the deadline of its
+    /// `subscribe` in flight, or the delay before it is sent again. Cancelled when the answer comes,
+    /// on unsubscribe and when the connection ends; at most one per channel followed.
+    private var subscribeTimers: [String: Scheduled<Void>] = [:]
     var lastReceived = NIODeadline.now()
     /// When the client last sent a `ping` of its own (the node sending none).
     private var lastClientPing = NIODeadline.uptimeNanoseconds(0)
@@ -165,6 +170,7 @@ final class ClientDriver {
         guard self.subscriptions.remove(channel) else { return }
         self.streams.removeValue(forKey: channel)?.finishEnded(code: 0, reason: "unsubscribed")
         self.tokenSources.removeValue(forKey: channel)?.refresh?.cancel()
+        self.subscribeTimers.removeValue(forKey: channel)?.cancel()
         if case .connected = self.state {
             if let poller = self.connection as? LongPollClientConnection {
                 poller.restartPoll()  // the next poll leaves it out
@@ -343,7 +349,8 @@ final class ClientDriver {
         }
     }
 
-    /// The timers of one connection: its connect deadline, liveness check and token refresh.
+    /// The timers of one connection: its connect deadline, liveness check, token refreshes, and
+    /// subscribe deadlines and retries.
     private func cancelConnectionTimers() {
         self.connectDeadline?.cancel()
         self.connectDeadline = nil
@@ -357,6 +364,8 @@ final class ClientDriver {
             self.tokenSources[channel]?.refresh?.cancel()
             self.tokenSources[channel]?.refresh = nil
         }
+        for timer in self.subscribeTimers.values { timer.cancel() }
+        self.subscribeTimers = [:]
     }
 
     /// The client is closed: nothing waits any more and every subscription ends.
@@ -436,15 +445,59 @@ final class ClientDriver {
         guard case .some(let since) = self.subscriptions.startSubscribe(channel), let serial = self.subscriptions.entry(channel)?.serial
         else { return }
         guard let source = self.tokenSources[channel], source.token == nil else {
-            self.send(.subscribe(channel: channel, since: since, token: self.tokenSources[channel]?.token), as: .subscribe(channel: channel, serial: serial))
-            self.connection?.flush()
+            self.sendSubscribeCommand(channel, since: since, token: self.tokenSources[channel]?.token, serial: serial)
             return
         }
         self.fetchSubscriptionToken(channel, serial: serial, from: source) { driver, token in
             driver.tokenSources[channel]?.token = token
-            driver.send(.subscribe(channel: channel, since: since, token: token), as: .subscribe(channel: channel, serial: serial))
-            driver.connection?.flush()
+            driver.sendSubscribeCommand(channel, since: since, token: token, serial: serial)
         }
+    }
+
+    /// Sends `subscribe`, whose answer is awaited for `requestTimeout` (the deadline of every
+    /// request): a node that never answers must not leave the channel subscribing for good while
+    /// its pings keep the connection up.
+    private func sendSubscribeCommand(_ channel: String, since: StreamPosition?, token: String?, serial: UInt64) {
+        guard let id = self.send(.subscribe(channel: channel, since: since, token: token), as: .subscribe(channel: channel, serial: serial))
+        else { return }
+        self.connection?.flush()
+        self.subscriptions.subscribeSent(channel, id: id)
+        let generation = self.generation
+        self.setSubscribeTimer(channel, in: self.configuration.requestTimeout) {
+            guard self.generation == generation else { return }
+            self.subscribeTimedOut(channel, id: id)
+        }
+    }
+
+    /// No answer to subscribe `id` of `channel` in time: it is given up and made again, on this
+    /// connection, as after a temporary refusal: `unsubscribe` now (the node may hold the
+    /// subscription and only the answer was lost, or still be making it, stuck on a history read;
+    /// it answers that subscribe then, and the later replies it held back behind it come), then
+    /// `subscribe` from the position after `retryDelay`, growing with each deadline missed in a row.
+    /// The late answer, if it comes, finds no command waiting and is ignored; publications pushed
+    /// meanwhile are not delivered (the channel is not live), the new subscribe's recovery brings them.
+    ///
+    /// Not a reconnect: the connection is alive (the liveness check, pings or `idlePingInterval`,
+    /// ends a dead one), and what holds a subscribe back is one channel's trouble at the node (its
+    /// join, a broker read). Reconnecting would end every other subscription (each one's recovery a
+    /// history read, on a node or broker already struggling) and fail the requests in flight with
+    /// `connectionLost` for one channel's sake.
+    private func subscribeTimedOut(_ channel: String, id: UInt64) {
+        guard case .retry(let retries) = self.subscriptions.subscribeTimedOut(channel, id: id) else { return }
+        self.logger.warning(
+            "no answer to a subscribe in time; unsubscribing and subscribing again",
+            metadata: ["channel": "\(channel)", "retries": "\(retries)"])
+        self.inFlight[id] = nil
+        self.send(.unsubscribe(channel: channel), as: .ignored)
+        self.connection?.flush()
+        self.subscribeAgain(channel, retries: retries, pausingPolls: false)
+    }
+
+    /// Runs `task` in `delay` as `channel`'s one subscribe timer (replacing, and cancelling, the one
+    /// it had). A timer that fired stays in the table until replaced or cancelled (a no-op then).
+    private func setSubscribeTimer(_ channel: String, in delay: TimeAmount, _ task: @escaping () -> Void) {
+        self.subscribeTimers[channel]?.cancel()
+        self.subscribeTimers[channel] = self.eventLoop.assumeIsolated().scheduleTask(in: delay, task)
     }
 
     /// Asks `source` for a token for `channel` and, if the subscription is still the same on the
@@ -533,13 +586,20 @@ final class ClientDriver {
         case .leave(let channel, let info):
             if self.subscriptions.entry(channel)?.phase == .live { self.deliver(.leave(info), to: channel) }
         case .unsubscribed(let channel, let code, let reason):
-            switch self.subscriptions.unsubscribed(channel, code: code) {
+            switch self.subscriptions.unsubscribed(channel, code: code, now: .now()) {
             case .resubscribe:
                 if code == 2501 { self.tokenSources[channel]?.token = nil }  // expired: ask for a new one
                 self.sendSubscribe(channel)
+            case .resubscribeLater(let retries):
+                // Removed again with nothing delivered since: a node that cannot settle the channel
+                // is not asked in a loop (each subscribe a history read for it).
+                self.logger.debug("subscription removed again; subscribing after a delay", metadata: ["channel": "\(channel)", "code": "\(code)"])
+                if code == 2501 { self.tokenSources[channel]?.token = nil }
+                self.subscribeAgain(channel, retries: retries, pausingPolls: self.connection is LongPollClientConnection)
             case .ended:
                 self.streams.removeValue(forKey: channel)?.finishEnded(code: code, reason: reason)
                 self.tokenSources.removeValue(forKey: channel)?.refresh?.cancel()
+                self.subscribeTimers.removeValue(forKey: channel)?.cancel()
             case .ignore:
                 break
             }
@@ -577,7 +637,8 @@ final class ClientDriver {
                 }
             }
         case .subscribe(let channel, let serial):
-            guard self.subscriptions.entry(channel)?.serial == serial else { return }
+            guard self.subscriptions.entry(channel)?.serial == serial, self.subscriptions.subscribeAnswered(channel, id: id) else { return }
+            self.subscribeTimers.removeValue(forKey: channel)?.cancel()
             switch result {
             case .success(let object):
                 self.subscribed(channel, object)
@@ -737,16 +798,21 @@ final class ClientDriver {
         self.subscriptions.remove(channel)
         self.streams.removeValue(forKey: channel)?.finishEnded(code: error.code.rawValue, reason: error.message)
         self.tokenSources.removeValue(forKey: channel)?.refresh?.cancel()
+        self.subscribeTimers.removeValue(forKey: channel)?.cancel()
     }
 
-    /// Subscribes `channel` again in a second, if it is still the same subscription on the same
-    /// connection; over long-polling it is left out of the polls until then.
+    /// One more refusal in a row: subscribes `channel` again after `retryDelay`.
     private func subscribeAgainLater(_ channel: String, pausingPolls: Bool) {
+        self.subscribeAgain(channel, retries: self.subscriptions.countRetry(channel), pausingPolls: pausingPolls)
+    }
+
+    /// Subscribes `channel` again after `retryDelay(retries:)`, if it is still the same subscription
+    /// on the same connection; over long-polling it is left out of the polls until then.
+    private func subscribeAgain(_ channel: String, retries: Int, pausingPolls: Bool) {
         guard let serial = self.subscriptions.entry(channel)?.serial else { return }
         if pausingPolls { self.subscriptions.pause(channel) }
         let generation = self.generation
-        let retries = self.subscriptions.countRetry(channel)
-        _ = self.eventLoop.assumeIsolated().scheduleTask(in: Self.retryDelay(retries: retries, random: Double.random(in: 0...1))) {
+        self.setSubscribeTimer(channel, in: Self.retryDelay(retries: retries, random: Double.random(in: 0...1))) {
             guard self.generation == generation, self.subscriptions.entry(channel)?.serial == serial else { return }
             self.sendSubscribe(channel)
         }

@@ -1,3 +1,4 @@
+import NIOCore
 import SwitchboardCore
 
 /// The client's subscriptions: for each channel, whether the node has it and the position of the
@@ -24,8 +25,24 @@ struct SubscriptionTable {
         var usesToken = false
         /// The last publication delivered (or the position the subscription started from).
         var position: StreamPosition?
-        /// Temporary refusals in a row (the delay before the next subscribe grows with them).
+        /// Temporary refusals, and subscribes given up at their deadline, in a row (the delay before
+        /// the next subscribe grows with them). Cleared when the subscribe settles, or a live
+        /// publication is delivered.
         var retries = 0
+        /// `unsubscribe` pushes in a row that made it subscribe again (2500, 2501) with no live
+        /// publication delivered since: the first subscribes again at once, the next ones after a
+        /// growing delay. A subscribe answer does not clear it: a node that cannot settle the channel
+        /// takes each subscribe and loses the channel again at once (each round a history read), so
+        /// only a live publication shows the subscription works.
+        var removals = 0
+        /// When the last of those removals came: one more than `removalMemory` later counts as the
+        /// first again (a quiet channel removed now and then by a node's broker blips is not kept
+        /// waiting for good).
+        var lastRemoval: NIODeadline?
+        /// The id of the `subscribe` sent for it on this connection whose answer is awaited (nil: none
+        /// in flight, or it went in the `connect`, which has its own deadline). Only that command's
+        /// answer counts: one given up at its deadline is ignored when it comes late.
+        var awaiting: UInt64?
         /// The position a hole was last seen after (and the subscription made again from): the
         /// same hole seen again from there is not in the node's history any more.
         var holeAfter: StreamPosition?
@@ -50,11 +67,25 @@ struct SubscriptionTable {
 
     /// What to do after an `unsubscribe` push.
     enum UnsubscribeDecision: Equatable {
-        /// Subscribe again from `since` (code 2500 and up: the node lost track, recover).
+        /// Subscribe again from `since`, now (code 2500 and up: the node lost track, recover).
         case resubscribe(since: StreamPosition?, serial: UInt64)
+        /// Subscribe again from the position after `ClientDriver.retryDelay(retries:)` (the channel is
+        /// `subscribing` meanwhile): the node removed it again with no live publication delivered
+        /// since the last time, and is not asked in a loop.
+        case resubscribeLater(retries: Int)
         /// The subscription is over (the backend removed it: do not subscribe again).
         case ended
         /// Not a channel of ours.
+        case ignore
+    }
+
+    /// What to do when a `subscribe`'s answer did not come in time.
+    enum SubscribeDeadlineDecision: Equatable {
+        /// Give it up (its answer is ignored if it comes): `unsubscribe` now (the node may hold the
+        /// subscription, or still be making it) and subscribe again from the position after
+        /// `ClientDriver.retryDelay(retries:)`. The channel stays `subscribing` meanwhile.
+        case retry(retries: Int)
+        /// Answered already, or not the subscribe awaited: nothing to do.
         case ignore
     }
 
@@ -89,6 +120,7 @@ struct SubscriptionTable {
         var subs: [(channel: String, since: StreamPosition?)] = []
         for (channel, entry) in self.entries where !entry.usesToken {
             self.entries[channel]!.phase = .subscribing
+            self.entries[channel]!.awaiting = nil
             subs.append((channel, entry.position))
         }
         return subs.sorted { $0.channel < $1.channel }
@@ -110,19 +142,47 @@ struct SubscriptionTable {
     mutating func startSubscribe(_ channel: String) -> StreamPosition?? {
         guard let entry = self.entries[channel] else { return .none }
         self.entries[channel]!.phase = .subscribing
+        self.entries[channel]!.awaiting = nil
         return .some(entry.position)
+    }
+
+    /// The `subscribe` of `channel` went out as command `id`: its answer is awaited (until the
+    /// driver's deadline).
+    mutating func subscribeSent(_ channel: String, id: UInt64) {
+        guard self.entries[channel]?.phase == .subscribing else { return }
+        self.entries[channel]!.awaiting = id
+    }
+
+    /// An answer to command `id`, a `subscribe` of `channel`: whether it is the one awaited (then it
+    /// is awaited no more). A late answer to a subscribe given up at its deadline is not: ignored,
+    /// it neither subscribes twice nor delivers twice.
+    mutating func subscribeAnswered(_ channel: String, id: UInt64) -> Bool {
+        guard let entry = self.entries[channel], entry.phase == .subscribing, entry.awaiting == id else { return false }
+        self.entries[channel]!.awaiting = nil
+        return true
+    }
+
+    /// No answer to command `id`, a `subscribe` of `channel`, by its deadline: given up, and tried
+    /// again like a temporary refusal (counted with them, so a node that keeps losing the answers
+    /// is asked less and less often).
+    mutating func subscribeTimedOut(_ channel: String, id: UInt64) -> SubscribeDeadlineDecision {
+        guard let entry = self.entries[channel], entry.phase == .subscribing, entry.awaiting == id else { return .ignore }
+        self.entries[channel]!.awaiting = nil
+        return .retry(retries: self.countRetry(channel))
     }
 
     /// `channel` waits (keeping its position) until it is subscribed again: over long-polling,
     /// a channel the node refused for now is left out of the polls for a while.
     mutating func pause(_ channel: String) {
         self.entries[channel]?.phase = .waiting
+        self.entries[channel]?.awaiting = nil
     }
 
     /// The connection ended: every channel waits for the next one, keeping its position.
     mutating func connectionLost() {
         for channel in self.entries.keys {
             self.entries[channel]!.phase = .waiting
+            self.entries[channel]!.awaiting = nil  // command ids start over on the next connection
         }
     }
 
@@ -208,23 +268,37 @@ struct SubscriptionTable {
             // The hole again, from where it was asked for: the node's history no longer holds it.
             self.entries[channel]!.holeAfter = nil
             self.entries[channel]!.position = StreamPosition(offset: offset, epoch: position.epoch)
+            self.entries[channel]!.retries = 0
+            self.entries[channel]!.removals = 0
             return .deliverAfterLoss(StreamPosition(offset: offset &- 1, epoch: position.epoch))
         }
         self.entries[channel]!.position = StreamPosition(offset: offset, epoch: position.epoch)
         self.entries[channel]!.retries = 0
+        self.entries[channel]!.removals = 0
         return .deliver
     }
 
+    /// How long a removal (2500) is remembered when counting removals in a row: a node that cannot
+    /// settle a channel removes it again within seconds; removals further apart are each a first.
+    static let removalMemory = TimeAmount.seconds(60)
+
     /// The node removed `channel` with `code`: 2500 (insufficient state) subscribes again from the
     /// position, and so does 2501 (subscription token expired) for a channel with a token source;
-    /// any other code ends the subscription.
-    mutating func unsubscribed(_ channel: String, code: Int) -> UnsubscribeDecision {
+    /// any other code ends the subscription. The first removal subscribes again at once; removals in
+    /// a row with no live publication delivered in between back off as temporary refusals do.
+    mutating func unsubscribed(_ channel: String, code: Int, now: NIODeadline = .now()) -> UnsubscribeDecision {
         guard let entry = self.entries[channel] else { return .ignore }
         if code == 2500 || (code == 2501 && entry.usesToken) {
             // Being made already (after a hole: the push is for the subscription it replaces): the
             // subscribe in flight brings the recovery; a second would be refused (105) and end it.
             guard entry.phase != .subscribing else { return .ignore }
             self.entries[channel]!.phase = .subscribing
+            self.entries[channel]!.awaiting = nil
+            let recent = entry.lastRemoval.map { now - $0 <= Self.removalMemory } ?? false
+            let removals = (recent ? min(entry.removals, 1_000) : 0) + 1  // (the delay stops growing long before)
+            self.entries[channel]!.removals = removals
+            self.entries[channel]!.lastRemoval = now
+            if removals > 1 { return .resubscribeLater(retries: removals - 1) }
             return .resubscribe(since: entry.position, serial: entry.serial)
         }
         self.entries.removeValue(forKey: channel)

@@ -20,7 +20,9 @@ public struct SwitchboardClientConfiguration: Sendable {
     /// An attempt with no connect reply by then has failed.
     public var connectTimeout: TimeAmount = .seconds(10)
     /// How long a request (publish, history, presence, …) may wait for its answer, time spent
-    /// waiting for a connection included.
+    /// waiting for a connection included. Also how long a `subscribe` sent on a connection waits for
+    /// its answer: then it is given up (its late answer ignored), unsubscribed, and made again from
+    /// the channel's position after the retry delay, on the same connection.
     public var requestTimeout: TimeAmount = .seconds(20)
     /// How long past the node's ping interval (its connect result's `ping`) a connection may stay
     /// silent before the client takes it for dead and reconnects (a node or network that stalled

@@ -286,6 +286,112 @@ struct ClientRulesTests {
         #expect(table.unsubscribed("other", code: 2502) == .ended)
     }
 
+    @Test("a subscribe with no answer by its deadline is given up and counted as a retry; only the subscribe awaited counts, and a late answer to one given up is ignored")
+    func subscribeDeadline() {
+        var table = SubscriptionTable()
+        let three = StreamPosition(offset: 3, epoch: "e")
+        _ = table.add("c", since: three)
+        #expect(table.startSubscribe("c") == .some(three))
+        table.subscribeSent("c", id: 7)
+        #expect(table.subscribeTimedOut("c", id: 6) == .ignore, "not its subscribe")
+        #expect(table.subscribeTimedOut("c", id: 7) == .retry(retries: 1))
+        #expect(table.subscribeTimedOut("c", id: 7) == .ignore, "one deadline per subscribe")
+        #expect(table.entry("c")?.phase == .subscribing)
+        #expect(table.publication("c", Self.publication(4)) == .ignore, "what the lost subscription pushes is not delivered")
+        #expect(table.subscribeAnswered("c", id: 7) == false, "the late answer to the subscribe given up")
+        #expect(table.unsubscribed("c", code: 2500) == .ignore, "being made again already")
+        // Made again, and lost again: the retries grow (the delay with them).
+        #expect(table.startSubscribe("c") == .some(three))
+        table.subscribeSent("c", id: 9)
+        #expect(table.subscribeTimedOut("c", id: 9) == .retry(retries: 2))
+        _ = table.startSubscribe("c")
+        table.subscribeSent("c", id: 11)
+        #expect(table.subscribeAnswered("c", id: 9) == false)
+        #expect(table.subscribeAnswered("c", id: 11) == true)
+        #expect(table.subscribeAnswered("c", id: 11) == false, "answered once")
+        #expect(table.subscribeTimedOut("c", id: 11) == .ignore, "answered: its deadline does nothing")
+        let events = table.subscribed(
+            "c", SubscribeResult(position: StreamPosition(offset: 5, epoch: "e"), recoverable: true, recovered: true,
+                publications: [Self.publication(4), Self.publication(5)]))
+        #expect(events == [.subscribed(position: StreamPosition(offset: 5, epoch: "e"), recovered: true), .publication(Self.publication(4)), .publication(Self.publication(5))])
+        #expect(table.entry("c")?.retries == 0, "settled")
+        // Command ids start over on each connection: one sent on a connection that ended is forgotten.
+        _ = table.add("d", since: nil)
+        _ = table.startSubscribe("d")
+        table.subscribeSent("d", id: 12)
+        table.connectionLost()
+        #expect(table.subscribeTimedOut("d", id: 12) == .ignore)
+        #expect(table.subscribeAnswered("d", id: 12) == false)
+        // The same id for another channel, or for an entry made again after an unsubscribe, is not it.
+        _ = table.startSubscribe("d")
+        table.subscribeSent("d", id: 1)
+        #expect(table.subscribeAnswered("c", id: 1) == false)
+        table.remove("d")
+        _ = table.add("d", since: nil)
+        _ = table.startSubscribe("d")
+        #expect(table.subscribeTimedOut("d", id: 1) == .ignore)
+    }
+
+    @Test("2500 again and again: the first subscribes again at once, the next ones after a growing delay, even when the node took each subscribe; a live publication starts the count over")
+    func repeatedInsufficientState() {
+        var table = SubscriptionTable()
+        _ = table.add("c", since: nil)
+        _ = table.startConnect()
+        let eight = StreamPosition(offset: 8, epoch: "e")
+        _ = table.subscribed("c", SubscribeResult(position: eight, recoverable: true))
+        let serial = table.entry("c")!.serial
+        #expect(table.unsubscribed("c", code: 2500) == .resubscribe(since: eight, serial: serial))
+        for retries in 1...7 {
+            #expect(table.startSubscribe("c") == .some(eight))
+            table.subscribeSent("c", id: UInt64(retries))
+            #expect(table.subscribeAnswered("c", id: UInt64(retries)) == true)
+            _ = table.subscribed("c", SubscribeResult(position: eight, recoverable: true, recovered: true))  // the node takes it,
+            #expect(table.unsubscribed("c", code: 2500) == .resubscribeLater(retries: retries))  // and loses it again
+            #expect(table.entry("c")?.phase == .subscribing)
+            #expect(table.unsubscribed("c", code: 2500) == .ignore, "one subscribe at a time")
+        }
+        #expect(ClientDriver.retryDelay(retries: 7, random: 0.5) == .seconds(30))
+        // Recovered publications are not enough (such a node may recover a few each round); a live one is.
+        _ = table.startSubscribe("c")
+        _ = table.subscribed(
+            "c", SubscribeResult(position: StreamPosition(offset: 9, epoch: "e"), recoverable: true, recovered: true, publications: [Self.publication(9)]))
+        #expect(table.unsubscribed("c", code: 2500) == .resubscribeLater(retries: 8))
+        _ = table.startSubscribe("c")
+        _ = table.subscribed("c", SubscribeResult(position: StreamPosition(offset: 9, epoch: "e"), recoverable: true, recovered: true))
+        #expect(table.publication("c", Self.publication(10)) == .deliver)
+        #expect(table.unsubscribed("c", code: 2500) == .resubscribe(since: StreamPosition(offset: 10, epoch: "e"), serial: serial))
+        // 2501 for a channel with a token source counts the same way.
+        _ = table.add("$t", since: nil, usesToken: true)
+        _ = table.startSubscribe("$t")
+        _ = table.subscribed("$t", SubscribeResult(position: eight, recoverable: true))
+        #expect(table.unsubscribed("$t", code: 2501) == .resubscribe(since: eight, serial: table.entry("$t")!.serial))
+        _ = table.startSubscribe("$t")
+        _ = table.subscribed("$t", SubscribeResult(position: eight, recoverable: true, recovered: true))
+        #expect(table.unsubscribed("$t", code: 2501) == .resubscribeLater(retries: 1))
+    }
+
+    @Test("2500s a minute or more apart are each a first: a quiet channel removed now and then is subscribed again at once, every time")
+    func removalsFarApart() {
+        var table = SubscriptionTable()
+        _ = table.add("c", since: nil)
+        _ = table.startConnect()
+        let eight = StreamPosition(offset: 8, epoch: "e")
+        _ = table.subscribed("c", SubscribeResult(position: eight, recoverable: true))
+        let serial = table.entry("c")!.serial
+        var now = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        for _ in 1...5 {
+            #expect(table.unsubscribed("c", code: 2500, now: now) == .resubscribe(since: eight, serial: serial))
+            _ = table.startSubscribe("c")
+            _ = table.subscribed("c", SubscribeResult(position: eight, recoverable: true, recovered: true))
+            now = now + SubscriptionTable.removalMemory + .seconds(1)
+        }
+        // Within the minute, the second in a row backs off.
+        #expect(table.unsubscribed("c", code: 2500, now: now) == .resubscribe(since: eight, serial: serial))
+        _ = table.startSubscribe("c")
+        _ = table.subscribed("c", SubscribeResult(position: eight, recoverable: true, recovered: true))
+        #expect(table.unsubscribed("c", code: 2500, now: now + .seconds(5)) == .resubscribeLater(retries: 1))
+    }
+
     @Test("a channel without history delivers every publication (no offsets to compare)")
     func noHistory() {
         var table = SubscriptionTable()
