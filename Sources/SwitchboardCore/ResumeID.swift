@@ -8,9 +8,11 @@ public import NIOCore
 /// command's `subs` format: `{channel: {"offset": N, "epoch": "E"}}`, `{}` for
 /// channels without history.
 public enum ResumeID {
-    /// Most bytes of JSON an id holds: its base64url text (4/3 of it) then fits the 8 KB a node
-    /// (and most proxies) take in one header field, so it can come back as `Last-Event-ID`.
-    public static let maximumJSONBytes = 6_000
+    /// Most bytes of JSON an id holds: its base64url text (4/3 of it, under 5.5 KB) then fits the
+    /// 8 KB a node (and most proxies) take in one header field, and leaves more than 10 KB of the
+    /// 16 KB a whole request head may have (node and balancer) to the URL and the other headers,
+    /// so it can come back as `Last-Event-ID`.
+    public static let maximumJSONBytes = 4_096
 
     /// The id for these subscriptions (nil position: a channel without one yet); nil when its JSON
     /// would pass `maximumJSONBytes`.

@@ -18,15 +18,15 @@ struct ResumeIDTests {
         #expect(subs.map(\.since) == [StreamPosition(offset: 42, epoch: "abc"), nil, StreamPosition(offset: 0, epoch: "e")])
     }
 
-    @Test("an id fits one header field: past 6,000 bytes of JSON none is made, just under it one is (8 KB of text at most)")
+    @Test("an id fits one header field: past 4,096 bytes of JSON none is made, just under it one is (5.5 KB of text at most)")
     func bounded() throws {
         // 255-byte names with quotes, escaped to 2 bytes each: the id would grow by about 500 bytes a channel.
         let long = (0..<128).map { ("q\($0):" + String(repeating: "\"", count: 250), Optional(StreamPosition(offset: StreamPosition.maximumOffset, epoch: "e"))) }
         #expect(ResumeID.encode(long) == nil)
-        #expect(ResumeID.encode(Array(long.prefix(11))) == nil)  // 6,040 bytes of JSON
-        let fits = try #require(ResumeID.encode(Array(long.prefix(10))))  // 5,491
-        #expect(fits.utf8.count > 7_000 && fits.utf8.count <= 8_192)
-        #expect(try ResumeID.decode(Substring(fits)).count == 10)
+        #expect(ResumeID.encode(Array(long.prefix(8))) == nil)  // 4,393 bytes of JSON
+        let fits = try #require(ResumeID.encode(Array(long.prefix(7))))  // 3,844
+        #expect(fits.utf8.count > 5_000 && fits.utf8.count <= 5_462)
+        #expect(try ResumeID.decode(Substring(fits)).count == 7)
         // Nothing is written into the event when the id is not made.
         var event = ByteBuffer(string: "id: ")
         var scratch = ByteBuffer()

@@ -1728,7 +1728,7 @@ class SseConn {
   _event(ev) {
     if (this.done) return;
     this.opened = true;
-    if (ev.id) this.client._sseLastEventId = ev.id;
+    this.client._sseLastEventId = ev.id || null;  // an empty id (one too long to send back) resets it
     for (const obj of parseLines(ev.data, [])) {
       if (this.done) return;
       if (obj.id === CONNECT_ID && obj.result && obj.result.session) this.session = obj.result.session;

@@ -245,6 +245,14 @@ test('sse: events split anywhere (mid-line, mid CRLF, mid UTF-8) arrive whole; t
   await flush();
   assert.deepEqual(h.messages, [{id: 1, result: {session: 's'}}, {channel: 'é€😀', pub: {offset: 1}}]);
   assert.equal(h._sseLastEventId, 'def');
+  // An empty id (the node's id would not fit in a header) resets it, as in EventSource; an event
+  // with no id line keeps the last one.
+  f.last.push(new TextEncoder().encode('data: {"channel":"x","pub":{"offset":2}}\nid: \n\n'));
+  await flush();
+  assert.equal(h._sseLastEventId, null);
+  f.last.push(new TextEncoder().encode('data: {"channel":"x","pub":{"offset":3}}\nid: ghi\n\ndata: {"channel":"x","pub":{"offset":4}}\n\n'));
+  await flush();
+  assert.equal(h._sseLastEventId, 'ghi');
 });
 
 test('sse: Last-Event-ID is sent on a reconnect only when its channels are all subscribed from exactly its positions (never ahead of what was delivered)', async () => {

@@ -113,13 +113,14 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             let route = Route(uri: head.uri)
             self.bodyLimit = route.bodyLimit(self.node.configuration)
             if case .api = route {
-                // Refused from the head, whatever the method: a body of up to `maxRequestBodySize` is
-                // read (and held for the request deadline) only for a POST with the key. The
-                // connection is closed, since the unread body would be taken for the next request.
-                guard head.method == .POST else {
+                // Refused from the head: a body of up to `maxRequestBodySize` is read (and held for
+                // the request deadline) only for a POST with the key. The connection is closed, since
+                // the unread body would be taken for the next request; another method that announces
+                // no body is answered 405 in turn (`route`), keeping a pipelined request behind it.
+                if head.method != .POST, Self.announcesBody(head) {
                     return self.respond(context: context, head: head, .text(.methodNotAllowed, "use POST"), close: true)
                 }
-                guard self.api.isAuthorized(head.headers.first(name: "authorization")) else {
+                if head.method == .POST, !self.api.isAuthorized(head.headers.first(name: "authorization")) {
                     return self.respond(context: context, head: head, ServerAPI.unauthorized, close: true)
                 }
             }
@@ -150,6 +151,13 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             // and its decoder sends parts in order: none of these can happen.
             self.node.logger.error("an HTTP request part out of order was dropped", metadata: ["part": "\(part)"])
         }
+    }
+
+    /// Whether a request head announces a body: a `Content-Length` other than 0, or a
+    /// `Transfer-Encoding`.
+    static func announcesBody(_ head: HTTPRequestHead) -> Bool {
+        head.headers.contains(name: "transfer-encoding")
+            || head.headers[canonicalForm: "content-length"].contains { $0 != "0" }
     }
 
     /// Answers 413 at once and closes; the rest of the body is not read into memory.
