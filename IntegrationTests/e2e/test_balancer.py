@@ -526,9 +526,10 @@ def test_max_connections_refuses_cleanly(node_factory, balancers):
 
 
 def test_a_full_tls_balancer_does_not_hold_the_connections_it_refuses(node_factory, balancers, tmp_path):
-    """Past --max-connections a connection is answered 503 and closed; with TLS that answer waits for
-    a handshake the client may never start. Such connections (not counted against the limit) are
-    closed after the header timeout anyway, so they cannot pile up to the process's file limit."""
+    """Past --max-connections a connection is answered 503 and closed; with TLS that answer would wait
+    for a handshake the client may never start, holding a descriptor meanwhile (such connections are
+    not counted against the limit, and could pile up to the process's file limit): they are closed
+    at once, well before the header timeout (3 s here) that bounded them before."""
     from balancerlib import make_certificate
 
     cert, key = make_certificate(tmp_path, "ecdsa")
@@ -549,12 +550,86 @@ def test_a_full_tls_balancer_does_not_hold_the_connections_it_refuses(node_facto
                 pass
             except socket.timeout:
                 raise AssertionError(f"a refused connection was still open after {time.monotonic() - started:.1f} s")
+        assert time.monotonic() - started < 1.5, f"the refused connections were closed after {time.monotonic() - started:.1f} s"
         assert metrics(bal)['switchboard_balancer_refused_total{reason="max_connections"}'] == 5
     finally:
         for s in held + refused:
             s.close()
     wait_clients_gone(bal)
     wait_fds(bal, baseline)
+
+
+def _held_tunnel(port: int) -> tuple[socket.socket, bytes]:
+    """A keep-alive `GET /readyz` through the balancer: the socket (its tunnel stays open) and the answer."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET /readyz HTTP/1.1\r\nHost: a\r\n\r\n")
+    answer = b""
+    try:
+        while b"\r\n\r\n" not in answer:
+            got = s.recv(4096)
+            if not got:
+                break
+            answer += got
+    except OSError:
+        pass  # not answered in time (not accepted: the last descriptor was taken): no status
+    return s, answer
+
+
+def test_running_out_of_descriptors_blames_no_node(node_factory, balancers):
+    """A balancer out of file descriptors (its own limit, whatever the clients do) answers 503 and
+    blames no node: no connect failure counted, no ejection, no failed health check. Before, the
+    node side's `socket()` failing with EMFILE counted as the node's connect failure (the client got
+    502 and both healthy nodes were ejected) and every health check failed, marking them down."""
+    import resource
+
+    nodes = start_nodes(node_factory, 2)
+    bal = balancers.start(nodes, "--max-connections", "1000")
+    wait_until(lambda: all(n["up"] for n in admin_nodes(bal)["nodes"]), 10, "both nodes up")
+    blame = lambda: {n["id"]: (n["connectFailures"], n["ejections"], n["checksFailed"])  # noqa: E731
+                     for n in admin_nodes(bal)["nodes"]}
+    before = blame()
+    # The fewest descriptors it holds idle (no health check's socket in flight).
+    baseline = min(fd_count(bal.pid) for _ in range(20) if time.sleep(0.02) is None)
+    soft, hard = resource.prlimit(bal.pid, resource.RLIMIT_NOFILE)
+    tunnels = 8
+    # Room for the baseline and 8 tunnels (two descriptors each) and one more accepted client, not
+    # for that client's node side.
+    resource.prlimit(bal.pid, resource.RLIMIT_NOFILE, (baseline + 2 * tunnels + 1, hard))
+    held: list[socket.socket] = []
+    refusals: list[bytes] = []
+    try:
+        for _ in range(3 * tunnels):  # bounded: a health check in flight can take a descriptor for a moment
+            s, answer = _held_tunnel(bal.port)
+            if status_of(answer) == 200:
+                held.append(s)
+                continue
+            s.close()
+            refusals.append(answer)
+            if len(held) >= tunnels - 1:
+                break
+            time.sleep(0.1)
+        assert refusals, f"{len(held)} tunnels and no refusal: the limit did not bite"
+        assert any(status_of(r) == 503 and b"out of resources" in r for r in refusals), \
+            f"{len(held)} tunnels held, refusals {[r[:60] for r in refusals]}"
+        assert not any(status_of(r) == 502 for r in refusals), refusals
+        # Every descriptor taken (an idle client), for several health-check rounds: every check
+        # fails to open its socket, which says nothing about the nodes.
+        idle = socket.create_connection(("127.0.0.1", bal.port), timeout=5)
+        time.sleep(1.5)
+        idle.close()
+        for s in held:
+            s.close()
+        held = []
+        assert blame() == before, "the balancer's own shortage was blamed on the nodes"
+        assert all(n["up"] and not n["ejected"] for n in admin_nodes(bal)["nodes"])
+        assert metrics(bal)['switchboard_balancer_refused_total{reason="local_resources"}'] >= 1
+    finally:
+        for s in held:
+            s.close()
+        resource.prlimit(bal.pid, resource.RLIMIT_NOFILE, (soft, hard))
+    resp, _ = raw_exchange(bal.port, b"GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", timeout=5)
+    assert status_of(resp) == 200, resp[:200]
+    wait_clients_gone(bal)
 
 
 class _FakeNode:

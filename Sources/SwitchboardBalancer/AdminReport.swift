@@ -63,6 +63,7 @@ public enum AdminReport {
         out += "switchboard_balancer_refused_total{reason=\"no_node\"} \(counters.noNodeAvailable)\n"
         out += "switchboard_balancer_refused_total{reason=\"connect_failed\"} \(counters.connectGaveUp)\n"
         out += "switchboard_balancer_refused_total{reason=\"no_response\"} \(counters.noResponse)\n"
+        out += "switchboard_balancer_refused_total{reason=\"local_resources\"} \(counters.localResources)\n"
         family(
             "switchboard_balancer_imbalance_ratio", "gauge",
             "Busiest over emptiest available node: (connections per weight + 1) ratio.")

@@ -38,6 +38,32 @@ public final class BalancerServer: Sendable {
         var tls: NIOSSLContext?
     }
 
+    /// A warning when `--max-connections` tunnels (two descriptors each, and some for the listeners,
+    /// checks and logs) cannot fit in the open-files limit; nil when they can. Past the limit the
+    /// balancer answers 503 without blaming the nodes, but the cap is then not what was asked for.
+    static func descriptorWarning(maxConnections: Int, openFilesLimit: Int?) -> String? {
+        guard let limit = openFilesLimit else { return nil }
+        let fits = max(0, (limit - Self.reservedDescriptors) / 2)
+        guard maxConnections > fits else { return nil }
+        return "--max-connections \(maxConnections) needs about \(2 * maxConnections + Self.reservedDescriptors) open files, "
+            + "the limit is \(limit): at most about \(fits) tunnels fit (raise the limit, e.g. ulimit -n, or lower --max-connections)"
+    }
+
+    /// Descriptors kept for listeners, health checks, the registry, logs and files.
+    static let reservedDescriptors = 100
+
+    /// The soft `RLIMIT_NOFILE`, nil when it cannot be read or is unlimited.
+    static func openFilesLimit() -> Int? {
+        var limit = rlimit()
+        #if os(Linux)
+        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        #else
+        let resource = RLIMIT_NOFILE
+        #endif
+        guard getrlimit(resource, &limit) == 0, limit.rlim_cur < 1 << 40 else { return nil }  // (RLIM_INFINITY: no limit)
+        return Int(min(limit.rlim_cur, 1 << 30))
+    }
+
     /// Validates the configuration; nothing listens until `start()`.
     public init(configuration: BalancerConfiguration, group: any EventLoopGroup, logger: Logger) throws {
         try configuration.validate()
@@ -51,6 +77,9 @@ public final class BalancerServer: Sendable {
 
     /// Resolves the nodes, binds the listeners and starts the health checks; returns the bound ports.
     public func start() async throws -> (port: Int, adminPort: Int?) {
+        if let warning = Self.descriptorWarning(maxConnections: self.configuration.maxConnections, openFilesLimit: Self.openFilesLimit()) {
+            self.logger.warning("\(warning)")
+        }
         let addresses = try Self.resolve(self.configuration.nodes)
         var redis: RedisConfiguration?
         if let registry = self.configuration.registry {
@@ -89,6 +118,13 @@ public final class BalancerServer: Sendable {
                             let admitted = router.admitClient()
                             if admitted {
                                 channel.closeFuture.whenComplete { _ in router.clientClosed() }
+                            }
+                            if !admitted, tls != nil {
+                                // Over the limit on a TLS listener: the 503 could only go out after a
+                                // handshake the client may never start, its descriptor held until the
+                                // header timeout meanwhile; closed at once instead.
+                                channel.close(promise: nil)
+                                return
                             }
                             if let tls {
                                 try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))

@@ -300,6 +300,14 @@ extension FrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
             .assumeIsolated()
             .whenComplete { result in
                 switch result {
+                case .failure(let error) where LocalResourceFailure.isLocal(error):
+                    // The balancer's own shortage (no descriptor for the node side): the node is not
+                    // blamed, and another node would fail the same way.
+                    self.router.connectAbandoned(node)
+                    self.logger.warning("no resources to connect to a node", metadata: ["error": "\(error)"])
+                    guard case .connecting = self.state else { return }
+                    self.router.countRefusal(.localResources)
+                    self.refuse(context: context, status: "503 Service Unavailable", body: "balancer out of resources\n")
                 case .failure(let error):
                     let ejection = self.router.connectFailed(node)
                     self.logger.info(

@@ -76,6 +76,8 @@ final class HealthChecker: Sendable {
             return
         }
         let promise = loop.makePromise(of: Bool.self)
+        // Set when the check could not even open its socket (the balancer's own shortage): no result.
+        let noResult = NIOLockedValueBox(false)
         let path = self.path
         let mode = self.mode
         let timeout = loop.scheduleTask(in: self.timeout) { promise.succeed(false) }
@@ -92,13 +94,19 @@ final class HealthChecker: Sendable {
             .connect(to: address)
             .whenComplete { result in
                 switch result {
-                case .failure: promise.succeed(false)
+                case .failure(let error):
+                    if LocalResourceFailure.isLocal(error) { noResult.withLockedValue { $0 = true } }
+                    promise.succeed(false)
                 case .success(let channel): promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
                 }
             }
         promise.futureResult.whenSuccess { ok in
             timeout.cancel()
             self.inFlight.withLockedValue { _ = $0.remove(node.id) }
+            guard !noResult.withLockedValue({ $0 }) else {
+                self.logger.warning("health check not made: no resources", metadata: ["node": "\(node.id)"])
+                return
+            }
             if let transition = self.router.recordCheck(node, succeeded: ok) {
                 switch transition {
                 case .wentDown: self.logger.warning("node down (health check)", metadata: ["node": "\(node.id)"])

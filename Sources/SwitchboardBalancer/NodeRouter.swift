@@ -16,6 +16,8 @@ public final class NodeRouter: Sendable {
         public var badRequests: UInt64 = 0
         public var noNodeAvailable: UInt64 = 0
         public var connectGaveUp: UInt64 = 0
+        /// 503s because the balancer itself had no descriptor (or buffer) for the node side.
+        public var localResources: UInt64 = 0
         /// 502s for a request not sent again after its node ended the tunnel without answering.
         public var noResponse: UInt64 = 0
         public var tunnels: UInt64 = 0
@@ -190,6 +192,12 @@ public final class NodeRouter: Sendable {
         }
     }
 
+    /// A connect to `node` that failed for want of the balancer's own resources
+    /// (`LocalResourceFailure`): the pick is undone, the node not blamed.
+    public func connectAbandoned(_ node: BackendNode) {
+        self.state.withLockedValue { $0.table.connectionClosed(node.id) }
+    }
+
     public func connectFailed(_ node: BackendNode, now: NIODeadline = .now()) -> TimeAmount? {
         self.state.withLockedValue { state in
             let ejection = state.table.connectFailed(node.id, at: now)
@@ -258,6 +266,7 @@ public final class NodeRouter: Sendable {
             case .noNode: state.counters.noNodeAvailable &+= 1
             case .connectGaveUp: state.counters.connectGaveUp &+= 1
             case .noResponse: state.counters.noResponse &+= 1
+            case .localResources: state.counters.localResources &+= 1
             }
         }
     }
@@ -269,7 +278,7 @@ public final class NodeRouter: Sendable {
 
     /// Why a client got an error status instead of a tunnel.
     public enum RefusalKind: Sendable {
-        case headTimeout, badRequest, noNode, connectGaveUp, noResponse
+        case headTimeout, badRequest, noNode, connectGaveUp, noResponse, localResources
     }
 
     /// The member nodes now (for the health checker).
