@@ -255,6 +255,18 @@ struct ClientSessionTests {
         #expect(errors.count < 40)
     }
 
+    @Test("a flood of pongs ({}) counts against the command rate: past it the connection is closed with 3507, before connect too")
+    func pongFloodIsRateLimited() throws {
+        var configuration = ServerConfiguration()
+        configuration.limits.commandsPerSecond = 1
+        configuration.limits.commandBurst = 3
+        let node = try EmbeddedNode(configuration: configuration)
+        let s = try node.session()
+        // No connect: pongs cost no reply, and nothing else limited them.
+        try s.send(Array(repeating: "{}", count: 40).joined(separator: "\n"))
+        #expect(try s.frames().contains { $0.closeCode == 3507 })
+    }
+
     @Test("too many subscriptions: 106; already subscribed: 105; bad channel: 107")
     func limits() throws {
         var configuration = ServerConfiguration()

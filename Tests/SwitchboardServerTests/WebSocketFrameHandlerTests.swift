@@ -84,6 +84,33 @@ struct WebSocketFrameHandlerTests {
         #expect(try written() == [TestFrames.ServerFrame(fin: true, opcode: 0xA, payload: Array("p".utf8))])
     }
 
+    @Test("the pings of one read are answered in one write, in order, each with its payload")
+    func pongsInOneWrite() throws {
+        var bytes: [UInt8] = []
+        for i in 0..<30 { bytes += TestFrames.client(opcode: 0x9, Array("p\(i)".utf8)) }
+        bytes += TestFrames.text("after")
+        try send(bytes)
+        var writes: [ByteBuffer] = []
+        while let buffer = try channel.readOutbound(as: ByteBuffer.self) { writes.append(buffer) }
+        #expect(writes.count == 1, "one write for 30 pings (was one write and flush each)")
+        var all = writes.first ?? ByteBuffer()
+        #expect(TestFrames.parse(&all) == (0..<30).map { TestFrames.ServerFrame(fin: true, opcode: 0xA, payload: Array("p\($0)".utf8)) })
+        #expect(collector.messages.map { String(buffer: $0.data) } == ["after"])
+    }
+
+    @Test("a ping flood is limited: past the burst pings go unanswered, and many more close the connection with 1008")
+    func pingFlood() throws {
+        // Burst 50, 10/s: in one instant, 50 answered, then refusals; the 21st refusal closes.
+        try send(Array((0..<60).map { _ in TestFrames.client(opcode: 0x9, []) }.joined()))
+        // (A token more if the machine stalls 0.1 s inside the loop.)
+        #expect((50...51).contains(try written().count))
+        #expect(collector.closing.isEmpty)
+        try send(Array((0..<20).map { _ in TestFrames.client(opcode: 0x9, []) }.joined()))
+        let frames = try written()
+        #expect(frames.count <= 2 && frames.last?.closeCode == 1008, "no pong past the burst, then the close: \(frames)")
+        #expect(collector.closing == [1008])
+    }
+
     @Test("byte-by-byte input gives the same messages")
     func byteByByte() throws {
         let bytes = TestFrames.text("one") + TestFrames.text(String(repeating: "x", count: 300)) + TestFrames.text("three")

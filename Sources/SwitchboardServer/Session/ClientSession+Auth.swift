@@ -164,12 +164,7 @@ extension ClientSession {
     /// Counts a command against the connection's rate (token bucket): true to execute it; false when
     /// it was answered 111 or the connection was closed with 3507 (more than 20 refusals in 5 s).
     func admitCommand(id: UInt32) -> Bool {
-        let now = NIODeadline.now().uptimeNanoseconds
-        if self.commandLimiter == nil {
-            let limits = self.node.configuration.limits
-            self.commandLimiter = CommandRateLimiter(rate: limits.commandsPerSecond, burst: limits.commandBurst, now: now)
-        }
-        switch self.commandLimiter!.admit(now: now) {
+        switch self.takeCommandToken() {
         case .allow:
             return true
         case .refuse:
@@ -182,6 +177,31 @@ extension ClientSession {
             self.disconnect(.tooManyRequests, push: true)
             return false
         }
+    }
+
+    /// Counts a message that gets no reply (a client's pong) against the command rate: a flood of
+    /// them costs a loop as much as one of commands. Past the rate it is ignored; too many in a row
+    /// close the connection with 3507, as commands do.
+    func admitUnanswered() {
+        switch self.takeCommandToken() {
+        case .allow:
+            return
+        case .refuse:
+            self.node.metrics.auth.count(.commandRate)
+        case .close:
+            self.node.metrics.auth.count(.commandRateClose)
+            self.node.logger.info("connection closed for command rate", metadata: ["user": "\(self.clientInfo.user)"])
+            self.disconnect(.tooManyRequests, push: true)
+        }
+    }
+
+    private func takeCommandToken() -> CommandRateLimiter.Decision {
+        let now = NIODeadline.now().uptimeNanoseconds
+        if self.commandLimiter == nil {
+            let limits = self.node.configuration.limits
+            self.commandLimiter = CommandRateLimiter(rate: limits.commandsPerSecond, burst: limits.commandBurst, now: now)
+        }
+        return self.commandLimiter!.admit(now: now)
     }
 }
 

@@ -197,7 +197,7 @@ final class ClientSession: ChannelInboundHandler {
         }
         switch message {
         case .pong:
-            return
+            return self.admitUnanswered()
         case .invalid(let id, let error):
             guard self.isConnected else { return self.disconnect(.badRequest, push: false) }
             // Counted like any command: refusals cost a reply each, so a flood of them is limited too.

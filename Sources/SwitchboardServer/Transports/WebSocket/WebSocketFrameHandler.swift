@@ -25,10 +25,23 @@ final class WebSocketFrameHandler: ChannelDuplexHandler {
     private var unparsed: ByteBuffer?
     /// A header could not be read: the byte stream has no frame boundaries any more.
     private var desynchronized = false
+    /// Pongs to the pings of the bytes being read, written in one write when they are all parsed or
+    /// before the next message goes on (so each pong precedes what answers a later frame), flushed
+    /// once per read (a flush per ping was a system call each: a ping flood held a loop).
+    private var pongs: ByteBuffer?
+    /// Pongs were written since the last flush.
+    private var pongsUnflushed = false
+    /// Pings a client may send (a keep-alive needs one every few seconds at most): past the rate a
+    /// ping is not answered, and many refusals close the connection with 1008.
+    private var pingLimiter: CommandRateLimiter?
+    private let pingsPerSecond: Double
+    private let pingBurst: Double
 
-    init(maximumMessageSize: Int, closeTimeout: TimeAmount = .seconds(3)) {
+    init(maximumMessageSize: Int, closeTimeout: TimeAmount = .seconds(3), pingsPerSecond: Double = 10, pingBurst: Double = 50) {
         self.maximumMessageSize = maximumMessageSize
         self.closeTimeout = closeTimeout
+        self.pingsPerSecond = pingsPerSecond
+        self.pingBurst = pingBurst
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -54,6 +67,7 @@ final class WebSocketFrameHandler: ChannelDuplexHandler {
             guard let frame else { break }
             self.handleFrame(context: context, frame)
         }
+        self.writePongs(context: context, flush: true)
         if let unparsed = self.unparsed {
             if unparsed.readableBytes == 0 {
                 self.unparsed = nil
@@ -101,11 +115,23 @@ final class WebSocketFrameHandler: ChannelDuplexHandler {
                 self.partial = partial
             }
         case .ping:
-            var payload = frame.unmaskedPayload(allocator: context.channel.allocator)
-            let pong = WebSocketFrameBuilder.frame(opcode: .pong, allocator: context.channel.allocator, capacity: payload.readableBytes) {
-                $0.writeBuffer(&payload)
+            let now = NIODeadline.now().uptimeNanoseconds
+            if self.pingLimiter == nil {
+                self.pingLimiter = CommandRateLimiter(rate: self.pingsPerSecond, burst: self.pingBurst, now: now)
             }
-            context.writeAndFlush(Self.wrapOutboundOut(pong), promise: nil)
+            switch self.pingLimiter!.admit(now: now) {
+            case .allow:
+                var payload = frame.unmaskedPayload(allocator: context.channel.allocator)
+                if self.pongs == nil { self.pongs = context.channel.allocator.buffer(capacity: 2 + payload.readableBytes) }
+                // A control frame's payload is at most 125 bytes (the parser refuses more): a 2-byte header.
+                self.pongs!.writeInteger(UInt8(0x8A))  // FIN, opcode pong
+                self.pongs!.writeInteger(UInt8(truncatingIfNeeded: payload.readableBytes))
+                self.pongs!.writeBuffer(&payload)
+            case .refuse:
+                break
+            case .close:
+                self.fail(context: context, code: 1008, reason: "too many pings")
+            }
         case .pong:
             break
         case .connectionClose:
@@ -116,6 +142,7 @@ final class WebSocketFrameHandler: ChannelDuplexHandler {
     }
 
     private func deliver(context: ChannelHandlerContext, isText: Bool, _ payload: ByteBuffer) {
+        self.writePongs(context: context, flush: false)
         if isText {
             let valid = payload.withUnsafeReadableBytes { UTF8Validation.isValid($0) }
             guard valid else { return self.fail(context: context, code: 1007, reason: "invalid UTF-8") }
@@ -123,7 +150,23 @@ final class WebSocketFrameHandler: ChannelDuplexHandler {
         context.fireChannelRead(Self.wrapInboundOut(WebSocketMessage(isText: isText, data: payload)))
     }
 
+    /// Writes the pongs owed for the frames parsed so far (in one write), and flushes when asked.
+    private func writePongs(context: ChannelHandlerContext, flush: Bool) {
+        if let pongs = self.pongs {
+            self.pongs = nil
+            if !self.closeSent {
+                context.write(Self.wrapOutboundOut(pongs), promise: nil)
+                self.pongsUnflushed = true
+            }
+        }
+        if flush, self.pongsUnflushed {
+            self.pongsUnflushed = false
+            context.flush()
+        }
+    }
+
     private func receivedClose(context: ChannelHandlerContext, payload: ByteBuffer) {
+        self.writePongs(context: context, flush: false)  // the close frame's flush sends them
         if self.closeSent {
             // The peer answered our close: the handshake is done.
             context.close(promise: nil)
@@ -171,6 +214,7 @@ final class WebSocketFrameHandler: ChannelDuplexHandler {
     /// Sends a close frame, then waits for the peer's close (or a timeout) before closing the socket.
     private func startClose(context: ChannelHandlerContext, code: UInt16, reason: String) {
         guard !self.closeSent else { return }
+        self.writePongs(context: context, flush: false)  // the close frame's flush sends them
         self.closeSent = true
         self.partial = nil
         let frame = WebSocketFrameBuilder.closeFrame(code: code, reason: reason, allocator: context.channel.allocator)
