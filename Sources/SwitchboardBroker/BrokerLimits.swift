@@ -18,7 +18,8 @@ public struct BrokerLimits: Sendable, Hashable {
     /// the ones published to longest ago are forgotten, channels without subscribers on the node
     /// first (Redis is bounded by its own `maxmemory` instead).
     public var maximumChannelRecords: Int
-    /// Bytes of publication data the memory broker keeps in history, all channels together; past
+    /// Bytes the memory broker keeps in history, all channels together (each publication's data and
+    /// `PublicationRing.entryOverhead`); past
     /// it the histories of the channels published to longest ago are dropped (channels without
     /// subscribers on the node first; their positions stay, so recovering from them answers
     /// `recovered: false`). Redis is bounded by its own `maxmemory` instead.

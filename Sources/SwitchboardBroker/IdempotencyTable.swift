@@ -7,7 +7,7 @@ import SwitchboardCore
 /// insertion order, so dropping them costs what expired, not what is stored.
 struct IdempotencyTable {
     private var results: [String: (position: StreamPosition, expiresAt: Double)] = [:]
-    private var order = CircularBuffer<(key: String, expiresAt: Double)>()
+    private var order = CircularBuffer<(key: String, expiresAt: Double)>(initialCapacity: 1)
 
     var count: Int { self.results.count }
     var isEmpty: Bool { self.results.isEmpty }
@@ -32,8 +32,15 @@ struct IdempotencyTable {
             self.order.removeFirst()
             self.forget(oldest)
         }
-        if self.results.isEmpty, self.order.capacity > 16 { self.order = CircularBuffer() }
+        if self.results.isEmpty {
+            // Gives the storage back: a channel's record outlives its keys by up to a day.
+            if self.results.capacity > 0 { self.results = [:] }
+            if self.order.capacity > 1 { self.order = CircularBuffer(initialCapacity: 1) }
+        }
     }
+
+    /// Entries the table has room for without growing, for the test that it gives its storage back.
+    var storageCapacity: Int { self.results.capacity + self.order.capacity }
 
     /// Removes the key only if the order entry is its latest (a key remembered again has a newer one).
     private mutating func forget(_ entry: (key: String, expiresAt: Double)) {

@@ -26,8 +26,14 @@ struct PublicationRing {
     private var expiries: ContiguousArray<Double> = []
     private var head = 0
     private(set) var count = 0
-    /// The stored publications' data, in bytes (what the broker's history budget counts).
+    /// What the stored publications take, in bytes: their data and `entryOverhead` each (what the
+    /// broker's history budget counts; counting the data alone, a flood of 1-byte publications
+    /// took a hundred times what the budget saw).
     private(set) var bytes = 0
+
+    /// Memory a stored publication takes beside its data: its slot and expiry (48 bytes) and the
+    /// data's own heap storage (about 48).
+    static let entryOverhead = 96
     /// The offset of the entry at `head` (meaningful when `count > 0`).
     private var headOffset: UInt64 = 0
 
@@ -72,14 +78,14 @@ struct PublicationRing {
         self.storage[slot] = Slot(data: publication.data, info: info, time: publication.time)
         self.expiries[slot] = expiresAt
         self.count += 1
-        self.bytes &+= publication.data.readableBytes
+        self.bytes &+= publication.data.readableBytes &+ Self.entryOverhead
     }
 
     /// Drops the `n` oldest entries (at most all of them).
     mutating func removeFirst(_ n: Int) {
         let n = min(max(n, 0), self.count)
         for _ in 0..<n {
-            self.bytes &-= self.storage[self.head]?.data.readableBytes ?? 0
+            self.bytes &-= (self.storage[self.head]?.data.readableBytes).map { $0 &+ Self.entryOverhead } ?? 0
             self.storage[self.head] = nil
             self.head = self.slot(1)
         }
@@ -88,8 +94,9 @@ struct PublicationRing {
         if self.count == 0 {
             self.head = 0
             self.bytes = 0
-            // An emptied history gives its memory back.
-            if self.storage.count > 16 {
+            // An emptied history gives its memory back (a record outlives its history by up to
+            // `metaTTL`, a day: 16 kept slots were 800 bytes per such channel).
+            if !self.storage.isEmpty {
                 self.storage = []
                 self.expiries = []
             }

@@ -114,6 +114,30 @@ struct MemoryBrokerTests {
         try await group.shutdownGracefully()
     }
 
+    @Test("the history budget counts what a stored publication takes beside its data: a flood of 1-byte publications is bounded too")
+    func historyBudgetCountsEntries() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        let clock = Clock()
+        let broker = MemoryBroker(eventLoop: loop, limits: BrokerLimits(maximumHistoryBytes: 20_000), clock: { clock.now })
+        try await broker.start { _ in }.get()
+        let channels = (0..<100).map { "tiny\($0)" }
+        for channel in channels {
+            for _ in 0..<5 {
+                try await loop.submit { clock.now += 1 }.get()
+                _ = try await broker.publish(PublishRequest(channel: channel, data: ByteBuffer(string: "1"), historySize: 100, historyTTL: 100_000)).get()
+            }
+        }
+        var stored = 0
+        for channel in channels {
+            stored += try await broker.history(HistoryQuery(channel: channel, limit: -1)).get().publications.count
+        }
+        // 500 publications of 1 byte: 500 bytes of data, but about 97 bytes each in memory.
+        #expect(stored * (1 + PublicationRing.entryOverhead) <= 20_000, "\(stored) stored")
+        #expect(stored >= 150)
+        try await group.shutdownGracefully()
+    }
+
     @Test("the records to forget are the oldest, picked without sorting the table")
     func oldestRecords() {
         var generator = SystemRandomNumberGenerator()

@@ -50,6 +50,19 @@ struct PublicationRingTests {
         #expect(ring.capacity == 0)
     }
 
+    @Test("any emptied ring gives its storage back, and its bytes count each entry's overhead")
+    func smallRingGivesStorageBack() {
+        var ring = PublicationRing()
+        for offset in UInt64(1)...3 { ring.append(self.publication(offset), expiresAt: Double(offset)) }
+        #expect(ring.capacity == 8)
+        #expect(ring.bytes == 3 * (1 + PublicationRing.entryOverhead))
+        ring.removeFirst(1)
+        #expect(ring.bytes == 2 * (1 + PublicationRing.entryOverhead))
+        ring.dropExpired(now: 100)
+        #expect(ring.isEmpty && ring.bytes == 0)
+        #expect(ring.capacity == 0, "a record outlives its history by a day: its slots must not")
+    }
+
     @Test("a slot keeps data, info and time, not a whole publication, and gives them back with their offsets")
     func slotsAreSmallAndLoseNothing() throws {
         #expect(PublicationRing.slotStride <= 40, "a slot takes \(PublicationRing.slotStride) bytes")
@@ -91,5 +104,21 @@ struct PublicationRingTests {
         for offset in UInt64(500)...502 { ring.append(self.publication(offset), expiresAt: 1_000) }
         #expect(self.offsets(ring) == [500, 501, 502])
         #expect(ring[0].data == ByteBuffer(string: "500"))
+    }
+}
+
+@Suite("IdempotencyTable")
+struct IdempotencyTableTests {
+    @Test("keys are forgotten after their window, and the table then gives its storage back")
+    func storageGivenBack() {
+        var table = IdempotencyTable()
+        for i in 0..<100 {
+            table.remember("key-\(i)", position: StreamPosition(offset: UInt64(i + 1), epoch: "e"), expiresAt: 10, now: 0, capacity: 10_000)
+        }
+        #expect(table.count == 100)
+        #expect(table.lookup("key-7", now: 5) == StreamPosition(offset: 8, epoch: "e"))
+        table.dropExpired(now: 10)
+        #expect(table.isEmpty && table.lookup("key-7", now: 10) == nil)
+        #expect(table.storageCapacity <= 1, "a record outlives its keys by a day: their storage must not")
     }
 }
