@@ -53,15 +53,8 @@ final class SilentNode: Sendable {
             var bytes = Self.unwrapInboundIn(data)
             self.received.writeBuffer(&bytes)
             if !self.upgraded {
-                let text = String(buffer: self.received)
-                guard let end = text.range(of: "\r\n\r\n") else { return }
-                let key = text.components(separatedBy: "\r\n").first { $0.lowercased().hasPrefix("sec-websocket-key:") }
-                    .map { $0.dropFirst("sec-websocket-key:".count).trimmingCharacters(in: .whitespaces) } ?? ""
-                let accept = Data(Insecure.SHA1.hash(data: Array((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").utf8))).base64EncodedString()
-                let response = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Accept: \(accept)\r\n\r\n"
-                context.writeAndFlush(Self.wrapOutboundOut(ByteBuffer(string: response)), promise: nil)
+                guard FakeNodeHandshake.answer(&self.received, context: context) else { return }
                 self.upgraded = true
-                self.received.moveReaderIndex(forwardBy: text.utf8.distance(from: text.startIndex, to: end.upperBound))
             }
             // The first frame is the client's `connect` (id 1): answer it once, then say nothing.
             if self.upgraded, !self.answered, self.received.readableBytes >= 2 {
