@@ -222,6 +222,9 @@ public final class BalancerServer: Sendable {
             applied.tlsKeyPath = current.tlsKeyPath
         }
         let tls = try Self.makeTLSContext(applied)
+        if let warning = Self.descriptorWarning(maxConnections: applied.maxConnections, openFilesLimit: Self.openFilesLimit()) {
+            self.logger.warning("\(warning)")
+        }
         self.router.reconfigure(
             algorithm: applied.algorithm, hashBalanceFactor: applied.hashBalanceFactor, maxConnections: applied.maxConnections,
             rebalanceSpread: applied.rebalanceSpread)

@@ -27,12 +27,15 @@ struct IdempotencyTable {
         self.order.append((key, expiresAt))
     }
 
-    mutating func dropExpired(now: Double) {
+    /// Forgets the keys whose window closed; `releasingStorage` (the broker's sweep) also gives an
+    /// emptied table's storage back: not on the publish path, where a window shorter than the
+    /// publish interval would free and allocate it again on every keyed publish.
+    mutating func dropExpired(now: Double, releasingStorage: Bool = false) {
         while let oldest = self.order.first, !(oldest.expiresAt > now) {
             self.order.removeFirst()
             self.forget(oldest)
         }
-        if self.results.isEmpty {
+        if releasingStorage, self.results.isEmpty {
             // Gives the storage back: a channel's record outlives its keys by up to a day.
             if self.results.capacity > 0 { self.results = [:] }
             if self.order.capacity > 1 { self.order = CircularBuffer(initialCapacity: 1) }

@@ -505,7 +505,7 @@ public final class MemoryBroker: Broker, @unchecked Sendable {
                 shard.channels[name]!.entries.removeFirst(shard.channels[name]!.entries.count)
             }
             shard.channels[name]!.entries.dropExpired(now: now)
-            shard.channels[name]!.idempotency.dropExpired(now: now)
+            shard.channels[name]!.idempotency.dropExpired(now: now, releasingStorage: true)
             if shard.channels[name]!.isEmpty(now: now, metaTTL: self.metaTTL) { shard.channels[name] = nil }
         }
         for (channel, entries) in shard.presenceByChannel {
