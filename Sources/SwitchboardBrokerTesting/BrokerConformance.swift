@@ -175,6 +175,13 @@ public enum BrokerConformance {
             try expect(newest.publications.map(\.offset) == Array((71...80).reversed()) && newest.truncated, "reverse, cut at 10: \(newest.publications.map(\.offset))")
             let counted = try await broker.history(HistoryQuery(channel: long, sinceOffset: 3, limit: 45, maximumBytes: 1 << 30)).get()
             try expect(counted.publications.map(\.offset) == Array(4...48) && !counted.truncated, "limit 45: \(counted.publications.map(\.offset))")
+            // Reverse reads across parts: bounded but all fitting, cut past a part, counted.
+            let allNewest = try await broker.history(HistoryQuery(channel: long, sinceOffset: 3, limit: -1, reverse: true, maximumBytes: 1 << 30)).get()
+            try expect(allNewest.publications.map(\.offset) == Array((4...80).reversed()) && !allNewest.truncated, "reverse of 77: \(allNewest.publications.map(\.offset))")
+            let newestCut = try await broker.history(HistoryQuery(channel: long, sinceOffset: 3, limit: -1, reverse: true, maximumBytes: 50 * each)).get()
+            try expect(newestCut.publications.map(\.offset) == Array((31...80).reversed()) && newestCut.truncated, "reverse, cut at 50: \(newestCut.publications.map(\.offset))")
+            let newestCounted = try await broker.history(HistoryQuery(channel: long, limit: 70, reverse: true, maximumBytes: 1 << 30)).get()
+            try expect(newestCounted.publications.map(\.offset) == Array((11...80).reversed()) && !newestCounted.truncated, "reverse, limit 70: \(newestCounted.publications.map(\.offset))")
         },
         Case(name: "an unknown channel reports, every time, the epoch its first publication gets") { broker, _ in
             let channel = unique("conf")

@@ -141,6 +141,28 @@ enum RedisBrokerScripts {
               -- the first id past it (an exclusive `(id` start needs Redis 6.2).
               start = string.sub(chunk[#chunk][1], 1, -2) .. '1'
             end
+          elseif budget >= 0 and ARGV[4] == '1' and top < 1e14 then
+            -- A bounded reverse read, in chunks likewise, newest first: the newest that fit.
+            local envelope = tonumber(ARGV[6] or '0') or 0
+            local total = 0
+            local finish = '+'
+            while true do
+              local want = 32
+              if count > 0 then want = math.min(want, count - #entries) end
+              if want <= 0 then break end
+              local chunk = redis.call('XREVRANGE', stream, finish, ARGV[2], 'COUNT', want)
+              for _, entry in ipairs(chunk) do
+                total = total + entry_size(entry, envelope)
+                if total > budget then return {epoch, top, entries, 1} end
+                entries[#entries + 1] = entry
+              end
+              if #chunk < want then break end
+              -- The next chunk ends before the last entry: ids are `<offset>-0` (offsets below 1e14
+              -- print exactly).
+              local last = tonumber(string.sub(chunk[#chunk][1], 1, -3)) or 0
+              if last <= 1 then break end
+              finish = string.format('%d-0', last - 1)
+            end
           elseif ARGV[4] == '1' then
             if count > 0 then
               entries = redis.call('XREVRANGE', stream, '+', ARGV[2], 'COUNT', ARGV[3])

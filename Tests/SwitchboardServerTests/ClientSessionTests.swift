@@ -206,6 +206,34 @@ struct ClientSessionTests {
         #expect(recovering.allSatisfy { $0.result.truncated && $0.result.publications.count == 3 })
     }
 
+    @Test("a history command reads from the broker no more than its answer has room for, and answers 106 when that is not all")
+    func historyReadIsBoundedByTheAnswerRoom() throws {
+        var configuration = ServerConfiguration()
+        configuration.outboundLimit = 8192  // an answer's room: 4,096 bytes
+        let node = try EmbeddedNode(configuration: configuration, makeBroker: { HistoryRecordingBroker(eventLoop: $0) })
+        let payload = ByteBuffer(string: "\"" + String(repeating: "x", count: 998) + "\"")
+        for _ in 1...20 {
+            _ = node.broker.publish(PublishRequest(channel: "big", data: payload, historySize: 20, historyTTL: 60))
+        }
+        node.loop.run()
+        let s = try node.session()
+        try s.send(#"{"id":1,"connect":{}}"#)
+        _ = try s.messages()
+        for (id, reverse) in [(2, false), (3, true)] {
+            try s.send(#"{"id":\#(id),"history":{"channel":"big","limit":20,"reverse":\#(reverse)}}"#)
+            let reply = try #require(try s.messages().first { $0["id"] == .number("\(id)") })
+            #expect(reply["error"]?["code"]?.intValue == 106)
+        }
+        // Each read asked for at most the room and got what fits it (three of twenty), not 20 KB.
+        let reads = node.broker.reads.filter { $0.query.channel == "big" && $0.query.limit == 20 }
+        #expect(reads.count == 2)
+        #expect(reads.allSatisfy { $0.query.maximumBytes == 4096 && $0.result.truncated && $0.result.publications.count == 3 })
+        // One that fits is answered whole.
+        try s.send(#"{"id":4,"history":{"channel":"big","limit":2}}"#)
+        let small = try #require(try s.messages().first { $0["id"] == .number("4") })
+        #expect(small["result"]?["publications"]?.arrayValue?.count == 2)
+    }
+
     @Test("a recovery's publications are weighed with their client info as written, not at the info's cap")
     func recoveryWeighsInfoAsWritten() throws {
         var configuration = ServerConfiguration()

@@ -489,13 +489,16 @@ extension ClientSession {
             return self.reply(id: id, error: refusal)
         }
         let slot = self.reserveReply()
-        let query = HistoryQuery(params, maximumLimit: self.node.configuration.maxHistoryLimit)
+        var query = HistoryQuery(params, maximumLimit: self.node.configuration.maxHistoryLimit)
+        // The read itself stops past what the answer can hold: a history of large publications is
+        // not read whole (from Redis: copied, and Redis busy meanwhile for every client) to be refused.
+        query.maximumBytes = self.answerRoom
         self.node.broker.history(query).hop(to: self.fanout.eventLoop).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let history):
                 // Far too large for the answer: refused before anything is written.
                 let least = history.publications.reduce(0) { $0 + $1.data.readableBytes }
-                guard least <= self.answerRoom else {
+                guard !history.truncated, least <= self.answerRoom else {
                     self.completeReply(slot, self.errorMessage(id: id, Self.answerTooLarge))
                     self.flush()
                     return
