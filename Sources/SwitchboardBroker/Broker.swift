@@ -201,6 +201,10 @@ public struct HistoryQuery: Sendable, Hashable {
     /// reply has, so that a request naming many channels with large histories does not have them
     /// all read into memory (from Redis, copied) only to answer "not recovered".
     public var maximumBytes: Int?
+    /// What each publication counts against `maximumBytes` beside its data: by default
+    /// `envelopeBytes`, the least a recovery's reply takes per publication; a `history` answer,
+    /// whose publications carry less, counts none (its own exact measure follows the read).
+    public var envelopeBytesPerPublication = HistoryQuery.envelopeBytes
 
     public init(channel: String, sinceOffset: UInt64? = nil, limit: Int, reverse: Bool = false, maximumBytes: Int? = nil) {
         self.channel = channel
@@ -222,7 +226,7 @@ public struct HistoryQuery: Sendable, Hashable {
         guard let maximum = self.maximumBytes else { return publications.count }
         var total = 0
         for (index, publication) in publications.enumerated() {
-            total &+= Self.bytes(ofData: publication.data.readableBytes)
+            total &+= publication.data.readableBytes &+ self.envelopeBytesPerPublication
             if total > maximum { return index }
         }
         return publications.count

@@ -364,7 +364,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             .integer(limit),
             .string(query.reverse ? "1" : "0"),
             .integer(query.maximumBytes.map { Int64(clamping: $0) } ?? -1),
-            .integer(Int64(HistoryQuery.envelopeBytes)),
+            .integer(Int64(clamping: query.envelopeBytesPerPublication)),
         ]
         let keys = [Self.streamKey(query.channel), Self.metaKey(query.channel), Self.livesKey(query.channel)]
         return self.client.evaluate(RedisBrokerScripts.history, keys: keys, arguments: arguments).flatMapThrowing { token in

@@ -227,11 +227,18 @@ struct ClientSessionTests {
         // Each read asked for at most the room and got what fits it (three of twenty), not 20 KB.
         let reads = node.broker.reads.filter { $0.query.channel == "big" && $0.query.limit == 20 }
         #expect(reads.count == 2)
-        #expect(reads.allSatisfy { $0.query.maximumBytes == 4096 && $0.result.truncated && $0.result.publications.count == 3 })
-        // One that fits is answered whole.
-        try s.send(#"{"id":4,"history":{"channel":"big","limit":2}}"#)
-        let small = try #require(try s.messages().first { $0["id"] == .number("4") })
-        #expect(small["result"]?["publications"]?.arrayValue?.count == 2)
+        #expect(reads.allSatisfy { $0.query.maximumBytes == 4096 && $0.result.truncated && $0.result.publications.count == 4 })
+        // One that fits is answered whole: 17 publications of 200 bytes take about 3,900 of the
+        // 4,096 (each written with about 24 bytes beside its data; counted at 96 each, as a
+        // recovery counts them, the read would have stopped at 13 and answered 106).
+        let small = ByteBuffer(string: "\"" + String(repeating: "y", count: 198) + "\"")
+        for _ in 1...17 {
+            _ = node.broker.publish(PublishRequest(channel: "small", data: small, historySize: 20, historyTTL: 60))
+        }
+        node.loop.run()
+        try s.send(#"{"id":4,"history":{"channel":"small","limit":17}}"#)
+        let answer = try #require(try s.messages().first { $0["id"] == .number("4") })
+        #expect(answer["result"]?["publications"]?.arrayValue?.count == 17, "\(answer)")
     }
 
     @Test("a recovery's publications are weighed with their client info as written, not at the info's cap")

@@ -493,6 +493,9 @@ extension ClientSession {
         // The read itself stops past what the answer can hold: a history of large publications is
         // not read whole (from Redis: copied, and Redis busy meanwhile for every client) to be refused.
         query.maximumBytes = self.answerRoom
+        // Data alone, as the answer was weighed before the read was bounded: no history that fits
+        // is refused (`bounded` measures the answer itself).
+        query.envelopeBytesPerPublication = 0
         self.node.broker.history(query).hop(to: self.fanout.eventLoop).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let history):
