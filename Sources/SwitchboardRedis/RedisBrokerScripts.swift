@@ -118,50 +118,42 @@ enum RedisBrokerScripts {
             local first = ARGV[2] == '-' and 0 or tonumber(string.sub(ARGV[2], 1, -3))
             if first < oldest then ARGV[2] = oldest .. '-0' end
           end
-          -- A byte bound (ARGV[5], -1: none) on a forward read: entries are read in chunks, oldest
-          -- first, and kept while their data and an envelope each (ARGV[6]) fit; past it the read
-          -- stops (a fourth element says so), so a large history is not read whole to be cut.
+          -- A byte bound (ARGV[5], -1: none): entries are read in chunks, oldest first (newest first
+          -- for a reverse read), and kept while their data and an envelope each (ARGV[6]) fit; past it
+          -- the read stops (a fourth element says so), so a large history is not read whole to be cut.
           local budget = tonumber(ARGV[5] or '-1') or -1
-          if budget >= 0 and ARGV[4] ~= '1' then
+          local reverse = ARGV[4] == '1'
+          if budget >= 0 and (not reverse or top < 1e14) then
             local envelope = tonumber(ARGV[6] or '0') or 0
             local total = 0
-            local start = ARGV[2]
+            local low, high = ARGV[2], '+'
             while true do
               local want = 32
               if count > 0 then want = math.min(want, count - #entries) end
               if want <= 0 then break end
-              local chunk = redis.call('XRANGE', stream, start, '+', 'COUNT', want)
+              local chunk
+              if reverse then
+                chunk = redis.call('XREVRANGE', stream, high, low, 'COUNT', want)
+              else
+                chunk = redis.call('XRANGE', stream, low, '+', 'COUNT', want)
+              end
               for _, entry in ipairs(chunk) do
                 total = total + entry_size(entry, envelope)
                 if total > budget then return {epoch, top, entries, 1} end
                 entries[#entries + 1] = entry
               end
               if #chunk < want then break end
-              -- The next chunk starts after the last entry: ids are `<offset>-0`, so `<offset>-1` is
-              -- the first id past it (an exclusive `(id` start needs Redis 6.2).
-              start = string.sub(chunk[#chunk][1], 1, -2) .. '1'
-            end
-          elseif budget >= 0 and ARGV[4] == '1' and top < 1e14 then
-            -- A bounded reverse read, in chunks likewise, newest first: the newest that fit.
-            local envelope = tonumber(ARGV[6] or '0') or 0
-            local total = 0
-            local finish = '+'
-            while true do
-              local want = 32
-              if count > 0 then want = math.min(want, count - #entries) end
-              if want <= 0 then break end
-              local chunk = redis.call('XREVRANGE', stream, finish, ARGV[2], 'COUNT', want)
-              for _, entry in ipairs(chunk) do
-                total = total + entry_size(entry, envelope)
-                if total > budget then return {epoch, top, entries, 1} end
-                entries[#entries + 1] = entry
+              -- The next chunk goes past the last entry. Ids are `<offset>-0`: forward, `<offset>-1`
+              -- is the first id after it (an exclusive `(id` start needs Redis 6.2); backward, the
+              -- next chunk ends at `<offset - 1>-0` (offsets below 1e14 print exactly).
+              local last = chunk[#chunk][1]
+              if reverse then
+                local offset = tonumber(string.sub(last, 1, -3)) or 0
+                if offset <= 1 then break end
+                high = string.format('%d-0', offset - 1)
+              else
+                low = string.sub(last, 1, -2) .. '1'
               end
-              if #chunk < want then break end
-              -- The next chunk ends before the last entry: ids are `<offset>-0` (offsets below 1e14
-              -- print exactly).
-              local last = tonumber(string.sub(chunk[#chunk][1], 1, -3)) or 0
-              if last <= 1 then break end
-              finish = string.format('%d-0', last - 1)
             end
           elseif ARGV[4] == '1' then
             if count > 0 then
