@@ -600,7 +600,8 @@ def test_a_response_that_is_never_read_does_not_hold_the_socket(node_factory):
     under an outbound limit of 16 MB, so the slow-consumer cut does not apply) with
     `Connection: close` and never reads it (a zero window) holds its socket no longer than the
     head timeout (2 s) after the response: the node closes it with the answer unsent."""
-    target = node_factory.start("--head-timeout", "2", "--outbound-limit", "16777216")
+    # 30 MB of history read from one address: more than its default budget (16 MiB).
+    target = node_factory.start("--head-timeout", "2", "--outbound-limit", "16777216", "--history-burst-bytes", "100000000")
     ch = "big:history"
     blob = "x" * 60_000
     for _ in range(100):

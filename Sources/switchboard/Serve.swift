@@ -52,6 +52,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Commands one connection may send in a burst (default \(Int(ClientLimits().commandBurst))).")
     var commandBurst: Double?
 
+    @Option(help: "History bytes one client address may read per second, in history answers and recoveries (default \(Int(ClientLimits().historyBytesPerSecond))). Over it: error 111, or 429 for a poll.")
+    var historyBytesPerSecond: Double?
+
+    @Option(help: "History bytes one client address may read in a burst (default \(Int(ClientLimits().historyBurstBytes))).")
+    var historyBurstBytes: Double?
+
     @Flag(help: "Allow insecure dev mode (no token key: anyone may use any channel) on an address other than loopback.")
     var insecure = false
 
@@ -252,6 +258,14 @@ struct Serve: AsyncParsableCommand {
         if let commandBurst {
             guard commandBurst >= 1, commandBurst <= 1e9 else { throw ValidationError("--command-burst must be from 1 to 1e9") }
             configuration.limits.commandBurst = commandBurst
+        }
+        if let historyBytesPerSecond {
+            guard historyBytesPerSecond >= 1, historyBytesPerSecond <= 1e12 else { throw ValidationError("--history-bytes-per-second must be from 1 to 1e12") }
+            configuration.limits.historyBytesPerSecond = historyBytesPerSecond
+        }
+        if let historyBurstBytes {
+            guard historyBurstBytes >= 1, historyBurstBytes <= 1e12 else { throw ValidationError("--history-burst-bytes must be from 1 to 1e12") }
+            configuration.limits.historyBurstBytes = historyBurstBytes
         }
         if let drainSeconds { try configuration.set("drainSeconds", .number(Double(drainSeconds))) }
         if self.echoEndpoint { configuration.echoEndpoint = true }

@@ -3,6 +3,7 @@ import NIOCore
 import NIOEmbedded
 import NIOHTTP1
 import SwitchboardBroker
+import SwitchboardBrokerTesting
 import SwitchboardCore
 @testable import SwitchboardServer
 import SwitchboardServerTesting
@@ -39,6 +40,145 @@ struct HTTPEndpointTests {
         #expect(answer.contains(#""id":1,"result""#), "\(answer)")
         #expect(!answer.contains("disconnect"), "\(answer)")
         _ = try? channel.finish(acceptAlreadyClosed: true)
+    }
+
+    @Test("/rpc calls on one kept-alive connection share its command rate: past the burst, 111 and not executed; past 20 refusals, 3507 and the connection closed")
+    func rpcCommandRateAcrossCalls() throws {
+        let node = try EmbeddedNode()
+        let channel = try node.openHTTP()
+        let call = (1...100).map { #"{"id":\#($0),"publish":{"channel":"c","data":1}}"# }.joined(separator: "\n")
+        func post() -> String {
+            _ = try? channel.writeInbound(ByteBuffer(string:
+                "POST /rpc HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: \(call.utf8.count)\r\n\r\n\(call)"))
+            node.loop.run()
+            return String(decoding: channel.readAllOutbound(), as: UTF8.self)
+        }
+        func count(_ needle: String, in text: String) -> Int { text.components(separatedBy: needle).count - 1 }
+        // The default bucket: 100/s, a burst of 200. Two calls of 100 fit; the third is over it.
+        for _ in 0..<2 {
+            let answer = post()
+            #expect(answer.hasPrefix("HTTP/1.1 200"), "\(answer.prefix(200))")
+            #expect(count(#""result""#, in: answer) == 100)
+        }
+        let third = post()
+        #expect(count(#""result""#, in: third) < 10, "the bucket refills at 100/s only")
+        #expect(count(#""code":111"#, in: third) >= 20)
+        #expect(third.contains(#""disconnect":{"code":3507"#), "\(third.suffix(300))")
+        #expect(third.contains("Connection: close") || third.contains("connection: close"))
+        _ = try? channel.finish(acceptAlreadyClosed: true)
+    }
+
+    /// A node whose history budget is `burst` bytes (refilled at 1 byte/s: not at all within a
+    /// test), with channel `h` holding 10 publications of 10,001 bytes: each full read or
+    /// recovery of it costs 100,010 bytes.
+    static func budgetedNode<B: Broker>(burst: Double, makeBroker: (EmbeddedEventLoop) -> B) throws -> EmbeddedNode<B> {
+        var configuration = ServerConfiguration()
+        configuration.limits.historyBytesPerSecond = 1
+        configuration.limits.historyBurstBytes = burst
+        let node = try EmbeddedNode(configuration: configuration, makeBroker: makeBroker)
+        for _ in 0..<10 {
+            _ = node.broker.publish(PublishRequest(channel: "h", data: ByteBuffer(repeating: UInt8(ascii: "1"), count: 10_001), historySize: 10, historyTTL: 60))
+        }
+        node.loop.run()
+        return node
+    }
+
+    static func budgetedNode(burst: Double) throws -> EmbeddedNode<MemoryBroker> {
+        try Self.budgetedNode(burst: burst, makeBroker: { MemoryBroker(eventLoop: $0) })
+    }
+
+    @Test("history reads are held to the client address's budget of bytes, whatever connections and transports they come on (111 once it is spent)")
+    func historyByteBudget() throws {
+        let node = try Self.budgetedNode(burst: 1_000_000)
+        // Each read returns 100,010 bytes: ten fit in the burst (the tenth takes it below zero), the
+        // eleventh waits, though each call comes on a new connection.
+        let call = #"{"id":1,"history":{"channel":"h","limit":10}}"#
+        var answers: [String] = []
+        for _ in 0..<11 {
+            let channel = try node.openHTTP()
+            try channel.writeInbound(ByteBuffer(string:
+                "POST /rpc HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: \(call.utf8.count)\r\n\r\n\(call)"))
+            node.loop.run()
+            answers.append(String(decoding: channel.readAllOutbound(), as: UTF8.self))
+            _ = try? channel.finish(acceptAlreadyClosed: true)
+        }
+        #expect(answers.prefix(10).allSatisfy { $0.contains(#""publications""#) })
+        #expect(answers[10].contains(#""code":111"#), "\(answers[10].suffix(200))")
+
+        // A WebSocket connection from the same address has no budget of its own.
+        let session = try node.session()
+        try session.send(#"{"id":1,"connect":{}}"#)
+        _ = try session.frames()
+        try session.send(#"{"id":2,"history":{"channel":"h","limit":10}}"#)
+        let reply = try #require(try session.messages().first { $0["id"]?.intValue == 2 })
+        #expect(reply["error"]?["code"]?.intValue == 111, "\(reply)")
+    }
+
+    @Test("recoveries read from the address's history budget too: a connect's and a poll's are charged what they read; spent, a recovering subscribe gets 111 and a recovering poll 429")
+    func recoveriesChargeTheHistoryBudget() throws {
+        let node = try Self.budgetedNode(burst: 250_000)
+        let epoch = try node.broker.history(HistoryQuery(channel: "h", limit: 0)).wait().position.epoch
+        let since = #"{"offset":0,"epoch":"\#(epoch)"}"#
+        // Each recovery reads 100,010 bytes. A poll's and two connects' take the 250,000 below zero.
+        let poll = #"{"subs":{"h":\#(since)},"timeout":0}"#
+        func postPoll() throws -> String {
+            let channel = try node.openHTTP()
+            try channel.writeInbound(ByteBuffer(string:
+                "POST /poll HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: \(poll.utf8.count)\r\n\r\n\(poll)"))
+            node.loop.run()
+            defer { _ = try? channel.finish(acceptAlreadyClosed: true) }
+            return String(decoding: channel.readAllOutbound(), as: UTF8.self)
+        }
+        let first = try postPoll()
+        #expect(first.hasPrefix("HTTP/1.1 200") && first.components(separatedBy: #""pub":"#).count == 11, "\(first.prefix(300))")
+        for id in 1...2 {
+            let session = try node.session()
+            try session.send(#"{"id":1,"connect":{"subs":{"h":\#(since)}}}"#)
+            let reply = try #require(try session.messages().first { $0["id"]?.intValue == 1 }, "connect \(id)")
+            #expect(reply["result"]?["subs"]?["h"]?["recovered"] == .bool(true), "a connect's recovery is never refused")
+        }
+        // Spent: a connect's recoveries are refused (temporary), a recovering subscribe too, a plain
+        // one is not; a recovering poll is 429.
+        let spent = try node.session()
+        try spent.send(#"{"id":1,"connect":{"subs":{"h":\#(since),"other":{}}}}"#)
+        let connectReply = try #require(try spent.messages().first { $0["id"]?.intValue == 1 })
+        #expect(connectReply["result"]?["subs"]?["h"]?["error"]?["code"]?.intValue == 111, "\(connectReply)")
+        #expect(connectReply["result"]?["subs"]?["other"]?["error"] == nil, "\(connectReply)")
+        let session = try node.session()
+        try session.send(#"{"id":1,"connect":{}}"#)
+        try session.send(#"{"id":2,"subscribe":{"channel":"h","since":\#(since)}}"#)
+        try session.send(#"{"id":3,"subscribe":{"channel":"other"}}"#)
+        let replies = try session.messages()
+        let refused = try #require(replies.first { $0["id"]?.intValue == 2 })
+        #expect(refused["error"]?["code"]?.intValue == 111 && refused["error"]?["temporary"] == .bool(true), "\(refused)")
+        #expect(replies.first { $0["id"]?.intValue == 3 }?["result"] != nil)
+        let second = try postPoll()
+        #expect(second.hasPrefix("HTTP/1.1 429"), "\(second.prefix(200))")
+        #expect(second.contains("Retry-After: 1"))
+    }
+
+    @Test("a recovery is charged when its read completes, even when the subscriber is gone by then")
+    func recoveryChargedWhenTheSubscriberLeft() throws {
+        let node = try Self.budgetedNode(burst: 250_000, makeBroker: { DelayedHistoryBroker(eventLoop: $0) })
+        let epoch = try node.broker.inner.history(HistoryQuery(channel: "h", limit: 0)).wait().position.epoch
+        // A subscriber keeps the channel at the hub, so that each join reads at once.
+        let keeper = try node.session()
+        try keeper.send(#"{"id":1,"connect":{"subs":{"h":{}}}}"#)
+        _ = try keeper.messages()
+        // Three subscribes, each unsubscribed in the same frame: gone before their reads of 100,010
+        // bytes are answered (a broker answering on a later loop turn, as Redis does).
+        let leaving = try node.session()
+        try leaving.send(#"{"id":1,"connect":{}}"#)
+        _ = try leaving.messages()
+        for i in 0..<3 {
+            try leaving.send(#"{"id":\#(10 + 2 * i),"subscribe":{"channel":"h","since":{"offset":0,"epoch":"\#(epoch)"}}}"# + "\n"
+                + #"{"id":\#(11 + 2 * i),"unsubscribe":{"channel":"h"}}"#)
+        }
+        _ = try leaving.messages()
+        #expect(node.broker.recoveryReads >= 3)
+        try leaving.send(#"{"id":2,"history":{"channel":"h","limit":1}}"#)
+        let reply = try #require(try leaving.messages().first { $0["id"]?.intValue == 2 })
+        #expect(reply["error"]?["code"]?.intValue == 111, "\(reply)")
     }
 
     @Test("a body over the size is 413 and one that is not UTF-8 is 400, whatever the purpose; the connection stays")
@@ -187,5 +327,23 @@ struct HTTPEndpointTests {
         let third = try node.openHTTP()
         let again = try Self.exchange(third, node, "POST /poll HTTP/1.1\r\nHost: x\r\nContent-Length: \(zero.utf8.count)\r\n\r\n\(zero)")
         #expect(again.hasPrefix("HTTP/1.1 200 "))
+    }
+}
+
+/// History answers arrive on a later loop turn, as Redis's do.
+final class DelayedHistoryBroker: ForwardingBroker, @unchecked Sendable {
+    /// Reads from a position (recoveries) answered so far.
+    private(set) var recoveryReads = 0
+
+    override func history(_ query: HistoryQuery) -> EventLoopFuture<HistoryResult> {
+        let promise = self.eventLoop.makePromise(of: HistoryResult.self)
+        let inner = self.inner
+        self.eventLoop.execute {
+            inner.history(query).map { result in
+                if query.sinceOffset != nil { self.recoveryReads += 1 }
+                return result
+            }.cascade(to: promise)
+        }
+        return promise.futureResult
     }
 }

@@ -15,6 +15,10 @@ struct JoinRequest: Sendable {
     /// The most bytes of publications a recovery can put in the subscriber's reply (nil: no bound):
     /// the history read stops there (`HistoryQuery.maximumBytes`).
     var recoveryBytes: Int? = nil
+    /// Where each history read of a recovery is charged (nil: nowhere; a trusted proxy's own
+    /// address, tests). Charged by the hub as each read completes, so a subscriber gone meanwhile
+    /// pays all the same.
+    var historyCharge: HistoryReadCharge? = nil
 }
 
 /// The node's hub: one `HubShard` per event loop, each owning the channels

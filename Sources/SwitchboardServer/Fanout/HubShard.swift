@@ -210,6 +210,11 @@ final class HubShard: @unchecked Sendable {
         self.broker.history(query).hop(to: self.eventLoop).whenComplete { result in
             switch result {
             case .success(let history):
+                if let charge = request.historyCharge, request.since != nil {
+                    let read = history.publications.reduce(0) { $0 &+ $1.data.readableBytes }
+                    // A read that stopped at the room went past it: all of it is counted.
+                    charge.charge(history.truncated ? max(read, request.recoveryBytes ?? 0) : read)
+                }
                 self.finishJoin(request, history: history)
             case .failure(let error):
                 self.logger.error("history read failed", metadata: ["channel": "\(request.channel)", "error": "\(error)"])

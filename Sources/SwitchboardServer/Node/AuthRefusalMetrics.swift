@@ -30,6 +30,8 @@ final class AuthRefusalMetrics: Sendable {
         case commandRate = "command_rate"
         /// A connection closed for too many rate refusals (3507).
         case commandRateClose = "command_rate_close"
+        /// A `history` refused for the bytes the connection's earlier reads took (111).
+        case historyRate = "history_rate"
     }
 
     private let counters: [CoreMetrics.Counter]
@@ -39,7 +41,7 @@ final class AuthRefusalMetrics: Sendable {
     init(factory: DescribedMetricsFactory) {
         let help = factory.describing(
             "Clients refused or ended for identity or behaviour, by reason (token_invalid, token_expired, token_missing, refresh_invalid, "
-                + "connection_expired, subscription_token_invalid, subscription_expired, permission, origin, command_rate, command_rate_close).")
+                + "connection_expired, subscription_token_invalid, subscription_expired, permission, origin, command_rate, command_rate_close, history_rate).")
         self.counters = Reason.allCases.map {
             CoreMetrics.Counter(label: "switchboard_auth_refusals_total", dimensions: [("reason", $0.rawValue)], factory: help)
         }
@@ -48,7 +50,7 @@ final class AuthRefusalMetrics: Sendable {
     }
 
     func count(_ reason: Reason) {
-        // `counters` is in `allCases` order (eleven cases: the scan is cheaper than hashing).
+        // `counters` is in `allCases` order (twelve cases: the scan is cheaper than hashing).
         guard let index = Reason.allCases.firstIndex(of: reason) else { return }
         self.counters[index].increment()
     }

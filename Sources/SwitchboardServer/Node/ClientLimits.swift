@@ -14,6 +14,14 @@ public struct ClientLimits: Hashable, Sendable {
     /// Commands one connection may send in a burst (token bucket size): a reconnect that resubscribes
     /// to many channels at once fits.
     public var commandBurst: Double = 200
+    /// Bytes of history one client address may read per second, in `history` answers and
+    /// recoveries (refill of a byte bucket charged with what each read returned): a command is cheap
+    /// to send and its read can be a megabyte from a shared Redis, so the command rate alone does not
+    /// bound what a client costs the broker. 1 MiB/s by default: ten answers of 100 publications of
+    /// 1 KB a second.
+    public var historyBytesPerSecond: Double = 1_048_576
+    /// Bytes of history one client address may read in a burst (16 MiB by default).
+    public var historyBurstBytes: Double = 16_777_216
 
     public init() {}
 }

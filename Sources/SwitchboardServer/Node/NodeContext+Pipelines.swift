@@ -23,7 +23,9 @@ extension NodeContext {
             try pipeline.addHandler(EchoHandler(idleTimeout: idle))
         } else {
             try pipeline.addHandler(WebSocketFrameHandler(maximumMessageSize: self.configuration.maxMessageSize))
-            try pipeline.addHandler(ClientSession(node: self, fanout: self.fanout(for: channel.eventLoop)))
+            let session = ClientSession(node: self, fanout: self.fanout(for: channel.eventLoop))
+            session.budgetKey = self.budgetKey(forAddress: self.clientAddress(of: channel))
+            try pipeline.addHandler(session)
         }
     }
 
@@ -45,9 +47,10 @@ extension NodeContext {
     /// under the connection's head deadline.
     func addHTTPHandlers(to channel: any Channel, upgrader: WebSocketUpgrader, headDeadline: NIODeadline) throws {
         // Behind a trusted proxy the client's address is the one the proxy named.
-        let clientAddress = (try? channel.pipeline.syncOperations.handler(type: ProxyProtocolHandler.self))?.clientAddress
-            ?? channel.remoteAddress?.ipText ?? ""
-        let httpHandler = HTTPHandler(node: self, clientAddress: clientAddress, headDeadline: headDeadline)
+        let clientAddress = self.clientAddress(of: channel)
+        let httpHandler = HTTPHandler(
+            node: self, clientAddress: clientAddress, headDeadline: headDeadline,
+            sharedByClients: channel.remoteAddress?.ipText.map { self.trustedProxies.contains($0) } ?? false)
         let boundHTTPHandler = NIOLoopBound(httpHandler, eventLoop: channel.eventLoop)
         var limits = NIOHTTPDecoderLimitConfiguration()
         limits.maxHeaderFieldSize = 8192

@@ -30,6 +30,8 @@ final class NodeContext: Sendable {
     let metrics: NodeMetrics
     let startedAt: NIODeadline
     let connections: ConnectionLimiter
+    /// History bytes read per client address (`limits.historyBytesPerSecond`).
+    let historyReads: HistoryReadBudgets
     /// Connections per user (`limits.connectionsPerUser`), counted at `connect`.
     private let userConnections: NIOLockedValueBox<UserConnectionCounts>
     private let drainingBox = NIOLockedValueBox(false)
@@ -87,6 +89,7 @@ final class NodeContext: Sendable {
         self.startedAt = .now()
         self.userConnections = NIOLockedValueBox(UserConnectionCounts(maximumPerUser: configuration.limits.connectionsPerUser))
         self.trustedProxies = (try? TrustedProxySet(configuration.trustedProxies)) ?? TrustedProxySet()
+        self.historyReads = HistoryReadBudgets(limits: configuration.limits)
         self.connections = ConnectionLimiter(
             maximum: configuration.maxConnections > 0 ? configuration.maxConnections : ConnectionLimiter.defaultMaximum(),
             maximumPerAddress: configuration.maxConnectionsPerIP,
@@ -333,5 +336,21 @@ final class NodeContext: Sendable {
             last = (now, nodes)
             return nodes
         }
+    }
+}
+
+extension NodeContext {
+    /// The key a client's per-address budgets count under: nil for a trusted proxy's own address
+    /// (its clients are not one client), as the per-address connection caps exempt it.
+    func budgetKey(forAddress address: String) -> String? {
+        guard !address.isEmpty, !self.trustedProxies.contains(address) else { return nil }
+        return address
+    }
+
+    /// A connection's client address: the one a trusted proxy named (PROXY protocol or
+    /// `X-Forwarded-For`, read by `ProxyProtocolHandler`), else the peer's.
+    func clientAddress(of channel: any Channel) -> String {
+        (try? channel.pipeline.syncOperations.handler(type: ProxyProtocolHandler.self))?.clientAddress
+            ?? channel.remoteAddress?.ipText ?? ""
     }
 }

@@ -270,6 +270,12 @@ extension ServerConfiguration {
             case "commandBurst":
                 guard d >= 1 else { throw ConfigurationError("limits.commandBurst must be at least 1") }
                 self.limits.commandBurst = d
+            case "historyBytesPerSecond":
+                guard d >= 1 else { throw ConfigurationError("limits.historyBytesPerSecond must be at least 1") }
+                self.limits.historyBytesPerSecond = d
+            case "historyBurstBytes":
+                guard d >= 1 else { throw ConfigurationError("limits.historyBurstBytes must be at least 1") }
+                self.limits.historyBurstBytes = d
             default: throw ConfigurationError("unknown option limits.\(member.key)")
             }
         }

@@ -100,9 +100,17 @@ extension ClientSession {
         self.fanout.add(self, client: client)
         self.node.hub.register(client: client, user: user, loopIndex: self.fanout.index, transport: self.output.transport)
         var subscriptions: [(SessionSubscription, since: StreamPosition?)] = []
+        // Recoveries while the address's budget of history bytes is spent: each refused with 111
+        // (temporary; clients subscribe again later from the same position). A poll was refused
+        // whole before it got here (429).
+        let historySpent = self.budgetKey.map { !self.node.historyReads.allowsRead(for: $0) } ?? false
         for sub in Self.connectSubs(params.subs, serverSide: self.output.transport.isCollected ? [] : claims?.channels ?? []) {
-            do {
+            do throws(SwitchboardError) {
                 try ChannelName.validate(sub.channel)
+                if historySpent, sub.since != nil {
+                    self.node.metrics.auth.count(.historyRate)
+                    throw Self.historyBudgetSpent
+                }
                 var granted = sub.granted
                 var tokenExpiry: NIODeadline?
                 // (A channel subscribed already is refused below without a token check.)
@@ -192,6 +200,16 @@ extension ClientSession {
 
     func subscribe(id: UInt32, _ params: SubscribeParams) {
         let slot = self.reserveReply()
+        // A recovery reads history as `history` does, from the same budget of its address: it is
+        // charged what it read once the hub answers (nothing is reserved, so that the recoveries
+        // of many clients behind one address reconnecting at once are not refused for the room
+        // each might have read). Spent, it is a temporary error (111): clients retry with the same
+        // position, so nothing is lost, only later.
+        if params.since != nil, let budgetKey = self.budgetKey, !self.node.historyReads.allowsRead(for: budgetKey) {
+            self.node.metrics.auth.count(.historyRate)
+            self.completeReply(slot, self.errorMessage(id: id, Self.historyBudgetSpent))
+            return
+        }
         let subscription: SessionSubscription
         do throws(SwitchboardError) {
             var tokenExpiry: NIODeadline?
@@ -240,7 +258,8 @@ extension ClientSession {
                 since: subscription.options.keepsHistory ? since : nil,
                 options: subscription.options,
                 client: self.clientInfo,
-                recoveryBytes: self.answerRoom
+                recoveryBytes: self.answerRoom,
+                historyCharge: self.budgetKey.map { HistoryReadCharge(budgets: self.node.historyReads, address: $0) }
             )
         )
     }
@@ -488,11 +507,21 @@ extension ClientSession {
         if let refusal = self.permission(.history, channel: params.channel, options: options) {
             return self.reply(id: id, error: refusal)
         }
-        let slot = self.reserveReply()
-        var query = HistoryQuery(params, maximumLimit: self.node.configuration.maxHistoryLimit)
         // The read itself stops past what the answer can hold: a history of large publications is
         // not read whole (from Redis: copied, and Redis busy meanwhile for every client) to be refused.
-        query.maximumBytes = self.answerRoom
+        let room = self.answerRoom
+        // The client address's budget of bytes read: each read reserves a share before it starts (so
+        // that reads sent together cannot all start on one full bucket) and is settled with what it
+        // read. Not its whole room: 100 reads of small histories in one `/rpc` call must all pass.
+        let budgetKey = self.budgetKey
+        let reservation = min(room, Self.historyReservation)
+        if let budgetKey, !self.node.historyReads.reserve(reservation, for: budgetKey) {
+            self.node.metrics.auth.count(.historyRate)
+            return self.reply(id: id, error: Self.historyBudgetSpent)
+        }
+        let slot = self.reserveReply()
+        var query = HistoryQuery(params, maximumLimit: self.node.configuration.maxHistoryLimit)
+        query.maximumBytes = room
         // Data alone, as the answer was weighed before the read was bounded: no history that fits
         // is refused (`bounded` measures the answer itself).
         query.envelopeBytesPerPublication = 0
@@ -501,6 +530,8 @@ extension ClientSession {
             case .success(let history):
                 // Far too large for the answer: refused before anything is written.
                 let least = history.publications.reduce(0) { $0 + $1.data.readableBytes }
+                // A truncated read went past the room: all of it is used.
+                if let budgetKey { self.node.historyReads.settle(reserved: reservation, used: history.truncated ? room : least, for: budgetKey) }
                 guard !history.truncated, least <= self.answerRoom else {
                     self.completeReply(slot, self.errorMessage(id: id, Self.answerTooLarge))
                     self.flush()
@@ -509,9 +540,19 @@ extension ClientSession {
                 let message = self.replyMessage(id: id) { ResultWriter.writeHistory(&$0, history, since: params.since) }
                 self.completeReply(slot, self.bounded(message, id: id))
             case .failure:
+                if let budgetKey { self.node.historyReads.settle(reserved: reservation, used: 0, for: budgetKey) }
                 self.completeReply(slot, self.errorMessage(id: id, .internalError))
             }
             self.flush()
         }
     }
+}
+
+extension ClientSession {
+    /// A `history` or a recovering `subscribe` over the address's budget of history bytes.
+    static let historyBudgetSpent = SwitchboardError(.tooManyRequests, "history reads over this address's rate of bytes: retry later")
+
+    /// What a `history` reserves of its address's budget before its read (at most 256 reads of one
+    /// address out at once with the default burst of 16 MiB).
+    static let historyReservation = 65_536
 }

@@ -63,6 +63,8 @@ final class ClientSession: ChannelInboundHandler {
     let createdAt: NIODeadline
     /// The command rate of this connection (made at its first command; ClientSession+Auth).
     var commandLimiter: CommandRateLimiter?
+    /// The client's address as per-address budgets count it (`NodeContext.budgetKey`); nil: exempt.
+    var budgetKey: String?
     /// What the connection holds under `limits.connectionsPerUser` (given back once, at its end).
     var userSlot = UserSlot()
 
@@ -115,6 +117,13 @@ final class ClientSession: ChannelInboundHandler {
         self.output.attach(context)
         // In the pipeline: a WebSocket session, whose `connect` is still to come.
         if case .awaitingConnect = self.state { self.fanout.addAwaitingConnect(self) }
+    }
+
+    /// A session put in the pipeline before its connection is active (the node harness does):
+    /// the client's address is known only now.
+    func channelActive(context: ChannelHandlerContext) {
+        if self.budgetKey == nil { self.budgetKey = self.node.budgetKey(forAddress: self.node.clientAddress(of: context.channel)) }
+        context.fireChannelActive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {

@@ -36,6 +36,9 @@ final class CollectOutput: SessionOutput {
     var isReady = false
     /// The request's time is up: answer as soon as ready, even with nothing.
     var timedOut = false
+    /// Why the session ended before its answer was complete, if it did (3507: the connection's
+    /// command rate, which ends the HTTP connection too).
+    private(set) var endCode: DisconnectCode?
     private var onComplete: ((ByteBuffer) -> Void)?
     let allocator = ByteBufferAllocator()
 
@@ -68,6 +71,7 @@ final class CollectOutput: SessionOutput {
 
     /// Answers with what there is (the last object says why the session ended).
     func end(_ code: DisconnectCode, from session: ClientSession) {
+        self.endCode = code
         self.complete()
     }
 

@@ -41,6 +41,7 @@ struct EventStreamEndpoint {
         for (name, value) in self.node.corsHeaders(head) { headers.add(name: name, value: value) }
         handler.beginStream(context: context, head: HTTPResponseHead(version: head.version, status: .ok, headers: headers))
         let session = ClientSession(node: self.node, fanout: self.node.fanout(for: context.eventLoop), output: EventStreamOutput())
+        session.budgetKey = self.node.budgetKey(forAddress: handler.clientAddress)
         do {
             try context.pipeline.syncOperations.addHandler(session, position: .after(handler))
         } catch {

@@ -65,10 +65,18 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// Requests taken in a row while the outbound limit was passed (pipelined, answers unread).
     private var answersWhileUnwritable = 0
     static let maximumAnswersWhileUnwritable = 4
+    /// The connection's command rate, carried from one `/rpc` call to the next: a kept-alive
+    /// connection sending calls back to back is held to the rate a WebSocket connection is
+    /// (each call's session would otherwise start with a full bucket).
+    private var commandLimiter: CommandRateLimiter?
+    /// The connection comes from a trusted proxy, which may carry many clients' requests on it
+    /// (upstream keep-alive): its `/rpc` calls do not share one command rate.
+    private let sharedByClients: Bool
 
     /// - Parameter headDeadline: when the first request's head must be complete (counted from the accept).
-    init(node: NodeContext, clientAddress: String, headDeadline: NIODeadline) {
+    init(node: NodeContext, clientAddress: String, headDeadline: NIODeadline, sharedByClients: Bool = false) {
         self.node = node
+        self.sharedByClients = sharedByClients
         self.api = ServerAPI(node: node)
         self.clientAddress = clientAddress
         self.state = .idle(headDeadline: headDeadline)
@@ -363,10 +371,14 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             guard case .collecting(let head, let collecting) = self.state else { return }
             self.endCollecting(collecting)
             self.state = .answering(head)
-            self.respond(context: context, head: head, .json(.ok, array))
+            // Closed for its command rate (3507, the answer's last object): so is the connection.
+            let closedForRate = (collecting.session.output as? CollectOutput)?.endCode?.rawValue == DisconnectCode.tooManyRequests.rawValue
+            self.respond(context: context, head: head, .json(.ok, array), close: closedForRate)
         }
         collector.pollPresence = presence
         let session = ClientSession(node: self.node, fanout: self.node.fanout(for: context.eventLoop), output: collector)
+        session.budgetKey = self.node.budgetKey(forAddress: self.clientAddress)
+        if purpose == .rpc, !self.sharedByClients { session.commandLimiter = self.commandLimiter }
         let scheduledTimeout = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak session] () -> Void in
             session?.collectTimedOut()
         }
@@ -377,6 +389,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// Releases what a collecting session holds: its timeout and its poll count.
     private func endCollecting(_ collecting: Collecting) {
         collecting.timeout.cancel()
+        if collecting.session.output.transport == .rpc, !self.sharedByClients { self.commandLimiter = collecting.session.commandLimiter }
         if let pollKey = collecting.pollKey { self.node.endPoll(client: pollKey.client, address: pollKey.address) }
     }
 

@@ -76,6 +76,16 @@ struct LongPollEndpoint {
         if let failure = handler.tokenRefusal(request.params.token) {
             return handler.respond(context: context, head: head, failure)
         }
+        // A poll that recovers reads history: refused while its address's budget is spent (each
+        // recovery is charged what it read), so a client cannot loop on polls that read 128 channels.
+        if request.params.subs.contains(where: { $0.since != nil }), let budgetKey = self.node.budgetKey(forAddress: handler.clientAddress),
+            !self.node.historyReads.allowsRead(for: budgetKey)
+        {
+            self.node.metrics.auth.count(.historyRate)
+            var refusal = HTTPResponse.error(.tooManyRequests, ClientSession.historyBudgetSpent.message, code: .tooManyRequests)
+            refusal.headers.append(("Retry-After", "1"))
+            return handler.respond(context: context, head: head, refusal)
+        }
         let pollKey = PollKey(client: request.client, address: handler.clientAddress)
         if let refusal = self.node.beginPoll(client: pollKey.client, address: pollKey.address) {
             return handler.respond(context: context, head: head, .error(.tooManyRequests, refusal))
