@@ -2,7 +2,7 @@
 /// budget lately, in a table bounded in size.
 ///
 /// A key whose bucket has refilled is the same as a key never seen, so it can be forgotten: the
-/// table holds only keys active within the time a burst takes to refill. At `maximumKeys` the
+/// table holds only keys whose buckets are not full again. At `maximumKeys` the
 /// refilled keys are swept (at most once a second); a new key that still finds the table full is
 /// let through untracked, since refusing it would let whoever filled the table refuse everyone
 /// else (`untracked` counts how often).
@@ -27,13 +27,7 @@ public struct ByteBudgetTable: Sendable {
 
     /// Reserves `bytes` of `key`'s budget for a read starting at `now` (`ByteRateBudget.reserve`).
     public mutating func reserve(_ bytes: Int, for key: String, now: UInt64) -> Bool {
-        if self.budgets[key] == nil {
-            if self.budgets.count >= self.maximumKeys { self.sweep(now: now) }
-            guard self.budgets.count < self.maximumKeys else {
-                self.untracked &+= 1
-                return true
-            }
-        }
+        guard self.budgets[key] != nil || self.hasRoomForKey(now: now) else { return true }
         return self.budgets[key, default: ByteRateBudget(rate: self.rate, burst: self.burst, now: now)].reserve(bytes, now: now)
     }
 
@@ -42,12 +36,7 @@ public struct ByteBudgetTable: Sendable {
     public mutating func settle(reserved: Int, used: Int, for key: String, now: UInt64) {
         if self.budgets[key] == nil {
             // Nothing to give back to a full bucket; only a charge is worth an entry.
-            guard used > reserved else { return }
-            if self.budgets.count >= self.maximumKeys { self.sweep(now: now) }
-            guard self.budgets.count < self.maximumKeys else {
-                self.untracked &+= 1
-                return
-            }
+            guard used > reserved, self.hasRoomForKey(now: now) else { return }
         }
         self.budgets[key, default: ByteRateBudget(rate: self.rate, burst: self.burst, now: now)].settle(reserved: reserved, used: used, now: now)
     }
@@ -55,8 +44,17 @@ public struct ByteBudgetTable: Sendable {
     /// Whether `key` may start a read at `now` (its bucket holds anything): a question that adds
     /// no entry.
     public mutating func allowsRead(for key: String, now: UInt64) -> Bool {
-        guard self.budgets[key] != nil else { return true }
-        return self.budgets[key]!.reserve(0, now: now)
+        self.budgets[key]?.reserve(0, now: now) ?? true
+    }
+
+    /// Whether a new key may have an entry: at `maximumKeys`, after a sweep; else it goes untracked.
+    private mutating func hasRoomForKey(now: UInt64) -> Bool {
+        if self.budgets.count >= self.maximumKeys { self.sweep(now: now) }
+        guard self.budgets.count < self.maximumKeys else {
+            self.untracked &+= 1
+            return false
+        }
+        return true
     }
 
     /// Forgets the keys whose buckets are full again (at most once a second).

@@ -1,11 +1,12 @@
-/// A connection's budget of bytes read from the broker on its behalf (`history`): a token bucket
-/// counted in bytes. A read reserves the most it may return before it starts (its answer's room)
-/// and is settled with what it did return, so reads sent together cannot all start on one full
-/// bucket; a read may start while the bucket holds anything at all.
+/// A client's budget of bytes read from the broker on its behalf (history answers, recoveries): a
+/// token bucket counted in bytes. A read may start while the bucket holds anything at all; it
+/// reserves a share before it starts (so that reads sent together cannot all start on one full
+/// bucket) or nothing (a read charged once done), and is settled with what it did return. The
+/// bucket may go below zero: the whole debt is refilled before the next read starts.
 ///
 /// Why: a command is cheap to send and its read can be a megabyte from a shared Redis. The command
-/// rate alone let one connection make Redis copy 100 answers' worth of history a second, which
-/// every client of every node waits behind.
+/// rate alone let one client make Redis copy 100 answers' worth of history a second, which every
+/// client of every node waits behind.
 ///
 /// A plain value with injected time (nanoseconds from any monotonic origin).
 public struct ByteRateBudget: Hashable, Sendable {

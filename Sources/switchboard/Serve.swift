@@ -251,22 +251,16 @@ struct Serve: AsyncParsableCommand {
         if let tokenSecretFile { try configuration.set("tokenSecretFile", .string(tokenSecretFile)) }
         if !allowedOrigin.isEmpty { try configuration.set("allowedOrigins", .list(allowedOrigin)) }
         if self.insecure { configuration.insecure = true }
-        if let commandsPerSecond {
-            guard commandsPerSecond >= 1, commandsPerSecond <= 1e9 else { throw ValidationError("--commands-per-second must be from 1 to 1e9") }
-            configuration.limits.commandsPerSecond = commandsPerSecond
+        // The `limits` rates and bursts: from 1 to 1e9, as in the config file.
+        func limit(_ value: Double?, _ option: String, _ field: WritableKeyPath<ClientLimits, Double>) throws {
+            guard let value else { return }
+            guard value >= 1, value <= 1e9 else { throw ValidationError("--\(option) must be from 1 to 1e9") }
+            configuration.limits[keyPath: field] = value
         }
-        if let commandBurst {
-            guard commandBurst >= 1, commandBurst <= 1e9 else { throw ValidationError("--command-burst must be from 1 to 1e9") }
-            configuration.limits.commandBurst = commandBurst
-        }
-        if let historyBytesPerSecond {
-            guard historyBytesPerSecond >= 1, historyBytesPerSecond <= 1e12 else { throw ValidationError("--history-bytes-per-second must be from 1 to 1e12") }
-            configuration.limits.historyBytesPerSecond = historyBytesPerSecond
-        }
-        if let historyBurstBytes {
-            guard historyBurstBytes >= 1, historyBurstBytes <= 1e12 else { throw ValidationError("--history-burst-bytes must be from 1 to 1e12") }
-            configuration.limits.historyBurstBytes = historyBurstBytes
-        }
+        try limit(commandsPerSecond, "commands-per-second", \.commandsPerSecond)
+        try limit(commandBurst, "command-burst", \.commandBurst)
+        try limit(historyBytesPerSecond, "history-bytes-per-second", \.historyBytesPerSecond)
+        try limit(historyBurstBytes, "history-burst-bytes", \.historyBurstBytes)
         if let drainSeconds { try configuration.set("drainSeconds", .number(Double(drainSeconds))) }
         if self.echoEndpoint { configuration.echoEndpoint = true }
         if let maxMessageSize { try configuration.set("maxMessageSize", .number(Double(maxMessageSize))) }

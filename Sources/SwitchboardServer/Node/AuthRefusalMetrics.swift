@@ -30,7 +30,8 @@ final class AuthRefusalMetrics: Sendable {
         case commandRate = "command_rate"
         /// A connection closed for too many rate refusals (3507).
         case commandRateClose = "command_rate_close"
-        /// A `history` refused for the bytes the connection's earlier reads took (111).
+        /// A history read (`history`, a recovery, a poll with positions) refused while its client
+        /// address's budget of history bytes is spent (111, 429).
         case historyRate = "history_rate"
     }
 

@@ -4,7 +4,8 @@ import SwitchboardCore
 
 /// The node's budgets of history bytes read per client address (`ByteBudgetTable`), shared by
 /// every event loop's sessions: a client cannot get a fresh budget by opening another connection,
-/// as it can a fresh command rate. Taken once per `history` command, never on the fan-out path.
+/// as it can a fresh command rate. Taken once per history read (a `history` command, a recovery,
+/// a poll with positions), never on the fan-out path.
 final class HistoryReadBudgets: Sendable {
     private let table: NIOLockedValueBox<ByteBudgetTable>
 
