@@ -322,7 +322,7 @@ final class LocalChannel {
 }
 
 /// One session's subscription to one channel.
-final class SessionSubscription {
+final class SessionSubscription: Identifiable {
     enum State {
         /// Waiting for the hub.
         case joining

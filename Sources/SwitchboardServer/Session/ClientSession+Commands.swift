@@ -99,7 +99,7 @@ extension ClientSession {
         self.fanout.removeAwaitingConnect(self)
         self.fanout.add(self, client: client)
         self.node.hub.register(client: client, user: user, loopIndex: self.fanout.index, transport: self.output.transport)
-        var subscriptions: [(SessionSubscription, since: StreamPosition?)] = []
+        var subscriptions: [SessionSubscription] = []
         // Recoveries while the address's budget of history bytes is spent: each refused with 111
         // (temporary; clients subscribe again later from the same position). A poll was refused
         // whole before it got here (429).
@@ -122,13 +122,13 @@ extension ClientSession {
                 }
                 let subscription = try self.startSubscription(
                     channel: sub.channel, since: sub.since, slot: slot, tokenGranted: granted, tokenExpiry: tokenExpiry)
-                subscriptions.append((subscription, sub.since))
+                subscriptions.append(subscription)
                 aggregate.remaining += 1
             } catch {
                 aggregate.results.append((sub.channel, .failure(error)))
             }
         }
-        for (subscription, since) in subscriptions { self.requestJoin(subscription, since: since) }
+        for subscription in subscriptions { self.requestJoin(subscription) }
         self.finishConnectIfReady()
     }
 
@@ -224,7 +224,7 @@ extension ClientSession {
             return
         }
         subscription.replyID = id
-        self.requestJoin(subscription, since: params.since)
+        self.requestJoin(subscription)
     }
 
     /// Checks permissions and limits and registers a joining subscription; `tokenExpiry`: when the
@@ -249,23 +249,65 @@ extension ClientSession {
         return subscription
     }
 
-    func requestJoin(_ subscription: SessionSubscription, since: StreamPosition?) {
+    /// Asks the hub to make `subscription`. One that recovers reads history, so it goes through the
+    /// session's `recoveryReads` window: a few such reads at the broker at once, the rest in turn.
+    func requestJoin(_ subscription: SessionSubscription) {
+        guard subscription.requestedSince != nil, case .wait = self.recoveryReads.admit(subscription) else {
+            return self.sendJoin(subscription)
+        }
+    }
+
+    private func sendJoin(_ subscription: SessionSubscription) {
         self.node.hub.join(
             JoinRequest(
                 id: subscription.id,
                 loopIndex: self.fanout.index,
                 channel: subscription.channel,
-                since: subscription.options.keepsHistory ? since : nil,
+                since: subscription.requestedSince,
                 options: subscription.options,
                 client: self.clientInfo,
-                recoveryBytes: self.answerRoom,
+                recoveryBytes: self.recoveryRoom(for: subscription),
                 historyCharge: self.budgetKey.map { HistoryReadCharge(budgets: self.node.historyReads, address: $0) }
             )
         )
     }
 
+    /// What a recovery may read: the room its reply has. A connect's recoveries share one reply
+    /// (`fitRecovery`), so each reads at most what the ones answered before it left; a poll pages,
+    /// and reads up to its whole answer's room each time.
+    private func recoveryRoom(for subscription: SessionSubscription) -> Int {
+        guard self.collector?.purpose != .poll, let aggregate = self.connectPending, aggregate.slot == subscription.replySlot else {
+            return self.answerRoom
+        }
+        return max(0, self.answerRoom - aggregate.recoveredBytes)
+    }
+
+    /// The hub answered `subscription`'s join, refused it, or the subscription ended before: if it
+    /// held a place in the recovery window, the reads waiting behind it go, in order, each checked
+    /// again (the session may have closed, the subscription ended, the address's budget run out).
+    func joinEnded(_ subscription: SessionSubscription) {
+        var next = self.recoveryReads.finished(subscription.id)
+        while let waiting = next {
+            guard !self.isClosed, self.subscriptions[waiting.channel] === waiting, case .joining = waiting.state else {
+                next = self.recoveryReads.finished(waiting.id)
+                continue
+            }
+            // A poll was admitted whole (429 before any read); anything else meets the budget per read.
+            if self.collector?.purpose != .poll, let budgetKey = self.budgetKey, !self.node.historyReads.allowsRead(for: budgetKey) {
+                self.node.metrics.auth.count(.historyRate)
+                self.fanout.removePending(waiting.id)
+                next = self.recoveryReads.finished(waiting.id)
+                self.rejectSubscription(waiting, Self.historyBudgetSpent)
+                continue
+            }
+            self.sendJoin(waiting)
+            return
+        }
+    }
+
     /// The hub made the subscription: reply (in order) and go live.
     func activate(_ subscription: SessionSubscription, _ activation: SubscriptionActivation) {
+        defer { self.joinEnded(subscription) }
         guard self.isConnected, self.subscriptions[subscription.channel] === subscription else {
             self.node.hub.leave(channel: activation.channel, id: activation.id)
             return
@@ -376,6 +418,7 @@ extension ClientSession {
     }
 
     func rejectSubscription(_ subscription: SessionSubscription, _ error: SwitchboardError) {
+        defer { self.joinEnded(subscription) }
         guard self.subscriptions[subscription.channel] === subscription else { return }
         self.subscriptions[subscription.channel] = nil
         self.liveness.setSubscriptionExpiry(subscription.channel, nil)
@@ -401,6 +444,7 @@ extension ClientSession {
         self.liveness.setSubscriptionExpiry(subscription.channel, nil)
         if case .joining = subscription.state {
             self.fanout.removePending(subscription.id)
+            defer { self.joinEnded(subscription) }
             // The hub will not answer it now: its reply slot is filled here, or every later reply
             // (and a connect waiting for it) would wait behind it for good.
             self.answerEndedJoin(subscription, answer)

@@ -67,6 +67,8 @@ final class ClientSession: ChannelInboundHandler {
     var budgetKey: String?
     /// What the connection holds under `limits.connectionsPerUser` (given back once, at its end).
     var userSlot = UserSlot()
+    /// Its recovering history reads at the broker, a few at a time (ClientSession+Commands).
+    var recoveryReads = RecoveryReadWindow<SessionSubscription>()
 
     static let parser = ClientMessage.parser(maximumDepth: 64, maximumValues: 50_000)
 

@@ -1,0 +1,193 @@
+import NIOCore
+import NIOEmbedded
+import SwitchboardBroker
+import SwitchboardBrokerTesting
+import SwitchboardCore
+@testable import SwitchboardServer
+import SwitchboardServerTesting
+import Testing
+
+/// A memory broker that answers history reads on a later loop turn (as Redis does) and records
+/// the recoveries among them: how many were at the broker at once, what each asked and read.
+final class WindowedHistoryBroker: ForwardingBroker, @unchecked Sendable {
+    private(set) var inFlight = 0
+    private(set) var mostInFlight = 0
+    /// Each recovery (a read from a position), in the order asked, with the data bytes it returned.
+    private(set) var recoveries: [(query: HistoryQuery, bytes: Int)] = []
+
+    override func history(_ query: HistoryQuery) -> EventLoopFuture<HistoryResult> {
+        guard query.sinceOffset != nil else { return super.history(query) }
+        self.inFlight += 1
+        self.mostInFlight = max(self.mostInFlight, self.inFlight)
+        let index = self.recoveries.count
+        self.recoveries.append((query, 0))
+        let promise = self.eventLoop.makePromise(of: HistoryResult.self)
+        let inner = self.inner
+        self.eventLoop.execute {
+            inner.history(query).map { result in
+                self.inFlight -= 1
+                self.recoveries[index].bytes = result.publications.reduce(0) { $0 + $1.data.readableBytes }
+                return result
+            }.cascade(to: promise)
+        }
+        return promise.futureResult
+    }
+}
+
+@Suite("RecoveryReadWindow: a session's recovering history reads, a few at a time")
+struct RecoveryReadWindowTests {
+    struct Read: Identifiable, Equatable {
+        var id: Int
+    }
+
+    @Test("up to `width` reads are issued; the rest wait and go in order as places free")
+    func admitsInOrder() {
+        var window = RecoveryReadWindow<Read>()
+        let width = RecoveryReadWindow<Read>.width
+        for i in 0..<width { #expect(window.admit(Read(id: i)) == .issue) }
+        #expect(window.admit(Read(id: 100)) == .wait)
+        #expect(window.admit(Read(id: 101)) == .wait)
+        #expect(window.inFlightCount == width && window.waitingCount == 2)
+        #expect(window.finished(2) == Read(id: 100))
+        #expect(window.finished(0) == Read(id: 101))
+        #expect(window.finished(1) == nil)
+        #expect(window.inFlightCount == width - 1 && window.waitingCount == 0)
+        #expect(window.admit(Read(id: 102)) == .issue)
+    }
+
+    @Test("a waiting read that ends takes no place; an unknown id changes nothing; every place comes back")
+    func endsWithoutLeaks() {
+        var window = RecoveryReadWindow<Read>()
+        let width = RecoveryReadWindow<Read>.width
+        for i in 0..<(width + 3) { _ = window.admit(Read(id: i)) }
+        #expect(window.finished(width + 1) == nil, "a waiting read ended: nothing is issued for it")
+        #expect(window.finished(999) == nil)
+        #expect(window.inFlightCount == width && window.waitingCount == 2)
+        #expect(window.finished(0) == Read(id: width))
+        #expect(window.finished(1) == Read(id: width + 2))
+        for id in [2, 3, width, width + 2] { #expect(window.finished(id) == nil) }
+        #expect(window.inFlightCount == 0 && window.waitingCount == 0)
+    }
+
+    // MARK: the session
+
+    /// `count` channels `r0`... with `perChannel` publications of `size` bytes each; their epochs.
+    static func node(
+        channels count: Int, perChannel: Int, size: Int, configure: (inout ServerConfiguration) -> Void = { _ in }
+    ) throws -> (EmbeddedNode<WindowedHistoryBroker>, [String]) {
+        var configuration = ServerConfiguration()
+        configure(&configuration)
+        let node = try EmbeddedNode(configuration: configuration, makeBroker: { WindowedHistoryBroker(eventLoop: $0) })
+        var epochs: [String] = []
+        for c in 0..<count {
+            for _ in 0..<perChannel {
+                // A JSON string of `size` bytes.
+                let data = ByteBuffer(string: "\"" + String(repeating: "x", count: size - 2) + "\"")
+                _ = node.broker.inner.publish(PublishRequest(channel: "r\(c)", data: data, historySize: 100, historyTTL: 60))
+            }
+            node.loop.run()
+            epochs.append(try node.broker.inner.history(HistoryQuery(channel: "r\(c)", limit: 0)).wait().position.epoch)
+        }
+        return (node, epochs)
+    }
+
+    static func subs(_ epochs: [String], _ range: Range<Int>) -> String {
+        range.map { #""r\#($0)":{"offset":0,"epoch":"\#(epochs[$0])"}"# }.joined(separator: ",")
+    }
+
+    @Test("a connect recovering 20 channels has at most `width` reads at the broker at once, and recovers all 20")
+    func connectReadsAFewAtATime() throws {
+        let (node, epochs) = try Self.node(channels: 20, perChannel: 3, size: 100)
+        let session = try node.session()
+        try session.send(#"{"id":1,"connect":{"subs":{\#(Self.subs(epochs, 0..<20))}}}"#)
+        let reply = try #require(try session.messages().first { $0["id"]?.intValue == 1 })
+        for c in 0..<20 {
+            #expect(reply["result"]?["subs"]?["r\(c)"]?["recovered"] == .bool(true), "r\(c): \(reply)")
+            #expect(reply["result"]?["subs"]?["r\(c)"]?["publications"]?.arrayValue?.count == 3, "r\(c)")
+        }
+        #expect(node.broker.recoveries.count == 20)
+        #expect(node.broker.mostInFlight == RecoveryReadWindow<SessionSubscription>.width)
+    }
+
+    @Test("a connect's later recoveries read only the room its reply has left, not the whole room each")
+    func connectReadsWithinTheRoomLeft() throws {
+        // The reply's room is 20,000 bytes; each channel's recovery takes 15,000 and more.
+        let (node, epochs) = try Self.node(channels: 8, perChannel: 3, size: 5_000) { $0.outboundLimit = 40_000 }
+        let session = try node.session()
+        try session.send(#"{"id":1,"connect":{"subs":{\#(Self.subs(epochs, 0..<8))}}}"#)
+        let reply = try #require(try session.messages().first { $0["id"]?.intValue == 1 })
+        let recovered = (0..<8).filter { reply["result"]?["subs"]?["r\($0)"]?["recovered"] == .bool(true) }
+        #expect(recovered == [0], "\(reply)")
+        let width = RecoveryReadWindow<SessionSubscription>.width
+        let reads = node.broker.recoveries
+        #expect(reads.count == 8)
+        // The first `width` went out together, each with the whole room; the rest after the first
+        // answer took its share, each with what was left: too little for one publication.
+        #expect(reads.prefix(width).allSatisfy { $0.query.maximumBytes == 20_000 }, "\(reads.map(\.query.maximumBytes))")
+        #expect(reads.dropFirst(width).allSatisfy { ($0.query.maximumBytes ?? .max) < 5_096 && $0.bytes == 0 }, "\(reads.map(\.query.maximumBytes))")
+    }
+
+    @Test("each waiting recovery meets the address's history budget when its turn comes: spent, it is 111 and reads nothing")
+    func waitingRecoveriesMeetTheBudget() throws {
+        // Each recovery reads 100,000 bytes; the burst is 250,000. The first `width` reads are
+        // already out when the budget runs dry; the ones behind them are refused, unread.
+        let (node, epochs) = try Self.node(channels: 8, perChannel: 10, size: 10_000) {
+            $0.limits.historyBytesPerSecond = 0.001
+            $0.limits.historyBurstBytes = 250_000
+        }
+        let session = try node.session()
+        try session.send(#"{"id":1,"connect":{"subs":{\#(Self.subs(epochs, 0..<8))}}}"#)
+        let reply = try #require(try session.messages().first { $0["id"]?.intValue == 1 })
+        let width = RecoveryReadWindow<SessionSubscription>.width
+        for c in 0..<width {
+            #expect(reply["result"]?["subs"]?["r\(c)"]?["recovered"] == .bool(true), "r\(c): \(reply)")
+        }
+        for c in width..<8 {
+            #expect(reply["result"]?["subs"]?["r\(c)"]?["error"]?["code"]?.intValue == 111, "r\(c): \(reply)")
+        }
+        #expect(node.broker.recoveries.count == width)
+    }
+
+    @Test("subscriptions ended while their reads wait or are in flight give their places back: later recoveries still go")
+    func endedRecoveriesFreeTheirPlaces() throws {
+        let (node, epochs) = try Self.node(channels: 12, perChannel: 2, size: 100)
+        let session = try node.session()
+        try session.send(#"{"id":1,"connect":{}}"#)
+        _ = try session.messages()
+        // Six recovering subscribes and, in the same frame, the unsubscribe of each: the last two
+        // (first) while they wait, then the first four with their reads in flight.
+        var frame: [String] = []
+        for c in 0..<6 {
+            frame.append(#"{"id":\#(10 + c),"subscribe":{"channel":"r\#(c)","since":{"offset":0,"epoch":"\#(epochs[c])"}}}"#)
+        }
+        for c in [5, 4, 0, 1, 2, 3] { frame.append(#"{"id":\#(20 + c),"unsubscribe":{"channel":"r\#(c)"}}"#) }
+        try session.send(frame.joined(separator: "\n"))
+        let first = try session.messages()
+        #expect((10..<16).allSatisfy { id in first.contains { $0["id"]?.intValue == id && $0["error"] != nil } }, "\(first)")
+        let width = RecoveryReadWindow<SessionSubscription>.width
+        #expect(node.broker.recoveries.count == width, "the waiting ones never read")
+        // Six more: every place is free again, so all six recover.
+        frame = (6..<12).map { c in #"{"id":\#(30 + c),"subscribe":{"channel":"r\#(c)","since":{"offset":0,"epoch":"\#(epochs[c])"}}}"# }
+        try session.send(frame.joined(separator: "\n"))
+        let second = try session.messages()
+        for c in 6..<12 {
+            let answer = second.first { $0["id"]?.intValue == 30 + c }
+            #expect(answer?["result"]?["recovered"] == .bool(true), "r\(c): \(second)")
+        }
+    }
+
+    @Test("a session that closes with recoveries waiting issues none of them")
+    func closedSessionIssuesNoWaitingRead() throws {
+        let (node, epochs) = try Self.node(channels: 10, perChannel: 2, size: 100)
+        let channel = try node.openWebSocket()
+        let session = TestSession(channel: channel, loop: node.loop)
+        try session.send(#"{"id":1,"connect":{}}"#)
+        _ = try session.messages()
+        let frame = (0..<10).map { c in #"{"id":\#(10 + c),"subscribe":{"channel":"r\#(c)","since":{"offset":0,"epoch":"\#(epochs[c])"}}}"# }
+        // Sent without running the loop: the reads in flight are not answered before the close.
+        try channel.writeInbound(ByteBuffer(bytes: TestFrames.text(frame.joined(separator: "\n"))))
+        _ = try? channel.finish(acceptAlreadyClosed: true)
+        node.loop.run()
+        #expect(node.broker.recoveries.count <= RecoveryReadWindow<SessionSubscription>.width)
+    }
+}
