@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOEmbedded
 import SwitchboardBroker
@@ -189,5 +190,47 @@ struct RecoveryReadWindowTests {
         _ = try? channel.finish(acceptAlreadyClosed: true)
         node.loop.run()
         #expect(node.broker.recoveries.count <= RecoveryReadWindow<SessionSubscription>.width)
+    }
+
+    @Test("a poll's later recoveries read only the room its answer has left; the channels that get none go on from their positions, nothing lost, none twice")
+    func pollReadsWithinTheRoomLeftAndPages() throws {
+        // The answer's room is about 20,000 bytes; each channel has 3 publications of 5,000.
+        let (node, epochs) = try Self.node(channels: 8, perChannel: 3, size: 5_000) { $0.outboundLimit = 20_000 }
+        var positions: [String: (offset: Int, epoch: String)] = [:]
+        for c in 0..<8 { positions["r\(c)"] = (0, epochs[c]) }
+        var received: [String: [Int]] = [:]
+        var first = true
+        for _ in 0..<20 where positions.values.contains(where: { $0.offset < 3 }) {
+            let subs = positions.map { #""\#($0.key)":{"offset":\#($0.value.offset),"epoch":"\#($0.value.epoch)"}"# }.joined(separator: ",")
+            let body = #"{"subs":{\#(subs)},"timeout":0}"#
+            let channel = try node.openHTTP()
+            try channel.writeInbound(ByteBuffer(string:
+                "POST /poll HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"))
+            node.loop.run()
+            let answer = String(decoding: channel.readAllOutbound(), as: UTF8.self)
+            _ = try? channel.finish(acceptAlreadyClosed: true)
+            #expect(answer.hasPrefix("HTTP/1.1 200"), "\(answer.prefix(200))")
+            let json = try #require(answer.range(of: "\r\n\r\n").map { String(answer[$0.upperBound...]) })
+            let items = try #require(try JSONParser().parse(Array(json.utf8)).arrayValue)
+            for item in items {
+                let name = try #require(item["channel"]?.stringValue)
+                #expect(item["error"] == nil && item["position"]?["recovered"] == nil, "\(item)")
+                if let offset = item["pub"]?["offset"]?.intValue {
+                    #expect(offset == positions[name]!.offset + 1, "\(name): \(offset) after \(positions[name]!.offset)")
+                    received[name, default: []].append(offset)
+                    positions[name]!.offset = offset
+                } else if let offset = item["position"]?["offset"]?.intValue {
+                    positions[name]!.offset = offset
+                }
+            }
+            if first {
+                first = false
+                let width = RecoveryReadWindow<SessionSubscription>.width
+                let reads = node.broker.recoveries
+                #expect(reads.count == 8)
+                #expect(reads.dropFirst(width).allSatisfy { ($0.query.maximumBytes ?? .max) < 5_096 && $0.bytes == 0 }, "\(reads.map(\.query.maximumBytes))")
+            }
+        }
+        for c in 0..<8 { #expect(received["r\(c)"] == [1, 2, 3], "r\(c): \(received["r\(c)"] ?? [])") }
     }
 }

@@ -258,6 +258,10 @@ final class HubShard: @unchecked Sendable {
                     activation.recovered = true
                     activation.publications = history.publications
                     activation.truncated = true
+                } else if prefix.recovered == true {
+                    // Stopped before its first publication (the room left was smaller): not
+                    // recovered, but the session may know that a later read with more room would be.
+                    activation.truncated = true
                 }
             }
             let following = Set(plan.following)

@@ -258,6 +258,7 @@ extension ClientSession {
     }
 
     private func sendJoin(_ subscription: SessionSubscription) {
+        subscription.recoveryRoom = self.recoveryRoom(for: subscription)
         self.node.hub.join(
             JoinRequest(
                 id: subscription.id,
@@ -266,19 +267,16 @@ extension ClientSession {
                 since: subscription.requestedSince,
                 options: subscription.options,
                 client: self.clientInfo,
-                recoveryBytes: self.recoveryRoom(for: subscription),
+                recoveryBytes: subscription.recoveryRoom,
                 historyCharge: self.budgetKey.map { HistoryReadCharge(budgets: self.node.historyReads, address: $0) }
             )
         )
     }
 
-    /// What a recovery may read: the room its reply has. A connect's recoveries share one reply
-    /// (`fitRecovery`), so each reads at most what the ones answered before it left; a poll pages,
-    /// and reads up to its whole answer's room each time.
+    /// What a recovery may read: the room its reply has. The recoveries of a connect (or a poll)
+    /// share one reply (`fitRecovery`), so each reads at most what those answered before it left.
     private func recoveryRoom(for subscription: SessionSubscription) -> Int {
-        guard self.collector?.purpose != .poll, let aggregate = self.connectPending, aggregate.slot == subscription.replySlot else {
-            return self.answerRoom
-        }
+        guard let aggregate = self.connectPending, aggregate.slot == subscription.replySlot else { return self.answerRoom }
         return max(0, self.answerRoom - aggregate.recoveredBytes)
     }
 
@@ -318,6 +316,13 @@ extension ClientSession {
                 // The poll answers with what was read and goes on from its last one next time: what
                 // arrived live since is past a hole, and nothing more joins this answer.
                 activation.following = []
+                if activation.publications.isEmpty {
+                    // Not even the first fitted. In what the answer's earlier recoveries left: none
+                    // this time, the next poll goes on from the same position (the answer carries
+                    // none for it). In the whole answer: it never will, so not recovered.
+                    activation.recovered = subscription.recoveryRoom < self.answerRoom
+                    activation.truncated = activation.recovered == true
+                }
             } else {
                 activation.recovered = false
                 activation.publications = []
@@ -358,10 +363,16 @@ extension ClientSession {
     /// been built in memory first and then cut the connection as a slow consumer.
     ///
     /// A poll is the exception: it pages (as many publications as fit its answer, then the position of
-    /// the last one, and the next poll goes on from there), so it loses nothing by taking them all.
+    /// the last one, and the next poll goes on from there), so it loses nothing by taking them all;
+    /// they are counted all the same, for the room its later recoveries read (`recoveryRoom`).
     func fitRecovery(_ activation: inout SubscriptionActivation, for subscription: SessionSubscription) {
-        guard activation.recovered == true, !activation.publications.isEmpty, self.collector?.purpose != .poll else { return }
+        guard activation.recovered == true, !activation.publications.isEmpty else { return }
         let aggregate = self.connectPending.flatMap { $0.slot == subscription.replySlot ? $0 : nil }
+        if self.collector?.purpose == .poll {
+            // Taken whole (the answer pages), and counted, so that later reads take only what is left.
+            aggregate?.recoveredBytes += activation.publications.reduce(0) { $0 &+ HistoryQuery.bytes(ofData: $1.data.readableBytes) }
+            return
+        }
         let room = self.answerRoom - (aggregate?.recoveredBytes ?? 0)
         var bytes = 0
         var lastInfo: (info: ClientInfo, bytes: Int)?
