@@ -149,7 +149,7 @@ struct RecoveryReadWindowTests {
         #expect(node.broker.recoveries.count == width)
     }
 
-    @Test("subscriptions ended while their reads wait or are in flight give their places back: later recoveries still go")
+    @Test("subscriptions ended while their reads wait or are in flight give their places back (the latter once answered): later recoveries still go")
     func endedRecoveriesFreeTheirPlaces() throws {
         let (node, epochs) = try Self.node(channels: 12, perChannel: 2, size: 100)
         let session = try node.session()
@@ -175,6 +175,40 @@ struct RecoveryReadWindowTests {
             let answer = second.first { $0["id"]?.intValue == 30 + c }
             #expect(answer?["result"]?["recovered"] == .bool(true), "r\(c): \(second)")
         }
+    }
+
+    @Test("subscribe + unsubscribe pairs cannot have more than `width` reads at the broker: an ended read keeps its place until the hub answers it")
+    func endedReadsKeepTheirPlacesUntilAnswered() throws {
+        let (node, epochs) = try Self.node(channels: 22, perChannel: 2, size: 100)
+        let session = try node.session()
+        try session.send(#"{"id":1,"connect":{}}"#)
+        _ = try session.messages()
+        var frame: [String] = []
+        for c in 0..<16 {
+            frame.append(#"{"id":\#(10 + c),"subscribe":{"channel":"r\#(c)","since":{"offset":0,"epoch":"\#(epochs[c])"}}}"#)
+            frame.append(#"{"id":\#(100 + c),"unsubscribe":{"channel":"r\#(c)"}}"#)
+        }
+        try session.send(frame.joined(separator: "\n"))
+        let replies = try session.messages()
+        #expect((10..<26).allSatisfy { id in replies.contains { $0["id"]?.intValue == id && $0["error"] != nil } }, "\(replies)")
+        let width = RecoveryReadWindow<SessionSubscription>.width
+        #expect(node.broker.mostInFlight == width)
+        // Answered, the ended reads gave their places back: six more all recover.
+        frame = (16..<22).map { c in #"{"id":\#(30 + c),"subscribe":{"channel":"r\#(c)","since":{"offset":0,"epoch":"\#(epochs[c])"}}}"# }
+        try session.send(frame.joined(separator: "\n"))
+        let second = try session.messages()
+        for c in 16..<22 {
+            #expect(second.first { $0["id"]?.intValue == 30 + c }?["result"]?["recovered"] == .bool(true), "r\(c): \(second)")
+        }
+        #expect(node.broker.mostInFlight == width)
+        // A session closing with ended reads still out leaves the hub for them at once.
+        frame = (0..<2).flatMap { c in [
+            #"{"id":\#(60 + c),"subscribe":{"channel":"r\#(c)","since":{"offset":0,"epoch":"\#(epochs[c])"}}}"#,
+            #"{"id":\#(70 + c),"unsubscribe":{"channel":"r\#(c)"}}"#,
+        ] }
+        try session.channel.writeInbound(ByteBuffer(bytes: TestFrames.text(frame.joined(separator: "\n"))))
+        _ = try? session.channel.finish(acceptAlreadyClosed: true)
+        node.loop.run()
     }
 
     @Test("a session that closes with recoveries waiting issues none of them")

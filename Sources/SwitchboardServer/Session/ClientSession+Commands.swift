@@ -284,6 +284,7 @@ extension ClientSession {
     /// held a place in the recovery window, the reads waiting behind it go, in order, each checked
     /// again (the session may have closed, the subscription ended, the address's budget run out).
     func joinEnded(_ subscription: SessionSubscription) {
+        if !self.leavingRecoveries.isEmpty { self.leavingRecoveries.removeAll { $0 === subscription } }
         var next = self.recoveryReads.finished(subscription.id)
         while let waiting = next {
             guard !self.isClosed, self.subscriptions[waiting.channel] === waiting, case .joining = waiting.state else {
@@ -454,10 +455,19 @@ extension ClientSession {
     func endSubscription(_ subscription: SessionSubscription, answer: SwitchboardError = endedBeforeMade) {
         self.liveness.setSubscriptionExpiry(subscription.channel, nil)
         if case .joining = subscription.state {
+            // Its reply slot is filled here, or every later reply (and a connect waiting for it)
+            // would wait behind it for good.
+            if !self.isClosed, self.recoveryReads.isInFlight(subscription.id) {
+                // Its read is at the broker and holds memory until it returns: the place it takes
+                // stays taken until the hub answers (`activate` or `rejectSubscription` then sees it
+                // gone, leaves the hub and frees the place). Else subscribe + unsubscribe pairs
+                // would have any number of reads in flight.
+                self.leavingRecoveries.append(subscription)
+                self.answerEndedJoin(subscription, answer)
+                return
+            }
             self.fanout.removePending(subscription.id)
             defer { self.joinEnded(subscription) }
-            // The hub will not answer it now: its reply slot is filled here, or every later reply
-            // (and a connect waiting for it) would wait behind it for good.
             self.answerEndedJoin(subscription, answer)
         } else {
             self.fanout.removeLive(subscription)

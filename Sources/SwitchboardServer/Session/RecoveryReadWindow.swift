@@ -30,6 +30,9 @@ struct RecoveryReadWindow<Element: Identifiable> {
     init() {}
 
     var inFlightCount: Int { self.inFlight.count }
+
+    /// Whether `id`'s read was issued and has not ended.
+    func isInFlight(_ id: Element.ID) -> Bool { self.inFlight.contains(id) }
     var waitingCount: Int { self.waiting.count }
 
     /// A read to make: issued now when the window has room, else held in order.
