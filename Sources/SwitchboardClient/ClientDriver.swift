@@ -17,8 +17,6 @@ final class ClientDriver {
         /// channel, after an unsubscribe, does not take its answer). Removed at its deadline, so a
         /// late answer finds nothing here.
         case subscribe(channel: String, serial: UInt64)
-        /// An `unsubscribe` (its answer changes nothing) or a ping answer.
-        case ignored
         /// A new connection token.
         case refresh
         /// A new subscription token for the table's entry `serial` of `channel`.
@@ -176,7 +174,7 @@ final class ClientDriver {
                 poller.restartPoll()  // the next poll leaves it out
                 return
             }
-            self.send(.unsubscribe(channel: channel), as: .ignored)
+            self.send(.unsubscribe(channel: channel), as: nil)
             self.connection?.flush()
         }
     }
@@ -409,14 +407,17 @@ final class ClientDriver {
 
     // MARK: sending
 
+    /// Sends `command` with the next id; `kind` says what its answer is for, nil when nothing
+    /// waits for it (an `unsubscribe`, a ping): such answers are not tracked, so a node that never
+    /// sends them cannot grow `inFlight` (an entry per unanswered command, for the connection's life).
     @discardableResult
-    private func send(_ command: OutgoingCommand, as kind: InFlight) -> UInt64? {
+    private func send(_ command: OutgoingCommand, as kind: InFlight?) -> UInt64? {
         guard let connection = self.connection else { return nil }
         let id = self.nextID
         self.nextID = self.nextID >= UInt64(UInt32.max) ? 1 : self.nextID + 1
         var buffer = connection.allocator.buffer(capacity: 128)
         command.write(id: id, into: &buffer)
-        self.inFlight[id] = kind
+        if let kind { self.inFlight[id] = kind }
         connection.send(buffer)
         return id
     }
@@ -488,7 +489,7 @@ final class ClientDriver {
             "no answer to a subscribe in time; unsubscribing and subscribing again",
             metadata: ["channel": "\(channel)", "retries": "\(retries)"])
         self.inFlight[id] = nil
-        self.send(.unsubscribe(channel: channel), as: .ignored)
+        self.send(.unsubscribe(channel: channel), as: nil)
         self.connection?.flush()
         self.subscribeAgain(channel, retries: retries, pausingPolls: false)
     }
@@ -645,8 +646,6 @@ final class ClientDriver {
             case .failure(let error):
                 self.subscriptionRefused(channel, error)
             }
-        case .ignored:
-            break
         case .refresh:
             switch result {
             case .success(let object):
@@ -691,7 +690,7 @@ final class ClientDriver {
             } else if member.value.objectValue?["error"] == nil {
                 // Unsubscribed while the connect was out (or unsubscribed and followed again): the
                 // node subscribed it with the connect; it goes (before any new subscribe of it).
-                self.send(.unsubscribe(channel: member.key), as: .ignored)
+                self.send(.unsubscribe(channel: member.key), as: nil)
             }
         }
         for channel in Array(self.subscriptions.channels) where self.subscriptions.entry(channel)?.phase == .subscribing {
@@ -771,7 +770,7 @@ final class ClientDriver {
             poller.restartPoll()
             return
         }
-        self.send(.unsubscribe(channel: channel), as: .ignored)
+        self.send(.unsubscribe(channel: channel), as: nil)
         self.sendSubscribe(channel)
     }
 
@@ -886,7 +885,7 @@ final class ClientDriver {
             }
             if let pingAfter, now - self.lastReceived > pingAfter, self.lastClientPing < self.lastReceived {
                 self.lastClientPing = now
-                self.send(.ping, as: .ignored)
+                self.send(.ping, as: nil)
                 self.connection?.flush()
             }
             self.scheduleLivenessCheck(limit: limit, pingAfter: pingAfter, generation: generation)

@@ -77,6 +77,11 @@ public final class SwitchboardClient: Sendable {
         }
     }
 
+    /// Answers the client is waiting for on its connection (tests: bounded whatever the node does).
+    var answersAwaited: Int {
+        get async { (try? await self.eventLoop.submit { self.driver.value.inFlight.count }.get()) ?? 0 }
+    }
+
     // MARK: subscriptions
 
     /// Subscribes to `channel` (now, or when connected). `since`: a position this program saved

@@ -60,6 +60,26 @@ struct ClientScriptedNodeTests {
         await node.stop()
     }
 
+    @Test("a node that never answers unsubscribes cannot grow what the client waits for: nothing waits for an unsubscribe's answer")
+    func unansweredUnsubscribes() async throws {
+        let node = try await ScriptedNode { command in
+            command.method == "unsubscribe" ? [] : nil  // its answer is lost; everything else answered
+        }
+        let client = try ClientLoopbackTests.client(port: node.port)
+        client.connect()
+        try await client.connected()
+        for i in 0..<50 {
+            _ = try await client.subscribe("c\(i)")
+            await client.unsubscribe("c\(i)")
+        }
+        // A request after them all is answered in order: every unsubscribe has gone out by then.
+        _ = try await client.publish("c0", json: #""x""#)
+        #expect(node.commands.filter { $0.method == "unsubscribe" }.count == 50)
+        #expect(await client.answersAwaited == 0)
+        await client.close()
+        await node.stop()
+    }
+
     @Test("a node that takes each subscribe and removes it again at once (2500) is not asked in a loop: the first removal subscribes again at once, the next ones after a growing delay")
     func repeatedInsufficientState() async throws {
         let node = try await ScriptedNode { command in
