@@ -91,9 +91,9 @@ struct SubscriptionActivation: Sendable {
     var publications: [Publication]
     /// Live publications that arrived while the subscription was being made; sent right after the reply.
     var following: [(offset: UInt64, message: OutboundMessage)]
-    /// `publications` are only the first of those missed (none, when not even the first fitted;
-    /// `recovered` is then false): the rest did not fit the request's `recoveryBytes`. A poll pages
-    /// on from the last of them; any other reply is not recovered.
+    /// `publications` are only the first of those missed: the rest did not fit the request's
+    /// `recoveryBytes` (or, in a poll, the room its earlier recoveries left). A poll pages on from
+    /// the last of them; any other reply is not recovered.
     var truncated = false
 }
 

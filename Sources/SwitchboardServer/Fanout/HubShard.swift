@@ -228,6 +228,13 @@ final class HubShard: @unchecked Sendable {
 
     func finishJoin(_ request: JoinRequest, history: HistoryResult?) {
         guard let channel = self.channels[request.channel], let join = channel.joins[request.id] else { return }
+        if join.left {
+            // Left while its read was out: nothing is joined; the answer tells the session the read is over.
+            channel.endJoin(request.id)
+            self.enqueue(.reject(request.id, ClientSession.endedBeforeMade), loop: request.loopIndex)
+            self.dropIfUnused(request.channel)
+            return
+        }
         let buffered = channel.buffer[join.bufferStart...]
         let settled = history.map { Self.liveFollows(buffered, top: $0.position) && join.read == .current } ?? true
         if !settled && join.reads < Self.maximumJoinReads {
@@ -257,10 +264,6 @@ final class HubShard: @unchecked Sendable {
                 if prefix.recovered == true, !history.publications.isEmpty {
                     activation.recovered = true
                     activation.publications = history.publications
-                    activation.truncated = true
-                } else if prefix.recovered == true {
-                    // Stopped before its first publication (the room left was smaller): not
-                    // recovered, but the session may know that a later read with more room would be.
                     activation.truncated = true
                 }
             }
@@ -367,9 +370,18 @@ final class HubShard: @unchecked Sendable {
     /// A session left a channel (unsubscribe, disconnect, or an activation that found the session gone).
     func leave(channel name: String, id: SubscriptionID) {
         guard let channel = self.channels[name] else { return }
-        if channel.joins[id] != nil {
+        if var join = channel.joins[id] {
+            // Every join is answered, a left one too (`.reject`, which finds no subscriber): a
+            // session counts its recovering reads until the hub says each is over.
+            if join.reads > 0 {
+                // Its history read is at the broker: answered when the read returns, not joined.
+                join.left = true
+                channel.joins[id] = join
+                return
+            }
             // Live publications are kept only for joins in progress.
             channel.endJoin(id)
+            self.enqueue(.reject(id, ClientSession.endedBeforeMade), loop: join.request.loopIndex)
             self.dropIfUnused(name)
             return
         }

@@ -355,8 +355,6 @@ final class SessionSubscription: Identifiable {
     var epoch: String?
     /// The position the client asked to resume from (kept for the SSE resume id until the hub answers).
     var requestedSince: StreamPosition?
-    /// The bytes its recovery read was given (`JoinRequest.recoveryBytes`).
-    var recoveryRoom = 0
     /// While the reply and held messages are being written: the offset the client has been sent so
     /// far (for the SSE resume id, which must never be ahead of what the client was sent).
     var writtenOffset: UInt64?

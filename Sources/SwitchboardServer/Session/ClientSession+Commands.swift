@@ -258,7 +258,6 @@ extension ClientSession {
     }
 
     private func sendJoin(_ subscription: SessionSubscription) {
-        subscription.recoveryRoom = self.recoveryRoom(for: subscription)
         self.node.hub.join(
             JoinRequest(
                 id: subscription.id,
@@ -267,16 +266,21 @@ extension ClientSession {
                 since: subscription.requestedSince,
                 options: subscription.options,
                 client: self.clientInfo,
-                recoveryBytes: subscription.recoveryRoom,
+                recoveryBytes: self.recoveryRoom(for: subscription),
                 historyCharge: self.budgetKey.map { HistoryReadCharge(budgets: self.node.historyReads, address: $0) }
             )
         )
     }
 
-    /// What a recovery may read: the room its reply has. The recoveries of a connect (or a poll)
-    /// share one reply (`fitRecovery`), so each reads at most what those answered before it left.
+    /// What a recovery may read: the room its reply has. The recoveries of a connect share one
+    /// reply (`fitRecovery`), so each reads at most what those answered before it left. A poll's
+    /// read the whole answer's room each: one stopped before its first publication by less room
+    /// could not tell a publication too large for any answer (lost: `recovered: false`) from one
+    /// that will fit the next poll; what does not fit what is left is dropped as it comes instead.
     private func recoveryRoom(for subscription: SessionSubscription) -> Int {
-        guard let aggregate = self.connectPending, aggregate.slot == subscription.replySlot else { return self.answerRoom }
+        guard self.collector?.purpose != .poll, let aggregate = self.connectPending, aggregate.slot == subscription.replySlot else {
+            return self.answerRoom
+        }
         return max(0, self.answerRoom - aggregate.recoveredBytes)
     }
 
@@ -317,13 +321,6 @@ extension ClientSession {
                 // The poll answers with what was read and goes on from its last one next time: what
                 // arrived live since is past a hole, and nothing more joins this answer.
                 activation.following = []
-                if activation.publications.isEmpty {
-                    // Not even the first fitted. In what the answer's earlier recoveries left: none
-                    // this time, the next poll goes on from the same position (the answer carries
-                    // none for it). In the whole answer: it never will, so not recovered.
-                    activation.recovered = subscription.recoveryRoom < self.answerRoom
-                    activation.truncated = activation.recovered == true
-                }
             } else {
                 activation.recovered = false
                 activation.publications = []
@@ -370,8 +367,17 @@ extension ClientSession {
         guard activation.recovered == true, !activation.publications.isEmpty else { return }
         let aggregate = self.connectPending.flatMap { $0.slot == subscription.replySlot ? $0 : nil }
         if self.collector?.purpose == .poll {
-            // Taken whole (the answer pages), and counted, so that later reads take only what is left.
-            aggregate?.recoveredBytes += activation.publications.reduce(0) { $0 &+ HistoryQuery.bytes(ofData: $1.data.readableBytes) }
+            // The answer pages: it takes what fits the room its earlier recoveries left, and the next
+            // poll goes on from the last of them. The rest is dropped now, not held until every
+            // recovery of the poll is in (a poll of 128 channels held 128 answers' worth).
+            let room = max(0, self.answerRoom - (aggregate?.recoveredBytes ?? 0))
+            let (kept, bytes) = Self.pollPrefix(activation.publications, room: room)
+            if kept < activation.publications.count {
+                activation.publications.removeSubrange(kept...)
+                activation.truncated = true
+                activation.following = []  // after a hole now
+            }
+            aggregate?.recoveredBytes += bytes
             return
         }
         let room = self.answerRoom - (aggregate?.recoveredBytes ?? 0)
@@ -396,6 +402,18 @@ extension ClientSession {
             }
         }
         aggregate?.recoveredBytes += bytes
+    }
+
+    /// How many of a poll recovery's `publications` (oldest first) fit `room`, counted as the broker's
+    /// bounded read counts them, and the bytes they take.
+    static func pollPrefix(_ publications: [Publication], room: Int) -> (count: Int, bytes: Int) {
+        var bytes = 0
+        for (index, publication) in publications.enumerated() {
+            let next = bytes &+ HistoryQuery.bytes(ofData: publication.data.readableBytes)
+            if next > room { return (index, bytes) }
+            bytes = next
+        }
+        return (publications.count, bytes)
     }
 
     /// About what a publication's client info takes in a reply: its fields and its `info` JSON.
@@ -455,20 +473,20 @@ extension ClientSession {
     func endSubscription(_ subscription: SessionSubscription, answer: SwitchboardError = endedBeforeMade) {
         self.liveness.setSubscriptionExpiry(subscription.channel, nil)
         if case .joining = subscription.state {
+            // Its read is at the broker and holds memory until it returns: its place in the window
+            // stays taken until the hub answers the join (it answers a left one too, with a refusal
+            // that `rejectSubscription` finds gone, freeing the place). Else subscribe + unsubscribe
+            // pairs would have any number of reads in flight.
+            let readOut = !self.isClosed && self.recoveryReads.isInFlight(subscription.id)
+            if readOut {
+                self.leavingRecoveries.append(subscription)
+            } else {
+                self.fanout.removePending(subscription.id)
+            }
             // Its reply slot is filled here, or every later reply (and a connect waiting for it)
             // would wait behind it for good.
-            if !self.isClosed, self.recoveryReads.isInFlight(subscription.id) {
-                // Its read is at the broker and holds memory until it returns: the place it takes
-                // stays taken until the hub answers (`activate` or `rejectSubscription` then sees it
-                // gone, leaves the hub and frees the place). Else subscribe + unsubscribe pairs
-                // would have any number of reads in flight.
-                self.leavingRecoveries.append(subscription)
-                self.answerEndedJoin(subscription, answer)
-                return
-            }
-            self.fanout.removePending(subscription.id)
-            defer { self.joinEnded(subscription) }
             self.answerEndedJoin(subscription, answer)
+            if !readOut { self.joinEnded(subscription) }
         } else {
             self.fanout.removeLive(subscription)
         }

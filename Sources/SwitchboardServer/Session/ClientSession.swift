@@ -70,7 +70,7 @@ final class ClientSession: ChannelInboundHandler {
     /// Its recovering history reads at the broker, a few at a time (ClientSession+Commands).
     var recoveryReads = RecoveryReadWindow<SessionSubscription>()
     /// Subscriptions ended while their recovery read was at the broker: each keeps its place in
-    /// `recoveryReads` (and its join at the hub) until the hub answers, then leaves.
+    /// `recoveryReads` until the hub answers its (left) join.
     var leavingRecoveries: [SessionSubscription] = []
 
     static let parser = ClientMessage.parser(maximumDepth: 64, maximumValues: 50_000)
@@ -471,12 +471,9 @@ final class ClientSession: ChannelInboundHandler {
         if release.broker { self.node.releaseUserInBroker(self.userSlot.user, connection: self.userSlot.connection) }
         for subscription in self.subscriptions.values { self.endSubscription(subscription) }
         self.subscriptions.removeAll()
-        for subscription in self.leavingRecoveries {
-            // Nothing waits for their answers now: they leave at once (a pending entry must not
-            // outlive the session it points to).
-            self.fanout.removePending(subscription.id)
-            self.node.hub.leave(channel: subscription.channel, id: subscription.id)
-        }
+        // Nothing waits for their answers now (they left the hub already): a pending entry must not
+        // outlive the session it points to.
+        for subscription in self.leavingRecoveries { self.fanout.removePending(subscription.id) }
         self.leavingRecoveries = []
         self.replies.removeAll()
         if let client {
