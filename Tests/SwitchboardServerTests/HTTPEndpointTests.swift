@@ -118,6 +118,32 @@ struct HTTPEndpointTests {
         #expect(reply["error"]?["code"]?.intValue == 111, "\(reply)")
     }
 
+    @Test("presence reads draw on the address's budget of bytes read too: a presenceStats that reads a big table is charged for it, and once spent presence and history get 111")
+    func presenceReadsChargeTheBudget() throws {
+        let node = try Self.budgetedNode(burst: 50_000)
+        // 300 entries of about 100 bytes each as a presence read counts them: ~30,000 bytes a read.
+        let clients = (0..<300).map { ClientInfo(client: "client-\($0)-" + String(repeating: "c", count: 20), user: "user-\($0)") }
+        _ = node.broker.addPresence(channel: "p", clients: clients, ttl: 60)
+        node.loop.run()
+        let perRead = ClientSession.presenceReadBytes(clients)
+        #expect(perRead > 25_000 && perRead < 50_000)
+        let session = try node.session()
+        try session.send(#"{"id":1,"connect":{}}"#)
+        _ = try session.messages()
+        var answers: [JSONValue] = []
+        for id in 2...4 {
+            try session.send(#"{"id":\#(id),"presenceStats":{"channel":"p"}}"#)
+            answers += try session.messages()
+        }
+        let byID = { (id: Int) in answers.first { $0["id"]?.intValue == id } }
+        #expect(byID(2)?["result"]?["clients"]?.intValue == 300, "\(answers)")
+        #expect(byID(3)?["result"]?["clients"]?.intValue == 300, "the second takes the budget below zero")
+        #expect(byID(4)?["error"]?["code"]?.intValue == 111, "\(String(describing: byID(4)))")
+        try session.send(#"{"id":5,"history":{"channel":"h","limit":1}}"#)
+        let history = try #require(try session.messages().first { $0["id"]?.intValue == 5 })
+        #expect(history["error"]?["code"]?.intValue == 111, "one budget for both: \(history)")
+    }
+
     @Test("recoveries read from the address's history budget too: a connect's and a poll's are charged what they read; spent, a recovering subscribe gets 111 and a recovering poll 429")
     func recoveriesChargeTheHistoryBudget() throws {
         let node = try Self.budgetedNode(burst: 250_000)

@@ -566,10 +566,19 @@ extension ClientSession {
         if let refusal = self.permission(action, channel: channel, options: options) {
             return self.reply(id: id, error: refusal)
         }
+        // A presence read takes the channel's whole table from the broker (10,000 entries, a few MB,
+        // for `presenceStats`' two numbers too): it draws on the address's budget of bytes read, as
+        // history does, charged what it read once it is in.
+        let budgetKey = self.budgetKey
+        if let budgetKey, !self.node.historyReads.allowsRead(for: budgetKey) {
+            self.node.metrics.auth.count(.historyRate)
+            return self.reply(id: id, error: Self.presenceBudgetSpent)
+        }
         let slot = self.reserveReply()
         self.node.hub.presence(channel: channel).hop(to: self.fanout.eventLoop).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let clients):
+                if let budgetKey { self.node.historyReads.charge(Self.presenceReadBytes(clients), for: budgetKey) }
                 let message = self.replyMessage(id: id) { buffer in
                     if statsOnly {
                         ResultWriter.writePresenceStats(&buffer, clients)
@@ -634,6 +643,13 @@ extension ClientSession {
 extension ClientSession {
     /// A `history` or a recovering `subscribe` over the address's budget of history bytes.
     static let historyBudgetSpent = SwitchboardError(.tooManyRequests, "history reads over this address's rate of bytes: retry later")
+    static let presenceBudgetSpent = SwitchboardError(.tooManyRequests, "presence reads over this address's rate of bytes: retry later")
+
+    /// What a presence read is charged: about what each entry takes at the broker (its ids and a
+    /// fixed share for the rest; the `info` JSON is not serialized only to be measured).
+    static func presenceReadBytes(_ clients: [ClientInfo]) -> Int {
+        clients.reduce(0) { $0 &+ 64 &+ $1.client.utf8.count &+ $1.user.utf8.count }
+    }
 
     /// What a `history` reserves of its address's budget before its read (at most 256 reads of one
     /// address out at once with the default burst of 16 MiB).
