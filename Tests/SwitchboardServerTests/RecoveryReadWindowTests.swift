@@ -311,6 +311,22 @@ struct RecoveryReadWindowTests {
         #expect(told, "offsets \(offsets)")
     }
 
+    @Test("a publication that fits the read's bound but no answer (its publisher's info is large) is said lost, and does not hold back the poll's other channels")
+    func pollSaysLostAPublicationNoAnswerHolds() throws {
+        let (node, _) = try Self.pollNode(channels: 2, answer: 20_000)
+        let data = ByteBuffer(string: "\"" + String(repeating: "x", count: 19_000) + "\"")
+        let info = ClientInfo(client: "c", user: "u", info: .string(String(repeating: "i", count: 2_000)))
+        _ = node.broker.inner.publish(PublishRequest(channel: "r0", data: data, info: info, historySize: 100, historyTTL: 60))
+        _ = node.broker.inner.publish(PublishRequest(channel: "r1", data: ByteBuffer(string: "1"), historySize: 100, historyTTL: 60))
+        node.loop.run()
+        let epochs = try (0..<2).map { try node.broker.inner.history(HistoryQuery(channel: "r\($0)", limit: 0)).wait().position.epoch }
+        let subs = (0..<2).map { #""r\#($0)":{"offset":0,"epoch":"\#(epochs[$0])"}"# }.joined(separator: ",")
+        let items = try Self.poll(node, subs)
+        let r0 = items.first { $0["channel"]?.stringValue == "r0" }
+        #expect(r0?["position"]?["recovered"] == .bool(false) && r0?["position"]?["offset"]?.intValue == 1, "\(items)")
+        #expect(items.contains { $0["channel"]?.stringValue == "r1" && $0["pub"]?["offset"]?.intValue == 1 }, "\(items)")
+    }
+
     @Test("resubscribing while an ended recovery's read is out: no join or leave is announced for it, presence keeps the client")
     func resubscribeWhileAReadIsOut() throws {
         let (node, epochs) = try Self.node(channels: 1, perChannel: 2, size: 100) {
@@ -384,7 +400,7 @@ struct RecoveryReadWindowTests {
     }
 
     @Test("a poll's recoveries go a few at a time and page through an answer smaller than what is missed: each publication once, in order, none said lost")
-    func pollReadsWithinTheRoomLeftAndPages() throws {
+    func pollPagesThroughASmallAnswer() throws {
         // The answer's room is about 20,000 bytes; each channel has 3 publications of 5,000.
         let (node, epochs) = try Self.node(channels: 8, perChannel: 3, size: 5_000) { $0.outboundLimit = 20_000 }
         var positions: [String: (offset: Int, epoch: String)] = [:]

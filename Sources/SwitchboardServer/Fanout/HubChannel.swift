@@ -93,8 +93,8 @@ struct PendingJoin {
     /// under it in a way its answer cannot show (an epoch change, publications the broker lost, an
     /// interrupted broker link); a stale answer is read again.
     var read = Read.current
-    /// The subscriber left while a read was out: the join ends, unanswered but for a `.reject`,
-    /// when the read returns (`HubShard.finishJoin`).
+    /// The subscriber left while a read was out: when the read returns the join ends, never made a
+    /// member, answered with a `.reject` that tells the session the read is over (`HubShard.finishJoin`).
     var left = false
 
     enum Read {

@@ -361,8 +361,8 @@ extension ClientSession {
     /// been built in memory first and then cut the connection as a slow consumer.
     ///
     /// A poll is the exception: it pages (as many publications as fit its answer, then the position of
-    /// the last one, and the next poll goes on from there), so it loses nothing by taking them all;
-    /// they are counted all the same, for the room its later recoveries read (`recoveryRoom`).
+    /// the last one, and the next poll goes on from there), so it loses nothing by taking them all:
+    /// it keeps what fits the room its earlier recoveries left and drops the rest as it comes.
     func fitRecovery(_ activation: inout SubscriptionActivation, for subscription: SessionSubscription) {
         guard activation.recovered == true, !activation.publications.isEmpty else { return }
         let aggregate = self.connectPending.flatMap { $0.slot == subscription.replySlot ? $0 : nil }

@@ -123,6 +123,7 @@ extension ClientSession {
             switch result.outcome {
             case .success(let activation):
                 var position = activation.position
+                var recovered = activation.recovered
                 if activation.recovered == true {
                     // As many as fit in the answer; then the position of the last one that did,
                     // so the client's next poll goes on from there and nothing is lost.
@@ -130,11 +131,20 @@ extension ClientSession {
                     for publication in activation.publications {
                         var pub = self.allocator.buffer(capacity: 64 + publication.data.readableBytes)
                         pub.writePublicationPush(channel: result.channel, publication)
+                        if delivered == nil, !collector.fitsAnyAnswer(pub.readableBytes) {
+                            // Next in line and larger than any answer (its data within the read's
+                            // bound, its publisher's `info` not): it can never be delivered, so it is
+                            // lost, and said so, rather than asked for again by every poll.
+                            recovered = false
+                            break
+                        }
                         guard collector.append(pub) else { break }
                         delivered = publication.offset
                     }
-                    if delivered == activation.publications.last?.offset { continue }
-                    if let delivered, let epoch = position?.epoch {
+                    if recovered == true, delivered == activation.publications.last?.offset { continue }
+                    if recovered == false {
+                        // The channel's position: the client goes on from there.
+                    } else if let delivered, let epoch = position?.epoch {
                         position = StreamPosition(offset: delivered, epoch: epoch)
                     } else if let since = self.subscriptions[result.channel]?.requestedSince {
                         position = since
@@ -145,7 +155,7 @@ extension ClientSession {
                     item.field("channel", string: result.channel)
                     item.object("position") { fields in
                         ResultWriter.positionFields(&fields, position)
-                        if activation.recovered == false { fields.field("recovered", bool: false) }
+                        if recovered == false { fields.field("recovered", bool: false) }
                     }
                 }
             case .failure(let error):

@@ -27,8 +27,9 @@ final class CollectOutput: SessionOutput {
     /// Set for a poll that named its `client`: its channels list it in presence.
     var pollPresence: PollPresence?
     private(set) var objects: [ByteBuffer] = []
-    /// Bytes the answer may still grow by (it starts at the node's outbound limit).
+    /// Bytes the answer may still grow by (it starts at `maximumBytes`, the node's outbound limit).
     private(set) var remainingBytes: Int
+    let maximumBytes: Int
     /// Something did not fit: nothing more is taken but positions (a later publication after a
     /// dropped one would look like a gap to the client).
     private(set) var isFull = false
@@ -44,6 +45,7 @@ final class CollectOutput: SessionOutput {
 
     init(purpose: Purpose, maximumBytes: Int, onComplete: @escaping (ByteBuffer) -> Void) {
         self.purpose = purpose
+        self.maximumBytes = maximumBytes
         self.remainingBytes = maximumBytes
         self.onComplete = onComplete
     }
@@ -80,6 +82,11 @@ final class CollectOutput: SessionOutput {
     /// Whether `bytes` more fit in the answer.
     func fits(_ bytes: Int) -> Bool {
         bytes + 1 <= self.remainingBytes
+    }
+
+    /// Whether an object of `bytes` fits any answer of this size, even an empty one.
+    func fitsAnyAnswer(_ bytes: Int) -> Bool {
+        bytes + 1 <= self.maximumBytes
     }
 
     /// Takes `bytes` of the answer for one `/rpc` reply; false when they do not fit (the reply
