@@ -144,6 +144,43 @@ struct HTTPEndpointTests {
         #expect(history["error"]?["code"]?.intValue == 111, "one budget for both: \(history)")
     }
 
+    @Test("presence reads sent together cannot all start on one full budget, and asks of one channel's table while it is being read share the read")
+    func presenceReadsSentTogether() throws {
+        let node = try Self.budgetedNode(burst: 50_000, makeBroker: { LaterPresenceBroker(eventLoop: $0) })
+        let clients = (0..<300).map { ClientInfo(client: "client-\($0)-" + String(repeating: "c", count: 20), user: "user-\($0)") }
+        _ = node.broker.inner.addPresence(channel: "p", clients: clients, ttl: 60)
+        _ = node.broker.inner.addPresence(channel: "q", clients: clients, ttl: 60)
+        node.loop.run()
+        func call(_ commands: [String]) throws -> String {
+            let body = commands.enumerated().map { #"{"id":\#($0.offset + 1),\#($0.element)}"# }.joined(separator: "\n")
+            let channel = try node.openHTTP()
+            try channel.writeInbound(ByteBuffer(string:
+                "POST /rpc HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"))
+            node.loop.run()
+            defer { _ = try? channel.finish(acceptAlreadyClosed: true) }
+            return String(decoding: channel.readAllOutbound(), as: UTF8.self)
+        }
+        // 100 asks in one call, all out before any read returns: one reservation spends the burst.
+        let first = try call(Array(repeating: #""presenceStats":{"channel":"p"}"#, count: 100))
+        #expect(first.components(separatedBy: #""clients":300"#).count - 1 == 1, "\(first.prefix(400))")
+        #expect(first.components(separatedBy: #""code":111"#).count - 1 == 99)
+        #expect(node.broker.presenceReads == 1)
+
+        // With the default budget, 50 asks of one channel in one frame make one broker read, and one
+        // of another channel one more.
+        let open = try EmbeddedNode(makeBroker: { LaterPresenceBroker(eventLoop: $0) })
+        _ = open.broker.inner.addPresence(channel: "p", clients: clients, ttl: 60)
+        open.loop.run()
+        let session = try open.session()
+        try session.send(#"{"id":1,"connect":{}}"#)
+        _ = try session.messages()
+        try session.send((2..<52).map { #"{"id":\#($0),"presenceStats":{"channel":"p"}}"# }.joined(separator: "\n") + "\n"
+            + #"{"id":60,"presence":{"channel":"q"}}"#)
+        let answers = try session.messages()
+        #expect(answers.filter { $0["result"]?["clients"]?.intValue == 300 }.count == 50, "\(answers.prefix(3))")
+        #expect(open.broker.presenceReads == 2)
+    }
+
     @Test("recoveries read from the address's history budget too: a connect's and a poll's are charged what they read; spent, a recovering subscribe gets 111 and a recovering poll 429")
     func recoveriesChargeTheHistoryBudget() throws {
         let node = try Self.budgetedNode(burst: 250_000)
@@ -374,6 +411,19 @@ final class DelayedHistoryBroker: ForwardingBroker, @unchecked Sendable {
                 return result
             }.cascade(to: promise)
         }
+        return promise.futureResult
+    }
+}
+
+/// A memory broker whose presence reads answer on a later loop turn (as Redis does), counted.
+final class LaterPresenceBroker: ForwardingBroker, @unchecked Sendable {
+    private(set) var presenceReads = 0
+
+    override func presence(channel: String) -> EventLoopFuture<[ClientInfo]> {
+        self.presenceReads += 1
+        let promise = self.eventLoop.makePromise(of: [ClientInfo].self)
+        let inner = self.inner
+        self.eventLoop.execute { inner.presence(channel: channel).cascade(to: promise) }
         return promise.futureResult
     }
 }

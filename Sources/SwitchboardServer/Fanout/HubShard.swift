@@ -45,6 +45,10 @@ final class HubShard: @unchecked Sendable {
     var presence: PresenceSchedule
     /// Whether gathered presence changes have a write scheduled.
     var presenceWrites = PresenceWriteTimer.idle
+    /// Presence reads at the broker, by channel: a request for a channel whose table is being read,
+    /// with nothing written to it since, shares that read (one `/rpc` call asking `presenceStats`
+    /// of one big channel 100 times makes one read). Entries only while their read is out.
+    var presenceReads: [String: EventLoopFuture<[ClientInfo]>] = [:]
 
     /// The timer of the next presence write: none, one scheduled `PresenceSchedule.writeDelay`
     /// after the first change gathered since the last write, or none ever again once the shard
@@ -349,8 +353,16 @@ final class HubShard: @unchecked Sendable {
     /// not yet written: the broker keeps one channel's calls in order, so a client that just
     /// joined sees itself.
     func presence(channel: String) -> EventLoopFuture<[ClientInfo]> {
-        for write in self.presence.takeWrites(channel: channel) { self.send(write) }
-        return self.broker.presence(channel: channel)
+        let writes = self.presence.takeWrites(channel: channel)
+        // A read started before these writes would not show them (a client reads its own join).
+        if writes.isEmpty, let shared = self.presenceReads[channel] { return shared }
+        for write in writes { self.send(write) }
+        let read = self.broker.presence(channel: channel)
+        self.presenceReads[channel] = read
+        read.hop(to: self.eventLoop).whenComplete { _ in
+            if self.presenceReads[channel] === read { self.presenceReads[channel] = nil }
+        }
+        return read
     }
 
     func activate(_ request: JoinRequest, activation: SubscriptionActivation) {

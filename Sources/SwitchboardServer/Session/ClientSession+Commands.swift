@@ -568,17 +568,22 @@ extension ClientSession {
         }
         // A presence read takes the channel's whole table from the broker (10,000 entries, a few MB,
         // for `presenceStats`' two numbers too): it draws on the address's budget of bytes read, as
-        // history does, charged what it read once it is in.
+        // `history` does: a share reserved before the read (so that reads sent together cannot all
+        // start on one full budget), settled with what it read.
         let budgetKey = self.budgetKey
-        if let budgetKey, !self.node.historyReads.allowsRead(for: budgetKey) {
+        let reservation = Self.historyReservation
+        if let budgetKey, !self.node.historyReads.reserve(reservation, for: budgetKey) {
             self.node.metrics.auth.count(.historyRate)
             return self.reply(id: id, error: Self.presenceBudgetSpent)
         }
         let slot = self.reserveReply()
         self.node.hub.presence(channel: channel).hop(to: self.fanout.eventLoop).assumeIsolated().whenComplete { result in
+            if let budgetKey {
+                let used = (try? result.get()).map(Self.presenceReadBytes) ?? 0
+                self.node.historyReads.settle(reserved: reservation, used: used, for: budgetKey)
+            }
             switch result {
             case .success(let clients):
-                if let budgetKey { self.node.historyReads.charge(Self.presenceReadBytes(clients), for: budgetKey) }
                 let message = self.replyMessage(id: id) { buffer in
                     if statsOnly {
                         ResultWriter.writePresenceStats(&buffer, clients)

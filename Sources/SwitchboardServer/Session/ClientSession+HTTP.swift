@@ -134,8 +134,10 @@ extension ClientSession {
                         if delivered == nil, !collector.fitsAnyAnswer(pub.readableBytes) {
                             // Next in line and larger than any answer (its data within the read's
                             // bound, its publisher's `info` not): it can never be delivered, so it is
-                            // lost, and said so, rather than asked for again by every poll.
+                            // lost, and said so, rather than asked for again by every poll. The
+                            // position is its own: the next poll goes on with the ones after it.
                             recovered = false
+                            if let epoch = position?.epoch { position = StreamPosition(offset: publication.offset, epoch: epoch) }
                             break
                         }
                         guard collector.append(pub) else { break }
@@ -143,7 +145,7 @@ extension ClientSession {
                     }
                     if recovered == true, delivered == activation.publications.last?.offset { continue }
                     if recovered == false {
-                        // The channel's position: the client goes on from there.
+                        // The lost one's position (above).
                     } else if let delivered, let epoch = position?.epoch {
                         position = StreamPosition(offset: delivered, epoch: epoch)
                     } else if let since = self.subscriptions[result.channel]?.requestedSince {
