@@ -117,6 +117,19 @@ struct RecoveryReadWindowTests {
         return (node, epochs)
     }
 
+    /// A `subscribe` of channel `r<c>` from its start, as command `id`.
+    static func recovering(_ c: Int, id: Int, _ epochs: [String]) -> String {
+        #"{"id":\#(id),"subscribe":{"channel":"r\#(c)","since":{"offset":0,"epoch":"\#(epochs[c])"}}}"#
+    }
+
+    /// A session on `node` that has connected.
+    static func connected(_ node: EmbeddedNode<WindowedHistoryBroker>) throws -> TestSession {
+        let session = try node.session()
+        try session.send(#"{"id":1,"connect":{}}"#)
+        _ = try session.messages()
+        return session
+    }
+
     static func subs(_ epochs: [String], _ range: Range<Int>) -> String {
         range.map { #""r\#($0)":{"offset":0,"epoch":"\#(epochs[$0])"}"# }.joined(separator: ",")
     }
@@ -177,14 +190,12 @@ struct RecoveryReadWindowTests {
     @Test("subscriptions ended while their reads wait or are in flight give their places back (the latter once answered): later recoveries still go")
     func endedRecoveriesFreeTheirPlaces() throws {
         let (node, epochs) = try Self.node(channels: 12, perChannel: 2, size: 100)
-        let session = try node.session()
-        try session.send(#"{"id":1,"connect":{}}"#)
-        _ = try session.messages()
+        let session = try Self.connected(node)
         // Six recovering subscribes and, in the same frame, the unsubscribe of each: the last two
         // (first) while they wait, then the first four with their reads in flight.
         var frame: [String] = []
         for c in 0..<6 {
-            frame.append(#"{"id":\#(10 + c),"subscribe":{"channel":"r\#(c)","since":{"offset":0,"epoch":"\#(epochs[c])"}}}"#)
+            frame.append(Self.recovering(c, id: 10 + c, epochs))
         }
         for c in [5, 4, 0, 1, 2, 3] { frame.append(#"{"id":\#(20 + c),"unsubscribe":{"channel":"r\#(c)"}}"#) }
         try session.send(frame.joined(separator: "\n"))
@@ -193,7 +204,7 @@ struct RecoveryReadWindowTests {
         let width = RecoveryReadWindow<SessionSubscription>.width
         #expect(node.broker.recoveries.count == width, "the waiting ones never read")
         // Six more: every place is free again, so all six recover.
-        frame = (6..<12).map { c in #"{"id":\#(30 + c),"subscribe":{"channel":"r\#(c)","since":{"offset":0,"epoch":"\#(epochs[c])"}}}"# }
+        frame = (6..<12).map { c in Self.recovering(c, id: 30 + c, epochs) }
         try session.send(frame.joined(separator: "\n"))
         let second = try session.messages()
         for c in 6..<12 {
@@ -205,18 +216,16 @@ struct RecoveryReadWindowTests {
     @Test("subscribe + unsubscribe pairs cannot have more than `width` reads at the broker: an ended read keeps its place until the hub answers it")
     func endedReadsKeepTheirPlacesUntilAnswered() throws {
         let (node, epochs) = try Self.node(channels: 26, perChannel: 2, size: 100)
-        let session = try node.session()
-        try session.send(#"{"id":1,"connect":{}}"#)
-        _ = try session.messages()
+        let session = try Self.connected(node)
         // Sixteen subscribe + unsubscribe pairs, then four subscribes that stay, with a slow broker:
         // the first reads stay out while the session hears its unsubscribes answered.
         var frame: [String] = []
         for c in 0..<16 {
-            frame.append(#"{"id":\#(10 + c),"subscribe":{"channel":"r\#(c)","since":{"offset":0,"epoch":"\#(epochs[c])"}}}"#)
+            frame.append(Self.recovering(c, id: 10 + c, epochs))
             frame.append(#"{"id":\#(100 + c),"unsubscribe":{"channel":"r\#(c)"}}"#)
         }
         for c in 16..<20 {
-            frame.append(#"{"id":\#(10 + c),"subscribe":{"channel":"r\#(c)","since":{"offset":0,"epoch":"\#(epochs[c])"}}}"#)
+            frame.append(Self.recovering(c, id: 10 + c, epochs))
         }
         node.broker.holding = true
         try session.send(frame.joined(separator: "\n"))
@@ -231,7 +240,7 @@ struct RecoveryReadWindowTests {
         }
         #expect(node.broker.mostInFlight == width)
         // Every place came back: six more all recover.
-        frame = (20..<26).map { c in #"{"id":\#(30 + c),"subscribe":{"channel":"r\#(c)","since":{"offset":0,"epoch":"\#(epochs[c])"}}}"# }
+        frame = (20..<26).map { c in Self.recovering(c, id: 30 + c, epochs) }
         try session.send(frame.joined(separator: "\n"))
         let second = try session.messages()
         for c in 20..<26 {
@@ -241,7 +250,7 @@ struct RecoveryReadWindowTests {
         // outlives it: the test process would crash on the hub's late answers).
         node.broker.holding = true
         frame = (0..<2).flatMap { c in [
-            #"{"id":\#(60 + c),"subscribe":{"channel":"r\#(c)","since":{"offset":0,"epoch":"\#(epochs[c])"}}}"#,
+            Self.recovering(c, id: 60 + c, epochs),
             #"{"id":\#(70 + c),"unsubscribe":{"channel":"r\#(c)"}}"#,
         ] }
         try session.channel.writeInbound(ByteBuffer(bytes: TestFrames.text(frame.joined(separator: "\n"))))
@@ -371,18 +380,16 @@ struct RecoveryReadWindowTests {
     func endedBeforeTheReadStarted() throws {
         let (node, epochs) = try Self.node(channels: 10, perChannel: 2, size: 100)
         node.broker.delaysSubscribes = true
-        let session = try node.session()
-        try session.send(#"{"id":1,"connect":{}}"#)
-        _ = try session.messages()
+        let session = try Self.connected(node)
         var frame: [String] = []
         for c in 0..<4 {
-            frame.append(#"{"id":\#(10 + c),"subscribe":{"channel":"r\#(c)","since":{"offset":0,"epoch":"\#(epochs[c])"}}}"#)
+            frame.append(Self.recovering(c, id: 10 + c, epochs))
             frame.append(#"{"id":\#(20 + c),"unsubscribe":{"channel":"r\#(c)"}}"#)
         }
         try session.send(frame.joined(separator: "\n"))
         _ = try session.messages()
         #expect(node.broker.recoveries.isEmpty, "left before their reads")
-        frame = (4..<10).map { c in #"{"id":\#(30 + c),"subscribe":{"channel":"r\#(c)","since":{"offset":0,"epoch":"\#(epochs[c])"}}}"# }
+        frame = (4..<10).map { c in Self.recovering(c, id: 30 + c, epochs) }
         try session.send(frame.joined(separator: "\n"))
         let answers = try session.messages()
         for c in 4..<10 {
@@ -397,7 +404,7 @@ struct RecoveryReadWindowTests {
         let session = TestSession(channel: channel, loop: node.loop)
         try session.send(#"{"id":1,"connect":{}}"#)
         _ = try session.messages()
-        let frame = (0..<10).map { c in #"{"id":\#(10 + c),"subscribe":{"channel":"r\#(c)","since":{"offset":0,"epoch":"\#(epochs[c])"}}}"# }
+        let frame = (0..<10).map { c in Self.recovering(c, id: 10 + c, epochs) }
         // Sent without running the loop: the reads in flight are not answered before the close.
         try channel.writeInbound(ByteBuffer(bytes: TestFrames.text(frame.joined(separator: "\n"))))
         _ = try? channel.finish(acceptAlreadyClosed: true)
