@@ -405,15 +405,11 @@ extension ClientSession {
     }
 
     /// How many of a poll recovery's `publications` (oldest first) fit `room`, counted as the broker's
-    /// bounded read counts them, and the bytes they take.
+    /// bounded read counts them (`HistoryQuery.fittingCount`), and the bytes they take.
     static func pollPrefix(_ publications: [Publication], room: Int) -> (count: Int, bytes: Int) {
-        var bytes = 0
-        for (index, publication) in publications.enumerated() {
-            let next = bytes &+ HistoryQuery.bytes(ofData: publication.data.readableBytes)
-            if next > room { return (index, bytes) }
-            bytes = next
-        }
-        return (publications.count, bytes)
+        let count = HistoryQuery(channel: "", limit: -1, maximumBytes: room).fittingCount(publications)
+        let bytes = publications.prefix(count).reduce(0) { $0 &+ HistoryQuery.bytes(ofData: $1.data.readableBytes) }
+        return (count, bytes)
     }
 
     /// About what a publication's client info takes in a reply: its fields and its `info` JSON.

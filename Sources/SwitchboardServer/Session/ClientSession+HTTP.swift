@@ -143,13 +143,13 @@ extension ClientSession {
                         guard collector.append(pub) else { break }
                         delivered = publication.offset
                     }
-                    if recovered == true, delivered == activation.publications.last?.offset { continue }
-                    if recovered == false {
-                        // The lost one's position (above).
-                    } else if let delivered, let epoch = position?.epoch {
-                        position = StreamPosition(offset: delivered, epoch: epoch)
-                    } else if let since = self.subscriptions[result.channel]?.requestedSince {
-                        position = since
+                    if recovered == true {
+                        if delivered == activation.publications.last?.offset { continue }
+                        if let delivered, let epoch = position?.epoch {
+                            position = StreamPosition(offset: delivered, epoch: epoch)
+                        } else if let since = self.subscriptions[result.channel]?.requestedSince {
+                            position = since
+                        }
                     }
                 }
                 guard let position else { continue }  // no history: nothing to carry
